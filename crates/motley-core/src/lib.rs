@@ -1,0 +1,22 @@
+//! motley's sans-IO core.
+//!
+//! Everything here is a pure function of (state, input, now): no runtime, no
+//! filesystem, no network, no clock. The server, the agent and the simulator
+//! are shells that feed these functions and carry out what they return.
+//!
+//! * [`quantity`] — CPU, memory and duration quantities (`500m`, `256Mi`, `10s`).
+//! * [`selector`] — Kubernetes' set-based label selectors plus numeric comparisons.
+//! * [`model`] — the object model: workloads, tasks, nodes, allocations.
+//! * [`manifest`] — strict YAML manifests with file/line/column/field errors.
+//! * [`reconcile`] — controllers: desired workloads vs existing allocations → a plan.
+//! * [`restart`] — the restart policy state machine used by agents' supervisors.
+//! * [`proto`] — the messages agents and servers exchange.
+#![warn(missing_docs)]
+
+pub mod manifest;
+pub mod model;
+pub mod proto;
+pub mod quantity;
+pub mod reconcile;
+pub mod restart;
+pub mod selector;

@@ -1,0 +1,625 @@
+//! Strict YAML manifests.
+//!
+//! A manifest set is one or more sources (files, or standard input), each with
+//! any number of `---`-separated documents. [`parse_set`] validates the whole
+//! set and returns either every workload or every error, so a set applies all
+//! or nothing. Each error names the file, line, column and field path.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::model::{self, DaemonSpec, JobSpec, Kind, RESERVED_LABELS, ServiceSpec, Spec};
+use crate::selector::Selector;
+
+/// Upper bounds that keep one manifest from asking for absurd amounts.
+pub const MAX_REPLICAS: u32 = 100_000;
+/// Upper bound on a job's completions.
+pub const MAX_COMPLETIONS: u32 = 10_000_000;
+/// Largest accepted stop grace period (1 hour), in ms.
+pub const MAX_STOP_GRACE_MS: u64 = 3_600_000;
+
+/// One input: a display name (a path, or `-` for standard input) and its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// Shown in errors.
+    pub name: &'a str,
+    /// The YAML text.
+    pub text: &'a str,
+}
+
+/// One validation error, pointing into a source.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestError {
+    /// Source name.
+    pub file: String,
+    /// 1-based line (0 when unknown).
+    pub line: u64,
+    /// 1-based column (0 when unknown).
+    pub column: u64,
+    /// Field path such as `task.resources.memory`; empty for the whole document.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A validated workload and where it came from.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Source name.
+    pub file: String,
+    /// Line where the document's `kind` is.
+    pub line: u64,
+    /// The workload.
+    pub spec: Spec,
+    /// Locations of fields, for errors found later (e.g. against the live cluster).
+    spans: SpanNode,
+}
+
+impl Document {
+    /// An error about `field` of this document, located where the field (or its
+    /// nearest present parent) is written.
+    pub fn error_at(&self, field: &str, message: impl Into<String>) -> ManifestError {
+        let (line, column) = self.spans.locate(field);
+        ManifestError {
+            file: self.file.clone(),
+            line,
+            column,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The largest node, for "larger than any node" checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterLimits {
+    /// Largest node CPU capacity in millicores.
+    pub max_cpu: u64,
+    /// Largest node memory capacity in bytes.
+    pub max_memory: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Span tree: a generic YAML tree where every node knows its line and column.
+
+#[derive(Debug, Clone, Default)]
+struct SpanNode {
+    line: u64,
+    column: u64,
+    value: SpanValue,
+}
+
+#[derive(Debug, Clone, Default)]
+enum SpanValue {
+    Map(Vec<(String, SpanNode)>),
+    Seq(Vec<SpanNode>),
+    Scalar(String),
+    #[default]
+    Null,
+}
+
+impl SpanNode {
+    fn from_spanned(s: Spanned<SpanValue>) -> SpanNode {
+        SpanNode {
+            line: s.referenced.line(),
+            column: s.referenced.column(),
+            value: s.value,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&SpanNode> {
+        match &self.value {
+            SpanValue::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn scalar(&self) -> Option<&str> {
+        match &self.value {
+            SpanValue::Scalar(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Line and column of `path` (`a.b[2].c`), or of its deepest present ancestor.
+    fn locate(&self, path: &str) -> (u64, u64) {
+        let mut node = self;
+        for seg in path_segments(path) {
+            let next = match seg {
+                Seg::Key(k) => node.get(k),
+                Seg::Index(i) => match &node.value {
+                    SpanValue::Seq(items) => items.get(i),
+                    _ => None,
+                },
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        (node.line, node.column)
+    }
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn path_segments(path: &str) -> Vec<Seg<'_>> {
+    let mut out = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, rest) = match part.find('[') {
+            Some(i) => part.split_at(i),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            out.push(Seg::Key(key));
+        }
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            if let Ok(i) = idx.trim_end_matches(']').parse() {
+                out.push(Seg::Index(i));
+            }
+        }
+    }
+    out
+}
+
+impl<'de> Deserialize<'de> for SpanValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SpanValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<SpanValue, E> {
+                Ok(SpanValue::Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SpanValue, E> {
+                Ok(SpanValue::Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SpanValue, E> {
+                Ok(SpanValue::Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<SpanValue, E> {
+                Ok(SpanValue::Scalar(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SpanValue, E> {
+                Ok(SpanValue::Scalar(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<SpanValue, E> {
+                Ok(SpanValue::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<SpanValue, E> {
+                Ok(SpanValue::Null)
+            }
+            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<SpanValue, D2::Error> {
+                SpanValue::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SpanValue, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<SpanValue>>()? {
+                    items.push(SpanNode::from_spanned(item));
+                }
+                Ok(SpanValue::Seq(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SpanValue, A::Error> {
+                let mut entries: Vec<(String, SpanNode)> = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<SpanValue>>()? {
+                    let name = match &key.value {
+                        SpanValue::Scalar(s) => s.clone(),
+                        SpanValue::Null => "null".to_string(),
+                        _ => return Err(de::Error::custom("mapping keys must be plain scalars")),
+                    };
+                    if entries.iter().any(|(k, _)| *k == name) {
+                        return Err(de::Error::custom(format!("duplicate key {name:?}")));
+                    }
+                    let value = map.next_value::<Spanned<SpanValue>>()?;
+                    let mut node = SpanNode::from_spanned(value);
+                    // Point at the key for fields whose value is a block.
+                    if matches!(node.value, SpanValue::Map(_) | SpanValue::Seq(_))
+                        && key.referenced.line() != 0
+                    {
+                        node.line = key.referenced.line();
+                        node.column = key.referenced.column();
+                    }
+                    entries.push((name, node));
+                }
+                Ok(SpanValue::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Splitting a stream into documents while keeping line numbers.
+
+struct RawDoc {
+    /// Lines before this document's first line.
+    line_offset: u64,
+    text: String,
+}
+
+fn split_documents(text: &str) -> Vec<RawDoc> {
+    let mut docs = Vec::new();
+    let mut cur = String::new();
+    let mut start = 0u64;
+    let mut in_doc_end = false;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        let is_start = bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t");
+        let is_end = bare == "..." || bare.starts_with("... ");
+        if is_start {
+            docs.push(RawDoc {
+                line_offset: start,
+                text: std::mem::take(&mut cur),
+            });
+            start = i as u64;
+            in_doc_end = false;
+            // Keep columns: blank out the marker, keep what follows it.
+            cur.push_str("   ");
+            cur.push_str(&line[3..]);
+            continue;
+        }
+        if is_end {
+            docs.push(RawDoc {
+                line_offset: start,
+                text: std::mem::take(&mut cur),
+            });
+            in_doc_end = true;
+            start = i as u64 + 1;
+            continue;
+        }
+        if in_doc_end {
+            start = i as u64 + 1;
+            continue;
+        }
+        cur.push_str(line);
+    }
+    docs.push(RawDoc {
+        line_offset: start,
+        text: cur,
+    });
+    docs.retain(|d| {
+        d.text
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    // Defaults include a parse budget that stops alias bombs; keep strict booleans and
+    // refuse duplicate keys.
+    serde_saphyr::Options::default()
+}
+
+fn location_of(e: &serde_saphyr::Error) -> (u64, u64) {
+    e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0))
+}
+
+/// First line of an error's message, without the snippet the YAML library renders.
+fn short_message(e: &serde_saphyr::Error) -> String {
+    let full = e.without_snippet().to_string();
+    let first = full.lines().next().unwrap_or("").trim().to_string();
+    // Drop a trailing " at line X, column Y" since the location is reported separately.
+    match first.find(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first,
+    }
+}
+
+fn parse_typed<T: de::DeserializeOwned>(text: &str) -> Result<T, (String, serde_saphyr::Error)> {
+    let path = RefCell::new(String::new());
+    let res = serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |d| {
+        serde_path_to_error::deserialize(d).map_err(|e| {
+            *path.borrow_mut() = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    res.map_err(|e| {
+        let p = path.into_inner();
+        (if p == "." { String::new() } else { p }, e)
+    })
+}
+
+fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> Option<Document> {
+    let off = raw.line_offset;
+    let mk = |line: u64, column: u64, field: &str, message: String| ManifestError {
+        file: file.to_string(),
+        line: if line == 0 { 0 } else { line + off },
+        column,
+        field: field.to_string(),
+        message,
+    };
+    let tree = match serde_saphyr::from_str_with_options::<Spanned<SpanValue>>(&raw.text, yaml_options()) {
+        Ok(t) => SpanNode::from_spanned(t),
+        Err(e) => {
+            let (l, c) = location_of(&e);
+            errors.push(mk(l, c, "", format!("YAML syntax: {}", short_message(&e))));
+            return None;
+        }
+    };
+    if !matches!(tree.value, SpanValue::Map(_)) {
+        errors.push(mk(tree.line, tree.column, "", "a manifest document must be a mapping with a `kind`".into()));
+        return None;
+    }
+    let Some(kind_node) = tree.get("kind") else {
+        errors.push(mk(tree.line, tree.column, "kind", "missing field `kind` (Service, Job or Daemon)".into()));
+        return None;
+    };
+    let kind_text = kind_node.scalar().unwrap_or_default().to_string();
+    let kind_line = kind_node.line;
+    let typed: Result<Spec, (String, serde_saphyr::Error)> = match kind_text.as_str() {
+        "Service" => parse_typed::<ServiceSpec>(&raw.text).map(Spec::Service),
+        "Job" => parse_typed::<JobSpec>(&raw.text).map(Spec::Job),
+        "Daemon" => parse_typed::<DaemonSpec>(&raw.text).map(Spec::Daemon),
+        other => {
+            errors.push(mk(
+                kind_node.line,
+                kind_node.column,
+                "kind",
+                format!("unknown kind {other:?}: expected Service, Job or Daemon"),
+            ));
+            return None;
+        }
+    };
+    let spec = match typed {
+        Ok(s) => s,
+        Err((path, e)) => {
+            let (l, c) = location_of(&e);
+            errors.push(mk(l, c, &path, short_message(&e)));
+            return None;
+        }
+    };
+    let mut spans = tree;
+    shift_lines(&mut spans, off);
+    let doc = Document {
+        file: file.to_string(),
+        line: kind_line + off,
+        spec,
+        spans,
+    };
+    let before = errors.len();
+    validate_spec(&doc, errors);
+    (errors.len() == before).then_some(doc)
+}
+
+fn shift_lines(n: &mut SpanNode, off: u64) {
+    if n.line != 0 {
+        n.line += off;
+    }
+    match &mut n.value {
+        SpanValue::Map(entries) => entries.iter_mut().for_each(|(_, v)| shift_lines(v, off)),
+        SpanValue::Seq(items) => items.iter_mut().for_each(|v| shift_lines(v, off)),
+        _ => {}
+    }
+}
+
+/// Checks that need more than types: names, counts, selectors, env, limits.
+fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
+    let spec = &doc.spec;
+    if let Err(m) = model::validate_name(spec.name()) {
+        errors.push(doc.error_at("name", m));
+    }
+    let labels = match spec {
+        Spec::Service(s) => &s.labels,
+        Spec::Job(s) => &s.labels,
+        Spec::Daemon(s) => &s.labels,
+    };
+    for key in labels.keys() {
+        if key.is_empty() || key.len() > 253 || key.contains(char::is_whitespace) {
+            errors.push(doc.error_at(&format!("labels.{key}"), format!("label key {key:?} is not valid")));
+        }
+    }
+    match spec {
+        Spec::Service(s) => {
+            if s.replicas > MAX_REPLICAS {
+                errors.push(doc.error_at("replicas", format!("at most {MAX_REPLICAS} replicas")));
+            }
+        }
+        Spec::Job(j) => {
+            if j.completions == 0 || j.completions > MAX_COMPLETIONS {
+                errors.push(doc.error_at("completions", format!("must be between 1 and {MAX_COMPLETIONS}")));
+            }
+            if j.parallelism == 0 {
+                errors.push(doc.error_at("parallelism", "must be at least 1"));
+            }
+            if j.backoff.initial > j.backoff.max {
+                errors.push(doc.error_at("backoff.initial", "must not exceed backoff.max"));
+            }
+        }
+        Spec::Daemon(_) => {}
+    }
+    let task = spec.task();
+    if task.command.is_empty() {
+        errors.push(doc.error_at("task.command", "must name a program to run"));
+    } else if task.command[0].trim().is_empty() {
+        errors.push(doc.error_at("task.command[0]", "the program must not be empty"));
+    }
+    for (i, arg) in task.command.iter().enumerate() {
+        if arg.contains('\0') {
+            errors.push(doc.error_at(&format!("task.command[{i}]"), "must not contain NUL"));
+        }
+    }
+    for key in task.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            errors.push(doc.error_at(&format!("task.env.{key}"), format!("environment variable name {key:?} is not valid")));
+        }
+        if key.starts_with("MOTLEY_") {
+            errors.push(doc.error_at(&format!("task.env.{key}"), "MOTLEY_* variables are set by motley"));
+        }
+    }
+    if let Some(w) = &task.workdir
+        && !w.starts_with('/')
+    {
+        errors.push(doc.error_at("task.workdir", "must be an absolute path"));
+    }
+    if task.stop_grace.as_millis() > MAX_STOP_GRACE_MS {
+        errors.push(doc.error_at("task.stop_grace", "must be at most 1h"));
+    }
+    if let Some(limits) = &task.limits {
+        if let Some(lm) = limits.memory {
+            if lm < task.resources.memory_or_default() {
+                errors.push(doc.error_at("task.limits.memory", "must not be below the memory request"));
+            }
+            if lm.0 < 4 << 20 {
+                errors.push(doc.error_at("task.limits.memory", "must be at least 4Mi"));
+            }
+        }
+        if let Some(lc) = limits.cpu
+            && lc < task.resources.cpu_or_default()
+        {
+            errors.push(doc.error_at("task.limits.cpu", "must not be below the cpu request"));
+        }
+    }
+    if task.resources.cpu == Some(crate::quantity::MilliCpu(0)) {
+        errors.push(doc.error_at("task.resources.cpu", "must be more than 0"));
+    }
+    if let Some(req) = &spec.placement().require
+        && let Err(e) = Selector::parse(req)
+    {
+        let mut err = doc.error_at("placement.require", e.to_string());
+        // Point at the offending character when the selector is on one line.
+        let (_, col) = doc.spans.locate("placement.require");
+        if col != 0 && !req.contains('\n') {
+            let quoted = doc
+                .spans
+                .get("placement")
+                .and_then(|p| p.get("require"))
+                .is_some();
+            if quoted {
+                err.column = col + e.offset as u64;
+            }
+        }
+        errors.push(err);
+    }
+}
+
+/// Parses and validates a whole manifest set. Returns every workload, or every error.
+///
+/// Errors include YAML syntax, unknown fields, wrong types, bad quantities, invalid
+/// names, selectors and counts, and the same kind/name twice in the set.
+pub fn parse_set(sources: &[Source<'_>]) -> Result<Vec<Document>, Vec<ManifestError>> {
+    let mut errors = Vec::new();
+    let mut docs = Vec::new();
+    for src in sources {
+        let raws = split_documents(src.text);
+        for raw in &raws {
+            if let Some(d) = parse_document(src.name, raw, &mut errors) {
+                docs.push(d);
+            }
+        }
+    }
+    let mut seen: BTreeMap<(Kind, String), (String, u64)> = BTreeMap::new();
+    for d in &docs {
+        let key = (d.spec.kind(), d.spec.name().to_string());
+        if let Some((file, line)) = seen.get(&key) {
+            errors.push(d.error_at(
+                "name",
+                format!("duplicate {} {:?}: already defined at {file}:{line}", key.0, key.1),
+            ));
+        } else {
+            seen.insert(key, (d.file.clone(), d.line));
+        }
+    }
+    if errors.is_empty() { Ok(docs) } else { Err(errors) }
+}
+
+/// Checks a validated set against the live cluster: no request larger than every node.
+pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<ManifestError> {
+    let mut errors = Vec::new();
+    for d in docs {
+        let r = &d.spec.task().resources;
+        let cpu = r.cpu_or_default().0;
+        let mem = r.memory_or_default().0;
+        if cpu > cluster.max_cpu {
+            errors.push(d.error_at(
+                "task.resources.cpu",
+                format!(
+                    "requests {} but the largest node has {}",
+                    r.cpu_or_default(),
+                    crate::quantity::MilliCpu(cluster.max_cpu)
+                ),
+            ));
+        }
+        if mem > cluster.max_memory {
+            errors.push(d.error_at(
+                "task.resources.memory",
+                format!(
+                    "requests {} but the largest node has {}",
+                    r.memory_or_default(),
+                    crate::quantity::Bytes(cluster.max_memory)
+                ),
+            ));
+        }
+    }
+    errors
+}
+
+/// Reserved label keys, re-exported for validation messages.
+pub fn reserved_labels() -> &'static [&'static str] {
+    &RESERVED_LABELS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
+        parse_set(&[Source { name: "m.yaml", text }])
+    }
+
+    const GOOD: &str = "kind: Service\nname: web\nreplicas: 2\ntask:\n  command: [python3, -m, http.server]\n  resources: { cpu: 100m, memory: 64Mi }\n---\n# a job\nkind: Job\nname: batch\ncompletions: 10\nparallelism: 3\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo ${MOTLEY_INDEX}\"]\n";
+
+    #[test]
+    fn good_set() {
+        let docs = parse(GOOD).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].spec.name(), "web");
+        assert_eq!(docs[1].line, 9);
+        assert_eq!(docs[1].spec.kind(), Kind::Job);
+    }
+
+    #[test]
+    fn errors_carry_line_column_field() {
+        let bad = GOOD.replace("memory: 64Mi", "memory: 64Mx");
+        let e = &parse(&bad).unwrap_err()[0];
+        assert_eq!(e.line, 6, "{e}");
+        assert_eq!(e.field, "task.resources.memory", "{e}");
+        assert!(e.message.contains("64Mx"), "{e}");
+
+        let bad = GOOD.replace("parallelism: 3", "parallelism: 3\nreplicas: 2");
+        let e = &parse(&bad).unwrap_err()[0];
+        assert_eq!(e.line, 13, "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+
+        let bad = GOOD.replace("name: batch", "name: Batch_1");
+        let e = &parse(&bad).unwrap_err()[0];
+        assert_eq!((e.line, e.field.as_str()), (10, "name"), "{e}");
+    }
+
+    #[test]
+    fn splitting_keeps_line_numbers() {
+        let docs = split_documents("---\na: 1\n---\n\nb: 2\n...\nignored\n--- \nc: 3\n");
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].line_offset, 2);
+        assert_eq!(docs[2].line_offset, 7);
+    }
+}

@@ -1,0 +1,104 @@
+//! Messages between an agent and a server, carried as JSON text frames over
+//! the agent's one outbound WebSocket (`/v1/agent/connect`).
+//!
+//! The agent is level-triggered on connect: [`AgentMsg::Hello`] carries every
+//! allocation it holds, [`ServerMsg::Sync`] every allocation assigned to it.
+//! After that both sides send changes only. Nothing is sent periodically.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AllocState, Allocation, NodeFacts};
+
+/// Protocol version; a server refuses agents with another major version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What an agent last observed of one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocReport {
+    /// Allocation id.
+    pub id: String,
+    /// Observed state.
+    pub state: AllocState,
+    /// Process id while running.
+    pub pid: Option<u32>,
+    /// Last exit code (negative: signal).
+    pub exit_code: Option<i32>,
+    /// Restarts in place so far.
+    pub restarts: u32,
+    /// Why it changed, if there is something to say.
+    pub reason: Option<String>,
+    /// When observed (ms since the epoch, agent's clock).
+    pub at: u64,
+}
+
+/// Agent → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMsg {
+    /// First message on every connection.
+    Hello {
+        /// Protocol version.
+        version: u32,
+        /// Node name.
+        node: String,
+        /// Discovered facts.
+        facts: NodeFacts,
+        /// The latest report of every allocation the agent holds.
+        allocs: Vec<AllocReport>,
+    },
+    /// An allocation changed state.
+    Update(AllocReport),
+    /// A piece of an allocation's log, answering [`ServerMsg::Logs`].
+    LogData {
+        /// Request id.
+        req: u64,
+        /// Bytes (lossy UTF-8).
+        data: String,
+        /// No more data will follow.
+        eof: bool,
+        /// Set when the logs cannot be read.
+        error: Option<String>,
+    },
+}
+
+/// Server → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Accepted; first message from the server.
+    Welcome {
+        /// Protocol version.
+        version: u32,
+    },
+    /// The complete set of allocations assigned to this node.
+    Sync {
+        /// All of them; anything the agent holds that is not here is to be stopped and forgotten.
+        allocs: Vec<Allocation>,
+    },
+    /// An allocation was created or its desired state changed.
+    Upsert {
+        /// The allocation.
+        alloc: Allocation,
+    },
+    /// An allocation was removed from the cluster.
+    Remove {
+        /// Its id.
+        id: String,
+    },
+    /// Send an allocation's log.
+    Logs {
+        /// Request id, echoed in [`AgentMsg::LogData`].
+        req: u64,
+        /// Allocation id.
+        alloc: String,
+        /// Start this many bytes before the end (`None`: from the start of what is kept).
+        tail_bytes: Option<u64>,
+        /// Keep sending as the log grows.
+        follow: bool,
+    },
+    /// Stop sending the log of this request.
+    LogsCancel {
+        /// Request id.
+        req: u64,
+    },
+}

@@ -1,0 +1,229 @@
+//! The core's controllers driven with the minimal scheduler, under virtual time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use motley_core::manifest::{Source, parse_set};
+use motley_core::model::{AllocState, Allocation, Capacity, Desired, Node, NodeFacts, Workload, WorkloadRef};
+use motley_core::quantity::{Bytes, MilliCpu};
+use motley_core::reconcile::{Ids, Input, Plan, reconcile, status};
+use motley_scheduler::Minimal;
+use proptest::prelude::*;
+
+struct Counter(u64);
+impl Ids for Counter {
+    fn next_id(&mut self) -> String {
+        self.0 += 1;
+        format!("a{}", self.0)
+    }
+}
+
+struct World {
+    workloads: BTreeMap<WorkloadRef, Workload>,
+    nodes: BTreeMap<String, Node>,
+    ready: BTreeSet<String>,
+    allocs: BTreeMap<String, Allocation>,
+    now: u64,
+    ids: Counter,
+}
+
+fn node(name: &str, cpu: u64, mem_mi: u64) -> Node {
+    Node {
+        name: name.into(),
+        facts: NodeFacts {
+            arch: if name.starts_with("pi") { "arm64".into() } else { "amd64".into() },
+            os: "linux".into(),
+            cpus: (cpu / 1000) as u32,
+            memory: mem_mi << 20,
+            ..Default::default()
+        },
+        labels: BTreeMap::new(),
+        capacity: Capacity {
+            cpu: MilliCpu(cpu),
+            memory: Bytes(mem_mi << 20),
+        },
+        cordoned: false,
+        registered_at: 0,
+    }
+}
+
+impl World {
+    fn new(nodes: &[Node]) -> World {
+        World {
+            workloads: BTreeMap::new(),
+            ready: nodes.iter().map(|n| n.name.clone()).collect(),
+            nodes: nodes.iter().map(|n| (n.name.clone(), n.clone())).collect(),
+            allocs: BTreeMap::new(),
+            now: 1_000,
+            ids: Counter(0),
+        }
+    }
+    fn apply(&mut self, yaml: &str) {
+        let docs = parse_set(&[Source { name: "t.yaml", text: yaml }]).expect("valid manifest");
+        for d in docs {
+            let r = d.spec.reference();
+            let generation = self.workloads.get(&r).map_or(1, |w| w.generation + 1);
+            let uid = self.workloads.get(&r).map_or(format!("uid-{}", r.name), |w| w.uid.clone());
+            self.workloads.insert(
+                r,
+                Workload { spec: d.spec, generation, uid, created_at: self.now, updated_at: self.now },
+            );
+        }
+    }
+    fn step(&mut self) -> Plan {
+        let plan = reconcile(
+            &Input {
+                workloads: &self.workloads,
+                nodes: &self.nodes,
+                ready: &self.ready,
+                allocs: &self.allocs,
+                now: self.now,
+            },
+            &mut Minimal,
+            &mut self.ids,
+        );
+        for a in &plan.create {
+            self.allocs.insert(a.id.clone(), a.clone());
+        }
+        for (id, _) in &plan.stop {
+            if let Some(a) = self.allocs.get_mut(id) {
+                a.desired = Desired::Stop;
+            }
+        }
+        for id in &plan.delete {
+            self.allocs.remove(id);
+        }
+        plan
+    }
+    /// The agents: pending → running; stopping → stopped.
+    fn agents(&mut self) {
+        for a in self.allocs.values_mut() {
+            if a.desired == Desired::Stop && a.is_live() {
+                a.state = AllocState::Stopped;
+                a.updated_at = self.now;
+            } else if a.state == AllocState::Pending {
+                a.state = AllocState::Running;
+                a.updated_at = self.now;
+            }
+        }
+    }
+    fn live(&self, name: &str) -> Vec<&Allocation> {
+        self.allocs.values().filter(|a| a.workload.name == name && a.is_live() && a.desired == Desired::Run).collect()
+    }
+}
+
+const SVC: &str = "kind: Service\nname: web\nreplicas: 3\ntask:\n  command: [srv]\n  resources: { cpu: 500m, memory: 256Mi }\n";
+
+#[test]
+fn service_spreads_and_keeps_replicas() {
+    let mut w = World::new(&[node("a", 2000, 1024), node("b", 2000, 1024), node("c", 2000, 1024)]);
+    w.apply(SVC);
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 3);
+    let nodes: BTreeSet<_> = plan.create.iter().map(|a| a.node.clone()).collect();
+    assert_eq!(nodes.len(), 3, "spread over three nodes");
+    w.agents();
+    assert!(w.step().is_empty(), "converged");
+    // A replica fails: replaced after its backoff, not before.
+    let id = w.live("web")[0].id.clone();
+    if let Some(a) = w.allocs.get_mut(&id) {
+        a.state = AllocState::Failed;
+        a.updated_at = w.now;
+    }
+    let plan = w.step();
+    assert!(plan.create.is_empty());
+    let wake = plan.wake_at.expect("a wake-up for the backoff");
+    w.now = wake;
+    assert_eq!(w.step().create.len(), 1);
+    w.agents();
+    assert_eq!(w.live("web").len(), 3);
+    // Scale down.
+    w.apply(&SVC.replace("replicas: 3", "replicas: 1"));
+    assert_eq!(w.step().stop.len(), 2);
+    w.agents();
+    assert_eq!(w.live("web").len(), 1);
+}
+
+#[test]
+fn unplaceable_demand_is_explained() {
+    let mut w = World::new(&[node("a", 1000, 512), node("b", 1000, 128)]);
+    w.ready.remove("a");
+    w.apply(SVC);
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 0);
+    let b = plan.blocked.values().next().expect("blocked");
+    assert_eq!(b.count, 3);
+    assert_eq!(b.why.summary, "0/2 nodes: 1 insufficient memory, 1 not ready");
+}
+
+#[test]
+fn job_respects_parallelism_and_completes() {
+    let mut w = World::new(&[node("a", 8000, 8192)]);
+    w.apply("kind: Job\nname: j\ncompletions: 10\nparallelism: 3\ntask:\n  command: [x]\n");
+    let mut max_live = 0;
+    for _ in 0..20 {
+        w.step();
+        let live = w.live("j").len();
+        max_live = max_live.max(live);
+        // Every running instance completes.
+        for a in w.allocs.values_mut() {
+            if a.state == AllocState::Pending {
+                a.state = AllocState::Complete;
+            }
+        }
+    }
+    assert_eq!(max_live, 3);
+    let wl = w.workloads.values().next().expect("job");
+    let allocs: Vec<&Allocation> = w.allocs.values().collect();
+    let st = status(wl, &allocs, 1);
+    assert_eq!((st.complete, st.phase.as_str()), (10, "complete"));
+    let mut idx: Vec<u32> = w.allocs.values().map(|a| a.index).collect();
+    idx.sort();
+    assert_eq!(idx, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn daemon_follows_nodes_and_selectors() {
+    let mut w = World::new(&[node("pi1", 4000, 1024), node("x86", 4000, 1024)]);
+    w.apply("kind: Daemon\nname: d\nplacement:\n  require: arch=arm64\ntask:\n  command: [x]\n");
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 1);
+    assert_eq!(plan.create[0].node, "pi1");
+    w.agents();
+    w.nodes.insert("pi2".into(), node("pi2", 4000, 1024));
+    w.ready.insert("pi2".into());
+    let plan = w.step();
+    assert_eq!(plan.create.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(), vec!["pi2"]);
+}
+
+#[test]
+fn deleted_workload_is_stopped_then_forgotten() {
+    let mut w = World::new(&[node("a", 4000, 4096)]);
+    w.apply(SVC);
+    w.step();
+    w.agents();
+    w.workloads.clear();
+    assert_eq!(w.step().stop.len(), 3);
+    w.agents();
+    assert_eq!(w.step().delete.len(), 3);
+    assert!(w.allocs.is_empty());
+}
+
+proptest! {
+    /// Whatever the nodes and replicas, no node is ever over capacity and every
+    /// replica that fits is placed.
+    #[test]
+    fn never_over_capacity(caps in proptest::collection::vec((500u64..4000, 128u64..2048), 1..6), replicas in 0u32..20) {
+        let nodes: Vec<Node> = caps.iter().enumerate().map(|(i, (c, m))| node(&format!("n{i}"), *c, *m)).collect();
+        let mut w = World::new(&nodes);
+        w.apply(&SVC.replace("replicas: 3", &format!("replicas: {replicas}")));
+        let plan = w.step();
+        for n in w.nodes.values() {
+            let (cpu, mem) = w.allocs.values().filter(|a| a.node == n.name).fold((0, 0), |(c, m), a| {
+                (c + a.task.resources.cpu_or_default().0, m + a.task.resources.memory_or_default().0)
+            });
+            prop_assert!(cpu <= n.capacity.cpu.0 && mem <= n.capacity.memory.0);
+        }
+        let fits: u64 = caps.iter().map(|(c, m)| (c / 500).min(m / 256)).sum();
+        prop_assert_eq!(plan.create.len() as u64, fits.min(replicas as u64));
+    }
+}
