@@ -1,0 +1,395 @@
+//! The embedded backend: one redb file in the data directory.
+//!
+//! redb is copy-on-write with checksummed commits, so a transaction is either
+//! wholly on disk after `commit` returns (fsync) or not at all, whatever
+//! instant a `kill -9` or a power cut arrives. Nothing is written unless a
+//! transaction writes: an idle store does no IO.
+//!
+//! Tables: `kv` (key → header + value), `log` (revision → the changes of that
+//! revision, for watches from a past revision), `meta` (current and compacted
+//! revision).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{Compare, Event, EventKind, KeyValue, Op, Range, Store, StoreError, Txn, TxnResult, Watch};
+
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// History kept for watches before old revisions are compacted automatically.
+pub const DEFAULT_HISTORY: u64 = 10_000;
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct Embedded {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    events: broadcast::Sender<Arc<Vec<Event>>>,
+    history: u64,
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn encode_kv(kv: &KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + kv.value.len());
+    out.extend_from_slice(&kv.create_revision.to_le_bytes());
+    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
+    out.extend_from_slice(&kv.version.to_le_bytes());
+    out.extend_from_slice(&kv.value);
+    out
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
+fn decode_kv(key: &str, b: &[u8]) -> Result<KeyValue, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        key: key.to_string(),
+        why: "record shorter than its header".into(),
+    };
+    Ok(KeyValue {
+        key: key.to_string(),
+        create_revision: u64_at(b, 0).ok_or_else(corrupt)?,
+        mod_revision: u64_at(b, 8).ok_or_else(corrupt)?,
+        version: u64_at(b, 16).ok_or_else(corrupt)?,
+        value: b[24..].to_vec(),
+    })
+}
+
+/// Log record: for each event, kind (1 byte), key length (4), key, then the kv record length (4) and record.
+fn encode_events(events: &[Event]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        out.push(match e.kind {
+            EventKind::Put => 1,
+            EventKind::Delete => 2,
+        });
+        let rec = encode_kv(&e.kv);
+        out.extend_from_slice(&(e.kv.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(e.kv.key.as_bytes());
+        out.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        out.extend_from_slice(&rec);
+    }
+    out
+}
+
+fn decode_events(rev: u64, mut b: &[u8]) -> Result<Vec<Event>, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt {
+        key: format!("log/{rev}"),
+        why: why.to_string(),
+    };
+    let mut out = Vec::new();
+    let take = |b: &mut &[u8], n: usize| -> Result<Vec<u8>, StoreError> {
+        if b.len() < n {
+            return Err(corrupt("truncated"));
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h.to_vec())
+    };
+    let take_len = |b: &mut &[u8]| -> Result<usize, StoreError> {
+        let raw = take(b, 4)?;
+        let arr: [u8; 4] = raw.try_into().map_err(|_| corrupt("length"))?;
+        Ok(u32::from_le_bytes(arr) as usize)
+    };
+    while !b.is_empty() {
+        let kind = match take(&mut b, 1)?[0] {
+            1 => EventKind::Put,
+            2 => EventKind::Delete,
+            _ => return Err(corrupt("unknown event kind")),
+        };
+        let klen = take_len(&mut b)?;
+        let key = String::from_utf8(take(&mut b, klen)?).map_err(|_| corrupt("key not UTF-8"))?;
+        let rlen = take_len(&mut b)?;
+        let rec = take(&mut b, rlen)?;
+        out.push(Event {
+            kind,
+            kv: decode_kv(&key, &rec)?,
+        });
+    }
+    Ok(out)
+}
+
+impl Embedded {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Embedded, StoreError> {
+        Self::open_with_history(path, DEFAULT_HISTORY)
+    }
+
+    /// Opens the store, keeping `history` revisions for watches.
+    pub fn open_with_history(path: &Path, history: u64) -> Result<Embedded, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(4 << 20)
+            .create(path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Embedded {
+            inner: Arc::new(Inner {
+                db,
+                events,
+                history: history.max(1),
+                write_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    fn read_meta(&self, name: &str) -> Result<u64, StoreError> {
+        let rtx = self.inner.db.begin_read().map_err(backend)?;
+        let t = match rtx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(backend(e)),
+        };
+        Ok(t.get(name).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Reads log entries with revision in `from..=to` whose keys start with `prefix`.
+    fn history(&self, prefix: &str, from: u64, to: u64) -> Result<Vec<Event>, StoreError> {
+        let rtx = self.inner.db.begin_read().map_err(backend)?;
+        let t = match rtx.open_table(LOG) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.range(from..=to).map_err(backend)? {
+            let (rev, data) = row.map_err(backend)?;
+            out.extend(
+                decode_events(rev.value(), data.value())?
+                    .into_iter()
+                    .filter(|e| e.kv.key.starts_with(prefix)),
+            );
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, txn: Txn) -> Result<(TxnResult, Vec<Event>), StoreError> {
+        let wtx = self.inner.db.begin_write().map_err(backend)?;
+        let (result, events) = {
+            let mut kv = wtx.open_table(KV).map_err(backend)?;
+            let mut meta = wtx.open_table(META).map_err(backend)?;
+            let rev = meta.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            for Compare::ModRevision(key, want) in &txn.compares {
+                let have = match kv.get(key.as_str()).map_err(backend)? {
+                    Some(v) => decode_kv(key, v.value())?.mod_revision,
+                    None => 0,
+                };
+                if have != *want {
+                    return Ok((TxnResult { succeeded: false, revision: rev }, Vec::new()));
+                }
+            }
+            let new_rev = rev + 1;
+            let mut events = Vec::new();
+            for op in &txn.ops {
+                match op {
+                    Op::Put(key, value) => {
+                        let old = match kv.get(key.as_str()).map_err(backend)? {
+                            Some(v) => Some(decode_kv(key, v.value())?),
+                            None => None,
+                        };
+                        let rec = KeyValue {
+                            key: key.clone(),
+                            value: value.clone(),
+                            create_revision: old.as_ref().map_or(new_rev, |o| o.create_revision),
+                            mod_revision: new_rev,
+                            version: old.as_ref().map_or(1, |o| o.version + 1),
+                        };
+                        kv.insert(key.as_str(), encode_kv(&rec).as_slice()).map_err(backend)?;
+                        events.push(Event { kind: EventKind::Put, kv: rec });
+                    }
+                    Op::Delete(key) => {
+                        if kv.remove(key.as_str()).map_err(backend)?.is_some() {
+                            events.push(Event {
+                                kind: EventKind::Delete,
+                                kv: KeyValue {
+                                    key: key.clone(),
+                                    value: Vec::new(),
+                                    create_revision: 0,
+                                    mod_revision: new_rev,
+                                    version: 0,
+                                },
+                            });
+                        }
+                    }
+                }
+            }
+            if events.is_empty() {
+                // Nothing changed: do not spend a revision or a disk write.
+                return Ok((TxnResult { succeeded: true, revision: rev }, events));
+            }
+            let mut log = wtx.open_table(LOG).map_err(backend)?;
+            log.insert(new_rev, encode_events(&events).as_slice()).map_err(backend)?;
+            meta.insert("revision", new_rev).map_err(backend)?;
+            // Bounded history: forget the oldest revision as a new one arrives.
+            let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            if new_rev > self.inner.history && new_rev - self.inner.history > compacted {
+                let upto = new_rev - self.inner.history;
+                log.retain_in(compacted..upto, |_, _| false).map_err(backend)?;
+                meta.insert("compacted", upto).map_err(backend)?;
+            }
+            (TxnResult { succeeded: true, revision: new_rev }, events)
+        };
+        wtx.commit().map_err(backend)?;
+        Ok((result, events))
+    }
+}
+
+#[async_trait]
+impl Store for Embedded {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let rtx = self.inner.db.begin_read().map_err(backend)?;
+        let t = match rtx.open_table(KV) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        match t.get(key).map_err(backend)? {
+            Some(v) => Ok(Some(decode_kv(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn range(&self, prefix: &str) -> Result<Range, StoreError> {
+        let rtx = self.inner.db.begin_read().map_err(backend)?;
+        let revision = match rtx.open_table(META) {
+            Ok(m) => m.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0),
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(backend(e)),
+        };
+        let t = match rtx.open_table(KV) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Range { kvs: vec![], revision }),
+            Err(e) => return Err(backend(e)),
+        };
+        let mut kvs = Vec::new();
+        for row in t.range(prefix..).map_err(backend)? {
+            let (k, v) = row.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            kvs.push(decode_kv(key, v.value())?);
+        }
+        Ok(Range { kvs, revision })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        // One writer at a time, so events are broadcast in revision order.
+        let _guard = self.inner.write_lock.lock().await;
+        let this = self.clone();
+        let (result, events) = tokio::task::spawn_blocking(move || this.commit(txn))
+            .await
+            .map_err(backend)??;
+        if !events.is_empty() {
+            let _ = self.inner.events.send(Arc::new(events));
+        }
+        Ok(result)
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: u64) -> Result<Watch, StoreError> {
+        let mut live = self.inner.events.subscribe();
+        let current = self.read_meta("revision")?;
+        let compacted = self.read_meta("compacted")?;
+        let from = if from_revision == 0 { current + 1 } else { from_revision };
+        if from <= compacted {
+            return Err(StoreError::Compacted {
+                requested: from,
+                oldest: compacted + 1,
+            });
+        }
+        let backlog = if from <= current {
+            self.history(prefix, from, current)?
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let weak = Arc::downgrade(&self.inner);
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            let mut last = current.max(from.saturating_sub(1));
+            for e in backlog {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let received = tokio::select! {
+                    r = live.recv() => r,
+                    _ = tx.closed() => return,
+                };
+                let batch: Vec<Event> = match received {
+                    Ok(events) => events.iter().filter(|e| e.revision() > last).cloned().collect(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Hold the store only while catching up, so dropping it closes the file.
+                        let Some(inner) = weak.upgrade() else { return };
+                        let this = Embedded { inner };
+                        // Fell behind the live feed: catch up from the log.
+                        let now = match this.read_meta("revision") {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        };
+                        match this.history("", last + 1, now) {
+                            Ok(h) => h,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for e in batch {
+                    last = last.max(e.revision());
+                    if e.kv.key.starts_with(&prefix) && tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn compact(&self, revision: u64) -> Result<(), StoreError> {
+        let _guard = self.inner.write_lock.lock().await;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let wtx = this.inner.db.begin_write().map_err(backend)?;
+            {
+                let mut meta = wtx.open_table(META).map_err(backend)?;
+                let mut log = wtx.open_table(LOG).map_err(backend)?;
+                let current = meta.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+                let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+                let upto = revision.min(current + 1).saturating_sub(1);
+                if upto > compacted {
+                    log.retain_in(compacted..=upto, |_, _| false).map_err(backend)?;
+                    meta.insert("compacted", upto).map_err(backend)?;
+                }
+            }
+            wtx.commit().map_err(backend)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        self.read_meta("revision")
+    }
+}
