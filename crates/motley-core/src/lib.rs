@@ -10,9 +10,11 @@
 //! * [`manifest`] — strict YAML manifests with file/line/column/field errors.
 //! * [`reconcile`] — controllers: desired workloads vs existing allocations → a plan.
 //! * [`restart`] — the restart policy state machine used by agents' supervisors.
+//! * [`api`] — HTTP API bodies.
 //! * [`proto`] — the messages agents and servers exchange.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod manifest;
 pub mod model;
 pub mod proto;

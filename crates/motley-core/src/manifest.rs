@@ -311,7 +311,9 @@ fn yaml_options() -> serde_saphyr::Options {
 }
 
 fn location_of(e: &serde_saphyr::Error) -> (u64, u64) {
-    e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0))
+    e.location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0))
 }
 
 /// First line of an error's message, without the snippet the YAML library renders.
@@ -348,7 +350,10 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
         field: field.to_string(),
         message,
     };
-    let tree = match serde_saphyr::from_str_with_options::<Spanned<SpanValue>>(&raw.text, yaml_options()) {
+    let tree = match serde_saphyr::from_str_with_options::<Spanned<SpanValue>>(
+        &raw.text,
+        yaml_options(),
+    ) {
         Ok(t) => SpanNode::from_spanned(t),
         Err(e) => {
             let (l, c) = location_of(&e);
@@ -357,11 +362,21 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
         }
     };
     if !matches!(tree.value, SpanValue::Map(_)) {
-        errors.push(mk(tree.line, tree.column, "", "a manifest document must be a mapping with a `kind`".into()));
+        errors.push(mk(
+            tree.line,
+            tree.column,
+            "",
+            "a manifest document must be a mapping with a `kind`".into(),
+        ));
         return None;
     }
     let Some(kind_node) = tree.get("kind") else {
-        errors.push(mk(tree.line, tree.column, "kind", "missing field `kind` (Service, Job or Daemon)".into()));
+        errors.push(mk(
+            tree.line,
+            tree.column,
+            "kind",
+            "missing field `kind` (Service, Job or Daemon)".into(),
+        ));
         return None;
     };
     let kind_text = kind_node.scalar().unwrap_or_default().to_string();
@@ -425,7 +440,10 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
     };
     for key in labels.keys() {
         if key.is_empty() || key.len() > 253 || key.contains(char::is_whitespace) {
-            errors.push(doc.error_at(&format!("labels.{key}"), format!("label key {key:?} is not valid")));
+            errors.push(doc.error_at(
+                &format!("labels.{key}"),
+                format!("label key {key:?} is not valid"),
+            ));
         }
     }
     match spec {
@@ -436,7 +454,10 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
         }
         Spec::Job(j) => {
             if j.completions == 0 || j.completions > MAX_COMPLETIONS {
-                errors.push(doc.error_at("completions", format!("must be between 1 and {MAX_COMPLETIONS}")));
+                errors.push(doc.error_at(
+                    "completions",
+                    format!("must be between 1 and {MAX_COMPLETIONS}"),
+                ));
             }
             if j.parallelism == 0 {
                 errors.push(doc.error_at("parallelism", "must be at least 1"));
@@ -460,10 +481,16 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
     }
     for key in task.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            errors.push(doc.error_at(&format!("task.env.{key}"), format!("environment variable name {key:?} is not valid")));
+            errors.push(doc.error_at(
+                &format!("task.env.{key}"),
+                format!("environment variable name {key:?} is not valid"),
+            ));
         }
         if key.starts_with("MOTLEY_") {
-            errors.push(doc.error_at(&format!("task.env.{key}"), "MOTLEY_* variables are set by motley"));
+            errors.push(doc.error_at(
+                &format!("task.env.{key}"),
+                "MOTLEY_* variables are set by motley",
+            ));
         }
     }
     if let Some(w) = &task.workdir
@@ -477,7 +504,9 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
     if let Some(limits) = &task.limits {
         if let Some(lm) = limits.memory {
             if lm < task.resources.memory_or_default() {
-                errors.push(doc.error_at("task.limits.memory", "must not be below the memory request"));
+                errors.push(
+                    doc.error_at("task.limits.memory", "must not be below the memory request"),
+                );
             }
             if lm.0 < 4 << 20 {
                 errors.push(doc.error_at("task.limits.memory", "must be at least 4Mi"));
@@ -533,13 +562,20 @@ pub fn parse_set(sources: &[Source<'_>]) -> Result<Vec<Document>, Vec<ManifestEr
         if let Some((file, line)) = seen.get(&key) {
             errors.push(d.error_at(
                 "name",
-                format!("duplicate {} {:?}: already defined at {file}:{line}", key.0, key.1),
+                format!(
+                    "duplicate {} {:?}: already defined at {file}:{line}",
+                    key.0, key.1
+                ),
             ));
         } else {
             seen.insert(key, (d.file.clone(), d.line));
         }
     }
-    if errors.is_empty() { Ok(docs) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Checks a validated set against the live cluster: no request larger than every node.
@@ -583,7 +619,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
-        parse_set(&[Source { name: "m.yaml", text }])
+        parse_set(&[Source {
+            name: "m.yaml",
+            text,
+        }])
     }
 
     const GOOD: &str = "kind: Service\nname: web\nreplicas: 2\ntask:\n  command: [python3, -m, http.server]\n  resources: { cpu: 100m, memory: 64Mi }\n---\n# a job\nkind: Job\nname: batch\ncompletions: 10\nparallelism: 3\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo ${MOTLEY_INDEX}\"]\n";

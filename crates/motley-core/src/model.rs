@@ -15,7 +15,9 @@ use crate::quantity::{Bytes, Duration, MilliCpu};
 macro_rules! kind_tag {
     ($name:ident, $text:literal) => {
         #[doc = concat!("The `kind: ", $text, "` tag.")]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default,
+        )]
         pub enum $name {
             #[doc = concat!("`", $text, "`")]
             #[default]
@@ -28,7 +30,9 @@ kind_tag!(Job, "Job");
 kind_tag!(Daemon, "Daemon");
 
 /// The kinds of workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Long-running replicas.
@@ -284,8 +288,8 @@ pub struct DaemonSpec {
     pub placement: Placement,
 }
 
-/// Any workload spec.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Any workload spec: one manifest document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Spec {
     /// A service.
@@ -358,13 +362,38 @@ impl Spec {
     }
 }
 
-/// `kind/name` of a workload.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// `kind/name` of a workload; serialized as that string (`service/web`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WorkloadRef {
     /// The kind.
     pub kind: Kind,
     /// The name.
     pub name: String,
+}
+
+impl WorkloadRef {
+    /// Parses `service/web` (any kind alias).
+    pub fn parse(s: &str) -> Option<WorkloadRef> {
+        let (k, n) = s.split_once('/')?;
+        Some(WorkloadRef {
+            kind: Kind::parse(k)?,
+            name: n.to_string(),
+        })
+    }
+}
+
+impl Serialize for WorkloadRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkloadRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        WorkloadRef::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected KIND/NAME, got {s:?}")))
+    }
 }
 
 impl fmt::Display for WorkloadRef {

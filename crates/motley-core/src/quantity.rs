@@ -48,7 +48,11 @@ fn parse_decimal(num: &str) -> Option<(u64, u64, u64)> {
     }
     let int: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
     let den = 10u64.pow(frac.len() as u32);
-    let numr: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let numr: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     Some((int, numr, den))
 }
 
@@ -61,7 +65,8 @@ impl MilliCpu {
     pub fn parse(s: &str) -> Result<Self, QuantityError> {
         let t = s.trim();
         let (num, suffix) = split_number(t);
-        let (int, frac, den) = parse_decimal(num).ok_or_else(|| err("cpu", s, "expected a number like 500m, 1 or 1.5"))?;
+        let (int, frac, den) = parse_decimal(num)
+            .ok_or_else(|| err("cpu", s, "expected a number like 500m, 1 or 1.5"))?;
         let milli = match suffix {
             "m" => {
                 if frac != 0 {
@@ -72,7 +77,13 @@ impl MilliCpu {
             "" => int
                 .checked_mul(1000)
                 .and_then(|v| v.checked_add(frac * 1000 / den)),
-            _ => return Err(err("cpu", s, "unknown suffix (use m for millicores, or none)")),
+            _ => {
+                return Err(err(
+                    "cpu",
+                    s,
+                    "unknown suffix (use m for millicores, or none)",
+                ));
+            }
         };
         milli
             .map(MilliCpu)
@@ -99,7 +110,8 @@ impl Bytes {
     pub fn parse(s: &str) -> Result<Self, QuantityError> {
         let t = s.trim();
         let (num, suffix) = split_number(t);
-        let (int, frac, den) = parse_decimal(num).ok_or_else(|| err("size", s, "expected a number like 256Mi or 1G"))?;
+        let (int, frac, den) = parse_decimal(num)
+            .ok_or_else(|| err("size", s, "expected a number like 256Mi or 1G"))?;
         let mult: u64 = match suffix {
             "" => 1,
             "k" | "K" => 1_000,
@@ -114,9 +126,17 @@ impl Bytes {
             "Ti" => 1 << 40,
             "Pi" => 1 << 50,
             "Ei" => 1 << 60,
-            _ => return Err(err("size", s, "unknown suffix (use Ki, Mi, Gi, Ti, k, M, G, T or none)")),
+            _ => {
+                return Err(err(
+                    "size",
+                    s,
+                    "unknown suffix (use Ki, Mi, Gi, Ti, k, M, G, T or none)",
+                ));
+            }
         };
-        let whole = int.checked_mul(mult).ok_or_else(|| err("size", s, "too large"))?;
+        let whole = int
+            .checked_mul(mult)
+            .ok_or_else(|| err("size", s, "too large"))?;
         let part = (frac as u128 * mult as u128 / den as u128) as u64;
         whole
             .checked_add(part)
@@ -157,7 +177,8 @@ impl Duration {
     pub fn parse(s: &str) -> Result<Self, QuantityError> {
         let t = s.trim();
         let (num, suffix) = split_number(t);
-        let (int, frac, den) = parse_decimal(num).ok_or_else(|| err("duration", s, "expected a number like 500ms, 10s or 2m"))?;
+        let (int, frac, den) = parse_decimal(num)
+            .ok_or_else(|| err("duration", s, "expected a number like 500ms, 10s or 2m"))?;
         let mult: u64 = match suffix {
             "ms" => 1,
             "" | "s" => 1_000,

@@ -91,13 +91,14 @@ pub struct Unplaced {
 /// Chooses a node for a request. Implemented by the scheduler crate.
 pub trait Placer {
     /// Returns the index into `candidates` of the chosen node, or why none fits.
-    fn place(&mut self, req: &Request<'_>, candidates: &[Candidate<'_>]) -> Result<usize, Unplaced>;
+    fn place(&mut self, req: &Request<'_>, candidates: &[Candidate<'_>])
+    -> Result<usize, Unplaced>;
 }
 
 /// Makes allocation ids. The shell supplies random ones; simulations use counters.
 pub trait Ids {
-    /// A new unique id.
-    fn next_id(&mut self) -> String;
+    /// A new unique id for an allocation of `workload`.
+    fn next_id(&mut self, workload: &WorkloadRef) -> String;
 }
 
 /// The input of one reconcile pass.
@@ -208,7 +209,9 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
             }
             if a.is_live() {
                 if a.desired == Desired::Run {
-                    pass.plan.stop.push((a.id.clone(), format!("{wref} was deleted")));
+                    pass.plan
+                        .stop
+                        .push((a.id.clone(), format!("{wref} was deleted")));
                 }
             } else {
                 pass.plan.delete.push(a.id.clone());
@@ -257,7 +260,7 @@ fn selector_of(w: &Workload) -> Option<Selector> {
 impl<'a> Pass<'a, '_> {
     fn new_alloc(&mut self, w: &Workload, index: u32, node: &str) -> Allocation {
         Allocation {
-            id: self.ids.next_id(),
+            id: self.ids.next_id(&w.spec.reference()),
             workload: w.spec.reference(),
             workload_uid: w.uid.clone(),
             generation: w.generation,
@@ -301,7 +304,11 @@ impl<'a> Pass<'a, '_> {
                 true
             }
             Err(why) => {
-                let b = self.plan.blocked.entry(wref.clone()).or_insert(Blocked { count: 0, why });
+                let b = self
+                    .plan
+                    .blocked
+                    .entry(wref.clone())
+                    .or_insert(Blocked { count: 0, why });
                 b.count += 1;
                 false
             }
@@ -359,7 +366,9 @@ impl<'a> Pass<'a, '_> {
         let slots: BTreeSet<u32> = terminal_by_slot.keys().copied().collect();
         for slot in slots {
             let hist = terminal_by_slot.remove(&slot).unwrap_or_default();
-            let hold = if slot < replicas { self.terminal_history(w, hist) } else {
+            let hold = if slot < replicas {
+                self.terminal_history(w, hist)
+            } else {
                 // A slot beyond the replica count: forget its history entirely.
                 self.plan.delete.extend(hist.iter().map(|a| a.id.clone()));
                 None
@@ -376,7 +385,9 @@ impl<'a> Pass<'a, '_> {
         for slot in 0..replicas {
             if !live_by_slot.contains_key(&slot) && !self.place(w, slot, Strategy::Spread, None) {
                 // Count every remaining missing replica as blocked without retrying.
-                let missing = (slot + 1..replicas).filter(|s| !live_by_slot.contains_key(s)).count() as u32;
+                let missing = (slot + 1..replicas)
+                    .filter(|s| !live_by_slot.contains_key(s))
+                    .count() as u32;
                 if let Some(b) = self.plan.blocked.get_mut(&w.spec.reference()) {
                     b.count += missing;
                 }
@@ -406,7 +417,13 @@ impl<'a> Pass<'a, '_> {
         }
         if !failed.is_empty() {
             for a in mine {
-                self.stop(a, format!("job failed: instance {} failed", failed.first().copied().unwrap_or(0)));
+                self.stop(
+                    a,
+                    format!(
+                        "job failed: instance {} failed",
+                        failed.first().copied().unwrap_or(0)
+                    ),
+                );
             }
             return;
         }
@@ -462,7 +479,8 @@ impl<'a> Pass<'a, '_> {
             .nodes
             .values()
             .map(|n| {
-                let ok = self.input.ready.contains(&n.name) && sel.as_ref().is_none_or(|s| node_matches(n, s));
+                let ok = self.input.ready.contains(&n.name)
+                    && sel.as_ref().is_none_or(|s| node_matches(n, s));
                 (n.name.as_str(), ok)
             })
             .collect();
@@ -530,11 +548,23 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
     match &w.spec {
         Spec::Service(s) => {
             st.desired = s.replicas;
-            st.phase = if st.running >= s.replicas { "running" } else if st.running + st.pending > 0 { "degraded" } else { "pending" }.into();
+            st.phase = if st.running >= s.replicas {
+                "running"
+            } else if st.running + st.pending > 0 {
+                "degraded"
+            } else {
+                "pending"
+            }
+            .into();
         }
         Spec::Daemon(_) => {
             st.desired = ready_matching_nodes;
-            st.phase = if st.running >= ready_matching_nodes { "running" } else { "degraded" }.into();
+            st.phase = if st.running >= ready_matching_nodes {
+                "running"
+            } else {
+                "degraded"
+            }
+            .into();
         }
         Spec::Job(j) => {
             st.desired = j.completions;

@@ -78,7 +78,11 @@ pub fn decide(policy: &RestartPolicy, restarts: u32, exit: Exit, ran_for_ms: u64
     if !wants || policy.max_restarts.is_some_and(|m| restarts >= m) {
         return Decision::Finish(final_state);
     }
-    let n = if ran_for_ms >= STABLE_RUN_MS { 0 } else { restarts };
+    let n = if ran_for_ms >= STABLE_RUN_MS {
+        0
+    } else {
+        restarts
+    };
     Decision::Restart {
         delay_ms: backoff_delay(&policy.backoff, n),
     }
@@ -103,16 +107,43 @@ mod tests {
     #[test]
     fn modes() {
         let always = policy(RestartMode::Always, None);
-        assert_eq!(decide(&always, 0, Exit::Code(0), 5), Decision::Restart { delay_ms: 100 });
-        assert_eq!(decide(&always, 3, Exit::Signal(9), 5), Decision::Restart { delay_ms: 800 });
-        assert_eq!(decide(&always, 30, Exit::Code(1), 5), Decision::Restart { delay_ms: 1_000 });
-        assert_eq!(decide(&always, 30, Exit::Code(1), STABLE_RUN_MS), Decision::Restart { delay_ms: 100 });
+        assert_eq!(
+            decide(&always, 0, Exit::Code(0), 5),
+            Decision::Restart { delay_ms: 100 }
+        );
+        assert_eq!(
+            decide(&always, 3, Exit::Signal(9), 5),
+            Decision::Restart { delay_ms: 800 }
+        );
+        assert_eq!(
+            decide(&always, 30, Exit::Code(1), 5),
+            Decision::Restart { delay_ms: 1_000 }
+        );
+        assert_eq!(
+            decide(&always, 30, Exit::Code(1), STABLE_RUN_MS),
+            Decision::Restart { delay_ms: 100 }
+        );
         let on_failure = policy(RestartMode::OnFailure, Some(2));
-        assert_eq!(decide(&on_failure, 0, Exit::Code(0), 5), Decision::Finish(AllocState::Complete));
-        assert_eq!(decide(&on_failure, 1, Exit::Code(3), 5), Decision::Restart { delay_ms: 200 });
-        assert_eq!(decide(&on_failure, 2, Exit::Code(3), 5), Decision::Finish(AllocState::Failed));
+        assert_eq!(
+            decide(&on_failure, 0, Exit::Code(0), 5),
+            Decision::Finish(AllocState::Complete)
+        );
+        assert_eq!(
+            decide(&on_failure, 1, Exit::Code(3), 5),
+            Decision::Restart { delay_ms: 200 }
+        );
+        assert_eq!(
+            decide(&on_failure, 2, Exit::Code(3), 5),
+            Decision::Finish(AllocState::Failed)
+        );
         let never = policy(RestartMode::Never, None);
-        assert_eq!(decide(&never, 0, Exit::Code(2), 5), Decision::Finish(AllocState::Failed));
-        assert_eq!(decide(&never, 0, Exit::Unknown, 5), Decision::Finish(AllocState::Failed));
+        assert_eq!(
+            decide(&never, 0, Exit::Code(2), 5),
+            Decision::Finish(AllocState::Failed)
+        );
+        assert_eq!(
+            decide(&never, 0, Exit::Unknown, 5),
+            Decision::Finish(AllocState::Failed)
+        );
     }
 }

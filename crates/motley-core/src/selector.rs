@@ -208,10 +208,13 @@ impl Parser {
                 let at = self.offset();
                 let value = self.word("a value")?;
                 let num = |v: &str| -> Result<f64, SelectorError> {
-                    v.parse::<f64>().ok().filter(|f| f.is_finite()).ok_or(SelectorError {
-                        offset: at,
-                        message: format!("{op} needs a number, got {v:?}"),
-                    })
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .ok_or(SelectorError {
+                            offset: at,
+                            message: format!("{op} needs a number, got {v:?}"),
+                        })
                 };
                 Ok(match op {
                     "=" => Requirement::Eq(key, value),
@@ -279,7 +282,9 @@ impl Requirement {
             Requirement::Eq(k, v) => labels.get(k).as_deref() == Some(v.as_str()),
             Requirement::NotEq(k, v) => labels.get(k).as_deref() != Some(v.as_str()),
             Requirement::In(k, vs) => labels.get(k).is_some_and(|x| vs.iter().any(|v| *v == *x)),
-            Requirement::NotIn(k, vs) => !labels.get(k).is_some_and(|x| vs.iter().any(|v| *v == *x)),
+            Requirement::NotIn(k, vs) => {
+                !labels.get(k).is_some_and(|x| vs.iter().any(|v| *v == *x))
+            }
             Requirement::Cmp(k, op, n) => labels
                 .get(k)
                 .and_then(|x| x.parse::<f64>().ok())
@@ -321,7 +326,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -342,7 +350,14 @@ mod tests {
         for s in yes {
             assert!(Selector::parse(s).unwrap().matches(&l), "{s}");
         }
-        let no = ["arch in (amd64)", "gpu", "!zone", "cpu.score < 1000", "arch notin (arm64)", "model > 3"];
+        let no = [
+            "arch in (amd64)",
+            "gpu",
+            "!zone",
+            "cpu.score < 1000",
+            "arch notin (arm64)",
+            "model > 3",
+        ];
         for s in no {
             assert!(!Selector::parse(s).unwrap().matches(&l), "{s}");
         }

@@ -76,7 +76,11 @@ pub fn summarize(total: usize, reasons: &[(String, String)]) -> String {
 }
 
 impl Placer for Minimal {
-    fn place(&mut self, req: &Request<'_>, candidates: &[Candidate<'_>]) -> Result<usize, Unplaced> {
+    fn place(
+        &mut self,
+        req: &Request<'_>,
+        candidates: &[Candidate<'_>],
+    ) -> Result<usize, Unplaced> {
         let mut best: Option<(u64, u32, usize)> = None;
         let mut refused = Vec::new();
         let mut considered = 0;

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use motley_core::manifest::{Source, parse_set};
-use motley_core::model::{AllocState, Allocation, Capacity, Desired, Node, NodeFacts, Workload, WorkloadRef};
+use motley_core::model::{
+    AllocState, Allocation, Capacity, Desired, Node, NodeFacts, Workload, WorkloadRef,
+};
 use motley_core::quantity::{Bytes, MilliCpu};
 use motley_core::reconcile::{Ids, Input, Plan, reconcile, status};
 use motley_scheduler::Minimal;
@@ -11,9 +13,9 @@ use proptest::prelude::*;
 
 struct Counter(u64);
 impl Ids for Counter {
-    fn next_id(&mut self) -> String {
+    fn next_id(&mut self, w: &WorkloadRef) -> String {
         self.0 += 1;
-        format!("a{}", self.0)
+        format!("{}-{}", w.name, self.0)
     }
 }
 
@@ -30,7 +32,11 @@ fn node(name: &str, cpu: u64, mem_mi: u64) -> Node {
     Node {
         name: name.into(),
         facts: NodeFacts {
-            arch: if name.starts_with("pi") { "arm64".into() } else { "amd64".into() },
+            arch: if name.starts_with("pi") {
+                "arm64".into()
+            } else {
+                "amd64".into()
+            },
             os: "linux".into(),
             cpus: (cpu / 1000) as u32,
             memory: mem_mi << 20,
@@ -58,14 +64,27 @@ impl World {
         }
     }
     fn apply(&mut self, yaml: &str) {
-        let docs = parse_set(&[Source { name: "t.yaml", text: yaml }]).expect("valid manifest");
+        let docs = parse_set(&[Source {
+            name: "t.yaml",
+            text: yaml,
+        }])
+        .expect("valid manifest");
         for d in docs {
             let r = d.spec.reference();
             let generation = self.workloads.get(&r).map_or(1, |w| w.generation + 1);
-            let uid = self.workloads.get(&r).map_or(format!("uid-{}", r.name), |w| w.uid.clone());
+            let uid = self
+                .workloads
+                .get(&r)
+                .map_or(format!("uid-{}", r.name), |w| w.uid.clone());
             self.workloads.insert(
                 r,
-                Workload { spec: d.spec, generation, uid, created_at: self.now, updated_at: self.now },
+                Workload {
+                    spec: d.spec,
+                    generation,
+                    uid,
+                    created_at: self.now,
+                    updated_at: self.now,
+                },
             );
         }
     }
@@ -107,7 +126,10 @@ impl World {
         }
     }
     fn live(&self, name: &str) -> Vec<&Allocation> {
-        self.allocs.values().filter(|a| a.workload.name == name && a.is_live() && a.desired == Desired::Run).collect()
+        self.allocs
+            .values()
+            .filter(|a| a.workload.name == name && a.is_live() && a.desired == Desired::Run)
+            .collect()
     }
 }
 
@@ -115,7 +137,11 @@ const SVC: &str = "kind: Service\nname: web\nreplicas: 3\ntask:\n  command: [srv
 
 #[test]
 fn service_spreads_and_keeps_replicas() {
-    let mut w = World::new(&[node("a", 2000, 1024), node("b", 2000, 1024), node("c", 2000, 1024)]);
+    let mut w = World::new(&[
+        node("a", 2000, 1024),
+        node("b", 2000, 1024),
+        node("c", 2000, 1024),
+    ]);
     w.apply(SVC);
     let plan = w.step();
     assert_eq!(plan.create.len(), 3);
@@ -152,7 +178,10 @@ fn unplaceable_demand_is_explained() {
     assert_eq!(plan.create.len(), 0);
     let b = plan.blocked.values().next().expect("blocked");
     assert_eq!(b.count, 3);
-    assert_eq!(b.why.summary, "0/2 nodes: 1 insufficient memory, 1 not ready");
+    assert_eq!(
+        b.why.summary,
+        "0/2 nodes: 1 insufficient memory, 1 not ready"
+    );
 }
 
 #[test]
@@ -192,7 +221,13 @@ fn daemon_follows_nodes_and_selectors() {
     w.nodes.insert("pi2".into(), node("pi2", 4000, 1024));
     w.ready.insert("pi2".into());
     let plan = w.step();
-    assert_eq!(plan.create.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(), vec!["pi2"]);
+    assert_eq!(
+        plan.create
+            .iter()
+            .map(|a| a.node.as_str())
+            .collect::<Vec<_>>(),
+        vec!["pi2"]
+    );
 }
 
 #[test]

@@ -13,7 +13,8 @@ use std::time::Duration;
 use crate::{Event, EventKind, Store, StoreError, Txn, Watch};
 
 /// Opens the backend under test; called again to reopen the same data.
-pub type Opener = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>> + Send + Sync>;
+pub type Opener =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>> + Send + Sync>;
 
 /// A failed conformance check.
 #[derive(Debug, thiserror::Error)]
@@ -47,38 +48,94 @@ async fn next(w: &mut Watch) -> Result<Event, Failure> {
 pub async fn revisions(s: &dyn Store) -> Result<(), Failure> {
     let r0 = s.revision().await?;
     let t1 = s.txn(Txn::new().put("/c/rev/a", "1")).await?;
-    check!(t1.succeeded && t1.revision == r0 + 1, "first put: {t1:?} after {r0}");
-    let t2 = s.txn(Txn::new().put("/c/rev/a", "2").put("/c/rev/b", "x")).await?;
-    check!(t2.revision == r0 + 2, "two puts in one txn share one revision: {t2:?}");
-    let a = s.get("/c/rev/a").await?.ok_or(Failure::Check("a missing".into()))?;
-    check!(a.value == b"2" && a.create_revision == r0 + 1 && a.mod_revision == r0 + 2 && a.version == 2, "a = {a:?}");
+    check!(
+        t1.succeeded && t1.revision == r0 + 1,
+        "first put: {t1:?} after {r0}"
+    );
+    let t2 = s
+        .txn(Txn::new().put("/c/rev/a", "2").put("/c/rev/b", "x"))
+        .await?;
+    check!(
+        t2.revision == r0 + 2,
+        "two puts in one txn share one revision: {t2:?}"
+    );
+    let a = s
+        .get("/c/rev/a")
+        .await?
+        .ok_or(Failure::Check("a missing".into()))?;
+    check!(
+        a.value == b"2"
+            && a.create_revision == r0 + 1
+            && a.mod_revision == r0 + 2
+            && a.version == 2,
+        "a = {a:?}"
+    );
     let none = s.txn(Txn::new().delete("/c/rev/never")).await?;
-    check!(none.succeeded && none.revision == r0 + 2, "deleting a missing key changes nothing: {none:?}");
+    check!(
+        none.succeeded && none.revision == r0 + 2,
+        "deleting a missing key changes nothing: {none:?}"
+    );
     check!(s.get("/c/rev/never").await?.is_none(), "absent key");
     let range = s.range("/c/rev/").await?;
     let keys: Vec<&str> = range.kvs.iter().map(|k| k.key.as_str()).collect();
-    check!(keys == ["/c/rev/a", "/c/rev/b"] && range.revision == r0 + 2, "range {keys:?} at {}", range.revision);
-    check!(s.range("/c/rev/a").await?.kvs.len() == 1, "prefix is a prefix");
+    check!(
+        keys == ["/c/rev/a", "/c/rev/b"] && range.revision == r0 + 2,
+        "range {keys:?} at {}",
+        range.revision
+    );
+    check!(
+        s.range("/c/rev/a").await?.kvs.len() == 1,
+        "prefix is a prefix"
+    );
     Ok(())
 }
 
 /// Compare-and-set: a stale mod revision fails and writes nothing; 0 means absent.
 pub async fn compare_and_set(s: &dyn Store) -> Result<(), Failure> {
-    let created = s.txn(Txn::new().when("/c/cas/k", 0).put("/c/cas/k", "v1")).await?;
+    let created = s
+        .txn(Txn::new().when("/c/cas/k", 0).put("/c/cas/k", "v1"))
+        .await?;
     check!(created.succeeded, "create-if-absent on a new key");
-    let again = s.txn(Txn::new().when("/c/cas/k", 0).put("/c/cas/k", "v2")).await?;
-    check!(!again.succeeded && again.revision == created.revision, "create-if-absent on an existing key must fail: {again:?}");
-    let ok = s.txn(Txn::new().when("/c/cas/k", created.revision).put("/c/cas/k", "v3")).await?;
+    let again = s
+        .txn(Txn::new().when("/c/cas/k", 0).put("/c/cas/k", "v2"))
+        .await?;
+    check!(
+        !again.succeeded && again.revision == created.revision,
+        "create-if-absent on an existing key must fail: {again:?}"
+    );
+    let ok = s
+        .txn(
+            Txn::new()
+                .when("/c/cas/k", created.revision)
+                .put("/c/cas/k", "v3"),
+        )
+        .await?;
     check!(ok.succeeded, "CAS with the current mod revision");
     let stale = s
-        .txn(Txn::new().when("/c/cas/k", created.revision).put("/c/cas/k", "v4").put("/c/cas/other", "x"))
+        .txn(
+            Txn::new()
+                .when("/c/cas/k", created.revision)
+                .put("/c/cas/k", "v4")
+                .put("/c/cas/other", "x"),
+        )
         .await?;
     check!(!stale.succeeded, "CAS with a stale mod revision must fail");
-    check!(s.get("/c/cas/other").await?.is_none(), "a failed txn writes none of its ops");
+    check!(
+        s.get("/c/cas/other").await?.is_none(),
+        "a failed txn writes none of its ops"
+    );
     let v = s.get("/c/cas/k").await?.map(|k| k.value);
-    check!(v.as_deref() == Some(b"v3".as_slice()), "value after CAS: {v:?}");
-    let del = s.txn(Txn::new().when("/c/cas/k", ok.revision).delete("/c/cas/k")).await?;
-    check!(del.succeeded && s.get("/c/cas/k").await?.is_none(), "CAS delete");
+    check!(
+        v.as_deref() == Some(b"v3".as_slice()),
+        "value after CAS: {v:?}"
+    );
+    let del = s
+        .txn(Txn::new().when("/c/cas/k", ok.revision).delete("/c/cas/k"))
+        .await?;
+    check!(
+        del.succeeded && s.get("/c/cas/k").await?.is_none(),
+        "CAS delete"
+    );
     Ok(())
 }
 
@@ -86,23 +143,37 @@ pub async fn compare_and_set(s: &dyn Store) -> Result<(), Failure> {
 pub async fn watch_in_order(s: &dyn Store) -> Result<(), Failure> {
     let start = s.revision().await? + 1;
     for i in 0..20 {
-        s.txn(Txn::new().put(format!("/c/w/{i:02}"), format!("{i}")).put("/c/elsewhere", "x")).await?;
+        s.txn(
+            Txn::new()
+                .put(format!("/c/w/{i:02}"), format!("{i}"))
+                .put("/c/elsewhere", "x"),
+        )
+        .await?;
     }
     s.txn(Txn::new().delete("/c/w/03")).await?;
     let mut w = s.watch("/c/w/", start).await?;
     let mut last = 0;
     for i in 0..20 {
         let e = next(&mut w).await?;
-        check!(e.kind == EventKind::Put && e.kv.key == format!("/c/w/{i:02}"), "event {i}: {e:?}");
+        check!(
+            e.kind == EventKind::Put && e.kv.key == format!("/c/w/{i:02}"),
+            "event {i}: {e:?}"
+        );
         check!(e.revision() > last, "revisions increase");
         last = e.revision();
     }
     let d = next(&mut w).await?;
-    check!(d.kind == EventKind::Delete && d.kv.key == "/c/w/03", "delete event: {d:?}");
+    check!(
+        d.kind == EventKind::Delete && d.kv.key == "/c/w/03",
+        "delete event: {d:?}"
+    );
     // Live events after the backlog.
     let t = s.txn(Txn::new().put("/c/w/live", "1")).await?;
     let e = next(&mut w).await?;
-    check!(e.kv.key == "/c/w/live" && e.revision() == t.revision, "live event: {e:?}");
+    check!(
+        e.kv.key == "/c/w/live" && e.revision() == t.revision,
+        "live event: {e:?}"
+    );
     // A watch from 0 sees only the future.
     let mut fut = s.watch("/c/w/", 0).await?;
     s.txn(Txn::new().put("/c/w/future", "1")).await?;
@@ -119,10 +190,17 @@ pub async fn compaction(s: &dyn Store) -> Result<(), Failure> {
     match s.watch("/c/compact/", t.revision).await {
         Err(StoreError::Compacted { .. }) => {}
         Err(e) => return Err(e.into()),
-        Ok(_) => return Err(Failure::Check("watch from a compacted revision must fail".into())),
+        Ok(_) => {
+            return Err(Failure::Check(
+                "watch from a compacted revision must fail".into(),
+            ));
+        }
     }
     let v = s.get("/c/compact/a").await?.map(|k| k.value);
-    check!(v.as_deref() == Some(b"2".as_slice()), "compaction keeps current values");
+    check!(
+        v.as_deref() == Some(b"2".as_slice()),
+        "compaction keeps current values"
+    );
     Ok(())
 }
 
@@ -135,9 +213,18 @@ pub async fn concurrent_cas(s: Arc<dyn Store>) -> Result<(), Failure> {
         tasks.push(tokio::spawn(async move {
             let mut done = 0;
             while done < 25 {
-                let cur = s.get("/c/counter").await?.ok_or(StoreError::Backend("counter vanished".into()))?;
+                let cur = s
+                    .get("/c/counter")
+                    .await?
+                    .ok_or(StoreError::Backend("counter vanished".into()))?;
                 let n: u64 = String::from_utf8_lossy(&cur.value).parse().unwrap_or(0);
-                let r = s.txn(Txn::new().when("/c/counter", cur.mod_revision).put("/c/counter", (n + 1).to_string())).await?;
+                let r = s
+                    .txn(
+                        Txn::new()
+                            .when("/c/counter", cur.mod_revision)
+                            .put("/c/counter", (n + 1).to_string()),
+                    )
+                    .await?;
                 if r.succeeded {
                     done += 1;
                 }
@@ -148,7 +235,10 @@ pub async fn concurrent_cas(s: Arc<dyn Store>) -> Result<(), Failure> {
     for t in tasks {
         t.await.map_err(|e| Failure::Check(e.to_string()))??;
     }
-    let v = s.get("/c/counter").await?.map(|k| String::from_utf8_lossy(&k.value).to_string());
+    let v = s
+        .get("/c/counter")
+        .await?
+        .map(|k| String::from_utf8_lossy(&k.value).to_string());
     check!(v.as_deref() == Some("100"), "100 CAS increments, got {v:?}");
     Ok(())
 }
@@ -171,7 +261,10 @@ pub async fn run_all(open: Opener) -> Result<(), Failure> {
     // History survives too: a watch from a revision before the reopen replays it.
     let mut w = s.watch("/c/counter", rev).await?;
     let e = next(&mut w).await?;
-    check!(e.revision() == rev && e.kv.key == "/c/counter", "watch across reopen: {e:?}");
+    check!(
+        e.revision() == rev && e.kv.key == "/c/counter",
+        "watch across reopen: {e:?}"
+    );
     let t = s.txn(Txn::new().put("/c/after", "1")).await?;
     check!(t.revision == rev + 1, "revisions continue after reopen");
     Ok(())

@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::{Compare, Event, EventKind, KeyValue, Op, Range, Store, StoreError, Txn, TxnResult, Watch};
+use crate::{
+    Compare, Event, EventKind, KeyValue, Op, Range, Store, StoreError, Txn, TxnResult, Watch,
+};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -155,7 +157,10 @@ impl Embedded {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
             Err(e) => return Err(backend(e)),
         };
-        Ok(t.get(name).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+        Ok(t.get(name)
+            .map_err(backend)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// Reads log entries with revision in `from..=to` whose keys start with `prefix`.
@@ -183,14 +188,24 @@ impl Embedded {
         let (result, events) = {
             let mut kv = wtx.open_table(KV).map_err(backend)?;
             let mut meta = wtx.open_table(META).map_err(backend)?;
-            let rev = meta.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            let rev = meta
+                .get("revision")
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             for Compare::ModRevision(key, want) in &txn.compares {
                 let have = match kv.get(key.as_str()).map_err(backend)? {
                     Some(v) => decode_kv(key, v.value())?.mod_revision,
                     None => 0,
                 };
                 if have != *want {
-                    return Ok((TxnResult { succeeded: false, revision: rev }, Vec::new()));
+                    return Ok((
+                        TxnResult {
+                            succeeded: false,
+                            revision: rev,
+                        },
+                        Vec::new(),
+                    ));
                 }
             }
             let new_rev = rev + 1;
@@ -209,8 +224,12 @@ impl Embedded {
                             mod_revision: new_rev,
                             version: old.as_ref().map_or(1, |o| o.version + 1),
                         };
-                        kv.insert(key.as_str(), encode_kv(&rec).as_slice()).map_err(backend)?;
-                        events.push(Event { kind: EventKind::Put, kv: rec });
+                        kv.insert(key.as_str(), encode_kv(&rec).as_slice())
+                            .map_err(backend)?;
+                        events.push(Event {
+                            kind: EventKind::Put,
+                            kv: rec,
+                        });
                     }
                     Op::Delete(key) => {
                         if kv.remove(key.as_str()).map_err(backend)?.is_some() {
@@ -230,19 +249,37 @@ impl Embedded {
             }
             if events.is_empty() {
                 // Nothing changed: do not spend a revision or a disk write.
-                return Ok((TxnResult { succeeded: true, revision: rev }, events));
+                return Ok((
+                    TxnResult {
+                        succeeded: true,
+                        revision: rev,
+                    },
+                    events,
+                ));
             }
             let mut log = wtx.open_table(LOG).map_err(backend)?;
-            log.insert(new_rev, encode_events(&events).as_slice()).map_err(backend)?;
+            log.insert(new_rev, encode_events(&events).as_slice())
+                .map_err(backend)?;
             meta.insert("revision", new_rev).map_err(backend)?;
             // Bounded history: forget the oldest revision as a new one arrives.
-            let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+            let compacted = meta
+                .get("compacted")
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
             if new_rev > self.inner.history && new_rev - self.inner.history > compacted {
                 let upto = new_rev - self.inner.history;
-                log.retain_in(compacted..upto, |_, _| false).map_err(backend)?;
+                log.retain_in(compacted..upto, |_, _| false)
+                    .map_err(backend)?;
                 meta.insert("compacted", upto).map_err(backend)?;
             }
-            (TxnResult { succeeded: true, revision: new_rev }, events)
+            (
+                TxnResult {
+                    succeeded: true,
+                    revision: new_rev,
+                },
+                events,
+            )
         };
         wtx.commit().map_err(backend)?;
         Ok((result, events))
@@ -267,13 +304,22 @@ impl Store for Embedded {
     async fn range(&self, prefix: &str) -> Result<Range, StoreError> {
         let rtx = self.inner.db.begin_read().map_err(backend)?;
         let revision = match rtx.open_table(META) {
-            Ok(m) => m.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0),
+            Ok(m) => m
+                .get("revision")
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0),
             Err(redb::TableError::TableDoesNotExist(_)) => 0,
             Err(e) => return Err(backend(e)),
         };
         let t = match rtx.open_table(KV) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Range { kvs: vec![], revision }),
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(Range {
+                    kvs: vec![],
+                    revision,
+                });
+            }
             Err(e) => return Err(backend(e)),
         };
         let mut kvs = Vec::new();
@@ -305,7 +351,11 @@ impl Store for Embedded {
         let mut live = self.inner.events.subscribe();
         let current = self.read_meta("revision")?;
         let compacted = self.read_meta("compacted")?;
-        let from = if from_revision == 0 { current + 1 } else { from_revision };
+        let from = if from_revision == 0 {
+            current + 1
+        } else {
+            from_revision
+        };
         if from <= compacted {
             return Err(StoreError::Compacted {
                 requested: from,
@@ -333,7 +383,11 @@ impl Store for Embedded {
                     _ = tx.closed() => return,
                 };
                 let batch: Vec<Event> = match received {
-                    Ok(events) => events.iter().filter(|e| e.revision() > last).cloned().collect(),
+                    Ok(events) => events
+                        .iter()
+                        .filter(|e| e.revision() > last)
+                        .cloned()
+                        .collect(),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Hold the store only while catching up, so dropping it closes the file.
                         let Some(inner) = weak.upgrade() else { return };
@@ -375,11 +429,20 @@ impl Store for Embedded {
             {
                 let mut meta = wtx.open_table(META).map_err(backend)?;
                 let mut log = wtx.open_table(LOG).map_err(backend)?;
-                let current = meta.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
-                let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+                let current = meta
+                    .get("revision")
+                    .map_err(backend)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                let compacted = meta
+                    .get("compacted")
+                    .map_err(backend)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
                 let upto = revision.min(current + 1).saturating_sub(1);
                 if upto > compacted {
-                    log.retain_in(compacted..=upto, |_, _| false).map_err(backend)?;
+                    log.retain_in(compacted..=upto, |_, _| false)
+                        .map_err(backend)?;
                     meta.insert("compacted", upto).map_err(backend)?;
                 }
             }

@@ -31,9 +31,14 @@ async fn bounded_history_compacts_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Embedded::open_with_history(&dir.path().join("s.redb"), 5).expect("open");
     for i in 0..20 {
-        s.txn(Txn::new().put("/k", i.to_string())).await.expect("txn");
+        s.txn(Txn::new().put("/k", i.to_string()))
+            .await
+            .expect("txn");
     }
-    assert!(s.watch("/", 10).await.is_err(), "revision 10 is older than the 5 kept");
+    assert!(
+        s.watch("/", 10).await.is_err(),
+        "revision 10 is older than the 5 kept"
+    );
     let mut w = s.watch("/", 17).await.expect("recent history");
     let e = w.recv().await.expect("event").expect("ok");
     assert_eq!(e.revision(), 17);

@@ -1,1 +1,47 @@
-fn main(){}
+//! The `motley` binary: wires the server, the agent and the CLI into subcommands.
+
+mod up;
+
+use clap::Parser;
+use motley_cli::args::{Cli, Command};
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MOTLEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let is_up = matches!(cli.command, Command::Up(_));
+    init_logging(if is_up { "info" } else { "warn" });
+    motley_net::install_crypto_provider();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // A small footprint: two workers are plenty for a node agent and a home-lab server.
+    rt.worker_threads(2).max_blocking_threads(8).enable_all();
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            std::process::exit(motley_cli::EXIT_ERROR);
+        }
+    };
+    let config = cli.config.clone();
+    let code = rt.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await.map(|()| 0),
+            other => motley_cli::commands::run(config.as_deref(), other).await,
+        }
+    });
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(motley_cli::EXIT_ERROR);
+        }
+    }
+}

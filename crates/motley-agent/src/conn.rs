@@ -1,0 +1,163 @@
+//! The agent's one outbound connection: TLS pinned to the cluster CA, a
+//! WebSocket at `/v1/agent/connect`, reconnecting with jittered exponential
+//! backoff and failing over across the server list.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use motley_core::proto::{AgentMsg, ServerMsg};
+use rand::Rng;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::Agent;
+
+/// First reconnect delay.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Connect and handshake timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Host, port and path parts of a server URL.
+fn target(url: &str) -> anyhow::Result<(String, u16)> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("server URL {url:?}: {e}"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("https"),
+        "server URL {url:?} must start with https://"
+    );
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow::anyhow!("server URL {url:?} has no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok((host, uri.port_u16().unwrap_or(443)))
+}
+
+/// Runs forever: connect, serve, reconnect.
+pub async fn run(agent: Agent) {
+    let tls = match motley_net::client_tls(&agent.inner.cfg.ca_pem) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!("agent TLS setup: {e}");
+            return;
+        }
+    };
+    let servers = agent.inner.cfg.servers.clone();
+    let mut attempt: u32 = 0;
+    let mut idx = 0usize;
+    loop {
+        let url = &servers[idx % servers.len().max(1)];
+        match session(&agent, url, tls.clone()).await {
+            Ok(()) => {
+                attempt = 0;
+                tracing::warn!("connection to {url} closed; reconnecting");
+            }
+            Err(e) => {
+                attempt = attempt.saturating_add(1);
+                idx += 1;
+                tracing::warn!("cannot reach {url}: {e:#}");
+            }
+        }
+        agent.set_connected(false);
+        let base = BACKOFF_MIN
+            .saturating_mul(1u32 << attempt.min(7))
+            .min(BACKOFF_MAX);
+        let jitter = rand::rng().random_range(0.5..1.5);
+        tokio::time::sleep(base.mul_f64(jitter)).await;
+    }
+}
+
+async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
+    let (host, port) = target(url)?;
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| anyhow::anyhow!("connect timed out"))??;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(host.clone())
+        .map_err(|e| anyhow::anyhow!("server name {host:?}: {e}"))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TlsConnector::from(tls).connect(name, tcp))
+        .await
+        .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "TLS: {e} (is this server part of the cluster whose CA this agent trusts?)"
+            )
+        })?;
+    let ws_url = format!(
+        "wss://{}/v1/agent/connect",
+        url.trim_start_matches("https://").trim_end_matches('/')
+    );
+    let mut req = ws_url.into_client_request()?;
+    req.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {}", agent.inner.cfg.token).parse()?,
+    );
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::client_async(req, stream),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("WebSocket handshake timed out"))?
+    .map_err(|e| match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default();
+            anyhow::anyhow!("server refused the connection: {} {body}", resp.status())
+        }
+        other => anyhow::anyhow!("WebSocket: {other}"),
+    })?;
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<AgentMsg>();
+    let hello = agent.hello(tx.clone());
+    sink.send(Message::Text(serde_json::to_string(&hello)?.into()))
+        .await?;
+    // The server answers Welcome first.
+    match tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ServerMsg>(&t)? {
+            ServerMsg::Welcome { .. } => {}
+            other => anyhow::bail!("expected Welcome, got {other:?}"),
+        },
+        Ok(Some(Ok(Message::Close(frame)))) => {
+            anyhow::bail!(
+                "server closed the connection: {}",
+                frame.map(|f| f.reason.to_string()).unwrap_or_default()
+            )
+        }
+        _ => anyhow::bail!("no Welcome from the server"),
+    }
+    agent.set_connected(true);
+    tracing::info!("connected to {url}");
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None => return Ok(()),
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(_)) => continue,
+                };
+                match serde_json::from_str::<ServerMsg>(&text) {
+                    Ok(msg) => agent.handle(msg, &tx),
+                    Err(e) => tracing::warn!("invalid message from the server: {e}"),
+                }
+            }
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return Ok(()) };
+                sink.send(Message::Text(serde_json::to_string(&msg)?.into())).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The exec driver: a task is a process in its own process group, with its
+//! output appended to a log file in the allocation's directory.
+//!
+//! Stopping sends SIGTERM to the whole group, waits the grace period, then
+//! sends SIGKILL. After the main process exits, whatever is left of its group
+//! is killed too, so no task leaves orphans behind.
+//!
+//! A task started by an earlier agent process is *adopted*: recognised by pid
+//! and start time (so a reused pid is never mistaken for it) and watched
+//! through a pidfd. Its exit status cannot be known (it is not our child).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use motley_core::model::Allocation;
+use motley_core::restart::Exit;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::process::{Child, Command};
+
+/// How to find a running task again after an agent restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    /// Process id (also the process group id).
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+}
+
+/// The log file of an allocation.
+pub fn log_path(dir: &Path) -> PathBuf {
+    dir.join("output.log")
+}
+
+/// Start time of a process, from `/proc/PID/stat`.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when the process the handle names still runs (and is not a zombie).
+pub fn alive(h: &Handle) -> bool {
+    if start_time(h.pid) != Some(h.start_time) {
+        return false;
+    }
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", h.pid))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().chars().next()))
+        .flatten();
+    state != Some('Z')
+}
+
+/// Expands `${MOTLEY_*}` variables in a string.
+pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = s.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("${{{k}}}"), v);
+    }
+    out
+}
+
+/// The variables every task sees.
+pub fn motley_vars(a: &Allocation, dir: &Path) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("MOTLEY_ALLOC_ID".to_string(), a.id.clone()),
+        ("MOTLEY_ALLOC_DIR".to_string(), dir.display().to_string()),
+        ("MOTLEY_INDEX".to_string(), a.index.to_string()),
+        ("MOTLEY_NODE".to_string(), a.node.clone()),
+        ("MOTLEY_WORKLOAD".to_string(), a.workload.name.clone()),
+        ("MOTLEY_KIND".to_string(), a.workload.kind.to_string()),
+    ])
+}
+
+/// A running task: our child, or adopted.
+pub enum Running {
+    /// Started by this agent process.
+    Child(Child, Handle),
+    /// Started by an earlier agent process.
+    Adopted(AsyncFd<OwnedFd>, Handle),
+}
+
+impl Running {
+    /// Its handle.
+    pub fn handle(&self) -> Handle {
+        match self {
+            Running::Child(_, h) | Running::Adopted(_, h) => *h,
+        }
+    }
+
+    /// Waits for the main process to exit, then kills what is left of its group.
+    pub async fn wait(&mut self) -> Exit {
+        let exit = match self {
+            Running::Child(c, _) => match c.wait().await {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (st.code(), st.signal()) {
+                        (Some(c), _) => Exit::Code(c),
+                        (None, Some(s)) => Exit::Signal(s),
+                        _ => Exit::Unknown,
+                    }
+                }
+                Err(_) => Exit::Unknown,
+            },
+            Running::Adopted(fd, _) => {
+                // A pidfd becomes readable when the process exits.
+                let _ = fd.readable().await;
+                Exit::Unknown
+            }
+        };
+        let _ = killpg(Pid::from_raw(self.handle().pid as i32), Signal::SIGKILL);
+        exit
+    }
+
+    /// SIGTERM to the group, up to `grace` to exit, then SIGKILL.
+    pub async fn stop(&mut self, grace: Duration) -> Exit {
+        let pgid = Pid::from_raw(self.handle().pid as i32);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(exit) => exit,
+            Err(_) => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                self.wait().await
+            }
+        }
+    }
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Adopts a task started earlier, if it still runs.
+pub fn adopt(h: Handle) -> Option<Running> {
+    if !alive(&h) {
+        return None;
+    }
+    let fd = pidfd_open(h.pid).ok()?;
+    // Check again now that the pidfd pins the process: the pid cannot be reused any more.
+    if !alive(&h) {
+        return None;
+    }
+    debug_assert!(fd.as_raw_fd() >= 0);
+    // SAFETY: `fd` is an OwnedFd: valid, open, and always the same descriptor until dropped.
+    let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()?;
+    Some(Running::Adopted(fd, h))
+}
+
+/// Starts an allocation's task.
+pub fn start(a: &Allocation, dir: &Path) -> Result<Running, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let vars = motley_vars(a, dir);
+    let argv: Vec<String> = a.task.command.iter().map(|s| expand(s, &vars)).collect();
+    let program = argv.first().ok_or("empty command")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(dir))
+        .map_err(|e| format!("opening the log: {e}"))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| format!("opening the log: {e}"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(
+            std::env::var_os("PATH").map(|p| ("PATH".to_string(), p.to_string_lossy().to_string())),
+        )
+        .env("HOME", dir)
+        .envs(&vars)
+        .envs(
+            a.task
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), expand(v, &vars))),
+        )
+        .current_dir(a.task.workdir.as_deref().map(Path::new).unwrap_or(dir))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .process_group(0)
+        .kill_on_drop(false);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let pid = child
+        .id()
+        .ok_or("the process exited before it could be observed")?;
+    let st = start_time(pid).unwrap_or(0);
+    Ok(Running::Child(
+        child,
+        Handle {
+            pid,
+            start_time: st,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables() {
+        let vars = BTreeMap::from([("MOTLEY_INDEX".to_string(), "7".to_string())]);
+        assert_eq!(expand("frame-${MOTLEY_INDEX}.png", &vars), "frame-7.png");
+        assert_eq!(expand("${OTHER}", &vars), "${OTHER}");
+    }
+
+    #[test]
+    fn own_start_time_is_readable() {
+        let me = std::process::id();
+        let st = start_time(me).expect("start time");
+        assert!(alive(&Handle {
+            pid: me,
+            start_time: st
+        }));
+        assert!(!alive(&Handle {
+            pid: me,
+            start_time: st + 1
+        }));
+    }
+}

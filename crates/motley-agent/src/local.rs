@@ -1,0 +1,68 @@
+//! The agent's local state: its assignments, the handles of their processes
+//! and the last report of each, in `<data-dir>/agent/state.json`.
+//!
+//! Written atomically, and only when its content changes (an assignment
+//! arrives or goes, a process starts or ends): an idle agent writes nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use motley_core::model::Allocation;
+use motley_core::proto::AllocReport;
+use serde::{Deserialize, Serialize};
+
+use crate::driver::Handle;
+
+/// One assignment as the agent holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalAlloc {
+    /// The allocation as last received.
+    pub alloc: Allocation,
+    /// Its running process, if any.
+    pub handle: Option<Handle>,
+    /// What the agent last observed.
+    pub report: AllocReport,
+}
+
+/// Everything the agent persists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocalState {
+    /// Assignments by id.
+    pub allocs: BTreeMap<String, LocalAlloc>,
+}
+
+/// The state file and the bytes last written, to skip writes that change nothing.
+pub struct StateFile {
+    path: PathBuf,
+    last: Vec<u8>,
+}
+
+impl StateFile {
+    /// Loads the state (empty if the file does not exist).
+    pub fn load(dir: &Path) -> anyhow::Result<(StateFile, LocalState)> {
+        let path = dir.join("state.json");
+        let (state, last) = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let state: LocalState = serde_json::from_slice(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                (state, bytes)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (LocalState::default(), Vec::new())
+            }
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        };
+        Ok((StateFile { path, last }, state))
+    }
+
+    /// Writes the state if it differs from what is on disk.
+    pub fn save(&mut self, state: &LocalState) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(state)?;
+        if bytes == self.last {
+            return Ok(());
+        }
+        motley_net::write_private(&self.path, &bytes, 0o600)?;
+        self.last = bytes;
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! Bounded per-allocation logs, and serving them over the agent's connection.
+//!
+//! A task appends to `output.log`. When that grows past [`LOG_MAX`], its last
+//! half is copied to `output.log.1` and it is truncated in place (the task
+//! writes with O_APPEND, so it simply continues at the new end). Reading gives
+//! `output.log.1` then `output.log`: at most 1.5 × [`LOG_MAX`] per allocation.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::Duration;
+
+use motley_core::proto::AgentMsg;
+use tokio::sync::mpsc;
+
+use crate::driver::log_path;
+
+/// Size at which a log is trimmed.
+pub const LOG_MAX: u64 = 4 << 20;
+/// Largest piece sent in one message.
+const CHUNK: usize = 64 << 10;
+/// How often a followed log is checked for growth.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Trims a log that outgrew [`LOG_MAX`]. Does nothing (and writes nothing) otherwise.
+pub fn trim(dir: &Path) -> std::io::Result<()> {
+    let path = log_path(dir);
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(_) => return Ok(()),
+    };
+    if len <= LOG_MAX {
+        return Ok(());
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let keep = LOG_MAX / 2;
+    f.seek(SeekFrom::Start(len - keep))?;
+    let mut tail = Vec::with_capacity(keep as usize);
+    (&mut f).take(keep).read_to_end(&mut tail)?;
+    std::fs::write(dir.join("output.log.1"), &tail)?;
+    f.set_len(0)?;
+    Ok(())
+}
+
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Sends an allocation's log as `LogData` messages; with `follow`, keeps sending as it
+/// grows until `done()` says the task has ended and everything was sent.
+pub async fn serve(
+    dir: std::path::PathBuf,
+    req: u64,
+    tail: Option<u64>,
+    follow: bool,
+    out: mpsc::UnboundedSender<AgentMsg>,
+    done: impl Fn() -> bool,
+) {
+    let send = |data: String, eof: bool, error: Option<String>| {
+        out.send(AgentMsg::LogData {
+            req,
+            data,
+            eof,
+            error,
+        })
+        .is_ok()
+    };
+    let current = log_path(&dir);
+    let mut all = std::fs::read(dir.join("output.log.1")).unwrap_or_default();
+    let mut offset = match read_from(&current, 0) {
+        Ok(b) => {
+            let n = b.len() as u64;
+            all.extend(b);
+            n
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            send(String::new(), true, Some(format!("reading the log: {e}")));
+            return;
+        }
+    };
+    if let Some(t) = tail {
+        let t = t.min(all.len() as u64) as usize;
+        all.drain(..all.len() - t);
+    }
+    if all.is_empty() && !send(String::new(), false, None) {
+        return;
+    }
+    for chunk in all.chunks(CHUNK) {
+        if !send(String::from_utf8_lossy(chunk).into_owned(), false, None) {
+            return;
+        }
+    }
+    if follow {
+        loop {
+            let finished = done();
+            let len = std::fs::metadata(&current).map(|m| m.len()).unwrap_or(0);
+            if len < offset {
+                offset = 0; // trimmed
+            }
+            if len > offset {
+                match read_from(&current, offset) {
+                    Ok(b) => {
+                        offset += b.len() as u64;
+                        for chunk in b.chunks(CHUNK) {
+                            if !send(String::from_utf8_lossy(chunk).into_owned(), false, None) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        send(String::new(), true, Some(format!("reading the log: {e}")));
+                        return;
+                    }
+                }
+            }
+            if finished || out.is_closed() {
+                break;
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+    send(String::new(), true, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_keeps_the_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..(LOG_MAX + 10)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(log_path(dir.path()), &big).expect("write");
+        trim(dir.path()).expect("trim");
+        let kept = std::fs::read(dir.path().join("output.log.1")).expect("rotated");
+        assert_eq!(kept.as_slice(), &big[big.len() - (LOG_MAX / 2) as usize..]);
+        assert_eq!(
+            std::fs::metadata(log_path(dir.path())).expect("log").len(),
+            0
+        );
+    }
+}

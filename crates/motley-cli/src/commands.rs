@@ -1,0 +1,589 @@
+//! What each client command does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use motley_core::api::{
+    ManifestSet, NodeView, ObjectResults, VersionInfo, WorkloadDetail, WorkloadView,
+};
+use motley_core::manifest::{self, ManifestError, Source};
+use motley_core::model::{Allocation, Kind, Spec, WorkloadRef};
+use reqwest::Method;
+
+use crate::args::{Command, Format};
+use crate::client::{ApiError, Client};
+use crate::files;
+use crate::output::{self, age, cpu, mem, now_ms, print, table};
+
+/// Runs a client command (everything but `up`). Returns the exit code.
+pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32> {
+    let client = || Client::load(config);
+    match command {
+        Command::Up(_) => anyhow::bail!("`up` is handled by the binary"),
+        Command::Validate { files } => validate(&files.files),
+        Command::Apply { files, dry_run } => apply(&client()?, &files.files, dry_run).await,
+        Command::Get {
+            resource,
+            name,
+            output,
+            workload,
+        } => {
+            get(
+                &client()?,
+                &resource,
+                name.as_deref(),
+                output,
+                workload.as_deref(),
+            )
+            .await
+        }
+        Command::Describe { target } => describe(&client()?, &target).await,
+        Command::Delete { target, files } => delete(&client()?, &target, &files).await,
+        Command::Logs {
+            alloc,
+            follow,
+            tail,
+        } => logs(&client()?, &alloc, follow, tail).await,
+        Command::Version => version(config).await,
+        Command::Completion { shell } => {
+            let mut cmd = <crate::args::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "motley", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Schema => {
+            let schema = schemars::schema_for!(Spec);
+            print(&output::structured(&schema, Format::Json)?);
+            Ok(0)
+        }
+    }
+}
+
+fn print_manifest_errors(errors: &[ManifestError]) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+}
+
+fn sources(files: &[motley_core::api::ManifestFile]) -> Vec<Source<'_>> {
+    files
+        .iter()
+        .map(|f| Source {
+            name: &f.name,
+            text: &f.content,
+        })
+        .collect()
+}
+
+/// `validate -f`: checks manifests locally, without a cluster.
+pub fn validate(paths: &[PathBuf]) -> anyhow::Result<i32> {
+    let files = files::read_all(paths)?;
+    match manifest::parse_set(&sources(&files)) {
+        Ok(docs) => {
+            for d in &docs {
+                println!(
+                    "{}/{} valid ({}:{})",
+                    d.spec.kind(),
+                    d.spec.name(),
+                    d.file,
+                    d.line
+                );
+            }
+            Ok(0)
+        }
+        Err(errors) => {
+            print_manifest_errors(&errors);
+            eprintln!("{} error(s); nothing would be applied", errors.len());
+            Ok(1)
+        }
+    }
+}
+
+/// Reports an API error (with manifest details) on stderr; returns the exit code.
+fn report(e: anyhow::Error) -> anyhow::Result<i32> {
+    match e.downcast::<ApiError>() {
+        Ok(api) => {
+            print_manifest_errors(&api.body.details);
+            eprintln!("error: {}", api.body.error);
+            Ok(1)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `apply -f`: validates locally first, then sends the whole set.
+pub async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<i32> {
+    let files = files::read_all(paths)?;
+    if let Err(errors) = manifest::parse_set(&sources(&files)) {
+        print_manifest_errors(&errors);
+        eprintln!("{} error(s); nothing was applied", errors.len());
+        return Ok(1);
+    }
+    let res: anyhow::Result<ObjectResults> = client
+        .post("/v1/apply", &ManifestSet { files, dry_run })
+        .await;
+    match res {
+        Ok(r) => {
+            let suffix = if dry_run { " (dry run)" } else { "" };
+            for o in r.results {
+                println!("{}/{} {}{suffix}", o.kind, o.name, o.action);
+            }
+            Ok(0)
+        }
+        Err(e) => report(e),
+    }
+}
+
+enum Resource {
+    Workloads(Kind),
+    Nodes,
+    Allocs,
+}
+
+fn resource(s: &str) -> anyhow::Result<Resource> {
+    if let Some(k) = Kind::parse(s) {
+        return Ok(Resource::Workloads(k));
+    }
+    match s {
+        "node" | "nodes" | "no" => Ok(Resource::Nodes),
+        "alloc" | "allocs" | "allocation" | "allocations" => Ok(Resource::Allocs),
+        _ => anyhow::bail!("unknown resource {s:?}: use nodes, services, jobs, daemons or allocs"),
+    }
+}
+
+type Rows = (Vec<&'static str>, Vec<Vec<String>>);
+
+fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> Rows {
+    let now = now_ms();
+    let mut headers: Vec<&str> = match kind {
+        Kind::Job => vec![
+            "NAME",
+            "COMPLETIONS",
+            "RUNNING",
+            "FAILED",
+            "PRIORITY",
+            "STATUS",
+            "AGE",
+        ],
+        Kind::Service | Kind::Daemon => vec!["NAME", "READY", "RESTARTS", "STATUS", "AGE"],
+    };
+    if wide {
+        headers.extend(["GENERATION", "COMMAND", "WAITING"]);
+    }
+    let rows = views
+        .iter()
+        .map(|v| {
+            let w = &v.workload;
+            let s = &v.status;
+            let mut row = match &w.spec {
+                Spec::Job(j) => vec![
+                    w.spec.name().to_string(),
+                    format!("{}/{}", s.complete, s.desired),
+                    s.running.to_string(),
+                    s.failed.to_string(),
+                    j.priority.to_string(),
+                    s.phase.clone(),
+                    age(w.created_at, now),
+                ],
+                _ => vec![
+                    w.spec.name().to_string(),
+                    format!("{}/{}", s.running, s.desired),
+                    s.restarts.to_string(),
+                    s.phase.clone(),
+                    age(w.created_at, now),
+                ],
+            };
+            if wide {
+                row.push(w.generation.to_string());
+                row.push(w.spec.task().command.join(" "));
+                row.push(
+                    v.blocked
+                        .as_ref()
+                        .map(|b| format!("{}: {}", b.count, b.why.summary))
+                        .unwrap_or_default(),
+                );
+            }
+            row
+        })
+        .collect();
+    (headers, rows)
+}
+
+fn node_rows(nodes: &[NodeView], wide: bool) -> Rows {
+    let now = now_ms();
+    let mut headers = vec!["NAME", "STATE", "ARCH", "CPUS", "MEMORY", "ALLOCS", "AGE"];
+    if wide {
+        headers.extend(["CPU USED", "MEM USED", "OS", "HOSTNAME", "REASON"]);
+    }
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let mut row = vec![
+                n.node.name.clone(),
+                format!("{} ({})", n.state, age(n.since, now)),
+                n.node.facts.arch.clone(),
+                n.node.facts.cpus.to_string(),
+                mem(n.node.facts.memory),
+                n.allocations.to_string(),
+                age(n.node.registered_at, now),
+            ];
+            if wide {
+                row.extend([
+                    format!("{}/{}", cpu(n.used_cpu), cpu(n.node.capacity.cpu.0)),
+                    format!("{}/{}", mem(n.used_memory), mem(n.node.capacity.memory.0)),
+                    n.node.facts.os.clone(),
+                    n.node.facts.hostname.clone(),
+                    n.reason.clone(),
+                ]);
+            }
+            row
+        })
+        .collect();
+    (headers, rows)
+}
+
+fn alloc_rows(allocs: &[Allocation], wide: bool) -> Rows {
+    let now = now_ms();
+    let mut headers = vec![
+        "ID", "WORKLOAD", "INDEX", "NODE", "STATE", "PID", "RESTARTS", "AGE",
+    ];
+    if wide {
+        headers.extend(["DESIRED", "EXIT", "REASON"]);
+    }
+    let rows = allocs
+        .iter()
+        .map(|a| {
+            let mut row = vec![
+                a.id.clone(),
+                a.workload.to_string(),
+                a.index.to_string(),
+                a.node.clone(),
+                a.state.to_string(),
+                a.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                a.restarts.to_string(),
+                age(a.created_at, now),
+            ];
+            if wide {
+                row.push(format!("{:?}", a.desired).to_lowercase());
+                row.push(
+                    a.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                );
+                row.push(a.reasons.last().cloned().unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    (headers, rows)
+}
+
+async fn render_get(
+    client: &Client,
+    res: &str,
+    name: Option<&str>,
+    format: Format,
+    workload: Option<&str>,
+) -> anyhow::Result<String> {
+    let wide = format == Format::Wide;
+    let structured = matches!(format, Format::Json | Format::Yaml);
+    Ok(match resource(res)? {
+        Resource::Workloads(kind) => {
+            let mut views: Vec<WorkloadView> = match name {
+                Some(n) => vec![
+                    client
+                        .get::<WorkloadDetail>(&format!("/v1/workloads/{kind}/{n}"))
+                        .await?
+                        .view,
+                ],
+                None => client.get(&format!("/v1/workloads?kind={kind}")).await?,
+            };
+            views.sort_by(|a, b| a.workload.spec.name().cmp(b.workload.spec.name()));
+            if structured {
+                output::structured(&views, format)?
+            } else {
+                let (h, r) = workload_rows(&views, kind, wide);
+                table(&h, &r)
+            }
+        }
+        Resource::Nodes => {
+            let nodes: Vec<NodeView> = match name {
+                Some(n) => vec![client.get(&format!("/v1/nodes/{n}")).await?],
+                None => client.get("/v1/nodes").await?,
+            };
+            if structured {
+                output::structured(&nodes, format)?
+            } else {
+                let (h, r) = node_rows(&nodes, wide);
+                table(&h, &r)
+            }
+        }
+        Resource::Allocs => {
+            let allocs: Vec<Allocation> = match (name, workload) {
+                (Some(id), _) => vec![client.get(&format!("/v1/allocs/{id}")).await?],
+                (None, Some(w)) => client.get(&format!("/v1/allocs?workload={w}")).await?,
+                (None, None) => client.get("/v1/allocs").await?,
+            };
+            if structured {
+                output::structured(&allocs, format)?
+            } else {
+                let (h, r) = alloc_rows(&allocs, wide);
+                table(&h, &r)
+            }
+        }
+    })
+}
+
+/// `get`.
+pub async fn get(
+    client: &Client,
+    res: &str,
+    name: Option<&str>,
+    format: Format,
+    workload: Option<&str>,
+) -> anyhow::Result<i32> {
+    match render_get(client, res, name, format, workload).await {
+        Ok(s) => {
+            print(&s);
+            Ok(0)
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn split_target(target: &[String]) -> anyhow::Result<(String, String)> {
+    match target {
+        [one] => one
+            .split_once('/')
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+            .ok_or_else(|| anyhow::anyhow!("expected KIND/NAME or KIND NAME, got {one:?}")),
+        [k, n] => Ok((k.clone(), n.clone())),
+        _ => anyhow::bail!("expected KIND/NAME or KIND NAME"),
+    }
+}
+
+fn indented(out: &mut String, text: &str) {
+    for line in text.lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
+fn describe_allocation(a: &Allocation) -> String {
+    let now = now_ms();
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "Allocation:  {}\nWorkload:    {} (generation {}, index {})\nNode:        {}\n\
+         State:       {} (desired {:?}, changed {} ago)\nPid:         {}\nExit code:   {}\n\
+         Restarts:    {}\nCommand:     {}\nResources:   cpu {}, memory {}\nReasons:\n",
+        a.id,
+        a.workload,
+        a.generation,
+        a.index,
+        a.node,
+        a.state,
+        a.desired,
+        age(a.updated_at, now),
+        dash(a.pid.map(|p| p.to_string())),
+        dash(a.exit_code.map(|c| c.to_string())),
+        a.restarts,
+        a.task.command.join(" "),
+        a.task.resources.cpu_or_default(),
+        a.task.resources.memory_or_default(),
+    );
+    for r in &a.reasons {
+        out.push_str(&format!("  - {r}\n"));
+    }
+    out
+}
+
+async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Result<String> {
+    let now = now_ms();
+    Ok(match resource(kind)? {
+        Resource::Workloads(k) => {
+            let d: WorkloadDetail = client.get(&format!("/v1/workloads/{k}/{name}")).await?;
+            let w = &d.view.workload;
+            let s = &d.view.status;
+            let mut out = format!(
+                "Name:        {}\nKind:        {}\nGeneration:  {}\nCreated:     {} ago\n\
+                 Status:      {} (desired {}, running {}, pending {}, complete {}, failed {})\nCommand:     {}\n",
+                w.spec.name(),
+                w.spec.kind(),
+                w.generation,
+                age(w.created_at, now),
+                s.phase,
+                s.desired,
+                s.running,
+                s.pending,
+                s.complete,
+                s.failed,
+                w.spec.task().command.join(" "),
+            );
+            if let Some(req) = &w.spec.placement().require {
+                out.push_str(&format!("Require:     {req}\n"));
+            }
+            if let Some(b) = &d.view.blocked {
+                out.push_str(&format!(
+                    "Waiting:     {} instance(s) cannot be placed: {}\n",
+                    b.count, b.why.summary
+                ));
+                for (node, why) in &b.why.nodes {
+                    out.push_str(&format!("  {node}: {why}\n"));
+                }
+            }
+            out.push_str("Allocations:\n");
+            let (h, r) = alloc_rows(&d.allocations, true);
+            indented(&mut out, &table(&h, &r));
+            out
+        }
+        Resource::Nodes => {
+            let n: NodeView = client.get(&format!("/v1/nodes/{name}")).await?;
+            let mut out = format!(
+                "Name:        {}\nState:       {} for {} ({})\nArch/OS:     {}/{}\nHostname:    {}\nCPUs:        {}\n\
+                 Memory:      {}\nCapacity:    cpu {}, memory {}\nAllocated:   cpu {}, memory {} ({} allocations)\n\
+                 Cordoned:    {}\nLabels:\n",
+                n.node.name,
+                n.state,
+                age(n.since, now),
+                n.reason,
+                n.node.facts.arch,
+                n.node.facts.os,
+                n.node.facts.hostname,
+                n.node.facts.cpus,
+                mem(n.node.facts.memory),
+                cpu(n.node.capacity.cpu.0),
+                mem(n.node.capacity.memory.0),
+                cpu(n.used_cpu),
+                mem(n.used_memory),
+                n.allocations,
+                n.node.cordoned,
+            );
+            for (k, v) in &n.node.labels {
+                out.push_str(&format!("  {k}={v}\n"));
+            }
+            let allocs: Vec<Allocation> = client.get(&format!("/v1/allocs?node={name}")).await?;
+            out.push_str("Allocations:\n");
+            let (h, r) = alloc_rows(&allocs, false);
+            indented(&mut out, &table(&h, &r));
+            out
+        }
+        Resource::Allocs => describe_allocation(&client.get(&format!("/v1/allocs/{name}")).await?),
+    })
+}
+
+/// `describe`.
+pub async fn describe(client: &Client, target: &[String]) -> anyhow::Result<i32> {
+    let (kind, name) = split_target(target)?;
+    match render_describe(client, &kind, &name).await {
+        Ok(s) => {
+            print(&s);
+            Ok(0)
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// `delete`.
+pub async fn delete(client: &Client, target: &[String], paths: &[PathBuf]) -> anyhow::Result<i32> {
+    let res: anyhow::Result<ObjectResults> = if !paths.is_empty() {
+        anyhow::ensure!(target.is_empty(), "give either KIND/NAME or -f, not both");
+        let files = files::read_all(paths)?;
+        client
+            .post(
+                "/v1/delete",
+                &ManifestSet {
+                    files,
+                    dry_run: false,
+                },
+            )
+            .await
+    } else {
+        let (k, n) = split_target(target)?;
+        let kind = Kind::parse(&k)
+            .ok_or_else(|| anyhow::anyhow!("cannot delete {k:?}: use service, job or daemon"))?;
+        let r = WorkloadRef { kind, name: n };
+        client
+            .delete(&format!("/v1/workloads/{}/{}", r.kind, r.name))
+            .await
+    };
+    match res {
+        Ok(r) => {
+            let mut missing = false;
+            for o in r.results {
+                println!("{}/{} {}", o.kind, o.name, o.action);
+                missing |= o.action == "not found";
+            }
+            Ok(if missing { 1 } else { 0 })
+        }
+        Err(e) => report(e),
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut out = lines[start..].join("\n");
+    if !out.is_empty() && text.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// `logs`.
+pub async fn logs(
+    client: &Client,
+    alloc: &str,
+    follow: bool,
+    tail: Option<usize>,
+) -> anyhow::Result<i32> {
+    let mut path = format!("/v1/allocs/{alloc}/logs?follow={follow}");
+    if let (Some(n), true) = (tail, follow) {
+        // Ask for a generous byte range; the lines are cut here.
+        path.push_str(&format!("&tail={}", (n as u64 + 1) * 512));
+    }
+    let resp = client.request(Method::GET, &path, None).await?;
+    if !resp.status().is_success() {
+        let err = crate::client::decode::<serde_json::Value>(resp).await.err();
+        return report(err.unwrap_or_else(|| anyhow::anyhow!("unexpected answer")));
+    }
+    if !follow {
+        let text = resp.text().await.context("reading the log")?;
+        print(&match tail {
+            Some(n) => last_lines(&text, n),
+            None => text,
+        });
+        return Ok(0);
+    }
+    let mut stream = resp.bytes_stream();
+    let mut first = true;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("reading the log")?;
+        let text = String::from_utf8_lossy(&chunk).into_owned();
+        match (first, tail) {
+            (true, Some(n)) => print(&last_lines(&text, n)),
+            _ => print(&text),
+        }
+        first = false;
+    }
+    Ok(0)
+}
+
+/// `version`.
+pub async fn version(config: Option<&Path>) -> anyhow::Result<i32> {
+    println!("client: motley {}", env!("CARGO_PKG_VERSION"));
+    match Client::load(config) {
+        Ok(c) => match c.get::<VersionInfo>("/v1/version").await {
+            Ok(v) => println!(
+                "server: motley {} (protocol {}, datastore {})",
+                v.version, v.protocol, v.datastore
+            ),
+            Err(e) => {
+                eprintln!("server: unreachable: {e:#}");
+                return Ok(1);
+            }
+        },
+        Err(e) => println!("server: not configured ({e})"),
+    }
+    Ok(0)
+}

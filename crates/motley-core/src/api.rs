@@ -1,0 +1,109 @@
+//! Request and response bodies of the HTTP API (`/v1`), shared by the server
+//! and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::ManifestError;
+use crate::model::{Allocation, Node, Workload};
+use crate::reconcile::{Blocked, WorkloadStatus};
+
+/// One manifest file as sent by a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    /// Display name (path or `-`).
+    pub name: String,
+    /// YAML text.
+    pub content: String,
+}
+
+/// `POST /v1/apply` and `POST /v1/delete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestSet {
+    /// The files; validated together, applied all or nothing.
+    pub files: Vec<ManifestFile>,
+    /// Validate and report, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectResult {
+    /// `service`, `job` or `daemon`.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// `created`, `configured`, `unchanged`, `deleted`, `not found`.
+    pub action: String,
+}
+
+/// Response to apply and delete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectResults {
+    /// One per object, in input order.
+    pub results: Vec<ObjectResult>,
+}
+
+/// Every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Summary.
+    pub error: String,
+    /// Per-field manifest errors, when the input was invalid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<ManifestError>,
+}
+
+/// A workload with its derived status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadView {
+    /// What is stored.
+    pub workload: Workload,
+    /// Derived from its allocations.
+    pub status: WorkloadStatus,
+    /// Unplaced demand and why.
+    #[serde(default)]
+    pub blocked: Option<Blocked>,
+}
+
+/// A workload with its allocations (`describe`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadDetail {
+    /// The workload and status.
+    #[serde(flatten)]
+    pub view: WorkloadView,
+    /// Its allocations, newest first.
+    pub allocations: Vec<Allocation>,
+}
+
+/// A node with its liveness and usage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    /// What is stored.
+    pub node: Node,
+    /// `ready` or `down`.
+    pub state: String,
+    /// Since when (ms since the epoch).
+    pub since: u64,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Live allocations on it.
+    pub allocations: u32,
+    /// Millicores requested by them.
+    pub used_cpu: u64,
+    /// Bytes requested by them.
+    pub used_memory: u64,
+}
+
+/// `GET /v1/version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Server version.
+    pub version: String,
+    /// Agent protocol version.
+    pub protocol: u32,
+    /// Store backend.
+    pub datastore: String,
+}

@@ -1,0 +1,320 @@
+//! TLS identity and client configuration.
+//!
+//! * [`Ca`]: the cluster CA, created on a server's first start and kept in its
+//!   data directory (`ca.crt`, `ca.key`, mode 0600). The server's own
+//!   certificate is signed by it at every start and kept only in memory, so a
+//!   restart writes nothing.
+//! * [`client_tls`]: a rustls client configuration that trusts only the
+//!   cluster CA (no system roots, no trust on first use).
+//! * [`ClientConfig`]: the `client.yaml` a server writes for the CLI, in the
+//!   spirit of a kubeconfig.
+//! * Tokens: random secrets of which servers store only a SHA-256 hash.
+#![warn(missing_docs)]
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Errors of TLS setup and client configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// Certificate generation or parsing failed.
+    #[error("certificate: {0}")]
+    Cert(String),
+    /// A client config file is not valid.
+    #[error("{path}: {message}")]
+    Config {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NetError + '_ {
+    move |source| NetError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn cert_err<E: std::fmt::Display>(e: E) -> NetError {
+    NetError::Cert(e.to_string())
+}
+
+/// Installs ring as rustls' process-wide crypto provider (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Writes `data` to `path` atomically (temporary file, fsync, rename) with the given mode.
+pub fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), NetError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(data).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The cluster certificate authority.
+pub struct Ca {
+    cert_pem: String,
+    key: KeyPair,
+}
+
+fn ca_params() -> Result<CertificateParams, NetError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "motley cluster CA");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2125, 1, 1);
+    Ok(p)
+}
+
+impl Ca {
+    /// Loads `ca.crt`/`ca.key` from `dir`, creating them on first use.
+    pub fn load_or_create(dir: &Path) -> Result<Ca, NetError> {
+        let crt = dir.join("ca.crt");
+        let key = dir.join("ca.key");
+        if crt.exists() && key.exists() {
+            let cert_pem = fs::read_to_string(&crt).map_err(io_err(&crt))?;
+            let key_pem = fs::read_to_string(&key).map_err(io_err(&key))?;
+            let key = KeyPair::from_pem(&key_pem).map_err(cert_err)?;
+            return Ok(Ca { cert_pem, key });
+        }
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let kp = KeyPair::generate().map_err(cert_err)?;
+        let cert = ca_params()?.self_signed(&kp).map_err(cert_err)?;
+        write_private(&key, kp.serialize_pem().as_bytes(), 0o600)?;
+        write_private(&crt, cert.pem().as_bytes(), 0o644)?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            key: kp,
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// `sha256:<hex>` of the CA certificate (DER), as carried by join tokens.
+    pub fn hash(&self) -> Result<String, NetError> {
+        ca_hash(&self.cert_pem)
+    }
+
+    /// Signs a fresh server certificate for these names and addresses; returns (cert chain, key).
+    pub fn server_cert(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), NetError> {
+        let kp = KeyPair::generate().map_err(cert_err)?;
+        let mut p = CertificateParams::new(names.to_vec()).map_err(cert_err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "motley server");
+        p.distinguished_name = dn;
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2125, 1, 1);
+        let issuer = Issuer::new(ca_params()?, &self.key);
+        let cert = p.signed_by(&kp, &issuer).map_err(cert_err)?;
+        let ca_der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(cert_err)?;
+        let key = PrivateKeyDer::try_from(kp.serialize_der()).map_err(cert_err)?;
+        Ok((vec![cert.der().clone(), ca_der], key))
+    }
+
+    /// A rustls server configuration with a fresh certificate for `names`.
+    pub fn server_config(&self, names: &[String]) -> Result<rustls::ServerConfig, NetError> {
+        install_crypto_provider();
+        let (chain, key) = self.server_cert(names)?;
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(cert_err)?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(cfg)
+    }
+}
+
+/// `sha256:<hex>` of the first certificate in `pem`.
+pub fn ca_hash(pem: &str) -> Result<String, NetError> {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(cert_err)?;
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(der.as_ref()))
+    ))
+}
+
+/// The names a server certificate should cover: localhost, loopback, the host name,
+/// the listen address when specific, and any extra names.
+pub fn server_names(listen: Option<IpAddr>, extra: &[String]) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if let Ok(h) = fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            names.push(h.to_string());
+        }
+    }
+    if let Some(ip) = listen
+        && !ip.is_unspecified()
+    {
+        names.push(ip.to_string());
+    }
+    names.extend(extra.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A rustls client configuration that trusts only the given CA.
+pub fn client_tls(ca_pem: &str) -> Result<rustls::ClientConfig, NetError> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(cert_err)?).map_err(cert_err)?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(NetError::Cert("no CA certificate in the given PEM".into()));
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(Arc::new(roots))
+        .with_no_client_auth())
+}
+
+/// A new random token secret (256 bits, hex).
+pub fn new_secret() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// A short random id (64 bits, hex).
+pub fn new_id() -> String {
+    let mut b = [0u8; 8];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// SHA-256 of a token, hex: what servers store instead of the token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// `client.yaml`: how the CLI reaches the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Server URLs, tried in order (`https://host:port`).
+    pub servers: Vec<String>,
+    /// The cluster CA certificate, PEM.
+    pub ca: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+impl ClientConfig {
+    /// Reads a client config file.
+    pub fn load(path: &Path) -> Result<ClientConfig, NetError> {
+        let text = fs::read_to_string(path).map_err(io_err(path))?;
+        let cfg: ClientConfig = serde_saphyr::from_str(&text).map_err(|e| NetError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if cfg.servers.is_empty() {
+            return Err(NetError::Config {
+                path: path.to_path_buf(),
+                message: "servers: at least one server URL is needed".into(),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Writes it with mode 0600 (it holds a token).
+    pub fn save(&self, path: &Path) -> Result<(), NetError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let text = serde_saphyr::to_string(self).map_err(|e| NetError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        write_private(path, text.as_bytes(), 0o600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_persists_and_signs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::load_or_create(dir.path()).expect("create");
+        let again = Ca::load_or_create(dir.path()).expect("load");
+        assert_eq!(ca.hash().expect("hash"), again.hash().expect("hash"));
+        assert!(ca.hash().expect("hash").starts_with("sha256:"));
+        ca.server_config(&server_names(None, &[]))
+            .expect("server config");
+        client_tls(ca.cert_pem()).expect("client config");
+        assert!(client_tls("not a pem").is_err());
+        let cfg = ClientConfig {
+            servers: vec!["https://127.0.0.1:7443".into()],
+            ca: ca.cert_pem().to_string(),
+            token: new_secret(),
+        };
+        let p = dir.path().join("client.yaml");
+        cfg.save(&p).expect("save");
+        assert_eq!(ClientConfig::load(&p).expect("load"), cfg);
+    }
+}

@@ -1,0 +1,196 @@
+//! Agent connections: one WebSocket per agent at `/v1/agent/connect`.
+//!
+//! The agent dials out; the server never dials agents. The first frame is the
+//! agent's `Hello`; the server answers `Welcome` and the full assignment set,
+//! then both sides send changes only. Log requests travel over the same socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use motley_core::model::{Capacity, Node};
+use motley_core::proto::{AgentMsg, PROTOCOL_VERSION, ServerMsg};
+use motley_core::quantity::{Bytes, MilliCpu};
+use tokio::sync::mpsc;
+
+use crate::api::{ApiError, Caller};
+use crate::auth::Role;
+use crate::state::{Shared, lock, now_ms};
+
+/// How long an agent has to say Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame accepted from an agent.
+pub const MAX_FRAME: usize = 4 << 20;
+/// WebSocket ping interval, to notice dead TCP connections (memory only; nothing is stored).
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// What a node may offer: all CPUs, and its memory less a 10% reserve for the system.
+pub fn capacity_of(facts: &motley_core::model::NodeFacts) -> Capacity {
+    Capacity {
+        cpu: MilliCpu(facts.cpus as u64 * 1000),
+        memory: Bytes(facts.memory - facts.memory / 10),
+    }
+}
+
+/// `GET /v1/agent/connect`.
+pub async fn connect(
+    State(s): State<Arc<Shared>>,
+    Extension(Caller(role)): Extension<Caller>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Role::Node { node } = role else {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            motley_core::api::ErrorBody {
+                error: "only node credentials may connect as an agent".into(),
+                details: vec![],
+            },
+        )
+        .into_response();
+    };
+    ws.max_message_size(MAX_FRAME)
+        .on_upgrade(move |socket| async move { session(s, node, socket).await })
+}
+
+async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AgentMsg>(&t).ok(),
+        _ => None,
+    };
+    let Some(AgentMsg::Hello {
+        version,
+        node: said,
+        facts,
+        allocs,
+    }) = hello
+    else {
+        tracing::warn!("agent for {node}: no valid hello");
+        return;
+    };
+    if said != node || version != PROTOCOL_VERSION {
+        let why = if said != node {
+            format!("this credential belongs to node {node:?}, not {said:?}")
+        } else {
+            format!(
+                "protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"
+            )
+        };
+        tracing::warn!("refusing agent: {why}");
+        let _ = sink
+            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                code: 4003,
+                reason: why.into(),
+            })))
+            .await;
+        return;
+    }
+    let record = Node {
+        name: node.clone(),
+        capacity: capacity_of(&facts),
+        facts,
+        labels: Default::default(),
+        cordoned: false,
+        registered_at: now_ms(),
+    };
+    if let Err(e) = s.register_node(record).await {
+        tracing::warn!("registering node {node}: {e}");
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+    let conn_id = s.connect_agent(&node, tx.clone());
+    tracing::info!("agent {node} connected");
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    let Ok(text) = serde_json::to_string(&msg) else { continue };
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    for report in &allocs {
+        match s.apply_report(&node, report).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = tx.send(ServerMsg::Remove {
+                    id: report.id.clone(),
+                });
+            }
+            Err(e) => tracing::warn!("report from {node}: {e}"),
+        }
+    }
+    loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = tx.closed() => None,
+        };
+        let text = match frame {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        let msg = match serde_json::from_str::<AgentMsg>(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("agent {node} sent an invalid message: {e}");
+                break;
+            }
+        };
+        match msg {
+            AgentMsg::Hello { .. } => {
+                tracing::warn!("agent {node} said hello twice");
+                break;
+            }
+            AgentMsg::Update(report) => match s.apply_report(&node, &report).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = tx.send(ServerMsg::Remove { id: report.id });
+                }
+                Err(e) => tracing::warn!("report from {node}: {e}"),
+            },
+            AgentMsg::LogData {
+                req,
+                data,
+                eof,
+                error,
+            } => {
+                let target = lock(&s.log_streams).get(&req).cloned();
+                match target {
+                    Some(t) => {
+                        let piece = match error {
+                            Some(e) => Err(e),
+                            None => Ok(data),
+                        };
+                        let failed = t.send(piece).await.is_err();
+                        if eof || failed {
+                            lock(&s.log_streams).remove(&req);
+                        }
+                    }
+                    None => {
+                        let _ = tx.send(ServerMsg::LogsCancel { req });
+                    }
+                }
+            }
+        }
+    }
+    s.disconnect_agent(&node, conn_id);
+    writer.abort();
+    tracing::info!("agent {node} disconnected");
+}

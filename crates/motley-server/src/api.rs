@@ -1,0 +1,675 @@
+//! The HTTP API under `/v1`, plus `/metrics` and `/healthz`.
+//!
+//! Every route but `/healthz` needs a bearer token. Admin tokens may use every
+//! route; node tokens only `/v1/agent/connect`. Bodies are capped at
+//! [`MAX_BODY`] (413 beyond it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use motley_core::api::{
+    ErrorBody, ManifestSet, NodeView, ObjectResult, ObjectResults, VersionInfo, WorkloadDetail,
+    WorkloadView,
+};
+use motley_core::manifest::{self, ClusterLimits, Source};
+use motley_core::model::{Allocation, Kind, Workload, WorkloadRef};
+use motley_core::proto::ServerMsg;
+use motley_core::reconcile::{self, node_matches};
+use motley_core::selector::Selector;
+use motley_store::Txn;
+use serde::Deserialize;
+
+use crate::auth::Role;
+use crate::keys;
+use crate::state::{Shared, lock, now_ms};
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 4 << 20;
+
+/// An API error: a status and a JSON body.
+pub struct ApiError(pub StatusCode, pub ErrorBody);
+
+impl ApiError {
+    fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
+        ApiError(
+            status,
+            ErrorBody {
+                error: msg.into(),
+                details: vec![],
+            },
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<motley_store::StoreError> for ApiError {
+    fn from(e: motley_store::StoreError) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Who is calling, attached by the auth middleware.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Role);
+
+/// Builds the router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let admin = Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/apply", post(apply))
+        .route("/v1/delete", post(delete_set))
+        .route("/v1/workloads", get(list_workloads))
+        .route(
+            "/v1/workloads/{kind}/{name}",
+            get(get_workload).delete(delete_workload),
+        )
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{name}", get(get_node))
+        .route("/v1/allocs", get(list_allocs))
+        .route("/v1/allocs/{id}", get(get_alloc))
+        .route("/v1/allocs/{id}/logs", get(logs))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn(require_admin));
+    Router::new()
+        .merge(admin)
+        .route("/v1/agent/connect", get(crate::agents::connect))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/v1/{*rest}",
+            delete(not_found).get(not_found).post(not_found),
+        )
+        .layer(middleware::from_fn_with_state(shared.clone(), observe))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route")
+}
+
+async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    let code = resp.status().as_u16().to_string();
+    s.metrics
+        .api_requests
+        .get_or_create(&vec![
+            ("method".into(), method),
+            ("route".into(), route.clone()),
+            ("code".into(), code),
+        ])
+        .inc();
+    s.metrics
+        .api_latency
+        .get_or_create(&vec![("route".into(), route)])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token").into_response();
+    };
+    let hash = motley_net::token_hash(token);
+    let role = {
+        let cache = s.cache();
+        match cache.tokens.get(&hash) {
+            Some(t) if !t.expired(now_ms()) => Some(t.role.clone()),
+            _ => None,
+        }
+    };
+    match role {
+        Some(role) => {
+            req.extensions_mut().insert(Caller(role));
+            next.run(req).await
+        }
+        None => ApiError::new(StatusCode::UNAUTHORIZED, "invalid or expired token").into_response(),
+    }
+}
+
+async fn require_admin(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Caller>() {
+        Some(Caller(Role::Admin)) => next.run(req).await,
+        _ => ApiError::new(StatusCode::FORBIDDEN, "this token may not use this route")
+            .into_response(),
+    }
+}
+
+async fn version(State(s): State<Arc<Shared>>) -> Json<VersionInfo> {
+    let _ = &s;
+    Json(VersionInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: motley_core::proto::PROTOCOL_VERSION,
+        datastore: "embedded".into(),
+    })
+}
+
+fn parse_manifests(set: &ManifestSet) -> ApiResult<Vec<manifest::Document>> {
+    let sources: Vec<Source<'_>> = set
+        .files
+        .iter()
+        .map(|f| Source {
+            name: &f.name,
+            text: &f.content,
+        })
+        .collect();
+    manifest::parse_set(&sources).map_err(|details| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorBody {
+                error: format!("{} invalid field(s); nothing was applied", details.len()),
+                details,
+            },
+        )
+    })
+}
+
+async fn apply(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<ManifestSet>, JsonRejection>,
+) -> ApiResult<Json<ObjectResults>> {
+    let Json(set) = body?;
+    let docs = parse_manifests(&set)?;
+    let limits = {
+        let c = s.cache();
+        c.nodes
+            .values()
+            .fold(None, |acc: Option<ClusterLimits>, n| {
+                let mut l = acc.unwrap_or_default();
+                l.max_cpu = l.max_cpu.max(n.capacity.cpu.0);
+                l.max_memory = l.max_memory.max(n.capacity.memory.0);
+                Some(l)
+            })
+    };
+    if let Some(limits) = limits {
+        let details = manifest::check_against_cluster(&docs, &limits);
+        if !details.is_empty() {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorBody {
+                    error: format!("{} invalid field(s); nothing was applied", details.len()),
+                    details,
+                },
+            ));
+        }
+    }
+    for _ in 0..10 {
+        let now = now_ms();
+        let mut txn = Txn::new();
+        let mut results = Vec::new();
+        for d in &docs {
+            let r = d.spec.reference();
+            let key = keys::workload(&r);
+            let current = s.store.get(&key).await?;
+            let (action, next) = match &current {
+                None => (
+                    "created",
+                    Some(Workload {
+                        spec: d.spec.clone(),
+                        generation: 1,
+                        uid: motley_net::new_id(),
+                        created_at: now,
+                        updated_at: now,
+                    }),
+                ),
+                Some(kv) => match serde_json::from_slice::<Workload>(&kv.value) {
+                    Ok(w) if w.spec == d.spec => ("unchanged", None),
+                    Ok(w) => (
+                        "configured",
+                        Some(Workload {
+                            spec: d.spec.clone(),
+                            generation: w.generation + 1,
+                            updated_at: now,
+                            ..w
+                        }),
+                    ),
+                    Err(_) => (
+                        "configured",
+                        Some(Workload {
+                            spec: d.spec.clone(),
+                            generation: 1,
+                            uid: motley_net::new_id(),
+                            created_at: now,
+                            updated_at: now,
+                        }),
+                    ),
+                },
+            };
+            txn = txn.when(&key, current.as_ref().map_or(0, |kv| kv.mod_revision));
+            if let Some(w) = next {
+                let v = serde_json::to_vec(&w)
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                txn = txn.put(key, v);
+            }
+            results.push(ObjectResult {
+                kind: r.kind.to_string(),
+                name: r.name,
+                action: action.into(),
+            });
+        }
+        if set.dry_run {
+            return Ok(Json(ObjectResults { results }));
+        }
+        if s.store.txn(txn).await?.succeeded {
+            return Ok(Json(ObjectResults { results }));
+        }
+        s.metrics
+            .conflicts
+            .get_or_create(&vec![("caller".into(), "apply".into())])
+            .inc();
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "the objects kept changing concurrently; nothing was applied",
+    ))
+}
+
+async fn delete_set(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<ManifestSet>, JsonRejection>,
+) -> ApiResult<Json<ObjectResults>> {
+    let Json(set) = body?;
+    let docs = parse_manifests(&set)?;
+    let refs: Vec<WorkloadRef> = docs.iter().map(|d| d.spec.reference()).collect();
+    delete_refs(&s, &refs, set.dry_run).await.map(Json)
+}
+
+async fn delete_refs(s: &Shared, refs: &[WorkloadRef], dry_run: bool) -> ApiResult<ObjectResults> {
+    for _ in 0..10 {
+        let mut txn = Txn::new();
+        let mut results = Vec::new();
+        for r in refs {
+            let key = keys::workload(r);
+            let current = s.store.get(&key).await?;
+            let action = match &current {
+                Some(kv) => {
+                    txn = txn.when(&key, kv.mod_revision).delete(key);
+                    "deleted"
+                }
+                None => "not found",
+            };
+            results.push(ObjectResult {
+                kind: r.kind.to_string(),
+                name: r.name.clone(),
+                action: action.into(),
+            });
+        }
+        if dry_run || s.store.txn(txn).await?.succeeded {
+            return Ok(ObjectResults { results });
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "the objects kept changing concurrently; nothing was deleted",
+    ))
+}
+
+fn parse_kind(kind: &str) -> ApiResult<Kind> {
+    Kind::parse(kind)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown kind {kind:?}")))
+}
+
+async fn delete_workload(
+    State(s): State<Arc<Shared>>,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Json<ObjectResults>> {
+    let r = WorkloadRef {
+        kind: parse_kind(&kind)?,
+        name,
+    };
+    let res = delete_refs(&s, std::slice::from_ref(&r), false).await?;
+    if res.results.iter().all(|x| x.action == "not found") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{r} not found"),
+        ));
+    }
+    Ok(Json(res))
+}
+
+#[derive(Deserialize)]
+struct KindQuery {
+    kind: Option<String>,
+}
+
+fn ready_matching(s: &Shared, cache: &crate::state::Cache, w: &Workload) -> u32 {
+    let ready = s.ready_nodes();
+    let sel = w
+        .spec
+        .placement()
+        .require
+        .as_deref()
+        .and_then(|r| Selector::parse(r).ok());
+    cache
+        .nodes
+        .values()
+        .filter(|n| ready.contains(&n.name) && sel.as_ref().is_none_or(|sel| node_matches(n, sel)))
+        .count() as u32
+}
+
+fn view(
+    s: &Shared,
+    cache: &crate::state::Cache,
+    w: &Workload,
+    allocs: &[&Allocation],
+) -> WorkloadView {
+    let r = w.spec.reference();
+    WorkloadView {
+        workload: w.clone(),
+        status: reconcile::status(w, allocs, ready_matching(s, cache, w)),
+        blocked: lock(&s.blocked).get(&r).cloned(),
+    }
+}
+
+async fn list_workloads(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<KindQuery>,
+) -> ApiResult<Json<Vec<WorkloadView>>> {
+    let kind = q.kind.as_deref().map(parse_kind).transpose()?;
+    let cache = s.cache();
+    let mut by_w: BTreeMap<&WorkloadRef, Vec<&Allocation>> = BTreeMap::new();
+    for a in cache.allocs.values() {
+        by_w.entry(&a.workload).or_default().push(a);
+    }
+    let out = cache
+        .workloads
+        .iter()
+        .filter(|(r, _)| kind.is_none_or(|k| r.kind == k))
+        .map(|(r, w)| view(&s, &cache, w, by_w.get(r).map(Vec::as_slice).unwrap_or(&[])))
+        .collect();
+    Ok(Json(out))
+}
+
+async fn get_workload(
+    State(s): State<Arc<Shared>>,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Json<WorkloadDetail>> {
+    let r = WorkloadRef {
+        kind: parse_kind(&kind)?,
+        name,
+    };
+    let cache = s.cache();
+    let w = cache
+        .workloads
+        .get(&r)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{r} not found")))?;
+    let mut allocs: Vec<&Allocation> = cache.allocs.values().filter(|a| a.workload == r).collect();
+    allocs.sort_by_key(|a| std::cmp::Reverse(a.created_at));
+    Ok(Json(WorkloadDetail {
+        view: view(&s, &cache, w, &allocs),
+        allocations: allocs.into_iter().cloned().collect(),
+    }))
+}
+
+fn node_views(s: &Shared) -> Vec<NodeView> {
+    let cache = s.cache();
+    let conns = lock(&s.conns);
+    let gone = lock(&s.disconnected_at);
+    cache
+        .nodes
+        .values()
+        .map(|n| {
+            let live: Vec<&Allocation> = cache
+                .allocs
+                .values()
+                .filter(|a| a.node == n.name && a.is_live())
+                .collect();
+            let (state, since, reason) = match conns.get(&n.name) {
+                Some(c) => ("ready", c.since, "agent connected".to_string()),
+                None => (
+                    "down",
+                    gone.get(&n.name).copied().unwrap_or(s.started_at),
+                    "agent not connected".to_string(),
+                ),
+            };
+            NodeView {
+                node: n.clone(),
+                state: state.into(),
+                since,
+                reason,
+                allocations: live.len() as u32,
+                used_cpu: live
+                    .iter()
+                    .map(|a| a.task.resources.cpu_or_default().0)
+                    .sum(),
+                used_memory: live
+                    .iter()
+                    .map(|a| a.task.resources.memory_or_default().0)
+                    .sum(),
+            }
+        })
+        .collect()
+}
+
+async fn list_nodes(State(s): State<Arc<Shared>>) -> Json<Vec<NodeView>> {
+    Json(node_views(&s))
+}
+
+async fn get_node(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<NodeView>> {
+    node_views(&s)
+        .into_iter()
+        .find(|n| n.node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
+}
+
+#[derive(Deserialize)]
+struct AllocQuery {
+    workload: Option<String>,
+    node: Option<String>,
+}
+
+async fn list_allocs(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<AllocQuery>,
+) -> ApiResult<Json<Vec<Allocation>>> {
+    let wref = match &q.workload {
+        Some(w) => {
+            let (k, n) = w.split_once('/').ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, "workload must be KIND/NAME")
+            })?;
+            Some(WorkloadRef {
+                kind: parse_kind(k)?,
+                name: n.to_string(),
+            })
+        }
+        None => None,
+    };
+    let cache = s.cache();
+    let mut out: Vec<Allocation> = cache
+        .allocs
+        .values()
+        .filter(|a| wref.as_ref().is_none_or(|r| a.workload == *r))
+        .filter(|a| q.node.as_ref().is_none_or(|n| a.node == *n))
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| {
+        (&a.workload, a.index, a.created_at).cmp(&(&b.workload, b.index, b.created_at))
+    });
+    Ok(Json(out))
+}
+
+async fn get_alloc(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Allocation>> {
+    s.cache()
+        .allocs
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("allocation {id} not found")))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+    tail: Option<u64>,
+}
+
+/// Removes a log stream's registration and tells the agent to stop sending.
+struct LogGuard {
+    shared: Arc<Shared>,
+    req: u64,
+    node: String,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        lock(&self.shared.log_streams).remove(&self.req);
+        self.shared
+            .send_to(&self.node, ServerMsg::LogsCancel { req: self.req });
+    }
+}
+
+async fn logs(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    let node = s
+        .cache()
+        .allocs
+        .get(&id)
+        .map(|a| a.node.clone())
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("allocation {id} not found"))
+        })?;
+    let req = s.id();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    lock(&s.log_streams).insert(req, tx);
+    let guard = LogGuard {
+        shared: s.clone(),
+        req,
+        node: node.clone(),
+    };
+    if !s.send_to(
+        &node,
+        ServerMsg::Logs {
+            req,
+            alloc: id,
+            tail_bytes: q.tail,
+            follow: q.follow,
+        },
+    ) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node {node} is not connected"),
+        ));
+    }
+    // The first piece tells whether the agent can serve the logs at all.
+    let first = rx.recv().await;
+    let first = match first {
+        Some(Ok(data)) => data,
+        Some(Err(e)) => return Err(ApiError::new(StatusCode::NOT_FOUND, e)),
+        None => String::new(),
+    };
+    let stream = futures_util::stream::unfold(
+        (Some(first), rx, guard),
+        |(first, mut rx, guard)| async move {
+            if let Some(f) = first {
+                return Some((Ok::<_, std::io::Error>(f), (None, rx, guard)));
+            }
+            match rx.recv().await {
+                Some(Ok(data)) => Some((Ok(data), (None, rx, guard))),
+                Some(Err(e)) => Some((Ok(format!("\n[motley: {e}]\n")), (None, rx, guard))),
+                None => None,
+            }
+        },
+    );
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    {
+        let cache = s.cache();
+        for st in motley_core::model::AllocState::ALL {
+            let n = cache.allocs.values().filter(|a| a.state == st).count();
+            s.metrics
+                .allocations
+                .get_or_create(&vec![("state".into(), st.as_str().into())])
+                .set(n as i64);
+        }
+        let ready = s.ready_nodes();
+        let up = cache.nodes.keys().filter(|n| ready.contains(*n)).count();
+        s.metrics
+            .nodes
+            .get_or_create(&vec![("state".into(), "ready".into())])
+            .set(up as i64);
+        s.metrics
+            .nodes
+            .get_or_create(&vec![("state".into(), "down".into())])
+            .set((cache.nodes.len() - up) as i64);
+        for k in Kind::ALL {
+            let n = cache.workloads.keys().filter(|r| r.kind == k).count();
+            s.metrics
+                .workloads
+                .get_or_create(&vec![("kind".into(), k.as_str().into())])
+                .set(n as i64);
+        }
+    }
+    let mut out = String::new();
+    let mut ok =
+        prometheus_client::encoding::text::encode_registry(&mut out, &lock(&s.registry)).is_ok();
+    for extra in lock(&s.registries).iter() {
+        ok &= prometheus_client::encoding::text::encode_registry(&mut out, &lock(extra)).is_ok();
+    }
+    ok &= prometheus_client::encoding::text::encode_eof(&mut out).is_ok();
+    if !ok {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed")
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

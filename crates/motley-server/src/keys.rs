@@ -1,0 +1,78 @@
+//! Store key layout. Everything motley stores lives under [`PREFIX`].
+//!
+//! | key | value |
+//! |---|---|
+//! | `/motley/workloads/<kind>/<name>` | [`motley_core::model::Workload`] (JSON) |
+//! | `/motley/nodes/<name>` | [`motley_core::model::Node`] |
+//! | `/motley/allocs/<id>` | [`motley_core::model::Allocation`] |
+//! | `/motley/tokens/<sha256 of token>` | [`crate::auth::TokenRecord`] |
+
+use motley_core::model::{Kind, WorkloadRef};
+
+/// Root of all motley keys.
+pub const PREFIX: &str = "/motley/";
+/// Workloads.
+pub const WORKLOADS: &str = "/motley/workloads/";
+/// Nodes.
+pub const NODES: &str = "/motley/nodes/";
+/// Allocations.
+pub const ALLOCS: &str = "/motley/allocs/";
+/// Tokens.
+pub const TOKENS: &str = "/motley/tokens/";
+
+/// Key of a workload.
+pub fn workload(r: &WorkloadRef) -> String {
+    format!("{WORKLOADS}{}/{}", r.kind, r.name)
+}
+/// Key of a node.
+pub fn node(name: &str) -> String {
+    format!("{NODES}{name}")
+}
+/// Key of an allocation.
+pub fn alloc(id: &str) -> String {
+    format!("{ALLOCS}{id}")
+}
+/// Key of a token record.
+pub fn token(hash: &str) -> String {
+    format!("{TOKENS}{hash}")
+}
+
+/// What a key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A workload.
+    Workload(WorkloadRef),
+    /// A node.
+    Node(&'a str),
+    /// An allocation.
+    Alloc(&'a str),
+    /// A token.
+    Token(&'a str),
+    /// Something else.
+    Other,
+}
+
+/// Parses a key.
+pub fn parse(key: &str) -> Parsed<'_> {
+    if let Some(rest) = key.strip_prefix(WORKLOADS) {
+        if let Some((kind, name)) = rest.split_once('/')
+            && let Some(kind) = Kind::parse(kind)
+        {
+            return Parsed::Workload(WorkloadRef {
+                kind,
+                name: name.to_string(),
+            });
+        }
+        return Parsed::Other;
+    }
+    if let Some(n) = key.strip_prefix(NODES) {
+        return Parsed::Node(n);
+    }
+    if let Some(a) = key.strip_prefix(ALLOCS) {
+        return Parsed::Alloc(a);
+    }
+    if let Some(t) = key.strip_prefix(TOKENS) {
+        return Parsed::Token(t);
+    }
+    Parsed::Other
+}

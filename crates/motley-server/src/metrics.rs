@@ -1,0 +1,84 @@
+//! Prometheus metrics of the server.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set: a list of (name, value).
+pub type Labels = Vec<(String, String)>;
+
+/// Server metrics; gauges of current state are set at scrape time from the cache.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Allocations by state.
+    pub allocations: Family<Labels, Gauge>,
+    /// Nodes by readiness.
+    pub nodes: Family<Labels, Gauge>,
+    /// Workloads by kind.
+    pub workloads: Family<Labels, Gauge>,
+    /// API requests by method, route and status code.
+    pub api_requests: Family<Labels, Counter>,
+    /// API request latency by route.
+    pub api_latency: Family<Labels, Histogram>,
+    /// Reconcile pass duration.
+    pub reconcile_seconds: Histogram,
+    /// Store transactions that lost a compare (conflicts), by caller.
+    pub conflicts: Family<Labels, Counter>,
+    /// Connected agents.
+    pub agents_connected: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            allocations: Family::default(),
+            nodes: Family::default(),
+            workloads: Family::default(),
+            api_requests: Family::default(),
+            api_latency: Family::new_with_constructor(latency_histogram),
+            reconcile_seconds: latency_histogram(),
+            conflicts: Family::default(),
+            agents_connected: Gauge::default(),
+        };
+        registry.register(
+            "motley_allocations",
+            "Allocations by state",
+            m.allocations.clone(),
+        );
+        registry.register("motley_nodes", "Nodes by state", m.nodes.clone());
+        registry.register("motley_workloads", "Workloads by kind", m.workloads.clone());
+        registry.register(
+            "motley_api_requests",
+            "API requests by method, route and code",
+            m.api_requests.clone(),
+        );
+        registry.register(
+            "motley_api_request_duration_seconds",
+            "API request latency by route",
+            m.api_latency.clone(),
+        );
+        registry.register(
+            "motley_reconcile_duration_seconds",
+            "Duration of one reconcile pass",
+            m.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "motley_store_conflicts",
+            "Store transactions that lost a compare",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "motley_agents_connected",
+            "Agents connected to this server",
+            m.agents_connected.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,624 @@
+//! The server's in-memory view of the store, the agents connected to it, and
+//! the controller loop that drives the core.
+//!
+//! Invariants:
+//! * The cache is only ever changed by the watch applier, in revision order;
+//!   everything else writes to the store and waits to see its own write.
+//! * Agent liveness lives here, in memory, never in the store.
+//! * The controller commits a plan only with compares on the revisions it
+//!   planned from, and does not plan again until the cache has caught up with
+//!   its own commits, so it never acts twice on a stale view.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use motley_core::model::{Allocation, Desired, Node, Workload, WorkloadRef};
+use motley_core::proto::{AllocReport, ServerMsg};
+use motley_core::reconcile::{self, Blocked, Ids, Input};
+use motley_scheduler::Minimal;
+use motley_store::{EventKind, Store, StoreError, Txn};
+use prometheus_client::registry::Registry;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::auth::TokenRecord;
+use crate::keys::{self, Parsed};
+use crate::metrics::Metrics;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Locks a mutex, recovering from poisoning (a panicked holder leaves consistent data here).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The store's contents as last seen by the watch, decoded.
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// Workloads.
+    pub workloads: BTreeMap<WorkloadRef, Workload>,
+    /// Nodes.
+    pub nodes: BTreeMap<String, Node>,
+    /// Allocations.
+    pub allocs: BTreeMap<String, Allocation>,
+    /// Tokens by hash.
+    pub tokens: HashMap<String, TokenRecord>,
+    /// Mod revision of every cached key.
+    pub mod_revs: HashMap<String, u64>,
+    /// Store revision the cache reflects.
+    pub revision: u64,
+}
+
+impl Cache {
+    /// Mod revision of a key (0 if absent).
+    pub fn rev(&self, key: &str) -> u64 {
+        self.mod_revs.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// One agent connection held by this server.
+pub struct AgentConn {
+    /// Messages to the agent.
+    pub tx: mpsc::UnboundedSender<ServerMsg>,
+    /// Distinguishes a reconnect from the connection it replaces.
+    pub conn_id: u64,
+    /// Since when (ms).
+    pub since: u64,
+}
+
+/// A piece of log data for an HTTP log stream.
+pub type LogPiece = Result<String, String>;
+
+/// State shared by the API, the agent connections and the controller.
+pub struct Shared {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    cache: RwLock<Cache>,
+    /// Connected agents by node name.
+    pub conns: Mutex<HashMap<String, AgentConn>>,
+    /// When each node disconnected (for `get nodes`).
+    pub disconnected_at: Mutex<HashMap<String, u64>>,
+    /// Demand that could not be placed, from the last reconcile.
+    pub blocked: Mutex<BTreeMap<WorkloadRef, Blocked>>,
+    /// Wakes the controller.
+    pub kick: Notify,
+    /// Revision the cache has reached.
+    pub cache_rev: watch::Sender<u64>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Extra registries to include in `/metrics` (e.g. an in-process agent's).
+    pub registries: Mutex<Vec<Arc<Mutex<Registry>>>>,
+    /// The server's own registry.
+    pub registry: Mutex<Registry>,
+    /// Open log streams by request id.
+    pub log_streams: Mutex<HashMap<u64, mpsc::Sender<LogPiece>>>,
+    /// Request and connection ids.
+    pub next_id: AtomicU64,
+    /// When the server started (ms).
+    pub started_at: u64,
+}
+
+impl Shared {
+    /// Creates the shared state around a store.
+    pub fn new(store: Arc<dyn Store>) -> Arc<Shared> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        Arc::new(Shared {
+            store,
+            cache: RwLock::new(Cache::default()),
+            conns: Mutex::new(HashMap::new()),
+            disconnected_at: Mutex::new(HashMap::new()),
+            blocked: Mutex::new(BTreeMap::new()),
+            kick: Notify::new(),
+            cache_rev: watch::channel(0).0,
+            metrics,
+            registries: Mutex::new(Vec::new()),
+            registry: Mutex::new(registry),
+            log_streams: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            started_at: now_ms(),
+        })
+    }
+
+    /// Reads the cache.
+    pub fn cache(&self) -> RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cache_mut(&self) -> RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new id for requests and connections.
+    pub fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Names of nodes with a live agent connection.
+    pub fn ready_nodes(&self) -> BTreeSet<String> {
+        lock(&self.conns).keys().cloned().collect()
+    }
+
+    /// Loads the whole store into the cache and starts following changes.
+    pub async fn start_cache(self: &Arc<Self>) -> Result<(), StoreError> {
+        let rev = self.reload().await?;
+        let this = self.clone();
+        tokio::spawn(async move { this.follow(rev).await });
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<u64, StoreError> {
+        let range = self.store.range(keys::PREFIX).await?;
+        let mut fresh = Cache::default();
+        for kv in &range.kvs {
+            apply_put(&mut fresh, &kv.key, &kv.value, kv.mod_revision);
+        }
+        fresh.revision = range.revision;
+        {
+            let mut cache = self.cache_mut();
+            *cache = fresh;
+            // Agents may have missed changes: give each its full set again.
+            let conns = lock(&self.conns);
+            for (node, conn) in conns.iter() {
+                let allocs = allocs_of(&cache, node);
+                let _ = conn.tx.send(ServerMsg::Sync { allocs });
+            }
+        }
+        self.cache_rev.send_replace(range.revision);
+        self.kick.notify_one();
+        Ok(range.revision)
+    }
+
+    async fn follow(self: Arc<Self>, mut rev: u64) {
+        loop {
+            let mut w = match self.store.watch(keys::PREFIX, rev + 1).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!("store watch: {e}; reloading");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Ok(r) = self.reload().await {
+                        rev = r;
+                    }
+                    continue;
+                }
+            };
+            while let Some(first) = w.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = w.try_recv() {
+                    batch.push(more);
+                }
+                let mut failed = None;
+                {
+                    let mut cache = self.cache_mut();
+                    let conns = lock(&self.conns);
+                    for ev in batch {
+                        let ev = match ev {
+                            Ok(ev) => ev,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        };
+                        rev = rev.max(ev.revision());
+                        let key = ev.kv.key.clone();
+                        let msg = match ev.kind {
+                            EventKind::Put => {
+                                apply_put(&mut cache, &key, &ev.kv.value, ev.kv.mod_revision);
+                                match keys::parse(&key) {
+                                    Parsed::Alloc(id) => cache.allocs.get(id).map(|a| {
+                                        (a.node.clone(), ServerMsg::Upsert { alloc: a.clone() })
+                                    }),
+                                    _ => None,
+                                }
+                            }
+                            EventKind::Delete => apply_delete(&mut cache, &key)
+                                .map(|(node, id)| (node, ServerMsg::Remove { id })),
+                        };
+                        if let Some((node, msg)) = msg
+                            && let Some(conn) = conns.get(&node)
+                        {
+                            let _ = conn.tx.send(msg);
+                        }
+                    }
+                    cache.revision = rev;
+                }
+                self.cache_rev.send_replace(rev);
+                self.kick.notify_one();
+                if let Some(e) = failed {
+                    tracing::warn!("store watch failed: {e}; reloading");
+                    break;
+                }
+            }
+            match self.reload().await {
+                Ok(r) => rev = r,
+                Err(e) => {
+                    tracing::warn!("reloading the cache: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until the cache reflects at least `rev`.
+    pub async fn wait_for_rev(&self, rev: u64) {
+        let mut rx = self.cache_rev.subscribe();
+        let _ = rx.wait_for(|r| *r >= rev).await;
+    }
+
+    /// Registers an agent connection: the agent gets Welcome and its full assignment set
+    /// before any change, because both happen under the cache lock the watch applier takes.
+    pub fn connect_agent(&self, node: &str, tx: mpsc::UnboundedSender<ServerMsg>) -> u64 {
+        let conn_id = self.id();
+        {
+            let cache = self.cache();
+            let mut conns = lock(&self.conns);
+            let _ = tx.send(ServerMsg::Welcome {
+                version: motley_core::proto::PROTOCOL_VERSION,
+            });
+            let _ = tx.send(ServerMsg::Sync {
+                allocs: allocs_of(&cache, node),
+            });
+            conns.insert(
+                node.to_string(),
+                AgentConn {
+                    tx,
+                    conn_id,
+                    since: now_ms(),
+                },
+            );
+            self.metrics.agents_connected.set(conns.len() as i64);
+        }
+        lock(&self.disconnected_at).remove(node);
+        self.kick.notify_one();
+        conn_id
+    }
+
+    /// Forgets an agent connection (unless it was already replaced by a newer one).
+    pub fn disconnect_agent(&self, node: &str, conn_id: u64) {
+        let mut conns = lock(&self.conns);
+        if conns.get(node).is_some_and(|c| c.conn_id == conn_id) {
+            conns.remove(node);
+            lock(&self.disconnected_at).insert(node.to_string(), now_ms());
+        }
+        self.metrics.agents_connected.set(conns.len() as i64);
+        drop(conns);
+        self.kick.notify_one();
+    }
+
+    /// Sends a message to a node's agent, if connected here.
+    pub fn send_to(&self, node: &str, msg: ServerMsg) -> bool {
+        lock(&self.conns)
+            .get(node)
+            .is_some_and(|c| c.tx.send(msg).is_ok())
+    }
+
+    /// Records a node's registration: writes only when something changed.
+    pub async fn register_node(&self, node: Node) -> Result<(), StoreError> {
+        for _ in 0..10 {
+            let key = keys::node(&node.name);
+            let current = self.store.get(&key).await?;
+            let (merged, rev) = match &current {
+                Some(kv) => match serde_json::from_slice::<Node>(&kv.value) {
+                    Ok(old) => {
+                        let mut n = node.clone();
+                        n.labels = old.labels.clone();
+                        n.cordoned = old.cordoned;
+                        n.registered_at = old.registered_at;
+                        if n == old {
+                            return Ok(());
+                        }
+                        (n, kv.mod_revision)
+                    }
+                    Err(_) => (node.clone(), kv.mod_revision),
+                },
+                None => (node.clone(), 0),
+            };
+            let value =
+                serde_json::to_vec(&merged).map_err(|e| StoreError::Backend(e.to_string()))?;
+            if self
+                .store
+                .txn(Txn::new().when(&key, rev).put(&key, value))
+                .await?
+                .succeeded
+            {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Backend(
+            "node registration kept conflicting".into(),
+        ))
+    }
+
+    /// Applies an agent's report to the stored allocation. Writes only on change.
+    /// Returns false when the allocation is unknown (the agent should forget it).
+    pub async fn apply_report(&self, node: &str, report: &AllocReport) -> Result<bool, StoreError> {
+        let key = keys::alloc(&report.id);
+        let mut from_cache = true;
+        for _ in 0..10 {
+            let (alloc, rev) = if from_cache {
+                let c = self.cache();
+                match c.allocs.get(&report.id) {
+                    Some(a) => (a.clone(), c.rev(&key)),
+                    None => {
+                        drop(c);
+                        from_cache = false;
+                        continue;
+                    }
+                }
+            } else {
+                match self.store.get(&key).await? {
+                    Some(kv) => match serde_json::from_slice::<Allocation>(&kv.value) {
+                        Ok(a) => (a, kv.mod_revision),
+                        Err(e) => {
+                            return Err(StoreError::Corrupt {
+                                key,
+                                why: e.to_string(),
+                            });
+                        }
+                    },
+                    None => return Ok(false),
+                }
+            };
+            if alloc.node != node {
+                tracing::warn!(
+                    "node {node} reported allocation {} of node {}",
+                    alloc.id,
+                    alloc.node
+                );
+                return Ok(true);
+            }
+            let mut next = alloc.clone();
+            if !merge_report(&mut next, report, now_ms()) {
+                return Ok(true);
+            }
+            let value =
+                serde_json::to_vec(&next).map_err(|e| StoreError::Backend(e.to_string()))?;
+            if self
+                .store
+                .txn(Txn::new().when(&key, rev).put(&key, value))
+                .await?
+                .succeeded
+            {
+                return Ok(true);
+            }
+            self.metrics
+                .conflicts
+                .get_or_create(&vec![("caller".into(), "report".into())])
+                .inc();
+            from_cache = false;
+        }
+        Err(StoreError::Backend(format!(
+            "allocation {} kept conflicting",
+            report.id
+        )))
+    }
+
+    /// The controller: reconcile on every change, commit plans, repeat.
+    pub async fn run_controller(self: Arc<Self>) {
+        let mut wait_rev = 0;
+        let mut wake_at: Option<u64> = None;
+        loop {
+            self.wait_for_rev(wait_rev).await;
+            let sleep = match wake_at {
+                Some(at) => Duration::from_millis(at.saturating_sub(now_ms()).max(1)),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = self.kick.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            let started = Instant::now();
+            let (plan, revs) = {
+                let cache = self.cache();
+                let ready = self.ready_nodes();
+                let input = Input {
+                    workloads: &cache.workloads,
+                    nodes: &cache.nodes,
+                    ready: &ready,
+                    allocs: &cache.allocs,
+                    now: now_ms(),
+                };
+                let plan = reconcile::reconcile(&input, &mut Minimal, &mut RandomIds);
+                // The revisions this plan was made from, for its compares.
+                let mut revs = HashMap::new();
+                for a in &plan.create {
+                    let k = keys::workload(&a.workload);
+                    revs.insert(k.clone(), cache.rev(&k));
+                }
+                for id in plan.stop.iter().map(|(id, _)| id).chain(plan.delete.iter()) {
+                    let k = keys::alloc(id);
+                    revs.insert(k.clone(), cache.rev(&k));
+                }
+                (plan, revs)
+            };
+            self.metrics
+                .reconcile_seconds
+                .observe(started.elapsed().as_secs_f64());
+            wake_at = plan.wake_at;
+            *lock(&self.blocked) = plan.blocked.clone();
+            if plan.is_empty() {
+                continue;
+            }
+            match self.commit(plan, &revs).await {
+                Ok(rev) => wait_rev = rev,
+                Err(e) => {
+                    tracing::warn!("committing a plan: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            self.kick.notify_one();
+        }
+    }
+
+    async fn commit(
+        &self,
+        plan: reconcile::Plan,
+        revs: &HashMap<String, u64>,
+    ) -> Result<u64, StoreError> {
+        const CHUNK: usize = 100;
+        let mut max_rev = 0;
+        let rev_of = |k: &str| revs.get(k).copied().unwrap_or(0);
+        // Creates, grouped by workload, guarded by the workload's revision.
+        let mut by_workload: BTreeMap<WorkloadRef, Vec<Allocation>> = BTreeMap::new();
+        for a in plan.create {
+            by_workload.entry(a.workload.clone()).or_default().push(a);
+        }
+        let mut txns = Vec::new();
+        for (w, allocs) in by_workload {
+            let wkey = keys::workload(&w);
+            for chunk in allocs.chunks(CHUNK) {
+                let mut t = Txn::new().when(&wkey, rev_of(&wkey));
+                for a in chunk {
+                    let k = keys::alloc(&a.id);
+                    let v =
+                        serde_json::to_vec(a).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    t = t.when(&k, 0).put(k, v);
+                }
+                txns.push(t);
+            }
+        }
+        let stops: Vec<(String, String)> = plan.stop;
+        {
+            let cache = self.cache();
+            for chunk in stops.chunks(CHUNK) {
+                let mut t = Txn::new();
+                for (id, reason) in chunk {
+                    let Some(a) = cache.allocs.get(id) else {
+                        continue;
+                    };
+                    let mut a = a.clone();
+                    a.desired = Desired::Stop;
+                    a.push_reason(format!("stop: {reason}"));
+                    let k = keys::alloc(id);
+                    let v =
+                        serde_json::to_vec(&a).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    t = t.when(&k, rev_of(&k)).put(k, v);
+                }
+                txns.push(t);
+            }
+        }
+        for chunk in plan.delete.chunks(CHUNK) {
+            let mut t = Txn::new();
+            for id in chunk {
+                let k = keys::alloc(id);
+                t = t.when(&k, rev_of(&k)).delete(k);
+            }
+            txns.push(t);
+        }
+        for t in txns {
+            let r = self.store.txn(t).await?;
+            if r.succeeded {
+                max_rev = max_rev.max(r.revision);
+            } else {
+                self.metrics
+                    .conflicts
+                    .get_or_create(&vec![("caller".into(), "controller".into())])
+                    .inc();
+            }
+        }
+        Ok(max_rev)
+    }
+}
+
+/// Allocation ids: the workload's name and 8 random hex digits.
+struct RandomIds;
+
+impl Ids for RandomIds {
+    fn next_id(&mut self, w: &WorkloadRef) -> String {
+        format!("{}-{}", w.name, &motley_net::new_id()[..8])
+    }
+}
+
+/// The allocations assigned to a node.
+pub fn allocs_of(cache: &Cache, node: &str) -> Vec<Allocation> {
+    cache
+        .allocs
+        .values()
+        .filter(|a| a.node == node)
+        .cloned()
+        .collect()
+}
+
+fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) {
+    let ok = match keys::parse(key) {
+        Parsed::Workload(r) => serde_json::from_slice::<Workload>(value)
+            .map(|w| {
+                cache.workloads.insert(r, w);
+            })
+            .is_ok(),
+        Parsed::Node(n) => serde_json::from_slice::<Node>(value)
+            .map(|node| {
+                cache.nodes.insert(n.to_string(), node);
+            })
+            .is_ok(),
+        Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value)
+            .map(|a| {
+                cache.allocs.insert(id.to_string(), a);
+            })
+            .is_ok(),
+        Parsed::Token(h) => serde_json::from_slice::<TokenRecord>(value)
+            .map(|t| {
+                cache.tokens.insert(h.to_string(), t);
+            })
+            .is_ok(),
+        Parsed::Other => true,
+    };
+    if !ok {
+        tracing::error!("cannot decode stored record {key}; ignoring it");
+    }
+    cache.mod_revs.insert(key.to_string(), rev);
+}
+
+/// Removes a key; for an allocation returns (node, id) so its agent can be told.
+fn apply_delete(cache: &mut Cache, key: &str) -> Option<(String, String)> {
+    cache.mod_revs.remove(key);
+    match keys::parse(key) {
+        Parsed::Workload(r) => {
+            cache.workloads.remove(&r);
+            None
+        }
+        Parsed::Node(n) => {
+            cache.nodes.remove(n);
+            None
+        }
+        Parsed::Alloc(id) => cache.allocs.remove(id).map(|a| (a.node, a.id)),
+        Parsed::Token(h) => {
+            cache.tokens.remove(h);
+            None
+        }
+        Parsed::Other => None,
+    }
+}
+
+/// Folds an agent's report into an allocation; returns whether anything changed.
+pub fn merge_report(a: &mut Allocation, r: &AllocReport, now: u64) -> bool {
+    // Terminal states are final: a late report cannot bring an allocation back.
+    if a.state.is_terminal() {
+        return false;
+    }
+    let before = a.clone();
+    a.state = r.state;
+    a.pid = r.pid;
+    if r.exit_code.is_some() {
+        a.exit_code = r.exit_code;
+    }
+    a.restarts = a.restarts.max(r.restarts);
+    if let Some(reason) = &r.reason
+        && a.reasons.last() != Some(reason)
+    {
+        a.push_reason(reason.clone());
+    }
+    if *a != before {
+        a.updated_at = now;
+        true
+    } else {
+        false
+    }
+}

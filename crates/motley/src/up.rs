@@ -1,0 +1,137 @@
+//! `motley up`: a server and an agent in one process on the embedded store.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use motley_agent::{Agent, AgentConfig};
+use motley_cli::args::UpArgs;
+use motley_cli::client::Client;
+use motley_server::auth::Role;
+use motley_server::{Server, ServerConfig};
+
+/// The default data directory: `$XDG_DATA_HOME/motley` or `~/.local/share/motley`.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    dirs::data_dir().map(|d| d.join("motley")).ok_or_else(|| {
+        anyhow::anyhow!("no data directory (set HOME or XDG_DATA_HOME, or pass --data-dir)")
+    })
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| motley_core::model::validate_name(h).is_ok())
+        .unwrap_or_else(|| "local".into())
+}
+
+/// The agent's credential, created once and kept in its directory.
+async fn node_credential(server: &Server, dir: &Path, node: &str) -> anyhow::Result<String> {
+    let path = dir.join("credential");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if server.token_valid(&t) {
+            return Ok(t);
+        }
+    }
+    let token = server
+        .create_token(
+            Role::Node {
+                node: node.to_string(),
+            },
+            "node credential of motley up",
+        )
+        .await?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    motley_net::write_private(&path, token.as_bytes(), 0o600)?;
+    Ok(token)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Runs until Ctrl-C or SIGTERM, then stops every task before exiting.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let default_dir = args.data_dir.is_none();
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let node = match args.name {
+        Some(n) => {
+            motley_core::model::validate_name(&n).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            n
+        }
+        None => host_name(),
+    };
+    let server = Server::start(ServerConfig {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        tls_san: args.tls_san,
+    })
+    .await?;
+    if default_dir && let Some(user) = motley_cli::client::default_config_path() {
+        // For the default data dir, the user's default client config points here too.
+        if motley_net::ClientConfig::load(&user).ok().as_ref() != Some(&server.client) {
+            server
+                .client
+                .save(&user)
+                .with_context(|| format!("writing {}", user.display()))?;
+        }
+    }
+    let agent_dir = data_dir.join("agent");
+    let token = node_credential(&server, &agent_dir, &node).await?;
+    let agent = Agent::start(AgentConfig {
+        name: node.clone(),
+        servers: server.client.servers.clone(),
+        token,
+        ca_pem: server.client.ca.clone(),
+        dir: agent_dir,
+        facts: motley_agent::facts::host_facts(Path::new("/")),
+    })
+    .await?;
+    motley_server::state::lock(&server.shared.registries).push(agent.registry());
+    if !agent.wait_connected(Duration::from_secs(30)).await {
+        anyhow::bail!("the local agent could not connect to its server");
+    }
+    // The node record is written by the agent's registration; wait until the cache has it.
+    for _ in 0..300 {
+        if server.shared.cache().nodes.contains_key(&node) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "motley is up: {} (node {node}, data {}, client config {})",
+        server.client.servers[0],
+        data_dir.display(),
+        server.client_path.display()
+    );
+    if !args.files.is_empty() {
+        let client = Client::new(&server.client)?;
+        let code = motley_cli::commands::apply(&client, &args.files, false).await?;
+        if code != 0 {
+            eprintln!("the manifests were not applied; the cluster keeps running");
+        }
+    }
+    println!("ready");
+    shutdown_signal().await;
+    eprintln!("stopping every task...");
+    agent.stop_all().await;
+    eprintln!("stopped");
+    Ok(())
+}
