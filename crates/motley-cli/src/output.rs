@@ -104,6 +104,6 @@ mod tests {
         );
         assert_eq!(t, "NAME      STATE\nweb       running\ndatabase  x\n");
         assert_eq!(age(0, 90_000), "90s");
-        assert_eq!(age(0, 3 * 3600_000), "3h");
+        assert_eq!(age(0, 3 * 3_600_000), "3h");
     }
 }

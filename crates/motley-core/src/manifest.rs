@@ -321,13 +321,22 @@ fn short_message(e: &serde_saphyr::Error) -> String {
     let full = e.without_snippet().to_string();
     let first = full.lines().next().unwrap_or("").trim().to_string();
     // Drop a trailing " at line X, column Y" since the location is reported separately.
-    match first.find(" at line ") {
+    let msg = match first.find(" at line ") {
         Some(i) => first[..i].to_string(),
         None => first,
+    };
+    // The YAML library names Rust types; say what a manifest author needs instead.
+    match msg.as_str() {
+        "invalid u32" | "invalid u64" => "expected a whole number, 0 or more".into(),
+        "invalid i32" | "invalid i64" => "expected a whole number".into(),
+        _ => msg,
     }
 }
 
-fn parse_typed<T: de::DeserializeOwned>(text: &str) -> Result<T, (String, serde_saphyr::Error)> {
+/// A typed parse failure: the field path and the YAML library's error.
+type TypedError = Box<(String, serde_saphyr::Error)>;
+
+fn parse_typed<T: de::DeserializeOwned>(text: &str) -> Result<T, TypedError> {
     let path = RefCell::new(String::new());
     let res = serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |d| {
         serde_path_to_error::deserialize(d).map_err(|e| {
@@ -337,7 +346,7 @@ fn parse_typed<T: de::DeserializeOwned>(text: &str) -> Result<T, (String, serde_
     });
     res.map_err(|e| {
         let p = path.into_inner();
-        (if p == "." { String::new() } else { p }, e)
+        Box::new((if p == "." { String::new() } else { p }, e))
     })
 }
 
@@ -381,7 +390,7 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
     };
     let kind_text = kind_node.scalar().unwrap_or_default().to_string();
     let kind_line = kind_node.line;
-    let typed: Result<Spec, (String, serde_saphyr::Error)> = match kind_text.as_str() {
+    let typed: Result<Spec, TypedError> = match kind_text.as_str() {
         "Service" => parse_typed::<ServiceSpec>(&raw.text).map(Spec::Service),
         "Job" => parse_typed::<JobSpec>(&raw.text).map(Spec::Job),
         "Daemon" => parse_typed::<DaemonSpec>(&raw.text).map(Spec::Daemon),
@@ -397,7 +406,8 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
     };
     let spec = match typed {
         Ok(s) => s,
-        Err((path, e)) => {
+        Err(boxed) => {
+            let (path, e) = *boxed;
             let (l, c) = location_of(&e);
             errors.push(mk(l, c, &path, short_message(&e)));
             return None;

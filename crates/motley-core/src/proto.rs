@@ -78,7 +78,7 @@ pub enum ServerMsg {
     /// An allocation was created or its desired state changed.
     Upsert {
         /// The allocation.
-        alloc: Allocation,
+        alloc: Box<Allocation>,
     },
     /// An allocation was removed from the cluster.
     Remove {

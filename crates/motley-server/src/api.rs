@@ -101,9 +101,28 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/{*rest}",
             delete(not_found).get(not_found).post(not_found),
         )
+        .layer(middleware::from_fn(declared_size))
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it
+/// (bodies without a length are still capped while read).
+async fn declared_size(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_BODY} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {
@@ -619,13 +638,64 @@ async fn logs(
             }
         },
     );
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+/// Converts OpenMetrics text to the classic Prometheus text format (0.0.4): counter
+/// families take their samples' `_total` name, and `# EOF` / `# UNIT` lines go.
+pub fn openmetrics_to_prometheus(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_help: Option<&str> = None;
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(h) = pending_help.take() {
+                out.push_str(h);
+                out.push('\n');
+            }
+            pending_help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.splitn(2, ' ');
+            let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let total = kind == "counter" && !name.ends_with("_total");
+            if let Some(h) = pending_help.take() {
+                if total {
+                    out.push_str(&h.replacen(
+                        &format!("# HELP {name} "),
+                        &format!("# HELP {name}_total "),
+                        1,
+                    ));
+                } else {
+                    out.push_str(h);
+                }
+                out.push('\n');
+            }
+            if total {
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(h) = pending_help.take() {
+            out.push_str(h);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     {
         let cache = s.cache();
         for st in motley_core::model::AllocState::ALL {
@@ -664,12 +734,27 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed")
             .into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            openmetrics_to_prometheus(&out),
+        )
+            .into_response()
+    }
 }

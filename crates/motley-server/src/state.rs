@@ -213,7 +213,12 @@ impl Shared {
                                 apply_put(&mut cache, &key, &ev.kv.value, ev.kv.mod_revision);
                                 match keys::parse(&key) {
                                     Parsed::Alloc(id) => cache.allocs.get(id).map(|a| {
-                                        (a.node.clone(), ServerMsg::Upsert { alloc: a.clone() })
+                                        (
+                                            a.node.clone(),
+                                            ServerMsg::Upsert {
+                                                alloc: Box::new(a.clone()),
+                                            },
+                                        )
                                     }),
                                     _ => None,
                                 }

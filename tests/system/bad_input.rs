@@ -1,0 +1,269 @@
+//! Bad input is an error message, not an outage: every invalid manifest is
+//! refused with file, line, column and field, and the store does not change.
+
+use crate::common::*;
+
+/// (case, manifest, line, field, part of the message)
+const CASES: &[(&str, &str, u64, &str, &str)] = &[
+    (
+        "syntax",
+        "kind: Service\nname: a\ntask: [unclosed\n",
+        3,
+        "",
+        "YAML syntax",
+    ),
+    (
+        "unknown-field",
+        "kind: Service\nname: a\nreplcas: 2\ntask:\n  command: [x]\n",
+        3,
+        "replcas",
+        "unknown field",
+    ),
+    (
+        "wrong-type",
+        "kind: Service\nname: a\nreplicas: two\ntask:\n  command: [x]\n",
+        3,
+        "replicas",
+        "whole number",
+    ),
+    (
+        "negative-replicas",
+        "kind: Service\nname: a\nreplicas: -1\ntask:\n  command: [x]\n",
+        3,
+        "replicas",
+        "whole number",
+    ),
+    (
+        "bad-memory",
+        "kind: Service\nname: a\ntask:\n  command: [x]\n  resources:\n    memory: 256Mx\n",
+        6,
+        "task.resources.memory",
+        "256Mx",
+    ),
+    (
+        "bad-cpu",
+        "kind: Service\nname: a\ntask:\n  command: [x]\n  resources: { cpu: fast }\n",
+        5,
+        "task.resources.cpu",
+        "fast",
+    ),
+    (
+        "duplicate-names",
+        "kind: Service\nname: a\ntask:\n  command: [x]\n---\nkind: Service\nname: a\ntask:\n  command: [y]\n",
+        7,
+        "name",
+        "duplicate",
+    ),
+    (
+        "missing-command",
+        "kind: Service\nname: a\ntask:\n  env: { A: b }\n",
+        4,
+        "task",
+        "missing field `command`",
+    ),
+    (
+        "empty-command",
+        "kind: Service\nname: a\ntask:\n  command: []\n",
+        4,
+        "task.command",
+        "program",
+    ),
+    (
+        "bad-selector",
+        "kind: Service\nname: a\nplacement:\n  require: \"arch in amd64\"\ntask:\n  command: [x]\n",
+        4,
+        "placement.require",
+        "selector",
+    ),
+    (
+        "bad-name",
+        "kind: Service\nname: Web_1\ntask:\n  command: [x]\n",
+        2,
+        "name",
+        "lowercase",
+    ),
+    (
+        "unknown-kind",
+        "kind: Deployment\nname: a\n",
+        1,
+        "kind",
+        "unknown kind",
+    ),
+    (
+        "missing-kind",
+        "name: a\ntask:\n  command: [x]\n",
+        1,
+        "kind",
+        "missing field `kind`",
+    ),
+    (
+        "zero-parallelism",
+        "kind: Job\nname: a\nparallelism: 0\ntask:\n  command: [x]\n",
+        3,
+        "parallelism",
+        "at least 1",
+    ),
+    (
+        "zero-completions",
+        "kind: Job\nname: a\ncompletions: 0\ntask:\n  command: [x]\n",
+        3,
+        "completions",
+        "between",
+    ),
+    (
+        "relative-workdir",
+        "kind: Job\nname: a\ntask:\n  command: [x]\n  workdir: tmp\n",
+        5,
+        "task.workdir",
+        "absolute",
+    ),
+    (
+        "limit-below-request",
+        "kind: Job\nname: a\ntask:\n  command: [x]\n  resources: { memory: 1Gi }\n  limits: { memory: 512Mi }\n",
+        6,
+        "task.limits.memory",
+        "below",
+    ),
+    (
+        "bad-duration",
+        "kind: Job\nname: a\ntask:\n  command: [x]\n  stop_grace: 10x\n",
+        5,
+        "task.stop_grace",
+        "10x",
+    ),
+    (
+        "reserved-env",
+        "kind: Job\nname: a\ntask:\n  command: [x]\n  env:\n    MOTLEY_INDEX: \"3\"\n",
+        6,
+        "task.env.MOTLEY_INDEX",
+        "MOTLEY_",
+    ),
+    (
+        "duplicate-key",
+        "kind: Service\nname: a\nreplicas: 1\nreplicas: 2\ntask:\n  command: [x]\n",
+        4,
+        "",
+        "duplicate",
+    ),
+    ("not-a-mapping", "- a\n- b\n", 1, "", "mapping"),
+    (
+        "bad-restart-policy",
+        "kind: Service\nname: a\nrestart:\n  policy: sometimes\ntask:\n  command: [x]\n",
+        4,
+        "restart.policy",
+        "sometimes",
+    ),
+    (
+        "one-bad-in-a-set",
+        "kind: Service\nname: good\ntask:\n  command: [x]\n---\nkind: Job\nname: bad\ncompletions: 0\ntask:\n  command: [x]\n",
+        8,
+        "completions",
+        "between",
+    ),
+    (
+        "alias-bomb",
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nkind: Service\n",
+        0,
+        "",
+        "budget",
+    ),
+    (
+        "larger-than-any-node",
+        "kind: Service\nname: huge\ntask:\n  command: [x]\n  resources:\n    memory: 1000Ti\n",
+        6,
+        "task.resources.memory",
+        "largest node",
+    ),
+];
+
+fn snapshot(c: &mut Cluster) -> String {
+    let mut s = String::new();
+    for kind in ["services", "jobs", "daemons"] {
+        let v = c.json(&["get", kind]);
+        for w in v.as_array().cloned().unwrap_or_default() {
+            s.push_str(&w["workload"].to_string());
+        }
+    }
+    s
+}
+
+#[test]
+fn invalid_manifests_are_refused_with_location_and_change_nothing() {
+    let mut c = Cluster::up(&[]);
+    let base = "kind: Service\nname: a\nreplicas: 0\ntask:\n  command: [sleep, \"100\"]\n";
+    assert!(c.apply_yaml("base.yaml", base).status.success());
+    let before = snapshot(&mut c);
+    assert!(before.contains("\"replicas\":0"), "{before}");
+    assert!(CASES.len() >= 20);
+    for (case, yaml, line, field, message) in CASES {
+        let file = format!("{case}.yaml");
+        let out = c.apply_yaml(&file, yaml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{case}: expected exit 1, got {:?}; stderr: {err}",
+            out.status.code()
+        );
+        let path = c.dir.path().join(&file);
+        let location = if *line == 0 {
+            format!("{}:", path.display())
+        } else {
+            format!("{}:{line}:", path.display())
+        };
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("error: {location}")),
+            "{case}: wrong location in {first:?} (want {location})"
+        );
+        if !field.is_empty() {
+            assert!(
+                first.contains(&format!(": {field}: ")),
+                "{case}: field {field} missing in {first:?}"
+            );
+        }
+        assert!(
+            first.contains(message),
+            "{case}: {message:?} missing in {first:?}"
+        );
+        let col: Vec<&str> = first.trim_start_matches("error: ").splitn(4, ':').collect();
+        if *line != 0 {
+            assert!(
+                col[2].parse::<u64>().is_ok_and(|c| c > 0),
+                "{case}: no column in {first:?}"
+            );
+        }
+        assert_eq!(snapshot(&mut c), before, "{case}: the store changed");
+    }
+    // The server validates too: a client that skips local validation gets the same answer.
+    let (http, url, token) = c.http();
+    let rt = rt();
+    rt.block_on(async {
+        let body = serde_json::json!({"files": [{"name": "direct.yaml", "content": CASES[4].1}]});
+        let r = http
+            .post(format!("{url}/v1/apply"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 422);
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(v["details"][0]["file"], "direct.yaml");
+        assert_eq!(v["details"][0]["line"], 6);
+        assert_eq!(v["details"][0]["field"], "task.resources.memory");
+        let r = http
+            .post(format!("{url}/v1/apply"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"files": 3}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            r.status().as_u16(),
+            422,
+            "a malformed request body is refused"
+        );
+    });
+    assert_eq!(snapshot(&mut c), before);
+}

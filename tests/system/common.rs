@@ -1,0 +1,308 @@
+//! Harness: start `motley up`, run CLI commands against it, inspect processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn motley_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_motley")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `f` every 50 ms until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True while a process exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            s.rfind(')')
+                .and_then(|i| s[i + 1..].trim_start().chars().next())
+                != Some('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Pids of every live process whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(i) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[i + 1..].split_whitespace().collect();
+        // fields[0] = state, fields[2] = pgrp
+        if fields.len() > 2 && fields[0] != "Z" && fields[2].parse::<u32>().ok() == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Bytes a process caused to be written to storage (`/proc/PID/io` write_bytes).
+pub fn write_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+    io.lines()
+        .find_map(|l| {
+            l.strip_prefix("write_bytes:")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .expect("write_bytes in /proc/PID/io")
+}
+
+/// A running `motley up`.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub stderr_log: PathBuf,
+    /// Process groups of every task seen, checked for leftovers on drop.
+    pub seen_pgids: Vec<u32>,
+    starts: u32,
+}
+
+impl Cluster {
+    /// Starts `motley up` with extra arguments and waits until it prints `ready`.
+    pub fn up(extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut c = Cluster {
+            dir,
+            port,
+            child: None,
+            stderr_log: PathBuf::new(),
+            seen_pgids: vec![],
+            starts: 0,
+        };
+        c.start(extra);
+        c
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.data_dir().join("client.yaml")
+    }
+
+    /// (Re)starts the `motley up` process on the same data dir and port.
+    pub fn start(&mut self, extra: &[&str]) {
+        let data = self.data_dir();
+        self.starts += 1;
+        self.stderr_log = self.dir.path().join(format!("motley-{}.log", self.starts));
+        let log = std::fs::File::create(&self.stderr_log).expect("log file");
+        let mut child = Command::new(motley_bin())
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--name")
+            .arg("node1")
+            .args(extra)
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("MOTLEY_LOG", "info")
+            .current_dir(repo_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn motley up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.trim() == "ready" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "motley up did not become ready:\n{}",
+                std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+            );
+        }
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Runs a CLI command against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(motley_bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(repo_root())
+            .env_remove("MOTLEY_TOKEN")
+            .output()
+            .expect("run motley")
+    }
+
+    /// Runs a CLI command and requires success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "motley {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("JSON output")
+    }
+
+    pub fn allocs(&mut self) -> Vec<Value> {
+        let v = self.json(&["get", "allocs"]);
+        let list = v.as_array().cloned().unwrap_or_default();
+        for a in &list {
+            if let Some(pid) = a["pid"].as_u64()
+                && !self.seen_pgids.contains(&(pid as u32))
+            {
+                self.seen_pgids.push(pid as u32);
+            }
+        }
+        list
+    }
+
+    /// Running allocations of a workload (`service/web`).
+    pub fn running(&mut self, workload: &str) -> Vec<Value> {
+        self.allocs()
+            .into_iter()
+            .filter(|a| {
+                a["workload"] == workload && a["state"] == "running" && a["pid"].as_u64().is_some()
+            })
+            .collect()
+    }
+
+    pub fn apply_yaml(&self, name: &str, yaml: &str) -> Output {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write manifest");
+        self.cli(&["apply", "-f", path.to_str().expect("utf-8 path")])
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.code();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("motley up did not exit within 60s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// An HTTPS client trusting this cluster's CA, and its admin token.
+    pub fn http(&self) -> (reqwest::Client, String, String) {
+        let cfg = motley_net::ClientConfig::load(&self.config()).expect("client config");
+        let tls = motley_net::client_tls(&cfg.ca).expect("tls");
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .expect("client");
+        (client, cfg.servers[0].clone(), cfg.token)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+        // Whatever happened in the test, leave no task behind.
+        for pgid in &self.seen_pgids {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*pgid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A runtime for the async HTTP checks.
+pub fn rt() -> tokio::runtime::Runtime {
+    motley_net::install_crypto_provider();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

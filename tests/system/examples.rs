@@ -1,0 +1,153 @@
+//! The examples a newcomer applies: `motley up -f examples/`.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::common::*;
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn examples_run_idle_quietly_restart_and_delete_cleanly() {
+    let mut c = Cluster::up(&["-f", "examples/"]);
+
+    // Two web replicas as real processes, with the right argv and environment.
+    let web = wait_for("2 running web replicas", Duration::from_secs(30), || {
+        let r = c.running("service/web");
+        (r.len() == 2).then_some(r)
+    });
+    for a in &web {
+        let pid = a["pid"].as_u64().expect("pid") as u32;
+        let index = a["index"].as_u64().expect("index");
+        // python3 may be a wrapper (pyenv) that execs the interpreter: wait for the exec.
+        let want = [
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &format!("808{index}"),
+        ];
+        let argv = wait_for("python3 to exec", Duration::from_secs(10), || {
+            let argv = cmdline(pid);
+            (argv.len() == 6 && argv[0].ends_with("python3")).then_some(argv)
+        });
+        assert_eq!(argv[1..], want, "argv {argv:?}");
+        let env = environ(pid);
+        assert!(
+            env.contains(&"GREETING=hello from motley".to_string()),
+            "env {env:?}"
+        );
+        assert!(
+            env.contains(&format!("MOTLEY_INDEX={index}")),
+            "env {env:?}"
+        );
+        assert!(
+            env.contains(&format!(
+                "MOTLEY_ALLOC_ID={}",
+                a["id"].as_str().expect("id")
+            )),
+            "env {env:?}"
+        );
+        let page = wait_for("the web replica to answer", Duration::from_secs(20), || {
+            http_get(8080 + index as u16)
+        });
+        assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+    }
+
+    // The job array completes all ten indices; the daemon runs on the node.
+    wait_for("render to complete", Duration::from_secs(60), || {
+        let jobs = c.json(&["get", "jobs"]);
+        (jobs[0]["status"]["complete"] == 10 && jobs[0]["status"]["phase"] == "complete")
+            .then_some(())
+    });
+    let render: Vec<_> = c
+        .allocs()
+        .into_iter()
+        .filter(|a| a["workload"] == "job/render")
+        .collect();
+    let mut indices: Vec<u64> = render
+        .iter()
+        .filter(|a| a["state"] == "complete")
+        .filter_map(|a| a["index"].as_u64())
+        .collect();
+    indices.sort();
+    assert_eq!(indices, (0..10).collect::<Vec<_>>());
+    let four = render.iter().find(|a| a["index"] == 4).expect("index 4");
+    let log = c.ok(&["logs", four["id"].as_str().expect("id")]);
+    assert_eq!(log, "rendering frame 4\nframe 4 done\n");
+    let hb = c.running("daemon/heartbeat");
+    assert_eq!(hb.len(), 1);
+    assert_eq!(hb[0]["node"], "node1");
+
+    // Persist only on change: with everything settled, nothing is written for 30 s.
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = c.pid();
+    let before = write_bytes(pid);
+    std::thread::sleep(Duration::from_secs(30));
+    let after = write_bytes(pid);
+    assert_eq!(
+        after - before,
+        0,
+        "motley up wrote {} bytes while idle",
+        after - before
+    );
+
+    // SIGKILL one replica: the same allocation restarts it, and counts the restart.
+    let victim = &web[0];
+    let id = victim["id"].as_str().expect("id").to_string();
+    let old_pid = victim["pid"].as_u64().expect("pid") as u32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let again = wait_for(
+        "the replica to be restarted",
+        Duration::from_secs(30),
+        || {
+            c.running("service/web")
+                .into_iter()
+                .find(|a| a["id"] == id.as_str() && a["pid"].as_u64() != Some(old_pid as u64))
+        },
+    );
+    assert!(
+        again["restarts"].as_u64().expect("restarts") >= 1,
+        "{again}"
+    );
+    assert!(!pid_alive(old_pid));
+    let new_pids: Vec<u32> = c
+        .running("service/web")
+        .iter()
+        .filter_map(|a| a["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+
+    // Delete: every task process and its process group is gone.
+    c.ok(&["delete", "service/web"]);
+    wait_for(
+        "web allocations to be removed",
+        Duration::from_secs(30),
+        || (!c.allocs().iter().any(|a| a["workload"] == "service/web")).then_some(()),
+    );
+    for p in new_pids {
+        assert!(!pid_alive(p), "pid {p} survived the delete");
+        assert!(
+            group_members(p).is_empty(),
+            "process group {p} survived the delete"
+        );
+    }
+
+    // Stopping motley up stops the daemon too: no orphans.
+    let hb_pid = hb[0]["pid"].as_u64().expect("pid") as u32;
+    assert_eq!(c.stop(), Some(0));
+    assert!(!pid_alive(hb_pid), "the daemon outlived motley up");
+    assert!(group_members(hb_pid).is_empty());
+}

@@ -1,0 +1,239 @@
+//! Jobs, restarts, shutdown, logs, auth and metrics against a real cluster.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+#[test]
+fn job_array_runs_each_index_once_never_above_parallelism() {
+    let mut c = Cluster::up(&[]);
+    let trace = c.dir.path().join("trace");
+    let yaml = format!(
+        "kind: Job\nname: batch\ncompletions: 10\nparallelism: 3\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo start $MOTLEY_INDEX $(date +%s%N) >> {t}; sleep 1; echo end $MOTLEY_INDEX $(date +%s%N) >> {t}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n",
+        t = trace.display()
+    );
+    let out = c.apply_yaml("job.yaml", &yaml);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the job to complete", Duration::from_secs(60), || {
+        let j = c.json(&["get", "jobs", "batch"]);
+        (j[0]["status"]["phase"] == "complete").then_some(())
+    });
+    let text = std::fs::read_to_string(&trace).expect("trace");
+    let mut events: Vec<(u128, i32, String)> = Vec::new();
+    let mut starts = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "{line}");
+        let t: u128 = f[2].parse().expect("time");
+        events.push((t, if f[0] == "start" { 1 } else { -1 }, f[1].to_string()));
+        if f[0] == "start" {
+            starts.push(f[1].parse::<u32>().expect("index"));
+        }
+    }
+    starts.sort();
+    assert_eq!(
+        starts,
+        (0..10).collect::<Vec<_>>(),
+        "each index exactly once"
+    );
+    events.sort();
+    let (mut cur, mut max) = (0, 0);
+    for (_, d, _) in &events {
+        cur += d;
+        max = max.max(cur);
+    }
+    assert!(max <= 3, "{max} instances ran at once");
+    assert!(max >= 2, "parallelism was never used ({max})");
+    let allocs = c.allocs();
+    assert_eq!(
+        allocs.iter().filter(|a| a["state"] == "complete").count(),
+        10
+    );
+}
+
+#[test]
+fn failing_job_is_retried_then_fails_and_never_policy_is_final() {
+    let mut c = Cluster::up(&[]);
+    let yaml = "kind: Job\nname: doomed\nretries: 2\nbackoff: { initial: 100ms, max: 200ms }\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo trying; exit 3\"]\n---\nkind: Service\nname: once\nrestart: { policy: never }\ntask:\n  command: [\"/bin/sh\", \"-c\", \"exit 0\"]\n";
+    assert!(c.apply_yaml("j.yaml", yaml).status.success());
+    let failed = wait_for("the job to fail", Duration::from_secs(30), || {
+        c.allocs()
+            .into_iter()
+            .find(|a| a["workload"] == "job/doomed" && a["state"] == "failed")
+    });
+    assert_eq!(failed["restarts"], 2, "{failed}");
+    assert_eq!(failed["exit_code"], 3, "{failed}");
+    let log = c.ok(&["logs", failed["id"].as_str().expect("id")]);
+    assert_eq!(log, "trying\ntrying\ntrying\n");
+    let job = c.json(&["get", "jobs", "doomed"]);
+    assert_eq!(job[0]["status"]["phase"], "failed");
+    // A service replica that ends is replaced by a new allocation (after a backoff).
+    wait_for(
+        "a replacement of the ended replica",
+        Duration::from_secs(30),
+        || {
+            let n = c
+                .allocs()
+                .iter()
+                .filter(|a| a["workload"] == "service/once")
+                .count();
+            (n >= 2).then_some(())
+        },
+    );
+}
+
+#[test]
+fn sigterm_stops_every_task_and_its_children() {
+    let mut c = Cluster::up(&[]);
+    let yaml = "kind: Service\nname: forker\nreplicas: 2\ntask:\n  command: [\"/bin/sh\", \"-c\", \"sleep 1000 & sleep 1000 & wait\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 2s\n";
+    assert!(c.apply_yaml("f.yaml", yaml).status.success());
+    let running = wait_for("2 forkers", Duration::from_secs(30), || {
+        let r = c.running("service/forker");
+        (r.len() == 2).then_some(r)
+    });
+    let pgids: Vec<u32> = running
+        .iter()
+        .filter_map(|a| a["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+    wait_for("the children to start", Duration::from_secs(10), || {
+        pgids
+            .iter()
+            .all(|g| group_members(*g).len() >= 3)
+            .then_some(())
+    });
+    assert_eq!(c.stop(), Some(0), "motley up exits cleanly on SIGTERM");
+    for g in pgids {
+        assert!(
+            group_members(g).is_empty(),
+            "process group {g} outlived motley up: {:?}",
+            group_members(g)
+        );
+    }
+}
+
+#[test]
+fn logs_follow_streams_until_the_task_ends() {
+    let mut c = Cluster::up(&[]);
+    let yaml = "kind: Job\nname: talker\ntask:\n  command: [\"/bin/sh\", \"-c\", \"for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done\"]\n";
+    assert!(c.apply_yaml("t.yaml", yaml).status.success());
+    let a = wait_for("talker to start", Duration::from_secs(30), || {
+        c.allocs()
+            .into_iter()
+            .find(|a| a["workload"] == "job/talker" && a["state"] == "running")
+    });
+    let out = c.ok(&["logs", "-f", a["id"].as_str().expect("id")]);
+    assert_eq!(out, "line 1\nline 2\nline 3\nline 4\nline 5\n");
+    let tail = c.ok(&["logs", "--tail", "2", a["id"].as_str().expect("id")]);
+    assert_eq!(tail, "line 4\nline 5\n");
+    let missing = c.cli(&["logs", "no-such-alloc"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn auth_body_limits_and_metrics() {
+    let c = Cluster::up(&[]);
+    let (http, url, token) = c.http();
+    let node_token =
+        std::fs::read_to_string(c.data_dir().join("agent/credential")).expect("node credential");
+    let rt = rt();
+    rt.block_on(async {
+        let status = |r: reqwest::Response| r.status().as_u16();
+        let none = http.get(format!("{url}/v1/nodes")).send().await.expect("send");
+        assert_eq!(status(none), 401);
+        let wrong = http.get(format!("{url}/v1/nodes")).bearer_auth("0123456789abcdef").send().await.expect("send");
+        assert_eq!(status(wrong), 401);
+        let node = http.get(format!("{url}/v1/nodes")).bearer_auth(node_token.trim()).send().await.expect("send");
+        assert_eq!(status(node), 403, "a node credential cannot read the cluster");
+        let good = http.get(format!("{url}/v1/nodes")).bearer_auth(&token).send().await.expect("send");
+        assert_eq!(status(good), 200);
+        // An oversized body is refused from its declared length, before any of it is read.
+        let answer = raw_request(&c, &format!(
+            "POST /v1/apply HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            5 << 20
+        ))
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        let r = http.post(format!("{url}/v1/apply")).header("content-type", "application/json").body("{}").send().await.expect("send");
+        assert_eq!(status(r), 401, "no token: 401");
+        // Plain HTTP on the HTTPS port gets nowhere.
+        let plain = reqwest::Client::new().get(url.replace("https://", "http://") + "/v1/nodes").send().await;
+        assert!(plain.is_err() || !plain.expect("response").status().is_success());
+
+        let m = http.get(format!("{url}/metrics")).bearer_auth(&token).send().await.expect("send");
+        assert_eq!(m.status().as_u16(), 200);
+        let text = m.text().await.expect("metrics text");
+        for name in ["motley_allocations", "motley_api_requests_total", "motley_api_request_duration_seconds", "motley_reconcile_duration_seconds", "motley_agent_tasks"] {
+            assert!(text.contains(name), "{name} missing from /metrics");
+        }
+        let path = c.dir.path().join("metrics.txt");
+        std::fs::write(&path, &text).expect("write metrics");
+        let check = std::process::Command::new("promtool")
+            .arg("check")
+            .arg("metrics")
+            .stdin(std::fs::File::open(&path).expect("open"))
+            .output()
+            .expect("promtool (Debian package prometheus) must be installed");
+        assert!(check.status.success(), "promtool: {}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    });
+}
+
+/// Sends raw bytes over TLS and returns what the server answers before closing (or 5 s).
+async fn raw_request(c: &Cluster, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = motley_net::ClientConfig::load(&c.config()).expect("config");
+    let tls = std::sync::Arc::new(motley_net::client_tls(&cfg.ca).expect("tls"));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.port))
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut s = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn offline_commands_work_without_a_cluster() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(motley_bin())
+            .args(args)
+            .env("HOME", "/nonexistent")
+            .env_remove("MOTLEY_CONFIG")
+            .current_dir(repo_root())
+            .output()
+            .expect("run motley")
+    };
+    let v = run(&["validate", "-f", "examples/"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    assert_eq!(String::from_utf8_lossy(&v.stdout).lines().count(), 3);
+    let schema = run(&["schema"]);
+    let s: serde_json::Value = serde_json::from_slice(&schema.stdout).expect("schema is JSON");
+    assert!(s.to_string().contains("replicas") && s.to_string().contains("completions"));
+    for shell in ["bash", "zsh", "fish"] {
+        let c = run(&["completion", shell]);
+        assert!(
+            c.status.success() && !c.stdout.is_empty(),
+            "completion {shell}"
+        );
+    }
+    assert_eq!(run(&["get"]).status.code(), Some(2), "usage errors exit 2");
+    assert_eq!(
+        run(&["get", "services"]).status.code(),
+        Some(1),
+        "no config exits 1"
+    );
+    let version = run(&["version"]);
+    assert!(String::from_utf8_lossy(&version.stdout).contains("client: motley"));
+}

@@ -1,0 +1,10 @@
+//! Whole-system tests: real `motley` processes on 127.0.0.1, real task processes.
+//!
+//! Each test starts its own cluster in its own temporary data directory on its
+//! own port, and stops it (and checks nothing is left behind) at the end.
+
+mod bad_input;
+mod common;
+mod crash;
+mod examples;
+mod lifecycle;
