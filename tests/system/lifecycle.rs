@@ -237,3 +237,90 @@ fn offline_commands_work_without_a_cluster() {
     let version = run(&["version"]);
     assert!(String::from_utf8_lossy(&version.stdout).contains("client: motley"));
 }
+
+#[test]
+fn default_data_dir_writes_the_users_config_and_describe_delete_work() {
+    // `motley up` without --data-dir: data under $XDG_DATA_HOME, client config under
+    // $XDG_CONFIG_HOME, and the CLI finds the cluster without --config.
+    let home = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let env = |cmd: &mut std::process::Command| {
+        cmd.env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env_remove("MOTLEY_CONFIG")
+            .current_dir(repo_root());
+    };
+    let mut up = std::process::Command::new(motley_bin());
+    up.args([
+        "up",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--name",
+        "solo",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    env(&mut up);
+    let mut child = up.spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l == "ready")
+    });
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(motley_bin());
+        c.args(args);
+        env(&mut c);
+        c.output().expect("run")
+    };
+    let stop = |child: &mut std::process::Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+    };
+    if !ready.join().unwrap_or(false) {
+        stop(&mut child);
+        panic!("motley up did not become ready");
+    }
+    assert!(home.path().join("data/motley/server/store.redb").exists());
+    assert!(home.path().join("config/motley/config.yaml").exists());
+    let nodes = run(&["get", "nodes"]);
+    let text = String::from_utf8_lossy(&nodes.stdout).to_string();
+    let manifest = home.path().join("m.yaml");
+    std::fs::write(&manifest, "kind: Service\nname: big\nreplicas: 2\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 1500m }\n").expect("write");
+    let applied = run(&["apply", "-f", manifest.to_str().expect("path")]);
+    let describe = wait_for("a replica waiting for cpu", Duration::from_secs(20), || {
+        let out = run(&["describe", "service", "big"]);
+        let d = String::from_utf8_lossy(&out.stdout).to_string();
+        d.contains("insufficient cpu").then_some(d)
+    });
+    let deleted = run(&["delete", "-f", manifest.to_str().expect("path")]);
+    let gone = run(&["get", "services", "big"]);
+    stop(&mut child);
+    assert!(nodes.status.success() && text.contains("solo"), "{text}");
+    assert!(applied.status.success());
+    assert!(
+        describe
+            .contains("Waiting:     1 instance(s) cannot be placed: 0/1 nodes: 1 insufficient cpu"),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("solo: insufficient cpu (500m free < 1500m requested)"),
+        "{describe}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&deleted.stdout),
+        "service/big deleted\n"
+    );
+    assert_eq!(
+        gone.status.code(),
+        Some(1),
+        "a deleted service is not found"
+    );
+}

@@ -53,10 +53,14 @@ pub async fn run(agent: Agent) {
         }
     };
     let servers = agent.inner.cfg.servers.clone();
+    if servers.is_empty() {
+        tracing::error!("the agent has no server to connect to");
+        return;
+    }
     let mut attempt: u32 = 0;
     let mut idx = 0usize;
     loop {
-        let url = &servers[idx % servers.len().max(1)];
+        let url = &servers[idx % servers.len()];
         match session(&agent, url, tls.clone()).await {
             Ok(()) => {
                 attempt = 0;

@@ -452,6 +452,9 @@ impl Shared {
                 continue;
             }
             match self.commit(plan, &revs).await {
+                // Nothing committed (every compare lost): plan again only once the cache
+                // has caught up with the store, instead of spinning on a stale view.
+                Ok(0) => wait_rev = self.store.revision().await.unwrap_or(wait_rev),
                 Ok(rev) => wait_rev = rev,
                 Err(e) => {
                     tracing::warn!("committing a plan: {e}");
