@@ -70,8 +70,9 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     out
 }
 
-pub fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
+/// A NUL-separated /proc file (`cmdline`, `environ`) as a list.
+fn nul_list(path: String) -> Vec<String> {
+    std::fs::read(path)
         .map(|b| {
             b.split(|c| *c == 0)
                 .filter(|s| !s.is_empty())
@@ -81,15 +82,12 @@ pub fn cmdline(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+pub fn cmdline(pid: u32) -> Vec<String> {
+    nul_list(format!("/proc/{pid}/cmdline"))
+}
+
 pub fn environ(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .map(|b| {
-            b.split(|c| *c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    nul_list(format!("/proc/{pid}/environ"))
 }
 
 /// Bytes a process caused to be written to storage (`/proc/PID/io` write_bytes).

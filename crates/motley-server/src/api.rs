@@ -366,14 +366,18 @@ fn parse_kind(kind: &str) -> ApiResult<Kind> {
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown kind {kind:?}")))
 }
 
+fn workload_ref(kind: &str, name: String) -> ApiResult<WorkloadRef> {
+    Ok(WorkloadRef {
+        kind: parse_kind(kind)?,
+        name,
+    })
+}
+
 async fn delete_workload(
     State(s): State<Arc<Shared>>,
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Json<ObjectResults>> {
-    let r = WorkloadRef {
-        kind: parse_kind(&kind)?,
-        name,
-    };
+    let r = workload_ref(&kind, name)?;
     let res = delete_refs(&s, std::slice::from_ref(&r), false).await?;
     if res.results.iter().all(|x| x.action == "not found") {
         return Err(ApiError::new(
@@ -441,10 +445,7 @@ async fn get_workload(
     State(s): State<Arc<Shared>>,
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Json<WorkloadDetail>> {
-    let r = WorkloadRef {
-        kind: parse_kind(&kind)?,
-        name,
-    };
+    let r = workload_ref(&kind, name)?;
     let cache = s.cache();
     let w = cache
         .workloads
