@@ -142,6 +142,43 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Finds running task processes by the `MOTLEY_ALLOC_ID` in their environment: the
+/// process-group leaders whose environment names an allocation. This finds a task even
+/// when the agent died between starting it and recording its handle.
+pub fn scan_tasks() -> std::collections::HashMap<String, Handle> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // fields[0] = state, fields[2] = process group, fields[19] = start time
+        if fields.len() < 20 || fields[0] == "Z" || fields[2].parse::<u32>().ok() != Some(pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let id = env
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"MOTLEY_ALLOC_ID="))
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        if let (Some(id), Ok(start_time)) = (id, fields[19].parse()) {
+            out.insert(id, Handle { pid, start_time });
+        }
+    }
+    out
+}
+
 /// Adopts a task started earlier, if it still runs.
 pub fn adopt(h: Handle) -> Option<Running> {
     if !alive(&h) {
@@ -211,12 +248,30 @@ pub fn start(a: &Allocation, dir: &Path) -> Result<Running, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn expands_variables() {
         let vars = BTreeMap::from([("MOTLEY_INDEX".to_string(), "7".to_string())]);
         assert_eq!(expand("frame-${MOTLEY_INDEX}.png", &vars), "frame-7.png");
         assert_eq!(expand("${OTHER}", &vars), "${OTHER}");
+    }
+
+    #[test]
+    fn finds_an_unrecorded_task_by_its_allocation_id() {
+        let id = format!("scan-test-{}", std::process::id());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("MOTLEY_ALLOC_ID", &id)
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep");
+        let found = scan_tasks();
+        let h = found.get(&id).copied();
+        let _ = child.kill();
+        let _ = child.wait();
+        let h = h.expect("the task is found by its allocation id");
+        assert_eq!(h.pid, child.id());
     }
 
     #[test]
