@@ -304,3 +304,70 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// A `motley server` or `motley agent` process that printed `ready`.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    /// Spawns motley with `args`, logging stderr to `log`, and waits for `ready`.
+    /// Returns Err(stderr) if it exits first.
+    pub fn spawn(args: &[&str], log: PathBuf) -> Result<Proc, String> {
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(motley_bin())
+            .args(args)
+            .env("MOTLEY_LOG", "info")
+            .env_remove("MOTLEY_JOIN_TOKEN")
+            .current_dir(repo_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn motley");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ready = BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.trim() == "ready");
+            let _ = tx.send(ready);
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(true) => Ok(Proc { child }),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(&log).unwrap_or_default())
+            }
+        }
+    }
+
+    /// Runs motley to completion (for commands expected to fail fast): (exit code, stderr).
+    pub fn run(args: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new(motley_bin())
+            .args(args)
+            .env_remove("MOTLEY_JOIN_TOKEN")
+            .current_dir(repo_root())
+            .output()
+            .expect("run motley");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn terminate(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

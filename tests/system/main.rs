@@ -8,3 +8,4 @@ mod common;
 mod crash;
 mod examples;
 mod lifecycle;
+mod multinode;

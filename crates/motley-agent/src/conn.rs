@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::Agent;
+use crate::{Agent, Fatal};
 
 /// First reconnect delay.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -67,6 +67,12 @@ pub async fn run(agent: Agent) {
                 tracing::warn!("connection to {url} closed; reconnecting");
             }
             Err(e) => {
+                if let Some(Fatal(why)) = e.downcast_ref::<Fatal>() {
+                    tracing::error!("{url}: {why}");
+                    agent.set_connected(false);
+                    agent.set_fatal(format!("{url}: {why}"));
+                    return;
+                }
                 attempt = attempt.saturating_add(1);
                 idx += 1;
                 tracing::warn!("cannot reach {url}: {e:#}");
@@ -119,7 +125,13 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
                 .as_ref()
                 .map(|b| String::from_utf8_lossy(b).to_string())
                 .unwrap_or_default();
-            anyhow::anyhow!("server refused the connection: {} {body}", resp.status())
+            let status = resp.status();
+            let msg = format!("the server refused this node's credential: {status} {body}");
+            if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+                anyhow::Error::new(Fatal(msg))
+            } else {
+                anyhow::anyhow!(msg)
+            }
         }
         other => anyhow::anyhow!("WebSocket: {other}"),
     })?;
@@ -135,10 +147,15 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
             other => anyhow::bail!("expected Welcome, got {other:?}"),
         },
         Ok(Some(Ok(Message::Close(frame)))) => {
-            anyhow::bail!(
+            let code = frame.as_ref().map(|f| u16::from(f.code));
+            let why = format!(
                 "server closed the connection: {}",
                 frame.map(|f| f.reason.to_string()).unwrap_or_default()
-            )
+            );
+            if code == Some(4003) {
+                return Err(Fatal(why).into());
+            }
+            anyhow::bail!(why)
         }
         _ => anyhow::bail!("no Welcome from the server"),
     }

@@ -43,6 +43,16 @@ pub struct FileArgs {
 pub enum Command {
     /// Start a single-node cluster (server and agent in one process, embedded store).
     Up(UpArgs),
+    /// Run a control-plane server (no local agent).
+    Server(ServerArgs),
+    /// Run an agent that joins a cluster and runs its work on this machine.
+    Agent(AgentArgs),
+    /// Create, list and revoke tokens.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Create or update workloads from manifests (all or nothing).
     Apply {
         /// Inputs.
@@ -104,6 +114,65 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifest documents (for editors).
     Schema,
+}
+
+/// `motley token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        /// `join` (for agents joining the cluster) or `admin`.
+        #[arg(long, default_value = "join")]
+        role: String,
+        /// Lifetime, e.g. 1h, 30m, 7d is 168h; none means it never expires.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Free text shown by `token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Revoke a token by its id (from `token list`).
+    Revoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+/// `motley server`.
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// Data directory (default: $XDG_DATA_HOME/motley, or ~/.local/share/motley).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address the API and agent connections listen on.
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    pub listen: std::net::SocketAddr,
+    /// Extra DNS names or IPs for the server certificate. Repeatable.
+    #[arg(long)]
+    pub tls_san: Vec<String>,
+}
+
+/// `motley agent`.
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// Server URLs, comma-separated (https://host:port), tried in order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub server: Vec<String>,
+    /// A join token (needed only the first time; the node's own credential is kept in the data dir).
+    #[arg(long, env = "MOTLEY_JOIN_TOKEN")]
+    pub token: Option<String>,
+    /// Data directory (default: $XDG_DATA_HOME/motley-agent).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 /// `motley up`.

@@ -97,6 +97,71 @@ pub struct NodeView {
     pub used_memory: u64,
 }
 
+/// `POST /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// `join` (default) or `admin`.
+    #[serde(default = "join_role")]
+    pub role: String,
+    /// Lifetime in seconds; none means it never expires.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+fn join_role() -> String {
+    "join".into()
+}
+
+/// A token as listed (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Public id, for revoking.
+    pub id: String,
+    /// `admin`, `node` or `join`.
+    pub role: String,
+    /// For node credentials: the node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Created (ms since the epoch).
+    pub created_at: u64,
+    /// Expires (ms since the epoch).
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Answer to `POST /v1/tokens`: the token, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// Its listing.
+    pub info: TokenInfo,
+    /// The secret token.
+    pub token: String,
+}
+
+/// `POST /v1/join` with a join token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The joining node's name.
+    pub node: String,
+}
+
+/// Answer to a join: the node's own credential and the cluster CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The node credential (bound to the node's name).
+    pub credential: String,
+    /// The cluster CA, PEM.
+    pub ca: String,
+}
+
 /// `GET /v1/version`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionInfo {

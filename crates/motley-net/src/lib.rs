@@ -251,6 +251,115 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Prefix of join tokens: `mtly1.<sha256 of the CA, hex>.<secret>`.
+pub const JOIN_PREFIX: &str = "mtly1.";
+
+/// A join token carrying the cluster CA's hash, so a joining agent can verify the
+/// server before trusting it (no trust on first use).
+pub fn join_token(ca_hash: &str) -> String {
+    let hex = ca_hash.trim_start_matches("sha256:");
+    format!("{JOIN_PREFIX}{hex}.{}", new_secret())
+}
+
+/// The CA hash (`sha256:<hex>`) a join token pins, or `None` if it is not a join token.
+pub fn join_token_pin(token: &str) -> Option<String> {
+    let rest = token.strip_prefix(JOIN_PREFIX)?;
+    let (hex, secret) = rest.split_once('.')?;
+    let ok = hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) && !secret.is_empty();
+    ok.then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
+}
+
+/// Verifies a server against a pinned CA hash: the chain the server presents must include
+/// a certificate with that hash, and the server certificate must be valid under it.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let hash =
+            |c: &CertificateDer<'_>| format!("sha256:{}", hex::encode(Sha256::digest(c.as_ref())));
+        let Some(ca) = intermediates.iter().find(|c| hash(c) == self.pin) else {
+            let seen: Vec<String> = intermediates.iter().map(hash).collect();
+            return Err(rustls::Error::General(format!(
+                "the server's CA ({}) does not match the join token's CA ({}): refusing to trust it",
+                if seen.is_empty() {
+                    "none presented".to_string()
+                } else {
+                    seen.join(", ")
+                },
+                self.pin
+            )));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client configuration that trusts a server only if its chain includes the CA with
+/// hash `pin` (`sha256:<hex>`), as carried by a join token.
+pub fn pinned_client_tls(pin: &str) -> rustls::ClientConfig {
+    install_crypto_provider();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCa {
+            pin: pin.to_string(),
+            provider,
+        }))
+        .with_no_client_auth()
+}
+
 /// `client.yaml`: how the CLI reaches the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,6 +417,10 @@ mod tests {
             .expect("server config");
         client_tls(ca.cert_pem()).expect("client config");
         assert!(client_tls("not a pem").is_err());
+        let jt = join_token(&ca.hash().expect("hash"));
+        assert_eq!(join_token_pin(&jt), Some(ca.hash().expect("hash")));
+        assert_eq!(join_token_pin("mtly1.abc.def"), None);
+        assert_eq!(join_token_pin(&new_secret()), None);
         let cfg = ClientConfig {
             servers: vec!["https://127.0.0.1:7443".into()],
             ca: ca.cert_pem().to_string(),

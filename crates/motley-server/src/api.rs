@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use motley_core::api::{
-    ErrorBody, ManifestSet, NodeView, ObjectResult, ObjectResults, VersionInfo, WorkloadDetail,
-    WorkloadView,
+    CreatedToken, ErrorBody, JoinRequest, JoinResponse, ManifestSet, NodeView, ObjectResult,
+    ObjectResults, TokenInfo, TokenRequest, VersionInfo, WorkloadDetail, WorkloadView,
 };
 use motley_core::manifest::{self, ClusterLimits, Source};
 use motley_core::model::{Allocation, Kind, Workload, WorkloadRef};
@@ -91,10 +91,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/allocs/{id}", get(get_alloc))
         .route("/v1/allocs/{id}/logs", get(logs))
         .route("/metrics", get(metrics))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/tokens/{id}", delete(revoke_token))
         .route_layer(middleware::from_fn(require_admin));
     Router::new()
         .merge(admin)
         .route("/v1/agent/connect", get(crate::agents::connect))
+        .route("/v1/join", post(join))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate))
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -190,6 +193,123 @@ async fn require_admin(req: Request, next: Next) -> Response {
         _ => ApiError::new(StatusCode::FORBIDDEN, "this token may not use this route")
             .into_response(),
     }
+}
+
+fn token_info(t: &crate::auth::TokenRecord) -> TokenInfo {
+    TokenInfo {
+        id: t.id.clone(),
+        role: t.role.name().into(),
+        node: match &t.role {
+            Role::Node { node } => Some(node.clone()),
+            _ => None,
+        },
+        created_at: t.created_at,
+        expires_at: t.expires_at,
+        description: t.description.clone(),
+    }
+}
+
+async fn list_tokens(State(s): State<Arc<Shared>>) -> Json<Vec<TokenInfo>> {
+    let mut out: Vec<TokenInfo> = s.cache().tokens.values().map(token_info).collect();
+    out.sort_by_key(|t| t.created_at);
+    Json(out)
+}
+
+async fn create_token(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> ApiResult<Json<CreatedToken>> {
+    let Json(req) = body?;
+    let role = match req.role.as_str() {
+        "join" => Role::Join,
+        "admin" => Role::Admin,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "role {other:?}: use join or admin (node credentials are issued by joining)"
+                ),
+            ));
+        }
+    };
+    let ttl = req.ttl_seconds.map(|s| s.saturating_mul(1000));
+    let (rec, token) = s.create_token(role, ttl, &req.description).await?;
+    Ok(Json(CreatedToken {
+        info: token_info(&rec),
+        token,
+    }))
+}
+
+async fn revoke_token(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenInfo>> {
+    let info = s
+        .cache()
+        .tokens
+        .values()
+        .find(|t| t.id == id)
+        .map(token_info);
+    let Some(info) = info else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("token {id} not found"),
+        ));
+    };
+    if !s.revoke_token(&id).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("token {id} changed concurrently"),
+        ));
+    }
+    Ok(Json(info))
+}
+
+/// `POST /v1/join`: a join token is exchanged for a credential bound to one node name.
+/// A name that already has a credential cannot be joined again (that would let any
+/// holder of a join token impersonate an existing node).
+async fn join(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(Caller(role)): axum::Extension<Caller>,
+    body: Result<Json<JoinRequest>, JsonRejection>,
+) -> ApiResult<Json<JoinResponse>> {
+    if role != Role::Join {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "joining needs a join token",
+        ));
+    }
+    let Json(req) = body?;
+    motley_core::model::validate_name(&req.node)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let taken = s.cache().tokens.values().any(|t| {
+        t.role
+            == (Role::Node {
+                node: req.node.clone(),
+            })
+    });
+    if taken {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "node {:?} has already joined; start its agent with its existing data dir, or revoke its credential first",
+                req.node
+            ),
+        ));
+    }
+    let (_, credential) = s
+        .create_token(
+            Role::Node {
+                node: req.node.clone(),
+            },
+            None,
+            "node credential issued at join",
+        )
+        .await?;
+    Ok(Json(JoinResponse {
+        credential,
+        ca: s.ca_pem.clone(),
+    }))
 }
 
 async fn version(State(s): State<Arc<Shared>>) -> Json<VersionInfo> {

@@ -13,6 +13,19 @@ pub enum Role {
         /// The node it is bound to.
         node: String,
     },
+    /// May join a new node (exchange itself for a node credential), nothing else.
+    Join,
+}
+
+impl Role {
+    /// `admin`, `node`, `join`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Node { .. } => "node",
+            Role::Join => "join",
+        }
+    }
 }
 
 /// A stored token.

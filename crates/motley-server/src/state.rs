@@ -103,11 +103,15 @@ pub struct Shared {
     pub next_id: AtomicU64,
     /// When the server started (ms).
     pub started_at: u64,
+    /// The cluster CA certificate, PEM.
+    pub ca_pem: String,
+    /// Its hash, `sha256:<hex>`, as join tokens carry it.
+    pub ca_hash: String,
 }
 
 impl Shared {
     /// Creates the shared state around a store.
-    pub fn new(store: Arc<dyn Store>) -> Arc<Shared> {
+    pub fn new(store: Arc<dyn Store>, ca_pem: String, ca_hash: String) -> Arc<Shared> {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         Arc::new(Shared {
@@ -124,7 +128,64 @@ impl Shared {
             log_streams: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             started_at: now_ms(),
+            ca_pem,
+            ca_hash,
         })
+    }
+
+    /// Creates a token and stores its hash; returns its record and the token itself
+    /// (shown once, never stored). Join tokens carry the CA's hash.
+    pub async fn create_token(
+        &self,
+        role: crate::auth::Role,
+        ttl_ms: Option<u64>,
+        description: &str,
+    ) -> Result<(TokenRecord, String), StoreError> {
+        let token = match role {
+            crate::auth::Role::Join => motley_net::join_token(&self.ca_hash),
+            _ => motley_net::new_secret(),
+        };
+        let now = now_ms();
+        let rec = TokenRecord {
+            id: motley_net::new_id()[..8].to_string(),
+            role,
+            created_at: now,
+            expires_at: ttl_ms.map(|t| now + t),
+            description: description.into(),
+        };
+        let key = keys::token(&motley_net::token_hash(&token));
+        let value = serde_json::to_vec(&rec).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let r = self
+            .store
+            .txn(Txn::new().when(&key, 0).put(&key, value))
+            .await?;
+        if !r.succeeded {
+            return Err(StoreError::Backend("token collision".into()));
+        }
+        self.wait_for_rev(r.revision).await;
+        Ok((rec, token))
+    }
+
+    /// Deletes the token with this public id. Returns false if there is none.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let found = {
+            let c = self.cache();
+            c.tokens
+                .iter()
+                .find(|(_, t)| t.id == id)
+                .map(|(h, _)| (keys::token(h), c.rev(&keys::token(h))))
+        };
+        let Some((key, rev)) = found else {
+            return Ok(false);
+        };
+        let r = self
+            .store
+            .txn(Txn::new().when(&key, rev).delete(&key))
+            .await?;
+        if r.succeeded {
+            self.wait_for_rev(r.revision).await;
+        }
+        Ok(r.succeeded)
     }
 
     /// Reads the cache.

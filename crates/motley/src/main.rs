@@ -1,5 +1,6 @@
 //! The `motley` binary: wires the server, the agent and the CLI into subcommands.
 
+mod roles;
 mod up;
 
 use clap::Parser;
@@ -17,7 +18,10 @@ fn init_logging(default: &str) {
 
 fn main() {
     let cli = Cli::parse();
-    let is_up = matches!(cli.command, Command::Up(_));
+    let is_up = matches!(
+        cli.command,
+        Command::Up(_) | Command::Server(_) | Command::Agent(_)
+    );
     init_logging(if is_up { "info" } else { "warn" });
     motley_net::install_crypto_provider();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -34,6 +38,8 @@ fn main() {
     let code = rt.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await.map(|()| 0),
+            Command::Server(args) => roles::server(args).await.map(|()| 0),
+            Command::Agent(args) => roles::agent(args).await,
             other => motley_cli::commands::run(config.as_deref(), other).await,
         }
     });

@@ -17,7 +17,7 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     })
 }
 
-fn host_name() -> String {
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_lowercase())
         .ok()
@@ -47,7 +47,7 @@ async fn node_credential(server: &Server, dir: &Path, node: &str) -> anyhow::Res
     Ok(token)
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -82,6 +82,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         listen: args.listen,
         tls_san: args.tls_san,
+        write_join_token: false,
     })
     .await?;
     if default_dir && let Some(user) = motley_cli::client::default_config_path() {

@@ -1,0 +1,87 @@
+//! `motley server` and `motley agent`: the two halves of `motley up`, as separate
+//! processes on separate machines.
+
+use std::path::Path;
+
+use anyhow::Context;
+use motley_agent::{Agent, AgentConfig};
+use motley_cli::args::{AgentArgs, ServerArgs};
+use motley_server::{Server, ServerConfig};
+
+use crate::up::{host_name, shutdown_signal};
+
+/// Runs a control-plane server until Ctrl-C or SIGTERM.
+pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => crate::up::default_data_dir()?,
+    };
+    let server = Server::start(ServerConfig {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        tls_san: args.tls_san,
+        write_join_token: true,
+    })
+    .await?;
+    eprintln!(
+        "motley server is up: {} (data {}, admin config {}, join token in {})",
+        server.client.servers[0],
+        data_dir.display(),
+        server.client_path.display(),
+        data_dir.join("server/join-token").display()
+    );
+    println!("ready");
+    shutdown_signal().await;
+    Ok(())
+}
+
+/// Runs an agent until Ctrl-C or SIGTERM (its tasks keep running and are adopted by the
+/// next agent start), or until the cluster refuses its credential (exit 1).
+pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => dirs::data_dir()
+            .map(|d| d.join("motley-agent"))
+            .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir"))?,
+    };
+    let name = match args.name {
+        Some(n) => {
+            motley_core::model::validate_name(&n).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            n
+        }
+        None => host_name(),
+    };
+    let dir = data_dir.join("agent");
+    let (token, ca_pem) =
+        motley_agent::join::credentials(&dir, &args.server, args.token.as_deref(), &name)
+            .await
+            .context("joining the cluster")?;
+    let agent = Agent::start(AgentConfig {
+        name: name.clone(),
+        servers: args.server.clone(),
+        token,
+        ca_pem,
+        dir,
+        facts: motley_agent::facts::host_facts(Path::new("/")),
+    })
+    .await?;
+    tokio::select! {
+        connected = agent.wait_connected(std::time::Duration::from_secs(30)) => {
+            if connected {
+                eprintln!("motley agent {name} connected");
+                println!("ready");
+            }
+        }
+        why = agent.wait_fatal() => {
+            eprintln!("error: {why}");
+            return Ok(1);
+        }
+    }
+    tokio::select! {
+        _ = shutdown_signal() => Ok(0),
+        why = agent.wait_fatal() => {
+            eprintln!("error: {why}");
+            Ok(1)
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! A server and agents as separate processes on 127.0.0.1: joining, refusals, spreading.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+struct Multi {
+    dir: tempfile::TempDir,
+    url: String,
+    server: Proc,
+}
+
+impl Multi {
+    fn start() -> Multi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let data = dir.path().join("server");
+        let server = Proc::spawn(
+            &[
+                "server",
+                "--data-dir",
+                data.to_str().expect("path"),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ],
+            dir.path().join("server.log"),
+        )
+        .expect("server ready");
+        Multi {
+            url: format!("https://127.0.0.1:{port}"),
+            dir,
+            server,
+        }
+    }
+
+    fn join_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server/server/join-token"))
+            .expect("join token")
+    }
+
+    fn config(&self) -> String {
+        self.dir
+            .path()
+            .join("server/client.yaml")
+            .display()
+            .to_string()
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(motley_bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .expect("run motley")
+    }
+
+    fn agent_args(&self, name: &str, token: Option<&str>) -> Vec<String> {
+        self.agent_args_in(name, name, token)
+    }
+
+    fn agent_args_in(&self, name: &str, dir: &str, token: Option<&str>) -> Vec<String> {
+        let mut a = vec![
+            "agent".to_string(),
+            "--server".into(),
+            self.url.clone(),
+            "--data-dir".into(),
+            self.dir.path().join(dir).display().to_string(),
+            "--name".into(),
+            name.into(),
+        ];
+        if let Some(t) = token {
+            a.push("--token".into());
+            a.push(t.into());
+        }
+        a
+    }
+
+    fn agent(&self, name: &str, token: Option<&str>) -> Result<Proc, String> {
+        let args = self.agent_args(name, token);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&refs, self.dir.path().join(format!("{name}.log")))
+    }
+
+    fn refused(&self, name: &str, token: Option<&str>) -> String {
+        self.refused_in(name, name, token)
+    }
+
+    fn refused_in(&self, name: &str, dir: &str, token: Option<&str>) -> String {
+        let args = self.agent_args_in(name, dir, token);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stderr) = Proc::run(&refs);
+        assert_eq!(
+            code,
+            Some(1),
+            "agent {name} should have been refused: {stderr}"
+        );
+        stderr
+    }
+}
+
+#[test]
+fn agents_join_with_a_pinned_token_and_bad_credentials_are_refused() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let _a = m.agent("a1", Some(&token)).expect("a1 joins");
+    let _b = m.agent("b1", Some(&token)).expect("b1 joins");
+    // Their credentials are kept: a restart needs no token.
+    assert!(m.dir.path().join("a1/agent/credential").exists());
+
+    // A token pinning another CA: the agent refuses the server.
+    let secret = token.rsplit('.').next().expect("secret");
+    let wrong = format!("mtly1.{}.{secret}", "ab".repeat(32));
+    let err = m.refused("c1", Some(&wrong));
+    assert!(err.contains("does not match the join token's CA"), "{err}");
+
+    // An expired token.
+    let out = m.cli(&["token", "create", "--ttl", "1s"]);
+    let short = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = m.refused("c2", Some(&short));
+    assert!(err.contains("invalid or expired token"), "{err}");
+
+    // A revoked token.
+    let out = m.cli(&["token", "create", "--description", "to revoke"]);
+    let revoked = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let list: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["token", "list", "-o", "json"]).stdout).expect("json");
+    let id = list
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["description"] == "to revoke"))
+        .and_then(|t| t["id"].as_str())
+        .expect("token id")
+        .to_string();
+    assert!(m.cli(&["token", "revoke", &id]).status.success());
+    let err = m.refused("c3", Some(&revoked));
+    assert!(err.contains("invalid or expired token"), "{err}");
+
+    // A node credential reused under another node's name.
+    let stolen = m.dir.path().join("c4/agent");
+    std::fs::create_dir_all(&stolen).expect("mkdir");
+    for f in ["credential", "ca.crt"] {
+        std::fs::copy(m.dir.path().join("a1/agent").join(f), stolen.join(f)).expect("copy");
+    }
+    let err = m.refused("c4", None);
+    assert!(
+        err.contains("this credential belongs to node \"a1\", not \"c4\""),
+        "{err}"
+    );
+
+    // A join token cannot claim the name of a node that already joined.
+    let err = m.refused_in("a1", "a1-again", Some(&token));
+    assert!(err.contains("has already joined"), "{err}");
+
+    // A node credential cannot use the API.
+    let nodes = m.cli(&["get", "nodes", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&nodes.stdout).expect("json");
+    let names: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["node"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a1", "b1"], "only the two admitted nodes exist");
+    drop(m.server);
+}
+
+#[test]
+fn a_service_spreads_over_agents() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let agents: Vec<Proc> = ["n1", "n2"]
+        .iter()
+        .map(|n| m.agent(n, Some(&token)).expect("agent"))
+        .collect();
+    let manifest = m.dir.path().join("svc.yaml");
+    std::fs::write(&manifest, "kind: Service\nname: spread\nreplicas: 4\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n").expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifest.to_str().expect("path")])
+            .status
+            .success()
+    );
+    let allocs = wait_for("4 running replicas", Duration::from_secs(30), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "allocs", "-o", "json"]).stdout).ok()?;
+        let running: Vec<serde_json::Value> = v
+            .as_array()?
+            .iter()
+            .filter(|a| a["state"] == "running")
+            .cloned()
+            .collect();
+        (running.len() == 4).then_some(running)
+    });
+    for n in ["n1", "n2"] {
+        assert_eq!(
+            allocs.iter().filter(|a| a["node"] == n).count(),
+            2,
+            "2 replicas on {n}"
+        );
+    }
+    assert!(m.cli(&["delete", "service/spread"]).status.success());
+    wait_for("replicas gone", Duration::from_secs(30), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "allocs", "-o", "json"]).stdout).ok()?;
+        v.as_array()?.is_empty().then_some(())
+    });
+    drop(agents);
+}
