@@ -207,3 +207,100 @@ fn a_service_spreads_over_agents() {
     });
     drop(agents);
 }
+
+fn allocs(m: &Multi) -> Vec<serde_json::Value> {
+    serde_json::from_slice::<serde_json::Value>(&m.cli(&["get", "allocs", "-o", "json"]).stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn node_state(m: &Multi, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "nodes", name, "-o", "json"]).stdout)
+            .unwrap_or_default();
+    v[0]["state"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_frozen_node_is_declared_down_its_work_replaced_and_stale_copies_stopped_when_it_returns() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let mut n1 = m.agent("n1", Some(&token)).expect("n1");
+    let _n2 = m.agent("n2", Some(&token)).expect("n2");
+    let manifest = m.dir.path().join("svc.yaml");
+    std::fs::write(&manifest, "kind: Service\nname: web\nreplicas: 4\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n").expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifest.to_str().expect("path")])
+            .status
+            .success()
+    );
+    let before = wait_for("2 replicas on each node", Duration::from_secs(30), || {
+        let running: Vec<serde_json::Value> = allocs(&m)
+            .into_iter()
+            .filter(|a| a["state"] == "running")
+            .collect();
+        (running.len() == 4 && running.iter().filter(|a| a["node"] == "n1").count() == 2)
+            .then_some(running)
+    });
+    let stale_pids: Vec<u32> = before
+        .iter()
+        .filter(|a| a["node"] == "n1")
+        .filter_map(|a| a["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+
+    // Freeze n1's agent: no heartbeats, but its tasks keep running (like a partition).
+    let agent_pid = nix::unistd::Pid::from_raw(n1.child.id() as i32);
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let frozen = std::time::Instant::now();
+    wait_for("n1 declared down", Duration::from_secs(10), || {
+        (node_state(&m, "n1") == "down").then_some(())
+    });
+    let detected = frozen.elapsed();
+    wait_for("4 replicas running on n2", Duration::from_secs(15), || {
+        let on_n2 = allocs(&m)
+            .iter()
+            .filter(|a| a["state"] == "running" && a["node"] == "n2")
+            .count();
+        (on_n2 == 4).then_some(())
+    });
+    let replaced = frozen.elapsed();
+    eprintln!(
+        "n1 frozen: declared down after {detected:?}, replacements running after {replaced:?}"
+    );
+    assert!(
+        detected < Duration::from_secs(3),
+        "detection took {detected:?}"
+    );
+    let lost = allocs(&m)
+        .iter()
+        .filter(|a| a["node"] == "n1" && a["state"] == "lost")
+        .count();
+    assert_eq!(lost, 2, "n1's replicas are marked lost");
+    for p in &stale_pids {
+        assert!(
+            pid_alive(*p),
+            "the frozen node's tasks still run, as on a partitioned node"
+        );
+    }
+
+    // n1 comes back: its stale copies are stopped, and the cluster converges to 4 copies.
+    nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    wait_for("n1 ready again", Duration::from_secs(10), || {
+        (node_state(&m, "n1") == "ready").then_some(())
+    });
+    wait_for("stale copies stopped", Duration::from_secs(15), || {
+        stale_pids.iter().all(|p| !pid_alive(*p)).then_some(())
+    });
+    let running = allocs(&m)
+        .iter()
+        .filter(|a| a["state"] == "running")
+        .count();
+    assert_eq!(running, 4);
+    assert!(m.cli(&["delete", "service/web"]).status.success());
+    wait_for("replicas gone", Duration::from_secs(30), || {
+        allocs(&m).is_empty().then_some(())
+    });
+    n1.terminate();
+}

@@ -138,12 +138,15 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentMsg>();
     let hello = agent.hello(tx.clone());
+    let heartbeat: Duration;
     sink.send(Message::Text(serde_json::to_string(&hello)?.into()))
         .await?;
     // The server answers Welcome first.
     match tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ServerMsg>(&t)? {
-            ServerMsg::Welcome { .. } => {}
+            ServerMsg::Welcome { heartbeat_ms, .. } => {
+                heartbeat = Duration::from_millis(heartbeat_ms.max(50))
+            }
             other => anyhow::bail!("expected Welcome, got {other:?}"),
         },
         Ok(Some(Ok(Message::Close(frame)))) => {
@@ -161,8 +164,13 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
     }
     agent.set_connected(true);
     tracing::info!("connected to {url}");
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = beat.tick() => {
+                sink.send(Message::Text(serde_json::to_string(&AgentMsg::Heartbeat)?.into())).await?;
+            }
             frame = stream.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,

@@ -48,6 +48,8 @@ pub enum AgentMsg {
     },
     /// An allocation changed state.
     Update(AllocReport),
+    /// I am alive (every `heartbeat_ms`; kept in the server's memory only).
+    Heartbeat,
     /// A piece of an allocation's log, answering [`ServerMsg::Logs`].
     LogData {
         /// Request id.
@@ -69,6 +71,8 @@ pub enum ServerMsg {
     Welcome {
         /// Protocol version.
         version: u32,
+        /// How often to send heartbeats.
+        heartbeat_ms: u64,
     },
     /// The complete set of allocations assigned to this node.
     Sync {

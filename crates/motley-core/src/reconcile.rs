@@ -107,8 +107,10 @@ pub struct Input<'a> {
     pub workloads: &'a BTreeMap<WorkloadRef, Workload>,
     /// All nodes.
     pub nodes: &'a BTreeMap<String, Node>,
-    /// Nodes that are ready (connected, heartbeating).
+    /// Nodes that are ready (heartbeating): new work may be placed there.
     pub ready: &'a BTreeSet<String>,
+    /// Nodes declared down: their live allocations are lost and replaced.
+    pub down: &'a BTreeSet<String>,
     /// All allocations.
     pub allocs: &'a BTreeMap<String, Allocation>,
     /// Current time, ms since the epoch.
@@ -133,6 +135,8 @@ pub struct Plan {
     pub stop: Vec<(String, String)>,
     /// Terminal allocations to forget.
     pub delete: Vec<String>,
+    /// Live allocations on down nodes, now lost: (id, reason).
+    pub lost: Vec<(String, String)>,
     /// Demand that could not be placed, per workload.
     pub blocked: BTreeMap<WorkloadRef, Blocked>,
     /// Run again at this time (a backoff expires), if anything waits.
@@ -142,7 +146,10 @@ pub struct Plan {
 impl Plan {
     /// True when the plan changes nothing in the store.
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.stop.is_empty() && self.delete.is_empty()
+        self.create.is_empty()
+            && self.stop.is_empty()
+            && self.delete.is_empty()
+            && self.lost.is_empty()
     }
     fn wake(&mut self, at: u64) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
@@ -179,8 +186,29 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
         .enumerate()
         .map(|(i, c)| (c.node.name.as_str(), i))
         .collect();
+    // Live allocations on down nodes are lost: from here on they count as terminal, so
+    // this same pass places their replacements.
+    let mut lost_reasons = Vec::new();
+    let lost_copies: Vec<Allocation> = input
+        .allocs
+        .values()
+        .filter(|a| a.is_live() && input.down.contains(&a.node))
+        .map(|a| {
+            lost_reasons.push((a.id.clone(), format!("node {} is down", a.node)));
+            let mut l = a.clone();
+            l.state = AllocState::Lost;
+            l.updated_at = input.now;
+            l
+        })
+        .collect();
+    let lost_ids: BTreeSet<&str> = lost_copies.iter().map(|a| a.id.as_str()).collect();
     let mut by_workload: BTreeMap<&WorkloadRef, Vec<&Allocation>> = BTreeMap::new();
-    for a in input.allocs.values() {
+    for a in lost_copies.iter().chain(
+        input
+            .allocs
+            .values()
+            .filter(|a| !lost_ids.contains(a.id.as_str())),
+    ) {
         if a.is_live()
             && let Some(&i) = by_name.get(a.node.as_str())
         {
@@ -197,7 +225,10 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
         ids,
         candidates,
         by_name,
-        plan: Plan::default(),
+        plan: Plan {
+            lost: lost_reasons,
+            ..Plan::default()
+        },
     };
 
     // Allocations whose workload is gone (or was re-created): stop, then forget.

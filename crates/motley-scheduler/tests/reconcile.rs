@@ -23,6 +23,7 @@ struct World {
     workloads: BTreeMap<WorkloadRef, Workload>,
     nodes: BTreeMap<String, Node>,
     ready: BTreeSet<String>,
+    down: BTreeSet<String>,
     allocs: BTreeMap<String, Allocation>,
     now: u64,
     ids: Counter,
@@ -58,6 +59,7 @@ impl World {
             workloads: BTreeMap::new(),
             ready: nodes.iter().map(|n| n.name.clone()).collect(),
             nodes: nodes.iter().map(|n| (n.name.clone(), n.clone())).collect(),
+            down: BTreeSet::new(),
             allocs: BTreeMap::new(),
             now: 1_000,
             ids: Counter(0),
@@ -94,6 +96,7 @@ impl World {
                 workloads: &self.workloads,
                 nodes: &self.nodes,
                 ready: &self.ready,
+                down: &self.down,
                 allocs: &self.allocs,
                 now: self.now,
             },
@@ -110,6 +113,12 @@ impl World {
         }
         for id in &plan.delete {
             self.allocs.remove(id);
+        }
+        for (id, _) in &plan.lost {
+            if let Some(a) = self.allocs.get_mut(id) {
+                a.state = AllocState::Lost;
+                a.desired = Desired::Stop;
+            }
         }
         plan
     }
@@ -228,6 +237,31 @@ fn daemon_follows_nodes_and_selectors() {
             .collect::<Vec<_>>(),
         vec!["pi2"]
     );
+}
+
+#[test]
+fn work_of_a_down_node_is_lost_and_replaced_elsewhere_at_once() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply(SVC);
+    w.step();
+    w.agents();
+    let on_a: Vec<String> = w
+        .live("web")
+        .iter()
+        .filter(|x| x.node == "a")
+        .map(|x| x.id.clone())
+        .collect();
+    assert!(!on_a.is_empty());
+    w.ready.remove("a");
+    w.down.insert("a".into());
+    let plan = w.step();
+    let lost: Vec<String> = plan.lost.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(lost, on_a);
+    assert_eq!(plan.create.len(), on_a.len(), "replaced in the same pass");
+    assert!(plan.create.iter().all(|a| a.node == "b"));
+    w.agents();
+    assert_eq!(w.live("web").len(), 3);
+    assert!(w.step().is_empty(), "converged");
 }
 
 #[test]

@@ -158,6 +158,7 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
                 tracing::warn!("agent {node} said hello twice");
                 break;
             }
+            AgentMsg::Heartbeat => s.heartbeat(&node),
             AgentMsg::Update(report) => match s.apply_report(&node, &report).await {
                 Ok(true) => {}
                 Ok(false) => {

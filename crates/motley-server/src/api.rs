@@ -20,6 +20,7 @@ use motley_core::api::{
     CreatedToken, ErrorBody, JoinRequest, JoinResponse, ManifestSet, NodeView, ObjectResult,
     ObjectResults, TokenInfo, TokenRequest, VersionInfo, WorkloadDetail, WorkloadView,
 };
+use motley_core::failure::Health;
 use motley_core::manifest::{self, ClusterLimits, Source};
 use motley_core::model::{Allocation, Kind, Workload, WorkloadRef};
 use motley_core::proto::ServerMsg;
@@ -581,8 +582,6 @@ async fn get_workload(
 
 fn node_views(s: &Shared) -> Vec<NodeView> {
     let cache = s.cache();
-    let conns = lock(&s.conns);
-    let gone = lock(&s.disconnected_at);
     cache
         .nodes
         .values()
@@ -592,14 +591,8 @@ fn node_views(s: &Shared) -> Vec<NodeView> {
                 .values()
                 .filter(|a| a.node == n.name && a.is_live())
                 .collect();
-            let (state, since, reason) = match conns.get(&n.name) {
-                Some(c) => ("ready", c.since, "agent connected".to_string()),
-                None => (
-                    "down",
-                    gone.get(&n.name).copied().unwrap_or(s.started_at),
-                    "agent not connected".to_string(),
-                ),
-            };
+            let (health, since, reason) = s.node_health(&n.name);
+            let state = health.as_str();
             NodeView {
                 node: n.clone(),
                 state: state.into(),
@@ -826,16 +819,17 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
                 .get_or_create(&vec![("state".into(), st.as_str().into())])
                 .set(n as i64);
         }
-        let ready = s.ready_nodes();
-        let up = cache.nodes.keys().filter(|n| ready.contains(*n)).count();
-        s.metrics
-            .nodes
-            .get_or_create(&vec![("state".into(), "ready".into())])
-            .set(up as i64);
-        s.metrics
-            .nodes
-            .get_or_create(&vec![("state".into(), "down".into())])
-            .set((cache.nodes.len() - up) as i64);
+        for h in [Health::Ready, Health::Suspect, Health::Down] {
+            let n = cache
+                .nodes
+                .keys()
+                .filter(|n| s.node_health(n).0 == h)
+                .count();
+            s.metrics
+                .nodes
+                .get_or_create(&vec![("state".into(), h.as_str().into())])
+                .set(n as i64);
+        }
         for k in Kind::ALL {
             let n = cache.workloads.keys().filter(|r| r.kind == k).count();
             s.metrics

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use motley_core::model::{Allocation, Desired, Node, Workload, WorkloadRef};
+use motley_core::failure::{Detector, FailureConfig, Health};
+use motley_core::model::{AllocState, Allocation, Desired, Node, Workload, WorkloadRef};
 use motley_core::proto::{AllocReport, ServerMsg};
 use motley_core::reconcile::{self, Blocked, Ids, Input};
 use motley_scheduler::Minimal;
@@ -73,6 +74,18 @@ pub struct AgentConn {
     pub since: u64,
 }
 
+/// What the failure detector says of one node, kept in memory only.
+pub struct NodeHealth {
+    /// Heartbeat history.
+    pub detector: Detector,
+    /// Current verdict.
+    pub health: Health,
+    /// Since when (ms).
+    pub since: u64,
+    /// Why.
+    pub reason: String,
+}
+
 /// A piece of log data for an HTTP log stream.
 pub type LogPiece = Result<String, String>;
 
@@ -107,6 +120,10 @@ pub struct Shared {
     pub ca_pem: String,
     /// Its hash, `sha256:<hex>`, as join tokens carry it.
     pub ca_hash: String,
+    /// Failure detector settings.
+    pub failure: FailureConfig,
+    /// Per-node failure detectors (memory only: heartbeats never touch the store).
+    pub health: Mutex<HashMap<String, NodeHealth>>,
 }
 
 impl Shared {
@@ -130,7 +147,106 @@ impl Shared {
             started_at: now_ms(),
             ca_pem,
             ca_hash,
+            failure: FailureConfig::default(),
+            health: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records a heartbeat from a node.
+    pub fn heartbeat(&self, node: &str) {
+        let now = now_ms();
+        let mut h = lock(&self.health);
+        match h.get_mut(node) {
+            Some(n) => n.detector.heartbeat(now, &self.failure),
+            None => {
+                h.insert(
+                    node.to_string(),
+                    NodeHealth {
+                        detector: Detector::new(now, &self.failure),
+                        health: Health::Ready,
+                        since: now,
+                        reason: "heartbeating".into(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Re-evaluates every node's health; kicks the controller when any changed.
+    /// Nodes known only from the store get a full grace period from now (a new
+    /// server, or a leader that just took over, declares nothing down at once).
+    pub fn evaluate_health(&self) {
+        let now = now_ms();
+        let names: Vec<String> = self.cache().nodes.keys().cloned().collect();
+        let connected: BTreeSet<String> = lock(&self.conns).keys().cloned().collect();
+        let mut changed = false;
+        let mut h = lock(&self.health);
+        for name in names {
+            let entry = h.entry(name.clone()).or_insert_with(|| NodeHealth {
+                detector: Detector::new(now, &self.failure),
+                health: Health::Ready,
+                since: now,
+                reason: "grace period after server start".into(),
+            });
+            let mut verdict = entry.detector.health(now, &self.failure);
+            if verdict == Health::Ready && !connected.contains(&name) {
+                verdict = Health::Suspect;
+            }
+            if verdict != entry.health {
+                let silence = now.saturating_sub(entry.detector.last());
+                let phi = entry.detector.phi(now, &self.failure).min(99.0);
+                entry.reason = match verdict {
+                    Health::Ready => "heartbeating".into(),
+                    Health::Suspect if !connected.contains(&name) => {
+                        format!("agent not connected ({silence} ms since its last heartbeat)")
+                    }
+                    Health::Suspect => format!("heartbeat late ({silence} ms, phi {phi:.1})"),
+                    Health::Down => format!("no heartbeat for {silence} ms (phi {phi:.1})"),
+                };
+                tracing::info!(
+                    "node {name}: {} -> {} ({})",
+                    entry.health.as_str(),
+                    verdict.as_str(),
+                    entry.reason
+                );
+                entry.health = verdict;
+                entry.since = now;
+                changed = true;
+            }
+        }
+        drop(h);
+        if changed {
+            self.kick.notify_one();
+        }
+    }
+
+    /// Runs [`Shared::evaluate_health`] five times per heartbeat interval.
+    pub async fn run_health(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            (self.failure.heartbeat_ms / 5).max(20),
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            self.evaluate_health();
+        }
+    }
+
+    /// Nodes declared down.
+    pub fn down_nodes(&self) -> BTreeSet<String> {
+        lock(&self.health)
+            .iter()
+            .filter(|(_, n)| n.health == Health::Down)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// (health, since, reason) of a node.
+    pub fn node_health(&self, node: &str) -> (Health, u64, String) {
+        lock(&self.health)
+            .get(node)
+            .map(|n| (n.health, n.since, n.reason.clone()))
+            .unwrap_or((Health::Suspect, self.started_at, "never heard from".into()))
     }
 
     /// Creates a token and stores its hash; returns its record and the token itself
@@ -204,7 +320,12 @@ impl Shared {
 
     /// Names of nodes with a live agent connection.
     pub fn ready_nodes(&self) -> BTreeSet<String> {
-        lock(&self.conns).keys().cloned().collect()
+        let health = lock(&self.health);
+        lock(&self.conns)
+            .keys()
+            .filter(|n| health.get(*n).is_some_and(|h| h.health == Health::Ready))
+            .cloned()
+            .collect()
     }
 
     /// Loads the whole store into the cache and starts following changes.
@@ -327,6 +448,7 @@ impl Shared {
             let mut conns = lock(&self.conns);
             let _ = tx.send(ServerMsg::Welcome {
                 version: motley_core::proto::PROTOCOL_VERSION,
+                heartbeat_ms: self.failure.heartbeat_ms,
             });
             let _ = tx.send(ServerMsg::Sync {
                 allocs: allocs_of(&cache, node),
@@ -342,6 +464,8 @@ impl Shared {
             self.metrics.agents_connected.set(conns.len() as i64);
         }
         lock(&self.disconnected_at).remove(node);
+        self.heartbeat(node);
+        self.evaluate_health();
         self.kick.notify_one();
         conn_id
     }
@@ -484,10 +608,12 @@ impl Shared {
             let (plan, revs) = {
                 let cache = self.cache();
                 let ready = self.ready_nodes();
+                let down = self.down_nodes();
                 let input = Input {
                     workloads: &cache.workloads,
                     nodes: &cache.nodes,
                     ready: &ready,
+                    down: &down,
                     allocs: &cache.allocs,
                     now: now_ms(),
                 };
@@ -498,7 +624,13 @@ impl Shared {
                     let k = keys::workload(&a.workload);
                     revs.insert(k.clone(), cache.rev(&k));
                 }
-                for id in plan.stop.iter().map(|(id, _)| id).chain(plan.delete.iter()) {
+                for id in plan
+                    .stop
+                    .iter()
+                    .chain(plan.lost.iter())
+                    .map(|(id, _)| id)
+                    .chain(plan.delete.iter())
+                {
                     let k = keys::alloc(id);
                     revs.insert(k.clone(), cache.rev(&k));
                 }
@@ -553,18 +685,31 @@ impl Shared {
                 txns.push(t);
             }
         }
-        let stops: Vec<(String, String)> = plan.stop;
+        let stops: Vec<(String, String, bool)> = plan
+            .stop
+            .into_iter()
+            .map(|(id, r)| (id, r, false))
+            .chain(plan.lost.into_iter().map(|(id, r)| (id, r, true)))
+            .collect();
         {
             let cache = self.cache();
+            let now = now_ms();
             for chunk in stops.chunks(CHUNK) {
                 let mut t = Txn::new();
-                for (id, reason) in chunk {
+                for (id, reason, lost) in chunk {
                     let Some(a) = cache.allocs.get(id) else {
                         continue;
                     };
                     let mut a = a.clone();
                     a.desired = Desired::Stop;
-                    a.push_reason(format!("stop: {reason}"));
+                    if *lost {
+                        a.state = AllocState::Lost;
+                        a.pid = None;
+                        a.updated_at = now;
+                        a.push_reason(format!("lost: {reason}"));
+                    } else {
+                        a.push_reason(format!("stop: {reason}"));
+                    }
                     let k = keys::alloc(id);
                     let v =
                         serde_json::to_vec(&a).map_err(|e| StoreError::Backend(e.to_string()))?;

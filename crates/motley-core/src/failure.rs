@@ -1,0 +1,200 @@
+//! Failure detection: an accrual (phi) detector per node, fed by heartbeat arrival
+//! times, and the node states it implies (ready → suspect → down).
+//!
+//! Phi is how unlikely the current silence is given the heartbeat intervals seen so
+//! far (Hayashibara et al.; the same estimator Akka and Cassandra use): a node on
+//! flaky Wi-Fi, whose intervals vary, needs a longer silence to be suspected than a
+//! node on a quiet LAN. Two floors keep the detector safe: a node is never suspect
+//! before `min_suspect_ms` of silence, never down before `min_down_ms`.
+//!
+//! Pure: times are milliseconds passed in by the caller.
+
+use std::collections::VecDeque;
+
+/// Detector settings. The defaults detect a dead node on a LAN in about 1.6 s.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FailureConfig {
+    /// How often agents send a heartbeat.
+    pub heartbeat_ms: u64,
+    /// Phi at which a node becomes suspect (no new work placed on it).
+    pub suspect_phi: f64,
+    /// Phi at which a node is down (its work is replaced).
+    pub down_phi: f64,
+    /// Lower bound of the standard deviation used, so a very regular node is not
+    /// declared down by a single late heartbeat.
+    pub min_std_ms: u64,
+    /// Never suspect before this much silence.
+    pub min_suspect_ms: u64,
+    /// Never down before this much silence.
+    pub min_down_ms: u64,
+    /// Intervals remembered.
+    pub window: usize,
+}
+
+impl Default for FailureConfig {
+    fn default() -> Self {
+        FailureConfig {
+            heartbeat_ms: 500,
+            suspect_phi: 3.0,
+            down_phi: 8.0,
+            min_std_ms: 200,
+            min_suspect_ms: 1_000,
+            min_down_ms: 1_500,
+            window: 100,
+        }
+    }
+}
+
+/// What the detector says of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Heartbeats arrive as expected.
+    Ready,
+    /// Late: no new work is placed on it.
+    Suspect,
+    /// Presumed dead: its work is replaced.
+    Down,
+}
+
+impl Health {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ready => "ready",
+            Health::Suspect => "suspect",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// The accrual detector of one node.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    intervals: VecDeque<u64>,
+    sum: u128,
+    sum_sq: u128,
+    last: u64,
+}
+
+impl Detector {
+    /// A detector that last heard from the node at `now` (at registration, or when a
+    /// new leader starts: a full grace period before anything is declared).
+    pub fn new(now: u64, cfg: &FailureConfig) -> Detector {
+        let mut d = Detector {
+            intervals: VecDeque::new(),
+            sum: 0,
+            sum_sq: 0,
+            last: now,
+        };
+        // Seed with the expected interval so the first silences are judged sensibly.
+        d.push(cfg.heartbeat_ms, cfg);
+        d.push(cfg.heartbeat_ms, cfg);
+        d
+    }
+
+    fn push(&mut self, interval: u64, cfg: &FailureConfig) {
+        self.intervals.push_back(interval);
+        self.sum += interval as u128;
+        self.sum_sq += (interval as u128) * (interval as u128);
+        while self.intervals.len() > cfg.window.max(2) {
+            if let Some(old) = self.intervals.pop_front() {
+                self.sum -= old as u128;
+                self.sum_sq -= (old as u128) * (old as u128);
+            }
+        }
+    }
+
+    /// Records a heartbeat arriving at `now`.
+    pub fn heartbeat(&mut self, now: u64, cfg: &FailureConfig) {
+        if now > self.last {
+            self.push(now - self.last, cfg);
+            self.last = now;
+        }
+    }
+
+    /// When the last heartbeat arrived.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Phi at `now`: -log10 of the probability that a heartbeat is still to come.
+    pub fn phi(&self, now: u64, cfg: &FailureConfig) -> f64 {
+        let n = self.intervals.len().max(1) as f64;
+        let mean = self.sum as f64 / n;
+        let var = (self.sum_sq as f64 / n - mean * mean).max(0.0);
+        let std = var.sqrt().max(cfg.min_std_ms as f64);
+        let t = now.saturating_sub(self.last) as f64;
+        let y = (t - mean) / std;
+        let e = (-y * (1.5976 + 0.070566 * y * y)).exp();
+        let p_later = if t > mean {
+            e / (1.0 + e)
+        } else {
+            1.0 - 1.0 / (1.0 + e)
+        };
+        if p_later <= f64::MIN_POSITIVE {
+            f64::MAX
+        } else {
+            -p_later.log10()
+        }
+    }
+
+    /// The node's health at `now`.
+    pub fn health(&self, now: u64, cfg: &FailureConfig) -> Health {
+        let silence = now.saturating_sub(self.last);
+        let phi = self.phi(now, cfg);
+        if silence >= cfg.min_down_ms && phi >= cfg.down_phi {
+            Health::Down
+        } else if silence >= cfg.min_suspect_ms && phi >= cfg.suspect_phi {
+            Health::Suspect
+        } else {
+            Health::Ready
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regular_node_is_ready_and_a_silent_one_goes_down_within_3s() {
+        let cfg = FailureConfig::default();
+        let mut d = Detector::new(0, &cfg);
+        let mut now = 0;
+        for _ in 0..40 {
+            now += 500;
+            d.heartbeat(now, &cfg);
+            assert_eq!(d.health(now + 400, &cfg), Health::Ready);
+        }
+        let last = now;
+        let mut down_at = None;
+        for t in (last..last + 5_000).step_by(10) {
+            if d.health(t, &cfg) == Health::Down {
+                down_at = Some(t - last);
+                break;
+            }
+        }
+        let down_after = down_at.expect("declared down");
+        assert!(
+            (1_500..3_000).contains(&down_after),
+            "down after {down_after} ms"
+        );
+        assert_eq!(d.health(last + 1_200, &cfg), Health::Suspect);
+    }
+
+    #[test]
+    fn a_jittery_node_is_given_more_time() {
+        let cfg = FailureConfig::default();
+        let mut steady = Detector::new(0, &cfg);
+        let mut jittery = Detector::new(0, &cfg);
+        let (mut a, mut b) = (0, 0);
+        for i in 0..100u64 {
+            a += 500;
+            steady.heartbeat(a, &cfg);
+            b += if i % 2 == 0 { 100 } else { 1_300 };
+            jittery.heartbeat(b, &cfg);
+        }
+        assert!(jittery.phi(b + 1_600, &cfg) < steady.phi(a + 1_600, &cfg));
+    }
+}
