@@ -304,3 +304,120 @@ fn a_frozen_node_is_declared_down_its_work_replaced_and_stale_copies_stopped_whe
     });
     n1.terminate();
 }
+
+#[test]
+fn drain_moves_services_one_replica_at_a_time_and_cordon_keeps_new_work_off() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let _n1 = m.agent("n1", Some(&token)).expect("n1");
+    let _n2 = m.agent("n2", Some(&token)).expect("n2");
+    let manifest = m.dir.path().join("svc.yaml");
+    std::fs::write(
+        &manifest,
+        "kind: Service\nname: web\nreplicas: 4\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n---\nkind: Daemon\nname: d\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n",
+    )
+    .expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifest.to_str().expect("path")])
+            .status
+            .success()
+    );
+    wait_for(
+        "2 replicas and a daemon on each node",
+        Duration::from_secs(30),
+        || {
+            let a = allocs(&m);
+            let on = |n: &str| {
+                a.iter()
+                    .filter(|x| x["state"] == "running" && x["node"] == n)
+                    .count()
+            };
+            (on("n1") == 3 && on("n2") == 3).then_some(())
+        },
+    );
+    // Sample the running web replicas while the drain runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let config = m.config();
+        std::thread::spawn(move || {
+            let mut min = usize::MAX;
+            let mut samples = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = std::process::Command::new(motley_bin())
+                    .args([
+                        "--config",
+                        &config,
+                        "get",
+                        "allocs",
+                        "--workload",
+                        "service/web",
+                        "-o",
+                        "json",
+                    ])
+                    .output();
+                if let Ok(o) = out
+                    && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+                {
+                    let n = v
+                        .as_array()
+                        .map(|l| {
+                            l.iter()
+                                .filter(|a| a["state"] == "running" && a["desired"] == "run")
+                                .count()
+                        })
+                        .unwrap_or(0);
+                    min = min.min(n);
+                    samples += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (min, samples)
+        })
+    };
+    let out = m.cli(&["drain", "n1"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (min_running, samples) = sampler.join().expect("sampler");
+    assert!(samples > 0, "the sampler saw the cluster at least once");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("allocation(s) left") && text.contains("node/n1 drained"),
+        "{text}"
+    );
+    assert!(
+        min_running >= 3,
+        "at most one replica down during the drain, saw {min_running} running"
+    );
+    let a = allocs(&m);
+    let web_on = |n: &str| {
+        a.iter()
+            .filter(|x| x["workload"] == "service/web" && x["state"] == "running" && x["node"] == n)
+            .count()
+    };
+    assert_eq!((web_on("n1"), web_on("n2")), (0, 4));
+    assert!(
+        a.iter()
+            .any(|x| x["workload"] == "daemon/d" && x["node"] == "n1" && x["state"] == "running"),
+        "daemons stay"
+    );
+    let nodes: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "nodes", "n1", "-o", "json"]).stdout).expect("json");
+    assert_eq!(nodes[0]["node"]["cordoned"], true);
+    assert!(m.cli(&["uncordon", "n1"]).status.success());
+    let nodes: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "nodes", "n1", "-o", "json"]).stdout).expect("json");
+    assert_eq!(nodes[0]["node"]["cordoned"], false);
+    assert!(
+        m.cli(&["delete", "-f", manifest.to_str().expect("path")])
+            .status
+            .success()
+    );
+    wait_for("everything gone", Duration::from_secs(30), || {
+        allocs(&m).is_empty().then_some(())
+    });
+}

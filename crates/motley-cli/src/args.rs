@@ -94,6 +94,25 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         files: Vec<PathBuf>,
     },
+    /// Mark a node unschedulable: no new allocations land there.
+    Cordon {
+        /// Node name.
+        node: String,
+    },
+    /// Make a node schedulable again (also ends a drain).
+    Uncordon {
+        /// Node name.
+        node: String,
+    },
+    /// Cordon a node and move its services and jobs elsewhere, one replica of a
+    /// service at a time; shows progress until the node is empty (daemons stay).
+    Drain {
+        /// Node name.
+        node: String,
+        /// Give up after this long (exit 1).
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+    },
     /// Print an allocation's output.
     Logs {
         /// Allocation id.

@@ -24,6 +24,9 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             anyhow::bail!("`up`, `server` and `agent` are handled by the binary")
         }
         Command::Token { command } => token(&client()?, command).await,
+        Command::Cordon { node } => node_action(&client()?, &node, "cordon").await,
+        Command::Uncordon { node } => node_action(&client()?, &node, "uncordon").await,
+        Command::Drain { node, timeout } => drain(&client()?, &node, &timeout).await,
         Command::Validate { files } => validate(&files.files),
         Command::Apply { files, dry_run } => apply(&client()?, &files.files, dry_run).await,
         Command::Get {
@@ -570,6 +573,66 @@ pub async fn logs(
         first = false;
     }
     Ok(0)
+}
+
+/// `cordon` / `uncordon`.
+pub async fn node_action(client: &Client, node: &str, action: &str) -> anyhow::Result<i32> {
+    let res: anyhow::Result<NodeView> = client
+        .post(
+            &format!("/v1/nodes/{node}/{action}"),
+            &serde_json::json!({}),
+        )
+        .await;
+    match res {
+        Ok(_) => {
+            println!("node/{node} {action}ed");
+            Ok(0)
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// `drain`: cordon, then watch the node empty (services move one replica at a time).
+pub async fn drain(client: &Client, node: &str, timeout: &str) -> anyhow::Result<i32> {
+    let limit = motley_core::quantity::Duration::parse(timeout)
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let res: anyhow::Result<NodeView> = client
+        .post(&format!("/v1/nodes/{node}/drain"), &serde_json::json!({}))
+        .await;
+    if let Err(e) = res {
+        return report(e);
+    }
+    println!("node/{node} cordoned; draining");
+    let started = std::time::Instant::now();
+    let mut last: Option<Vec<String>> = None;
+    loop {
+        let allocs: Vec<Allocation> = match client.get(&format!("/v1/allocs?node={node}")).await {
+            Ok(a) => a,
+            Err(e) => return report(e),
+        };
+        let mut left: Vec<String> = allocs
+            .iter()
+            .filter(|a| a.is_live() && a.workload.kind != Kind::Daemon)
+            .map(|a| format!("{} ({}, {})", a.id, a.workload, a.state))
+            .collect();
+        left.sort();
+        if last.as_ref() != Some(&left) {
+            if left.is_empty() {
+                println!(
+                    "node/{node} drained in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(0);
+            }
+            println!("{} allocation(s) left: {}", left.len(), left.join(", "));
+            last = Some(left);
+        }
+        if started.elapsed().as_millis() as u64 > limit.as_millis() {
+            eprintln!("error: node/{node} not drained within {timeout}");
+            return Ok(1);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// `token create|list|revoke`.

@@ -451,6 +451,9 @@ pub struct Node {
     /// No new allocations when set.
     #[serde(default)]
     pub cordoned: bool,
+    /// Being drained: its allocations move elsewhere, one replica of a service at a time.
+    #[serde(default)]
+    pub draining: bool,
     /// When the node first registered.
     pub registered_at: u64,
 }

@@ -413,6 +413,24 @@ impl<'a> Pass<'a, '_> {
                 live_by_slot.insert(slot, Vec::new()); // held back: do not place yet
             }
         }
+        // Drain: move one replica off a draining node, and only while every other replica
+        // runs, so at most one replica of the service is ever down.
+        let all_running = (0..replicas).all(|s| {
+            live_by_slot
+                .get(&s)
+                .is_some_and(|v| v.iter().any(|a| a.state == AllocState::Running))
+        });
+        if all_running {
+            let draining = live_by_slot.iter().find_map(|(slot, v)| {
+                v.iter()
+                    .find(|a| self.input.nodes.get(&a.node).is_some_and(|n| n.draining))
+                    .map(|a| (*slot, (*a).clone()))
+            });
+            if let Some((slot, a)) = draining {
+                self.stop(&a, format!("draining node {}", a.node));
+                live_by_slot.remove(&slot);
+            }
+        }
         for slot in 0..replicas {
             if !live_by_slot.contains_key(&slot) && !self.place(w, slot, Strategy::Spread, None) {
                 // Count every remaining missing replica as blocked without retrying.
@@ -441,7 +459,12 @@ impl<'a> Pass<'a, '_> {
                     failed.insert(a.index);
                 }
                 AllocState::Pending | AllocState::Running if a.desired == Desired::Run => {
-                    live.insert(a.index);
+                    if self.input.nodes.get(&a.node).is_some_and(|n| n.draining) {
+                        // Batch work on a draining node is stopped and runs again elsewhere.
+                        self.stop(a, format!("draining node {}", a.node));
+                    } else {
+                        live.insert(a.index);
+                    }
                 }
                 _ => {}
             }

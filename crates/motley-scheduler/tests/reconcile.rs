@@ -49,6 +49,7 @@ fn node(name: &str, cpu: u64, mem_mi: u64) -> Node {
             memory: Bytes(mem_mi << 20),
         },
         cordoned: false,
+        draining: false,
         registered_at: 0,
     }
 }
@@ -262,6 +263,41 @@ fn work_of_a_down_node_is_lost_and_replaced_elsewhere_at_once() {
     w.agents();
     assert_eq!(w.live("web").len(), 3);
     assert!(w.step().is_empty(), "converged");
+}
+
+#[test]
+fn drain_moves_one_replica_at_a_time() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply(&SVC.replace("replicas: 3", "replicas: 4"));
+    w.step();
+    w.agents();
+    assert_eq!(w.live("web").iter().filter(|x| x.node == "a").count(), 2);
+    if let Some(n) = w.nodes.get_mut("a") {
+        n.cordoned = true;
+        n.draining = true;
+    }
+    let mut rounds = 0;
+    while w.live("web").iter().any(|x| x.node == "a") {
+        let plan = w.step();
+        assert!(
+            plan.stop.len() <= 1,
+            "one replica at a time: {:?}",
+            plan.stop
+        );
+        assert!(plan.create.iter().all(|x| x.node == "b"));
+        // Before the agents act, at most one replica is not running.
+        let running = w
+            .allocs
+            .values()
+            .filter(|x| x.state == AllocState::Running && x.desired == Desired::Run)
+            .count();
+        assert!(running >= 3, "{running} running");
+        w.agents();
+        rounds += 1;
+        assert!(rounds < 10);
+    }
+    assert_eq!(rounds, 2);
+    assert_eq!(w.live("web").len(), 4);
 }
 
 #[test]

@@ -82,6 +82,7 @@ fn node(name: &str) -> Node {
             memory: Bytes(4 << 30),
         },
         cordoned: false,
+        draining: false,
         registered_at: 0,
     }
 }

@@ -96,6 +96,7 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
         facts,
         labels: Default::default(),
         cordoned: false,
+        draining: false,
         registered_at: now_ms(),
     };
     if let Err(e) = s.register_node(record).await {

@@ -88,6 +88,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{name}", get(get_node))
+        .route("/v1/nodes/{name}/{action}", post(node_action))
         .route("/v1/allocs", get(list_allocs))
         .route("/v1/allocs/{id}", get(get_alloc))
         .route("/v1/allocs/{id}/logs", get(logs))
@@ -610,6 +611,52 @@ fn node_views(s: &Shared) -> Vec<NodeView> {
             }
         })
         .collect()
+}
+
+/// `POST /v1/nodes/{name}/cordon|uncordon|drain`.
+async fn node_action(
+    State(s): State<Arc<Shared>>,
+    Path((name, action)): Path<(String, String)>,
+) -> ApiResult<Json<NodeView>> {
+    let (cordoned, draining) = match action.as_str() {
+        "cordon" => (true, false),
+        "uncordon" => (false, false),
+        "drain" => (true, true),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no node action {other:?}: use cordon, uncordon or drain"),
+            ));
+        }
+    };
+    let key = keys::node(&name);
+    for _ in 0..10 {
+        let kv = s.store.get(&key).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found"))
+        })?;
+        let mut node: motley_core::model::Node = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if node.cordoned == cordoned && node.draining == draining {
+            break;
+        }
+        node.cordoned = cordoned;
+        node.draining = draining;
+        let v = serde_json::to_vec(&node)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let r = s
+            .store
+            .txn(Txn::new().when(&key, kv.mod_revision).put(&key, v))
+            .await?;
+        if r.succeeded {
+            s.wait_for_rev(r.revision).await;
+            break;
+        }
+    }
+    node_views(&s)
+        .into_iter()
+        .find(|n| n.node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
 }
 
 async fn list_nodes(State(s): State<Arc<Shared>>) -> Json<Vec<NodeView>> {

@@ -500,6 +500,7 @@ impl Shared {
                         let mut n = node.clone();
                         n.labels = old.labels.clone();
                         n.cordoned = old.cordoned;
+                        n.draining = old.draining;
                         n.registered_at = old.registered_at;
                         if n == old {
                             return Ok(());
