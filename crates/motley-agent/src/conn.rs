@@ -144,8 +144,14 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
     // The server answers Welcome first.
     match tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ServerMsg>(&t)? {
-            ServerMsg::Welcome { heartbeat_ms, .. } => {
-                heartbeat = Duration::from_millis(heartbeat_ms.max(50))
+            ServerMsg::Welcome {
+                heartbeat_ms,
+                lease_ms,
+                ..
+            } => {
+                heartbeat = Duration::from_millis(heartbeat_ms.max(50));
+                agent.set_lease(Duration::from_millis(lease_ms));
+                agent.touch();
             }
             other => anyhow::bail!("expected Welcome, got {other:?}"),
         },
@@ -172,6 +178,9 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
                 sink.send(Message::Text(serde_json::to_string(&AgentMsg::Heartbeat)?.into())).await?;
             }
             frame = stream.next() => {
+                if let Some(Ok(_)) = &frame {
+                    agent.touch();
+                }
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Close(_))) | None => return Ok(()),

@@ -229,6 +229,19 @@ pub fn start(a: &Allocation, dir: &Path) -> Result<Running, String> {
         .stderr(Stdio::from(log2))
         .process_group(0)
         .kill_on_drop(false);
+    if a.on_node_loss == motley_core::model::NodeLoss::Fence {
+        // A fenced task must not outlive its agent: nobody would stop it when the lease
+        // runs out, and the control plane would start a second copy elsewhere.
+        // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {program:?}: {e}"))?;

@@ -29,6 +29,18 @@ pub struct FailureConfig {
     pub min_down_ms: u64,
     /// Intervals remembered.
     pub window: usize,
+    /// An agent that has not heard from a server for this long stops its fenced tasks.
+    pub lease_ms: u64,
+    /// Extra wait, after a node is declared down, beyond the lease before its fenced
+    /// work is replaced.
+    pub fence_margin_ms: u64,
+}
+
+impl FailureConfig {
+    /// After a node is declared down, how long before its fenced work may be replaced.
+    pub fn fence_after_ms(&self) -> u64 {
+        self.lease_ms + self.fence_margin_ms
+    }
 }
 
 impl Default for FailureConfig {
@@ -41,6 +53,8 @@ impl Default for FailureConfig {
             min_suspect_ms: 1_000,
             min_down_ms: 1_500,
             window: 100,
+            lease_ms: 5_000,
+            fence_margin_ms: 2_000,
         }
     }
 }

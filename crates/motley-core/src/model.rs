@@ -194,6 +194,24 @@ pub struct RestartPolicy {
     pub backoff: Backoff,
 }
 
+/// What happens to a workload's instances when their node is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeLoss {
+    /// Replace as soon as the node is declared down (stateless work: availability first).
+    #[default]
+    Replace,
+    /// Never two copies: the cut-off node stops the task when its lease expires, and the
+    /// server replaces it only after the lease and a margin have passed.
+    Fence,
+}
+
+impl NodeLoss {
+    fn is_replace(&self) -> bool {
+        *self == NodeLoss::Replace
+    }
+}
+
 /// Where a workload may run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +250,9 @@ pub struct ServiceSpec {
     /// Where replicas may run.
     #[serde(default)]
     pub placement: Placement,
+    /// `replace` (default) or `fence` when a node is lost.
+    #[serde(default, skip_serializing_if = "NodeLoss::is_replace")]
+    pub on_node_loss: NodeLoss,
 }
 
 /// A Job: runs `completions` instances to success, `parallelism` at a time.
@@ -265,6 +286,9 @@ pub struct JobSpec {
     /// Where instances may run.
     #[serde(default)]
     pub placement: Placement,
+    /// `replace` (default) or `fence` when a node is lost.
+    #[serde(default, skip_serializing_if = "NodeLoss::is_replace")]
+    pub on_node_loss: NodeLoss,
 }
 
 /// A Daemon: one copy on every node that matches its placement.
@@ -333,6 +357,15 @@ impl Spec {
             Spec::Daemon(s) => &s.placement,
         }
     }
+    /// What happens to instances on a lost node (daemons: replace, they never move).
+    pub fn on_node_loss(&self) -> NodeLoss {
+        match self {
+            Spec::Service(s) => s.on_node_loss,
+            Spec::Job(s) => s.on_node_loss,
+            Spec::Daemon(_) => NodeLoss::Replace,
+        }
+    }
+
     /// The restart policy an agent applies to each instance.
     pub fn restart_policy(&self) -> RestartPolicy {
         match self {
@@ -568,6 +601,9 @@ pub struct Allocation {
     pub task: Task,
     /// How the agent restarts it.
     pub restart: RestartPolicy,
+    /// Fenced allocations stop when their node loses contact with the control plane.
+    #[serde(default)]
+    pub on_node_loss: NodeLoss,
     /// What the control plane wants.
     pub desired: Desired,
     /// What the agent last reported.

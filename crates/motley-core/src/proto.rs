@@ -73,7 +73,11 @@ pub enum ServerMsg {
         version: u32,
         /// How often to send heartbeats.
         heartbeat_ms: u64,
+        /// Stop fenced tasks after this long without hearing from a server.
+        lease_ms: u64,
     },
+    /// A heartbeat was received: the agent's lease is renewed.
+    Ack,
     /// The complete set of allocations assigned to this node.
     Sync {
         /// All of them; anything the agent holds that is not here is to be stopped and forgotten.

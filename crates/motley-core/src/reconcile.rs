@@ -13,7 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{AllocState, Allocation, Desired, Kind, Node, Spec, Workload, WorkloadRef};
+use crate::model::{
+    AllocState, Allocation, Desired, Kind, Node, NodeLoss, Spec, Workload, WorkloadRef,
+};
 use crate::restart::backoff_delay;
 use crate::selector::{Labels, Selector};
 
@@ -109,8 +111,12 @@ pub struct Input<'a> {
     pub nodes: &'a BTreeMap<String, Node>,
     /// Nodes that are ready (heartbeating): new work may be placed there.
     pub ready: &'a BTreeSet<String>,
-    /// Nodes declared down: their live allocations are lost and replaced.
-    pub down: &'a BTreeSet<String>,
+    /// Nodes declared down, with when: their live allocations are lost and replaced
+    /// (fenced ones only after `fence_after_ms` more).
+    pub down: &'a BTreeMap<String, u64>,
+    /// How long after a node is declared down its fenced allocations may be replaced:
+    /// the agents' lease plus a margin.
+    pub fence_after_ms: u64,
     /// All allocations.
     pub allocs: &'a BTreeMap<String, Allocation>,
     /// Current time, ms since the epoch.
@@ -189,10 +195,23 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
     // Live allocations on down nodes are lost: from here on they count as terminal, so
     // this same pass places their replacements.
     let mut lost_reasons = Vec::new();
+    let mut fence_wake = None;
     let lost_copies: Vec<Allocation> = input
         .allocs
         .values()
-        .filter(|a| a.is_live() && input.down.contains(&a.node))
+        .filter(|a| a.is_live())
+        .filter(|a| match input.down.get(&a.node) {
+            None => false,
+            Some(_) if a.on_node_loss == NodeLoss::Replace => true,
+            Some(since) => {
+                // Fenced: its node stops it when its lease runs out; replace only after that.
+                let at = since + input.fence_after_ms + a.task.stop_grace.as_millis();
+                if input.now < at {
+                    fence_wake = Some(fence_wake.map_or(at, |w: u64| w.min(at)));
+                }
+                input.now >= at
+            }
+        })
         .map(|a| {
             lost_reasons.push((a.id.clone(), format!("node {} is down", a.node)));
             let mut l = a.clone();
@@ -227,6 +246,7 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
         by_name,
         plan: Plan {
             lost: lost_reasons,
+            wake_at: fence_wake,
             ..Plan::default()
         },
     };
@@ -299,6 +319,7 @@ impl<'a> Pass<'a, '_> {
             node: node.to_string(),
             task: w.spec.task().clone(),
             restart: w.spec.restart_policy(),
+            on_node_loss: w.spec.on_node_loss(),
             desired: Desired::Run,
             state: AllocState::Pending,
             pid: None,

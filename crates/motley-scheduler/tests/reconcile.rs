@@ -23,7 +23,7 @@ struct World {
     workloads: BTreeMap<WorkloadRef, Workload>,
     nodes: BTreeMap<String, Node>,
     ready: BTreeSet<String>,
-    down: BTreeSet<String>,
+    down: BTreeMap<String, u64>,
     allocs: BTreeMap<String, Allocation>,
     now: u64,
     ids: Counter,
@@ -60,7 +60,7 @@ impl World {
             workloads: BTreeMap::new(),
             ready: nodes.iter().map(|n| n.name.clone()).collect(),
             nodes: nodes.iter().map(|n| (n.name.clone(), n.clone())).collect(),
-            down: BTreeSet::new(),
+            down: BTreeMap::new(),
             allocs: BTreeMap::new(),
             now: 1_000,
             ids: Counter(0),
@@ -98,6 +98,7 @@ impl World {
                 nodes: &self.nodes,
                 ready: &self.ready,
                 down: &self.down,
+                fence_after_ms: 7_000,
                 allocs: &self.allocs,
                 now: self.now,
             },
@@ -254,7 +255,7 @@ fn work_of_a_down_node_is_lost_and_replaced_elsewhere_at_once() {
         .collect();
     assert!(!on_a.is_empty());
     w.ready.remove("a");
-    w.down.insert("a".into());
+    w.down.insert("a".into(), w.now);
     let plan = w.step();
     let lost: Vec<String> = plan.lost.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(lost, on_a);
@@ -263,6 +264,33 @@ fn work_of_a_down_node_is_lost_and_replaced_elsewhere_at_once() {
     w.agents();
     assert_eq!(w.live("web").len(), 3);
     assert!(w.step().is_empty(), "converged");
+}
+
+#[test]
+fn fenced_work_is_replaced_only_after_the_lease_and_margin() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply(
+        "kind: Service\nname: db\non_node_loss: fence\ntask:\n  command: [db]\n  stop_grace: 1s\n",
+    );
+    w.step();
+    w.agents();
+    let first = w.live("db")[0].clone();
+    let other = if first.node == "a" { "b" } else { "a" };
+    w.ready.remove(&first.node);
+    w.down.insert(first.node.clone(), w.now);
+    let plan = w.step();
+    assert!(
+        plan.lost.is_empty() && plan.create.is_empty(),
+        "not before lease + margin + grace"
+    );
+    assert_eq!(plan.wake_at, Some(w.now + 7_000 + 1_000));
+    w.now += 7_999;
+    assert!(w.step().create.is_empty());
+    w.now += 1;
+    let plan = w.step();
+    assert_eq!(plan.lost.len(), 1);
+    assert_eq!(plan.create.len(), 1);
+    assert_eq!(plan.create[0].node, other);
 }
 
 #[test]

@@ -4,13 +4,15 @@
 //! Invariants checked at every step, for 1,000 seeds:
 //! * no node is declared down while its heartbeats arrive within the configured bound;
 //! * no allocation is ever placed on a node that is not ready;
-//! * once faults stop, every replica of the stateless service runs again, each on a
-//!   live node, and stale copies on returned nodes are stopped.
+//! * never two running copies of a replica of the fenced service;
+//! * once faults stop, every replica runs again, each on a live node, and stale copies
+//!   on returned nodes are stopped.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use motley_core::failure::{Detector, FailureConfig, Health};
 use motley_core::manifest::{Source, parse_set};
+use motley_core::model::NodeLoss;
 use motley_core::model::{
     AllocState, Allocation, Capacity, Desired, Node, NodeFacts, Workload, WorkloadRef,
 };
@@ -59,9 +61,12 @@ struct SimNode {
     running: BTreeSet<String>,
     /// When its last fault ended.
     healthy_since: u64,
+    /// When its agent last heard from the server (its lease runs from here).
+    last_contact: u64,
 }
 
 const REPLICAS: usize = 6;
+const FENCED: usize = 2;
 const STEP: u64 = 100;
 const FAULTS_UNTIL: u64 = 25_000;
 const END: u64 = 40_000;
@@ -91,7 +96,8 @@ fn run(seed: u64) -> Result<(), String> {
     let cfg = FailureConfig::default();
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let yaml = format!(
-        "kind: Service\nname: web\nreplicas: {REPLICAS}\ntask:\n  command: [srv]\n  resources: {{ cpu: 500m, memory: 256Mi }}\n"
+        "kind: Service\nname: web\nreplicas: {REPLICAS}\ntask:\n  command: [srv]\n  resources: {{ cpu: 500m, memory: 256Mi }}\n---\n\
+         kind: Service\nname: db\nreplicas: {FENCED}\non_node_loss: fence\ntask:\n  command: [db]\n  stop_grace: 1s\n  resources: {{ cpu: 100m, memory: 64Mi }}\n"
     );
     let docs = parse_set(&[Source {
         name: "sim.yaml",
@@ -119,6 +125,7 @@ fn run(seed: u64) -> Result<(), String> {
             in_flight: vec![],
             running: BTreeSet::new(),
             healthy_since: 0,
+            last_contact: 0,
         })
         .collect();
     let mut detectors: BTreeMap<String, Detector> = nodes
@@ -129,7 +136,9 @@ fn run(seed: u64) -> Result<(), String> {
         nodes.iter().map(|n| (n.node.name.clone(), 0)).collect();
     let mut allocs: BTreeMap<String, Allocation> = BTreeMap::new();
     let mut ids = Counter(0);
+    let mut fenced: BTreeSet<String> = BTreeSet::new();
     let mut crashed = 0;
+    let mut down_since: BTreeMap<String, u64> = BTreeMap::new();
     let mut now = 0;
     while now <= END {
         // Faults: at most one crash per run; partitions of 2-10 s.
@@ -160,6 +169,12 @@ fn run(seed: u64) -> Result<(), String> {
                 n.in_flight.push(arrive);
             }
             if n.fault == Fault::None {
+                n.last_contact = now;
+            } else if now.saturating_sub(n.last_contact) >= cfg.lease_ms {
+                // The lease ran out: the agent stops its fenced tasks.
+                n.running.retain(|id| !fenced.contains(id));
+            }
+            if n.fault == Fault::None {
                 let name = n.node.name.clone();
                 let (due, later): (Vec<u64>, Vec<u64>) =
                     n.in_flight.iter().partition(|t| **t <= now);
@@ -174,7 +189,7 @@ fn run(seed: u64) -> Result<(), String> {
         }
         // The server's view.
         let mut ready = BTreeSet::new();
-        let mut down = BTreeSet::new();
+        let mut down = BTreeMap::new();
         for n in &nodes {
             let name = &n.node.name;
             let health = detectors[name].health(now, &cfg);
@@ -194,9 +209,13 @@ fn run(seed: u64) -> Result<(), String> {
                     ready.insert(name.clone());
                 }
                 Health::Down => {
-                    down.insert(name.clone());
+                    let since = *down_since.entry(name.clone()).or_insert(now);
+                    down.insert(name.clone(), since);
                 }
                 Health::Suspect => {}
+            }
+            if health != Health::Down {
+                down_since.remove(name);
             }
         }
         let node_map: BTreeMap<String, Node> = nodes
@@ -209,6 +228,7 @@ fn run(seed: u64) -> Result<(), String> {
                 nodes: &node_map,
                 ready: &ready,
                 down: &down,
+                fence_after_ms: cfg.fence_after_ms(),
                 allocs: &allocs,
                 now,
             },
@@ -248,6 +268,13 @@ fn run(seed: u64) -> Result<(), String> {
                         a.state = AllocState::Running;
                         a.updated_at = now;
                     }
+                    // A running allocation whose process is gone (fenced away) is reported stopped.
+                    Desired::Run
+                        if a.state == AllocState::Running && !n.running.contains(&a.id) =>
+                    {
+                        a.state = AllocState::Stopped;
+                        a.updated_at = now;
+                    }
                     Desired::Stop => {
                         n.running.remove(&a.id);
                         if a.is_live() {
@@ -261,6 +288,25 @@ fn run(seed: u64) -> Result<(), String> {
             // Processes of allocations the cluster forgot are stopped too.
             n.running.retain(|id| allocs.contains_key(id));
         }
+        for a in &plan.create {
+            if a.on_node_loss == NodeLoss::Fence {
+                fenced.insert(a.id.clone());
+            }
+        }
+        // Never two copies of a fenced replica, at any moment.
+        let mut copies: BTreeMap<u32, usize> = BTreeMap::new();
+        for n in &nodes {
+            for id in &n.running {
+                if let Some(a) = allocs.get(id).filter(|a| a.on_node_loss == NodeLoss::Fence) {
+                    *copies.entry(a.index).or_default() += 1;
+                }
+            }
+        }
+        if let Some((slot, n)) = copies.iter().find(|(_, n)| **n > 1) {
+            return Err(format!(
+                "seed {seed}: {n} copies of fenced replica {slot} at {now}"
+            ));
+        }
         now += STEP;
     }
     // Faults stopped at 25 s; by 40 s the cluster must have converged.
@@ -270,13 +316,14 @@ fn run(seed: u64) -> Result<(), String> {
         .map(|n| n.node.name.as_str())
         .collect();
     let processes: usize = nodes.iter().map(|n| n.running.len()).sum();
+    let want = REPLICAS + FENCED;
     let running: Vec<&Allocation> = allocs
         .values()
         .filter(|a| a.state == AllocState::Running)
         .collect();
-    if running.len() != REPLICAS || processes != REPLICAS {
+    if running.len() != want || processes != want {
         return Err(format!(
-            "seed {seed}: {} running allocations, {processes} processes, want {REPLICAS}",
+            "seed {seed}: {} running allocations, {processes} processes, want {want}",
             running.len()
         ));
     }
@@ -289,8 +336,11 @@ fn run(seed: u64) -> Result<(), String> {
             a.id, a.node
         ));
     }
-    let slots: BTreeSet<u32> = running.iter().map(|a| a.index).collect();
-    if slots.len() != REPLICAS {
+    let slots: BTreeSet<(String, u32)> = running
+        .iter()
+        .map(|a| (a.workload.to_string(), a.index))
+        .collect();
+    if slots.len() != want {
         return Err(format!("seed {seed}: slots {slots:?}"));
     }
     Ok(())

@@ -159,7 +159,10 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
                 tracing::warn!("agent {node} said hello twice");
                 break;
             }
-            AgentMsg::Heartbeat => s.heartbeat(&node),
+            AgentMsg::Heartbeat => {
+                s.heartbeat(&node);
+                let _ = tx.send(ServerMsg::Ack);
+            }
             AgentMsg::Update(report) => match s.apply_report(&node, &report).await {
                 Ok(true) => {}
                 Ok(false) => {

@@ -232,12 +232,12 @@ impl Shared {
         }
     }
 
-    /// Nodes declared down.
-    pub fn down_nodes(&self) -> BTreeSet<String> {
+    /// Nodes declared down, with since when.
+    pub fn down_nodes(&self) -> BTreeMap<String, u64> {
         lock(&self.health)
             .iter()
             .filter(|(_, n)| n.health == Health::Down)
-            .map(|(k, _)| k.clone())
+            .map(|(k, n)| (k.clone(), n.since))
             .collect()
     }
 
@@ -449,6 +449,7 @@ impl Shared {
             let _ = tx.send(ServerMsg::Welcome {
                 version: motley_core::proto::PROTOCOL_VERSION,
                 heartbeat_ms: self.failure.heartbeat_ms,
+                lease_ms: self.failure.lease_ms,
             });
             let _ = tx.send(ServerMsg::Sync {
                 allocs: allocs_of(&cache, node),
@@ -615,6 +616,7 @@ impl Shared {
                     nodes: &cache.nodes,
                     ready: &ready,
                     down: &down,
+                    fence_after_ms: self.failure.fence_after_ms(),
                     allocs: &cache.allocs,
                     now: now_ms(),
                 };
