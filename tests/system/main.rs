@@ -9,3 +9,4 @@ mod crash;
 mod examples;
 mod lifecycle;
 mod multinode;
+mod netns;

@@ -1,0 +1,517 @@
+//! Multi-host tests: a server and agents, each in its own network namespace on a
+//! bridge, as separate machines would be. Needs root (`ip netns`, veth, nftables).
+//! Each test makes and removes its own namespaces.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run a network command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A small network: a hub namespace with a bridge, and hosts attached to it.
+struct Lab {
+    id: String,
+    hub: String,
+    hosts: Vec<Host>,
+    dir: tempfile::TempDir,
+    procs: Vec<Child>,
+}
+
+struct Host {
+    name: String,
+    ns: String,
+    veth: String,
+    ip: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc_geteuid() },
+            0,
+            "network-namespace tests need root"
+        );
+        let id = format!(
+            "{:05x}",
+            (std::process::id() as u64 * 7919 + free_port() as u64) % 0xfffff
+        );
+        let hub = format!("mh{id}");
+        sh(&["ip", "netns", "add", &hub]);
+        sh(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
+        sh(&["ip", "-n", &hub, "link", "set", "lo", "up"]);
+        Lab {
+            id,
+            hub,
+            hosts: vec![],
+            dir: tempfile::tempdir().expect("tempdir"),
+            procs: vec![],
+        }
+    }
+
+    /// Adds a host with address 10.77.0.N.
+    fn host(&mut self, name: &str) -> usize {
+        let n = self.hosts.len() + 1;
+        let ns = format!("m{}{name}", self.id);
+        let inside = format!("v{}{n}", self.id);
+        let outside = format!("p{}{n}", self.id);
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&[
+            "ip", "link", "add", &inside, "type", "veth", "peer", "name", &outside,
+        ]);
+        sh(&["ip", "link", "set", &inside, "netns", &ns]);
+        sh(&["ip", "link", "set", &outside, "netns", &self.hub]);
+        sh(&[
+            "ip", "-n", &self.hub, "link", "set", &outside, "master", "br0", "up",
+        ]);
+        let ip = format!("10.77.0.{n}");
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            &inside,
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", &inside, "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        self.hosts.push(Host {
+            name: name.into(),
+            ns,
+            veth: inside,
+            ip,
+        });
+        self.hosts.len() - 1
+    }
+
+    fn by_name(&self, name: &str) -> &Host {
+        self.hosts.iter().find(|h| h.name == name).expect("host")
+    }
+
+    /// Starts motley in a host's namespace and waits for it to print `ready`.
+    fn start(&mut self, host: &str, args: &[String]) {
+        let ns = self.by_name(host).ns.clone();
+        let log = std::fs::File::create(self.dir.path().join(format!("{host}.log"))).expect("log");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns, motley_bin()])
+            .args(args)
+            .env("MOTLEY_LOG", "info")
+            .current_dir(repo_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let ready = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.trim() == "ready");
+            let _ = tx.send(ready);
+        });
+        let ok = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
+        self.procs.push(child);
+        assert!(ok, "{host} did not become ready:\n{}", self.log(host));
+    }
+
+    fn log(&self, host: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{host}.log"))).unwrap_or_default()
+    }
+
+    fn data(&self, host: &str) -> String {
+        self.dir.path().join(host).display().to_string()
+    }
+
+    fn server(&mut self) {
+        self.host("srv");
+        let ip = self.by_name("srv").ip.clone();
+        let args = vec![
+            "server".into(),
+            "--data-dir".into(),
+            self.data("srv"),
+            "--listen".into(),
+            format!("{ip}:7443"),
+        ];
+        self.start("srv", &args);
+    }
+
+    fn agent(&mut self, name: &str) {
+        self.host(name);
+        let token = std::fs::read_to_string(self.dir.path().join("srv/server/join-token"))
+            .expect("join token");
+        let ip = self.by_name("srv").ip.clone();
+        let args = vec![
+            "agent".into(),
+            "--server".into(),
+            format!("https://{ip}:7443"),
+            "--token".into(),
+            token,
+            "--data-dir".into(),
+            self.data(name),
+            "--name".into(),
+            name.into(),
+        ];
+        self.start(name, &args);
+    }
+
+    /// Runs the CLI inside the server's namespace.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let config = format!("{}/client.yaml", self.data("srv"));
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.by_name("srv").ns,
+                motley_bin(),
+                "--config",
+                &config,
+            ])
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .expect("cli")
+    }
+
+    fn allocs(&self) -> Vec<serde_json::Value> {
+        serde_json::from_slice::<serde_json::Value>(
+            &self.cli(&["get", "allocs", "-o", "json"]).stdout,
+        )
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+    }
+
+    fn node_state(&self, name: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(&self.cli(&["get", "nodes", name, "-o", "json"]).stdout)
+                .unwrap_or_default();
+        v[0]["state"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let path = self.dir.path().join("manifest.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        let out = self.cli(&["apply", "-f", path.to_str().expect("path")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Pids in a host's namespace.
+    fn pids(ns: &str) -> Vec<u32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .expect("ip netns pids");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// Processes in a host's namespace whose argv is `sleep MARKER`.
+    fn count(ns: &str, marker: &str) -> usize {
+        Lab::pids(ns)
+            .into_iter()
+            .filter(|p| pid_alive(*p) && cmdline(*p) == ["sleep", marker])
+            .count()
+    }
+
+    /// Cuts a host off (link down) and kills everything in it: a power cut.
+    fn power_off(&self, name: &str) {
+        let h = self.by_name(name);
+        sh(&["ip", "-n", &h.ns, "link", "set", &h.veth, "down"]);
+        for p in Lab::pids(&h.ns) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    fn link(&self, name: &str, up: bool) {
+        let h = self.by_name(name);
+        sh(&[
+            "ip",
+            "-n",
+            &h.ns,
+            "link",
+            "set",
+            &h.veth,
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// Drops everything a host sends to the server (one way: it still receives).
+    fn drop_outbound(&self, name: &str, on: bool) {
+        let h = self.by_name(name);
+        let srv = self.by_name("srv").ip.clone();
+        if on {
+            let rules = format!(
+                "table inet motleytest {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {srv} drop\n }}\n}}\n"
+            );
+            let mut c = Command::new("ip")
+                .args(["netns", "exec", &h.ns, "nft", "-f", "-"])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("nft");
+            use std::io::Write;
+            if let Some(mut i) = c.stdin.take() {
+                i.write_all(rules.as_bytes()).expect("rules");
+            }
+            assert!(c.wait().expect("nft").success(), "nft rules");
+        } else {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &h.ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "motleytest",
+            ]);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            for p in Lab::pids(&h.ns) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for c in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", &h.ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.hub])
+            .output();
+    }
+}
+
+fn web(marker: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        "kind: Service\nname: web\nreplicas: {replicas}\ntask:\n  command: [sleep, \"{marker}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n  stop_grace: 1s\n{extra}"
+    )
+}
+
+#[test]
+fn power_off_a_node_and_its_replicas_run_elsewhere() {
+    let mut lab = Lab::new();
+    lab.server();
+    for n in ["n1", "n2", "n3", "n4"] {
+        lab.agent(n);
+    }
+    let marker = format!("77{}", free_port());
+    lab.apply(&web(&marker, 4, ""));
+    wait_for("one replica per node", Duration::from_secs(30), || {
+        let a = lab.allocs();
+        let nodes: std::collections::BTreeSet<String> = a
+            .iter()
+            .filter(|x| x["state"] == "running")
+            .filter_map(|x| x["node"].as_str().map(String::from))
+            .collect();
+        (nodes.len() == 4).then_some(())
+    });
+    let t0 = Instant::now();
+    lab.power_off("n2");
+    wait_for(
+        "4 replicas on the other nodes",
+        Duration::from_secs(20),
+        || {
+            let running: usize = ["n1", "n3", "n4"]
+                .iter()
+                .map(|n| Lab::count(&lab.by_name(n).ns, &marker))
+                .sum();
+            (running == 4).then_some(())
+        },
+    );
+    eprintln!("power-off → replacements running: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "replacement took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(lab.node_state("n2"), "down");
+    let lost = lab
+        .allocs()
+        .iter()
+        .filter(|a| a["node"] == "n2" && a["state"] == "lost")
+        .count();
+    assert_eq!(lost, 1);
+}
+
+/// Samples every host's processes every 100 ms and remembers the most copies of `marker` seen.
+fn sampler(
+    lab: &Lab,
+    marker: &str,
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, Arc<AtomicUsize>) {
+    let max = Arc::new(AtomicUsize::new(0));
+    let namespaces: Vec<String> = lab.hosts.iter().map(|h| h.ns.clone()).collect();
+    let (m, marker) = (max.clone(), marker.to_string());
+    let h = std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let n: usize = namespaces.iter().map(|ns| Lab::count(ns, &marker)).sum();
+            m.fetch_max(n, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    (h, max)
+}
+
+fn partition_test(one_way: bool) {
+    let mut lab = Lab::new();
+    lab.server();
+    for n in ["n1", "n2", "n3"] {
+        lab.agent(n);
+    }
+    let (wm, dm) = (format!("78{}", free_port()), format!("79{}", free_port()));
+    let yaml = format!(
+        "{}---\nkind: Service\nname: db\non_node_loss: fence\ntask:\n  command: [sleep, \"{dm}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n  stop_grace: 1s\n",
+        web(&wm, 3, "")
+    );
+    lab.apply(&yaml);
+    let db_node = wait_for(
+        "db and 3 web replicas running",
+        Duration::from_secs(30),
+        || {
+            let a = lab.allocs();
+            let web = a
+                .iter()
+                .filter(|x| x["workload"] == "service/web" && x["state"] == "running")
+                .count();
+            let db = a
+                .iter()
+                .find(|x| x["workload"] == "service/db" && x["state"] == "running");
+            (web == 3)
+                .then_some(())
+                .and(db.and_then(|d| d["node"].as_str().map(String::from)))
+        },
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sampler, max_db) = sampler(&lab, &dm, stop.clone());
+    let cut = Instant::now();
+    if one_way {
+        lab.drop_outbound(&db_node, true);
+    } else {
+        lab.link(&db_node, false);
+    }
+    // Stateless replicas come back at once; the fenced one only after the lease.
+    let others: Vec<String> = ["n1", "n2", "n3"]
+        .iter()
+        .filter(|n| **n != db_node)
+        .map(|n| n.to_string())
+        .collect();
+    wait_for(
+        "3 web replicas on the connected nodes",
+        Duration::from_secs(20),
+        || {
+            let n: usize = others
+                .iter()
+                .map(|h| Lab::count(&lab.by_name(h).ns, &wm))
+                .sum();
+            (n == 3).then_some(())
+        },
+    );
+    let web_back = cut.elapsed();
+    wait_for(
+        "db running on a connected node",
+        Duration::from_secs(40),
+        || {
+            let n: usize = others
+                .iter()
+                .map(|h| Lab::count(&lab.by_name(h).ns, &dm))
+                .sum();
+            (n == 1).then_some(())
+        },
+    );
+    let db_back = cut.elapsed();
+    eprintln!(
+        "partition ({}): web replaced after {web_back:?}, fenced db after {db_back:?}",
+        if one_way { "one-way" } else { "link down" }
+    );
+    assert!(
+        db_back > Duration::from_secs(5),
+        "the fenced replica must wait for the lease ({db_back:?})"
+    );
+    assert_eq!(
+        Lab::count(&lab.by_name(&db_node).ns, &dm),
+        0,
+        "the cut-off node stopped its fenced copy"
+    );
+    // Heal: the stale web copy on the returning node is stopped; everything converges.
+    if one_way {
+        lab.drop_outbound(&db_node, false);
+    } else {
+        lab.link(&db_node, true);
+    }
+    wait_for("the node back and ready", Duration::from_secs(30), || {
+        (lab.node_state(&db_node) == "ready").then_some(())
+    });
+    wait_for(
+        "stale copies stopped, 3 web and 1 db",
+        Duration::from_secs(30),
+        || {
+            let web: usize = lab.hosts.iter().map(|h| Lab::count(&h.ns, &wm)).sum();
+            let db: usize = lab.hosts.iter().map(|h| Lab::count(&h.ns, &dm)).sum();
+            (web == 3 && db == 1 && Lab::count(&lab.by_name(&db_node).ns, &wm) == 0).then_some(())
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    assert!(
+        max_db.load(Ordering::Relaxed) <= 1,
+        "two copies of the fenced service ran at once"
+    );
+    assert_eq!(
+        max_db.load(Ordering::Relaxed),
+        1,
+        "the sampler saw the fenced service"
+    );
+}
+
+#[test]
+fn partition_link_down_replaces_stateless_work_and_never_runs_two_fenced_copies() {
+    partition_test(false);
+}
+
+#[test]
+fn partition_one_way_drop_replaces_stateless_work_and_never_runs_two_fenced_copies() {
+    partition_test(true);
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
