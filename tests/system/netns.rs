@@ -27,7 +27,7 @@ struct Lab {
     hub: String,
     hosts: Vec<Host>,
     dir: tempfile::TempDir,
-    procs: Vec<Child>,
+    procs: Vec<(String, Child)>,
 }
 
 struct Host {
@@ -128,7 +128,7 @@ impl Lab {
             let _ = tx.send(ready);
         });
         let ok = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
-        self.procs.push(child);
+        self.procs.push((host.to_string(), child));
         assert!(ok, "{host} did not become ready:\n{}", self.log(host));
     }
 
@@ -142,6 +142,65 @@ impl Lab {
 
     fn server(&mut self) {
         self.host("srv");
+        self.start_server();
+    }
+
+    /// Stops a host's motley process: SIGTERM (graceful) or SIGKILL.
+    fn stop_proc(&mut self, host: &str, kill: bool) {
+        let sig = if kill {
+            nix::sys::signal::Signal::SIGKILL
+        } else {
+            nix::sys::signal::Signal::SIGTERM
+        };
+        for (_, c) in self.procs.iter_mut().filter(|(h, _)| h == host) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+            let _ = c.wait();
+        }
+        self.procs.retain(|(h, _)| h != host);
+    }
+
+    /// Restarts an agent on its existing data dir (its credential is there: no token).
+    fn restart_agent(&mut self, name: &str) {
+        let ip = self.by_name("srv").ip.clone();
+        let args = vec![
+            "agent".into(),
+            "--server".into(),
+            format!("https://{ip}:7443"),
+            "--data-dir".into(),
+            self.data(name),
+            "--name".into(),
+            name.into(),
+        ];
+        self.start(name, &args);
+    }
+
+    /// Pids of `sleep MARKER` processes in a host.
+    fn marked(&self, host: &str, marker: &str) -> Vec<u32> {
+        let mut v: Vec<u32> = Lab::pids(&self.by_name(host).ns)
+            .into_iter()
+            .filter(|p| pid_alive(*p) && cmdline(*p) == ["sleep", marker])
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Drops 5 % of the packets a host sends and receives.
+    fn lossy(&self, name: &str) {
+        let h = self.by_name(name);
+        let rules = "table inet motleyloss {\n chain in {\n  type filter hook input priority 0;\n  numgen random mod 100 < 5 drop\n }\n chain out {\n  type filter hook output priority 0;\n  numgen random mod 100 < 5 drop\n }\n}\n";
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &h.ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        if let Some(mut i) = c.stdin.take() {
+            i.write_all(rules.as_bytes()).expect("rules");
+        }
+        assert!(c.wait().expect("nft").success(), "nft loss rules");
+    }
+
+    fn start_server(&mut self) {
         let ip = self.by_name("srv").ip.clone();
         let args = vec![
             "server".into(),
@@ -306,7 +365,7 @@ impl Drop for Lab {
                 );
             }
         }
-        for c in &mut self.procs {
+        for (_, c) in &mut self.procs {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -514,4 +573,160 @@ fn partition_one_way_drop_replaces_stateless_work_and_never_runs_two_fenced_copi
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+#[test]
+fn five_percent_packet_loss_for_60s_never_declares_the_node_down() {
+    let mut lab = Lab::new();
+    lab.server();
+    for n in ["n1", "n2"] {
+        lab.agent(n);
+    }
+    let marker = format!("80{}", free_port());
+    lab.apply(&web(&marker, 2, ""));
+    wait_for("2 replicas", Duration::from_secs(30), || {
+        (lab.allocs()
+            .iter()
+            .filter(|a| a["state"] == "running")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    lab.lossy("n1");
+    let start = Instant::now();
+    let mut samples = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        let state = lab.node_state("n1");
+        assert_ne!(
+            state,
+            "down",
+            "n1 declared down under 5% loss after {:?}",
+            start.elapsed()
+        );
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(samples > 100, "{samples} samples");
+    assert!(
+        lab.allocs().iter().all(|a| a["state"] != "lost"),
+        "nothing was lost"
+    );
+}
+
+#[test]
+fn server_down_for_60s_interrupts_nothing_and_crashed_tasks_restart_locally() {
+    let mut lab = Lab::new();
+    lab.server();
+    for n in ["n1", "n2"] {
+        lab.agent(n);
+    }
+    let marker = format!("81{}", free_port());
+    lab.apply(&web(&marker, 4, ""));
+    wait_for("4 replicas", Duration::from_secs(30), || {
+        (lab.allocs()
+            .iter()
+            .filter(|a| a["state"] == "running")
+            .count()
+            == 4)
+            .then_some(())
+    });
+    let before: Vec<Vec<u32>> = ["n1", "n2"]
+        .iter()
+        .map(|n| lab.marked(n, &marker))
+        .collect();
+    assert_eq!(before[0].len() + before[1].len(), 4);
+    lab.stop_proc("srv", false);
+    std::thread::sleep(Duration::from_secs(5));
+    // A task that crashes while no server is reachable is restarted by its agent.
+    let victim = before[0][0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let restarted = wait_for(
+        "the crashed task restarted locally",
+        Duration::from_secs(20),
+        || {
+            let now = lab.marked("n1", &marker);
+            (now.len() == before[0].len() && !now.contains(&victim)).then_some(now)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(55));
+    assert_eq!(
+        lab.marked("n1", &marker),
+        restarted,
+        "no task on n1 was interrupted"
+    );
+    assert_eq!(
+        lab.marked("n2", &marker),
+        before[1],
+        "no task on n2 was interrupted"
+    );
+    lab.start_server();
+    wait_for("the agents to reconnect", Duration::from_secs(30), || {
+        (lab.node_state("n1") == "ready" && lab.node_state("n2") == "ready").then_some(())
+    });
+    wait_for(
+        "the restart to be reported",
+        Duration::from_secs(15),
+        || {
+            lab.allocs()
+                .iter()
+                .any(|a| a["restarts"].as_u64().unwrap_or(0) >= 1)
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lab.marked("n1", &marker),
+        restarted,
+        "converged without restarting anything"
+    );
+    assert_eq!(lab.marked("n2", &marker), before[1]);
+    let running = lab
+        .allocs()
+        .iter()
+        .filter(|a| a["state"] == "running")
+        .count();
+    assert_eq!(running, 4, "no duplicate allocations");
+}
+
+#[test]
+fn agent_kill9_and_restart_adopts_its_tasks() {
+    let mut lab = Lab::new();
+    lab.server();
+    lab.agent("n1");
+    let marker = format!("82{}", free_port());
+    lab.apply(&web(&marker, 2, ""));
+    let before = wait_for("2 replicas", Duration::from_secs(30), || {
+        let p = lab.marked("n1", &marker);
+        (p.len() == 2).then_some(p)
+    });
+    let ids_before: Vec<String> = lab
+        .allocs()
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(String::from))
+        .collect();
+    lab.stop_proc("n1", true);
+    lab.restart_agent("n1");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        lab.marked("n1", &marker),
+        before,
+        "the same processes, adopted"
+    );
+    let after: Vec<serde_json::Value> = lab.allocs();
+    let ids_after: Vec<String> = after
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(ids_after, ids_before, "the same allocations");
+    let mut pids: Vec<u32> = after
+        .iter()
+        .filter_map(|a| a["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
+    pids.sort();
+    assert_eq!(pids, before);
 }

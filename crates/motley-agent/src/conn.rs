@@ -19,8 +19,8 @@ use crate::{Agent, Fatal};
 
 /// First reconnect delay.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest reconnect delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Longest reconnect delay (before jitter of ×0.5 to ×1.5).
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Connect and handshake timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -34,6 +34,10 @@ pub struct FailureConfig {
     /// Extra wait, after a node is declared down, beyond the lease before its fenced
     /// work is replaced.
     pub fence_margin_ms: u64,
+    /// A server that just started (or a new leader) declares no node down that it has not
+    /// yet heard from for this long: agents need time to notice and reconnect (their
+    /// reconnect backoff is at most 7.5 s).
+    pub startup_grace_ms: u64,
 }
 
 impl FailureConfig {
@@ -55,6 +59,7 @@ impl Default for FailureConfig {
             window: 100,
             lease_ms: 5_000,
             fence_margin_ms: 2_000,
+            startup_grace_ms: 15_000,
         }
     }
 }

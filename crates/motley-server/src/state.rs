@@ -183,12 +183,20 @@ impl Shared {
         let mut h = lock(&self.health);
         for name in names {
             let entry = h.entry(name.clone()).or_insert_with(|| NodeHealth {
-                detector: Detector::new(now, &self.failure),
+                detector: Detector::new(self.started_at, &self.failure),
                 health: Health::Ready,
                 since: now,
                 reason: "grace period after server start".into(),
             });
             let mut verdict = entry.detector.health(now, &self.failure);
+            // A full grace period after this server started for nodes it has not heard from.
+            let heard_since_start = entry.detector.last() > self.started_at;
+            if verdict == Health::Down
+                && !heard_since_start
+                && now < self.started_at + self.failure.startup_grace_ms
+            {
+                verdict = Health::Suspect;
+            }
             if verdict == Health::Ready && !connected.contains(&name) {
                 verdict = Health::Suspect;
             }
