@@ -421,3 +421,27 @@ fn drain_moves_services_one_replica_at_a_time_and_cordon_keeps_new_work_off() {
         allocs(&m).is_empty().then_some(())
     });
 }
+
+#[test]
+fn an_agent_fails_over_to_the_next_server_in_its_list() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let args = vec![
+        "agent".to_string(),
+        "--server".into(),
+        format!("{dead},{}", m.url),
+        "--data-dir".into(),
+        m.dir.path().join("f1").display().to_string(),
+        "--name".into(),
+        "f1".into(),
+        "--token".into(),
+        token,
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _agent = Proc::spawn(&refs, m.dir.path().join("f1.log"))
+        .expect("joins and connects through the second server");
+    wait_for("f1 ready", Duration::from_secs(20), || {
+        (node_state(&m, "f1") == "ready").then_some(())
+    });
+}

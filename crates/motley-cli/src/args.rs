@@ -175,6 +175,32 @@ pub struct ServerArgs {
     /// Extra DNS names or IPs for the server certificate. Repeatable.
     #[arg(long)]
     pub tls_san: Vec<String>,
+    /// Failure detection settings.
+    #[command(flatten)]
+    pub failure: FailureArgs,
+}
+
+/// Failure detection settings of a server (defaults in docs/multi-node.md).
+#[derive(Debug, Args, Clone)]
+pub struct FailureArgs {
+    /// How often agents send heartbeats.
+    #[arg(long, default_value = "500ms")]
+    pub heartbeat_interval: String,
+    /// Phi at which a node becomes suspect (no new work placed there).
+    #[arg(long, default_value_t = 3.0)]
+    pub suspect_phi: f64,
+    /// Phi at which a node is declared down (its work is replaced).
+    #[arg(long, default_value_t = 8.0)]
+    pub down_phi: f64,
+    /// Never declare a node down before this much silence.
+    #[arg(long, default_value = "1500ms")]
+    pub min_down: String,
+    /// Agents stop fenced tasks after this long without contact.
+    #[arg(long, default_value = "5s")]
+    pub lease: String,
+    /// Extra wait beyond the lease before fenced work is replaced.
+    #[arg(long, default_value = "2s")]
+    pub fence_margin: String,
 }
 
 /// `motley agent`.

@@ -128,7 +128,12 @@ pub struct Shared {
 
 impl Shared {
     /// Creates the shared state around a store.
-    pub fn new(store: Arc<dyn Store>, ca_pem: String, ca_hash: String) -> Arc<Shared> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ca_pem: String,
+        ca_hash: String,
+        failure: FailureConfig,
+    ) -> Arc<Shared> {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         Arc::new(Shared {
@@ -147,7 +152,7 @@ impl Shared {
             started_at: now_ms(),
             ca_pem,
             ca_hash,
-            failure: FailureConfig::default(),
+            failure,
             health: Mutex::new(HashMap::new()),
         })
     }

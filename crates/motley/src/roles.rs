@@ -10,6 +10,36 @@ use motley_server::{Server, ServerConfig};
 
 use crate::up::{host_name, shutdown_signal};
 
+fn duration(flag: &str, v: &str) -> anyhow::Result<u64> {
+    Ok(motley_core::quantity::Duration::parse(v)
+        .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?
+        .as_millis())
+}
+
+/// Failure detection settings from flags.
+pub fn failure_config(
+    a: &motley_cli::args::FailureArgs,
+) -> anyhow::Result<motley_core::failure::FailureConfig> {
+    let cfg = motley_core::failure::FailureConfig {
+        heartbeat_ms: duration("heartbeat-interval", &a.heartbeat_interval)?.max(50),
+        suspect_phi: a.suspect_phi,
+        down_phi: a.down_phi,
+        min_down_ms: duration("min-down", &a.min_down)?,
+        lease_ms: duration("lease", &a.lease)?,
+        fence_margin_ms: duration("fence-margin", &a.fence_margin)?,
+        ..Default::default()
+    };
+    anyhow::ensure!(
+        cfg.suspect_phi > 0.0 && cfg.down_phi >= cfg.suspect_phi,
+        "--down-phi must be at least --suspect-phi, both above 0"
+    );
+    anyhow::ensure!(
+        cfg.min_down_ms >= cfg.heartbeat_ms,
+        "--min-down must be at least --heartbeat-interval"
+    );
+    Ok(cfg)
+}
+
 /// Runs a control-plane server until Ctrl-C or SIGTERM.
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = match args.data_dir {
@@ -21,6 +51,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         listen: args.listen,
         tls_san: args.tls_san,
         write_join_token: true,
+        failure: failure_config(&args.failure)?,
     })
     .await?;
     eprintln!(
@@ -83,5 +114,32 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             eprintln!("error: {why}");
             Ok(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn flag_defaults_are_the_documented_defaults() {
+        let cli = motley_cli::args::Cli::parse_from(["motley", "server"]);
+        let motley_cli::args::Command::Server(args) = cli.command else {
+            panic!("parsed as another command");
+        };
+        let cfg = super::failure_config(&args.failure).expect("valid defaults");
+        assert_eq!(cfg, motley_core::failure::FailureConfig::default());
+        let bad = motley_cli::args::Cli::parse_from([
+            "motley",
+            "server",
+            "--down-phi",
+            "1",
+            "--suspect-phi",
+            "2",
+        ]);
+        let motley_cli::args::Command::Server(args) = bad.command else {
+            panic!("parsed as another command");
+        };
+        assert!(super::failure_config(&args.failure).is_err());
     }
 }

@@ -83,6 +83,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         listen: args.listen,
         tls_san: args.tls_san,
         write_join_token: false,
+        failure: Default::default(),
     })
     .await?;
     if default_dir && let Some(user) = motley_cli::client::default_config_path() {
