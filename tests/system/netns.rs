@@ -161,16 +161,7 @@ impl Lab {
 
     /// Restarts an agent on its existing data dir (its credential is there: no token).
     fn restart_agent(&mut self, name: &str) {
-        let ip = self.by_name("srv").ip.clone();
-        let args = vec![
-            "agent".into(),
-            "--server".into(),
-            format!("https://{ip}:7443"),
-            "--data-dir".into(),
-            self.data(name),
-            "--name".into(),
-            name.into(),
-        ];
+        let args = self.agent_args(name, None);
         self.start(name, &args);
     }
 
@@ -186,18 +177,10 @@ impl Lab {
 
     /// Drops 5 % of the packets a host sends and receives.
     fn lossy(&self, name: &str) {
-        let h = self.by_name(name);
-        let rules = "table inet motleyloss {\n chain in {\n  type filter hook input priority 0;\n  numgen random mod 100 < 5 drop\n }\n chain out {\n  type filter hook output priority 0;\n  numgen random mod 100 < 5 drop\n }\n}\n";
-        let mut c = Command::new("ip")
-            .args(["netns", "exec", &h.ns, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("nft");
-        use std::io::Write;
-        if let Some(mut i) = c.stdin.take() {
-            i.write_all(rules.as_bytes()).expect("rules");
-        }
-        assert!(c.wait().expect("nft").success(), "nft loss rules");
+        self.nft(
+            name,
+            "table inet motleyloss {\n chain in {\n  type filter hook input priority 0;\n  numgen random mod 100 < 5 drop\n }\n chain out {\n  type filter hook output priority 0;\n  numgen random mod 100 < 5 drop\n }\n}\n",
+        );
     }
 
     fn start_server(&mut self) {
@@ -212,22 +195,28 @@ impl Lab {
         self.start("srv", &args);
     }
 
-    fn agent(&mut self, name: &str) {
-        self.host(name);
-        let token = std::fs::read_to_string(self.dir.path().join("srv/server/join-token"))
-            .expect("join token");
+    fn agent_args(&self, name: &str, token: Option<String>) -> Vec<String> {
         let ip = self.by_name("srv").ip.clone();
-        let args = vec![
+        let mut args = vec![
             "agent".into(),
             "--server".into(),
             format!("https://{ip}:7443"),
-            "--token".into(),
-            token,
             "--data-dir".into(),
             self.data(name),
             "--name".into(),
             name.into(),
         ];
+        if let Some(t) = token {
+            args.extend(["--token".into(), t]);
+        }
+        args
+    }
+
+    fn agent(&mut self, name: &str) {
+        self.host(name);
+        let token = std::fs::read_to_string(self.dir.path().join("srv/server/join-token"))
+            .expect("join token");
+        let args = self.agent_args(name, Some(token));
         self.start(name, &args);
     }
 
@@ -322,35 +311,28 @@ impl Lab {
     }
 
     /// Drops everything a host sends to the server (one way: it still receives).
+    /// Loads nftables rules in a host's namespace.
+    fn nft(&self, name: &str, rules: &str) {
+        let ns = &self.by_name(name).ns;
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        if let Some(mut i) = c.stdin.take() {
+            i.write_all(rules.as_bytes()).expect("rules");
+        }
+        assert!(c.wait().expect("nft").success(), "nft rules: {rules}");
+    }
+
+    /// Drops everything a host sends to the server (one way: it still receives).
     fn drop_outbound(&self, name: &str, on: bool) {
-        let h = self.by_name(name);
         let srv = self.by_name("srv").ip.clone();
         if on {
-            let rules = format!(
-                "table inet motleytest {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {srv} drop\n }}\n}}\n"
-            );
-            let mut c = Command::new("ip")
-                .args(["netns", "exec", &h.ns, "nft", "-f", "-"])
-                .stdin(Stdio::piped())
-                .spawn()
-                .expect("nft");
-            use std::io::Write;
-            if let Some(mut i) = c.stdin.take() {
-                i.write_all(rules.as_bytes()).expect("rules");
-            }
-            assert!(c.wait().expect("nft").success(), "nft rules");
+            self.nft(name, &format!("table inet motleytest {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {srv} drop\n }}\n}}\n"));
         } else {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &h.ns,
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "motleytest",
-            ]);
+            self.nft(name, "delete table inet motleytest\n");
         }
     }
 }
@@ -575,23 +557,29 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-#[test]
-fn five_percent_packet_loss_for_60s_never_declares_the_node_down() {
+/// A server, two agents and a service of `replicas` `sleep MARKER` tasks, running.
+fn two_node_lab(marker: &str, replicas: usize) -> Lab {
     let mut lab = Lab::new();
     lab.server();
     for n in ["n1", "n2"] {
         lab.agent(n);
     }
-    let marker = format!("80{}", free_port());
-    lab.apply(&web(&marker, 2, ""));
-    wait_for("2 replicas", Duration::from_secs(30), || {
+    lab.apply(&web(marker, replicas as u32, ""));
+    wait_for("the replicas to run", Duration::from_secs(30), || {
         (lab.allocs()
             .iter()
             .filter(|a| a["state"] == "running")
             .count()
-            == 2)
+            == replicas)
             .then_some(())
     });
+    lab
+}
+
+#[test]
+fn five_percent_packet_loss_for_60s_never_declares_the_node_down() {
+    let marker = format!("80{}", free_port());
+    let lab = two_node_lab(&marker, 2);
     lab.lossy("n1");
     let start = Instant::now();
     let mut samples = 0;
@@ -615,21 +603,8 @@ fn five_percent_packet_loss_for_60s_never_declares_the_node_down() {
 
 #[test]
 fn server_down_for_60s_interrupts_nothing_and_crashed_tasks_restart_locally() {
-    let mut lab = Lab::new();
-    lab.server();
-    for n in ["n1", "n2"] {
-        lab.agent(n);
-    }
     let marker = format!("81{}", free_port());
-    lab.apply(&web(&marker, 4, ""));
-    wait_for("4 replicas", Duration::from_secs(30), || {
-        (lab.allocs()
-            .iter()
-            .filter(|a| a["state"] == "running")
-            .count()
-            == 4)
-            .then_some(())
-    });
+    let mut lab = two_node_lab(&marker, 4);
     let before: Vec<Vec<u32>> = ["n1", "n2"]
         .iter()
         .map(|n| lab.marked(n, &marker))

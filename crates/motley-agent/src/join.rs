@@ -35,17 +35,6 @@ pub async fn credentials(
     Ok((joined.credential, joined.ca))
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
 /// Exchanges a join token for a node credential, trusting only a server whose CA matches
 /// the token's pinned hash.
 pub async fn join(servers: &[String], token: &str, node: &str) -> anyhow::Result<JoinResponse> {
@@ -71,7 +60,7 @@ pub async fn join(servers: &[String], token: &str, node: &str) -> anyhow::Result
         {
             Ok(r) => r,
             Err(e) => {
-                errors.push(format!("{server}: {}", chain(&e)));
+                errors.push(format!("{server}: {}", motley_net::error_chain(&e)));
                 continue;
             }
         };

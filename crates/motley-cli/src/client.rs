@@ -97,7 +97,7 @@ impl Client {
                 Err(e) if e.is_connect() || e.is_timeout() => {
                     last = Some(anyhow::anyhow!("{server}: {e}"))
                 }
-                Err(e) => return Err(anyhow::anyhow!("{server}: {}", error_chain(&e))),
+                Err(e) => return Err(anyhow::anyhow!("{server}: {}", motley_net::error_chain(&e))),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no servers configured")))
@@ -134,17 +134,6 @@ impl Client {
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(Method::DELETE, path, None).await
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Decodes a response: JSON on success, [`ApiError`] otherwise.

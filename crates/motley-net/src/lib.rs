@@ -251,6 +251,19 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// An error and its sources, joined with `: ` (HTTP and TLS errors hide the useful part
+/// in their sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
 /// Prefix of join tokens: `mtly1.<sha256 of the CA, hex>.<secret>`.
 pub const JOIN_PREFIX: &str = "mtly1.";
 

@@ -26,6 +26,8 @@ use crate::state::{Shared, lock, now_ms};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame accepted from an agent.
 pub const MAX_FRAME: usize = 4 << 20;
+/// At most one lease renewal (ack) per this interval.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(900);
 /// WebSocket ping interval, to notice dead TCP connections (memory only; nothing is stored).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -137,6 +139,7 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
             Err(e) => tracing::warn!("report from {node}: {e}"),
         }
     }
+    let mut last_ack = std::time::Instant::now();
     loop {
         let frame = tokio::select! {
             f = stream.next() => f,
@@ -161,7 +164,12 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
             }
             AgentMsg::Heartbeat => {
                 s.heartbeat(&node);
-                let _ = tx.send(ServerMsg::Ack);
+                // Renewing the lease once a second is plenty (it lasts seconds) and
+                // halves the idle traffic.
+                if last_ack.elapsed() >= ACK_INTERVAL {
+                    last_ack = std::time::Instant::now();
+                    let _ = tx.send(ServerMsg::Ack);
+                }
             }
             AgentMsg::Update(report) => match s.apply_report(&node, &report).await {
                 Ok(true) => {}

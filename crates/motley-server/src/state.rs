@@ -233,10 +233,10 @@ impl Shared {
         }
     }
 
-    /// Runs [`Shared::evaluate_health`] five times per heartbeat interval.
+    /// Runs [`Shared::evaluate_health`] twice per heartbeat interval.
     pub async fn run_health(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(
-            (self.failure.heartbeat_ms / 5).max(20),
+            (self.failure.heartbeat_ms / 2).max(20),
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
