@@ -17,6 +17,12 @@ fn http_get(port: u16) -> Option<String> {
 
 #[test]
 fn examples_run_idle_quietly_restart_and_delete_cleanly() {
+    for port in [8080, 8081] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} is busy: the example web service needs it (is another motley up running the examples?)"
+        );
+    }
     let mut c = Cluster::up(&["-f", "examples/"]);
 
     // Two web replicas as real processes, with the right argv and environment.

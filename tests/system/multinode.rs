@@ -445,3 +445,48 @@ fn an_agent_fails_over_to_the_next_server_in_its_list() {
         (node_state(&m, "f1") == "ready").then_some(())
     });
 }
+
+#[test]
+fn a_standalone_agent_serves_its_metrics() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let port = free_port();
+    let mut args = m.agent_args("met", Some(&token));
+    args.extend(["--metrics-listen".to_string(), format!("127.0.0.1:{port}")]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _agent = Proc::spawn(&refs, m.dir.path().join("met.log")).expect("agent");
+    let text = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        body.contains("motley_agent_tasks") && body.contains("motley_agent_connected 1"),
+        "{body}"
+    );
+    let path = m.dir.path().join("agent-metrics.txt");
+    std::fs::write(&path, &body).expect("write");
+    let check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).expect("open"))
+        .output()
+        .expect("promtool");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

@@ -218,6 +218,10 @@ pub struct AgentArgs {
     /// Node name (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Serve the agent's Prometheus metrics over plain HTTP at ADDR:PORT/metrics
+    /// (off by default; bind it to a private address).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `motley up`.

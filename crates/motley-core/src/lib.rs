@@ -12,6 +12,7 @@
 //! * [`reconcile`] — controllers: desired workloads vs existing allocations → a plan.
 //! * [`restart`] — the restart policy state machine used by agents' supervisors.
 //! * [`api`] — HTTP API bodies.
+//! * [`promtext`] — OpenMetrics to classic Prometheus text.
 //! * [`proto`] — the messages agents and servers exchange.
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod api;
 pub mod failure;
 pub mod manifest;
 pub mod model;
+pub mod promtext;
 pub mod proto;
 pub mod quantity;
 pub mod reconcile;

@@ -805,57 +805,6 @@ async fn logs(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// Converts OpenMetrics text to the classic Prometheus text format (0.0.4): counter
-/// families take their samples' `_total` name, and `# EOF` / `# UNIT` lines go.
-pub fn openmetrics_to_prometheus(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut pending_help: Option<&str> = None;
-    for line in text.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        if line.starts_with("# HELP ") {
-            if let Some(h) = pending_help.take() {
-                out.push_str(h);
-                out.push('\n');
-            }
-            pending_help = Some(line);
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.splitn(2, ' ');
-            let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let total = kind == "counter" && !name.ends_with("_total");
-            if let Some(h) = pending_help.take() {
-                if total {
-                    out.push_str(&h.replacen(
-                        &format!("# HELP {name} "),
-                        &format!("# HELP {name}_total "),
-                        1,
-                    ));
-                } else {
-                    out.push_str(h);
-                }
-                out.push('\n');
-            }
-            if total {
-                out.push_str(&format!("# TYPE {name}_total counter\n"));
-            } else {
-                out.push_str(line);
-                out.push('\n');
-            }
-            continue;
-        }
-        if let Some(h) = pending_help.take() {
-            out.push_str(h);
-            out.push('\n');
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
 async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     {
         let cache = s.cache();
@@ -915,7 +864,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            openmetrics_to_prometheus(&out),
+            motley_core::promtext::openmetrics_to_prometheus(&out),
         )
             .into_response()
     }

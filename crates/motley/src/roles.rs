@@ -96,6 +96,9 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         facts: motley_agent::facts::host_facts(Path::new("/")),
     })
     .await?;
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics(agent.clone(), addr).await?;
+    }
     tokio::select! {
         connected = agent.wait_connected(std::time::Duration::from_secs(30)) => {
             if connected {
@@ -115,6 +118,48 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             Ok(1)
         }
     }
+}
+
+/// Serves `GET /metrics` over plain HTTP (hyper, no TLS: bind it to a private address).
+async fn serve_metrics(agent: Agent, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-listen {addr}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let agent = agent.clone();
+                        async move {
+                            let resp = if req.uri().path() == "/metrics" {
+                                hyper::Response::builder()
+                                    .header(
+                                        "content-type",
+                                        "text/plain; version=0.0.4; charset=utf-8",
+                                    )
+                                    .body(agent.metrics_text())
+                            } else {
+                                hyper::Response::builder()
+                                    .status(404)
+                                    .body("not found\n".to_string())
+                            };
+                            resp
+                        }
+                    },
+                );
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]
