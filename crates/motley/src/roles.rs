@@ -136,7 +136,7 @@ async fn serve_metrics(agent: Agent, addr: std::net::SocketAddr) -> anyhow::Resu
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let agent = agent.clone();
                         async move {
-                            let resp = if req.uri().path() == "/metrics" {
+                            if req.uri().path() == "/metrics" {
                                 hyper::Response::builder()
                                     .header(
                                         "content-type",
@@ -147,8 +147,7 @@ async fn serve_metrics(agent: Agent, addr: std::net::SocketAddr) -> anyhow::Resu
                                 hyper::Response::builder()
                                     .status(404)
                                     .body("not found\n".to_string())
-                            };
-                            resp
+                            }
                         }
                     },
                 );
