@@ -279,8 +279,15 @@ mod tests {
             .process_group(0)
             .spawn()
             .expect("spawn sleep");
-        let found = scan_tasks();
-        let h = found.get(&id).copied();
+        // /proc/PID/environ is empty for a moment while exec completes: look again briefly.
+        let mut h = None;
+        for _ in 0..100 {
+            h = scan_tasks().get(&id).copied();
+            if h.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = child.kill();
         let _ = child.wait();
         let h = h.expect("the task is found by its allocation id");
