@@ -324,3 +324,48 @@ fn default_data_dir_writes_the_users_config_and_describe_delete_work() {
         "a deleted service is not found"
     );
 }
+
+#[test]
+fn facts_of_this_machine_agree_with_nproc_and_meminfo() {
+    let out = std::process::Command::new(motley_bin())
+        .args(["facts", "-o", "json"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let nproc = std::process::Command::new("nproc")
+        .arg("--all")
+        .output()
+        .expect("nproc");
+    let nproc: u64 = String::from_utf8_lossy(&nproc.stdout)
+        .trim()
+        .parse()
+        .expect("number");
+    assert_eq!(f["logical_cpus"].as_u64(), Some(nproc));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal");
+    assert_eq!(f["memory"].as_u64(), Some(kb * 1024));
+    let arch = if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        ""
+    };
+    if !arch.is_empty() {
+        assert_eq!(f["arch"], arch);
+    }
+    let table = std::process::Command::new(motley_bin())
+        .args(["facts"])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&table.stdout).contains("logical cpus"));
+}

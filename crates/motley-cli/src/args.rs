@@ -133,6 +133,15 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifest documents (for editors).
     Schema,
+    /// Print what motley discovers about this machine (or a captured tree).
+    Facts {
+        /// Filesystem root to read (`/proc`, `/sys` under it).
+        #[arg(long, default_value = "/")]
+        root: std::path::PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
 }
 
 /// `motley token ...`.

@@ -57,6 +57,54 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             clap_complete::generate(shell, &mut cmd, "motley", &mut std::io::stdout());
             Ok(0)
         }
+        Command::Facts {
+            root,
+            output: format,
+        } => {
+            let f = motley_discovery::discover(&root);
+            if matches!(format, Format::Json | Format::Yaml) {
+                print(&output::structured(&f, format)?);
+            } else {
+                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                let mut rows = vec![
+                    vec![
+                        "arch".to_string(),
+                        format!(
+                            "{}{}",
+                            f.arch,
+                            if f.arch64_capable && f.arch != "arm64" && f.arch != "amd64" {
+                                " (64-bit capable cores)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ],
+                    vec!["board".into(), opt(f.board.clone())],
+                    vec!["cpu".into(), opt(f.cpu_model.clone())],
+                    vec!["logical cpus".into(), f.logical_cpus.to_string()],
+                    vec![
+                        "mhz".into(),
+                        match (f.min_mhz, f.max_mhz) {
+                            (Some(lo), Some(hi)) => format!("{lo}–{hi}"),
+                            (None, Some(hi)) => format!("up to {hi}"),
+                            _ => "-".into(),
+                        },
+                    ],
+                    vec!["memory".into(), opt(f.memory.map(mem))],
+                ];
+                if let Some(t) = f.throttle {
+                    rows.push(vec![
+                        "throttled".into(),
+                        format!(
+                            "{:#x} (undervoltage now: {}, throttled now: {})",
+                            t.raw, t.undervoltage_now, t.throttled_now
+                        ),
+                    ]);
+                }
+                print(&table(&["FACT", "VALUE"], &rows));
+            }
+            Ok(0)
+        }
         Command::Schema => {
             let schema = schemars::schema_for!(Spec);
             print(&output::structured(&schema, Format::Json)?);
