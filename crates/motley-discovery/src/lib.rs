@@ -6,11 +6,12 @@
 //! skipped, never rejected.
 //!
 //! This first slice covers the CPU (`/proc/cpuinfo`, cpufreq), memory, the board
-//! model and the Raspberry Pi firmware's throttle flags.
+//! model, thermal zones and the Raspberry Pi firmware's throttle flags.
 #![warn(missing_docs)]
 
 pub mod arm;
 pub mod cpuinfo;
+pub mod thermal;
 pub mod throttle;
 
 use std::path::Path;
@@ -40,6 +41,8 @@ pub struct Facts {
     pub memory: Option<u64>,
     /// Raspberry Pi throttle flags, when the firmware exposes them.
     pub throttle: Option<throttle::Throttle>,
+    /// Thermal zones.
+    pub thermal: Vec<thermal::ThermalZone>,
 }
 
 fn read(root: &Path, rel: &str) -> Option<String> {
@@ -109,5 +112,6 @@ pub fn discover(root: &Path) -> Facts {
     .iter()
     .find_map(|p| read(root, p))
     .and_then(|t| throttle::parse(&t));
+    facts.thermal = thermal::zones(root);
     facts
 }

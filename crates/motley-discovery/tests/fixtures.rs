@@ -142,6 +142,21 @@ fn a_captured_pi_tree() {
 }
 
 #[test]
+fn thermal_zones_of_a_captured_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hw/procfs");
+    let f = discover(&root);
+    let kinds: Vec<(&str, Option<f64>)> = f
+        .thermal
+        .iter()
+        .map(|z| (z.kind.as_str(), z.temp_c))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("bcm2835_thermal", Some(49.925)), ("acpitz", Some(-44.0))]
+    );
+}
+
+#[test]
 fn an_empty_root_gives_empty_facts() {
     let f = discover(Path::new("/nonexistent-motley-root"));
     assert_eq!(f.logical_cpus, 0);
