@@ -123,6 +123,16 @@ fn pi_tree() -> PathBuf {
         "sys/devices/platform/soc/soc:firmware/get_throttled",
         "50005\n",
     );
+    w("sys/class/thermal/thermal_zone0/type", "cpu-thermal\n");
+    w("sys/class/thermal/thermal_zone0/temp", "61000\n");
+    w(
+        "sys/class/thermal/thermal_zone0/trip_point_0_type",
+        "critical\n",
+    );
+    w(
+        "sys/class/thermal/thermal_zone0/trip_point_0_temp",
+        "110000\n",
+    );
     dir
 }
 
@@ -137,6 +147,10 @@ fn a_captured_pi_tree() {
     assert_eq!(f.logical_cpus, 4);
     assert_eq!((f.max_mhz, f.min_mhz), (Some(1500), Some(600)));
     assert_eq!(f.memory, Some(3_884_360 * 1024));
+    assert_eq!(f.thermal.len(), 1);
+    assert_eq!(f.thermal[0].kind, "cpu-thermal");
+    assert_eq!(f.thermal[0].temp_c, Some(61.0));
+    assert_eq!(f.thermal[0].trips, [("critical".to_string(), 110.0)]);
     let t = f.throttle.expect("throttle flags");
     assert!(t.undervoltage_now && t.throttled_now);
 }
