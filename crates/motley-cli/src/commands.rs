@@ -102,16 +102,6 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
                         format!("{} {temp}", z.kind),
                     ]);
                 }
-                for z in &f.thermal {
-                    let temp = z
-                        .temp_c
-                        .map(|t| format!("{t:.1} °C"))
-                        .unwrap_or_else(|| "-".into());
-                    rows.push(vec![
-                        format!("thermal {}", z.name),
-                        format!("{} {temp}", z.kind),
-                    ]);
-                }
                 if let Some(t) = f.throttle {
                     rows.push(vec![
                         "throttled".into(),
