@@ -1,5 +1,5 @@
 //! Host facts for node registration: architecture, OS, CPUs, memory, host name.
-//! (The discovery crate of a later milestone replaces this with the full picture.)
+//! (`motley-discovery` will supply the full picture; its meminfo parser is used here.)
 
 use std::path::Path;
 
@@ -16,15 +16,6 @@ pub fn arch_name(rust_arch: &str) -> &str {
     }
 }
 
-/// Total memory in bytes from a `/proc/meminfo` text.
-pub fn mem_total(meminfo: &str) -> Option<u64> {
-    meminfo.lines().find_map(|l| {
-        let rest = l.strip_prefix("MemTotal:")?;
-        let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-        Some(kb * 1024)
-    })
-}
-
 /// Reads this machine's facts from `root` (normally `/`).
 pub fn host_facts(root: &Path) -> NodeFacts {
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
@@ -35,7 +26,7 @@ pub fn host_facts(root: &Path) -> NodeFacts {
         arch: arch_name(std::env::consts::ARCH).to_string(),
         os: std::env::consts::OS.to_string(),
         cpus,
-        memory: mem_total(&read("proc/meminfo")).unwrap_or(0),
+        memory: motley_discovery::mem_total(&read("proc/meminfo")).unwrap_or(0),
         hostname: read("proc/sys/kernel/hostname").trim().to_string(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     }
@@ -46,12 +37,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn meminfo() {
-        assert_eq!(
-            mem_total("MemTotal:        8000000 kB\nMemFree: 1 kB\n"),
-            Some(8_192_000_000)
-        );
-        assert_eq!(mem_total("garbage"), None);
+    fn arch_names() {
         assert_eq!(arch_name("aarch64"), "arm64");
+        assert_eq!(arch_name("x86_64"), "amd64");
     }
 }

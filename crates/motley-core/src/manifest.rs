@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::model::{self, DaemonSpec, JobSpec, Kind, RESERVED_LABELS, ServiceSpec, Spec};
+use crate::model::{self, DaemonSpec, JobSpec, Kind, ServiceSpec, Spec};
 use crate::selector::Selector;
 
 /// Upper bounds that keep one manifest from asking for absurd amounts.
@@ -617,11 +617,6 @@ pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<
         }
     }
     errors
-}
-
-/// Reserved label keys, re-exported for validation messages.
-pub fn reserved_labels() -> &'static [&'static str] {
-    &RESERVED_LABELS
 }
 
 #[cfg(test)]

@@ -517,9 +517,6 @@ impl Node {
     }
 }
 
-/// Fact names that user labels may not shadow.
-pub const RESERVED_LABELS: [&str; 6] = ["arch", "os", "cpus", "memory", "name", "hostname"];
-
 /// The lifecycle state of an allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -13,9 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{
-    AllocState, Allocation, Desired, Kind, Node, NodeLoss, Spec, Workload, WorkloadRef,
-};
+use crate::model::{AllocState, Allocation, Desired, Node, NodeLoss, Spec, Workload, WorkloadRef};
 use crate::restart::backoff_delay;
 use crate::selector::{Labels, Selector};
 
@@ -656,9 +654,4 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
         }
     }
     st
-}
-
-/// Whether a kind keeps instances running indefinitely.
-pub fn is_long_running(kind: Kind) -> bool {
-    !matches!(kind, Kind::Job)
 }

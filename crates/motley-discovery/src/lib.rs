@@ -115,3 +115,15 @@ pub fn discover(root: &Path) -> Facts {
     facts.thermal = thermal::zones(root);
     facts
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn meminfo() {
+        assert_eq!(
+            super::mem_total("MemTotal:        8000000 kB\nMemFree: 1 kB\n"),
+            Some(8_192_000_000)
+        );
+        assert_eq!(super::mem_total("garbage"), None);
+    }
+}

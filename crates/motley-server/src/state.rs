@@ -70,8 +70,6 @@ pub struct AgentConn {
     pub tx: mpsc::UnboundedSender<ServerMsg>,
     /// Distinguishes a reconnect from the connection it replaces.
     pub conn_id: u64,
-    /// Since when (ms).
-    pub since: u64,
 }
 
 /// What the failure detector says of one node, kept in memory only.
@@ -96,8 +94,6 @@ pub struct Shared {
     cache: RwLock<Cache>,
     /// Connected agents by node name.
     pub conns: Mutex<HashMap<String, AgentConn>>,
-    /// When each node disconnected (for `get nodes`).
-    pub disconnected_at: Mutex<HashMap<String, u64>>,
     /// Demand that could not be placed, from the last reconcile.
     pub blocked: Mutex<BTreeMap<WorkloadRef, Blocked>>,
     /// Wakes the controller.
@@ -140,7 +136,6 @@ impl Shared {
             store,
             cache: RwLock::new(Cache::default()),
             conns: Mutex::new(HashMap::new()),
-            disconnected_at: Mutex::new(HashMap::new()),
             blocked: Mutex::new(BTreeMap::new()),
             kick: Notify::new(),
             cache_rev: watch::channel(0).0,
@@ -467,17 +462,9 @@ impl Shared {
             let _ = tx.send(ServerMsg::Sync {
                 allocs: allocs_of(&cache, node),
             });
-            conns.insert(
-                node.to_string(),
-                AgentConn {
-                    tx,
-                    conn_id,
-                    since: now_ms(),
-                },
-            );
+            conns.insert(node.to_string(), AgentConn { tx, conn_id });
             self.metrics.agents_connected.set(conns.len() as i64);
         }
-        lock(&self.disconnected_at).remove(node);
         self.heartbeat(node);
         self.evaluate_health();
         self.kick.notify_one();
@@ -489,7 +476,6 @@ impl Shared {
         let mut conns = lock(&self.conns);
         if conns.get(node).is_some_and(|c| c.conn_id == conn_id) {
             conns.remove(node);
-            lock(&self.disconnected_at).insert(node.to_string(), now_ms());
         }
         self.metrics.agents_connected.set(conns.len() as i64);
         drop(conns);
