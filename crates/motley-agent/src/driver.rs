@@ -196,15 +196,17 @@ pub fn adopt(h: Handle) -> Option<Running> {
 }
 
 /// Starts an allocation's task.
-pub fn start(a: &Allocation, dir: &Path) -> Result<Running, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+pub fn start(a: &Allocation, dir: &Path, log_dir: &Path) -> Result<Running, String> {
+    for d in [dir, log_dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
     let vars = motley_vars(a, dir);
     let argv: Vec<String> = a.task.command.iter().map(|s| expand(s, &vars)).collect();
     let program = argv.first().ok_or("empty command")?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log_path(dir))
+        .open(log_path(log_dir))
         .map_err(|e| format!("opening the log: {e}"))?;
     let log2 = log
         .try_clone()

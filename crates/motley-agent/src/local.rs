@@ -22,6 +22,9 @@ pub struct LocalAlloc {
     pub handle: Option<Handle>,
     /// What the agent last observed.
     pub report: AllocReport,
+    /// Where its output goes (the allocation's directory, or a tmpfs one).
+    #[serde(default)]
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Everything the agent persists.

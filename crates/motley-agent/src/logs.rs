@@ -21,21 +21,22 @@ const CHUNK: usize = 64 << 10;
 /// How often a followed log is checked for growth.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-/// Trims a log that outgrew [`LOG_MAX`]. Does nothing (and writes nothing) otherwise.
-pub fn trim(dir: &Path) -> std::io::Result<()> {
+/// Trims a log that outgrew `max` (normally [`LOG_MAX`]). Does nothing (and writes
+/// nothing) otherwise.
+pub fn trim(dir: &Path, max: u64) -> std::io::Result<()> {
     let path = log_path(dir);
     let len = match std::fs::metadata(&path) {
         Ok(m) => m.len(),
         Err(_) => return Ok(()),
     };
-    if len <= LOG_MAX {
+    if len <= max {
         return Ok(());
     }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)?;
-    let keep = LOG_MAX / 2;
+    let keep = max / 2;
     f.seek(SeekFrom::Start(len - keep))?;
     let mut tail = Vec::with_capacity(keep as usize);
     (&mut f).take(keep).read_to_end(&mut tail)?;
@@ -138,7 +139,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let big: Vec<u8> = (0..(LOG_MAX + 10)).map(|i| (i % 251) as u8).collect();
         std::fs::write(log_path(dir.path()), &big).expect("write");
-        trim(dir.path()).expect("trim");
+        trim(dir.path(), LOG_MAX).expect("trim");
         let kept = std::fs::read(dir.path().join("output.log.1")).expect("rotated");
         assert_eq!(kept.as_slice(), &big[big.len() - (LOG_MAX / 2) as usize..]);
         assert_eq!(

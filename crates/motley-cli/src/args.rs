@@ -138,6 +138,10 @@ pub enum Command {
         /// Filesystem root to read (`/proc`, `/sys` under it).
         #[arg(long, default_value = "/")]
         root: std::path::PathBuf,
+        /// Report the device holding this directory (a path inside the root; default:
+        /// the current directory on a host, /var/lib/motley in a captured tree).
+        #[arg(long)]
+        data_dir: Option<String>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
@@ -187,6 +191,11 @@ pub struct ServerArgs {
     /// Failure detection settings.
     #[command(flatten)]
     pub failure: FailureArgs,
+    /// The effect of a node condition's taint, CONDITION=EFFECT (conditions: undervoltage,
+    /// throttled, thermal, disk-pressure, memory-pressure; effects: prefer-no-schedule,
+    /// no-schedule, evict). Repeatable; unset conditions are prefer-no-schedule.
+    #[arg(long = "condition-taint", value_name = "CONDITION=EFFECT")]
+    pub condition_taints: Vec<String>,
 }
 
 /// Failure detection settings of a server (defaults in docs/multi-node.md).
@@ -231,6 +240,32 @@ pub struct AgentArgs {
     /// (off by default; bind it to a private address).
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A label for this node, KEY=VALUE. Repeatable. Keys under motley.io/ are reserved.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Report the machine captured under DIR (its /proc and /sys) instead of this host's
+    /// hardware: for tests and demos (a "Pi 4" on a laptop). Tasks still run here.
+    #[arg(long, value_name = "DIR")]
+    pub facts_root: Option<PathBuf>,
+    /// How often the hardware is re-read (facts and readings are sent only on change).
+    #[arg(long, default_value = "30s")]
+    pub facts_interval: String,
+    /// Use this CPU score instead of calibrating (reference machine = 1000).
+    #[arg(long)]
+    pub cpu_score: Option<u32>,
+    /// Where task logs go: auto (memory when the data dir is on SD, eMMC or USB flash,
+    /// else disk), disk, or memory.
+    #[arg(long, default_value = "auto")]
+    pub task_logs: String,
+    /// Thermal condition: within this many °C of a trip point.
+    #[arg(long, default_value_t = 5)]
+    pub thermal_margin: u8,
+    /// Disk pressure: the data disk at least this full, percent.
+    #[arg(long, default_value_t = 90)]
+    pub disk_pressure_pct: u8,
+    /// Memory pressure: less than this share of memory available, percent.
+    #[arg(long, default_value_t = 5)]
+    pub memory_available_pct: u8,
 }
 
 /// `motley up`.

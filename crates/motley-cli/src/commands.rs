@@ -59,60 +59,10 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
         }
         Command::Facts {
             root,
+            data_dir,
             output: format,
         } => {
-            let f = motley_discovery::discover(&root);
-            if matches!(format, Format::Json | Format::Yaml) {
-                print(&output::structured(&f, format)?);
-            } else {
-                let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-                let mut rows = vec![
-                    vec![
-                        "arch".to_string(),
-                        format!(
-                            "{}{}",
-                            f.arch,
-                            if f.arch64_capable && f.arch != "arm64" && f.arch != "amd64" {
-                                " (64-bit capable cores)"
-                            } else {
-                                ""
-                            }
-                        ),
-                    ],
-                    vec!["board".into(), opt(f.board.clone())],
-                    vec!["cpu".into(), opt(f.cpu_model.clone())],
-                    vec!["logical cpus".into(), f.logical_cpus.to_string()],
-                    vec![
-                        "mhz".into(),
-                        match (f.min_mhz, f.max_mhz) {
-                            (Some(lo), Some(hi)) => format!("{lo}–{hi}"),
-                            (None, Some(hi)) => format!("up to {hi}"),
-                            _ => "-".into(),
-                        },
-                    ],
-                    vec!["memory".into(), opt(f.memory.map(mem))],
-                ];
-                for z in &f.thermal {
-                    let temp = z
-                        .temp_c
-                        .map(|t| format!("{t:.1} °C"))
-                        .unwrap_or_else(|| "-".into());
-                    rows.push(vec![
-                        format!("thermal {}", z.name),
-                        format!("{} {temp}", z.kind),
-                    ]);
-                }
-                if let Some(t) = f.throttle {
-                    rows.push(vec![
-                        "throttled".into(),
-                        format!(
-                            "{:#x} (undervoltage now: {}, throttled now: {})",
-                            t.raw, t.undervoltage_now, t.throttled_now
-                        ),
-                    ]);
-                }
-                print(&table(&["FACT", "VALUE"], &rows));
-            }
+            print(&facts_report(&root, data_dir, format)?);
             Ok(0)
         }
         Command::Schema => {
@@ -121,6 +71,76 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             Ok(0)
         }
     }
+}
+
+/// What `motley facts` prints.
+#[derive(serde::Serialize)]
+struct FactsReport {
+    hardware: motley_core::hw::Hardware,
+    conditions: Vec<motley_core::hw::Condition>,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `motley facts`: discovery of a root, with the conditions and labels that follow.
+pub fn facts_report(
+    root: &Path,
+    data_dir: Option<String>,
+    format: Format,
+) -> anyhow::Result<String> {
+    let host = root == Path::new("/");
+    let data_dir = data_dir.unwrap_or_else(|| {
+        if host {
+            std::env::current_dir()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "/".into())
+        } else {
+            "/var/lib/motley".into()
+        }
+    });
+    anyhow::ensure!(
+        host || root.join("proc").is_dir() || root.join("sys").is_dir(),
+        "--root {}: no proc/ or sys/ directory there",
+        root.display()
+    );
+    let hw = motley_discovery::discover(
+        root,
+        &motley_discovery::Options {
+            data_dir: Some(data_dir),
+        },
+    );
+    let conditions = motley_core::hw::conditions(
+        &hw,
+        None,
+        &motley_core::hw::Thresholds::default(),
+        &[],
+        now_ms(),
+    );
+    let fragile = hw
+        .data_disk
+        .as_ref()
+        .is_some_and(|d| d.media.is_fragile_flash());
+    let labels = motley_core::hw::labels(&hw, None, if fragile { "memory" } else { "disk" });
+    if matches!(format, Format::Json | Format::Yaml) {
+        return output::structured(
+            &FactsReport {
+                hardware: hw,
+                conditions,
+                labels,
+            },
+            format,
+        );
+    }
+    let mut rows: Vec<Vec<String>> = crate::hwview::rows(&hw)
+        .into_iter()
+        .map(|(k, v)| vec![k, v])
+        .collect();
+    for c in crate::hwview::condition_lines(&conditions, now_ms()) {
+        rows.push(vec!["condition".into(), c]);
+    }
+    for (k, v) in &labels {
+        rows.push(vec!["label".into(), format!("{k}={v}")]);
+    }
+    Ok(table(&["FACT", "VALUE"], &rows))
 }
 
 fn print_manifest_errors(errors: &[ManifestError]) {

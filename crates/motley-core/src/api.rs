@@ -95,6 +95,12 @@ pub struct NodeView {
     pub used_cpu: u64,
     /// Bytes requested by them.
     pub used_memory: u64,
+    /// The latest readings (temperatures, free memory, power), kept in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readings: Option<crate::hw::Readings>,
+    /// When they were taken (ms since the epoch, agent's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readings_at: Option<u64>,
 }
 
 /// `POST /v1/tokens`.

@@ -8,6 +8,7 @@
 //! * [`selector`] — Kubernetes' set-based label selectors plus numeric comparisons.
 //! * [`model`] — the object model: workloads, tasks, nodes, allocations.
 //! * [`manifest`] — strict YAML manifests with file/line/column/field errors.
+//! * [`hw`] — hardware facts, readings, labels, conditions and taints.
 //! * [`failure`] — the phi accrual failure detector and node health.
 //! * [`reconcile`] — controllers: desired workloads vs existing allocations → a plan.
 //! * [`restart`] — the restart policy state machine used by agents' supervisors.
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod failure;
+pub mod hw;
 pub mod manifest;
 pub mod model;
 pub mod promtext;

@@ -456,6 +456,14 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             ));
         }
     }
+    for (i, t) in spec.placement().tolerations.iter().enumerate() {
+        if t.key.is_empty() {
+            errors.push(doc.error_at(
+                &format!("placement.tolerations.{i}.key"),
+                "a toleration needs a taint key, or \"*\" for every key".to_string(),
+            ));
+        }
+    }
     match spec {
         Spec::Service(s) => {
             if s.replicas > MAX_REPLICAS {

@@ -126,6 +126,30 @@ pub struct Task {
     /// Time between SIGTERM and SIGKILL when stopping.
     #[serde(default = "default_grace", skip_serializing_if = "is_default_grace")]
     pub stop_grace: Duration,
+    /// Where the task's output is kept: `disk`, or `memory` (a bounded ring on tmpfs).
+    /// Default: the node's choice (memory on SD, eMMC and USB flash; disk elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogTarget>,
+}
+
+/// Where a task's output is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// A bounded file in the allocation's directory on the data disk.
+    Disk,
+    /// A bounded ring in memory (tmpfs): nothing is written to the data disk.
+    Memory,
+}
+
+impl LogTarget {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogTarget::Disk => "disk",
+            LogTarget::Memory => "memory",
+        }
+    }
 }
 
 /// When a task that exited is started again in place.
@@ -219,6 +243,10 @@ pub struct Placement {
     /// A selector every chosen node must match, e.g. `arch in (amd64, arm64)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require: Option<String>,
+    /// Taints this workload accepts (`{key: motley.io/thermal}`, `{key: "*"}`).
+    /// Daemons tolerate every condition taint without saying so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<crate::hw::Toleration>,
 }
 
 fn one() -> u32 {
@@ -467,6 +495,21 @@ pub struct NodeFacts {
     /// Version of the agent.
     #[serde(default)]
     pub agent_version: String,
+    /// Single-thread CPU score (reference machine = 1000; see `docs/discovery.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_score: Option<u32>,
+    /// Where task logs go by default on this node (`disk` or `memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_logs: Option<LogTarget>,
+    /// Why the agent chose that (`data dir on sd (mmcblk0p2)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_logs_reason: Option<String>,
+    /// Discovered hardware (stable facts; readings are kept in memory only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hw: Option<Box<crate::hw::Hardware>>,
+    /// Conditions that hold now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::hw::Condition>,
 }
 
 /// A node as stored. Liveness is not here: it lives in the server's memory.
@@ -487,6 +530,9 @@ pub struct Node {
     /// Being drained: its allocations move elsewhere, one replica of a service at a time.
     #[serde(default)]
     pub draining: bool,
+    /// Taints, from the node's conditions and the server's taint policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<crate::hw::Taint>,
     /// When the node first registered.
     pub registered_at: u64,
 }
@@ -640,6 +686,24 @@ impl Allocation {
     pub fn is_live(&self) -> bool {
         !self.state.is_terminal()
     }
+}
+
+/// Validates a node label: a key of 1–253 characters and a value of at most 63, neither
+/// with whitespace or the selector syntax's `,()=!<>`.
+pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
+    let bad = |s: &str| {
+        s.chars()
+            .any(|c| c.is_whitespace() || ",()=!<>".contains(c))
+    };
+    if key.is_empty() || key.len() > 253 || bad(key) {
+        return Err(format!("label key {key:?} is not valid"));
+    }
+    if value.len() > 63 || bad(value) {
+        return Err(format!(
+            "label value {value:?} must be at most 63 characters without spaces or ,()=!<>"
+        ));
+    }
+    Ok(())
 }
 
 /// Validates a name: 1–63 characters of lowercase letters, digits and `-`,

@@ -3,9 +3,14 @@
 //!
 //! The agent is level-triggered on connect: [`AgentMsg::Hello`] carries every
 //! allocation it holds, [`ServerMsg::Sync`] every allocation assigned to it.
-//! After that both sides send changes only. Nothing is sent periodically.
+//! After that both sides send changes only: the agent re-reads its hardware
+//! periodically but sends facts and readings only when they differ.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::hw::Readings;
 
 use crate::model::{AllocState, Allocation, NodeFacts};
 
@@ -43,8 +48,26 @@ pub enum AgentMsg {
         node: String,
         /// Discovered facts.
         facts: NodeFacts,
+        /// Labels the node's owner gave the agent (`--label`), never under `motley.io/`.
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
         /// The latest report of every allocation the agent holds.
         allocs: Vec<AllocReport>,
+        /// The latest readings.
+        #[serde(default)]
+        readings: Option<Readings>,
+    },
+    /// The node's facts or conditions changed (sent only on change; stored).
+    Facts {
+        /// All of them, as in Hello.
+        facts: NodeFacts,
+    },
+    /// New readings (sent only on change; kept in the server's memory only).
+    Readings {
+        /// Readings.
+        readings: Readings,
+        /// When taken (agent's clock, ms since the epoch).
+        at: u64,
     },
     /// An allocation changed state.
     Update(AllocReport),

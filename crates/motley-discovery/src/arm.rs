@@ -36,6 +36,23 @@ pub fn core_name(implementer: u32, part: u32) -> Option<&'static str> {
     })
 }
 
+/// The implementer's name for cpuinfo's `CPU implementer` code.
+pub fn implementer_name(implementer: u32) -> Option<&'static str> {
+    Some(match implementer {
+        0x41 => "arm",
+        0x42 => "broadcom",
+        0x43 => "cavium",
+        0x48 => "hisilicon",
+        0x4e => "nvidia",
+        0x50 => "apm",
+        0x51 => "qualcomm",
+        0x53 => "samsung",
+        0x61 => "apple",
+        0xc0 => "ampere",
+        _ => return None,
+    })
+}
+
 /// True for cores that implement AArch64, even when running a 32-bit kernel.
 pub fn is_64bit_core(implementer: u32, part: u32) -> bool {
     implementer == 0x61 || (implementer == 0x41 && part >= 0xd00)

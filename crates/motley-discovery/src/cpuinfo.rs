@@ -21,6 +21,14 @@ pub struct CpuInfo {
     pub board: Option<String>,
     /// `Hardware` line (SoC).
     pub hardware: Option<String>,
+    /// Vendor: `intel`, `amd` (from `vendor_id`), or the ARM implementer's name.
+    pub vendor: Option<String>,
+    /// Distinct `physical id` values (sockets), where x86 kernels give them.
+    pub sockets: u32,
+    /// Distinct (`physical id`, `core id`) pairs: physical cores, where given.
+    pub cores: u32,
+    /// The ARM core name of each processor, in order (for core types on big.LITTLE).
+    pub per_cpu_core: Vec<Option<String>>,
 }
 
 fn num(v: &str) -> Option<u32> {
@@ -45,6 +53,9 @@ pub fn parse(text: &str) -> CpuInfo {
         }
     };
     let mut part = None;
+    let mut phys: Option<u32> = None;
+    let mut sockets = BTreeSet::new();
+    let mut pairs = BTreeSet::new();
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
@@ -52,8 +63,34 @@ pub fn parse(text: &str) -> CpuInfo {
         let (key, value) = (key.trim(), value.trim());
         match key {
             "processor" if value.parse::<u32>().is_ok() => {
-                flush(&mut implementer, part.take(), &mut cores);
+                if info.processors > 0 {
+                    let before = cores.len();
+                    flush(&mut implementer, part.take(), &mut cores);
+                    info.per_cpu_core
+                        .push((cores.len() > before).then(|| cores[cores.len() - 1].clone()));
+                }
                 info.processors += 1;
+                phys = None;
+            }
+            "vendor_id" => {
+                x86 = true;
+                info.vendor = match value {
+                    "GenuineIntel" => Some("intel".into()),
+                    "AuthenticAMD" | "HygonGenuine" => Some("amd".into()),
+                    "" => None,
+                    other => Some(other.to_string()),
+                };
+            }
+            "physical id" => {
+                phys = num(value);
+                if let Some(p) = phys {
+                    sockets.insert(p);
+                }
+            }
+            "core id" => {
+                if let Some(c) = num(value) {
+                    pairs.insert((phys.unwrap_or(0), c));
+                }
             }
             "model name" => {
                 if info.model.is_none() && !value.is_empty() {
@@ -63,7 +100,6 @@ pub fn parse(text: &str) -> CpuInfo {
                     x86 = true;
                 }
             }
-            "vendor_id" => x86 = true,
             "flags" => lm |= value.split_whitespace().any(|f| f == "lm"),
             "CPU implementer" => implementer = num(value),
             "CPU part" => {
@@ -86,7 +122,20 @@ pub fn parse(text: &str) -> CpuInfo {
             _ => {}
         }
     }
-    flush(&mut implementer, part, &mut cores);
+    if info.processors > 0 || implementer.is_some() {
+        let before = cores.len();
+        let last_impl = implementer;
+        flush(&mut implementer, part, &mut cores);
+        info.per_cpu_core
+            .push((cores.len() > before).then(|| cores[cores.len() - 1].clone()));
+        if info.vendor.is_none() {
+            info.vendor = last_impl
+                .and_then(arm::implementer_name)
+                .map(str::to_string);
+        }
+    }
+    info.sockets = sockets.len() as u32;
+    info.cores = pairs.len() as u32;
     for c in &cores {
         types.insert(c.clone());
     }

@@ -1,129 +1,236 @@
 //! Hardware discovery: what a machine really is, read from a filesystem root.
 //!
 //! Everything here reads files under a root directory (normally `/`) and nothing
-//! else, so tests feed it real captured trees. Parsers never panic on any input:
-//! missing files, no final newline, masked serials and unknown bits are kept or
-//! skipped, never rejected.
+//! else, so tests feed it real captured trees and an agent can pretend to be a
+//! captured machine (`motley agent --facts-root`). Parsers never panic on any input:
+//! missing files, no final newline, masked serials, negative temperatures and
+//! unknown bits are kept or skipped, never rejected (fuzzed: `fuzz/`).
 //!
-//! This first slice covers the CPU (`/proc/cpuinfo`, cpufreq), memory, the board
-//! model, thermal zones and the Raspberry Pi firmware's throttle flags.
+//! The result is [`motley_core::hw::Hardware`]: plain data the core turns into
+//! labels, conditions and taints.
+//!
+//! | module | reads |
+//! |---|---|
+//! | [`cpuinfo`], [`arm`] | `/proc/cpuinfo`: processors, models, ARM part names, a Pi's Model line |
+//! | [`cpu`] | `/sys/devices/system/cpu`: sockets, cores, core types, frequencies |
+//! | [`block`] | `/sys/block`, `/sys/class/nvme`, `/proc/self/mountinfo`: disks, media, mounts |
+//! | [`gpu`] | `/sys/class/drm`, `/proc/driver/nvidia` |
+//! | [`thermal`], [`hwmon`] | thermal zones, hwmon temperatures, `rpi_volt` |
+//! | [`throttle`] | the Pi firmware's `get_throttled` |
+//! | [`power`] | `/sys/class/power_supply`, RAPL |
 #![warn(missing_docs)]
 
 pub mod arm;
+pub mod block;
+pub mod cpu;
 pub mod cpuinfo;
+pub mod gpu;
+pub mod hwmon;
+pub mod power;
 pub mod thermal;
 pub mod throttle;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+pub use motley_core::hw::Hardware;
 
-/// What discovery found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Facts {
-    /// Kernel architecture in Go/OCI naming (`amd64`, `arm64`, `arm`, `386`, ...).
-    pub arch: String,
-    /// The cores can run 64-bit code even when the kernel is 32-bit (`arm` on a Cortex-A53).
-    pub arch64_capable: bool,
-    /// Board model (device tree, a Pi's `Model` line, or DMI vendor and product).
-    pub board: Option<String>,
-    /// CPU model name (`Cortex-A76`, `Intel(R) Core(TM) ...`).
-    pub cpu_model: Option<String>,
-    /// Distinct core types, e.g. `["Firestorm", "Icestorm"]` on an Apple M1.
-    pub core_types: Vec<String>,
-    /// Logical CPUs.
-    pub logical_cpus: u32,
-    /// Highest maximum frequency of any CPU, MHz.
-    pub max_mhz: Option<u32>,
-    /// Lowest minimum frequency, MHz.
-    pub min_mhz: Option<u32>,
-    /// Total memory, bytes.
-    pub memory: Option<u64>,
-    /// Raspberry Pi throttle flags, when the firmware exposes them.
-    pub throttle: Option<throttle::Throttle>,
-    /// Thermal zones.
-    pub thermal: Vec<thermal::ThermalZone>,
+/// What to look up besides the machine itself.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The agent's data directory as a path inside the root: its device is reported.
+    pub data_dir: Option<String>,
 }
 
-fn read(root: &Path, rel: &str) -> Option<String> {
-    std::fs::read(root.join(rel))
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+/// Reads `root/rel` as (lossy) UTF-8.
+pub(crate) fn read(root: &Path, rel: &str) -> Option<String> {
+    read_path(&root.join(rel))
 }
 
-/// Total memory from `/proc/meminfo` text.
-pub fn mem_total(meminfo: &str) -> Option<u64> {
+fn read_path(p: &Path) -> Option<String> {
+    // sysfs files are small; anything huge is not what we are looking for.
+    use std::io::Read;
+    let f = std::fs::File::open(p).ok()?;
+    let mut buf = Vec::new();
+    f.take(1 << 20).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Reads a file and trims whitespace and NULs.
+pub(crate) fn read_trim(p: &Path) -> Option<String> {
+    read_path(p).map(|s| {
+        s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .to_string()
+    })
+}
+
+/// The entries of a directory as (name, path), sorted by name; empty when unreadable.
+pub(crate) fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, PathBuf)> = rd
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A `/proc/meminfo` field in bytes (`MemTotal`, `MemAvailable`).
+pub fn meminfo_field(meminfo: &str, field: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| {
-        let rest = l.strip_prefix("MemTotal:")?;
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
         let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
         kb.checked_mul(1024)
     })
 }
 
-/// Reads a cpufreq value (kHz) as MHz.
-fn khz_file(root: &Path, rel: &str) -> Option<u32> {
-    read(root, rel)?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|khz| (khz / 1000) as u32)
+/// Total memory from `/proc/meminfo` text.
+pub fn mem_total(meminfo: &str) -> Option<u64> {
+    meminfo_field(meminfo, "MemTotal")
 }
 
-/// Discovers the facts of the machine whose filesystem is at `root`.
-pub fn discover(root: &Path) -> Facts {
-    let cpu = read(root, "proc/cpuinfo")
+/// PSI `some avg10` of `/proc/pressure/memory`, in hundredths of a percent.
+pub fn psi_some_avg10(text: &str) -> Option<u32> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let v = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("avg10="))?;
+    let f: f64 = v.parse().ok()?;
+    (f.is_finite() && f >= 0.0).then(|| (f * 100.0).round().min(10_000.0) as u32)
+}
+
+/// Maps Rust's architecture names to the Go/OCI names clusters use.
+pub fn arch_name(rust_arch: &str) -> &str {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// DMI strings that vendors leave as placeholders.
+fn dmi_placeholder(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    l.is_empty()
+        || l.contains("to be filled")
+        || l.contains("system product name")
+        || l.contains("system manufacturer")
+        || l == "default string"
+        || l == "not applicable"
+        || l == "none"
+        || l == "o.e.m."
+}
+
+/// The board: device-tree model, a Pi's cpuinfo `Model`, or DMI vendor and product.
+fn board(root: &Path, info: &cpuinfo::CpuInfo) -> Option<String> {
+    let dt = read_trim(&root.join("proc/device-tree/model"))
+        .or_else(|| read_trim(&root.join("sys/firmware/devicetree/base/model")))
+        .filter(|m| !m.is_empty());
+    dt.or(info.board.clone()).or_else(|| {
+        let dmi = |f: &str| {
+            read_trim(&root.join("sys/class/dmi/id").join(f)).filter(|v| !dmi_placeholder(v))
+        };
+        let vendor = dmi("sys_vendor").or_else(|| dmi("board_vendor"));
+        let product = dmi("product_name").or_else(|| dmi("board_name"));
+        let both: Vec<String> = vendor.into_iter().chain(product).collect();
+        (!both.is_empty()).then(|| both.join(" "))
+    })
+}
+
+/// `PRETTY_NAME` of an os-release file.
+pub fn os_release_name(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix("PRETTY_NAME=")?;
+        Some(v.trim().trim_matches('"').trim_matches('\'').to_string()).filter(|v| !v.is_empty())
+    })
+}
+
+/// Discovers the machine whose filesystem is at `root`.
+pub fn discover(root: &Path, opts: &Options) -> Hardware {
+    let info = read(root, "proc/cpuinfo")
         .map(|t| cpuinfo::parse(&t))
         .unwrap_or_default();
-    let mut facts = Facts {
-        arch: cpu.arch.clone(),
-        arch64_capable: cpu.arch64_capable,
-        board: read(root, "proc/device-tree/model")
-            .map(|m| m.trim_end_matches('\0').trim().to_string())
-            .filter(|m| !m.is_empty())
-            .or(cpu.board.clone())
-            .or_else(|| {
-                let vendor = read(root, "sys/class/dmi/id/sys_vendor")?;
-                let product = read(root, "sys/class/dmi/id/product_name")?;
-                Some(
-                    format!("{} {}", vendor.trim(), product.trim())
-                        .trim()
-                        .to_string(),
-                )
-            }),
-        cpu_model: cpu.model.clone(),
-        core_types: cpu.core_types.clone(),
-        logical_cpus: cpu.processors,
-        memory: read(root, "proc/meminfo").and_then(|m| mem_total(&m)),
-        ..Default::default()
+    let host = root == Path::new("/");
+    let arch = if host {
+        arch_name(std::env::consts::ARCH).to_string()
+    } else {
+        info.arch.clone()
     };
-    for i in 0..facts.logical_cpus.max(1) {
-        let base = format!("sys/devices/system/cpu/cpu{i}/cpufreq");
-        if let Some(max) = khz_file(root, &format!("{base}/cpuinfo_max_freq")) {
-            facts.max_mhz = Some(facts.max_mhz.map_or(max, |m| m.max(max)));
-        }
-        if let Some(min) = khz_file(root, &format!("{base}/cpuinfo_min_freq")) {
-            facts.min_mhz = Some(facts.min_mhz.map_or(min, |m| m.min(min)));
-        }
-    }
-    facts.throttle = [
+    let version = read(root, "proc/version").unwrap_or_default();
+    let os = if host {
+        std::env::consts::OS.to_string()
+    } else if version.starts_with("Linux")
+        || read_trim(&root.join("proc/sys/kernel/ostype")).as_deref() == Some("Linux")
+        || root.join("proc/cpuinfo").exists()
+    {
+        "linux".into()
+    } else {
+        String::new()
+    };
+    let meminfo = read(root, "proc/meminfo").unwrap_or_default();
+    let (disks, data_disk) = block::disks(root, opts.data_dir.as_deref());
+    let throttle = [
         "sys/devices/platform/soc/soc:firmware/get_throttled",
         "sys/devices/platform/soc:firmware/get_throttled",
+        "sys/devices/platform/axi/axi:firmware/get_throttled",
     ]
     .iter()
     .find_map(|p| read(root, p))
     .and_then(|t| throttle::parse(&t));
-    facts.thermal = thermal::zones(root);
-    facts
+    Hardware {
+        arch64_capable: info.arch64_capable || arch == "amd64" || arch == "arm64",
+        arch,
+        os,
+        distro: read(root, "etc/os-release")
+            .or_else(|| read(root, "usr/lib/os-release"))
+            .and_then(|t| os_release_name(&t)),
+        kernel: read_trim(&root.join("proc/sys/kernel/osrelease"))
+            .filter(|k| !k.is_empty())
+            .or_else(|| version.split_whitespace().nth(2).map(str::to_string)),
+        board: board(root, &info),
+        cpu: cpu::cpu(root, &info),
+        memory: mem_total(&meminfo).unwrap_or(0),
+        memory_available: meminfo_field(&meminfo, "MemAvailable"),
+        memory_psi_some_avg10: read(root, "proc/pressure/memory").and_then(|t| psi_some_avg10(&t)),
+        disks,
+        data_disk,
+        gpus: gpu::gpus(root),
+        thermal: thermal::zones(root),
+        hwmon: hwmon::chips(root),
+        throttle,
+        power: power::supplies(root),
+        rapl: power::rapl(root),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn meminfo() {
-        assert_eq!(
-            super::mem_total("MemTotal:        8000000 kB\nMemFree: 1 kB\n"),
-            Some(8_192_000_000)
-        );
+        let t = "MemTotal:        8000000 kB\nMemFree: 1 kB\nMemAvailable:  4000 kB";
+        assert_eq!(super::mem_total(t), Some(8_192_000_000));
+        assert_eq!(super::meminfo_field(t, "MemAvailable"), Some(4_096_000));
         assert_eq!(super::mem_total("garbage"), None);
+        assert_eq!(super::mem_total("MemTotal: 99999999999999999999 kB"), None);
+    }
+
+    #[test]
+    fn psi() {
+        let t = "some avg10=12.34 avg60=1.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(super::psi_some_avg10(t), Some(1234));
+        assert_eq!(super::psi_some_avg10("some avg10=NaN"), None);
+        assert_eq!(super::psi_some_avg10(""), None);
+    }
+
+    #[test]
+    fn os_release() {
+        assert_eq!(
+            super::os_release_name("NAME=Debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"),
+            Some("Debian GNU/Linux 12 (bookworm)".into())
+        );
+        assert_eq!(super::os_release_name("PRETTY_NAME="), None);
     }
 }

@@ -1,93 +1,258 @@
-//! Every fixture machine: the facts asserted.
+//! Every fixture machine: the expected facts asserted. Trees under
+//! `tests/fixtures/hw/` are real captures except `constructed/` (see its build.py
+//! and tests/fixtures/SOURCES.md).
 
 use std::path::{Path, PathBuf};
 
-use motley_discovery::{cpuinfo, discover};
+use motley_core::hw::{ConditionKind, Media, Thresholds};
+use motley_discovery::{Options, cpuinfo, discover, gpu};
 
-fn fixture(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/hw/sbc-bench")
-        .join(name);
+fn hw_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hw")
+}
+
+fn read(rel: &str) -> String {
+    let p = hw_dir().join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// (fixture, processors, arch, 64-bit capable, model, board)
-type Machine = (
+fn opts() -> Options {
+    Options {
+        data_dir: Some("/var/lib/motley".into()),
+    }
+}
+
+/// A cpuinfo-only capture: (file, logical CPUs, physical cores, arch, 64-bit capable,
+/// model, board, SoC).
+type CpuOnly = (
     &'static str,
+    u32,
     u32,
     &'static str,
     bool,
     &'static str,
     Option<&'static str>,
+    Option<&'static str>,
 );
 
-const MACHINES: &[Machine] = &[
+const CPUINFO_MACHINES: &[CpuOnly] = &[
     (
-        "BCM2712-6.1.47.cpuinfo",
+        "sbc-bench/BCM2712-6.1.47.cpuinfo",
+        4,
         4,
         "arm64",
         true,
         "Cortex-A76",
         Some("Raspberry Pi 5 Model B Rev 1.0"),
+        Some("BCM2835"),
     ),
     (
-        "BCM2711B0-5.10.63-v8.cpuinfo",
+        "sbc-bench/BCM2711B0-5.10.63-v8.cpuinfo",
+        4,
         4,
         "arm64",
         true,
         "Cortex-A72",
         Some("Raspberry Pi 4 Model B Rev 1.4"),
+        Some("BCM2835"),
     ),
     (
-        "BCM2711-5.15.14-200.fc35.aarch64.cpuinfo",
+        "sbc-bench/BCM2711-5.15.14-200.fc35.aarch64.cpuinfo",
+        4,
         4,
         "arm64",
         true,
         "Cortex-A72",
         None,
+        None,
     ),
     (
-        "BCM2837_BCM2709-4.1.19-v7.cpuinfo",
+        "sbc-bench/BCM2837_BCM2709-4.1.19-v7.cpuinfo",
+        4,
         4,
         "arm",
         true,
         "Cortex-A53",
         None,
+        Some("BCM2709"),
     ),
     (
-        "BCM2835-5.10.63+.cpuinfo",
+        "sbc-bench/BCM2835-5.10.63+.cpuinfo",
+        1,
         1,
         "arm",
         false,
         "ARM1176",
         Some("Raspberry Pi Model B Rev 2"),
+        Some("BCM2835"),
     ),
     (
-        "Apple-M1.cpuinfo",
+        "sbc-bench/Apple-M1.cpuinfo",
+        8,
         8,
         "arm64",
         true,
         "Firestorm (Apple M1) + Icestorm (Apple M1)",
         None,
+        None,
+    ),
+    (
+        "pytorch-cpuinfo/raspberrypi.log",
+        1,
+        1,
+        "arm",
+        false,
+        "ARM1176",
+        None,
+        Some("BCM2708"),
+    ),
+    (
+        "pytorch-cpuinfo/raspberrypi-zero.log",
+        1,
+        1,
+        "arm",
+        false,
+        "ARM1176",
+        None,
+        Some("BCM2708"),
+    ),
+    (
+        "pytorch-cpuinfo/raspberrypi2.log",
+        4,
+        4,
+        "arm",
+        false,
+        "Cortex-A7",
+        None,
+        Some("BCM2709"),
+    ),
+    (
+        "pytorch-cpuinfo/raspberrypi3.log",
+        4,
+        4,
+        "arm",
+        true,
+        "Cortex-A53",
+        None,
+        Some("BCM2709"),
+    ),
+    (
+        "pytorch-cpuinfo/alldocube-iwork8.log",
+        4,
+        4,
+        "amd64",
+        true,
+        "Intel(R) Atom(TM) x5-Z8350  CPU @ 1.44GHz",
+        None,
+        None,
+    ),
+    (
+        "pytorch-cpuinfo/memo-pad-7.log",
+        4,
+        4,
+        "amd64",
+        true,
+        "Intel(R) Atom(TM) CPU  Z3745  @ 1.33GHz",
+        None,
+        None,
+    ),
+    (
+        "archspec/linux-ubuntu20.04-zen3",
+        1,
+        1,
+        "amd64",
+        true,
+        "AMD Ryzen 9 5950X 16-Core Processor",
+        None,
+        None,
+    ),
+    (
+        "archspec/linux-rocky9-zen5",
+        1,
+        1,
+        "amd64",
+        true,
+        "AMD Ryzen 9 9950X 16-Core Processor",
+        None,
+        None,
+    ),
+    (
+        "archspec/linux-rhel7-zen",
+        1,
+        1,
+        "amd64",
+        true,
+        "AMD EPYC 7301 16-Core Processor",
+        None,
+        None,
+    ),
+    (
+        "archspec/linux-ubuntu24.04-alderlake",
+        1,
+        1,
+        "amd64",
+        true,
+        "Intel(R) Core(TM) Ultra 9 285",
+        None,
+        None,
+    ),
+    (
+        "archspec/linux-asahi-m1",
+        1,
+        1,
+        "arm64",
+        true,
+        "Icestorm (Apple M1)",
+        None,
+        None,
+    ),
+    (
+        "archspec/linux-asahi-m2",
+        1,
+        1,
+        "arm64",
+        true,
+        "Blizzard (Apple M2)",
+        None,
+        None,
+    ),
+    (
+        "archspec/linux-amazon-cortex_a72",
+        1,
+        1,
+        "arm64",
+        true,
+        "Cortex-A72",
+        None,
+        None,
     ),
 ];
 
 #[test]
-fn every_fixture_machine() {
-    for (file, n, arch, a64, model, board) in MACHINES {
-        let c = cpuinfo::parse(&fixture(file));
-        assert_eq!(c.processors, *n, "{file}: processors");
-        assert_eq!(c.arch, *arch, "{file}: arch");
-        assert_eq!(c.arch64_capable, *a64, "{file}: 64-bit capable");
-        assert_eq!(c.model.as_deref(), Some(*model), "{file}: model");
-        assert_eq!(c.board.as_deref(), *board, "{file}: board");
+fn every_cpuinfo_capture() {
+    for (file, n, cores, arch, a64, model, board, soc) in CPUINFO_MACHINES {
+        // Each capture as the only file of a tree, as the agent reads it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+        std::fs::write(dir.path().join("proc/cpuinfo"), read(file)).expect("write");
+        let hw = discover(dir.path(), &opts());
+        assert_eq!(hw.cpu.logical, *n, "{file}: logical CPUs");
+        assert_eq!(hw.cpu.cores, *cores, "{file}: physical cores");
+        assert_eq!(hw.cpu.sockets, 1, "{file}: sockets");
+        assert_eq!(hw.arch, *arch, "{file}: arch");
+        assert_eq!(hw.arch64_capable, *a64, "{file}: 64-bit capable");
+        assert_eq!(hw.cpu.model.as_deref(), Some(*model), "{file}: model");
+        assert_eq!(hw.board.as_deref(), *board, "{file}: board");
+        assert_eq!(hw.cpu.soc.as_deref(), *soc, "{file}: SoC");
+        assert_eq!(hw.os, "linux", "{file}");
     }
-    let m1 = cpuinfo::parse(&fixture("Apple-M1.cpuinfo"));
+    let m1 = cpuinfo::parse(&read("sbc-bench/Apple-M1.cpuinfo"));
     assert_eq!(
         m1.core_types,
         ["Firestorm (Apple M1)", "Icestorm (Apple M1)"]
     );
-    let pi3 = cpuinfo::parse(&fixture("BCM2837_BCM2709-4.1.19-v7.cpuinfo"));
+    assert_eq!(m1.vendor.as_deref(), Some("apple"));
+    let pi3 = cpuinfo::parse(&read("sbc-bench/BCM2837_BCM2709-4.1.19-v7.cpuinfo"));
     assert_eq!(
         pi3.core_types,
         ["Cortex-A53"],
@@ -95,94 +260,340 @@ fn every_fixture_machine() {
     );
 }
 
-/// A captured tree: a Pi 4 with the firmware reporting undervoltage now.
-fn pi_tree() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("motley-discovery-{}", std::process::id()));
-    let w = |rel: &str, text: &str| {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(p, text).expect("write");
-    };
-    w("proc/cpuinfo", &fixture("BCM2711B0-5.10.63-v8.cpuinfo"));
-    w(
-        "proc/meminfo",
-        "MemTotal:        3884360 kB\nMemFree:          100 kB\n",
-    );
-    w("proc/device-tree/model", "Raspberry Pi 4 Model B Rev 1.4\0");
-    for i in 0..4 {
-        w(
-            &format!("sys/devices/system/cpu/cpu{i}/cpufreq/cpuinfo_max_freq"),
-            "1500000\n",
+/// A captured or constructed tree and what must be found in it.
+struct Tree {
+    dir: &'static str,
+    arch: &'static str,
+    sockets: u32,
+    cores: u32,
+    logical: u32,
+    board: Option<&'static str>,
+    cpu: &'static str,
+    core_types: &'static [(&'static str, u32)],
+    max_mhz: Option<u32>,
+    disks: &'static [(&'static str, Media)],
+    data_media: Option<Media>,
+    gpus: &'static [(&'static str, &'static str)],
+    thermal: &'static [&'static str],
+}
+
+const TREES: &[Tree] = &[
+    Tree {
+        dir: "hwloc/raptorlake",
+        arch: "amd64",
+        sockets: 1,
+        cores: 14,
+        logical: 20,
+        board: Some("HP HP EliteBook 840 14 inch G10 Notebook PC"),
+        cpu: "13th Gen Intel(R) Core(TM) i7-1370P",
+        core_types: &[("P-core", 12), ("E-core", 8)],
+        max_mhz: Some(5200),
+        disks: &[],
+        data_media: Some(Media::Unknown), // on device-mapper, not captured
+        gpus: &[],
+        thermal: &[],
+    },
+    Tree {
+        dir: "node_exporter",
+        arch: "amd64",
+        sockets: 1,
+        cores: 4,
+        logical: 8,
+        board: None,
+        cpu: "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz",
+        core_types: &[],
+        max_mhz: None,
+        disks: &[("sda", Media::Hdd)],
+        data_media: None,
+        gpus: &[],
+        thermal: &["cpu-thermal"],
+    },
+    Tree {
+        dir: "procfs",
+        arch: "amd64",
+        sockets: 1,
+        cores: 4,
+        logical: 8,
+        board: None,
+        cpu: "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz",
+        core_types: &[],
+        max_mhz: None,
+        disks: &[("nvme0n0", Media::Nvme), ("sda", Media::Hdd)],
+        data_media: None,
+        gpus: &[("amd", "amdgpu"), ("intel", "i915")],
+        thermal: &["bcm2835_thermal", "acpitz"],
+    },
+    Tree {
+        dir: "constructed/pi4-undervoltage",
+        arch: "arm64",
+        sockets: 1,
+        cores: 4,
+        logical: 4,
+        board: Some("Raspberry Pi 4 Model B Rev 1.4"),
+        cpu: "Cortex-A72",
+        core_types: &[],
+        max_mhz: Some(1500),
+        disks: &[("mmcblk0", Media::Sd)],
+        data_media: Some(Media::Sd),
+        gpus: &[("broadcom", "v3d")],
+        thermal: &["cpu-thermal"],
+    },
+    Tree {
+        dir: "constructed/pi5",
+        arch: "arm64",
+        sockets: 1,
+        cores: 4,
+        logical: 4,
+        board: Some("Raspberry Pi 5 Model B Rev 1.0"),
+        cpu: "Cortex-A76",
+        core_types: &[],
+        max_mhz: Some(2400),
+        disks: &[("mmcblk0", Media::Sd)],
+        data_media: Some(Media::Sd),
+        gpus: &[("broadcom", "v3d")],
+        thermal: &["cpu-thermal"],
+    },
+    Tree {
+        dir: "constructed/celeron-emmc",
+        arch: "amd64",
+        sockets: 1,
+        cores: 2,
+        logical: 2,
+        board: Some("ACME Celeron netbook (constructed)"),
+        cpu: "Intel(R) Celeron(R) CPU  N3050  @ 1.60GHz",
+        core_types: &[],
+        max_mhz: Some(2160),
+        disks: &[("mmcblk0", Media::Emmc)],
+        data_media: Some(Media::Emmc),
+        gpus: &[],
+        thermal: &["x86_pkg_temp"],
+    },
+    Tree {
+        dir: "constructed/x86-nvme-gpu",
+        arch: "amd64",
+        sockets: 1,
+        cores: 16,
+        logical: 32,
+        board: Some("ASUSTeK COMPUTER INC. ROG STRIX B550-F GAMING"),
+        cpu: "AMD Ryzen 9 5950X 16-Core Processor",
+        core_types: &[],
+        max_mhz: Some(3400),
+        disks: &[("nvme0n1", Media::Nvme), ("sda", Media::Hdd)],
+        data_media: Some(Media::Nvme),
+        gpus: &[("amd", "amdgpu")],
+        thermal: &[],
+    },
+    Tree {
+        dir: "constructed/usb-stick",
+        arch: "",
+        sockets: 0,
+        cores: 0,
+        logical: 0,
+        board: None,
+        cpu: "",
+        core_types: &[],
+        max_mhz: None,
+        disks: &[
+            ("loop0", Media::Virtual),
+            ("sda", Media::Ssd),
+            ("sdb", Media::UsbFlash),
+            ("sr0", Media::Optical),
+            ("zram0", Media::Virtual),
+        ],
+        data_media: Some(Media::Ssd),
+        gpus: &[],
+        thermal: &[],
+    },
+];
+
+#[test]
+fn every_tree_machine() {
+    for t in TREES {
+        let hw = discover(&hw_dir().join(t.dir), &opts());
+        let d = t.dir;
+        assert_eq!(hw.arch, t.arch, "{d}: arch");
+        assert_eq!(
+            (hw.cpu.sockets, hw.cpu.cores, hw.cpu.logical),
+            (t.sockets, t.cores, t.logical),
+            "{d}: sockets, cores, logical"
         );
-        w(
-            &format!("sys/devices/system/cpu/cpu{i}/cpufreq/cpuinfo_min_freq"),
-            "600000\n",
+        assert_eq!(hw.board.as_deref(), t.board, "{d}: board");
+        assert_eq!(hw.cpu.model.as_deref().unwrap_or(""), t.cpu, "{d}: cpu");
+        if !t.core_types.is_empty() {
+            let types: Vec<(&str, u32)> = hw
+                .cpu
+                .core_types
+                .iter()
+                .map(|c| (c.name.as_str(), c.logical))
+                .collect();
+            assert_eq!(types, t.core_types, "{d}: core types");
+        } else {
+            assert!(hw.cpu.core_types.len() <= 1, "{d}: not hybrid");
+        }
+        assert_eq!(hw.cpu.max_mhz, t.max_mhz, "{d}: max MHz");
+        let disks: Vec<(&str, Media)> = hw
+            .disks
+            .iter()
+            .map(|x| (x.name.as_str(), x.media))
+            .collect();
+        assert_eq!(disks, t.disks, "{d}: disks");
+        assert_eq!(
+            hw.data_disk.as_ref().map(|x| x.media),
+            t.data_media,
+            "{d}: data disk"
         );
+        let gpus: Vec<(&str, &str)> = hw
+            .gpus
+            .iter()
+            .map(|g| (g.vendor.as_str(), g.driver.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(gpus, t.gpus, "{d}: GPUs");
+        let zones: Vec<&str> = hw.thermal.iter().map(|z| z.kind.as_str()).collect();
+        assert_eq!(zones, t.thermal, "{d}: thermal zones");
     }
-    w(
-        "sys/devices/platform/soc/soc:firmware/get_throttled",
-        "50005\n",
-    );
-    w("sys/class/thermal/thermal_zone0/type", "cpu-thermal\n");
-    w("sys/class/thermal/thermal_zone0/temp", "61000\n");
-    w(
-        "sys/class/thermal/thermal_zone0/trip_point_0_type",
-        "critical\n",
-    );
-    w(
-        "sys/class/thermal/thermal_zone0/trip_point_0_temp",
-        "110000\n",
-    );
-    dir
 }
 
 #[test]
-fn a_captured_pi_tree() {
-    let root = pi_tree();
-    let f = discover(&root);
-    let _ = std::fs::remove_dir_all(&root);
-    assert_eq!(f.arch, "arm64");
-    assert_eq!(f.board.as_deref(), Some("Raspberry Pi 4 Model B Rev 1.4"));
-    assert_eq!(f.cpu_model.as_deref(), Some("Cortex-A72"));
-    assert_eq!(f.logical_cpus, 4);
-    assert_eq!((f.max_mhz, f.min_mhz), (Some(1500), Some(600)));
-    assert_eq!(f.memory, Some(3_884_360 * 1024));
-    assert_eq!(f.thermal.len(), 1);
-    assert_eq!(f.thermal[0].kind, "cpu-thermal");
-    assert_eq!(f.thermal[0].temp_c, Some(61.0));
-    assert_eq!(f.thermal[0].trips, [("critical".to_string(), 110.0)]);
-    let t = f.throttle.expect("throttle flags");
-    assert!(t.undervoltage_now && t.throttled_now);
-}
-
-#[test]
-fn thermal_zones_of_a_captured_tree() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hw/procfs");
-    let f = discover(&root);
-    let kinds: Vec<(&str, Option<f64>)> = f
-        .thermal
+fn details_of_captured_trees() {
+    let p = discover(&hw_dir().join("procfs"), &opts());
+    let temps: Vec<Option<i32>> = p.thermal.iter().map(|z| z.temp_mc).collect();
+    assert_eq!(
+        temps,
+        [Some(49_925), Some(-44_000)],
+        "a negative temperature is kept"
+    );
+    assert_eq!(p.gpus[0].pci_id.as_deref(), Some("1002:687f"));
+    assert_eq!(p.gpus[0].vram, Some(8_573_157_376));
+    assert_eq!(
+        p.disks[0].model.as_deref(),
+        Some("Samsung SSD 970 PRO 512GB")
+    );
+    let n = discover(&hw_dir().join("node_exporter"), &opts());
+    let chips: Vec<&str> = n.hwmon.iter().map(|h| h.chip.as_str()).collect();
+    assert!(
+        chips.starts_with(&["coretemp", "coretemp", "applesmc", "nct6779"]),
+        "{chips:?}"
+    );
+    let core = &n.hwmon[0].temps[0];
+    assert_eq!(
+        (core.label.as_deref(), core.temp_mc, core.crit_mc),
+        (Some("Physical id 0"), Some(55_000), Some(100_000))
+    );
+    let power: Vec<(&str, &str, Option<u8>)> = n
+        .power
         .iter()
-        .map(|z| (z.kind.as_str(), z.temp_c))
+        .map(|p| (p.name.as_str(), p.kind.as_str(), p.capacity_pct))
         .collect();
     assert_eq!(
-        kinds,
-        [("bcm2835_thermal", Some(49.925)), ("acpitz", Some(-44.0))]
+        power,
+        [("AC", "Mains", None), ("BAT0", "Battery", Some(81))]
     );
+    let rapl: Vec<&str> = n.rapl.iter().map(|r| r.domain.as_str()).collect();
+    assert_eq!(rapl, ["package-0", "core"]);
+    assert!(n.rapl[0].energy_uj.is_some());
+    let x = discover(&hw_dir().join("constructed/x86-nvme-gpu"), &opts());
+    let data = x.data_disk.expect("data disk");
+    assert_eq!(
+        (data.mount.as_str(), data.device.as_str()),
+        ("/", "nvme0n1p2")
+    );
+    assert_eq!(x.disks[0].mounts, ["/", "/boot/efi"]);
+    assert_eq!(x.disks[1].mounts, ["/srv"]);
+    let stick = discover(
+        &hw_dir().join("constructed/usb-stick"),
+        &Options {
+            data_dir: Some("/media/stick/motley".into()),
+        },
+    );
+    assert_eq!(stick.data_disk.expect("data").media, Media::UsbFlash);
+    let emmc = discover(&hw_dir().join("constructed/celeron-emmc"), &opts());
+    assert_eq!(emmc.disks.len(), 1, "eMMC boot areas are not disks");
+}
+
+#[test]
+fn gpu_snapshots() {
+    let cases = [
+        ("amd/rx6600", "amd", "1002:73ff", "amdgpu", None),
+        (
+            "amd/phoenix",
+            "amd",
+            "1002:15bf",
+            "amdgpu",
+            Some(4_294_967_296u64),
+        ),
+        ("nvidia/rtx4080", "nvidia", "10de:2704", "nvidia", None),
+        ("intel/tigerlake", "intel", "8086:9a49", "xe", None),
+    ];
+    for (dir, vendor, pci, driver, vram) in cases {
+        let g = gpu::scan_drm(&hw_dir().join("lact").join(dir));
+        assert_eq!(g.len(), 1, "{dir}");
+        assert_eq!(
+            (
+                g[0].vendor.as_str(),
+                g[0].pci_id.as_deref(),
+                g[0].driver.as_deref()
+            ),
+            (vendor, Some(pci), Some(driver)),
+            "{dir}"
+        );
+        if let Some(v) = vram {
+            assert_eq!(g[0].vram, Some(v), "{dir}: VRAM");
+        }
+    }
+}
+
+#[test]
+fn pi_conditions_from_a_tree() {
+    let t = Thresholds::default();
+    let pi4 = discover(&hw_dir().join("constructed/pi4-undervoltage"), &opts());
+    let c = motley_core::hw::conditions(&pi4, None, &t, &[], 1);
+    let kinds: Vec<ConditionKind> = c.iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        [ConditionKind::Undervoltage, ConditionKind::Throttled]
+    );
+    assert_eq!(pi4.hwmon[1].undervoltage_alarm, Some(true));
+    let pi5 = discover(&hw_dir().join("constructed/pi5"), &opts());
+    assert!(motley_core::hw::conditions(&pi5, None, &t, &[], 1).is_empty());
+    assert_eq!(pi5.throttle.map(|t| t.raw), Some(0));
 }
 
 #[test]
 fn an_empty_root_gives_empty_facts() {
-    let f = discover(Path::new("/nonexistent-motley-root"));
-    assert_eq!(f.logical_cpus, 0);
-    assert_eq!(f.memory, None);
-    assert!(f.throttle.is_none());
+    let f = discover(Path::new("/nonexistent-motley-root"), &opts());
+    assert_eq!(f.cpu.logical, 0);
+    assert_eq!(f.memory, 0);
+    assert!(f.throttle.is_none() && f.disks.is_empty() && f.data_disk.is_none());
+}
+
+#[test]
+fn this_machine() {
+    let hw = discover(Path::new("/"), &Options::default());
+    let nproc = std::process::Command::new("nproc")
+        .arg("--all")
+        .output()
+        .expect("nproc");
+    let nproc: u32 = String::from_utf8_lossy(&nproc.stdout)
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(hw.cpu.logical, nproc, "agrees with nproc --all");
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    assert_eq!(Some(hw.memory), motley_discovery::mem_total(&meminfo));
+    assert!(hw.memory > 0 && !hw.arch.is_empty() && hw.os == "linux");
 }
 
 proptest::proptest! {
     #[test]
-    fn cpuinfo_never_panics(s in "(?s).{0,400}") {
+    fn text_parsers_never_panic(s in "(?s).{0,400}") {
         let _ = cpuinfo::parse(&s);
         let _ = motley_discovery::throttle::parse(&s);
         let _ = motley_discovery::mem_total(&s);
+        let _ = motley_discovery::psi_some_avg10(&s);
+        let _ = motley_discovery::block::parse_mounts(&s);
+        let _ = motley_discovery::block::parse_mountinfo(&s);
+        let _ = motley_discovery::cpu::cpu_list(&s);
+        let _ = gpu::nvidia_information(&s);
+        let _ = motley_discovery::os_release_name(&s);
     }
 }

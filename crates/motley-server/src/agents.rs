@@ -39,6 +39,21 @@ pub fn capacity_of(facts: &motley_core::model::NodeFacts) -> Capacity {
     }
 }
 
+/// The stored record of a node as its agent describes it (labels and taints are
+/// derived by [`Shared::register_node`]).
+fn node_record(name: &str, facts: motley_core::model::NodeFacts) -> Node {
+    Node {
+        name: name.to_string(),
+        capacity: capacity_of(&facts),
+        facts,
+        labels: Default::default(),
+        taints: Vec::new(),
+        cordoned: false,
+        draining: false,
+        registered_at: now_ms(),
+    }
+}
+
 /// `GET /v1/agent/connect`.
 pub async fn connect(
     State(s): State<Arc<Shared>>,
@@ -69,7 +84,9 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
         version,
         node: said,
         facts,
+        labels,
         allocs,
+        readings,
     }) = hello
     else {
         tracing::warn!("agent for {node}: no valid hello");
@@ -92,18 +109,12 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
             .await;
         return;
     }
-    let record = Node {
-        name: node.clone(),
-        capacity: capacity_of(&facts),
-        facts,
-        labels: Default::default(),
-        cordoned: false,
-        draining: false,
-        registered_at: now_ms(),
-    };
-    if let Err(e) = s.register_node(record).await {
+    if let Err(e) = s.register_node(node_record(&node, facts), &labels).await {
         tracing::warn!("registering node {node}: {e}");
         return;
+    }
+    if let Some(r) = readings {
+        lock(&s.readings).insert(node.clone(), (r, now_ms()));
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
     let conn_id = s.connect_agent(&node, tx.clone());
@@ -161,6 +172,14 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
             AgentMsg::Hello { .. } => {
                 tracing::warn!("agent {node} said hello twice");
                 break;
+            }
+            AgentMsg::Facts { facts } => {
+                if let Err(e) = s.register_node(node_record(&node, facts), &labels).await {
+                    tracing::warn!("new facts from {node}: {e}");
+                }
+            }
+            AgentMsg::Readings { readings, at } => {
+                lock(&s.readings).insert(node.clone(), (readings, at));
             }
             AgentMsg::Heartbeat => {
                 s.heartbeat(&node);

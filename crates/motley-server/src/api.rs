@@ -593,6 +593,7 @@ fn node_views(s: &Shared) -> Vec<NodeView> {
                 .filter(|a| a.node == n.name && a.is_live())
                 .collect();
             let (health, since, reason) = s.node_health(&n.name);
+            let readings = lock(&s.readings).get(&n.name).cloned();
             let state = health.as_str();
             NodeView {
                 node: n.clone(),
@@ -608,6 +609,8 @@ fn node_views(s: &Shared) -> Vec<NodeView> {
                     .iter()
                     .map(|a| a.task.resources.memory_or_default().0)
                     .sum(),
+                readings_at: readings.as_ref().map(|r| r.1),
+                readings: readings.map(|r| r.0),
             }
         })
         .collect()

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use motley_core::failure::{Detector, FailureConfig, Health};
+use motley_core::hw::{Readings, TaintPolicy};
 use motley_core::model::{AllocState, Allocation, Desired, Node, Workload, WorkloadRef};
 use motley_core::proto::{AllocReport, ServerMsg};
 use motley_core::reconcile::{self, Blocked, Ids, Input};
@@ -120,6 +121,10 @@ pub struct Shared {
     pub failure: FailureConfig,
     /// Per-node failure detectors (memory only: heartbeats never touch the store).
     pub health: Mutex<HashMap<String, NodeHealth>>,
+    /// The effect of each condition's taint.
+    pub taint_policy: TaintPolicy,
+    /// Each node's latest readings and when they were taken (memory only).
+    pub readings: Mutex<HashMap<String, (Readings, u64)>>,
 }
 
 impl Shared {
@@ -129,6 +134,7 @@ impl Shared {
         ca_pem: String,
         ca_hash: String,
         failure: FailureConfig,
+        taint_policy: TaintPolicy,
     ) -> Arc<Shared> {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
@@ -149,6 +155,8 @@ impl Shared {
             ca_hash,
             failure,
             health: Mutex::new(HashMap::new()),
+            taint_policy,
+            readings: Mutex::new(HashMap::new()),
         })
     }
 
@@ -489,8 +497,25 @@ impl Shared {
             .is_some_and(|c| c.tx.send(msg).is_ok())
     }
 
-    /// Records a node's registration: writes only when something changed.
-    pub async fn register_node(&self, node: Node) -> Result<(), StoreError> {
+    /// Records a node's registration or new facts: derives its labels (the agent's own
+    /// plus those under `motley.io/` from its facts) and its taints (from its conditions
+    /// and the taint policy), and writes only when something changed.
+    pub async fn register_node(
+        &self,
+        mut node: Node,
+        user_labels: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        node.labels = user_labels
+            .iter()
+            .filter(|(k, _)| !k.starts_with(motley_core::hw::LABEL_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(hw) = &node.facts.hw {
+            let logs = node.facts.task_logs.map_or("disk", |l| l.as_str());
+            node.labels
+                .extend(motley_core::hw::labels(hw, node.facts.cpu_score, logs));
+        }
+        node.taints = self.taint_policy.taints(&node.facts.conditions);
         for _ in 0..10 {
             let key = keys::node(&node.name);
             let current = self.store.get(&key).await?;
@@ -498,7 +523,6 @@ impl Shared {
                 Some(kv) => match serde_json::from_slice::<Node>(&kv.value) {
                     Ok(old) => {
                         let mut n = node.clone();
-                        n.labels = old.labels.clone();
                         n.cordoned = old.cordoned;
                         n.draining = old.draining;
                         n.registered_at = old.registered_at;

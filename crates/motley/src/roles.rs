@@ -40,9 +40,75 @@ pub fn failure_config(
     Ok(cfg)
 }
 
+/// The taint policy from `--condition-taint` flags.
+pub fn taint_policy(flags: &[String]) -> anyhow::Result<motley_core::hw::TaintPolicy> {
+    let mut p = motley_core::hw::TaintPolicy::default();
+    for f in flags {
+        p.set(f)
+            .map_err(|e| anyhow::anyhow!("--condition-taint {e}"))?;
+    }
+    Ok(p)
+}
+
+/// The agent's facts settings from its flags.
+pub fn facts_config(
+    args: &AgentArgs,
+    data_dir: &Path,
+) -> anyhow::Result<motley_agent::facts::FactsConfig> {
+    let mut fc = motley_agent::facts::FactsConfig::host(data_dir.to_path_buf());
+    if let Some(root) = &args.facts_root {
+        anyhow::ensure!(
+            root.join("proc").is_dir() || root.join("sys").is_dir(),
+            "--facts-root {}: no proc/ or sys/ directory there",
+            root.display()
+        );
+        fc.root = root.clone();
+    }
+    fc.interval = std::time::Duration::from_millis(
+        duration("facts-interval", &args.facts_interval)?.max(100),
+    );
+    fc.cpu_score = args.cpu_score;
+    fc.task_logs = match args.task_logs.as_str() {
+        "auto" => None,
+        "disk" => Some(motley_core::model::LogTarget::Disk),
+        "memory" => Some(motley_core::model::LogTarget::Memory),
+        other => anyhow::bail!("--task-logs {other:?}: expected auto, disk or memory"),
+    };
+    anyhow::ensure!(
+        args.disk_pressure_pct <= 100 && args.memory_available_pct <= 100,
+        "--disk-pressure-pct and --memory-available-pct are percentages (0-100)"
+    );
+    fc.thresholds = motley_core::hw::Thresholds {
+        thermal_margin_mc: args.thermal_margin as i32 * 1000,
+        disk_full_pct: args.disk_pressure_pct,
+        memory_available_pct: args.memory_available_pct,
+        ..Default::default()
+    };
+    Ok(fc)
+}
+
+/// `--label KEY=VALUE` flags as a map; keys under `motley.io/` are refused.
+pub fn labels(flags: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for f in flags {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--label {f:?}: expected KEY=VALUE"))?;
+        anyhow::ensure!(
+            !k.starts_with(motley_core::hw::LABEL_PREFIX),
+            "--label {f:?}: keys under {} are reserved for discovered facts",
+            motley_core::hw::LABEL_PREFIX
+        );
+        motley_core::model::validate_label(k, v)
+            .map_err(|e| anyhow::anyhow!("--label {f:?}: {e}"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
 /// Runs a control-plane server until Ctrl-C or SIGTERM.
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
-    let data_dir = match args.data_dir {
+    let data_dir = match args.data_dir.clone() {
         Some(d) => d,
         None => crate::up::default_data_dir()?,
     };
@@ -52,6 +118,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         tls_san: args.tls_san,
         write_join_token: true,
         failure: failure_config(&args.failure)?,
+        taint_policy: taint_policy(&args.condition_taints)?,
     })
     .await?;
     eprintln!(
@@ -69,19 +136,21 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 /// Runs an agent until Ctrl-C or SIGTERM (its tasks keep running and are adopted by the
 /// next agent start), or until the cluster refuses its credential (exit 1).
 pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
-    let data_dir = match args.data_dir {
+    let data_dir = match args.data_dir.clone() {
         Some(d) => d,
         None => dirs::data_dir()
             .map(|d| d.join("motley-agent"))
             .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir"))?,
     };
-    let name = match args.name {
+    let name = match args.name.clone() {
         Some(n) => {
             motley_core::model::validate_name(&n).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
             n
         }
         None => host_name(),
     };
+    let facts = facts_config(&args, &data_dir)?;
+    let node_labels = labels(&args.labels)?;
     let dir = data_dir.join("agent");
     let (token, ca_pem) =
         motley_agent::join::credentials(&dir, &args.server, args.token.as_deref(), &name)
@@ -93,7 +162,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         token,
         ca_pem,
         dir,
-        facts: motley_agent::facts::host_facts(Path::new("/")),
+        facts,
+        labels: node_labels,
     })
     .await?;
     if let Some(addr) = args.metrics_listen {

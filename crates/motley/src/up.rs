@@ -84,6 +84,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tls_san: args.tls_san,
         write_join_token: false,
         failure: Default::default(),
+        taint_policy: Default::default(),
     })
     .await?;
     if default_dir && let Some(user) = motley_cli::client::default_config_path() {
@@ -102,8 +103,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         servers: server.client.servers.clone(),
         token,
         ca_pem: server.client.ca.clone(),
+        facts: motley_agent::facts::FactsConfig::host(data_dir.clone()),
         dir: agent_dir,
-        facts: motley_agent::facts::host_facts(Path::new("/")),
+        labels: Default::default(),
     })
     .await?;
     motley_server::state::lock(&server.shared.registries).push(agent.registry());

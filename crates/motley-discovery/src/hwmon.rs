@@ -1,0 +1,64 @@
+//! hwmon chips: `/sys/class/hwmon/hwmon*/{name,tempN_input,tempN_label,tempN_crit}`,
+//! and `rpi_volt`'s `in0_lcrit_alarm` (a Raspberry Pi's under-voltage alarm).
+//!
+//! Older drivers keep the attributes under `device/`; both places are read.
+
+use std::path::Path;
+
+pub use motley_core::hw::{Hwmon, HwmonTemp};
+
+use crate::{entries, read_trim};
+
+/// Reads every hwmon chip under `root`, sorted by name.
+pub fn chips(root: &Path) -> Vec<Hwmon> {
+    let mut out: Vec<Hwmon> = entries(&root.join("sys/class/hwmon"))
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("hwmon"))
+        .map(|(name, dir)| {
+            let base = if dir.join("name").exists() {
+                dir.clone()
+            } else {
+                dir.join("device")
+            };
+            let chip = read_trim(&base.join("name")).unwrap_or_default();
+            let mut temps: Vec<(u32, HwmonTemp)> = entries(&base)
+                .into_iter()
+                .filter_map(|(f, _)| {
+                    let n = f.strip_prefix("temp")?.strip_suffix("_input")?;
+                    let idx: u32 = n.parse().ok()?;
+                    let at = |suffix: &str| read_trim(&base.join(format!("temp{n}_{suffix}")));
+                    Some((
+                        idx,
+                        HwmonTemp {
+                            sensor: format!("temp{n}"),
+                            label: at("label"),
+                            temp_mc: at("input").and_then(|t| t.parse().ok()),
+                            crit_mc: at("crit").and_then(|t| t.parse().ok()),
+                        },
+                    ))
+                })
+                .collect();
+            temps.sort_by_key(|(i, _)| *i);
+            let undervoltage_alarm = if chip == "rpi_volt" {
+                read_trim(&base.join("in0_lcrit_alarm")).map(|v| v != "0")
+            } else {
+                None
+            };
+            Hwmon {
+                name,
+                chip,
+                temps: temps.into_iter().map(|(_, t)| t).collect(),
+                undervoltage_alarm,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| natural(&a.name).cmp(&natural(&b.name)));
+    out
+}
+
+/// Sort key that puts `hwmon2` before `hwmon10`.
+pub(crate) fn natural(name: &str) -> (String, u64) {
+    let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let prefix = &name[..name.len() - digits.len()];
+    (prefix.to_string(), digits.parse().unwrap_or(u64::MAX))
+}
