@@ -490,3 +490,231 @@ fn a_standalone_agent_serves_its_metrics() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("read fixture dir").flatten() {
+        let dst = to.join(entry.file_name());
+        let ty = entry.file_type().expect("file type");
+        if ty.is_dir() {
+            std::fs::create_dir_all(&dst).expect("mkdir");
+            copy_tree(&entry.path(), &dst);
+        } else if ty.is_symlink() {
+            let target = std::fs::read_link(entry.path()).expect("readlink");
+            std::os::unix::fs::symlink(target, &dst).expect("symlink");
+        } else {
+            std::fs::copy(entry.path(), &dst).expect("copy");
+        }
+    }
+}
+
+fn node_json(m: &Multi, name: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "nodes", name, "-o", "json"]).stdout).ok()?;
+    Some(if v.is_array() { v[0].clone() } else { v })
+}
+
+/// Three agents pretending to be a Pi 4 with a sagging supply, a Pi 5 and an x86 box
+/// with an NVMe disk and a GPU (`--facts-root`): labels, conditions and taints appear;
+/// a service without a toleration lands on the healthy nodes; on flash the task's log
+/// is kept in memory; clearing the condition clears the taint.
+#[test]
+fn facts_roots_give_labels_conditions_and_taints() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let fixtures = repo_root().join("tests/fixtures/hw/constructed");
+    let pi4_root = m.dir.path().join("pi4-root");
+    copy_tree(&fixtures.join("pi4-undervoltage"), &pi4_root);
+    // A reserved label is refused before anything else happens.
+    let mut bad = m.agent_args("bad", Some(&token));
+    bad.extend(["--label".into(), "motley.io/board=fake".into()]);
+    let refs: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let (code, stderr) = Proc::run(&refs);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("reserved"), "{stderr}");
+
+    let roots = [
+        ("pi4", pi4_root.clone(), "300"),
+        ("pi5", fixtures.join("pi5"), "700"),
+        ("x86", fixtures.join("x86-nvme-gpu"), "1400"),
+    ];
+    let _agents: Vec<Proc> = roots
+        .iter()
+        .map(|(name, root, score)| {
+            let mut a = m.agent_args(name, Some(&token));
+            a.extend([
+                "--facts-root".into(),
+                root.display().to_string(),
+                "--facts-interval".into(),
+                "300ms".into(),
+                "--cpu-score".into(),
+                score.to_string(),
+                "--label".into(),
+                format!("rack=r-{name}"),
+            ]);
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            Proc::spawn(&refs, m.dir.path().join(format!("{name}.log"))).expect("agent")
+        })
+        .collect();
+    let pi4 = wait_for("pi4 with its conditions", Duration::from_secs(30), || {
+        let n = node_json(&m, "pi4")?;
+        (n["node"]["facts"]["conditions"].as_array()?.len() == 2).then_some(n)
+    });
+    let labels = &pi4["node"]["labels"];
+    assert_eq!(labels["motley.io/board"], "raspberry-pi-4-model-b-rev-1.4");
+    assert_eq!(labels["motley.io/arch"], "arm64");
+    assert_eq!(labels["motley.io/storage"], "sd");
+    assert_eq!(labels["motley.io/task-logs"], "memory");
+    assert_eq!(labels["motley.io/cpu-score"], "300");
+    assert_eq!(labels["motley.io/cpu-score-total"], "1200");
+    assert_eq!(labels["rack"], "r-pi4");
+    let kinds: Vec<&str> = pi4["node"]["facts"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .filter_map(|c| c["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["undervoltage", "throttled"]);
+    assert_eq!(
+        pi4["node"]["taints"],
+        serde_json::json!([
+            {"key": "motley.io/throttled", "effect": "prefer-no-schedule"},
+            {"key": "motley.io/undervoltage", "effect": "prefer-no-schedule"}
+        ])
+    );
+    assert_eq!(pi4["node"]["facts"]["cpus"], 4);
+    assert!(
+        pi4["readings"]["temps_c"]["thermal_zone0 cpu-thermal"] == 52,
+        "readings: {}",
+        pi4["readings"]
+    );
+    let x86 = wait_for("x86", Duration::from_secs(30), || node_json(&m, "x86"));
+    let xl = &x86["node"]["labels"];
+    assert_eq!(
+        (
+            xl["motley.io/storage"].as_str(),
+            xl["motley.io/gpu"].as_str()
+        ),
+        (Some("nvme"), Some("amd"))
+    );
+    assert_eq!(xl["motley.io/task-logs"], "disk");
+    assert_eq!(x86["node"]["facts"]["cpus"], 32);
+    assert!(x86["node"]["taints"].is_null() || x86["node"]["taints"] == serde_json::json!([]));
+    let describe =
+        String::from_utf8_lossy(&m.cli(&["describe", "node", "pi4"]).stdout).into_owned();
+    for needle in [
+        "undervoltage (for",
+        "firmware reports under-voltage now",
+        "Taints:      motley.io/throttled:prefer-no-schedule,motley.io/undervoltage:prefer-no-schedule",
+        "Task logs:   memory (data dir on sd (mmcblk0p2)",
+        "CPU score:   300 per core, 1200 in all",
+        "disk mmcblk0",
+        "Readings (",
+    ] {
+        assert!(
+            describe.contains(needle),
+            "describe lacks {needle:?}:\n{describe}"
+        );
+    }
+    let wide = String::from_utf8_lossy(&m.cli(&["get", "nodes", "-o", "wide"]).stdout).into_owned();
+    assert!(
+        wide.contains("CONDITIONS") && wide.contains("undervoltage,throttled"),
+        "{wide}"
+    );
+
+    // Two replicas without a toleration: the healthy nodes.
+    let manifest = m.dir.path().join("svc.yaml");
+    std::fs::write(
+        &manifest,
+        "kind: Service\nname: hw\nreplicas: 2\ntask:\n  command: [sh, -c, 'echo hello from $MOTLEY_ALLOC_ID; exec sleep 1000']\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n",
+    )
+    .expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifest.to_str().expect("path")])
+            .status
+            .success()
+    );
+    let running = wait_for("2 running", Duration::from_secs(30), || {
+        let r: Vec<serde_json::Value> = allocs(&m)
+            .into_iter()
+            .filter(|a| a["state"] == "running")
+            .collect();
+        (r.len() == 2).then_some(r)
+    });
+    let mut nodes: Vec<&str> = running.iter().filter_map(|a| a["node"].as_str()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["pi5", "x86"], "the undervolted Pi is avoided");
+    // On the Pi 5 (SD card) the log lives in memory, not in the data dir.
+    let on_pi5 = running
+        .iter()
+        .find(|a| a["node"] == "pi5")
+        .expect("pi5 replica");
+    let id = on_pi5["id"].as_str().expect("id");
+    let in_memory = std::path::Path::new("/dev/shm/motley-logs-pi5")
+        .join(id)
+        .join("output.log");
+    let on_disk = m
+        .dir
+        .path()
+        .join("pi5/agent/allocs")
+        .join(id)
+        .join("output.log");
+    wait_for("log in memory", Duration::from_secs(10), || {
+        std::fs::read_to_string(&in_memory)
+            .ok()
+            .filter(|t| t.contains("hello from"))
+    });
+    assert!(!on_disk.exists(), "{} must not exist", on_disk.display());
+    let logs = String::from_utf8_lossy(&m.cli(&["logs", id]).stdout).into_owned();
+    assert!(logs.contains(&format!("hello from {id}")), "{logs}");
+
+    // The supply recovers: only the since-boot bits remain, the alarm goes quiet.
+    std::fs::write(
+        pi4_root.join("sys/devices/platform/soc/soc:firmware/get_throttled"),
+        "50000\n",
+    )
+    .expect("write");
+    std::fs::write(
+        pi4_root.join("sys/class/hwmon/hwmon1/in0_lcrit_alarm"),
+        "0\n",
+    )
+    .expect("write");
+    wait_for(
+        "conditions and taints cleared",
+        Duration::from_secs(30),
+        || {
+            let n = node_json(&m, "pi4")?;
+            let clear = n["node"]["facts"]["conditions"].is_null()
+                || n["node"]["facts"]["conditions"] == serde_json::json!([]);
+            let untainted =
+                n["node"]["taints"].is_null() || n["node"]["taints"] == serde_json::json!([]);
+            (clear && untainted).then_some(())
+        },
+    );
+    // Now a third replica may use it.
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&manifest)
+            .expect("read")
+            .replace("replicas: 2", "replicas: 3"),
+    )
+    .expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifest.to_str().expect("path")])
+            .status
+            .success()
+    );
+    wait_for("a replica on pi4", Duration::from_secs(30), || {
+        allocs(&m)
+            .iter()
+            .any(|a| a["node"] == "pi4" && a["state"] == "running")
+            .then_some(())
+    });
+    assert!(m.cli(&["delete", "service/hw"]).status.success());
+    wait_for("replicas gone", Duration::from_secs(30), || {
+        allocs(&m).is_empty().then_some(())
+    });
+    assert!(
+        !in_memory.exists(),
+        "the in-memory log goes with its allocation"
+    );
+}

@@ -297,7 +297,18 @@ fn node_rows(nodes: &[NodeView], wide: bool) -> Rows {
     let now = now_ms();
     let mut headers = vec!["NAME", "STATE", "ARCH", "CPUS", "MEMORY", "ALLOCS", "AGE"];
     if wide {
-        headers.extend(["CPU USED", "MEM USED", "OS", "HOSTNAME", "REASON"]);
+        headers.extend([
+            "CPU USED",
+            "MEM USED",
+            "OS",
+            "HOSTNAME",
+            "BOARD",
+            "SCORE",
+            "STORAGE",
+            "GPU",
+            "CONDITIONS",
+            "REASON",
+        ]);
     }
     let rows = nodes
         .iter()
@@ -317,6 +328,24 @@ fn node_rows(nodes: &[NodeView], wide: bool) -> Rows {
                     format!("{}/{}", mem(n.used_memory), mem(n.node.capacity.memory.0)),
                     n.node.facts.os.clone(),
                     n.node.facts.hostname.clone(),
+                    label_or_dash(&n.node, "board"),
+                    n.node
+                        .facts
+                        .cpu_score
+                        .map_or_else(|| "-".into(), |s| s.to_string()),
+                    label_or_dash(&n.node, "storage"),
+                    label_or_dash(&n.node, "gpu"),
+                    if n.node.facts.conditions.is_empty() {
+                        "-".into()
+                    } else {
+                        n.node
+                            .facts
+                            .conditions
+                            .iter()
+                            .map(|c| c.kind.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
                     n.reason.clone(),
                 ]);
             }
@@ -324,6 +353,64 @@ fn node_rows(nodes: &[NodeView], wide: bool) -> Rows {
         })
         .collect();
     (headers, rows)
+}
+
+fn label_or_dash(n: &motley_core::model::Node, key: &str) -> String {
+    n.labels
+        .get(&format!("{}{key}", motley_core::hw::LABEL_PREFIX))
+        .cloned()
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The hardware part of `describe node`.
+fn describe_hardware(out: &mut String, n: &NodeView, now: u64) {
+    let f = &n.node.facts;
+    out.push_str(&format!(
+        "CPU score:   {}\n",
+        f.cpu_score.map_or_else(
+            || "not calibrated yet".to_string(),
+            |s| format!(
+                "{s} per core, {} in all (reference machine = 1000)",
+                s as u64 * f.cpus.max(1) as u64
+            )
+        )
+    ));
+    out.push_str(&format!(
+        "Task logs:   {} ({})\n",
+        f.task_logs.map_or("disk", |l| l.as_str()),
+        f.task_logs_reason.as_deref().unwrap_or("default")
+    ));
+    out.push_str("Conditions:\n");
+    let lines = crate::hwview::condition_lines(&f.conditions, now);
+    if lines.is_empty() {
+        out.push_str("  none\n");
+    }
+    for l in lines {
+        out.push_str(&format!("  {l}\n"));
+    }
+    out.push_str(&format!(
+        "Taints:      {}\n",
+        crate::hwview::taint_text(&n.node.taints)
+    ));
+    if let Some(hw) = &f.hw {
+        out.push_str("Hardware:\n");
+        let rows: Vec<Vec<String>> = crate::hwview::rows(hw)
+            .into_iter()
+            .map(|(k, v)| vec![k, v])
+            .collect();
+        indented(out, &table(&["FACT", "VALUE"], &rows));
+    }
+    if let Some(r) = &n.readings {
+        out.push_str(&format!(
+            "Readings ({} ago, kept in memory only):\n",
+            n.readings_at.map_or_else(|| "-".into(), |t| age(t, now))
+        ));
+        let rows: Vec<Vec<String>> = crate::hwview::reading_rows(r)
+            .into_iter()
+            .map(|(k, v)| vec![k, v])
+            .collect();
+        indented(out, &table(&["READING", "VALUE"], &rows));
+    }
 }
 
 fn alloc_rows(allocs: &[Allocation], wide: bool) -> Rows {
@@ -546,6 +633,7 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
             for (k, v) in &n.node.labels {
                 out.push_str(&format!("  {k}={v}\n"));
             }
+            describe_hardware(&mut out, &n, now);
             let allocs: Vec<Allocation> = client.get(&format!("/v1/allocs?node={name}")).await?;
             out.push_str("Allocations:\n");
             let (h, r) = alloc_rows(&allocs, false);

@@ -39,6 +39,9 @@ pub struct Candidate<'a> {
     pub used_memory: u64,
     /// Live allocations on it.
     pub count: u32,
+    /// Live allocations on it of the workload being placed (spreading replicas over
+    /// nodes comes before balancing load).
+    pub same: u32,
 }
 
 /// Labels view of a node for selectors.
@@ -77,6 +80,32 @@ pub struct Request<'a> {
     pub strategy: Strategy,
     /// Only this node (daemons).
     pub only_node: Option<&'a str>,
+    /// Taints it tolerates.
+    pub tolerations: &'a [crate::hw::Toleration],
+}
+
+/// What daemons tolerate: every condition taint, as Kubernetes' DaemonSets do (a node
+/// agent's helper must run on a hot or undervolted node too).
+pub static TOLERATE_ALL: [crate::hw::Toleration; 1] = [crate::hw::Toleration {
+    key: String::new(),
+    effect: None,
+}];
+
+/// Whether `tolerations` cover `taint` (the empty key of [`TOLERATE_ALL`] covers all).
+pub fn tolerates(tolerations: &[crate::hw::Toleration], taint: &crate::hw::Taint) -> bool {
+    tolerations
+        .iter()
+        .any(|t| t.key.is_empty() || t.tolerates(taint))
+}
+
+/// The first evict taint of `node` that a workload does not tolerate.
+pub fn evicting_taint<'n>(w: &Workload, node: &'n Node) -> Option<&'n crate::hw::Taint> {
+    if w.spec.kind() == crate::model::Kind::Daemon {
+        return None;
+    }
+    node.taints.iter().find(|t| {
+        t.effect == crate::hw::TaintEffect::Evict && !tolerates(&w.spec.placement().tolerations, t)
+    })
 }
 
 /// Why a request could not be placed: a summary counted by reason and the reason per node.
@@ -183,6 +212,7 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
             used_cpu: 0,
             used_memory: 0,
             count: 0,
+            same: 0,
         })
         .collect();
     let by_name: BTreeMap<&str, usize> = candidates
@@ -334,6 +364,11 @@ impl<'a> Pass<'a, '_> {
         let wref = w.spec.reference();
         let sel = selector_of(w);
         let res = &w.spec.task().resources;
+        let tolerations: &[crate::hw::Toleration] = if w.spec.kind() == crate::model::Kind::Daemon {
+            &TOLERATE_ALL
+        } else {
+            &w.spec.placement().tolerations
+        };
         let req = Request {
             workload: &wref,
             cpu: res.cpu_or_default().0,
@@ -341,6 +376,7 @@ impl<'a> Pass<'a, '_> {
             selector: sel.as_ref(),
             strategy,
             only_node: only,
+            tolerations,
         };
         match self.placer.place(&req, &self.candidates) {
             Ok(i) => {
@@ -348,6 +384,7 @@ impl<'a> Pass<'a, '_> {
                 c.used_cpu += req.cpu;
                 c.used_memory += req.memory;
                 c.count += 1;
+                c.same += 1;
                 let node = c.node.name.clone();
                 let a = self.new_alloc(w, index, &node);
                 self.plan.create.push(a);
@@ -390,7 +427,23 @@ impl<'a> Pass<'a, '_> {
         Some(last.updated_at + delay)
     }
 
+    /// Sets every candidate's count of `mine` (the workload about to be placed).
+    fn count_same(&mut self, mine: &[&Allocation]) {
+        for c in &mut self.candidates {
+            c.same = 0;
+        }
+        for a in mine {
+            if a.is_live()
+                && a.desired == Desired::Run
+                && let Some(&i) = self.by_name.get(a.node.as_str())
+            {
+                self.candidates[i].same += 1;
+            }
+        }
+    }
+
     fn service(&mut self, w: &Workload, replicas: u32, mine: &[&Allocation]) {
+        self.count_same(mine);
         let mut live_by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
         let mut terminal_by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
         for a in mine {
@@ -404,6 +457,27 @@ impl<'a> Pass<'a, '_> {
                 terminal_by_slot.entry(a.index).or_default().push(a);
             }
         }
+        // Evict taints: move away now, without waiting for the other replicas.
+        for allocs in live_by_slot.values_mut() {
+            allocs.retain(|a| {
+                let taint = self
+                    .input
+                    .nodes
+                    .get(&a.node)
+                    .and_then(|n| evicting_taint(w, n));
+                match taint {
+                    Some(t) => {
+                        self.plan.stop.push((
+                            a.id.clone(),
+                            format!("evicted: node {} is tainted {}", a.node, t.key),
+                        ));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        live_by_slot.retain(|_, v| !v.is_empty());
         for (slot, allocs) in &live_by_slot {
             for (i, a) in allocs.iter().enumerate() {
                 if *slot >= replicas {
@@ -478,9 +552,12 @@ impl<'a> Pass<'a, '_> {
                     failed.insert(a.index);
                 }
                 AllocState::Pending | AllocState::Running if a.desired == Desired::Run => {
-                    if self.input.nodes.get(&a.node).is_some_and(|n| n.draining) {
+                    let node = self.input.nodes.get(&a.node);
+                    if node.is_some_and(|n| n.draining) {
                         // Batch work on a draining node is stopped and runs again elsewhere.
                         self.stop(a, format!("draining node {}", a.node));
+                    } else if let Some(t) = node.and_then(|n| evicting_taint(w, n)) {
+                        self.stop(a, format!("evicted: node {} is tainted {}", a.node, t.key));
                     } else {
                         live.insert(a.index);
                     }

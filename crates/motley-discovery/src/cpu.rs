@@ -162,7 +162,7 @@ fn core_types(info: &CpuInfo, per: &[PerCpu], logical: u32) -> Vec<CoreType> {
             g.capacity = g.capacity.max(p.capacity);
         }
         let mut v: Vec<CoreType> = groups.into_values().collect();
-        v.sort_by(|a, b| (b.capacity, b.max_mhz).cmp(&(a.capacity, a.max_mhz)));
+        v.sort_by_key(|t| std::cmp::Reverse((t.capacity, t.max_mhz)));
         return v;
     }
     let single = || {
@@ -183,10 +183,13 @@ fn core_types(info: &CpuInfo, per: &[PerCpu], logical: u32) -> Vec<CoreType> {
     }
     // Group by capacity, else by maximum frequency.
     let caps: BTreeSet<u32> = per.iter().filter_map(|p| p.capacity).collect();
-    let key: Box<dyn Fn(&PerCpu) -> Option<u64>> = if caps.len() > 1 {
-        Box::new(|p: &PerCpu| p.capacity.map(u64::from))
-    } else {
-        Box::new(|p: &PerCpu| p.max_khz)
+    let by_capacity = caps.len() > 1;
+    let key = |p: &PerCpu| {
+        if by_capacity {
+            p.capacity.map(u64::from)
+        } else {
+            p.max_khz
+        }
     };
     let mut groups: BTreeMap<u64, Vec<&PerCpu>> = BTreeMap::new();
     for p in per {

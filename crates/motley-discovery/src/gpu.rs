@@ -101,7 +101,7 @@ pub fn scan_drm(drm: &Path) -> Vec<Gpu> {
     if out.iter().any(|g| g.driver.as_deref() == Some("v3d")) {
         out.retain(|g| g.driver.as_deref() != Some("vc4"));
     }
-    out.sort_by(|a, b| crate::hwmon::natural(&a.name).cmp(&crate::hwmon::natural(&b.name)));
+    out.sort_by_key(|g| crate::hwmon::natural(&g.name));
     // `model` held the PCI slot until now, to match NVIDIA's /proc entries.
     out
 }

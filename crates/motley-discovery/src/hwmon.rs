@@ -52,7 +52,7 @@ pub fn chips(root: &Path) -> Vec<Hwmon> {
             }
         })
         .collect();
-    out.sort_by(|a, b| natural(&a.name).cmp(&natural(&b.name)));
+    out.sort_by_key(|h| natural(&h.name));
     out
 }
 

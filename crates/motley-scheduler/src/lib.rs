@@ -2,15 +2,19 @@
 //!
 //! Sans-IO like the core: no runtime, no IO, no clock. [`Minimal`] is the
 //! skeleton's implementation of [`motley_core::reconcile::Placer`]: it filters
-//! on readiness, cordons, selectors and free CPU and memory, then spreads
+//! on readiness, cordons, selectors, taints (no-schedule, evict) and free CPU and
+//! memory, puts nodes with untolerated prefer-no-schedule taints last, then spreads
 //! (services, daemons) or bin-packs (jobs), breaking ties by node name so the
 //! same state always gives the same placement.
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 
+use motley_core::hw::TaintEffect;
 use motley_core::quantity::{Bytes, MilliCpu};
-use motley_core::reconcile::{Candidate, Placer, Request, Strategy, Unplaced, node_mismatch};
+use motley_core::reconcile::{
+    Candidate, Placer, Request, Strategy, Unplaced, node_mismatch, tolerates,
+};
 
 /// The minimal placer: feasibility on resources and selectors, then spread or bin-pack.
 #[derive(Debug, Default, Clone)]
@@ -28,6 +32,14 @@ pub fn infeasible(req: &Request<'_>, c: &Candidate<'_>) -> Option<String> {
         && let Some(m) = node_mismatch(c.node, sel)
     {
         return Some(format!("does not match {m}"));
+    }
+    if let Some(t) = c
+        .node
+        .taints
+        .iter()
+        .find(|t| t.effect != TaintEffect::PreferNoSchedule && !tolerates(req.tolerations, t))
+    {
+        return Some(format!("tainted {} ({})", t.key, t.effect.as_str()));
     }
     let free_cpu = c.node.capacity.cpu.0.saturating_sub(c.used_cpu);
     if free_cpu < req.cpu {
@@ -81,7 +93,7 @@ impl Placer for Minimal {
         req: &Request<'_>,
         candidates: &[Candidate<'_>],
     ) -> Result<usize, Unplaced> {
-        let mut best: Option<(u64, u32, usize)> = None;
+        let mut best: Option<(usize, u32, u64, u32, usize)> = None;
         let mut refused = Vec::new();
         let mut considered = 0;
         for (i, c) in candidates.iter().enumerate() {
@@ -94,16 +106,26 @@ impl Placer for Minimal {
                 continue;
             }
             let load = load_after(req, c);
+            // Nodes with prefer-no-schedule taints the workload does not tolerate come
+            // last, whatever the strategy.
+            let avoid = c
+                .node
+                .taints
+                .iter()
+                .filter(|t| {
+                    t.effect == TaintEffect::PreferNoSchedule && !tolerates(req.tolerations, t)
+                })
+                .count();
             let key = match req.strategy {
-                Strategy::Spread => (load, c.count, i),
-                Strategy::BinPack => (u64::MAX - load, u32::MAX - c.count, i),
+                Strategy::Spread => (avoid, c.same, load, c.count, i),
+                Strategy::BinPack => (avoid, 0, u64::MAX - load, u32::MAX - c.count, i),
             };
             if best.is_none_or(|b| key < b) {
                 best = Some(key);
             }
         }
         match best {
-            Some((_, _, i)) => Ok(i),
+            Some((_, _, _, _, i)) => Ok(i),
             None => Err(Unplaced {
                 summary: summarize(considered, &refused),
                 nodes: refused,

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use motley_core::hw::{Taint, TaintEffect};
 use motley_core::manifest::{Source, parse_set};
 use motley_core::model::{
     AllocState, Allocation, Capacity, Desired, Node, NodeFacts, Workload, WorkloadRef,
@@ -48,10 +49,19 @@ fn node(name: &str, cpu: u64, mem_mi: u64) -> Node {
             cpu: MilliCpu(cpu),
             memory: Bytes(mem_mi << 20),
         },
+        taints: Vec::new(),
         cordoned: false,
         draining: false,
         registered_at: 0,
     }
+}
+
+fn tainted(mut n: Node, key: &str, effect: TaintEffect) -> Node {
+    n.taints.push(Taint {
+        key: key.into(),
+        effect,
+    });
+    n
 }
 
 impl World {
@@ -193,6 +203,108 @@ fn unplaceable_demand_is_explained() {
         b.why.summary,
         "0/2 nodes: 1 insufficient memory, 1 not ready"
     );
+}
+
+#[test]
+fn taints_keep_work_away_unless_tolerated() {
+    let uv = "motley.io/undervoltage";
+    let mut w = World::new(&[
+        tainted(node("pi4", 4000, 1024), uv, TaintEffect::PreferNoSchedule),
+        node("pi5", 500, 1024),
+        node("x86", 500, 1024),
+    ]);
+    // Two replicas: the healthy nodes, though the tainted one is much freer.
+    w.apply(&SVC.replace("replicas: 3", "replicas: 2"));
+    let nodes: BTreeSet<_> = w.step().create.iter().map(|a| a.node.clone()).collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from(["pi5".to_string(), "x86".to_string()])
+    );
+    w.agents();
+    // Prefer-no-schedule is a preference: when the others are full, a third replica
+    // still runs there.
+    w.apply(SVC);
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 1);
+    assert_eq!(plan.create[0].node, "pi4");
+    w.agents();
+
+    // No-schedule: never there, and the refusal says why.
+    let mut w = World::new(&[
+        tainted(node("pi4", 4000, 1024), uv, TaintEffect::NoSchedule),
+        tainted(
+            node("hot", 4000, 1024),
+            "motley.io/thermal",
+            TaintEffect::Evict,
+        ),
+        node("x86", 1000, 1024),
+    ]);
+    w.apply(&SVC.replace("replicas: 3", "replicas: 4"));
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 2, "only x86 takes work (2 × 500m)");
+    assert!(plan.create.iter().all(|a| a.node == "x86"));
+    let b = plan.blocked.values().next().expect("blocked");
+    assert_eq!(
+        b.why.summary,
+        "0/3 nodes: 1 insufficient cpu, 1 tainted motley.io/thermal, 1 tainted motley.io/undervoltage"
+    );
+    // A toleration lifts it.
+    w.apply(&format!(
+        "{}placement:\n  tolerations: [{{key: {uv}}}, {{key: motley.io/thermal, effect: evict}}]\n",
+        SVC.replace("replicas: 3", "replicas: 4")
+    ));
+    w.agents();
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 2, "the rest goes to the tolerated nodes");
+    assert!(plan.create.iter().all(|a| a.node != "x86"));
+}
+
+#[test]
+fn evict_taints_move_running_work_but_not_daemons() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply(&SVC.replace("replicas: 3", "replicas: 2"));
+    w.apply(
+        "kind: Job\nname: batch\ncompletions: 2\nparallelism: 2\ntask:\n  command: [b]\n  resources: { cpu: 100m, memory: 64Mi }\n",
+    );
+    w.apply("kind: Daemon\nname: agent-helper\ntask:\n  command: [h]\n");
+    w.step();
+    w.agents();
+    let on_a = |w: &World| -> Vec<String> {
+        w.allocs
+            .values()
+            .filter(|a| a.node == "a" && a.is_live() && a.desired == Desired::Run)
+            .map(|a| a.workload.name.clone())
+            .collect()
+    };
+    assert!(on_a(&w).contains(&"web".to_string()));
+    // Node a turns hot with an evict policy: services and jobs leave at once.
+    w.nodes.insert(
+        "a".into(),
+        tainted(
+            node("a", 4000, 4096),
+            "motley.io/thermal",
+            TaintEffect::Evict,
+        ),
+    );
+    let plan = w.step();
+    assert!(
+        plan.stop
+            .iter()
+            .all(|(_, why)| why == "evicted: node a is tainted motley.io/thermal")
+    );
+    assert!(plan.create.iter().all(|a| a.node == "b"));
+    w.agents();
+    w.step();
+    w.agents();
+    assert_eq!(
+        on_a(&w),
+        ["agent-helper"],
+        "the daemon tolerates condition taints"
+    );
+    assert_eq!(w.live("web").len(), 2);
+    // The condition clears: nothing more to do, no churn.
+    w.nodes.insert("a".into(), node("a", 4000, 4096));
+    assert!(w.step().stop.is_empty());
 }
 
 #[test]

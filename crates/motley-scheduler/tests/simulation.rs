@@ -86,6 +86,7 @@ fn node(name: &str) -> Node {
             cpu: MilliCpu(4000),
             memory: Bytes(4 << 30),
         },
+        taints: Vec::new(),
         cordoned: false,
         draining: false,
         registered_at: 0,
