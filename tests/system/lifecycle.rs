@@ -336,7 +336,8 @@ fn facts_of_this_machine_agree_with_nproc_and_meminfo() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let f: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let f = &report["hardware"];
     let nproc = std::process::Command::new("nproc")
         .arg("--all")
         .output()
@@ -345,7 +346,7 @@ fn facts_of_this_machine_agree_with_nproc_and_meminfo() {
         .trim()
         .parse()
         .expect("number");
-    assert_eq!(f["logical_cpus"].as_u64(), Some(nproc));
+    assert_eq!(f["cpu"]["logical"].as_u64(), Some(nproc));
     let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
     let kb: u64 = meminfo
         .lines()
@@ -367,5 +368,9 @@ fn facts_of_this_machine_agree_with_nproc_and_meminfo() {
         .args(["facts"])
         .output()
         .expect("run");
-    assert!(String::from_utf8_lossy(&table.stdout).contains("logical cpus"));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains(&format!("{nproc} logical")) && table.contains("data dir"),
+        "{table}"
+    );
 }
