@@ -747,9 +747,12 @@ pub struct Toleration {
 }
 
 impl Toleration {
-    /// Whether this toleration covers `taint`.
+    /// Whether this toleration covers `taint`. The key `*` covers every key; so does the
+    /// empty key, which manifests cannot give (validation refuses it) and which the
+    /// reconciler uses for what daemons tolerate.
     pub fn tolerates(&self, taint: &Taint) -> bool {
-        (self.key == "*" || self.key == taint.key) && self.effect.is_none_or(|e| e == taint.effect)
+        (self.key == "*" || self.key.is_empty() || self.key == taint.key)
+            && self.effect.is_none_or(|e| e == taint.effect)
     }
 }
 

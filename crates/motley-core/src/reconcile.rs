@@ -91,20 +91,14 @@ pub static TOLERATE_ALL: [crate::hw::Toleration; 1] = [crate::hw::Toleration {
     effect: None,
 }];
 
-/// Whether `tolerations` cover `taint` (the empty key of [`TOLERATE_ALL`] covers all).
-pub fn tolerates(tolerations: &[crate::hw::Toleration], taint: &crate::hw::Taint) -> bool {
-    tolerations
-        .iter()
-        .any(|t| t.key.is_empty() || t.tolerates(taint))
-}
-
 /// The first evict taint of `node` that a workload does not tolerate.
 pub fn evicting_taint<'n>(w: &Workload, node: &'n Node) -> Option<&'n crate::hw::Taint> {
     if w.spec.kind() == crate::model::Kind::Daemon {
         return None;
     }
     node.taints.iter().find(|t| {
-        t.effect == crate::hw::TaintEffect::Evict && !tolerates(&w.spec.placement().tolerations, t)
+        t.effect == crate::hw::TaintEffect::Evict
+            && !crate::hw::tolerated(&w.spec.placement().tolerations, t)
     })
 }
 

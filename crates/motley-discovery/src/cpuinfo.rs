@@ -42,15 +42,10 @@ fn num(v: &str) -> Option<u32> {
 /// Parses `/proc/cpuinfo` text. Never panics; unknown lines are ignored.
 pub fn parse(text: &str) -> CpuInfo {
     let mut info = CpuInfo::default();
-    let mut cores: Vec<String> = Vec::new();
-    let mut types = BTreeSet::new();
     let (mut implementer, mut arch_v, mut x86, mut lm) = (None, None, false, false);
-    let flush = |implementer: &mut Option<u32>, part: Option<u32>, cores: &mut Vec<String>| {
-        if let (Some(i), Some(p)) = (*implementer, part)
-            && let Some(name) = arm::core_name(i, p)
-        {
-            cores.push(name.to_string());
-        }
+    // The ARM core name of the processor block just read.
+    let core_of = |implementer: Option<u32>, part: Option<u32>| {
+        arm::core_name(implementer?, part?).map(str::to_string)
     };
     let mut part = None;
     let mut phys: Option<u32> = None;
@@ -64,10 +59,7 @@ pub fn parse(text: &str) -> CpuInfo {
         match key {
             "processor" if value.parse::<u32>().is_ok() => {
                 if info.processors > 0 {
-                    let before = cores.len();
-                    flush(&mut implementer, part.take(), &mut cores);
-                    info.per_cpu_core
-                        .push((cores.len() > before).then(|| cores[cores.len() - 1].clone()));
+                    info.per_cpu_core.push(core_of(implementer, part.take()));
                 }
                 info.processors += 1;
                 phys = None;
@@ -123,22 +115,16 @@ pub fn parse(text: &str) -> CpuInfo {
         }
     }
     if info.processors > 0 || implementer.is_some() {
-        let before = cores.len();
-        let last_impl = implementer;
-        flush(&mut implementer, part, &mut cores);
-        info.per_cpu_core
-            .push((cores.len() > before).then(|| cores[cores.len() - 1].clone()));
+        info.per_cpu_core.push(core_of(implementer, part));
         if info.vendor.is_none() {
-            info.vendor = last_impl
+            info.vendor = implementer
                 .and_then(arm::implementer_name)
                 .map(str::to_string);
         }
     }
     info.sockets = sockets.len() as u32;
     info.cores = pairs.len() as u32;
-    for c in &cores {
-        types.insert(c.clone());
-    }
+    let types: BTreeSet<String> = info.per_cpu_core.iter().flatten().cloned().collect();
     info.arch = if x86 {
         if lm { "amd64".into() } else { "386".into() }
     } else if implementer.is_some() || arch_v.is_some() {

@@ -10,11 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use motley_core::hw::TaintEffect;
+use motley_core::hw::{TaintEffect, tolerated};
 use motley_core::quantity::{Bytes, MilliCpu};
-use motley_core::reconcile::{
-    Candidate, Placer, Request, Strategy, Unplaced, node_mismatch, tolerates,
-};
+use motley_core::reconcile::{Candidate, Placer, Request, Strategy, Unplaced, node_mismatch};
 
 /// The minimal placer: feasibility on resources and selectors, then spread or bin-pack.
 #[derive(Debug, Default, Clone)]
@@ -37,7 +35,7 @@ pub fn infeasible(req: &Request<'_>, c: &Candidate<'_>) -> Option<String> {
         .node
         .taints
         .iter()
-        .find(|t| t.effect != TaintEffect::PreferNoSchedule && !tolerates(req.tolerations, t))
+        .find(|t| t.effect != TaintEffect::PreferNoSchedule && !tolerated(req.tolerations, t))
     {
         return Some(format!("tainted {} ({})", t.key, t.effect.as_str()));
     }
@@ -113,7 +111,7 @@ impl Placer for Minimal {
                 .taints
                 .iter()
                 .filter(|t| {
-                    t.effect == TaintEffect::PreferNoSchedule && !tolerates(req.tolerations, t)
+                    t.effect == TaintEffect::PreferNoSchedule && !tolerated(req.tolerations, t)
                 })
                 .count();
             let key = match req.strategy {
