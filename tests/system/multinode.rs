@@ -718,3 +718,241 @@ fn facts_roots_give_labels_conditions_and_taints() {
         "the in-memory log goes with its allocation"
     );
 }
+
+/// Four agents with fixture hardware (`--facts-root`): a Pi 4 1 GB with undervoltage,
+/// a Pi 5, a Celeron on eMMC and an x86 box with an NVMe disk, an HDD and an AMD GPU
+/// (the Pis have their Broadcom VideoCore, the Celeron none). GPU
+/// work lands on the GPU node, a durable volume never on SD or eMMC, a 3-replica service
+/// spreads, a service preempts a low-priority job, refusals are explained, and `plan`
+/// changes nothing.
+#[test]
+fn scheduler_places_by_hardware() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let fixtures = repo_root().join("tests/fixtures/hw/constructed");
+    let roots = [
+        ("pi4", "pi4-undervoltage", "300"),
+        ("pi5", "pi5", "700"),
+        ("celeron", "celeron-emmc", "250"),
+        ("x86", "x86-nvme-gpu", "1400"),
+    ];
+    let _agents: Vec<Proc> = roots
+        .iter()
+        .map(|(name, dir, score)| {
+            let mut a = m.agent_args(name, Some(&token));
+            a.extend([
+                "--facts-root".into(),
+                fixtures.join(dir).display().to_string(),
+                "--cpu-score".into(),
+                score.to_string(),
+            ]);
+            let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            Proc::spawn(&refs, m.dir.path().join(format!("{name}.log"))).expect("agent")
+        })
+        .collect();
+    wait_for("four ready nodes", Duration::from_secs(30), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "nodes", "-o", "json"]).stdout).ok()?;
+        let ready = v
+            .as_array()?
+            .iter()
+            .filter(|n| n["state"] == "ready" && n["node"]["facts"]["hw"].is_object())
+            .count();
+        (ready == 4).then_some(())
+    });
+    let manifests = m.dir.path().join("work.yaml");
+    std::fs::write(
+        &manifests,
+        "kind: Volume\nname: data\nsize: 10Gi\n---\n\
+         kind: Service\nname: db\ntask:\n  command: [sleep, '600']\n  volumes: [data]\n---\n\
+         kind: Job\nname: train\ntask:\n  command: [sleep, '600']\n  resources: { gpu: { vendor: amd } }\n---\n\
+         kind: Job\nname: cuda\ntask:\n  command: [sleep, '600']\n  resources: { gpu: { vendor: nvidia } }\n---\n\
+         kind: Service\nname: web\nreplicas: 3\ntask:\n  command: [sleep, '600']\n",
+    )
+    .expect("write manifests");
+    // A dry run first: where things would go, and nothing changes.
+    let plan = m.cli(&["plan", "-f", manifests.to_str().expect("path")]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(text.contains("service/db would be created"), "{text}");
+    assert!(
+        text.contains("job/train: 1 new instance(s)\n  #0 -> x86 (gpus card1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("volume/data would be bound to x86 at / (nvme, nvme0n1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "job/cuda: 1 instance(s) would wait: 0/4 nodes: 3 no gpu matching nvidia, 1 no gpu"
+        ),
+        "{text}"
+    );
+    let none = m.cli(&["get", "services", "-o", "json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&none.stdout).trim(),
+        "[]",
+        "plan applied nothing"
+    );
+
+    let out = m.cli(&["apply", "-f", manifests.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running = |name: &str, n: usize| {
+        wait_for(
+            &format!("{n} running {name}"),
+            Duration::from_secs(30),
+            || {
+                let v: serde_json::Value = serde_json::from_slice(
+                    &m.cli(&["get", "allocs", "-o", "json", "--workload", name])
+                        .stdout,
+                )
+                .ok()?;
+                let nodes: Vec<String> = v
+                    .as_array()?
+                    .iter()
+                    .filter(|a| a["state"] == "running" && a["desired"] == "run")
+                    .filter_map(|a| a["node"].as_str().map(String::from))
+                    .collect();
+                (nodes.len() == n).then_some((nodes, v))
+            },
+        )
+    };
+    let (db, db_allocs) = running("service/db", 1);
+    assert_eq!(db, ["x86"], "the only durable disk");
+    let (train, train_allocs) = running("job/train", 1);
+    assert_eq!(train, ["x86"]);
+    assert_eq!(train_allocs[0]["gpus"], serde_json::json!(["card1"]));
+    let (web, _) = running("service/web", 3);
+    let distinct: std::collections::BTreeSet<&String> = web.iter().collect();
+    assert_eq!(distinct.len(), 3, "spread: {web:?}");
+    assert!(
+        !web.contains(&"pi4".to_string()),
+        "the undervolted Pi is last: {web:?}"
+    );
+    // The volume is bound to the NVMe disk, and the task got its directory.
+    let vol: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "volume", "data", "-o", "json"]).stdout)
+            .expect("volume json");
+    let vol = if vol.is_array() { vol[0].clone() } else { vol };
+    assert_eq!(vol["workload"]["binding"]["node"], "x86");
+    assert_eq!(vol["workload"]["binding"]["media"], "nvme");
+    let pid = db_allocs[0]["pid"].as_u64().expect("db pid") as u32;
+    let env = environ(pid);
+    let dir = m.dir.path().join("x86/volumes/data");
+    assert!(
+        env.contains(&format!("MOTLEY_VOLUME_DATA={}", dir.display())),
+        "{env:?}"
+    );
+    assert!(dir.is_dir());
+    let table = String::from_utf8_lossy(&m.cli(&["get", "volumes"]).stdout).to_string();
+    assert!(
+        table.contains("x86") && table.contains("nvme (nvme0n1)"),
+        "{table}"
+    );
+    // Refusals are explained, in total and node by node.
+    let cuda: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "job", "cuda", "-o", "json"]).stdout)
+            .expect("job json");
+    let cuda = if cuda.is_array() {
+        cuda[0].clone()
+    } else {
+        cuda
+    };
+    assert_eq!(
+        cuda["blocked"]["why"]["summary"],
+        "0/4 nodes: 3 no gpu matching nvidia, 1 no gpu"
+    );
+    let describe = String::from_utf8_lossy(&m.cli(&["describe", "job", "cuda"]).stdout).to_string();
+    assert!(describe.contains("celeron: no gpu"), "{describe}");
+    assert!(
+        describe.contains("x86: no gpu matching nvidia"),
+        "{describe}"
+    );
+    // A durable volume on a cluster with only SD and eMMC left: refused with reasons.
+    std::fs::write(
+        &manifests,
+        "kind: Volume\nname: logs\nsize: 1Gi\n---\n\
+         kind: Job\nname: archive\nplacement:\n  require: name != x86\ntask:\n  command: [sleep, '600']\n  volumes: [logs]\n",
+    )
+    .expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifests.to_str().expect("path")])
+            .status
+            .success()
+    );
+    let summary = wait_for("archive explained", Duration::from_secs(20), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "job", "archive", "-o", "json"]).stdout).ok()?;
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["blocked"]["why"]["summary"].as_str().map(String::from)
+    });
+    assert_eq!(
+        summary,
+        "0/4 nodes: 2 no durable disk for volume logs (has sd), 1 name is x86, 1 no durable disk for volume logs (has emmc)"
+    );
+    // Preemption: a low-priority batch job fills the Pi 5; a high-priority service
+    // needing room there stops one of its instances.
+    std::fs::write(
+        &manifests,
+        "kind: Job\nname: batch\npriority: low\ncompletions: 2\nparallelism: 2\nplacement:\n  require: name=pi5\ntask:\n  command: [sleep, '600']\n  resources: { cpu: 1500m }\n",
+    )
+    .expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifests.to_str().expect("path")])
+            .status
+            .success()
+    );
+    running("job/batch", 2);
+    std::fs::write(
+        &manifests,
+        "kind: Service\nname: urgent\npriority: high\nplacement:\n  require: name=pi5\ntask:\n  command: [sleep, '600']\n  resources: { cpu: 1500m }\n",
+    )
+    .expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifests.to_str().expect("path")])
+            .status
+            .success()
+    );
+    let (urgent, _) = running("service/urgent", 1);
+    assert_eq!(urgent, ["pi5"]);
+    let (_, batch) = running("job/batch", 1);
+    let reasons: Vec<String> = batch
+        .as_array()
+        .expect("allocs")
+        .iter()
+        .filter(|a| a["desired"] == "stop")
+        .flat_map(|a| a["reasons"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r.as_str().map(String::from))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "stop: preempted by service/urgent (priority 100)"),
+        "{reasons:?}"
+    );
+    // The queue: by priority, then submit time. cuda and archive wait at priority 0,
+    // the preempted batch instance behind them at low (-100).
+    let jobs = wait_for("batch queued", Duration::from_secs(20), || {
+        let t = String::from_utf8_lossy(&m.cli(&["get", "jobs"]).stdout).to_string();
+        let queue = |name: &str| {
+            t.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .and_then(|l| l.split_whitespace().nth(6).map(String::from))
+        };
+        (queue("cuda").as_deref() == Some("1")
+            && queue("archive").as_deref() == Some("2")
+            && queue("batch").as_deref() == Some("3")
+            && queue("train").as_deref() == Some("-"))
+        .then_some(t)
+    });
+    assert!(jobs.contains("QUEUE"), "{jobs}");
+}

@@ -66,16 +66,51 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The variables every task sees.
-pub fn motley_vars(a: &Allocation, dir: &Path) -> BTreeMap<String, String> {
-    BTreeMap::from([
+/// The name part of a `MOTLEY_PORT_*` or `MOTLEY_VOLUME_*` variable: `web-data` →
+/// `WEB_DATA`.
+pub fn env_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The variables every task sees: its ids and directory, and its host ports
+/// (`MOTLEY_PORT_<NAME>`), volumes (`MOTLEY_VOLUME_<NAME>`) and GPUs (`MOTLEY_GPUS`).
+pub fn motley_vars(
+    a: &Allocation,
+    dir: &Path,
+    volumes: &[(String, PathBuf)],
+) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::from([
         ("MOTLEY_ALLOC_ID".to_string(), a.id.clone()),
         ("MOTLEY_ALLOC_DIR".to_string(), dir.display().to_string()),
         ("MOTLEY_INDEX".to_string(), a.index.to_string()),
         ("MOTLEY_NODE".to_string(), a.node.clone()),
         ("MOTLEY_WORKLOAD".to_string(), a.workload.name.clone()),
         ("MOTLEY_KIND".to_string(), a.workload.kind.to_string()),
-    ])
+    ]);
+    for p in &a.task.ports {
+        vars.insert(
+            format!("MOTLEY_PORT_{}", env_name(&p.name)),
+            p.port.to_string(),
+        );
+    }
+    for (name, path) in volumes {
+        vars.insert(
+            format!("MOTLEY_VOLUME_{}", env_name(name)),
+            path.display().to_string(),
+        );
+    }
+    if !a.gpus.is_empty() {
+        vars.insert("MOTLEY_GPUS".to_string(), a.gpus.join(","));
+    }
+    vars
 }
 
 /// A running task: our child, or adopted.
@@ -195,12 +230,21 @@ pub fn adopt(h: Handle) -> Option<Running> {
     Some(Running::Adopted(fd, h))
 }
 
-/// Starts an allocation's task.
-pub fn start(a: &Allocation, dir: &Path, log_dir: &Path) -> Result<Running, String> {
-    for d in [dir, log_dir] {
+/// Starts an allocation's task; `volumes` are its volumes' directories on this node,
+/// created here when missing (a volume is provisioned on first use).
+pub fn start(
+    a: &Allocation,
+    dir: &Path,
+    log_dir: &Path,
+    volumes: &[(String, PathBuf)],
+) -> Result<Running, String> {
+    for d in [dir, log_dir]
+        .into_iter()
+        .chain(volumes.iter().map(|(_, p)| p.as_path()))
+    {
         std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
-    let vars = motley_vars(a, dir);
+    let vars = motley_vars(a, dir, volumes);
     let argv: Vec<String> = a.task.command.iter().map(|s| expand(s, &vars)).collect();
     let program = argv.first().ok_or("empty command")?;
     let log = std::fs::OpenOptions::new()

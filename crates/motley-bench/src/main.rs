@@ -5,6 +5,9 @@
 //! * `motley-bench discovery [--root DIR] [--runs N]`: the cost of one facts refresh
 //!   (what the agent does every 30 s): wall time, allocations and bytes allocated.
 //! * `motley-bench calibrate [--runs N]`: the CPU calibration's time and score spread.
+//! * `motley-bench scheduler --nodes N --allocations M --seed S`: placements per second
+//!   on one thread over N heterogeneous nodes (drawn from the fixture machines) and
+//!   1,000 workloads, with the p99 of one placement and peak heap memory.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -18,22 +21,30 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicU64 = AtomicU64::new(0);
+static PEAK: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        let live = LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed) + layout.size() as u64;
+        PEAK.fetch_max(live, Ordering::Relaxed);
         // SAFETY: same layout contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: `ptr` came from `System.alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        let live = LIVE.fetch_add(new_size as u64, Ordering::Relaxed) + new_size as u64;
+        PEAK.fetch_max(live, Ordering::Relaxed);
         // SAFETY: `ptr` came from `System.alloc` with this layout.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -65,6 +76,27 @@ enum Bench {
         /// Runs.
         #[arg(long, default_value_t = 10)]
         runs: u32,
+    },
+    /// Scheduler throughput: M placements over N nodes and 1,000 workloads, one thread.
+    Scheduler {
+        /// Nodes (drawn in turn from the fixture machines).
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        /// Allocations to place.
+        #[arg(long, default_value_t = 1_000_000)]
+        allocations: usize,
+        /// Tie-breaking seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Workloads the allocations are spread over.
+        #[arg(long, default_value_t = 1000)]
+        workloads: usize,
+        /// The fixture machines (`tests/fixtures/hw` of the repository).
+        #[arg(long, default_value = "tests/fixtures/hw")]
+        fixtures: PathBuf,
+        /// Percentage of feasible nodes to score (default: adaptive).
+        #[arg(long)]
+        percentage: Option<u32>,
     },
 }
 
@@ -127,6 +159,21 @@ fn main() -> anyhow::Result<()> {
                 })
             );
         }
+        Bench::Scheduler {
+            nodes,
+            allocations,
+            seed,
+            workloads,
+            fixtures,
+            percentage,
+        } => scheduler(
+            nodes,
+            allocations,
+            seed,
+            workloads.max(1),
+            &fixtures,
+            percentage,
+        )?,
         Bench::Calibrate { runs } => {
             let mut scores = Vec::new();
             let mut took = Vec::new();
@@ -164,5 +211,119 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn scheduler(
+    n_nodes: usize,
+    allocations: usize,
+    seed: u64,
+    n_workloads: usize,
+    fixtures: &std::path::Path,
+    percentage: Option<u32>,
+) -> anyhow::Result<()> {
+    use motley_core::reconcile::{Cluster, Placer, Request};
+    let machines = motley_bench::machines(fixtures)?;
+    let t = Instant::now();
+    let nodes = motley_bench::nodes(&machines, n_nodes);
+    let workloads = motley_bench::workloads(n_workloads)?;
+    let ready: std::collections::BTreeSet<String> = nodes.keys().cloned().collect();
+    let readings = Default::default();
+    let list: Vec<(
+        &motley_core::model::WorkloadRef,
+        &motley_core::model::Workload,
+    )> = workloads.iter().collect();
+    let setup_s = t.elapsed().as_secs_f64();
+    let mut sched = motley_scheduler::Scheduler::new(motley_scheduler::Config {
+        seed,
+        percentage,
+        ..Default::default()
+    });
+    let t = Instant::now();
+    sched.begin(Cluster {
+        nodes: &nodes,
+        ready: &ready,
+        workloads: &workloads,
+        live: Vec::new(),
+        readings: &readings,
+        now: 0,
+    });
+    let begin_s = t.elapsed().as_secs_f64();
+    let mut lat: Vec<u32> = Vec::with_capacity(allocations);
+    let mut placed = 0u64;
+    let mut unplaced = 0u64;
+    let mut per_node = vec![0u32; 0];
+    per_node.resize(n_nodes, 0);
+    let start = Instant::now();
+    for k in 0..allocations {
+        let (r, w) = list[k % list.len()];
+        let req = Request::new(w, r, (k / list.len()) as u32, 0);
+        let t = Instant::now();
+        let res = sched.place(&req);
+        lat.push(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+        match res {
+            Ok(p) => {
+                placed += 1;
+                std::hint::black_box(p);
+            }
+            Err(_) => unplaced += 1,
+        }
+    }
+    let total_s = start.elapsed().as_secs_f64();
+    for n in sched.nodes() {
+        let i = n.node.name[5..].parse::<usize>().unwrap_or(0);
+        if let Some(c) = per_node.get_mut(i) {
+            *c = n.allocs.len() as u32;
+        }
+    }
+    lat.sort_unstable();
+    let p = |q: f64| {
+        lat.get(((lat.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let per_sec = allocations as f64 / total_s;
+    let busiest = per_node.iter().max().copied().unwrap_or(0);
+    let peak = PEAK.load(Ordering::Relaxed);
+    println!(
+        "scheduler: {allocations} placements ({placed} placed, {unplaced} refused) on {n_nodes} nodes and {} workloads in {total_s:.2} s: {per_sec:.0}/s, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; begin {begin_s:.3} s, setup {setup_s:.2} s; busiest node {busiest} allocations; peak heap {} MiB, peak RSS {} MiB",
+        list.len(),
+        p(0.5) as f64 / 1000.0,
+        p(0.99) as f64 / 1000.0,
+        p(1.0) as f64 / 1000.0,
+        peak >> 20,
+        vm_hwm_kib() >> 10,
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "scheduler",
+            "nodes": n_nodes,
+            "allocations": allocations,
+            "workloads": list.len(),
+            "seed": seed,
+            "placed": placed,
+            "refused": unplaced,
+            "seconds": (total_s * 1000.0).round() / 1000.0,
+            "placements_per_sec": per_sec.round(),
+            "p50_placement_us": (p(0.5) as f64 / 100.0).round() / 10.0,
+            "p99_placement_us": (p(0.99) as f64 / 100.0).round() / 10.0,
+            "max_placement_us": (p(1.0) as f64 / 100.0).round() / 10.0,
+            "peak_heap_mib": peak >> 20,
+            "peak_rss_mib": vm_hwm_kib() >> 10,
+        })
+    );
     Ok(())
 }

@@ -62,6 +62,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Dry run against the live cluster: where each instance would go and why, what
+    /// it would preempt or stop, and what would wait. Changes nothing.
+    Plan {
+        /// Inputs.
+        #[command(flatten)]
+        files: FileArgs,
+        /// Output format (table prints the plan as text).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Check manifests without a cluster.
     Validate {
         /// Inputs.

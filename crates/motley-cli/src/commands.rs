@@ -29,6 +29,7 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
         Command::Drain { node, timeout } => drain(&client()?, &node, &timeout).await,
         Command::Validate { files } => validate(&files.files),
         Command::Apply { files, dry_run } => apply(&client()?, &files.files, dry_run).await,
+        Command::Plan { files, output } => plan(&client()?, &files.files, output).await,
         Command::Get {
             resource,
             name,
@@ -218,6 +219,111 @@ pub async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> anyhow:
     }
 }
 
+/// `motley plan -f FILE`.
+pub async fn plan(client: &Client, paths: &[PathBuf], output: Format) -> anyhow::Result<i32> {
+    use motley_core::api::PlanResponse;
+    let files = files::read_all(paths)?;
+    if let Err(errors) = manifest::parse_set(&sources(&files)) {
+        print_manifest_errors(&errors);
+        eprintln!("{} error(s); nothing was planned", errors.len());
+        return Ok(1);
+    }
+    let res: anyhow::Result<PlanResponse> = client
+        .post(
+            "/v1/plan",
+            &ManifestSet {
+                files,
+                dry_run: true,
+            },
+        )
+        .await;
+    let p = match res {
+        Ok(p) => p,
+        Err(e) => return report(e),
+    };
+    match output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+        Format::Yaml => print!("{}", serde_saphyr::to_string(&p)?),
+        Format::Table | Format::Wide => print!("{}", plan_text(&p, output == Format::Wide)),
+    }
+    Ok(0)
+}
+
+/// The plan as text: objects, placements per workload, stops, bindings, what waits.
+pub fn plan_text(p: &motley_core::api::PlanResponse, wide: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for o in &p.objects {
+        let _ = writeln!(out, "{}/{} would be {}", o.kind, o.name, o.action);
+    }
+    let mut by_w: std::collections::BTreeMap<String, Vec<&motley_core::api::PlannedPlacement>> =
+        std::collections::BTreeMap::new();
+    for pl in &p.placements {
+        by_w.entry(pl.workload.to_string()).or_default().push(pl);
+    }
+    for (w, list) in &by_w {
+        let _ = writeln!(out, "{w}: {} new instance(s)", list.len());
+        for pl in list {
+            let mut extra = Vec::new();
+            if !pl.gpus.is_empty() {
+                extra.push(format!("gpus {}", pl.gpus.join(",")));
+            }
+            for v in &pl.volumes {
+                extra.push(format!("volume {} on {}", v.name, v.mount));
+            }
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra.join(", "))
+            };
+            let _ = writeln!(out, "  #{} -> {}{extra}", pl.index, pl.node);
+        }
+    }
+    for (name, b) in &p.bind {
+        let _ = writeln!(
+            out,
+            "volume/{name} would be bound to {} at {} ({}, {})",
+            b.node,
+            b.mount,
+            b.media.as_str(),
+            b.disk
+        );
+    }
+    for st in &p.stops {
+        let _ = writeln!(
+            out,
+            "stop {} ({} on {}): {}",
+            st.alloc, st.workload, st.node, st.reason
+        );
+    }
+    for (w, b) in &p.blocked {
+        let _ = writeln!(
+            out,
+            "{w}: {} instance(s) would wait: {}",
+            b.count, b.why.summary
+        );
+        let shown = if wide {
+            b.why.nodes.len()
+        } else {
+            b.why.nodes.len().min(10)
+        };
+        for (node, why) in b.why.nodes.iter().take(shown) {
+            let _ = writeln!(out, "  {node}: {why}");
+        }
+        if shown < b.why.nodes.len() {
+            let _ = writeln!(out, "  ... {} more (-o wide)", b.why.nodes.len() - shown);
+        }
+    }
+    if !p.queue.is_empty() {
+        let q: Vec<String> = p.queue.iter().map(|r| r.to_string()).collect();
+        let _ = writeln!(out, "queue: {}", q.join(", "));
+    }
+    if p.placements.is_empty() && p.stops.is_empty() && p.blocked.is_empty() {
+        out.push_str("no changes to placements\n");
+    }
+    out
+}
+
 enum Resource {
     Workloads(Kind),
     Nodes,
@@ -231,7 +337,9 @@ fn resource(s: &str) -> anyhow::Result<Resource> {
     match s {
         "node" | "nodes" | "no" => Ok(Resource::Nodes),
         "alloc" | "allocs" | "allocation" | "allocations" => Ok(Resource::Allocs),
-        _ => anyhow::bail!("unknown resource {s:?}: use nodes, services, jobs, daemons or allocs"),
+        _ => anyhow::bail!(
+            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes or allocs"
+        ),
     }
 }
 
@@ -247,9 +355,13 @@ fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> Rows {
             "FAILED",
             "PRIORITY",
             "STATUS",
+            "QUEUE",
             "AGE",
         ],
         Kind::Service | Kind::Daemon => vec!["NAME", "READY", "RESTARTS", "STATUS", "AGE"],
+        Kind::Volume => vec![
+            "NAME", "CLASS", "SIZE", "STATUS", "NODE", "MOUNT", "MEDIA", "AGE",
+        ],
     };
     if wide {
         headers.extend(["GENERATION", "COMMAND", "WAITING"]);
@@ -265,10 +377,26 @@ fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> Rows {
                     format!("{}/{}", s.complete, s.desired),
                     s.running.to_string(),
                     s.failed.to_string(),
-                    j.priority.to_string(),
+                    j.priority.0.to_string(),
                     s.phase.clone(),
+                    v.queue_position
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     age(w.created_at, now),
                 ],
+                Spec::Volume(vol) => {
+                    let b = w.binding.as_ref();
+                    vec![
+                        w.spec.name().to_string(),
+                        vol.class.as_str().to_string(),
+                        vol.size.to_string(),
+                        s.phase.clone(),
+                        b.map_or("-".into(), |b| b.node.clone()),
+                        b.map_or("-".into(), |b| b.mount.clone()),
+                        b.map_or("-".into(), |b| format!("{} ({})", b.media.as_str(), b.disk)),
+                        age(w.created_at, now),
+                    ]
+                }
                 _ => vec![
                     w.spec.name().to_string(),
                     format!("{}/{}", s.running, s.desired),

@@ -66,6 +66,9 @@ pub struct WorkloadView {
     /// Unplaced demand and why.
     #[serde(default)]
     pub blocked: Option<Blocked>,
+    /// Jobs waiting for room: 1 for the head of the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
 }
 
 /// A workload with its allocations (`describe`).
@@ -177,4 +180,51 @@ pub struct VersionInfo {
     pub protocol: u32,
     /// Store backend.
     pub datastore: String,
+}
+
+/// One instance `POST /v1/plan` would create.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedPlacement {
+    /// Its workload.
+    pub workload: crate::model::WorkloadRef,
+    /// Replica slot or completion index.
+    pub index: u32,
+    /// The node it would go to.
+    pub node: String,
+    /// GPUs it would get.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// Volumes and the mounts they would use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::model::AllocVolume>,
+}
+
+/// One allocation `POST /v1/plan` would stop (preempted, replaced, scaled down...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedStop {
+    /// The allocation.
+    pub alloc: String,
+    /// Its workload.
+    pub workload: crate::model::WorkloadRef,
+    /// Its node.
+    pub node: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /v1/plan`: what applying a manifest set would do now, changing nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PlanResponse {
+    /// What each object would be: `created`, `configured`, `unchanged`.
+    pub objects: Vec<ObjectResult>,
+    /// New instances and where.
+    pub placements: Vec<PlannedPlacement>,
+    /// Allocations that would stop.
+    pub stops: Vec<PlannedStop>,
+    /// Volumes that would be bound.
+    pub bind: Vec<(String, crate::model::VolumeBinding)>,
+    /// Demand that would wait, and why (node by node).
+    pub blocked: Vec<(crate::model::WorkloadRef, Blocked)>,
+    /// The job queue afterwards, head first.
+    pub queue: Vec<crate::model::WorkloadRef>,
 }

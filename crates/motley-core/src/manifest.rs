@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::model::{self, DaemonSpec, JobSpec, Kind, ServiceSpec, Spec};
+use crate::model::{self, DaemonSpec, JobSpec, Kind, ServiceSpec, Spec, VolumeSpec};
 use crate::selector::Selector;
 
 /// Upper bounds that keep one manifest from asking for absurd amounts.
@@ -384,7 +384,7 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
             tree.line,
             tree.column,
             "kind",
-            "missing field `kind` (Service, Job or Daemon)".into(),
+            "missing field `kind` (Service, Job, Daemon or Volume)".into(),
         ));
         return None;
     };
@@ -394,12 +394,13 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
         "Service" => parse_typed::<ServiceSpec>(&raw.text).map(Spec::Service),
         "Job" => parse_typed::<JobSpec>(&raw.text).map(Spec::Job),
         "Daemon" => parse_typed::<DaemonSpec>(&raw.text).map(Spec::Daemon),
+        "Volume" => parse_typed::<VolumeSpec>(&raw.text).map(Spec::Volume),
         other => {
             errors.push(mk(
                 kind_node.line,
                 kind_node.column,
                 "kind",
-                format!("unknown kind {other:?}: expected Service, Job or Daemon"),
+                format!("unknown kind {other:?}: expected Service, Job, Daemon or Volume"),
             ));
             return None;
         }
@@ -443,12 +444,7 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
     if let Err(m) = model::validate_name(spec.name()) {
         errors.push(doc.error_at("name", m));
     }
-    let labels = match spec {
-        Spec::Service(s) => &s.labels,
-        Spec::Job(s) => &s.labels,
-        Spec::Daemon(s) => &s.labels,
-    };
-    for key in labels.keys() {
+    for key in spec.labels().keys() {
         if key.is_empty() || key.len() > 253 || key.contains(char::is_whitespace) {
             errors.push(doc.error_at(
                 &format!("labels.{key}"),
@@ -485,7 +481,14 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             }
         }
         Spec::Daemon(_) => {}
+        Spec::Volume(v) => {
+            if v.size.0 == 0 {
+                errors.push(doc.error_at("size", "must be more than 0"));
+            }
+            return;
+        }
     }
+    validate_placement(doc, errors);
     let task = spec.task();
     if task.command.is_empty() {
         errors.push(doc.error_at("task.command", "must name a program to run"));
@@ -539,6 +542,57 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
     if task.resources.cpu == Some(crate::quantity::MilliCpu(0)) {
         errors.push(doc.error_at("task.resources.cpu", "must be more than 0"));
     }
+    if task.resources.cpu_units == Some(0) {
+        errors.push(doc.error_at("task.resources.cpu_units", "must be more than 0"));
+    }
+    if let Some(g) = &task.resources.gpu {
+        if g.count == 0 || g.count > 64 {
+            errors.push(doc.error_at("task.resources.gpu.count", "must be between 1 and 64"));
+        }
+        if g.vendor.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            errors.push(doc.error_at("task.resources.gpu.vendor", "must not be empty"));
+        }
+    }
+    let mut seen_ports = std::collections::BTreeSet::new();
+    for (i, p) in task.ports.iter().enumerate() {
+        if p.port == 0 {
+            errors.push(doc.error_at(&format!("task.ports.{i}.port"), "must be 1 to 65535"));
+        }
+        let env_ok = !p.name.is_empty()
+            && p.name.len() <= 32
+            && p.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !env_ok {
+            errors.push(doc.error_at(
+                &format!("task.ports.{i}.name"),
+                "must be 1 to 32 letters, digits, '-' or '_'",
+            ));
+        }
+        if !seen_ports.insert((p.port, p.protocol)) {
+            errors.push(doc.error_at(
+                &format!("task.ports.{i}.port"),
+                format!("port {}/{} is listed twice", p.port, p.protocol.as_str()),
+            ));
+        }
+    }
+    let mut seen_volumes = std::collections::BTreeSet::new();
+    for (i, v) in task.volumes.iter().enumerate() {
+        if let Err(m) = model::validate_name(v) {
+            errors.push(doc.error_at(&format!("task.volumes.{i}"), m));
+        } else if !seen_volumes.insert(v) {
+            errors.push(doc.error_at(
+                &format!("task.volumes.{i}"),
+                format!("volume {v:?} is listed twice"),
+            ));
+        }
+    }
+    if spec.kind() == Kind::Daemon && !task.volumes.is_empty() {
+        errors.push(doc.error_at(
+            "task.volumes",
+            "daemons run on many nodes; a volume is bound to one",
+        ));
+    }
     if let Some(req) = &spec.placement().require
         && let Err(e) = Selector::parse(req)
     {
@@ -556,6 +610,55 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             }
         }
         errors.push(err);
+    }
+}
+
+/// Checks selectors and rules in `placement` beyond `require`.
+fn validate_placement(doc: &Document, errors: &mut Vec<ManifestError>) {
+    let p = doc.spec.placement();
+    for (i, pref) in p.prefer.iter().enumerate() {
+        if let Err(e) = Selector::parse(&pref.selector) {
+            errors.push(doc.error_at(&format!("placement.prefer.{i}.selector"), e.to_string()));
+        }
+        if !(-100..=100).contains(&pref.weight) {
+            errors.push(doc.error_at(
+                &format!("placement.prefer.{i}.weight"),
+                "must be between -100 and 100",
+            ));
+        }
+    }
+    for (field, list) in [
+        ("affinity", &p.affinity),
+        ("anti_affinity", &p.anti_affinity),
+    ] {
+        for (i, a) in list.iter().enumerate() {
+            if a.workload.kind == Kind::Volume {
+                errors.push(doc.error_at(
+                    &format!("placement.{field}.{i}.workload"),
+                    "must name a service, job or daemon",
+                ));
+            }
+            if a.topology.as_deref().is_some_and(str::is_empty) {
+                errors.push(doc.error_at(
+                    &format!("placement.{field}.{i}.topology"),
+                    "must be a node label key",
+                ));
+            }
+        }
+    }
+    for (i, sp) in p.spread.iter().enumerate() {
+        if sp.key.is_empty() {
+            errors.push(doc.error_at(
+                &format!("placement.spread.{i}.key"),
+                "must be a node label key",
+            ));
+        }
+        if sp.max_skew == 0 {
+            errors.push(doc.error_at(
+                &format!("placement.spread.{i}.max_skew"),
+                "must be at least 1",
+            ));
+        }
     }
 }
 
@@ -599,11 +702,11 @@ pub fn parse_set(sources: &[Source<'_>]) -> Result<Vec<Document>, Vec<ManifestEr
 /// Checks a validated set against the live cluster: no request larger than every node.
 pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<ManifestError> {
     let mut errors = Vec::new();
-    for d in docs {
+    for d in docs.iter().filter(|d| d.spec.kind() != Kind::Volume) {
         let r = &d.spec.task().resources;
         let cpu = r.cpu_or_default().0;
         let mem = r.memory_or_default().0;
-        if cpu > cluster.max_cpu {
+        if r.cpu_units.is_none() && cpu > cluster.max_cpu {
             errors.push(d.error_at(
                 "task.resources.cpu",
                 format!(

@@ -28,6 +28,7 @@ macro_rules! kind_tag {
 kind_tag!(Service, "Service");
 kind_tag!(Job, "Job");
 kind_tag!(Daemon, "Daemon");
+kind_tag!(Volume, "Volume");
 
 /// The kinds of workload.
 #[derive(
@@ -41,11 +42,13 @@ pub enum Kind {
     Job,
     /// One per matching node.
     Daemon,
+    /// Storage bound to one node on first use (not a workload: nothing runs).
+    Volume,
 }
 
 impl Kind {
-    /// All workload kinds.
-    pub const ALL: [Kind; 3] = [Kind::Service, Kind::Job, Kind::Daemon];
+    /// All kinds of object.
+    pub const ALL: [Kind; 4] = [Kind::Service, Kind::Job, Kind::Daemon, Kind::Volume];
 
     /// The lowercase name used in store keys and the CLI (`service`).
     pub fn as_str(self) -> &'static str {
@@ -53,15 +56,18 @@ impl Kind {
             Kind::Service => "service",
             Kind::Job => "job",
             Kind::Daemon => "daemon",
+            Kind::Volume => "volume",
         }
     }
 
-    /// Parses `service`, `services`, `svc`, `Service`, `job(s)`, `daemon(s)`, `ds`.
+    /// Parses `service`, `services`, `svc`, `Service`, `job(s)`, `daemon(s)`, `ds`,
+    /// `volume(s)`, `vol`.
     pub fn parse(s: &str) -> Option<Kind> {
         match s.to_ascii_lowercase().as_str() {
             "service" | "services" | "svc" => Some(Kind::Service),
             "job" | "jobs" => Some(Kind::Job),
             "daemon" | "daemons" | "ds" => Some(Kind::Daemon),
+            "volume" | "volumes" | "vol" => Some(Kind::Volume),
             _ => None,
         }
     }
@@ -74,7 +80,7 @@ impl fmt::Display for Kind {
 }
 
 /// Resource requests (what the scheduler reserves) or limits (what the driver enforces).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// CPU, e.g. `500m`.
@@ -83,12 +89,57 @@ pub struct Resources {
     /// Memory, e.g. `256Mi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Bytes>,
+    /// CPU in calibrated work units instead of millicores: 1000 units are one core of
+    /// the reference machine (CPU score 1000). A node with score 500 needs 2000m for
+    /// 1000 units. Requests only; when given, `cpu` is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_units: Option<u32>,
+    /// GPUs: a count and, optionally, vendor, model and memory each must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuRequest>,
+    /// Ephemeral disk on the node's data disk, e.g. `2Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Bytes>,
+}
+
+/// GPUs a task needs; every one of them must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuRequest {
+    /// How many GPUs (default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Vendor: `nvidia`, `amd`, `intel`, `broadcom`... (case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// A part of the model name, case-insensitive (`4080`, `RX 6600`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// At least this much video memory each, e.g. `8Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Bytes>,
 }
 
 impl Resources {
-    /// Requested CPU, with the default of 100m when unset.
+    /// Requested CPU, with the default of 100m when unset. With `cpu_units` the millicores
+    /// depend on the node: see [`Resources::cpu_on`].
     pub fn cpu_or_default(&self) -> MilliCpu {
         self.cpu.unwrap_or(MilliCpu(100))
+    }
+    /// Millicores this request takes on a node with CPU score `score` (reference 1000).
+    /// Work units on a node without a score count as millicores.
+    pub fn cpu_on(&self, score: Option<u32>) -> u64 {
+        match self.cpu_units {
+            Some(u) => {
+                let score = u64::from(score.unwrap_or(1000).max(1));
+                (u64::from(u) * 1000).div_ceil(score)
+            }
+            None => self.cpu_or_default().0,
+        }
+    }
+    /// GPUs requested.
+    pub fn gpu_count(&self) -> u32 {
+        self.gpu.as_ref().map_or(0, |g| g.count)
     }
     /// Requested memory, with the default of 64Mi when unset.
     pub fn memory_or_default(&self) -> Bytes {
@@ -130,6 +181,64 @@ pub struct Task {
     /// Default: the node's choice (memory on SD, eMMC and USB flash; disk elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogTarget>,
+    /// Static host ports the task listens on; two tasks never share one on a node.
+    /// Each is given to the task as `MOTLEY_PORT_<NAME>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<HostPort>,
+    /// Volumes (by name) the task uses; each is given as `MOTLEY_VOLUME_<NAME>`, a
+    /// directory on the node the volume is bound to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+}
+
+/// A static host port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostPort {
+    /// Name, for the environment variable (`http` → `MOTLEY_PORT_HTTP`).
+    pub name: String,
+    /// The port number on the node (1–65535).
+    pub port: u16,
+    /// `tcp` (default) or `udp`.
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
+}
+
+/// A transport protocol.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    fn is_tcp(&self) -> bool {
+        *self == Protocol::Tcp
+    }
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 /// Where a task's output is kept.
@@ -230,12 +339,6 @@ pub enum NodeLoss {
     Fence,
 }
 
-impl NodeLoss {
-    fn is_replace(&self) -> bool {
-        *self == NodeLoss::Replace
-    }
-}
-
 /// Where a workload may run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +350,209 @@ pub struct Placement {
     /// Daemons tolerate every condition taint without saying so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<crate::hw::Toleration>,
+    /// Soft preferences: nodes matching a selector score `weight` more (negative: less).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefer: Vec<Preference>,
+    /// Run on nodes (or topology domains) where these workloads run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinity: Vec<Affinity>,
+    /// Stay off nodes (or topology domains) where these workloads run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anti_affinity: Vec<Affinity>,
+    /// Spread instances over the values of a node label (rack, power strip, board), at
+    /// most `max_skew` apart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<TopologySpread>,
+    /// `spread` (default for services and daemons) or `binpack` (default for jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyName>,
+}
+
+/// A soft node preference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Preference {
+    /// A selector, e.g. `motley.io/cpu-score > 1500` or `motley.io/storage in (nvme, ssd)`.
+    pub selector: String,
+    /// -100 to 100 (default 10).
+    #[serde(default = "ten")]
+    pub weight: i32,
+}
+
+fn ten() -> i32 {
+    10
+}
+
+/// Affinity or anti-affinity to another workload's instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Affinity {
+    /// The other workload: `service/db`, `job/train`.
+    pub workload: WorkloadRef,
+    /// A node label that makes a domain (`rack`); default: the node itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
+    /// A hard rule (refuse nodes that break it) instead of a preference.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+}
+
+/// Spread over a topology label with a maximum skew (a hard rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySpread {
+    /// The node label whose values are the domains (`rack`, `motley.io/board`).
+    pub key: String,
+    /// Most instances one domain may have beyond the least-loaded one (default 1).
+    #[serde(default = "one")]
+    pub max_skew: u32,
+}
+
+/// A placement strategy by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyName {
+    /// Least loaded node first.
+    Spread,
+    /// Most loaded node that fits first.
+    Binpack,
+}
+
+/// A priority: a number, or a class name given in a manifest (`critical` 1000, `high`
+/// 100, `normal` 0, `low` -100, `batch` -200). Higher is more important.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+pub struct Priority(pub i32);
+
+impl Priority {
+    /// The built-in priority classes.
+    pub const CLASSES: [(&'static str, i32); 5] = [
+        ("critical", 1000),
+        ("high", 100),
+        ("normal", 0),
+        ("low", -100),
+        ("batch", -200),
+    ];
+    fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Priority;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a priority: an integer or critical, high, normal, low, batch")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Priority, E> {
+                i32::try_from(v)
+                    .map(Priority)
+                    .map_err(|_| E::custom("priority out of range"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Priority, E> {
+                i32::try_from(v)
+                    .map(Priority)
+                    .map_err(|_| E::custom("priority out of range"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Priority, E> {
+                Priority::CLASSES
+                    .iter()
+                    .find(|(n, _)| *n == v)
+                    .map(|(_, p)| Priority(*p))
+                    .or_else(|| v.parse().ok().map(Priority))
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "unknown priority class {v:?}: expected an integer or critical, high, normal, low, batch"
+                        ))
+                    })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Priority {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Priority".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "an integer, or critical (1000), high (100), normal (0), low (-100), batch (-200)",
+            "anyOf": [
+                { "type": "integer" },
+                { "type": "string", "enum": ["critical", "high", "normal", "low", "batch"] }
+            ]
+        })
+    }
+}
+
+/// Where a volume may be bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeClass {
+    /// Media that survive writes: nvme, ssd, hdd, or a VM's virtual disk. Never SD, eMMC
+    /// or USB flash.
+    #[default]
+    Durable,
+    /// nvme or ssd.
+    Fast,
+    /// Any mounted disk.
+    Any,
+}
+
+impl VolumeClass {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeClass::Durable => "durable",
+            VolumeClass::Fast => "fast",
+            VolumeClass::Any => "any",
+        }
+    }
+    /// Whether a disk of this media may hold a volume of this class.
+    pub fn allows(self, media: crate::hw::Media) -> bool {
+        use crate::hw::Media as M;
+        match self {
+            VolumeClass::Durable => matches!(media, M::Nvme | M::Ssd | M::Hdd | M::Virtual),
+            VolumeClass::Fast => matches!(media, M::Nvme | M::Ssd),
+            VolumeClass::Any => !matches!(media, M::Optical),
+        }
+    }
+}
+
+/// A Volume: storage for a workload, bound on first use to one node and one mount on
+/// media its class allows; from then on the workloads using it run on that node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// `Volume`.
+    pub kind: Volume,
+    /// Unique among volumes.
+    pub name: String,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `durable` (default), `fast` or `any`.
+    #[serde(default)]
+    pub class: VolumeClass,
+    /// Space reserved on the disk, e.g. `10Gi`.
+    pub size: Bytes,
+}
+
+/// Where a volume was bound (set by the scheduler on first use, never changed after).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeBinding {
+    /// The node.
+    pub node: String,
+    /// The mount point on that node.
+    pub mount: String,
+    /// The disk's media.
+    pub media: crate::hw::Media,
+    /// The disk's device name.
+    pub disk: String,
+    /// When it was bound.
+    pub bound_at: u64,
 }
 
 fn one() -> u32 {
@@ -278,9 +584,13 @@ pub struct ServiceSpec {
     /// Where replicas may run.
     #[serde(default)]
     pub placement: Placement,
-    /// `replace` (default) or `fence` when a node is lost.
-    #[serde(default, skip_serializing_if = "NodeLoss::is_replace")]
-    pub on_node_loss: NodeLoss,
+    /// `replace` (default) or `fence` when a node is lost. Services with volumes are
+    /// fenced unless they say `replace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_node_loss: Option<NodeLoss>,
+    /// Priority: a service that does not fit preempts job allocations of lower priority.
+    #[serde(default, skip_serializing_if = "Priority::is_zero")]
+    pub priority: Priority,
 }
 
 /// A Job: runs `completions` instances to success, `parallelism` at a time.
@@ -306,17 +616,23 @@ pub struct JobSpec {
     /// Delay between retries.
     #[serde(default)]
     pub backoff: Backoff,
-    /// Higher runs first when resources are short (default 0).
-    #[serde(default)]
-    pub priority: i32,
+    /// Higher runs first when resources are short (default 0); an integer or a class.
+    #[serde(default, skip_serializing_if = "Priority::is_zero")]
+    pub priority: Priority,
+    /// How long one instance is expected to run at most (Slurm's `--time`): lets the
+    /// queue backfill it ahead of a waiting job it does not delay, and tells when room
+    /// held for the head of the queue frees. An estimate: not enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<Duration>,
     /// What each instance runs.
     pub task: Task,
     /// Where instances may run.
     #[serde(default)]
     pub placement: Placement,
-    /// `replace` (default) or `fence` when a node is lost.
-    #[serde(default, skip_serializing_if = "NodeLoss::is_replace")]
-    pub on_node_loss: NodeLoss,
+    /// `replace` (default) or `fence` when a node is lost. Jobs with volumes are fenced
+    /// unless they say `replace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_node_loss: Option<NodeLoss>,
 }
 
 /// A Daemon: one copy on every node that matches its placement.
@@ -350,7 +666,38 @@ pub enum Spec {
     Job(JobSpec),
     /// A daemon.
     Daemon(DaemonSpec),
+    /// A volume (not a workload: the task and placement accessors give empty ones).
+    Volume(VolumeSpec),
 }
+
+/// What a volume "runs": nothing.
+static NO_TASK: Task = Task {
+    command: Vec::new(),
+    env: BTreeMap::new(),
+    workdir: None,
+    resources: Resources {
+        cpu: None,
+        memory: None,
+        cpu_units: None,
+        gpu: None,
+        disk: None,
+    },
+    limits: None,
+    stop_grace: Duration(10_000),
+    logs: None,
+    ports: Vec::new(),
+    volumes: Vec::new(),
+};
+
+static NO_PLACEMENT: Placement = Placement {
+    require: None,
+    tolerations: Vec::new(),
+    prefer: Vec::new(),
+    affinity: Vec::new(),
+    anti_affinity: Vec::new(),
+    spread: Vec::new(),
+    strategy: None,
+};
 
 impl Spec {
     /// The workload's kind.
@@ -359,6 +706,7 @@ impl Spec {
             Spec::Service(_) => Kind::Service,
             Spec::Job(_) => Kind::Job,
             Spec::Daemon(_) => Kind::Daemon,
+            Spec::Volume(_) => Kind::Volume,
         }
     }
     /// The workload's name.
@@ -367,30 +715,57 @@ impl Spec {
             Spec::Service(s) => &s.name,
             Spec::Job(s) => &s.name,
             Spec::Daemon(s) => &s.name,
+            Spec::Volume(s) => &s.name,
         }
     }
-    /// The task every instance runs.
+    /// Free-form labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        match self {
+            Spec::Service(s) => &s.labels,
+            Spec::Job(s) => &s.labels,
+            Spec::Daemon(s) => &s.labels,
+            Spec::Volume(s) => &s.labels,
+        }
+    }
+    /// The task every instance runs (a volume's is empty).
     pub fn task(&self) -> &Task {
         match self {
             Spec::Service(s) => &s.task,
             Spec::Job(s) => &s.task,
             Spec::Daemon(s) => &s.task,
+            Spec::Volume(_) => &NO_TASK,
         }
     }
-    /// The placement constraints.
+    /// The placement constraints (a volume's are empty).
     pub fn placement(&self) -> &Placement {
         match self {
             Spec::Service(s) => &s.placement,
             Spec::Job(s) => &s.placement,
             Spec::Daemon(s) => &s.placement,
+            Spec::Volume(_) => &NO_PLACEMENT,
+        }
+    }
+    /// The priority (daemons: `critical`, as node helpers; volumes: 0).
+    pub fn priority(&self) -> i32 {
+        match self {
+            Spec::Service(s) => s.priority.0,
+            Spec::Job(s) => s.priority.0,
+            Spec::Daemon(_) => Priority::CLASSES[0].1,
+            Spec::Volume(_) => 0,
         }
     }
     /// What happens to instances on a lost node (daemons: replace, they never move).
+    /// Work with volumes is fenced unless it asks for `replace`: its data is on that node.
     pub fn on_node_loss(&self) -> NodeLoss {
+        let default = if self.task().volumes.is_empty() {
+            NodeLoss::Replace
+        } else {
+            NodeLoss::Fence
+        };
         match self {
-            Spec::Service(s) => s.on_node_loss,
-            Spec::Job(s) => s.on_node_loss,
-            Spec::Daemon(_) => NodeLoss::Replace,
+            Spec::Service(s) => s.on_node_loss.unwrap_or(default),
+            Spec::Job(s) => s.on_node_loss.unwrap_or(default),
+            Spec::Daemon(_) | Spec::Volume(_) => NodeLoss::Replace,
         }
     }
 
@@ -411,6 +786,11 @@ impl Spec {
                 mode: RestartMode::OnFailure,
                 max_restarts: Some(s.retries),
                 backoff: s.backoff,
+            },
+            Spec::Volume(_) => RestartPolicy {
+                mode: RestartMode::Never,
+                max_restarts: Some(0),
+                backoff: Backoff::default(),
             },
         }
     }
@@ -457,6 +837,19 @@ impl<'de> Deserialize<'de> for WorkloadRef {
     }
 }
 
+impl JsonSchema for WorkloadRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "WorkloadRef".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "KIND/NAME, e.g. service/db",
+            "type": "string",
+            "pattern": "^[a-z]+/[a-z0-9-]+$"
+        })
+    }
+}
+
 impl fmt::Display for WorkloadRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.kind, self.name)
@@ -476,6 +869,9 @@ pub struct Workload {
     pub created_at: u64,
     /// When the spec last changed.
     pub updated_at: u64,
+    /// Volumes only: where it is bound, once used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<VolumeBinding>,
 }
 
 /// What a node is, as its agent reports it.
@@ -544,11 +940,15 @@ pub struct Capacity {
     pub cpu: MilliCpu,
     /// Bytes of memory.
     pub memory: Bytes,
+    /// Bytes of ephemeral disk (the data disk's size; 0 when unknown).
+    #[serde(default)]
+    pub disk: Bytes,
 }
 
 impl Node {
     /// The label-like view selectors match: facts first (`arch`, `os`, `cpus`,
-    /// `memory`, `name`, `hostname`), then user labels.
+    /// `memory`, `name`, `hostname`), then labels, then discovered labels by their short
+    /// name (`cpu.score` for `motley.io/cpu-score`).
     pub fn label(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
         use std::borrow::Cow;
         match key {
@@ -558,7 +958,25 @@ impl Node {
             "memory" => Some(Cow::Owned(self.facts.memory.to_string())),
             "name" => Some(Cow::Borrowed(&self.name)),
             "hostname" => Some(Cow::Borrowed(&self.facts.hostname)),
-            _ => self.labels.get(key).map(|v| Cow::Borrowed(v.as_str())),
+            _ => match self.labels.get(key) {
+                Some(v) => Some(Cow::Borrowed(v.as_str())),
+                // Short names for discovered labels: `cpu.score` and `cpu-score` both mean
+                // `motley.io/cpu-score`, `storage` means `motley.io/storage`.
+                None if !key.contains('/') => {
+                    // Built on the stack: selectors look labels up for every node.
+                    let mut buf = [0u8; 64];
+                    let prefix = crate::hw::LABEL_PREFIX.as_bytes();
+                    let len = prefix.len() + key.len();
+                    let long = buf.get_mut(..len)?;
+                    long[..prefix.len()].copy_from_slice(prefix);
+                    for (d, c) in long[prefix.len()..].iter_mut().zip(key.bytes()) {
+                        *d = if c == b'.' { b'-' } else { c };
+                    }
+                    let long = std::str::from_utf8(long).ok()?;
+                    self.labels.get(long).map(|v| Cow::Borrowed(v.as_str()))
+                }
+                None => None,
+            },
         }
     }
 }
@@ -663,10 +1081,25 @@ pub struct Allocation {
     /// Recent reasons for transitions, newest last (bounded).
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// GPUs assigned to it (device names such as `card0`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// Its volumes and the mount each is bound to on its node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<AllocVolume>,
     /// Created (ms since the epoch).
     pub created_at: u64,
     /// When the state last changed.
     pub updated_at: u64,
+}
+
+/// A volume as an allocation uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocVolume {
+    /// The volume's name.
+    pub name: String,
+    /// The mount point on the node it is bound to; the agent keeps the directory there.
+    pub mount: String,
 }
 
 /// How many reasons an allocation keeps.

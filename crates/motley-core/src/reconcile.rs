@@ -26,26 +26,8 @@ pub enum Strategy {
     BinPack,
 }
 
-/// A node as a placer sees it: its record, whether it is ready, what is in use.
-#[derive(Debug, Clone)]
-pub struct Candidate<'a> {
-    /// The node.
-    pub node: &'a Node,
-    /// Connected and healthy.
-    pub ready: bool,
-    /// Millicores requested by live allocations.
-    pub used_cpu: u64,
-    /// Bytes requested by live allocations.
-    pub used_memory: u64,
-    /// Live allocations on it.
-    pub count: u32,
-    /// Live allocations on it of the workload being placed (spreading replicas over
-    /// nodes comes before balancing load).
-    pub same: u32,
-}
-
-/// Labels view of a node for selectors.
-struct NodeLabels<'a>(&'a Node);
+/// Labels view of a node for selectors (facts, labels, short names of discovered labels).
+pub struct NodeLabels<'a>(pub &'a Node);
 
 impl Labels for NodeLabels<'_> {
     fn get(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
@@ -65,23 +47,109 @@ pub fn node_mismatch(node: &Node, selector: &Selector) -> Option<String> {
         .map(|r| r.to_string())
 }
 
+/// A volume a request uses, with its binding (made earlier, or earlier in this pass).
+#[derive(Debug, Clone)]
+pub struct VolumeUse<'a> {
+    /// The volume's name.
+    pub name: &'a str,
+    /// Its spec; `None` when no such volume exists.
+    pub spec: Option<&'a crate::model::VolumeSpec>,
+    /// Where it is bound, if it is.
+    pub binding: Option<crate::model::VolumeBinding>,
+}
+
 /// One placement to make.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
     /// For whom.
-    pub workload: &'a WorkloadRef,
-    /// Millicores.
-    pub cpu: u64,
-    /// Bytes.
-    pub memory: u64,
-    /// Required selector.
-    pub selector: Option<&'a Selector>,
+    pub workload: &'a Workload,
+    /// Its reference.
+    pub wref: &'a WorkloadRef,
+    /// Replica slot or completion index.
+    pub index: u32,
     /// Spread or bin-pack.
     pub strategy: Strategy,
     /// Only this node (daemons).
     pub only_node: Option<&'a str>,
     /// Taints it tolerates.
     pub tolerations: &'a [crate::hw::Toleration],
+    /// Its volumes.
+    pub volumes: Vec<VolumeUse<'a>>,
+    /// May stop job allocations of lower priority to fit (services and daemons).
+    pub preempt: bool,
+    /// Subject to the queue head's reservation (a job, once a job ahead is blocked).
+    pub backfill: bool,
+    /// When it is expected to end at the latest (`now + time_limit`), for backfill.
+    pub ends_at: Option<u64>,
+}
+
+impl<'r> Request<'r> {
+    /// The request for instance `index` of `w` at time `now`: its kind's default
+    /// strategy (spread for services and daemons, bin-pack for jobs) unless its placement
+    /// names one, what it tolerates (daemons: every condition taint), preemption for
+    /// services and daemons, backfill rules for jobs, and the job's expected end. No
+    /// volumes and no pinned node: the reconciler adds those.
+    pub fn new(w: &'r Workload, wref: &'r WorkloadRef, index: u32, now: u64) -> Request<'r> {
+        let kind = w.spec.kind();
+        let tolerations: &[crate::hw::Toleration] = if kind == crate::model::Kind::Daemon {
+            &TOLERATE_ALL
+        } else {
+            &w.spec.placement().tolerations
+        };
+        let strategy = match (w.spec.placement().strategy, kind) {
+            (Some(crate::model::StrategyName::Spread), _) => Strategy::Spread,
+            (Some(crate::model::StrategyName::Binpack), _) => Strategy::BinPack,
+            (None, crate::model::Kind::Job) => Strategy::BinPack,
+            (None, _) => Strategy::Spread,
+        };
+        let ends_at = match &w.spec {
+            Spec::Job(j) => j.time_limit.map(|t| now + t.as_millis()),
+            _ => None,
+        };
+        Request {
+            workload: w,
+            wref,
+            index,
+            strategy,
+            only_node: None,
+            tolerations,
+            volumes: Vec::new(),
+            preempt: kind != crate::model::Kind::Job,
+            backfill: kind == crate::model::Kind::Job,
+            ends_at,
+        }
+    }
+}
+
+/// Where a request was placed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placed {
+    /// The node.
+    pub node: String,
+    /// GPUs assigned (device names).
+    pub gpus: Vec<String>,
+    /// The request's volumes and their mounts on the node.
+    pub volumes: Vec<crate::model::AllocVolume>,
+    /// Volumes bound by this placement: (name, binding).
+    pub bind: Vec<(String, crate::model::VolumeBinding)>,
+    /// Allocations stopped to make room: (id, their workload).
+    pub preempted: Vec<(String, WorkloadRef)>,
+}
+
+/// What a placer is told at the start of a pass.
+pub struct Cluster<'a> {
+    /// All nodes.
+    pub nodes: &'a BTreeMap<String, Node>,
+    /// Ready nodes.
+    pub ready: &'a BTreeSet<String>,
+    /// All workloads (for the priority of live allocations).
+    pub workloads: &'a BTreeMap<WorkloadRef, Workload>,
+    /// Allocations that hold resources now (live, and not lost this pass).
+    pub live: Vec<&'a Allocation>,
+    /// Latest readings per node (temperatures), for health headroom; may be empty.
+    pub readings: &'a BTreeMap<String, crate::hw::Readings>,
+    /// Now, ms since the epoch.
+    pub now: u64,
 }
 
 /// What daemons tolerate: every condition taint, as Kubernetes' DaemonSets do (a node
@@ -111,11 +179,17 @@ pub struct Unplaced {
     pub nodes: Vec<(String, String)>,
 }
 
-/// Chooses a node for a request. Implemented by the scheduler crate.
-pub trait Placer {
-    /// Returns the index into `candidates` of the chosen node, or why none fits.
-    fn place(&mut self, req: &Request<'_>, candidates: &[Candidate<'_>])
-    -> Result<usize, Unplaced>;
+/// Chooses nodes for requests, keeping account of what it placed. Implemented by the
+/// scheduler crate.
+pub trait Placer<'a> {
+    /// Starts a pass: what exists and what is in use.
+    fn begin(&mut self, cluster: Cluster<'a>);
+    /// Places one request and accounts for it (and for anything it preempts), or says
+    /// why no node fits.
+    fn place(&mut self, req: &Request<'_>) -> Result<Placed, Unplaced>;
+    /// The request is the head of the job queue and cannot run: hold the node where it
+    /// will fit first, so later (`backfill`) requests do not delay it.
+    fn reserve(&mut self, req: &Request<'_>);
 }
 
 /// Makes allocation ids. The shell supplies random ones; simulations use counters.
@@ -140,6 +214,8 @@ pub struct Input<'a> {
     pub fence_after_ms: u64,
     /// All allocations.
     pub allocs: &'a BTreeMap<String, Allocation>,
+    /// Latest readings per node (temperatures), for health headroom; may be empty.
+    pub readings: &'a BTreeMap<String, crate::hw::Readings>,
     /// Current time, ms since the epoch.
     pub now: u64,
 }
@@ -166,6 +242,10 @@ pub struct Plan {
     pub lost: Vec<(String, String)>,
     /// Demand that could not be placed, per workload.
     pub blocked: BTreeMap<WorkloadRef, Blocked>,
+    /// Volumes bound by this plan: (volume name, binding).
+    pub bind: Vec<(String, crate::model::VolumeBinding)>,
+    /// The job queue: jobs with instances waiting to run, in the order they will run.
+    pub queue: Vec<WorkloadRef>,
     /// Run again at this time (a backoff expires), if anything waits.
     pub wake_at: Option<u64>,
 }
@@ -174,6 +254,7 @@ impl Plan {
     /// True when the plan changes nothing in the store.
     pub fn is_empty(&self) -> bool {
         self.create.is_empty()
+            && self.bind.is_empty()
             && self.stop.is_empty()
             && self.delete.is_empty()
             && self.lost.is_empty()
@@ -188,32 +269,17 @@ pub const KEEP_TERMINAL_PER_SLOT: usize = 3;
 
 struct Pass<'a, 'p> {
     input: &'a Input<'a>,
-    placer: &'p mut dyn Placer,
+    placer: &'p mut dyn Placer<'a>,
     ids: &'p mut dyn Ids,
-    candidates: Vec<Candidate<'a>>,
-    by_name: BTreeMap<&'a str, usize>,
+    /// Bindings made earlier in this pass.
+    bound: BTreeMap<String, crate::model::VolumeBinding>,
+    /// A job blocked at the head of the queue holds a reservation.
+    head_blocked: bool,
     plan: Plan,
 }
 
 /// Runs every controller once.
-pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) -> Plan {
-    let mut candidates: Vec<Candidate<'_>> = input
-        .nodes
-        .values()
-        .map(|n| Candidate {
-            node: n,
-            ready: input.ready.contains(&n.name),
-            used_cpu: 0,
-            used_memory: 0,
-            count: 0,
-            same: 0,
-        })
-        .collect();
-    let by_name: BTreeMap<&str, usize> = candidates
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.node.name.as_str(), i))
-        .collect();
+pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mut dyn Ids) -> Plan {
     // Live allocations on down nodes are lost: from here on they count as terminal, so
     // this same pass places their replacements.
     let mut lost_reasons = Vec::new();
@@ -244,28 +310,33 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
         .collect();
     let lost_ids: BTreeSet<&str> = lost_copies.iter().map(|a| a.id.as_str()).collect();
     let mut by_workload: BTreeMap<&WorkloadRef, Vec<&Allocation>> = BTreeMap::new();
-    for a in lost_copies.iter().chain(
-        input
-            .allocs
-            .values()
-            .filter(|a| !lost_ids.contains(a.id.as_str())),
-    ) {
-        if a.is_live()
-            && let Some(&i) = by_name.get(a.node.as_str())
-        {
-            let c = &mut candidates[i];
-            c.used_cpu += a.task.resources.cpu_or_default().0;
-            c.used_memory += a.task.resources.memory_or_default().0;
-            c.count += 1;
+    let mut live = Vec::new();
+    for a in input.allocs.values() {
+        if lost_ids.contains(a.id.as_str()) {
+            continue;
+        }
+        if a.is_live() {
+            live.push(a);
         }
         by_workload.entry(&a.workload).or_default().push(a);
     }
+    for a in &lost_copies {
+        by_workload.entry(&a.workload).or_default().push(a);
+    }
+    placer.begin(Cluster {
+        nodes: input.nodes,
+        ready: input.ready,
+        workloads: input.workloads,
+        live,
+        readings: input.readings,
+        now: input.now,
+    });
     let mut pass = Pass {
         input,
         placer,
         ids,
-        candidates,
-        by_name,
+        bound: BTreeMap::new(),
+        head_blocked: false,
         plan: Plan {
             lost: lost_reasons,
             wake_at: fence_wake,
@@ -292,11 +363,20 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
         }
     }
 
-    // Services and daemons first, then jobs by priority and age: a queue.
-    let mut order: Vec<&Workload> = input.workloads.values().collect();
-    order.sort_by_key(|w| match &w.spec {
-        Spec::Job(j) => (1, -(j.priority as i64), w.created_at),
-        _ => (0, 0, 0),
+    // Services and daemons first (higher priority first), then jobs by priority and
+    // submit time: the queue. Volumes are not workloads.
+    let mut order: Vec<&Workload> = input
+        .workloads
+        .values()
+        .filter(|w| w.spec.kind() != crate::model::Kind::Volume)
+        .collect();
+    order.sort_by_key(|w| {
+        let job = w.spec.kind() == crate::model::Kind::Job;
+        (
+            job,
+            -i64::from(w.spec.priority()),
+            job.then_some(w.created_at),
+        )
     });
     for w in order {
         let empty = Vec::new();
@@ -311,6 +391,7 @@ pub fn reconcile(input: &Input<'_>, placer: &mut dyn Placer, ids: &mut dyn Ids) 
             Spec::Service(s) => pass.service(w, s.replicas, &mine),
             Spec::Job(_) => pass.job(w, &mine),
             Spec::Daemon(_) => pass.daemon(w, &mine),
+            Spec::Volume(_) => {}
         }
     }
     pass.plan
@@ -331,14 +412,22 @@ fn selector_of(w: &Workload) -> Option<Selector> {
 }
 
 impl<'a> Pass<'a, '_> {
-    fn new_alloc(&mut self, w: &Workload, index: u32, node: &str) -> Allocation {
+    fn new_alloc(&mut self, w: &Workload, index: u32, placed: Placed) -> Allocation {
+        let node = placed.node;
+        let mut reasons = vec![format!("placed on {node}")];
+        if !placed.preempted.is_empty() {
+            reasons.push(format!(
+                "preempted {} allocation(s) of lower priority",
+                placed.preempted.len()
+            ));
+        }
         Allocation {
             id: self.ids.next_id(&w.spec.reference()),
             workload: w.spec.reference(),
             workload_uid: w.uid.clone(),
             generation: w.generation,
             index,
-            node: node.to_string(),
+            node,
             task: w.spec.task().clone(),
             restart: w.spec.restart_policy(),
             on_node_loss: w.spec.on_node_loss(),
@@ -347,44 +436,82 @@ impl<'a> Pass<'a, '_> {
             pid: None,
             exit_code: None,
             restarts: 0,
-            reasons: vec![format!("placed on {node}")],
+            reasons,
+            gpus: placed.gpus,
+            volumes: placed.volumes,
             created_at: self.input.now,
             updated_at: self.input.now,
         }
     }
 
-    /// Places one instance; on success records the allocation and its usage.
-    fn place(&mut self, w: &Workload, index: u32, strategy: Strategy, only: Option<&str>) -> bool {
+    /// The request for one instance of `w`, with its volumes as bound now.
+    fn request<'r>(
+        &self,
+        w: &'r Workload,
+        wref: &'r WorkloadRef,
+        index: u32,
+        only: Option<&'r str>,
+    ) -> Request<'r>
+    where
+        'a: 'r,
+    {
+        let mut req = Request::new(w, wref, index, self.input.now);
+        req.only_node = only;
+        req.backfill = req.backfill && self.head_blocked;
+        req.volumes = w
+            .spec
+            .task()
+            .volumes
+            .iter()
+            .map(|name| {
+                let vref = WorkloadRef {
+                    kind: crate::model::Kind::Volume,
+                    name: name.clone(),
+                };
+                let vol = self.input.workloads.get(&vref);
+                VolumeUse {
+                    name,
+                    spec: vol.and_then(|v| match &v.spec {
+                        Spec::Volume(s) => Some(s),
+                        _ => None,
+                    }),
+                    binding: self
+                        .bound
+                        .get(name)
+                        .cloned()
+                        .or_else(|| vol.and_then(|v| v.binding.clone())),
+                }
+            })
+            .collect();
+        req
+    }
+
+    /// Places one instance; on success records the allocation, bindings and preemptions.
+    fn place(&mut self, w: &Workload, index: u32, only: Option<&str>) -> bool {
         let wref = w.spec.reference();
-        let sel = selector_of(w);
-        let res = &w.spec.task().resources;
-        let tolerations: &[crate::hw::Toleration] = if w.spec.kind() == crate::model::Kind::Daemon {
-            &TOLERATE_ALL
-        } else {
-            &w.spec.placement().tolerations
-        };
-        let req = Request {
-            workload: &wref,
-            cpu: res.cpu_or_default().0,
-            memory: res.memory_or_default().0,
-            selector: sel.as_ref(),
-            strategy,
-            only_node: only,
-            tolerations,
-        };
-        match self.placer.place(&req, &self.candidates) {
-            Ok(i) => {
-                let c = &mut self.candidates[i];
-                c.used_cpu += req.cpu;
-                c.used_memory += req.memory;
-                c.count += 1;
-                c.same += 1;
-                let node = c.node.name.clone();
-                let a = self.new_alloc(w, index, &node);
+        let req = self.request(w, &wref, index, only);
+        match self.placer.place(&req) {
+            Ok(mut placed) => {
+                for (id, _) in &placed.preempted {
+                    self.plan.stop.push((
+                        id.clone(),
+                        format!("preempted by {wref} (priority {})", w.spec.priority()),
+                    ));
+                }
+                for (name, b) in std::mem::take(&mut placed.bind) {
+                    self.bound.insert(name.clone(), b.clone());
+                    self.plan.bind.push((name, b));
+                }
+                let a = self.new_alloc(w, index, placed);
                 self.plan.create.push(a);
                 true
             }
             Err(why) => {
+                if w.spec.kind() == crate::model::Kind::Job && !self.head_blocked {
+                    // The first job that cannot run heads the queue: hold room for it.
+                    self.placer.reserve(&req);
+                    self.head_blocked = true;
+                }
                 let b = self
                     .plan
                     .blocked
@@ -421,23 +548,7 @@ impl<'a> Pass<'a, '_> {
         Some(last.updated_at + delay)
     }
 
-    /// Sets every candidate's count of `mine` (the workload about to be placed).
-    fn count_same(&mut self, mine: &[&Allocation]) {
-        for c in &mut self.candidates {
-            c.same = 0;
-        }
-        for a in mine {
-            if a.is_live()
-                && a.desired == Desired::Run
-                && let Some(&i) = self.by_name.get(a.node.as_str())
-            {
-                self.candidates[i].same += 1;
-            }
-        }
-    }
-
     fn service(&mut self, w: &Workload, replicas: u32, mine: &[&Allocation]) {
-        self.count_same(mine);
         let mut live_by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
         let mut terminal_by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
         for a in mine {
@@ -519,7 +630,7 @@ impl<'a> Pass<'a, '_> {
             }
         }
         for slot in 0..replicas {
-            if !live_by_slot.contains_key(&slot) && !self.place(w, slot, Strategy::Spread, None) {
+            if !live_by_slot.contains_key(&slot) && !self.place(w, slot, None) {
                 // Count every remaining missing replica as blocked without retrying.
                 let missing = (slot + 1..replicas)
                     .filter(|s| !live_by_slot.contains_key(s))
@@ -575,7 +686,8 @@ impl<'a> Pass<'a, '_> {
         let mut index = 0u32;
         while running < j.parallelism && index < j.completions {
             if !complete.contains(&index) && !live.contains(&index) {
-                if !self.place(w, index, Strategy::BinPack, None) {
+                if !self.place(w, index, None) {
+                    self.plan.queue.push(w.spec.reference());
                     let waiting = (index + 1..j.completions)
                         .filter(|i| !complete.contains(i) && !live.contains(i))
                         .count() as u32;
@@ -640,9 +752,7 @@ impl<'a> Pass<'a, '_> {
                 self.plan.wake(at);
                 continue;
             }
-            if self.by_name.contains_key(name) {
-                self.place(w, 0, Strategy::Spread, Some(name));
-            }
+            self.place(w, 0, Some(name));
         }
         // History on nodes that no longer exist.
         for allocs in terminal_by_node.values() {
@@ -666,7 +776,8 @@ pub struct WorkloadStatus {
     pub failed: u32,
     /// Total restarts in place of live allocations.
     pub restarts: u32,
-    /// `running`, `pending`, `complete`, `failed`, `degraded`, `queued`.
+    /// `running`, `pending`, `complete`, `failed`, `degraded`, `queued`; volumes: `bound`,
+    /// `unbound`.
     pub phase: String,
 }
 
@@ -720,6 +831,14 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
                 "running"
             } else {
                 "queued"
+            }
+            .into();
+        }
+        Spec::Volume(_) => {
+            st.phase = if w.binding.is_some() {
+                "bound"
+            } else {
+                "unbound"
             }
             .into();
         }

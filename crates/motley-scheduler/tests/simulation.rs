@@ -18,7 +18,7 @@ use motley_core::model::{
 };
 use motley_core::quantity::{Bytes, MilliCpu};
 use motley_core::reconcile::{Ids, Input, reconcile};
-use motley_scheduler::Minimal;
+use motley_scheduler::{Config, Scheduler};
 
 /// xorshift64*: small, deterministic, good enough for fault injection.
 struct Rng(u64);
@@ -85,6 +85,7 @@ fn node(name: &str) -> Node {
         capacity: Capacity {
             cpu: MilliCpu(4000),
             memory: Bytes(4 << 30),
+            disk: Bytes(0),
         },
         taints: Vec::new(),
         cordoned: false,
@@ -115,6 +116,7 @@ fn run(seed: u64) -> Result<(), String> {
                 uid: "u".into(),
                 created_at: 0,
                 updated_at: 0,
+                binding: None,
             },
         );
     }
@@ -231,9 +233,13 @@ fn run(seed: u64) -> Result<(), String> {
                 down: &down,
                 fence_after_ms: cfg.fence_after_ms(),
                 allocs: &allocs,
+                readings: &BTreeMap::new(),
                 now,
             },
-            &mut Minimal,
+            &mut Scheduler::new(Config {
+                seed,
+                ..Config::default()
+            }),
             &mut ids,
         );
         for a in &plan.create {

@@ -31,11 +31,21 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(900);
 /// WebSocket ping interval, to notice dead TCP connections (memory only; nothing is stored).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 
-/// What a node may offer: all CPUs, and its memory less a 10% reserve for the system.
+/// What a node may offer: all CPUs, its memory less a 10% reserve for the system, and
+/// its data disk's size as ephemeral disk (0 when not known).
 pub fn capacity_of(facts: &motley_core::model::NodeFacts) -> Capacity {
+    let disk = facts
+        .hw
+        .as_deref()
+        .and_then(|h| {
+            let name = h.data_disk.as_ref()?.disk.as_deref()?;
+            h.disks.iter().find(|d| d.name == name).map(|d| d.size)
+        })
+        .unwrap_or(0);
     Capacity {
         cpu: MilliCpu(facts.cpus as u64 * 1000),
         memory: Bytes(facts.memory - facts.memory / 10),
+        disk: Bytes(disk),
     }
 }
 

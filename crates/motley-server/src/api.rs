@@ -4,7 +4,7 @@
 //! route; node tokens only `/v1/agent/connect`. Bodies are capped at
 //! [`MAX_BODY`] (413 beyond it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,6 +81,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/version", get(version))
         .route("/v1/apply", post(apply))
         .route("/v1/delete", post(delete_set))
+        .route("/v1/plan", post(plan))
         .route("/v1/workloads", get(list_workloads))
         .route(
             "/v1/workloads/{kind}/{name}",
@@ -389,6 +390,7 @@ async fn apply(
                         uid: motley_net::new_id(),
                         created_at: now,
                         updated_at: now,
+                        binding: None,
                     }),
                 ),
                 Some(kv) => match serde_json::from_slice::<Workload>(&kv.value) {
@@ -410,6 +412,7 @@ async fn apply(
                             uid: motley_net::new_id(),
                             created_at: now,
                             updated_at: now,
+                            binding: None,
                         }),
                     ),
                 },
@@ -441,6 +444,106 @@ async fn apply(
         StatusCode::CONFLICT,
         "the objects kept changing concurrently; nothing was applied",
     ))
+}
+
+/// `POST /v1/plan`: runs one reconcile against the live cluster as if the set were
+/// applied, and returns what it would place, stop, bind and queue. Nothing is stored.
+async fn plan(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<ManifestSet>, JsonRejection>,
+) -> ApiResult<Json<motley_core::api::PlanResponse>> {
+    use motley_core::api::{PlanResponse, PlannedPlacement, PlannedStop};
+    let Json(set) = body?;
+    let docs = parse_manifests(&set)?;
+    let cache = s.cache();
+    let now = now_ms();
+    let mut workloads = cache.workloads.clone();
+    let mut objects = Vec::new();
+    for d in &docs {
+        let r = d.spec.reference();
+        let action = match workloads.get_mut(&r) {
+            Some(w) if w.spec == d.spec => "unchanged",
+            Some(w) => {
+                w.spec = d.spec.clone();
+                w.generation += 1;
+                w.updated_at = now;
+                "configured"
+            }
+            None => {
+                workloads.insert(
+                    r.clone(),
+                    Workload {
+                        spec: d.spec.clone(),
+                        generation: 1,
+                        uid: format!("plan-{}", r.name),
+                        created_at: now,
+                        updated_at: now,
+                        binding: None,
+                    },
+                );
+                "created"
+            }
+        };
+        objects.push(ObjectResult {
+            kind: r.kind.to_string(),
+            name: r.name,
+            action: action.into(),
+        });
+    }
+    let ready = s.ready_nodes();
+    let down = s.down_nodes();
+    let readings = s.readings_snapshot();
+    let input = reconcile::Input {
+        workloads: &workloads,
+        nodes: &cache.nodes,
+        ready: &ready,
+        down: &down,
+        fence_after_ms: s.failure.fence_after_ms(),
+        allocs: &cache.allocs,
+        readings: &readings,
+        now,
+    };
+    struct PlanIds(u64);
+    impl reconcile::Ids for PlanIds {
+        fn next_id(&mut self, _: &WorkloadRef) -> String {
+            self.0 += 1;
+            format!("planned-{}", self.0)
+        }
+    }
+    let mut scheduler = motley_scheduler::Scheduler::new(s.scheduler.clone());
+    let p = reconcile::reconcile(&input, &mut scheduler, &mut PlanIds(0));
+    let stops = p
+        .stop
+        .iter()
+        .chain(p.lost.iter())
+        .filter_map(|(id, reason)| {
+            let a = cache.allocs.get(id)?;
+            Some(PlannedStop {
+                alloc: id.clone(),
+                workload: a.workload.clone(),
+                node: a.node.clone(),
+                reason: reason.clone(),
+            })
+        })
+        .collect();
+    Ok(Json(PlanResponse {
+        objects,
+        placements: p
+            .create
+            .into_iter()
+            .map(|a| PlannedPlacement {
+                workload: a.workload,
+                index: a.index,
+                node: a.node,
+                gpus: a.gpus,
+                volumes: a.volumes,
+            })
+            .collect(),
+        stops,
+        bind: p.bind,
+        blocked: p.blocked.into_iter().collect(),
+        queue: p.queue,
+    }))
 }
 
 async fn delete_set(
@@ -541,6 +644,10 @@ fn view(
         workload: w.clone(),
         status: reconcile::status(w, allocs, ready_matching(s, cache, w)),
         blocked: lock(&s.blocked).get(&r).cloned(),
+        queue_position: lock(&s.queue)
+            .iter()
+            .position(|q| *q == r)
+            .map(|p| p as u32 + 1),
     }
 }
 
@@ -583,15 +690,16 @@ async fn get_workload(
 
 fn node_views(s: &Shared) -> Vec<NodeView> {
     let cache = s.cache();
+    // One pass over the allocations, grouped by node: no loop over nodes × allocations.
+    let mut by_node: HashMap<&str, Vec<&Allocation>> = HashMap::new();
+    for a in cache.allocs.values().filter(|a| a.is_live()) {
+        by_node.entry(a.node.as_str()).or_default().push(a);
+    }
     cache
         .nodes
         .values()
         .map(|n| {
-            let live: Vec<&Allocation> = cache
-                .allocs
-                .values()
-                .filter(|a| a.node == n.name && a.is_live())
-                .collect();
+            let live = by_node.remove(n.name.as_str()).unwrap_or_default();
             let (health, since, reason) = s.node_health(&n.name);
             let readings = lock(&s.readings).get(&n.name).cloned();
             let state = health.as_str();
@@ -603,7 +711,7 @@ fn node_views(s: &Shared) -> Vec<NodeView> {
                 allocations: live.len() as u32,
                 used_cpu: live
                     .iter()
-                    .map(|a| a.task.resources.cpu_or_default().0)
+                    .map(|a| a.task.resources.cpu_on(n.facts.cpu_score))
                     .sum(),
                 used_memory: live
                     .iter()

@@ -19,7 +19,7 @@ use motley_core::hw::{Readings, TaintPolicy};
 use motley_core::model::{AllocState, Allocation, Desired, Node, Workload, WorkloadRef};
 use motley_core::proto::{AllocReport, ServerMsg};
 use motley_core::reconcile::{self, Blocked, Ids, Input};
-use motley_scheduler::Minimal;
+use motley_scheduler::Scheduler;
 use motley_store::{EventKind, Store, StoreError, Txn};
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, mpsc, watch};
@@ -97,6 +97,10 @@ pub struct Shared {
     pub conns: Mutex<HashMap<String, AgentConn>>,
     /// Demand that could not be placed, from the last reconcile.
     pub blocked: Mutex<BTreeMap<WorkloadRef, Blocked>>,
+    /// The job queue from the last reconcile, head first.
+    pub queue: Mutex<Vec<WorkloadRef>>,
+    /// Scheduler tuning (the seed for tie-breaking).
+    pub scheduler: motley_scheduler::Config,
     /// Wakes the controller.
     pub kick: Notify,
     /// Revision the cache has reached.
@@ -143,6 +147,8 @@ impl Shared {
             cache: RwLock::new(Cache::default()),
             conns: Mutex::new(HashMap::new()),
             blocked: Mutex::new(BTreeMap::new()),
+            queue: Mutex::new(Vec::new()),
+            scheduler: motley_scheduler::Config::default(),
             kick: Notify::new(),
             cache_rev: watch::channel(0).0,
             metrics,
@@ -334,7 +340,15 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Names of nodes with a live agent connection.
+    /// Each node's latest readings (for the scheduler's health headroom).
+    pub fn readings_snapshot(&self) -> BTreeMap<String, Readings> {
+        lock(&self.readings)
+            .iter()
+            .map(|(k, (r, _))| (k.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Nodes that are ready now.
     pub fn ready_nodes(&self) -> BTreeSet<String> {
         let health = lock(&self.health);
         lock(&self.conns)
@@ -634,6 +648,7 @@ impl Shared {
                 let cache = self.cache();
                 let ready = self.ready_nodes();
                 let down = self.down_nodes();
+                let readings = self.readings_snapshot();
                 let input = Input {
                     workloads: &cache.workloads,
                     nodes: &cache.nodes,
@@ -641,13 +656,22 @@ impl Shared {
                     down: &down,
                     fence_after_ms: self.failure.fence_after_ms(),
                     allocs: &cache.allocs,
+                    readings: &readings,
                     now: now_ms(),
                 };
-                let plan = reconcile::reconcile(&input, &mut Minimal, &mut RandomIds);
+                let mut scheduler = Scheduler::new(self.scheduler.clone());
+                let plan = reconcile::reconcile(&input, &mut scheduler, &mut RandomIds);
                 // The revisions this plan was made from, for its compares.
                 let mut revs = HashMap::new();
                 for a in &plan.create {
                     let k = keys::workload(&a.workload);
+                    revs.insert(k.clone(), cache.rev(&k));
+                }
+                for (name, _) in &plan.bind {
+                    let k = keys::workload(&WorkloadRef {
+                        kind: motley_core::model::Kind::Volume,
+                        name: name.clone(),
+                    });
                     revs.insert(k.clone(), cache.rev(&k));
                 }
                 for id in plan
@@ -667,6 +691,7 @@ impl Shared {
                 .observe(started.elapsed().as_secs_f64());
             wake_at = plan.wake_at;
             *lock(&self.blocked) = plan.blocked.clone();
+            *lock(&self.queue) = plan.queue.clone();
             if plan.is_empty() {
                 continue;
             }
@@ -697,11 +722,44 @@ impl Shared {
         for a in plan.create {
             by_workload.entry(a.workload.clone()).or_default().push(a);
         }
+        // Volumes bound by this plan, as stored records with their binding.
+        let mut bound: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
+        {
+            let cache = self.cache();
+            for (name, b) in &plan.bind {
+                let r = WorkloadRef {
+                    kind: motley_core::model::Kind::Volume,
+                    name: name.clone(),
+                };
+                if let Some(v) = cache.workloads.get(&r) {
+                    let mut v = v.clone();
+                    v.binding = Some(b.clone());
+                    let bytes =
+                        serde_json::to_vec(&v).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    bound.insert(name.clone(), (keys::workload(&r), bytes));
+                }
+            }
+        }
         let mut txns = Vec::new();
         for (w, allocs) in by_workload {
             let wkey = keys::workload(&w);
-            for chunk in allocs.chunks(CHUNK) {
+            // The first transaction of a workload that uses a volume bound now writes the
+            // binding, guarded by the volume's revision: if another workload's
+            // transaction bound it first, this one fails and is planned again.
+            let uses: BTreeSet<&str> = allocs
+                .iter()
+                .flat_map(|a| a.volumes.iter().map(|v| v.name.as_str()))
+                .filter(|n| bound.contains_key(*n))
+                .collect();
+            for (k, chunk) in allocs.chunks(CHUNK).enumerate() {
                 let mut t = Txn::new().when(&wkey, rev_of(&wkey));
+                if k == 0 {
+                    for name in &uses {
+                        if let Some((vkey, bytes)) = bound.get(*name) {
+                            t = t.when(vkey, rev_of(vkey)).put(vkey.clone(), bytes.clone());
+                        }
+                    }
+                }
                 for a in chunk {
                     let k = keys::alloc(&a.id);
                     let v =

@@ -1,0 +1,87 @@
+//! Criterion benchmarks of the scheduler's stages on a 2,000-node fixture cluster:
+//! a workload's profile (static filters over every node), one placement (dynamic
+//! filters, scores and selection over a sample) and an explanation (every node's
+//! reason).
+//!
+//! `cargo bench -p motley-bench --bench scheduler` (from the repository root).
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use motley_core::reconcile::{Cluster, Placer, Request};
+use motley_scheduler::{Config, Scheduler};
+
+fn stages(c: &mut Criterion) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hw");
+    let Ok(machines) = motley_bench::machines(&fixtures) else {
+        eprintln!("fixtures not found under {}", fixtures.display());
+        return;
+    };
+    let nodes = motley_bench::nodes(&machines, 2000);
+    let ready: BTreeSet<String> = nodes.keys().cloned().collect();
+    let Ok(workloads) = motley_bench::workloads(10) else {
+        return;
+    };
+    let readings = Default::default();
+    let cluster = || Cluster {
+        nodes: &nodes,
+        ready: &ready,
+        workloads: &workloads,
+        live: Vec::new(),
+        readings: &readings,
+        now: 0,
+    };
+    let (svc_ref, svc) = workloads
+        .iter()
+        .find(|(r, _)| r.name == "w4")
+        .map(|(r, w)| (r.clone(), w))
+        .expect("workload w4 exists");
+    c.bench_function("profile: static filters over 2000 nodes", |b| {
+        b.iter(|| {
+            let mut s = Scheduler::new(Config::default());
+            s.begin(cluster());
+            let req = Request::new(svc, &svc_ref, 0, 0);
+            black_box(s.place(&req).is_ok())
+        })
+    });
+    let mut s = Scheduler::new(Config::default());
+    s.begin(cluster());
+    let mut i = 0;
+    c.bench_function(
+        "place: dynamic filters, score, select (warm profile)",
+        |b| {
+            b.iter(|| {
+                i += 1;
+                let req = Request::new(svc, &svc_ref, i, 0);
+                black_box(s.place(&req).is_ok())
+            })
+        },
+    );
+    let huge = motley_core::manifest::parse_set(&[motley_core::manifest::Source {
+        name: "b",
+        text: "kind: Service\nname: huge\ntask:\n  command: [h]\n  resources: { memory: 1Ti }\n",
+    }])
+    .expect("valid manifest");
+    let huge_w = motley_core::model::Workload {
+        spec: huge[0].spec.clone(),
+        generation: 1,
+        uid: "h".into(),
+        created_at: 0,
+        updated_at: 0,
+        binding: None,
+    };
+    let huge_ref = huge_w.spec.reference();
+    c.bench_function("explain: a refusal with every node's reason", |b| {
+        let mut s = Scheduler::new(Config::default());
+        s.begin(cluster());
+        b.iter(|| {
+            let req = Request::new(&huge_w, &huge_ref, 0, 0);
+            black_box(s.place(&req).is_err())
+        })
+    });
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

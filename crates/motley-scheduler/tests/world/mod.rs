@@ -1,0 +1,173 @@
+//! A virtual cluster for driving the core's controllers with the scheduler: nodes,
+//! workloads and allocations in memory, agents that start and stop instantly.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use motley_core::hw::{Taint, TaintEffect};
+use motley_core::manifest::{Source, parse_set};
+use motley_core::model::{
+    AllocState, Allocation, Capacity, Desired, Node, NodeFacts, Workload, WorkloadRef,
+};
+use motley_core::quantity::{Bytes, MilliCpu};
+use motley_core::reconcile::{Ids, Input, Plan, reconcile};
+use motley_scheduler::{Config, Scheduler};
+
+pub struct Counter(pub u64);
+impl Ids for Counter {
+    fn next_id(&mut self, w: &WorkloadRef) -> String {
+        self.0 += 1;
+        format!("{}-{}", w.name, self.0)
+    }
+}
+
+pub struct World {
+    pub workloads: BTreeMap<WorkloadRef, Workload>,
+    pub nodes: BTreeMap<String, Node>,
+    pub ready: BTreeSet<String>,
+    pub down: BTreeMap<String, u64>,
+    pub allocs: BTreeMap<String, Allocation>,
+    pub now: u64,
+    pub ids: Counter,
+    pub seed: u64,
+}
+
+pub fn node(name: &str, cpu: u64, mem_mi: u64) -> Node {
+    Node {
+        name: name.into(),
+        facts: NodeFacts {
+            arch: if name.starts_with("pi") {
+                "arm64".into()
+            } else {
+                "amd64".into()
+            },
+            os: "linux".into(),
+            cpus: (cpu / 1000) as u32,
+            memory: mem_mi << 20,
+            ..Default::default()
+        },
+        labels: BTreeMap::new(),
+        capacity: Capacity {
+            cpu: MilliCpu(cpu),
+            memory: Bytes(mem_mi << 20),
+            disk: Bytes(0),
+        },
+        taints: Vec::new(),
+        cordoned: false,
+        draining: false,
+        registered_at: 0,
+    }
+}
+
+pub fn tainted(mut n: Node, key: &str, effect: TaintEffect) -> Node {
+    n.taints.push(Taint {
+        key: key.into(),
+        effect,
+    });
+    n
+}
+
+impl World {
+    pub fn new(nodes: &[Node]) -> World {
+        World {
+            workloads: BTreeMap::new(),
+            ready: nodes.iter().map(|n| n.name.clone()).collect(),
+            nodes: nodes.iter().map(|n| (n.name.clone(), n.clone())).collect(),
+            down: BTreeMap::new(),
+            allocs: BTreeMap::new(),
+            now: 1_000,
+            ids: Counter(0),
+            seed: 0,
+        }
+    }
+    pub fn apply(&mut self, yaml: &str) {
+        let docs = parse_set(&[Source {
+            name: "t.yaml",
+            text: yaml,
+        }])
+        .expect("valid manifest");
+        for d in docs {
+            let r = d.spec.reference();
+            let generation = self.workloads.get(&r).map_or(1, |w| w.generation + 1);
+            let uid = self
+                .workloads
+                .get(&r)
+                .map_or(format!("uid-{}", r.name), |w| w.uid.clone());
+            self.workloads.insert(
+                r,
+                Workload {
+                    spec: d.spec,
+                    generation,
+                    uid,
+                    created_at: self.now,
+                    updated_at: self.now,
+                    binding: None,
+                },
+            );
+        }
+    }
+    pub fn step(&mut self) -> Plan {
+        let plan = reconcile(
+            &Input {
+                workloads: &self.workloads,
+                nodes: &self.nodes,
+                ready: &self.ready,
+                down: &self.down,
+                fence_after_ms: 7_000,
+                allocs: &self.allocs,
+                readings: &BTreeMap::new(),
+                now: self.now,
+            },
+            &mut Scheduler::new(Config {
+                seed: self.seed,
+                ..Config::default()
+            }),
+            &mut self.ids,
+        );
+        for (name, b) in &plan.bind {
+            let r = WorkloadRef {
+                kind: motley_core::model::Kind::Volume,
+                name: name.clone(),
+            };
+            if let Some(v) = self.workloads.get_mut(&r) {
+                v.binding = Some(b.clone());
+            }
+        }
+        for a in &plan.create {
+            self.allocs.insert(a.id.clone(), a.clone());
+        }
+        for (id, _) in &plan.stop {
+            if let Some(a) = self.allocs.get_mut(id) {
+                a.desired = Desired::Stop;
+            }
+        }
+        for id in &plan.delete {
+            self.allocs.remove(id);
+        }
+        for (id, _) in &plan.lost {
+            if let Some(a) = self.allocs.get_mut(id) {
+                a.state = AllocState::Lost;
+                a.desired = Desired::Stop;
+            }
+        }
+        plan
+    }
+    /// The agents: pending → running; stopping → stopped.
+    pub fn agents(&mut self) {
+        for a in self.allocs.values_mut() {
+            if a.desired == Desired::Stop && a.is_live() {
+                a.state = AllocState::Stopped;
+                a.updated_at = self.now;
+            } else if a.state == AllocState::Pending {
+                a.state = AllocState::Running;
+                a.updated_at = self.now;
+            }
+        }
+    }
+    pub fn live(&self, name: &str) -> Vec<&Allocation> {
+        self.allocs
+            .values()
+            .filter(|a| a.workload.name == name && a.is_live() && a.desired == Desired::Run)
+            .collect()
+    }
+}
