@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the scheduler's stages on a 2,000-node fixture cluster:
-//! a workload's profile (static filters over every node), one placement (dynamic
+//! a pass's start with a workload's profile (accounting every node, then static
+//! filters over every node), one placement (dynamic
 //! filters, scores and selection over a sample) and an explanation (every node's
 //! reason).
 //!
@@ -38,7 +39,7 @@ fn stages(c: &mut Criterion) {
         .find(|(r, _)| r.name == "w4")
         .map(|(r, w)| (r.clone(), w))
         .expect("workload w4 exists");
-    c.bench_function("profile: static filters over 2000 nodes", |b| {
+    c.bench_function("begin + profile: accounting and static filters over 2000 nodes", |b| {
         b.iter(|| {
             let mut s = Scheduler::new(Config::default());
             s.begin(cluster());

@@ -99,16 +99,35 @@ pub struct Profile {
     spreads: Vec<SpreadState>,
 }
 
+/// Each node's domain (an index into the domain names, `NO_DOMAIN` when it lacks the
+/// key) for one topology key over one class's feasible nodes, and how many domains.
+type Domains = std::rc::Rc<(Vec<u32>, usize)>;
+
+/// A node without the topology key.
+const NO_DOMAIN: u32 = u32::MAX;
+
 #[derive(Debug)]
 struct SpreadState {
     max_skew: u32,
-    domain_of: FxHashMap<u32, u32>,
+    domains: Domains,
     counts: Vec<u32>,
+    /// The smallest count, kept up to date (read for every sampled node).
+    min: u32,
 }
 
 impl SpreadState {
-    fn min(&self) -> u32 {
-        self.counts.iter().copied().min().unwrap_or(0)
+    fn domain(&self, i: u32) -> Option<usize> {
+        match self.domains.0.get(i as usize) {
+            Some(&d) if d != NO_DOMAIN => Some(d as usize),
+            _ => None,
+        }
+    }
+    fn change(&mut self, i: u32, add: bool) {
+        if let Some(d) = self.domain(i) {
+            let c = &mut self.counts[d];
+            *c = if add { *c + 1 } else { c.saturating_sub(1) };
+            self.min = self.counts.iter().copied().min().unwrap_or(0);
+        }
     }
 }
 
@@ -131,6 +150,7 @@ pub struct Scheduler<'a> {
     refs: Vec<motley_core::model::WorkloadRef>,
     profiles: FxHashMap<u32, Profile>,
     classes: FxHashMap<String, Feasible>,
+    domains: FxHashMap<String, Domains>,
     reservation: Option<Reservation>,
     now: u64,
 }
@@ -189,6 +209,20 @@ impl<'a> Scheduler<'a> {
         feasible
     }
 
+    /// The domain of every node for topology `key`, over a class's feasible nodes.
+    fn domains_of(&self, feasible: &[(u32, i32, u8)], key: &str) -> (Vec<u32>, usize) {
+        let mut names: FxHashMap<std::borrow::Cow<'a, str>, u32> = FxHashMap::default();
+        let mut of = vec![NO_DOMAIN; self.nodes.len()];
+        for &(i, _, _) in feasible {
+            let node: &'a Node = self.nodes[i as usize].node;
+            if let Some(v) = node.label(key) {
+                let next = names.len() as u32;
+                of[i as usize] = *names.entry(v).or_insert(next);
+            }
+        }
+        (of, names.len())
+    }
+
     /// Builds (or returns) the profile of the request's workload.
     fn profile(&mut self, req: &Request<'_>) -> u32 {
         let wid = self.wid(req.wref);
@@ -214,35 +248,37 @@ impl<'a> Scheduler<'a> {
             Some(f) => std::rc::Rc::clone(f),
             None => {
                 let f = std::rc::Rc::new(self.static_pass(req, require.as_ref(), &prefer));
-                self.classes.insert(class, std::rc::Rc::clone(&f));
+                self.classes.insert(class.clone(), std::rc::Rc::clone(&f));
                 f
             }
         };
         let mut spreads = Vec::new();
         for sp in &placement.spread {
-            let mut names: FxHashMap<std::borrow::Cow<'a, str>, u32> = FxHashMap::default();
-            let mut domain_of = FxHashMap::default();
-            for &(i, _, _) in feasible.iter() {
-                let node: &'a Node = self.nodes[i as usize].node;
-                if let Some(v) = node.label(&sp.key) {
-                    let next = names.len() as u32;
-                    let d = *names.entry(v).or_insert(next);
-                    domain_of.insert(i, d);
+            let dkey = format!("{class}|{}", sp.key);
+            let domains = match self.domains.get(&dkey) {
+                Some(d) => std::rc::Rc::clone(d),
+                None => {
+                    let d = std::rc::Rc::new(self.domains_of(&feasible, &sp.key));
+                    self.domains.insert(dkey, std::rc::Rc::clone(&d));
+                    d
                 }
-            }
-            let mut counts = vec![0; names.len()];
+            };
+            let mut counts = vec![0; domains.1];
             if let Some(on) = self.workloads.on_node.get(wid as usize) {
                 for (&n, &c) in on {
-                    let v = self.nodes[n as usize].node.label(&sp.key);
-                    if let Some(&d) = v.and_then(|v| names.get(v.as_ref())) {
+                    if let Some(&d) = domains.0.get(n as usize)
+                        && d != NO_DOMAIN
+                    {
                         counts[d as usize] += c;
                     }
                 }
             }
+            let min = counts.iter().copied().min().unwrap_or(0);
             spreads.push(SpreadState {
                 max_skew: sp.max_skew,
-                domain_of,
+                domains,
                 counts,
+                min,
             });
         }
         // Start each workload's walk somewhere else, so equal workloads do not all
@@ -324,8 +360,8 @@ impl<'a> Scheduler<'a> {
     /// (anti-)affinity and the queue head's reservation.
     fn rule_fail<'x>(&self, prof: &Profile, req: &'x Request<'_>, i: u32) -> Option<DynFail<'x>> {
         for (k, sp) in prof.spreads.iter().enumerate() {
-            if let Some(&d) = sp.domain_of.get(&i)
-                && sp.counts[d as usize] + 1 > sp.min() + sp.max_skew
+            if let Some(d) = sp.domain(i)
+                && sp.counts[d] + 1 > sp.min + sp.max_skew
             {
                 return Some(DynFail::Skew(k));
             }
@@ -403,8 +439,8 @@ impl<'a> Scheduler<'a> {
             }
         }
         for sp in &prof.spreads {
-            if let Some(&d) = sp.domain_of.get(&i) {
-                s -= 200 * i64::from(sp.counts[d as usize] - sp.min());
+            if let Some(d) = sp.domain(i) {
+                s -= 200 * i64::from(sp.counts[d] - sp.min);
             }
         }
         s
@@ -490,9 +526,7 @@ impl<'a> Scheduler<'a> {
         self.workloads.add(wid, i);
         if let Some(p) = self.profiles.get_mut(&wid) {
             for sp in &mut p.spreads {
-                if let Some(&d) = sp.domain_of.get(&i) {
-                    sp.counts[d as usize] += 1;
-                }
+                sp.change(i, true);
             }
         }
         Placed {
@@ -641,9 +675,7 @@ impl<'a> Scheduler<'a> {
                 let r = self.refs[la.workload as usize].clone();
                 if let Some(p) = self.profiles.get_mut(&la.workload) {
                     for sp in &mut p.spreads {
-                        if let Some(&d) = sp.domain_of.get(&i) {
-                            sp.counts[d as usize] = sp.counts[d as usize].saturating_sub(1);
-                        }
+                        sp.change(i, false);
                     }
                 }
                 preempted.push((id, r));
@@ -978,6 +1010,7 @@ impl<'a> Placer<'a> for Scheduler<'a> {
         self.refs.clear();
         self.profiles.clear();
         self.classes.clear();
+        self.domains.clear();
         self.reservation = None;
         self.now = cluster.now;
         for a in &cluster.live {

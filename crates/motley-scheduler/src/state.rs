@@ -84,6 +84,14 @@ pub struct NodeState<'a> {
     pub allocs: Vec<LiveAlloc>,
     /// Health penalty, 0 (healthy) to 100 (hot, throttled, undervolted).
     pub health: i32,
+    /// Capacity, copied from the node record so the hot loop reads one struct.
+    pub cpu_cap: u64,
+    /// Memory capacity in bytes.
+    pub mem_cap: u64,
+    /// Ephemeral disk capacity in bytes.
+    pub disk_cap: u64,
+    /// The node's CPU score.
+    score: Option<u32>,
     /// 1000 × 2³² / CPU capacity: per-mille load by a multiplication.
     cpu_scale: u64,
     /// The same for memory, on MiB.
@@ -140,6 +148,10 @@ impl<'a> NodeState<'a> {
             mounts,
             allocs: Vec::new(),
             health: health_penalty(node, readings),
+            cpu_cap: node.capacity.cpu.0,
+            mem_cap: node.capacity.memory.0,
+            disk_cap: node.capacity.disk.0,
+            score: node.facts.cpu_score,
             cpu_scale: (1000u64 << 32) / node.capacity.cpu.0.max(1),
             mem_scale: (1000u64 << 32) / (node.capacity.memory.0 >> 20).max(1),
         }
@@ -147,30 +159,30 @@ impl<'a> NodeState<'a> {
 
     /// `cpu` millicores as per mille of capacity (capped at 1000).
     pub fn cpu_permille(&self, cpu: u64) -> u64 {
-        ((cpu.min(self.node.capacity.cpu.0) as u128 * self.cpu_scale as u128) >> 32) as u64
+        ((cpu.min(self.cpu_cap) as u128 * self.cpu_scale as u128) >> 32) as u64
     }
 
     /// `bytes` of memory as per mille of capacity (capped at 1000).
     pub fn mem_permille(&self, bytes: u64) -> u64 {
-        let mib = bytes.min(self.node.capacity.memory.0) >> 20;
+        let mib = bytes.min(self.mem_cap) >> 20;
         ((mib as u128 * self.mem_scale as u128) >> 32).min(1000) as u64
     }
 
     /// Millicores free.
     pub fn cpu_free(&self) -> u64 {
-        self.node.capacity.cpu.0.saturating_sub(self.cpu_used)
+        self.cpu_cap.saturating_sub(self.cpu_used)
     }
     /// Bytes of memory free.
     pub fn mem_free(&self) -> u64 {
-        self.node.capacity.memory.0.saturating_sub(self.mem_used)
+        self.mem_cap.saturating_sub(self.mem_used)
     }
     /// Bytes of ephemeral disk free.
     pub fn disk_free(&self) -> u64 {
-        self.node.capacity.disk.0.saturating_sub(self.disk_used)
+        self.disk_cap.saturating_sub(self.disk_used)
     }
     /// The node's CPU score.
     pub fn cpu_score(&self) -> Option<u32> {
-        self.node.facts.cpu_score
+        self.score
     }
 
     /// Accounts a live allocation.
