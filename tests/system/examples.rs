@@ -93,6 +93,45 @@ fn examples_run_idle_quietly_restart_and_delete_cleanly() {
     assert_eq!(hb.len(), 1);
     assert_eq!(hb[0]["node"], "node1");
 
+    // The volume example binds to this machine's data disk when its media is durable
+    // (here a VM's virtual disk), and the file it writes outlives its allocation; on
+    // flash or an unknown disk it waits, saying why.
+    let facts: serde_json::Value = serde_json::from_slice(
+        &std::process::Command::new(motley_bin())
+            .args(["facts", "--data-dir", c.data_dir().to_str().expect("path"), "-o", "json"])
+            .output()
+            .expect("motley facts")
+            .stdout,
+    )
+    .expect("facts json");
+    let media = facts["hardware"]["data_disk"]["media"].as_str().unwrap_or("unknown").to_string();
+    if ["nvme", "ssd", "hdd", "virtual"].contains(&media.as_str()) {
+        wait_for("the notes service running", Duration::from_secs(30), || {
+            c.running("service/notes").into_iter().next()
+        });
+        let vol = c.json(&["get", "volume", "notes"]);
+        let vol = if vol.is_array() { vol[0].clone() } else { vol };
+        assert_eq!(vol["workload"]["binding"]["node"], "node1", "{vol}");
+        assert_eq!(vol["workload"]["binding"]["media"], media.as_str(), "{vol}");
+        let log = c.data_dir().join("volumes/notes/starts.log");
+        let lines = wait_for("the notes file", Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).ok().filter(|t| t.lines().count() == 1)
+        });
+        assert_eq!(lines.lines().count(), 1);
+        c.ok(&["delete", "service/notes"]);
+        wait_for("notes allocations removed", Duration::from_secs(30), || {
+            (!c.allocs().iter().any(|a| a["workload"] == "service/notes")).then_some(())
+        });
+        assert!(log.is_file(), "the volume's data outlives the allocation");
+    } else {
+        let why = wait_for("notes explained", Duration::from_secs(30), || {
+            let v = c.json(&["get", "service", "notes"]);
+            let v = if v.is_array() { v[0].clone() } else { v };
+            v["blocked"]["why"]["summary"].as_str().map(String::from)
+        });
+        assert!(why.contains("no durable disk for volume notes"), "{why}");
+    }
+
     // Persist only on change: with everything settled, nothing is written for 30 s.
     std::thread::sleep(Duration::from_secs(2));
     let pid = c.pid();

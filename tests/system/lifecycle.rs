@@ -71,6 +71,29 @@ fn failing_job_is_retried_then_fails_and_never_policy_is_final() {
     assert_eq!(log, "trying\ntrying\ntrying\n");
     let job = c.json(&["get", "jobs", "doomed"]);
     assert_eq!(job[0]["status"]["phase"], "failed");
+    // A job past its time limit is stopped and fails (Slurm's TIMEOUT), retries or not.
+    let slow = "kind: Job\nname: slow\ntime_limit: 1s\nretries: 5\ntask:\n  command: [sleep, \"600\"]\n  stop_grace: 1s\n";
+    assert!(c.apply_yaml("slow.yaml", slow).status.success());
+    let pid = wait_for("the slow job running", Duration::from_secs(20), || {
+        c.allocs()
+            .into_iter()
+            .find(|a| a["workload"] == "job/slow" && a["state"] == "running")
+            .and_then(|a| a["pid"].as_u64())
+    });
+    let timed_out = wait_for("the slow job to time out", Duration::from_secs(20), || {
+        c.allocs()
+            .into_iter()
+            .find(|a| a["workload"] == "job/slow" && a["state"] == "failed")
+    });
+    assert!(
+        timed_out["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x.as_str().is_some_and(|x| x.contains("time limit 1s exceeded")))),
+        "{timed_out}"
+    );
+    assert_eq!(timed_out["restarts"], 0, "a timeout is not retried: {timed_out}");
+    assert!(!pid_alive(pid as u32), "the task was stopped");
+    assert_eq!(c.json(&["get", "jobs", "slow"])[0]["status"]["phase"], "failed");
     // A service replica that ends is replaced by a new allocation (after a backoff).
     wait_for(
         "a replacement of the ended replica",

@@ -858,6 +858,23 @@ fn scheduler_places_by_hardware() {
         table.contains("x86") && table.contains("nvme (nvme0n1)"),
         "{table}"
     );
+    // Bound: its class stays and it never shrinks; the refusal changes nothing.
+    let change = m.dir.path().join("change.yaml");
+    std::fs::write(&change, "kind: Volume\nname: data\nclass: any\nsize: 1Gi\n").expect("write");
+    let out = m.cli(&["apply", "-f", change.to_str().expect("path")]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("change.yaml:3:8: class: volume data is bound to x86 (/ on nvme); its class stays durable"),
+        "{err}"
+    );
+    assert!(
+        err.contains("change.yaml:4:7: size: volume data is bound to x86; it may grow but not shrink below 10Gi"),
+        "{err}"
+    );
+    std::fs::write(&change, "kind: Volume\nname: data\nsize: 20Gi\n").expect("write");
+    let out = m.cli(&["apply", "-f", change.to_str().expect("path")]);
+    assert!(out.status.success(), "growing is fine: {}", String::from_utf8_lossy(&out.stderr));
     // Refusals are explained, in total and node by node.
     let cuda: serde_json::Value =
         serde_json::from_slice(&m.cli(&["get", "job", "cuda", "-o", "json"]).stdout)

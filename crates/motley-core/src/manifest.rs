@@ -771,6 +771,76 @@ mod tests {
     }
 
     #[test]
+    fn scheduling_fields_are_checked_where_they_are_written() {
+        let cases: [(&str, u64, &str, &str); 9] = [
+            (
+                "kind: Job\nname: a\ntask:\n  command: [x]\n  resources: { gpu: { count: 0 } }\n",
+                5,
+                "task.resources.gpu.count",
+                "between 1 and 64",
+            ),
+            (
+                "kind: Job\nname: a\nplacement:\n  prefer: [{ selector: \"a in (\", weight: 5 }]\ntask:\n  command: [x]\n",
+                4,
+                "placement.prefer.0.selector",
+                "invalid selector",
+            ),
+            (
+                "kind: Job\nname: a\nplacement:\n  prefer: [{ selector: a, weight: 500 }]\ntask:\n  command: [x]\n",
+                4,
+                "placement.prefer.0.weight",
+                "between -100 and 100",
+            ),
+            (
+                "kind: Service\nname: a\nplacement:\n  spread: [{ key: rack, max_skew: 0 }]\ntask:\n  command: [x]\n",
+                4,
+                "placement.spread.0.max_skew",
+                "at least 1",
+            ),
+            (
+                "kind: Job\nname: a\npriority: urgent\ntask:\n  command: [x]\n",
+                3,
+                "priority",
+                "unknown priority class \"urgent\"",
+            ),
+            (
+                "kind: Volume\nname: v\nsize: 0\n",
+                3,
+                "size",
+                "more than 0",
+            ),
+            (
+                "kind: Volume\nname: v\nclass: flash\nsize: 1Gi\n",
+                3,
+                "class",
+                "unknown variant",
+            ),
+            (
+                "kind: Service\nname: a\ntask:\n  command: [x]\n  ports: [{ name: h, port: 80 }, { name: g, port: 80 }]\n",
+                5,
+                "task.ports.1.port",
+                "listed twice",
+            ),
+            (
+                "kind: Daemon\nname: a\ntask:\n  command: [x]\n  volumes: [data]\n",
+                5,
+                "task.volumes",
+                "a volume is bound to one",
+            ),
+        ];
+        for (text, line, field, msg) in cases {
+            let errs = parse(text).expect_err(text);
+            let e = &errs[0];
+            assert_eq!((e.line, e.field.as_str()), (line, field), "{text}: {e}");
+            assert!(e.message.contains(msg), "{text}: {e}");
+        }
+        let ok = parse("kind: Service\nname: a\npriority: high\nplacement:\n  affinity: [{ workload: service/db, topology: rack }]\ntask:\n  command: [x]\n  resources: { cpu_units: 1500, gpu: { vendor: amd }, disk: 1Gi }\n  volumes: [data]\n")
+            .expect("valid");
+        assert_eq!(ok[0].spec.priority(), 100);
+        assert_eq!(ok[0].spec.on_node_loss(), crate::model::NodeLoss::Fence);
+    }
+
+    #[test]
     fn splitting_keeps_line_numbers() {
         let docs = split_documents("---\na: 1\n---\n\nb: 2\n...\nignored\n--- \nc: 3\n");
         assert_eq!(docs.len(), 3);

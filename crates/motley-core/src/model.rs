@@ -619,9 +619,10 @@ pub struct JobSpec {
     /// Higher runs first when resources are short (default 0); an integer or a class.
     #[serde(default, skip_serializing_if = "Priority::is_zero")]
     pub priority: Priority,
-    /// How long one instance is expected to run at most (Slurm's `--time`): lets the
-    /// queue backfill it ahead of a waiting job it does not delay, and tells when room
-    /// held for the head of the queue frees. An estimate: not enforced.
+    /// How long one instance may run (Slurm's `--time`): an instance still running
+    /// then is stopped and fails (`time limit … exceeded`), which fails the job. Also
+    /// lets the queue backfill it ahead of a waiting job it does not delay, and tells
+    /// when room held for the head of the queue frees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit: Option<Duration>,
     /// What each instance runs.
@@ -1081,6 +1082,9 @@ pub struct Allocation {
     /// Recent reasons for transitions, newest last (bounded).
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// Jobs: the agent stops it and marks it failed this long after it was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<Duration>,
     /// GPUs assigned to it (device names such as `card0`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,

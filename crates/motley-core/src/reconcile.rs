@@ -437,6 +437,10 @@ impl<'a> Pass<'a, '_> {
             exit_code: None,
             restarts: 0,
             reasons,
+            time_limit: match &w.spec {
+                Spec::Job(j) => j.time_limit,
+                _ => None,
+            },
             gpus: placed.gpus,
             volumes: placed.volumes,
             created_at: self.input.now,

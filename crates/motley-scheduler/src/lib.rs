@@ -478,7 +478,7 @@ impl<'a> Scheduler<'a> {
                             spec.class.allows(m.media)
                                 && m.size.saturating_sub(m.reserved) >= spec.size.0
                         })
-                        .max_by_key(|(_, m)| (media_rank(m.media), m.size - m.reserved))
+                        .max_by_key(|(_, m)| (media_rank(m.media), m.data, m.size - m.reserved))
                         .map(|(k, _)| k);
                     if let Some(k) = best {
                         let m = &mut n.mounts[k];

@@ -34,6 +34,8 @@ pub struct Mount {
     pub size: u64,
     /// Bytes reserved by volumes bound here.
     pub reserved: u64,
+    /// The mount holding the agent's data dir (preferred among equal media).
+    pub data: bool,
 }
 
 /// A live allocation as accounted on its node.
@@ -118,13 +120,14 @@ impl<'a> NodeState<'a> {
             .unwrap_or_default();
         let mut mounts: Vec<Mount> = Vec::new();
         if let Some(h) = hw {
+            let data_mount = h.data_disk.as_ref().map(|d| d.mount.as_str());
             for d in &h.disks {
                 for m in &d.mounts {
-                    // Pseudo and boot mounts never hold volumes.
-                    if m.starts_with("/boot")
-                        || m == "[SWAP]"
-                        || mounts.iter().any(|x| &x.path == m)
-                    {
+                    // Boot, swap and runtime mounts (`/run/netns`...) never hold volumes.
+                    let system = ["/boot", "/run", "/dev", "/proc", "/sys", "[SWAP]"]
+                        .iter()
+                        .any(|p| m == p || m.strip_prefix(p).is_some_and(|r| r.starts_with('/')));
+                    if system || mounts.iter().any(|x| &x.path == m) {
                         continue;
                     }
                     mounts.push(Mount {
@@ -133,6 +136,7 @@ impl<'a> NodeState<'a> {
                         disk: d.name.clone(),
                         size: d.size,
                         reserved: 0,
+                        data: data_mount == Some(m.as_str()),
                     });
                 }
             }

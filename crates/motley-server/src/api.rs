@@ -22,7 +22,7 @@ use motley_core::api::{
 };
 use motley_core::failure::Health;
 use motley_core::manifest::{self, ClusterLimits, Source};
-use motley_core::model::{Allocation, Kind, Workload, WorkloadRef};
+use motley_core::model::{Allocation, Kind, Spec, Workload, WorkloadRef};
 use motley_core::proto::ServerMsg;
 use motley_core::reconcile::{self, node_matches};
 use motley_core::selector::Selector;
@@ -363,6 +363,51 @@ async fn apply(
     };
     if let Some(limits) = limits {
         let details = manifest::check_against_cluster(&docs, &limits);
+        if !details.is_empty() {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorBody {
+                    error: format!("{} invalid field(s); nothing was applied", details.len()),
+                    details,
+                },
+            ));
+        }
+    }
+    // A bound volume keeps its class and never shrinks: its data is on that disk.
+    {
+        let c = s.cache();
+        let mut details = Vec::new();
+        for d in &docs {
+            let (Spec::Volume(new), Some(old)) = (&d.spec, c.workloads.get(&d.spec.reference()))
+            else {
+                continue;
+            };
+            let (Spec::Volume(prev), Some(b)) = (&old.spec, &old.binding) else {
+                continue;
+            };
+            if new.class != prev.class {
+                details.push(d.error_at(
+                    "class",
+                    format!(
+                        "volume {} is bound to {} ({} on {}); its class stays {}",
+                        new.name,
+                        b.node,
+                        b.mount,
+                        b.media.as_str(),
+                        prev.class.as_str()
+                    ),
+                ));
+            }
+            if new.size < prev.size {
+                details.push(d.error_at(
+                    "size",
+                    format!(
+                        "volume {} is bound to {}; it may grow but not shrink below {}",
+                        new.name, b.node, prev.size
+                    ),
+                ));
+            }
+        }
         if !details.is_empty() {
             return Err(ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,
