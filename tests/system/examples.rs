@@ -98,13 +98,22 @@ fn examples_run_idle_quietly_restart_and_delete_cleanly() {
     // flash or an unknown disk it waits, saying why.
     let facts: serde_json::Value = serde_json::from_slice(
         &std::process::Command::new(motley_bin())
-            .args(["facts", "--data-dir", c.data_dir().to_str().expect("path"), "-o", "json"])
+            .args([
+                "facts",
+                "--data-dir",
+                c.data_dir().to_str().expect("path"),
+                "-o",
+                "json",
+            ])
             .output()
             .expect("motley facts")
             .stdout,
     )
     .expect("facts json");
-    let media = facts["hardware"]["data_disk"]["media"].as_str().unwrap_or("unknown").to_string();
+    let media = facts["hardware"]["data_disk"]["media"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string();
     if ["nvme", "ssd", "hdd", "virtual"].contains(&media.as_str()) {
         wait_for("the notes service running", Duration::from_secs(30), || {
             c.running("service/notes").into_iter().next()
@@ -115,7 +124,9 @@ fn examples_run_idle_quietly_restart_and_delete_cleanly() {
         assert_eq!(vol["workload"]["binding"]["media"], media.as_str(), "{vol}");
         let log = c.data_dir().join("volumes/notes/starts.log");
         let lines = wait_for("the notes file", Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).ok().filter(|t| t.lines().count() == 1)
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.lines().count() == 1)
         });
         assert_eq!(lines.lines().count(), 1);
         c.ok(&["delete", "service/notes"]);

@@ -88,12 +88,20 @@ fn failing_job_is_retried_then_fails_and_never_policy_is_final() {
     assert!(
         timed_out["reasons"]
             .as_array()
-            .is_some_and(|r| r.iter().any(|x| x.as_str().is_some_and(|x| x.contains("time limit 1s exceeded")))),
+            .is_some_and(|r| r.iter().any(|x| x
+                .as_str()
+                .is_some_and(|x| x.contains("time limit 1s exceeded")))),
         "{timed_out}"
     );
-    assert_eq!(timed_out["restarts"], 0, "a timeout is not retried: {timed_out}");
+    assert_eq!(
+        timed_out["restarts"], 0,
+        "a timeout is not retried: {timed_out}"
+    );
     assert!(!pid_alive(pid as u32), "the task was stopped");
-    assert_eq!(c.json(&["get", "jobs", "slow"])[0]["status"]["phase"], "failed");
+    assert_eq!(
+        c.json(&["get", "jobs", "slow"])[0]["status"]["phase"],
+        "failed"
+    );
     // A service replica that ends is replaced by a new allocation (after a backoff).
     wait_for(
         "a replacement of the ended replica",

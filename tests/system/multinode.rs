@@ -874,7 +874,11 @@ fn scheduler_places_by_hardware() {
     );
     std::fs::write(&change, "kind: Volume\nname: data\nsize: 20Gi\n").expect("write");
     let out = m.cli(&["apply", "-f", change.to_str().expect("path")]);
-    assert!(out.status.success(), "growing is fine: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "growing is fine: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Refusals are explained, in total and node by node.
     let cuda: serde_json::Value =
         serde_json::from_slice(&m.cli(&["get", "job", "cuda", "-o", "json"]).stdout)
@@ -972,4 +976,16 @@ fn scheduler_places_by_hardware() {
         .then_some(t)
     });
     assert!(jobs.contains("QUEUE"), "{jobs}");
+    let d = String::from_utf8_lossy(&m.cli(&["describe", "job", "batch"]).stdout).to_string();
+    assert!(
+        d.contains("Priority:    -100\n") && d.contains("Queue:       position 3\n"),
+        "{d}"
+    );
+    let d = String::from_utf8_lossy(&m.cli(&["describe", "volume", "data"]).stdout).to_string();
+    assert!(
+        d.contains(
+            "Class:       durable\nSize:        20Gi\nBound:       x86 at / (nvme, nvme0n1)"
+        ),
+        "{d}"
+    );
 }

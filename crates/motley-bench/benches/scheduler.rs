@@ -39,14 +39,17 @@ fn stages(c: &mut Criterion) {
         .find(|(r, _)| r.name == "w4")
         .map(|(r, w)| (r.clone(), w))
         .expect("workload w4 exists");
-    c.bench_function("begin + profile: accounting and static filters over 2000 nodes", |b| {
-        b.iter(|| {
-            let mut s = Scheduler::new(Config::default());
-            s.begin(cluster());
-            let req = Request::new(svc, &svc_ref, 0, 0);
-            black_box(s.place(&req).is_ok())
-        })
-    });
+    c.bench_function(
+        "begin + profile: accounting and static filters over 2000 nodes",
+        |b| {
+            b.iter(|| {
+                let mut s = Scheduler::new(Config::default());
+                s.begin(cluster());
+                let req = Request::new(svc, &svc_ref, 0, 0);
+                black_box(s.place(&req).is_ok())
+            })
+        },
+    );
     let mut s = Scheduler::new(Config::default());
     s.begin(cluster());
     let mut i = 0;

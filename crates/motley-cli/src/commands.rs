@@ -704,6 +704,26 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
             let d: WorkloadDetail = client.get(&format!("/v1/workloads/{k}/{name}")).await?;
             let w = &d.view.workload;
             let s = &d.view.status;
+            if let Spec::Volume(v) = &w.spec {
+                let bound = match &w.binding {
+                    Some(b) => format!(
+                        "{} at {} ({}, {}), {} ago",
+                        b.node,
+                        b.mount,
+                        b.media.as_str(),
+                        b.disk,
+                        age(b.bound_at, now)
+                    ),
+                    None => "not yet (on first use)".into(),
+                };
+                return Ok(format!(
+                    "Name:        {}\nKind:        volume\nCreated:     {} ago\nClass:       {}\nSize:        {}\nBound:       {bound}\n",
+                    v.name,
+                    age(w.created_at, now),
+                    v.class.as_str(),
+                    v.size,
+                ));
+            }
             let mut out = format!(
                 "Name:        {}\nKind:        {}\nGeneration:  {}\nCreated:     {} ago\n\
                  Status:      {} (desired {}, running {}, pending {}, complete {}, failed {})\nCommand:     {}\n",
@@ -721,6 +741,18 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
             );
             if let Some(req) = &w.spec.placement().require {
                 out.push_str(&format!("Require:     {req}\n"));
+            }
+            if w.spec.priority() != 0 && w.spec.kind() != Kind::Daemon {
+                out.push_str(&format!("Priority:    {}\n", w.spec.priority()));
+            }
+            if let Some(p) = d.view.queue_position {
+                out.push_str(&format!("Queue:       position {p}\n"));
+            }
+            if !w.spec.task().volumes.is_empty() {
+                out.push_str(&format!(
+                    "Volumes:     {}\n",
+                    w.spec.task().volumes.join(", ")
+                ));
             }
             if let Some(b) = &d.view.blocked {
                 out.push_str(&format!(

@@ -803,12 +803,7 @@ mod tests {
                 "priority",
                 "unknown priority class \"urgent\"",
             ),
-            (
-                "kind: Volume\nname: v\nsize: 0\n",
-                3,
-                "size",
-                "more than 0",
-            ),
+            ("kind: Volume\nname: v\nsize: 0\n", 3, "size", "more than 0"),
             (
                 "kind: Volume\nname: v\nclass: flash\nsize: 1Gi\n",
                 3,

@@ -495,6 +495,28 @@ proptest! {
         }
     }
 
+    /// The same cluster, workloads and seed always give the same placements.
+    #[test]
+    fn same_state_and_seed_give_the_same_plan(
+        seed in any::<u64>(),
+        n in 3usize..30,
+        replicas in 1u32..20,
+        jobs in 1u32..20,
+    ) {
+        let run = || {
+            let nodes: Vec<Node> = (0..n)
+                .map(|i| label(node(&format!("n{i:02}"), 2000 + 1000 * (i as u64 % 3), 4096), "rack", &format!("r{}", i % 4)))
+                .collect();
+            let mut w = World::new(&nodes);
+            w.seed = seed;
+            w.apply(&format!("kind: Service\nname: s\nreplicas: {replicas}\nplacement:\n  spread: [{{ key: rack, max_skew: 2 }}]\ntask:\n  command: [s]\n"));
+            w.apply(&format!("kind: Job\nname: j\ncompletions: {jobs}\nparallelism: {jobs}\ntask:\n  command: [j]\n  resources: {{ cpu: 700m }}\n"));
+            let plan = w.step();
+            plan.create.iter().map(|a| (a.workload.to_string(), a.index, a.node.clone())).collect::<Vec<_>>()
+        };
+        prop_assert_eq!(run(), run());
+    }
+
     /// A queued job runs once capacity frees, whatever else waits behind it.
     #[test]
     fn a_queued_job_eventually_runs(
