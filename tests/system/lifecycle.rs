@@ -248,10 +248,21 @@ fn offline_commands_work_without_a_cluster() {
     };
     let v = run(&["validate", "-f", "examples/"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
-    assert_eq!(String::from_utf8_lossy(&v.stdout).lines().count(), 3);
+    // web, render, heartbeat, and the notes volume with its service.
+    assert_eq!(String::from_utf8_lossy(&v.stdout).lines().count(), 5);
     let schema = run(&["schema"]);
     let s: serde_json::Value = serde_json::from_slice(&schema.stdout).expect("schema is JSON");
-    assert!(s.to_string().contains("replicas") && s.to_string().contains("completions"));
+    let s = s.to_string();
+    for field in [
+        "replicas",
+        "completions",
+        "max_skew",
+        "cpu_units",
+        "time_limit",
+        "durable",
+    ] {
+        assert!(s.contains(field), "the schema lacks {field}");
+    }
     for shell in ["bash", "zsh", "fish"] {
         let c = run(&["completion", shell]);
         assert!(
