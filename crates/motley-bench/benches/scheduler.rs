@@ -6,34 +6,24 @@
 //!
 //! `cargo bench -p motley-bench --bench scheduler` (from the repository root).
 
-use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use motley_core::reconcile::{Cluster, Placer, Request};
+use motley_core::reconcile::{Placer, Request};
 use motley_scheduler::{Config, Scheduler};
 
 fn stages(c: &mut Criterion) {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hw");
-    let Ok(machines) = motley_bench::machines(&fixtures) else {
-        eprintln!("fixtures not found under {}", fixtures.display());
-        return;
+    let synthetic = match motley_bench::Synthetic::new(&fixtures, 2000, 10) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return;
+        }
     };
-    let nodes = motley_bench::nodes(&machines, 2000);
-    let ready: BTreeSet<String> = nodes.keys().cloned().collect();
-    let Ok(workloads) = motley_bench::workloads(10) else {
-        return;
-    };
-    let readings = Default::default();
-    let cluster = || Cluster {
-        nodes: &nodes,
-        ready: &ready,
-        workloads: &workloads,
-        live: Vec::new(),
-        readings: &readings,
-        now: 0,
-    };
+    let cluster = || synthetic.cluster();
+    let workloads = &synthetic.workloads;
     let (svc_ref, svc) = workloads
         .iter()
         .find(|(r, _)| r.name == "w4")

@@ -1,7 +1,7 @@
 //! Shared by the `motley-bench` binary and its criterion benchmarks: a synthetic
 //! heterogeneous cluster built from the fixture machines, and a workload mix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use motley_core::hw::{Hardware, TaintPolicy, Thresholds};
@@ -133,4 +133,41 @@ pub fn workloads(count: usize) -> anyhow::Result<BTreeMap<WorkloadRef, Workload>
         }
     }
     Ok(out)
+}
+
+/// A synthetic cluster: every node ready, no allocations yet, no readings.
+pub struct Synthetic {
+    /// The nodes.
+    pub nodes: BTreeMap<String, Node>,
+    /// All of them.
+    pub ready: BTreeSet<String>,
+    /// The workloads.
+    pub workloads: BTreeMap<WorkloadRef, Workload>,
+    /// Empty.
+    pub readings: BTreeMap<String, motley_core::hw::Readings>,
+}
+
+impl Synthetic {
+    /// `n_nodes` nodes from the fixture machines under `fixtures`, `n_workloads` workloads.
+    pub fn new(fixtures: &Path, n_nodes: usize, n_workloads: usize) -> anyhow::Result<Synthetic> {
+        let nodes = nodes(&machines(fixtures)?, n_nodes);
+        Ok(Synthetic {
+            ready: nodes.keys().cloned().collect(),
+            nodes,
+            workloads: workloads(n_workloads)?,
+            readings: BTreeMap::new(),
+        })
+    }
+
+    /// What a scheduling pass starts from.
+    pub fn cluster(&self) -> motley_core::reconcile::Cluster<'_> {
+        motley_core::reconcile::Cluster {
+            nodes: &self.nodes,
+            ready: &self.ready,
+            workloads: &self.workloads,
+            live: Vec::new(),
+            readings: &self.readings,
+            now: 0,
+        }
+    }
 }

@@ -234,17 +234,13 @@ fn scheduler(
     fixtures: &std::path::Path,
     percentage: Option<u32>,
 ) -> anyhow::Result<()> {
-    use motley_core::reconcile::{Cluster, Placer, Request};
-    let machines = motley_bench::machines(fixtures)?;
+    use motley_core::reconcile::{Placer, Request};
     let t = Instant::now();
-    let nodes = motley_bench::nodes(&machines, n_nodes);
-    let workloads = motley_bench::workloads(n_workloads)?;
-    let ready: std::collections::BTreeSet<String> = nodes.keys().cloned().collect();
-    let readings = Default::default();
+    let synthetic = motley_bench::Synthetic::new(fixtures, n_nodes, n_workloads)?;
     let list: Vec<(
         &motley_core::model::WorkloadRef,
         &motley_core::model::Workload,
-    )> = workloads.iter().collect();
+    )> = synthetic.workloads.iter().collect();
     let setup_s = t.elapsed().as_secs_f64();
     let mut sched = motley_scheduler::Scheduler::new(motley_scheduler::Config {
         seed,
@@ -252,20 +248,12 @@ fn scheduler(
         ..Default::default()
     });
     let t = Instant::now();
-    sched.begin(Cluster {
-        nodes: &nodes,
-        ready: &ready,
-        workloads: &workloads,
-        live: Vec::new(),
-        readings: &readings,
-        now: 0,
-    });
+    sched.begin(synthetic.cluster());
     let begin_s = t.elapsed().as_secs_f64();
     let mut lat: Vec<u32> = Vec::with_capacity(allocations);
     let mut placed = 0u64;
     let mut unplaced = 0u64;
-    let mut per_node = vec![0u32; 0];
-    per_node.resize(n_nodes, 0);
+    let mut per_node = vec![0u32; n_nodes];
     let start = Instant::now();
     for k in 0..allocations {
         let (r, w) = list[k % list.len()];

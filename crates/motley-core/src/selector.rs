@@ -50,6 +50,18 @@ pub enum CmpOp {
     Ge,
 }
 
+impl CmpOp {
+    /// `<`, `<=`, `>` or `>=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+}
+
 /// A syntax error in a selector, with the character offset where it was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid selector at character {offset}: {message}")]
@@ -307,15 +319,7 @@ impl fmt::Display for Requirement {
             Requirement::NotEq(k, v) => write!(f, "{k}!={v}"),
             Requirement::In(k, vs) => write!(f, "{k} in ({})", vs.join(",")),
             Requirement::NotIn(k, vs) => write!(f, "{k} notin ({})", vs.join(",")),
-            Requirement::Cmp(k, op, n) => {
-                let op = match op {
-                    CmpOp::Lt => "<",
-                    CmpOp::Le => "<=",
-                    CmpOp::Gt => ">",
-                    CmpOp::Ge => ">=",
-                };
-                write!(f, "{k} {op} {n}")
-            }
+            Requirement::Cmp(k, op, n) => write!(f, "{k} {} {n}", op.as_str()),
         }
     }
 }

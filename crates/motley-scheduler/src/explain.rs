@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use motley_core::selector::{CmpOp, Requirement};
+use motley_core::selector::Requirement;
 
 /// A selector requirement a node fails, said the way a person would:
 /// `arch not in (arm64)`, `no label rack`, `cpu.score not > 1500`.
@@ -14,15 +14,7 @@ pub fn mismatch(r: &Requirement) -> String {
         Requirement::NotEq(k, v) => format!("{k} is {v}"),
         Requirement::In(k, vs) => format!("{k} not in ({})", vs.join(", ")),
         Requirement::NotIn(k, vs) => format!("{k} in ({})", vs.join(", ")),
-        Requirement::Cmp(k, op, n) => {
-            let op = match op {
-                CmpOp::Lt => "<",
-                CmpOp::Le => "<=",
-                CmpOp::Gt => ">",
-                CmpOp::Ge => ">=",
-            };
-            format!("{k} not {op} {n}")
-        }
+        Requirement::Cmp(k, op, n) => format!("{k} not {} {n}", op.as_str()),
     }
 }
 

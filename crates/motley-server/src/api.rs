@@ -324,6 +324,17 @@ async fn version(State(s): State<Arc<Shared>>) -> Json<VersionInfo> {
     })
 }
 
+/// 422 with every field error: nothing was applied.
+fn invalid(details: Vec<manifest::ManifestError>) -> ApiError {
+    ApiError(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorBody {
+            error: format!("{} invalid field(s); nothing was applied", details.len()),
+            details,
+        },
+    )
+}
+
 fn parse_manifests(set: &ManifestSet) -> ApiResult<Vec<manifest::Document>> {
     let sources: Vec<Source<'_>> = set
         .files
@@ -333,15 +344,7 @@ fn parse_manifests(set: &ManifestSet) -> ApiResult<Vec<manifest::Document>> {
             text: &f.content,
         })
         .collect();
-    manifest::parse_set(&sources).map_err(|details| {
-        ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorBody {
-                error: format!("{} invalid field(s); nothing was applied", details.len()),
-                details,
-            },
-        )
-    })
+    manifest::parse_set(&sources).map_err(invalid)
 }
 
 async fn apply(
@@ -364,13 +367,7 @@ async fn apply(
     if let Some(limits) = limits {
         let details = manifest::check_against_cluster(&docs, &limits);
         if !details.is_empty() {
-            return Err(ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorBody {
-                    error: format!("{} invalid field(s); nothing was applied", details.len()),
-                    details,
-                },
-            ));
+            return Err(invalid(details));
         }
     }
     // A bound volume keeps its class and never shrinks: its data is on that disk.
@@ -409,13 +406,7 @@ async fn apply(
             }
         }
         if !details.is_empty() {
-            return Err(ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorBody {
-                    error: format!("{} invalid field(s); nothing was applied", details.len()),
-                    details,
-                },
-            ));
+            return Err(invalid(details));
         }
     }
     for _ in 0..10 {
