@@ -10,3 +10,4 @@ mod examples;
 mod lifecycle;
 mod multinode;
 mod netns;
+mod snapshot;

@@ -134,6 +134,12 @@ pub enum Command {
         #[arg(long)]
         tail: Option<usize>,
     },
+    /// Save or restore every object of the cluster (checksummed, at one revision).
+    Snapshot {
+        /// What to do.
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// Print client and server versions.
     Version,
     /// Print a shell completion script.
@@ -186,6 +192,45 @@ pub enum TokenCommand {
     },
 }
 
+/// `motley snapshot`.
+#[derive(Debug, Subcommand, Clone)]
+pub enum SnapshotCommand {
+    /// Ask the server for a snapshot and write it to FILE.
+    Save {
+        /// Where to write it.
+        file: PathBuf,
+    },
+    /// Load FILE into an empty store, with no server running on it: a data dir's
+    /// embedded store, or etcd (the path from one Pi to three).
+    Restore {
+        /// The snapshot.
+        file: PathBuf,
+        /// Restore into this data dir's embedded store.
+        #[arg(long, conflicts_with = "datastore")]
+        data_dir: Option<PathBuf>,
+        /// Restore into etcd: etcd://h1:2379,h2:2379.
+        #[arg(long)]
+        datastore: Option<String>,
+        /// TLS for etcd.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+/// TLS for the connection to etcd.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EtcdArgs {
+    /// CA certificate (PEM) of etcd's server certificates.
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key (PEM) for etcd.
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+}
+
 /// `motley server`.
 #[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
@@ -206,6 +251,22 @@ pub struct ServerArgs {
     /// no-schedule, evict). Repeatable; unset conditions are prefer-no-schedule.
     #[arg(long = "condition-taint", value_name = "CONDITION=EFFECT")]
     pub condition_taints: Vec<String>,
+    /// Keep the state in etcd (etcd://h1:2379,h2:2379; etcds:// for TLS) instead of the
+    /// embedded store in the data dir.
+    #[arg(long)]
+    pub datastore: Option<String>,
+    /// TLS for etcd.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// Take a snapshot this often (e.g. 1h), when anything changed since the last.
+    #[arg(long, requires = "snapshot_dir")]
+    pub snapshot_interval: Option<String>,
+    /// Where scheduled snapshots go.
+    #[arg(long, requires = "snapshot_interval")]
+    pub snapshot_dir: Option<PathBuf>,
+    /// How many scheduled snapshots to keep.
+    #[arg(long, default_value_t = 24)]
+    pub snapshot_retain: usize,
 }
 
 /// Failure detection settings of a server (defaults in docs/multi-node.md).

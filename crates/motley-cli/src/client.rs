@@ -115,6 +115,15 @@ impl Client {
         decode(resp).await
     }
 
+    /// GET, the answer's raw bytes.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let resp = self.request(Method::GET, path, None).await?;
+        if resp.status().is_success() {
+            return Ok(resp.bytes().await.context("reading the answer")?.to_vec());
+        }
+        decode::<serde_json::Value>(resp).await.map(|_| Vec::new())
+    }
+
     /// GET.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.call(Method::GET, path, None).await

@@ -20,8 +20,15 @@ use crate::output::{self, age, cpu, mem, now_ms, print, table};
 pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32> {
     let client = || Client::load(config);
     match command {
-        Command::Up(_) | Command::Server(_) | Command::Agent(_) => {
-            anyhow::bail!("`up`, `server` and `agent` are handled by the binary")
+        Command::Up(_)
+        | Command::Server(_)
+        | Command::Agent(_)
+        | Command::Snapshot {
+            command: crate::args::SnapshotCommand::Restore { .. },
+        } => {
+            anyhow::bail!(
+                "`up`, `server`, `agent` and `snapshot restore` are handled by the binary"
+            )
         }
         Command::Token { command } => token(&client()?, command).await,
         Command::Cordon { node } => node_action(&client()?, &node, "cordon").await,
@@ -53,6 +60,9 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             tail,
         } => logs(&client()?, &alloc, follow, tail).await,
         Command::Version => version(config).await,
+        Command::Snapshot {
+            command: crate::args::SnapshotCommand::Save { file },
+        } => snapshot_save(&client()?, &file).await,
         Command::Completion { shell } => {
             let mut cmd = <crate::args::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "motley", &mut std::io::stdout());
@@ -217,6 +227,32 @@ pub async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> anyhow:
         }
         Err(e) => report(e),
     }
+}
+
+/// `motley snapshot save FILE`: verified before it is written, written atomically.
+pub async fn snapshot_save(client: &Client, file: &std::path::Path) -> anyhow::Result<i32> {
+    let bytes = match client.get_bytes("/v1/snapshot").await {
+        Ok(b) => b,
+        Err(e) => return report(e),
+    };
+    let snap = snapshot_summary(&bytes)?;
+    let tmp = file.with_extension("partial");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    println!(
+        "snapshot at revision {} with {} objects written to {}",
+        snap.0,
+        snap.1,
+        file.display()
+    );
+    Ok(0)
+}
+
+/// (revision, keys) of a snapshot, or why it is not one.
+fn snapshot_summary(bytes: &[u8]) -> anyhow::Result<(u64, usize)> {
+    let s = motley_store::snapshot::Snapshot::decode(bytes)
+        .map_err(|e| anyhow::anyhow!("the server sent a bad snapshot: {e}"))?;
+    Ok((s.revision, s.entries.len()))
 }
 
 /// `motley plan -f FILE`.

@@ -96,6 +96,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/v1/snapshot", get(snapshot))
         .route_layer(middleware::from_fn(require_admin));
     Router::new()
         .merge(admin)
@@ -580,6 +581,16 @@ async fn plan(
         blocked: p.blocked.into_iter().collect(),
         queue: p.queue,
     }))
+}
+
+/// `GET /v1/snapshot`: every object at one revision, as a checksummed snapshot file.
+async fn snapshot(State(s): State<Arc<Shared>>) -> ApiResult<Response> {
+    let snap = motley_store::snapshot::Snapshot::take(&*s.store, keys::PREFIX, now_ms()).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        snap.encode(),
+    )
+        .into_response())
 }
 
 async fn delete_set(

@@ -396,6 +396,140 @@ impl Store for Etcd {
     }
 }
 
+/// Real etcd members for tests (Debian's `etcd-server`), on loopback.
+pub mod testing {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::{Etcd, EtcdTls};
+    use crate::{Store, Txn};
+
+    /// A free TCP port on loopback.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port")
+    }
+
+    /// An etcd cluster of `n` members on loopback, each in its own data dir under `dir`.
+    pub struct EtcdCluster {
+        dir: PathBuf,
+        members: Vec<(String, u16, u16)>,
+        procs: Vec<Option<Child>>,
+    }
+
+    impl EtcdCluster {
+        /// Starts `n` members and waits until the cluster takes writes.
+        pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+            assert!(
+                Command::new("etcd").arg("--version").output().is_ok(),
+                "etcd is not installed: apt-get install etcd-server (.ci/run does)"
+            );
+            let dir = dir.to_path_buf();
+            let members: Vec<(String, u16, u16)> = (0..n)
+                .map(|i| (format!("m{i}"), free_port(), free_port()))
+                .collect();
+            let mut c = EtcdCluster {
+                dir,
+                procs: (0..n).map(|_| None).collect(),
+                members,
+            };
+            for i in 0..n {
+                c.start_member(i);
+            }
+            c.wait_healthy();
+            c
+        }
+
+        /// Starts (or restarts) member `i`.
+        pub fn start_member(&mut self, i: usize) {
+            let initial: Vec<String> = self
+                .members
+                .iter()
+                .map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}"))
+                .collect();
+            let (name, client, peer) = &self.members[i];
+            let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log");
+            let child = Command::new("etcd")
+                .args([
+                    "--name",
+                    name,
+                    "--data-dir",
+                    &self.dir.join(name).display().to_string(),
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{client}"),
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{peer}"),
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start etcd");
+            self.procs[i] = Some(child);
+        }
+
+        /// Kills member `i` (SIGKILL).
+        pub fn kill(&mut self, i: usize) {
+            if let Some(mut c) = self.procs[i].take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        /// `etcd://` with every member.
+        pub fn url(&self) -> String {
+            let hosts: Vec<String> = self
+                .members
+                .iter()
+                .map(|(_, c, _)| format!("127.0.0.1:{c}"))
+                .collect();
+            format!("etcd://{}", hosts.join(","))
+        }
+
+        /// Waits until a write succeeds.
+        pub fn wait_healthy(&self) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            while Instant::now() < deadline {
+                let ok = rt.block_on(async {
+                    let e = Etcd::connect(&self.url(), EtcdTls::default()).await;
+                    match e {
+                        Ok(e) => e.txn(Txn::new().put("/health", "ok")).await.is_ok(),
+                        Err(_) => false,
+                    }
+                });
+                if ok {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("etcd did not become healthy: see {}", self.dir.display());
+        }
+    }
+
+    impl Drop for EtcdCluster {
+        fn drop(&mut self) {
+            for i in 0..self.procs.len() {
+                self.kill(i);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,18 @@ fn main() {
             Command::Up(args) => up::run(args).await.map(|()| 0),
             Command::Server(args) => roles::server(args).await.map(|()| 0),
             Command::Agent(args) => roles::agent(args).await,
+            Command::Snapshot {
+                command:
+                    motley_cli::args::SnapshotCommand::Restore {
+                        file,
+                        data_dir,
+                        datastore,
+                        etcd,
+                    },
+            } => {
+                roles::snapshot_restore(&file, data_dir.as_deref(), datastore.as_deref(), &etcd)
+                    .await
+            }
             other => motley_cli::commands::run(config.as_deref(), other).await,
         }
     });

@@ -17,6 +17,60 @@ fn duration(flag: &str, v: &str) -> anyhow::Result<u64> {
 }
 
 /// Failure detection settings from flags.
+/// Reads the etcd TLS files named by the flags.
+pub fn etcd_tls(a: &motley_cli::args::EtcdArgs) -> anyhow::Result<motley_store::etcd::EtcdTls> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok(motley_store::etcd::EtcdTls {
+        ca_pem: a.etcd_ca.as_deref().map(read).transpose()?,
+        client: match (&a.etcd_cert, &a.etcd_key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        },
+    })
+}
+
+/// `motley snapshot restore FILE --data-dir DIR | --datastore etcd://…`: verifies the
+/// whole file, then writes it into an empty store that no server is using.
+pub async fn snapshot_restore(
+    file: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+    datastore: Option<&str>,
+    etcd: &motley_cli::args::EtcdArgs,
+) -> anyhow::Result<i32> {
+    use motley_store::Store;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let snap = motley_store::snapshot::Snapshot::decode(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was restored", file.display()))?;
+    let store: std::sync::Arc<dyn Store> = match (data_dir, datastore) {
+        (Some(dir), None) => {
+            let server = dir.join("server");
+            std::fs::create_dir_all(&server)
+                .with_context(|| format!("creating {}", server.display()))?;
+            let path = server.join("store.redb");
+            std::sync::Arc::new(motley_store::embedded::Embedded::open(&path).with_context(
+                || format!("opening {} (is a server running on it?)", path.display()),
+            )?)
+        }
+        (None, Some(url)) => std::sync::Arc::new(
+            motley_store::etcd::Etcd::connect(url, etcd_tls(etcd)?)
+                .await
+                .with_context(|| format!("connecting to {url}"))?,
+        ),
+        _ => anyhow::bail!("give --data-dir DIR or --datastore etcd://HOST:PORT"),
+    };
+    let n = snap
+        .restore(&*store, motley_server::keys::PREFIX)
+        .await
+        .context("restoring")?;
+    println!(
+        "restored {n} objects from revision {} of {}",
+        snap.revision,
+        file.display()
+    );
+    Ok(0)
+}
+
 pub fn failure_config(
     a: &motley_cli::args::FailureArgs,
 ) -> anyhow::Result<motley_core::failure::FailureConfig> {
@@ -119,6 +173,18 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         write_join_token: true,
         failure: failure_config(&args.failure)?,
         taint_policy: taint_policy(&args.condition_taints)?,
+        datastore: args.datastore.clone(),
+        etcd_tls: etcd_tls(&args.etcd)?,
+        snapshots: match (&args.snapshot_interval, &args.snapshot_dir) {
+            (Some(i), Some(dir)) => Some(motley_server::SnapshotSchedule {
+                interval: std::time::Duration::from_millis(
+                    duration("snapshot-interval", i)?.max(1000),
+                ),
+                dir: dir.clone(),
+                retain: args.snapshot_retain,
+            }),
+            _ => None,
+        },
     })
     .await?;
     eprintln!(

@@ -85,6 +85,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         write_join_token: false,
         failure: Default::default(),
         taint_policy: Default::default(),
+        datastore: None,
+        etcd_tls: Default::default(),
+        snapshots: None,
     })
     .await?;
     if default_dir && let Some(user) = motley_cli::client::default_config_path() {
