@@ -713,9 +713,11 @@ fn facts_roots_give_labels_conditions_and_taints() {
     wait_for("replicas gone", Duration::from_secs(30), || {
         allocs(&m).is_empty().then_some(())
     });
-    assert!(
-        !in_memory.exists(),
-        "the in-memory log goes with its allocation"
+    // The agent removes it when it forgets the allocation, just after the server does.
+    wait_for(
+        "the in-memory log to go with its allocation",
+        Duration::from_secs(10),
+        || (!in_memory.exists()).then_some(()),
     );
 }
 

@@ -31,6 +31,29 @@ fn server(dir: &std::path::Path, data: &str, extra: &[&str]) -> (Proc, String) {
     (p, data.join("client.yaml").display().to_string())
 }
 
+/// `motley snapshot restore FILE ARGS...`.
+fn restore(file: &std::path::Path, args: &[&str]) -> std::process::Output {
+    restore_cmd(file, args).output().expect("run motley")
+}
+
+/// `motley snapshot restore FILE ARGS... PATH` (a target directory last).
+fn restore_at(
+    file: &std::path::Path,
+    args: &[&str],
+    path: std::path::PathBuf,
+) -> std::process::Output {
+    restore_cmd(file, args)
+        .arg(path)
+        .output()
+        .expect("run motley")
+}
+
+fn restore_cmd(file: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(motley_bin());
+    c.args(["snapshot", "restore"]).arg(file).args(args);
+    c
+}
+
 fn cli(config: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(motley_bin())
         .arg("--config")
@@ -161,16 +184,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
     e[i] = b'8';
     std::fs::write(&edited, &e).expect("write");
     for (bad, why) in [(&truncated, "snapshot"), (&edited, "checksum")] {
-        let out = std::process::Command::new(motley_bin())
-            .args([
-                "snapshot",
-                "restore",
-                bad.to_str().expect("path"),
-                "--data-dir",
-            ])
-            .arg(dir.path().join("refused"))
-            .output()
-            .expect("run");
+        let out = restore_at(bad, &["--data-dir"], dir.path().join("refused"));
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
@@ -184,16 +198,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
     }
 
     // Restore into a fresh data dir: every object comes back as it was.
-    let out = std::process::Command::new(motley_bin())
-        .args([
-            "snapshot",
-            "restore",
-            file.to_str().expect("path"),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("two"))
-        .output()
-        .expect("run");
+    let out = restore_at(&file, &["--data-dir"], dir.path().join("two"));
     assert!(
         out.status.success(),
         "{}",
@@ -208,16 +213,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
     // Embedded → etcd: the same file into an empty etcd, a server on it.
     let etcd_dir = tempfile::tempdir().expect("tempdir");
     let etcd = EtcdCluster::start(etcd_dir.path(), 1);
-    let out = std::process::Command::new(motley_bin())
-        .args([
-            "snapshot",
-            "restore",
-            file.to_str().expect("path"),
-            "--datastore",
-            &etcd.url(),
-        ])
-        .output()
-        .expect("run");
+    let out = restore(&file, &["--datastore", &etcd.url()]);
     assert!(
         out.status.success(),
         "{}",
@@ -250,16 +246,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
     );
     third.terminate();
     // A second restore into the now non-empty etcd is refused.
-    let out = std::process::Command::new(motley_bin())
-        .args([
-            "snapshot",
-            "restore",
-            file.to_str().expect("path"),
-            "--datastore",
-            &etcd.url(),
-        ])
-        .output()
-        .expect("run");
+    let out = restore(&file, &["--datastore", &etcd.url()]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("restore into an empty store"), "{err}");
