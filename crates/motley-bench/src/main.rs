@@ -5,6 +5,8 @@
 //! * `motley-bench discovery [--root DIR] [--runs N]`: the cost of one facts refresh
 //!   (what the agent does every 30 s): wall time, allocations and bytes allocated.
 //! * `motley-bench calibrate [--runs N]`: the CPU calibration's time and score spread.
+//! * `motley-bench store --datastore etcd://… | --dir DIR [--writes N]`: the latency
+//!   of one compare-and-set write (what an apply of one object costs the store).
 //! * `motley-bench scheduler --nodes N --allocations M --seed S`: placements per second
 //!   on one thread over N heterogeneous nodes (drawn from the fixture machines) and
 //!   1,000 workloads, with the p99 of one placement and peak heap memory.
@@ -76,6 +78,18 @@ enum Bench {
         /// Runs.
         #[arg(long, default_value_t = 10)]
         runs: u32,
+    },
+    /// Store write latency: N compare-and-set writes of a 1 KiB object, one at a time.
+    Store {
+        /// etcd://h:2379,… (default: an embedded store in --dir).
+        #[arg(long)]
+        datastore: Option<String>,
+        /// Directory for the embedded store.
+        #[arg(long, default_value = "/tmp/motley-bench-store")]
+        dir: PathBuf,
+        /// Writes.
+        #[arg(long, default_value_t = 500)]
+        writes: u32,
     },
     /// Scheduler throughput: M placements over N nodes and 1,000 workloads, one thread.
     Scheduler {
@@ -174,6 +188,11 @@ fn main() -> anyhow::Result<()> {
             &fixtures,
             percentage,
         )?,
+        Bench::Store {
+            datastore,
+            dir,
+            writes,
+        } => store(datastore.as_deref(), &dir, writes)?,
         Bench::Calibrate { runs } => {
             let mut scores = Vec::new();
             let mut took = Vec::new();
@@ -314,4 +333,55 @@ fn scheduler(
         })
     );
     Ok(())
+}
+
+fn store(datastore: Option<&str>, dir: &std::path::Path, writes: u32) -> anyhow::Result<()> {
+    use motley_store::{Store, Txn};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (store, what): (Box<dyn Store>, String) = match datastore {
+            Some(url) => (
+                Box::new(motley_store::etcd::Etcd::connect(url, Default::default()).await?),
+                url.to_string(),
+            ),
+            None => {
+                std::fs::create_dir_all(dir)?;
+                let path = dir.join("bench.redb");
+                (
+                    Box::new(motley_store::embedded::Embedded::open(&path)?),
+                    path.display().to_string(),
+                )
+            }
+        };
+        let value = vec![b'x'; 1024];
+        let mut rev = store.get("/bench/obj").await?.map_or(0, |k| k.mod_revision);
+        let mut lat = Vec::with_capacity(writes as usize);
+        for _ in 0..writes.max(1) {
+            let t = Instant::now();
+            let r = store
+                .txn(Txn::new().when("/bench/obj", rev).put("/bench/obj", value.clone()))
+                .await?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            anyhow::ensure!(r.succeeded, "the compare failed: another writer?");
+            rev = r.revision;
+        }
+        lat.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+        println!(
+            "store {what}: {writes} compare-and-set writes of 1 KiB, median {p50:.2} ms, p99 {p99:.2} ms"
+        );
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "store",
+                "datastore": what,
+                "writes": writes,
+                "median_ms": (p50 * 100.0).round() / 100.0,
+                "p99_ms": (p99 * 100.0).round() / 100.0,
+            })
+        );
+        Ok(())
+    })
 }
