@@ -235,24 +235,18 @@ pub async fn snapshot_save(client: &Client, file: &std::path::Path) -> anyhow::R
         Ok(b) => b,
         Err(e) => return report(e),
     };
-    let snap = snapshot_summary(&bytes)?;
+    let snap = motley_store::snapshot::Snapshot::decode(&bytes)
+        .map_err(|e| anyhow::anyhow!("the server sent a bad snapshot: {e}"))?;
     let tmp = file.with_extension("partial");
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
     println!(
         "snapshot at revision {} with {} objects written to {}",
-        snap.0,
-        snap.1,
+        snap.revision,
+        snap.entries.len(),
         file.display()
     );
     Ok(0)
-}
-
-/// (revision, keys) of a snapshot, or why it is not one.
-fn snapshot_summary(bytes: &[u8]) -> anyhow::Result<(u64, usize)> {
-    let s = motley_store::snapshot::Snapshot::decode(bytes)
-        .map_err(|e| anyhow::anyhow!("the server sent a bad snapshot: {e}"))?;
-    Ok((s.revision, s.entries.len()))
 }
 
 /// `motley plan -f FILE`.

@@ -147,7 +147,6 @@ pub struct Scheduler<'a> {
     nodes: Vec<NodeState<'a>>,
     index: FxHashMap<&'a str, u32>,
     workloads: Workloads,
-    refs: Vec<motley_core::model::WorkloadRef>,
     profiles: FxHashMap<u32, Profile>,
     classes: FxHashMap<String, Feasible>,
     domains: FxHashMap<String, Domains>,
@@ -167,14 +166,6 @@ impl<'a> Scheduler<'a> {
     /// The nodes as accounted now.
     pub fn nodes(&self) -> &[NodeState<'a>] {
         &self.nodes
-    }
-
-    fn wid(&mut self, r: &motley_core::model::WorkloadRef) -> u32 {
-        let id = self.workloads.id(r);
-        if id as usize >= self.refs.len() {
-            self.refs.push(r.clone());
-        }
-        id
     }
 
     /// The nodes passing `req`'s static filters, with static scores.
@@ -225,7 +216,7 @@ impl<'a> Scheduler<'a> {
 
     /// Builds (or returns) the profile of the request's workload.
     fn profile(&mut self, req: &Request<'_>) -> u32 {
-        let wid = self.wid(req.wref);
+        let wid = self.workloads.id(req.wref);
         if self.profiles.contains_key(&wid) {
             return wid;
         }
@@ -315,45 +306,7 @@ impl<'a> Scheduler<'a> {
         req: &'x Request<'_>,
         i: u32,
     ) -> Option<DynFail<'x>> {
-        let n = &self.nodes[i as usize];
-        let task = req.workload.spec.task();
-        let res = &task.resources;
-        let cpu = res.cpu_on(n.cpu_score());
-        if n.cpu_free() < cpu {
-            return Some(DynFail::Cpu(n.cpu_free(), cpu));
-        }
-        let mem = res.memory_or_default().0;
-        if n.mem_free() < mem {
-            return Some(DynFail::Memory(n.mem_free(), mem));
-        }
-        if let Some(d) = res.disk
-            && n.disk_free() < d.0
-        {
-            return Some(DynFail::Disk(n.disk_free(), d.0));
-        }
-        if let Some(g) = &res.gpu {
-            let free = n
-                .gpus
-                .iter()
-                .filter(|s| !s.used && gpu_matches(s, g))
-                .count() as u32;
-            if free < g.count {
-                return Some(DynFail::Gpu(free, g.count));
-            }
-        }
-        if let Some(p) = task
-            .ports
-            .iter()
-            .find(|p| n.ports.contains(&(p.port, p.protocol)))
-        {
-            return Some(DynFail::Port(p.port, p.protocol));
-        }
-        if !req.volumes.is_empty()
-            && let Some(v) = volume_short(n, &req.volumes)
-        {
-            return Some(DynFail::Volume(v));
-        }
-        self.rule_fail(prof, req, i)
+        resource_fail(&self.nodes[i as usize], req).or_else(|| self.rule_fail(prof, req, i))
     }
 
     /// The rules that stopping other work cannot satisfy: max skew, required
@@ -502,24 +455,13 @@ impl<'a> Scheduler<'a> {
                 (None, None) => {}
             }
         }
+        let spec = &req.workload.spec;
         let la = state::LiveAlloc {
-            id: String::new(),
-            workload: wid,
-            priority: req.workload.spec.priority(),
-            preemptible: req.workload.spec.kind() == motley_core::model::Kind::Job,
-            cpu: res.cpu_on(n.cpu_score()),
-            memory: res.memory_or_default().0,
-            disk: res.disk.map_or(0, |d| d.0),
+            priority: spec.priority(),
+            preemptible: spec.kind() == motley_core::model::Kind::Job,
             gpus: gpus.clone(),
-            ports: req
-                .workload
-                .spec
-                .task()
-                .ports
-                .iter()
-                .map(|p| (p.port, p.protocol))
-                .collect(),
             ends_at: req.ends_at,
+            ..state::LiveAlloc::of_task(String::new(), wid, spec.task(), n)
         };
         let gpu_names = gpus.iter().map(|&k| n.gpus[k].name.clone()).collect();
         n.add(la);
@@ -627,15 +569,17 @@ impl<'a> Scheduler<'a> {
             cands.sort_by_key(|a| (a.priority, std::cmp::Reverse(a.cpu + a.memory / (1 << 20))));
             let mut trial = n.clone();
             let mut victims: Vec<&state::LiveAlloc> = Vec::new();
-            let fits = |t: &NodeState<'_>, s: &Self| s.fits_on(prof, req, t, i);
-            let mut ok = fits(&trial, self);
+            // Skew, affinity and the reservation were checked above (rule_fail); what
+            // stopping victims changes is the node's resources.
+            let fits = |t: &NodeState<'_>| resource_fail(t, req).is_none();
+            let mut ok = fits(&trial);
             for c in &cands {
                 if ok {
                     break;
                 }
                 trial.remove(&c.id);
                 victims.push(c);
-                ok = fits(&trial, self);
+                ok = fits(&trial);
             }
             if !ok {
                 continue;
@@ -647,7 +591,7 @@ impl<'a> Scheduler<'a> {
                 let v = victims[k];
                 let mut t2 = trial.clone();
                 t2.add(v.clone());
-                if fits(&t2, self) {
+                if fits(&t2) {
                     trial = t2;
                     victims.remove(k);
                 }
@@ -672,7 +616,9 @@ impl<'a> Scheduler<'a> {
         for id in ids {
             if let Some(la) = self.nodes[i as usize].remove(&id) {
                 self.workloads.remove(la.workload, i);
-                let r = self.refs[la.workload as usize].clone();
+                let Some(r) = self.workloads.reference(la.workload).cloned() else {
+                    continue;
+                };
                 if let Some(p) = self.profiles.get_mut(&la.workload) {
                     for sp in &mut p.spreads {
                         sp.change(i, false);
@@ -684,40 +630,6 @@ impl<'a> Scheduler<'a> {
         let mut placed = self.commit(prof_wid, req, i);
         placed.preempted = preempted;
         Some(placed)
-    }
-
-    /// Whether `req` fits on `t` (a trial copy of node `i`) by the dynamic filters.
-    fn fits_on(&self, prof: &Profile, req: &Request<'_>, t: &NodeState<'_>, i: u32) -> bool {
-        let res = &req.workload.spec.task().resources;
-        if t.cpu_free() < res.cpu_on(t.cpu_score()) || t.mem_free() < res.memory_or_default().0 {
-            return false;
-        }
-        if res.disk.is_some_and(|d| t.disk_free() < d.0) {
-            return false;
-        }
-        if let Some(g) = &res.gpu
-            && (t
-                .gpus
-                .iter()
-                .filter(|s| !s.used && gpu_matches(s, g))
-                .count() as u32)
-                < g.count
-        {
-            return false;
-        }
-        if req
-            .workload
-            .spec
-            .task()
-            .ports
-            .iter()
-            .any(|p| t.ports.contains(&(p.port, p.protocol)))
-        {
-            return false;
-        }
-        // Skew, affinity and the reservation are checked by the caller (rule_fail).
-        let _ = (prof, i);
-        volume_short(t, &req.volumes).is_none()
     }
 }
 
@@ -769,6 +681,50 @@ fn gpu_matches(s: &state::GpuSlot, g: &motley_core::model::GpuRequest) -> bool {
             .as_deref()
             .is_none_or(|m| s.model.contains(&m.to_ascii_lowercase()))
         && g.memory.is_none_or(|m| s.vram.is_some_and(|v| v >= m.0))
+}
+
+/// The first resource of node `n` too short for `req`: CPU, memory, ephemeral disk,
+/// free matching GPUs, host ports, room for unbound volumes. Used on the live node and
+/// on trial copies when looking for preemption victims.
+fn resource_fail<'x>(n: &NodeState<'_>, req: &'x Request<'_>) -> Option<DynFail<'x>> {
+    let task = req.workload.spec.task();
+    let res = &task.resources;
+    let cpu = res.cpu_on(n.cpu_score());
+    if n.cpu_free() < cpu {
+        return Some(DynFail::Cpu(n.cpu_free(), cpu));
+    }
+    let mem = res.memory_or_default().0;
+    if n.mem_free() < mem {
+        return Some(DynFail::Memory(n.mem_free(), mem));
+    }
+    if let Some(d) = res.disk
+        && n.disk_free() < d.0
+    {
+        return Some(DynFail::Disk(n.disk_free(), d.0));
+    }
+    if let Some(g) = &res.gpu {
+        let free = n
+            .gpus
+            .iter()
+            .filter(|s| !s.used && gpu_matches(s, g))
+            .count() as u32;
+        if free < g.count {
+            return Some(DynFail::Gpu(free, g.count));
+        }
+    }
+    if let Some(p) = task
+        .ports
+        .iter()
+        .find(|p| n.ports.contains(&(p.port, p.protocol)))
+    {
+        return Some(DynFail::Port(p.port, p.protocol));
+    }
+    if !req.volumes.is_empty()
+        && let Some(v) = volume_short(n, &req.volumes)
+    {
+        return Some(DynFail::Volume(v));
+    }
+    None
 }
 
 /// The first unbound volume with no room for it on `n`, or `None`.
@@ -1007,7 +963,6 @@ impl<'a> Placer<'a> for Scheduler<'a> {
             .map(|(i, n)| (n.node.name.as_str(), i as u32))
             .collect();
         self.workloads = Workloads::default();
-        self.refs.clear();
         self.profiles.clear();
         self.classes.clear();
         self.domains.clear();
@@ -1017,7 +972,7 @@ impl<'a> Placer<'a> for Scheduler<'a> {
             let Some(&i) = self.index.get(a.node.as_str()) else {
                 continue;
             };
-            let wid = self.wid(&a.workload);
+            let wid = self.workloads.id(&a.workload);
             let la = live_alloc(
                 a,
                 wid,

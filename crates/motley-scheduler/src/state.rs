@@ -3,7 +3,7 @@
 //! backfill). Built once per pass in O(nodes + allocations), then updated in place.
 
 use motley_core::hw::{Media, Readings};
-use motley_core::model::{Allocation, Desired, Kind, Node, Protocol, Spec, Workload, WorkloadRef};
+use motley_core::model::{Allocation, Desired, Kind, Node, Protocol, Task, Workload, WorkloadRef};
 use rustc_hash::FxHashMap;
 
 /// One GPU of a node.
@@ -247,6 +247,8 @@ pub fn health_penalty(node: &Node, readings: Option<&Readings>) -> i32 {
 #[derive(Debug, Default)]
 pub struct Workloads {
     ids: FxHashMap<WorkloadRef, u32>,
+    /// Per workload: its reference (the inverse of `ids`).
+    refs: Vec<WorkloadRef>,
     /// Per workload: node index → live instances still wanted there.
     pub on_node: Vec<FxHashMap<u32, u32>>,
 }
@@ -259,8 +261,13 @@ impl Workloads {
         }
         let i = self.on_node.len() as u32;
         self.ids.insert(r.clone(), i);
+        self.refs.push(r.clone());
         self.on_node.push(FxHashMap::default());
         i
+    }
+    /// The reference of workload `w`.
+    pub fn reference(&self, w: u32) -> Option<&WorkloadRef> {
+        self.refs.get(w as usize)
     }
     /// The id of `r` if known.
     pub fn get(&self, r: &WorkloadRef) -> Option<u32> {
@@ -301,25 +308,36 @@ pub fn live_alloc(
     workload: Option<&Workload>,
 ) -> LiveAlloc {
     let current = workload.filter(|w| w.uid == a.workload_uid);
-    let res = &a.task.resources;
-    let ends_at = match current.map(|w| &w.spec) {
-        Some(Spec::Job(j)) => j.time_limit.map(|t| a.created_at + t.as_millis()),
-        _ => None,
-    };
     LiveAlloc {
-        id: a.id.clone(),
-        workload: wid,
         priority: current.map_or(0, |w| w.spec.priority()),
         preemptible: a.workload.kind == Kind::Job && a.desired == Desired::Run,
-        cpu: res.cpu_on(node.cpu_score()),
-        memory: res.memory_or_default().0,
-        disk: res.disk.map_or(0, |d| d.0),
         gpus: a
             .gpus
             .iter()
             .filter_map(|g| node.gpus.iter().position(|s| &s.name == g))
             .collect(),
-        ports: a.task.ports.iter().map(|p| (p.port, p.protocol)).collect(),
-        ends_at,
+        ends_at: a.time_limit.map(|t| a.created_at + t.as_millis()),
+        ..LiveAlloc::of_task(a.id.clone(), wid, &a.task, node)
+    }
+}
+
+impl LiveAlloc {
+    /// What `task` takes on `node`: CPU (work units converted with the node's score),
+    /// memory, ephemeral disk and host ports. No GPUs, priority 0, not preemptible, no
+    /// expected end: callers set those.
+    pub fn of_task(id: String, workload: u32, task: &Task, node: &NodeState<'_>) -> LiveAlloc {
+        let res = &task.resources;
+        LiveAlloc {
+            id,
+            workload,
+            priority: 0,
+            preemptible: false,
+            cpu: res.cpu_on(node.cpu_score()),
+            memory: res.memory_or_default().0,
+            disk: res.disk.map_or(0, |d| d.0),
+            gpus: Vec::new(),
+            ports: task.ports.iter().map(|p| (p.port, p.protocol)).collect(),
+            ends_at: None,
+        }
     }
 }

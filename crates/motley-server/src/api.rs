@@ -527,19 +527,6 @@ async fn plan(
             action: action.into(),
         });
     }
-    let ready = s.ready_nodes();
-    let down = s.down_nodes();
-    let readings = s.readings_snapshot();
-    let input = reconcile::Input {
-        workloads: &workloads,
-        nodes: &cache.nodes,
-        ready: &ready,
-        down: &down,
-        fence_after_ms: s.failure.fence_after_ms(),
-        allocs: &cache.allocs,
-        readings: &readings,
-        now,
-    };
     struct PlanIds(u64);
     impl reconcile::Ids for PlanIds {
         fn next_id(&mut self, _: &WorkloadRef) -> String {
@@ -547,8 +534,7 @@ async fn plan(
             format!("planned-{}", self.0)
         }
     }
-    let mut scheduler = motley_scheduler::Scheduler::new(s.scheduler.clone());
-    let p = reconcile::reconcile(&input, &mut scheduler, &mut PlanIds(0));
+    let p = s.plan_pass(&cache, &workloads, now, &mut PlanIds(0));
     let stops = p
         .stop
         .iter()

@@ -340,6 +340,33 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// One reconcile pass over the cache's nodes and allocations and `workloads` (the
+    /// cache's, or those a dry run would apply), with live health and readings, through
+    /// the scheduler. The controller commits the plan; `POST /v1/plan` only shows it.
+    pub fn plan_pass(
+        &self,
+        cache: &Cache,
+        workloads: &BTreeMap<WorkloadRef, Workload>,
+        now: u64,
+        ids: &mut dyn Ids,
+    ) -> reconcile::Plan {
+        let ready = self.ready_nodes();
+        let down = self.down_nodes();
+        let readings = self.readings_snapshot();
+        let input = Input {
+            workloads,
+            nodes: &cache.nodes,
+            ready: &ready,
+            down: &down,
+            fence_after_ms: self.failure.fence_after_ms(),
+            allocs: &cache.allocs,
+            readings: &readings,
+            now,
+        };
+        let mut scheduler = Scheduler::new(self.scheduler.clone());
+        reconcile::reconcile(&input, &mut scheduler, ids)
+    }
+
     /// Each node's latest readings (for the scheduler's health headroom).
     pub fn readings_snapshot(&self) -> BTreeMap<String, Readings> {
         lock(&self.readings)
@@ -646,21 +673,7 @@ impl Shared {
             let started = Instant::now();
             let (plan, revs) = {
                 let cache = self.cache();
-                let ready = self.ready_nodes();
-                let down = self.down_nodes();
-                let readings = self.readings_snapshot();
-                let input = Input {
-                    workloads: &cache.workloads,
-                    nodes: &cache.nodes,
-                    ready: &ready,
-                    down: &down,
-                    fence_after_ms: self.failure.fence_after_ms(),
-                    allocs: &cache.allocs,
-                    readings: &readings,
-                    now: now_ms(),
-                };
-                let mut scheduler = Scheduler::new(self.scheduler.clone());
-                let plan = reconcile::reconcile(&input, &mut scheduler, &mut RandomIds);
+                let plan = self.plan_pass(&cache, &cache.workloads, now_ms(), &mut RandomIds);
                 // The revisions this plan was made from, for its compares.
                 let mut revs = HashMap::new();
                 for a in &plan.create {
