@@ -296,6 +296,17 @@ impl Drop for Cluster {
     }
 }
 
+/// `motley --config CONFIG ARGS...`, run to completion.
+pub fn cli_with(config: &str, args: &[&str]) -> Output {
+    Command::new(motley_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run motley")
+}
+
 /// A runtime for the async HTTP checks.
 pub fn rt() -> tokio::runtime::Runtime {
     motley_net::install_crypto_provider();

@@ -7,6 +7,7 @@ mod bad_input;
 mod common;
 mod crash;
 mod examples;
+mod ha;
 mod lifecycle;
 mod multinode;
 mod netns;

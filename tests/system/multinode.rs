@@ -47,13 +47,7 @@ impl Multi {
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(motley_bin())
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .current_dir(repo_root())
-            .output()
-            .expect("run motley")
+        cli_with(&self.config(), args)
     }
 
     fn agent_args(&self, name: &str, token: Option<&str>) -> Vec<String> {

@@ -54,24 +54,16 @@ fn restore_cmd(file: &std::path::Path, args: &[&str]) -> std::process::Command {
     c
 }
 
-fn cli(config: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(motley_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run motley")
-}
-
 /// Every workload's spec, by reference, as the API returns them.
 fn specs(config: &str) -> serde_json::Value {
     let v: serde_json::Value =
-        serde_json::from_slice(&cli(config, &["get", "services", "-o", "json"]).stdout)
+        serde_json::from_slice(&cli_with(config, &["get", "services", "-o", "json"]).stdout)
             .expect("json");
     let jobs: serde_json::Value =
-        serde_json::from_slice(&cli(config, &["get", "jobs", "-o", "json"]).stdout).expect("json");
+        serde_json::from_slice(&cli_with(config, &["get", "jobs", "-o", "json"]).stdout)
+            .expect("json");
     let vols: serde_json::Value =
-        serde_json::from_slice(&cli(config, &["get", "volumes", "-o", "json"]).stdout)
+        serde_json::from_slice(&cli_with(config, &["get", "volumes", "-o", "json"]).stdout)
             .expect("json");
     let mut out = serde_json::Map::new();
     for w in [v, jobs, vols]
@@ -113,7 +105,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
     )
     .expect("write");
     assert!(
-        cli(&config, &["apply", "-f", manifests.to_str().expect("path")])
+        cli_with(&config, &["apply", "-f", manifests.to_str().expect("path")])
             .status
             .success()
     );
@@ -154,7 +146,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
         )
         .expect("write");
         assert!(
-            cli(&config, &["apply", "-f", manifests.to_str().expect("path")])
+            cli_with(&config, &["apply", "-f", manifests.to_str().expect("path")])
                 .status
                 .success()
         );
@@ -165,7 +157,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
 
     // Save, then damage copies of it.
     let file = dir.path().join("cluster.snap");
-    let out = cli(&config, &["snapshot", "save", file.to_str().expect("path")]);
+    let out = cli_with(&config, &["snapshot", "save", file.to_str().expect("path")]);
     assert!(
         out.status.success(),
         "{}",
@@ -228,7 +220,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
     )
     .expect("write");
     assert!(
-        cli(
+        cli_with(
             &config3,
             &["apply", "-f", manifests.to_str().expect("path")]
         )
@@ -237,7 +229,7 @@ fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
     );
     let again = dir.path().join("etcd.snap");
     assert!(
-        cli(
+        cli_with(
             &config3,
             &["snapshot", "save", again.to_str().expect("path")]
         )

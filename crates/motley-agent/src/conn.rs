@@ -1,6 +1,7 @@
 //! The agent's one outbound connection: TLS pinned to the cluster CA, a
 //! WebSocket at `/v1/agent/connect`, reconnecting with jittered exponential
-//! backoff and failing over across the server list.
+//! backoff and failing over across the server list (the configured servers and those
+//! the servers announce).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +9,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use motley_core::proto::{AgentMsg, ServerMsg};
 use rand::Rng;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::{Agent, Fatal};
 
@@ -24,25 +21,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Connect and handshake timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Host, port and path parts of a server URL.
-fn target(url: &str) -> anyhow::Result<(String, u16)> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("server URL {url:?}: {e}"))?;
-    anyhow::ensure!(
-        uri.scheme_str() == Some("https"),
-        "server URL {url:?} must start with https://"
-    );
-    let host = uri
-        .host()
-        .ok_or_else(|| anyhow::anyhow!("server URL {url:?} has no host"))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    Ok((host, uri.port_u16().unwrap_or(443)))
-}
-
 /// Runs forever: connect, serve, reconnect.
 pub async fn run(agent: Agent) {
     let tls = match motley_net::client_tls(&agent.inner.cfg.ca_pem) {
@@ -52,14 +30,16 @@ pub async fn run(agent: Agent) {
             return;
         }
     };
-    let servers = agent.inner.cfg.servers.clone();
-    if servers.is_empty() {
+    if agent.servers().is_empty() {
         tracing::error!("the agent has no server to connect to");
         return;
     }
     let mut attempt: u32 = 0;
     let mut idx = 0usize;
     loop {
+        // The list grows as servers announce the others (Welcome), so an agent started
+        // with one server fails over to all of them.
+        let servers = agent.servers();
         let url = &servers[idx % servers.len()];
         match session(&agent, url, tls.clone()).await {
             Ok(()) => {
@@ -88,52 +68,25 @@ pub async fn run(agent: Agent) {
 }
 
 async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
-    let (host, port) = target(url)?;
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| anyhow::anyhow!("connect timed out"))??;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(host.clone())
-        .map_err(|e| anyhow::anyhow!("server name {host:?}: {e}"))?;
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TlsConnector::from(tls).connect(name, tcp))
-        .await
-        .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "TLS: {e} (is this server part of the cluster whose CA this agent trusts?)"
-            )
-        })?;
-    let ws_url = format!(
-        "wss://{}/v1/agent/connect",
-        url.trim_start_matches("https://").trim_end_matches('/')
-    );
-    let mut req = ws_url.into_client_request()?;
-    req.headers_mut().insert(
-        http::header::AUTHORIZATION,
-        format!("Bearer {}", agent.inner.cfg.token).parse()?,
-    );
-    let (ws, _) = tokio::time::timeout(
+    let ws = motley_net::ws::connect(
+        url,
+        "/v1/agent/connect",
+        &agent.inner.cfg.token,
+        &[],
+        tls,
         CONNECT_TIMEOUT,
-        tokio_tungstenite::client_async(req, stream),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("WebSocket handshake timed out"))?
     .map_err(|e| match e {
-        tokio_tungstenite::tungstenite::Error::Http(resp) => {
-            let body = resp
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).to_string())
-                .unwrap_or_default();
-            let status = resp.status();
+        motley_net::ws::WsError::Refused { status, body } => {
             let msg = format!("the server refused this node's credential: {status} {body}");
-            if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+            if status == 401 || status == 403 {
                 anyhow::Error::new(Fatal(msg))
             } else {
                 anyhow::anyhow!(msg)
             }
         }
-        other => anyhow::anyhow!("WebSocket: {other}"),
+        other => anyhow::anyhow!(other),
     })?;
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentMsg>();
@@ -147,8 +100,10 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
             ServerMsg::Welcome {
                 heartbeat_ms,
                 lease_ms,
+                servers,
                 ..
             } => {
+                agent.learn_servers(&servers);
                 heartbeat = Duration::from_millis(heartbeat_ms.max(50));
                 agent.set_lease(Duration::from_millis(lease_ms));
                 agent.touch();

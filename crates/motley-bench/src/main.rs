@@ -91,6 +91,19 @@ enum Bench {
         #[arg(long, default_value_t = 500)]
         writes: u32,
     },
+    /// API apply latency: N applies of distinct small objects (volumes), one at a time,
+    /// through the CLI's client (so through whichever server `--config` lists first).
+    Apply {
+        /// A client config (`client.yaml`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Applies.
+        #[arg(long, default_value_t = 200)]
+        count: u32,
+        /// Prefix of the objects' names (use a new one per run).
+        #[arg(long, default_value = "bench")]
+        prefix: String,
+    },
     /// Scheduler throughput: M placements over N nodes and 1,000 workloads, one thread.
     Scheduler {
         /// Nodes (drawn in turn from the fixture machines).
@@ -193,6 +206,11 @@ fn main() -> anyhow::Result<()> {
             dir,
             writes,
         } => store(datastore.as_deref(), &dir, writes)?,
+        Bench::Apply {
+            config,
+            count,
+            prefix,
+        } => apply(&config, count, &prefix)?,
         Bench::Calibrate { runs } => {
             let mut scores = Vec::new();
             let mut took = Vec::new();
@@ -384,4 +402,45 @@ fn store(datastore: Option<&str>, dir: &std::path::Path, writes: u32) -> anyhow:
         );
         Ok(())
     })
+}
+
+fn apply(config: &std::path::Path, count: u32, prefix: &str) -> anyhow::Result<()> {
+    use motley_core::api::{ManifestFile, ManifestSet, ObjectResults};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let cfg = motley_net::ClientConfig::load(config)?;
+    let server = cfg.servers.first().cloned().unwrap_or_default();
+    let client = motley_cli::client::Client::new(&cfg)?;
+    let mut lat = Vec::with_capacity(count as usize);
+    rt.block_on(async {
+        for i in 0..count.max(1) {
+            let name = format!("{prefix}-{i}");
+            let set = ManifestSet {
+                files: vec![ManifestFile {
+                    name: format!("{name}.yaml"),
+                    content: format!("kind: Volume\nname: {name}\nsize: 1Mi\n"),
+                }],
+                dry_run: false,
+            };
+            let t = Instant::now();
+            let _: ObjectResults = client.post("/v1/apply", &set).await?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        anyhow::Ok(())
+    })?;
+    lat.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    println!("apply via {server}: {count} applies, median {p50:.2} ms, p99 {p99:.2} ms");
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "apply",
+            "server": server,
+            "applies": count,
+            "median_ms": (p50 * 100.0).round() / 100.0,
+            "p99_ms": (p99 * 100.0).round() / 100.0,
+        })
+    );
+    Ok(())
 }

@@ -267,6 +267,17 @@ pub struct ServerArgs {
     /// How many scheduled snapshots to keep.
     #[arg(long, default_value_t = 24)]
     pub snapshot_retain: usize,
+    /// The URL agents, clients and the other servers reach this server at (default:
+    /// https://<listen address>; set it when listening on 0.0.0.0 with several servers).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+    /// This server's name in `motley get servers` (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// With several servers on etcd: how long the leader's lease lasts, i.e. how long
+    /// a dead leader goes on leading before another takes over (whole seconds, ≥ 2).
+    #[arg(long, default_value = "3s")]
+    pub leader_lease: String,
 }
 
 /// Failure detection settings of a server (defaults in docs/multi-node.md).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use futures_util::StreamExt;
 use motley_core::api::{
-    ManifestSet, NodeView, ObjectResults, VersionInfo, WorkloadDetail, WorkloadView,
+    ManifestSet, NodeView, ObjectResults, ServerInfo, VersionInfo, WorkloadDetail, WorkloadView,
 };
 use motley_core::manifest::{self, ManifestError, Source};
 use motley_core::model::{Allocation, Kind, Spec, WorkloadRef};
@@ -237,9 +237,8 @@ pub async fn snapshot_save(client: &Client, file: &std::path::Path) -> anyhow::R
     };
     let snap = motley_store::snapshot::Snapshot::decode(&bytes)
         .map_err(|e| anyhow::anyhow!("the server sent a bad snapshot: {e}"))?;
-    let tmp = file.with_extension("partial");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    // Atomically, mode 0600: a snapshot holds the cluster CA's private key.
+    motley_net::write_private(file, &bytes, 0o600)?;
     println!(
         "snapshot at revision {} with {} objects written to {}",
         snap.revision,
@@ -358,6 +357,7 @@ enum Resource {
     Workloads(Kind),
     Nodes,
     Allocs,
+    Servers,
 }
 
 fn resource(s: &str) -> anyhow::Result<Resource> {
@@ -367,8 +367,9 @@ fn resource(s: &str) -> anyhow::Result<Resource> {
     match s {
         "node" | "nodes" | "no" => Ok(Resource::Nodes),
         "alloc" | "allocs" | "allocation" | "allocations" => Ok(Resource::Allocs),
+        "server" | "servers" => Ok(Resource::Servers),
         _ => anyhow::bail!(
-            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes or allocs"
+            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, allocs or servers"
         ),
     }
 }
@@ -660,7 +661,42 @@ async fn render_get(
                 table(&h, &r)
             }
         }
+        Resource::Servers => {
+            let mut servers: Vec<ServerInfo> = client.get("/v1/servers").await?;
+            if let Some(n) = name {
+                servers.retain(|s| s.name == n || s.id == n);
+                anyhow::ensure!(!servers.is_empty(), "no server {n:?}");
+            }
+            if structured {
+                output::structured(&servers, format)?
+            } else {
+                table(
+                    &["NAME", "URL", "LEADER", "AGE", "ID"],
+                    &server_rows(&servers),
+                )
+            }
+        }
     })
+}
+
+fn server_rows(servers: &[ServerInfo]) -> Vec<Vec<String>> {
+    let now = now_ms();
+    servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.url.clone(),
+                match s.leading_since {
+                    Some(t) if s.leader => format!("yes ({})", age(t, now)),
+                    _ if s.leader => "yes".into(),
+                    _ => "-".into(),
+                },
+                age(s.started_at, now),
+                s.id.clone(),
+            ]
+        })
+        .collect()
 }
 
 /// `get`.
@@ -831,6 +867,7 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
             out
         }
         Resource::Allocs => describe_allocation(&client.get(&format!("/v1/allocs/{name}")).await?),
+        Resource::Servers => render_get(client, "servers", Some(name), Format::Table, None).await?,
     })
 }
 

@@ -182,6 +182,25 @@ pub struct VersionInfo {
     pub datastore: String,
 }
 
+/// One server of the control plane (`GET /v1/servers`), as registered in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Unique per server process (a new id on every start).
+    pub id: String,
+    /// Host name (or `--name`).
+    pub name: String,
+    /// The URL agents and clients use.
+    pub url: String,
+    /// When this process started (ms since the epoch).
+    pub started_at: u64,
+    /// Whether it leads (runs the controllers and the scheduler).
+    #[serde(default)]
+    pub leader: bool,
+    /// Since when it leads (ms), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leading_since: Option<u64>,
+}
+
 /// One instance `POST /v1/plan` would create.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannedPlacement {

@@ -98,9 +98,17 @@ pub enum ServerMsg {
         heartbeat_ms: u64,
         /// Stop fenced tasks after this long without hearing from a server.
         lease_ms: u64,
+        /// Every server of the control plane (URLs), for failover.
+        #[serde(default)]
+        servers: Vec<String>,
     },
     /// A heartbeat was received: the agent's lease is renewed.
     Ack,
+    /// The servers of the control plane changed (URLs), for failover.
+    Servers {
+        /// Every server.
+        servers: Vec<String>,
+    },
     /// The complete set of allocations assigned to this node.
     Sync {
         /// All of them; anything the agent holds that is not here is to be stopped and forgotten.

@@ -11,6 +11,8 @@
 //! * Tokens: random secrets of which servers store only a SHA-256 hash.
 #![warn(missing_docs)]
 
+pub mod ws;
+
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
@@ -133,6 +135,22 @@ impl Ca {
             cert_pem: cert.pem(),
             key: kp,
         })
+    }
+
+    /// A CA from its certificate and private key (PEM), as kept in the datastore when
+    /// several servers share one cluster.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, NetError> {
+        CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(cert_err)?;
+        let key = KeyPair::from_pem(key_pem).map_err(cert_err)?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_string(),
+            key,
+        })
+    }
+
+    /// The CA's private key, PEM (to share it with the other servers through the store).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
     }
 
     /// The CA certificate, PEM.

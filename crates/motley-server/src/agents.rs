@@ -3,6 +3,9 @@
 //! The agent dials out; the server never dials agents. The first frame is the
 //! agent's `Hello`; the server answers `Welcome` and the full assignment set,
 //! then both sides send changes only. Log requests travel over the same socket.
+//!
+//! Only the leading server holds agent sessions; the others relay an agent's socket
+//! to it frame by frame (see [`crate::ha`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +71,7 @@ fn node_record(name: &str, facts: motley_core::model::NodeFacts) -> Node {
 pub async fn connect(
     State(s): State<Arc<Shared>>,
     Extension(Caller(role)): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Role::Node { node } = role else {
@@ -80,8 +84,119 @@ pub async fn connect(
         )
         .into_response();
     };
+    if s.ha.leading().is_none() {
+        // Node liveness lives with the leader: relay this agent to it.
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string();
+        return ws
+            .max_message_size(MAX_FRAME)
+            .on_upgrade(move |socket| async move { relay(s, node, token, socket).await });
+    }
     ws.max_message_size(MAX_FRAME)
         .on_upgrade(move |socket| async move { session(s, node, socket).await })
+}
+
+/// How long a relayed agent waits for a leader before its connection is closed (it then
+/// reconnects): less than the agent's wait for Welcome.
+pub const RELAY_WAIT: Duration = Duration::from_secs(4);
+
+/// Relays an agent connection to the leading server, frame by frame, until either side
+/// closes or the leader changes. Becoming the leader meanwhile serves the agent here.
+async fn relay(s: Arc<Shared>, node: String, token: String, mut down: WebSocket) {
+    let mut observed = s.ha.observed.subscribe();
+    let mut term = s.ha.term.subscribe();
+    let deadline = tokio::time::Instant::now() + RELAY_WAIT;
+    // The leader the store names may have just died (its key lasts until its lease runs
+    // out): on failure, wait for the next one rather than turning the agent away.
+    let mut failed: Option<String> = None;
+    let (leader, up) = loop {
+        if s.ha.leading().is_some() {
+            return session(s, node, down).await;
+        }
+        if let Some(l) = s.ha.leader_elsewhere()
+            && failed.as_ref() != Some(&l.id)
+        {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match motley_net::ws::connect(
+                &l.url,
+                "/v1/agent/connect",
+                &token,
+                &[(crate::api::FORWARDED, s.ha.me.id.clone())],
+                s.ha.tls.clone(),
+                left.max(Duration::from_millis(100)),
+            )
+            .await
+            {
+                Ok(up) => break (l, up),
+                Err(e) => {
+                    tracing::debug!("agent {node}: relaying to {}: {e}", l.url);
+                    failed = Some(l.id.clone());
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = observed.changed() => {}
+            _ = term.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!("agent {node}: no leader to relay to");
+                let _ = down.send(close(1013, "no leading server can be reached yet; try again")).await;
+                return;
+            }
+        }
+    };
+    tracing::info!("agent {node} relayed to the leader {}", leader.url);
+    observed.borrow_and_update();
+    term.borrow_and_update();
+    let (mut up_sink, mut up_stream) = up.split();
+    let (mut down_sink, mut down_stream) = down.split();
+    use tokio_tungstenite::tungstenite::Message as Up;
+    loop {
+        tokio::select! {
+            m = down_stream.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    if up_sink.send(Up::Text(t.as_str().into())).await.is_err() { break }
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    if up_sink.send(Up::Binary(b)).await.is_err() { break }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            m = up_stream.next() => match m {
+                Some(Ok(Up::Text(t))) => {
+                    if down_sink.send(Message::Text(t.as_str().into())).await.is_err() { break }
+                }
+                Some(Ok(Up::Binary(b))) => {
+                    if down_sink.send(Message::Binary(b)).await.is_err() { break }
+                }
+                Some(Ok(Up::Close(f))) => {
+                    if let Some(f) = f {
+                        let _ = down_sink.send(close(f.code.into(), f.reason.as_str())).await;
+                    }
+                    break;
+                }
+                None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = observed.changed() => break,
+            _ = term.changed() => break,
+        }
+    }
+    let _ = up_sink.close().await;
+    let _ = down_sink.close().await;
+    tracing::info!("agent {node}: relay to {} ended", leader.url);
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }))
 }
 
 async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
@@ -161,10 +276,13 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
         }
     }
     let mut last_ack = std::time::Instant::now();
+    // A server that stops leading lets its agents go (they are relayed to the next).
+    let mut term = s.ha.term.subscribe();
     loop {
         let frame = tokio::select! {
             f = stream.next() => f,
             _ = tx.closed() => None,
+            _ = term.changed() => None,
         };
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,

@@ -97,6 +97,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/snapshot", get(snapshot))
+        .route("/v1/servers", get(list_servers))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), forward))
         .route_layer(middleware::from_fn(require_admin));
     Router::new()
         .merge(admin)
@@ -112,6 +114,79 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
+}
+
+/// Header of a request one server forwarded to another (never forwarded again).
+pub const FORWARDED: &str = "x-motley-forwarded";
+
+/// Routes every server answers itself; the others are forwarded to the leader, which
+/// alone knows the nodes' liveness, the queue and why work waits.
+fn answered_here(path: &str) -> bool {
+    matches!(
+        path,
+        "/metrics" | "/v1/snapshot" | "/v1/version" | "/v1/servers"
+    )
+}
+
+/// Forwards a request to the leading server when this one does not lead. When the
+/// leader cannot be reached (it just died, or there is none), the request is answered
+/// here, from this server's cache and the store.
+async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if answered_here(req.uri().path()) || req.headers().contains_key(FORWARDED) {
+        return next.run(req).await;
+    }
+    let Some(leader) = s.ha.leader_elsewhere() else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response();
+        }
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{path}", leader.url.trim_end_matches('/'));
+    let mut rb =
+        s.ha.http
+            .request(parts.method.clone(), &url)
+            .header(FORWARDED, s.ha.me.id.as_str())
+            .body(bytes.clone());
+    for h in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
+        if let Some(v) = parts.headers.get(&h) {
+            rb = rb.header(h, v);
+        }
+    }
+    match rb.send().await {
+        Ok(resp) => {
+            let mut out = Response::builder().status(resp.status());
+            if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
+                out = out.header(header::CONTENT_TYPE, ct);
+            }
+            out.body(Body::from_stream(resp.bytes_stream()))
+                .unwrap_or_else(|e| {
+                    ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()).into_response()
+                })
+        }
+        Err(e) if e.is_connect() => {
+            tracing::debug!("leader {} unreachable ({e}); answering here", leader.url);
+            next.run(Request::from_parts(parts, Body::from(bytes))).await
+        }
+        Err(e) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the leading server {} failed during the request ({}); it may or may not have been carried out",
+                leader.url,
+                motley_net::error_chain(&e)
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /v1/servers`: the servers of the control plane and which one leads.
+async fn list_servers(State(s): State<Arc<Shared>>) -> Json<Vec<motley_core::api::ServerInfo>> {
+    Json(s.ha.view())
 }
 
 /// Refuses a body whose declared length is over the limit before reading any of it

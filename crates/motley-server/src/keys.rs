@@ -6,6 +6,10 @@
 //! | `/motley/nodes/<name>` | [`motley_core::model::Node`] |
 //! | `/motley/allocs/<id>` | [`motley_core::model::Allocation`] |
 //! | `/motley/tokens/<sha256 of token>` | [`crate::auth::TokenRecord`] |
+//! | `/motley/ca` | the cluster CA's certificate and private key (PEM, JSON) |
+//!
+//! Several servers on etcd also keep leased keys under `/motley-ha/` (see
+//! [`crate::ha`]); those are not motley's state and never in a snapshot.
 
 use motley_core::model::{Kind, WorkloadRef};
 
@@ -19,6 +23,8 @@ pub const NODES: &str = "/motley/nodes/";
 pub const ALLOCS: &str = "/motley/allocs/";
 /// Tokens.
 pub const TOKENS: &str = "/motley/tokens/";
+/// The cluster CA, shared by every server.
+pub const CA: &str = "/motley/ca";
 
 /// Key of a workload.
 pub fn workload(r: &WorkloadRef) -> String {

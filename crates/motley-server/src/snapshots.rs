@@ -1,6 +1,6 @@
 //! Scheduled snapshots: every interval, if the store's revision moved since the last
 //! snapshot, write `snapshot-<revision>.snap` (atomically: a temporary file, then a
-//! rename) and delete the oldest beyond the retention.
+//! rename; mode 0600) and delete the oldest beyond the retention.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,9 +45,9 @@ pub async fn take_into(
     }
     let snap = Snapshot::take(store, crate::keys::PREFIX, now_ms()).await?;
     let path = dir.join(format!("snapshot-{:012}.snap", snap.revision));
-    let tmp = dir.join(format!(".snapshot-{}.tmp", snap.revision));
-    std::fs::write(&tmp, snap.encode()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+    // Atomically, mode 0600: a snapshot holds the cluster CA's private key.
+    motley_net::write_private(&path, &snap.encode(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
     let all = list(dir);
     let extra = all.len().saturating_sub(retain.max(1));
     for (_, old) in all.into_iter().take(extra) {

@@ -8,6 +8,7 @@
 //! * The controller commits a plan only with compares on the revisions it
 //!   planned from, and does not plan again until the cache has caught up with
 //!   its own commits, so it never acts twice on a stale view.
+//! * Only the leader plans, and its commits are fenced by its term (see [`crate::ha`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +130,11 @@ pub struct Shared {
     pub taint_policy: TaintPolicy,
     /// Each node's latest readings and when they were taken (memory only).
     pub readings: Mutex<HashMap<String, (Readings, u64)>>,
+    /// Since when nodes not heard from get their grace period: the server's start, or
+    /// the start of its term as leader (ms).
+    grace_from: AtomicU64,
+    /// The servers of the control plane and who leads.
+    pub ha: crate::ha::Ha,
 }
 
 impl Shared {
@@ -139,6 +145,7 @@ impl Shared {
         ca_hash: String,
         failure: FailureConfig,
         taint_policy: TaintPolicy,
+        ha: crate::ha::Ha,
     ) -> Arc<Shared> {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
@@ -156,7 +163,9 @@ impl Shared {
             registry: Mutex::new(registry),
             log_streams: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            started_at: now_ms(),
+            started_at: ha.me.started_at,
+            grace_from: AtomicU64::new(ha.me.started_at),
+            ha,
             ca_pem,
             ca_hash,
             failure,
@@ -186,28 +195,37 @@ impl Shared {
         }
     }
 
+    /// Forgets every node's heartbeat history and gives each a full grace period from
+    /// `since` (a server that just began to lead has heard from no one yet).
+    pub fn begin_grace(&self, since: u64) {
+        self.grace_from.store(since, Ordering::Relaxed);
+        lock(&self.health).clear();
+    }
+
     /// Re-evaluates every node's health; kicks the controller when any changed.
     /// Nodes known only from the store get a full grace period from now (a new
     /// server, or a leader that just took over, declares nothing down at once).
     pub fn evaluate_health(&self) {
         let now = now_ms();
+        let grace_from = self.grace_from.load(Ordering::Relaxed);
         let names: Vec<String> = self.cache().nodes.keys().cloned().collect();
         let connected: BTreeSet<String> = lock(&self.conns).keys().cloned().collect();
         let mut changed = false;
         let mut h = lock(&self.health);
         for name in names {
             let entry = h.entry(name.clone()).or_insert_with(|| NodeHealth {
-                detector: Detector::new(self.started_at, &self.failure),
+                detector: Detector::new(grace_from, &self.failure),
                 health: Health::Ready,
                 since: now,
                 reason: "grace period after server start".into(),
             });
             let mut verdict = entry.detector.health(now, &self.failure);
-            // A full grace period after this server started for nodes it has not heard from.
-            let heard_since_start = entry.detector.last() > self.started_at;
+            // A full grace period after this server started (or began to lead) for nodes
+            // it has not heard from.
+            let heard_since_start = entry.detector.last() > grace_from;
             if verdict == Health::Down
                 && !heard_since_start
-                && now < self.started_at + self.failure.startup_grace_ms
+                && now < grace_from + self.failure.startup_grace_ms
             {
                 verdict = Health::Suspect;
             }
@@ -250,7 +268,10 @@ impl Shared {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            self.evaluate_health();
+            // Only the leader hears heartbeats (the others relay agents to it).
+            if self.ha.leading().is_some() {
+                self.evaluate_health();
+            }
         }
     }
 
@@ -507,6 +528,7 @@ impl Shared {
                 version: motley_core::proto::PROTOCOL_VERSION,
                 heartbeat_ms: self.failure.heartbeat_ms,
                 lease_ms: self.failure.lease_ms,
+                servers: self.ha.urls(),
             });
             let _ = tx.send(ServerMsg::Sync {
                 allocs: allocs_of(&cache, node),
@@ -660,7 +682,17 @@ impl Shared {
     pub async fn run_controller(self: Arc<Self>) {
         let mut wait_rev = 0;
         let mut wake_at: Option<u64> = None;
+        let mut term_rx = self.ha.term.subscribe();
         loop {
+            // Only the leader plans; a server that does not lead waits to.
+            let current = *term_rx.borrow_and_update();
+            let term = match current {
+                Some(t) => t,
+                None => {
+                    let _ = term_rx.changed().await;
+                    continue;
+                }
+            };
             self.wait_for_rev(wait_rev).await;
             let sleep = match wake_at {
                 Some(at) => Duration::from_millis(at.saturating_sub(now_ms()).max(1)),
@@ -669,6 +701,7 @@ impl Shared {
             tokio::select! {
                 _ = self.kick.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
+                _ = term_rx.changed() => continue,
             }
             let started = Instant::now();
             let (plan, revs) = {
@@ -708,7 +741,7 @@ impl Shared {
             if plan.is_empty() {
                 continue;
             }
-            match self.commit(plan, &revs).await {
+            match self.commit(plan, &revs, term.fence).await {
                 // Nothing committed (every compare lost): plan again only once the cache
                 // has caught up with the store, instead of spinning on a stale view.
                 Ok(0) => wait_rev = self.store.revision().await.unwrap_or(wait_rev),
@@ -726,6 +759,7 @@ impl Shared {
         &self,
         plan: reconcile::Plan,
         revs: &HashMap<String, u64>,
+        fence: u64,
     ) -> Result<u64, StoreError> {
         const CHUNK: usize = 100;
         let mut max_rev = 0;
@@ -823,7 +857,11 @@ impl Shared {
             }
             txns.push(t);
         }
-        for t in txns {
+        for mut t in txns {
+            // Only while this server still leads (see `ha`).
+            if fence > 0 {
+                t = t.when(crate::ha::LEADER, fence);
+            }
             let r = self.store.txn(t).await?;
             if r.succeeded {
                 max_rev = max_rev.max(r.revision);

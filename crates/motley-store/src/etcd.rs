@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, TxnOp,
+    WatchOptions,
 };
 use tokio::sync::mpsc;
 
@@ -37,6 +38,16 @@ pub struct Etcd {
     current: tokio::sync::Mutex<Option<(Client, usize)>>,
     /// The endpoint to try first on the next connect.
     next: Mutex<usize>,
+    /// An open keep-alive stream and the lease it renews (one stream for many renewals).
+    keeper: tokio::sync::Mutex<Option<(i64, Keeper)>>,
+}
+
+type Keeper = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
+
+/// One renewal on an open keep-alive stream: whether the lease lives.
+async fn renew_on(k: &mut Keeper) -> Result<bool, etcd_client::Error> {
+    k.0.keep_alive().await?;
+    Ok(k.1.message().await?.is_some_and(|r| r.ttl() > 0))
 }
 
 impl std::fmt::Debug for Etcd {
@@ -134,6 +145,7 @@ impl Etcd {
             tls,
             current: tokio::sync::Mutex::new(None),
             next: Mutex::new(0),
+            keeper: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -216,7 +228,98 @@ impl Etcd {
             tracing::debug!("etcd {what} failed on {}: {last}", self.endpoints[i]);
             self.failed(i).await;
         }
-        Err(unavailable(format!("etcd {what}: {last}")))
+        Err(unavailable(format!(
+            "etcd {what}: no member of {} answered with a quorum (last: {last})",
+            self.endpoints.len()
+        )))
+    }
+}
+
+/// Leases: what several servers on one etcd use to elect a leader and to list
+/// themselves. A key written with a lease disappears when the lease runs out; renewing a
+/// lease is not written to etcd's log, so a held lease costs no disk writes.
+impl Etcd {
+    /// Grants a lease of `ttl` (whole seconds, at least 1); returns its id.
+    pub async fn lease_grant(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let secs = ttl.as_secs().max(1) as i64;
+        let r = self
+            .with_retry("lease grant", |mut c| async move {
+                c.lease_grant(secs, None).await
+            })
+            .await?;
+        Ok(r.id())
+    }
+
+    /// Renews lease `id`; false when it has already run out.
+    pub async fn lease_renew(&self, id: i64) -> Result<bool, StoreError> {
+        let mut cached = self.keeper.lock().await;
+        // The open stream first; on any trouble, a new stream (on the next member if
+        // need be).
+        if let Some((kid, k)) = cached.as_mut()
+            && *kid == id
+            && let Ok(Ok(alive)) = tokio::time::timeout(CALL_TIMEOUT, renew_on(k)).await
+        {
+            return Ok(alive);
+        }
+        *cached = None;
+        let r = self
+            .with_retry("lease keep-alive", |mut c| async move {
+                let mut k = c.lease_keep_alive(id).await?;
+                let alive = renew_on(&mut k).await?;
+                Ok((alive, k))
+            })
+            .await
+            .map(|(alive, k)| {
+                *cached = Some((id, k));
+                alive
+            });
+        match r {
+            Err(StoreError::Backend(e)) if e.contains("lease not found") => Ok(false),
+            other => other,
+        }
+    }
+
+    /// Revokes lease `id`: every key written with it is deleted now.
+    pub async fn lease_revoke(&self, id: i64) -> Result<(), StoreError> {
+        match self
+            .with_retry(
+                "lease revoke",
+                |mut c| async move { c.lease_revoke(id).await },
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already gone: nothing to revoke.
+            Err(StoreError::Backend(e)) if e.contains("lease not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `key` with lease `lease`. With `only_if_absent`, writes only when the key
+    /// does not exist. Returns the revision written at, or `None` when the key existed.
+    pub async fn put_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+        only_if_absent: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let compares = if only_if_absent {
+            vec![Compare::create_revision(key, CompareOp::Equal, 0)]
+        } else {
+            Vec::new()
+        };
+        let put = TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
+        let r = self
+            .with_retry("txn", |mut c| {
+                let t = etcd_client::Txn::new()
+                    .when(compares.clone())
+                    .and_then(vec![put.clone()]);
+                async move { c.txn(t).await }
+            })
+            .await?;
+        Ok(r.succeeded()
+            .then(|| r.header().map_or(0, |h| h.revision().max(0) as u64)))
     }
 }
 
@@ -480,6 +583,11 @@ pub mod testing {
                 .spawn()
                 .expect("start etcd");
             self.procs[i] = Some(child);
+        }
+
+        /// Process ids of the running members.
+        pub fn pids(&self) -> Vec<u32> {
+            self.procs.iter().flatten().map(Child::id).collect()
         }
 
         /// Kills member `i` (SIGKILL).

@@ -80,3 +80,63 @@ fn a_dead_member_is_skipped_and_no_quorum_is_answered_cleanly() {
     let v = rt.block_on(store.get("/k")).expect("get").map(|k| k.value);
     assert_eq!(v.as_deref(), Some(b"4".as_slice()));
 }
+
+/// The leases leader election is built on: a key written only if absent, kept while its
+/// lease is renewed, gone when the lease runs out or is revoked.
+#[test]
+fn leased_keys_live_and_die_with_their_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = EtcdCluster::start(dir.path(), 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let e = Etcd::connect(&cluster.url(), EtcdTls::default())
+            .await
+            .expect("connect");
+        let a = e.lease_grant(Duration::from_secs(1)).await.expect("grant");
+        let b = e.lease_grant(Duration::from_secs(5)).await.expect("grant");
+        let won = e
+            .put_leased("/l/leader", b"a".to_vec(), a, true)
+            .await
+            .expect("put");
+        assert!(won.is_some_and(|r| r > 0));
+        // Taken: a second campaign loses, and the key keeps the first value.
+        let lost = e
+            .put_leased("/l/leader", b"b".to_vec(), b, true)
+            .await
+            .expect("put");
+        assert_eq!(lost, None);
+        let kv = e.get("/l/leader").await.expect("get").expect("present");
+        assert_eq!(kv.value, b"a");
+        assert_eq!(Some(kv.mod_revision), won);
+        // Renewed past its time to live: still there.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(e.lease_renew(a).await.expect("renew"));
+        }
+        assert!(e.get("/l/leader").await.expect("get").is_some());
+        // Not renewed: gone, and the lease says so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while e.get("/l/leader").await.expect("get").is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the leased key outlived its lease"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!e.lease_renew(a).await.expect("renew"));
+        // Now the other wins; revoking its lease deletes the key at once.
+        assert!(
+            e.put_leased("/l/leader", b"b".to_vec(), b, true)
+                .await
+                .expect("put")
+                .is_some()
+        );
+        e.lease_revoke(b).await.expect("revoke");
+        assert!(e.get("/l/leader").await.expect("get").is_none());
+        // Revoking again is not an error.
+        e.lease_revoke(b).await.expect("revoke twice");
+    });
+}

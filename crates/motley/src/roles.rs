@@ -185,6 +185,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        advertise_url: args.advertise_url.clone(),
+        name: args.name.clone(),
+        leader_lease: leader_lease(&args.leader_lease)?,
     })
     .await?;
     eprintln!(
@@ -196,7 +199,19 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     );
     println!("ready");
     shutdown_signal().await;
+    server.shutdown().await;
     Ok(())
+}
+
+/// `--leader-lease`: whole seconds, at least 2 (etcd's shortest lease with its default
+/// timing).
+fn leader_lease(text: &str) -> anyhow::Result<std::time::Duration> {
+    let ms = duration("leader-lease", text)?;
+    anyhow::ensure!(
+        ms >= 2000 && ms % 1000 == 0,
+        "--leader-lease {text}: whole seconds, at least 2s (etcd leases count in seconds)"
+    );
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// Runs an agent until Ctrl-C or SIGTERM (its tasks keep running and are adopted by the

@@ -88,6 +88,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         datastore: None,
         etcd_tls: Default::default(),
         snapshots: None,
+        advertise_url: None,
+        name: None,
+        leader_lease: motley_server::ha::DEFAULT_LEASE,
     })
     .await?;
     if default_dir && let Some(user) = motley_cli::client::default_config_path() {

@@ -1,0 +1,422 @@
+//! A highly available control plane: three real etcd members (Debian's etcd-server) on
+//! loopback, several `motley server` processes on them, real agents. Leader kills, a
+//! thousand applies through repeated leader kills, and etcd members lost and restored.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use motley_core::api::{ManifestFile, ManifestSet, ObjectResults};
+use motley_store::etcd::testing::{EtcdCluster, free_port};
+use serde_json::Value;
+
+use crate::common::*;
+
+struct Server {
+    url: String,
+    port: u16,
+    data: PathBuf,
+    proc: Option<Proc>,
+}
+
+struct Plane {
+    dir: tempfile::TempDir,
+    etcd: EtcdCluster,
+    lease: &'static str,
+    servers: Vec<Server>,
+    agents: Vec<Proc>,
+}
+
+impl Plane {
+    fn start(servers: usize, lease: &'static str) -> Plane {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let etcd_dir = dir.path().join("etcd");
+        std::fs::create_dir_all(&etcd_dir).expect("etcd dir");
+        let etcd = EtcdCluster::start(&etcd_dir, 3);
+        let mut p = Plane {
+            etcd,
+            lease,
+            servers: Vec::new(),
+            agents: Vec::new(),
+            dir,
+        };
+        for i in 0..servers {
+            let port = free_port();
+            p.servers.push(Server {
+                url: format!("https://127.0.0.1:{port}"),
+                port,
+                data: p.dir.path().join(format!("s{i}")),
+                proc: None,
+            });
+            p.start_server(i);
+        }
+        p
+    }
+
+    fn start_server(&mut self, i: usize) {
+        let s = &self.servers[i];
+        let data = s.data.display().to_string();
+        let listen = format!("127.0.0.1:{}", s.port);
+        let name = format!("s{i}");
+        let url = self.etcd.url();
+        let log = self.dir.path().join(format!(
+            "s{i}-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        ));
+        let args = [
+            "server",
+            "--data-dir",
+            &data,
+            "--listen",
+            &listen,
+            "--datastore",
+            &url,
+            "--leader-lease",
+            self.lease,
+            "--name",
+            &name,
+        ];
+        let proc = Proc::spawn(&args, log).unwrap_or_else(|e| panic!("server s{i}: {e}"));
+        self.servers[i].proc = Some(proc);
+    }
+
+    /// kill -9 server `i`.
+    fn kill_server(&mut self, i: usize) {
+        if let Some(mut p) = self.servers[i].proc.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    fn start_agent(&mut self, name: &str) {
+        let token = std::fs::read_to_string(self.servers[0].data.join("server/join-token"))
+            .expect("join token");
+        let dir = self.dir.path().join(name).display().to_string();
+        let args = [
+            "agent",
+            "--server",
+            &self.servers[0].url,
+            "--token",
+            token.trim(),
+            "--data-dir",
+            &dir,
+            "--name",
+            name,
+        ];
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.agents
+            .push(Proc::spawn(&args, log).unwrap_or_else(|e| panic!("agent {name}: {e}")));
+    }
+
+    /// The first server's `client.yaml` (it lists every server once they registered).
+    fn config(&self) -> String {
+        self.servers[0]
+            .data
+            .join("client.yaml")
+            .display()
+            .to_string()
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli_with(&self.config(), args)
+    }
+
+    fn json(&self, args: &[&str]) -> Option<Value> {
+        let out = self.cli(args);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// (index of the leading server, number of registered servers), as the API says.
+    fn leader(&self) -> Option<(usize, usize)> {
+        let servers = self.json(&["get", "servers", "-o", "json"])?;
+        let list = servers.as_array()?;
+        let leaders: Vec<&Value> = list.iter().filter(|s| s["leader"] == true).collect();
+        if leaders.len() != 1 {
+            return None;
+        }
+        let url = leaders[0]["url"].as_str()?;
+        let i = self.servers.iter().position(|s| s.url == url)?;
+        self.servers[i].proc.as_ref()?;
+        Some((i, list.len()))
+    }
+
+    fn apply(&self, name: &str, yaml: &str) -> std::process::Output {
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).expect("write manifest");
+        self.cli(&["apply", "-f", path.to_str().expect("path")])
+    }
+
+    /// Pids of the running instances of a workload.
+    fn running(&self, workload: &str) -> Vec<u64> {
+        let Some(allocs) = self.json(&["get", "allocs", "-o", "json"]) else {
+            return Vec::new();
+        };
+        allocs
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|a| {
+                        a["workload"] == format!("service/{workload}").as_str()
+                            && a["state"] == "running"
+                    })
+                    .filter_map(|a| a["pid"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn service(name: &str, replicas: u32) -> String {
+    format!(
+        "kind: Service\nname: {name}\nreplicas: {replicas}\ntask:\n  command: [sleep, \"100000\"]\n  resources:\n    cpu: 10m\n    memory: 8Mi\n"
+    )
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
+    let mut p = Plane::start(3, "2s");
+    p.start_agent("a0");
+    p.start_agent("a1");
+
+    // Three servers, one leader; the first server's client config and the agents (told
+    // of the first server only) learn all three.
+    let (leader, n) = wait_for("one leader of three", Duration::from_secs(30), || {
+        p.leader().filter(|(_, n)| *n == 3)
+    });
+    assert_eq!(n, 3);
+    let urls: BTreeSet<String> = p.servers.iter().map(|s| s.url.clone()).collect();
+    wait_for(
+        "client.yaml lists every server",
+        Duration::from_secs(10),
+        || {
+            let cfg = motley_net::ClientConfig::load(std::path::Path::new(&p.config())).ok()?;
+            (cfg.servers.iter().cloned().collect::<BTreeSet<_>>() == urls).then_some(())
+        },
+    );
+    for a in ["a0", "a1"] {
+        wait_for(
+            "the agent knows every server",
+            Duration::from_secs(10),
+            || {
+                let text =
+                    std::fs::read_to_string(p.dir.path().join(a).join("agent/servers")).ok()?;
+                let known: BTreeSet<String> = text.lines().map(str::to_string).collect();
+                (known == urls).then_some(())
+            },
+        );
+    }
+    let out = p.cli(&["get", "servers"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("LEADER") && table.lines().count() == 4,
+        "{table}"
+    );
+
+    let out = p.apply("steady", &service("steady", 2));
+    assert!(out.status.success(), "{out:?}");
+    let steady = wait_for("steady runs", Duration::from_secs(30), || {
+        let pids = p.running("steady");
+        (pids.len() == 2).then_some(pids)
+    });
+
+    // Kill -9 the leader three times: another leads, and a service applied right after
+    // the kill runs.
+    let mut leader = leader;
+    for round in 0..3 {
+        let killed = Instant::now();
+        p.kill_server(leader);
+        let name = format!("after-{round}");
+        let out = p.apply(&name, &service(&name, 1));
+        assert!(
+            out.status.success(),
+            "apply after killing the leader: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (next, _) = wait_for("a new leader", Duration::from_secs(30), || {
+            p.leader().filter(|(i, _)| *i != leader)
+        });
+        let led = killed.elapsed();
+        wait_for("the new service runs", Duration::from_secs(30), || {
+            (p.running(&name).len() == 1).then_some(())
+        });
+        eprintln!(
+            "round {round}: killed s{leader}; s{next} leads after {led:?}; {name} running after {:?}",
+            killed.elapsed()
+        );
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            killed.elapsed()
+        );
+        p.start_server(leader);
+        leader = next;
+    }
+    // A leader stopped with SIGTERM revokes its lease: another leads at once, well
+    // before the 2 s lease could have run out.
+    let stopping = Instant::now();
+    if let Some(mut proc) = p.servers[leader].proc.take() {
+        proc.terminate();
+    }
+    let (next, _) = wait_for("a leader after SIGTERM", Duration::from_secs(30), || {
+        p.leader().filter(|(i, _)| *i != leader)
+    });
+    let took = stopping.elapsed();
+    eprintln!("SIGTERM to s{leader}: s{next} leads after {took:?}");
+    assert!(took < Duration::from_millis(1300), "{took:?}");
+    p.start_server(leader);
+
+    // The steady service never moved: same processes, still alive.
+    let now = p.running("steady");
+    assert_eq!(
+        now.iter().collect::<BTreeSet<_>>(),
+        steady.iter().collect::<BTreeSet<_>>()
+    );
+    for pid in &steady {
+        assert!(pid_alive(*pid as u32), "steady task {pid} died");
+    }
+
+    // A thousand distinct applies through the CLI's client (failing over across the
+    // servers) while the leader is killed three more times.
+    let cfg = motley_net::ClientConfig::load(std::path::Path::new(&p.config())).expect("config");
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let applier = {
+        let (acked, done, finished) = (acked.clone(), done.clone(), finished.clone());
+        std::thread::spawn(move || {
+            let rt = rt();
+            let client = motley_cli::client::Client::new(&cfg).expect("client");
+            let mut failed = Vec::new();
+            for i in 0..1000 {
+                let name = format!("v{i:04}");
+                let set = ManifestSet {
+                    files: vec![ManifestFile {
+                        name: format!("{name}.yaml"),
+                        content: format!("kind: Volume\nname: {name}\nsize: 1Mi\n"),
+                    }],
+                    dry_run: false,
+                };
+                let r = rt.block_on(async {
+                    tokio::time::timeout(
+                        Duration::from_secs(30),
+                        client.post::<_, ObjectResults>("/v1/apply", &set),
+                    )
+                    .await
+                });
+                match r {
+                    Ok(Ok(_)) => acked.lock().expect("lock").push(name),
+                    Ok(Err(e)) => failed.push(format!("{name}: {e:#}")),
+                    Err(_) => panic!("apply of {name} hung for 30 s"),
+                }
+                done.store(i + 1, Ordering::SeqCst);
+            }
+            finished.store(true, Ordering::SeqCst);
+            failed
+        })
+    };
+    for at in [150, 450, 750] {
+        wait_for("applies progress", Duration::from_secs(120), || {
+            (done.load(Ordering::SeqCst) >= at || finished.load(Ordering::SeqCst)).then_some(())
+        });
+        let (l, _) = wait_for("a leader", Duration::from_secs(30), || p.leader());
+        p.kill_server(l);
+        std::thread::sleep(Duration::from_millis(1500));
+        p.start_server(l);
+    }
+    let failed = applier.join().expect("applier");
+    let acked = acked.lock().expect("lock").clone();
+    eprintln!(
+        "{} applies acknowledged, {} failed cleanly: {:?}",
+        acked.len(),
+        failed.len(),
+        failed.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(acked.len() + failed.len(), 1000);
+    let stored: BTreeSet<String> = wait_for("volumes listed", Duration::from_secs(30), || {
+        p.json(&["get", "volumes", "-o", "json"])
+    })
+    .as_array()
+    .expect("array")
+    .iter()
+    .filter_map(|v| v["workload"]["spec"]["name"].as_str().map(str::to_string))
+    .collect();
+    let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
+    assert!(lost.is_empty(), "acknowledged but missing: {lost:?}");
+}
+
+#[test]
+fn losing_etcd_members_one_is_unnoticed_two_is_unavailable_and_recovery_is_automatic() {
+    let mut p = Plane::start(2, "3s");
+    p.start_agent("e0");
+    let (leader, _) = wait_for("a leader", Duration::from_secs(30), || {
+        p.leader().filter(|(_, n)| *n == 2)
+    });
+    let out = p.apply("steady", &service("steady", 1));
+    assert!(out.status.success(), "{out:?}");
+    let steady = wait_for("steady runs", Duration::from_secs(30), || {
+        let pids = p.running("steady");
+        (pids.len() == 1).then(|| pids[0])
+    });
+
+    // One member down (the one every server talks to first): nothing is noticed.
+    p.etcd.kill(0);
+    let started = Instant::now();
+    let out = p.apply("one-down", &service("one-down", 1));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("one-down runs", Duration::from_secs(30), || {
+        (p.running("one-down").len() == 1).then_some(())
+    });
+    eprintln!(
+        "one etcd member down: applied and running in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        p.leader().map(|(l, _)| l),
+        Some(leader),
+        "the leader changed"
+    );
+
+    // Two down: no quorum. The API says so promptly, the task keeps running.
+    p.etcd.kill(1);
+    let started = Instant::now();
+    let out = p.apply("two-down", &service("two-down", 1));
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("two etcd members down: apply answered in {took:?}: {err}");
+    assert!(!out.status.success());
+    assert!(err.contains("datastore unavailable"), "{err}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(pid_alive(steady as u32), "the task died without quorum");
+
+    // Both back: the cluster recovers by itself.
+    p.etcd.start_member(0);
+    p.etcd.start_member(1);
+    let started = Instant::now();
+    wait_for("applies succeed again", Duration::from_secs(60), || {
+        p.apply("recovered", &service("recovered", 1))
+            .status
+            .success()
+            .then_some(())
+    });
+    wait_for("recovered runs", Duration::from_secs(60), || {
+        (p.running("recovered").len() == 1).then_some(())
+    });
+    eprintln!(
+        "recovered: new service running {:?} after restart",
+        started.elapsed()
+    );
+    assert_eq!(p.running("steady"), vec![steady], "the task was restarted");
+}
