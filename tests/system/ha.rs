@@ -213,6 +213,24 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
             },
         );
     }
+    // Each server's own /metrics says whether it leads; exactly one does.
+    let cfg = motley_net::ClientConfig::load(std::path::Path::new(&p.config())).expect("config");
+    let leading: Vec<usize> = (0..3)
+        .filter(|i| {
+            let one = motley_net::ClientConfig {
+                servers: vec![p.servers[*i].url.clone()],
+                ..cfg.clone()
+            };
+            let client = motley_cli::client::Client::new(&one).expect("client");
+            let text = rt()
+                .block_on(client.get_bytes("/metrics"))
+                .expect("metrics");
+            String::from_utf8_lossy(&text)
+                .lines()
+                .any(|l| l == "motley_leader 1")
+        })
+        .collect();
+    assert_eq!(leading, vec![leader]);
     let out = p.cli(&["get", "servers"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -419,4 +437,45 @@ fn losing_etcd_members_one_is_unnoticed_two_is_unavailable_and_recovery_is_autom
         started.elapsed()
     );
     assert_eq!(p.running("steady"), vec![steady], "the task was restarted");
+
+    // The leader and the node's agent die together. The new leader has heard no
+    // heartbeat from the node: it gives it a full grace period (15 s from when it
+    // began to lead) before declaring it down, then does.
+    let (leader, _) = wait_for("a leader", Duration::from_secs(30), || p.leader());
+    let _ = p.agents[0].child.kill();
+    let _ = p.agents[0].child.wait();
+    p.kill_server(leader);
+    let died = Instant::now();
+    wait_for("a new leader", Duration::from_secs(30), || {
+        p.leader().filter(|(i, _)| *i != leader)
+    });
+    let state = |p: &Plane| -> String {
+        p.json(&["get", "nodes", "e0", "-o", "json"])
+            .and_then(|v| v[0]["state"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    while died.elapsed() < Duration::from_secs(10) {
+        let s = state(&p);
+        assert!(
+            s == "suspect" || s.is_empty(),
+            "node e0 is {s} during the grace period"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_for(
+        "e0 declared down after the grace",
+        Duration::from_secs(30),
+        || (state(&p) == "down").then_some(()),
+    );
+    eprintln!(
+        "e0 declared down {:?} after the leader died",
+        died.elapsed()
+    );
+    assert!(died.elapsed() > Duration::from_secs(15));
+    // Its task kept running all along (killing an agent leaves its tasks).
+    assert!(pid_alive(steady as u32));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(steady as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub conflicts: Family<Labels, Counter>,
     /// Connected agents.
     pub agents_connected: Gauge,
+    /// 1 while this server leads.
+    pub leader: Gauge,
+    /// Terms this server began as leader.
+    pub leader_terms: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -46,6 +50,8 @@ impl Metrics {
             reconcile_seconds: latency_histogram(),
             conflicts: Family::default(),
             agents_connected: Gauge::default(),
+            leader: Gauge::default(),
+            leader_terms: Counter::default(),
         };
         registry.register(
             "motley_allocations",
@@ -78,6 +84,16 @@ impl Metrics {
             "motley_agents_connected",
             "Agents connected to this server",
             m.agents_connected.clone(),
+        );
+        registry.register(
+            "motley_leader",
+            "1 while this server leads the control plane",
+            m.leader.clone(),
+        );
+        registry.register(
+            "motley_leader_terms",
+            "Terms this server began as leader",
+            m.leader_terms.clone(),
         );
         m
     }

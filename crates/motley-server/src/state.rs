@@ -149,6 +149,10 @@ impl Shared {
     ) -> Arc<Shared> {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
+        if ha.leading().is_some() {
+            metrics.leader.set(1);
+            metrics.leader_terms.inc();
+        }
         Arc::new(Shared {
             store,
             cache: RwLock::new(Cache::default()),
