@@ -11,4 +11,5 @@ mod ha;
 mod lifecycle;
 mod multinode;
 mod netns;
+mod security;
 mod snapshot;

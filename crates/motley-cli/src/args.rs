@@ -169,8 +169,9 @@ pub enum Command {
 pub enum TokenCommand {
     /// Create a token and print it (it is shown only this once).
     Create {
-        /// `join` (for agents joining the cluster) or `admin`.
-        #[arg(long, default_value = "join")]
+        /// `join` (for agents joining the cluster), `viewer` (read-only: no tokens,
+        /// snapshots or audit log) or `admin`.
+        #[arg(long, default_value = "join", value_parser = ["join", "viewer", "admin"])]
         role: String,
         /// Lifetime, e.g. 1h, 30m, 7d is 168h; none means it never expires.
         #[arg(long)]

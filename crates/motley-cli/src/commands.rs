@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use futures_util::StreamExt;
 use motley_core::api::{
-    ManifestSet, NodeView, ObjectResults, ServerInfo, VersionInfo, WorkloadDetail, WorkloadView,
+    AuditEntry, ManifestSet, NodeView, ObjectResults, ServerInfo, VersionInfo, WorkloadDetail,
+    WorkloadView,
 };
 use motley_core::manifest::{self, ManifestError, Source};
 use motley_core::model::{Allocation, Kind, Spec, WorkloadRef};
@@ -358,6 +359,7 @@ enum Resource {
     Nodes,
     Allocs,
     Servers,
+    Audit,
 }
 
 fn resource(s: &str) -> anyhow::Result<Resource> {
@@ -368,8 +370,9 @@ fn resource(s: &str) -> anyhow::Result<Resource> {
         "node" | "nodes" | "no" => Ok(Resource::Nodes),
         "alloc" | "allocs" | "allocation" | "allocations" => Ok(Resource::Allocs),
         "server" | "servers" => Ok(Resource::Servers),
+        "audit" => Ok(Resource::Audit),
         _ => anyhow::bail!(
-            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, allocs or servers"
+            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, allocs, servers or audit"
         ),
     }
 }
@@ -676,7 +679,35 @@ async fn render_get(
                 )
             }
         }
+        Resource::Audit => {
+            let entries: Vec<AuditEntry> = client.get("/v1/audit").await?;
+            if structured {
+                output::structured(&entries, format)?
+            } else {
+                table(
+                    &["WHEN", "WHO", "FROM", "REQUEST", "STATUS", "WHY"],
+                    &audit_rows(&entries),
+                )
+            }
+        }
     })
+}
+
+fn audit_rows(entries: &[AuditEntry]) -> Vec<Vec<String>> {
+    let now = now_ms();
+    entries
+        .iter()
+        .map(|e| {
+            vec![
+                format!("{} ago", age(e.at, now)),
+                e.who.clone(),
+                e.peer.clone(),
+                format!("{} {}", e.method, e.path),
+                e.status.to_string(),
+                e.why.clone(),
+            ]
+        })
+        .collect()
 }
 
 fn server_rows(servers: &[ServerInfo]) -> Vec<Vec<String>> {
@@ -868,6 +899,9 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
         }
         Resource::Allocs => describe_allocation(&client.get(&format!("/v1/allocs/{name}")).await?),
         Resource::Servers => render_get(client, "servers", Some(name), Format::Table, None).await?,
+        Resource::Audit => {
+            anyhow::bail!("the audit log has no entries to describe: motley get audit")
+        }
     })
 }
 

@@ -110,7 +110,7 @@ pub struct NodeView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    /// `join` (default) or `admin`.
+    /// `join` (default), `viewer` or `admin`.
     #[serde(default = "join_role")]
     pub role: String,
     /// Lifetime in seconds; none means it never expires.
@@ -123,6 +123,25 @@ pub struct TokenRequest {
 
 fn join_role() -> String {
     "join".into()
+}
+
+/// A denied request (`GET /v1/audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When (ms since the epoch).
+    pub at: u64,
+    /// Who: `token <id> (<role>)`, `invalid token`, or `anonymous`.
+    pub who: String,
+    /// The client's address.
+    pub peer: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path asked for.
+    pub path: String,
+    /// The answer: 401, 403 or 429.
+    pub status: u16,
+    /// Why it was refused.
+    pub why: String,
 }
 
 /// A token as listed (never its secret).

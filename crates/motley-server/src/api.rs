@@ -29,7 +29,7 @@ use motley_core::selector::Selector;
 use motley_store::Txn;
 use serde::Deserialize;
 
-use crate::auth::Role;
+use crate::auth::{Access, Role};
 use crate::keys;
 use crate::state::{Shared, lock, now_ms};
 
@@ -77,7 +77,9 @@ pub struct Caller(pub Role);
 
 /// Builds the router.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let admin = Router::new()
+    // Every route but /healthz: authenticate, authorize (auth::access), then forward to
+    // the leader when this server does not lead.
+    let authed = Router::new()
         .route("/v1/version", get(version))
         .route("/v1/apply", post(apply))
         .route("/v1/delete", post(delete_set))
@@ -98,13 +100,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/servers", get(list_servers))
-        .route_layer(middleware::from_fn_with_state(shared.clone(), forward))
-        .route_layer(middleware::from_fn(require_admin));
-    Router::new()
-        .merge(admin)
+        .route("/v1/audit", get(list_audit))
         .route("/v1/agent/connect", get(crate::agents::connect))
         .route("/v1/join", post(join))
-        .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), forward))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
+    Router::new()
+        .merge(authed)
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/v1/{*rest}",
@@ -124,7 +127,13 @@ pub const FORWARDED: &str = "x-motley-forwarded";
 fn answered_here(path: &str) -> bool {
     matches!(
         path,
-        "/metrics" | "/v1/snapshot" | "/v1/version" | "/v1/servers"
+        "/metrics"
+            | "/v1/snapshot"
+            | "/v1/version"
+            | "/v1/servers"
+            | "/v1/audit"
+            | "/v1/join"
+            | "/v1/agent/connect"
     )
 }
 
@@ -245,33 +254,126 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Who called, for the audit log: `token <id> (<role>)`.
+#[derive(Clone, Debug)]
+pub struct Who(pub String);
+
+fn peer_of(req: &Request) -> Option<std::net::SocketAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// Refuses, and records the refusal in the audit log.
+fn deny(s: &Shared, req: &Request, who: &str, status: StatusCode, why: &str) -> Response {
+    s.audit.record(motley_core::api::AuditEntry {
+        at: now_ms(),
+        who: who.to_string(),
+        peer: peer_of(req).map_or_else(|| "-".into(), |p| p.ip().to_string()),
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        status: status.as_u16(),
+        why: why.to_string(),
+    });
+    ApiError::new(status, why).into_response()
+}
+
 async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
-    let Some(token) = bearer(req.headers()) else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token").into_response();
-    };
-    let hash = motley_net::token_hash(token);
-    let role = {
+    let now = now_ms();
+    let ip = peer_of(&req).map(|p| p.ip());
+    if let Some(wait) = ip.and_then(|ip| s.audit.locked_out(ip, now)) {
+        let why = format!(
+            "too many failed authentications from this address; try again in {} s",
+            wait.div_ceil(1000)
+        );
+        let mut resp = deny(&s, &req, "anonymous", StatusCode::TOO_MANY_REQUESTS, &why);
+        if let Ok(v) = wait.div_ceil(1000).to_string().parse() {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let found = bearer(req.headers()).map(|token| {
+        let hash = motley_net::token_hash(token);
         let cache = s.cache();
         match cache.tokens.get(&hash) {
-            Some(t) if !t.expired(now_ms()) => Some(t.role.clone()),
+            Some(t) if !t.expired(now) => Some((t.role.clone(), t.id.clone())),
             _ => None,
         }
-    };
-    match role {
-        Some(role) => {
+    });
+    match found {
+        Some(Some((role, id))) => {
+            let who = format!("token {id} ({})", role.name());
             req.extensions_mut().insert(Caller(role));
+            req.extensions_mut().insert(Who(who));
             next.run(req).await
         }
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "invalid or expired token").into_response(),
+        other => {
+            if let Some(ip) = ip {
+                s.audit.failed(ip, now);
+            }
+            let (who, why) = match other {
+                None => ("anonymous", "missing bearer token"),
+                _ => ("invalid token", "invalid or expired token"),
+            };
+            deny(&s, &req, who, StatusCode::UNAUTHORIZED, why)
+        }
     }
 }
 
-async fn require_admin(req: Request, next: Next) -> Response {
-    match req.extensions().get::<Caller>() {
-        Some(Caller(Role::Admin)) => next.run(req).await,
-        _ => ApiError::new(StatusCode::FORBIDDEN, "this token may not use this route")
-            .into_response(),
+/// Applies [`crate::auth::access`] to the matched route; for node credentials, also
+/// checks that what is asked for belongs to the node.
+async fn authorize(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let (Some(Caller(role)), who) = (
+        req.extensions().get::<Caller>().cloned(),
+        req.extensions()
+            .get::<Who>()
+            .map_or_else(String::new, |w| w.0.clone()),
+    ) else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "not authenticated").into_response();
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+    let refuse = |why: &str| deny(&s, &req, &who, StatusCode::FORBIDDEN, why);
+    match crate::auth::access(&role, req.method().as_str(), &route) {
+        Access::All => {}
+        Access::Denied => {
+            return refuse(&format!(
+                "a {} token may not {} {route}",
+                role.name(),
+                req.method()
+            ));
+        }
+        Access::OwnNode => {
+            let Role::Node { node } = &role else {
+                return refuse("only node credentials have node scope");
+            };
+            // /v1/nodes/{name}, /v1/allocs/{id}[/logs]: the name or id is segment 3.
+            let target = req.uri().path().split('/').nth(3).unwrap_or_default();
+            let own = match route.as_str() {
+                "/v1/nodes/{name}" => target == node,
+                "/v1/allocs/{id}" | "/v1/allocs/{id}/logs" => s
+                    .cache()
+                    .allocs
+                    .get(target)
+                    .is_some_and(|a| &a.node == node),
+                // Lists are filtered by the handler; the agent session checks the name.
+                _ => true,
+            };
+            if !own {
+                return refuse(&format!(
+                    "node {node} may only see its own node and allocations"
+                ));
+            }
+        }
     }
+    next.run(req).await
+}
+
+/// `GET /v1/audit`: the latest denied requests, oldest first.
+async fn list_audit(State(s): State<Arc<Shared>>) -> Json<Vec<motley_core::api::AuditEntry>> {
+    Json(s.audit.recent())
 }
 
 fn token_info(t: &crate::auth::TokenRecord) -> TokenInfo {
@@ -302,11 +404,12 @@ async fn create_token(
     let role = match req.role.as_str() {
         "join" => Role::Join,
         "admin" => Role::Admin,
+        "viewer" => Role::Viewer,
         other => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
-                    "role {other:?}: use join or admin (node credentials are issued by joining)"
+                    "role {other:?}: use join, viewer or admin (node credentials are issued by joining)"
                 ),
             ));
         }
@@ -901,8 +1004,16 @@ struct AllocQuery {
 
 async fn list_allocs(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<AllocQuery>,
+    axum::Extension(Caller(role)): axum::Extension<Caller>,
+    Query(mut q): Query<AllocQuery>,
 ) -> ApiResult<Json<Vec<Allocation>>> {
+    // A node sees its own allocations only, whatever it asks for.
+    if let Role::Node { node } = role {
+        if q.node.as_ref().is_some_and(|n| *n != node) {
+            return Ok(Json(Vec::new()));
+        }
+        q.node = Some(node);
+    }
     let wref = match &q.workload {
         Some(w) => {
             let (k, n) = w.split_once('/').ok_or_else(|| {

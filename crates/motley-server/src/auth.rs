@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Everything.
     Admin,
+    /// Reads: workloads, nodes, allocations, logs, plans, servers, metrics. Never tokens,
+    /// snapshots (they hold the CA key) or the audit log; never changes anything.
+    Viewer,
     /// A node's own credential: connect as that node, nothing else.
     Node {
         /// The node it is bound to.
@@ -18,10 +21,11 @@ pub enum Role {
 }
 
 impl Role {
-    /// `admin`, `node`, `join`.
+    /// `admin`, `viewer`, `node`, `join`.
     pub fn name(&self) -> &'static str {
         match self {
             Role::Admin => "admin",
+            Role::Viewer => "viewer",
             Role::Node { .. } => "node",
             Role::Join => "join",
         }
@@ -50,5 +54,101 @@ impl TokenRecord {
     /// True when it has an expiry in the past.
     pub fn expired(&self, now: u64) -> bool {
         self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+/// What a role may do on one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Allowed.
+    All,
+    /// Allowed for what belongs to the caller's own node only: its node record, its
+    /// allocations (and their logs), its agent connection.
+    OwnNode,
+    /// Refused (403).
+    Denied,
+}
+
+/// The authorization policy, in one place: may `role` call `method` on `route` (the
+/// route as matched, e.g. `/v1/allocs/{id}`)? Everything not listed is denied.
+pub fn access(role: &Role, method: &str, route: &str) -> Access {
+    use Access::*;
+    match role {
+        // Joining takes a join token and an agent connection a node credential, even
+        // for an admin.
+        Role::Admin => match (method, route) {
+            ("POST", "/v1/join") | ("GET", "/v1/agent/connect") => Denied,
+            _ => All,
+        },
+        Role::Viewer => match (method, route) {
+            (
+                "GET",
+                "/v1/version"
+                | "/v1/workloads"
+                | "/v1/workloads/{kind}/{name}"
+                | "/v1/nodes"
+                | "/v1/nodes/{name}"
+                | "/v1/allocs"
+                | "/v1/allocs/{id}"
+                | "/v1/allocs/{id}/logs"
+                | "/v1/servers"
+                | "/metrics",
+            )
+            | ("POST", "/v1/plan") => All,
+            _ => Denied,
+        },
+        Role::Node { .. } => match (method, route) {
+            (
+                "GET",
+                "/v1/agent/connect"
+                | "/v1/nodes/{name}"
+                | "/v1/allocs"
+                | "/v1/allocs/{id}"
+                | "/v1/allocs/{id}/logs",
+            ) => OwnNode,
+            _ => Denied,
+        },
+        Role::Join => match (method, route) {
+            ("POST", "/v1/join") => All,
+            _ => Denied,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_is_closed_by_default() {
+        let node = Role::Node { node: "n1".into() };
+        for role in [Role::Viewer, node.clone(), Role::Join] {
+            for (m, r) in [
+                ("POST", "/v1/apply"),
+                ("POST", "/v1/delete"),
+                ("DELETE", "/v1/workloads/{kind}/{name}"),
+                ("POST", "/v1/tokens"),
+                ("DELETE", "/v1/tokens/{id}"),
+                ("POST", "/v1/nodes/{name}/{action}"),
+                ("GET", "/v1/snapshot"),
+                ("GET", "/v1/tokens"),
+                ("GET", "/v1/audit"),
+                ("GET", "/v1/some/new/route"),
+            ] {
+                assert_eq!(access(&role, m, r), Access::Denied, "{role:?} {m} {r}");
+            }
+        }
+        assert_eq!(access(&Role::Admin, "POST", "/v1/apply"), Access::All);
+        assert_eq!(access(&Role::Admin, "POST", "/v1/join"), Access::Denied);
+        assert_eq!(access(&Role::Viewer, "GET", "/v1/workloads"), Access::All);
+        assert_eq!(access(&Role::Viewer, "POST", "/v1/plan"), Access::All);
+        assert_eq!(access(&node, "GET", "/v1/allocs/{id}"), Access::OwnNode);
+        assert_eq!(access(&node, "GET", "/v1/workloads"), Access::Denied);
+        assert_eq!(access(&node, "POST", "/v1/join"), Access::Denied);
+        assert_eq!(access(&Role::Join, "POST", "/v1/join"), Access::All);
+        assert_eq!(
+            access(&Role::Join, "GET", "/v1/agent/connect"),
+            Access::Denied
+        );
     }
 }

@@ -135,6 +135,8 @@ pub struct Shared {
     grace_from: AtomicU64,
     /// The servers of the control plane and who leads.
     pub ha: crate::ha::Ha,
+    /// Denied requests and the failed-authentication limit.
+    pub audit: crate::audit::Audit,
 }
 
 impl Shared {
@@ -146,6 +148,7 @@ impl Shared {
         failure: FailureConfig,
         taint_policy: TaintPolicy,
         ha: crate::ha::Ha,
+        audit: crate::audit::Audit,
     ) -> Arc<Shared> {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
@@ -170,6 +173,7 @@ impl Shared {
             started_at: ha.me.started_at,
             grace_from: AtomicU64::new(ha.me.started_at),
             ha,
+            audit,
             ca_pem,
             ca_hash,
             failure,

@@ -17,7 +17,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: Router) {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     loop {
-        let (tcp, _peer) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("accept: {e}");
@@ -37,6 +37,15 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: Router
                 }
                 Err(_) => return,
             };
+            // The client's address, for the audit log and the failed-auth limit.
+            let app = tower::ServiceExt::map_request(
+                app,
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                },
+            );
             let svc = TowerToHyperService::new(app);
             let mut builder = Builder::new(TokioExecutor::new());
             builder

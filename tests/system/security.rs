@@ -1,0 +1,332 @@
+//! Authorization, table-driven: every route × every role against a real server, with a
+//! real agent holding an allocation. Node credentials see only their own node; refusals
+//! are audited; failed authentication is rate-limited; expired, revoked and foreign
+//! credentials are refused.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use motley_core::api::{AuditEntry, CreatedToken, JoinResponse};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// The roles of the table's columns.
+const ROLES: [&str; 5] = ["admin", "viewer", "n1", "n2", "join"];
+
+/// (method, path, body, expectations per role: A allowed, D denied with 403).
+/// `{alloc}` is an allocation of node n1.
+const TABLE: &[(&str, &str, &str, &str)] = &[
+    ("GET", "/v1/version", "", "AADDD"),
+    ("POST", "/v1/apply", r#"{"files":[]}"#, "ADDDD"),
+    ("POST", "/v1/delete", r#"{"files":[]}"#, "ADDDD"),
+    ("POST", "/v1/plan", r#"{"files":[]}"#, "AADDD"),
+    ("GET", "/v1/workloads", "", "AADDD"),
+    ("GET", "/v1/workloads/service/web", "", "AADDD"),
+    ("DELETE", "/v1/workloads/service/nope", "", "ADDDD"),
+    ("GET", "/v1/nodes", "", "AADDD"),
+    ("GET", "/v1/nodes/n1", "", "AAADD"),
+    ("GET", "/v1/nodes/n2", "", "AADAD"),
+    ("POST", "/v1/nodes/nope/cordon", "", "ADDDD"),
+    ("GET", "/v1/allocs", "", "AAAAD"),
+    ("GET", "/v1/allocs/{alloc}", "", "AAADD"),
+    ("GET", "/v1/allocs/{alloc}/logs?tail=10", "", "AAADD"),
+    ("GET", "/metrics", "", "AADDD"),
+    ("GET", "/v1/tokens", "", "ADDDD"),
+    ("POST", "/v1/tokens", r#"{"role":"viewer"}"#, "ADDDD"),
+    ("DELETE", "/v1/tokens/nope", "", "ADDDD"),
+    ("GET", "/v1/snapshot", "", "ADDDD"),
+    ("GET", "/v1/servers", "", "AADDD"),
+    ("GET", "/v1/audit", "", "ADDDD"),
+    ("GET", "/v1/agent/connect", "", "DDAAD"),
+    ("POST", "/v1/join", r#"{"node":"Not A Name!"}"#, "DDDDA"),
+];
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let mut rb = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if !body.is_empty() {
+            rb = rb
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = rb.send().await.expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+}
+
+#[test]
+fn every_route_and_role_is_authorized_as_the_table_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let data = dir.path().join("server");
+    let _server = Proc::spawn(
+        &[
+            "server",
+            "--data-dir",
+            data.to_str().expect("path"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        dir.path().join("server.log"),
+    )
+    .expect("server");
+    let url = format!("https://127.0.0.1:{port}");
+    let join = std::fs::read_to_string(data.join("server/join-token")).expect("join token");
+    let agent_dir = dir.path().join("n1");
+    let _agent = Proc::spawn(
+        &[
+            "agent",
+            "--server",
+            &url,
+            "--token",
+            join.trim(),
+            "--data-dir",
+            agent_dir.to_str().expect("path"),
+            "--name",
+            "n1",
+        ],
+        dir.path().join("n1.log"),
+    )
+    .expect("agent");
+    let config = data.join("client.yaml").display().to_string();
+    let cfg = motley_net::ClientConfig::load(std::path::Path::new(&config)).expect("config");
+    let admin = cfg.token.clone();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(motley_net::client_tls(&cfg.ca).expect("tls"))
+        .build()
+        .expect("client");
+    let api = Api {
+        http,
+        url: url.clone(),
+    };
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        "kind: Service\nname: web\ntask:\n  command: [sleep, \"100000\"]\n",
+    )
+    .expect("manifest");
+    let out = cli_with(&config, &["apply", "-f", manifest.to_str().expect("path")]);
+    assert!(out.status.success(), "{out:?}");
+    let n1_cred = std::fs::read_to_string(agent_dir.join("agent/credential")).expect("credential");
+    let rt = rt();
+    let alloc: String = wait_for("web runs on n1", Duration::from_secs(30), || {
+        let v: Value =
+            serde_json::from_slice(&cli_with(&config, &["get", "allocs", "-o", "json"]).stdout)
+                .ok()?;
+        v.as_array()?
+            .iter()
+            .find(|a| a["state"] == "running" && a["node"] == "n1")
+            .and_then(|a| a["id"].as_str().map(str::to_string))
+    });
+
+    rt.block_on(async {
+        let (_, body) = api
+            .call("POST", "/v1/tokens", Some(&admin), r#"{"role":"viewer"}"#)
+            .await;
+        let viewer = serde_json::from_str::<CreatedToken>(&body)
+            .expect("viewer token")
+            .token;
+        let (_, body) = api
+            .call("POST", "/v1/join", Some(join.trim()), r#"{"node":"n2"}"#)
+            .await;
+        let n2 = serde_json::from_str::<JoinResponse>(&body)
+            .expect("n2 joins")
+            .credential;
+        let tokens = [admin.as_str(), &viewer, n1_cred.trim(), &n2, join.trim()];
+
+        let mut denied = 0;
+        for (method, path, body, expect) in TABLE {
+            let path = path.replace("{alloc}", &alloc);
+            for (i, want) in expect.chars().enumerate() {
+                let (status, text) = api.call(method, &path, Some(tokens[i]), body).await;
+                let role = ROLES[i];
+                match want {
+                    'A' => assert!(
+                        ![401, 403, 429].contains(&status),
+                        "{role} {method} {path}: {status} {text}"
+                    ),
+                    _ => {
+                        assert_eq!(status, 403, "{role} {method} {path}: {text}");
+                        denied += 1;
+                    }
+                }
+            }
+        }
+
+        // Lists are scoped: n2 sees no allocation (not even asking for n1's), n1 only
+        // its own.
+        for (token, q, n) in [(&n2, "", 0), (&n2, "?node=n1", 0)] {
+            let (_, body) = api
+                .call("GET", &format!("/v1/allocs{q}"), Some(token), "")
+                .await;
+            let v: Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(v.as_array().map(Vec::len), Some(n), "{body}");
+        }
+        let (_, body) = api
+            .call("GET", "/v1/allocs", Some(n1_cred.trim()), "")
+            .await;
+        let v: Value = serde_json::from_str(&body).expect("json");
+        let nodes: Vec<&str> = v
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|a| a["node"].as_str())
+            .collect();
+        assert!(
+            !nodes.is_empty() && nodes.iter().all(|n| *n == "n1"),
+            "{nodes:?}"
+        );
+
+        // A node credential cannot register as another node.
+        let tls = std::sync::Arc::new(motley_net::client_tls(&cfg.ca).expect("tls"));
+        let mut ws = motley_net::ws::connect(
+            &url,
+            "/v1/agent/connect",
+            &n2,
+            &[],
+            tls,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect");
+        let hello = motley_core::proto::AgentMsg::Hello {
+            version: motley_core::proto::PROTOCOL_VERSION,
+            node: "n1".into(),
+            facts: Default::default(),
+            labels: Default::default(),
+            allocs: vec![],
+            readings: None,
+        };
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            serde_json::to_string(&hello).expect("json").into(),
+        ))
+        .await
+        .expect("send hello");
+        match ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 4003);
+                assert!(f.reason.contains("belongs to node \"n2\""), "{}", f.reason);
+            }
+            other => panic!("expected a close, got {other:?}"),
+        }
+
+        // Every refusal is in the audit log, with who.
+        let (_, body) = api.call("GET", "/v1/audit", Some(&admin), "").await;
+        let audit: Vec<AuditEntry> = serde_json::from_str(&body).expect("audit");
+        assert!(audit.len() >= denied, "{} < {denied}", audit.len());
+        assert!(audit.iter().any(|e| e.status == 403
+            && e.path == format!("/v1/allocs/{alloc}")
+            && e.who.contains("(node)")
+            && e.peer == "127.0.0.1"));
+        let file = std::fs::read_to_string(data.join("server/audit.log")).expect("audit.log");
+        assert_eq!(file.lines().count(), audit.len());
+
+        // Expired and revoked tokens are refused.
+        let (_, body) = api
+            .call(
+                "POST",
+                "/v1/tokens",
+                Some(&admin),
+                r#"{"role":"viewer","ttl_seconds":1}"#,
+            )
+            .await;
+        let short = serde_json::from_str::<CreatedToken>(&body).expect("token");
+        assert_eq!(
+            api.call("GET", "/v1/version", Some(&short.token), "")
+                .await
+                .0,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            api.call("GET", "/v1/version", Some(&short.token), "")
+                .await
+                .0,
+            401
+        );
+        let viewer_id = serde_json::from_str::<Vec<Value>>(
+            &api.call("GET", "/v1/tokens", Some(&admin), "").await.1,
+        )
+        .expect("tokens")
+        .iter()
+        .find(|t| t["role"] == "viewer" && t["expires_at"].is_null())
+        .and_then(|t| t["id"].as_str().map(str::to_string))
+        .expect("viewer listed");
+        let (status, _) = api
+            .call(
+                "DELETE",
+                &format!("/v1/tokens/{viewer_id}"),
+                Some(&admin),
+                "",
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            api.call("GET", "/v1/version", Some(&viewer), "").await.0,
+            401
+        );
+
+        // A client that trusts another CA gets no answer at all.
+        let other_ca = motley_net::Ca::load_or_create(&dir.path().join("other-ca")).expect("ca");
+        let foreign = reqwest::Client::builder()
+            .use_preconfigured_tls(motley_net::client_tls(other_ca.cert_pem()).expect("tls"))
+            .build()
+            .expect("client");
+        assert!(
+            foreign
+                .get(format!("{url}/v1/version"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .is_err()
+        );
+
+        // Guessing tokens: after 10 failures from one address within 10 s, everything
+        // from it is refused (even a valid token) until the window ends. Two failures
+        // (expired, revoked) happened above.
+        let mut statuses = Vec::new();
+        for i in 0..10 {
+            let (status, _) = api
+                .call("GET", "/v1/version", Some(&format!("guess-{i}")), "")
+                .await;
+            statuses.push(status);
+        }
+        assert_eq!(statuses[..8], [401; 8], "{statuses:?}");
+        assert_eq!(statuses[8..], [429; 2], "{statuses:?}");
+        assert_eq!(
+            api.call("GET", "/v1/version", Some(&admin), "").await.0,
+            429
+        );
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(
+            api.call("GET", "/v1/version", Some(&admin), "").await.0,
+            200
+        );
+        let (_, body) = api.call("GET", "/v1/audit", Some(&admin), "").await;
+        let audit: Vec<AuditEntry> = serde_json::from_str(&body).expect("audit");
+        assert!(audit.iter().any(|e| e.status == 429));
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.status == 401 && e.who == "invalid token")
+        );
+    });
+}
