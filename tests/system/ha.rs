@@ -321,6 +321,7 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
                         content: format!("kind: Volume\nname: {name}\nsize: 1Mi\n"),
                     }],
                     dry_run: false,
+                    inputs: Vec::new(),
                 };
                 let r = rt.block_on(async {
                     tokio::time::timeout(

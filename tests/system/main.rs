@@ -11,5 +11,6 @@ mod ha;
 mod lifecycle;
 mod multinode;
 mod netns;
+mod secrets;
 mod security;
 mod snapshot;

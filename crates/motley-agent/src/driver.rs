@@ -16,6 +16,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use motley_core::model::Allocation;
+use motley_core::proto::SecretDelivery;
 use motley_core::restart::Exit;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -230,6 +231,42 @@ pub fn adopt(h: Handle) -> Option<Running> {
     Some(Running::Adopted(fd, h))
 }
 
+/// The Secret values a task is given, and where its secret files go (a directory on
+/// an in-memory filesystem; `None` when the node has none).
+pub struct TaskSecrets<'a> {
+    /// What the server delivered, if the task references secrets.
+    pub delivery: Option<&'a SecretDelivery>,
+    /// `<tmpfs>/motley-secrets-<node>/<alloc>`.
+    pub dir: Option<PathBuf>,
+}
+
+/// Writes the secret files: a fresh directory (0700) with one file per value (0400),
+/// never on a disk. Returns the directory.
+fn write_secret_files(d: &SecretDelivery, dir: Option<&Path>) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = dir.ok_or(
+        "this node has no in-memory filesystem (/dev/shm or /run) for secret files; they are never written to disk",
+    )?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    for (name, value) in &d.files {
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|e| format!("writing the secret file {name}: {e}"))?;
+        f.write_all(value.as_bytes())
+            .map_err(|e| format!("writing the secret file {name}: {e}"))?;
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// Starts an allocation's task; `volumes` are its volumes' directories on this node,
 /// created here when missing (a volume is provisioned on first use).
 pub fn start(
@@ -237,6 +274,7 @@ pub fn start(
     dir: &Path,
     log_dir: &Path,
     volumes: &[(String, PathBuf)],
+    secrets: &TaskSecrets<'_>,
 ) -> Result<Running, String> {
     for d in [dir, log_dir]
         .into_iter()
@@ -244,7 +282,13 @@ pub fn start(
     {
         std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
-    let vars = motley_vars(a, dir, volumes);
+    let mut vars = motley_vars(a, dir, volumes);
+    let empty = SecretDelivery::default();
+    let delivery = secrets.delivery.unwrap_or(&empty);
+    if !delivery.files.is_empty() {
+        let sdir = write_secret_files(delivery, secrets.dir.as_deref())?;
+        vars.insert("MOTLEY_SECRETS".to_string(), sdir.display().to_string());
+    }
     let argv: Vec<String> = a.task.command.iter().map(|s| expand(s, &vars)).collect();
     let program = argv.first().ok_or("empty command")?;
     let log = std::fs::OpenOptions::new()
@@ -269,6 +313,7 @@ pub fn start(
                 .iter()
                 .map(|(k, v)| (k.clone(), expand(v, &vars))),
         )
+        .envs(&delivery.env)
         .current_dir(a.task.workdir.as_deref().map(Path::new).unwrap_or(dir))
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))

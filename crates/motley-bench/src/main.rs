@@ -417,6 +417,7 @@ fn apply(config: &std::path::Path, count: u32, prefix: &str) -> anyhow::Result<(
         for i in 0..count.max(1) {
             let name = format!("{prefix}-{i}");
             let set = ManifestSet {
+                inputs: Vec::new(),
                 files: vec![ManifestFile {
                     name: format!("{name}.yaml"),
                     content: format!("kind: Volume\nname: {name}\nsize: 1Mi\n"),

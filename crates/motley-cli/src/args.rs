@@ -44,7 +44,7 @@ pub enum Command {
     /// Start a single-node cluster (server and agent in one process, embedded store).
     Up(UpArgs),
     /// Run a control-plane server (no local agent).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run an agent that joins a cluster and runs its work on this machine.
     Agent(AgentArgs),
     /// Create, list and revoke tokens.
@@ -90,6 +90,9 @@ pub enum Command {
         /// Only allocations of this workload (KIND/NAME).
         #[arg(long)]
         workload: Option<String>,
+        /// `get secret NAME --reveal`: its values in plaintext (admins only; audited).
+        #[arg(long)]
+        reveal: bool,
     },
     /// Show one object in detail, with its allocations and reasons.
     Describe {
@@ -133,6 +136,12 @@ pub enum Command {
         /// Only the last N lines.
         #[arg(long)]
         tail: Option<usize>,
+    },
+    /// Manage the encryption of Secrets.
+    Secrets {
+        /// What to do.
+        #[command(subcommand)]
+        command: SecretsCommand,
     },
     /// Save or restore every object of the cluster (checksummed, at one revision).
     Snapshot {
@@ -191,6 +200,13 @@ pub enum TokenCommand {
         /// Token id.
         id: String,
     },
+}
+
+/// `motley secrets`.
+#[derive(Debug, Subcommand, Clone)]
+pub enum SecretsCommand {
+    /// Encrypt every stored secret value under a new key, then forget the old one.
+    RotateKey,
 }
 
 /// `motley snapshot`.
@@ -279,6 +295,10 @@ pub struct ServerArgs {
     /// a dead leader goes on leading before another takes over (whole seconds, ≥ 2).
     #[arg(long, default_value = "3s")]
     pub leader_lease: String,
+    /// The key Secrets are encrypted with (default: <data-dir>/server/secrets.key,
+    /// created on first start). With several servers, give every one the same key file.
+    #[arg(long)]
+    pub secrets_key: Option<std::path::PathBuf>,
 }
 
 /// Failure detection settings of a server (defaults in docs/multi-node.md).

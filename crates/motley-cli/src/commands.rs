@@ -42,7 +42,18 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             resource,
             name,
             output,
+            workload: _,
+            reveal: true,
+        } => reveal(&client()?, &resource, name.as_deref(), output).await,
+        Command::Secrets {
+            command: crate::args::SecretsCommand::RotateKey,
+        } => rotate_key(&client()?).await,
+        Command::Get {
+            resource,
+            name,
+            output,
             workload,
+            reveal: false,
         } => {
             get(
                 &client()?,
@@ -210,13 +221,24 @@ fn report(e: anyhow::Error) -> anyhow::Result<i32> {
 /// `apply -f`: validates locally first, then sends the whole set.
 pub async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<i32> {
     let files = files::read_all(paths)?;
-    if let Err(errors) = manifest::parse_set(&sources(&files)) {
-        print_manifest_errors(&errors);
-        eprintln!("{} error(s); nothing was applied", errors.len());
-        return Ok(1);
-    }
+    let inputs = match manifest::parse_set(&sources(&files)).and_then(|d| files::secret_inputs(&d))
+    {
+        Ok(i) => i,
+        Err(errors) => {
+            print_manifest_errors(&errors);
+            eprintln!("{} error(s); nothing was applied", errors.len());
+            return Ok(1);
+        }
+    };
     let res: anyhow::Result<ObjectResults> = client
-        .post("/v1/apply", &ManifestSet { files, dry_run })
+        .post(
+            "/v1/apply",
+            &ManifestSet {
+                files,
+                dry_run,
+                inputs,
+            },
+        )
         .await;
     match res {
         Ok(r) => {
@@ -253,17 +275,22 @@ pub async fn snapshot_save(client: &Client, file: &std::path::Path) -> anyhow::R
 pub async fn plan(client: &Client, paths: &[PathBuf], output: Format) -> anyhow::Result<i32> {
     use motley_core::api::PlanResponse;
     let files = files::read_all(paths)?;
-    if let Err(errors) = manifest::parse_set(&sources(&files)) {
-        print_manifest_errors(&errors);
-        eprintln!("{} error(s); nothing was planned", errors.len());
-        return Ok(1);
-    }
+    let inputs = match manifest::parse_set(&sources(&files)).and_then(|d| files::secret_inputs(&d))
+    {
+        Ok(i) => i,
+        Err(errors) => {
+            print_manifest_errors(&errors);
+            eprintln!("{} error(s); nothing was planned", errors.len());
+            return Ok(1);
+        }
+    };
     let res: anyhow::Result<PlanResponse> = client
         .post(
             "/v1/plan",
             &ManifestSet {
                 files,
                 dry_run: true,
+                inputs,
             },
         )
         .await;
@@ -396,6 +423,7 @@ fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> Rows {
         Kind::Volume => vec![
             "NAME", "CLASS", "SIZE", "STATUS", "NODE", "MOUNT", "MEDIA", "AGE",
         ],
+        Kind::Secret => vec!["NAME", "KEYS", "AGE"],
     };
     if wide {
         headers.extend(["GENERATION", "COMMAND", "WAITING"]);
@@ -431,6 +459,11 @@ fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> Rows {
                         age(w.created_at, now),
                     ]
                 }
+                Spec::Secret(sec) => vec![
+                    w.spec.name().to_string(),
+                    sec.data.keys().cloned().collect::<Vec<_>>().join(","),
+                    age(w.created_at, now),
+                ],
                 _ => vec![
                     w.spec.name().to_string(),
                     format!("{}/{}", s.running, s.desired),
@@ -747,6 +780,55 @@ pub async fn get(
     }
 }
 
+/// `get secret NAME --reveal`.
+async fn reveal(
+    client: &Client,
+    res: &str,
+    name: Option<&str>,
+    format: Format,
+) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        Kind::parse(res) == Some(Kind::Secret),
+        "--reveal shows secrets only: get secret NAME --reveal"
+    );
+    let name = name.ok_or_else(|| anyhow::anyhow!("get secret NAME --reveal: name one secret"))?;
+    let r: motley_core::api::RevealedSecret =
+        match client.get(&format!("/v1/secrets/{name}/reveal")).await {
+            Ok(r) => r,
+            Err(e) => return report(e),
+        };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Format::Yaml => print!("{}", serde_saphyr::to_string(&r)?),
+        Format::Table | Format::Wide => {
+            let rows: Vec<Vec<String>> = r
+                .data
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.clone()])
+                .collect();
+            print(&crate::output::table(&["KEY", "VALUE"], &rows));
+        }
+    }
+    Ok(0)
+}
+
+/// `secrets rotate-key`.
+async fn rotate_key(client: &Client) -> anyhow::Result<i32> {
+    let r: anyhow::Result<motley_core::api::KeyRotated> = client
+        .post("/v1/secrets/rotate-key", &serde_json::json!({}))
+        .await;
+    match r {
+        Ok(r) => {
+            println!(
+                "secrets key is now {}; {} value(s) encrypted again",
+                r.key_id, r.resealed
+            );
+            Ok(0)
+        }
+        Err(e) => report(e),
+    }
+}
+
 fn split_target(target: &[String]) -> anyhow::Result<(String, String)> {
     match target {
         [one] => one
@@ -928,6 +1010,7 @@ pub async fn delete(client: &Client, target: &[String], paths: &[PathBuf]) -> an
                 &ManifestSet {
                     files,
                     dry_run: false,
+                    inputs: Vec::new(),
                 },
             )
             .await

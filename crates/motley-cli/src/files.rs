@@ -45,6 +45,58 @@ pub fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
     Ok(out)
 }
 
+/// Reads every `fromFile` and `fromEnv` value the set's Secrets name, at apply time: a
+/// relative file is relative to its manifest's directory (standard input: the current
+/// one). Errors name the manifest, line, column and field.
+pub fn secret_inputs(
+    docs: &[motley_core::manifest::Document],
+) -> Result<Vec<motley_core::api::SecretInput>, Vec<motley_core::manifest::ManifestError>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (source, from, name, mut at) in motley_core::manifest::secret_inputs(docs) {
+        let value = if from == "file" {
+            let path = Path::new(&name);
+            let path = if path.is_relative() && source != "-" {
+                Path::new(&source)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(path)
+            } else {
+                path.to_path_buf()
+            };
+            std::fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        format!(
+                            "{} is not UTF-8 text: secrets hold text (base64-encode binary files)",
+                            path.display()
+                        )
+                    })
+                })
+        } else {
+            std::env::var(&name).map_err(|_| format!("environment variable {name} is not set"))
+        };
+        match value {
+            Ok(value) => out.push(motley_core::api::SecretInput {
+                source,
+                from: from.to_string(),
+                name,
+                value,
+            }),
+            Err(m) => {
+                at.message = m;
+                errors.push(at);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
 fn read_file(p: &Path) -> anyhow::Result<ManifestFile> {
     let content = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
     Ok(ManifestFile {

@@ -1,6 +1,8 @@
 //! Request and response bodies of the HTTP API (`/v1`), shared by the server
 //! and the CLI.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::ManifestError;
@@ -26,6 +28,42 @@ pub struct ManifestSet {
     /// Validate and report, change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Secret values the client read at apply time (`fromFile`, `fromEnv`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<SecretInput>,
+}
+
+/// A secret's values in plaintext (`get secret NAME --reveal`, admins only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealedSecret {
+    /// The secret's name.
+    pub name: String,
+    /// Its values by key.
+    pub data: BTreeMap<String, String>,
+}
+
+/// The answer to `motley secrets rotate-key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotated {
+    /// The new key's id.
+    pub key_id: String,
+    /// How many values were sealed again.
+    pub resealed: usize,
+}
+
+/// A Secret value read by the client: the file or environment variable a manifest
+/// named, and what it held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretInput {
+    /// The manifest (its name as in [`ManifestFile`]).
+    pub source: String,
+    /// `file` or `env`.
+    pub from: String,
+    /// The path or variable name, as written in the manifest.
+    pub name: String,
+    /// The value.
+    pub value: String,
 }
 
 /// What happened to one object.

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::model::{self, DaemonSpec, JobSpec, Kind, ServiceSpec, Spec, VolumeSpec};
+use crate::model::{self, DaemonSpec, JobSpec, Kind, SecretSpec, ServiceSpec, Spec, VolumeSpec};
 use crate::selector::Selector;
 
 /// Upper bounds that keep one manifest from asking for absurd amounts.
@@ -384,7 +384,7 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
             tree.line,
             tree.column,
             "kind",
-            "missing field `kind` (Service, Job, Daemon or Volume)".into(),
+            "missing field `kind` (Service, Job, Daemon, Volume or Secret)".into(),
         ));
         return None;
     };
@@ -395,12 +395,13 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
         "Job" => parse_typed::<JobSpec>(&raw.text).map(Spec::Job),
         "Daemon" => parse_typed::<DaemonSpec>(&raw.text).map(Spec::Daemon),
         "Volume" => parse_typed::<VolumeSpec>(&raw.text).map(Spec::Volume),
+        "Secret" => parse_typed::<SecretSpec>(&raw.text).map(Spec::Secret),
         other => {
             errors.push(mk(
                 kind_node.line,
                 kind_node.column,
                 "kind",
-                format!("unknown kind {other:?}: expected Service, Job, Daemon or Volume"),
+                format!("unknown kind {other:?}: expected Service, Job, Daemon, Volume or Secret"),
             ));
             return None;
         }
@@ -487,6 +488,10 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             }
             return;
         }
+        Spec::Secret(s) => {
+            validate_secret(doc, s, errors);
+            return;
+        }
     }
     validate_placement(doc, errors);
     let task = spec.task();
@@ -514,6 +519,7 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             ));
         }
     }
+    validate_secret_refs(doc, task, errors);
     if let Some(w) = &task.workdir
         && !w.starts_with('/')
     {
@@ -613,6 +619,155 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
     }
 }
 
+/// Largest total size of one Secret's values (etcd takes requests up to 1.5 MiB).
+pub const MAX_SECRET_BYTES: usize = 1 << 20;
+
+/// True for a Secret key or a secret file name: 1–253 of `A-Za-z0-9._-`, not `.`/`..`.
+pub fn valid_secret_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 253
+        && k != "."
+        && k != ".."
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// True for a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn valid_env_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn validate_secret(doc: &Document, s: &SecretSpec, errors: &mut Vec<ManifestError>) {
+    if s.data.is_empty() {
+        errors.push(doc.error_at("data", "a secret needs at least one value"));
+    }
+    let mut inline = 0usize;
+    for (k, v) in &s.data {
+        let field = format!("data.{k}");
+        if !valid_secret_key(k) {
+            errors.push(doc.error_at(
+                &field,
+                format!("key {k:?} must be 1-253 characters of A-Z a-z 0-9 . _ -"),
+            ));
+        }
+        if v.sealed.is_some() {
+            errors.push(doc.error_at(
+                &format!("{field}.sealed"),
+                "sealed values are written by the server; give value, fromFile or fromEnv",
+            ));
+        }
+        if v.redacted.is_some() {
+            errors.push(doc.error_at(
+                &format!("{field}.redacted"),
+                "this is a hidden value from `motley get`; give value, fromFile or fromEnv",
+            ));
+        }
+        let given = [
+            v.value.is_some(),
+            v.from_file.is_some(),
+            v.from_env.is_some(),
+        ]
+        .into_iter()
+        .filter(|b| *b)
+        .count();
+        if given != 1 && v.sealed.is_none() && v.redacted.is_none() {
+            errors.push(doc.error_at(&field, "give exactly one of value, fromFile and fromEnv"));
+        }
+        if let Some(e) = &v.from_env
+            && !valid_env_name(e)
+        {
+            errors.push(doc.error_at(
+                &format!("{field}.fromEnv"),
+                format!("{e:?} is not an environment variable name"),
+            ));
+        }
+        if v.from_file.as_deref().is_some_and(str::is_empty) {
+            errors.push(doc.error_at(&format!("{field}.fromFile"), "must name a file"));
+        }
+        inline += v.value.as_ref().map_or(0, String::len);
+    }
+    if inline > MAX_SECRET_BYTES {
+        errors.push(doc.error_at(
+            "data",
+            format!("the values add up to {inline} bytes; at most {MAX_SECRET_BYTES}"),
+        ));
+    }
+}
+
+fn validate_secret_refs(doc: &Document, task: &model::Task, errors: &mut Vec<ManifestError>) {
+    let mut envs = std::collections::BTreeSet::new();
+    let mut files = std::collections::BTreeSet::new();
+    for (i, r) in task.secrets.iter().enumerate() {
+        let at = |f: &str| format!("task.secrets[{i}].{f}");
+        if let Err(m) = model::validate_name(&r.secret) {
+            errors.push(doc.error_at(&at("secret"), m));
+        }
+        if !valid_secret_key(&r.key) {
+            errors.push(doc.error_at(&at("key"), format!("{:?} is not a secret key", r.key)));
+        }
+        match (&r.env, &r.file) {
+            (Some(e), None) => {
+                if !valid_env_name(e) {
+                    errors.push(doc.error_at(
+                        &at("env"),
+                        format!("{e:?} is not an environment variable name"),
+                    ));
+                } else if e.starts_with("MOTLEY_") {
+                    errors.push(doc.error_at(&at("env"), "MOTLEY_* variables are set by motley"));
+                } else if task.env.contains_key(e) || !envs.insert(e.clone()) {
+                    errors.push(doc.error_at(&at("env"), format!("{e} is set twice")));
+                }
+            }
+            (None, Some(f)) => {
+                if !valid_secret_key(f) {
+                    errors.push(doc.error_at(
+                        &at("file"),
+                        format!("{f:?} must be a plain file name (A-Z a-z 0-9 . _ -)"),
+                    ));
+                } else if !files.insert(f.clone()) {
+                    errors.push(doc.error_at(&at("file"), format!("{f} is given twice")));
+                }
+            }
+            _ => errors.push(doc.error_at(
+                &format!("task.secrets[{i}]"),
+                "give exactly one of env and file",
+            )),
+        }
+    }
+}
+
+/// Secret values the client must read at apply time: `(source, "file"|"env", name, field)`
+/// for every `fromFile` and `fromEnv` in the set, with the field for errors.
+pub fn secret_inputs(docs: &[Document]) -> Vec<(String, &'static str, String, ManifestError)> {
+    let mut out = Vec::new();
+    for d in docs {
+        let Spec::Secret(s) = &d.spec else { continue };
+        for (k, v) in &s.data {
+            if let Some(f) = &v.from_file {
+                out.push((
+                    d.file.clone(),
+                    "file",
+                    f.clone(),
+                    d.error_at(&format!("data.{k}.fromFile"), ""),
+                ));
+            }
+            if let Some(e) = &v.from_env {
+                out.push((
+                    d.file.clone(),
+                    "env",
+                    e.clone(),
+                    d.error_at(&format!("data.{k}.fromEnv"), ""),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Checks selectors and rules in `placement` beyond `require`.
 fn validate_placement(doc: &Document, errors: &mut Vec<ManifestError>) {
     let p = doc.spec.placement();
@@ -632,7 +787,7 @@ fn validate_placement(doc: &Document, errors: &mut Vec<ManifestError>) {
         ("anti_affinity", &p.anti_affinity),
     ] {
         for (i, a) in list.iter().enumerate() {
-            if a.workload.kind == Kind::Volume {
+            if !a.workload.kind.is_workload() {
                 errors.push(doc.error_at(
                     &format!("placement.{field}.{i}.workload"),
                     "must name a service, job or daemon",
@@ -702,7 +857,7 @@ pub fn parse_set(sources: &[Source<'_>]) -> Result<Vec<Document>, Vec<ManifestEr
 /// Checks a validated set against the live cluster: no request larger than every node.
 pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<ManifestError> {
     let mut errors = Vec::new();
-    for d in docs.iter().filter(|d| d.spec.kind() != Kind::Volume) {
+    for d in docs.iter().filter(|d| d.spec.kind().is_workload()) {
         let r = &d.spec.task().resources;
         let cpu = r.cpu_or_default().0;
         let mem = r.memory_or_default().0;
@@ -841,5 +996,70 @@ mod tests {
         assert_eq!(docs.len(), 3);
         assert_eq!(docs[1].line_offset, 2);
         assert_eq!(docs[2].line_offset, 7);
+    }
+
+    #[test]
+    fn secrets_and_their_references_are_checked_where_written() {
+        let good = "kind: Secret\nname: db\ndata:\n  password: hunter2\n  cert: { fromFile: ./cert.pem }\n  token: { fromEnv: API_TOKEN }\n";
+        let docs = parse(good).unwrap();
+        let Spec::Secret(s) = &docs[0].spec else {
+            panic!("not a secret")
+        };
+        assert_eq!(s.data["password"].value.as_deref(), Some("hunter2"));
+        assert_eq!(s.data["cert"].from_file.as_deref(), Some("./cert.pem"));
+        let inputs = secret_inputs(&docs);
+        assert_eq!(inputs.len(), 2);
+        assert_eq!(inputs[0].3.field, "data.cert.fromFile");
+        assert_eq!(inputs[0].3.line, 5);
+
+        let cases = [
+            (
+                "kind: Secret\nname: db\ndata:\n  k: { sealed: 'v1:x:y' }\n",
+                "data.k.sealed",
+                4,
+            ),
+            (
+                "kind: Secret\nname: db\ndata:\n  k: { value: a, fromEnv: B }\n",
+                "data.k",
+                4,
+            ),
+            ("kind: Secret\nname: db\ndata:\n  'a/b': x\n", "data.a/b", 4),
+            (
+                "kind: Secret\nname: db\ndata:\n  k: { fromEnv: 'not a name' }\n",
+                "data.k.fromEnv",
+                4,
+            ),
+            ("kind: Secret\nname: db\ndata: {}\n", "data", 3),
+            (
+                "kind: Service\nname: w\ntask:\n  command: [x]\n  secrets:\n    - { secret: db, key: k, env: A, file: f }\n",
+                "task.secrets[0]",
+                6,
+            ),
+            (
+                "kind: Service\nname: w\ntask:\n  command: [x]\n  secrets:\n    - { secret: db, key: k, file: ../etc/passwd }\n",
+                "task.secrets[0].file",
+                6,
+            ),
+            (
+                "kind: Service\nname: w\ntask:\n  command: [x]\n  env: { A: x }\n  secrets:\n    - { secret: db, key: k, env: A }\n",
+                "task.secrets[0].env",
+                7,
+            ),
+            (
+                "kind: Service\nname: w\ntask:\n  command: [x]\n  secrets:\n    - { secret: db, key: k, env: MOTLEY_X }\n",
+                "task.secrets[0].env",
+                6,
+            ),
+        ];
+        for (text, field, line) in cases {
+            let errs = parse(text).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.field == field && e.line == line),
+                "{text}: {errs:?}"
+            );
+        }
+        // An unknown field in a value's map is named.
+        let errs = parse("kind: Secret\nname: db\ndata:\n  k: { valu: x }\n").unwrap_err();
+        assert!(errs[0].message.contains("valu"), "{errs:?}");
     }
 }

@@ -29,6 +29,7 @@ kind_tag!(Service, "Service");
 kind_tag!(Job, "Job");
 kind_tag!(Daemon, "Daemon");
 kind_tag!(Volume, "Volume");
+kind_tag!(Secret, "Secret");
 
 /// The kinds of workload.
 #[derive(
@@ -44,11 +45,24 @@ pub enum Kind {
     Daemon,
     /// Storage bound to one node on first use (not a workload: nothing runs).
     Volume,
+    /// Named secret values, encrypted at rest (not a workload: nothing runs).
+    Secret,
 }
 
 impl Kind {
     /// All kinds of object.
-    pub const ALL: [Kind; 4] = [Kind::Service, Kind::Job, Kind::Daemon, Kind::Volume];
+    pub const ALL: [Kind; 5] = [
+        Kind::Service,
+        Kind::Job,
+        Kind::Daemon,
+        Kind::Volume,
+        Kind::Secret,
+    ];
+
+    /// True for the kinds that run tasks (service, job, daemon).
+    pub fn is_workload(self) -> bool {
+        matches!(self, Kind::Service | Kind::Job | Kind::Daemon)
+    }
 
     /// The lowercase name used in store keys and the CLI (`service`).
     pub fn as_str(self) -> &'static str {
@@ -57,17 +71,19 @@ impl Kind {
             Kind::Job => "job",
             Kind::Daemon => "daemon",
             Kind::Volume => "volume",
+            Kind::Secret => "secret",
         }
     }
 
     /// Parses `service`, `services`, `svc`, `Service`, `job(s)`, `daemon(s)`, `ds`,
-    /// `volume(s)`, `vol`.
+    /// `volume(s)`, `vol`, `secret(s)`.
     pub fn parse(s: &str) -> Option<Kind> {
         match s.to_ascii_lowercase().as_str() {
             "service" | "services" | "svc" => Some(Kind::Service),
             "job" | "jobs" => Some(Kind::Job),
             "daemon" | "daemons" | "ds" => Some(Kind::Daemon),
             "volume" | "volumes" | "vol" => Some(Kind::Volume),
+            "secret" | "secrets" => Some(Kind::Secret),
             _ => None,
         }
     }
@@ -189,6 +205,129 @@ pub struct Task {
     /// directory on the node the volume is bound to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// Values of Secrets the task is given, each as an environment variable or as a
+    /// file on an in-memory filesystem (`$MOTLEY_SECRETS/<file>`, mode 0400).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
+    /// Run as root. Tasks run as an unprivileged user unless they ask for root, and only
+    /// nodes whose agent allows it (`motley agent --allow-root-tasks`) take those.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root: bool,
+}
+
+/// One value of a Secret as a task receives it: exactly one of `env` and `file`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// The Secret's name.
+    pub secret: String,
+    /// The key within it.
+    pub key: String,
+    /// Give the value as this environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Give the value as this file in `$MOTLEY_SECRETS` (tmpfs, mode 0400, never on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// One value of a Secret. In a manifest: a string, or a map with exactly one of `value`,
+/// `fromFile` (read by the client at apply time, relative to the manifest's directory)
+/// and `fromEnv` (the client's environment at apply time). As stored: `sealed` only
+/// (AES-256-GCM under the server's key). As shown: `redacted` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretValue {
+    /// The value itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A file the client reads at apply time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_file: Option<String>,
+    /// An environment variable the client reads at apply time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_env: Option<String>,
+    /// Set by the server: the value encrypted (`v1:<key id>:<base64 nonce+ciphertext>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
+    /// Set in output: the value is hidden (`get secret NAME --reveal` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<bool>,
+}
+
+impl SecretValue {
+    /// The output form: only `redacted: true`.
+    pub fn redacted() -> SecretValue {
+        SecretValue {
+            redacted: Some(true),
+            ..SecretValue::default()
+        }
+    }
+}
+
+/// The map form of [`SecretValue`], strict.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SecretValueMap {
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    from_file: Option<String>,
+    #[serde(default)]
+    from_env: Option<String>,
+    #[serde(default)]
+    sealed: Option<String>,
+    #[serde(default)]
+    redacted: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for SecretValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or a map with one of value, fromFile, fromEnv")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretValue, E> {
+                Ok(SecretValue {
+                    value: Some(v.to_string()),
+                    ..SecretValue::default()
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<SecretValue, A::Error> {
+                let m =
+                    SecretValueMap::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(SecretValue {
+                    value: m.value,
+                    from_file: m.from_file,
+                    from_env: m.from_env,
+                    sealed: m.sealed,
+                    redacted: m.redacted,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A Secret: named values given to tasks that reference them, encrypted at rest and
+/// never shown in plaintext except to an admin who asks (`get secret NAME --reveal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// `Secret`.
+    pub kind: Secret,
+    /// Unique among secrets.
+    pub name: String,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The values by key (`[A-Za-z0-9._-]`, at most 253 characters).
+    pub data: BTreeMap<String, SecretValue>,
 }
 
 /// A static host port.
@@ -669,6 +808,8 @@ pub enum Spec {
     Daemon(DaemonSpec),
     /// A volume (not a workload: the task and placement accessors give empty ones).
     Volume(VolumeSpec),
+    /// A secret (not a workload either).
+    Secret(SecretSpec),
 }
 
 /// What a volume "runs": nothing.
@@ -688,6 +829,8 @@ static NO_TASK: Task = Task {
     logs: None,
     ports: Vec::new(),
     volumes: Vec::new(),
+    secrets: Vec::new(),
+    root: false,
 };
 
 static NO_PLACEMENT: Placement = Placement {
@@ -708,6 +851,7 @@ impl Spec {
             Spec::Job(_) => Kind::Job,
             Spec::Daemon(_) => Kind::Daemon,
             Spec::Volume(_) => Kind::Volume,
+            Spec::Secret(_) => Kind::Secret,
         }
     }
     /// The workload's name.
@@ -717,6 +861,7 @@ impl Spec {
             Spec::Job(s) => &s.name,
             Spec::Daemon(s) => &s.name,
             Spec::Volume(s) => &s.name,
+            Spec::Secret(s) => &s.name,
         }
     }
     /// Free-form labels.
@@ -726,6 +871,7 @@ impl Spec {
             Spec::Job(s) => &s.labels,
             Spec::Daemon(s) => &s.labels,
             Spec::Volume(s) => &s.labels,
+            Spec::Secret(s) => &s.labels,
         }
     }
     /// The task every instance runs (a volume's is empty).
@@ -734,7 +880,7 @@ impl Spec {
             Spec::Service(s) => &s.task,
             Spec::Job(s) => &s.task,
             Spec::Daemon(s) => &s.task,
-            Spec::Volume(_) => &NO_TASK,
+            Spec::Volume(_) | Spec::Secret(_) => &NO_TASK,
         }
     }
     /// The placement constraints (a volume's are empty).
@@ -743,7 +889,7 @@ impl Spec {
             Spec::Service(s) => &s.placement,
             Spec::Job(s) => &s.placement,
             Spec::Daemon(s) => &s.placement,
-            Spec::Volume(_) => &NO_PLACEMENT,
+            Spec::Volume(_) | Spec::Secret(_) => &NO_PLACEMENT,
         }
     }
     /// The priority (daemons: `critical`, as node helpers; volumes: 0).
@@ -752,7 +898,7 @@ impl Spec {
             Spec::Service(s) => s.priority.0,
             Spec::Job(s) => s.priority.0,
             Spec::Daemon(_) => Priority::CLASSES[0].1,
-            Spec::Volume(_) => 0,
+            Spec::Volume(_) | Spec::Secret(_) => 0,
         }
     }
     /// What happens to instances on a lost node (daemons: replace, they never move).
@@ -766,7 +912,7 @@ impl Spec {
         match self {
             Spec::Service(s) => s.on_node_loss.unwrap_or(default),
             Spec::Job(s) => s.on_node_loss.unwrap_or(default),
-            Spec::Daemon(_) | Spec::Volume(_) => NodeLoss::Replace,
+            Spec::Daemon(_) | Spec::Volume(_) | Spec::Secret(_) => NodeLoss::Replace,
         }
     }
 
@@ -788,7 +934,7 @@ impl Spec {
                 max_restarts: Some(s.retries),
                 backoff: s.backoff,
             },
-            Spec::Volume(_) => RestartPolicy {
+            Spec::Volume(_) | Spec::Secret(_) => RestartPolicy {
                 mode: RestartMode::Never,
                 max_restarts: Some(0),
                 backoff: Backoff::default(),

@@ -36,6 +36,41 @@ pub struct AllocReport {
     pub at: u64,
 }
 
+/// The Secret values one allocation is given. Both sides keep them in memory only;
+/// `Debug` shows names, never values.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SecretDelivery {
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Files in `$MOTLEY_SECRETS`, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+    /// Why they could not be given: the allocation fails with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl std::fmt::Debug for SecretDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretDelivery")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl SecretDelivery {
+    /// Every value, for redaction.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.env
+            .values()
+            .chain(self.files.values())
+            .map(String::as_str)
+    }
+}
+
 /// Agent → server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -113,11 +148,17 @@ pub enum ServerMsg {
     Sync {
         /// All of them; anything the agent holds that is not here is to be stopped and forgotten.
         allocs: Vec<Allocation>,
+        /// The Secret values of those that reference any, by allocation id.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        secrets: BTreeMap<String, SecretDelivery>,
     },
     /// An allocation was created or its desired state changed.
     Upsert {
         /// The allocation.
         alloc: Box<Allocation>,
+        /// Its Secret values, when it references any and is new.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secrets: Option<SecretDelivery>,
     },
     /// An allocation was removed from the cluster.
     Remove {

@@ -368,7 +368,7 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
     let mut order: Vec<&Workload> = input
         .workloads
         .values()
-        .filter(|w| w.spec.kind() != crate::model::Kind::Volume)
+        .filter(|w| w.spec.kind().is_workload())
         .collect();
     order.sort_by_key(|w| {
         let job = w.spec.kind() == crate::model::Kind::Job;
@@ -391,7 +391,7 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
             Spec::Service(s) => pass.service(w, s.replicas, &mine),
             Spec::Job(_) => pass.job(w, &mine),
             Spec::Daemon(_) => pass.daemon(w, &mine),
-            Spec::Volume(_) => {}
+            Spec::Volume(_) | Spec::Secret(_) => {}
         }
     }
     pass.plan
@@ -845,6 +845,10 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
                 "unbound"
             }
             .into();
+        }
+        Spec::Secret(s) => {
+            st.desired = s.data.len() as u32;
+            st.phase = "sealed".into();
         }
     }
     st

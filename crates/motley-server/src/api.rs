@@ -101,6 +101,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/servers", get(list_servers))
         .route("/v1/audit", get(list_audit))
+        .route("/v1/secrets/{name}/reveal", get(reveal_secret))
+        .route("/v1/secrets/rotate-key", post(rotate_key))
         .route("/v1/agent/connect", get(crate::agents::connect))
         .route("/v1/join", post(join))
         .route_layer(middleware::from_fn_with_state(shared.clone(), forward))
@@ -390,6 +392,121 @@ fn token_info(t: &crate::auth::TokenRecord) -> TokenInfo {
     }
 }
 
+/// `GET /v1/secrets/{name}/reveal` (admin): a secret's values in plaintext. Recorded in
+/// the audit log like a refusal, so every reveal is on file.
+async fn reveal_secret(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult<Json<motley_core::api::RevealedSecret>> {
+    let r = WorkloadRef {
+        kind: Kind::Secret,
+        name: name.clone(),
+    };
+    let spec = match s.cache().workloads.get(&r).map(|w| w.spec.clone()) {
+        Some(Spec::Secret(spec)) => spec,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("{r} not found"),
+            ));
+        }
+    };
+    let mut data = BTreeMap::new();
+    {
+        let ring = crate::state::read(&s.keyring);
+        for (k, v) in &spec.data {
+            let sealed = v.sealed.as_deref().unwrap_or_default();
+            let plain = ring.open(&name, k, sealed).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("key {k}: {e}"))
+            })?;
+            data.insert(k.clone(), String::from_utf8_lossy(&plain).into_owned());
+        }
+    }
+    let who = req
+        .extensions()
+        .get::<Who>()
+        .map_or_else(|| "-".to_string(), |w| w.0.clone());
+    s.audit.record(motley_core::api::AuditEntry {
+        at: now_ms(),
+        who,
+        peer: peer_of(&req).map_or_else(|| "-".into(), |p| p.ip().to_string()),
+        method: "GET".into(),
+        path: req.uri().path().to_string(),
+        status: 200,
+        why: format!("secret {name} revealed"),
+    });
+    Ok(Json(motley_core::api::RevealedSecret { name, data }))
+}
+
+/// `POST /v1/secrets/rotate-key` (admin): a new key; every stored value sealed again
+/// with it; then the old key is forgotten.
+async fn rotate_key(State(s): State<Arc<Shared>>) -> ApiResult<Json<motley_core::api::KeyRotated>> {
+    let _one_at_a_time = s.rotating.lock().await;
+    let internal = |e: crate::secrets::SecretError| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    };
+    let key_id = crate::state::write(&s.keyring)
+        .begin_rotation()
+        .map_err(internal)?;
+    let prefix = format!("{}secret/", keys::WORKLOADS);
+    let mut resealed = 0;
+    let mut done = false;
+    for _ in 0..10 {
+        let range = s.store.range(&prefix).await?;
+        let mut txn = Txn::new();
+        let mut count = 0;
+        {
+            let ring = crate::state::read(&s.keyring);
+            for kv in &range.kvs {
+                let Ok(mut w) = serde_json::from_slice::<Workload>(&kv.value) else {
+                    continue;
+                };
+                let Spec::Secret(sec) = &mut w.spec else {
+                    continue;
+                };
+                let mut changed = false;
+                for (k, v) in sec.data.iter_mut() {
+                    let Some(old) = v.sealed.as_deref() else {
+                        continue;
+                    };
+                    if ring.is_current(old) {
+                        continue;
+                    }
+                    let plain = ring.open(&sec.name, k, old).map_err(internal)?;
+                    v.sealed = Some(ring.seal(&sec.name, k, &plain).map_err(internal)?);
+                    changed = true;
+                    count += 1;
+                }
+                if changed {
+                    let value = serde_json::to_vec(&w).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?;
+                    txn = txn
+                        .when(&kv.key, kv.mod_revision)
+                        .put(kv.key.clone(), value);
+                }
+            }
+        }
+        if count == 0 || s.store.txn(txn).await?.succeeded {
+            resealed += count;
+            done = true;
+            break;
+        }
+    }
+    if !done {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the secrets kept changing during the rotation; run it again to finish",
+        ));
+    }
+    crate::state::write(&s.keyring)
+        .finish_rotation()
+        .map_err(internal)?;
+    tracing::info!("secrets key rotated to {key_id}; {resealed} value(s) sealed again");
+    Ok(Json(motley_core::api::KeyRotated { key_id, resealed }))
+}
+
 async fn list_tokens(State(s): State<Arc<Shared>>) -> Json<Vec<TokenInfo>> {
     let mut out: Vec<TokenInfo> = s.cache().tokens.values().map(token_info).collect();
     out.sort_by_key(|t| t.created_at);
@@ -523,7 +640,179 @@ fn parse_manifests(set: &ManifestSet) -> ApiResult<Vec<manifest::Document>> {
             text: &f.content,
         })
         .collect();
-    manifest::parse_set(&sources).map_err(invalid)
+    let mut docs = manifest::parse_set(&sources).map_err(invalid)?;
+    resolve_secret_inputs(set, &mut docs).map_err(invalid)?;
+    Ok(docs)
+}
+
+/// Replaces every Secret value given `fromFile` or `fromEnv` by what the client read
+/// (the set's inputs), and checks each secret's total size.
+fn resolve_secret_inputs(
+    set: &ManifestSet,
+    docs: &mut [manifest::Document],
+) -> Result<(), Vec<manifest::ManifestError>> {
+    let mut errors = Vec::new();
+    for d in docs.iter_mut() {
+        let file = d.file.clone();
+        let mut found = Vec::new();
+        let Spec::Secret(sec) = &d.spec else { continue };
+        for (k, v) in &sec.data {
+            let (from, name, field) = match (&v.from_file, &v.from_env) {
+                (Some(f), _) => ("file", f, "fromFile"),
+                (_, Some(e)) => ("env", e, "fromEnv"),
+                _ => continue,
+            };
+            match set
+                .inputs
+                .iter()
+                .find(|i| i.source == file && i.from == from && &i.name == name)
+            {
+                Some(i) => found.push((k.clone(), i.value.clone())),
+                None => errors.push(d.error_at(
+                    &format!("data.{k}.{field}"),
+                    format!(
+                        "{name} was not read at apply time: `motley apply` reads {field} values and sends them along"
+                    ),
+                )),
+            }
+        }
+        let mut total = 0;
+        if let Spec::Secret(sec) = &mut d.spec {
+            for (k, value) in found {
+                if let Some(v) = sec.data.get_mut(&k) {
+                    *v = motley_core::model::SecretValue {
+                        value: Some(value),
+                        ..Default::default()
+                    };
+                }
+            }
+            total = sec
+                .data
+                .values()
+                .map(|v| v.value.as_ref().map_or(0, String::len))
+                .sum::<usize>();
+        }
+        if total > manifest::MAX_SECRET_BYTES {
+            errors.push(d.error_at(
+                "data",
+                format!(
+                    "the values add up to {total} bytes; at most {}",
+                    manifest::MAX_SECRET_BYTES
+                ),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every task's secret references must name a secret of the set or the cluster, and a
+/// key it has.
+fn check_secret_refs(
+    cache: &crate::state::Cache,
+    docs: &[manifest::Document],
+) -> Vec<manifest::ManifestError> {
+    let mut errors = Vec::new();
+    let keys_of = |name: &str| -> Option<Vec<String>> {
+        let in_set = docs.iter().find_map(|d| match &d.spec {
+            Spec::Secret(s) if s.name == name => Some(s.data.keys().cloned().collect()),
+            _ => None,
+        });
+        in_set.or_else(|| {
+            let r = WorkloadRef {
+                kind: Kind::Secret,
+                name: name.to_string(),
+            };
+            match cache.workloads.get(&r).map(|w| &w.spec) {
+                Some(Spec::Secret(s)) => Some(s.data.keys().cloned().collect()),
+                _ => None,
+            }
+        })
+    };
+    for d in docs {
+        for (i, r) in d.spec.task().secrets.iter().enumerate() {
+            match keys_of(&r.secret) {
+                None => errors.push(d.error_at(
+                    &format!("task.secrets[{i}].secret"),
+                    format!(
+                        "secret {} is neither in this set nor in the cluster",
+                        r.secret
+                    ),
+                )),
+                Some(keys) if !keys.contains(&r.key) => errors.push(d.error_at(
+                    &format!("task.secrets[{i}].key"),
+                    format!(
+                        "secret {} has no key {} (it has: {})",
+                        r.secret,
+                        r.key,
+                        keys.join(", ")
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    errors
+}
+
+/// Seals every Secret value of the set. A value whose plaintext equals the stored one
+/// keeps its stored sealed form, so an unchanged secret compares equal and is not
+/// rewritten.
+fn seal_secrets(
+    s: &Shared,
+    cache: &crate::state::Cache,
+    docs: &mut [manifest::Document],
+) -> ApiResult<()> {
+    let ring = crate::state::read(&s.keyring);
+    for d in docs.iter_mut() {
+        let r = d.spec.reference();
+        let Spec::Secret(sec) = &mut d.spec else {
+            continue;
+        };
+        let old = match cache.workloads.get(&r).map(|w| &w.spec) {
+            Some(Spec::Secret(o)) => Some(o),
+            _ => None,
+        };
+        for (k, v) in sec.data.iter_mut() {
+            let Some(plain) = v.value.take() else {
+                continue;
+            };
+            let reuse = old
+                .and_then(|o| o.data.get(k))
+                .and_then(|o| o.sealed.as_ref())
+                .filter(|sealed| {
+                    ring.is_current(sealed)
+                        && ring
+                            .open(&sec.name, k, sealed)
+                            .is_ok_and(|p| p == plain.as_bytes())
+                })
+                .cloned();
+            let sealed = match reuse {
+                Some(x) => x,
+                None => ring.seal(&sec.name, k, plain.as_bytes()).map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("sealing: {e}"))
+                })?,
+            };
+            *v = motley_core::model::SecretValue {
+                sealed: Some(sealed),
+                ..Default::default()
+            };
+        }
+    }
+    Ok(())
+}
+
+/// A workload as shown: a secret's values hidden.
+pub fn redacted(mut w: Workload) -> Workload {
+    if let Spec::Secret(s) = &mut w.spec {
+        for v in s.data.values_mut() {
+            *v = motley_core::model::SecretValue::redacted();
+        }
+    }
+    w
 }
 
 async fn apply(
@@ -531,7 +820,15 @@ async fn apply(
     body: Result<Json<ManifestSet>, JsonRejection>,
 ) -> ApiResult<Json<ObjectResults>> {
     let Json(set) = body?;
-    let docs = parse_manifests(&set)?;
+    let mut docs = parse_manifests(&set)?;
+    {
+        let cache = s.cache();
+        let details = check_secret_refs(&cache, &docs);
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+        seal_secrets(&s, &cache, &mut docs)?;
+    }
     let limits = {
         let c = s.cache();
         c.nodes
@@ -671,12 +968,19 @@ async fn plan(
     let Json(set) = body?;
     let docs = parse_manifests(&set)?;
     let cache = s.cache();
+    let details = check_secret_refs(&cache, &docs);
+    if !details.is_empty() {
+        return Err(invalid(details));
+    }
     let now = now_ms();
     let mut workloads = cache.workloads.clone();
     let mut objects = Vec::new();
     for d in &docs {
         let r = d.spec.reference();
         let action = match workloads.get_mut(&r) {
+            // A plan never compares secret values: that would tell a viewer whether a
+            // guess is right.
+            Some(_) if r.kind == Kind::Secret => "configured",
             Some(w) if w.spec == d.spec => "unchanged",
             Some(w) => {
                 w.spec = d.spec.clone();
@@ -762,7 +1066,16 @@ async fn delete_set(
     body: Result<Json<ManifestSet>, JsonRejection>,
 ) -> ApiResult<Json<ObjectResults>> {
     let Json(set) = body?;
-    let docs = parse_manifests(&set)?;
+    // Deleting needs names only: secret values named by fromFile/fromEnv are not read.
+    let sources: Vec<Source<'_>> = set
+        .files
+        .iter()
+        .map(|f| Source {
+            name: &f.name,
+            text: &f.content,
+        })
+        .collect();
+    let docs = manifest::parse_set(&sources).map_err(invalid)?;
     let refs: Vec<WorkloadRef> = docs.iter().map(|d| d.spec.reference()).collect();
     delete_refs(&s, &refs, set.dry_run).await.map(Json)
 }
@@ -852,7 +1165,7 @@ fn view(
 ) -> WorkloadView {
     let r = w.spec.reference();
     WorkloadView {
-        workload: w.clone(),
+        workload: redacted(w.clone()),
         status: reconcile::status(w, allocs, ready_matching(s, cache, w)),
         blocked: lock(&s.blocked).get(&r).cloned(),
         queue_position: lock(&s.queue)

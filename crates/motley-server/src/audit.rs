@@ -47,7 +47,8 @@ impl Audit {
     pub fn record(&self, e: AuditEntry) {
         tracing::warn!(
             target: "motley::audit",
-            "denied {} {} from {} ({}): {} {}",
+            "{} {} {} from {} ({}): {} {}",
+            if e.status >= 400 { "denied" } else { "allowed" },
             e.method,
             e.path,
             e.peer,

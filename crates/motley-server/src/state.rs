@@ -37,6 +37,16 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Read-locks, ignoring poisoning (see [`lock`]).
+pub fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Write-locks, ignoring poisoning (see [`lock`]).
+pub fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Locks a mutex, recovering from poisoning (a panicked holder leaves consistent data here).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -137,6 +147,18 @@ pub struct Shared {
     pub ha: crate::ha::Ha,
     /// Denied requests and the failed-authentication limit.
     pub audit: crate::audit::Audit,
+    /// The keys Secret values are sealed with.
+    pub keyring: RwLock<crate::secrets::Keyring>,
+    /// Held while the secrets key rotates.
+    pub rotating: tokio::sync::Mutex<()>,
+}
+
+/// What guards the cluster's data: the audit log and the secrets keys.
+pub struct Guards {
+    /// Denied requests and the failed-authentication limit.
+    pub audit: crate::audit::Audit,
+    /// The keys Secret values are sealed with.
+    pub keyring: crate::secrets::Keyring,
 }
 
 impl Shared {
@@ -148,8 +170,9 @@ impl Shared {
         failure: FailureConfig,
         taint_policy: TaintPolicy,
         ha: crate::ha::Ha,
-        audit: crate::audit::Audit,
+        guards: Guards,
     ) -> Arc<Shared> {
+        let Guards { audit, keyring } = guards;
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         if ha.leading().is_some() {
@@ -174,6 +197,8 @@ impl Shared {
             grace_from: AtomicU64::new(ha.me.started_at),
             ha,
             audit,
+            keyring: RwLock::new(keyring),
+            rotating: tokio::sync::Mutex::new(()),
             ca_pem,
             ca_hash,
             failure,
@@ -435,8 +460,7 @@ impl Shared {
             // Agents may have missed changes: give each its full set again.
             let conns = lock(&self.conns);
             for (node, conn) in conns.iter() {
-                let allocs = allocs_of(&cache, node);
-                let _ = conn.tx.send(ServerMsg::Sync { allocs });
+                let _ = conn.tx.send(self.sync_msg(&cache, node));
             }
         }
         self.cache_rev.send_replace(range.revision);
@@ -481,10 +505,22 @@ impl Shared {
                                 apply_put(&mut cache, &key, &ev.kv.value, ev.kv.mod_revision);
                                 match keys::parse(&key) {
                                     Parsed::Alloc(id) => cache.allocs.get(id).map(|a| {
+                                        // A new allocation carries its secrets; the agent
+                                        // keeps them for restarts in place.
+                                        let secrets = (a.state == AllocState::Pending)
+                                            .then(|| {
+                                                crate::secrets::deliver(
+                                                    &read(&self.keyring),
+                                                    &cache.workloads,
+                                                    a,
+                                                )
+                                            })
+                                            .flatten();
                                         (
                                             a.node.clone(),
                                             ServerMsg::Upsert {
                                                 alloc: Box::new(a.clone()),
+                                                secrets,
                                             },
                                         )
                                     }),
@@ -538,9 +574,7 @@ impl Shared {
                 lease_ms: self.failure.lease_ms,
                 servers: self.ha.urls(),
             });
-            let _ = tx.send(ServerMsg::Sync {
-                allocs: allocs_of(&cache, node),
-            });
+            let _ = tx.send(self.sync_msg(&cache, node));
             conns.insert(node.to_string(), AgentConn { tx, conn_id });
             self.metrics.agents_connected.set(conns.len() as i64);
         }
@@ -894,6 +928,22 @@ impl Ids for RandomIds {
 }
 
 /// The allocations assigned to a node.
+impl Shared {
+    /// Every allocation of `node`, with the secrets of those that reference any.
+    fn sync_msg(&self, cache: &Cache, node: &str) -> ServerMsg {
+        let allocs = allocs_of(cache, node);
+        let ring = read(&self.keyring);
+        let secrets = allocs
+            .iter()
+            .filter_map(|a| {
+                crate::secrets::deliver(&ring, &cache.workloads, a).map(|d| (a.id.clone(), d))
+            })
+            .collect();
+        ServerMsg::Sync { allocs, secrets }
+    }
+}
+
+/// The allocations assigned to `node`.
 pub fn allocs_of(cache: &Cache, node: &str) -> Vec<Allocation> {
     cache
         .allocs

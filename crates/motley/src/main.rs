@@ -38,7 +38,7 @@ fn main() {
     let code = rt.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await.map(|()| 0),
-            Command::Server(args) => roles::server(args).await.map(|()| 0),
+            Command::Server(args) => roles::server(*args).await.map(|()| 0),
             Command::Agent(args) => roles::agent(args).await,
             Command::Snapshot {
                 command:

@@ -188,6 +188,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         advertise_url: args.advertise_url.clone(),
         name: args.name.clone(),
         leader_lease: leader_lease(&args.leader_lease)?,
+        secrets_key: args.secrets_key.clone(),
     })
     .await?;
     eprintln!(

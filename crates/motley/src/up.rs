@@ -91,6 +91,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         advertise_url: None,
         name: None,
         leader_lease: motley_server::ha::DEFAULT_LEASE,
+        secrets_key: None,
     })
     .await?;
     if default_dir && let Some(user) = motley_cli::client::default_config_path() {
