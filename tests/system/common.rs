@@ -101,6 +101,16 @@ pub fn write_bytes(pid: u32) -> u64 {
         .expect("write_bytes in /proc/PID/io")
 }
 
+/// A temporary directory tasks can pass through: tasks run as `nobody`, and reach their
+/// allocation's directory below it (0711, like /var/lib; the default 0700 would stop them).
+pub fn test_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod tempdir");
+    dir
+}
+
 /// A running `motley up`.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -115,7 +125,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `motley up` with extra arguments and waits until it prints `ready`.
     pub fn up(extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = test_dir();
         let port = free_port();
         let mut c = Cluster {
             dir,

@@ -31,7 +31,7 @@ struct Plane {
 
 impl Plane {
     fn start(servers: usize, lease: &'static str) -> Plane {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = test_dir();
         let etcd_dir = dir.path().join("etcd");
         std::fs::create_dir_all(&etcd_dir).expect("etcd dir");
         let etcd = EtcdCluster::start(&etcd_dir, 3);

@@ -8,6 +8,10 @@ use crate::common::*;
 fn job_array_runs_each_index_once_never_above_parallelism() {
     let mut c = Cluster::up(&[]);
     let trace = c.dir.path().join("trace");
+    // Tasks run as nobody: the trace file is theirs to append to.
+    std::fs::write(&trace, "").expect("trace file");
+    std::fs::set_permissions(&trace, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .expect("chmod trace");
     let yaml = format!(
         "kind: Job\nname: batch\ncompletions: 10\nparallelism: 3\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo start $MOTLEY_INDEX $(date +%s%N) >> {t}; sleep 1; echo end $MOTLEY_INDEX $(date +%s%N) >> {t}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n",
         t = trace.display()
@@ -415,4 +419,84 @@ fn facts_of_this_machine_agree_with_nproc_and_meminfo() {
         table.contains(&format!("{nproc} logical")) && table.contains("data dir"),
         "{table}"
     );
+}
+
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .expect("Uid line")
+}
+
+#[test]
+fn tasks_run_unprivileged_unless_root_is_asked_for_and_allowed() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("user lookup")
+        .expect("a nobody user")
+        .uid
+        .as_raw();
+    let mut c = Cluster::up(&[]);
+    let out = c.apply_yaml(
+        "plain.yaml",
+        "kind: Service\nname: plain\ntask:\n  command: [sleep, '3600']\n  resources: { cpu: 10m, memory: 8Mi }\n---\n\
+         kind: Service\nname: admin\ntask:\n  command: [sleep, '3600']\n  root: true\n  resources: { cpu: 10m, memory: 8Mi }\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = wait_for("plain running", Duration::from_secs(20), || {
+        c.running("service/plain")
+            .first()
+            .and_then(|a| a["pid"].as_u64())
+    }) as u32;
+    assert_eq!(uid_of(pid), nobody, "an ordinary task runs as nobody");
+    let dir = environ(pid)
+        .into_iter()
+        .find_map(|kv| kv.strip_prefix("MOTLEY_ALLOC_DIR=").map(str::to_string))
+        .expect("MOTLEY_ALLOC_DIR");
+    let meta = std::fs::metadata(&dir).expect("alloc dir");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700, "{dir}");
+    assert_eq!(meta.uid(), nobody, "{dir} belongs to the task's user");
+    // The agent's directories let the task through but list nothing.
+    let allocs = std::path::Path::new(&dir).parent().expect("allocs dir");
+    assert_eq!(
+        std::fs::metadata(allocs)
+            .expect("allocs")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o711
+    );
+
+    // Root asked for, not allowed: it waits, and says why.
+    let why = wait_for("admin blocked", Duration::from_secs(20), || {
+        let v = c.json(&["get", "service", "admin"]);
+        v[0]["blocked"]["why"]["summary"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(why.contains("does not run tasks as root"), "{why}");
+    assert!(c.running("service/admin").is_empty());
+
+    // Allowed: it runs as root; the other still as nobody.
+    c.stop();
+    c.start(&["--allow-root-tasks"]);
+    let pid = wait_for("admin running", Duration::from_secs(20), || {
+        c.running("service/admin")
+            .first()
+            .and_then(|a| a["pid"].as_u64())
+    }) as u32;
+    assert_eq!(uid_of(pid), 0);
+    let pid = wait_for("plain running", Duration::from_secs(20), || {
+        c.running("service/plain")
+            .first()
+            .and_then(|a| a["pid"].as_u64())
+    }) as u32;
+    assert_eq!(uid_of(pid), nobody);
 }

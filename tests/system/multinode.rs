@@ -12,7 +12,7 @@ struct Multi {
 
 impl Multi {
     fn start() -> Multi {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = test_dir();
         let port = free_port();
         let data = dir.path().join("server");
         let server = Proc::spawn(

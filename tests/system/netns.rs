@@ -58,7 +58,7 @@ impl Lab {
             id,
             hub,
             hosts: vec![],
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir: test_dir(),
             procs: vec![],
         }
     }

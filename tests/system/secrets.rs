@@ -126,6 +126,15 @@ fn secrets_reach_only_their_task_and_never_disk_in_plaintext() {
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&file), 0o400);
     assert_eq!(mode(Path::new(&sdir)), 0o700);
+    // Owned by the task's user (nobody), which only it and root can read.
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("user lookup")
+        .expect("a nobody user")
+        .uid
+        .as_raw();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&file).expect("stat").uid(), nobody);
+    assert_eq!(std::fs::metadata(&sdir).expect("stat").uid(), nobody);
 
     // Shown without values; the same values again change nothing.
     for args in [

@@ -74,7 +74,7 @@ impl Api {
 
 #[test]
 fn every_route_and_role_is_authorized_as_the_table_says() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = test_dir();
     let port = free_port();
     let data = dir.path().join("server");
     let _server = Proc::spawn(

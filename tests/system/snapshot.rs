@@ -82,7 +82,7 @@ fn specs(config: &str) -> serde_json::Value {
 
 #[test]
 fn snapshots_round_trip_refuse_damage_and_move_to_etcd() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = test_dir();
     let snaps = dir.path().join("scheduled");
     let (mut first, config) = server(
         dir.path(),

@@ -231,9 +231,101 @@ pub fn adopt(h: Handle) -> Option<Running> {
     Some(Running::Adopted(fd, h))
 }
 
+/// Who tasks run as. An agent running as root starts them as an unprivileged user
+/// (`--task-user`, default `nobody`, as Nomad's exec driver does); only a task that asks
+/// for root (`task.root`) on a node that allows it (`--allow-root-tasks`) runs as root.
+/// An agent that is not root runs tasks as its own user and never as root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskUser {
+    /// `(uid, gid, name)` to switch to; `None`: the agent's own user.
+    pub switch_to: Option<(u32, u32, String)>,
+    /// Tasks that ask for root run as root.
+    pub allow_root: bool,
+}
+
+impl TaskUser {
+    /// Resolves `--task-user NAME` and `--allow-root-tasks` for this process.
+    pub fn resolve(name: &str, allow_root: bool) -> Result<TaskUser, String> {
+        if !nix::unistd::geteuid().is_root() {
+            if allow_root {
+                tracing::warn!("--allow-root-tasks needs an agent running as root; ignored");
+            }
+            return Ok(TaskUser {
+                switch_to: None,
+                allow_root: false,
+            });
+        }
+        if name == "root" {
+            return Ok(TaskUser {
+                switch_to: None,
+                allow_root: true,
+            });
+        }
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("looking up the task user {name}: {e}"))?
+            .ok_or_else(|| {
+                format!("the task user {name} does not exist here: create it, or pick one with --task-user")
+            })?;
+        Ok(TaskUser {
+            switch_to: Some((user.uid.as_raw(), user.gid.as_raw(), name.to_string())),
+            allow_root,
+        })
+    }
+
+    /// The `(uid, gid)` a task runs as (`None`: the agent's own), or why it cannot run.
+    pub fn for_task(&self, wants_root: bool) -> Result<Option<(u32, u32)>, String> {
+        match (wants_root, &self.switch_to) {
+            (true, _) if !self.allow_root => Err(
+                "the task asks for root and this node does not allow it (motley agent --allow-root-tasks)"
+                    .into(),
+            ),
+            (true, _) | (false, None) => Ok(None),
+            (false, Some((u, g, _))) => Ok(Some((*u, *g))),
+        }
+    }
+}
+
+/// Every directory above `dir` must let `uid`/`gid` through, or the task cannot reach
+/// its own directory: names the first that does not.
+fn check_reachable(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    for p in dir.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(p) else {
+            continue;
+        };
+        let mode = m.mode();
+        let ok = if m.uid() == uid {
+            mode & 0o100 != 0
+        } else if m.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !ok {
+            return Err(format!(
+                "the task's user (uid {uid}) cannot reach {}: {} is mode {:o}; let others through it (chmod o+x) or use another data dir",
+                dir.display(),
+                p.display(),
+                mode & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+    match owner {
+        Some((u, g)) => std::os::unix::fs::chown(p, Some(u), Some(g))
+            .map_err(|e| format!("giving {} to uid {u}: {e}", p.display())),
+        None => Ok(()),
+    }
+}
+
 /// The Secret values a task is given, and where its secret files go (a directory on
 /// an in-memory filesystem; `None` when the node has none).
 pub struct TaskSecrets<'a> {
+    /// Who the task runs as.
+    pub user: &'a TaskUser,
     /// What the server delivered, if the task references secrets.
     pub delivery: Option<&'a SecretDelivery>,
     /// `<tmpfs>/motley-secrets-<node>/<alloc>`.
@@ -242,7 +334,11 @@ pub struct TaskSecrets<'a> {
 
 /// Writes the secret files: a fresh directory (0700) with one file per value (0400),
 /// never on a disk. Returns the directory.
-fn write_secret_files(d: &SecretDelivery, dir: Option<&Path>) -> Result<PathBuf, String> {
+fn write_secret_files(
+    d: &SecretDelivery,
+    dir: Option<&Path>,
+    owner: Option<(u32, u32)>,
+) -> Result<PathBuf, String> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = dir.ok_or(
@@ -253,6 +349,7 @@ fn write_secret_files(d: &SecretDelivery, dir: Option<&Path>) -> Result<PathBuf,
         .mode(0o700)
         .create(dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    chown(dir, owner)?;
     for (name, value) in &d.files {
         let path = dir.join(name);
         let mut f = std::fs::OpenOptions::new()
@@ -263,6 +360,7 @@ fn write_secret_files(d: &SecretDelivery, dir: Option<&Path>) -> Result<PathBuf,
             .map_err(|e| format!("writing the secret file {name}: {e}"))?;
         f.write_all(value.as_bytes())
             .map_err(|e| format!("writing the secret file {name}: {e}"))?;
+        chown(&path, owner)?;
     }
     Ok(dir.to_path_buf())
 }
@@ -276,17 +374,28 @@ pub fn start(
     volumes: &[(String, PathBuf)],
     secrets: &TaskSecrets<'_>,
 ) -> Result<Running, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let owner = secrets.user.for_task(a.task.root)?;
     for d in [dir, log_dir]
         .into_iter()
         .chain(volumes.iter().map(|(_, p)| p.as_path()))
     {
         std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
+    // The allocation's directory is its user's alone; so are its volumes' directories.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("securing {}: {e}", dir.display()))?;
+    for d in std::iter::once(dir).chain(volumes.iter().map(|(_, p)| p.as_path())) {
+        chown(d, owner)?;
+    }
+    if let Some((u, g)) = owner {
+        check_reachable(dir, u, g)?;
+    }
     let mut vars = motley_vars(a, dir, volumes);
     let empty = SecretDelivery::default();
     let delivery = secrets.delivery.unwrap_or(&empty);
     if !delivery.files.is_empty() {
-        let sdir = write_secret_files(delivery, secrets.dir.as_deref())?;
+        let sdir = write_secret_files(delivery, secrets.dir.as_deref(), owner)?;
         vars.insert("MOTLEY_SECRETS".to_string(), sdir.display().to_string());
     }
     let argv: Vec<String> = a.task.command.iter().map(|s| expand(s, &vars)).collect();
@@ -320,6 +429,10 @@ pub fn start(
         .stderr(Stdio::from(log2))
         .process_group(0)
         .kill_on_drop(false);
+    if let Some((u, g)) = owner {
+        // std drops the supplementary groups too when root switches users.
+        cmd.uid(u).gid(g);
+    }
     if a.on_node_loss == motley_core::model::NodeLoss::Fence {
         // A fenced task must not outlive its agent: nobody would stop it when the lease
         // runs out, and the control plane would start a second copy elsewhere.

@@ -24,6 +24,8 @@ pub struct FactsConfig {
     pub task_logs: Option<LogTarget>,
     /// A CPU score given by the owner instead of calibrating.
     pub cpu_score: Option<u32>,
+    /// Tasks that ask for root run as root here (reported to the scheduler).
+    pub root_tasks: bool,
 }
 
 impl FactsConfig {
@@ -36,6 +38,7 @@ impl FactsConfig {
             thresholds: Thresholds::default(),
             task_logs: None,
             cpu_score: None,
+            root_tasks: false,
         }
     }
     /// The data directory as a path inside the root: the real one on a host, the
@@ -166,6 +169,7 @@ pub fn observe(
         task_logs_reason: Some(why),
         hw: Some(Box::new(stable)),
         conditions,
+        root_tasks: cfg.root_tasks,
     };
     Observation {
         facts,

@@ -369,6 +369,21 @@ pub struct AgentArgs {
     /// Memory pressure: less than this share of memory available, percent.
     #[arg(long, default_value_t = 5)]
     pub memory_available_pct: u8,
+    /// Who tasks run as.
+    #[command(flatten)]
+    pub tasks: TaskUserArgs,
+}
+
+/// Who tasks run as, on an agent running as root.
+#[derive(Debug, Args, Clone)]
+pub struct TaskUserArgs {
+    /// The unprivileged user tasks run as when the agent runs as root (`root` runs every
+    /// task as root).
+    #[arg(long, default_value = "nobody")]
+    pub task_user: String,
+    /// Run tasks that ask for it (`task.root: true`) as root on this node.
+    #[arg(long)]
+    pub allow_root_tasks: bool,
 }
 
 /// `motley up`.
@@ -389,4 +404,7 @@ pub struct UpArgs {
     /// Extra DNS names or IPs for the server certificate. Repeatable.
     #[arg(long)]
     pub tls_san: Vec<String>,
+    /// Who tasks run as.
+    #[command(flatten)]
+    pub tasks: TaskUserArgs,
 }

@@ -1053,6 +1053,9 @@ pub struct NodeFacts {
     /// Conditions that hold now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<crate::hw::Condition>,
+    /// The agent runs tasks that ask for it as root (`--allow-root-tasks`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root_tasks: bool,
 }
 
 /// A node as stored. Liveness is not here: it lives in the server's memory.

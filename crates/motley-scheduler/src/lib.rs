@@ -661,7 +661,7 @@ fn static_class(req: &Request<'_>) -> String {
         })
         .collect();
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
         p.require,
         p.prefer,
         req.tolerations,
@@ -669,6 +669,7 @@ fn static_class(req: &Request<'_>) -> String {
         req.workload.spec.task().resources.gpu,
         volumes,
         req.workload.spec.kind() == motley_core::model::Kind::Daemon,
+        req.workload.spec.task().root,
     )
 }
 
@@ -811,6 +812,7 @@ enum StaticFail<'x> {
     VolumeElsewhere(&'x str, &'x str),
     NoMedia(&'x str, motley_core::model::VolumeClass),
     NoSpreadLabel(&'x str),
+    NoRoot,
 }
 
 impl StaticFail<'_> {
@@ -844,6 +846,9 @@ impl StaticFail<'_> {
                 )
             }
             StaticFail::NoSpreadLabel(k) => format!("no label {k} (spread)"),
+            StaticFail::NoRoot => {
+                "does not run tasks as root (its agent has no --allow-root-tasks)".into()
+            }
         }
     }
 }
@@ -887,6 +892,9 @@ fn static_fail<'x>(
         return Some(StaticFail::Taint(t));
     }
     let spec = &req.workload.spec;
+    if spec.task().root && !n.node.facts.root_tasks {
+        return Some(StaticFail::NoRoot);
+    }
     if let Some(g) = &spec.task().resources.gpu {
         if n.gpus.is_empty() {
             return Some(StaticFail::NoGpu);

@@ -554,3 +554,35 @@ proptest! {
         prop_assert!(ran, "the waiter never ran");
     }
 }
+
+#[test]
+fn root_tasks_go_only_to_nodes_that_allow_them_and_do_not_taint_their_class() {
+    let mut allowing = node("builder", 4000, 4000);
+    allowing.facts.root_tasks = true;
+    let mut w = World::new(&[node("pi4", 4000, 4000), allowing]);
+    // Same placement, same resources: only `root` tells them apart.
+    w.apply("kind: Service\nname: admin\nreplicas: 2\ntask:\n  command: [a]\n  root: true\n---\nkind: Service\nname: plain\nreplicas: 2\nplacement:\n  spread: []\ntask:\n  command: [p]\n");
+    let plan = w.step();
+    let mut admin: Vec<&str> = plan
+        .create
+        .iter()
+        .filter(|a| a.workload.name == "admin")
+        .map(|a| a.node.as_str())
+        .collect();
+    admin.sort();
+    assert_eq!(admin, ["builder", "builder"]);
+    let mut plain: Vec<&str> = plan
+        .create
+        .iter()
+        .filter(|a| a.workload.name == "plain")
+        .map(|a| a.node.as_str())
+        .collect();
+    plain.sort();
+    assert_eq!(plain, ["builder", "pi4"], "plain work may go anywhere");
+    let mut none = World::new(&[node("pi4", 4000, 4000)]);
+    none.apply("kind: Job\nname: j\ntask:\n  command: [j]\n  root: true\n");
+    assert_eq!(
+        blocked_summary(&mut none, "j"),
+        "0/1 nodes: 1 does not run tasks as root (its agent has no --allow-root-tasks)"
+    );
+}

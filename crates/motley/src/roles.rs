@@ -246,6 +246,11 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         dir,
         facts,
         labels: node_labels,
+        task_user: motley_agent::driver::TaskUser::resolve(
+            &args.tasks.task_user,
+            args.tasks.allow_root_tasks,
+        )
+        .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
     })
     .await?;
     if let Some(addr) = args.metrics_listen {

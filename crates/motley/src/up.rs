@@ -113,6 +113,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         facts: motley_agent::facts::FactsConfig::host(data_dir.clone()),
         dir: agent_dir,
         labels: Default::default(),
+        task_user: motley_agent::driver::TaskUser::resolve(
+            &args.tasks.task_user,
+            args.tasks.allow_root_tasks,
+        )
+        .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
     })
     .await?;
     motley_server::state::lock(&server.shared.registries).push(agent.registry());
