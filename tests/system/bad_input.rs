@@ -163,9 +163,16 @@ const CASES: &[(&str, &str, u64, &str, &str)] = &[
     (
         "alias-bomb",
         "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nkind: Service\n",
-        0,
+        5,
         "",
-        "budget",
+        "alias bomb",
+    ),
+    (
+        "nested-too-deep",
+        "kind: Service\nname: a\nx: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+        3,
+        "",
+        "nested deeper than 32",
     ),
     (
         "larger-than-any-node",

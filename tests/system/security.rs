@@ -29,7 +29,9 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("GET", "/v1/nodes/n1", "", "AAADD"),
     ("GET", "/v1/nodes/n2", "", "AADAD"),
     ("POST", "/v1/nodes/nope/cordon", "", "ADDDD"),
-    ("GET", "/v1/allocs", "", "AAAAD"),
+    ("GET", "/v1/allocs", "", "AADDD"),
+    ("GET", "/v1/allocs?node=n1", "", "AAADD"),
+    ("GET", "/v1/allocs?node=n2", "", "AADAD"),
     ("GET", "/v1/allocs/{alloc}", "", "AAADD"),
     ("GET", "/v1/allocs/{alloc}/logs?tail=10", "", "AAADD"),
     ("GET", "/metrics", "", "AADDD"),
@@ -39,6 +41,8 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("GET", "/v1/snapshot", "", "ADDDD"),
     ("GET", "/v1/servers", "", "AADDD"),
     ("GET", "/v1/audit", "", "ADDDD"),
+    ("GET", "/v1/secrets/db/reveal", "", "ADDDD"),
+    ("POST", "/v1/secrets/rotate-key", "", "ADDDD"),
     ("GET", "/v1/agent/connect", "", "DDAAD"),
     ("POST", "/v1/join", r#"{"node":"Not A Name!"}"#, "DDDDA"),
 ];
@@ -118,9 +122,13 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
         url: url.clone(),
     };
     let manifest = dir.path().join("web.yaml");
+    let password = format!("pw-{}", motley_net::new_id());
     std::fs::write(
         &manifest,
-        "kind: Service\nname: web\ntask:\n  command: [sleep, \"100000\"]\n",
+        format!(
+            "kind: Secret\nname: db\ndata:\n  password: {password}\n---\n\
+             kind: Service\nname: web\ntask:\n  command: [sleep, \"100000\"]\n  secrets:\n    - {{ secret: db, key: password, env: DB_PASSWORD }}\n"
+        ),
     )
     .expect("manifest");
     let out = cli_with(&config, &["apply", "-f", manifest.to_str().expect("path")]);
@@ -171,17 +179,12 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
             }
         }
 
-        // Lists are scoped: n2 sees no allocation (not even asking for n1's), n1 only
-        // its own.
-        for (token, q, n) in [(&n2, "", 0), (&n2, "?node=n1", 0)] {
-            let (_, body) = api
-                .call("GET", &format!("/v1/allocs{q}"), Some(token), "")
-                .await;
-            let v: Value = serde_json::from_str(&body).expect("json");
-            assert_eq!(v.as_array().map(Vec::len), Some(n), "{body}");
-        }
+        // Lists are scoped: n2 has no allocation, n1 sees only its own.
+        let (_, body) = api.call("GET", "/v1/allocs?node=n2", Some(&n2), "").await;
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v.as_array().map(Vec::len), Some(0), "{body}");
         let (_, body) = api
-            .call("GET", "/v1/allocs", Some(n1_cred.trim()), "")
+            .call("GET", "/v1/allocs?node=n1", Some(n1_cred.trim()), "")
             .await;
         let v: Value = serde_json::from_str(&body).expect("json");
         let nodes: Vec<&str> = v
@@ -202,7 +205,7 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
             "/v1/agent/connect",
             &n2,
             &[],
-            tls,
+            tls.clone(),
             Duration::from_secs(5),
         )
         .await
@@ -227,6 +230,53 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
             }
             other => panic!("expected a close, got {other:?}"),
         }
+
+        // As itself, n2 gets its (empty) assignment and never n1's secret; n1's task
+        // has it.
+        let mut ws = motley_net::ws::connect(
+            &url,
+            "/v1/agent/connect",
+            &n2,
+            &[],
+            tls.clone(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect");
+        let hello = motley_core::proto::AgentMsg::Hello {
+            version: motley_core::proto::PROTOCOL_VERSION,
+            node: "n2".into(),
+            facts: Default::default(),
+            labels: Default::default(),
+            allocs: vec![],
+            readings: None,
+        };
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            serde_json::to_string(&hello).expect("json").into(),
+        ))
+        .await
+        .expect("send hello");
+        let mut frames = String::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, ws.next()).await {
+            frames.push_str(&m.to_string());
+        }
+        assert!(frames.contains("\"sync\""), "{frames}");
+        assert!(!frames.contains(&password), "n2 was sent n1's secret");
+        let pid = wait_for("web's pid", Duration::from_secs(10), || {
+            let v: Value =
+                serde_json::from_slice(&cli_with(&config, &["get", "allocs", "-o", "json"]).stdout)
+                    .ok()?;
+            v.as_array()?
+                .iter()
+                .find(|a| a["id"] == alloc.as_str())
+                .and_then(|a| a["pid"].as_u64())
+        });
+        assert!(
+            environ(pid as u32).contains(&format!("DB_PASSWORD={password}")),
+            "n1's task lacks its secret"
+        );
+        drop(ws);
 
         // Every refusal is in the audit log, with who.
         let (_, body) = api.call("GET", "/v1/audit", Some(&admin), "").await;
@@ -299,6 +349,51 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
                 .is_err()
         );
 
+        // Slow clients are cut off and hold nothing: one never starts TLS, one never
+        // sends its request, one sends half a body. Checked at the end.
+        let slow_started = tokio::time::Instant::now();
+        let port = url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
+        let silent_tcp = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+            let mut b = [0u8; 16];
+            let _ = s.read(&mut b).await;
+            slow_started.elapsed()
+        });
+        let tls_client = |tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>| async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+            tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .expect("tls")
+        };
+        let silent_tls = {
+            let c = tls_client(tls.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut s = c.await;
+                let mut b = [0u8; 64];
+                let _ = s.read(&mut b).await;
+                slow_started.elapsed()
+            })
+        };
+        let half_body = {
+            let c = tls_client(tls.clone());
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut s = c.await;
+                let head = format!(
+                    "POST /v1/apply HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {admin}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"files\": ["
+                );
+                s.write_all(head.as_bytes()).await.expect("write");
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                (slow_started.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned())
+            })
+        };
+
         // Guessing tokens: after 10 failures from one address within 10 s, everything
         // from it is refused (even a valid token) until the window ends. Two failures
         // (expired, revoked) happened above.
@@ -327,6 +422,18 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
             audit
                 .iter()
                 .any(|e| e.status == 401 && e.who == "invalid token")
+        );
+
+        let window = Duration::from_secs(9)..Duration::from_secs(14);
+        let t = silent_tcp.await.expect("silent tcp");
+        assert!(window.contains(&t), "no TLS handshake: closed after {t:?}");
+        let t = silent_tls.await.expect("silent tls");
+        assert!(window.contains(&t), "no request: closed after {t:?}");
+        let (t, answer) = half_body.await.expect("half body");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            (Duration::from_secs(14)..Duration::from_secs(19)).contains(&t),
+            "half a body: answered after {t:?}"
         );
     });
 }

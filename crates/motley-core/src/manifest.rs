@@ -304,10 +304,34 @@ fn split_documents(text: &str) -> Vec<RawDoc> {
     docs
 }
 
+/// Deepest nesting a manifest may have (a real one needs under 10).
+pub const MAX_YAML_DEPTH: usize = 32;
+/// Most anchors or aliases in one document (a real one needs a handful).
+pub const MAX_YAML_ALIASES: usize = 64;
+
+/// Explicit limits, far tighter than the library's liberal defaults: a manifest is at
+/// most a few MiB (the API's body limit) and shallow, so a billion-laughs alias bomb,
+/// a deeply nested document or a scalar flood stops after bounded work with an error at
+/// its line. Duplicate keys are refused and booleans are strict (the defaults).
 fn yaml_options() -> serde_saphyr::Options {
-    // Defaults include a parse budget that stops alias bombs; keep strict booleans and
-    // refuse duplicate keys.
-    serde_saphyr::Options::default()
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_YAML_DEPTH,
+            max_aliases: MAX_YAML_ALIASES,
+            max_anchors: MAX_YAML_ALIASES,
+            max_events: 500_000,
+            max_nodes: 200_000,
+            max_documents: 1,
+            max_total_scalar_bytes: 8 << 20,
+            max_reader_input_bytes: Some(8 << 20),
+            max_merge_keys: 64,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 10_000,
+            max_replay_stack_depth: 8,
+            max_alias_expansions_per_anchor: 256,
+        },
+    }
 }
 
 fn location_of(e: &serde_saphyr::Error) -> (u64, u64) {
@@ -329,6 +353,18 @@ fn short_message(e: &serde_saphyr::Error) -> String {
     match msg.as_str() {
         "invalid u32" | "invalid u64" => "expected a whole number, 0 or more".into(),
         "invalid i32" | "invalid i64" => "expected a whole number".into(),
+        m if m.starts_with("budget breached: Depth") => {
+            format!("nested deeper than {MAX_YAML_DEPTH} levels (limit for manifests)")
+        }
+        m if m.starts_with("budget breached") => {
+            format!(
+                "too large for a manifest ({})",
+                &m["budget breached: ".len()..]
+            )
+        }
+        m if m.starts_with("alias replay limit exceeded") => {
+            "aliases expand to more than 10000 values (an alias bomb?)".into()
+        }
         _ => msg,
     }
 }
@@ -1061,5 +1097,34 @@ mod tests {
         // An unknown field in a value's map is named.
         let errs = parse("kind: Secret\nname: db\ndata:\n  k: { valu: x }\n").unwrap_err();
         assert!(errs[0].message.contains("valu"), "{errs:?}");
+    }
+
+    #[test]
+    fn alias_bombs_deep_nesting_and_floods_stop_quickly_with_a_location() {
+        // Billion laughs: 9 levels of 9 aliases each would be 387 million nodes.
+        let mut bomb = String::from("kind: Service\nname: a\nlol0: &l0 [\"lol\"]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*l{}", i - 1); 9].join(", ");
+            bomb.push_str(&format!("lol{i}: &l{i} [{refs}]\n"));
+        }
+        bomb.push_str("task:\n  command: [x]\n");
+        let started = std::time::Instant::now();
+        let errs = parse(&bomb).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(errs[0].line > 0, "{errs:?}");
+        let deep = format!(
+            "kind: Service\nname: a\nx: {}1{}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let errs = parse(&deep).unwrap_err();
+        assert!(errs[0].line == 3, "{errs:?}");
+        let deep_block: String = (0..100)
+            .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+            .collect();
+        assert!(parse(&format!("kind: Service\nname: a\n{deep_block}")).is_err());
+        // A good manifest with an anchor and an alias still parses.
+        let ok = "kind: Service\nname: a\ntask:\n  command: &c [sleep, '1']\n  env: { A: x }\n";
+        assert!(parse(ok).is_ok(), "{:?}", parse(ok).err());
     }
 }

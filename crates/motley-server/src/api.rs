@@ -118,7 +118,27 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn(declared_size))
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(deadline))
         .with_state(shared)
+}
+
+/// How long a request may take to arrive and be answered, up to its response's head
+/// (streams such as `logs -f` and agent connections go on after that): a client that
+/// sends its body slowly, or not at all, is answered 408 and its connection freed.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
+async fn deadline(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} s to arrive and be answered",
+                REQUEST_DEADLINE.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Header of a request one server forwarded to another (never forwarded again).
@@ -360,7 +380,15 @@ async fn authorize(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
                     .allocs
                     .get(target)
                     .is_some_and(|a| &a.node == node),
-                // Lists are filtered by the handler; the agent session checks the name.
+                // A node lists its own allocations only, and says so (`?node=<itself>`):
+                // asking for everything is refused, not quietly narrowed.
+                "/v1/allocs" => req
+                    .uri()
+                    .query()
+                    .unwrap_or_default()
+                    .split('&')
+                    .any(|kv| kv == format!("node={node}")),
+                // The agent session checks the name the agent gives.
                 _ => true,
             };
             if !own {
