@@ -61,6 +61,9 @@ impl Plane {
         let listen = format!("127.0.0.1:{}", s.port);
         let name = format!("s{i}");
         let url = self.etcd.url();
+        // Every server seals and opens secrets with the same key, as an operator who
+        // copied secrets.key to each would have it.
+        let key = self.dir.path().join("secrets.key").display().to_string();
         let log = self.dir.path().join(format!(
             "s{i}-{}.log",
             std::time::SystemTime::now()
@@ -80,6 +83,8 @@ impl Plane {
             self.lease,
             "--name",
             &name,
+            "--secrets-key",
+            &key,
         ];
         let proc = Proc::spawn(&args, log).unwrap_or_else(|e| panic!("server s{i}: {e}"));
         self.servers[i].proc = Some(proc);
@@ -245,14 +250,28 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
         (pids.len() == 2).then_some(pids)
     });
 
+    // A secret sealed by this leader is opened by the next ones.
+    let password = format!("pw-{}", motley_net::new_id());
+    let out = p.apply(
+        "db",
+        &format!("kind: Secret\nname: db\ndata:\n  password: {password}\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+
     // Kill -9 the leader three times: another leads, and a service applied right after
-    // the kill runs.
+    // the kill runs, with its secret.
     let mut leader = leader;
     for round in 0..3 {
         let killed = Instant::now();
         p.kill_server(leader);
         let name = format!("after-{round}");
-        let out = p.apply(&name, &service(&name, 1));
+        let out = p.apply(
+            &name,
+            &format!(
+                "{}  secrets: [{{ secret: db, key: password, env: DB_PASSWORD }}]\n",
+                service(&name, 1)
+            ),
+        );
         assert!(
             out.status.success(),
             "apply after killing the leader: {}",
@@ -262,9 +281,14 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
             p.leader().filter(|(i, _)| *i != leader)
         });
         let led = killed.elapsed();
-        wait_for("the new service runs", Duration::from_secs(30), || {
-            (p.running(&name).len() == 1).then_some(())
+        let pid = wait_for("the new service runs", Duration::from_secs(30), || {
+            let pids = p.running(&name);
+            (pids.len() == 1).then(|| pids[0])
         });
+        assert!(
+            environ(pid as u32).contains(&format!("DB_PASSWORD={password}")),
+            "round {round}: the task lacks its secret"
+        );
         eprintln!(
             "round {round}: killed s{leader}; s{next} leads after {led:?}; {name} running after {:?}",
             killed.elapsed()

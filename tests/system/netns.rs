@@ -705,3 +705,167 @@ fn agent_kill9_and_restart_adopts_its_tasks() {
     pids.sort();
     assert_eq!(pids, before);
 }
+
+/// The compromised-node test: with one agent's node credential, from that node's own
+/// network namespace, try what an attacker holding the node would: read another node's
+/// secret, read all allocations, create and change services, delete one, follow another
+/// node's logs, register as another node. Each is refused with 403 and audited with the
+/// node's address; the node never received the secret.
+#[test]
+fn a_compromised_node_reaches_nothing_it_was_not_given() {
+    let mut lab = Lab::new();
+    lab.server();
+    lab.agent("n1");
+    lab.agent("n2");
+    let password = format!("pw-{}", motley_net::new_id());
+    lab.apply(&format!(
+        "kind: Secret\nname: db\ndata:\n  password: {password}\n---\n\
+         kind: Service\nname: private\nplacement: {{ require: \"name = n1\" }}\ntask:\n  command: [sleep, \"7771\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n  secrets: [{{ secret: db, key: password, env: DB_PASSWORD }}]\n---\n\
+         kind: Service\nname: mine\nplacement: {{ require: \"name = n2\" }}\ntask:\n  command: [sleep, \"7772\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n"
+    ));
+    let private = wait_for("private runs on n1", Duration::from_secs(30), || {
+        lab.allocs().into_iter().find_map(|a| {
+            (a["workload"] == "service/private" && a["state"] == "running" && a["node"] == "n1")
+                .then(|| a["id"].as_str().map(str::to_string))
+                .flatten()
+        })
+    });
+    wait_for("mine runs on n2", Duration::from_secs(30), || {
+        (Lab::count(&lab.by_name("n2").ns, "7772") == 1).then_some(())
+    });
+
+    // The attacker's config: the server, the CA, and n2's own credential.
+    let srv = motley_net::ClientConfig::load(std::path::Path::new(&format!(
+        "{}/client.yaml",
+        lab.data("srv")
+    )))
+    .expect("admin config");
+    let cred = std::fs::read_to_string(format!("{}/agent/credential", lab.data("n2")))
+        .expect("n2's credential");
+    let stolen = lab.dir.path().join("stolen.yaml");
+    motley_net::ClientConfig {
+        servers: srv.servers.clone(),
+        ca: srv.ca.clone(),
+        token: cred.trim().to_string(),
+    }
+    .save(&stolen)
+    .expect("write the stolen config");
+    let evil = lab.dir.path().join("evil.yaml");
+    std::fs::write(
+        &evil,
+        "kind: Service\nname: private\nplacement: { require: \"name = n2\" }\ntask:\n  command: [sleep, \"7773\"]\n",
+    )
+    .expect("manifest");
+    let ns2 = lab.by_name("n2").ns.clone();
+    let attack = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns2, motley_bin(), "--config"])
+            .arg(&stolen)
+            .args(args)
+            .env_remove("MOTLEY_TOKEN")
+            .output()
+            .expect("cli");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} succeeded as node n2");
+        err
+    };
+    let evil_path = evil.to_str().expect("path");
+    let logs_path = format!("/v1/allocs/{private}/logs");
+    let attempts: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["get", "secret", "db", "--reveal"],
+            "/v1/secrets/db/reveal",
+        ),
+        (vec!["get", "secret", "db"], "/v1/workloads/secret/db"),
+        (vec!["get", "allocs"], "/v1/allocs"),
+        (vec!["apply", "-f", evil_path], "/v1/apply"),
+        (
+            vec!["delete", "service/private"],
+            "/v1/workloads/service/private",
+        ),
+        (vec!["logs", &private], &logs_path),
+    ];
+    for (args, _) in &attempts {
+        let err = attack(args);
+        assert!(
+            err.contains("403") || err.contains("may not") || err.contains("may only"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // Registering as n1 with n2's credential: refused, and the agent gives up.
+    let as_n1 = lab.dir.path().join("as-n1");
+    std::fs::create_dir_all(as_n1.join("agent")).expect("dir");
+    for f in ["credential", "ca.crt"] {
+        std::fs::copy(
+            format!("{}/agent/{f}", lab.data("n2")),
+            as_n1.join("agent").join(f),
+        )
+        .expect("copy");
+    }
+    let out = Command::new("timeout")
+        .args([
+            "30",
+            "ip",
+            "netns",
+            "exec",
+            &ns2,
+            motley_bin(),
+            "agent",
+            "--server",
+        ])
+        .arg(&srv.servers[0])
+        .arg("--data-dir")
+        .arg(&as_n1)
+        .args(["--name", "n1"])
+        .output()
+        .expect("agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("belongs to node \"n2\""), "{err}");
+
+    // Every attempt is in the audit log, from n2's address, as a node token.
+    let n2_ip = lab.by_name("n2").ip.clone();
+    let audit: Vec<motley_core::api::AuditEntry> =
+        serde_json::from_slice(&lab.cli(&["get", "audit", "-o", "json"]).stdout).expect("audit");
+    let mut paths: Vec<(&str, &str)> = attempts.iter().map(|(_, p)| ("", *p)).collect();
+    paths.push(("", "/v1/agent/connect"));
+    for (_, path) in &paths {
+        assert!(
+            audit.iter().any(|e| e.path == *path
+                && e.status == 403
+                && e.peer == n2_ip
+                && e.who.contains("(node)")),
+            "{path} not audited from {n2_ip}: {audit:?}"
+        );
+    }
+
+    // Nothing changed, and n2 never held the secret.
+    assert_eq!(Lab::count(&lab.by_name("n1").ns, "7771"), 1);
+    assert_eq!(Lab::count(&ns2, "7773"), 0);
+    let mut found = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from(lab.data("n2"))];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap_or_default()
+                .windows(password.len())
+                .any(|w| w == password.as_bytes())
+            {
+                found.push(p);
+            }
+        }
+    }
+    assert!(found.is_empty(), "the secret is on n2: {found:?}");
+    let n2_agent = lab
+        .procs
+        .iter()
+        .find(|(h, _)| h == "n2")
+        .map(|(_, c)| c.id())
+        .expect("n2's agent");
+    // `ip netns exec` execs motley: the child's pid is the agent's.
+    assert!(!environ(n2_agent).iter().any(|kv| kv.contains(&password)));
+}

@@ -53,8 +53,20 @@ fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Replaces every occurrence of a masked value (the task's secret values) by
+/// `<redacted>`. A value split across two reads of a growing log is not caught.
+pub fn redact(mut data: String, mask: &[String]) -> String {
+    for v in mask {
+        if data.contains(v.as_str()) {
+            data = data.replace(v.as_str(), "<redacted>");
+        }
+    }
+    data
+}
+
 /// Sends an allocation's log as `LogData` messages; with `follow`, keeps sending as it
-/// grows until `done()` says the task has ended and everything was sent.
+/// grows until `done()` says the task has ended and everything was sent. Values in
+/// `mask` (the task's secrets) are sent as `<redacted>`.
 pub async fn serve(
     dir: std::path::PathBuf,
     req: u64,
@@ -62,6 +74,7 @@ pub async fn serve(
     follow: bool,
     out: mpsc::UnboundedSender<AgentMsg>,
     done: impl Fn() -> bool,
+    mask: Vec<String>,
 ) {
     let send = |data: String, eof: bool, error: Option<String>| {
         out.send(AgentMsg::LogData {
@@ -93,6 +106,8 @@ pub async fn serve(
     if all.is_empty() && !send(String::new(), false, None) {
         return;
     }
+    // Masked before chunking, so a value is not cut in two by a chunk boundary.
+    let all = redact(String::from_utf8_lossy(&all).into_owned(), &mask).into_bytes();
     for chunk in all.chunks(CHUNK) {
         if !send(String::from_utf8_lossy(chunk).into_owned(), false, None) {
             return;
@@ -109,6 +124,8 @@ pub async fn serve(
                 match read_from(&current, offset) {
                     Ok(b) => {
                         offset += b.len() as u64;
+                        let b =
+                            redact(String::from_utf8_lossy(&b).into_owned(), &mask).into_bytes();
                         for chunk in b.chunks(CHUNK) {
                             if !send(String::from_utf8_lossy(chunk).into_owned(), false, None) {
                                 return;
@@ -133,6 +150,48 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_hides_every_occurrence_and_nothing_else() {
+        let mask = vec!["hunter2".to_string(), "s3cr3t-token".to_string()];
+        assert_eq!(
+            redact(
+                "pw=hunter2 token=s3cr3t-token again hunter2\n".into(),
+                &mask
+            ),
+            "pw=<redacted> token=<redacted> again <redacted>\n"
+        );
+        assert_eq!(redact("nothing here".into(), &mask), "nothing here");
+    }
+
+    #[tokio::test]
+    async fn served_logs_are_masked_even_across_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = "hunter2-hunter2";
+        // The value straddles the first chunk boundary.
+        let mut text = "x".repeat(CHUNK - 5);
+        text.push_str(secret);
+        text.push('\n');
+        std::fs::write(log_path(dir.path()), &text).expect("log");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        serve(
+            dir.path().to_path_buf(),
+            1,
+            None,
+            false,
+            tx,
+            || true,
+            vec![secret.to_string()],
+        )
+        .await;
+        let mut got = String::new();
+        while let Ok(AgentMsg::LogData { data, .. }) = rx.try_recv() {
+            got.push_str(&data);
+        }
+        assert!(!got.contains(secret), "a masked value was sent");
+        assert!(!got.contains("hunter2"), "part of it was sent");
+        assert!(got.ends_with("<redacted>\n"), "{}", &got[got.len() - 20..]);
+    }
 
     #[test]
     fn trim_keeps_the_tail() {

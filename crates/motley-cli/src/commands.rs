@@ -399,7 +399,7 @@ fn resource(s: &str) -> anyhow::Result<Resource> {
         "server" | "servers" => Ok(Resource::Servers),
         "audit" => Ok(Resource::Audit),
         _ => anyhow::bail!(
-            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, allocs, servers or audit"
+            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, secrets, allocs, servers or audit"
         ),
     }
 }

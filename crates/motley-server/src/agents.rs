@@ -71,9 +71,15 @@ fn node_record(name: &str, facts: motley_core::model::NodeFacts) -> Node {
 pub async fn connect(
     State(s): State<Arc<Shared>>,
     Extension(Caller(role)): Extension<Caller>,
+    who: Option<Extension<crate::api::Who>>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let caller = AgentCaller {
+        who: who.map_or_else(|| "-".into(), |w| w.0.0),
+        peer: peer.map_or_else(|| "-".into(), |p| p.0.0.ip().to_string()),
+    };
     let Role::Node { node } = role else {
         return ApiError(
             StatusCode::FORBIDDEN,
@@ -94,10 +100,16 @@ pub async fn connect(
             .to_string();
         return ws
             .max_message_size(MAX_FRAME)
-            .on_upgrade(move |socket| async move { relay(s, node, token, socket).await });
+            .on_upgrade(move |socket| async move { relay(s, node, token, caller, socket).await });
     }
     ws.max_message_size(MAX_FRAME)
-        .on_upgrade(move |socket| async move { session(s, node, socket).await })
+        .on_upgrade(move |socket| async move { session(s, node, caller, socket).await })
+}
+
+/// Who opened an agent connection, for the audit log.
+struct AgentCaller {
+    who: String,
+    peer: String,
 }
 
 /// How long a relayed agent waits for a leader before its connection is closed (it then
@@ -106,7 +118,13 @@ pub const RELAY_WAIT: Duration = Duration::from_secs(4);
 
 /// Relays an agent connection to the leading server, frame by frame, until either side
 /// closes or the leader changes. Becoming the leader meanwhile serves the agent here.
-async fn relay(s: Arc<Shared>, node: String, token: String, mut down: WebSocket) {
+async fn relay(
+    s: Arc<Shared>,
+    node: String,
+    token: String,
+    caller: AgentCaller,
+    mut down: WebSocket,
+) {
     let mut observed = s.ha.observed.subscribe();
     let mut term = s.ha.term.subscribe();
     let deadline = tokio::time::Instant::now() + RELAY_WAIT;
@@ -115,7 +133,7 @@ async fn relay(s: Arc<Shared>, node: String, token: String, mut down: WebSocket)
     let mut failed: Option<String> = None;
     let (leader, up) = loop {
         if s.ha.leading().is_some() {
-            return session(s, node, down).await;
+            return session(s, node, caller, down).await;
         }
         if let Some(l) = s.ha.leader_elsewhere()
             && failed.as_ref() != Some(&l.id)
@@ -199,7 +217,7 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
+async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AgentMsg>(&t).ok(),
@@ -226,6 +244,15 @@ async fn session(s: Arc<Shared>, node: String, socket: WebSocket) {
             )
         };
         tracing::warn!("refusing agent: {why}");
+        s.audit.record(motley_core::api::AuditEntry {
+            at: crate::state::now_ms(),
+            who: caller.who,
+            peer: caller.peer,
+            method: "GET".into(),
+            path: "/v1/agent/connect".into(),
+            status: 403,
+            why: why.clone(),
+        });
         let _ = sink
             .send(Message::Close(Some(axum::extract::ws::CloseFrame {
                 code: 4003,

@@ -264,6 +264,22 @@ pub fn deliver(
     Some(out)
 }
 
+/// Secrets sealed with a key this keyring lacks: `(secret, key id)`, one per secret.
+pub fn foreign_keys(ring: &Keyring, cache: &crate::state::Cache) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for w in cache.workloads.values() {
+        let Spec::Secret(s) = &w.spec else { continue };
+        let foreign = s.data.values().find_map(|v| {
+            let id = v.sealed.as_deref()?.strip_prefix("v1:")?.split_once(':')?.0;
+            (!ring.keys.iter().any(|k| k.id == id)).then(|| id.to_string())
+        });
+        if let Some(id) = foreign {
+            out.push((s.name.clone(), id));
+        }
+    }
+    out
+}
+
 fn next_path(path: &Path) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(".next");
