@@ -461,7 +461,14 @@ fn losing_etcd_members_one_is_unnoticed_two_is_unavailable_and_recovery_is_autom
         "recovered: new service running {:?} after restart",
         started.elapsed()
     );
-    assert_eq!(p.running("steady"), vec![steady], "the task was restarted");
+    // Read once the API answers with the allocation again (right after a recovery a
+    // call can still fail, which reads as "nothing running").
+    let now = wait_for("steady listed", Duration::from_secs(10), || {
+        let pids = p.running("steady");
+        (!pids.is_empty()).then_some(pids)
+    });
+    assert_eq!(now, vec![steady], "the task was restarted");
+    assert!(pid_alive(steady as u32));
 
     // The leader and the node's agent die together. The new leader has heard no
     // heartbeat from the node: it gives it a full grace period (15 s from when it

@@ -287,7 +287,7 @@ impl TaskUser {
 
 /// Every directory above `dir` must let `uid`/`gid` through, or the task cannot reach
 /// its own directory: names the first that does not.
-fn check_reachable(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+pub fn check_reachable(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     for p in dir.ancestors().skip(1) {
         let Ok(m) = std::fs::metadata(p) else {

@@ -251,7 +251,8 @@ pub struct EtcdArgs {
 /// `motley server`.
 #[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
-    /// Data directory (default: $XDG_DATA_HOME/motley, or ~/.local/share/motley).
+    /// Data directory (default: /var/lib/motley as root, else $XDG_DATA_HOME/motley or
+    /// ~/.local/share/motley).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Address the API and agent connections listen on.
@@ -333,7 +334,8 @@ pub struct AgentArgs {
     /// A join token (needed only the first time; the node's own credential is kept in the data dir).
     #[arg(long, env = "MOTLEY_JOIN_TOKEN")]
     pub token: Option<String>,
-    /// Data directory (default: $XDG_DATA_HOME/motley-agent).
+    /// Data directory (default: /var/lib/motley-agent as root, else
+    /// $XDG_DATA_HOME/motley-agent).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Node name (default: the host name).
@@ -389,7 +391,8 @@ pub struct TaskUserArgs {
 /// `motley up`.
 #[derive(Debug, Args, Clone)]
 pub struct UpArgs {
-    /// Data directory (default: $XDG_DATA_HOME/motley, or ~/.local/share/motley).
+    /// Data directory (default: /var/lib/motley as root, else $XDG_DATA_HOME/motley or
+    /// ~/.local/share/motley).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Address the API listens on.

@@ -220,9 +220,7 @@ fn leader_lease(text: &str) -> anyhow::Result<std::time::Duration> {
 pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
     let data_dir = match args.data_dir.clone() {
         Some(d) => d,
-        None => dirs::data_dir()
-            .map(|d| d.join("motley-agent"))
-            .ok_or_else(|| anyhow::anyhow!("no data directory: pass --data-dir"))?,
+        None => crate::up::default_dir("motley-agent")?,
     };
     let name = match args.name.clone() {
         Some(n) => {

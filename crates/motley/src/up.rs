@@ -10,9 +10,20 @@ use motley_cli::client::Client;
 use motley_server::auth::Role;
 use motley_server::{Server, ServerConfig};
 
-/// The default data directory: `$XDG_DATA_HOME/motley` or `~/.local/share/motley`.
+/// The default data directory: `/var/lib/motley` for root (unless `XDG_DATA_HOME` is
+/// set), else `$XDG_DATA_HOME/motley` or `~/.local/share/motley`.
 pub fn default_data_dir() -> anyhow::Result<PathBuf> {
-    dirs::data_dir().map(|d| d.join("motley")).ok_or_else(|| {
+    default_dir("motley")
+}
+
+/// `/var/lib/<leaf>` for root, as k3s keeps `/var/lib/rancher`: tasks run as `nobody`
+/// and must pass through the directories above their own, and root's home is 0700 on
+/// most systems. An explicit `XDG_DATA_HOME` still wins. Others: the XDG data dir.
+pub fn default_dir(leaf: &str) -> anyhow::Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() && std::env::var_os("XDG_DATA_HOME").is_none() {
+        return Ok(PathBuf::from("/var/lib").join(leaf));
+    }
+    dirs::data_dir().map(|d| d.join(leaf)).ok_or_else(|| {
         anyhow::anyhow!("no data directory (set HOME or XDG_DATA_HOME, or pass --data-dir)")
     })
 }
