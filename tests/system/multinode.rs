@@ -985,3 +985,67 @@ fn scheduler_places_by_hardware() {
         "{d}"
     );
 }
+
+#[test]
+fn simulated_nodes_join_take_work_and_are_lost_together() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let facts = repo_root().join("tests/fixtures/hw/constructed/pi5");
+    let args = m.agent_args("sim", Some(&token));
+    let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let facts = facts.display().to_string();
+    refs.extend([
+        "--simulate",
+        "20",
+        "--facts-root",
+        &facts,
+        "--sim-job-time",
+        "200ms",
+    ]);
+    let mut sim = Proc::spawn(&refs, m.dir.path().join("sim.log")).expect("20 simulated nodes");
+    let nodes: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "nodes", "-o", "json"]).stdout).expect("json");
+    let nodes = nodes.as_array().expect("array");
+    assert_eq!(nodes.len(), 20);
+    assert!(nodes.iter().all(|n| n["state"] == "ready" && n["node"]["facts"]["arch"] == "arm64"));
+    assert!(nodes.iter().any(|n| n["node"]["name"] == "sim-19"));
+
+    let manifest = m.dir.path().join("work.yaml");
+    std::fs::write(
+        &manifest,
+        "kind: Service\nname: web\nreplicas: 40\ntask:\n  command: [x]\n  resources: { cpu: 10m, memory: 8Mi }\n---\n\
+         kind: Job\nname: batch\ncompletions: 60\nparallelism: 20\ntask:\n  command: [x]\n  resources: { cpu: 10m, memory: 8Mi }\n",
+    )
+    .expect("manifest");
+    let out = m.cli(&["apply", "-f", manifest.to_str().expect("path")]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("40 replicas and 60 completions", Duration::from_secs(30), || {
+        let s: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "services", "web", "-o", "json"]).stdout).ok()?;
+        let j: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "jobs", "batch", "-o", "json"]).stdout).ok()?;
+        (s[0]["status"]["running"] == 40 && j[0]["status"]["phase"] == "complete").then_some(())
+    });
+    // Spread over the nodes: two replicas each.
+    let allocs: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "allocs", "--workload", "service/web", "-o", "json"]).stdout)
+            .expect("json");
+    let on: std::collections::BTreeSet<&str> = allocs
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|a| a["node"].as_str())
+        .collect();
+    assert_eq!(on.len(), 20, "{on:?}");
+
+    // The process dies: every one of its nodes goes down.
+    sim.terminate();
+    wait_for("20 nodes down", Duration::from_secs(30), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "nodes", "-o", "json"]).stdout).ok()?;
+        v.as_array()?
+            .iter()
+            .all(|n| n["state"] == "down")
+            .then_some(())
+    });
+}

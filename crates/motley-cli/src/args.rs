@@ -374,6 +374,13 @@ pub struct AgentArgs {
     /// Who tasks run as.
     #[command(flatten)]
     pub tasks: TaskUserArgs,
+    /// Run N simulated nodes in this process (`<name>-0` … `<name>-N-1`), each a real
+    /// node of the cluster whose tasks only pretend to run: for scale tests and demos.
+    #[arg(long, value_name = "N")]
+    pub simulate: Option<u32>,
+    /// With --simulate: how long a job's instance "runs" before it completes.
+    #[arg(long, default_value = "1s", requires = "simulate")]
+    pub sim_job_time: String,
 }
 
 /// Who tasks run as, on an agent running as root.

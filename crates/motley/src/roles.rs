@@ -1,7 +1,7 @@
 //! `motley server` and `motley agent`: the two halves of `motley up`, as separate
 //! processes on separate machines.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use motley_agent::{Agent, AgentConfig};
@@ -231,6 +231,9 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
     };
     let facts = facts_config(&args, &data_dir)?;
     let node_labels = labels(&args.labels)?;
+    if let Some(count) = args.simulate {
+        return simulate(&args, count, name, data_dir, facts, node_labels).await;
+    }
     let dir = data_dir.join("agent");
     let (token, ca_pem) =
         motley_agent::join::credentials(&dir, &args.server, args.token.as_deref(), &name)
@@ -273,6 +276,43 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             Ok(1)
         }
     }
+}
+
+/// `motley agent --simulate N`: N virtual nodes in this process.
+async fn simulate(
+    args: &AgentArgs,
+    count: u32,
+    prefix: String,
+    data_dir: PathBuf,
+    facts: motley_agent::facts::FactsConfig,
+    labels: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<i32> {
+    let score = facts.cpu_score.unwrap_or(1000);
+    let observed = tokio::task::spawn_blocking(move || {
+        motley_agent::facts::observe(&facts, "sim", Some(score), None, motley_server::state::now_ms())
+    })
+    .await
+    .context("reading the facts")?;
+    let mut sim = motley_agent::sim::start(motley_agent::sim::SimConfig {
+        prefix: prefix.clone(),
+        count,
+        servers: args.server.clone(),
+        join_token: args.token.clone(),
+        dir: data_dir.join("sim"),
+        facts: observed.facts,
+        labels,
+        job_time: std::time::Duration::from_millis(duration("sim-job-time", &args.sim_job_time)?),
+    })
+    .await
+    .context("joining the simulated nodes")?;
+    if sim.wait_all(std::time::Duration::from_secs(120)).await {
+        eprintln!("{count} simulated nodes {prefix}-0 … {prefix}-{} connected", count - 1);
+        println!("ready");
+    } else {
+        eprintln!("only {} of {count} simulated nodes connected", sim.connected());
+    }
+    shutdown_signal().await;
+    Ok(0)
 }
 
 /// Serves `GET /metrics` over plain HTTP (hyper, no TLS: bind it to a private address).
