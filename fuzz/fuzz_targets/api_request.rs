@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use motley_core::api::{JoinRequest, ManifestSet, TokenRequest};
-use motley_core::manifest::{self, Source};
+use motley_core::manifest;
 
 fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<TokenRequest>(data);
@@ -13,15 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(set) = serde_json::from_slice::<ManifestSet>(data) else {
         return;
     };
-    let sources: Vec<Source<'_>> = set
-        .files
-        .iter()
-        .map(|f| Source {
-            name: &f.name,
-            text: &f.content,
-        })
-        .collect();
-    if let Ok(docs) = manifest::parse_set(&sources) {
+    if let Ok(docs) = manifest::parse_set(&set.sources()) {
         for (source, from, name, at) in manifest::secret_inputs(&docs) {
             assert!(from == "file" || from == "env");
             assert!(!name.is_empty() || from == "file");

@@ -1007,7 +1007,11 @@ fn simulated_nodes_join_take_work_and_are_lost_together() {
         serde_json::from_slice(&m.cli(&["get", "nodes", "-o", "json"]).stdout).expect("json");
     let nodes = nodes.as_array().expect("array");
     assert_eq!(nodes.len(), 20);
-    assert!(nodes.iter().all(|n| n["state"] == "ready" && n["node"]["facts"]["arch"] == "arm64"));
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["state"] == "ready" && n["node"]["facts"]["arch"] == "arm64")
+    );
     assert!(nodes.iter().any(|n| n["node"]["name"] == "sim-19"));
 
     let manifest = m.dir.path().join("work.yaml");
@@ -1019,17 +1023,25 @@ fn simulated_nodes_join_take_work_and_are_lost_together() {
     .expect("manifest");
     let out = m.cli(&["apply", "-f", manifest.to_str().expect("path")]);
     assert!(out.status.success(), "{out:?}");
-    wait_for("40 replicas and 60 completions", Duration::from_secs(30), || {
-        let s: serde_json::Value =
-            serde_json::from_slice(&m.cli(&["get", "services", "web", "-o", "json"]).stdout).ok()?;
-        let j: serde_json::Value =
-            serde_json::from_slice(&m.cli(&["get", "jobs", "batch", "-o", "json"]).stdout).ok()?;
-        (s[0]["status"]["running"] == 40 && j[0]["status"]["phase"] == "complete").then_some(())
-    });
+    wait_for(
+        "40 replicas and 60 completions",
+        Duration::from_secs(30),
+        || {
+            let s: serde_json::Value =
+                serde_json::from_slice(&m.cli(&["get", "services", "web", "-o", "json"]).stdout)
+                    .ok()?;
+            let j: serde_json::Value =
+                serde_json::from_slice(&m.cli(&["get", "jobs", "batch", "-o", "json"]).stdout)
+                    .ok()?;
+            (s[0]["status"]["running"] == 40 && j[0]["status"]["phase"] == "complete").then_some(())
+        },
+    );
     // Spread over the nodes: two replicas each.
-    let allocs: serde_json::Value =
-        serde_json::from_slice(&m.cli(&["get", "allocs", "--workload", "service/web", "-o", "json"]).stdout)
-            .expect("json");
+    let allocs: serde_json::Value = serde_json::from_slice(
+        &m.cli(&["get", "allocs", "--workload", "service/web", "-o", "json"])
+            .stdout,
+    )
+    .expect("json");
     let on: std::collections::BTreeSet<&str> = allocs
         .as_array()
         .expect("array")

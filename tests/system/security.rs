@@ -76,6 +76,39 @@ impl Api {
     }
 }
 
+/// An agent connection with `token` that says it is node `node`.
+async fn agent_hello(
+    url: &str,
+    token: &str,
+    node: &str,
+    tls: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+) -> motley_net::ws::WsStream {
+    let mut ws = motley_net::ws::connect(
+        url,
+        "/v1/agent/connect",
+        token,
+        &[],
+        tls,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect");
+    let hello = motley_core::proto::AgentMsg::Hello {
+        version: motley_core::proto::PROTOCOL_VERSION,
+        node: node.into(),
+        facts: Default::default(),
+        labels: Default::default(),
+        allocs: vec![],
+        readings: None,
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        serde_json::to_string(&hello).expect("json").into(),
+    ))
+    .await
+    .expect("send hello");
+    ws
+}
+
 #[test]
 fn every_route_and_role_is_authorized_as_the_table_says() {
     let dir = test_dir();
@@ -200,29 +233,7 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
 
         // A node credential cannot register as another node.
         let tls = std::sync::Arc::new(motley_net::client_tls(&cfg.ca).expect("tls"));
-        let mut ws = motley_net::ws::connect(
-            &url,
-            "/v1/agent/connect",
-            &n2,
-            &[],
-            tls.clone(),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("connect");
-        let hello = motley_core::proto::AgentMsg::Hello {
-            version: motley_core::proto::PROTOCOL_VERSION,
-            node: "n1".into(),
-            facts: Default::default(),
-            labels: Default::default(),
-            allocs: vec![],
-            readings: None,
-        };
-        ws.send(tokio_tungstenite::tungstenite::Message::Text(
-            serde_json::to_string(&hello).expect("json").into(),
-        ))
-        .await
-        .expect("send hello");
+        let mut ws = agent_hello(&url, &n2, "n1", tls.clone()).await;
         match ws.next().await {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
                 assert_eq!(u16::from(f.code), 4003);
@@ -233,29 +244,7 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
 
         // As itself, n2 gets its (empty) assignment and never n1's secret; n1's task
         // has it.
-        let mut ws = motley_net::ws::connect(
-            &url,
-            "/v1/agent/connect",
-            &n2,
-            &[],
-            tls.clone(),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("connect");
-        let hello = motley_core::proto::AgentMsg::Hello {
-            version: motley_core::proto::PROTOCOL_VERSION,
-            node: "n2".into(),
-            facts: Default::default(),
-            labels: Default::default(),
-            allocs: vec![],
-            readings: None,
-        };
-        ws.send(tokio_tungstenite::tungstenite::Message::Text(
-            serde_json::to_string(&hello).expect("json").into(),
-        ))
-        .await
-        .expect("send hello");
+        let mut ws = agent_hello(&url, &n2, "n2", tls.clone()).await;
         let mut frames = String::new();
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
         while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, ws.next()).await {

@@ -71,8 +71,7 @@ pub async fn start(cfg: SimConfig) -> anyhow::Result<Sim> {
             .map_err(|e| anyhow::anyhow!("simulated node name {name:?}: {e}"))?;
         let dir = cfg.dir.join(&name).join("agent");
         let (token, ca) =
-            crate::join::credentials(&dir, &cfg.servers, cfg.join_token.as_deref(), &name)
-                .await?;
+            crate::join::credentials(&dir, &cfg.servers, cfg.join_token.as_deref(), &name).await?;
         nodes.push((name, token, ca));
     }
     let connected = Arc::new(AtomicUsize::new(0));

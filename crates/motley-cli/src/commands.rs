@@ -218,28 +218,31 @@ fn report(e: anyhow::Error) -> anyhow::Result<i32> {
     }
 }
 
-/// `apply -f`: validates locally first, then sends the whole set.
-pub async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<i32> {
+/// Reads the manifests, validates them locally and reads the Secret values they name
+/// (`fromFile`, `fromEnv`). On errors prints them ("nothing was {verb}") and gives `None`.
+fn read_set(paths: &[PathBuf], verb: &str) -> anyhow::Result<Option<ManifestSet>> {
     let files = files::read_all(paths)?;
-    let inputs = match manifest::parse_set(&sources(&files)).and_then(|d| files::secret_inputs(&d))
-    {
-        Ok(i) => i,
+    match manifest::parse_set(&sources(&files)).and_then(|d| files::secret_inputs(&d)) {
+        Ok(inputs) => Ok(Some(ManifestSet {
+            files,
+            dry_run: false,
+            inputs,
+        })),
         Err(errors) => {
             print_manifest_errors(&errors);
-            eprintln!("{} error(s); nothing was applied", errors.len());
-            return Ok(1);
+            eprintln!("{} error(s); nothing was {verb}", errors.len());
+            Ok(None)
         }
+    }
+}
+
+/// `apply -f`: validates locally first, then sends the whole set.
+pub async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<i32> {
+    let Some(mut set) = read_set(paths, "applied")? else {
+        return Ok(1);
     };
-    let res: anyhow::Result<ObjectResults> = client
-        .post(
-            "/v1/apply",
-            &ManifestSet {
-                files,
-                dry_run,
-                inputs,
-            },
-        )
-        .await;
+    set.dry_run = dry_run;
+    let res: anyhow::Result<ObjectResults> = client.post("/v1/apply", &set).await;
     match res {
         Ok(r) => {
             let suffix = if dry_run { " (dry run)" } else { "" };
@@ -274,26 +277,11 @@ pub async fn snapshot_save(client: &Client, file: &std::path::Path) -> anyhow::R
 /// `motley plan -f FILE`.
 pub async fn plan(client: &Client, paths: &[PathBuf], output: Format) -> anyhow::Result<i32> {
     use motley_core::api::PlanResponse;
-    let files = files::read_all(paths)?;
-    let inputs = match manifest::parse_set(&sources(&files)).and_then(|d| files::secret_inputs(&d))
-    {
-        Ok(i) => i,
-        Err(errors) => {
-            print_manifest_errors(&errors);
-            eprintln!("{} error(s); nothing was planned", errors.len());
-            return Ok(1);
-        }
+    let Some(mut set) = read_set(paths, "planned")? else {
+        return Ok(1);
     };
-    let res: anyhow::Result<PlanResponse> = client
-        .post(
-            "/v1/plan",
-            &ManifestSet {
-                files,
-                dry_run: true,
-                inputs,
-            },
-        )
-        .await;
+    set.dry_run = true;
+    let res: anyhow::Result<PlanResponse> = client.post("/v1/plan", &set).await;
     let p = match res {
         Ok(p) => p,
         Err(e) => return report(e),

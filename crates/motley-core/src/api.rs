@@ -51,6 +51,19 @@ pub struct KeyRotated {
     pub resealed: usize,
 }
 
+impl ManifestSet {
+    /// The files as manifest sources, for [`crate::manifest::parse_set`].
+    pub fn sources(&self) -> Vec<crate::manifest::Source<'_>> {
+        self.files
+            .iter()
+            .map(|f| crate::manifest::Source {
+                name: &f.name,
+                text: &f.content,
+            })
+            .collect()
+    }
+}
+
 /// A Secret value read by the client: the file or environment variable a manifest
 /// named, and what it held.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use motley_core::api::{
     ObjectResults, TokenInfo, TokenRequest, VersionInfo, WorkloadDetail, WorkloadView,
 };
 use motley_core::failure::Health;
-use motley_core::manifest::{self, ClusterLimits, Source};
+use motley_core::manifest::{self, ClusterLimits};
 use motley_core::model::{Allocation, Kind, Spec, Workload, WorkloadRef};
 use motley_core::proto::ServerMsg;
 use motley_core::reconcile::{self, node_matches};
@@ -660,15 +660,7 @@ fn invalid(details: Vec<manifest::ManifestError>) -> ApiError {
 }
 
 fn parse_manifests(set: &ManifestSet) -> ApiResult<Vec<manifest::Document>> {
-    let sources: Vec<Source<'_>> = set
-        .files
-        .iter()
-        .map(|f| Source {
-            name: &f.name,
-            text: &f.content,
-        })
-        .collect();
-    let mut docs = manifest::parse_set(&sources).map_err(invalid)?;
+    let mut docs = manifest::parse_set(&set.sources()).map_err(invalid)?;
     resolve_secret_inputs(set, &mut docs).map_err(invalid)?;
     Ok(docs)
 }
@@ -1095,15 +1087,7 @@ async fn delete_set(
 ) -> ApiResult<Json<ObjectResults>> {
     let Json(set) = body?;
     // Deleting needs names only: secret values named by fromFile/fromEnv are not read.
-    let sources: Vec<Source<'_>> = set
-        .files
-        .iter()
-        .map(|f| Source {
-            name: &f.name,
-            text: &f.content,
-        })
-        .collect();
-    let docs = manifest::parse_set(&sources).map_err(invalid)?;
+    let docs = manifest::parse_set(&set.sources()).map_err(invalid)?;
     let refs: Vec<WorkloadRef> = docs.iter().map(|d| d.spec.reference()).collect();
     delete_refs(&s, &refs, set.dry_run).await.map(Json)
 }

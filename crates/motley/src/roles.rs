@@ -289,7 +289,13 @@ async fn simulate(
 ) -> anyhow::Result<i32> {
     let score = facts.cpu_score.unwrap_or(1000);
     let observed = tokio::task::spawn_blocking(move || {
-        motley_agent::facts::observe(&facts, "sim", Some(score), None, motley_server::state::now_ms())
+        motley_agent::facts::observe(
+            &facts,
+            "sim",
+            Some(score),
+            None,
+            motley_server::state::now_ms(),
+        )
     })
     .await
     .context("reading the facts")?;
@@ -306,10 +312,16 @@ async fn simulate(
     .await
     .context("joining the simulated nodes")?;
     if sim.wait_all(std::time::Duration::from_secs(120)).await {
-        eprintln!("{count} simulated nodes {prefix}-0 … {prefix}-{} connected", count - 1);
+        eprintln!(
+            "{count} simulated nodes {prefix}-0 … {prefix}-{} connected",
+            count - 1
+        );
         println!("ready");
     } else {
-        eprintln!("only {} of {count} simulated nodes connected", sim.connected());
+        eprintln!(
+            "only {} of {count} simulated nodes connected",
+            sim.connected()
+        );
     }
     shutdown_signal().await;
     Ok(0)
