@@ -14,6 +14,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// A connected WebSocket.
 pub type WsStream = WebSocketStream<TlsStream<TcpStream>>;
 
+/// Read buffer of a client socket (tungstenite's default is 128 KiB).
+pub const READ_BUFFER: usize = 8 << 10;
+
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum WsError {
@@ -86,19 +89,26 @@ pub async fn connect(
         let v = value.parse().map_err(|e| failed(name, &e))?;
         req.headers_mut().insert(*name, v);
     }
-    let (ws, _) = tokio::time::timeout(timeout, tokio_tungstenite::client_async(req, stream))
-        .await
-        .map_err(|_| WsError::Failed("WebSocket handshake timed out".into()))?
-        .map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(resp) => WsError::Refused {
-                status: resp.status().as_u16(),
-                body: resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).to_string())
-                    .unwrap_or_default(),
-            },
-            other => failed("WebSocket", &other),
-        })?;
+    // Frames from a server are small (acks, assignments); the library's 128 KiB read
+    // buffer per socket would be most of a small agent's memory.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER);
+    let (ws, _) = tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::client_async_with_config(req, stream, Some(config)),
+    )
+    .await
+    .map_err(|_| WsError::Failed("WebSocket handshake timed out".into()))?
+    .map_err(|e| match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => WsError::Refused {
+            status: resp.status().as_u16(),
+            body: resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default(),
+        },
+        other => failed("WebSocket", &other),
+    })?;
     Ok(ws)
 }

@@ -29,6 +29,11 @@ use crate::state::{Shared, lock, now_ms};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame accepted from an agent.
 pub const MAX_FRAME: usize = 4 << 20;
+/// Read buffer of each agent socket. Agent frames are small (a heartbeat is 18 bytes, a
+/// report a few hundred); tungstenite's default of 128 KiB per connection was most of
+/// the server's memory with 1,000 agents (bench/scale.py). Larger frames still arrive,
+/// in more reads.
+pub const READ_BUFFER: usize = 8 << 10;
 /// At most one lease renewal (ack) per this interval.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(900);
 /// WebSocket ping interval, to notice dead TCP connections (memory only; nothing is stored).
@@ -100,9 +105,11 @@ pub async fn connect(
             .to_string();
         return ws
             .max_message_size(MAX_FRAME)
+            .read_buffer_size(READ_BUFFER)
             .on_upgrade(move |socket| async move { relay(s, node, token, caller, socket).await });
     }
     ws.max_message_size(MAX_FRAME)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move { session(s, node, caller, socket).await })
 }
 
