@@ -130,7 +130,7 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                sink.send(Message::Text(serde_json::to_string(&AgentMsg::Heartbeat)?.into())).await?;
+                sink.send(Message::Text(serde_json::to_string(&AgentMsg::Heartbeat {})?.into())).await?;
             }
             frame = stream.next() => {
                 if let Some(Ok(_)) = &frame {

@@ -190,7 +190,7 @@ impl Node {
         loop {
             let mut out = Vec::new();
             tokio::select! {
-                _ = beat.tick() => out.push(AgentMsg::Heartbeat),
+                _ = beat.tick() => out.push(AgentMsg::Heartbeat {}),
                 id = done_rx.recv() => {
                     if let Some(id) = id
                         && let Some((r, _)) = self.allocs.get_mut(&id)

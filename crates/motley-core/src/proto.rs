@@ -19,6 +19,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// What an agent last observed of one allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AllocReport {
     /// Allocation id.
     pub id: String,
@@ -71,9 +72,12 @@ impl SecretDelivery {
     }
 }
 
-/// Agent → server.
+/// Agent → server. Decoded strictly (unknown messages and fields are errors): the
+/// server upgrades first, so it always knows every field an agent sends, and a node is
+/// untrusted input. The agent reads [`ServerMsg`] leniently, so a newer server works
+/// with older agents during an upgrade.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AgentMsg {
     /// First message on every connection.
     Hello {
@@ -106,8 +110,9 @@ pub enum AgentMsg {
     },
     /// An allocation changed state.
     Update(AllocReport),
-    /// I am alive (every `heartbeat_ms`; kept in the server's memory only).
-    Heartbeat,
+    /// I am alive (every `heartbeat_ms`; kept in the server's memory only). A struct
+    /// variant with no fields (same JSON as a unit one) so unknown fields are refused.
+    Heartbeat {},
     /// A piece of an allocation's log, answering [`ServerMsg::Logs`].
     LogData {
         /// Request id.
@@ -181,4 +186,21 @@ pub enum ServerMsg {
         /// Request id.
         req: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_messages_are_strict_server_messages_lenient() {
+        assert!(serde_json::from_str::<AgentMsg>(r#"{"type":"heartbeat"}"#).is_ok());
+        assert!(serde_json::from_str::<AgentMsg>(r#"{"type":"heartbeat","x":1}"#).is_err());
+        assert!(serde_json::from_str::<AgentMsg>(r#"{"type":"reboot"}"#).is_err());
+        let update = r#"{"type":"update","id":"a","state":"running","pid":1,"exit_code":null,"restarts":0,"reason":null,"at":1}"#;
+        assert!(serde_json::from_str::<AgentMsg>(update).is_ok());
+        let extra = update.replace(r#""at":1"#, r#""at":1,"evil":true"#);
+        assert!(serde_json::from_str::<AgentMsg>(&extra).is_err());
+        assert!(serde_json::from_str::<ServerMsg>(r#"{"type":"ack","new_field":1}"#).is_ok());
+    }
 }

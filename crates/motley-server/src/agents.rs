@@ -343,7 +343,7 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
             AgentMsg::Readings { readings, at } => {
                 lock(&s.readings).insert(node.clone(), (readings, at));
             }
-            AgentMsg::Heartbeat => {
+            AgentMsg::Heartbeat {} => {
                 s.heartbeat(&node);
                 // Renewing the lease once a second is plenty (it lasts seconds) and
                 // halves the idle traffic.
