@@ -25,6 +25,10 @@ pub struct LocalAlloc {
     /// Where its output goes (the allocation's directory, or a tmpfs one).
     #[serde(default)]
     pub log_dir: Option<PathBuf>,
+    /// Ended, and the server has echoed that end back: nothing about it needs to
+    /// survive an agent restart any more (the server holds it), so it is not written.
+    #[serde(skip)]
+    pub settled: bool,
 }
 
 /// Everything the agent persists.
@@ -58,9 +62,19 @@ impl StateFile {
         Ok((StateFile { path, last }, state))
     }
 
-    /// Writes the state if it differs from what is on disk.
+    /// Writes the state if it differs from what is on disk. Settled allocations (ended,
+    /// and known ended by the server) are left out: the file holds what runs and what
+    /// the server has yet to hear, so its size, and the cost of each write, does not
+    /// grow with every job the node ever ran.
     pub fn save(&mut self, state: &LocalState) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(state)?;
+        #[derive(Serialize)]
+        struct Kept<'a> {
+            allocs: BTreeMap<&'a String, &'a LocalAlloc>,
+        }
+        let kept = Kept {
+            allocs: state.allocs.iter().filter(|(_, l)| !l.settled).collect(),
+        };
+        let bytes = serde_json::to_vec(&kept)?;
         if bytes == self.last {
             return Ok(());
         }
