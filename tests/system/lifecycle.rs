@@ -29,10 +29,14 @@ fn job_array_runs_each_index_once_never_above_parallelism() {
     // Ended and known ended by the server: the agent's state file lets them go, so its
     // writes do not grow with every job the node ever ran.
     let state = c.data_dir().join("agent/state.json");
-    wait_for("settled allocations leave state.json", Duration::from_secs(10), || {
-        let text = std::fs::read_to_string(&state).ok()?;
-        (!text.contains("job/batch")).then_some(())
-    });
+    wait_for(
+        "settled allocations leave state.json",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&state).ok()?;
+            (!text.contains("job/batch")).then_some(())
+        },
+    );
     let text = std::fs::read_to_string(&trace).expect("trace");
     let mut events: Vec<(u128, i32, String)> = Vec::new();
     let mut starts = Vec::new();
