@@ -17,7 +17,7 @@ Build first: cargo build --release -p motley
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from skeleton import ROOT, free_port, start, stop  # noqa: E402
+from skeleton import ROOT, free_port, start, stop, summary  # noqa: E402
 
 
 def cli(motley, data, *args, stdin=None):
@@ -112,8 +112,8 @@ def main():
         lat = latency(a.motley, data, a.samples, tmp)
         lat.sort()
         p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
-        print(f"| {a.n} jobs one by one | {statistics.median(ind):.1f} jobs/s | {min(ind):.1f}–{max(ind):.1f} | {len(ind)} |")
-        print(f"| {a.n}-task array | {statistics.median(arr):.1f} jobs/s | {min(arr):.1f}–{max(arr):.1f} | {len(arr)} |")
+        summary(f"{a.n} jobs one by one", ind, "jobs/s")
+        summary(f"{a.n}-task array", arr, "jobs/s")
         print(f"| submit → started, {len(lat)} jobs one after another | median {statistics.median(lat):.1f} ms, "
               f"p99 {p99:.1f} ms | {lat[0]:.1f}–{lat[-1]:.1f} ms | {len(lat)} |")
     finally:

@@ -111,6 +111,25 @@ pub fn test_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A `motley server` on a free loopback port with its data in `<dir>/server` and its log
+/// in `<dir>/server.log`, ready; and its URL.
+pub fn spawn_server(dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let data = dir.join("server");
+    let server = Proc::spawn(
+        &[
+            "server",
+            "--data-dir",
+            data.to_str().expect("path"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        dir.join("server.log"),
+    )
+    .expect("server ready");
+    (server, format!("https://127.0.0.1:{port}"))
+}
+
 /// A running `motley up`.
 pub struct Cluster {
     pub dir: tempfile::TempDir,

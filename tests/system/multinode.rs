@@ -13,24 +13,8 @@ struct Multi {
 impl Multi {
     fn start() -> Multi {
         let dir = test_dir();
-        let port = free_port();
-        let data = dir.path().join("server");
-        let server = Proc::spawn(
-            &[
-                "server",
-                "--data-dir",
-                data.to_str().expect("path"),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ],
-            dir.path().join("server.log"),
-        )
-        .expect("server ready");
-        Multi {
-            url: format!("https://127.0.0.1:{port}"),
-            dir,
-            server,
-        }
+        let (server, url) = spawn_server(dir.path());
+        Multi { url, dir, server }
     }
 
     fn join_token(&self) -> String {

@@ -112,20 +112,8 @@ async fn agent_hello(
 #[test]
 fn every_route_and_role_is_authorized_as_the_table_says() {
     let dir = test_dir();
-    let port = free_port();
     let data = dir.path().join("server");
-    let _server = Proc::spawn(
-        &[
-            "server",
-            "--data-dir",
-            data.to_str().expect("path"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ],
-        dir.path().join("server.log"),
-    )
-    .expect("server");
-    let url = format!("https://127.0.0.1:{port}");
+    let (_server, url) = spawn_server(dir.path());
     let join = std::fs::read_to_string(data.join("server/join-token")).expect("join token");
     let agent_dir = dir.path().join("n1");
     let _agent = Proc::spawn(

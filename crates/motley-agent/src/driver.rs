@@ -321,15 +321,16 @@ fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
     }
 }
 
-/// The Secret values a task is given, and where its secret files go (a directory on
-/// an in-memory filesystem; `None` when the node has none).
-pub struct TaskSecrets<'a> {
+/// How a task is started beyond its allocation: who it runs as, the Secret values it is
+/// given, and where its secret files go (a directory on an in-memory filesystem; `None`
+/// when the node has none).
+pub struct TaskSetup<'a> {
     /// Who the task runs as.
     pub user: &'a TaskUser,
     /// What the server delivered, if the task references secrets.
-    pub delivery: Option<&'a SecretDelivery>,
+    pub secrets: Option<&'a SecretDelivery>,
     /// `<tmpfs>/motley-secrets-<node>/<alloc>`.
-    pub dir: Option<PathBuf>,
+    pub secret_dir: Option<PathBuf>,
 }
 
 /// Writes the secret files: a fresh directory (0700) with one file per value (0400),
@@ -372,10 +373,10 @@ pub fn start(
     dir: &Path,
     log_dir: &Path,
     volumes: &[(String, PathBuf)],
-    secrets: &TaskSecrets<'_>,
+    setup: &TaskSetup<'_>,
 ) -> Result<Running, String> {
     use std::os::unix::fs::PermissionsExt;
-    let owner = secrets.user.for_task(a.task.root)?;
+    let owner = setup.user.for_task(a.task.root)?;
     for d in [dir, log_dir]
         .into_iter()
         .chain(volumes.iter().map(|(_, p)| p.as_path()))
@@ -388,14 +389,11 @@ pub fn start(
     for d in std::iter::once(dir).chain(volumes.iter().map(|(_, p)| p.as_path())) {
         chown(d, owner)?;
     }
-    if let Some((u, g)) = owner {
-        check_reachable(dir, u, g)?;
-    }
     let mut vars = motley_vars(a, dir, volumes);
     let empty = SecretDelivery::default();
-    let delivery = secrets.delivery.unwrap_or(&empty);
+    let delivery = setup.secrets.unwrap_or(&empty);
     if !delivery.files.is_empty() {
-        let sdir = write_secret_files(delivery, secrets.dir.as_deref(), owner)?;
+        let sdir = write_secret_files(delivery, setup.secret_dir.as_deref(), owner)?;
         vars.insert("MOTLEY_SECRETS".to_string(), sdir.display().to_string());
     }
     let argv: Vec<String> = a.task.command.iter().map(|s| expand(s, &vars)).collect();
@@ -446,9 +444,13 @@ pub fn start(
             });
         }
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let child = cmd.spawn().map_err(|e| {
+        // Diagnosed only on failure, off the start path: usually a directory above the
+        // allocation's that the task's user cannot pass through.
+        owner
+            .and_then(|(u, g)| check_reachable(dir, u, g).err())
+            .unwrap_or_else(|| format!("cannot start {program:?}: {e}"))
+    })?;
     let pid = child
         .id()
         .ok_or("the process exited before it could be observed")?;

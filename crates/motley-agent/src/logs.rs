@@ -64,6 +64,14 @@ pub fn redact(mut data: String, mask: &[String]) -> String {
     data
 }
 
+/// [`redact`] on raw log bytes; nothing to do (and no copy) without a mask.
+fn masked(bytes: Vec<u8>, mask: &[String]) -> Vec<u8> {
+    if mask.is_empty() {
+        return bytes;
+    }
+    redact(String::from_utf8_lossy(&bytes).into_owned(), mask).into_bytes()
+}
+
 /// Sends an allocation's log as `LogData` messages; with `follow`, keeps sending as it
 /// grows until `done()` says the task has ended and everything was sent. Values in
 /// `mask` (the task's secrets) are sent as `<redacted>`.
@@ -107,7 +115,7 @@ pub async fn serve(
         return;
     }
     // Masked before chunking, so a value is not cut in two by a chunk boundary.
-    let all = redact(String::from_utf8_lossy(&all).into_owned(), &mask).into_bytes();
+    let all = masked(all, &mask);
     for chunk in all.chunks(CHUNK) {
         if !send(String::from_utf8_lossy(chunk).into_owned(), false, None) {
             return;
@@ -124,8 +132,7 @@ pub async fn serve(
                 match read_from(&current, offset) {
                     Ok(b) => {
                         offset += b.len() as u64;
-                        let b =
-                            redact(String::from_utf8_lossy(&b).into_owned(), &mask).into_bytes();
+                        let b = masked(b, &mask);
                         for chunk in b.chunks(CHUNK) {
                             if !send(String::from_utf8_lossy(chunk).into_owned(), false, None) {
                                 return;

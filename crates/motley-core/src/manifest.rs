@@ -783,20 +783,12 @@ pub fn secret_inputs(docs: &[Document]) -> Vec<(String, &'static str, String, Ma
     for d in docs {
         let Spec::Secret(s) = &d.spec else { continue };
         for (k, v) in &s.data {
-            if let Some(f) = &v.from_file {
+            if let Some((from, name, field)) = v.input() {
                 out.push((
                     d.file.clone(),
-                    "file",
-                    f.clone(),
-                    d.error_at(&format!("data.{k}.fromFile"), ""),
-                ));
-            }
-            if let Some(e) = &v.from_env {
-                out.push((
-                    d.file.clone(),
-                    "env",
-                    e.clone(),
-                    d.error_at(&format!("data.{k}.fromEnv"), ""),
+                    from,
+                    name.to_string(),
+                    d.error_at(&format!("data.{k}.{field}"), ""),
                 ));
             }
         }

@@ -263,6 +263,17 @@ impl SecretValue {
             ..SecretValue::default()
         }
     }
+
+    /// What the client reads at apply time for this value: `("file", path, "fromFile")`
+    /// or `("env", variable, "fromEnv")` (source kind, name, manifest field); `None` for
+    /// a value given inline (a valid manifest names at most one).
+    pub fn input(&self) -> Option<(&'static str, &str, &'static str)> {
+        match (&self.from_file, &self.from_env) {
+            (Some(f), _) => Some(("file", f, "fromFile")),
+            (_, Some(e)) => Some(("env", e, "fromEnv")),
+            _ => None,
+        }
+    }
 }
 
 /// The map form of [`SecretValue`], strict.

@@ -286,8 +286,8 @@ fn peer_of(req: &Request) -> Option<std::net::SocketAddr> {
         .map(|c| c.0)
 }
 
-/// Refuses, and records the refusal in the audit log.
-fn deny(s: &Shared, req: &Request, who: &str, status: StatusCode, why: &str) -> Response {
+/// Records `req` in the audit log: who, from where, what, the status and why.
+fn audit(s: &Shared, req: &Request, who: &str, status: StatusCode, why: &str) {
     s.audit.record(motley_core::api::AuditEntry {
         at: now_ms(),
         who: who.to_string(),
@@ -297,6 +297,11 @@ fn deny(s: &Shared, req: &Request, who: &str, status: StatusCode, why: &str) -> 
         status: status.as_u16(),
         why: why.to_string(),
     });
+}
+
+/// Refuses, and records the refusal in the audit log.
+fn deny(s: &Shared, req: &Request, who: &str, status: StatusCode, why: &str) -> Response {
+    audit(s, req, who, status, why);
     ApiError::new(status, why).into_response()
 }
 
@@ -455,15 +460,13 @@ async fn reveal_secret(
         .extensions()
         .get::<Who>()
         .map_or_else(|| "-".to_string(), |w| w.0.clone());
-    s.audit.record(motley_core::api::AuditEntry {
-        at: now_ms(),
-        who,
-        peer: peer_of(&req).map_or_else(|| "-".into(), |p| p.ip().to_string()),
-        method: "GET".into(),
-        path: req.uri().path().to_string(),
-        status: 200,
-        why: format!("secret {name} revealed"),
-    });
+    audit(
+        &s,
+        &req,
+        &who,
+        StatusCode::OK,
+        &format!("secret {name} revealed"),
+    );
     Ok(Json(motley_core::api::RevealedSecret { name, data }))
 }
 
@@ -677,15 +680,13 @@ fn resolve_secret_inputs(
         let mut found = Vec::new();
         let Spec::Secret(sec) = &d.spec else { continue };
         for (k, v) in &sec.data {
-            let (from, name, field) = match (&v.from_file, &v.from_env) {
-                (Some(f), _) => ("file", f, "fromFile"),
-                (_, Some(e)) => ("env", e, "fromEnv"),
-                _ => continue,
+            let Some((from, name, field)) = v.input() else {
+                continue;
             };
             match set
                 .inputs
                 .iter()
-                .find(|i| i.source == file && i.from == from && &i.name == name)
+                .find(|i| i.source == file && i.from == from && i.name == name)
             {
                 Some(i) => found.push((k.clone(), i.value.clone())),
                 None => errors.push(d.error_at(
@@ -1332,11 +1333,9 @@ async fn list_allocs(
     axum::Extension(Caller(role)): axum::Extension<Caller>,
     Query(mut q): Query<AllocQuery>,
 ) -> ApiResult<Json<Vec<Allocation>>> {
-    // A node sees its own allocations only, whatever it asks for.
+    // A node sees its own allocations only (`authorize` already refused it asking for
+    // anything else; this keeps the handler safe on its own).
     if let Role::Node { node } = role {
-        if q.node.as_ref().is_some_and(|n| *n != node) {
-            return Ok(Json(Vec::new()));
-        }
         q.node = Some(node);
     }
     let wref = match &q.workload {

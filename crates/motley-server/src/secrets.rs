@@ -135,10 +135,12 @@ impl Keyring {
 
     /// True when a value sealed as `sealed` was sealed with the current key.
     pub fn is_current(&self, sealed: &str) -> bool {
-        sealed
-            .strip_prefix("v1:")
-            .and_then(|r| r.split_once(':'))
-            .is_some_and(|(id, _)| id == self.id())
+        sealed_parts(sealed).is_some_and(|(id, _)| id == self.id())
+    }
+
+    /// True when this keyring holds the key with this id.
+    fn has(&self, id: &str) -> bool {
+        self.keys.iter().any(|k| k.id == id)
     }
 
     /// Seals `plain`, the value of `key` in secret `secret`.
@@ -163,10 +165,7 @@ impl Keyring {
 
     /// Opens a value sealed by [`Keyring::seal`] for the same secret and key.
     pub fn open(&self, secret: &str, key: &str, sealed: &str) -> Result<Vec<u8>, SecretError> {
-        let (id, body) = sealed
-            .strip_prefix("v1:")
-            .and_then(|r| r.split_once(':'))
-            .ok_or(SecretError::Damaged)?;
+        let (id, body) = sealed_parts(sealed).ok_or(SecretError::Damaged)?;
         let k = self
             .keys
             .iter()
@@ -270,14 +269,19 @@ pub fn foreign_keys(ring: &Keyring, cache: &crate::state::Cache) -> Vec<(String,
     for w in cache.workloads.values() {
         let Spec::Secret(s) = &w.spec else { continue };
         let foreign = s.data.values().find_map(|v| {
-            let id = v.sealed.as_deref()?.strip_prefix("v1:")?.split_once(':')?.0;
-            (!ring.keys.iter().any(|k| k.id == id)).then(|| id.to_string())
+            let (id, _) = sealed_parts(v.sealed.as_deref()?)?;
+            (!ring.has(id)).then(|| id.to_string())
         });
         if let Some(id) = foreign {
             out.push((s.name.clone(), id));
         }
     }
     out
+}
+
+/// `v1:<key id>:<body>` → `(key id, body)`.
+fn sealed_parts(sealed: &str) -> Option<(&str, &str)> {
+    sealed.strip_prefix("v1:")?.split_once(':')
 }
 
 fn next_path(path: &Path) -> PathBuf {

@@ -927,7 +927,6 @@ impl Ids for RandomIds {
     }
 }
 
-/// The allocations assigned to a node.
 impl Shared {
     /// Every allocation of `node`, with the secrets of those that reference any.
     fn sync_msg(&self, cache: &Cache, node: &str) -> ServerMsg {
