@@ -163,6 +163,53 @@ fn sigterm_stops_every_task_and_its_children() {
 }
 
 #[test]
+fn many_short_tasks_at_once_are_reported_together_and_all_complete() {
+    // 300 trivial tasks at once: their starts and ends reach the server in bursts,
+    // which it commits several to a transaction (Shared::apply_reports).
+    let mut c = Cluster::up(&[]);
+    let yaml = "kind: Job\nname: burst\ncompletions: 300\nparallelism: 300\nretries: 0\ntask:\n  command: [\"/bin/true\"]\n  resources: { cpu: 1m, memory: 1Mi }\n  logs: memory\n";
+    assert!(c.apply_yaml("burst.yaml", yaml).status.success());
+    wait_for("the burst to complete", Duration::from_secs(120), || {
+        let j = c.json(&["get", "jobs", "burst"]);
+        assert_ne!(j[0]["status"]["phase"], "failed", "{j}");
+        (j[0]["status"]["phase"] == "complete").then_some(())
+    });
+    let allocs: Vec<_> = c
+        .allocs()
+        .into_iter()
+        .filter(|a| a["workload"] == "job/burst")
+        .collect();
+    assert_eq!(allocs.len(), 300);
+    let mut indexes: Vec<u64> = allocs
+        .iter()
+        .map(|a| {
+            assert_eq!(a["state"], "complete", "{a}");
+            assert_eq!(a["exit_code"], 0, "{a}");
+            a["index"].as_u64().expect("index")
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, (0..300).collect::<Vec<_>>(), "each index once");
+    let (http, url, token) = c.http();
+    let text = rt().block_on(async {
+        let m = http
+            .get(format!("{url}/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send");
+        m.text().await.expect("metrics text")
+    });
+    let batched: f64 = text
+        .lines()
+        .find(|l| l.starts_with("motley_agent_reports_total{how=\"batched\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(batched > 0.0, "no reports were batched:\n{text}");
+}
+
+#[test]
 fn logs_follow_streams_until_the_task_ends() {
     let mut c = Cluster::up(&[]);
     let yaml = "kind: Job\nname: talker\ntask:\n  command: [\"/bin/sh\", \"-c\", \"for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done\"]\n";

@@ -149,8 +149,83 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { return Ok(()) };
-                sink.send(Message::Text(serde_json::to_string(&msg)?.into())).await?;
+                let mut queued = vec![msg];
+                while let Ok(more) = rx.try_recv() {
+                    queued.push(more);
+                }
+                for msg in superseded_dropped(queued) {
+                    sink.feed(Message::Text(serde_json::to_string(&msg)?.into())).await?;
+                }
+                sink.flush().await?;
             }
         }
+    }
+}
+
+/// Queued messages less the reports a later report of the same allocation replaces
+/// (a task that started and ended before its start was sent is reported ended only).
+fn superseded_dropped(queued: Vec<AgentMsg>) -> Vec<AgentMsg> {
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, m) in queued.iter().enumerate() {
+        if let AgentMsg::Update(r) = m {
+            last.insert(r.id.as_str(), i);
+        }
+    }
+    let keep: Vec<bool> = queued
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match m {
+            AgentMsg::Update(r) => last.get(r.id.as_str()) == Some(&i),
+            _ => true,
+        })
+        .collect();
+    queued
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(m, k)| k.then_some(m))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use motley_core::model::AllocState;
+    use motley_core::proto::AllocReport;
+
+    fn update(id: &str, state: AllocState) -> AgentMsg {
+        AgentMsg::Update(AllocReport {
+            id: id.into(),
+            state,
+            pid: None,
+            exit_code: None,
+            restarts: 0,
+            reason: None,
+            at: 0,
+        })
+    }
+
+    #[test]
+    fn a_later_report_of_the_same_allocation_replaces_an_earlier_one() {
+        let out = superseded_dropped(vec![
+            update("a", AllocState::Running),
+            AgentMsg::Heartbeat {},
+            update("b", AllocState::Running),
+            update("a", AllocState::Complete),
+        ]);
+        let seen: Vec<(String, AllocState)> = out
+            .iter()
+            .filter_map(|m| match m {
+                AgentMsg::Update(r) => Some((r.id.clone(), r.state)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("b".to_string(), AllocState::Running),
+                ("a".to_string(), AllocState::Complete)
+            ]
+        );
+        assert_eq!(out.len(), 3, "the heartbeat stays");
     }
 }

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use motley_core::model::Allocation;
@@ -22,7 +21,6 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
-use tokio::process::{Child, Command};
 
 /// How to find a running task again after an agent restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,8 +114,8 @@ pub fn motley_vars(
 
 /// A running task: our child, or adopted.
 pub enum Running {
-    /// Started by this agent process.
-    Child(Child, Handle),
+    /// Started by this agent process (a pidfd of our child: it is reaped for its status).
+    Child(AsyncFd<OwnedFd>, Handle),
     /// Started by an earlier agent process.
     Adopted(AsyncFd<OwnedFd>, Handle),
 }
@@ -133,16 +131,21 @@ impl Running {
     /// Waits for the main process to exit, then kills what is left of its group.
     pub async fn wait(&mut self) -> Exit {
         let exit = match self {
-            Running::Child(c, _) => match c.wait().await {
-                Ok(st) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    match (st.code(), st.signal()) {
-                        (Some(c), _) => Exit::Code(c),
-                        (None, Some(s)) => Exit::Signal(s),
-                        _ => Exit::Unknown,
+            Running::Child(fd, h) => loop {
+                let Ok(mut ready) = fd.readable().await else {
+                    break Exit::Unknown;
+                };
+                match crate::spawn::reap(h.pid) {
+                    Some(st) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        break match (st.code(), st.signal()) {
+                            (Some(c), _) => Exit::Code(c),
+                            (None, Some(s)) => Exit::Signal(s),
+                            _ => Exit::Unknown,
+                        };
                     }
+                    None => ready.clear_ready(),
                 }
-                Err(_) => Exit::Unknown,
             },
             Running::Adopted(fd, _) => {
                 // A pidfd becomes readable when the process exits.
@@ -403,60 +406,52 @@ pub fn start(
         .append(true)
         .open(log_path(log_dir))
         .map_err(|e| format!("opening the log: {e}"))?;
+    let log: OwnedFd = log.into();
     let log2 = log
         .try_clone()
         .map_err(|e| format!("opening the log: {e}"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(
-            std::env::var_os("PATH").map(|p| ("PATH".to_string(), p.to_string_lossy().to_string())),
-        )
-        .env("HOME", dir)
-        .envs(&vars)
-        .envs(
-            a.task
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), expand(v, &vars))),
-        )
-        .envs(&delivery.env)
-        .current_dir(a.task.workdir.as_deref().map(Path::new).unwrap_or(dir))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .process_group(0)
-        .kill_on_drop(false);
-    if let Some((u, g)) = owner {
-        // std drops the supplementary groups too when root switches users.
-        cmd.uid(u).gid(g);
+    // The environment, later entries overriding earlier ones.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(p) = std::env::var_os("PATH") {
+        env.insert("PATH".into(), p.to_string_lossy().to_string());
     }
-    if a.on_node_loss == motley_core::model::NodeLoss::Fence {
+    env.insert("HOME".into(), dir.display().to_string());
+    env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(
+        a.task
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), expand(v, &vars))),
+    );
+    env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let started = crate::spawn::spawn(&crate::spawn::Spec {
+        program,
+        argv: &argv,
+        env: &env,
+        cwd: a.task.workdir.as_deref().map(Path::new).unwrap_or(dir),
+        stdout: &log,
+        stderr: &log2,
+        user: owner,
         // A fenced task must not outlive its agent: nobody would stop it when the lease
         // runs out, and the control plane would start a second copy elsewhere.
-        // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let child = cmd.spawn().map_err(|e| {
+        parent_death_kill: a.on_node_loss == motley_core::model::NodeLoss::Fence,
+    })
+    .map_err(|e| {
         // Diagnosed only on failure, off the start path: usually a directory above the
         // allocation's that the task's user cannot pass through.
         owner
             .and_then(|(u, g)| check_reachable(dir, u, g).err())
             .unwrap_or_else(|| format!("cannot start {program:?}: {e}"))
     })?;
-    let pid = child
-        .id()
-        .ok_or("the process exited before it could be observed")?;
+    let pid = started.pid;
     let st = start_time(pid).unwrap_or(0);
+    // SAFETY: an OwnedFd: valid, open, and always the same descriptor until dropped.
+    let fd =
+        unsafe { AsyncFd::register_with_interest(started.pidfd, tokio::io::Interest::READABLE) }
+            .map_err(|e| format!("watching the task: {e}"))?;
     Ok(Running::Child(
-        child,
+        fd,
         Handle {
             pid,
             start_time: st,

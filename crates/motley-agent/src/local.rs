@@ -2,7 +2,8 @@
 //! and the last report of each, in `<data-dir>/agent/state.json`.
 //!
 //! Written atomically, and only when its content changes (an assignment
-//! arrives or goes, a process starts or ends): an idle agent writes nothing.
+//! arrives or goes, a process starts or ends): an idle agent writes nothing. Changes
+//! that come in a burst are written once (the agent's writer task coalesces them).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,11 +63,11 @@ impl StateFile {
         Ok((StateFile { path, last }, state))
     }
 
-    /// Writes the state if it differs from what is on disk. Settled allocations (ended,
-    /// and known ended by the server) are left out: the file holds what runs and what
-    /// the server has yet to hear, so its size, and the cost of each write, does not
-    /// grow with every job the node ever ran.
-    pub fn save(&mut self, state: &LocalState) -> anyhow::Result<()> {
+    /// The bytes the file would hold for `state`. Settled allocations (ended, and known
+    /// ended by the server) are left out: the file holds what runs and what the server
+    /// has yet to hear, so its size, and the cost of each write, does not grow with
+    /// every job the node ever ran.
+    pub fn encode(state: &LocalState) -> anyhow::Result<Vec<u8>> {
         #[derive(Serialize)]
         struct Kept<'a> {
             allocs: BTreeMap<&'a String, &'a LocalAlloc>,
@@ -74,11 +75,18 @@ impl StateFile {
         let kept = Kept {
             allocs: state.allocs.iter().filter(|(_, l)| !l.settled).collect(),
         };
-        let bytes = serde_json::to_vec(&kept)?;
+        Ok(serde_json::to_vec(&kept)?)
+    }
+
+    /// Replaces the file with `bytes` unless it already holds them. Atomic (a restarted
+    /// agent reads the old state or the new, whole) but not synced to the disk: the file
+    /// exists to survive the agent process, and the processes it names do not survive
+    /// the machine (see docs/ARCHITECTURE.md, "The agent state file").
+    pub fn write(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
         if bytes == self.last {
             return Ok(());
         }
-        motley_net::write_private(&self.path, &bytes, 0o600)?;
+        motley_net::write_replace(&self.path, &bytes, 0o600)?;
         self.last = bytes;
         Ok(())
     }

@@ -311,14 +311,27 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
     let lost_ids: BTreeSet<&str> = lost_copies.iter().map(|a| a.id.as_str()).collect();
     let mut by_workload: BTreeMap<&WorkloadRef, Vec<&Allocation>> = BTreeMap::new();
     let mut live = Vec::new();
+    // Allocation ids begin with their workload's name, so a workload's allocations
+    // mostly come one after another: gather each run before looking its workload up.
+    let mut run: Option<(&WorkloadRef, Vec<&Allocation>)> = None;
     for a in input.allocs.values() {
-        if lost_ids.contains(a.id.as_str()) {
+        if !lost_ids.is_empty() && lost_ids.contains(a.id.as_str()) {
             continue;
         }
         if a.is_live() {
             live.push(a);
         }
-        by_workload.entry(&a.workload).or_default().push(a);
+        match &mut run {
+            Some((w, v)) if **w == a.workload => v.push(a),
+            _ => {
+                if let Some((w, v)) = run.replace((&a.workload, vec![a])) {
+                    by_workload.entry(w).or_default().extend(v);
+                }
+            }
+        }
+    }
+    if let Some((w, v)) = run {
+        by_workload.entry(w).or_default().extend(v);
     }
     for a in &lost_copies {
         by_workload.entry(&a.workload).or_default().push(a);
@@ -344,11 +357,23 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
         },
     };
 
+    // Each workload's allocations (of its current uid), by its position in
+    // `input.workloads`: found by walking both sorted maps side by side, not by a lookup
+    // per workload (a pass over 10,000 jobs was mostly key comparisons).
     // Allocations whose workload is gone (or was re-created): stop, then forget.
+    let mut mine_of: Vec<Vec<&Allocation>> = vec![Vec::new(); input.workloads.len()];
+    let mut walk = input.workloads.iter().enumerate().peekable();
     for (wref, allocs) in &by_workload {
-        let current = input.workloads.get(*wref);
+        while walk.next_if(|(_, (k, _))| *k < *wref).is_some() {}
+        let current = walk
+            .peek()
+            .filter(|(_, (k, _))| *k == *wref)
+            .map(|(i, (_, w))| (*i, *w));
         for a in allocs {
-            if current.is_some_and(|w| w.uid == a.workload_uid) {
+            if let Some((i, w)) = current
+                && w.uid == a.workload_uid
+            {
+                mine_of[i].push(a);
                 continue;
             }
             if a.is_live() {
@@ -365,12 +390,13 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
 
     // Services and daemons first (higher priority first), then jobs by priority and
     // submit time: the queue. Volumes are not workloads.
-    let mut order: Vec<&Workload> = input
+    let mut order: Vec<(usize, &Workload)> = input
         .workloads
         .values()
-        .filter(|w| w.spec.kind().is_workload())
+        .enumerate()
+        .filter(|(_, w)| w.spec.kind().is_workload())
         .collect();
-    order.sort_by_key(|w| {
+    order.sort_by_key(|(_, w)| {
         let job = w.spec.kind() == crate::model::Kind::Job;
         (
             job,
@@ -378,15 +404,8 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
             job.then_some(w.created_at),
         )
     });
-    for w in order {
-        let empty = Vec::new();
-        let mine: Vec<&Allocation> = by_workload
-            .get(&w.spec.reference())
-            .unwrap_or(&empty)
-            .iter()
-            .copied()
-            .filter(|a| a.workload_uid == w.uid)
-            .collect();
+    for (i, w) in order {
+        let mine = std::mem::take(&mut mine_of[i]);
         match &w.spec {
             Spec::Service(s) => pass.service(w, s.replicas, &mine),
             Spec::Job(_) => pass.job(w, &mine),
@@ -649,16 +668,22 @@ impl<'a> Pass<'a, '_> {
 
     fn job(&mut self, w: &Workload, mine: &[&Allocation]) {
         let Spec::Job(j) = &w.spec else { return };
-        let mut complete = BTreeSet::new();
-        let mut failed = BTreeSet::new();
-        let mut live = BTreeSet::new();
+        // Which indexes are done or under way (one flag per index: a pass over a job of
+        // 10,000 completions stays a few microseconds).
+        const DONE: u8 = 1;
+        const LIVE: u8 = 2;
+        let mut taken = vec![0u8; j.completions as usize];
+        let mut failed: Option<u32> = None;
+        let mut live = 0u32;
         for a in mine {
             match a.state {
                 AllocState::Complete => {
-                    complete.insert(a.index);
+                    if let Some(t) = taken.get_mut(a.index as usize) {
+                        *t |= DONE;
+                    }
                 }
                 AllocState::Failed => {
-                    failed.insert(a.index);
+                    failed = Some(failed.map_or(a.index, |f| f.min(a.index)));
                 }
                 AllocState::Pending | AllocState::Running if a.desired == Desired::Run => {
                     let node = self.input.nodes.get(&a.node);
@@ -668,42 +693,38 @@ impl<'a> Pass<'a, '_> {
                     } else if let Some(t) = node.and_then(|n| evicting_taint(w, n)) {
                         self.stop(a, format!("evicted: node {} is tainted {}", a.node, t.key));
                     } else {
-                        live.insert(a.index);
+                        if let Some(t) = taken.get_mut(a.index as usize)
+                            && *t & LIVE == 0
+                        {
+                            *t |= LIVE;
+                            live += 1;
+                        }
                     }
                 }
                 _ => {}
             }
         }
-        if !failed.is_empty() {
+        if let Some(first) = failed {
             for a in mine {
-                self.stop(
-                    a,
-                    format!(
-                        "job failed: instance {} failed",
-                        failed.first().copied().unwrap_or(0)
-                    ),
-                );
+                self.stop(a, format!("job failed: instance {first} failed"));
             }
             return;
         }
-        let mut running = live.len() as u32;
-        let mut index = 0u32;
-        while running < j.parallelism && index < j.completions {
-            if !complete.contains(&index) && !live.contains(&index) {
-                if !self.place(w, index, None) {
-                    self.plan.queue.push(w.spec.reference());
-                    let waiting = (index + 1..j.completions)
-                        .filter(|i| !complete.contains(i) && !live.contains(i))
-                        .count() as u32;
-                    let room = j.parallelism.saturating_sub(running + 1);
-                    if let Some(b) = self.plan.blocked.get_mut(&w.spec.reference()) {
-                        b.count += waiting.min(room);
-                    }
-                    break;
-                }
-                running += 1;
+        let mut open = taken.iter().filter(|t| **t == 0).count() as u32;
+        let unplaced = taken.iter().enumerate().filter(|(_, t)| **t == 0);
+        for (running, (index, _)) in (live..).zip(unplaced) {
+            if running >= j.parallelism {
+                break;
             }
-            index += 1;
+            open -= 1;
+            if !self.place(w, index as u32, None) {
+                self.plan.queue.push(w.spec.reference());
+                let room = j.parallelism.saturating_sub(running + 1);
+                if let Some(b) = self.plan.blocked.get_mut(&w.spec.reference()) {
+                    b.count += open.min(room);
+                }
+                break;
+            }
         }
     }
 

@@ -71,6 +71,18 @@ pub fn install_crypto_provider() {
 
 /// Writes `data` to `path` atomically (temporary file, fsync, rename) with the given mode.
 pub fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), NetError> {
+    write_atomic(path, data, mode, true)
+}
+
+/// Replaces `path` with `data` atomically (temporary file, rename) without waiting for
+/// the disk: readers, and a restarted process, see either the old content or the new,
+/// whole; a power cut may lose the latest writes. For state that only matters while the
+/// machine stays up (and, on flash, to spare it a cache flush per write).
+pub fn write_replace(path: &Path, data: &[u8], mode: u32) -> Result<(), NetError> {
+    write_atomic(path, data, mode, false)
+}
+
+fn write_atomic(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<(), NetError> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     {
@@ -82,10 +94,13 @@ pub fn write_private(path: &Path, data: &[u8], mode: u32) -> Result<(), NetError
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         f.write_all(data).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        if durable {
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
     }
     fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Some(dir) = path.parent()
+    if durable
+        && let Some(dir) = path.parent()
         && let Ok(d) = fs::File::open(dir)
     {
         let _ = d.sync_all();

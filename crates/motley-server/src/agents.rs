@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use motley_core::model::{Capacity, Node};
 use motley_core::proto::{AgentMsg, PROTOCOL_VERSION, ServerMsg};
 use motley_core::quantity::{Bytes, MilliCpu};
@@ -217,6 +217,37 @@ async fn relay(
     tracing::info!("agent {node}: relay to {} ended", leader.url);
 }
 
+/// Most agent reports committed in one transaction.
+pub const MAX_REPORT_BATCH: usize = 256;
+
+/// A frame from an agent, decoded.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived on the stack; boxing would allocate per message"
+)]
+enum Frame {
+    Msg(AgentMsg),
+    /// Not a message (ping, pong, binary): read on.
+    Skip,
+    /// Closed, failed, or not a valid message: the session ends.
+    End,
+}
+
+fn decode(node: &str, frame: Option<Result<Message, axum::Error>>) -> Frame {
+    let text = match frame {
+        Some(Ok(Message::Text(t))) => t,
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Frame::End,
+        Some(Ok(_)) => return Frame::Skip,
+    };
+    match serde_json::from_str::<AgentMsg>(&text) {
+        Ok(m) => Frame::Msg(m),
+        Err(e) => {
+            tracing::warn!("agent {node} sent an invalid message: {e}");
+            Frame::End
+        }
+    }
+}
+
 fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(axum::extract::ws::CloseFrame {
         code,
@@ -312,22 +343,22 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
     let mut last_ack = std::time::Instant::now();
     // A server that stops leading lets its agents go (they are relayed to the next).
     let mut term = s.ha.term.subscribe();
+    // A message read ahead while gathering reports, to handle next.
+    let mut carried: Option<AgentMsg> = None;
     loop {
-        let frame = tokio::select! {
-            f = stream.next() => f,
-            _ = tx.closed() => None,
-            _ = term.changed() => None,
-        };
-        let text = match frame {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue,
-        };
-        let msg = match serde_json::from_str::<AgentMsg>(&text) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("agent {node} sent an invalid message: {e}");
-                break;
+        let msg = match carried.take() {
+            Some(m) => m,
+            None => {
+                let frame = tokio::select! {
+                    f = stream.next() => f,
+                    _ = tx.closed() => None,
+                    _ = term.changed() => None,
+                };
+                match decode(&node, frame) {
+                    Frame::Msg(m) => m,
+                    Frame::Skip => continue,
+                    Frame::End => break,
+                }
             }
         };
         match msg {
@@ -352,13 +383,40 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
                     let _ = tx.send(ServerMsg::Ack);
                 }
             }
-            AgentMsg::Update(report) => match s.apply_report(&node, &report).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    let _ = tx.send(ServerMsg::Remove { id: report.id });
+            AgentMsg::Update(report) => {
+                // Reports that have already arrived go into one transaction with this
+                // one: under load, one commit for many task starts and ends.
+                let mut reports = vec![report];
+                let mut end = false;
+                while reports.len() < MAX_REPORT_BATCH {
+                    let Some(frame) = stream.next().now_or_never() else {
+                        break;
+                    };
+                    match decode(&node, frame) {
+                        Frame::Msg(AgentMsg::Update(r)) => reports.push(r),
+                        Frame::Msg(other) => {
+                            carried = Some(other);
+                            break;
+                        }
+                        Frame::Skip => {}
+                        Frame::End => {
+                            end = true;
+                            break;
+                        }
+                    }
                 }
-                Err(e) => tracing::warn!("report from {node}: {e}"),
-            },
+                match s.apply_reports(&node, &reports).await {
+                    Ok(gone) => {
+                        for id in gone {
+                            let _ = tx.send(ServerMsg::Remove { id });
+                        }
+                    }
+                    Err(e) => tracing::warn!("reports from {node}: {e}"),
+                }
+                if end {
+                    break;
+                }
+            }
             AgentMsg::LogData {
                 req,
                 data,

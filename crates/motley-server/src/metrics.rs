@@ -26,6 +26,9 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     /// Store transactions that lost a compare (conflicts), by caller.
     pub conflicts: Family<Labels, Counter>,
+    /// Agent reports committed, by how: `alone` (a transaction each) or `batched`
+    /// (several that arrived together, in one transaction).
+    pub reports: Family<Labels, Counter>,
     /// Connected agents.
     pub agents_connected: Gauge,
     /// 1 while this server leads.
@@ -49,6 +52,7 @@ impl Metrics {
             api_latency: Family::new_with_constructor(latency_histogram),
             reconcile_seconds: latency_histogram(),
             conflicts: Family::default(),
+            reports: Family::default(),
             agents_connected: Gauge::default(),
             leader: Gauge::default(),
             leader_terms: Counter::default(),
@@ -79,6 +83,11 @@ impl Metrics {
             "motley_store_conflicts",
             "Store transactions that lost a compare",
             m.conflicts.clone(),
+        );
+        registry.register(
+            "motley_agent_reports",
+            "Agent reports applied, alone or batched with others that arrived together",
+            m.reports.clone(),
         );
         registry.register(
             "motley_agents_connected",

@@ -659,6 +659,10 @@ impl Shared {
     /// Applies an agent's report to the stored allocation. Writes only on change.
     /// Returns false when the allocation is unknown (the agent should forget it).
     pub async fn apply_report(&self, node: &str, report: &AllocReport) -> Result<bool, StoreError> {
+        self.metrics
+            .reports
+            .get_or_create(&vec![("how".into(), "alone".into())])
+            .inc();
         let key = keys::alloc(&report.id);
         let mut from_cache = true;
         for _ in 0..10 {
@@ -718,6 +722,80 @@ impl Shared {
             "allocation {} kept conflicting",
             report.id
         )))
+    }
+
+    /// Applies several reports of one agent in one transaction (what arrived together:
+    /// under load this turns many small commits into one). Reports of the same
+    /// allocation are folded in order. Falls back to one transaction per report when any
+    /// compare fails. Returns the ids the server does not know (the agent should forget
+    /// them).
+    pub async fn apply_reports(
+        &self,
+        node: &str,
+        reports: &[AllocReport],
+    ) -> Result<Vec<String>, StoreError> {
+        if let [one] = reports {
+            return Ok(if self.apply_report(node, one).await? {
+                vec![]
+            } else {
+                vec![one.id.clone()]
+            });
+        }
+        let mut changed: BTreeMap<&str, (Allocation, u64, bool)> = BTreeMap::new();
+        let mut unknown = false;
+        {
+            let c = self.cache();
+            let now = now_ms();
+            for r in reports {
+                if !changed.contains_key(r.id.as_str()) {
+                    match c.allocs.get(&r.id) {
+                        Some(a) if a.node == node => {
+                            changed.insert(&r.id, (a.clone(), c.rev(&keys::alloc(&r.id)), false));
+                        }
+                        // Unknown to the cache, or another node's: the one-by-one path
+                        // sorts those out (and says which).
+                        _ => {
+                            unknown = true;
+                            break;
+                        }
+                    }
+                }
+                if let Some((a, _, dirty)) = changed.get_mut(r.id.as_str())
+                    && merge_report(a, r, now)
+                {
+                    *dirty = true;
+                }
+            }
+        }
+        if !unknown {
+            let mut t = Txn::new();
+            for (id, (a, rev, dirty)) in &changed {
+                if *dirty {
+                    let k = keys::alloc(id);
+                    let v =
+                        serde_json::to_vec(a).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    t = t.when(&k, *rev).put(k, v);
+                }
+            }
+            if t.ops.is_empty() || self.store.txn(t).await?.succeeded {
+                self.metrics
+                    .reports
+                    .get_or_create(&vec![("how".into(), "batched".into())])
+                    .inc_by(reports.len() as u64);
+                return Ok(vec![]);
+            }
+            self.metrics
+                .conflicts
+                .get_or_create(&vec![("caller".into(), "report".into())])
+                .inc();
+        }
+        let mut gone = Vec::new();
+        for r in reports {
+            if !self.apply_report(node, r).await? {
+                gone.push(r.id.clone());
+            }
+        }
+        Ok(gone)
     }
 
     /// The controller: reconcile on every change, commit plans, repeat.

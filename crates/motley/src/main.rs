@@ -24,10 +24,19 @@ fn main() {
     );
     init_logging(if is_up { "info" } else { "warn" });
     motley_net::install_crypto_provider();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    // A small footprint: two workers are plenty for a node agent and a home-lab server.
-    rt.worker_threads(2).max_blocking_threads(8).enable_all();
-    let rt = match rt.build() {
+    let rt = if is_up || matches!(cli.command, Command::Snapshot { .. }) {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        // A small footprint: two workers are plenty for a node agent and a home-lab server.
+        rt.worker_threads(2).max_blocking_threads(8).enable_all();
+        rt.build()
+    } else {
+        // A client command makes a request or two: no worker threads to start (a shell
+        // loop of `motley apply` spends most of its time starting processes).
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
