@@ -208,7 +208,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         };
         // Handlers are the agent's: back to the default before any signal can arrive.
         // (SIGPIPE too, which Rust ignores; exec keeps ignored signals ignored.)
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
