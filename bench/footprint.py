@@ -18,7 +18,7 @@ import argparse, json, os, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from skeleton import ROOT, TICK, cpu_ticks, free_port, write_bytes  # noqa: E402
-from scale import cli, wait_ready  # noqa: E402
+from scale import cli, terminate, wait_ready  # noqa: E402
 
 
 def status_kib(pid, field):
@@ -125,12 +125,7 @@ def main():
         cli(motley, cfg, "delete", "service/thousand")
         time.sleep(5)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        terminate(reversed(procs))
         subprocess.run(["rm", "-rf", d])
 
 

@@ -67,13 +67,18 @@ def one(motley, n, idle):
         print(f"| {n} | {joined:.2f} s | {running:.2f} s | {rss_kib(srv.pid) / 1024:.1f} MiB | "
               f"{cpu:.2f} % | {w1 - w0} | {rss_kib(sim.pid) / 1024:.1f} MiB |", flush=True)
     finally:
-        for p in (sim, srv):
-            p.terminate()
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        terminate([sim, srv])
         subprocess.run(["rm", "-rf", d])
+
+
+def terminate(procs, timeout=60):
+    """SIGTERM each process in turn, SIGKILL if it is not gone within `timeout` s."""
+    for p in procs:
+        p.terminate()
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def main():

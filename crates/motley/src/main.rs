@@ -1,6 +1,7 @@
 //! The `motley` binary: wires the server, the agent and the CLI into subcommands.
 
 mod roles;
+mod trim;
 mod up;
 
 use clap::Parser;
