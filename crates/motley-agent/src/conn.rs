@@ -164,26 +164,19 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
 
 /// Queued messages less the reports a later report of the same allocation replaces
 /// (a task that started and ended before its start was sent is reported ended only).
-fn superseded_dropped(queued: Vec<AgentMsg>) -> Vec<AgentMsg> {
-    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (i, m) in queued.iter().enumerate() {
-        if let AgentMsg::Update(r) = m {
-            last.insert(r.id.as_str(), i);
-        }
+fn superseded_dropped(mut queued: Vec<AgentMsg>) -> Vec<AgentMsg> {
+    if queued.len() < 2 {
+        return queued;
     }
-    let keep: Vec<bool> = queued
-        .iter()
-        .enumerate()
-        .map(|(i, m)| match m {
-            AgentMsg::Update(r) => last.get(r.id.as_str()) == Some(&i),
-            _ => true,
-        })
-        .collect();
+    // From the newest back: keep the first report seen of each allocation.
+    let mut seen = std::collections::HashSet::new();
+    queued.reverse();
+    queued.retain(|m| match m {
+        AgentMsg::Update(r) => seen.insert(r.id.clone()),
+        _ => true,
+    });
+    queued.reverse();
     queued
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(m, k)| k.then_some(m))
-        .collect()
 }
 
 #[cfg(test)]

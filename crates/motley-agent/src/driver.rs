@@ -10,7 +10,7 @@
 //! through a pidfd. Its exit status cannot be known (it is not our child).
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -171,16 +171,6 @@ impl Running {
     }
 }
 
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Finds running task processes by the `MOTLEY_ALLOC_ID` in their environment: the
 /// process-group leaders whose environment names an allocation. This finds a task even
 /// when the agent died between starting it and recording its handle.
@@ -223,7 +213,7 @@ pub fn adopt(h: Handle) -> Option<Running> {
     if !alive(&h) {
         return None;
     }
-    let fd = pidfd_open(h.pid).ok()?;
+    let fd = crate::spawn::pidfd_open(h.pid).ok()?;
     // Check again now that the pidfd pins the process: the pid cannot be reused any more.
     if !alive(&h) {
         return None;

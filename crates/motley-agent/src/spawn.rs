@@ -135,10 +135,11 @@ pub fn spawn(spec: &Spec<'_>) -> std::io::Result<Started> {
         failed: (0, 0),
     });
     // The child runs on its own stack, in our memory, until it calls exec.
-    let mut stack = vec![0u8; 64 << 10];
+    // (Uninitialised: a stack needs no zeroing.)
+    let mut stack: Vec<u8> = Vec::with_capacity(64 << 10);
     // SAFETY: `stack` outlives the child's use of it (we are suspended until it calls
     // exec or exits); the top is aligned down to 16 bytes as the ABI wants.
-    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+    let top = unsafe { stack.as_mut_ptr().add(stack.capacity()) };
     let top = (top as usize & !15) as *mut libc::c_void;
     let pid = {
         // SAFETY: plain libc calls on locals. All signals are blocked around the clone so
@@ -184,16 +185,22 @@ pub fn spawn(spec: &Spec<'_>) -> std::io::Result<Started> {
         };
         return Err(std::io::Error::new(e.kind(), format!("{what}: {e}")));
     }
-    // SAFETY: pidfd_open takes a pid and flags; our unreaped child's pid cannot be reused.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // Our unreaped child: its pid cannot be reused before we wait for it.
+    Ok(Started {
+        pid: pid as u32,
+        pidfd: pidfd_open(pid as u32)?,
+    })
+}
+
+/// A pidfd for `pid`: readable once that process has exited.
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(Started {
-        pid: pid as u32,
-        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-        pidfd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
-    })
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// The child, in the parent's memory: system calls only, then exec or `_exit`.
@@ -282,6 +289,20 @@ mod tests {
         (d, f.into())
     }
 
+    /// Runs `[program]` with only PATH set, as this user.
+    fn bare(program: &str, path: &str, cwd: &Path, out: &OwnedFd) -> std::io::Result<Started> {
+        spawn(&Spec {
+            program,
+            argv: &[program.to_string()],
+            env: &[("PATH".into(), path.into())],
+            cwd,
+            stdout: out,
+            stderr: out,
+            user: None,
+            parent_death_kill: false,
+        })
+    }
+
     fn wait(s: &Started) -> std::process::ExitStatus {
         for _ in 0..500 {
             if let Some(st) = reap(s.pid) {
@@ -330,49 +351,19 @@ mod tests {
         std::fs::write(&shim, "#!/bin/sh\nexit 9\n").expect("shim");
         std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let path = format!("{}:/usr/bin:/bin", d.path().display());
-        let s = spawn(&Spec {
-            program: "true",
-            argv: &["true".into()],
-            env: &[("PATH".into(), path.clone())],
-            cwd: d.path(),
-            stdout: &out,
-            stderr: &out,
-            user: None,
-            parent_death_kill: false,
-        })
-        .expect("spawn");
+        let s = bare("true", &path, d.path(), &out).expect("spawn");
         assert_eq!(wait(&s).code(), Some(0));
         // Nothing else to run: EACCES, not ENOENT.
-        let e = spawn(&Spec {
-            program: "true",
-            argv: &["true".into()],
-            env: &[("PATH".into(), d.path().display().to_string())],
-            cwd: d.path(),
-            stdout: &out,
-            stderr: &out,
-            user: None,
-            parent_death_kill: false,
-        })
-        .err()
-        .expect("not executable");
+        let e = bare("true", &d.path().display().to_string(), d.path(), &out)
+            .err()
+            .expect("not executable");
         assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
     }
 
     #[test]
     fn a_missing_program_or_directory_is_an_error_and_leaves_no_child() {
         let (d, out) = log();
-        let spec = |program: &'static str, cwd: &'static str| {
-            spawn(&Spec {
-                program,
-                argv: &[program.to_string()],
-                env: &[("PATH".into(), "/usr/bin:/bin".into())],
-                cwd: Path::new(cwd),
-                stdout: &out,
-                stderr: &out,
-                user: None,
-                parent_death_kill: false,
-            })
-        };
+        let spec = |program, cwd| bare(program, "/usr/bin:/bin", Path::new(cwd), &out);
         let e = spec("no-such-program-here", "/")
             .err()
             .expect("missing program");

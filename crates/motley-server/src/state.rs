@@ -659,10 +659,7 @@ impl Shared {
     /// Applies an agent's report to the stored allocation. Writes only on change.
     /// Returns false when the allocation is unknown (the agent should forget it).
     pub async fn apply_report(&self, node: &str, report: &AllocReport) -> Result<bool, StoreError> {
-        self.metrics
-            .reports
-            .get_or_create(&vec![("how".into(), "alone".into())])
-            .inc();
+        self.metrics.reports_alone.inc();
         let key = keys::alloc(&report.id);
         let mut from_cache = true;
         for _ in 0..10 {
@@ -778,10 +775,7 @@ impl Shared {
                 }
             }
             if t.ops.is_empty() || self.store.txn(t).await?.succeeded {
-                self.metrics
-                    .reports
-                    .get_or_create(&vec![("how".into(), "batched".into())])
-                    .inc_by(reports.len() as u64);
+                self.metrics.reports_batched.inc_by(reports.len() as u64);
                 return Ok(vec![]);
             }
             self.metrics
