@@ -179,7 +179,28 @@ fn many_short_tasks_at_once_are_reported_together_and_all_complete() {
         .into_iter()
         .filter(|a| a["workload"] == "job/burst")
         .collect();
-    assert_eq!(allocs.len(), 300);
+    if allocs.len() != 300 {
+        let mut by_index: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        for a in &allocs {
+            by_index
+                .entry(a["index"].as_u64().unwrap_or(u64::MAX))
+                .or_default()
+                .push(format!(
+                    "{} {} exit {} reason {}",
+                    a["id"], a["state"], a["exit_code"], a["reason"]
+                ));
+        }
+        let doubled: Vec<_> = by_index
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .take(5)
+            .collect();
+        panic!(
+            "{} allocations, not 300; indexes with more than one: {doubled:#?}\nlog: {}",
+            allocs.len(),
+            std::fs::read_to_string(&c.stderr_log).unwrap_or_default()
+        );
+    }
     let mut indexes: Vec<u64> = allocs
         .iter()
         .map(|a| {

@@ -901,7 +901,7 @@ impl Shared {
                 }
             }
         }
-        let mut txns = Vec::new();
+        let mut creates: Vec<(WorkloadRef, Txn)> = Vec::new();
         for (w, allocs) in by_workload {
             let wkey = keys::workload(&w);
             // The first transaction of a workload that uses a volume bound now writes the
@@ -927,7 +927,7 @@ impl Shared {
                         serde_json::to_vec(a).map_err(|e| StoreError::Backend(e.to_string()))?;
                     t = t.when(&k, 0).put(k, v);
                 }
-                txns.push(t);
+                creates.push((w.clone(), t));
             }
         }
         let stops: Vec<(String, String, bool)> = plan
@@ -936,15 +936,23 @@ impl Shared {
             .map(|(id, r)| (id, r, false))
             .chain(plan.lost.into_iter().map(|(id, r)| (id, r, true)))
             .collect();
+        // Stops and losses go first, each transaction with the workloads it touches: a
+        // workload whose stop or loss was not committed (its allocation changed
+        // meanwhile) gets no new allocations from this plan either. Its replacements
+        // were planned on the allocation being gone; committed alone they would run
+        // an instance twice (a job index lost, replaced, and then completed anyway).
+        let mut stop_txns: Vec<(BTreeSet<WorkloadRef>, Txn)> = Vec::new();
         {
             let cache = self.cache();
             let now = now_ms();
             for chunk in stops.chunks(CHUNK) {
                 let mut t = Txn::new();
+                let mut touched = BTreeSet::new();
                 for (id, reason, lost) in chunk {
                     let Some(a) = cache.allocs.get(id) else {
                         continue;
                     };
+                    touched.insert(a.workload.clone());
                     let mut a = a.clone();
                     a.desired = Desired::Stop;
                     if *lost {
@@ -960,9 +968,25 @@ impl Shared {
                         serde_json::to_vec(&a).map_err(|e| StoreError::Backend(e.to_string()))?;
                     t = t.when(&k, rev_of(&k)).put(k, v);
                 }
-                txns.push(t);
+                stop_txns.push((touched, t));
             }
         }
+        let mut held_back: BTreeSet<WorkloadRef> = BTreeSet::new();
+        for (touched, t) in stop_txns {
+            match self.run_plan_txn(t, fence).await? {
+                Some(rev) => max_rev = max_rev.max(rev),
+                None => held_back.extend(touched),
+            }
+        }
+        for (w, t) in creates {
+            if held_back.contains(&w) {
+                continue;
+            }
+            if let Some(rev) = self.run_plan_txn(t, fence).await? {
+                max_rev = max_rev.max(rev);
+            }
+        }
+        let mut txns = Vec::new();
         for chunk in plan.delete.chunks(CHUNK) {
             let mut t = Txn::new();
             for id in chunk {
@@ -971,22 +995,30 @@ impl Shared {
             }
             txns.push(t);
         }
-        for mut t in txns {
-            // Only while this server still leads (see `ha`).
-            if fence > 0 {
-                t = t.when(crate::ha::LEADER, fence);
-            }
-            let r = self.store.txn(t).await?;
-            if r.succeeded {
-                max_rev = max_rev.max(r.revision);
-            } else {
-                self.metrics
-                    .conflicts
-                    .get_or_create(&vec![("caller".into(), "controller".into())])
-                    .inc();
+        for t in txns {
+            if let Some(rev) = self.run_plan_txn(t, fence).await? {
+                max_rev = max_rev.max(rev);
             }
         }
         Ok(max_rev)
+    }
+
+    /// Commits one transaction of a plan, only while this server still leads (see
+    /// `ha`). Returns its revision, or `None` when a compare failed.
+    async fn run_plan_txn(&self, mut t: Txn, fence: u64) -> Result<Option<u64>, StoreError> {
+        if fence > 0 {
+            t = t.when(crate::ha::LEADER, fence);
+        }
+        let r = self.store.txn(t).await?;
+        if r.succeeded {
+            Ok(Some(r.revision))
+        } else {
+            self.metrics
+                .conflicts
+                .get_or_create(&vec![("caller".into(), "controller".into())])
+                .inc();
+            Ok(None)
+        }
     }
 }
 
@@ -1098,5 +1130,103 @@ pub fn merge_report(a: &mut Allocation, r: &AllocReport, now: u64) -> bool {
         true
     } else {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use motley_store::embedded::Embedded;
+
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        let store: Arc<dyn Store> =
+            Arc::new(Embedded::open(&dir.join("store.redb")).expect("open the store"));
+        let ca = motley_net::Ca::load_or_create(dir).expect("CA");
+        let me = motley_core::api::ServerInfo {
+            id: "s1".into(),
+            name: "s1".into(),
+            url: "https://127.0.0.1:1".into(),
+            started_at: now_ms(),
+            leader: false,
+            leading_since: None,
+        };
+        let ha = crate::ha::Ha::new(me, None, Duration::from_secs(10), ca.cert_pem()).expect("ha");
+        Shared::new(
+            store,
+            ca.cert_pem().to_string(),
+            String::new(),
+            FailureConfig::default(),
+            TaintPolicy::default(),
+            ha,
+            Guards {
+                audit: crate::audit::Audit::new(None),
+                keyring: crate::secrets::Keyring::load_or_create(&dir.join("secrets.key"))
+                    .expect("keyring"),
+            },
+        )
+    }
+
+    fn job_alloc(id: &str, index: u32, state: &str) -> Allocation {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "workload": "job/burst", "workload_uid": "u1", "generation": 1,
+            "index": index, "node": "n1", "task": { "command": ["/bin/true"] },
+            "restart": { "mode": "never", "max_restarts": null, "backoff": {} },
+            "desired": "run", "state": state, "created_at": 1, "updated_at": 1,
+        }))
+        .expect("allocation")
+    }
+
+    async fn put(s: &Shared, a: &Allocation) -> u64 {
+        let k = keys::alloc(&a.id);
+        let v = serde_json::to_vec(a).expect("encode");
+        let r = s.store.txn(Txn::new().put(k, v)).await.expect("put");
+        s.wait_for_rev(r.revision).await;
+        r.revision
+    }
+
+    async fn stored(s: &Shared, id: &str) -> Option<Allocation> {
+        let kv = s.store.get(&keys::alloc(id)).await.expect("get")?;
+        Some(serde_json::from_slice(&kv.value).expect("decode"))
+    }
+
+    /// A plan that marks an allocation lost and places its replacement commits both or
+    /// neither: when the allocation changed after the plan was made (here: its job
+    /// instance completed), the replacement is not created, or the instance would run
+    /// twice.
+    #[test]
+    fn a_replacement_is_created_only_with_the_loss_it_replaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let s = shared(dir.path());
+            s.start_cache().await.expect("cache");
+            let planned_rev = put(&s, &job_alloc("burst-a", 0, "running")).await;
+            let plan = |revs_at: u64| {
+                let plan = reconcile::Plan {
+                    lost: vec![("burst-a".into(), "node n1 is down".into())],
+                    create: vec![job_alloc("burst-b", 0, "pending")],
+                    ..Default::default()
+                };
+                (plan, HashMap::from([(keys::alloc("burst-a"), revs_at)]))
+            };
+            // The agent's report lands between planning and committing.
+            let now_rev = put(&s, &job_alloc("burst-a", 0, "complete")).await;
+            let (p, revs) = plan(planned_rev);
+            s.commit(p, &revs, 0).await.expect("commit");
+            assert_eq!(
+                stored(&s, "burst-b").await,
+                None,
+                "replacement created alone"
+            );
+            let a = stored(&s, "burst-a").await.expect("burst-a");
+            assert_eq!(a.state, AllocState::Complete);
+
+            // Planned from the current revision: the loss and the replacement commit.
+            let (p, revs) = plan(now_rev);
+            s.commit(p, &revs, 0).await.expect("commit");
+            let a = stored(&s, "burst-a").await.expect("burst-a");
+            assert_eq!(a.state, AllocState::Lost);
+            assert!(stored(&s, "burst-b").await.is_some(), "replacement created");
+        });
     }
 }
