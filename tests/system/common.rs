@@ -322,6 +322,7 @@ impl Drop for Cluster {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        kill_tasks_under(&self.data_dir());
     }
 }
 
@@ -348,6 +349,33 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// A `motley server` or `motley agent` process that printed `ready`.
 pub struct Proc {
     pub child: Child,
+    /// Its `--data-dir`: tasks an agent started there are killed when it is dropped.
+    data_dir: Option<PathBuf>,
+}
+
+/// Kills the process groups of tasks whose allocation directory lies under `dir`
+/// (agents leave their tasks running when they stop, as a restart adopts them).
+pub fn kill_tasks_under(dir: &Path) {
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let env = nul_list(format!("/proc/{pid}/environ"));
+        let under = env.iter().any(|kv| {
+            kv.strip_prefix("MOTLEY_ALLOC_DIR=")
+                .is_some_and(|d| Path::new(d).starts_with(dir))
+        });
+        if under {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 impl Proc {
@@ -374,7 +402,14 @@ impl Proc {
             let _ = tx.send(ready);
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(true) => Ok(Proc { child }),
+            Ok(true) => Ok(Proc {
+                child,
+                data_dir: args
+                    .iter()
+                    .position(|a| *a == "--data-dir")
+                    .and_then(|i| args.get(i + 1))
+                    .map(PathBuf::from),
+            }),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -409,5 +444,8 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.terminate();
+        if let Some(dir) = &self.data_dir {
+            kill_tasks_under(dir);
+        }
     }
 }

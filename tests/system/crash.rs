@@ -152,3 +152,97 @@ fn kill9_during_applies_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// An agent killed after starting a task but before writing it down (its allocation not
+/// yet in `state.json`) finds the process again by its allocation id when a server
+/// assigns the allocation again: adopted with its pid, not started a second time. A
+/// process left from an allocation the cluster does not give this node is stopped.
+#[test]
+fn a_task_started_but_not_written_down_is_adopted_and_a_stray_is_stopped() {
+    let mut c = Cluster::up(&[]);
+    let arg = format!("{}7777", c.port);
+    let yaml = format!(
+        "kind: Service\nname: solo\ntask:\n  command: [sleep, \"{arg}\"]\n  resources: {{ cpu: 1m, memory: 1Mi }}\n"
+    );
+    assert!(c.apply_yaml("solo.yaml", &yaml).status.success());
+    let a = wait_for("solo to run", Duration::from_secs(30), || {
+        c.running("service/solo").into_iter().next()
+    });
+    let id = a["id"].as_str().expect("id").to_string();
+    let pid = a["pid"].as_u64().expect("pid");
+    // The agent writes its file lazily: wait until it names the allocation, then take
+    // the allocation out, as if the agent had died before writing it.
+    let agent_dir = c.data_dir().join("agent");
+    let state_path = agent_dir.join("state.json");
+    wait_for(
+        "the state file to name solo",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&state_path).ok()?;
+            text.contains(&id).then_some(())
+        },
+    );
+    c.kill9();
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).expect("read state"))
+            .expect("state is JSON");
+    let removed = state["allocs"].as_object_mut().expect("allocs").remove(&id);
+    assert!(removed.is_some(), "{id} was in the state file");
+    std::fs::write(&state_path, serde_json::to_vec(&state).expect("encode")).expect("write");
+    // A process this agent started for an allocation the cluster never gave it.
+    let ghost_dir = agent_dir.join("allocs").join("ghost-1");
+    std::fs::create_dir_all(&ghost_dir).expect("ghost dir");
+    let mut ghost = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .env("MOTLEY_ALLOC_ID", "ghost-1")
+            .env("MOTLEY_ALLOC_DIR", &ghost_dir)
+            .process_group(0)
+            .spawn()
+            .expect("spawn the stray")
+    };
+    // Another agent's process on the same machine: left alone.
+    let mut foreign = {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .env("MOTLEY_ALLOC_ID", "foreign-1")
+            .env(
+                "MOTLEY_ALLOC_DIR",
+                "/var/lib/motley-other/agent/allocs/foreign-1",
+            )
+            .process_group(0)
+            .spawn()
+            .expect("spawn the foreign task")
+    };
+
+    c.start(&[]);
+    wait_for("the stray to be stopped", Duration::from_secs(30), || {
+        ghost.try_wait().ok().flatten()
+    });
+    let a = wait_for(
+        "solo to be reported running",
+        Duration::from_secs(30),
+        || c.running("service/solo").into_iter().next(),
+    );
+    assert_eq!(a["id"], id.as_str(), "the same allocation");
+    assert_eq!(a["pid"].as_u64(), Some(pid), "adopted, not restarted");
+    assert_eq!(processes_with_arg(&arg), 1, "solo runs exactly once");
+    assert!(!ghost_dir.exists(), "the stray's directory is removed");
+    let log = std::fs::read_to_string(&c.stderr_log).unwrap_or_default();
+    assert!(
+        log.contains(&format!(
+            "found {id} (pid {pid}) running, not in the state file"
+        )),
+        "{log}"
+    );
+    assert!(
+        foreign.try_wait().ok().flatten().is_none(),
+        "another agent's task was stopped"
+    );
+    let _ = foreign.kill();
+    let _ = foreign.wait();
+    assert_eq!(c.stop(), Some(0));
+    assert_eq!(processes_with_arg(&arg), 0, "solo outlived motley up");
+}

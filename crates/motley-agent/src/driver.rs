@@ -172,9 +172,10 @@ impl Running {
 }
 
 /// Finds running task processes by the `MOTLEY_ALLOC_ID` in their environment: the
-/// process-group leaders whose environment names an allocation. This finds a task even
-/// when the agent died between starting it and recording its handle.
-pub fn scan_tasks() -> std::collections::HashMap<String, Handle> {
+/// process-group leaders whose environment names an allocation, with the allocation
+/// directory it names (`MOTLEY_ALLOC_DIR`: which agent started it). This finds a task
+/// even when the agent died between starting it and recording it.
+pub fn scan_tasks() -> std::collections::HashMap<String, (Handle, Option<PathBuf>)> {
     let mut out = std::collections::HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -197,12 +198,15 @@ pub fn scan_tasks() -> std::collections::HashMap<String, Handle> {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        let id = env
-            .split(|b| *b == 0)
-            .find_map(|kv| kv.strip_prefix(b"MOTLEY_ALLOC_ID="))
-            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let var = |name: &[u8]| {
+            env.split(|b| *b == 0)
+                .find_map(|kv| kv.strip_prefix(name))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let id = var(b"MOTLEY_ALLOC_ID=");
         if let (Some(id), Ok(start_time)) = (id, fields[19].parse()) {
-            out.insert(id, Handle { pid, start_time });
+            let dir = var(b"MOTLEY_ALLOC_DIR=").map(PathBuf::from);
+            out.insert(id, (Handle { pid, start_time }, dir));
         }
     }
     out
@@ -467,13 +471,14 @@ mod tests {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .env("MOTLEY_ALLOC_ID", &id)
+            .env("MOTLEY_ALLOC_DIR", "/var/lib/motley/allocs/x")
             .process_group(0)
             .spawn()
             .expect("spawn sleep");
         // /proc/PID/environ is empty for a moment while exec completes: look again briefly.
         let mut h = None;
         for _ in 0..100 {
-            h = scan_tasks().get(&id).copied();
+            h = scan_tasks().get(&id).cloned();
             if h.is_some() {
                 break;
             }
@@ -481,8 +486,9 @@ mod tests {
         }
         let _ = child.kill();
         let _ = child.wait();
-        let h = h.expect("the task is found by its allocation id");
+        let (h, dir) = h.expect("the task is found by its allocation id");
         assert_eq!(h.pid, child.id());
+        assert_eq!(dir, Some(PathBuf::from("/var/lib/motley/allocs/x")));
     }
 
     #[test]
