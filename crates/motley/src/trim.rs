@@ -1,17 +1,22 @@
-//! Letting go of code pages that only startup needed.
+//! Letting go of file pages that only startup needed.
 //!
-//! A daemon's resident set counts every page of its executable it has ever run: for
-//! `motley`, one 21 MB binary holding the server, agent, CLI and hardware discovery,
-//! startup (argument parsing, discovery, calibration, TLS setup) leaves some 10 MiB of
-//! code resident that an idle agent never runs again. The kernel drops such clean pages
-//! only when memory runs short. [`code_pages`] unmaps them from this process once it has
-//! settled (`MADV_DONTNEED` on the executable's read-execute mappings): the pages stay
-//! in the page cache, and the ones the idle process does run come back by a minor fault,
-//! so its RSS becomes the code it really uses. Only text is touched: it is never written
-//! (no relocations in position-independent code), so nothing can be lost; writable and
-//! relocated read-only data (RELRO) are left alone.
+//! A daemon's resident set counts every page of its executable and libraries it has
+//! ever touched: for `motley`, one 21 MB binary holding the server, agent, CLI and
+//! hardware discovery, startup (argument parsing, discovery, calibration, TLS setup)
+//! leaves several MiB of code and read-only data resident that an idle agent never
+//! touches again. The kernel drops such clean pages only when memory runs short.
+//! [`code_pages`] unmaps them from this process once it has settled (`MADV_DONTNEED`):
+//! the pages stay in the page cache, and the ones the idle process does use come back
+//! by a minor fault, so its RSS becomes what it really uses.
+//!
+//! Only mappings that cannot hold anything but the file's bytes are touched: private,
+//! not writable, backed by a file, and with no anonymous (copied-on-write) page, as
+//! `/proc/self/smaps` says. That takes in code (`r-xp`, never written in
+//! position-independent code) and read-only data (`r--p`), and leaves out what the
+//! loader relocated (RELRO: `r--p` but written once, so its pages are anonymous copies
+//! that dropping would lose), writable data, the heap and stacks.
 
-/// How long after `ready` a server or agent lets go of its startup code.
+/// How long after `ready` a server or agent lets go of its startup pages.
 pub const AFTER_STARTUP: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Calls [`code_pages`] once, [`AFTER_STARTUP`] from now, in the background.
@@ -19,41 +24,58 @@ pub fn after_startup() {
     tokio::spawn(async {
         tokio::time::sleep(AFTER_STARTUP).await;
         match tokio::task::spawn_blocking(code_pages).await {
-            Ok(Ok(bytes)) => tracing::debug!("unmapped {} KiB of startup code", bytes >> 10),
-            Ok(Err(e)) => tracing::debug!("unmapping startup code: {e}"),
+            Ok(Ok(bytes)) => tracing::debug!("unmapped {} KiB of startup pages", bytes >> 10),
+            Ok(Err(e)) => tracing::debug!("unmapping startup pages: {e}"),
             Err(_) => {}
         }
     });
 }
 
-/// Unmaps this process's executable code pages; returns how many bytes were mapped.
-pub fn code_pages() -> std::io::Result<u64> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let exe = exe.to_string_lossy();
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let mut total = 0;
-    for line in maps.lines() {
+/// A mapping [`code_pages`] may drop: `(start, end)`.
+fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    // The mapping being read: its range, if its header qualifies it.
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
         let mut f = line.split_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-            continue;
-        };
-        // offset, device, inode, then the path (which may hold spaces).
-        let path = f.skip(3).collect::<Vec<_>>().join(" ");
-        if perms != "r-xp" || path != exe {
-            continue;
+        let Some(first) = f.next() else { continue };
+        if let Some((start, end)) = first.split_once('-')
+            && !first.ends_with(':')
+        {
+            // A header: range, perms, offset, device, inode, path.
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            let range = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            );
+            current = match range {
+                (Ok(s), Ok(e)) if (perms == "r-xp" || perms == "r--p") && path.starts_with('/') => {
+                    Some((s, e))
+                }
+                _ => None,
+            };
+        } else if first == "Anonymous:" {
+            // The last field of interest before the next header: decide now.
+            if let Some(range) = current.take()
+                && f.next() == Some("0")
+            {
+                out.push(range);
+            }
         }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        // SAFETY: a read-execute private mapping of our own executable, as the kernel
-        // lists it: its pages equal the file's (text is never written), so dropping
-        // them loses nothing; they fault back in from the page cache when run.
+    }
+    out
+}
+
+/// Unmaps this process's clean, read-only file pages (its code and read-only data, and
+/// its libraries'); returns how many bytes of mappings were dropped.
+pub fn code_pages() -> std::io::Result<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let mut total = 0;
+    for (start, end) in clean_file_mappings(&smaps) {
+        // SAFETY: a private, read-only file mapping without one anonymous page, as the
+        // kernel listed it: every page equals the file's and cannot be written, so
+        // dropping them loses nothing; they fault back in from the page cache when used.
         let r =
             unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
         if r != 0 {
@@ -101,7 +123,7 @@ mod tests {
         }
         let before = exe_text_rss_kib();
         let mapped = super::code_pages().expect("madvise");
-        assert!(mapped > 0, "the executable's text was found");
+        assert!(mapped > 0, "clean file mappings were found");
         let after = exe_text_rss_kib();
         assert!(
             after < before,
@@ -112,7 +134,36 @@ mod tests {
             .join()
             .expect("thread");
         assert_eq!(s, "[1, 2, 3]");
+        // Relocated data survived: a trait object's vtable and a static string.
+        let shown: Box<dyn std::fmt::Display> = Box::new(42u8);
+        assert_eq!(shown.to_string(), "42");
         println!("TRIM-CHILD-OK {before} -> {after}");
+    }
+
+    #[test]
+    fn only_clean_read_only_file_mappings_are_dropped() {
+        let entry = |range: &str, perms: &str, path: &str, anon: u32| {
+            format!(
+                "{range} {perms} 00000000 fe:01 1234 {path}\nSize: 8 kB\nRss: 8 kB\n\
+                 Private_Dirty: {anon} kB\nAnonymous: {anon} kB\nVmFlags: rd mr mw me\n"
+            )
+        };
+        let smaps = [
+            entry("1000-3000", "r--p", "/usr/bin/motley", 0),
+            entry("3000-9000", "r-xp", "/usr/bin/motley", 0),
+            // RELRO: read-only now, but the loader wrote relocations into it.
+            entry("9000-a000", "r--p", "/usr/bin/motley", 4),
+            entry("a000-b000", "rw-p", "/usr/bin/motley", 4),
+            entry("b000-c000", "rw-p", "", 4),
+            entry("c000-d000", "r-xp", "[vdso]", 0),
+            entry("d000-e000", "r-xp", "/usr/lib/my lib.so", 0),
+            entry("e000-f000", "r--s", "/dev/shm/x", 0),
+        ]
+        .concat();
+        assert_eq!(
+            super::clean_file_mappings(&smaps),
+            [(0x1000, 0x3000), (0x3000, 0x9000), (0xd000, 0xe000)]
+        );
     }
 
     #[test]
