@@ -2,9 +2,9 @@
 """Footprint, startup and end to end with a server and agents as separate processes.
 
   1. one `motley server` and one `motley agent`, a service of 10 replicas (`sleep`)
-     running: RSS of each (VmRSS, and its anonymous part, RssAnon, which is what the
-     process allocated rather than pages of its binary), CPU share of one core and bytes
-     written over --idle-seconds;
+     running: the largest RSS of each sampled every 0.5 s (VmRSS, and its anonymous
+     part, RssAnon, which is what the process allocated rather than pages of its
+     binary), CPU share of one core and bytes written over --idle-seconds;
   2. the same server with 10 agents and a service of 50 replicas: the same figures, the
      agents' as median and max over the 10;
   3. startup: `motley server` to ready (fresh data dir), and each agent's join to ready
@@ -19,6 +19,11 @@ import argparse, json, os, statistics, subprocess, sys, tempfile, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from skeleton import ROOT, TICK, cpu_ticks, free_port, write_bytes  # noqa: E402
 from scale import cli, terminate, wait_ready  # noqa: E402
+
+
+# Settling before each window: longer than trim.rs's period (60 s), so that every
+# process has let go of its clean pages at least once since the last apply.
+SETTLE = 70
 
 
 def status_kib(pid, field):
@@ -46,19 +51,28 @@ def service(motley, cfg, d, name, replicas, timeout=600):
 
 
 def idle(pids, seconds):
-    """RSS (KiB) at the end, CPU % of one core and bytes written over `seconds`."""
+    """Largest RSS (KiB) sampled every 0.5 s, CPU % of one core and bytes written over
+    `seconds`. The largest, not the last: servers and agents unmap clean pages every
+    60 s (trim.rs) and fault their working set back in, so a single sample could fall
+    just after a trim."""
     c0 = {p: cpu_ticks(p) for p in pids}
     w0 = {p: write_bytes(p) for p in pids}
+    rss = {p: 0 for p in pids}
+    anon = {p: 0 for p in pids}
     t0 = time.monotonic()
-    time.sleep(seconds)
+    while time.monotonic() - t0 < seconds:
+        for p in pids:
+            rss[p] = max(rss[p], status_kib(p, "VmRSS"))
+            anon[p] = max(anon[p], status_kib(p, "RssAnon"))
+        time.sleep(0.5)
     dt = time.monotonic() - t0
-    return {p: dict(rss=status_kib(p, "VmRSS"), anon=status_kib(p, "RssAnon"),
+    return {p: dict(rss=rss[p], anon=anon[p],
                     cpu=100.0 * (cpu_ticks(p) - c0[p]) / TICK / dt,
                     written=write_bytes(p) - w0[p]) for p in pids}
 
 
 def row(name, m):
-    print(f"| {name} | {m['rss'] / 1024:.1f} MiB | {m['anon'] / 1024:.2f} MiB | {m['cpu']:.3f} % "
+    print(f"| {name} | {m['rss'] / 1024:.1f} MiB ({m['rss']:,.0f} KiB) | {m['anon'] / 1024:.2f} MiB | {m['cpu']:.3f} % "
           f"| {m['written']} B |", flush=True)
 
 
@@ -91,7 +105,7 @@ def main():
 
         first, joined0 = agent(0)
         service(motley, cfg, d, "ten", 10)
-        time.sleep(10)  # calibration, last reports
+        time.sleep(SETTLE)  # calibration, last reports, a trim since the apply
         print("\n| process (1 server, 1 agent, 10 tasks) | RSS | of it anonymous | CPU | written |")
         print("|---|---|---|---|---|")
         m = idle([srv.pid, first.pid], a.idle_seconds)
@@ -106,7 +120,7 @@ def main():
             joins.append(t)
         cli(motley, cfg, "delete", "service/ten")
         service(motley, cfg, d, "fifty", 50)
-        time.sleep(10)
+        time.sleep(SETTLE)
         m = idle([srv.pid] + [p.pid for p in agents], a.idle_seconds)
         print("\n| process (1 server, 10 agents, 50 tasks) | RSS | of it anonymous | CPU | written |")
         print("|---|---|---|---|---|")

@@ -5,9 +5,10 @@
 //! hardware discovery, startup (argument parsing, discovery, calibration, TLS setup)
 //! leaves several MiB of code and read-only data resident that an idle agent never
 //! touches again. The kernel drops such clean pages only when memory runs short.
-//! [`code_pages`] unmaps them from this process once it has settled (`MADV_DONTNEED`):
-//! the pages stay in the page cache, and the ones the idle process does use come back
-//! by a minor fault, so its RSS becomes what it really uses.
+//! [`code_pages`] unmaps them from this process once it has settled, and again every
+//! minute for what later work (an apply, a burst of task starts) brought back
+//! (`MADV_DONTNEED`): the pages stay in the page cache, and the ones the idle process
+//! does use come back by a minor fault, so its RSS becomes what it really uses.
 //!
 //! Only mappings that cannot hold anything but the file's bytes are touched: private,
 //! not writable, backed by a file, and with no anonymous (copied-on-write) page, as
@@ -19,16 +20,45 @@
 /// How long after `ready` a server or agent lets go of its startup pages.
 pub const AFTER_STARTUP: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Calls [`code_pages`] once, [`AFTER_STARTUP`] from now, in the background.
+/// How often it lets go again of what it has touched since: an apply, a burst of task
+/// starts or a log stream bring their code back, and an idle process then holds it
+/// until memory runs short. Each time costs the idle working set's minor faults (about
+/// a thousand, a millisecond or two).
+pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Calls [`code_pages`] [`AFTER_STARTUP`] from now, then every [`EVERY`], in the
+/// background.
 pub fn after_startup() {
     tokio::spawn(async {
         tokio::time::sleep(AFTER_STARTUP).await;
-        match tokio::task::spawn_blocking(code_pages).await {
-            Ok(Ok(bytes)) => tracing::debug!("unmapped {} KiB of startup pages", bytes >> 10),
-            Ok(Err(e)) => tracing::debug!("unmapping startup pages: {e}"),
-            Err(_) => {}
+        loop {
+            match tokio::task::spawn_blocking(|| {
+                free_heap();
+                code_pages()
+            })
+            .await
+            {
+                Ok(Ok(bytes)) => tracing::trace!("unmapped {} KiB of clean pages", bytes >> 10),
+                Ok(Err(e)) => {
+                    tracing::debug!("unmapping clean pages: {e}");
+                    return;
+                }
+                Err(_) => return,
+            }
+            tokio::time::sleep(EVERY).await;
         }
     });
+}
+
+/// Gives free heap memory back to the kernel (glibc's `malloc_trim`: the free pages
+/// inside every arena, not only the top of the main heap): what a burst of work
+/// allocated and freed stays resident otherwise.
+fn free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A mapping [`code_pages`] may drop: `(start, end)`.
