@@ -26,12 +26,15 @@ from scale import cli, terminate, wait_ready  # noqa: E402
 SETTLE = 70
 
 
-def status_kib(pid, field):
+def status_kib(pid, *fields):
+    """The given fields of /proc/PID/status, in KiB, from one read (0 when missing)."""
+    out = dict.fromkeys(fields, 0)
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+            name, _, rest = line.partition(":")
+            if name in out:
+                out[name] = int(rest.split()[0])
+    return out
 
 
 def service(motley, cfg, d, name, replicas, timeout=600):
@@ -62,8 +65,9 @@ def idle(pids, seconds):
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         for p in pids:
-            rss[p] = max(rss[p], status_kib(p, "VmRSS"))
-            anon[p] = max(anon[p], status_kib(p, "RssAnon"))
+            st = status_kib(p, "VmRSS", "RssAnon")
+            rss[p] = max(rss[p], st["VmRSS"])
+            anon[p] = max(anon[p], st["RssAnon"])
         time.sleep(0.5)
     dt = time.monotonic() - t0
     return {p: dict(rss=rss[p], anon=anon[p],

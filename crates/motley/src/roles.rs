@@ -199,7 +199,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         data_dir.join("server/join-token").display()
     );
     println!("ready");
-    crate::trim::after_startup();
+    crate::trim::periodically();
     shutdown_signal().await;
     server.shutdown().await;
     Ok(())
@@ -263,7 +263,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             if connected {
                 eprintln!("motley agent {name} connected");
                 println!("ready");
-                crate::trim::after_startup();
+                crate::trim::periodically();
             }
         }
         why = agent.wait_fatal() => {

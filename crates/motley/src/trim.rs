@@ -28,7 +28,7 @@ pub const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Calls [`code_pages`] [`AFTER_STARTUP`] from now, then every [`EVERY`], in the
 /// background.
-pub fn after_startup() {
+pub fn periodically() {
     tokio::spawn(async {
         tokio::time::sleep(AFTER_STARTUP).await;
         loop {
