@@ -34,9 +34,9 @@ pub struct FailureConfig {
     /// Extra wait, after a node is declared down, beyond the lease before its fenced
     /// work is replaced.
     pub fence_margin_ms: u64,
-    /// A server that just started (or a new leader) declares no node down that it has not
-    /// yet heard from for this long: agents need time to notice and reconnect (their
-    /// reconnect backoff is at most 7.5 s).
+    /// For this long after a server starts (or a new leader begins to lead) it declares
+    /// down only nodes whose agents are connected and silent ([`judge`]): agents need
+    /// time to notice and reconnect (their reconnect backoff is at most 7.5 s).
     pub startup_grace_ms: u64,
 }
 
@@ -172,9 +172,75 @@ impl Detector {
     }
 }
 
+/// What a server concludes of a node at `now`: the detector's verdict, at most suspect
+/// while the node's agent is not connected, and never down during the grace period
+/// that began at `grace_from` (the server's start, or when it began to lead) unless
+/// the agent is connected and silent. A node heard once in that period and then cut off
+/// (a relay that ended as the leader key changed hands) is still reconnecting, and
+/// agents reconnect within their backoff of at most 7.5 s.
+pub fn judge(
+    detector: &Detector,
+    now: u64,
+    cfg: &FailureConfig,
+    grace_from: u64,
+    connected: bool,
+) -> Health {
+    match detector.health(now, cfg) {
+        Health::Down
+            if now < grace_from.saturating_add(cfg.startup_grace_ms)
+                && !(connected && detector.last() > grace_from) =>
+        {
+            Health::Suspect
+        }
+        Health::Ready if !connected => Health::Suspect,
+        verdict => verdict,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node heard regularly until `until`, from a detector started at `from`.
+    fn heard(from: u64, until: u64, cfg: &FailureConfig) -> Detector {
+        let mut d = Detector::new(from, cfg);
+        let mut t = from;
+        while t + cfg.heartbeat_ms <= until {
+            t += cfg.heartbeat_ms;
+            d.heartbeat(t, cfg);
+        }
+        d
+    }
+
+    #[test]
+    fn during_the_grace_period_only_a_connected_silent_node_goes_down() {
+        let cfg = FailureConfig::default();
+        let grace_end = 100_000 + cfg.startup_grace_ms;
+        // Not heard since the grace began (a new leader at 100 s), not connected.
+        let unheard = Detector::new(100_000, &cfg);
+        assert_eq!(
+            judge(&unheard, 105_000, &cfg, 100_000, false),
+            Health::Suspect
+        );
+        assert_eq!(
+            judge(&unheard, grace_end + 1, &cfg, 100_000, false),
+            Health::Down
+        );
+        // Heard once after the grace began, then cut off while it reconnects.
+        let mut once = Detector::new(100_000, &cfg);
+        once.heartbeat(100_010, &cfg);
+        assert_eq!(judge(&once, 103_000, &cfg, 100_000, false), Health::Suspect);
+        assert_eq!(
+            judge(&once, grace_end + 1, &cfg, 100_000, false),
+            Health::Down
+        );
+        // Connected and silent: down at once, grace or not.
+        assert_eq!(judge(&once, 103_000, &cfg, 100_000, true), Health::Down);
+        // Heartbeating but not connected (yet): suspect, never ready.
+        let live = heard(100_000, 104_000, &cfg);
+        assert_eq!(judge(&live, 104_100, &cfg, 100_000, true), Health::Ready);
+        assert_eq!(judge(&live, 104_100, &cfg, 100_000, false), Health::Suspect);
+    }
 
     #[test]
     fn a_regular_node_is_ready_and_a_silent_one_goes_down_within_3s() {

@@ -293,6 +293,7 @@ async fn campaign(shared: Arc<Shared>, etcd: Arc<Etcd>) {
         };
         *lock(&shared.ha.lease) = Some(lease);
         let mut renewed = asked;
+        let mut tried = asked;
         let mut registered = false;
         // The leader key written with this lease, if any: (fence, record).
         let mut won: Option<(u64, ServerInfo)> = None;
@@ -337,13 +338,15 @@ async fn campaign(shared: Arc<Shared>, etcd: Arc<Etcd>) {
                     Err(e) => tracing::debug!("campaign: {e}"),
                 }
             }
-            // Wait for the next renewal, or for the leader key to go.
-            let next = renewed + renew_every;
+            // Wait for the next renewal, or for the leader key to go. After a failed one
+            // the next is already due: retry ten times per renewal period, not in a loop.
+            let next = (renewed + renew_every).max(tried + renew_every / 10);
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
                 _ = observed.changed() => continue,
             }
             let asked = Instant::now();
+            tried = asked;
             match etcd.lease_renew(lease).await {
                 Ok(true) => renewed = asked,
                 Ok(false) => {

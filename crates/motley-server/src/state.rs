@@ -252,19 +252,13 @@ impl Shared {
                 since: now,
                 reason: "grace period after server start".into(),
             });
-            let mut verdict = entry.detector.health(now, &self.failure);
-            // A full grace period after this server started (or began to lead) for nodes
-            // it has not heard from.
-            let heard_since_start = entry.detector.last() > grace_from;
-            if verdict == Health::Down
-                && !heard_since_start
-                && now < grace_from + self.failure.startup_grace_ms
-            {
-                verdict = Health::Suspect;
-            }
-            if verdict == Health::Ready && !connected.contains(&name) {
-                verdict = Health::Suspect;
-            }
+            let verdict = motley_core::failure::judge(
+                &entry.detector,
+                now,
+                &self.failure,
+                grace_from,
+                connected.contains(&name),
+            );
             if verdict != entry.health {
                 let silence = now.saturating_sub(entry.detector.last());
                 let phi = entry.detector.phi(now, &self.failure).min(99.0);
