@@ -186,6 +186,7 @@ def main():
     a = ap.parse_args()
     # On disk, not tmpfs: write_bytes counts what reaches the block layer.
     dir = tempfile.mkdtemp(prefix="motley-ha-", dir="/var/tmp")
+    os.chmod(dir, 0o711)  # tasks run as nobody
     plane = Plane(a.motley, dir)
     result = {"bench": "ha"}
     try:

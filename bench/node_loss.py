@@ -39,6 +39,7 @@ class Lab:
     def __init__(self, motley, tag):
         self.motley, self.tag, self.hosts, self.procs = motley, tag, [], []
         self.dir = tempfile.mkdtemp(prefix="motley-nodeloss-")
+        os.chmod(self.dir, 0o711)  # tasks run as nobody
         self.hub = f"bh{tag}"
         sh("ip", "netns", "add", self.hub)
         sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")

@@ -89,6 +89,7 @@ def main():
     fresh, again = [], []
     for _ in range(a.repeats):
         d = tempfile.mkdtemp(prefix="motley-bench-")
+        os.chmod(d, 0o711)  # tasks run as nobody
         port = free_port()
         p, t = start(motley, d, port)
         fresh.append(t * 1000)
@@ -103,6 +104,7 @@ def main():
     rss, cpu, wrote = [], [], []
     for _ in range(max(1, a.repeats // 2)):
         d = tempfile.mkdtemp(prefix="motley-bench-")
+        os.chmod(d, 0o711)  # tasks run as nobody
         p, _ = start(motley, d, free_port(), ["examples/"])
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -127,6 +129,7 @@ def main():
     summary(f"idle `motley up` bytes written over {a.idle_seconds} s", wrote, "B", "{:.0f}")
 
     d = tempfile.mkdtemp(prefix="motley-bench-")
+    os.chmod(d, 0o711)  # tasks run as nobody
     p, _ = start(motley, d, free_port())
     scale = []
     for r in range(a.repeats):
