@@ -1,20 +1,25 @@
 //! The etcd backend: the same [`Store`] model on an etcd cluster (etcd's own model:
 //! revisions, mod-revision compares, watches from a revision, compaction).
 //!
-//! `etcd-client` talks to one endpoint at a time and does not skip a dead one by
-//! itself, so [`Etcd`] keeps the endpoint list and, when a call fails for want of a
-//! connection, reconnects to the next endpoint and retries, up to one full round of
-//! the list. A cluster without quorum answers [`StoreError::Unavailable`].
+//! It speaks etcd's gRPC API through the clients generated in `motley-grpc` (committed
+//! code: building needs no `protoc`), one member at a time. [`Etcd`] keeps the endpoint
+//! list and, when a call fails for want of a connection, a timeout or a member without a
+//! leader, reconnects to the next endpoint and retries, up to one full round of the
+//! list. A cluster without quorum answers [`StoreError::Unavailable`]. Every request
+//! carries etcd's `hasleader` metadata, so a member cut off from its quorum refuses at
+//! once instead of waiting.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, TxnOp,
-    WatchOptions,
-};
+use motley_grpc::etcd::etcdserverpb as pb;
+use motley_grpc::etcd::etcdserverpb::kv_client::KvClient;
+use motley_grpc::etcd::etcdserverpb::lease_client::LeaseClient;
+use motley_grpc::etcd::etcdserverpb::watch_client::WatchClient;
+use motley_grpc::etcd::mvccpb;
 use tokio::sync::mpsc;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::{Event, EventKind, KeyValue, Range, Store, StoreError, Txn, TxnResult, Watch};
 
@@ -34,20 +39,41 @@ pub struct EtcdTls {
 pub struct Etcd {
     endpoints: Vec<String>,
     tls: EtcdTls,
-    /// The connected client and the index of its endpoint.
-    current: tokio::sync::Mutex<Option<(Client, usize)>>,
+    /// The connected channel and the index of its endpoint.
+    current: tokio::sync::Mutex<Option<(Channel, usize)>>,
     /// The endpoint to try first on the next connect.
     next: Mutex<usize>,
     /// An open keep-alive stream and the lease it renews (one stream for many renewals).
     keeper: tokio::sync::Mutex<Option<(i64, Keeper)>>,
 }
 
-type Keeper = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
+/// A keep-alive stream: where renewals are sent, and where etcd answers them.
+type Keeper = (
+    mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    tonic::Streaming<pb::LeaseKeepAliveResponse>,
+);
+
+/// A request with etcd's "refuse if you have no leader" metadata.
+fn req<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    r
+}
+
+/// A request stream fed by a channel: open while the sender lives.
+fn outbound<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+}
 
 /// One renewal on an open keep-alive stream: whether the lease lives.
-async fn renew_on(k: &mut Keeper) -> Result<bool, etcd_client::Error> {
-    k.0.keep_alive().await?;
-    Ok(k.1.message().await?.is_some_and(|r| r.ttl() > 0))
+async fn renew_on(k: &mut Keeper, id: i64) -> Result<bool, tonic::Status> {
+    k.0.send(pb::LeaseKeepAliveRequest { id })
+        .await
+        .map_err(|_| tonic::Status::unavailable("keep-alive stream closed"))?;
+    Ok(k.1.message().await?.is_some_and(|r| r.ttl > 0))
 }
 
 impl std::fmt::Debug for Etcd {
@@ -91,48 +117,134 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// Whether an etcd error means "try another endpoint" rather than a real answer: no
-/// connection, or gRPC CANCELLED (1, the client's own timeout), UNKNOWN (2),
-/// DEADLINE_EXCEEDED (4) or UNAVAILABLE (14), which etcd returns when the member has
-/// no leader or its quorum is gone.
-fn is_transport(e: &etcd_client::Error) -> bool {
-    use etcd_client::Error as E;
-    match e {
-        E::TransportError(_) | E::IoError(_) | E::InvalidUri(_) => true,
-        E::GRpcStatus(s) => {
-            matches!(s.code() as i32, 1 | 2 | 4 | 14) || s.message().contains("no leader")
+/// Whether an etcd answer means "try another endpoint" rather than a real answer:
+/// gRPC CANCELLED (1), UNKNOWN (2, also a broken connection), DEADLINE_EXCEEDED (4) or
+/// UNAVAILABLE (14, no connection, or a member without a leader or quorum).
+fn is_transport(s: &tonic::Status) -> bool {
+    matches!(s.code() as i32, 1 | 2 | 4 | 14) || s.message().contains("no leader")
+}
+
+/// `status: message` of a refusal, as people read it.
+fn status_text(s: &tonic::Status) -> String {
+    format!("{} ({:?})", s.message(), s.code())
+}
+
+/// The end of the key range that holds every key starting with `prefix` (etcd's
+/// convention: the prefix with its last byte below 0xff incremented; `\0` for all keys).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.last_mut() {
+        if *last < 0xff {
+            *last += 1;
+            return end;
         }
-        _ => false,
+        end.pop();
+    }
+    vec![0]
+}
+
+fn header_revision(h: Option<&pb::ResponseHeader>) -> u64 {
+    h.map_or(0, |h| h.revision.max(0) as u64)
+}
+
+fn kv(k: &mvccpb::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(&k.key).into_owned(),
+        value: k.value.clone(),
+        create_revision: k.create_revision.max(0) as u64,
+        mod_revision: k.mod_revision.max(0) as u64,
+        version: k.version.max(0) as u64,
     }
 }
 
-fn kv(k: &etcd_client::KeyValue) -> KeyValue {
-    KeyValue {
-        key: String::from_utf8_lossy(k.key()).into_owned(),
-        value: k.value().to_vec(),
-        create_revision: k.create_revision().max(0) as u64,
-        mod_revision: k.mod_revision().max(0) as u64,
-        version: k.version().max(0) as u64,
+fn compare(
+    key: &str,
+    target: pb::compare::CompareTarget,
+    value: pb::compare::TargetUnion,
+) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: target as i32,
+        key: key.as_bytes().to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(value),
+    }
+}
+
+fn put_op(key: &str, value: Vec<u8>, lease: i64) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            lease,
+            ..Default::default()
+        })),
+    }
+}
+
+fn delete_op(key: &str) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestDeleteRange(
+            pb::DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// A watch of every key under `prefix` from `from` (0: from now), registered with etcd
+/// (its "created" answer read) when this returns.
+async fn open_watch(
+    ch: Channel,
+    prefix: &str,
+    from: u64,
+) -> Result<
+    (
+        mpsc::Sender<pb::WatchRequest>,
+        tonic::Streaming<pb::WatchResponse>,
+    ),
+    tonic::Status,
+> {
+    let (tx, rx) = mpsc::channel(1);
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix.as_bytes()),
+                start_revision: from as i64,
+                ..Default::default()
+            },
+        )),
+    };
+    tx.send(create)
+        .await
+        .map_err(|_| tonic::Status::unavailable("watch stream closed"))?;
+    let mut stream = WatchClient::new(ch)
+        .watch(req(outbound(rx)))
+        .await?
+        .into_inner();
+    match stream.message().await? {
+        Some(r) if r.created && !r.canceled => Ok((tx, stream)),
+        Some(r) => Err(tonic::Status::failed_precondition(format!(
+            "watch refused: {}",
+            r.cancel_reason
+        ))),
+        None => Err(tonic::Status::unavailable("watch stream ended")),
     }
 }
 
 impl Etcd {
     /// The revision etcd compacted at, as a watch from `from` reports it.
     async fn compacted_at(&self, prefix: &str, from: u64) -> u64 {
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from as i64);
-        let Ok((_w, mut stream)) = self
-            .with_retry("watch", |mut c| {
-                let opts = opts.clone();
-                async move { c.watch(prefix, Some(opts)).await }
-            })
+        let Ok((_tx, mut stream)) = self
+            .with_retry("watch", |ch| open_watch(ch, prefix, from))
             .await
         else {
             return 0;
         };
         match tokio::time::timeout(CALL_TIMEOUT, stream.message()).await {
-            Ok(Ok(Some(r))) => r.compact_revision().max(0) as u64,
+            Ok(Ok(Some(r))) => r.compact_revision.max(0) as u64,
             _ => 0,
         }
     }
@@ -157,27 +269,30 @@ impl Etcd {
         Ok(e)
     }
 
-    fn options(&self) -> ConnectOptions {
-        let mut o = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(CALL_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_require_leader(true);
-        if self.tls.ca_pem.is_some() || self.tls.client.is_some() {
-            let mut t = etcd_client::TlsOptions::new();
+    /// The endpoint's connection settings: timeouts, HTTP/2 keep-alive, TLS.
+    fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+        let mut e = Endpoint::from_shared(url.to_string())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(CALL_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        if url.starts_with("https://") || self.tls.ca_pem.is_some() || self.tls.client.is_some() {
+            let mut t = ClientTlsConfig::new();
             if let Some(ca) = &self.tls.ca_pem {
-                t = t.ca_certificate(etcd_client::Certificate::from_pem(ca));
+                t = t.ca_certificate(Certificate::from_pem(ca));
             }
             if let Some((cert, key)) = &self.tls.client {
-                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+                t = t.identity(Identity::from_pem(cert, key));
             }
-            o = o.with_tls(t);
+            e = e.tls_config(t).map_err(|e| e.to_string())?;
         }
-        o
+        Ok(e)
     }
 
-    /// A connected client: the current one, or a new one to the next endpoint.
-    async fn client(&self) -> Result<(Client, usize), StoreError> {
+    /// A connected channel: the current one, or a new one to the next endpoint.
+    async fn client(&self) -> Result<(Channel, usize), StoreError> {
         let mut cur = self.current.lock().await;
         if let Some((c, i)) = cur.as_ref() {
             return Ok((c.clone(), *i));
@@ -186,12 +301,26 @@ impl Etcd {
         let mut last = String::new();
         for k in 0..self.endpoints.len() {
             let i = (start + k) % self.endpoints.len();
-            match Client::connect([&self.endpoints[i]], Some(self.options())).await {
+            let url = &self.endpoints[i];
+            let connected = match self.endpoint(url) {
+                Ok(e) => e.connect().await.map_err(|e| {
+                    // The transport error's source says why (refused, timed out).
+                    let mut s = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(c) = src {
+                        s = format!("{s}: {c}");
+                        src = c.source();
+                    }
+                    s
+                }),
+                Err(e) => Err(e),
+            };
+            match connected {
                 Ok(c) => {
                     *cur = Some((c.clone(), i));
                     return Ok((c, i));
                 }
-                Err(e) => last = format!("{}: {e}", self.endpoints[i]),
+                Err(e) => last = format!("{url}: {e}"),
             }
         }
         Err(unavailable(format!("no etcd endpoint answers ({last})")))
@@ -209,8 +338,8 @@ impl Etcd {
     /// Runs `call` against one endpoint after another until one answers.
     async fn with_retry<T, F, Fut>(&self, what: &str, call: F) -> Result<T, StoreError>
     where
-        F: Fn(Client) -> Fut,
-        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut last = String::new();
         for _ in 0..self.endpoints.len().max(1) {
@@ -218,9 +347,12 @@ impl Etcd {
             match tokio::time::timeout(CALL_TIMEOUT, call(c)).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if !is_transport(&e) => {
-                    return Err(StoreError::Backend(format!("etcd {what}: {e}")));
+                    return Err(StoreError::Backend(format!(
+                        "etcd {what}: {}",
+                        status_text(&e)
+                    )));
                 }
-                Ok(Err(e)) => last = format!("{}: {e}", self.endpoints[i]),
+                Ok(Err(e)) => last = format!("{}: {}", self.endpoints[i], status_text(&e)),
                 Err(_) => {
                     last = format!("{}: no answer within {CALL_TIMEOUT:?}", self.endpoints[i])
                 }
@@ -233,6 +365,27 @@ impl Etcd {
             self.endpoints.len()
         )))
     }
+
+    /// A range read of `key` (with `end`, every key in `[key, end)`).
+    async fn range_of(
+        &self,
+        what: &str,
+        r: pb::RangeRequest,
+    ) -> Result<pb::RangeResponse, StoreError> {
+        self.with_retry(what, |ch| {
+            let r = r.clone();
+            async move { Ok(KvClient::new(ch).range(req(r)).await?.into_inner()) }
+        })
+        .await
+    }
+
+    async fn txn_of(&self, t: pb::TxnRequest) -> Result<pb::TxnResponse, StoreError> {
+        self.with_retry("txn", |ch| {
+            let t = t.clone();
+            async move { Ok(KvClient::new(ch).txn(req(t)).await?.into_inner()) }
+        })
+        .await
+    }
 }
 
 /// Leases: what several servers on one etcd use to elect a leader and to list
@@ -243,11 +396,18 @@ impl Etcd {
     pub async fn lease_grant(&self, ttl: Duration) -> Result<i64, StoreError> {
         let secs = ttl.as_secs().max(1) as i64;
         let r = self
-            .with_retry("lease grant", |mut c| async move {
-                c.lease_grant(secs, None).await
+            .with_retry("lease grant", |ch| async move {
+                let g = pb::LeaseGrantRequest { ttl: secs, id: 0 };
+                Ok(LeaseClient::new(ch).lease_grant(req(g)).await?.into_inner())
             })
             .await?;
-        Ok(r.id())
+        if !r.error.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "etcd lease grant: {}",
+                r.error
+            )));
+        }
+        Ok(r.id)
     }
 
     /// Renews lease `id`; false when it has already run out.
@@ -257,16 +417,25 @@ impl Etcd {
         // need be).
         if let Some((kid, k)) = cached.as_mut()
             && *kid == id
-            && let Ok(Ok(alive)) = tokio::time::timeout(CALL_TIMEOUT, renew_on(k)).await
+            && let Ok(Ok(alive)) = tokio::time::timeout(CALL_TIMEOUT, renew_on(k, id)).await
         {
             return Ok(alive);
         }
         *cached = None;
         let r = self
-            .with_retry("lease keep-alive", |mut c| async move {
-                let mut k = c.lease_keep_alive(id).await?;
-                let alive = renew_on(&mut k).await?;
-                Ok((alive, k))
+            .with_retry("lease keep-alive", |ch| async move {
+                // The first renewal goes out with the call: etcd answers the call's
+                // headers with its first message.
+                let (tx, rx) = mpsc::channel(1);
+                tx.send(pb::LeaseKeepAliveRequest { id })
+                    .await
+                    .map_err(|_| tonic::Status::unavailable("keep-alive stream closed"))?;
+                let mut stream = LeaseClient::new(ch)
+                    .lease_keep_alive(req(outbound(rx)))
+                    .await?
+                    .into_inner();
+                let alive = stream.message().await?.is_some_and(|r| r.ttl > 0);
+                Ok((alive, (tx, stream)))
             })
             .await
             .map(|(alive, k)| {
@@ -282,10 +451,13 @@ impl Etcd {
     /// Revokes lease `id`: every key written with it is deleted now.
     pub async fn lease_revoke(&self, id: i64) -> Result<(), StoreError> {
         match self
-            .with_retry(
-                "lease revoke",
-                |mut c| async move { c.lease_revoke(id).await },
-            )
+            .with_retry("lease revoke", |ch| async move {
+                let r = pb::LeaseRevokeRequest { id };
+                Ok(LeaseClient::new(ch)
+                    .lease_revoke(req(r))
+                    .await?
+                    .into_inner())
+            })
             .await
         {
             Ok(_) => Ok(()),
@@ -304,22 +476,24 @@ impl Etcd {
         lease: i64,
         only_if_absent: bool,
     ) -> Result<Option<u64>, StoreError> {
-        let compares = if only_if_absent {
-            vec![Compare::create_revision(key, CompareOp::Equal, 0)]
+        use pb::compare::{CompareTarget, TargetUnion};
+        let compare = if only_if_absent {
+            vec![compare(
+                key,
+                CompareTarget::Create,
+                TargetUnion::CreateRevision(0),
+            )]
         } else {
             Vec::new()
         };
-        let put = TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
         let r = self
-            .with_retry("txn", |mut c| {
-                let t = etcd_client::Txn::new()
-                    .when(compares.clone())
-                    .and_then(vec![put.clone()]);
-                async move { c.txn(t).await }
+            .txn_of(pb::TxnRequest {
+                compare,
+                success: vec![put_op(key, value, lease)],
+                failure: Vec::new(),
             })
             .await?;
-        Ok(r.succeeded()
-            .then(|| r.header().map_or(0, |h| h.revision().max(0) as u64)))
+        Ok(r.succeeded.then(|| header_revision(r.header.as_ref())))
     }
 }
 
@@ -327,78 +501,83 @@ impl Etcd {
 impl Store for Etcd {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let r = self
-            .with_retry("get", |mut c| async move { c.get(key, None).await })
+            .range_of(
+                "get",
+                pb::RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+            )
             .await?;
-        Ok(r.kvs().first().map(kv))
+        Ok(r.kvs.first().map(kv))
     }
 
     async fn range(&self, prefix: &str) -> Result<Range, StoreError> {
         let r = self
-            .with_retry("range", |mut c| async move {
-                c.get(prefix, Some(GetOptions::new().with_prefix())).await
-            })
+            .range_of(
+                "range",
+                pb::RangeRequest {
+                    key: prefix.as_bytes().to_vec(),
+                    range_end: prefix_end(prefix.as_bytes()),
+                    ..Default::default()
+                },
+            )
             .await?;
-        let mut kvs: Vec<KeyValue> = r.kvs().iter().map(kv).collect();
+        let mut kvs: Vec<KeyValue> = r.kvs.iter().map(kv).collect();
         kvs.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(Range {
             kvs,
-            revision: r.header().map_or(0, |h| h.revision().max(0) as u64),
+            revision: header_revision(r.header.as_ref()),
         })
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
-        let compares: Vec<Compare> = txn
+        use pb::compare::{CompareTarget, TargetUnion};
+        let compare = txn
             .compares
             .iter()
             .map(|c| match c {
                 crate::Compare::ModRevision(k, r) => {
-                    Compare::mod_revision(k.as_str(), CompareOp::Equal, *r as i64)
+                    compare(k, CompareTarget::Mod, TargetUnion::ModRevision(*r as i64))
                 }
             })
             .collect();
-        let ops: Vec<TxnOp> = txn
+        let success = txn
             .ops
             .iter()
             .map(|o| match o {
-                crate::Op::Put(k, v) => TxnOp::put(k.as_str(), v.clone(), None),
-                crate::Op::Delete(k) => TxnOp::delete(k.as_str(), None),
+                crate::Op::Put(k, v) => put_op(k, v.clone(), 0),
+                crate::Op::Delete(k) => delete_op(k),
             })
             .collect();
         let r = self
-            .with_retry("txn", |mut c| {
-                let t = etcd_client::Txn::new()
-                    .when(compares.clone())
-                    .and_then(ops.clone());
-                async move { c.txn(t).await }
+            .txn_of(pb::TxnRequest {
+                compare,
+                success,
+                failure: Vec::new(),
             })
             .await?;
         Ok(TxnResult {
-            succeeded: r.succeeded(),
-            revision: r.header().map_or(0, |h| h.revision().max(0) as u64),
+            succeeded: r.succeeded,
+            revision: header_revision(r.header.as_ref()),
         })
     }
 
     async fn watch(&self, prefix: &str, from_revision: u64) -> Result<Watch, StoreError> {
-        let mut opts = WatchOptions::new().with_prefix();
-        if from_revision > 0 {
-            opts = opts.with_start_revision(from_revision as i64);
-        }
         // A start revision already compacted: etcd would accept the watch and cancel it
         // at once; ask first, so the caller gets the error from this call.
         if from_revision > 0 {
             let probe = self
-                .with_retry("watch", |mut c| async move {
-                    c.get(
-                        prefix,
-                        Some(
-                            GetOptions::new()
-                                .with_prefix()
-                                .with_count_only()
-                                .with_revision(from_revision as i64),
-                        ),
-                    )
-                    .await
-                })
+                .range_of(
+                    "watch",
+                    pb::RangeRequest {
+                        key: prefix.as_bytes().to_vec(),
+                        range_end: prefix_end(prefix.as_bytes()),
+                        count_only: true,
+                        revision: from_revision as i64,
+                        ..Default::default()
+                    },
+                )
                 .await;
             match probe {
                 Err(StoreError::Backend(m)) if m.contains("compacted") => {
@@ -413,28 +592,23 @@ impl Store for Etcd {
                 Ok(_) => {}
             }
         }
-        let (watcher, mut stream) = self
-            .with_retry("watch", |mut c| {
-                let opts = opts.clone();
-                async move { c.watch(prefix, Some(opts)).await }
-            })
+        let (requests, mut stream) = self
+            .with_retry("watch", |ch| open_watch(ch, prefix, from_revision))
             .await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(async move {
             // Keeps the watch open while the receiver lives.
-            let _watcher = watcher;
-            let send_all = |resp: &etcd_client::WatchResponse| {
-                resp.events()
+            let _requests = requests;
+            let events = |resp: &pb::WatchResponse| {
+                resp.events
                     .iter()
                     .filter_map(|e| {
-                        let k = e.kv()?;
-                        let mut kv = kv(k);
-                        let kind = match e.event_type() {
-                            EventType::Put => EventKind::Put,
-                            EventType::Delete => {
-                                kv.value.clear();
-                                EventKind::Delete
-                            }
+                        let mut kv = kv(e.kv.as_ref()?);
+                        let kind = if e.r#type == mvccpb::event::EventType::Delete as i32 {
+                            kv.value.clear();
+                            EventKind::Delete
+                        } else {
+                            EventKind::Put
                         };
                         Some(Event { kind, kv })
                     })
@@ -445,16 +619,16 @@ impl Store for Etcd {
                     _ = tx.closed() => return,
                     msg = stream.message() => match msg {
                         Ok(Some(resp)) => {
-                            if resp.compact_revision() > 0 || resp.canceled() {
+                            if resp.compact_revision > 0 || resp.canceled {
                                 let _ = tx
                                     .send(Err(StoreError::Compacted {
                                         requested: 0,
-                                        oldest: resp.compact_revision().max(0) as u64,
+                                        oldest: resp.compact_revision.max(0) as u64,
                                     }))
                                     .await;
                                 return;
                             }
-                            for e in send_all(&resp) {
+                            for e in events(&resp) {
                                 if tx.send(Ok(e)).await.is_err() {
                                     return;
                                 }
@@ -465,7 +639,7 @@ impl Store for Etcd {
                             return;
                         }
                         Err(e) => {
-                            let _ = tx.send(Err(unavailable(e))).await;
+                            let _ = tx.send(Err(unavailable(status_text(&e)))).await;
                             return;
                         }
                     }
@@ -477,8 +651,12 @@ impl Store for Etcd {
 
     async fn compact(&self, revision: u64) -> Result<(), StoreError> {
         let r = self
-            .with_retry("compact", |mut c| async move {
-                c.compact(revision as i64, None).await
+            .with_retry("compact", |ch| async move {
+                let c = pb::CompactionRequest {
+                    revision: revision as i64,
+                    physical: false,
+                };
+                Ok(KvClient::new(ch).compact(req(c)).await?.into_inner())
             })
             .await;
         match r {
@@ -491,11 +669,16 @@ impl Store for Etcd {
 
     async fn revision(&self) -> Result<u64, StoreError> {
         let r = self
-            .with_retry("revision", |mut c| async move {
-                c.get("/", Some(GetOptions::new().with_count_only())).await
-            })
+            .range_of(
+                "revision",
+                pb::RangeRequest {
+                    key: b"/".to_vec(),
+                    count_only: true,
+                    ..Default::default()
+                },
+            )
             .await?;
-        Ok(r.header().map_or(0, |h| h.revision().max(0) as u64))
+        Ok(header_revision(r.header.as_ref()))
     }
 }
 
@@ -655,5 +838,13 @@ mod tests {
         assert!(parse_url("http://a:2379").is_err());
         assert!(parse_url("etcd://a").is_err_and(|e| e.contains("needs a port")));
         assert!(parse_url("etcd://").is_err());
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
     }
 }
