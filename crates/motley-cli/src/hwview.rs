@@ -35,12 +35,23 @@ pub fn rows(hw: &Hardware) -> Vec<(String, String)> {
         format!(
             "{}{}",
             hw.arch,
-            if hw.arch64_capable && hw.arch != "arm64" && hw.arch != "amd64" {
+            if hw.arch64_capable && matches!(hw.arch.as_str(), "arm" | "386" | "riscv32") {
                 " (64-bit capable cores)"
             } else {
                 ""
             }
         ),
+    );
+    if let Some(src) = &hw.arch_source {
+        put("arch from", src.clone());
+    }
+    put(
+        "platform",
+        match (&hw.platform, &hw.platform_source) {
+            (Some(p), Some(src)) => format!("{p} (userland: {src}; images are pulled for it)"),
+            (Some(p), None) => p.to_string(),
+            (None, _) => "unknown (no system program to read)".into(),
+        },
     );
     put(
         "os",

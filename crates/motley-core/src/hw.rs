@@ -21,8 +21,20 @@ pub const LABEL_PREFIX: &str = "motley.io/";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Hardware {
-    /// Kernel architecture in Go/OCI naming (`amd64`, `arm64`, `arm`, `386`).
+    /// Kernel architecture in Go/OCI naming (`amd64`, `arm64`, `arm`, `386`, `riscv64`);
+    /// empty when unknown.
     pub arch: String,
+    /// What the kernel architecture was decided from (`uname`, `cpuinfo Features`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch_source: Option<String>,
+    /// The userland's OCI platform (`linux/arm/v7` for a 32-bit OS on a 64-bit kernel):
+    /// what images this node pulls. `None` when it cannot be known (no ELF program to
+    /// read, as in a capture of `/proc` and `/sys` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<crate::platform::Platform>,
+    /// What the userland platform was decided from (`ELF of /sbin/init`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_source: Option<String>,
     /// The cores can run 64-bit code even when the kernel is 32-bit.
     pub arch64_capable: bool,
     /// Operating system (`linux`).
@@ -33,6 +45,11 @@ pub struct Hardware {
     pub kernel: Option<String>,
     /// Board model: device tree, a Pi's `Model` line, or DMI vendor and product.
     pub board: Option<String>,
+    /// The board's family as a label value (`raspberry-pi`, `jetson`, `orange-pi`,
+    /// `starfive`, `lenovo`...): the device tree's first `compatible` vendor, a Pi's
+    /// `Model` line, or the DMI vendor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub board_family: Option<String>,
     /// The CPU.
     pub cpu: Cpu,
     /// Total memory, bytes.
@@ -81,6 +98,10 @@ pub struct Cpu {
     pub max_mhz: Option<u32>,
     /// Lowest minimum frequency, MHz.
     pub min_mhz: Option<u32>,
+    /// ARM `implementer:part` pairs motley's table does not know (`0x41:0xd99`): the
+    /// model then comes from cpuinfo's `model name`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_parts: Vec<String>,
 }
 
 /// One kind of core on a chip.
@@ -113,11 +134,16 @@ pub enum Media {
     Sd,
     /// Soldered or socketed eMMC.
     Emmc,
-    /// USB flash stick.
+    /// USB flash stick (removable USB mass storage).
     UsbFlash,
+    /// A solid-state disk in a USB enclosure (non-removable USB mass storage).
+    UsbSsd,
+    /// A spinning disk in a USB enclosure.
+    UsbHdd,
     /// CD/DVD/BD.
     Optical,
-    /// A virtual disk (virtio, loop, zram, device-mapper...).
+    /// A virtual disk (virtio, QEMU/VMware/VirtualBox, loop, zram; device-mapper and
+    /// RAID volumes take their members' class when they have members).
     Virtual,
     /// Not known.
     #[default]
@@ -134,6 +160,8 @@ impl Media {
             Media::Sd => "sd",
             Media::Emmc => "emmc",
             Media::UsbFlash => "usb-flash",
+            Media::UsbSsd => "usb-ssd",
+            Media::UsbHdd => "usb-hdd",
             Media::Optical => "optical",
             Media::Virtual => "virtual",
             Media::Unknown => "unknown",
@@ -836,8 +864,14 @@ pub fn labels(hw: &Hardware, cpu_score: Option<u32>, task_logs: &str) -> BTreeMa
     };
     put("arch", hw.arch.clone());
     put("os", hw.os.clone());
+    if let Some(p) = &hw.platform {
+        put("platform", label_value(&p.to_string()));
+    }
     if let Some(b) = &hw.board {
         put("board", label_value(b));
+    }
+    if let Some(f) = &hw.board_family {
+        put("board-family", label_value(f));
     }
     if let Some(v) = &hw.cpu.vendor {
         put("cpu-vendor", label_value(v));

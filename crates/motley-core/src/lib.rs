@@ -22,6 +22,7 @@ pub mod failure;
 pub mod hw;
 pub mod manifest;
 pub mod model;
+pub mod platform;
 pub mod promtext;
 pub mod proto;
 pub mod quantity;

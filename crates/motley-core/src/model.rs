@@ -664,7 +664,10 @@ impl VolumeClass {
     pub fn allows(self, media: crate::hw::Media) -> bool {
         use crate::hw::Media as M;
         match self {
-            VolumeClass::Durable => matches!(media, M::Nvme | M::Ssd | M::Hdd | M::Virtual),
+            VolumeClass::Durable => matches!(
+                media,
+                M::Nvme | M::Ssd | M::Hdd | M::UsbSsd | M::UsbHdd | M::Virtual
+            ),
             VolumeClass::Fast => matches!(media, M::Nvme | M::Ssd),
             VolumeClass::Any => !matches!(media, M::Optical),
         }

@@ -1,11 +1,16 @@
 //! Block devices and their media class, mounts, and the device under a directory.
 //!
-//! * `nvme*` → nvme; `mmcblk*` → sd or emmc by `device/type` (`SD`, `MMC`);
-//!   `sr*` → optical; `loop`, `ram`, `zram`, `dm-`, `md`, `nbd`, `vd`, `xvd` → virtual.
-//! * `sd*`: through a USB bus (its `/sys/block` link runs through `usbN`) it is
-//!   usb-flash unless rotational; QEMU/VMware/virtio disks are virtual; otherwise
-//!   `queue/rotational` decides between hdd and ssd.
-//! * `removable` alone says nothing: SD cards in built-in readers report 0.
+//! * `nvme*` → nvme; `mmcblk*` → sd or emmc by `device/type` (`SD`, `MMC`; an eMMC
+//!   also has `mmcblkNboot0/1` and `rpmb` areas, which are not disks); `sr*` → optical;
+//!   `loop`, `ram`, `zram`, `nbd`, `vd`, `xvd` → virtual.
+//! * `sd*`: through a USB bus (its `/sys/block` link runs through `usbN`): rotational →
+//!   usb-hdd; otherwise `removable` (the SCSI RMB bit, set by flash sticks and card
+//!   readers, clear on SSD enclosures) → usb-flash, else usb-ssd. QEMU/VMware/VirtualBox
+//!   and virtio disks are virtual; otherwise `queue/rotational` decides hdd or ssd.
+//! * `dm-*` (LVM, LUKS) and `md*` (RAID) take their members' class (`slaves/`), the
+//!   most wear-sensitive one when they differ (LVM on an SD card is an SD card); without
+//!   members they are virtual.
+//! * `removable` alone says nothing for built-in readers: SD cards there report 0.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -121,10 +126,11 @@ pub fn classify(name: &str, dir: &Path) -> Media {
             return Media::Virtual;
         }
         if link.split('/').any(|c| c.starts_with("usb")) {
-            return if rotational == Some(true) {
-                Media::Hdd
-            } else {
-                Media::UsbFlash
+            let removable = read_trim(&dir.join("removable")).is_some_and(|v| v == "1");
+            return match (rotational, removable) {
+                (Some(true), _) => Media::UsbHdd,
+                (_, true) => Media::UsbFlash,
+                (_, false) => Media::UsbSsd,
             };
         }
         return match rotational {
@@ -136,6 +142,40 @@ pub fn classify(name: &str, dir: &Path) -> Media {
     Media::Unknown
 }
 
+/// How wear-sensitive or slow a class is, for a volume over several members: the
+/// highest decides.
+fn constraint(m: Media) -> u8 {
+    match m {
+        Media::Sd => 9,
+        Media::UsbFlash => 8,
+        Media::Emmc => 7,
+        Media::UsbHdd => 6,
+        Media::Hdd => 5,
+        Media::UsbSsd => 4,
+        Media::Ssd => 3,
+        Media::Nvme => 2,
+        Media::Virtual => 1,
+        Media::Optical | Media::Unknown => 10,
+    }
+}
+
+/// The class of a volume made of `members` (device names, disks or partitions).
+fn composite(members: &[String], found: &[Found]) -> Media {
+    let classes: Vec<Media> = members
+        .iter()
+        .map(|m| {
+            found
+                .iter()
+                .find(|f| f.disk.name == *m || f.devs.iter().any(|(_, n)| n == m))
+                .map_or(Media::Unknown, |f| f.disk.media)
+        })
+        .collect();
+    classes
+        .into_iter()
+        .max_by_key(|m| constraint(*m))
+        .unwrap_or(Media::Virtual)
+}
+
 /// A disk and its partitions' `major:minor` numbers.
 struct Found {
     disk: Disk,
@@ -144,6 +184,7 @@ struct Found {
 
 fn scan(root: &Path) -> Vec<Found> {
     let mut out = Vec::new();
+    let mut members_of: Vec<(usize, Vec<String>)> = Vec::new();
     for (name, dir) in entries(&root.join("sys/block")) {
         // eMMC boot and RPMB areas are parts of the same chip, not disks.
         if name.starts_with("mmcblk") && (name.contains("boot") || name.contains("rpmb")) {
@@ -169,6 +210,11 @@ fn scan(root: &Path) -> Vec<Found> {
                 devs.push((d, part));
             }
         }
+        let members: Vec<String> = entries(&dir.join("slaves"))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        members_of.push((out.len(), members));
         out.push(Found {
             disk: Disk {
                 media: classify(&name, &dir),
@@ -180,6 +226,24 @@ fn scan(root: &Path) -> Vec<Found> {
             },
             devs,
         });
+    }
+    // Volumes over members (dm over md over disks): resolve in rounds, at most as deep
+    // as there are devices.
+    for _ in 0..members_of.len().min(8) {
+        let mut changed = false;
+        for (i, members) in &members_of {
+            if members.is_empty() {
+                continue;
+            }
+            let m = composite(members, &out);
+            if out[*i].disk.media != m {
+                out[*i].disk.media = m;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
     }
     // Composite captures have NVMe controllers without a /sys/block entry.
     for (ctrl, dir) in entries(&root.join("sys/class/nvme")) {
@@ -324,5 +388,169 @@ mod tests {
         assert!(under("/var/lib/motley", "/var"));
         assert!(!under("/variable", "/var"));
         assert_eq!(unescape("a\\"), "a\\");
+    }
+
+    /// A `/sys/block` entry: a link to its device directory (`path` under
+    /// `sys/devices`) with its attributes, as the kernel lays it out.
+    fn disk(root: &Path, name: &str, path: &str, attrs: &[(&str, &str)], slaves: &[&str]) {
+        let real = root.join("sys/devices").join(path).join(name);
+        std::fs::create_dir_all(real.join("queue")).expect("mkdir");
+        std::fs::create_dir_all(real.join("device")).expect("mkdir");
+        for (k, v) in attrs {
+            std::fs::write(real.join(k), v).expect("attr");
+        }
+        if !slaves.is_empty() {
+            std::fs::create_dir_all(real.join("slaves")).expect("mkdir");
+            for s in slaves {
+                std::fs::write(real.join("slaves").join(s), "").expect("slave");
+            }
+        }
+        std::fs::create_dir_all(root.join("sys/block")).expect("mkdir");
+        let target = format!("../devices/{path}/{name}");
+        std::os::unix::fs::symlink(target, root.join("sys/block").join(name)).expect("link");
+    }
+
+    fn part(root: &Path, disk_path: &str, disk: &str, part: &str, dev: &str) {
+        let p = root
+            .join("sys/devices")
+            .join(disk_path)
+            .join(disk)
+            .join(part);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        std::fs::write(p.join("partition"), "1").expect("partition");
+        std::fs::write(p.join("dev"), dev).expect("dev");
+    }
+
+    #[test]
+    fn every_medium_of_a_home_lab() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let r = t.path();
+        let usb = "pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block";
+        let usb2 = "pci0000:00/0000:00:14.0/usb2/2-2/2-2:1.0/host7/target7:0:0/7:0:0:0/block";
+        let usb3 = "pci0000:00/0000:00:14.0/usb2/2-3/2-3:1.0/host8/target8:0:0/8:0:0:0/block";
+        let ata = "pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0/block";
+        let ata2 = "pci0000:00/0000:00:17.0/ata2/host1/target1:0:0/1:0:0:0/block";
+        let mmc = "platform/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/block";
+        let emmc = "platform/fe310000.mmc/mmc_host/mmc1/mmc1:0001/block";
+        let rot = |v: &'static str| ("queue/rotational", v);
+        let rem = |v: &'static str| ("removable", v);
+        // USB: an SSD in a UAS enclosure, a spinning disk, a stick.
+        disk(
+            r,
+            "sda",
+            usb,
+            &[rot("0"), rem("0"), ("size", "1000215216")],
+            &[],
+        );
+        disk(
+            r,
+            "sdb",
+            usb2,
+            &[rot("1"), rem("0"), ("size", "7814037168")],
+            &[],
+        );
+        disk(
+            r,
+            "sdc",
+            usb3,
+            &[rot("0"), rem("1"), ("size", "60063744")],
+            &[],
+        );
+        // SATA: an SSD and a disk; a DVD drive.
+        disk(
+            r,
+            "sdd",
+            ata,
+            &[rot("0"), rem("0"), ("size", "500118192")],
+            &[],
+        );
+        disk(
+            r,
+            "sde",
+            ata2,
+            &[rot("1"), rem("0"), ("size", "3907029168")],
+            &[],
+        );
+        disk(
+            r,
+            "sr0",
+            ata2,
+            &[rot("1"), rem("1"), ("size", "2097151")],
+            &[],
+        );
+        // SD card and eMMC (with its boot areas, which are no disks).
+        disk(
+            r,
+            "mmcblk0",
+            mmc,
+            &[rot("0"), ("device/type", "SD"), ("size", "62333952")],
+            &[],
+        );
+        part(r, mmc, "mmcblk0", "mmcblk0p2", "179:2");
+        disk(
+            r,
+            "mmcblk1",
+            emmc,
+            &[rot("0"), ("device/type", "MMC"), ("size", "30535680")],
+            &[],
+        );
+        disk(r, "mmcblk1boot0", emmc, &[("size", "8192")], &[]);
+        part(r, ata, "sdd", "sdd1", "8:49");
+        part(r, ata2, "sde", "sde1", "8:65");
+        // LVM on the SD card; RAID 1 over the SATA SSD and disk; LVM over that RAID;
+        // a virtio disk; LVM with no members listed.
+        disk(
+            r,
+            "dm-0",
+            "virtual/block",
+            &[("size", "62000000")],
+            &["mmcblk0p2"],
+        );
+        disk(
+            r,
+            "md0",
+            "virtual/block",
+            &[("size", "500000000")],
+            &["sdd1", "sde1"],
+        );
+        disk(
+            r,
+            "dm-1",
+            "virtual/block",
+            &[("size", "400000000")],
+            &["md0"],
+        );
+        disk(
+            r,
+            "vda",
+            "pci0000:00/0000:00:04.0/virtio1/block",
+            &[("size", "1000")],
+            &[],
+        );
+        disk(r, "dm-2", "virtual/block", &[("size", "1000")], &[]);
+        let (disks, _) = disks(r, None);
+        let got: Vec<(String, &str)> = disks
+            .iter()
+            .map(|d| (d.name.clone(), d.media.as_str()))
+            .collect();
+        let want: Vec<(String, &str)> = [
+            ("dm-0", "sd"),
+            ("dm-1", "hdd"),
+            ("dm-2", "virtual"),
+            ("md0", "hdd"),
+            ("mmcblk0", "sd"),
+            ("mmcblk1", "emmc"),
+            ("sda", "usb-ssd"),
+            ("sdb", "usb-hdd"),
+            ("sdc", "usb-flash"),
+            ("sdd", "ssd"),
+            ("sde", "hdd"),
+            ("sr0", "optical"),
+            ("vda", "virtual"),
+        ]
+        .iter()
+        .map(|(n, m)| (n.to_string(), *m))
+        .collect();
+        assert_eq!(got, want);
     }
 }

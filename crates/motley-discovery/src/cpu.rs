@@ -129,6 +129,7 @@ pub fn cpu(root: &Path, info: &CpuInfo) -> Cpu {
         vendor: info.vendor.clone(),
         model: info.model.clone(),
         soc: info.hardware.clone(),
+        unknown_parts: info.unknown_parts.clone(),
         sockets,
         cores: physical,
         logical,

@@ -12,7 +12,10 @@
 //! | module | reads |
 //! |---|---|
 //! | [`cpuinfo`], [`arm`] | `/proc/cpuinfo`: processors, models, ARM part names, a Pi's Model line |
+//! | [`arch`] | the kernel's architecture: `uname`, `/proc/sys/kernel/arch`, cpuinfo's flags |
+//! | [`userland`] | the userland's OCI platform, from the ELF headers of init and the shell |
 //! | [`cpu`] | `/sys/devices/system/cpu`: sockets, cores, core types, frequencies |
+//! | [`board`] | device-tree `model` and `compatible`, DMI, cpuinfo's `Model`/`Hardware` |
 //! | [`block`] | `/sys/block`, `/sys/class/nvme`, `/proc/self/mountinfo`: disks, media, mounts |
 //! | [`gpu`] | `/sys/class/drm`, `/proc/driver/nvidia` |
 //! | [`thermal`], [`hwmon`] | thermal zones, hwmon temperatures, `rpi_volt` |
@@ -20,8 +23,10 @@
 //! | [`power`] | `/sys/class/power_supply`, RAPL |
 #![warn(missing_docs)]
 
+pub mod arch;
 pub mod arm;
 pub mod block;
+pub mod board;
 pub mod cpu;
 pub mod cpuinfo;
 pub mod gpu;
@@ -29,6 +34,7 @@ pub mod hwmon;
 pub mod power;
 pub mod thermal;
 pub mod throttle;
+pub mod userland;
 
 use std::path::{Path, PathBuf};
 
@@ -111,35 +117,6 @@ pub fn arch_name(rust_arch: &str) -> &str {
     }
 }
 
-/// DMI strings that vendors leave as placeholders.
-fn dmi_placeholder(s: &str) -> bool {
-    let l = s.to_ascii_lowercase();
-    l.is_empty()
-        || l.contains("to be filled")
-        || l.contains("system product name")
-        || l.contains("system manufacturer")
-        || l == "default string"
-        || l == "not applicable"
-        || l == "none"
-        || l == "o.e.m."
-}
-
-/// The board: device-tree model, a Pi's cpuinfo `Model`, or DMI vendor and product.
-fn board(root: &Path, info: &cpuinfo::CpuInfo) -> Option<String> {
-    let dt = read_trim(&root.join("proc/device-tree/model"))
-        .or_else(|| read_trim(&root.join("sys/firmware/devicetree/base/model")))
-        .filter(|m| !m.is_empty());
-    dt.or(info.board.clone()).or_else(|| {
-        let dmi = |f: &str| {
-            read_trim(&root.join("sys/class/dmi/id").join(f)).filter(|v| !dmi_placeholder(v))
-        };
-        let vendor = dmi("sys_vendor").or_else(|| dmi("board_vendor"));
-        let product = dmi("product_name").or_else(|| dmi("board_name"));
-        let both: Vec<String> = vendor.into_iter().chain(product).collect();
-        (!both.is_empty()).then(|| both.join(" "))
-    })
-}
-
 /// `PRETTY_NAME` of an os-release file.
 pub fn os_release_name(text: &str) -> Option<String> {
     text.lines().find_map(|l| {
@@ -148,17 +125,36 @@ pub fn os_release_name(text: &str) -> Option<String> {
     })
 }
 
+/// The kernel's architecture and what decided it: the kernel's own machine name
+/// (`uname` for this machine, `/proc/sys/kernel/arch` in a tree that has it), else
+/// cpuinfo's signals ([`arch`]); empty when nothing says.
+fn kernel_arch(root: &Path, host: bool, info: &cpuinfo::CpuInfo) -> (String, Option<String>) {
+    let machine = if host {
+        Some((
+            nix::sys::utsname::uname()
+                .map(|u| u.machine().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            "uname",
+        ))
+    } else {
+        read_trim(&root.join("proc/sys/kernel/arch")).map(|m| (m, "/proc/sys/kernel/arch"))
+    };
+    if let Some((m, from)) = machine
+        && let Some(a) = arch::from_machine(&m)
+    {
+        return (a.to_string(), Some(format!("{from}: {m}")));
+    }
+    (info.arch.clone(), info.arch_source.clone())
+}
+
 /// Discovers the machine whose filesystem is at `root`.
 pub fn discover(root: &Path, opts: &Options) -> Hardware {
     let info = read(root, "proc/cpuinfo")
         .map(|t| cpuinfo::parse(&t))
         .unwrap_or_default();
     let host = root == Path::new("/");
-    let arch = if host {
-        arch_name(std::env::consts::ARCH).to_string()
-    } else {
-        info.arch.clone()
-    };
+    let (arch, arch_source) = kernel_arch(root, host, &info);
+    let platform = userland::platform(root, info.arm_architecture);
     let version = read(root, "proc/version").unwrap_or_default();
     let os = if host {
         std::env::consts::OS.to_string()
@@ -183,6 +179,9 @@ pub fn discover(root: &Path, opts: &Options) -> Hardware {
     Hardware {
         arch64_capable: info.arch64_capable || arch == "amd64" || arch == "arm64",
         arch,
+        arch_source,
+        platform_source: platform.as_ref().map(|(_, why)| why.clone()),
+        platform: platform.map(|(p, _)| p),
         os,
         distro: read(root, "etc/os-release")
             .or_else(|| read(root, "usr/lib/os-release"))
@@ -190,8 +189,15 @@ pub fn discover(root: &Path, opts: &Options) -> Hardware {
         kernel: read_trim(&root.join("proc/sys/kernel/osrelease"))
             .filter(|k| !k.is_empty())
             .or_else(|| version.split_whitespace().nth(2).map(str::to_string)),
-        board: board(root, &info),
-        cpu: cpu::cpu(root, &info),
+        board: board::model(root, &info),
+        board_family: board::family(root, &info),
+        cpu: {
+            let mut c = cpu::cpu(root, &info);
+            if let Some(soc) = board::soc(root) {
+                c.soc = Some(soc);
+            }
+            c
+        },
         memory: mem_total(&meminfo).unwrap_or(0),
         memory_available: meminfo_field(&meminfo, "MemAvailable"),
         memory_psi_some_avg10: read(root, "proc/pressure/memory").and_then(|t| psi_some_avg10(&t)),

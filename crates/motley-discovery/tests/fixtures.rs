@@ -150,7 +150,10 @@ const CPUINFO_MACHINES: &[CpuOnly] = &[
         "pytorch-cpuinfo/memo-pad-7.log",
         4,
         4,
-        "amd64",
+        // A 64-bit Atom under a 32-bit Android kernel: its cpuinfo has the fdiv_bug
+        // lines only 32-bit x86 kernels print (the lm flag is the CPU's, not the
+        // kernel's).
+        "386",
         true,
         "Intel(R) Atom(TM) CPU  Z3745  @ 1.33GHz",
         None,
@@ -581,6 +584,137 @@ fn this_machine() {
     let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
     assert_eq!(Some(hw.memory), motley_discovery::mem_total(&meminfo));
     assert!(hw.memory > 0 && !hw.arch.is_empty() && hw.os == "linux");
+    // The kernel's machine, as `uname -m` prints it.
+    let m = std::process::Command::new("uname")
+        .arg("-m")
+        .output()
+        .expect("uname");
+    let m = String::from_utf8_lossy(&m.stdout).trim().to_string();
+    assert_eq!(
+        Some(hw.arch.as_str()),
+        motley_discovery::arch::from_machine(&m),
+        "kernel arch from uname -m {m:?}"
+    );
+    // This test binary is built for this machine's userland: its init is of the same
+    // architecture.
+    let p = hw.platform.expect("this machine's userland platform");
+    assert_eq!(
+        p.architecture,
+        motley_discovery::arch_name(std::env::consts::ARCH),
+        "userland platform {p} ({:?})",
+        hw.platform_source
+    );
+}
+
+/// A tree with `proc/cpuinfo` and `sbin/init` (an ELF header of the given class and
+/// machine), as a 32-bit or 64-bit OS on the same board would show it.
+fn board_tree(cpuinfo: &str, bits64: bool, machine: u16) -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    let w = |rel: &str, bytes: &[u8]| {
+        let p = d.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, bytes).expect("write");
+    };
+    w("proc/cpuinfo", cpuinfo.as_bytes());
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4] = if bits64 { 2 } else { 1 };
+    elf[5] = 1;
+    elf[18..20].copy_from_slice(&machine.to_le_bytes());
+    w("lib/systemd/systemd", &elf);
+    std::fs::create_dir_all(d.path().join("sbin")).expect("mkdir");
+    std::os::unix::fs::symlink("/lib/systemd/systemd", d.path().join("sbin/init"))
+        .expect("symlink");
+    d
+}
+
+/// One processor block as a kernel prints it (arch/arm64 `c_show`, arch/arm `c_show`).
+fn arm_cpu(model: &str, features: &str, arch: &str, part: &str) -> String {
+    format!(
+        "processor\t: 0\nmodel name\t: {model}\nBogoMIPS\t: 108.00\nFeatures\t: {features}\n\
+         CPU implementer\t: 0x41\nCPU architecture: {arch}\nCPU variant\t: 0x0\n\
+         CPU part\t: {part}\nCPU revision\t: 3\n\n"
+    )
+}
+
+#[test]
+fn kernel_and_userland_platforms_of_one_board() {
+    const A64: &str = "fp asimd evtstrm crc32 cpuid";
+    const A32: &str =
+        "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt lpae evtstrm crc32";
+    // (what runs, cpuinfo, init's class and machine, kernel arch, userland platform)
+    let cases = [
+        (
+            "Pi 4, 64-bit OS",
+            arm_cpu("", A64, "8", "0xd08"),
+            true,
+            183,
+            "arm64",
+            "linux/arm64/v8",
+        ),
+        (
+            "Pi 4, 32-bit OS on its default 64-bit kernel (cpuinfo as a 32-bit reader sees it)",
+            arm_cpu("ARMv8 Processor rev 3 (v8l)", A32, "8", "0xd08"),
+            false,
+            40,
+            "arm64",
+            "linux/arm/v7",
+        ),
+        (
+            "Pi 4, 32-bit OS with arm_64bit=0 (a 32-bit kernel)",
+            arm_cpu("ARMv7 Processor rev 3 (v7l)", A32, "7", "0xd08"),
+            false,
+            40,
+            "arm",
+            "linux/arm/v7",
+        ),
+        (
+            "Jetson on L4T: (v8l) for a 64-bit kernel",
+            arm_cpu("ARMv8 Processor rev 1 (v8l)", A64, "8", "0xd07"),
+            true,
+            183,
+            "arm64",
+            "linux/arm64/v8",
+        ),
+        (
+            "Pi Zero: ARM1176 says CPU architecture 7",
+            arm_cpu(
+                "ARMv6-compatible processor rev 7 (v6l)",
+                "half thumb fastmult vfp edsp java tls",
+                "7",
+                "0xb76",
+            ),
+            false,
+            40,
+            "arm",
+            "linux/arm/v6",
+        ),
+    ];
+    for (what, cpuinfo, bits64, machine, arch, platform) in cases {
+        let t = board_tree(&cpuinfo, bits64, machine);
+        let hw = discover(t.path(), &opts());
+        assert_eq!(hw.arch, arch, "{what}: kernel arch ({:?})", hw.arch_source);
+        assert_eq!(
+            hw.platform.map(|p| p.to_string()).as_deref(),
+            Some(platform),
+            "{what}: userland ({:?})",
+            hw.platform_source
+        );
+        assert_eq!(
+            hw.platform_source.as_deref(),
+            Some("ELF of /lib/systemd/systemd"),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn captures_without_programs_have_no_userland_platform() {
+    // /proc and /sys only: the kernel arch is known, the userland is not guessed.
+    let hw = discover(&hw_dir().join("constructed/pi5"), &opts());
+    assert_eq!(hw.arch, "arm64");
+    assert!(hw.arch_source.is_some());
+    assert_eq!(hw.platform, None);
 }
 
 proptest::proptest! {

@@ -633,14 +633,17 @@ impl<'a> Scheduler<'a> {
     }
 }
 
-/// The order volumes prefer media in: nvme, ssd, virtual, hdd, then the rest.
+/// The order volumes prefer media in: nvme, ssd, usb-ssd, virtual, hdd, usb-hdd, then
+/// the rest.
 fn media_rank(m: motley_core::hw::Media) -> u8 {
     use motley_core::hw::Media as M;
     match m {
-        M::Nvme => 6,
-        M::Ssd => 5,
-        M::Virtual => 4,
-        M::Hdd => 3,
+        M::Nvme => 8,
+        M::Ssd => 7,
+        M::UsbSsd => 6,
+        M::Virtual => 5,
+        M::Hdd => 4,
+        M::UsbHdd => 3,
         M::Unknown => 2,
         _ => 1,
     }
