@@ -244,7 +244,10 @@ impl Cluster {
 
     pub fn allocs(&mut self) -> Vec<Value> {
         let v = self.json(&["get", "allocs"]);
-        let list = v.as_array().cloned().unwrap_or_default();
+        let list = v
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("get allocs -o json is not an array: {v}"));
         for a in &list {
             if let Some(pid) = a["pid"].as_u64()
                 && !self.seen_pgids.contains(&(pid as u32))

@@ -133,6 +133,44 @@ fn failing_job_is_retried_then_fails_and_never_policy_is_final() {
 }
 
 #[test]
+fn a_crash_looping_task_shows_backoff_with_its_last_exit_never_running_without_a_pid() {
+    let mut c = Cluster::up(&[]);
+    let yaml = "kind: Service\nname: loop\nrestart: { backoff: { initial: 3s, max: 3s } }\ntask:\n  command: [\"/bin/sh\", \"-c\", \"exit 7\"]\n";
+    assert!(c.apply_yaml("loop.yaml", yaml).status.success());
+    let mut seen_backoff = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Sample until it has been seen in backoff after at least two restarts: every
+    // sample that says "running" must name a pid.
+    while std::time::Instant::now() < deadline {
+        let a = c
+            .allocs()
+            .into_iter()
+            .find(|a| a["workload"] == "service/loop");
+        if let Some(a) = a {
+            if a["state"] == "running" {
+                assert!(a["pid"].as_u64().is_some(), "running without a pid: {a}");
+            }
+            if a["state"] == "backoff" && a["restarts"].as_u64().is_some_and(|r| r >= 2) {
+                seen_backoff = Some(a);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let a = seen_backoff.expect("the crash loop shown as backoff within 30 s");
+    assert_eq!(a["exit_code"], 7, "{a}");
+    assert!(a["pid"].is_null(), "no pid while it waits: {a}");
+    let reasons = a["reasons"].to_string();
+    assert!(
+        reasons.contains("exited with code 7; restarting in 3000ms"),
+        "{a}"
+    );
+    // The service is not counted as running while it loops.
+    let svc = c.json(&["get", "services", "loop"]);
+    assert_eq!(svc[0]["status"]["running"], 0, "{svc}");
+}
+
+#[test]
 fn sigterm_stops_every_task_and_its_children() {
     let mut c = Cluster::up(&[]);
     let yaml = "kind: Service\nname: forker\nreplicas: 2\ntask:\n  command: [\"/bin/sh\", \"-c\", \"sleep 1000 & sleep 1000 & wait\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 2s\n";

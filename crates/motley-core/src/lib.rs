@@ -29,3 +29,4 @@ pub mod quantity;
 pub mod reconcile;
 pub mod restart;
 pub mod selector;
+pub mod supervisor;

@@ -1151,8 +1151,11 @@ impl Node {
 pub enum AllocState {
     /// Placed; not yet started by the agent.
     Pending,
-    /// The task runs (or waits to be restarted in place).
+    /// The task runs.
     Running,
+    /// The task exited and waits to be restarted in place (a crash loop shows here,
+    /// with the last exit and the delay in its reason).
+    Backoff,
     /// Exited successfully and will not restart.
     Complete,
     /// Failed and will not restart.
@@ -1166,13 +1169,17 @@ pub enum AllocState {
 impl AllocState {
     /// Complete, failed, lost or stopped: nothing runs and nothing will.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, AllocState::Pending | AllocState::Running)
+        !matches!(
+            self,
+            AllocState::Pending | AllocState::Running | AllocState::Backoff
+        )
     }
     /// Lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
             AllocState::Pending => "pending",
             AllocState::Running => "running",
+            AllocState::Backoff => "backoff",
             AllocState::Complete => "complete",
             AllocState::Failed => "failed",
             AllocState::Lost => "lost",
@@ -1180,9 +1187,10 @@ impl AllocState {
         }
     }
     /// All states, for metrics.
-    pub const ALL: [AllocState; 6] = [
+    pub const ALL: [AllocState; 7] = [
         AllocState::Pending,
         AllocState::Running,
+        AllocState::Backoff,
         AllocState::Complete,
         AllocState::Failed,
         AllocState::Lost,

@@ -685,7 +685,9 @@ impl<'a> Pass<'a, '_> {
                 AllocState::Failed => {
                     failed = Some(failed.map_or(a.index, |f| f.min(a.index)));
                 }
-                AllocState::Pending | AllocState::Running if a.desired == Desired::Run => {
+                AllocState::Pending | AllocState::Running | AllocState::Backoff
+                    if a.desired == Desired::Run =>
+                {
                     let node = self.input.nodes.get(&a.node);
                     if node.is_some_and(|n| n.draining) {
                         // Batch work on a draining node is stopped and runs again elsewhere.
@@ -816,6 +818,8 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
                 st.running += 1;
                 st.restarts += a.restarts;
             }
+            // Crash-looping: alive, but not running.
+            AllocState::Backoff if a.desired == Desired::Run => st.restarts += a.restarts,
             AllocState::Pending if a.desired == Desired::Run => st.pending += 1,
             AllocState::Complete => {
                 complete_idx.insert(a.index);

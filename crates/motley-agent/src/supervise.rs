@@ -1,0 +1,271 @@
+//! The IO shell of an allocation's supervisor: it feeds the core's pure state machine
+//! ([`motley_core::supervisor`]) what happened and carries out what it decides (start
+//! the task on a blocking thread, stop it, report, clean up). Every rule (fencing,
+//! secrets, time limits, restarts and backoff) lives in the core.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use motley_core::model::{AllocState, Desired};
+use motley_core::restart::Exit;
+use motley_core::supervisor::{Action, Config, Event, Report, Secrets, Supervisor};
+use tokio::sync::watch;
+
+use crate::driver::Running;
+use crate::local::LocalAlloc;
+use crate::{Agent, Initial, MEMORY_LOG_MAX, cgroup, driver, lock, logs, now_ms};
+
+/// Applies a report change to an allocation's local record.
+fn apply(l: &mut LocalAlloc, r: Report) {
+    if let Some(s) = r.state {
+        l.report.state = s;
+    }
+    if let Some(p) = r.pid {
+        l.report.pid = p;
+        if p.is_none() {
+            l.handle = None;
+        }
+    }
+    if let Some(c) = r.exit_code {
+        l.report.exit_code = c;
+    }
+    if let Some(n) = r.restarts {
+        l.report.restarts = n;
+    }
+    if let Some(why) = r.reason {
+        l.report.reason = Some(why);
+    }
+}
+
+impl Agent {
+    pub(crate) fn spawn_supervisor(&self, id: &str, desired: Desired, initial: Initial) {
+        let (tx, rx) = watch::channel(desired);
+        let agent = self.clone();
+        let id2 = id.to_string();
+        let h = tokio::spawn(async move { agent.supervise(id2, rx, initial).await });
+        lock(&self.inner.sups).insert(id.to_string(), (tx, h));
+    }
+
+    /// What the state machine needs to know now: the desired state (with the reason of
+    /// a stop), the lease, and the secrets.
+    fn inputs(
+        &self,
+        id: &str,
+        ctl: &mut watch::Receiver<Desired>,
+        needs_secrets: bool,
+    ) -> Vec<Event> {
+        let desired = *ctl.borrow_and_update();
+        let why = if desired == Desired::Stop {
+            lock(&self.inner.stop_reasons)
+                .remove(id)
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut ev = vec![
+            Event::Desired(desired, why),
+            Event::Lease(self.lease_valid()),
+        ];
+        if needs_secrets {
+            // Secrets come with the allocation from a server, and live in memory only:
+            // an agent restarted since waits until a server gives them again.
+            let s = match lock(&self.inner.secrets).get(id) {
+                None => Secrets::Absent,
+                Some(d) => match &d.error {
+                    Some(e) => Secrets::Error(e.clone()),
+                    None => Secrets::Ready,
+                },
+            };
+            ev.push(Event::Secrets(s));
+        }
+        ev.push(Event::Tick);
+        ev
+    }
+
+    /// Starts the task. Directories, log files and the process itself are made on a
+    /// blocking thread: a burst of hundreds of starts must not hold up the runtime's
+    /// threads, which carry the heartbeats (a node whose heartbeats stall for two
+    /// seconds is declared down and its work run again elsewhere).
+    async fn start_task(
+        &self,
+        id: &str,
+        alloc: &Arc<motley_core::model::Allocation>,
+        dir: &std::path::Path,
+        log_dir: &std::path::Path,
+    ) -> Result<Running, String> {
+        let delivery = lock(&self.inner.secrets).get(id).cloned();
+        let (alloc, dir, log_dir) = (alloc.clone(), dir.to_path_buf(), log_dir.to_path_buf());
+        let volumes = self.volume_dirs(&alloc);
+        let user = self.inner.cfg.task_user.clone();
+        let secret_dir = self.inner.secret_root.as_ref().map(|r| r.join(id));
+        tokio::task::spawn_blocking(move || {
+            let setup = driver::TaskSetup {
+                user: &user,
+                secrets: delivery.as_ref().filter(|_| !alloc.task.secrets.is_empty()),
+                secret_dir,
+            };
+            driver::start(&alloc, &dir, &log_dir, &volumes, &setup)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("starting the task: {e}")))
+    }
+
+    pub(crate) async fn supervise(
+        self,
+        id: String,
+        mut ctl: watch::Receiver<Desired>,
+        initial: Initial,
+    ) {
+        // Shared with the blocking threads that start its process.
+        let Some(alloc) = lock(&self.inner.state)
+            .allocs
+            .get(&id)
+            .map(|l| Arc::new(l.alloc.clone()))
+        else {
+            return;
+        };
+        let dir = self.alloc_dir(&id);
+        let log_dir = self.log_dir_of(&id);
+        // The bound follows from the place: the data disk's, or the smaller in-memory one.
+        let log_max = if log_dir.starts_with(&dir) {
+            logs::LOG_MAX
+        } else {
+            MEMORY_LOG_MAX
+        };
+        let restarts = lock(&self.inner.state)
+            .allocs
+            .get(&id)
+            .map_or(0, |l| l.report.restarts);
+        let cfg = Config::of(&alloc);
+        let needs_secrets = cfg.needs_secrets;
+        let mut running: Option<Running> = None;
+        let mut cgroups: Vec<PathBuf> = Vec::new();
+        let mut pending: Vec<Event> = Vec::new();
+        let mut sup = match initial {
+            Initial::Adopted(r) => {
+                let h = r.handle();
+                tracing::info!("adopted {id} (pid {})", h.pid);
+                self.report(&id, |l| {
+                    l.handle = Some(h);
+                    l.report.state = AllocState::Running;
+                    l.report.pid = Some(h.pid);
+                    l.report.reason = Some("adopted after an agent restart".into());
+                });
+                running = Some(*r);
+                Supervisor::adopted(cfg, restarts, now_ms())
+            }
+            Initial::ExitedWhileAway => {
+                pending.push(Event::Exited(Exit::Unknown));
+                Supervisor::adopted(cfg, restarts, now_ms())
+            }
+            Initial::Fresh => Supervisor::new(cfg, restarts),
+        };
+        let mut trim = tokio::time::interval(Duration::from_secs(10));
+        'supervise: loop {
+            let mut events = std::mem::take(&mut pending);
+            events.extend(self.inputs(&id, &mut ctl, needs_secrets));
+            let mut todo: VecDeque<Action> = VecDeque::new();
+            for e in events {
+                todo.extend(sup.step(e, now_ms()));
+            }
+            while let Some(action) = todo.pop_front() {
+                match action {
+                    Action::Start => {
+                        let ev = match self.start_task(&id, &alloc, &dir, &log_dir).await {
+                            Ok(r) => {
+                                let h = r.handle();
+                                self.inner.metrics.starts.inc();
+                                let mut cgroup_note = None;
+                                if let Some(limits) = &alloc.task.limits {
+                                    match self.inner.cgroups.limit(&id, h.pid, limits) {
+                                        Ok(dirs) => cgroups = dirs,
+                                        Err(e) => cgroup_note = Some(e),
+                                    }
+                                }
+                                self.report(&id, |l| l.handle = Some(h));
+                                running = Some(r);
+                                todo.extend(sup.step(Event::Started { pid: h.pid }, now_ms()));
+                                if let Some(e) = cgroup_note {
+                                    // After the start's own report, which sets the reason.
+                                    todo.push_back(Action::Report(Report {
+                                        reason: Some(format!("started; {e}")),
+                                        ..Report::default()
+                                    }));
+                                }
+                                continue;
+                            }
+                            Err(e) => Event::StartFailed(e),
+                        };
+                        todo.extend(sup.step(ev, now_ms()));
+                    }
+                    Action::Stop { grace_ms } => {
+                        let exit = match running.take() {
+                            Some(mut r) => {
+                                let exit = r.stop(Duration::from_millis(grace_ms)).await;
+                                cgroup::remove(&cgroups);
+                                cgroups.clear();
+                                Some(exit)
+                            }
+                            None => None,
+                        };
+                        todo.extend(sup.step(Event::Stopped(exit), now_ms()));
+                    }
+                    Action::Report(r) => {
+                        if r.state == Some(AllocState::Backoff) {
+                            self.inner.metrics.restarts.inc();
+                        }
+                        self.report(&id, |l| apply(l, r));
+                    }
+                    Action::Finish => break 'supervise,
+                }
+            }
+            // Wait for what moves it next: the process, the deadline (a backoff's end, a
+            // time limit), the server, or, while waiting for a lease or secrets, a look
+            // again in 100 ms.
+            let deadline = sup.deadline().map(|at| {
+                tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+            });
+            let poll = sup.waiting();
+            tokio::select! {
+                exit = async {
+                    match running.as_mut() {
+                        Some(r) => r.wait().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    running = None;
+                    cgroup::remove(&cgroups);
+                    cgroups.clear();
+                    pending.push(Event::Exited(exit));
+                }
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)), if poll => {}
+                _ = ctl.changed() => {}
+                _ = trim.tick() => {
+                    let _ = logs::trim(&log_dir, log_max);
+                }
+            }
+        }
+        let _ = logs::trim(&log_dir, log_max);
+        // Nothing runs: its secret files go at once.
+        if let Some(root) = &self.inner.secret_root {
+            let _ = std::fs::remove_dir_all(root.join(&id));
+        }
+        if !self.inner.shutting_down.load(Ordering::SeqCst) {
+            lock(&self.inner.sups).remove(&id);
+        }
+        // Forgotten while stopping: clean up its directory too.
+        if !lock(&self.inner.state).allocs.contains_key(&id) {
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(&log_dir);
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The allocation supervisor: what an agent does with one allocation, as a state machine
+//! fed events and time (`step(event, now) -> actions`), with no IO.
+//!
+//! The agent (and the simulator) drive it: they deliver what happened (the server's
+//! desired state, whether the node holds its lease, whether the secrets arrived, that a
+//! start succeeded or failed, that the process exited or was stopped) and carry out the
+//! [`Action`]s it returns (start the task, stop it with a grace period, report a change,
+//! end). [`Supervisor::deadline`] says when it next wants a [`Event::Tick`].
+//!
+//! The rules, in one place:
+//!
+//! - **Fencing.** A fenced allocation (`on_node_loss: fence`) starts or restarts only
+//!   while the node holds its lease, and a running one is stopped as soon as the lease
+//!   is seen to have run out: after that the server may place a replacement.
+//! - **Secrets.** An allocation with secrets waits until a server delivers them (they
+//!   live in memory only); a delivery error fails it.
+//! - **Time limits** count from the allocation's creation; a job past its limit is
+//!   stopped and fails, and one already past it is not started.
+//! - **Restarts** follow [`crate::restart::decide`]; between an exit and the next start
+//!   the allocation is in [`AllocState::Backoff`] with the last exit and the delay, never
+//!   `running`. A start that fails (no such program, a directory that cannot be made)
+//!   counts as exit code 127.
+//! - **Stop** on request ends in `stopped` with the reason given.
+
+use crate::model::{AllocState, Allocation, Desired, NodeLoss, RestartPolicy};
+use crate::restart::{self, Decision, Exit};
+
+/// What the supervisor needs to know of its allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `on_node_loss: fence`.
+    pub fenced: bool,
+    /// The task has secrets to wait for.
+    pub needs_secrets: bool,
+    /// When a time limit runs out (ms since the epoch), if there is one.
+    pub time_limit_end: Option<u64>,
+    /// The time limit as written, for reasons.
+    pub time_limit_text: String,
+    /// SIGTERM to SIGKILL.
+    pub stop_grace_ms: u64,
+    /// The restart policy.
+    pub restart: RestartPolicy,
+}
+
+impl Config {
+    /// The supervisor's view of an allocation.
+    pub fn of(a: &Allocation) -> Config {
+        Config {
+            fenced: a.on_node_loss == NodeLoss::Fence,
+            needs_secrets: !a.task.secrets.is_empty(),
+            time_limit_end: a
+                .time_limit
+                .map(|t| a.created_at.saturating_add(t.as_millis())),
+            time_limit_text: a.time_limit.map(|t| t.to_string()).unwrap_or_default(),
+            stop_grace_ms: a.task.stop_grace.as_millis(),
+            restart: a.restart,
+        }
+    }
+}
+
+/// The secrets an allocation waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secrets {
+    /// Not delivered (yet).
+    Absent,
+    /// Delivered and opened.
+    Ready,
+    /// Delivered with an error (a missing key, a value that does not open).
+    Error(String),
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The server's desired state, with the reason for a stop.
+    Desired(Desired, String),
+    /// Whether the node holds its lease (heard from a server within the lease).
+    Lease(bool),
+    /// The state of the allocation's secrets.
+    Secrets(Secrets),
+    /// The process was started.
+    Started {
+        /// Its pid.
+        pid: u32,
+    },
+    /// Starting failed.
+    StartFailed(String),
+    /// The process ended by itself.
+    Exited(Exit),
+    /// A requested stop finished, with how the process ended (`None`: nothing ran).
+    Stopped(Option<Exit>),
+    /// Time passed (the deadline was reached, or the driver just looks again).
+    Tick,
+}
+
+/// A change to the allocation's report. `None` fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// New state.
+    pub state: Option<AllocState>,
+    /// New pid (`Some(None)` clears it).
+    pub pid: Option<Option<u32>>,
+    /// New exit code.
+    pub exit_code: Option<Option<i32>>,
+    /// Restarts so far.
+    pub restarts: Option<u32>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start the task (then deliver `Started` or `StartFailed`).
+    Start,
+    /// Stop the running task: SIGTERM, this grace, SIGKILL (then deliver `Stopped`).
+    Stop {
+        /// Grace in ms.
+        grace_ms: u64,
+    },
+    /// Record and send this change.
+    Report(Report),
+    /// The supervisor is finished: nothing runs and nothing will.
+    Finish,
+}
+
+/// Where the supervisor is.
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Not running; starts when allowed (lease, secrets).
+    Waiting,
+    /// A start is under way.
+    Starting,
+    /// The task runs since this time.
+    Running { since: u64 },
+    /// Restarts at this time.
+    Backoff { until: u64 },
+    /// A stop is under way; the allocation then ends in this state with this reason.
+    Stopping { end: AllocState, reason: String },
+    /// Finished.
+    Done,
+}
+
+/// One allocation's supervisor.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    cfg: Config,
+    phase: Phase,
+    restarts: u32,
+    desired: Desired,
+    stop_reason: String,
+    lease: bool,
+    secrets: Secrets,
+    /// The last reason reported while waiting, so a wait is reported once.
+    waiting_for: Option<&'static str>,
+}
+
+impl Supervisor {
+    /// A supervisor for an allocation that has not run on this agent yet (or whose
+    /// process is gone), after `restarts` restarts.
+    pub fn new(cfg: Config, restarts: u32) -> Supervisor {
+        Supervisor {
+            cfg,
+            phase: Phase::Waiting,
+            restarts,
+            desired: Desired::Run,
+            stop_reason: String::new(),
+            lease: true,
+            secrets: Secrets::Absent,
+            waiting_for: None,
+        }
+    }
+
+    /// A supervisor for a process adopted from an earlier agent, running now.
+    pub fn adopted(cfg: Config, restarts: u32, now: u64) -> Supervisor {
+        Supervisor {
+            phase: Phase::Running { since: now },
+            ..Supervisor::new(cfg, restarts)
+        }
+    }
+
+    /// True once nothing runs and nothing will.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// True while a process runs or is being started or stopped.
+    pub fn has_process(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Starting | Phase::Running { .. } | Phase::Stopping { .. }
+        )
+    }
+
+    /// Restarts so far.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// When the supervisor wants a [`Event::Tick`] (ms since the epoch): the end of a
+    /// backoff, or a time limit while running; `None` when only events move it.
+    pub fn deadline(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Backoff { until } => Some(until),
+            Phase::Running { .. } => self.cfg.time_limit_end,
+            _ => None,
+        }
+    }
+
+    /// True while it waits for something only polling shows (the lease, the secrets).
+    pub fn waiting(&self) -> bool {
+        self.phase == Phase::Waiting
+    }
+
+    /// Feeds one event at `now` (ms since the epoch); returns what to do, in order.
+    pub fn step(&mut self, event: Event, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Desired(d, why) => {
+                if d == Desired::Stop && self.desired != Desired::Stop {
+                    self.stop_reason = why;
+                }
+                self.desired = d;
+            }
+            Event::Lease(ok) => self.lease = ok,
+            Event::Secrets(s) => self.secrets = s,
+            Event::Started { pid } => {
+                if self.phase == Phase::Starting {
+                    self.phase = Phase::Running { since: now };
+                    let note = if self.restarts == 0 {
+                        "started".to_string()
+                    } else {
+                        format!("restarted ({})", self.restarts)
+                    };
+                    out.push(Action::Report(Report {
+                        state: Some(AllocState::Running),
+                        pid: Some(Some(pid)),
+                        restarts: Some(self.restarts),
+                        reason: Some(note),
+                        ..Report::default()
+                    }));
+                }
+            }
+            Event::StartFailed(why) => {
+                if self.phase == Phase::Starting {
+                    out.push(Action::Report(Report {
+                        reason: Some(why),
+                        ..Report::default()
+                    }));
+                    self.phase = Phase::Running { since: now };
+                    self.exited(Exit::Code(127), now, &mut out);
+                }
+            }
+            Event::Exited(exit) => match &self.phase {
+                Phase::Running { .. } => self.exited(exit, now, &mut out),
+                Phase::Stopping { .. } => self.stopped(Some(exit), &mut out),
+                _ => {}
+            },
+            Event::Stopped(exit) => {
+                if matches!(self.phase, Phase::Stopping { .. }) {
+                    self.stopped(exit, &mut out);
+                }
+            }
+            Event::Tick => {}
+        }
+        self.advance(now, &mut out);
+        out
+    }
+
+    /// After an exit of a running task: restart after a backoff, or finish.
+    fn exited(&mut self, exit: Exit, now: u64, out: &mut Vec<Action>) {
+        let ran_for = match self.phase {
+            Phase::Running { since } => now.saturating_sub(since),
+            _ => 0,
+        };
+        match restart::decide(&self.cfg.restart, self.restarts, exit, ran_for) {
+            Decision::Restart { delay_ms } => {
+                self.restarts += 1;
+                self.phase = Phase::Backoff {
+                    until: now.saturating_add(delay_ms),
+                };
+                self.waiting_for = None;
+                out.push(Action::Report(Report {
+                    state: Some(AllocState::Backoff),
+                    pid: Some(None),
+                    exit_code: Some(exit.as_code()),
+                    restarts: Some(self.restarts),
+                    reason: Some(format!("{}; restarting in {delay_ms}ms", exit.describe())),
+                }));
+            }
+            Decision::Finish(state) => self.finish(
+                Report {
+                    state: Some(state),
+                    pid: Some(None),
+                    exit_code: Some(exit.as_code()),
+                    reason: Some(exit.describe()),
+                    ..Report::default()
+                },
+                out,
+            ),
+        }
+    }
+
+    /// A requested stop finished.
+    fn stopped(&mut self, exit: Option<Exit>, out: &mut Vec<Action>) {
+        let Phase::Stopping { end, reason } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            return;
+        };
+        let code = exit.and_then(Exit::as_code);
+        self.finish(
+            Report {
+                state: Some(end),
+                pid: Some(None),
+                exit_code: code.map(Some),
+                reason: Some(reason),
+                ..Report::default()
+            },
+            out,
+        );
+    }
+
+    fn finish(&mut self, report: Report, out: &mut Vec<Action>) {
+        self.phase = Phase::Done;
+        out.push(Action::Report(report));
+        out.push(Action::Finish);
+    }
+
+    fn stop(&mut self, end: AllocState, reason: String, out: &mut Vec<Action>) {
+        self.phase = Phase::Stopping { end, reason };
+        out.push(Action::Stop {
+            grace_ms: self.cfg.stop_grace_ms,
+        });
+    }
+
+    fn stop_reason(&self) -> String {
+        if self.stop_reason.is_empty() {
+            "stopped on request".into()
+        } else {
+            self.stop_reason.clone()
+        }
+    }
+
+    fn over_time(&self, now: u64) -> bool {
+        self.cfg.time_limit_end.is_some_and(|end| now >= end)
+    }
+
+    fn time_limit_reason(&self) -> String {
+        format!("time limit {} exceeded", self.cfg.time_limit_text)
+    }
+
+    /// Applies the rules to the current phase and inputs.
+    fn advance(&mut self, now: u64, out: &mut Vec<Action>) {
+        match self.phase.clone() {
+            Phase::Done | Phase::Stopping { .. } | Phase::Starting => {}
+            Phase::Running { .. } => {
+                if self.desired == Desired::Stop {
+                    let why = self.stop_reason();
+                    self.stop(AllocState::Stopped, why, out);
+                } else if self.cfg.fenced && !self.lease {
+                    self.stop(
+                        AllocState::Stopped,
+                        "fenced: no contact with the control plane for the lease".into(),
+                        out,
+                    );
+                } else if self.over_time(now) {
+                    let why = self.time_limit_reason();
+                    self.stop(AllocState::Failed, why, out);
+                }
+            }
+            Phase::Waiting | Phase::Backoff { .. } => {
+                if self.desired == Desired::Stop {
+                    let why = self.stop_reason();
+                    self.finish(
+                        Report {
+                            state: Some(AllocState::Stopped),
+                            pid: Some(None),
+                            reason: Some(why),
+                            ..Report::default()
+                        },
+                        out,
+                    );
+                    return;
+                }
+                if let Phase::Backoff { until } = self.phase
+                    && now < until
+                {
+                    return;
+                }
+                self.phase = Phase::Waiting;
+                if self.over_time(now) {
+                    let why = self.time_limit_reason();
+                    self.finish(
+                        Report {
+                            state: Some(AllocState::Failed),
+                            pid: Some(None),
+                            reason: Some(why),
+                            ..Report::default()
+                        },
+                        out,
+                    );
+                    return;
+                }
+                if self.cfg.fenced && !self.lease {
+                    // Silent: reporting would need the control plane it cannot reach.
+                    self.waiting_for = Some("lease");
+                    return;
+                }
+                if self.cfg.needs_secrets {
+                    match self.secrets.clone() {
+                        Secrets::Absent => {
+                            if self.waiting_for != Some("secrets") {
+                                self.waiting_for = Some("secrets");
+                                out.push(Action::Report(Report {
+                                    reason: Some("waiting for its secrets from a server".into()),
+                                    ..Report::default()
+                                }));
+                            }
+                            return;
+                        }
+                        Secrets::Error(why) => {
+                            self.finish(
+                                Report {
+                                    state: Some(AllocState::Failed),
+                                    pid: Some(None),
+                                    reason: Some(why),
+                                    ..Report::default()
+                                },
+                                out,
+                            );
+                            return;
+                        }
+                        Secrets::Ready => {}
+                    }
+                }
+                self.waiting_for = None;
+                self.phase = Phase::Starting;
+                out.push(Action::Start);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;
