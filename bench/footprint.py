@@ -21,8 +21,8 @@ from skeleton import ROOT, TICK, cpu_ticks, free_port, write_bytes  # noqa: E402
 from scale import cli, terminate, wait_ready  # noqa: E402
 
 
-# Settling before each window: longer than trim.rs's period (60 s), so that every
-# process has let go of its clean pages at least once since the last apply.
+# Settling before each window: the CPU calibration, the last reports and the first
+# facts refreshes are over.
 SETTLE = 70
 
 
@@ -54,10 +54,10 @@ def service(motley, cfg, d, name, replicas, timeout=600):
 
 
 def idle(pids, seconds):
-    """Largest RSS (KiB) sampled every 0.5 s, CPU % of one core and bytes written over
-    `seconds`. The largest, not the last: servers and agents unmap clean pages every
-    60 s (trim.rs) and fault their working set back in, so a single sample could fall
-    just after a trim."""
+    """Largest RSS and RssAnon (KiB) sampled every 0.5 s, CPU % of one core and bytes
+    written over `seconds`. The largest, not the last, so that no sample flatters.
+    RssAnon (private memory the process allocated) is the figure memory is judged by;
+    VmRSS also counts the binary's clean pages, which the page cache shares."""
     c0 = {p: cpu_ticks(p) for p in pids}
     w0 = {p: write_bytes(p) for p in pids}
     rss = {p: 0 for p in pids}
@@ -109,7 +109,7 @@ def main():
 
         first, joined0 = agent(0)
         service(motley, cfg, d, "ten", 10)
-        time.sleep(SETTLE)  # calibration, last reports, a trim since the apply
+        time.sleep(SETTLE)  # calibration, last reports
         print("\n| process (1 server, 1 agent, 10 tasks) | RSS | of it anonymous | CPU | written |")
         print("|---|---|---|---|---|")
         m = idle([srv.pid, first.pid], a.idle_seconds)

@@ -14,7 +14,7 @@ use motley_core::restart::Exit;
 use motley_core::supervisor::{Action, Config, Event, Report, Secrets, Supervisor};
 use tokio::sync::watch;
 
-use crate::driver::Running;
+use crate::drivers::Task;
 use crate::local::LocalAlloc;
 use crate::{Agent, Initial, MEMORY_LOG_MAX, cgroup, driver, lock, logs, now_ms};
 
@@ -95,19 +95,20 @@ impl Agent {
         alloc: &Arc<motley_core::model::Allocation>,
         dir: &std::path::Path,
         log_dir: &std::path::Path,
-    ) -> Result<Running, String> {
+    ) -> Result<Box<dyn Task>, String> {
         let delivery = lock(&self.inner.secrets).get(id).cloned();
         let (alloc, dir, log_dir) = (alloc.clone(), dir.to_path_buf(), log_dir.to_path_buf());
         let volumes = self.volume_dirs(&alloc);
         let user = self.inner.cfg.task_user.clone();
         let secret_dir = self.inner.secret_root.as_ref().map(|r| r.join(id));
+        let drv = self.inner.cfg.driver.clone();
         tokio::task::spawn_blocking(move || {
             let setup = driver::TaskSetup {
                 user: &user,
                 secrets: delivery.as_ref().filter(|_| !alloc.task.secrets.is_empty()),
                 secret_dir,
             };
-            driver::start(&alloc, &dir, &log_dir, &volumes, &setup)
+            drv.start(&alloc, &dir, &log_dir, &volumes, &setup)
         })
         .await
         .unwrap_or_else(|e| Err(format!("starting the task: {e}")))
@@ -141,7 +142,7 @@ impl Agent {
             .map_or(0, |l| l.report.restarts);
         let cfg = Config::of(&alloc);
         let needs_secrets = cfg.needs_secrets;
-        let mut running: Option<Running> = None;
+        let mut running: Option<Box<dyn Task>> = None;
         let mut cgroups: Vec<PathBuf> = Vec::new();
         let mut pending: Vec<Event> = Vec::new();
         let mut sup = match initial {
@@ -154,7 +155,7 @@ impl Agent {
                     l.report.pid = Some(h.pid);
                     l.report.reason = Some("adopted after an agent restart".into());
                 });
-                running = Some(*r);
+                running = Some(r);
                 Supervisor::adopted(cfg, restarts, now_ms())
             }
             Initial::ExitedWhileAway => {
@@ -179,7 +180,9 @@ impl Agent {
                                 let h = r.handle();
                                 self.inner.metrics.starts.inc();
                                 let mut cgroup_note = None;
-                                if let Some(limits) = &alloc.task.limits {
+                                if let Some(limits) = &alloc.task.limits
+                                    && self.inner.cfg.driver.processes()
+                                {
                                     match self.inner.cgroups.limit(&id, h.pid, limits) {
                                         Ok(dirs) => cgroups = dirs,
                                         Err(e) => cgroup_note = Some(e),

@@ -1,7 +1,6 @@
 //! The `motley` binary: wires the server, the agent and the CLI into subcommands.
 
 mod roles;
-mod trim;
 mod up;
 
 use clap::Parser;

@@ -199,7 +199,6 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         data_dir.join("server/join-token").display()
     );
     println!("ready");
-    crate::trim::periodically();
     shutdown_signal().await;
     server.shutdown().await;
     Ok(())
@@ -253,6 +252,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             args.tasks.allow_root_tasks,
         )
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
+        driver: std::sync::Arc::new(motley_agent::drivers::Exec),
     })
     .await?;
     if let Some(addr) = args.metrics_listen {
@@ -263,7 +263,6 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             if connected {
                 eprintln!("motley agent {name} connected");
                 println!("ready");
-                crate::trim::periodically();
             }
         }
         why = agent.wait_fatal() => {
@@ -286,44 +285,58 @@ async fn simulate(
     count: u32,
     prefix: String,
     data_dir: PathBuf,
-    facts: motley_agent::facts::FactsConfig,
+    mut facts: motley_agent::facts::FactsConfig,
     labels: std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<i32> {
-    let score = facts.cpu_score.unwrap_or(1000);
-    let observed = tokio::task::spawn_blocking(move || {
-        motley_agent::facts::observe(
-            &facts,
-            "sim",
-            Some(score),
-            None,
-            motley_server::state::now_ms(),
-        )
-    })
-    .await
-    .context("reading the facts")?;
-    let mut sim = motley_agent::sim::start(motley_agent::sim::SimConfig {
-        prefix: prefix.clone(),
-        count,
-        servers: args.server.clone(),
-        join_token: args.token.clone(),
-        dir: data_dir.join("sim"),
-        facts: observed.facts,
-        labels,
-        job_time: std::time::Duration::from_millis(duration("sim-job-time", &args.sim_job_time)?),
-    })
-    .await
-    .context("joining the simulated nodes")?;
-    if sim.wait_all(std::time::Duration::from_secs(120)).await {
+    anyhow::ensure!(count > 0, "--simulate needs at least one node");
+    // One score for all: no node calibrates.
+    facts.cpu_score = Some(facts.cpu_score.unwrap_or(1000));
+    let job_time = std::time::Duration::from_millis(duration("sim-job-time", &args.sim_job_time)?);
+    let task_user =
+        motley_agent::driver::TaskUser::resolve(&args.tasks.task_user, args.tasks.allow_root_tasks)
+            .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?;
+    // Every node is a real agent (its own join, credential, connection, state file and
+    // supervisors), whose driver runs tasks on the clock only.
+    let mut agents = Vec::new();
+    for i in 0..count {
+        let name = format!("{prefix}-{i}");
+        motley_core::model::validate_name(&name)
+            .map_err(|e| anyhow::anyhow!("simulated node name {name:?}: {e}"))?;
+        let dir = data_dir.join("sim").join(&name).join("agent");
+        let (token, ca_pem) =
+            motley_agent::join::credentials(&dir, &args.server, args.token.as_deref(), &name)
+                .await
+                .with_context(|| format!("joining simulated node {name}"))?;
+        let agent = Agent::start(AgentConfig {
+            name,
+            servers: args.server.clone(),
+            token,
+            ca_pem,
+            dir,
+            facts: facts.clone(),
+            labels: labels.clone(),
+            task_user: task_user.clone(),
+            driver: std::sync::Arc::new(motley_agent::drivers::simulated::Simulated::new(job_time)),
+        })
+        .await?;
+        agents.push(agent);
+    }
+    let waits = agents
+        .iter()
+        .map(|a| a.wait_connected(std::time::Duration::from_secs(120)));
+    let connected = futures_util::future::join_all(waits)
+        .await
+        .into_iter()
+        .filter(|c| *c)
+        .count();
+    if connected == agents.len() {
         eprintln!(
             "{count} simulated nodes {prefix}-0 … {prefix}-{} connected",
             count - 1
         );
         println!("ready");
     } else {
-        eprintln!(
-            "only {} of {count} simulated nodes connected",
-            sim.connected()
-        );
+        eprintln!("only {connected} of {count} simulated nodes connected");
     }
     shutdown_signal().await;
     Ok(0)
