@@ -246,3 +246,49 @@ fn a_task_started_but_not_written_down_is_adopted_and_a_stray_is_stopped() {
     assert_eq!(c.stop(), Some(0));
     assert_eq!(processes_with_arg(&arg), 0, "solo outlived motley up");
 }
+
+/// The user tasks run as (`nobody` for a root agent), from /proc.
+fn uid_of(pid: u32) -> Option<u32> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    st.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+#[test]
+fn a_fenced_task_lives_as_long_as_its_agent_and_dies_with_it() {
+    let mut c = Cluster::up(&[]);
+    let yaml = "kind: Service\nname: fenced\non_node_loss: fence\ntask:\n  command: [sleep, \"600\"]\n---\nkind: Service\nname: free\ntask:\n  command: [sleep, \"600\"]\n";
+    assert!(c.apply_yaml("f.yaml", yaml).status.success());
+    let pid_of = |c: &mut Cluster, w: &str| {
+        c.running(w)
+            .first()
+            .and_then(|a| a["pid"].as_u64())
+            .map(|p| p as u32)
+    };
+    let fenced = wait_for("the fenced task running", Duration::from_secs(30), || {
+        pid_of(&mut c, "service/fenced")
+    });
+    let free = wait_for("the free task running", Duration::from_secs(30), || {
+        pid_of(&mut c, "service/free")
+    });
+    if nix::unistd::geteuid().is_root() {
+        assert_ne!(uid_of(fenced), Some(0), "a root agent runs tasks as nobody");
+    }
+    // Idle blocking threads end after 10 s: a parent-death signal tied to the thread
+    // that started the task would have killed it by now.
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(pid_alive(fenced), "the fenced task still runs");
+    let now = c.running("service/fenced");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0]["pid"].as_u64(), Some(fenced as u64), "same process");
+    assert_eq!(now[0]["restarts"], 0, "never restarted: {now:?}");
+    // kill -9 of the agent: the fenced task dies with it (nobody is left to stop it
+    // when its lease runs out); the other one runs on, to be adopted.
+    c.kill9();
+    wait_for("the fenced task gone", Duration::from_secs(10), || {
+        (!pid_alive(fenced)).then_some(())
+    });
+    assert!(pid_alive(free), "an unfenced task outlives its agent");
+    kill_tasks_under(c.dir.path());
+}

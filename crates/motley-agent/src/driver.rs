@@ -419,18 +419,32 @@ pub fn start(
     );
     env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let env: Vec<(String, String)> = env.into_iter().collect();
-    let started = crate::spawn::spawn(&crate::spawn::Spec {
-        program,
-        argv: &argv,
-        env: &env,
-        cwd: a.task.workdir.as_deref().map(Path::new).unwrap_or(dir),
-        stdout: &log,
-        stderr: &log2,
-        user: owner,
-        // A fenced task must not outlive its agent: nobody would stop it when the lease
-        // runs out, and the control plane would start a second copy elsewhere.
-        parent_death_kill: a.on_node_loss == motley_core::model::NodeLoss::Fence,
-    })
+    let cwd = a.task.workdir.as_deref().map(Path::new).unwrap_or(dir);
+    // A fenced task must not outlive its agent: nobody would stop it when the lease
+    // runs out, and the control plane would start a second copy elsewhere. It is
+    // started from the keeper thread, which lives as long as the agent.
+    let started = if a.on_node_loss == motley_core::model::NodeLoss::Fence {
+        crate::spawn::spawn_kept(crate::spawn::OwnedSpec {
+            program: program.to_string(),
+            argv: argv.clone(),
+            env: env.clone(),
+            cwd: cwd.to_path_buf(),
+            stdout: log,
+            stderr: log2,
+            user: owner,
+        })
+    } else {
+        crate::spawn::spawn(&crate::spawn::Spec {
+            program,
+            argv: &argv,
+            env: &env,
+            cwd,
+            stdout: &log,
+            stderr: &log2,
+            user: owner,
+            parent_death_kill: false,
+        })
+    }
     .map_err(|e| {
         // Diagnosed only on failure, off the start path: usually a directory above the
         // allocation's that the task's user cannot pass through.

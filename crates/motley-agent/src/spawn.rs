@@ -31,8 +31,76 @@ pub struct Spec<'a> {
     pub stderr: &'a OwnedFd,
     /// Switch to this user and group (dropping supplementary groups).
     pub user: Option<(u32, u32)>,
-    /// Killed when the agent thread that started it exits.
+    /// Killed when the thread that started it exits: start such a process with
+    /// [`spawn_kept`], from a thread that lives as long as the agent.
     pub parent_death_kill: bool,
+}
+
+/// A [`Spec`] that owns its parts, to be sent to the keeper thread.
+pub struct OwnedSpec {
+    /// The program.
+    pub program: String,
+    /// Arguments, the program's name first.
+    pub argv: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Standard output.
+    pub stdout: OwnedFd,
+    /// Standard error.
+    pub stderr: OwnedFd,
+    /// Switch to this user and group.
+    pub user: Option<(u32, u32)>,
+}
+
+type KeeperJob = (OwnedSpec, std::sync::mpsc::Sender<std::io::Result<Started>>);
+
+/// The keeper thread's queue: started once, never ended while the process lives.
+static KEEPER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<KeeperJob>>> =
+    std::sync::OnceLock::new();
+
+fn keeper() -> std::io::Result<std::sync::mpsc::Sender<KeeperJob>> {
+    if let Some(k) = KEEPER.get() {
+        return Ok(k.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<KeeperJob>();
+    std::thread::Builder::new()
+        .name("motley-keeper".into())
+        .spawn(move || {
+            for (spec, reply) in rx {
+                let r = spawn(&Spec {
+                    program: &spec.program,
+                    argv: &spec.argv,
+                    env: &spec.env,
+                    cwd: &spec.cwd,
+                    stdout: &spec.stdout,
+                    stderr: &spec.stderr,
+                    user: spec.user,
+                    parent_death_kill: true,
+                });
+                let _ = reply.send(r);
+            }
+        })?;
+    // Another caller may have won the race: use whichever queue was stored (the
+    // losing thread ends when its sender is dropped here).
+    let stored = KEEPER.get_or_init(|| std::sync::Mutex::new(tx));
+    Ok(stored.lock().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+/// Starts a process that must die with the agent (`PR_SET_PDEATHSIG`), from the
+/// keeper thread. The kernel sends the parent-death signal when the *thread* that
+/// created the child exits, and tokio ends idle blocking threads after 10 s: started
+/// from one of those, a fenced task would be killed seconds later. The keeper thread
+/// lives as long as the process, so the signal comes exactly when the agent dies.
+pub fn spawn_kept(spec: OwnedSpec) -> std::io::Result<Started> {
+    let (reply, answer) = std::sync::mpsc::channel();
+    keeper()?
+        .send((spec, reply))
+        .map_err(|_| std::io::Error::other("the keeper thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the keeper thread is gone"))?
 }
 
 /// A started process: its pid (also its process group) and a pidfd for it.
@@ -234,15 +302,18 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             return fail(p, STEP_PGID);
         }
-        if p.parent_death_kill && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-            return fail(p, STEP_PDEATHSIG);
-        }
         if let Some((uid, gid)) = p.user
             && (libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setgid(gid) != 0
                 || libc::setuid(uid) != 0)
         {
             return fail(p, STEP_USER);
+        }
+        // After the user switch: changing credentials clears the parent-death signal
+        // (commit_creds), so set before it, a fenced task run as `nobody` outlived its
+        // agent.
+        if p.parent_death_kill && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            return fail(p, STEP_PDEATHSIG);
         }
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             return fail(p, STEP_CWD);
@@ -433,5 +504,79 @@ mod tests {
             0,
             "SIGPIPE is not ignored: {ign}"
         );
+    }
+
+    /// Whether the process runs (exists and is not a zombie).
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rfind(')')
+                    .map(|i| st[i + 1..].trim_start().starts_with('Z'))
+            })
+            .is_some_and(|zombie| !zombie)
+    }
+
+    fn kill_and_reap(s: &Started) {
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
+        wait(s);
+    }
+
+    fn sleeper(d: &Path, out: &OwnedFd, parent_death_kill: bool) -> std::io::Result<Started> {
+        spawn(&Spec {
+            program: "/bin/sleep",
+            argv: &["sleep".into(), "30".into()],
+            env: &[("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: d,
+            stdout: out,
+            stderr: out,
+            user: None,
+            parent_death_kill,
+        })
+    }
+
+    #[test]
+    fn the_parent_death_signal_follows_the_thread_and_the_keeper_outlives_it() {
+        // The hazard: started with a parent-death signal from a thread that then ends
+        // (as tokio's idle blocking threads do), the process is killed.
+        let (d, out) = log();
+        let dir = d.path().to_path_buf();
+        let out2 = out.try_clone().expect("dup");
+        let s = std::thread::spawn(move || sleeper(&dir, &out2, true))
+            .join()
+            .expect("thread")
+            .expect("spawn");
+        let st = wait(&s);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGKILL),
+            "killed when its thread ended"
+        );
+        // From the keeper thread, asked for by a thread that ends: it runs on.
+        let dir = d.path().to_path_buf();
+        let (o1, o2) = (out.try_clone().expect("dup"), out.try_clone().expect("dup"));
+        let kept = std::thread::spawn(move || {
+            spawn_kept(OwnedSpec {
+                program: "/bin/sleep".into(),
+                argv: vec!["sleep".into(), "30".into()],
+                env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+                cwd: dir,
+                stdout: o1,
+                stderr: o2,
+                user: None,
+            })
+        })
+        .join()
+        .expect("thread")
+        .expect("spawn_kept");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            running(kept.pid),
+            "a kept process outlives the asking thread"
+        );
+        kill_and_reap(&kept);
+        drop(out);
     }
 }
