@@ -147,6 +147,13 @@ fn examples_run_idle_quietly_restart_and_delete_cleanly() {
     std::thread::sleep(Duration::from_secs(2));
     let pid = c.pid();
     let before = write_bytes(pid);
+    // The meter works here: the applies above were committed to this data directory
+    // and counted (write_bytes counts block I/O: on tmpfs it would read 0 however much
+    // was written, and the check below would pass vacuously).
+    assert!(
+        before > 0,
+        "write_bytes saw none of the applies' writes: is the data dir on tmpfs?"
+    );
     std::thread::sleep(Duration::from_secs(30));
     let after = write_bytes(pid);
     assert_eq!(

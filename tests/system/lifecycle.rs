@@ -456,7 +456,19 @@ fn default_data_dir_writes_the_users_config_and_describe_delete_work() {
     let nodes = run(&["get", "nodes"]);
     let text = String::from_utf8_lossy(&nodes.stdout).to_string();
     let manifest = home.path().join("m.yaml");
-    std::fs::write(&manifest, "kind: Service\nname: big\nreplicas: 2\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 1500m }\n").expect("write");
+    // Three quarters of this machine's CPUs per replica: one fits, the second does not.
+    let cpus: u64 = String::from_utf8_lossy(
+        &std::process::Command::new("nproc")
+            .arg("--all")
+            .output()
+            .expect("nproc")
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .expect("nproc prints a number");
+    let (total, want) = (cpus * 1000, cpus * 750);
+    std::fs::write(&manifest, format!("kind: Service\nname: big\nreplicas: 2\ntask:\n  command: [sleep, \"1000\"]\n  resources: {{ cpu: {want}m }}\n")).expect("write");
     let applied = run(&["apply", "-f", manifest.to_str().expect("path")]);
     let describe = wait_for("a replica waiting for cpu", Duration::from_secs(20), || {
         let out = run(&["describe", "service", "big"]);
@@ -474,7 +486,11 @@ fn default_data_dir_writes_the_users_config_and_describe_delete_work() {
         "{describe}"
     );
     assert!(
-        describe.contains("solo: insufficient cpu (500m free < 1500m requested)"),
+        describe.contains(&format!(
+            "solo: insufficient cpu ({} free < {} requested)",
+            motley_core::quantity::MilliCpu(total - want),
+            motley_core::quantity::MilliCpu(want)
+        )),
         "{describe}"
     );
     assert_eq!(

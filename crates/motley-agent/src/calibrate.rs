@@ -124,7 +124,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (s, measured) = score(dir.path());
         assert!(measured, "nothing cached yet");
-        assert!(s > 0);
+        // 1 is the clamp's floor: a benchmark that measured no work lands there.
+        assert!(s > 1, "score {s}: the benchmark measured no work");
         let (again, measured) = score(dir.path());
         assert_eq!((again, measured), (s, false), "cached for this boot");
         // Another boot: measured again.
@@ -138,9 +139,16 @@ mod tests {
             serde_json::to_vec(&c).expect("json"),
         )
         .expect("write");
-        let (_, measured) = score(dir.path());
+        let (other, measured) = score(dir.path());
         assert!(measured);
+        assert_ne!(other, 1, "measured again, not the stale cached 1");
+        // Repeatable on one machine: two measurements within a factor of four of each
+        // other (a loaded CI machine varies; a broken benchmark does not stay this close).
+        let (a, b) = (s.min(other) as f64, s.max(other) as f64);
+        assert!(b / a < 4.0, "scores {s} and {other}");
+        // The time budget is a benchmark figure (docs/BENCHMARKS.md, "CPU calibration"):
+        // bounded by construction, 5 rounds of 30 ms; here only a generous bound.
         let (_, took) = measure();
-        assert!(took < Duration::from_millis(200), "took {took:?}");
+        assert!(took < Duration::from_secs(5), "took {took:?}");
     }
 }

@@ -15,6 +15,7 @@
 //! * [`api`] — HTTP API bodies.
 //! * [`promtext`] — OpenMetrics to classic Prometheus text.
 //! * [`proto`] — the messages agents and servers exchange.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;

@@ -21,6 +21,7 @@
 //! | [`thermal`], [`hwmon`] | thermal zones, hwmon temperatures, `rpi_volt` |
 //! | [`throttle`] | the Pi firmware's `get_throttled` |
 //! | [`power`] | `/sys/class/power_supply`, RAPL |
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod arch;

@@ -9,6 +9,7 @@
 //! * [`ClientConfig`]: the `client.yaml` a server writes for the CLI, in the
 //!   spirit of a kubeconfig.
 //! * Tokens: random secrets of which servers store only a SHA-256 hash.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod ws;

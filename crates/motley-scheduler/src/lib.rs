@@ -19,6 +19,7 @@
 //!    request is explained node by node ([`explain`]).
 //!
 //! No step loops over nodes × allocations.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod explain;

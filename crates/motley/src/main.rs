@@ -1,4 +1,5 @@
 //! The `motley` binary: wires the server, the agent and the CLI into subcommands.
+#![forbid(unsafe_code)]
 
 mod roles;
 mod up;

@@ -263,7 +263,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             if connected {
                 eprintln!("motley agent {name} connected");
                 println!("ready");
-            }
+                        }
         }
         why = agent.wait_fatal() => {
             eprintln!("error: {why}");
