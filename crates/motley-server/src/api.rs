@@ -79,32 +79,14 @@ pub struct Caller(pub Role);
 pub fn router(shared: Arc<Shared>) -> Router {
     // Every route but /healthz: authenticate, authorize (auth::access), then forward to
     // the leader when this server does not lead.
-    let authed = Router::new()
-        .route("/v1/version", get(version))
-        .route("/v1/apply", post(apply))
-        .route("/v1/delete", post(delete_set))
-        .route("/v1/plan", post(plan))
-        .route("/v1/workloads", get(list_workloads))
-        .route(
-            "/v1/workloads/{kind}/{name}",
-            get(get_workload).delete(delete_workload),
-        )
-        .route("/v1/nodes", get(list_nodes))
-        .route("/v1/nodes/{name}", get(get_node))
-        .route("/v1/nodes/{name}/{action}", post(node_action))
-        .route("/v1/allocs", get(list_allocs))
-        .route("/v1/allocs/{id}", get(get_alloc))
-        .route("/v1/allocs/{id}/logs", get(logs))
-        .route("/metrics", get(metrics))
-        .route("/v1/tokens", get(list_tokens).post(create_token))
-        .route("/v1/tokens/{id}", delete(revoke_token))
-        .route("/v1/snapshot", get(snapshot))
-        .route("/v1/servers", get(list_servers))
-        .route("/v1/audit", get(list_audit))
-        .route("/v1/secrets/{name}/reveal", get(reveal_secret))
-        .route("/v1/secrets/rotate-key", post(rotate_key))
-        .route("/v1/agent/connect", get(crate::agents::connect))
-        .route("/v1/join", post(join))
+    let mut authed = Router::new();
+    for r in crate::routes::ROUTES {
+        match handler(r) {
+            Some(h) => authed = authed.route(r.path, h),
+            None => tracing::error!("no handler for {} {}", r.method, r.path),
+        }
+    }
+    let authed = authed
         .route_layer(middleware::from_fn_with_state(shared.clone(), forward))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
@@ -144,20 +126,39 @@ async fn deadline(req: Request, next: Next) -> Response {
 /// Header of a request one server forwarded to another (never forwarded again).
 pub const FORWARDED: &str = "x-motley-forwarded";
 
-/// Routes every server answers itself; the others are forwarded to the leader, which
-/// alone knows the nodes' liveness, the queue and why work waits.
-fn answered_here(path: &str) -> bool {
-    matches!(
-        path,
-        "/metrics"
-            | "/v1/snapshot"
-            | "/v1/version"
-            | "/v1/servers"
-            | "/v1/audit"
-            | "/v1/join"
-            | "/v1/agent/connect"
-    )
+/// The handler of a route of [`crate::routes::ROUTES`] (a test checks every route has
+/// one).
+fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<Shared>>> {
+    Some(match (r.method, r.path) {
+        ("GET", "/v1/version") => get(version),
+        ("POST", "/v1/apply") => post(apply),
+        ("POST", "/v1/delete") => post(delete_set),
+        ("POST", "/v1/plan") => post(plan),
+        ("GET", "/v1/workloads") => get(list_workloads),
+        ("GET", "/v1/workloads/{kind}/{name}") => get(get_workload),
+        ("DELETE", "/v1/workloads/{kind}/{name}") => delete(delete_workload),
+        ("GET", "/v1/nodes") => get(list_nodes),
+        ("GET", "/v1/nodes/{name}") => get(get_node),
+        ("POST", "/v1/nodes/{name}/{action}") => post(node_action),
+        ("GET", "/v1/allocs") => get(list_allocs),
+        ("GET", "/v1/allocs/{id}") => get(get_alloc),
+        ("GET", "/v1/allocs/{id}/logs") => get(logs),
+        ("GET", "/metrics") => get(metrics),
+        ("GET", "/v1/tokens") => get(list_tokens),
+        ("POST", "/v1/tokens") => post(create_token),
+        ("DELETE", "/v1/tokens/{id}") => delete(revoke_token),
+        ("GET", "/v1/snapshot") => get(snapshot),
+        ("GET", "/v1/servers") => get(list_servers),
+        ("GET", "/v1/audit") => get(list_audit),
+        ("GET", "/v1/secrets/{name}/reveal") => get(reveal_secret),
+        ("POST", "/v1/secrets/rotate-key") => post(rotate_key),
+        ("GET", "/v1/agent/connect") => get(crate::agents::connect),
+        ("POST", "/v1/join") => post(join),
+        _ => return None,
+    })
 }
+
+use crate::routes::answered_here;
 
 /// Forwards a request to the leading server when this one does not lead. When the
 /// leader cannot be reached (it just died, or there is none), the request is answered
@@ -481,13 +482,14 @@ async fn rotate_key(State(s): State<Arc<Shared>>) -> ApiResult<Json<motley_core:
         .begin_rotation()
         .map_err(internal)?;
     let prefix = format!("{}secret/", keys::WORKLOADS);
-    let mut resealed = 0;
-    let mut done = false;
-    for _ in 0..10 {
-        let range = s.store.range(&prefix).await?;
-        let mut txn = Txn::new();
-        let mut count = 0;
-        {
+    let (st, prefix_ref, internal_ref) = (&*s, &prefix, &internal);
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let (s, prefix, internal) = (st, prefix_ref, internal_ref);
+            let range = s.store.range(prefix).await?;
+            let mut txn = Txn::new();
+            let mut count = 0;
             let ring = crate::state::read(&s.keyring);
             for kv in &range.kvs {
                 let Ok(mut w) = serde_json::from_slice::<Workload>(&kv.value) else {
@@ -518,19 +520,24 @@ async fn rotate_key(State(s): State<Arc<Shared>>) -> ApiResult<Json<motley_core:
                         .put(kv.key.clone(), value);
                 }
             }
+            Ok::<_, ApiError>(if count == 0 {
+                motley_store::Attempt::Done(0)
+            } else {
+                motley_store::Attempt::Write(txn, count)
+            })
+        },
+        || {},
+    )
+    .await?;
+    let resealed = match outcome {
+        motley_store::Updated::Committed(n, _) | motley_store::Updated::Unchanged(n) => n,
+        motley_store::Updated::Conflicted => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "the secrets kept changing during the rotation; run it again to finish",
+            ));
         }
-        if count == 0 || s.store.txn(txn).await?.succeeded {
-            resealed += count;
-            done = true;
-            break;
-        }
-    }
-    if !done {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the secrets kept changing during the rotation; run it again to finish",
-        ));
-    }
+    };
     crate::state::write(&s.keyring)
         .finish_rotation()
         .map_err(internal)?;
@@ -906,77 +913,64 @@ async fn apply(
             return Err(invalid(details));
         }
     }
-    for _ in 0..10 {
-        let now = now_ms();
-        let mut txn = Txn::new();
-        let mut results = Vec::new();
-        for d in &docs {
-            let r = d.spec.reference();
-            let key = keys::workload(&r);
-            let current = s.store.get(&key).await?;
-            let (action, next) = match &current {
-                None => (
-                    "created",
-                    Some(Workload {
-                        spec: d.spec.clone(),
-                        generation: 1,
-                        uid: motley_net::new_id(),
-                        created_at: now,
-                        updated_at: now,
-                        binding: None,
-                    }),
-                ),
-                Some(kv) => match serde_json::from_slice::<Workload>(&kv.value) {
-                    Ok(w) if w.spec == d.spec => ("unchanged", None),
-                    Ok(w) => (
-                        "configured",
-                        Some(Workload {
-                            spec: d.spec.clone(),
-                            generation: w.generation + 1,
-                            updated_at: now,
-                            ..w
-                        }),
-                    ),
-                    Err(_) => (
-                        "configured",
-                        Some(Workload {
-                            spec: d.spec.clone(),
-                            generation: 1,
-                            uid: motley_net::new_id(),
-                            created_at: now,
-                            updated_at: now,
-                            binding: None,
-                        }),
-                    ),
-                },
-            };
-            txn = txn.when(&key, current.as_ref().map_or(0, |kv| kv.mod_revision));
-            if let Some(w) = next {
-                let v = serde_json::to_vec(&w)
-                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                txn = txn.put(key, v);
+    use motley_core::admit::{Current, revise};
+    let (st, docs, dry_run) = (&*s, &docs, set.dry_run);
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let s = st;
+            let now = now_ms();
+            let mut txn = Txn::new();
+            let mut results = Vec::new();
+            for d in docs {
+                let r = d.spec.reference();
+                let key = keys::workload(&r);
+                let current = s.store.get(&key).await?;
+                let stored = current
+                    .as_ref()
+                    .map(|kv| serde_json::from_slice::<Workload>(&kv.value));
+                let (action, next) = match &stored {
+                    None => revise(Current::Absent, &d.spec, now, motley_net::new_id),
+                    Some(Err(_)) => revise(Current::Unreadable, &d.spec, now, motley_net::new_id),
+                    Some(Ok(w)) => revise(Current::Stored(w), &d.spec, now, motley_net::new_id),
+                };
+                txn = txn.when(&key, current.as_ref().map_or(0, |kv| kv.mod_revision));
+                if let Some(w) = next {
+                    let v = serde_json::to_vec(&w).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?;
+                    txn = txn.put(key, v);
+                }
+                results.push(ObjectResult {
+                    kind: r.kind.to_string(),
+                    name: r.name,
+                    action: action.as_str().into(),
+                });
             }
-            results.push(ObjectResult {
-                kind: r.kind.to_string(),
-                name: r.name,
-                action: action.into(),
-            });
+            let out = ObjectResults { results };
+            Ok::<_, ApiError>(if dry_run {
+                motley_store::Attempt::Done(out)
+            } else {
+                motley_store::Attempt::Write(txn, out)
+            })
+        },
+        || {
+            s.metrics
+                .conflicts
+                .get_or_create(&vec![("caller".into(), "apply".into())])
+                .inc();
+        },
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => {
+            Ok(Json(out))
         }
-        if set.dry_run {
-            return Ok(Json(ObjectResults { results }));
-        }
-        if s.store.txn(txn).await?.succeeded {
-            return Ok(Json(ObjectResults { results }));
-        }
-        s.metrics
-            .conflicts
-            .get_or_create(&vec![("caller".into(), "apply".into())])
-            .inc();
+        motley_store::Updated::Conflicted => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the objects kept changing concurrently; nothing was applied",
+        )),
     }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "the objects kept changing concurrently; nothing was applied",
-    ))
 }
 
 /// `POST /v1/plan`: runs one reconcile against the live cluster as if the set were
@@ -1094,33 +1088,44 @@ async fn delete_set(
 }
 
 async fn delete_refs(s: &Shared, refs: &[WorkloadRef], dry_run: bool) -> ApiResult<ObjectResults> {
-    for _ in 0..10 {
-        let mut txn = Txn::new();
-        let mut results = Vec::new();
-        for r in refs {
-            let key = keys::workload(r);
-            let current = s.store.get(&key).await?;
-            let action = match &current {
-                Some(kv) => {
-                    txn = txn.when(&key, kv.mod_revision).delete(key);
-                    "deleted"
-                }
-                None => "not found",
-            };
-            results.push(ObjectResult {
-                kind: r.kind.to_string(),
-                name: r.name.clone(),
-                action: action.into(),
-            });
-        }
-        if dry_run || s.store.txn(txn).await?.succeeded {
-            return Ok(ObjectResults { results });
-        }
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let mut txn = Txn::new();
+            let mut results = Vec::new();
+            for r in refs {
+                let key = keys::workload(r);
+                let current = s.store.get(&key).await?;
+                let action = match &current {
+                    Some(kv) => {
+                        txn = txn.when(&key, kv.mod_revision).delete(key);
+                        "deleted"
+                    }
+                    None => "not found",
+                };
+                results.push(ObjectResult {
+                    kind: r.kind.to_string(),
+                    name: r.name.clone(),
+                    action: action.into(),
+                });
+            }
+            let out = ObjectResults { results };
+            Ok::<_, ApiError>(if dry_run {
+                motley_store::Attempt::Done(out)
+            } else {
+                motley_store::Attempt::Write(txn, out)
+            })
+        },
+        || {},
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => Ok(out),
+        motley_store::Updated::Conflicted => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the objects kept changing concurrently; nothing was deleted",
+        )),
     }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "the objects kept changing concurrently; nothing was deleted",
-    ))
 }
 
 fn parse_kind(kind: &str) -> ApiResult<Kind> {
@@ -1278,26 +1283,41 @@ async fn node_action(
         }
     };
     let key = keys::node(&name);
-    for _ in 0..10 {
-        let kv = s.store.get(&key).await?.ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found"))
-        })?;
-        let mut node: motley_core::model::Node = serde_json::from_slice(&kv.value)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        if node.cordoned == cordoned && node.draining == draining {
-            break;
-        }
-        node.cordoned = cordoned;
-        node.draining = draining;
-        let v = serde_json::to_vec(&node)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let r = s
-            .store
-            .txn(Txn::new().when(&key, kv.mod_revision).put(&key, v))
-            .await?;
-        if r.succeeded {
-            s.wait_for_rev(r.revision).await;
-            break;
+    let (st, key_ref, name_ref) = (&*s, &key, &name);
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let (s, key, name) = (st, key_ref, name_ref);
+            let kv = s.store.get(key).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found"))
+            })?;
+            let mut node: motley_core::model::Node = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            if node.cordoned == cordoned && node.draining == draining {
+                return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
+            }
+            node.cordoned = cordoned;
+            node.draining = draining;
+            let v = serde_json::to_vec(&node)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(motley_store::Attempt::Write(
+                Txn::new()
+                    .when(key.as_str(), kv.mod_revision)
+                    .put(key.as_str(), v),
+                (),
+            ))
+        },
+        || {},
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed((), rev) => s.wait_for_rev(rev).await,
+        motley_store::Updated::Unchanged(()) => {}
+        motley_store::Updated::Conflicted => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node {name} kept changing concurrently; run it again"),
+            ));
         }
     }
     node_views(&s)
@@ -1521,5 +1541,36 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             motley_core::promtext::openmetrics_to_prometheus(&out),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod route_table_tests {
+    #[test]
+    fn every_route_of_the_table_has_a_handler_and_a_policy_for_every_role() {
+        use crate::auth::{Access, Role, access};
+        for r in crate::routes::ROUTES {
+            assert!(super::handler(r).is_some(), "{} {}", r.method, r.path);
+            // The policy answers for every role from the table, never by default.
+            let p = r.policy;
+            let node = Role::Node { node: "n".into() };
+            let want = |yes: bool, how: Access| if yes { how } else { Access::Denied };
+            assert_eq!(
+                access(&Role::Admin, r.method, r.path),
+                want(p.admin, Access::All)
+            );
+            assert_eq!(
+                access(&Role::Viewer, r.method, r.path),
+                want(p.viewer, Access::All)
+            );
+            assert_eq!(
+                access(&node, r.method, r.path),
+                want(p.node, Access::OwnNode)
+            );
+            assert_eq!(
+                access(&Role::Join, r.method, r.path),
+                want(p.join, Access::All)
+            );
+        }
     }
 }

@@ -69,49 +69,20 @@ pub enum Access {
     Denied,
 }
 
-/// The authorization policy, in one place: may `role` call `method` on `route` (the
-/// route as matched, e.g. `/v1/allocs/{id}`)? Everything not listed is denied.
+/// The authorization policy: may `role` call `method` on `route` (the route as
+/// matched, e.g. `/v1/allocs/{id}`)? Read from [`crate::routes::ROUTES`]; a route not
+/// listed there is denied to everyone but an admin (and the router answers it 404).
 pub fn access(role: &Role, method: &str, route: &str) -> Access {
-    use Access::*;
+    let p = crate::routes::find(method, route).map(|r| r.policy);
     match role {
-        // Joining takes a join token and an agent connection a node credential, even
-        // for an admin.
-        Role::Admin => match (method, route) {
-            ("POST", "/v1/join") | ("GET", "/v1/agent/connect") => Denied,
-            _ => All,
+        Role::Admin => match p {
+            Some(p) if !p.admin => Access::Denied,
+            _ => Access::All,
         },
-        Role::Viewer => match (method, route) {
-            (
-                "GET",
-                "/v1/version"
-                | "/v1/workloads"
-                | "/v1/workloads/{kind}/{name}"
-                | "/v1/nodes"
-                | "/v1/nodes/{name}"
-                | "/v1/allocs"
-                | "/v1/allocs/{id}"
-                | "/v1/allocs/{id}/logs"
-                | "/v1/servers"
-                | "/metrics",
-            )
-            | ("POST", "/v1/plan") => All,
-            _ => Denied,
-        },
-        Role::Node { .. } => match (method, route) {
-            (
-                "GET",
-                "/v1/agent/connect"
-                | "/v1/nodes/{name}"
-                | "/v1/allocs"
-                | "/v1/allocs/{id}"
-                | "/v1/allocs/{id}/logs",
-            ) => OwnNode,
-            _ => Denied,
-        },
-        Role::Join => match (method, route) {
-            ("POST", "/v1/join") => All,
-            _ => Denied,
-        },
+        Role::Viewer if p.is_some_and(|p| p.viewer) => Access::All,
+        Role::Node { .. } if p.is_some_and(|p| p.node) => Access::OwnNode,
+        Role::Join if p.is_some_and(|p| p.join) => Access::All,
+        _ => Access::Denied,
     }
 }
 

@@ -615,39 +615,45 @@ impl Shared {
                 .extend(motley_core::hw::labels(hw, node.facts.cpu_score, logs));
         }
         node.taints = self.taint_policy.taints(&node.facts.conditions);
-        for _ in 0..10 {
-            let key = keys::node(&node.name);
-            let current = self.store.get(&key).await?;
-            let (merged, rev) = match &current {
-                Some(kv) => match serde_json::from_slice::<Node>(&kv.value) {
-                    Ok(old) => {
-                        let mut n = node.clone();
-                        n.cordoned = old.cordoned;
-                        n.draining = old.draining;
-                        n.registered_at = old.registered_at;
-                        if n == old {
-                            return Ok(());
+        let key = keys::node(&node.name);
+        let (key_ref, node_ref) = (&key, &node);
+        let outcome = motley_store::update(
+            &*self.store,
+            || async move {
+                let (key, node) = (key_ref, node_ref);
+                let current = self.store.get(key).await?;
+                let (merged, rev) = match &current {
+                    Some(kv) => match serde_json::from_slice::<Node>(&kv.value) {
+                        Ok(old) => {
+                            let mut n = node.clone();
+                            n.cordoned = old.cordoned;
+                            n.draining = old.draining;
+                            n.registered_at = old.registered_at;
+                            if n == old {
+                                return Ok(motley_store::Attempt::Done(()));
+                            }
+                            (n, kv.mod_revision)
                         }
-                        (n, kv.mod_revision)
-                    }
-                    Err(_) => (node.clone(), kv.mod_revision),
-                },
-                None => (node.clone(), 0),
-            };
-            let value =
-                serde_json::to_vec(&merged).map_err(|e| StoreError::Backend(e.to_string()))?;
-            if self
-                .store
-                .txn(Txn::new().when(&key, rev).put(&key, value))
-                .await?
-                .succeeded
-            {
-                return Ok(());
-            }
+                        Err(_) => (node.clone(), kv.mod_revision),
+                    },
+                    None => (node.clone(), 0),
+                };
+                let value =
+                    serde_json::to_vec(&merged).map_err(|e| StoreError::Backend(e.to_string()))?;
+                Ok(motley_store::Attempt::Write(
+                    Txn::new().when(key.as_str(), rev).put(key.as_str(), value),
+                    (),
+                ))
+            },
+            || {},
+        )
+        .await?;
+        match outcome {
+            motley_store::Updated::Conflicted => Err(StoreError::Backend(
+                "node registration kept conflicting".into(),
+            )),
+            _ => Ok(()),
         }
-        Err(StoreError::Backend(
-            "node registration kept conflicting".into(),
-        ))
     }
 
     /// Applies an agent's report to the stored allocation. Writes only on change.
@@ -655,64 +661,70 @@ impl Shared {
     pub async fn apply_report(&self, node: &str, report: &AllocReport) -> Result<bool, StoreError> {
         self.metrics.reports_alone.inc();
         let key = keys::alloc(&report.id);
-        let mut from_cache = true;
-        for _ in 0..10 {
-            let (alloc, rev) = if from_cache {
-                let c = self.cache();
-                match c.allocs.get(&report.id) {
-                    Some(a) => (a.clone(), c.rev(&key)),
-                    None => {
-                        drop(c);
-                        from_cache = false;
-                        continue;
-                    }
-                }
-            } else {
-                match self.store.get(&key).await? {
-                    Some(kv) => match serde_json::from_slice::<Allocation>(&kv.value) {
-                        Ok(a) => (a, kv.mod_revision),
-                        Err(e) => {
-                            return Err(StoreError::Corrupt {
-                                key,
-                                why: e.to_string(),
-                            });
-                        }
+        // The first attempt reads the cache; after a conflict, the store.
+        let from_cache = std::sync::atomic::AtomicBool::new(true);
+        let (key_ref, from_cache_ref) = (&key, &from_cache);
+        let outcome = motley_store::update(
+            &*self.store,
+            || async move {
+                let (key, from_cache) = (key_ref, from_cache_ref);
+                let cached = if from_cache.load(std::sync::atomic::Ordering::Relaxed) {
+                    let c = self.cache();
+                    c.allocs.get(&report.id).map(|a| (a.clone(), c.rev(key)))
+                } else {
+                    None
+                };
+                let (alloc, rev) = match cached {
+                    Some(found) => found,
+                    None => match self.store.get(key).await? {
+                        Some(kv) => match serde_json::from_slice::<Allocation>(&kv.value) {
+                            Ok(a) => (a, kv.mod_revision),
+                            Err(e) => {
+                                return Err(StoreError::Corrupt {
+                                    key: key.clone(),
+                                    why: e.to_string(),
+                                });
+                            }
+                        },
+                        None => return Ok(motley_store::Attempt::Done(false)),
                     },
-                    None => return Ok(false),
+                };
+                if alloc.node != node {
+                    tracing::warn!(
+                        "node {node} reported allocation {} of node {}",
+                        alloc.id,
+                        alloc.node
+                    );
+                    return Ok(motley_store::Attempt::Done(true));
                 }
-            };
-            if alloc.node != node {
-                tracing::warn!(
-                    "node {node} reported allocation {} of node {}",
-                    alloc.id,
-                    alloc.node
-                );
-                return Ok(true);
-            }
-            let mut next = alloc.clone();
-            if !merge_report(&mut next, report, now_ms()) {
-                return Ok(true);
-            }
-            let value =
-                serde_json::to_vec(&next).map_err(|e| StoreError::Backend(e.to_string()))?;
-            if self
-                .store
-                .txn(Txn::new().when(&key, rev).put(&key, value))
-                .await?
-                .succeeded
-            {
-                return Ok(true);
-            }
-            self.metrics
-                .conflicts
-                .get_or_create(&vec![("caller".into(), "report".into())])
-                .inc();
-            from_cache = false;
+                let mut next = alloc.clone();
+                if !merge_report(&mut next, report, now_ms()) {
+                    return Ok(motley_store::Attempt::Done(true));
+                }
+                let value =
+                    serde_json::to_vec(&next).map_err(|e| StoreError::Backend(e.to_string()))?;
+                Ok(motley_store::Attempt::Write(
+                    Txn::new().when(key.as_str(), rev).put(key.as_str(), value),
+                    true,
+                ))
+            },
+            || {
+                self.metrics
+                    .conflicts
+                    .get_or_create(&vec![("caller".into(), "report".into())])
+                    .inc();
+                from_cache.store(false, std::sync::atomic::Ordering::Relaxed);
+            },
+        )
+        .await?;
+        match outcome {
+            motley_store::Updated::Committed(known, _)
+            | motley_store::Updated::Unchanged(known) => Ok(known),
+            motley_store::Updated::Conflicted => Err(StoreError::Backend(format!(
+                "allocation {} kept conflicting",
+                report.id
+            ))),
         }
-        Err(StoreError::Backend(format!(
-            "allocation {} kept conflicting",
-            report.id
-        )))
     }
 
     /// Applies several reports of one agent in one transaction (what arrived together:

@@ -1,0 +1,168 @@
+//! Every API route in one table. The router ([`crate::api::router`]), the role policy
+//! ([`crate::auth::access`]) and forwarding to the leader (`answered_here`) are all
+//! derived from it, so a route cannot exist without a policy, and a policy cannot name
+//! a route that does not exist (tests below).
+
+/// Who may call a route besides an admin, and where it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// An admin token may call it (all but joining and the agent connection).
+    pub admin: bool,
+    /// A viewer token may call it.
+    pub viewer: bool,
+    /// A node credential may call it, for its own node's objects only.
+    pub node: bool,
+    /// A join token may call it.
+    pub join: bool,
+    /// Answered by every server itself, never forwarded to the leader.
+    pub here: bool,
+}
+
+/// Admins only; forwarded to the leader.
+const ADMIN: Policy = Policy {
+    admin: true,
+    viewer: false,
+    node: false,
+    join: false,
+    here: false,
+};
+
+/// Admins and viewers; forwarded.
+const READ: Policy = Policy {
+    viewer: true,
+    ..ADMIN
+};
+
+/// Admins, viewers and the node it concerns; forwarded.
+const READ_OWN: Policy = Policy {
+    viewer: true,
+    node: true,
+    ..ADMIN
+};
+
+/// One route: method, path as the router matches it, policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, `DELETE`.
+    pub method: &'static str,
+    /// `/v1/allocs/{id}`.
+    pub path: &'static str,
+    /// Who may call it, and where.
+    pub policy: Policy,
+}
+
+const fn r(method: &'static str, path: &'static str, policy: Policy) -> Route {
+    Route {
+        method,
+        path,
+        policy,
+    }
+}
+
+/// Every authenticated route (`/healthz` needs no token and is not here).
+pub const ROUTES: &[Route] = &[
+    r("GET", "/v1/version", Policy { here: true, ..READ }),
+    r("POST", "/v1/apply", ADMIN),
+    r("POST", "/v1/delete", ADMIN),
+    r("POST", "/v1/plan", READ),
+    r("GET", "/v1/workloads", READ),
+    r("GET", "/v1/workloads/{kind}/{name}", READ),
+    r("DELETE", "/v1/workloads/{kind}/{name}", ADMIN),
+    r("GET", "/v1/nodes", READ),
+    r("GET", "/v1/nodes/{name}", READ_OWN),
+    r("POST", "/v1/nodes/{name}/{action}", ADMIN),
+    r("GET", "/v1/allocs", READ_OWN),
+    r("GET", "/v1/allocs/{id}", READ_OWN),
+    r("GET", "/v1/allocs/{id}/logs", READ_OWN),
+    r("GET", "/metrics", Policy { here: true, ..READ }),
+    r("GET", "/v1/tokens", ADMIN),
+    r("POST", "/v1/tokens", ADMIN),
+    r("DELETE", "/v1/tokens/{id}", ADMIN),
+    r(
+        "GET",
+        "/v1/snapshot",
+        Policy {
+            here: true,
+            ..ADMIN
+        },
+    ),
+    r("GET", "/v1/servers", Policy { here: true, ..READ }),
+    r(
+        "GET",
+        "/v1/audit",
+        Policy {
+            here: true,
+            ..ADMIN
+        },
+    ),
+    r("GET", "/v1/secrets/{name}/reveal", ADMIN),
+    r("POST", "/v1/secrets/rotate-key", ADMIN),
+    r(
+        "GET",
+        "/v1/agent/connect",
+        Policy {
+            admin: false,
+            viewer: false,
+            node: true,
+            join: false,
+            here: true,
+        },
+    ),
+    r(
+        "POST",
+        "/v1/join",
+        Policy {
+            admin: false,
+            viewer: false,
+            node: false,
+            join: true,
+            here: true,
+        },
+    ),
+];
+
+/// The route a method and matched path name.
+pub fn find(method: &str, path: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| r.method == method && r.path == path)
+}
+
+/// Whether a request path (as sent, not as matched) is answered by every server
+/// itself: only routes without parameters are, so the path is compared whole.
+pub fn answered_here(path: &str) -> bool {
+    ROUTES.iter().any(|r| r.policy.here && r.path == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_once_and_every_here_route_has_no_parameters() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    (a.method, a.path) != (b.method, b.path),
+                    "{} {} twice",
+                    a.method,
+                    a.path
+                );
+            }
+            if a.policy.here {
+                assert!(
+                    !a.path.contains('{'),
+                    "{}: answered here by exact path",
+                    a.path
+                );
+            }
+            assert!(
+                a.policy.admin || a.policy.node || a.policy.join,
+                "{} {}: nobody may call it",
+                a.method,
+                a.path
+            );
+        }
+        assert!(answered_here("/v1/version"));
+        assert!(!answered_here("/v1/apply"));
+        assert!(!answered_here("/v1/allocs/x"));
+    }
+}
