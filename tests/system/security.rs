@@ -273,13 +273,16 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
         let file = std::fs::read_to_string(data.join("server/audit.log")).expect("audit.log");
         assert_eq!(file.lines().count(), audit.len());
 
-        // Expired and revoked tokens are refused.
+        // Expired and revoked tokens are refused. Five seconds to live: long enough for
+        // the first call to come before the end even on a loaded machine (a 1 s token
+        // once expired before its first use while the whole suite ran on two cores).
+        let created = std::time::Instant::now();
         let (_, body) = api
             .call(
                 "POST",
                 "/v1/tokens",
                 Some(&admin),
-                r#"{"role":"viewer","ttl_seconds":1}"#,
+                r#"{"role":"viewer","ttl_seconds":5}"#,
             )
             .await;
         let short = serde_json::from_str::<CreatedToken>(&body).expect("token");
@@ -287,9 +290,11 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
             api.call("GET", "/v1/version", Some(&short.token), "")
                 .await
                 .0,
-            200
+            200,
+            "a fresh token works ({:?} after creating it)",
+            created.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(Duration::from_millis(5100).saturating_sub(created.elapsed())).await;
         assert_eq!(
             api.call("GET", "/v1/version", Some(&short.token), "")
                 .await

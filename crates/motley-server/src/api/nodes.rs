@@ -1,0 +1,253 @@
+//! Node and allocation routes: nodes with their liveness, cordon and drain,
+//! allocations, and log streams from the agents.
+
+use super::*;
+
+pub(crate) fn node_views(s: &Shared) -> Vec<NodeView> {
+    let cache = s.cache();
+    // One pass over the allocations, grouped by node: no loop over nodes × allocations.
+    let mut by_node: HashMap<&str, Vec<&Allocation>> = HashMap::new();
+    for a in cache.allocs.values().filter(|a| a.is_live()) {
+        by_node.entry(a.node.as_str()).or_default().push(a);
+    }
+    cache
+        .nodes
+        .values()
+        .map(|n| {
+            let live = by_node.remove(n.name.as_str()).unwrap_or_default();
+            let (health, since, reason) = s.node_health(&n.name);
+            let readings = lock(&s.readings).get(&n.name).cloned();
+            let state = health.as_str();
+            NodeView {
+                node: n.clone(),
+                state: state.into(),
+                since,
+                reason,
+                allocations: live.len() as u32,
+                used_cpu: live
+                    .iter()
+                    .map(|a| a.task.resources.cpu_on(n.facts.cpu_score))
+                    .sum(),
+                used_memory: live
+                    .iter()
+                    .map(|a| a.task.resources.memory_or_default().0)
+                    .sum(),
+                readings_at: readings.as_ref().map(|r| r.1),
+                readings: readings.map(|r| r.0),
+            }
+        })
+        .collect()
+}
+
+/// `POST /v1/nodes/{name}/cordon|uncordon|drain`.
+pub(crate) async fn node_action(
+    State(s): State<Arc<Shared>>,
+    Path((name, action)): Path<(String, String)>,
+) -> ApiResult<Json<NodeView>> {
+    let (cordoned, draining) = match action.as_str() {
+        "cordon" => (true, false),
+        "uncordon" => (false, false),
+        "drain" => (true, true),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no node action {other:?}: use cordon, uncordon or drain"),
+            ));
+        }
+    };
+    let key = keys::node(&name);
+    let (st, key_ref, name_ref) = (&*s, &key, &name);
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let (s, key, name) = (st, key_ref, name_ref);
+            let kv = s.store.get(key).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found"))
+            })?;
+            let mut node: motley_core::model::Node = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            if node.cordoned == cordoned && node.draining == draining {
+                return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
+            }
+            node.cordoned = cordoned;
+            node.draining = draining;
+            let v = serde_json::to_vec(&node)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(motley_store::Attempt::Write(
+                Txn::new()
+                    .when(key.as_str(), kv.mod_revision)
+                    .put(key.as_str(), v),
+                (),
+            ))
+        },
+        || {},
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed((), rev) => s.wait_for_rev(rev).await,
+        motley_store::Updated::Unchanged(()) => {}
+        motley_store::Updated::Conflicted => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node {name} kept changing concurrently; run it again"),
+            ));
+        }
+    }
+    node_views(&s)
+        .into_iter()
+        .find(|n| n.node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
+}
+
+pub(crate) async fn list_nodes(State(s): State<Arc<Shared>>) -> Json<Vec<NodeView>> {
+    Json(node_views(&s))
+}
+
+pub(crate) async fn get_node(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<NodeView>> {
+    node_views(&s)
+        .into_iter()
+        .find(|n| n.node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AllocQuery {
+    workload: Option<String>,
+    node: Option<String>,
+}
+
+pub(crate) async fn list_allocs(
+    State(s): State<Arc<Shared>>,
+    axum::Extension(Caller(role)): axum::Extension<Caller>,
+    Query(mut q): Query<AllocQuery>,
+) -> ApiResult<Json<Vec<Allocation>>> {
+    // A node sees its own allocations only (`authorize` already refused it asking for
+    // anything else; this keeps the handler safe on its own).
+    if let Role::Node { node } = role {
+        q.node = Some(node);
+    }
+    let wref = match &q.workload {
+        Some(w) => {
+            let (k, n) = w.split_once('/').ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, "workload must be KIND/NAME")
+            })?;
+            Some(WorkloadRef {
+                kind: parse_kind(k)?,
+                name: n.to_string(),
+            })
+        }
+        None => None,
+    };
+    let cache = s.cache();
+    let mut out: Vec<Allocation> = cache
+        .allocs
+        .values()
+        .filter(|a| wref.as_ref().is_none_or(|r| a.workload == *r))
+        .filter(|a| q.node.as_ref().is_none_or(|n| a.node == *n))
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| {
+        (&a.workload, a.index, a.created_at).cmp(&(&b.workload, b.index, b.created_at))
+    });
+    Ok(Json(out))
+}
+
+pub(crate) async fn get_alloc(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Allocation>> {
+    s.cache()
+        .allocs
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("allocation {id} not found")))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+    tail: Option<u64>,
+}
+
+/// Removes a log stream's registration and tells the agent to stop sending.
+pub(crate) struct LogGuard {
+    shared: Arc<Shared>,
+    req: u64,
+    node: String,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        lock(&self.shared.log_streams).remove(&self.req);
+        self.shared
+            .send_to(&self.node, ServerMsg::LogsCancel { req: self.req });
+    }
+}
+
+pub(crate) async fn logs(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    let node = s
+        .cache()
+        .allocs
+        .get(&id)
+        .map(|a| a.node.clone())
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("allocation {id} not found"))
+        })?;
+    let req = s.id();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    lock(&s.log_streams).insert(req, tx);
+    let guard = LogGuard {
+        shared: s.clone(),
+        req,
+        node: node.clone(),
+    };
+    if !s.send_to(
+        &node,
+        ServerMsg::Logs {
+            req,
+            alloc: id,
+            tail_bytes: q.tail,
+            follow: q.follow,
+        },
+    ) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("node {node} is not connected"),
+        ));
+    }
+    // The first piece tells whether the agent can serve the logs at all.
+    let first = rx.recv().await;
+    let first = match first {
+        Some(Ok(data)) => data,
+        Some(Err(e)) => return Err(ApiError::new(StatusCode::NOT_FOUND, e)),
+        None => String::new(),
+    };
+    let stream = futures_util::stream::unfold(
+        (Some(first), rx, guard),
+        |(first, mut rx, guard)| async move {
+            if let Some(f) = first {
+                return Some((Ok::<_, std::io::Error>(f), (None, rx, guard)));
+            }
+            match rx.recv().await {
+                Some(Ok(data)) => Some((Ok(data), (None, rx, guard))),
+                Some(Err(e)) => Some((Ok(format!("\n[motley: {e}]\n")), (None, rx, guard))),
+                None => None,
+            }
+        },
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}

@@ -1,0 +1,570 @@
+//! Workload routes: apply, plan and delete a manifest set (all or nothing), list and
+//! get workloads with their status.
+
+use super::*;
+
+/// 422 with every field error: nothing was applied.
+pub(crate) fn invalid(details: Vec<manifest::ManifestError>) -> ApiError {
+    ApiError(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorBody {
+            error: format!("{} invalid field(s); nothing was applied", details.len()),
+            details,
+        },
+    )
+}
+
+pub(crate) fn parse_manifests(set: &ManifestSet) -> ApiResult<Vec<manifest::Document>> {
+    let mut docs = manifest::parse_set(&set.sources()).map_err(invalid)?;
+    resolve_secret_inputs(set, &mut docs).map_err(invalid)?;
+    Ok(docs)
+}
+
+/// Replaces every Secret value given `fromFile` or `fromEnv` by what the client read
+/// (the set's inputs), and checks each secret's total size.
+pub(crate) fn resolve_secret_inputs(
+    set: &ManifestSet,
+    docs: &mut [manifest::Document],
+) -> Result<(), Vec<manifest::ManifestError>> {
+    let mut errors = Vec::new();
+    for d in docs.iter_mut() {
+        let file = d.file.clone();
+        let mut found = Vec::new();
+        let Spec::Secret(sec) = &d.spec else { continue };
+        for (k, v) in &sec.data {
+            let Some((from, name, field)) = v.input() else {
+                continue;
+            };
+            match set
+                .inputs
+                .iter()
+                .find(|i| i.source == file && i.from == from && i.name == name)
+            {
+                Some(i) => found.push((k.clone(), i.value.clone())),
+                None => errors.push(d.error_at(
+                    &format!("data.{k}.{field}"),
+                    format!(
+                        "{name} was not read at apply time: `motley apply` reads {field} values and sends them along"
+                    ),
+                )),
+            }
+        }
+        let mut total = 0;
+        if let Spec::Secret(sec) = &mut d.spec {
+            for (k, value) in found {
+                if let Some(v) = sec.data.get_mut(&k) {
+                    *v = motley_core::model::SecretValue {
+                        value: Some(value),
+                        ..Default::default()
+                    };
+                }
+            }
+            total = sec
+                .data
+                .values()
+                .map(|v| v.value.as_ref().map_or(0, String::len))
+                .sum::<usize>();
+        }
+        if total > manifest::MAX_SECRET_BYTES {
+            errors.push(d.error_at(
+                "data",
+                format!(
+                    "the values add up to {total} bytes; at most {}",
+                    manifest::MAX_SECRET_BYTES
+                ),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Every task's secret references must name a secret of the set or the cluster, and a
+/// key it has.
+pub(crate) fn check_secret_refs(
+    cache: &crate::state::Cache,
+    docs: &[manifest::Document],
+) -> Vec<manifest::ManifestError> {
+    let mut errors = Vec::new();
+    let keys_of = |name: &str| -> Option<Vec<String>> {
+        let in_set = docs.iter().find_map(|d| match &d.spec {
+            Spec::Secret(s) if s.name == name => Some(s.data.keys().cloned().collect()),
+            _ => None,
+        });
+        in_set.or_else(|| {
+            let r = WorkloadRef {
+                kind: Kind::Secret,
+                name: name.to_string(),
+            };
+            match cache.workloads.get(&r).map(|w| &w.spec) {
+                Some(Spec::Secret(s)) => Some(s.data.keys().cloned().collect()),
+                _ => None,
+            }
+        })
+    };
+    for d in docs {
+        for (i, r) in d.spec.task().secrets.iter().enumerate() {
+            match keys_of(&r.secret) {
+                None => errors.push(d.error_at(
+                    &format!("task.secrets[{i}].secret"),
+                    format!(
+                        "secret {} is neither in this set nor in the cluster",
+                        r.secret
+                    ),
+                )),
+                Some(keys) if !keys.contains(&r.key) => errors.push(d.error_at(
+                    &format!("task.secrets[{i}].key"),
+                    format!(
+                        "secret {} has no key {} (it has: {})",
+                        r.secret,
+                        r.key,
+                        keys.join(", ")
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    errors
+}
+
+/// Seals every Secret value of the set. A value whose plaintext equals the stored one
+/// keeps its stored sealed form, so an unchanged secret compares equal and is not
+/// rewritten.
+pub(crate) fn seal_secrets(
+    s: &Shared,
+    cache: &crate::state::Cache,
+    docs: &mut [manifest::Document],
+) -> ApiResult<()> {
+    let ring = crate::state::read(&s.keyring);
+    for d in docs.iter_mut() {
+        let r = d.spec.reference();
+        let Spec::Secret(sec) = &mut d.spec else {
+            continue;
+        };
+        let old = match cache.workloads.get(&r).map(|w| &w.spec) {
+            Some(Spec::Secret(o)) => Some(o),
+            _ => None,
+        };
+        for (k, v) in sec.data.iter_mut() {
+            let Some(plain) = v.value.take() else {
+                continue;
+            };
+            let reuse = old
+                .and_then(|o| o.data.get(k))
+                .and_then(|o| o.sealed.as_ref())
+                .filter(|sealed| {
+                    ring.is_current(sealed)
+                        && ring
+                            .open(&sec.name, k, sealed)
+                            .is_ok_and(|p| p == plain.as_bytes())
+                })
+                .cloned();
+            let sealed = match reuse {
+                Some(x) => x,
+                None => ring.seal(&sec.name, k, plain.as_bytes()).map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("sealing: {e}"))
+                })?,
+            };
+            *v = motley_core::model::SecretValue {
+                sealed: Some(sealed),
+                ..Default::default()
+            };
+        }
+    }
+    Ok(())
+}
+
+/// A workload as shown: a secret's values hidden.
+pub fn redacted(mut w: Workload) -> Workload {
+    if let Spec::Secret(s) = &mut w.spec {
+        for v in s.data.values_mut() {
+            *v = motley_core::model::SecretValue::redacted();
+        }
+    }
+    w
+}
+
+pub(crate) async fn apply(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<ManifestSet>, JsonRejection>,
+) -> ApiResult<Json<ObjectResults>> {
+    let Json(set) = body?;
+    let mut docs = parse_manifests(&set)?;
+    {
+        let cache = s.cache();
+        let details = check_secret_refs(&cache, &docs);
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+        seal_secrets(&s, &cache, &mut docs)?;
+    }
+    let limits = {
+        let c = s.cache();
+        c.nodes
+            .values()
+            .fold(None, |acc: Option<ClusterLimits>, n| {
+                let mut l = acc.unwrap_or_default();
+                l.max_cpu = l.max_cpu.max(n.capacity.cpu.0);
+                l.max_memory = l.max_memory.max(n.capacity.memory.0);
+                Some(l)
+            })
+    };
+    if let Some(limits) = limits {
+        let details = manifest::check_against_cluster(&docs, &limits);
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+    }
+    // A bound volume keeps its class and never shrinks: its data is on that disk.
+    {
+        let c = s.cache();
+        let mut details = Vec::new();
+        for d in &docs {
+            let (Spec::Volume(new), Some(old)) = (&d.spec, c.workloads.get(&d.spec.reference()))
+            else {
+                continue;
+            };
+            let (Spec::Volume(prev), Some(b)) = (&old.spec, &old.binding) else {
+                continue;
+            };
+            if new.class != prev.class {
+                details.push(d.error_at(
+                    "class",
+                    format!(
+                        "volume {} is bound to {} ({} on {}); its class stays {}",
+                        new.name,
+                        b.node,
+                        b.mount,
+                        b.media.as_str(),
+                        prev.class.as_str()
+                    ),
+                ));
+            }
+            if new.size < prev.size {
+                details.push(d.error_at(
+                    "size",
+                    format!(
+                        "volume {} is bound to {}; it may grow but not shrink below {}",
+                        new.name, b.node, prev.size
+                    ),
+                ));
+            }
+        }
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+    }
+    use motley_core::admit::{Current, revise};
+    let (st, docs, dry_run) = (&*s, &docs, set.dry_run);
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let s = st;
+            let now = now_ms();
+            let mut txn = Txn::new();
+            let mut results = Vec::new();
+            for d in docs {
+                let r = d.spec.reference();
+                let key = keys::workload(&r);
+                let current = s.store.get(&key).await?;
+                let stored = current
+                    .as_ref()
+                    .map(|kv| serde_json::from_slice::<Workload>(&kv.value));
+                let (action, next) = match &stored {
+                    None => revise(Current::Absent, &d.spec, now, motley_net::new_id),
+                    Some(Err(_)) => revise(Current::Unreadable, &d.spec, now, motley_net::new_id),
+                    Some(Ok(w)) => revise(Current::Stored(w), &d.spec, now, motley_net::new_id),
+                };
+                txn = txn.when(&key, current.as_ref().map_or(0, |kv| kv.mod_revision));
+                if let Some(w) = next {
+                    let v = serde_json::to_vec(&w).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?;
+                    txn = txn.put(key, v);
+                }
+                results.push(ObjectResult {
+                    kind: r.kind.to_string(),
+                    name: r.name,
+                    action: action.as_str().into(),
+                });
+            }
+            let out = ObjectResults { results };
+            Ok::<_, ApiError>(if dry_run {
+                motley_store::Attempt::Done(out)
+            } else {
+                motley_store::Attempt::Write(txn, out)
+            })
+        },
+        || {
+            s.metrics
+                .conflicts
+                .get_or_create(&vec![("caller".into(), "apply".into())])
+                .inc();
+        },
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => {
+            Ok(Json(out))
+        }
+        motley_store::Updated::Conflicted => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the objects kept changing concurrently; nothing was applied",
+        )),
+    }
+}
+
+/// `POST /v1/plan`: runs one reconcile against the live cluster as if the set were
+/// applied, and returns what it would place, stop, bind and queue. Nothing is stored.
+pub(crate) async fn plan(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<ManifestSet>, JsonRejection>,
+) -> ApiResult<Json<motley_core::api::PlanResponse>> {
+    use motley_core::api::{PlanResponse, PlannedPlacement, PlannedStop};
+    let Json(set) = body?;
+    let docs = parse_manifests(&set)?;
+    let cache = s.cache();
+    let details = check_secret_refs(&cache, &docs);
+    if !details.is_empty() {
+        return Err(invalid(details));
+    }
+    let now = now_ms();
+    let mut workloads = cache.workloads.clone();
+    let mut objects = Vec::new();
+    for d in &docs {
+        let r = d.spec.reference();
+        let action = match workloads.get_mut(&r) {
+            // A plan never compares secret values: that would tell a viewer whether a
+            // guess is right.
+            Some(_) if r.kind == Kind::Secret => "configured",
+            Some(w) if w.spec == d.spec => "unchanged",
+            Some(w) => {
+                w.spec = d.spec.clone();
+                w.generation += 1;
+                w.updated_at = now;
+                "configured"
+            }
+            None => {
+                workloads.insert(
+                    r.clone(),
+                    Workload {
+                        spec: d.spec.clone(),
+                        generation: 1,
+                        uid: format!("plan-{}", r.name),
+                        created_at: now,
+                        updated_at: now,
+                        binding: None,
+                    },
+                );
+                "created"
+            }
+        };
+        objects.push(ObjectResult {
+            kind: r.kind.to_string(),
+            name: r.name,
+            action: action.into(),
+        });
+    }
+    struct PlanIds(u64);
+    impl reconcile::Ids for PlanIds {
+        fn next_id(&mut self, _: &WorkloadRef) -> String {
+            self.0 += 1;
+            format!("planned-{}", self.0)
+        }
+    }
+    let p = s.plan_pass(&cache, &workloads, now, &mut PlanIds(0));
+    let stops = p
+        .stop
+        .iter()
+        .chain(p.lost.iter())
+        .filter_map(|(id, reason)| {
+            let a = cache.allocs.get(id)?;
+            Some(PlannedStop {
+                alloc: id.clone(),
+                workload: a.workload.clone(),
+                node: a.node.clone(),
+                reason: reason.clone(),
+            })
+        })
+        .collect();
+    Ok(Json(PlanResponse {
+        objects,
+        placements: p
+            .create
+            .into_iter()
+            .map(|a| PlannedPlacement {
+                workload: a.workload,
+                index: a.index,
+                node: a.node,
+                gpus: a.gpus,
+                volumes: a.volumes,
+            })
+            .collect(),
+        stops,
+        bind: p.bind,
+        blocked: p.blocked.into_iter().collect(),
+        queue: p.queue,
+    }))
+}
+
+pub(crate) async fn delete_set(
+    State(s): State<Arc<Shared>>,
+    body: Result<Json<ManifestSet>, JsonRejection>,
+) -> ApiResult<Json<ObjectResults>> {
+    let Json(set) = body?;
+    // Deleting needs names only: secret values named by fromFile/fromEnv are not read.
+    let docs = manifest::parse_set(&set.sources()).map_err(invalid)?;
+    let refs: Vec<WorkloadRef> = docs.iter().map(|d| d.spec.reference()).collect();
+    delete_refs(&s, &refs, set.dry_run).await.map(Json)
+}
+
+pub(crate) async fn delete_refs(
+    s: &Shared,
+    refs: &[WorkloadRef],
+    dry_run: bool,
+) -> ApiResult<ObjectResults> {
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let mut txn = Txn::new();
+            let mut results = Vec::new();
+            for r in refs {
+                let key = keys::workload(r);
+                let current = s.store.get(&key).await?;
+                let action = match &current {
+                    Some(kv) => {
+                        txn = txn.when(&key, kv.mod_revision).delete(key);
+                        "deleted"
+                    }
+                    None => "not found",
+                };
+                results.push(ObjectResult {
+                    kind: r.kind.to_string(),
+                    name: r.name.clone(),
+                    action: action.into(),
+                });
+            }
+            let out = ObjectResults { results };
+            Ok::<_, ApiError>(if dry_run {
+                motley_store::Attempt::Done(out)
+            } else {
+                motley_store::Attempt::Write(txn, out)
+            })
+        },
+        || {},
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => Ok(out),
+        motley_store::Updated::Conflicted => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the objects kept changing concurrently; nothing was deleted",
+        )),
+    }
+}
+
+pub(crate) fn parse_kind(kind: &str) -> ApiResult<Kind> {
+    Kind::parse(kind)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown kind {kind:?}")))
+}
+
+pub(crate) fn workload_ref(kind: &str, name: String) -> ApiResult<WorkloadRef> {
+    Ok(WorkloadRef {
+        kind: parse_kind(kind)?,
+        name,
+    })
+}
+
+pub(crate) async fn delete_workload(
+    State(s): State<Arc<Shared>>,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Json<ObjectResults>> {
+    let r = workload_ref(&kind, name)?;
+    let res = delete_refs(&s, std::slice::from_ref(&r), false).await?;
+    if res.results.iter().all(|x| x.action == "not found") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{r} not found"),
+        ));
+    }
+    Ok(Json(res))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct KindQuery {
+    kind: Option<String>,
+}
+
+pub(crate) fn ready_matching(s: &Shared, cache: &crate::state::Cache, w: &Workload) -> u32 {
+    let ready = s.ready_nodes();
+    let sel = w
+        .spec
+        .placement()
+        .require
+        .as_deref()
+        .and_then(|r| Selector::parse(r).ok());
+    cache
+        .nodes
+        .values()
+        .filter(|n| ready.contains(&n.name) && sel.as_ref().is_none_or(|sel| node_matches(n, sel)))
+        .count() as u32
+}
+
+pub(crate) fn view(
+    s: &Shared,
+    cache: &crate::state::Cache,
+    w: &Workload,
+    allocs: &[&Allocation],
+) -> WorkloadView {
+    let r = w.spec.reference();
+    WorkloadView {
+        workload: redacted(w.clone()),
+        status: reconcile::status(w, allocs, ready_matching(s, cache, w)),
+        blocked: lock(&s.blocked).get(&r).cloned(),
+        queue_position: lock(&s.queue)
+            .iter()
+            .position(|q| *q == r)
+            .map(|p| p as u32 + 1),
+    }
+}
+
+pub(crate) async fn list_workloads(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<KindQuery>,
+) -> ApiResult<Json<Vec<WorkloadView>>> {
+    let kind = q.kind.as_deref().map(parse_kind).transpose()?;
+    let cache = s.cache();
+    let mut by_w: BTreeMap<&WorkloadRef, Vec<&Allocation>> = BTreeMap::new();
+    for a in cache.allocs.values() {
+        by_w.entry(&a.workload).or_default().push(a);
+    }
+    let out = cache
+        .workloads
+        .iter()
+        .filter(|(r, _)| kind.is_none_or(|k| r.kind == k))
+        .map(|(r, w)| view(&s, &cache, w, by_w.get(r).map(Vec::as_slice).unwrap_or(&[])))
+        .collect();
+    Ok(Json(out))
+}
+
+pub(crate) async fn get_workload(
+    State(s): State<Arc<Shared>>,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Json<WorkloadDetail>> {
+    let r = workload_ref(&kind, name)?;
+    let cache = s.cache();
+    let w = cache
+        .workloads
+        .get(&r)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{r} not found")))?;
+    let mut allocs: Vec<&Allocation> = cache.allocs.values().filter(|a| a.workload == r).collect();
+    allocs.sort_by_key(|a| std::cmp::Reverse(a.created_at));
+    Ok(Json(WorkloadDetail {
+        view: view(&s, &cache, w, &allocs),
+        allocations: allocs.into_iter().cloned().collect(),
+    }))
+}
