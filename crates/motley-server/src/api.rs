@@ -261,18 +261,18 @@ async fn observe(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let resp = next.run(req).await;
-    let code = resp.status().as_u16().to_string();
+    let code = resp.status().as_u16();
     s.metrics
         .api_requests
-        .get_or_create(&vec![
-            ("method".into(), method),
-            ("route".into(), route.clone()),
-            ("code".into(), code),
-        ])
+        .get_or_create(&crate::metrics::RequestLabels {
+            method,
+            route: route.clone(),
+            code,
+        })
         .inc();
     s.metrics
         .api_latency
-        .get_or_create(&vec![("route".into(), route)])
+        .get_or_create(&crate::metrics::RouteLabel { route })
         .observe(started.elapsed().as_secs_f64());
     resp
 }
@@ -432,7 +432,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             let n = cache.allocs.values().filter(|a| a.state == st).count();
             s.metrics
                 .allocations
-                .get_or_create(&vec![("state".into(), st.as_str().into())])
+                .get_or_create(&crate::metrics::StateLabel { state: st.as_str() })
                 .set(n as i64);
         }
         for h in [Health::Ready, Health::Suspect, Health::Down] {
@@ -443,14 +443,14 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
                 .count();
             s.metrics
                 .nodes
-                .get_or_create(&vec![("state".into(), h.as_str().into())])
+                .get_or_create(&crate::metrics::StateLabel { state: h.as_str() })
                 .set(n as i64);
         }
         for k in Kind::ALL {
             let n = cache.workloads.keys().filter(|r| r.kind == k).count();
             s.metrics
                 .workloads
-                .get_or_create(&vec![("kind".into(), k.as_str().into())])
+                .get_or_create(&crate::metrics::KindLabel { kind: k.as_str() })
                 .set(n as i64);
         }
     }

@@ -1,31 +1,75 @@
 //! Prometheus metrics of the server.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Label set: a list of (name, value).
-pub type Labels = Vec<(String, String)>;
+/// `state="running"` (allocations, nodes).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state.
+    pub state: &'static str,
+}
+
+/// `kind="service"` (workloads).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind.
+    pub kind: &'static str,
+}
+
+/// `caller="apply"` (store conflicts).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerLabel {
+    /// `apply`, `report`, `controller`.
+    pub caller: &'static str,
+}
+
+/// `how="alone"` (agent reports).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HowLabel {
+    /// `alone` or `batched`.
+    pub how: &'static str,
+}
+
+/// `method="GET",route="/v1/allocs/{id}",code="200"` (API requests).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// The route as matched (`unmatched` when none).
+    pub route: String,
+    /// Status code.
+    pub code: u16,
+}
+
+/// `route="/v1/apply"` (API latency).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The route as matched.
+    pub route: String,
+}
 
 /// Server metrics; gauges of current state are set at scrape time from the cache.
 #[derive(Clone)]
 pub struct Metrics {
     /// Allocations by state.
-    pub allocations: Family<Labels, Gauge>,
+    pub allocations: Family<StateLabel, Gauge>,
     /// Nodes by readiness.
-    pub nodes: Family<Labels, Gauge>,
+    pub nodes: Family<StateLabel, Gauge>,
     /// Workloads by kind.
-    pub workloads: Family<Labels, Gauge>,
+    pub workloads: Family<KindLabel, Gauge>,
     /// API requests by method, route and status code.
-    pub api_requests: Family<Labels, Counter>,
+    pub api_requests: Family<RequestLabels, Counter>,
     /// API request latency by route.
-    pub api_latency: Family<Labels, Histogram>,
+    pub api_latency: Family<RouteLabel, Histogram>,
     /// Reconcile pass duration.
     pub reconcile_seconds: Histogram,
     /// Store transactions that lost a compare (conflicts), by caller.
-    pub conflicts: Family<Labels, Counter>,
+    pub conflicts: Family<CallerLabel, Counter>,
     /// Agent reports committed alone (a transaction each): `motley_agent_reports{how="alone"}`.
     pub reports_alone: Counter,
     /// Agent reports committed with others that arrived together, in one transaction:
@@ -47,14 +91,10 @@ impl Metrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &mut Registry) -> Metrics {
         // One family whose two series are held directly: no labels built per report.
-        let reports = Family::<Labels, Counter>::default();
+        let reports = Family::<HowLabel, Counter>::default();
         // (Separate statements: get_or_create's guard must be gone before the next.)
-        let reports_alone = reports
-            .get_or_create(&vec![("how".into(), "alone".into())])
-            .clone();
-        let reports_batched = reports
-            .get_or_create(&vec![("how".into(), "batched".into())])
-            .clone();
+        let reports_alone = reports.get_or_create(&HowLabel { how: "alone" }).clone();
+        let reports_batched = reports.get_or_create(&HowLabel { how: "batched" }).clone();
         let m = Metrics {
             allocations: Family::default(),
             nodes: Family::default(),

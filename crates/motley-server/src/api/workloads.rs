@@ -302,7 +302,7 @@ pub(crate) async fn apply(
         || {
             s.metrics
                 .conflicts
-                .get_or_create(&vec![("caller".into(), "apply".into())])
+                .get_or_create(&crate::metrics::CallerLabel { caller: "apply" })
                 .inc();
         },
     )

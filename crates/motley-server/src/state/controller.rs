@@ -227,7 +227,9 @@ impl Shared {
         } else {
             self.metrics
                 .conflicts
-                .get_or_create(&vec![("caller".into(), "controller".into())])
+                .get_or_create(&crate::metrics::CallerLabel {
+                    caller: "controller",
+                })
                 .inc();
             Ok(None)
         }

@@ -119,7 +119,7 @@ impl Shared {
             || {
                 self.metrics
                     .conflicts
-                    .get_or_create(&vec![("caller".into(), "report".into())])
+                    .get_or_create(&crate::metrics::CallerLabel { caller: "report" })
                     .inc();
                 from_cache.store(false, std::sync::atomic::Ordering::Relaxed);
             },
@@ -194,7 +194,7 @@ impl Shared {
             }
             self.metrics
                 .conflicts
-                .get_or_create(&vec![("caller".into(), "report".into())])
+                .get_or_create(&crate::metrics::CallerLabel { caller: "report" })
                 .inc();
         }
         let mut gone = Vec::new();
