@@ -622,19 +622,23 @@ fn five_percent_packet_loss_for_60s_never_declares_the_node_down() {
         (s == "ready").then_some(s)
     });
     assert_eq!(ready, "ready");
-    let before: Vec<(String, u64)> = lab
-        .allocs()
-        .iter()
-        .map(|a| {
-            (
-                a["id"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no id: {a}"))
-                    .to_string(),
-                a["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {a}")),
-            )
-        })
-        .collect();
+    // Every allocation with its process: running, with a pid.
+    let processes = |lab: &Lab| -> Vec<(String, u64)> {
+        lab.allocs()
+            .iter()
+            .map(|a| {
+                assert_eq!(a["state"], "running", "{a}");
+                (
+                    a["id"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("no id: {a}"))
+                        .to_string(),
+                    a["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {a}")),
+                )
+            })
+            .collect()
+    };
+    let before = processes(&lab);
     assert_eq!(before.len(), 2, "{before:?}");
     lab.lossy("n1");
     let start = Instant::now();
@@ -660,21 +664,7 @@ fn five_percent_packet_loss_for_60s_never_declares_the_node_down() {
     );
     eprintln!("5% loss: {dropped} packets dropped, {suspect} of {samples} samples suspect");
     // Nothing was lost or restarted: the same allocations, with the same processes.
-    let after: Vec<(String, u64)> = lab
-        .allocs()
-        .iter()
-        .map(|a| {
-            assert_eq!(a["state"], "running", "{a}");
-            (
-                a["id"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no id: {a}"))
-                    .to_string(),
-                a["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {a}")),
-            )
-        })
-        .collect();
-    assert_eq!(after, before, "nothing was lost or restarted");
+    assert_eq!(processes(&lab), before, "nothing was lost or restarted");
 }
 
 #[test]

@@ -320,6 +320,19 @@ impl Supervisor {
         );
     }
 
+    /// Ends without a process: in `state`, for `reason`.
+    fn end(&mut self, state: AllocState, reason: String, out: &mut Vec<Action>) {
+        self.finish(
+            Report {
+                state: Some(state),
+                pid: Some(None),
+                reason: Some(reason),
+                ..Report::default()
+            },
+            out,
+        );
+    }
+
     fn finish(&mut self, report: Report, out: &mut Vec<Action>) {
         self.phase = Phase::Done;
         out.push(Action::Report(report));
@@ -371,15 +384,7 @@ impl Supervisor {
             Phase::Waiting | Phase::Backoff { .. } => {
                 if self.desired == Desired::Stop {
                     let why = self.stop_reason();
-                    self.finish(
-                        Report {
-                            state: Some(AllocState::Stopped),
-                            pid: Some(None),
-                            reason: Some(why),
-                            ..Report::default()
-                        },
-                        out,
-                    );
+                    self.end(AllocState::Stopped, why, out);
                     return;
                 }
                 if let Phase::Backoff { until } = self.phase
@@ -390,15 +395,7 @@ impl Supervisor {
                 self.phase = Phase::Waiting;
                 if self.over_time(now) {
                     let why = self.time_limit_reason();
-                    self.finish(
-                        Report {
-                            state: Some(AllocState::Failed),
-                            pid: Some(None),
-                            reason: Some(why),
-                            ..Report::default()
-                        },
-                        out,
-                    );
+                    self.end(AllocState::Failed, why, out);
                     return;
                 }
                 if self.cfg.fenced && !self.lease {
@@ -419,15 +416,7 @@ impl Supervisor {
                             return;
                         }
                         Secrets::Error(why) => {
-                            self.finish(
-                                Report {
-                                    state: Some(AllocState::Failed),
-                                    pid: Some(None),
-                                    reason: Some(why),
-                                    ..Report::default()
-                                },
-                                out,
-                            );
+                            self.end(AllocState::Failed, why, out);
                             return;
                         }
                         Secrets::Ready => {}

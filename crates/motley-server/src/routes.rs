@@ -40,6 +40,22 @@ const READ_OWN: Policy = Policy {
     ..ADMIN
 };
 
+/// A node's own agent connection, answered by whichever server it reaches.
+const AGENT: Policy = Policy {
+    admin: false,
+    node: true,
+    here: true,
+    ..ADMIN
+};
+
+/// Joining with a join token, answered by whichever server it reaches.
+const JOIN: Policy = Policy {
+    admin: false,
+    join: true,
+    here: true,
+    ..ADMIN
+};
+
 /// One route: method, path as the router matches it, policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -97,28 +113,8 @@ pub const ROUTES: &[Route] = &[
     ),
     r("GET", "/v1/secrets/{name}/reveal", ADMIN),
     r("POST", "/v1/secrets/rotate-key", ADMIN),
-    r(
-        "GET",
-        "/v1/agent/connect",
-        Policy {
-            admin: false,
-            viewer: false,
-            node: true,
-            join: false,
-            here: true,
-        },
-    ),
-    r(
-        "POST",
-        "/v1/join",
-        Policy {
-            admin: false,
-            viewer: false,
-            node: false,
-            join: true,
-            here: true,
-        },
-    ),
+    r("GET", "/v1/agent/connect", AGENT),
+    r("POST", "/v1/join", JOIN),
 ];
 
 /// The route a method and matched path name.
