@@ -107,13 +107,38 @@ pub fn family_of_dmi(vendor: &str) -> String {
         .unwrap_or_else(|| motley_core::hw::label_value(vendor))
 }
 
+/// The board's model, family and SoC, each file read once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Board {
+    /// See [`model`].
+    pub model: Option<String>,
+    /// See [`family`].
+    pub family: Option<String>,
+    /// See [`soc`].
+    pub soc: Option<String>,
+}
+
+/// Reads the board: the device tree's `compatible` and model, and DMI, once each.
+pub fn board(root: &Path, info: &CpuInfo) -> Board {
+    let compat = compatible(root);
+    let model = model(root, info);
+    Board {
+        family: family_from(root, &compat, model.as_deref()),
+        soc: soc_from(&compat),
+        model,
+    }
+}
+
 /// The board's family (see the module), `None` when nothing says.
 pub fn family(root: &Path, info: &CpuInfo) -> Option<String> {
-    let compat = compatible(root);
+    family_from(root, &compatible(root), model(root, info).as_deref())
+}
+
+fn family_from(root: &Path, compat: &[String], model: Option<&str>) -> Option<String> {
     if let Some((vendor, _)) = compat.first().and_then(|c| c.split_once(',')) {
         return Some(family_of_vendor(vendor));
     }
-    let model = model(root, info).unwrap_or_default();
+    let model = model.unwrap_or_default();
     if model.starts_with("Raspberry Pi") {
         return Some("raspberry-pi".into());
     }
@@ -129,7 +154,10 @@ pub fn family(root: &Path, info: &CpuInfo) -> Option<String> {
 /// The SoC from the device tree's last `compatible` entry (`rockchip,rk3588` →
 /// `rk3588`); `None` without a device tree.
 pub fn soc(root: &Path) -> Option<String> {
-    let compat = compatible(root);
+    soc_from(&compatible(root))
+}
+
+fn soc_from(compat: &[String]) -> Option<String> {
     let last = compat.last()?;
     let (_, soc) = last.split_once(',')?;
     Some(soc.to_string()).filter(|s| !s.is_empty())

@@ -155,7 +155,8 @@ pub fn discover(root: &Path, opts: &Options) -> Hardware {
         .unwrap_or_default();
     let host = root == Path::new("/");
     let (arch, arch_source) = kernel_arch(root, host, &info);
-    let platform = userland::platform(root, info.arm_architecture);
+    let platform = userland::platform_cached(root, info.arm_architecture);
+    let b = board::board(root, &info);
     let version = read(root, "proc/version").unwrap_or_default();
     let os = if host {
         std::env::consts::OS.to_string()
@@ -190,12 +191,12 @@ pub fn discover(root: &Path, opts: &Options) -> Hardware {
         kernel: read_trim(&root.join("proc/sys/kernel/osrelease"))
             .filter(|k| !k.is_empty())
             .or_else(|| version.split_whitespace().nth(2).map(str::to_string)),
-        board: board::model(root, &info),
-        board_family: board::family(root, &info),
+        board: b.model,
+        board_family: b.family,
         cpu: {
             let mut c = cpu::cpu(root, &info);
-            if let Some(soc) = board::soc(root) {
-                c.soc = Some(soc);
+            if b.soc.is_some() {
+                c.soc = b.soc;
             }
             c
         },

@@ -183,6 +183,28 @@ fn read_head(p: &Path) -> Option<Vec<u8>> {
     Some(head)
 }
 
+/// What [`platform`] found, per root and ARM architecture, for the life of the process.
+type Found = Option<(Platform, String)>;
+static CACHE: std::sync::Mutex<Vec<(PathBuf, Option<u32>, Found)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// [`platform`], read once per root for the life of the process: a userland's
+/// architecture does not change under a running agent (replacing it replaces the
+/// agent's own binary too), so each facts refresh need not open its files again.
+pub fn platform_cached(root: &Path, arm_arch: Option<u32>) -> Found {
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, f)) = c.iter().find(|(r, a, _)| r == root && *a == arm_arch) {
+        return f.clone();
+    }
+    let f = platform(root, arm_arch);
+    // A handful of roots at most (the host, or the fixture trees of a test run).
+    if c.len() >= 64 {
+        c.clear();
+    }
+    c.push((root.to_path_buf(), arm_arch, f.clone()));
+    f
+}
+
 /// The userland platform of the system at `root` and what decided it.
 pub fn platform(root: &Path, arm_arch: Option<u32>) -> Option<(Platform, String)> {
     let make = |arch: &str| {
