@@ -413,6 +413,19 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
                 .any(|e| e.status == 401 && e.who == "invalid token")
         );
 
+        // (After the lockout window: these four failures stay under the limit.)
+        // Routes are not disclosed before authentication: a path that does not exist
+        // answers 401 without a token, 404 only to a valid one.
+        for path in ["/v1/no/such/route", "/nope", "/v1/allocs/x/y/z"] {
+            assert_eq!(api.call("GET", path, None, "").await.0, 401, "{path}");
+            assert_eq!(
+                api.call("GET", path, Some(&admin), "").await.0,
+                404,
+                "{path}"
+            );
+        }
+        assert_eq!(api.call("POST", "/v1/nothing", None, "{}").await.0, 401);
+
         let window = Duration::from_secs(9)..Duration::from_secs(14);
         let t = silent_tcp.await.expect("silent tcp");
         assert!(window.contains(&t), "no TLS handshake: closed after {t:?}");

@@ -99,13 +99,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route_layer(middleware::from_fn_with_state(shared.clone(), forward))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
+    // Any other path: authenticated first, so that routes are not disclosed before
+    // authentication (401 without a valid token, 404 with one).
+    let unknown = Router::new()
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
         .merge(authed)
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/v1/{*rest}",
-            delete(not_found).get(not_found).post(not_found),
-        )
+        .merge(unknown)
         .layer(middleware::from_fn(declared_size))
         .layer(middleware::from_fn_with_state(shared.clone(), observe))
         .layer(DefaultBodyLimit::max(MAX_BODY))
