@@ -511,3 +511,56 @@ fn losing_etcd_members_one_is_unnoticed_two_is_unavailable_and_recovery_is_autom
         nix::sys::signal::Signal::SIGKILL,
     );
 }
+
+#[test]
+fn a_server_started_before_etcd_waits_for_it_and_serves_once_it_is_up() {
+    let dir = test_dir();
+    let etcd_dir = dir.path().join("etcd");
+    std::fs::create_dir_all(&etcd_dir).expect("etcd dir");
+    let mut etcd = EtcdCluster::planned(&etcd_dir, 3);
+    let url = etcd.url();
+    let port = free_port();
+    let data = dir.path().join("s0").display().to_string();
+    let log = dir.path().join("s0.log");
+    // At boot the two start in any order: the server first.
+    let server = {
+        let (url, data, log) = (url.clone(), data.clone(), log.clone());
+        std::thread::spawn(move || {
+            Proc::spawn(
+                &[
+                    "server",
+                    "--data-dir",
+                    &data,
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--datastore",
+                    &url,
+                ],
+                log,
+            )
+        })
+    };
+    // It waits, and says for what (its first tries are 0.5, 1 and 2 s apart).
+    let said = wait_for(
+        "the server to say it waits",
+        Duration::from_secs(20),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.contains("waiting for the datastore").then_some(text)
+        },
+    );
+    assert!(said.contains(&url), "{said}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!server.is_finished(), "the server gave up: {said}");
+    etcd.start_all();
+    let mut server = server
+        .join()
+        .expect("thread")
+        .unwrap_or_else(|e| panic!("the server did not become ready once etcd was up: {e}"));
+    let config = format!("{data}/client.yaml");
+    let out = cli_with(&config, &["get", "servers", "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let servers: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(servers.as_array().map(Vec::len), Some(1), "{servers}");
+    server.terminate();
+}

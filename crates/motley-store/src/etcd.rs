@@ -269,6 +269,30 @@ impl Etcd {
         Ok(e)
     }
 
+    /// Opens `etcd://…` and waits, with backoff from 0.5 s up to 5 s, until the cluster
+    /// answers with a quorum: at boot, etcd and motley start in any order. `waiting` is
+    /// told what is missing and when the next try is. A malformed URL fails at once.
+    pub async fn connect_waiting(
+        url: &str,
+        tls: EtcdTls,
+        mut waiting: impl FnMut(&str, Duration),
+    ) -> Result<Etcd, StoreError> {
+        let (endpoints, _) = parse_url(url).map_err(StoreError::Backend)?;
+        let e = Etcd::new(endpoints, tls);
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match e.revision().await {
+                Ok(_) => return Ok(e),
+                Err(StoreError::Unavailable(why)) => {
+                    waiting(&why, delay);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
     /// The endpoint's connection settings: timeouts, HTTP/2 keep-alive, TLS.
     fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
         let mut e = Endpoint::from_shared(url.to_string())
@@ -709,24 +733,34 @@ pub mod testing {
     impl EtcdCluster {
         /// Starts `n` members and waits until the cluster takes writes.
         pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+            let mut c = EtcdCluster::planned(dir, n);
+            c.start_all();
+            c
+        }
+
+        /// `n` members with their ports chosen, none started yet (for a client that
+        /// must start before its etcd).
+        pub fn planned(dir: &Path, n: usize) -> EtcdCluster {
             assert!(
                 Command::new("etcd").arg("--version").output().is_ok(),
                 "etcd is not installed: apt-get install etcd-server (.ci/run does)"
             );
-            let dir = dir.to_path_buf();
             let members: Vec<(String, u16, u16)> = (0..n)
                 .map(|i| (format!("m{i}"), free_port(), free_port()))
                 .collect();
-            let mut c = EtcdCluster {
-                dir,
+            EtcdCluster {
+                dir: dir.to_path_buf(),
                 procs: (0..n).map(|_| None).collect(),
                 members,
-            };
-            for i in 0..n {
-                c.start_member(i);
             }
-            c.wait_healthy();
-            c
+        }
+
+        /// Starts every member and waits until the cluster takes writes.
+        pub fn start_all(&mut self) {
+            for i in 0..self.members.len() {
+                self.start_member(i);
+            }
+            self.wait_healthy();
         }
 
         /// Starts (or restarts) member `i`.
