@@ -905,7 +905,7 @@ pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<
                 format!(
                     "requests {} but the largest node has {}",
                     r.memory_or_default(),
-                    crate::quantity::Bytes(cluster.max_memory)
+                    crate::quantity::Bytes(cluster.max_memory).readable()
                 ),
             ));
         }
@@ -1118,5 +1118,26 @@ mod tests {
         // A good manifest with an anchor and an alias still parses.
         let ok = "kind: Service\nname: a\ntask:\n  command: &c [sleep, '1']\n  env: { A: x }\n";
         assert!(parse(ok).is_ok(), "{:?}", parse(ok).err());
+    }
+
+    #[test]
+    fn a_request_larger_than_every_node_is_refused_in_manifest_units() {
+        let docs = parse(
+            "kind: Service\nname: big\ntask:\n  command: [x]\n  resources: { cpu: 100m, memory: 32Gi }\n",
+        )
+        .expect("valid");
+        let errs = check_against_cluster(
+            &docs,
+            &ClusterLimits {
+                max_cpu: 4000,
+                max_memory: 22_748_376_269,
+            },
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "task.resources.memory");
+        assert_eq!(
+            errs[0].message,
+            "requests 32Gi but the largest node has 21.1Gi"
+        );
     }
 }

@@ -145,16 +145,36 @@ impl Bytes {
     }
 }
 
+const BYTE_UNITS: [(&str, u64); 5] = [
+    ("Pi", 1 << 50),
+    ("Ti", 1 << 40),
+    ("Gi", 1 << 30),
+    ("Mi", 1 << 20),
+    ("Ki", 1 << 10),
+];
+
+impl Bytes {
+    /// For messages people read: a quantity as manifests write it when it is exact
+    /// (`2Gi`, `1536Mi`), else to one decimal in the largest unit, rounded down so that
+    /// a comparison reads right (`21.1Gi`, never `22748376269`).
+    pub fn readable(self) -> String {
+        let exact = self.to_string();
+        if self.0 < 1024 || !exact.bytes().all(|b| b.is_ascii_digit()) {
+            return exact;
+        }
+        for (name, size) in BYTE_UNITS {
+            if self.0 >= size {
+                let tenths = (u128::from(self.0) * 10 / u128::from(size)) as u64;
+                return format!("{}.{}{name}", tenths / 10, tenths % 10);
+            }
+        }
+        exact
+    }
+}
+
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 5] = [
-            ("Pi", 1 << 50),
-            ("Ti", 1 << 40),
-            ("Gi", 1 << 30),
-            ("Mi", 1 << 20),
-            ("Ki", 1 << 10),
-        ];
-        for (name, size) in UNITS {
+        for (name, size) in BYTE_UNITS {
             if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{}", self.0 / size, name);
             }
@@ -344,5 +364,15 @@ mod tests {
             let _ = MilliCpu::parse(&s);
             let _ = Duration::parse(&s);
         }
+    }
+
+    #[test]
+    fn readable_bytes_use_manifest_units() {
+        assert_eq!(Bytes(22_748_376_269).readable(), "21.1Gi");
+        assert_eq!(Bytes(2 << 30).readable(), "2Gi");
+        assert_eq!(Bytes(1536 << 20).readable(), "1536Mi");
+        assert_eq!(Bytes((2 << 30) - 1).readable(), "1.9Gi", "rounded down");
+        assert_eq!(Bytes(1000).readable(), "1000");
+        assert_eq!(Bytes(1500).readable(), "1.4Ki");
     }
 }

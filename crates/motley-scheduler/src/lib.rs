@@ -768,13 +768,13 @@ impl DynFail<'_> {
             ),
             DynFail::Memory(free, want) => format!(
                 "insufficient memory ({} free < {} requested)",
-                Bytes(*free),
-                Bytes(*want)
+                Bytes(*free).readable(),
+                Bytes(*want).readable()
             ),
             DynFail::Disk(free, want) => format!(
                 "insufficient disk ({} free < {} requested)",
-                Bytes(*free),
-                Bytes(*want)
+                Bytes(*free).readable(),
+                Bytes(*want).readable()
             ),
             DynFail::Gpu(free, want) => {
                 format!("insufficient gpu ({free} free < {want} requested)")
