@@ -158,6 +158,25 @@ impl Cluster {
         c
     }
 
+    /// A cluster whose data directory is inside a private (0700) directory, as any
+    /// `mktemp -d` or home directory is.
+    pub fn up_in_private_dir(extra: &[&str]) -> Cluster {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700");
+        let mut c = Cluster {
+            dir,
+            port: free_port(),
+            child: None,
+            stderr_log: PathBuf::new(),
+            seen_pgids: vec![],
+            starts: 0,
+        };
+        c.start(extra);
+        c
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -171,6 +171,44 @@ fn a_crash_looping_task_shows_backoff_with_its_last_exit_never_running_without_a
 }
 
 #[test]
+fn tasks_start_from_a_data_directory_others_cannot_enter() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: tasks then run as nobody, who cannot enter a 0700 directory"
+    );
+    let mut c = Cluster::up_in_private_dir(&[]);
+    let yaml = "kind: Service\nname: private\ntask:\n  command: [sleep, \"600\"]\n";
+    assert!(c.apply_yaml("p.yaml", yaml).status.success());
+    let a = wait_for(
+        "the task running with a pid",
+        Duration::from_secs(30),
+        || c.running("service/private").into_iter().next(),
+    );
+    let pid = a["pid"].as_u64().expect("pid") as u32;
+    let dir = environ(pid)
+        .into_iter()
+        .find_map(|v| v.strip_prefix("MOTLEY_ALLOC_DIR=").map(str::to_string))
+        .expect("MOTLEY_ALLOC_DIR");
+    assert!(dir.starts_with("/run/motley/tasks-"), "{dir}");
+    // Not a crash loop: the same process, never restarted, a few seconds on.
+    std::thread::sleep(Duration::from_secs(3));
+    let now = c.running("service/private");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0]["pid"].as_u64(), Some(pid as u64));
+    assert_eq!(now[0]["restarts"], 0, "{now:?}");
+    let log = std::fs::read_to_string(&c.stderr_log).unwrap_or_default();
+    assert!(
+        log.contains("their directories are in /run/motley/tasks-"),
+        "{log}"
+    );
+    c.stop();
+    assert!(!pid_alive(pid), "stopped with motley up");
+    if let Some(root) = std::path::Path::new(&dir).parent() {
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
+
+#[test]
 fn sigterm_stops_every_task_and_its_children() {
     let mut c = Cluster::up(&[]);
     let yaml = "kind: Service\nname: forker\nreplicas: 2\ntask:\n  command: [\"/bin/sh\", \"-c\", \"sleep 1000 & sleep 1000 & wait\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 2s\n";
