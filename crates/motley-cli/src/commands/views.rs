@@ -1,0 +1,363 @@
+//! Tables for `get`: rows of workloads, nodes, allocations, servers and audit entries,
+//! and hardware for `describe node`.
+
+use super::*;
+
+pub(crate) type Rows = (Vec<&'static str>, Vec<Vec<String>>);
+
+pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> Rows {
+    let now = now_ms();
+    let mut headers: Vec<&str> = match kind {
+        Kind::Job => vec![
+            "NAME",
+            "COMPLETIONS",
+            "RUNNING",
+            "FAILED",
+            "PRIORITY",
+            "STATUS",
+            "QUEUE",
+            "AGE",
+        ],
+        Kind::Service | Kind::Daemon => vec!["NAME", "READY", "RESTARTS", "STATUS", "AGE"],
+        Kind::Volume => vec![
+            "NAME", "CLASS", "SIZE", "STATUS", "NODE", "MOUNT", "MEDIA", "AGE",
+        ],
+        Kind::Secret => vec!["NAME", "KEYS", "AGE"],
+    };
+    if wide {
+        headers.extend(["GENERATION", "COMMAND", "WAITING"]);
+    }
+    let rows = views
+        .iter()
+        .map(|v| {
+            let w = &v.workload;
+            let s = &v.status;
+            let mut row = match &w.spec {
+                Spec::Job(j) => vec![
+                    w.spec.name().to_string(),
+                    format!("{}/{}", s.complete, s.desired),
+                    s.running.to_string(),
+                    s.failed.to_string(),
+                    j.priority.0.to_string(),
+                    s.phase.clone(),
+                    v.queue_position
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    age(w.created_at, now),
+                ],
+                Spec::Volume(vol) => {
+                    let b = w.binding.as_ref();
+                    vec![
+                        w.spec.name().to_string(),
+                        vol.class.as_str().to_string(),
+                        vol.size.to_string(),
+                        s.phase.clone(),
+                        b.map_or("-".into(), |b| b.node.clone()),
+                        b.map_or("-".into(), |b| b.mount.clone()),
+                        b.map_or("-".into(), |b| format!("{} ({})", b.media.as_str(), b.disk)),
+                        age(w.created_at, now),
+                    ]
+                }
+                Spec::Secret(sec) => vec![
+                    w.spec.name().to_string(),
+                    sec.data.keys().cloned().collect::<Vec<_>>().join(","),
+                    age(w.created_at, now),
+                ],
+                _ => vec![
+                    w.spec.name().to_string(),
+                    format!("{}/{}", s.running, s.desired),
+                    s.restarts.to_string(),
+                    s.phase.clone(),
+                    age(w.created_at, now),
+                ],
+            };
+            if wide {
+                row.push(w.generation.to_string());
+                row.push(w.spec.task().command.join(" "));
+                row.push(
+                    v.blocked
+                        .as_ref()
+                        .map(|b| format!("{}: {}", b.count, b.why.summary))
+                        .unwrap_or_default(),
+                );
+            }
+            row
+        })
+        .collect();
+    (headers, rows)
+}
+
+pub(crate) fn node_rows(nodes: &[NodeView], wide: bool) -> Rows {
+    let now = now_ms();
+    let mut headers = vec!["NAME", "STATE", "ARCH", "CPUS", "MEMORY", "ALLOCS", "AGE"];
+    if wide {
+        headers.extend([
+            "CPU USED",
+            "MEM USED",
+            "OS",
+            "HOSTNAME",
+            "BOARD",
+            "SCORE",
+            "STORAGE",
+            "GPU",
+            "CONDITIONS",
+            "REASON",
+        ]);
+    }
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let mut row = vec![
+                n.node.name.clone(),
+                format!("{} ({})", n.state, age(n.since, now)),
+                n.node.facts.arch.clone(),
+                n.node.facts.cpus.to_string(),
+                mem(n.node.facts.memory),
+                n.allocations.to_string(),
+                age(n.node.registered_at, now),
+            ];
+            if wide {
+                row.extend([
+                    format!("{}/{}", cpu(n.used_cpu), cpu(n.node.capacity.cpu.0)),
+                    format!("{}/{}", mem(n.used_memory), mem(n.node.capacity.memory.0)),
+                    n.node.facts.os.clone(),
+                    n.node.facts.hostname.clone(),
+                    label_or_dash(&n.node, "board"),
+                    n.node
+                        .facts
+                        .cpu_score
+                        .map_or_else(|| "-".into(), |s| s.to_string()),
+                    label_or_dash(&n.node, "storage"),
+                    label_or_dash(&n.node, "gpu"),
+                    if n.node.facts.conditions.is_empty() {
+                        "-".into()
+                    } else {
+                        n.node
+                            .facts
+                            .conditions
+                            .iter()
+                            .map(|c| c.kind.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
+                    n.reason.clone(),
+                ]);
+            }
+            row
+        })
+        .collect();
+    (headers, rows)
+}
+
+pub(crate) fn label_or_dash(n: &motley_core::model::Node, key: &str) -> String {
+    n.labels
+        .get(&format!("{}{key}", motley_core::hw::LABEL_PREFIX))
+        .cloned()
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The hardware part of `describe node`.
+pub(crate) fn describe_hardware(out: &mut String, n: &NodeView, now: u64) {
+    let f = &n.node.facts;
+    out.push_str(&format!(
+        "CPU score:   {}\n",
+        f.cpu_score.map_or_else(
+            || "not calibrated yet".to_string(),
+            |s| format!(
+                "{s} per core, {} in all (reference machine = 1000)",
+                s as u64 * f.cpus.max(1) as u64
+            )
+        )
+    ));
+    out.push_str(&format!(
+        "Task logs:   {} ({})\n",
+        f.task_logs.map_or("disk", |l| l.as_str()),
+        f.task_logs_reason.as_deref().unwrap_or("default")
+    ));
+    out.push_str("Conditions:\n");
+    let lines = crate::hwview::condition_lines(&f.conditions, now);
+    if lines.is_empty() {
+        out.push_str("  none\n");
+    }
+    for l in lines {
+        out.push_str(&format!("  {l}\n"));
+    }
+    out.push_str(&format!(
+        "Taints:      {}\n",
+        crate::hwview::taint_text(&n.node.taints)
+    ));
+    if let Some(hw) = &f.hw {
+        out.push_str("Hardware:\n");
+        let rows: Vec<Vec<String>> = crate::hwview::rows(hw)
+            .into_iter()
+            .map(|(k, v)| vec![k, v])
+            .collect();
+        indented(out, &table(&["FACT", "VALUE"], &rows));
+    }
+    if let Some(r) = &n.readings {
+        out.push_str(&format!(
+            "Readings ({} ago, kept in memory only):\n",
+            n.readings_at.map_or_else(|| "-".into(), |t| age(t, now))
+        ));
+        let rows: Vec<Vec<String>> = crate::hwview::reading_rows(r)
+            .into_iter()
+            .map(|(k, v)| vec![k, v])
+            .collect();
+        indented(out, &table(&["READING", "VALUE"], &rows));
+    }
+}
+
+pub(crate) fn alloc_rows(allocs: &[Allocation], wide: bool) -> Rows {
+    let now = now_ms();
+    let mut headers = vec![
+        "ID", "WORKLOAD", "INDEX", "NODE", "STATE", "PID", "RESTARTS", "AGE",
+    ];
+    if wide {
+        headers.extend(["DESIRED", "EXIT", "REASON"]);
+    }
+    let rows = allocs
+        .iter()
+        .map(|a| {
+            let mut row = vec![
+                a.id.clone(),
+                a.workload.to_string(),
+                a.index.to_string(),
+                a.node.clone(),
+                a.state.to_string(),
+                a.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                a.restarts.to_string(),
+                age(a.created_at, now),
+            ];
+            if wide {
+                row.push(format!("{:?}", a.desired).to_lowercase());
+                row.push(
+                    a.exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                );
+                row.push(a.reasons.last().cloned().unwrap_or_default());
+            }
+            row
+        })
+        .collect();
+    (headers, rows)
+}
+
+pub(crate) async fn render_get(
+    client: &Client,
+    res: &str,
+    name: Option<&str>,
+    format: Format,
+    workload: Option<&str>,
+) -> anyhow::Result<String> {
+    let wide = format == Format::Wide;
+    let structured = matches!(format, Format::Json | Format::Yaml);
+    Ok(match resource(res)? {
+        Resource::Workloads(kind) => {
+            let mut views: Vec<WorkloadView> = match name {
+                Some(n) => vec![
+                    client
+                        .get::<WorkloadDetail>(&format!("/v1/workloads/{kind}/{n}"))
+                        .await?
+                        .view,
+                ],
+                None => client.get(&format!("/v1/workloads?kind={kind}")).await?,
+            };
+            views.sort_by(|a, b| a.workload.spec.name().cmp(b.workload.spec.name()));
+            if structured {
+                output::structured(&views, format)?
+            } else {
+                let (h, r) = workload_rows(&views, kind, wide);
+                table(&h, &r)
+            }
+        }
+        Resource::Nodes => {
+            let nodes: Vec<NodeView> = match name {
+                Some(n) => vec![client.get(&format!("/v1/nodes/{n}")).await?],
+                None => client.get("/v1/nodes").await?,
+            };
+            if structured {
+                output::structured(&nodes, format)?
+            } else {
+                let (h, r) = node_rows(&nodes, wide);
+                table(&h, &r)
+            }
+        }
+        Resource::Allocs => {
+            let allocs: Vec<Allocation> = match (name, workload) {
+                (Some(id), _) => vec![client.get(&format!("/v1/allocs/{id}")).await?],
+                (None, Some(w)) => client.get(&format!("/v1/allocs?workload={w}")).await?,
+                (None, None) => client.get("/v1/allocs").await?,
+            };
+            if structured {
+                output::structured(&allocs, format)?
+            } else {
+                let (h, r) = alloc_rows(&allocs, wide);
+                table(&h, &r)
+            }
+        }
+        Resource::Servers => {
+            let mut servers: Vec<ServerInfo> = client.get("/v1/servers").await?;
+            if let Some(n) = name {
+                servers.retain(|s| s.name == n || s.id == n);
+                anyhow::ensure!(!servers.is_empty(), "no server {n:?}");
+            }
+            if structured {
+                output::structured(&servers, format)?
+            } else {
+                table(
+                    &["NAME", "URL", "LEADER", "AGE", "ID"],
+                    &server_rows(&servers),
+                )
+            }
+        }
+        Resource::Audit => {
+            let entries: Vec<AuditEntry> = client.get("/v1/audit").await?;
+            if structured {
+                output::structured(&entries, format)?
+            } else {
+                table(
+                    &["WHEN", "WHO", "FROM", "REQUEST", "STATUS", "WHY"],
+                    &audit_rows(&entries),
+                )
+            }
+        }
+    })
+}
+
+pub(crate) fn audit_rows(entries: &[AuditEntry]) -> Vec<Vec<String>> {
+    let now = now_ms();
+    entries
+        .iter()
+        .map(|e| {
+            vec![
+                format!("{} ago", age(e.at, now)),
+                e.who.clone(),
+                e.peer.clone(),
+                format!("{} {}", e.method, e.path),
+                e.status.to_string(),
+                e.why.clone(),
+            ]
+        })
+        .collect()
+}
+
+pub(crate) fn server_rows(servers: &[ServerInfo]) -> Vec<Vec<String>> {
+    let now = now_ms();
+    servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.url.clone(),
+                match s.leading_since {
+                    Some(t) if s.leader => format!("yes ({})", age(t, now)),
+                    _ if s.leader => "yes".into(),
+                    _ => "-".into(),
+                },
+                age(s.started_at, now),
+                s.id.clone(),
+            ]
+        })
+        .collect()
+}
