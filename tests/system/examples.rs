@@ -41,10 +41,31 @@ fn examples_run_idle_quietly_restart_and_delete_cleanly() {
             "127.0.0.1",
             &format!("808{index}"),
         ];
-        let argv = wait_for("python3 to exec", Duration::from_secs(10), || {
+        // A generous deadline: under the whole suite on two cores a start can be slow.
+        // If it never comes, say whether the process is gone (and what replaced it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let argv = loop {
             let argv = cmdline(pid);
-            (argv.len() == 6 && argv[0].ends_with("python3")).then_some(argv)
-        });
+            if argv.len() == 6 && argv[0].ends_with("python3") {
+                break argv;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "replica {index} (pid {pid}, alive: {}) never showed python3's argv (last: {argv:?}); allocations now: {:?}",
+                    pid_alive(pid),
+                    c.allocs()
+                        .iter()
+                        .map(|a| (
+                            a["id"].clone(),
+                            a["state"].clone(),
+                            a["pid"].clone(),
+                            a["reasons"].clone()
+                        ))
+                        .collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert_eq!(argv[1..], want, "argv {argv:?}");
         let env = environ(pid);
         assert!(
