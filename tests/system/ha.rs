@@ -179,6 +179,32 @@ impl Plane {
     }
 }
 
+/// When a test fails, the tail of every server's and agent's log goes to the test's
+/// output before the directory is removed: a failure in CI explains itself.
+impl Drop for Plane {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for p in logs {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("---- {} (last {} lines)", p.display(), tail.len());
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 fn service(name: &str, replicas: u32) -> String {
     format!(
         "kind: Service\nname: {name}\nreplicas: {replicas}\ntask:\n  command: [sleep, \"100000\"]\n  resources:\n    cpu: 10m\n    memory: 8Mi\n"
