@@ -195,7 +195,7 @@ impl Drop for Plane {
             .collect();
         logs.sort();
         for p in logs {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| format!("(unreadable: {e})"));
             let tail: Vec<&str> = text.lines().rev().take(60).collect();
             eprintln!("---- {} (last {} lines)", p.display(), tail.len());
             for l in tail.into_iter().rev() {

@@ -196,7 +196,7 @@ fn tasks_start_from_a_data_directory_others_cannot_enter() {
     assert_eq!(now.len(), 1, "{now:?}");
     assert_eq!(now[0]["pid"].as_u64(), Some(pid as u64));
     assert_eq!(now[0]["restarts"], 0, "{now:?}");
-    let log = std::fs::read_to_string(&c.stderr_log).unwrap_or_default();
+    let log = std::fs::read_to_string(&c.stderr_log).expect("motley up's log");
     assert!(
         log.contains("their directories are in /run/motley/tasks-"),
         "{log}"

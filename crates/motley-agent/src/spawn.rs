@@ -57,12 +57,11 @@ pub struct OwnedSpec {
 type KeeperJob = (OwnedSpec, std::sync::mpsc::Sender<std::io::Result<Started>>);
 
 /// The keeper thread's queue: started once, never ended while the process lives.
-static KEEPER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<KeeperJob>>> =
-    std::sync::OnceLock::new();
+static KEEPER: std::sync::OnceLock<std::sync::mpsc::Sender<KeeperJob>> = std::sync::OnceLock::new();
 
 fn keeper() -> std::io::Result<std::sync::mpsc::Sender<KeeperJob>> {
     if let Some(k) = KEEPER.get() {
-        return Ok(k.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        return Ok(k.clone());
     }
     let (tx, rx) = std::sync::mpsc::channel::<KeeperJob>();
     std::thread::Builder::new()
@@ -84,8 +83,7 @@ fn keeper() -> std::io::Result<std::sync::mpsc::Sender<KeeperJob>> {
         })?;
     // Another caller may have won the race: use whichever queue was stored (the
     // losing thread ends when its sender is dropped here).
-    let stored = KEEPER.get_or_init(|| std::sync::Mutex::new(tx));
-    Ok(stored.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    Ok(KEEPER.get_or_init(|| tx).clone())
 }
 
 /// Starts a process that must die with the agent (`PR_SET_PDEATHSIG`), from the

@@ -190,14 +190,18 @@ impl Agent {
                                 }
                                 self.report(&id, |l| l.handle = Some(h));
                                 running = Some(r);
-                                todo.extend(sup.step(Event::Started { pid: h.pid }, now_ms()));
-                                if let Some(e) = cgroup_note {
-                                    // After the start's own report, which sets the reason.
-                                    todo.push_back(Action::Report(Report {
-                                        reason: Some(format!("started; {e}")),
-                                        ..Report::default()
-                                    }));
+                                let mut next = sup.step(Event::Started { pid: h.pid }, now_ms());
+                                // A limit that could not be set is said in the start's own
+                                // report ("started; …"), not in a second one.
+                                if let Some(e) = cgroup_note
+                                    && let Some(Action::Report(Report {
+                                        reason: Some(why), ..
+                                    })) =
+                                        next.iter_mut().find(|a| matches!(a, Action::Report(_)))
+                                {
+                                    *why = format!("{why}; {e}");
                                 }
+                                todo.extend(next);
                                 continue;
                             }
                             Err(e) => Event::StartFailed(e),

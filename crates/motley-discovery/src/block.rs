@@ -161,7 +161,7 @@ fn constraint(m: Media) -> u8 {
 
 /// The class of a volume made of `members` (device names, disks or partitions).
 fn composite(members: &[String], found: &[Found]) -> Media {
-    let classes: Vec<Media> = members
+    members
         .iter()
         .map(|m| {
             found
@@ -169,9 +169,6 @@ fn composite(members: &[String], found: &[Found]) -> Media {
                 .find(|f| f.disk.name == *m || f.devs.iter().any(|(_, n)| n == m))
                 .map_or(Media::Unknown, |f| f.disk.media)
         })
-        .collect();
-    classes
-        .into_iter()
         .max_by_key(|m| constraint(*m))
         .unwrap_or(Media::Virtual)
 }
@@ -179,12 +176,13 @@ fn composite(members: &[String], found: &[Found]) -> Media {
 /// A disk and its partitions' `major:minor` numbers.
 struct Found {
     disk: Disk,
+    /// What a device-mapper or RAID volume is made of (`slaves/`).
+    members: Vec<String>,
     devs: Vec<(String, String)>, // (major:minor, device name)
 }
 
 fn scan(root: &Path) -> Vec<Found> {
-    let mut out = Vec::new();
-    let mut members_of: Vec<(usize, Vec<String>)> = Vec::new();
+    let mut out: Vec<Found> = Vec::new();
     for (name, dir) in entries(&root.join("sys/block")) {
         // eMMC boot and RPMB areas are parts of the same chip, not disks.
         if name.starts_with("mmcblk") && (name.contains("boot") || name.contains("rpmb")) {
@@ -214,8 +212,8 @@ fn scan(root: &Path) -> Vec<Found> {
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        members_of.push((out.len(), members));
         out.push(Found {
+            members,
             disk: Disk {
                 media: classify(&name, &dir),
                 size,
@@ -229,15 +227,15 @@ fn scan(root: &Path) -> Vec<Found> {
     }
     // Volumes over members (dm over md over disks): resolve in rounds, at most as deep
     // as there are devices.
-    for _ in 0..members_of.len().min(8) {
+    for _ in 0..out.len().min(8) {
         let mut changed = false;
-        for (i, members) in &members_of {
-            if members.is_empty() {
+        for i in 0..out.len() {
+            if out[i].members.is_empty() {
                 continue;
             }
-            let m = composite(members, &out);
-            if out[*i].disk.media != m {
-                out[*i].disk.media = m;
+            let m = composite(&out[i].members, &out);
+            if out[i].disk.media != m {
+                out[i].disk.media = m;
                 changed = true;
             }
         }
@@ -255,6 +253,7 @@ fn scan(root: &Path) -> Vec<Found> {
                 continue;
             }
             out.push(Found {
+                members: Vec::new(),
                 disk: Disk {
                     name: ns,
                     media: Media::Nvme,

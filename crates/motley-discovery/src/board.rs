@@ -50,17 +50,6 @@ fn dmi(root: &Path, f: &str) -> Option<String> {
     read_trim(&root.join("sys/class/dmi/id").join(f)).filter(|v| !dmi_placeholder(v))
 }
 
-/// The board's model: device-tree model, a Pi's cpuinfo `Model`, or DMI vendor and
-/// product.
-pub fn model(root: &Path, info: &CpuInfo) -> Option<String> {
-    dt(root, "model").or(info.board.clone()).or_else(|| {
-        let vendor = dmi(root, "sys_vendor").or_else(|| dmi(root, "board_vendor"));
-        let product = dmi(root, "product_name").or_else(|| dmi(root, "board_name"));
-        let both: Vec<String> = vendor.into_iter().chain(product).collect();
-        (!both.is_empty()).then(|| both.join(" "))
-    })
-}
-
 /// The family for a device-tree vendor prefix (the part of `compatible` before `,`).
 pub fn family_of_vendor(vendor: &str) -> String {
     match vendor {
@@ -107,54 +96,47 @@ pub fn family_of_dmi(vendor: &str) -> String {
         .unwrap_or_else(|| motley_core::hw::label_value(vendor))
 }
 
-/// The board's model, family and SoC, each file read once.
+/// The board's model, family and SoC.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Board {
-    /// See [`model`].
+    /// Device-tree model, a Pi's cpuinfo `Model`, or DMI vendor and product.
     pub model: Option<String>,
-    /// See [`family`].
+    /// Label-safe family: the first `compatible` vendor, a Pi or Jetson by its model,
+    /// or the DMI vendor.
     pub family: Option<String>,
-    /// See [`soc`].
+    /// The SoC from the last `compatible` entry (`rockchip,rk3588` → `rk3588`).
     pub soc: Option<String>,
 }
 
-/// Reads the board: the device tree's `compatible` and model, and DMI, once each.
+/// Reads the board, each file at most once: the device tree's `model` and
+/// `compatible`, and DMI only where they say nothing.
 pub fn board(root: &Path, info: &CpuInfo) -> Board {
     let compat = compatible(root);
-    let model = model(root, info);
+    let dmi_vendor = std::cell::OnceCell::new();
+    let vendor = || {
+        dmi_vendor
+            .get_or_init(|| dmi(root, "sys_vendor").or_else(|| dmi(root, "board_vendor")))
+            .clone()
+    };
+    let model = dt(root, "model").or(info.board.clone()).or_else(|| {
+        let product = dmi(root, "product_name").or_else(|| dmi(root, "board_name"));
+        let both: Vec<String> = vendor().into_iter().chain(product).collect();
+        (!both.is_empty()).then(|| both.join(" "))
+    });
+    let m = model.as_deref().unwrap_or_default();
+    let family = match compat.first().and_then(|c| c.split_once(',')) {
+        Some((v, _)) => Some(family_of_vendor(v)),
+        None if m.starts_with("Raspberry Pi") => Some("raspberry-pi".into()),
+        None if m.contains("Jetson") => Some("jetson".into()),
+        None => vendor()
+            .map(|v| family_of_dmi(&v))
+            .filter(|f| !f.is_empty()),
+    };
     Board {
-        family: family_from(root, &compat, model.as_deref()),
+        family,
         soc: soc_from(&compat),
         model,
     }
-}
-
-/// The board's family (see the module), `None` when nothing says.
-pub fn family(root: &Path, info: &CpuInfo) -> Option<String> {
-    family_from(root, &compatible(root), model(root, info).as_deref())
-}
-
-fn family_from(root: &Path, compat: &[String], model: Option<&str>) -> Option<String> {
-    if let Some((vendor, _)) = compat.first().and_then(|c| c.split_once(',')) {
-        return Some(family_of_vendor(vendor));
-    }
-    let model = model.unwrap_or_default();
-    if model.starts_with("Raspberry Pi") {
-        return Some("raspberry-pi".into());
-    }
-    if model.contains("Jetson") {
-        return Some("jetson".into());
-    }
-    dmi(root, "sys_vendor")
-        .or_else(|| dmi(root, "board_vendor"))
-        .map(|v| family_of_dmi(&v))
-        .filter(|f| !f.is_empty())
-}
-
-/// The SoC from the device tree's last `compatible` entry (`rockchip,rk3588` →
-/// `rk3588`); `None` without a device tree.
-pub fn soc(root: &Path) -> Option<String> {
-    soc_from(&compatible(root))
 }
 
 fn soc_from(compat: &[String]) -> Option<String> {
@@ -241,10 +223,10 @@ mod tests {
         ];
         for (m, compat, fam, soc_name) in cases {
             let t = dt_tree(m, compat);
-            let info = CpuInfo::default();
-            assert_eq!(model(t.path(), &info).as_deref(), Some(*m));
-            assert_eq!(family(t.path(), &info).as_deref(), Some(*fam), "{m}");
-            assert_eq!(soc(t.path()).as_deref(), Some(*soc_name), "{m}");
+            let b = board(t.path(), &CpuInfo::default());
+            assert_eq!(b.model.as_deref(), Some(*m));
+            assert_eq!(b.family.as_deref(), Some(*fam), "{m}");
+            assert_eq!(b.soc.as_deref(), Some(*soc_name), "{m}");
         }
     }
 
@@ -260,8 +242,9 @@ mod tests {
             board: Some("Raspberry Pi 3 Model B Rev 1.2".into()),
             ..CpuInfo::default()
         };
-        assert_eq!(family(d.path(), &info).as_deref(), Some("raspberry-pi"));
-        assert_eq!(soc(d.path()), None);
-        assert_eq!(family(d.path(), &CpuInfo::default()), None);
+        let b = board(d.path(), &info);
+        assert_eq!(b.family.as_deref(), Some("raspberry-pi"));
+        assert_eq!(b.soc, None);
+        assert_eq!(board(d.path(), &CpuInfo::default()).family, None);
     }
 }

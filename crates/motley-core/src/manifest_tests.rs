@@ -1,0 +1,225 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
+    parse_set(&[Source {
+        name: "m.yaml",
+        text,
+    }])
+}
+
+const GOOD: &str = "kind: Service\nname: web\nreplicas: 2\ntask:\n  command: [python3, -m, http.server]\n  resources: { cpu: 100m, memory: 64Mi }\n---\n# a job\nkind: Job\nname: batch\ncompletions: 10\nparallelism: 3\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo ${MOTLEY_INDEX}\"]\n";
+
+#[test]
+fn good_set() {
+    let docs = parse(GOOD).unwrap();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0].spec.name(), "web");
+    assert_eq!(docs[1].line, 9);
+    assert_eq!(docs[1].spec.kind(), Kind::Job);
+}
+
+#[test]
+fn errors_carry_line_column_field() {
+    let bad = GOOD.replace("memory: 64Mi", "memory: 64Mx");
+    let e = &parse(&bad).unwrap_err()[0];
+    assert_eq!(e.line, 6, "{e}");
+    assert_eq!(e.field, "task.resources.memory", "{e}");
+    assert!(e.message.contains("64Mx"), "{e}");
+
+    let bad = GOOD.replace("parallelism: 3", "parallelism: 3\nreplicas: 2");
+    let e = &parse(&bad).unwrap_err()[0];
+    assert_eq!(e.line, 13, "{e}");
+    assert!(e.message.contains("unknown field"), "{e}");
+
+    let bad = GOOD.replace("name: batch", "name: Batch_1");
+    let e = &parse(&bad).unwrap_err()[0];
+    assert_eq!((e.line, e.field.as_str()), (10, "name"), "{e}");
+}
+
+#[test]
+fn scheduling_fields_are_checked_where_they_are_written() {
+    let cases: [(&str, u64, &str, &str); 9] = [
+        (
+            "kind: Job\nname: a\ntask:\n  command: [x]\n  resources: { gpu: { count: 0 } }\n",
+            5,
+            "task.resources.gpu.count",
+            "between 1 and 64",
+        ),
+        (
+            "kind: Job\nname: a\nplacement:\n  prefer: [{ selector: \"a in (\", weight: 5 }]\ntask:\n  command: [x]\n",
+            4,
+            "placement.prefer.0.selector",
+            "invalid selector",
+        ),
+        (
+            "kind: Job\nname: a\nplacement:\n  prefer: [{ selector: a, weight: 500 }]\ntask:\n  command: [x]\n",
+            4,
+            "placement.prefer.0.weight",
+            "between -100 and 100",
+        ),
+        (
+            "kind: Service\nname: a\nplacement:\n  spread: [{ key: rack, max_skew: 0 }]\ntask:\n  command: [x]\n",
+            4,
+            "placement.spread.0.max_skew",
+            "at least 1",
+        ),
+        (
+            "kind: Job\nname: a\npriority: urgent\ntask:\n  command: [x]\n",
+            3,
+            "priority",
+            "unknown priority class \"urgent\"",
+        ),
+        ("kind: Volume\nname: v\nsize: 0\n", 3, "size", "more than 0"),
+        (
+            "kind: Volume\nname: v\nclass: flash\nsize: 1Gi\n",
+            3,
+            "class",
+            "unknown variant",
+        ),
+        (
+            "kind: Service\nname: a\ntask:\n  command: [x]\n  ports: [{ name: h, port: 80 }, { name: g, port: 80 }]\n",
+            5,
+            "task.ports.1.port",
+            "listed twice",
+        ),
+        (
+            "kind: Daemon\nname: a\ntask:\n  command: [x]\n  volumes: [data]\n",
+            5,
+            "task.volumes",
+            "a volume is bound to one",
+        ),
+    ];
+    for (text, line, field, msg) in cases {
+        let errs = parse(text).expect_err(text);
+        let e = &errs[0];
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{text}: {e}");
+        assert!(e.message.contains(msg), "{text}: {e}");
+    }
+    let ok = parse("kind: Service\nname: a\npriority: high\nplacement:\n  affinity: [{ workload: service/db, topology: rack }]\ntask:\n  command: [x]\n  resources: { cpu_units: 1500, gpu: { vendor: amd }, disk: 1Gi }\n  volumes: [data]\n")
+        .expect("valid");
+    assert_eq!(ok[0].spec.priority(), 100);
+    assert_eq!(ok[0].spec.on_node_loss(), crate::model::NodeLoss::Fence);
+}
+
+#[test]
+fn splitting_keeps_line_numbers() {
+    let docs = split_documents("---\na: 1\n---\n\nb: 2\n...\nignored\n--- \nc: 3\n");
+    assert_eq!(docs.len(), 3);
+    assert_eq!(docs[1].line_offset, 2);
+    assert_eq!(docs[2].line_offset, 7);
+}
+
+#[test]
+fn secrets_and_their_references_are_checked_where_written() {
+    let good = "kind: Secret\nname: db\ndata:\n  password: hunter2\n  cert: { fromFile: ./cert.pem }\n  token: { fromEnv: API_TOKEN }\n";
+    let docs = parse(good).unwrap();
+    let Spec::Secret(s) = &docs[0].spec else {
+        panic!("not a secret")
+    };
+    assert_eq!(s.data["password"].value.as_deref(), Some("hunter2"));
+    assert_eq!(s.data["cert"].from_file.as_deref(), Some("./cert.pem"));
+    let inputs = secret_inputs(&docs);
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(inputs[0].3.field, "data.cert.fromFile");
+    assert_eq!(inputs[0].3.line, 5);
+
+    let cases = [
+        (
+            "kind: Secret\nname: db\ndata:\n  k: { sealed: 'v1:x:y' }\n",
+            "data.k.sealed",
+            4,
+        ),
+        (
+            "kind: Secret\nname: db\ndata:\n  k: { value: a, fromEnv: B }\n",
+            "data.k",
+            4,
+        ),
+        ("kind: Secret\nname: db\ndata:\n  'a/b': x\n", "data.a/b", 4),
+        (
+            "kind: Secret\nname: db\ndata:\n  k: { fromEnv: 'not a name' }\n",
+            "data.k.fromEnv",
+            4,
+        ),
+        ("kind: Secret\nname: db\ndata: {}\n", "data", 3),
+        (
+            "kind: Service\nname: w\ntask:\n  command: [x]\n  secrets:\n    - { secret: db, key: k, env: A, file: f }\n",
+            "task.secrets[0]",
+            6,
+        ),
+        (
+            "kind: Service\nname: w\ntask:\n  command: [x]\n  secrets:\n    - { secret: db, key: k, file: ../etc/passwd }\n",
+            "task.secrets[0].file",
+            6,
+        ),
+        (
+            "kind: Service\nname: w\ntask:\n  command: [x]\n  env: { A: x }\n  secrets:\n    - { secret: db, key: k, env: A }\n",
+            "task.secrets[0].env",
+            7,
+        ),
+        (
+            "kind: Service\nname: w\ntask:\n  command: [x]\n  secrets:\n    - { secret: db, key: k, env: MOTLEY_X }\n",
+            "task.secrets[0].env",
+            6,
+        ),
+    ];
+    for (text, field, line) in cases {
+        let errs = parse(text).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.field == field && e.line == line),
+            "{text}: {errs:?}"
+        );
+    }
+    // An unknown field in a value's map is named.
+    let errs = parse("kind: Secret\nname: db\ndata:\n  k: { valu: x }\n").unwrap_err();
+    assert!(errs[0].message.contains("valu"), "{errs:?}");
+}
+
+#[test]
+fn alias_bombs_deep_nesting_and_floods_stop_quickly_with_a_location() {
+    // Billion laughs: 9 levels of 9 aliases each would be 387 million nodes.
+    let mut bomb = String::from("kind: Service\nname: a\nlol0: &l0 [\"lol\"]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*l{}", i - 1); 9].join(", ");
+        bomb.push_str(&format!("lol{i}: &l{i} [{refs}]\n"));
+    }
+    bomb.push_str("task:\n  command: [x]\n");
+    let started = std::time::Instant::now();
+    let errs = parse(&bomb).unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(errs[0].line > 0, "{errs:?}");
+    let deep = format!(
+        "kind: Service\nname: a\nx: {}1{}\n",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let errs = parse(&deep).unwrap_err();
+    assert!(errs[0].line == 3, "{errs:?}");
+    let deep_block: String = (0..100)
+        .map(|i| format!("{}k{i}:\n", "  ".repeat(i)))
+        .collect();
+    assert!(parse(&format!("kind: Service\nname: a\n{deep_block}")).is_err());
+    // A good manifest with an anchor and an alias still parses.
+    let ok = "kind: Service\nname: a\ntask:\n  command: &c [sleep, '1']\n  env: { A: x }\n";
+    assert!(parse(ok).is_ok(), "{:?}", parse(ok).err());
+}
+
+#[test]
+fn a_request_larger_than_every_node_is_refused_in_manifest_units() {
+    let docs = parse(
+        "kind: Service\nname: big\ntask:\n  command: [x]\n  resources: { cpu: 100m, memory: 32Gi }\n",
+    )
+    .expect("valid");
+    let errs = check_against_cluster(
+        &docs,
+        &ClusterLimits {
+            max_cpu: 4000,
+            max_memory: 22_748_376_269,
+        },
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, "task.resources.memory");
+    assert_eq!(
+        errs[0].message,
+        "requests 32Gi but the largest node has 21.1Gi"
+    );
+}
