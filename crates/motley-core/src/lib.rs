@@ -21,6 +21,7 @@
 pub mod admit;
 pub mod api;
 pub mod failure;
+pub mod fuzzing;
 pub mod hw;
 pub mod manifest;
 pub mod model;

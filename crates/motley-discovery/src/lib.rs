@@ -30,6 +30,7 @@ pub mod block;
 pub mod board;
 pub mod cpu;
 pub mod cpuinfo;
+pub mod fuzzing;
 pub mod gpu;
 pub mod hwmon;
 pub mod power;
