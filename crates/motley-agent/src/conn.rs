@@ -21,14 +21,136 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Connect and handshake timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a channel to a server gave the agent.
+#[derive(Debug)]
+pub enum Received {
+    /// A message.
+    Msg(ServerMsg),
+    /// Something that is not a message but shows the server is there (a ping).
+    Other,
+    /// A frame that did not decode.
+    Invalid(String),
+    /// The server closed the connection, with its close code and reason if it gave one.
+    Closed(Option<u16>, String),
+    /// The connection failed.
+    Failed(String),
+}
+
+/// One open connection to a server, in messages.
+pub trait Channel: Send {
+    /// Sends messages, in order.
+    fn send(&mut self, msgs: Vec<AgentMsg>) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// The next thing the server sent.
+    fn recv(&mut self) -> BoxFuture<'_, Received>;
+}
+
+/// Opens connections to servers: a WebSocket over TLS on a real node ([`WsDialer`]), an
+/// in-memory network in the simulator.
+pub trait Dialer: Send + Sync + std::fmt::Debug {
+    /// Opens a connection to the server at `url` with this node's credential. A refusal
+    /// retrying cannot fix is an error holding [`Fatal`].
+    fn dial<'a>(
+        &'a self,
+        url: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<Box<dyn Channel>>>;
+}
+
+/// A boxed future, as the object-safe traits here return them.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The real dialer: a WebSocket at `/v1/agent/connect`, TLS pinned to the cluster CA.
+#[derive(Debug)]
+pub struct WsDialer {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl WsDialer {
+    /// A dialer trusting only the cluster CA `ca_pem`.
+    pub fn new(ca_pem: &str) -> anyhow::Result<WsDialer> {
+        Ok(WsDialer {
+            tls: Arc::new(motley_net::client_tls(ca_pem)?),
+        })
+    }
+}
+
+impl Dialer for WsDialer {
+    fn dial<'a>(
+        &'a self,
+        url: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<Box<dyn Channel>>> {
+        Box::pin(async move {
+            let ws = motley_net::ws::connect(
+                url,
+                "/v1/agent/connect",
+                token,
+                &[],
+                self.tls.clone(),
+                CONNECT_TIMEOUT,
+            )
+            .await
+            .map_err(|e| match e {
+                motley_net::ws::WsError::Refused { status, body } => {
+                    let msg = format!("the server refused this node's credential: {status} {body}");
+                    if status == 401 || status == 403 {
+                        anyhow::Error::new(Fatal(msg))
+                    } else {
+                        anyhow::anyhow!(msg)
+                    }
+                }
+                other => anyhow::anyhow!(other),
+            })?;
+            Ok(Box::new(WsChannel(ws)) as Box<dyn Channel>)
+        })
+    }
+}
+
+struct WsChannel(motley_net::ws::WsStream);
+
+impl Channel for WsChannel {
+    fn send(&mut self, msgs: Vec<AgentMsg>) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            for msg in msgs {
+                self.0
+                    .feed(Message::Text(serde_json::to_string(&msg)?.into()))
+                    .await?;
+            }
+            self.0.flush().await?;
+            Ok(())
+        })
+    }
+
+    fn recv(&mut self) -> BoxFuture<'_, Received> {
+        Box::pin(async move {
+            match self.0.next().await {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(&t) {
+                    Ok(m) => Received::Msg(m),
+                    Err(e) => Received::Invalid(e.to_string()),
+                },
+                Some(Ok(Message::Close(frame))) => Received::Closed(
+                    frame.as_ref().map(|f| u16::from(f.code)),
+                    frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                ),
+                None => Received::Closed(None, String::new()),
+                Some(Err(e)) => Received::Failed(e.to_string()),
+                Some(Ok(_)) => Received::Other,
+            }
+        })
+    }
+}
+
 /// Runs forever: connect, serve, reconnect.
 pub async fn run(agent: Agent) {
-    let tls = match motley_net::client_tls(&agent.inner.cfg.ca_pem) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            tracing::error!("agent TLS setup: {e}");
-            return;
-        }
+    let dialer: Arc<dyn Dialer> = match &agent.inner.cfg.dialer {
+        Some(d) => d.clone(),
+        None => match WsDialer::new(&agent.inner.cfg.ca_pem) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                tracing::error!("agent TLS setup: {e}");
+                return;
+            }
+        },
     };
     if agent.servers().is_empty() {
         tracing::error!("the agent has no server to connect to");
@@ -41,7 +163,7 @@ pub async fn run(agent: Agent) {
         // with one server fails over to all of them.
         let servers = agent.servers();
         let url = &servers[idx % servers.len()];
-        match session(&agent, url, tls.clone()).await {
+        match session(&agent, url, &*dialer).await {
             Ok(()) => {
                 attempt = 0;
                 tracing::warn!("connection to {url} closed; reconnecting");
@@ -67,60 +189,34 @@ pub async fn run(agent: Agent) {
     }
 }
 
-async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
-    let ws = motley_net::ws::connect(
-        url,
-        "/v1/agent/connect",
-        &agent.inner.cfg.token,
-        &[],
-        tls,
-        CONNECT_TIMEOUT,
-    )
-    .await
-    .map_err(|e| match e {
-        motley_net::ws::WsError::Refused { status, body } => {
-            let msg = format!("the server refused this node's credential: {status} {body}");
-            if status == 401 || status == 403 {
-                anyhow::Error::new(Fatal(msg))
-            } else {
-                anyhow::anyhow!(msg)
-            }
-        }
-        other => anyhow::anyhow!(other),
-    })?;
-    let (mut sink, mut stream) = ws.split();
+async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Result<()> {
+    let mut ch = dialer.dial(url, &agent.inner.cfg.token).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentMsg>();
     let hello = agent.hello(tx.clone());
     let heartbeat: Duration;
-    sink.send(Message::Text(serde_json::to_string(&hello)?.into()))
-        .await?;
+    ch.send(vec![hello]).await?;
     // The server answers Welcome first.
-    match tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ServerMsg>(&t)? {
-            ServerMsg::Welcome {
-                heartbeat_ms,
-                lease_ms,
-                servers,
-                ..
-            } => {
-                agent.learn_servers(&servers);
-                heartbeat = Duration::from_millis(heartbeat_ms.max(50));
-                agent.set_lease(Duration::from_millis(lease_ms));
-                agent.touch();
-            }
-            other => anyhow::bail!("expected Welcome, got {other:?}"),
-        },
-        Ok(Some(Ok(Message::Close(frame)))) => {
-            let code = frame.as_ref().map(|f| u16::from(f.code));
-            let why = format!(
-                "server closed the connection: {}",
-                frame.map(|f| f.reason.to_string()).unwrap_or_default()
-            );
+    match tokio::time::timeout(CONNECT_TIMEOUT, ch.recv()).await {
+        Ok(Received::Msg(ServerMsg::Welcome {
+            heartbeat_ms,
+            lease_ms,
+            servers,
+            ..
+        })) => {
+            agent.learn_servers(&servers);
+            heartbeat = Duration::from_millis(heartbeat_ms.max(50));
+            agent.set_lease(Duration::from_millis(lease_ms));
+            agent.touch();
+        }
+        Ok(Received::Msg(other)) => anyhow::bail!("expected Welcome, got {other:?}"),
+        Ok(Received::Closed(code, reason)) => {
+            let why = format!("server closed the connection: {reason}");
             if code == Some(4003) {
                 return Err(Fatal(why).into());
             }
             anyhow::bail!(why)
         }
+        Ok(Received::Invalid(e)) => anyhow::bail!("invalid Welcome from the server: {e}"),
         _ => anyhow::bail!("no Welcome from the server"),
     }
     agent.set_connected(true);
@@ -130,21 +226,21 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                sink.send(Message::Text(serde_json::to_string(&AgentMsg::Heartbeat {})?.into())).await?;
+                ch.send(vec![AgentMsg::Heartbeat {}]).await?;
             }
-            frame = stream.next() => {
-                if let Some(Ok(_)) = &frame {
-                    agent.touch();
-                }
-                let text = match frame {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(_))) | None => return Ok(()),
-                    Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(_)) => continue,
-                };
-                match serde_json::from_str::<ServerMsg>(&text) {
-                    Ok(msg) => agent.handle(msg, &tx),
-                    Err(e) => tracing::warn!("invalid message from the server: {e}"),
+            got = ch.recv() => {
+                match got {
+                    Received::Msg(msg) => {
+                        agent.touch();
+                        agent.handle(msg, &tx);
+                    }
+                    Received::Other => agent.touch(),
+                    Received::Invalid(e) => {
+                        agent.touch();
+                        tracing::warn!("invalid message from the server: {e}");
+                    }
+                    Received::Closed(..) => return Ok(()),
+                    Received::Failed(e) => anyhow::bail!(e),
                 }
             }
             msg = rx.recv() => {
@@ -153,10 +249,7 @@ async fn session(agent: &Agent, url: &str, tls: Arc<rustls::ClientConfig>) -> an
                 while let Ok(more) = rx.try_recv() {
                     queued.push(more);
                 }
-                for msg in superseded_dropped(queued) {
-                    sink.feed(Message::Text(serde_json::to_string(&msg)?.into())).await?;
-                }
-                sink.flush().await?;
+                ch.send(superseded_dropped(queued)).await?;
             }
         }
     }

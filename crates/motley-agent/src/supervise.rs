@@ -45,7 +45,7 @@ impl Agent {
         let (tx, rx) = watch::channel(desired);
         let agent = self.clone();
         let id2 = id.to_string();
-        let h = tokio::spawn(async move { agent.supervise(id2, rx, initial).await });
+        let h = motley_rt::spawn(async move { agent.supervise(id2, rx, initial).await });
         lock(&self.inner.sups).insert(id.to_string(), (tx, h));
     }
 

@@ -574,14 +574,22 @@ impl<'a> Pass<'a, '_> {
     fn service(&mut self, w: &Workload, replicas: u32, mine: &[&Allocation]) {
         let mut live_by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
         let mut terminal_by_slot: BTreeMap<u32, Vec<&Allocation>> = BTreeMap::new();
+        // Fenced: never two copies, so a slot whose copy is still stopping (asked to stop,
+        // not yet seen stopped or lost) gets no new one until it is (found by the
+        // simulator: scaled down and up again while its node was unreachable).
+        let fenced = w.spec.on_node_loss() == NodeLoss::Fence;
+        let mut stopping: BTreeSet<u32> = BTreeSet::new();
         for a in mine {
             if a.is_live() && a.desired == Desired::Run {
                 if is_outdated(w, a) {
                     self.stop(a, format!("replaced by generation {}", w.generation));
+                    stopping.insert(a.index);
                     continue;
                 }
                 live_by_slot.entry(a.index).or_default().push(a);
-            } else if !a.is_live() {
+            } else if a.is_live() {
+                stopping.insert(a.index);
+            } else {
                 terminal_by_slot.entry(a.index).or_default().push(a);
             }
         }
@@ -599,6 +607,7 @@ impl<'a> Pass<'a, '_> {
                             a.id.clone(),
                             format!("evicted: node {} is tainted {}", a.node, t.key),
                         ));
+                        stopping.insert(a.index);
                         false
                     }
                     None => true,
@@ -650,6 +659,14 @@ impl<'a> Pass<'a, '_> {
             if let Some((slot, a)) = draining {
                 self.stop(&a, format!("draining node {}", a.node));
                 live_by_slot.remove(&slot);
+                stopping.insert(slot);
+            }
+        }
+        if fenced {
+            for slot in stopping {
+                // Held until the old copy's stop is reported (or its node is declared
+                // lost after the fence time): each report starts a new pass.
+                live_by_slot.entry(slot).or_default();
             }
         }
         for slot in 0..replicas {
@@ -675,7 +692,15 @@ impl<'a> Pass<'a, '_> {
         let mut taken = vec![0u8; j.completions as usize];
         let mut failed: Option<u32> = None;
         let mut live = 0u32;
+        let fenced = w.spec.on_node_loss() == NodeLoss::Fence;
         for a in mine {
+            // Fenced: an instance still stopping holds its index (never two copies).
+            if fenced
+                && a.is_live()
+                && let Some(t) = taken.get_mut(a.index as usize)
+            {
+                *t |= if a.desired == Desired::Run { 0 } else { LIVE };
+            }
             match a.state {
                 AllocState::Complete => {
                     if let Some(t) = taken.get_mut(a.index as usize) {
@@ -690,10 +715,17 @@ impl<'a> Pass<'a, '_> {
                 {
                     let node = self.input.nodes.get(&a.node);
                     if node.is_some_and(|n| n.draining) {
-                        // Batch work on a draining node is stopped and runs again elsewhere.
+                        // Batch work on a draining node is stopped and runs again elsewhere
+                        // (a fenced instance once its stop is seen).
                         self.stop(a, format!("draining node {}", a.node));
+                        if fenced && let Some(t) = taken.get_mut(a.index as usize) {
+                            *t |= LIVE;
+                        }
                     } else if let Some(t) = node.and_then(|n| evicting_taint(w, n)) {
                         self.stop(a, format!("evicted: node {} is tainted {}", a.node, t.key));
+                        if fenced && let Some(t) = taken.get_mut(a.index as usize) {
+                            *t |= LIVE;
+                        }
                     } else {
                         if let Some(t) = taken.get_mut(a.index as usize)
                             && *t & LIVE == 0

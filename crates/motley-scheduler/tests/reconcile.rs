@@ -261,6 +261,60 @@ fn fenced_work_is_replaced_only_after_the_lease_and_margin() {
     assert_eq!(plan.create[0].node, other);
 }
 
+/// Found by the simulator (`motley-sim`): a fenced replica asked to stop on a node that
+/// cannot be reached, scaled away and back, got a second copy at once.
+#[test]
+fn a_fenced_slot_gets_no_new_copy_while_its_old_one_is_stopping() {
+    let fenced = "kind: Service\nname: db\nreplicas: 2\non_node_loss: fence\ntask:\n  command: [db]\n";
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply(fenced);
+    w.step();
+    w.agents();
+    assert_eq!(w.live("db").len(), 2);
+    // Scale to 1: slot 1 is asked to stop; its agent has not answered yet.
+    w.apply(&fenced.replace("replicas: 2", "replicas: 1"));
+    assert_eq!(w.step().stop.len(), 1);
+    // Back to 2 before the stop is seen: slot 1 waits for its old copy.
+    w.apply(fenced);
+    let plan = w.step();
+    assert!(plan.create.is_empty(), "a second copy of slot 1: {:?}", plan.create);
+    // The stop is reported: now slot 1 gets its new copy.
+    w.agents();
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 1);
+    assert_eq!(plan.create[0].index, 1);
+    // A replaced service (availability first) does not wait.
+    let replaced = fenced.replace("name: db", "name: web").replace("fence", "replace");
+    w.apply(&replaced);
+    w.step();
+    w.agents();
+    w.apply(&replaced.replace("replicas: 2", "replicas: 1"));
+    w.step();
+    w.apply(&replaced);
+    assert_eq!(w.step().create.len(), 1, "replace places at once");
+}
+
+/// A fenced replica on a draining node moves only once its stop is seen.
+#[test]
+fn a_fenced_replica_leaves_a_draining_node_before_its_replacement_starts() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply("kind: Service\nname: db\non_node_loss: fence\ntask:\n  command: [db]\n");
+    w.step();
+    w.agents();
+    let first = w.live("db")[0].node.clone();
+    if let Some(n) = w.nodes.get_mut(&first) {
+        n.cordoned = true;
+        n.draining = true;
+    }
+    let plan = w.step();
+    assert_eq!(plan.stop.len(), 1);
+    assert!(plan.create.is_empty(), "not while the old copy runs");
+    w.agents();
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 1);
+    assert_ne!(plan.create[0].node, first);
+}
+
 #[test]
 fn drain_moves_one_replica_at_a_time() {
     let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);

@@ -110,13 +110,111 @@ pub async fn connect(
     }
     ws.max_message_size(MAX_FRAME)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| async move { session(s, node, caller, socket).await })
+        .on_upgrade(move |socket| async move {
+            let link = WsLink::new(socket, &node);
+            session(s, node, caller, link).await
+        })
 }
 
 /// Who opened an agent connection, for the audit log.
-struct AgentCaller {
-    who: String,
-    peer: String,
+pub struct AgentCaller {
+    /// The credential's description.
+    pub who: String,
+    /// The peer's address.
+    pub peer: String,
+}
+
+/// One agent's connection as its session sees it: decoded frames in, messages out. A
+/// WebSocket on a real server ([`WsLink`]); the simulator's in-memory network otherwise.
+pub trait Link: Send + 'static {
+    /// The next frame (waits).
+    fn recv(&mut self) -> impl std::future::Future<Output = Frame> + Send;
+    /// A frame that has already arrived, if any (does not wait).
+    fn try_recv(&mut self) -> Option<Frame>;
+    /// Where messages to the agent go, in order; closed when the connection is.
+    fn sender(&mut self) -> mpsc::UnboundedSender<ServerMsg>;
+    /// Turns the agent away for good (close code 4003: it stops reconnecting).
+    fn refuse(self, why: String) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// The real link: a WebSocket, written by a task of its own that also pings.
+pub struct WsLink {
+    stream: futures_util::stream::SplitStream<WebSocket>,
+    sink: Option<futures_util::stream::SplitSink<WebSocket, Message>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    node: String,
+}
+
+impl WsLink {
+    fn new(socket: WebSocket, node: &str) -> WsLink {
+        let (sink, stream) = socket.split();
+        WsLink {
+            stream,
+            sink: Some(sink),
+            writer: None,
+            node: node.to_string(),
+        }
+    }
+}
+
+impl Drop for WsLink {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+    }
+}
+
+impl Link for WsLink {
+    async fn recv(&mut self) -> Frame {
+        decode(&self.node, self.stream.next().await)
+    }
+
+    fn try_recv(&mut self) -> Option<Frame> {
+        self.stream
+            .next()
+            .now_or_never()
+            .map(|f| decode(&self.node, f))
+    }
+
+    fn sender(&mut self) -> mpsc::UnboundedSender<ServerMsg> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+        let Some(mut sink) = self.sink.take() else {
+            return tx;
+        };
+        self.writer = Some(motley_rt::spawn(async move {
+            let mut ping = tokio::time::interval(PING_INTERVAL);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    msg = rx.recv() => {
+                        let Some(msg) = msg else { break };
+                        let Ok(text) = serde_json::to_string(&msg) else { continue };
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = ping.tick() => {
+                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+        tx
+    }
+
+    async fn refuse(mut self, why: String) {
+        if let Some(mut sink) = self.sink.take() {
+            let _ = sink
+                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 4003,
+                    reason: why.into(),
+                })))
+                .await;
+        }
+    }
 }
 
 /// How long a relayed agent waits for a leader before its connection is closed (it then
@@ -140,7 +238,8 @@ async fn relay(
     let mut failed: Option<String> = None;
     let (leader, up) = loop {
         if s.ha.leading().is_some() {
-            return session(s, node, caller, down).await;
+            let link = WsLink::new(down, &node);
+            return session(s, node, caller, link).await;
         }
         if let Some(l) = s.ha.leader_elsewhere()
             && failed.as_ref() != Some(&l.id)
@@ -225,7 +324,8 @@ pub const MAX_REPORT_BATCH: usize = 256;
     clippy::large_enum_variant,
     reason = "short-lived on the stack; boxing would allocate per message"
 )]
-enum Frame {
+pub enum Frame {
+    /// A message.
     Msg(AgentMsg),
     /// Not a message (ping, pong, binary): read on.
     Skip,
@@ -255,10 +355,11 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AgentMsg>(&t).ok(),
+/// Serves one agent's connection until it ends: Hello, Welcome and the full set, then
+/// reports, heartbeats and log data in, changes out.
+pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller, mut link: L) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await {
+        Ok(Frame::Msg(m)) => Some(m),
         _ => None,
     };
     let Some(AgentMsg::Hello {
@@ -291,12 +392,7 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
             status: 403,
             why: why.clone(),
         });
-        let _ = sink
-            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
-                code: 4003,
-                reason: why.into(),
-            })))
-            .await;
+        link.refuse(why).await;
         return;
     }
     if let Err(e) = s.register_node(node_record(&node, facts), &labels).await {
@@ -306,29 +402,9 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
     if let Some(r) = readings {
         lock(&s.readings).insert(node.clone(), (r, now_ms()));
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+    let tx = link.sender();
     let conn_id = s.connect_agent(&node, tx.clone());
     tracing::info!("agent {node} connected");
-    let writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval(PING_INTERVAL);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                msg = rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    let Ok(text) = serde_json::to_string(&msg) else { continue };
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
-                }
-                _ = ping.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
     for report in &allocs {
         match s.apply_report(&node, report).await {
             Ok(true) => {}
@@ -340,7 +416,7 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
             Err(e) => tracing::warn!("report from {node}: {e}"),
         }
     }
-    let mut last_ack = std::time::Instant::now();
+    let mut last_ack = tokio::time::Instant::now();
     // A server that stops leading lets its agents go (they are relayed to the next).
     let mut term = s.ha.term.subscribe();
     // A message read ahead while gathering reports, to handle next.
@@ -350,11 +426,11 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
             Some(m) => m,
             None => {
                 let frame = tokio::select! {
-                    f = stream.next() => f,
-                    _ = tx.closed() => None,
-                    _ = term.changed() => None,
+                    f = link.recv() => f,
+                    _ = tx.closed() => Frame::End,
+                    _ = term.changed() => Frame::End,
                 };
-                match decode(&node, frame) {
+                match frame {
                     Frame::Msg(m) => m,
                     Frame::Skip => continue,
                     Frame::End => break,
@@ -379,7 +455,7 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
                 // Renewing the lease once a second is plenty (it lasts seconds) and
                 // halves the idle traffic.
                 if last_ack.elapsed() >= ACK_INTERVAL {
-                    last_ack = std::time::Instant::now();
+                    last_ack = tokio::time::Instant::now();
                     let _ = tx.send(ServerMsg::Ack);
                 }
             }
@@ -389,10 +465,10 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
                 let mut reports = vec![report];
                 let mut end = false;
                 while reports.len() < MAX_REPORT_BATCH {
-                    let Some(frame) = stream.next().now_or_never() else {
+                    let Some(frame) = link.try_recv() else {
                         break;
                     };
-                    match decode(&node, frame) {
+                    match frame {
                         Frame::Msg(AgentMsg::Update(r)) => reports.push(r),
                         Frame::Msg(other) => {
                             carried = Some(other);
@@ -443,6 +519,6 @@ async fn session(s: Arc<Shared>, node: String, caller: AgentCaller, socket: WebS
         }
     }
     s.disconnect_agent(&node, conn_id);
-    writer.abort();
+    drop(link);
     tracing::info!("agent {node} disconnected");
 }

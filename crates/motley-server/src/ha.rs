@@ -26,12 +26,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use motley_core::api::ServerInfo;
 use motley_net::ClientConfig;
-use motley_store::etcd::Etcd;
-use motley_store::{EventKind, Store, StoreError};
+use motley_store::Leases;
+use motley_store::{EventKind, StoreError};
 use tokio::sync::watch;
 
 use crate::state::{Shared, lock, now_ms};
@@ -76,7 +77,7 @@ pub struct Ha {
     /// `client.yaml`, rewritten when a server joins so it lists them all.
     pub client_file: Mutex<Option<(PathBuf, ClientConfig)>>,
     lease: Mutex<Option<i64>>,
-    etcd: Option<Arc<Etcd>>,
+    etcd: Option<Arc<dyn Leases>>,
     /// Set on shutdown: campaign no more.
     resigned: std::sync::atomic::AtomicBool,
 }
@@ -86,7 +87,7 @@ impl Ha {
     /// one of several on etcd (leading once elected).
     pub fn new(
         me: ServerInfo,
-        etcd: Option<Arc<Etcd>>,
+        etcd: Option<Arc<dyn Leases>>,
         lease_ttl: Duration,
         ca_pem: &str,
     ) -> anyhow::Result<Ha> {
@@ -183,9 +184,9 @@ pub async fn start(shared: &Arc<Shared>) -> Result<(), StoreError> {
     let Some(etcd) = shared.ha.etcd.clone() else {
         return Ok(());
     };
-    let rev = load(shared, &etcd).await?;
-    tokio::spawn(follow(shared.clone(), etcd.clone(), rev));
-    tokio::spawn(campaign(shared.clone(), etcd));
+    let rev = load(shared, &*etcd).await?;
+    motley_rt::spawn(follow(shared.clone(), etcd.clone(), rev));
+    motley_rt::spawn(campaign(shared.clone(), etcd));
     Ok(())
 }
 
@@ -208,7 +209,7 @@ pub async fn resign(shared: &Arc<Shared>) {
     }
 }
 
-async fn load(shared: &Arc<Shared>, etcd: &Etcd) -> Result<u64, StoreError> {
+async fn load(shared: &Arc<Shared>, etcd: &dyn Leases) -> Result<u64, StoreError> {
     let range = etcd.range(PREFIX).await?;
     let mut servers = BTreeMap::new();
     servers.insert(shared.ha.me.id.clone(), shared.ha.me.clone());
@@ -230,32 +231,34 @@ async fn load(shared: &Arc<Shared>, etcd: &Etcd) -> Result<u64, StoreError> {
 }
 
 /// Follows registrations and the leader key.
-async fn follow(shared: Arc<Shared>, etcd: Arc<Etcd>, mut rev: u64) {
+async fn follow(shared: Arc<Shared>, etcd: Arc<dyn Leases>, mut rev: u64) {
     loop {
         match etcd.watch(PREFIX, rev + 1).await {
             Ok(mut w) => {
-                while let Some(ev) = w.recv().await {
-                    let Ok(ev) = ev else { break };
-                    rev = rev.max(ev.revision());
-                    let info = serde_json::from_slice::<ServerInfo>(&ev.kv.value).ok();
-                    let put = ev.kind == EventKind::Put;
-                    if ev.kv.key == LEADER {
-                        shared.ha.observed.send_replace(info.filter(|_| put));
-                    } else if let Some(id) = ev.kv.key.strip_prefix(&server_key("")) {
-                        let mut servers = lock(&shared.ha.servers);
-                        match info.filter(|_| put) {
-                            Some(i) => {
-                                servers.insert(id.to_string(), i);
+                while let Some(group) = w.recv().await {
+                    let Ok(group) = group else { break };
+                    for ev in group {
+                        rev = rev.max(ev.revision());
+                        let info = serde_json::from_slice::<ServerInfo>(&ev.kv.value).ok();
+                        let put = ev.kind == EventKind::Put;
+                        if ev.kv.key == LEADER {
+                            shared.ha.observed.send_replace(info.filter(|_| put));
+                        } else if let Some(id) = ev.kv.key.strip_prefix(&server_key("")) {
+                            let mut servers = lock(&shared.ha.servers);
+                            match info.filter(|_| put) {
+                                Some(i) => {
+                                    servers.insert(id.to_string(), i);
+                                }
+                                None if id != shared.ha.me.id => {
+                                    servers.remove(id);
+                                }
+                                None => {}
                             }
-                            None if id != shared.ha.me.id => {
-                                servers.remove(id);
+                            drop(servers);
+                            shared.ha.update_client_file();
+                            if put {
+                                announce(&shared);
                             }
-                            None => {}
-                        }
-                        drop(servers);
-                        shared.ha.update_client_file();
-                        if put {
-                            announce(&shared);
                         }
                     }
                 }
@@ -263,7 +266,7 @@ async fn follow(shared: Arc<Shared>, etcd: Arc<Etcd>, mut rev: u64) {
             Err(e) => tracing::debug!("watching the servers: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        match load(&shared, &etcd).await {
+        match load(&shared, &*etcd).await {
             Ok(r) => rev = r,
             Err(e) => tracing::debug!("loading the servers: {e}"),
         }
@@ -271,7 +274,7 @@ async fn follow(shared: Arc<Shared>, etcd: Arc<Etcd>, mut rev: u64) {
 }
 
 /// Holds a lease, registers, campaigns; forever.
-async fn campaign(shared: Arc<Shared>, etcd: Arc<Etcd>) {
+async fn campaign(shared: Arc<Shared>, etcd: Arc<dyn Leases>) {
     let ttl = shared.ha.lease_ttl;
     // Renew three times per lease; step down before it can have run out anywhere.
     let renew_every = ttl / 3;
@@ -342,7 +345,7 @@ async fn campaign(shared: Arc<Shared>, etcd: Arc<Etcd>) {
             // the next is already due: retry ten times per renewal period, not in a loop.
             let next = (renewed + renew_every).max(tried + renew_every / 10);
             tokio::select! {
-                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = tokio::time::sleep_until(next) => {}
                 _ = observed.changed() => continue,
             }
             let asked = Instant::now();

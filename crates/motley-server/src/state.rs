@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use motley_core::failure::{Detector, FailureConfig, Health};
 use motley_core::hw::{Readings, TaintPolicy};
@@ -36,10 +36,7 @@ pub use reports::merge_report;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    motley_rt::now_ms()
 }
 
 /// Read-locks, ignoring poisoning (see [`lock`]).
@@ -442,7 +439,7 @@ impl Shared {
     pub async fn start_cache(self: &Arc<Self>) -> Result<(), StoreError> {
         let rev = self.reload().await?;
         let this = self.clone();
-        tokio::spawn(async move { this.follow(rev).await });
+        motley_rt::spawn(async move { this.follow(rev).await });
         Ok(())
     }
 
@@ -489,14 +486,19 @@ impl Shared {
                 {
                     let mut cache = self.cache_mut();
                     let conns = lock(&self.conns);
-                    for ev in batch {
-                        let ev = match ev {
-                            Ok(ev) => ev,
+                    // Whole revisions only (see `motley_store::Watch`): the cache never
+                    // claims a revision it has seen half of.
+                    let mut events = Vec::new();
+                    for item in batch {
+                        match item {
+                            Ok(group) => events.extend(group),
                             Err(e) => {
                                 failed = Some(e);
                                 break;
                             }
-                        };
+                        }
+                    }
+                    for ev in events {
                         rev = rev.max(ev.revision());
                         let key = ev.kv.key.clone();
                         let msg = match ev.kind {

@@ -35,13 +35,26 @@ macro_rules! check {
     };
 }
 
-async fn next(w: &mut Watch) -> Result<Event, Failure> {
+/// The next revision's events (one transaction's changes arrive together).
+async fn next_revision(w: &mut Watch) -> Result<Vec<Event>, Failure> {
     match tokio::time::timeout(Duration::from_secs(5), w.recv()).await {
+        Ok(Some(Ok(e))) if e.is_empty() => Err(Failure::Check("an empty watch item".into())),
         Ok(Some(Ok(e))) => Ok(e),
         Ok(Some(Err(e))) => Err(Failure::Store(e)),
         Ok(None) => Err(Failure::Check("watch ended".into())),
         Err(_) => Err(Failure::Check("no watch event within 5s".into())),
     }
+}
+
+/// The next revision, which must hold exactly one event.
+async fn next(w: &mut Watch) -> Result<Event, Failure> {
+    let mut g = next_revision(w).await?;
+    check!(
+        g.len() == 1,
+        "one event expected in this revision, got {g:?}"
+    );
+    g.pop()
+        .ok_or_else(|| Failure::Check("an empty watch item".into()))
 }
 
 /// Revisions increase by one per writing transaction; keys carry create/mod revisions and versions.
@@ -173,6 +186,22 @@ pub async fn watch_in_order(s: &dyn Store) -> Result<(), Failure> {
     check!(
         e.kv.key == "/c/w/live" && e.revision() == t.revision,
         "live event: {e:?}"
+    );
+    // A transaction's changes arrive together, in one item, whatever else is written.
+    let t = s
+        .txn(
+            Txn::new()
+                .put("/c/w/x1", "1")
+                .put("/c/elsewhere", "y")
+                .put("/c/w/x2", "2")
+                .delete("/c/w/live"),
+        )
+        .await?;
+    let g = next_revision(&mut w).await?;
+    let keys: Vec<&str> = g.iter().map(|e| e.kv.key.as_str()).collect();
+    check!(
+        keys == ["/c/w/x1", "/c/w/x2", "/c/w/live"] && g.iter().all(|e| e.revision() == t.revision),
+        "one transaction, one watch item: {g:?}"
     );
     // A watch from 0 sees only the future.
     let mut fut = s.watch("/c/w/", 0).await?;

@@ -372,8 +372,8 @@ impl Store for Embedded {
         let prefix = prefix.to_string();
         tokio::spawn(async move {
             let mut last = current.max(from.saturating_sub(1));
-            for e in backlog {
-                if tx.send(Ok(e)).await.is_err() {
+            for group in crate::by_revision(backlog) {
+                if tx.send(Ok(group)).await.is_err() {
                     return;
                 }
             }
@@ -410,9 +410,12 @@ impl Store for Embedded {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                for e in batch {
+                if let Some(e) = batch.last() {
                     last = last.max(e.revision());
-                    if e.kv.key.starts_with(&prefix) && tx.send(Ok(e)).await.is_err() {
+                }
+                let mine = batch.into_iter().filter(|e| e.kv.key.starts_with(&prefix));
+                for group in crate::by_revision(mine) {
+                    if tx.send(Ok(group)).await.is_err() {
                         return;
                     }
                 }

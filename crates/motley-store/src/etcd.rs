@@ -522,6 +522,28 @@ impl Etcd {
 }
 
 #[async_trait]
+impl crate::Leases for Etcd {
+    async fn lease_grant(&self, ttl: Duration) -> Result<i64, StoreError> {
+        Etcd::lease_grant(self, ttl).await
+    }
+    async fn lease_renew(&self, id: i64) -> Result<bool, StoreError> {
+        Etcd::lease_renew(self, id).await
+    }
+    async fn lease_revoke(&self, id: i64) -> Result<(), StoreError> {
+        Etcd::lease_revoke(self, id).await
+    }
+    async fn put_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+        only_if_absent: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        Etcd::put_leased(self, key, value, lease, only_if_absent).await
+    }
+}
+
+#[async_trait]
 impl Store for Etcd {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let r = self
@@ -652,8 +674,8 @@ impl Store for Etcd {
                                     .await;
                                 return;
                             }
-                            for e in events(&resp) {
-                                if tx.send(Ok(e)).await.is_err() {
+                            for group in crate::by_revision(events(&resp)) {
+                                if tx.send(Ok(group)).await.is_err() {
                                     return;
                                 }
                             }

@@ -253,6 +253,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         )
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
         driver: std::sync::Arc::new(motley_agent::drivers::Exec),
+        dialer: None,
     })
     .await?;
     if let Some(addr) = args.metrics_listen {
@@ -317,6 +318,7 @@ async fn simulate(
             labels: labels.clone(),
             task_user: task_user.clone(),
             driver: std::sync::Arc::new(motley_agent::drivers::simulated::Simulated::new(job_time)),
+            dialer: None,
         })
         .await?;
         agents.push(agent);

@@ -130,6 +130,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
         driver: std::sync::Arc::new(motley_agent::drivers::Exec),
+        dialer: None,
     })
     .await?;
     motley_server::state::lock(&server.shared.registries).push(agent.registry());

@@ -18,10 +18,25 @@ use tokio::sync::watch;
 use super::{Driver, Task};
 use crate::driver::{Handle, TaskSetup};
 
+/// What a simulated task runs, as the simulator's checker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// Allocation id.
+    pub alloc: String,
+    /// `service/web`.
+    pub workload: String,
+    /// The workload's uid (a deleted and re-created workload has a new one).
+    pub workload_uid: String,
+    /// Replica slot or job index.
+    pub index: u32,
+    /// `on_node_loss: fence`.
+    pub fenced: bool,
+}
+
 /// One simulated task as the driver keeps it.
 #[derive(Debug)]
 struct Entry {
-    alloc: String,
+    info: TaskInfo,
     dir: PathBuf,
     /// When it completes by itself (tokio time), if it does.
     ends: Option<tokio::time::Instant>,
@@ -35,6 +50,8 @@ pub struct Simulated {
     job_time: Duration,
     next_pid: Arc<AtomicU32>,
     tasks: Arc<Mutex<HashMap<u32, Entry>>>,
+    /// Job instances that ran to their end (exit 0), in order.
+    completed: Arc<Mutex<Vec<TaskInfo>>>,
 }
 
 impl Simulated {
@@ -44,6 +61,7 @@ impl Simulated {
             job_time,
             next_pid: Arc::new(AtomicU32::new(4_000_000_000)),
             tasks: Arc::new(Mutex::new(HashMap::new())),
+            completed: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -64,13 +82,74 @@ impl Simulated {
 
     fn end(&self, pid: u32, exit: Exit) {
         if let Some(e) = self.lock().remove(&pid) {
+            tracing::debug!("simulated task {} ended: {exit:?}", e.info.alloc);
+            if exit == Exit::Code(0) {
+                self.completed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(e.info.clone());
+            }
             let _ = e.ended.send(Some(exit));
+        }
+    }
+
+    /// Ends the jobs whose time has come (whether or not an agent is waiting for them).
+    fn sweep(&self) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<u32> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.ends.is_some_and(|t| t <= now))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            self.end(pid, Exit::Code(0));
         }
     }
 
     /// Tasks running now.
     pub fn running(&self) -> usize {
+        self.sweep();
         self.lock().len()
+    }
+
+    /// What runs now, task by task.
+    pub fn tasks(&self) -> Vec<TaskInfo> {
+        self.sweep();
+        self.lock().values().map(|e| e.info.clone()).collect()
+    }
+
+    /// Job instances that ran to their end, in order.
+    pub fn completed(&self) -> Vec<TaskInfo> {
+        self.sweep();
+        self.completed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The agent process died: its fenced tasks die with it, as the exec driver's do
+    /// (`PR_SET_PDEATHSIG`); the others run on, to be adopted.
+    pub fn agent_died(&self) {
+        self.sweep();
+        let pids: Vec<u32> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.info.fenced)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in pids {
+            self.end(pid, Exit::Signal(9));
+        }
+    }
+
+    /// The node loses power: every task ends at once, none of them complete.
+    pub fn power_off(&self) {
+        self.sweep();
+        let pids: Vec<u32> = self.lock().keys().copied().collect();
+        for pid in pids {
+            self.end(pid, Exit::Signal(9));
+        }
     }
 }
 
@@ -124,12 +203,24 @@ impl Driver for Simulated {
         _setup: &TaskSetup<'_>,
     ) -> Result<Box<dyn Task>, String> {
         let pid = self.next_pid.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(
+            "simulated task {} (#{} gen {}) started",
+            alloc.id,
+            alloc.index,
+            alloc.generation
+        );
         let ends =
             (alloc.workload.kind == Kind::Job).then(|| tokio::time::Instant::now() + self.job_time);
         self.lock().insert(
             pid,
             Entry {
-                alloc: alloc.id.clone(),
+                info: TaskInfo {
+                    alloc: alloc.id.clone(),
+                    workload: alloc.workload.to_string(),
+                    workload_uid: alloc.workload_uid.clone(),
+                    index: alloc.index,
+                    fenced: alloc.on_node_loss == motley_core::model::NodeLoss::Fence,
+                },
                 dir: dir.to_path_buf(),
                 ends,
                 ended: watch::channel(None).0,
@@ -149,7 +240,7 @@ impl Driver for Simulated {
             .iter()
             .map(|(pid, e)| {
                 (
-                    e.alloc.clone(),
+                    e.info.alloc.clone(),
                     (
                         Handle {
                             pid: *pid,

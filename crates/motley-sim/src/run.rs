@@ -1,0 +1,703 @@
+//! One seed: draw a world and a fault schedule, run the real code under them, check the
+//! invariants at every step, heal everything, and require convergence.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use motley_core::failure::Health;
+use motley_core::model::{Spec, Workload};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::net::Endpoint;
+use crate::rng::Rng;
+use crate::world::World;
+
+/// Every fault the simulator injects.
+pub const FAULTS: &[&str] = &[
+    "power_off",
+    "agent_crash",
+    "server_crash",
+    "agent_pause",
+    "server_pause",
+    "partition",
+    "connection_reset",
+    "store_outage",
+    "slow_disk",
+    "clock_skew",
+];
+
+/// How a run is shaped.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long faults are injected (virtual time).
+    pub faults_for: Duration,
+    /// How long the cluster gets after the last fault heals to converge.
+    pub settle: Duration,
+    /// Check interval (one step).
+    pub step: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            faults_for: Duration::from_secs(40),
+            settle: Duration::from_secs(90),
+            step: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What one seed did and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Servers and agents of its world.
+    pub servers: usize,
+    /// Agents.
+    pub agents: usize,
+    /// Invariant violations, each described.
+    pub violations: Vec<String>,
+    /// Checks made (one per step).
+    pub steps: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Virtual milliseconds simulated.
+    pub sim_ms: u64,
+    /// Applies acknowledged (200) and not (refused, failed or unanswered).
+    pub applies_acked: u64,
+    /// Applies with another answer or none.
+    pub applies_other: u64,
+}
+
+/// A time after which an agent is no longer excused from heartbeating.
+const SLACK: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+struct ApplyRecord {
+    name: String,
+    value: u32,
+    /// The HTTP status, if an answer came.
+    status: Option<u16>,
+    /// The client is done waiting (answered, or gave up).
+    finished: bool,
+    /// When it was sent and when it was done.
+    sent: Instant,
+    done: Option<Instant>,
+}
+
+enum Heal {
+    RestartAgent(usize),
+    RestartServer(usize),
+    ResumeAgent(usize),
+    ResumeServer(usize),
+    Unpartition(usize),
+    StoreBack,
+    DiskFast,
+}
+
+/// Most wall time one seed may take. Virtual time only moves when every task waits, so a
+/// task that never yields (a livelock) stops the clock: that is reported as a violation.
+pub const WALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs seed `seed` in a fresh runtime on tokio's paused clock, on a thread of its own.
+pub fn run_seed(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts2 = opts.clone();
+    std::thread::Builder::new()
+        .name(format!("seed-{seed}"))
+        .spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(run(seed, &opts2)));
+            let _ = tx.send(r);
+        })?;
+    match rx.recv_timeout(WALL_LIMIT) {
+        Ok(r) => r,
+        Err(_) => Ok(SeedReport {
+            seed,
+            servers: 0,
+            agents: 0,
+            violations: vec![format!(
+                "no progress: the seed did not finish within {} s of wall time (a task that never yields stops the virtual clock: a livelock)",
+                WALL_LIMIT.as_secs()
+            )],
+            steps: 0,
+            faults: BTreeMap::new(),
+            sim_ms: 0,
+            applies_acked: 0,
+            applies_other: 0,
+        }),
+    }
+}
+
+async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
+    motley_rt::virtual_clock(1_800_000_000_000);
+    let rng = Rng::new(seed);
+    // Swarm testing: the seed also draws the world and which faults it suffers.
+    let n_servers = 1 + rng.below(3) as usize;
+    let n_agents = 2 + rng.below(3) as usize;
+    let latency = rng.between(Duration::from_millis(1), Duration::from_millis(40));
+    let enabled: Vec<&'static str> = FAULTS.iter().copied().filter(|_| rng.chance(0.5)).collect();
+    let fault_every = rng.between(Duration::from_secs(2), Duration::from_secs(8));
+    let mut world = World::build(rng.fork(), n_servers, n_agents, latency).await?;
+    if rng.chance(0.5) {
+        world.store.faults().watch_lag = rng.between(Duration::ZERO, Duration::from_millis(300));
+    }
+    let mut report = SeedReport {
+        seed,
+        servers: n_servers,
+        agents: n_agents,
+        violations: Vec::new(),
+        steps: 0,
+        faults: BTreeMap::new(),
+        sim_ms: 0,
+        applies_acked: 0,
+        applies_other: 0,
+    };
+    let start = Instant::now();
+    let history: Arc<Mutex<Vec<ApplyRecord>>> = Arc::default();
+    let mut heals: Vec<(Instant, Heal)> = Vec::new();
+    let mut impaired: Vec<Instant> = vec![start + SLACK; n_agents];
+    let mut next_fault = start + fault_every;
+    let mut next_op = start;
+    let mut jobs = 0u32;
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let faults_end = start + opts.faults_for;
+    let deadline = faults_end + opts.settle;
+    let mut healed = false;
+    loop {
+        let now = Instant::now();
+        // The operator: applies through whichever server it finds leading.
+        if now >= next_op && now < faults_end {
+            next_op = now + rng.between(Duration::from_secs(1), Duration::from_secs(5));
+            let (name, yaml, value) = workload(&rng, &mut jobs);
+            if let Some(ep) = target(&world, &rng) {
+                let h = history.clone();
+                let admin = world.admin.clone();
+                let idx = {
+                    let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+                    h.push(ApplyRecord {
+                        name,
+                        value,
+                        status: None,
+                        finished: false,
+                        sent: Instant::now(),
+                        done: None,
+                    });
+                    h.len() - 1
+                };
+                tokio::spawn(async move {
+                    let status = crate::world::apply(&ep, &admin, &yaml).await;
+                    let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+                    h[idx].status = status;
+                    h[idx].finished = true;
+                    h[idx].done = Some(Instant::now());
+                });
+            }
+        }
+        // Faults.
+        if now >= next_fault && now < faults_end && !enabled.is_empty() {
+            next_fault = now + rng.between(fault_every / 2, fault_every * 3 / 2);
+            if let Some(kind) = rng.pick(&enabled).copied() {
+                inject(
+                    kind,
+                    &mut world,
+                    &rng,
+                    &mut heals,
+                    &mut impaired,
+                    now,
+                    &mut report,
+                )
+                .await;
+            }
+        }
+        // Heals that are due (all of them once the fault phase is over).
+        if now >= faults_end && !healed {
+            healed = true;
+            for h in &mut heals {
+                h.0 = now;
+            }
+            world.store.faults().watch_lag = Duration::ZERO;
+        }
+        let due: Vec<Heal> = {
+            let (due, later): (Vec<_>, Vec<_>) = heals.drain(..).partition(|(t, _)| *t <= now);
+            heals = later;
+            due.into_iter().map(|(_, h)| h).collect()
+        };
+        for h in due {
+            heal(h, &mut world, &mut heals, &mut impaired, now).await;
+        }
+        // Invariants, every step.
+        report.steps += 1;
+        let t = now.duration_since(start).as_millis() as u64;
+        if t % 1000 < opts.step.as_millis() as u64 {
+            tracing::debug!("t={t} ms");
+        }
+        check_step(&world, &impaired, now, t, &mut seen, &mut report);
+        if healed && heals.is_empty() {
+            let pending = history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|r| !r.finished);
+            if !pending && converged(&world).is_ok() {
+                break;
+            }
+            if now >= deadline {
+                let why = converged(&world).err().unwrap_or_default();
+                report.violations.push(format!(
+                    "no convergence {} s after the last fault healed: {why}",
+                    opts.settle.as_secs()
+                ));
+                break;
+            }
+        }
+        tokio::time::sleep(opts.step).await;
+    }
+    let history = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    report.applies_acked = history.iter().filter(|r| r.status == Some(200)).count() as u64;
+    report.applies_other = history.len() as u64 - report.applies_acked;
+    check_acknowledged(&world, &history, start, &mut report);
+    report.sim_ms = Instant::now().duration_since(start).as_millis() as u64;
+    for s in 0..world.servers.len() {
+        world.kill_server(s);
+    }
+    for a in 0..world.agents.len() {
+        world.kill_agent(a, true);
+    }
+    Ok(report)
+}
+
+/// The operator's next change: scale a fenced service, scale a replaced one, or add a job.
+fn workload(rng: &Rng, jobs: &mut u32) -> (String, String, u32) {
+    let task = "task: { command: [\"sim\"], resources: { cpu: 100m, memory: 16Mi } }";
+    match rng.below(3) {
+        0 => {
+            let r = rng.below(4) as u32;
+            (
+                "service/web".into(),
+                format!("kind: Service\nname: web\nreplicas: {r}\non_node_loss: fence\n{task}\n"),
+                r,
+            )
+        }
+        1 => {
+            let r = rng.below(4) as u32;
+            (
+                "service/cache".into(),
+                format!(
+                    "kind: Service\nname: cache\nreplicas: {r}\non_node_loss: replace\n{task}\n"
+                ),
+                r,
+            )
+        }
+        _ => {
+            *jobs += 1;
+            let c = 1 + rng.below(6) as u32;
+            let name = format!("batch-{}", *jobs % 3);
+            (
+                format!("job/{name}"),
+                format!("kind: Job\nname: {name}\ncompletions: {c}\nparallelism: 2\n{task}\n"),
+                c,
+            )
+        }
+    }
+}
+
+/// The server a client reaches: the leader if it knows one, else any that is up.
+fn target(world: &World, rng: &Rng) -> Option<Endpoint> {
+    if let Some(l) = world.leader().filter(|_| rng.chance(0.8)) {
+        return Some(l.clone());
+    }
+    let up: Vec<&Endpoint> = world.servers.iter().filter_map(|s| s.up.as_ref()).collect();
+    rng.pick(&up).map(|e| (*e).clone())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn inject(
+    kind: &'static str,
+    world: &mut World,
+    rng: &Rng,
+    heals: &mut Vec<(Instant, Heal)>,
+    impaired: &mut [Instant],
+    now: Instant,
+    report: &mut SeedReport,
+) {
+    let n_agents = world.agents.len() as u64;
+    let n_servers = world.servers.len() as u64;
+    let a = rng.below(n_agents) as usize;
+    let s = rng.below(n_servers) as usize;
+    let lasting = rng.between(Duration::from_millis(200), Duration::from_secs(12));
+    let until = now + lasting;
+    let mut excuse = |which: Option<usize>, until: Instant| match which {
+        Some(i) => impaired[i] = impaired[i].max(until + SLACK),
+        None => impaired
+            .iter_mut()
+            .for_each(|t| *t = (*t).max(until + SLACK)),
+    };
+    let done = match kind {
+        "power_off" | "agent_crash" if world.agents[a].up.is_some() => {
+            world.kill_agent(a, kind == "power_off");
+            heals.push((until, Heal::RestartAgent(a)));
+            excuse(Some(a), until);
+            true
+        }
+        "server_crash" if world.servers[s].up.is_some() => {
+            world.kill_server(s);
+            heals.push((until, Heal::RestartServer(s)));
+            excuse(None, until + ha_settle());
+            true
+        }
+        "agent_pause" => match &world.agents[a].up {
+            Some((_, p)) if !p.paused() => {
+                p.pause();
+                heals.push((until, Heal::ResumeAgent(a)));
+                excuse(Some(a), until);
+                true
+            }
+            _ => false,
+        },
+        "server_pause" => match &world.servers[s].up {
+            Some(ep) if !ep.process.paused() => {
+                ep.process.pause();
+                heals.push((until, Heal::ResumeServer(s)));
+                excuse(None, until + ha_settle());
+                true
+            }
+            _ => false,
+        },
+        "partition" if !world.net.partitioned(&world.agents[a].name) => {
+            world.net.partition(&world.agents[a].name, true);
+            heals.push((until, Heal::Unpartition(a)));
+            excuse(Some(a), until);
+            true
+        }
+        "connection_reset" => {
+            world.net.reset(&world.agents[a].name);
+            excuse(Some(a), now);
+            true
+        }
+        "store_outage" => {
+            world.store.faults().unavailable_until = Some(until);
+            heals.push((until, Heal::StoreBack));
+            excuse(None, until + ha_settle());
+            true
+        }
+        "slow_disk" => {
+            world.store.faults().commit_delay =
+                rng.between(Duration::from_millis(10), Duration::from_millis(500));
+            heals.push((until, Heal::DiskFast));
+            true
+        }
+        "clock_skew" => {
+            let skew = rng.below(4_001) as i64 - 2_000;
+            world.agents[a].skew_ms = skew;
+            if let Some((_, p)) = &world.agents[a].up {
+                p.set_skew(skew);
+            }
+            true
+        }
+        _ => false,
+    };
+    if done {
+        *report.faults.entry(kind).or_default() += 1;
+    }
+}
+
+/// How long a new leader may take: the old leader's lease runs out, then a campaign.
+fn ha_settle() -> Duration {
+    motley_server::ha::DEFAULT_LEASE * 2
+}
+
+async fn heal(
+    h: Heal,
+    world: &mut World,
+    heals: &mut Vec<(Instant, Heal)>,
+    impaired: &mut [Instant],
+    now: Instant,
+) {
+    let retry = now + Duration::from_secs(1);
+    match h {
+        Heal::RestartAgent(i) => {
+            if world.agents[i].up.is_none() && world.start_agent(i).await.is_err() {
+                heals.push((retry, Heal::RestartAgent(i)));
+            }
+            impaired[i] = impaired[i].max(now + SLACK);
+        }
+        Heal::RestartServer(i) => {
+            if world.servers[i].up.is_none() && world.start_server(i).await.is_err() {
+                heals.push((retry, Heal::RestartServer(i)));
+            }
+            impaired
+                .iter_mut()
+                .for_each(|t| *t = (*t).max(now + SLACK + ha_settle()));
+        }
+        Heal::ResumeAgent(i) => {
+            if let Some((_, p)) = &world.agents[i].up {
+                p.resume();
+            }
+            impaired[i] = impaired[i].max(now + SLACK);
+        }
+        Heal::ResumeServer(i) => {
+            if let Some(ep) = &world.servers[i].up {
+                ep.process.resume();
+            }
+            impaired
+                .iter_mut()
+                .for_each(|t| *t = (*t).max(now + SLACK + ha_settle()));
+        }
+        Heal::Unpartition(i) => {
+            world.net.partition(&world.agents[i].name, false);
+            impaired[i] = impaired[i].max(now + SLACK);
+        }
+        Heal::StoreBack => {
+            world.store.faults().unavailable_until = None;
+            impaired
+                .iter_mut()
+                .for_each(|t| *t = (*t).max(now + SLACK + ha_settle()));
+        }
+        Heal::DiskFast => world.store.faults().commit_delay = Duration::ZERO,
+    }
+}
+
+/// The invariants that must hold at every instant.
+fn check_step(
+    world: &World,
+    impaired: &[Instant],
+    now: Instant,
+    t: u64,
+    seen: &mut BTreeSet<String>,
+    report: &mut SeedReport,
+) {
+    let mut flag = |why: String, report: &mut SeedReport| {
+        // Report each distinct violation once, at the first step it shows.
+        let key = why.split(" at t=").next().unwrap_or_default().to_string();
+        if seen.insert(key) {
+            report.violations.push(why);
+        }
+    };
+    // Never two copies of a fenced allocation (the nodes' ground truth, not the store's).
+    let mut fenced: BTreeMap<(String, u32), Vec<String>> = BTreeMap::new();
+    let mut done: BTreeMap<(String, u32), Vec<String>> = BTreeMap::new();
+    for a in &world.agents {
+        for task in a.driver.tasks() {
+            if task.fenced {
+                fenced
+                    .entry((
+                        format!("{} ({})", task.workload, task.workload_uid),
+                        task.index,
+                    ))
+                    .or_default()
+                    .push(format!("{} on {}", task.alloc, a.name));
+            }
+        }
+        for task in a.driver.completed() {
+            done.entry((
+                format!("{} ({})", task.workload, task.workload_uid),
+                task.index,
+            ))
+            .or_default()
+            .push(task.alloc);
+        }
+    }
+    for ((w, i), copies) in fenced {
+        if copies.len() > 1 {
+            flag(
+                format!(
+                    "two copies of fenced {w} #{i}: {} at t={t} ms",
+                    copies.join(", ")
+                ),
+                report,
+            );
+        }
+    }
+    // Every job instance completes at most once, unless it ran again after a recorded
+    // failure: an instance whose completion the store never recorded (its node lost
+    // power, or was declared lost, before the report was committed) may run again; two
+    // allocations of one instance both recorded complete may not.
+    let recorded = recorded_allocs(world);
+    for ((w, i), allocs) in done {
+        let distinct: BTreeSet<&String> = allocs.iter().collect();
+        let complete: Vec<&&String> = distinct
+            .iter()
+            .filter(|a| recorded.get(a.as_str()).is_some_and(|r| r.0))
+            .collect();
+        if complete.len() > 1 {
+            flag(
+                format!(
+                    "{w} #{i} completed by {} allocations, each recorded complete ({}) at t={t} ms",
+                    complete.len(),
+                    complete
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                report,
+            );
+        }
+        // The same allocation run again in place: only after a failure it recorded (an
+        // exit it could not see counts, as a restart).
+        for a in distinct {
+            let runs = allocs.iter().filter(|x| *x == a).count() as u32;
+            if runs > 1 && recorded.get(a.as_str()).is_some_and(|r| r.1 + 1 < runs) {
+                flag(
+                    format!(
+                        "{w} #{i}: {a} completed {runs} times with no failure recorded between at t={t} ms"
+                    ),
+                    report,
+                );
+            }
+        }
+    }
+    // No node declared down while it is connected and heartbeating.
+    if let Some(l) = world.leader() {
+        let health = motley_server::state::lock(&l.shared.health);
+        for (i, a) in world.agents.iter().enumerate() {
+            let connected =
+                a.up.as_ref()
+                    .is_some_and(|(ag, p)| ag.is_connected() && !p.paused());
+            if connected
+                && now > impaired[i]
+                && health
+                    .get(&a.name)
+                    .is_some_and(|h| h.health == Health::Down)
+            {
+                flag(
+                    format!(
+                        "node {} declared down while connected and heartbeating at t={t} ms",
+                        a.name
+                    ),
+                    report,
+                );
+            }
+        }
+    }
+}
+
+/// Allocations as the store records them: complete or not, and restarts.
+fn recorded_allocs(world: &World) -> BTreeMap<String, (bool, u32)> {
+    world
+        .store
+        .snapshot(motley_server::keys::ALLOCS)
+        .into_values()
+        .filter_map(|v| serde_json::from_slice::<motley_core::model::Allocation>(&v).ok())
+        .map(|a| {
+            let done = a.state == motley_core::model::AllocState::Complete;
+            (a.id, (done, a.restarts))
+        })
+        .collect()
+}
+
+/// Workloads as stored now, decoded.
+fn stored(world: &World) -> BTreeMap<String, Workload> {
+    world
+        .store
+        .snapshot(motley_server::keys::WORKLOADS)
+        .into_values()
+        .filter_map(|v| serde_json::from_slice::<Workload>(&v).ok())
+        .map(|w| (w.spec.reference().to_string(), w))
+        .collect()
+}
+
+/// Converged: a leader, every agent connected, every service at its replicas (on the
+/// nodes, not just in the store), every job's instances complete.
+fn converged(world: &World) -> Result<(), String> {
+    if world.leader().is_none() {
+        return Err("no server leads".into());
+    }
+    if let Some(a) = world
+        .agents
+        .iter()
+        .find(|a| !a.up.as_ref().is_some_and(|(ag, _)| ag.is_connected()))
+    {
+        return Err(format!("agent {} is not connected", a.name));
+    }
+    let mut running: BTreeMap<String, u32> = BTreeMap::new();
+    let mut completed: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    for a in &world.agents {
+        for t in a.driver.tasks() {
+            *running.entry(t.workload_uid).or_default() += 1;
+        }
+        for t in a.driver.completed() {
+            completed.entry(t.workload_uid).or_default().insert(t.index);
+        }
+    }
+    for (name, w) in stored(world) {
+        match &w.spec {
+            Spec::Service(s) => {
+                let n = running.get(&w.uid).copied().unwrap_or(0);
+                if n != s.replicas {
+                    return Err(format!("{name}: {n} of {} replicas run", s.replicas));
+                }
+            }
+            Spec::Job(j) => {
+                let n = completed.get(&w.uid).map_or(0, |s| s.len()) as u32;
+                if n < j.completions {
+                    return Err(format!("{name}: {n} of {} completions", j.completions));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// No acknowledged apply lost: what the store holds for each name is what its last
+/// acknowledged apply said, or what a later apply with no clear answer said.
+fn check_acknowledged(
+    world: &World,
+    history: &[ApplyRecord],
+    start: Instant,
+    report: &mut SeedReport,
+) {
+    let stored = stored(world);
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for r in history {
+        names.insert(&r.name);
+    }
+    for name in names {
+        let ops: Vec<&ApplyRecord> = history.iter().filter(|r| r.name == name).collect();
+        let Some(last_ack) = ops.iter().rposition(|r| r.status == Some(200)) else {
+            continue;
+        };
+        // Applies overlap in time: the store may hold the value of any acknowledged
+        // apply that no other acknowledged apply followed entirely (sent after it was
+        // answered), or of an apply with no clear answer sent after those began (a
+        // refusal, 4xx, changed nothing).
+        let acked: Vec<&&ApplyRecord> = ops.iter().filter(|r| r.status == Some(200)).collect();
+        let last: Vec<&&&ApplyRecord> = acked
+            .iter()
+            .filter(|a| !acked.iter().any(|b| a.done.is_some_and(|d| d < b.sent)))
+            .collect();
+        let from = last.iter().map(|a| a.sent).min().unwrap_or(start);
+        let mut allowed: BTreeSet<u32> = last.iter().map(|a| a.value).collect();
+        for r in &ops {
+            let refused = r.status.is_some_and(|s| (400..500).contains(&s));
+            if r.status != Some(200) && !refused && r.sent >= from {
+                allowed.insert(r.value);
+            }
+        }
+        let have = stored.get(name).and_then(|w| match &w.spec {
+            Spec::Service(s) => Some(s.replicas),
+            Spec::Job(j) => Some(j.completions),
+            _ => None,
+        });
+        match have {
+            Some(v) if allowed.contains(&v) => {}
+            other => report.violations.push(format!(
+                "acknowledged apply of {name} lost: the store has {other:?}, the last acknowledged apply said {} (applies, value:status: {})",
+                ops[last_ack].value,
+                ops.iter()
+                    .map(|r| format!("{}:{}", r.value, r.status.map_or("-".into(), |s| s.to_string())))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+        }
+    }
+}
