@@ -265,7 +265,8 @@ fn fenced_work_is_replaced_only_after_the_lease_and_margin() {
 /// cannot be reached, scaled away and back, got a second copy at once.
 #[test]
 fn a_fenced_slot_gets_no_new_copy_while_its_old_one_is_stopping() {
-    let fenced = "kind: Service\nname: db\nreplicas: 2\non_node_loss: fence\ntask:\n  command: [db]\n";
+    let fenced =
+        "kind: Service\nname: db\nreplicas: 2\non_node_loss: fence\ntask:\n  command: [db]\n";
     let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
     w.apply(fenced);
     w.step();
@@ -277,14 +278,20 @@ fn a_fenced_slot_gets_no_new_copy_while_its_old_one_is_stopping() {
     // Back to 2 before the stop is seen: slot 1 waits for its old copy.
     w.apply(fenced);
     let plan = w.step();
-    assert!(plan.create.is_empty(), "a second copy of slot 1: {:?}", plan.create);
+    assert!(
+        plan.create.is_empty(),
+        "a second copy of slot 1: {:?}",
+        plan.create
+    );
     // The stop is reported: now slot 1 gets its new copy.
     w.agents();
     let plan = w.step();
     assert_eq!(plan.create.len(), 1);
     assert_eq!(plan.create[0].index, 1);
     // A replaced service (availability first) does not wait.
-    let replaced = fenced.replace("name: db", "name: web").replace("fence", "replace");
+    let replaced = fenced
+        .replace("name: db", "name: web")
+        .replace("fence", "replace");
     w.apply(&replaced);
     w.step();
     w.agents();

@@ -405,6 +405,10 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     let tx = link.sender();
     let conn_id = s.connect_agent(&node, tx.clone());
     tracing::info!("agent {node} connected");
+    // A report that cannot be stored ends the session: the agent reconnects and its
+    // Hello carries every report again. Dropped, it would be lost while the connection
+    // lasts (a job instance that never completes; found by the simulator).
+    let mut unstored = false;
     for report in &allocs {
         match s.apply_report(&node, report).await {
             Ok(true) => {}
@@ -413,7 +417,11 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                     id: report.id.clone(),
                 });
             }
-            Err(e) => tracing::warn!("report from {node}: {e}"),
+            Err(e) => {
+                tracing::warn!("report from {node}: {e}; closing the session so it is sent again");
+                unstored = true;
+                break;
+            }
         }
     }
     let mut last_ack = tokio::time::Instant::now();
@@ -421,7 +429,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     let mut term = s.ha.term.subscribe();
     // A message read ahead while gathering reports, to handle next.
     let mut carried: Option<AgentMsg> = None;
-    loop {
+    while !unstored {
         let msg = match carried.take() {
             Some(m) => m,
             None => {
@@ -487,7 +495,12 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                             let _ = tx.send(ServerMsg::Remove { id });
                         }
                     }
-                    Err(e) => tracing::warn!("reports from {node}: {e}"),
+                    Err(e) => {
+                        tracing::warn!(
+                            "reports from {node}: {e}; closing the session so they are sent again"
+                        );
+                        end = true;
+                    }
                 }
                 if end {
                     break;

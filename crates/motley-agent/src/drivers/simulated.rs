@@ -202,6 +202,9 @@ impl Driver for Simulated {
         _volumes: &[(String, PathBuf)],
         _setup: &TaskSetup<'_>,
     ) -> Result<Box<dyn Task>, String> {
+        // As the exec driver does, the directory first: a restarted agent tells from it
+        // that the allocation ran here.
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let pid = self.next_pid.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(
             "simulated task {} (#{} gen {}) started",
