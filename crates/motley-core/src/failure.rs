@@ -193,6 +193,7 @@ pub fn judge(
             Health::Suspect
         }
         Health::Ready if !connected => Health::Suspect,
+        Health::Down if crate::mutants::active("never-down") => Health::Suspect,
         verdict => verdict,
     }
 }

@@ -33,3 +33,50 @@ pub mod reconcile;
 pub mod restart;
 pub mod selector;
 pub mod supervisor;
+
+/// Deliberate bugs the simulator must catch (`motley-sim --features mutants`). Without
+/// the `mutants` feature [`mutants::active`] is a constant `false` and every planted bug
+/// compiles away.
+pub mod mutants {
+    /// Every mutant: its name and the bug it plants.
+    pub const ALL: &[(&str, &str)] = &[
+        (
+            "fenced-start-ignores-lease",
+            "the agent starts and keeps a fenced allocation without a lease",
+        ),
+        (
+            "ack-before-commit",
+            "an apply is acknowledged without being committed",
+        ),
+        (
+            "never-down",
+            "the failure detector never declares a node down",
+        ),
+        (
+            "replacement-without-loss",
+            "a fenced allocation on a down node is replaced at once, its loss not committed",
+        ),
+    ];
+
+    #[cfg(feature = "mutants")]
+    static ACTIVE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+    /// Plants mutant `name` in this process (the first call wins).
+    #[cfg(feature = "mutants")]
+    pub fn set(name: &str) {
+        let _ = ACTIVE.set(name.to_string());
+    }
+
+    /// True when mutant `name` is planted.
+    #[cfg(feature = "mutants")]
+    pub fn active(name: &str) -> bool {
+        ACTIVE.get().is_some_and(|a| a == name)
+    }
+
+    /// Always false: this build has no mutants.
+    #[cfg(not(feature = "mutants"))]
+    #[inline(always)]
+    pub const fn active(_name: &str) -> bool {
+        false
+    }
+}

@@ -294,6 +294,11 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
             Some(since) => {
                 // Fenced: its node stops it when its lease runs out; replace only after that.
                 let at = since + input.fence_after_ms + a.task.stop_grace.as_millis();
+                let at = if crate::mutants::active("replacement-without-loss") {
+                    *since
+                } else {
+                    at
+                };
                 if input.now < at {
                     fence_wake = Some(fence_wake.map_or(at, |w: u64| w.min(at)));
                 }
@@ -351,7 +356,11 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
         bound: BTreeMap::new(),
         head_blocked: false,
         plan: Plan {
-            lost: lost_reasons,
+            lost: if crate::mutants::active("replacement-without-loss") {
+                Vec::new()
+            } else {
+                lost_reasons
+            },
             wake_at: fence_wake,
             ..Plan::default()
         },

@@ -358,6 +358,15 @@ fn close(code: u16, reason: &str) -> Message {
 /// Serves one agent's connection until it ends: Hello, Welcome and the full set, then
 /// reports, heartbeats and log data in, changes out.
 pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller, mut link: L) {
+    // Only the leader holds agents, and a server that stops leading lets them go. Watch
+    // the term from the start: leadership lost between the upgrade and this point (a
+    // paused or slow server) would otherwise go unnoticed, and the agent would heartbeat
+    // to a follower while the leader declares its node down (found by the simulator).
+    let mut term = s.ha.term.subscribe();
+    if term.borrow_and_update().is_none() {
+        tracing::info!("agent {node}: this server no longer leads; closing");
+        return;
+    }
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await {
         Ok(Frame::Msg(m)) => Some(m),
         _ => None,
@@ -425,8 +434,6 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         }
     }
     let mut last_ack = tokio::time::Instant::now();
-    // A server that stops leading lets its agents go (they are relayed to the next).
-    let mut term = s.ha.term.subscribe();
     // A message read ahead while gathering reports, to handle next.
     let mut carried: Option<AgentMsg> = None;
     while !unstored {

@@ -25,6 +25,12 @@ struct Args {
     /// Virtual seconds of faults per seed.
     #[arg(long, default_value_t = 40)]
     fault_secs: u64,
+    /// Plant a named bug (needs a build with `--features mutants`).
+    #[arg(long)]
+    mutant: Option<String>,
+    /// Name the mutants and exit.
+    #[arg(long)]
+    list_mutants: bool,
     /// Stop at the first seed with a violation.
     #[arg(long)]
     fail_fast: bool,
@@ -32,6 +38,25 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.list_mutants {
+        for (name, what) in motley_core::mutants::ALL {
+            println!("{name}\t{what}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Some(m) = &args.mutant {
+        if !motley_core::mutants::ALL.iter().any(|(n, _)| n == m) {
+            eprintln!("motley-sim: no mutant {m:?} (see --list-mutants)");
+            return ExitCode::from(2);
+        }
+        #[cfg(feature = "mutants")]
+        motley_core::mutants::set(m);
+        #[cfg(not(feature = "mutants"))]
+        {
+            eprintln!("motley-sim: --mutant needs a build with --features mutants");
+            return ExitCode::from(2);
+        }
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -86,7 +111,11 @@ fn main() -> ExitCode {
                             println!("  {v}");
                         }
                         println!(
-                            "  replay: MOTLEY_SIM_SEED={seed} cargo run --release -p motley-sim"
+                            "  replay: MOTLEY_SIM_SEED={seed} cargo run --release -p motley-sim{}",
+                            args.mutant
+                                .as_ref()
+                                .map(|m| format!(" --features mutants -- --mutant {m}"))
+                                .unwrap_or_default()
                         );
                     }
                     failing.push((seed, r.violations));
@@ -112,6 +141,7 @@ fn main() -> ExitCode {
             "applies_acknowledged": acked,
             "simulated_seconds": sim_ms as f64 / 1000.0,
             "wall_seconds": wall,
+            "mutant": args.mutant,
         });
         println!("{out}");
     } else {

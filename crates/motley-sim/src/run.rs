@@ -263,7 +263,7 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     let history = history.lock().unwrap_or_else(|e| e.into_inner()).clone();
     report.applies_acked = history.iter().filter(|r| r.status == Some(200)).count() as u64;
     report.applies_other = history.len() as u64 - report.applies_acked;
-    check_acknowledged(&world, &history, start, &mut report);
+    check_acknowledged(&world, &history, &mut report);
     check_reruns(&world, &mut report);
     report.sim_ms = Instant::now().duration_since(start).as_millis() as u64;
     for s in 0..world.servers.len() {
@@ -661,13 +661,8 @@ fn converged(world: &World) -> Result<(), String> {
 }
 
 /// No acknowledged apply lost: what the store holds for each name is what its last
-/// acknowledged apply said, or what a later apply with no clear answer said.
-fn check_acknowledged(
-    world: &World,
-    history: &[ApplyRecord],
-    start: Instant,
-    report: &mut SeedReport,
-) {
+/// acknowledged apply no later one followed said, or what an apply with no clear answer said.
+fn check_acknowledged(world: &World, history: &[ApplyRecord], report: &mut SeedReport) {
     let stored = stored(world);
     let mut names: BTreeSet<&str> = BTreeSet::new();
     for r in history {
@@ -680,18 +675,18 @@ fn check_acknowledged(
         };
         // Applies overlap in time: the store may hold the value of any acknowledged
         // apply that no other acknowledged apply followed entirely (sent after it was
-        // answered), or of an apply with no clear answer sent after those began (a
-        // refusal, 4xx, changed nothing).
+        // answered), or of any apply with no clear answer: it may take effect at any time
+        // after it was sent, even after later ones (a paused server answers late, or
+        // never). A refusal (4xx) changed nothing.
         let acked: Vec<&&ApplyRecord> = ops.iter().filter(|r| r.status == Some(200)).collect();
-        let last: Vec<&&&ApplyRecord> = acked
+        let mut allowed: BTreeSet<u32> = acked
             .iter()
             .filter(|a| !acked.iter().any(|b| a.done.is_some_and(|d| d < b.sent)))
+            .map(|a| a.value)
             .collect();
-        let from = last.iter().map(|a| a.sent).min().unwrap_or(start);
-        let mut allowed: BTreeSet<u32> = last.iter().map(|a| a.value).collect();
         for r in &ops {
             let refused = r.status.is_some_and(|s| (400..500).contains(&s));
-            if r.status != Some(200) && !refused && r.sent >= from {
+            if r.status != Some(200) && !refused {
                 allowed.insert(r.value);
             }
         }

@@ -293,6 +293,7 @@ pub(crate) async fn apply(
                 });
             }
             let out = ObjectResults { results };
+            let dry_run = dry_run || motley_core::mutants::active("ack-before-commit");
             Ok::<_, ApiError>(if dry_run {
                 motley_store::Attempt::Done(out)
             } else {
