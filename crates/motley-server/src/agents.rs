@@ -436,7 +436,10 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     let mut last_ack = tokio::time::Instant::now();
     // A message read ahead while gathering reports, to handle next.
     let mut carried: Option<AgentMsg> = None;
-    while !unstored {
+    loop {
+        if unstored {
+            break;
+        }
         let msg = match carried.take() {
             Some(m) => m,
             None => {

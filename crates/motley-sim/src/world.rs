@@ -49,6 +49,8 @@ pub struct SimAgent {
     pub up: Option<(Agent, Arc<Process>)>,
     /// Clock skew of this node (ms).
     pub skew_ms: i64,
+    /// Powered off for good: it never comes back (its work must move).
+    pub gone: bool,
 }
 
 /// The cluster.
@@ -125,6 +127,7 @@ impl World {
                 driver: Simulated::new(JOB_TIME),
                 up: None,
                 skew_ms: 0,
+                gone: false,
             });
         }
         // Every server's cache must know the node tokens before agents dial.
