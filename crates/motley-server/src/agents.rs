@@ -414,46 +414,57 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     let tx = link.sender();
     let conn_id = s.connect_agent(&node, tx.clone());
     tracing::info!("agent {node} connected");
-    // A report that cannot be stored ends the session: the agent reconnects and its
-    // Hello carries every report again. Dropped, it would be lost while the connection
-    // lasts (a job instance that never completes; found by the simulator).
-    let mut unstored = false;
-    for report in &allocs {
-        match s.apply_report(&node, report).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = tx.send(ServerMsg::Remove {
-                    id: report.id.clone(),
-                });
-            }
-            Err(e) => {
-                tracing::warn!("report from {node}: {e}; closing the session so it is sent again");
-                unstored = true;
-                break;
-            }
-        }
-    }
-    let mut last_ack = tokio::time::Instant::now();
-    // A message read ahead while gathering reports, to handle next.
-    let mut carried: Option<AgentMsg> = None;
-    loop {
-        if unstored {
-            break;
-        }
-        let msg = match carried.take() {
-            Some(m) => m,
-            None => {
-                let frame = tokio::select! {
-                    f = link.recv() => f,
-                    _ = tx.closed() => Frame::End,
-                    _ = term.changed() => Frame::End,
-                };
-                match frame {
-                    Frame::Msg(m) => m,
-                    Frame::Skip => continue,
-                    Frame::End => break,
+    // Reports are stored by a writer of their own, so that a slow store (etcd on an SD
+    // card) never holds up the heartbeats read here: the detector would see a connected,
+    // heartbeating node go silent (found by the simulator). Reports that arrived together
+    // go into one transaction. A report that cannot be stored ends the session: the agent
+    // reconnects and its Hello carries every report again (dropped, it would be lost
+    // while the connection lasts).
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<motley_core::proto::AllocReport>();
+    let (unstored_tx, mut unstored) = tokio::sync::oneshot::channel::<()>();
+    let writer = {
+        let (s, node, tx) = (s.clone(), node.clone(), tx.clone());
+        motley_rt::spawn(async move {
+            while let Some(first) = reports_rx.recv().await {
+                let mut reports = vec![first];
+                while reports.len() < MAX_REPORT_BATCH {
+                    match reports_rx.try_recv() {
+                        Ok(r) => reports.push(r),
+                        Err(_) => break,
+                    }
+                }
+                match s.apply_reports(&node, &reports).await {
+                    Ok(gone) => {
+                        for id in gone {
+                            let _ = tx.send(ServerMsg::Remove { id });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "reports from {node}: {e}; closing the session so they are sent again"
+                        );
+                        let _ = unstored_tx.send(());
+                        return;
+                    }
                 }
             }
+        })
+    };
+    for report in allocs {
+        let _ = reports_tx.send(report);
+    }
+    let mut last_ack = tokio::time::Instant::now();
+    loop {
+        let frame = tokio::select! {
+            f = link.recv() => f,
+            _ = tx.closed() => Frame::End,
+            _ = term.changed() => Frame::End,
+            _ = &mut unstored => Frame::End,
+        };
+        let msg = match frame {
+            Frame::Msg(m) => m,
+            Frame::Skip => continue,
+            Frame::End => break,
         };
         match msg {
             AgentMsg::Hello { .. } => {
@@ -478,43 +489,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 }
             }
             AgentMsg::Update(report) => {
-                // Reports that have already arrived go into one transaction with this
-                // one: under load, one commit for many task starts and ends.
-                let mut reports = vec![report];
-                let mut end = false;
-                while reports.len() < MAX_REPORT_BATCH {
-                    let Some(frame) = link.try_recv() else {
-                        break;
-                    };
-                    match frame {
-                        Frame::Msg(AgentMsg::Update(r)) => reports.push(r),
-                        Frame::Msg(other) => {
-                            carried = Some(other);
-                            break;
-                        }
-                        Frame::Skip => {}
-                        Frame::End => {
-                            end = true;
-                            break;
-                        }
-                    }
-                }
-                match s.apply_reports(&node, &reports).await {
-                    Ok(gone) => {
-                        for id in gone {
-                            let _ = tx.send(ServerMsg::Remove { id });
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            "reports from {node}: {e}; closing the session so they are sent again"
-                        );
-                        end = true;
-                    }
-                }
-                if end {
-                    break;
-                }
+                let _ = reports_tx.send(report);
             }
             AgentMsg::LogData {
                 req,
@@ -542,6 +517,9 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         }
     }
     s.disconnect_agent(&node, conn_id);
+    // Reports already received are still stored (the writer ends when they are).
+    drop(reports_tx);
+    drop(writer);
     drop(link);
     tracing::info!("agent {node} disconnected");
 }

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
     let mut failing: Vec<(u64, Vec<String>)> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     let (mut steps, mut sim_ms, mut acked, mut ran) = (0u64, 0u64, 0u64, 0u64);
+    let mut secrets = 0u64;
     let mut faults: BTreeMap<&str, u64> = FAULTS.iter().map(|f| (*f, 0)).collect();
     for seed in start..start.saturating_add(seeds) {
         match run_seed(seed, &opts) {
@@ -106,6 +107,7 @@ fn main() -> ExitCode {
                 steps += r.steps;
                 sim_ms += r.sim_ms;
                 acked += r.applies_acked;
+                secrets += r.secrets_checked;
                 for (k, v) in &r.faults {
                     *faults.entry(k).or_default() += v;
                 }
@@ -144,6 +146,7 @@ fn main() -> ExitCode {
             "steps": steps,
             "faults": faults,
             "applies_acknowledged": acked,
+            "secret_deliveries_checked": secrets,
             "simulated_seconds": sim_ms as f64 / 1000.0,
             "wall_seconds": wall,
             "mutant": args.mutant,

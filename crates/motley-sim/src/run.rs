@@ -75,6 +75,8 @@ pub struct SeedReport {
     pub applies_acked: u64,
     /// Applies with another answer or none.
     pub applies_other: u64,
+    /// Secret deliveries checked (allocations holding secrets, summed over steps).
+    pub secrets_checked: u64,
 }
 
 /// A time after which an agent is no longer excused from heartbeating.
@@ -137,6 +139,7 @@ pub fn run_seed(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
             sim_ms: 0,
             applies_acked: 0,
             applies_other: 0,
+            secrets_checked: 0,
         }),
     }
 }
@@ -164,6 +167,7 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
         sim_ms: 0,
         applies_acked: 0,
         applies_other: 0,
+        secrets_checked: 0,
     };
     let start = Instant::now();
     let history: Arc<Mutex<Vec<ApplyRecord>>> = Arc::default();
@@ -287,9 +291,16 @@ fn workload(rng: &Rng, jobs: &mut u32) -> (String, String, u32) {
     match rng.below(3) {
         0 => {
             let r = rng.below(4) as u32;
+            // With a secret its replicas get as a variable: delivered to their nodes only.
+            let with_secret = task.replace(
+                "resources:",
+                "secrets: [{ secret: web-key, key: key, env: KEY }], resources:",
+            );
             (
                 "service/web".into(),
-                format!("kind: Service\nname: web\nreplicas: {r}\non_node_loss: fence\n{task}\n"),
+                format!(
+                    "kind: Secret\nname: web-key\ndata: {{ key: s3cret }}\n---\nkind: Service\nname: web\nreplicas: {r}\non_node_loss: fence\n{with_secret}\n"
+                ),
                 r,
             )
         }
@@ -437,6 +448,7 @@ async fn inject(
         _ => false,
     };
     if done {
+        tracing::debug!("fault {kind}: agent n{a} / server s{s}, lasting {lasting:?}");
         *report.faults.entry(kind).or_default() += 1;
     }
 }
@@ -575,6 +587,24 @@ fn check_step(
         }
     }
 
+    // No secret delivered to a node that does not run its allocation.
+    for a in &world.agents {
+        let Some((agent, _)) = &a.up else { continue };
+        for id in agent.secrets_held() {
+            report.secrets_checked += 1;
+            if let Some((_, _, node)) = recorded.get(&id)
+                && *node != a.name
+            {
+                flag(
+                    format!(
+                        "the secrets of {id} (on {node}) were delivered to {} at t={t} ms",
+                        a.name
+                    ),
+                    report,
+                );
+            }
+        }
+    }
     // No node declared down while it is connected and heartbeating.
     if let Some(l) = world.leader() {
         let health = motley_server::state::lock(&l.shared.health);
@@ -623,8 +653,8 @@ fn check_reruns(world: &World, report: &mut SeedReport) {
     }
 }
 
-/// Allocations as the store records them: complete or not, and restarts.
-fn recorded_allocs(world: &World) -> BTreeMap<String, (bool, u32)> {
+/// Allocations as the store records them: complete or not, restarts, node.
+fn recorded_allocs(world: &World) -> BTreeMap<String, (bool, u32, String)> {
     world
         .store
         .snapshot(motley_server::keys::ALLOCS)
@@ -632,7 +662,7 @@ fn recorded_allocs(world: &World) -> BTreeMap<String, (bool, u32)> {
         .filter_map(|v| serde_json::from_slice::<motley_core::model::Allocation>(&v).ok())
         .map(|a| {
             let done = a.state == motley_core::model::AllocState::Complete;
-            (a.id, (done, a.restarts))
+            (a.id, (done, a.restarts, a.node))
         })
         .collect()
 }
