@@ -79,6 +79,23 @@ pub struct SeedReport {
     pub secrets_checked: u64,
 }
 
+impl SeedReport {
+    fn new(seed: u64, servers: usize, agents: usize) -> SeedReport {
+        SeedReport {
+            seed,
+            servers,
+            agents,
+            violations: Vec::new(),
+            steps: 0,
+            faults: BTreeMap::new(),
+            sim_ms: 0,
+            applies_acked: 0,
+            applies_other: 0,
+            secrets_checked: 0,
+        }
+    }
+}
+
 /// A time after which an agent is no longer excused from heartbeating.
 const SLACK: Duration = Duration::from_secs(10);
 
@@ -126,21 +143,14 @@ pub fn run_seed(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
         })?;
     match rx.recv_timeout(WALL_LIMIT) {
         Ok(r) => r,
-        Err(_) => Ok(SeedReport {
-            seed,
-            servers: 0,
-            agents: 0,
-            violations: vec![format!(
+        Err(_) => {
+            let mut r = SeedReport::new(seed, 0, 0);
+            r.violations.push(format!(
                 "no progress: the seed did not finish within {} s of wall time (a task that never yields stops the virtual clock: a livelock)",
                 WALL_LIMIT.as_secs()
-            )],
-            steps: 0,
-            faults: BTreeMap::new(),
-            sim_ms: 0,
-            applies_acked: 0,
-            applies_other: 0,
-            secrets_checked: 0,
-        }),
+            ));
+            Ok(r)
+        }
     }
 }
 
@@ -157,18 +167,7 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     if rng.chance(0.5) {
         world.store.faults().watch_lag = rng.between(Duration::ZERO, Duration::from_millis(300));
     }
-    let mut report = SeedReport {
-        seed,
-        servers: n_servers,
-        agents: n_agents,
-        violations: Vec::new(),
-        steps: 0,
-        faults: BTreeMap::new(),
-        sim_ms: 0,
-        applies_acked: 0,
-        applies_other: 0,
-        secrets_checked: 0,
-    };
+    let mut report = SeedReport::new(seed, n_servers, n_agents);
     let start = Instant::now();
     let history: Arc<Mutex<Vec<ApplyRecord>>> = Arc::default();
     let mut heals: Vec<(Instant, Heal)> = Vec::new();

@@ -123,17 +123,22 @@ impl SimStore {
     }
 
     fn emit(&self, d: &mut Data, events: Vec<Event>) {
-        d.watchers.retain(|w| !w.tx.is_closed());
-        d.log.extend(events.iter().cloned());
-        for w in &d.watchers {
-            let mine: Vec<Event> = events
-                .iter()
-                .filter(|e| e.kv.key.starts_with(&w.prefix))
-                .cloned()
-                .collect();
-            if !mine.is_empty() {
-                let _ = w.tx.send(mine);
-            }
+        broadcast(d, events);
+    }
+}
+
+/// Keeps one revision's events in the log and hands each watcher its share, whole.
+fn broadcast(d: &mut Data, events: Vec<Event>) {
+    d.watchers.retain(|w| !w.tx.is_closed());
+    d.log.extend(events.iter().cloned());
+    for w in &d.watchers {
+        let mine: Vec<Event> = events
+            .iter()
+            .filter(|e| e.kv.key.starts_with(&w.prefix))
+            .cloned()
+            .collect();
+        if !mine.is_empty() {
+            let _ = w.tx.send(mine);
         }
     }
 }
@@ -165,18 +170,7 @@ fn revoke(d: &mut Data, id: i64) {
         }
     }
     d.revision = rev;
-    d.watchers.retain(|w| !w.tx.is_closed());
-    d.log.extend(events.iter().cloned());
-    for w in &d.watchers {
-        let mine: Vec<Event> = events
-            .iter()
-            .filter(|e| e.kv.key.starts_with(&w.prefix))
-            .cloned()
-            .collect();
-        if !mine.is_empty() {
-            let _ = w.tx.send(mine);
-        }
-    }
+    broadcast(d, events);
 }
 
 fn apply(d: &mut Data, txn: &Txn, lease: i64) -> (TxnResult, Vec<Event>) {

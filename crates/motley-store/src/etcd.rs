@@ -415,9 +415,10 @@ impl Etcd {
 /// Leases: what several servers on one etcd use to elect a leader and to list
 /// themselves. A key written with a lease disappears when the lease runs out; renewing a
 /// lease is not written to etcd's log, so a held lease costs no disk writes.
-impl Etcd {
+#[async_trait]
+impl crate::Leases for Etcd {
     /// Grants a lease of `ttl` (whole seconds, at least 1); returns its id.
-    pub async fn lease_grant(&self, ttl: Duration) -> Result<i64, StoreError> {
+    async fn lease_grant(&self, ttl: Duration) -> Result<i64, StoreError> {
         let secs = ttl.as_secs().max(1) as i64;
         let r = self
             .with_retry("lease grant", |ch| async move {
@@ -435,7 +436,7 @@ impl Etcd {
     }
 
     /// Renews lease `id`; false when it has already run out.
-    pub async fn lease_renew(&self, id: i64) -> Result<bool, StoreError> {
+    async fn lease_renew(&self, id: i64) -> Result<bool, StoreError> {
         let mut cached = self.keeper.lock().await;
         // The open stream first; on any trouble, a new stream (on the next member if
         // need be).
@@ -473,7 +474,7 @@ impl Etcd {
     }
 
     /// Revokes lease `id`: every key written with it is deleted now.
-    pub async fn lease_revoke(&self, id: i64) -> Result<(), StoreError> {
+    async fn lease_revoke(&self, id: i64) -> Result<(), StoreError> {
         match self
             .with_retry("lease revoke", |ch| async move {
                 let r = pb::LeaseRevokeRequest { id };
@@ -493,7 +494,7 @@ impl Etcd {
 
     /// Writes `key` with lease `lease`. With `only_if_absent`, writes only when the key
     /// does not exist. Returns the revision written at, or `None` when the key existed.
-    pub async fn put_leased(
+    async fn put_leased(
         &self,
         key: &str,
         value: Vec<u8>,
@@ -518,28 +519,6 @@ impl Etcd {
             })
             .await?;
         Ok(r.succeeded.then(|| header_revision(r.header.as_ref())))
-    }
-}
-
-#[async_trait]
-impl crate::Leases for Etcd {
-    async fn lease_grant(&self, ttl: Duration) -> Result<i64, StoreError> {
-        Etcd::lease_grant(self, ttl).await
-    }
-    async fn lease_renew(&self, id: i64) -> Result<bool, StoreError> {
-        Etcd::lease_renew(self, id).await
-    }
-    async fn lease_revoke(&self, id: i64) -> Result<(), StoreError> {
-        Etcd::lease_revoke(self, id).await
-    }
-    async fn put_leased(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: i64,
-        only_if_absent: bool,
-    ) -> Result<Option<u64>, StoreError> {
-        Etcd::put_leased(self, key, value, lease, only_if_absent).await
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use motley_store::conformance::{self, Opener};
 use motley_store::etcd::testing::EtcdCluster;
 use motley_store::etcd::{Etcd, EtcdTls};
-use motley_store::{Store, StoreError, Txn};
+use motley_store::{Leases, Store, StoreError, Txn};
 
 #[test]
 fn etcd_passes_the_conformance_suite() {
