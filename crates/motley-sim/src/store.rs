@@ -106,8 +106,9 @@ impl SimStore {
             .collect()
     }
 
-    /// Deletes the keys of leases that ran out (etcd's lessor); called by the simulator's
-    /// clock loop.
+    /// Deletes the keys of leases that ran out (etcd's lessor). Called on every lease
+    /// renewal and leased write, which every server makes each third of its lease, so a
+    /// dead leader's key goes about when etcd would delete it.
     pub fn expire_leases(&self) {
         let now = Instant::now();
         let mut d = self.data();
@@ -120,10 +121,6 @@ impl SimStore {
         for id in gone {
             revoke(&mut d, id);
         }
-    }
-
-    fn emit(&self, d: &mut Data, events: Vec<Event>) {
-        broadcast(d, events);
     }
 }
 
@@ -147,29 +144,18 @@ fn revoke(d: &mut Data, id: i64) {
     let Some(lease) = d.leases.remove(&id) else {
         return;
     };
+    // Every key of the lease goes in one revision, as etcd's lessor deletes them.
+    let rev = d.revision + 1;
     let mut events = Vec::new();
-    let mut rev = d.revision;
-    let mut bumped = false;
     for key in lease.keys {
         if d.kv.get(&key).is_some_and(|(_, l)| *l == id) {
-            if !bumped {
-                rev += 1;
-                bumped = true;
-            }
             d.kv.remove(&key);
-            events.push(Event {
-                kind: EventKind::Delete,
-                kv: KeyValue {
-                    key,
-                    value: Vec::new(),
-                    create_revision: 0,
-                    mod_revision: rev,
-                    version: 0,
-                },
-            });
+            events.push(Event::deleted(key, rev));
         }
     }
-    d.revision = rev;
+    if !events.is_empty() {
+        d.revision = rev;
+    }
     broadcast(d, events);
 }
 
@@ -216,16 +202,7 @@ fn apply(d: &mut Data, txn: &Txn, lease: i64) -> (TxnResult, Vec<Event>) {
             }
             Op::Delete(key) => {
                 if d.kv.remove(key).is_some() {
-                    events.push(Event {
-                        kind: EventKind::Delete,
-                        kv: KeyValue {
-                            key: key.clone(),
-                            value: Vec::new(),
-                            create_revision: 0,
-                            mod_revision: rev,
-                            version: 0,
-                        },
-                    });
+                    events.push(Event::deleted(key.clone(), rev));
                 }
             }
         }
@@ -272,7 +249,7 @@ impl Store for SimStore {
         }
         let mut d = self.data();
         let (r, events) = apply(&mut d, &txn, 0);
-        self.emit(&mut d, events);
+        broadcast(&mut d, events);
         Ok(r)
     }
 
@@ -401,7 +378,7 @@ impl Leases for SimStore {
             return Ok(None);
         }
         let (r, events) = apply(&mut d, &Txn::new().put(key, value), lease);
-        self.emit(&mut d, events);
+        broadcast(&mut d, events);
         Ok(Some(r.revision))
     }
 }

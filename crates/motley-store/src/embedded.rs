@@ -233,16 +233,7 @@ impl Embedded {
                     }
                     Op::Delete(key) => {
                         if kv.remove(key.as_str()).map_err(backend)?.is_some() {
-                            events.push(Event {
-                                kind: EventKind::Delete,
-                                kv: KeyValue {
-                                    key: key.clone(),
-                                    value: Vec::new(),
-                                    create_revision: 0,
-                                    mod_revision: new_rev,
-                                    version: 0,
-                                },
-                            });
+                            events.push(Event::deleted(key.clone(), new_rev));
                         }
                     }
                 }
