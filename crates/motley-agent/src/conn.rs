@@ -194,6 +194,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentMsg>();
     let hello = agent.hello(tx.clone());
     let heartbeat: Duration;
+    let hello_sent = tokio::time::Instant::now();
     ch.send(vec![hello]).await?;
     // The server answers Welcome first.
     match tokio::time::timeout(CONNECT_TIMEOUT, ch.recv()).await {
@@ -206,7 +207,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
             agent.learn_servers(&servers);
             heartbeat = Duration::from_millis(heartbeat_ms.max(50));
             agent.set_lease(Duration::from_millis(lease_ms));
-            agent.touch();
+            agent.renew_lease(hello_sent);
         }
         Ok(Received::Msg(other)) => anyhow::bail!("expected Welcome, got {other:?}"),
         Ok(Received::Closed(code, reason)) => {
@@ -223,20 +224,25 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
     tracing::info!("connected to {url}");
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Only an acknowledged heartbeat renews the lease, from when it was sent: any other
+    // message may have waited out a partition in the connection (`motley_core::lease`).
+    let mut beats = motley_core::lease::Heartbeats::new();
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                ch.send(vec![AgentMsg::Heartbeat {}]).await?;
+                let seq = beats.send(tokio::time::Instant::now());
+                ch.send(vec![AgentMsg::Heartbeat { seq }]).await?;
             }
             got = ch.recv() => {
                 match got {
-                    Received::Msg(msg) => {
-                        agent.touch();
-                        agent.handle(msg, &tx);
+                    Received::Msg(ServerMsg::Ack { seq }) => {
+                        if let Some(sent) = beats.acked(seq) {
+                            agent.renew_lease(sent);
+                        }
                     }
-                    Received::Other => agent.touch(),
+                    Received::Msg(msg) => agent.handle(msg, &tx),
+                    Received::Other => {}
                     Received::Invalid(e) => {
-                        agent.touch();
                         tracing::warn!("invalid message from the server: {e}");
                     }
                     Received::Closed(..) => return Ok(()),
@@ -294,7 +300,7 @@ mod tests {
     fn a_later_report_of_the_same_allocation_replaces_an_earlier_one() {
         let out = superseded_dropped(vec![
             update("a", AllocState::Running),
-            AgentMsg::Heartbeat {},
+            AgentMsg::Heartbeat { seq: 0 },
             update("b", AllocState::Running),
             update("a", AllocState::Complete),
         ]);

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use motley_core::hw::{Hardware, TaintPolicy, Thresholds};
 use motley_core::manifest::{Source, parse_set};
-use motley_core::model::{Capacity, Node, NodeFacts, Workload, WorkloadRef};
-use motley_core::quantity::{Bytes, MilliCpu};
+use motley_core::model::{Node, NodeFacts, Workload, WorkloadRef};
 
 /// The fixture machines a synthetic cluster is drawn from (`tests/fixtures/hw/...`), with
 /// the CPU score each is given.
@@ -63,11 +62,7 @@ pub fn nodes(machines: &[(Hardware, u32)], n: usize) -> BTreeMap<String, Node> {
             };
             let node = Node {
                 name: name.clone(),
-                capacity: Capacity {
-                    cpu: MilliCpu(u64::from(facts.cpus) * 1000),
-                    memory: Bytes(facts.memory - facts.memory / 10),
-                    disk: Bytes(0),
-                },
+                capacity: motley_core::node::capacity(&facts),
                 facts,
                 labels,
                 taints: policy.taints(&conditions),

@@ -9,8 +9,11 @@
 //! * [`model`] — the object model: workloads, tasks, nodes, allocations.
 //! * [`manifest`] — strict YAML manifests with file/line/column/field errors.
 //! * [`hw`] — hardware facts, readings, labels, conditions and taints.
+//! * [`node`] — node registration (capacity, labels, taints) and report merging.
 //! * [`failure`] — the phi accrual failure detector and node health.
 //! * [`reconcile`] — controllers: desired workloads vs existing allocations → a plan.
+//! * [`lease`] — the agent's fencing lease, counted from when an acknowledged heartbeat was sent.
+//! * [`writes`] — a plan's write groups: what commits together, in which order.
 //! * [`restart`] — the restart policy state machine used by agents' supervisors.
 //! * [`api`] — HTTP API bodies.
 //! * [`promtext`] — OpenMetrics to classic Prometheus text.
@@ -23,8 +26,10 @@ pub mod api;
 pub mod failure;
 pub mod fuzzing;
 pub mod hw;
+pub mod lease;
 pub mod manifest;
 pub mod model;
+pub mod node;
 pub mod platform;
 pub mod promtext;
 pub mod proto;
@@ -33,6 +38,7 @@ pub mod reconcile;
 pub mod restart;
 pub mod selector;
 pub mod supervisor;
+pub mod writes;
 
 /// Deliberate bugs the simulator must catch (`motley-sim --features mutants`). Without
 /// the `mutants` feature [`mutants::active`] is a constant `false` and every planted bug

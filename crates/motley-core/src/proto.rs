@@ -110,9 +110,13 @@ pub enum AgentMsg {
     },
     /// An allocation changed state.
     Update(AllocReport),
-    /// I am alive (every `heartbeat_ms`; kept in the server's memory only). A struct
-    /// variant with no fields (same JSON as a unit one) so unknown fields are refused.
-    Heartbeat {},
+    /// I am alive (every `heartbeat_ms`; kept in the server's memory only).
+    Heartbeat {
+        /// Numbers the heartbeat (from 1); the server echoes it in [`ServerMsg::Ack`] so
+        /// the agent's lease runs from when it sent it ([`crate::lease`]). 0: unnumbered.
+        #[serde(default)]
+        seq: u64,
+    },
     /// A piece of an allocation's log, answering [`ServerMsg::Logs`].
     LogData {
         /// Request id.
@@ -142,8 +146,12 @@ pub enum ServerMsg {
         #[serde(default)]
         servers: Vec<String>,
     },
-    /// A heartbeat was received: the agent's lease is renewed.
-    Ack,
+    /// A heartbeat was received: the agent's lease is renewed from when it sent it.
+    Ack {
+        /// The heartbeat's number (0 from a server that echoes none: renews nothing).
+        #[serde(default)]
+        seq: u64,
+    },
     /// The servers of the control plane changed (URLs), for failover.
     Servers {
         /// Every server.
@@ -202,5 +210,20 @@ mod tests {
         let extra = update.replace(r#""at":1"#, r#""at":1,"evil":true"#);
         assert!(serde_json::from_str::<AgentMsg>(&extra).is_err());
         assert!(serde_json::from_str::<ServerMsg>(r#"{"type":"ack","new_field":1}"#).is_ok());
+    }
+
+    #[test]
+    fn heartbeats_and_acks_carry_a_number_older_peers_leave_out() -> serde_json::Result<()> {
+        let hb: AgentMsg = serde_json::from_str(r#"{"type":"heartbeat","seq":7}"#)?;
+        assert_eq!(hb, AgentMsg::Heartbeat { seq: 7 });
+        let old: AgentMsg = serde_json::from_str(r#"{"type":"heartbeat"}"#)?;
+        assert_eq!(old, AgentMsg::Heartbeat { seq: 0 });
+        let ack: ServerMsg = serde_json::from_str(r#"{"type":"ack"}"#)?;
+        assert_eq!(ack, ServerMsg::Ack { seq: 0 });
+        assert_eq!(
+            serde_json::to_string(&ServerMsg::Ack { seq: 3 })?,
+            r#"{"type":"ack","seq":3}"#
+        );
+        Ok(())
     }
 }

@@ -16,9 +16,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use motley_core::model::{Capacity, Node};
 use motley_core::proto::{AgentMsg, PROTOCOL_VERSION, ServerMsg};
-use motley_core::quantity::{Bytes, MilliCpu};
 use tokio::sync::mpsc;
 
 use crate::api::{ApiError, Caller};
@@ -38,39 +36,6 @@ pub const READ_BUFFER: usize = 8 << 10;
 pub const ACK_INTERVAL: Duration = Duration::from_millis(900);
 /// WebSocket ping interval, to notice dead TCP connections (memory only; nothing is stored).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-
-/// What a node may offer: all CPUs, its memory less a 10% reserve for the system, and
-/// its data disk's size as ephemeral disk (0 when not known).
-pub fn capacity_of(facts: &motley_core::model::NodeFacts) -> Capacity {
-    let disk = facts
-        .hw
-        .as_deref()
-        .and_then(|h| {
-            let name = h.data_disk.as_ref()?.disk.as_deref()?;
-            h.disks.iter().find(|d| d.name == name).map(|d| d.size)
-        })
-        .unwrap_or(0);
-    Capacity {
-        cpu: MilliCpu(facts.cpus as u64 * 1000),
-        memory: Bytes(facts.memory - facts.memory / 10),
-        disk: Bytes(disk),
-    }
-}
-
-/// The stored record of a node as its agent describes it (labels and taints are
-/// derived by [`Shared::register_node`]).
-fn node_record(name: &str, facts: motley_core::model::NodeFacts) -> Node {
-    Node {
-        name: name.to_string(),
-        capacity: capacity_of(&facts),
-        facts,
-        labels: Default::default(),
-        taints: Vec::new(),
-        cordoned: false,
-        draining: false,
-        registered_at: now_ms(),
-    }
-}
 
 /// `GET /v1/agent/connect`.
 pub async fn connect(
@@ -404,7 +369,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         link.refuse(why).await;
         return;
     }
-    if let Err(e) = s.register_node(node_record(&node, facts), &labels).await {
+    if let Err(e) = s.register_node(&node, facts, &labels).await {
         tracing::warn!("registering node {node}: {e}");
         return;
     }
@@ -472,20 +437,21 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 break;
             }
             AgentMsg::Facts { facts } => {
-                if let Err(e) = s.register_node(node_record(&node, facts), &labels).await {
+                if let Err(e) = s.register_node(&node, facts, &labels).await {
                     tracing::warn!("new facts from {node}: {e}");
                 }
             }
             AgentMsg::Readings { readings, at } => {
                 lock(&s.readings).insert(node.clone(), (readings, at));
             }
-            AgentMsg::Heartbeat {} => {
+            AgentMsg::Heartbeat { seq } => {
                 s.heartbeat(&node);
                 // Renewing the lease once a second is plenty (it lasts seconds) and
-                // halves the idle traffic.
+                // halves the idle traffic. The number lets the agent count its lease
+                // from when it sent this heartbeat (`motley_core::lease`).
                 if last_ack.elapsed() >= ACK_INTERVAL {
                     last_ack = tokio::time::Instant::now();
-                    let _ = tx.send(ServerMsg::Ack);
+                    let _ = tx.send(ServerMsg::Ack { seq });
                 }
             }
             AgentMsg::Update(report) => {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use motley_core::failure::{Detector, FailureConfig, Health};
 use motley_core::hw::{Readings, TaintPolicy};
-use motley_core::model::{AllocState, Allocation, Desired, Node, Workload, WorkloadRef};
+use motley_core::model::{AllocState, Allocation, Node, Workload, WorkloadRef};
 use motley_core::proto::{AllocReport, ServerMsg};
 use motley_core::reconcile::{self, Blocked, Ids, Input};
 use motley_scheduler::Scheduler;
@@ -31,8 +31,6 @@ use crate::metrics::Metrics;
 
 mod controller;
 mod reports;
-
-pub use reports::merge_report;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

@@ -677,6 +677,34 @@ fn stored(world: &World) -> BTreeMap<String, Workload> {
         .collect()
 }
 
+/// The stored allocations of a workload, for a failure's message: id, index, node,
+/// desired and observed state, and the last reason.
+fn allocs_of(world: &World, uid: &str) -> String {
+    let list: Vec<String> = world
+        .store
+        .snapshot(motley_server::keys::ALLOCS)
+        .into_values()
+        .filter_map(|v| serde_json::from_slice::<motley_core::model::Allocation>(&v).ok())
+        .filter(|a| a.workload_uid == uid)
+        .map(|a| {
+            format!(
+                "{} #{} on {} {:?}/{:?} ({})",
+                a.id,
+                a.index,
+                a.node,
+                a.desired,
+                a.state,
+                a.reasons.last().map_or("", String::as_str)
+            )
+        })
+        .collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join("; ")
+    }
+}
+
 /// Converged: a leader, every agent connected, every service at its replicas (on the
 /// nodes, not just in the store), every job's instances complete.
 fn converged(world: &World) -> Result<(), String> {
@@ -705,13 +733,21 @@ fn converged(world: &World) -> Result<(), String> {
             Spec::Service(s) => {
                 let n = running.get(&w.uid).copied().unwrap_or(0);
                 if n != s.replicas {
-                    return Err(format!("{name}: {n} of {} replicas run", s.replicas));
+                    return Err(format!(
+                        "{name}: {n} of {} replicas run; stored: {}",
+                        s.replicas,
+                        allocs_of(world, &w.uid)
+                    ));
                 }
             }
             Spec::Job(j) => {
                 let n = completed.get(&w.uid).map_or(0, |s| s.len()) as u32;
                 if n < j.completions {
-                    return Err(format!("{name}: {n} of {} completions", j.completions));
+                    return Err(format!(
+                        "{name}: {n} of {} completions; stored: {}",
+                        j.completions,
+                        allocs_of(world, &w.uid)
+                    ));
                 }
             }
             _ => {}

@@ -26,3 +26,25 @@ fn ten_seeds_hold_every_invariant_and_inject_faults() {
     assert!(faults > 20, "{faults} faults in ten seeds");
     assert!(acked > 20, "{acked} acknowledged applies in ten seeds");
 }
+
+/// Seeds that found bugs, kept as regressions (each failed on every replay before its
+/// fix): 229423, a start held in a partitioned connection for 30 s ran beside its
+/// replacement because any message renewed the lease on arrival (`motley_core::lease`);
+/// 202216, a controller whose plan lost only on the leader fence waited for a store
+/// revision its cache never follows, and planned nothing again.
+#[test]
+fn seeds_that_found_bugs_stay_fixed() {
+    let opts = Options::default();
+    for seed in [229_423, 202_216] {
+        let r = match run_seed(seed, &opts) {
+            Ok(r) => r,
+            Err(e) => panic!("seed {seed} could not run: {e:#}"),
+        };
+        assert!(
+            r.violations.is_empty(),
+            "seed {seed}: {:?} (replay: MOTLEY_SIM_SEED={seed} cargo run --release -p motley-sim)",
+            r.violations
+        );
+        assert!(r.steps > 300, "seed {seed} ran {} steps", r.steps);
+    }
+}

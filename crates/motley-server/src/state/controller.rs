@@ -1,7 +1,8 @@
-//! The controller: reconcile on every change, schedule, and commit each plan in write
-//! groups (stops and losses first, a workload's creates only with them).
+//! The controller: reconcile on every change, schedule, and commit each plan in the
+//! write groups `motley_core::writes` decides.
 
 use super::*;
+use motley_core::writes::Group;
 
 impl Shared {
     /// The controller: reconcile on every change, commit plans, repeat.
@@ -16,10 +17,21 @@ impl Shared {
                 Some(t) => t,
                 None => {
                     let _ = term_rx.changed().await;
+                    wait_rev = 0;
                     continue;
                 }
             };
-            self.wait_for_rev(wait_rev).await;
+            // Plan from a cache that has seen what the last commit changed. A change of
+            // term ends the wait: a commit refused for its fence alone changed nothing the
+            // cache follows, and a new term plans from whatever the cache holds (its
+            // compares keep that safe).
+            tokio::select! {
+                _ = self.wait_for_rev(wait_rev) => {}
+                _ = term_rx.changed() => {
+                    wait_rev = 0;
+                    continue;
+                }
+            }
             let sleep = match wake_at {
                 Some(at) => Duration::from_millis(at.saturating_sub(now_ms()).max(1)),
                 None => Duration::from_secs(3600),
@@ -30,7 +42,7 @@ impl Shared {
                 _ = term_rx.changed() => continue,
             }
             let started = Instant::now();
-            let (plan, revs) = {
+            let (plan, revs, planned_at) = {
                 let cache = self.cache();
                 let plan = self.plan_pass(&cache, &cache.workloads, now_ms(), &mut RandomIds);
                 // The revisions this plan was made from, for its compares.
@@ -56,7 +68,7 @@ impl Shared {
                     let k = keys::alloc(id);
                     revs.insert(k.clone(), cache.rev(&k));
                 }
-                (plan, revs)
+                (plan, revs, cache.revision)
             };
             self.metrics
                 .reconcile_seconds
@@ -68,9 +80,12 @@ impl Shared {
                 continue;
             }
             match self.commit(plan, &revs, term.fence).await {
-                // Nothing committed (every compare lost): plan again only once the cache
-                // has caught up with the store, instead of spinning on a stale view.
-                Ok(0) => wait_rev = self.store.revision().await.unwrap_or(wait_rev),
+                // Nothing committed (every compare lost): plan again once the cache has
+                // changed, instead of spinning on a stale view. Not "once the cache has
+                // reached the store's revision": that may be a write the cache does not
+                // follow (the leader key), and the wait would never end (the simulator's
+                // seed 202216).
+                Ok(0) => wait_rev = planned_at + 1,
                 Ok(rev) => wait_rev = rev,
                 Err(e) => {
                     tracing::warn!("committing a plan: {e}");
@@ -81,24 +96,22 @@ impl Shared {
         }
     }
 
+    /// Commits a plan in its write groups ([`motley_core::writes`]: stops and losses
+    /// first, a workload's creates only after its stops; deletes last), each group one
+    /// transaction guarded by the revisions the plan was made from. Returns the highest
+    /// revision committed (0: nothing).
     pub(super) async fn commit(
         &self,
         plan: reconcile::Plan,
         revs: &HashMap<String, u64>,
         fence: u64,
     ) -> Result<u64, StoreError> {
-        const CHUNK: usize = 100;
-        let mut max_rev = 0;
         let rev_of = |k: &str| revs.get(k).copied().unwrap_or(0);
-        // Creates, grouped by workload, guarded by the workload's revision.
-        let mut by_workload: BTreeMap<WorkloadRef, Vec<Allocation>> = BTreeMap::new();
-        for a in plan.create {
-            by_workload.entry(a.workload.clone()).or_default().push(a);
-        }
-        // Volumes bound by this plan, as stored records with their binding.
-        let mut bound: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
-        {
+        let (groups, bound) = {
             let cache = self.cache();
+            let groups = motley_core::writes::groups(&plan, |id| cache.allocs.get(id), now_ms());
+            // Volumes bound by this plan, as stored records with their binding.
+            let mut bound: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
             for (name, b) in &plan.bind {
                 let r = WorkloadRef {
                     kind: motley_core::model::Kind::Volume,
@@ -107,109 +120,55 @@ impl Shared {
                 if let Some(v) = cache.workloads.get(&r) {
                     let mut v = v.clone();
                     v.binding = Some(b.clone());
-                    let bytes =
-                        serde_json::to_vec(&v).map_err(|e| StoreError::Backend(e.to_string()))?;
-                    bound.insert(name.clone(), (keys::workload(&r), bytes));
+                    bound.insert(name.clone(), (keys::workload(&r), encode(&v)?));
                 }
             }
-        }
-        let mut creates: Vec<(WorkloadRef, Txn)> = Vec::new();
-        for (w, allocs) in by_workload {
-            let wkey = keys::workload(&w);
-            // The first transaction of a workload that uses a volume bound now writes the
-            // binding, guarded by the volume's revision: if another workload's
-            // transaction bound it first, this one fails and is planned again.
-            let uses: BTreeSet<&str> = allocs
-                .iter()
-                .flat_map(|a| a.volumes.iter().map(|v| v.name.as_str()))
-                .filter(|n| bound.contains_key(*n))
-                .collect();
-            for (k, chunk) in allocs.chunks(CHUNK).enumerate() {
-                let mut t = Txn::new().when(&wkey, rev_of(&wkey));
-                if k == 0 {
-                    for name in &uses {
-                        if let Some((vkey, bytes)) = bound.get(*name) {
+            (groups, bound)
+        };
+        let mut max_rev = 0;
+        let mut commit = motley_core::writes::Commit::default();
+        for g in &groups {
+            if !commit.may_run(g) {
+                continue;
+            }
+            let mut t = Txn::new();
+            match g {
+                Group::Stop { records, .. } => {
+                    for a in records {
+                        let k = keys::alloc(&a.id);
+                        t = t.when(&k, rev_of(&k)).put(k, encode(a)?);
+                    }
+                }
+                Group::Create {
+                    workload,
+                    allocs,
+                    binds,
+                } => {
+                    // The group that binds a volume writes the binding, guarded by the
+                    // volume's revision: if another workload's transaction bound it
+                    // first, this one fails and is planned again.
+                    let wkey = keys::workload(workload);
+                    t = t.when(&wkey, rev_of(&wkey));
+                    for name in binds {
+                        if let Some((vkey, bytes)) = bound.get(name) {
                             t = t.when(vkey, rev_of(vkey)).put(vkey.clone(), bytes.clone());
                         }
                     }
-                }
-                for a in chunk {
-                    let k = keys::alloc(&a.id);
-                    let v =
-                        serde_json::to_vec(a).map_err(|e| StoreError::Backend(e.to_string()))?;
-                    t = t.when(&k, 0).put(k, v);
-                }
-                creates.push((w.clone(), t));
-            }
-        }
-        let stops: Vec<(String, String, bool)> = plan
-            .stop
-            .into_iter()
-            .map(|(id, r)| (id, r, false))
-            .chain(plan.lost.into_iter().map(|(id, r)| (id, r, true)))
-            .collect();
-        // Stops and losses go first, each transaction with the workloads it touches: a
-        // workload whose stop or loss was not committed (its allocation changed
-        // meanwhile) gets no new allocations from this plan either. Its replacements
-        // were planned on the allocation being gone; committed alone they would run
-        // an instance twice (a job index lost, replaced, and then completed anyway).
-        let mut stop_txns: Vec<(BTreeSet<WorkloadRef>, Txn)> = Vec::new();
-        {
-            let cache = self.cache();
-            let now = now_ms();
-            for chunk in stops.chunks(CHUNK) {
-                let mut t = Txn::new();
-                let mut touched = BTreeSet::new();
-                for (id, reason, lost) in chunk {
-                    let Some(a) = cache.allocs.get(id) else {
-                        continue;
-                    };
-                    touched.insert(a.workload.clone());
-                    let mut a = a.clone();
-                    a.desired = Desired::Stop;
-                    if *lost {
-                        a.state = AllocState::Lost;
-                        a.pid = None;
-                        a.updated_at = now;
-                        a.push_reason(format!("lost: {reason}"));
-                    } else {
-                        a.push_reason(format!("stop: {reason}"));
+                    for a in allocs {
+                        let k = keys::alloc(&a.id);
+                        t = t.when(&k, 0).put(k, encode(a)?);
                     }
-                    let k = keys::alloc(id);
-                    let v =
-                        serde_json::to_vec(&a).map_err(|e| StoreError::Backend(e.to_string()))?;
-                    t = t.when(&k, rev_of(&k)).put(k, v);
                 }
-                stop_txns.push((touched, t));
+                Group::Delete { ids } => {
+                    for id in ids {
+                        let k = keys::alloc(id);
+                        t = t.when(&k, rev_of(&k)).delete(k);
+                    }
+                }
             }
-        }
-        let mut held_back: BTreeSet<WorkloadRef> = BTreeSet::new();
-        for (touched, t) in stop_txns {
             match self.run_plan_txn(t, fence).await? {
                 Some(rev) => max_rev = max_rev.max(rev),
-                None => held_back.extend(touched),
-            }
-        }
-        for (w, t) in creates {
-            if held_back.contains(&w) {
-                continue;
-            }
-            if let Some(rev) = self.run_plan_txn(t, fence).await? {
-                max_rev = max_rev.max(rev);
-            }
-        }
-        let mut txns = Vec::new();
-        for chunk in plan.delete.chunks(CHUNK) {
-            let mut t = Txn::new();
-            for id in chunk {
-                let k = keys::alloc(id);
-                t = t.when(&k, rev_of(&k)).delete(k);
-            }
-            txns.push(t);
-        }
-        for t in txns {
-            if let Some(rev) = self.run_plan_txn(t, fence).await? {
-                max_rev = max_rev.max(rev);
+                None => commit.failed(g),
             }
         }
         Ok(max_rev)
@@ -234,6 +193,11 @@ impl Shared {
             Ok(None)
         }
     }
+}
+
+/// A record as the store keeps it.
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 /// Allocation ids: the workload's name and 8 random hex digits.

@@ -4,48 +4,33 @@
 use super::*;
 
 impl Shared {
-    /// Records a node's registration or new facts: derives its labels (the agent's own
-    /// plus those under `motley.io/` from its facts) and its taints (from its conditions
-    /// and the taint policy), and writes only when something changed.
+    /// Records a node's registration or new facts ([`motley_core::node::registration`]:
+    /// capacity, labels, taints), merged with what the operator set, and writes only
+    /// when something changed.
     pub async fn register_node(
         &self,
-        mut node: Node,
+        name: &str,
+        facts: motley_core::model::NodeFacts,
         user_labels: &BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        node.labels = user_labels
-            .iter()
-            .filter(|(k, _)| !k.starts_with(motley_core::hw::LABEL_PREFIX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if let Some(hw) = &node.facts.hw {
-            let logs = node.facts.task_logs.map_or("disk", |l| l.as_str());
-            node.labels
-                .extend(motley_core::hw::labels(hw, node.facts.cpu_score, logs));
-        }
-        node.taints = self.taint_policy.taints(&node.facts.conditions);
-        let key = keys::node(&node.name);
+        let node =
+            motley_core::node::registration(name, facts, user_labels, &self.taint_policy, now_ms());
+        let key = keys::node(name);
         let (key_ref, node_ref) = (&key, &node);
         let outcome = motley_store::update(
             &*self.store,
             || async move {
                 let (key, node) = (key_ref, node_ref);
                 let current = self.store.get(key).await?;
-                let (merged, rev) = match &current {
-                    Some(kv) => match serde_json::from_slice::<Node>(&kv.value) {
-                        Ok(old) => {
-                            let mut n = node.clone();
-                            n.cordoned = old.cordoned;
-                            n.draining = old.draining;
-                            n.registered_at = old.registered_at;
-                            if n == old {
-                                return Ok(motley_store::Attempt::Done(()));
-                            }
-                            (n, kv.mod_revision)
-                        }
-                        Err(_) => (node.clone(), kv.mod_revision),
-                    },
-                    None => (node.clone(), 0),
+                // An unreadable record is replaced by the registration.
+                let stored = current
+                    .as_ref()
+                    .and_then(|kv| serde_json::from_slice::<Node>(&kv.value).ok());
+                let Some(merged) = motley_core::node::merge_registration(node, stored.as_ref())
+                else {
+                    return Ok(motley_store::Attempt::Done(()));
                 };
+                let rev = current.as_ref().map_or(0, |kv| kv.mod_revision);
                 let value =
                     serde_json::to_vec(&merged).map_err(|e| StoreError::Backend(e.to_string()))?;
                 Ok(motley_store::Attempt::Write(
@@ -106,7 +91,7 @@ impl Shared {
                     return Ok(motley_store::Attempt::Done(true));
                 }
                 let mut next = alloc.clone();
-                if !merge_report(&mut next, report, now_ms()) {
+                if !motley_core::node::merge_report(&mut next, report, now_ms()) {
                     return Ok(motley_store::Attempt::Done(true));
                 }
                 let value =
@@ -172,7 +157,7 @@ impl Shared {
                     }
                 }
                 if let Some((a, _, dirty)) = changed.get_mut(r.id.as_str())
-                    && merge_report(a, r, now)
+                    && motley_core::node::merge_report(a, r, now)
                 {
                     *dirty = true;
                 }
@@ -204,31 +189,5 @@ impl Shared {
             }
         }
         Ok(gone)
-    }
-}
-
-/// Folds an agent's report into an allocation; returns whether anything changed.
-pub fn merge_report(a: &mut Allocation, r: &AllocReport, now: u64) -> bool {
-    // Terminal states are final: a late report cannot bring an allocation back.
-    if a.state.is_terminal() {
-        return false;
-    }
-    let before = a.clone();
-    a.state = r.state;
-    a.pid = r.pid;
-    if r.exit_code.is_some() {
-        a.exit_code = r.exit_code;
-    }
-    a.restarts = a.restarts.max(r.restarts);
-    if let Some(reason) = &r.reason
-        && a.reasons.last() != Some(reason)
-    {
-        a.push_reason(reason.clone());
-    }
-    if *a != before {
-        a.updated_at = now;
-        true
-    } else {
-        false
     }
 }

@@ -1,0 +1,241 @@
+//! What the server decides about what agents tell it: a node's registration (its
+//! capacity, labels and taints, merged with what the operator set) and an agent's report
+//! folded into a stored allocation. The server reads and writes the store around these.
+
+use std::collections::BTreeMap;
+
+use crate::hw::TaintPolicy;
+use crate::model::{Allocation, Capacity, Node, NodeFacts};
+use crate::proto::AllocReport;
+use crate::quantity::{Bytes, MilliCpu};
+
+/// The share of a node's memory kept back for its system (the OS, the agent, caches):
+/// workloads may reserve the rest.
+pub const MEMORY_RESERVE_PERCENT: u64 = 10;
+
+/// What a node may offer: all CPUs, its memory less [`MEMORY_RESERVE_PERCENT`], and its
+/// data disk's size as ephemeral disk (0 when not known).
+pub fn capacity(facts: &NodeFacts) -> Capacity {
+    let disk = facts
+        .hw
+        .as_deref()
+        .and_then(|h| {
+            let name = h.data_disk.as_ref()?.disk.as_deref()?;
+            h.disks.iter().find(|d| d.name == name).map(|d| d.size)
+        })
+        .unwrap_or(0);
+    Capacity {
+        cpu: MilliCpu(facts.cpus as u64 * 1000),
+        memory: Bytes(facts.memory - facts.memory * MEMORY_RESERVE_PERCENT / 100),
+        disk: Bytes(disk),
+    }
+}
+
+/// A node as its agent describes it: capacity from its facts; labels its owner gave the
+/// agent (never under `motley.io/`, which only discovery writes) plus those derived from
+/// its hardware; taints from its conditions under the server's policy. `now` becomes
+/// `registered_at` for a node seen the first time ([`merge_registration`] keeps the old).
+pub fn registration(
+    name: &str,
+    facts: NodeFacts,
+    user_labels: &BTreeMap<String, String>,
+    policy: &TaintPolicy,
+    now: u64,
+) -> Node {
+    let mut labels: BTreeMap<String, String> = user_labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with(crate::hw::LABEL_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(hw) = &facts.hw {
+        let logs = facts.task_logs.map_or("disk", |l| l.as_str());
+        labels.extend(crate::hw::labels(hw, facts.cpu_score, logs));
+    }
+    Node {
+        name: name.to_string(),
+        capacity: capacity(&facts),
+        taints: policy.taints(&facts.conditions),
+        facts,
+        labels,
+        cordoned: false,
+        draining: false,
+        registered_at: now,
+    }
+}
+
+/// The record to store for a registration, given the stored one: what the operator set
+/// (cordon, drain) and the first registration time survive; `None` when nothing changed
+/// (no write).
+pub fn merge_registration(incoming: &Node, stored: Option<&Node>) -> Option<Node> {
+    let Some(old) = stored else {
+        return Some(incoming.clone());
+    };
+    let mut n = incoming.clone();
+    n.cordoned = old.cordoned;
+    n.draining = old.draining;
+    n.registered_at = old.registered_at;
+    (n != *old).then_some(n)
+}
+
+/// Folds an agent's report into an allocation; returns whether anything changed (and
+/// sets `updated_at` to `now` if so). Terminal states are final: a late report cannot
+/// bring an allocation back. Restarts never go down; a repeated reason is kept once.
+pub fn merge_report(a: &mut Allocation, r: &AllocReport, now: u64) -> bool {
+    if a.state.is_terminal() {
+        return false;
+    }
+    let before = a.clone();
+    a.state = r.state;
+    a.pid = r.pid;
+    if r.exit_code.is_some() {
+        a.exit_code = r.exit_code;
+    }
+    a.restarts = a.restarts.max(r.restarts);
+    if let Some(reason) = &r.reason
+        && a.reasons.last() != Some(reason)
+    {
+        a.push_reason(reason.clone());
+    }
+    if *a != before {
+        a.updated_at = now;
+        true
+    } else {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hw::{Condition, ConditionKind, TaintEffect};
+    use crate::model::AllocState;
+
+    fn facts(cpus: u32, memory: u64) -> NodeFacts {
+        NodeFacts {
+            cpus,
+            memory,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn capacity_keeps_a_tenth_of_memory_for_the_system() {
+        let c = capacity(&facts(4, 1000 * 1024 * 1024));
+        assert_eq!(c.cpu, MilliCpu(4000));
+        assert_eq!(c.memory, Bytes(900 * 1024 * 1024));
+        assert_eq!(c.disk, Bytes(0), "no data disk known");
+    }
+
+    #[test]
+    fn registration_drops_reserved_labels_and_taints_by_policy() {
+        let mut user = BTreeMap::new();
+        user.insert("zone".to_string(), "attic".to_string());
+        user.insert("motley.io/arch".to_string(), "forged".to_string());
+        let mut f = facts(2, 1 << 30);
+        f.conditions = vec![Condition {
+            kind: ConditionKind::Undervoltage,
+            since: 5,
+            reason: "throttled".into(),
+        }];
+        let mut policy = TaintPolicy::default();
+        policy
+            .0
+            .insert(ConditionKind::Undervoltage, TaintEffect::NoSchedule);
+        let n = registration("pi", f, &user, &policy, 42);
+        assert_eq!(n.labels.get("zone").map(String::as_str), Some("attic"));
+        assert!(!n.labels.contains_key("motley.io/arch"), "{:?}", n.labels);
+        assert_eq!(n.taints.len(), 1, "{:?}", n.taints);
+        assert_eq!(n.registered_at, 42);
+    }
+
+    #[test]
+    fn re_registration_keeps_what_the_operator_set_and_writes_only_on_change() {
+        let policy = TaintPolicy::default();
+        let first = registration("pi", facts(2, 1 << 30), &BTreeMap::new(), &policy, 1);
+        let stored = merge_registration(&first, None);
+        let Some(mut stored) = stored else {
+            panic!("a new node is written")
+        };
+        stored.cordoned = true;
+        let same = registration("pi", facts(2, 1 << 30), &BTreeMap::new(), &policy, 99);
+        assert_eq!(merge_registration(&same, Some(&stored)), None);
+        let bigger = registration("pi", facts(4, 1 << 30), &BTreeMap::new(), &policy, 99);
+        let Some(merged) = merge_registration(&bigger, Some(&stored)) else {
+            panic!("new facts are written")
+        };
+        assert!(merged.cordoned, "a cordon survives new facts");
+        assert_eq!(merged.registered_at, 1);
+        assert_eq!(merged.capacity.cpu, MilliCpu(4000));
+    }
+
+    fn alloc(state: AllocState) -> Allocation {
+        let json = serde_json::json!({
+            "id": "web-1", "workload": "service/web",
+            "workload_uid": "u", "generation": 1, "index": 0, "node": "n1",
+            "task": {"command": ["true"]},
+            "restart": {"mode": "always", "max_restarts": null, "backoff": {}},
+            "desired": "run", "state": state,
+            "created_at": 0, "updated_at": 0
+        });
+        match serde_json::from_value(json) {
+            Ok(a) => a,
+            Err(e) => panic!("test allocation: {e}"),
+        }
+    }
+
+    fn report(state: AllocState, restarts: u32, reason: Option<&str>) -> AllocReport {
+        AllocReport {
+            id: "web-1".into(),
+            state,
+            pid: Some(7),
+            exit_code: None,
+            restarts,
+            reason: reason.map(str::to_string),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn a_report_changes_state_once_and_terminal_states_are_final() {
+        let mut a = alloc(AllocState::Pending);
+        assert!(merge_report(
+            &mut a,
+            &report(AllocState::Running, 0, Some("started")),
+            10
+        ));
+        assert_eq!(
+            (a.state, a.pid, a.updated_at),
+            (AllocState::Running, Some(7), 10)
+        );
+        assert!(
+            !merge_report(&mut a, &report(AllocState::Running, 0, Some("started")), 20),
+            "the same report again changes nothing"
+        );
+        assert_eq!(a.updated_at, 10);
+        assert_eq!(a.reasons.len(), 1, "{:?}", a.reasons);
+        assert!(merge_report(
+            &mut a,
+            &report(AllocState::Running, 0, Some("x")),
+            30
+        ));
+        assert!(
+            !merge_report(&mut a, &report(AllocState::Running, 0, None), 40),
+            "no reason, same state: nothing to write"
+        );
+        a.state = AllocState::Lost;
+        assert!(!merge_report(
+            &mut a,
+            &report(AllocState::Running, 3, None),
+            50
+        ));
+        assert_eq!(a.state, AllocState::Lost, "a late report cannot revive it");
+    }
+
+    #[test]
+    fn restarts_never_go_down() {
+        let mut a = alloc(AllocState::Running);
+        a.restarts = 4;
+        merge_report(&mut a, &report(AllocState::Running, 2, None), 1);
+        assert_eq!(a.restarts, 4);
+    }
+}
