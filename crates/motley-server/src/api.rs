@@ -34,6 +34,7 @@ use crate::keys;
 use crate::state::{Shared, lock, now_ms};
 
 mod admin;
+pub mod agent_ws;
 mod nodes;
 mod workloads;
 
@@ -163,7 +164,7 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("GET", "/v1/audit") => get(list_audit),
         ("GET", "/v1/secrets/{name}/reveal") => get(reveal_secret),
         ("POST", "/v1/secrets/rotate-key") => post(rotate_key),
-        ("GET", "/v1/agent/connect") => get(crate::agents::connect),
+        ("GET", "/v1/agent/connect") => get(agent_ws::connect),
         ("POST", "/v1/join") => post(join),
         _ => return None,
     })

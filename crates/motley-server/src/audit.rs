@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use motley_core::api::AuditEntry;
 
-use crate::state::lock;
+use crate::util::lock;
 
 /// Entries kept in memory.
 pub const RING: usize = 1000;

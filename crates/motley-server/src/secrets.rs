@@ -264,9 +264,12 @@ pub fn deliver(
 }
 
 /// Secrets sealed with a key this keyring lacks: `(secret, key id)`, one per secret.
-pub fn foreign_keys(ring: &Keyring, cache: &crate::state::Cache) -> Vec<(String, String)> {
+pub fn foreign_keys(
+    ring: &Keyring,
+    workloads: &BTreeMap<WorkloadRef, Workload>,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for w in cache.workloads.values() {
+    for w in workloads.values() {
         let Spec::Secret(s) = &w.spec else { continue };
         let foreign = s.data.values().find_map(|v| {
             let (id, _) = sealed_parts(v.sealed.as_deref()?)?;

@@ -9,7 +9,7 @@ use motley_store::Store;
 use motley_store::snapshot::Snapshot;
 
 use crate::SnapshotSchedule;
-use crate::state::now_ms;
+use crate::util::now_ms;
 
 /// The snapshots in `dir`, oldest first, with their revisions.
 pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use motley_core::failure::{Detector, FailureConfig, Health};
@@ -30,27 +30,10 @@ use crate::keys::{self, Parsed};
 use crate::metrics::Metrics;
 
 mod controller;
+pub mod leading;
 mod reports;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    motley_rt::now_ms()
-}
-
-/// Read-locks, ignoring poisoning (see [`lock`]).
-pub fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Write-locks, ignoring poisoning (see [`lock`]).
-pub fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Locks a mutex, recovering from poisoning (a panicked holder leaves consistent data here).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::util::{lock, now_ms, read, write};
 
 /// The store's contents as last seen by the watch, decoded.
 #[derive(Debug, Default)]
@@ -481,9 +464,10 @@ impl Shared {
                     batch.push(more);
                 }
                 let mut failed = None;
+                // What the agents connected here must hear, in order.
+                let mut out: Vec<(String, Delivery)> = Vec::new();
                 {
                     let mut cache = self.cache_mut();
-                    let conns = lock(&self.conns);
                     // Whole revisions only (see `motley_store::Watch`): the cache never
                     // claims a revision it has seen half of.
                     let mut events = Vec::new();
@@ -499,43 +483,33 @@ impl Shared {
                     for ev in events {
                         rev = rev.max(ev.revision());
                         let key = ev.kv.key.clone();
-                        let msg = match ev.kind {
+                        match ev.kind {
                             EventKind::Put => {
                                 apply_put(&mut cache, &key, &ev.kv.value, ev.kv.mod_revision);
-                                match keys::parse(&key) {
-                                    Parsed::Alloc(id) => cache.allocs.get(id).map(|a| {
-                                        // A new allocation carries its secrets; the agent
-                                        // keeps them for restarts in place.
-                                        let secrets = (a.state == AllocState::Pending)
-                                            .then(|| {
-                                                crate::secrets::deliver(
-                                                    &read(&self.keyring),
-                                                    &cache.workloads,
-                                                    a,
-                                                )
-                                            })
-                                            .flatten();
-                                        (
-                                            a.node.clone(),
-                                            ServerMsg::Upsert {
-                                                alloc: Box::new(a.clone()),
-                                                secrets,
-                                            },
-                                        )
-                                    }),
-                                    _ => None,
+                                if let Parsed::Alloc(id) = keys::parse(&key)
+                                    && let Some(a) = cache.allocs.get(id)
+                                {
+                                    out.push((
+                                        a.node.clone(),
+                                        Delivery::Upsert(Box::new(a.clone())),
+                                    ));
                                 }
                             }
-                            EventKind::Delete => apply_delete(&mut cache, &key)
-                                .map(|(node, id)| (node, ServerMsg::Remove { id })),
-                        };
-                        if let Some((node, msg)) = msg
-                            && let Some(conn) = conns.get(&node)
-                        {
-                            let _ = conn.tx.send(msg);
+                            EventKind::Delete => {
+                                if let Some((node, id)) = apply_delete(&mut cache, &key) {
+                                    out.push((node, Delivery::Remove(id)));
+                                }
+                            }
                         }
                     }
                     cache.revision = rev;
+                }
+                // Delivery, outside the write lock: readers (the API, the controller) do
+                // not wait for secrets to be decrypted. The cache cannot move meanwhile
+                // (this task is its only writer); an agent that connects in between gets
+                // its full set and then these again, which it applies idempotently.
+                if !out.is_empty() {
+                    self.deliver(out);
                 }
                 self.cache_rev.send_replace(rev);
                 self.kick.notify_one();
@@ -551,6 +525,30 @@ impl Shared {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
+        }
+    }
+
+    /// Sends what changed to the agents connected here; a new allocation carries its
+    /// secrets (the agent keeps them for restarts in place), decrypted only for a node
+    /// connected to this server.
+    fn deliver(&self, out: Vec<(String, Delivery)>) {
+        let cache = self.cache();
+        let ring = read(&self.keyring);
+        let conns = lock(&self.conns);
+        for (node, d) in out {
+            let Some(conn) = conns.get(&node) else {
+                continue;
+            };
+            let msg = match d {
+                Delivery::Upsert(a) => {
+                    let secrets = (a.state == AllocState::Pending)
+                        .then(|| crate::secrets::deliver(&ring, &cache.workloads, &a))
+                        .flatten();
+                    ServerMsg::Upsert { alloc: a, secrets }
+                }
+                Delivery::Remove(id) => ServerMsg::Remove { id },
+            };
+            let _ = conn.tx.send(msg);
         }
     }
 
@@ -625,6 +623,14 @@ pub fn allocs_of(cache: &Cache, node: &str) -> Vec<Allocation> {
         .filter(|a| a.node == node)
         .cloned()
         .collect()
+}
+
+/// A change an agent must hear of.
+enum Delivery {
+    /// An allocation of its node was created or changed.
+    Upsert(Box<Allocation>),
+    /// An allocation of its node is gone.
+    Remove(String),
 }
 
 fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) {

@@ -163,8 +163,8 @@ impl std::fmt::Debug for Net {
 
 /// How long a connection attempt into a partition waits before it fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a follower waits for a leader to relay an agent to (as `agents::RELAY_WAIT`).
-const RELAY_WAIT: Duration = agents::RELAY_WAIT;
+/// How long a follower waits for a leader to relay an agent to (as `motley_server::api::agent_ws::RELAY_WAIT`).
+const RELAY_WAIT: Duration = motley_server::api::agent_ws::RELAY_WAIT;
 
 impl Dialer for SimDialer {
     fn dial<'a>(

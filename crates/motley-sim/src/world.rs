@@ -175,7 +175,7 @@ impl World {
         let started = process
             .enter(async move {
                 s2.start_cache().await?;
-                ha::start(&s2).await?;
+                motley_server::state::leading::start(&s2).await?;
                 motley_rt::spawn(s2.clone().run_controller());
                 motley_rt::spawn(s2.clone().run_health());
                 Ok::<(), motley_store::StoreError>(())

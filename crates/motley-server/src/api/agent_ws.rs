@@ -1,0 +1,276 @@
+//! `GET /v1/agent/connect`: the agent's WebSocket ([`WsLink`], a [`Link`] for
+//! [`crate::agents::session`]), and the relay of a server that does not lead to the
+//! leader, frame by frame (see [`crate::ha`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use motley_core::proto::{AgentMsg, ServerMsg};
+use tokio::sync::mpsc;
+
+use crate::agents::{AgentCaller, Frame, Link, session};
+use crate::api::{ApiError, Caller};
+use crate::auth::Role;
+use crate::state::Shared;
+
+/// Largest frame accepted from an agent.
+pub const MAX_FRAME: usize = 4 << 20;
+/// Read buffer of each agent socket. Agent frames are small (a heartbeat is 18 bytes, a
+/// report a few hundred); tungstenite's default of 128 KiB per connection was most of
+/// the server's memory with 1,000 agents (bench/scale.py). Larger frames still arrive,
+/// in more reads.
+pub const READ_BUFFER: usize = 8 << 10;
+
+/// WebSocket ping interval, to notice dead TCP connections (memory only; nothing is stored).
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// `GET /v1/agent/connect`.
+pub async fn connect(
+    State(s): State<Arc<Shared>>,
+    Extension(Caller(role)): Extension<Caller>,
+    who: Option<Extension<crate::api::Who>>,
+    peer: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let caller = AgentCaller {
+        who: who.map_or_else(|| "-".into(), |w| w.0.0),
+        peer: peer.map_or_else(|| "-".into(), |p| p.0.0.ip().to_string()),
+    };
+    let Role::Node { node } = role else {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            motley_core::api::ErrorBody {
+                error: "only node credentials may connect as an agent".into(),
+                details: vec![],
+            },
+        )
+        .into_response();
+    };
+    if s.ha.leading().is_none() {
+        // Node liveness lives with the leader: relay this agent to it.
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string();
+        return ws
+            .max_message_size(MAX_FRAME)
+            .read_buffer_size(READ_BUFFER)
+            .on_upgrade(move |socket| async move { relay(s, node, token, caller, socket).await });
+    }
+    ws.max_message_size(MAX_FRAME)
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| async move {
+            let link = WsLink::new(socket, &node);
+            session(s, node, caller, link).await
+        })
+}
+
+/// The real link: a WebSocket, written by a task of its own that also pings.
+pub struct WsLink {
+    stream: futures_util::stream::SplitStream<WebSocket>,
+    sink: Option<futures_util::stream::SplitSink<WebSocket, Message>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    node: String,
+}
+
+impl WsLink {
+    fn new(socket: WebSocket, node: &str) -> WsLink {
+        let (sink, stream) = socket.split();
+        WsLink {
+            stream,
+            sink: Some(sink),
+            writer: None,
+            node: node.to_string(),
+        }
+    }
+}
+
+impl Drop for WsLink {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+    }
+}
+
+impl Link for WsLink {
+    async fn recv(&mut self) -> Frame {
+        decode(&self.node, self.stream.next().await)
+    }
+
+    fn try_recv(&mut self) -> Option<Frame> {
+        self.stream
+            .next()
+            .now_or_never()
+            .map(|f| decode(&self.node, f))
+    }
+
+    fn sender(&mut self) -> mpsc::UnboundedSender<ServerMsg> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+        let Some(mut sink) = self.sink.take() else {
+            return tx;
+        };
+        self.writer = Some(motley_rt::spawn(async move {
+            let mut ping = tokio::time::interval(PING_INTERVAL);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    msg = rx.recv() => {
+                        let Some(msg) = msg else { break };
+                        let Ok(text) = serde_json::to_string(&msg) else { continue };
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = ping.tick() => {
+                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+        tx
+    }
+
+    async fn refuse(mut self, why: String) {
+        if let Some(mut sink) = self.sink.take() {
+            let _ = sink
+                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 4003,
+                    reason: why.into(),
+                })))
+                .await;
+        }
+    }
+}
+
+/// How long a relayed agent waits for a leader before its connection is closed (it then
+/// reconnects): less than the agent's wait for Welcome.
+pub const RELAY_WAIT: Duration = Duration::from_secs(4);
+
+/// Relays an agent connection to the leading server, frame by frame, until either side
+/// closes or the leader changes. Becoming the leader meanwhile serves the agent here.
+async fn relay(
+    s: Arc<Shared>,
+    node: String,
+    token: String,
+    caller: AgentCaller,
+    mut down: WebSocket,
+) {
+    let mut observed = s.ha.observed.subscribe();
+    let mut term = s.ha.term.subscribe();
+    let deadline = tokio::time::Instant::now() + RELAY_WAIT;
+    // The leader the store names may have just died (its key lasts until its lease runs
+    // out): on failure, wait for the next one rather than turning the agent away.
+    let mut failed: Option<String> = None;
+    let (leader, up) = loop {
+        if s.ha.leading().is_some() {
+            let link = WsLink::new(down, &node);
+            return session(s, node, caller, link).await;
+        }
+        if let Some(l) = s.ha.leader_elsewhere()
+            && failed.as_ref() != Some(&l.id)
+        {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match motley_net::ws::connect(
+                &l.url,
+                "/v1/agent/connect",
+                &token,
+                &[(crate::api::FORWARDED, s.ha.me.id.clone())],
+                s.ha.tls.clone(),
+                left.max(Duration::from_millis(100)),
+            )
+            .await
+            {
+                Ok(up) => break (l, up),
+                Err(e) => {
+                    tracing::debug!("agent {node}: relaying to {}: {e}", l.url);
+                    failed = Some(l.id.clone());
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = observed.changed() => {}
+            _ = term.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!("agent {node}: no leader to relay to");
+                let _ = down.send(close(1013, "no leading server can be reached yet; try again")).await;
+                return;
+            }
+        }
+    };
+    tracing::info!("agent {node} relayed to the leader {}", leader.url);
+    observed.borrow_and_update();
+    term.borrow_and_update();
+    let (mut up_sink, mut up_stream) = up.split();
+    let (mut down_sink, mut down_stream) = down.split();
+    use tokio_tungstenite::tungstenite::Message as Up;
+    loop {
+        tokio::select! {
+            m = down_stream.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    if up_sink.send(Up::Text(t.as_str().into())).await.is_err() { break }
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    if up_sink.send(Up::Binary(b)).await.is_err() { break }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            m = up_stream.next() => match m {
+                Some(Ok(Up::Text(t))) => {
+                    if down_sink.send(Message::Text(t.as_str().into())).await.is_err() { break }
+                }
+                Some(Ok(Up::Binary(b))) => {
+                    if down_sink.send(Message::Binary(b)).await.is_err() { break }
+                }
+                Some(Ok(Up::Close(f))) => {
+                    if let Some(f) = f {
+                        let _ = down_sink.send(close(f.code.into(), f.reason.as_str())).await;
+                    }
+                    break;
+                }
+                None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = observed.changed() => break,
+            _ = term.changed() => break,
+        }
+    }
+    let _ = up_sink.close().await;
+    let _ = down_sink.close().await;
+    tracing::info!("agent {node}: relay to {} ended", leader.url);
+}
+
+fn decode(node: &str, frame: Option<Result<Message, axum::Error>>) -> Frame {
+    let text = match frame {
+        Some(Ok(Message::Text(t))) => t,
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Frame::End,
+        Some(Ok(_)) => return Frame::Skip,
+    };
+    match serde_json::from_str::<AgentMsg>(&text) {
+        Ok(m) => Frame::Msg(m),
+        Err(e) => {
+            tracing::warn!("agent {node} sent an invalid message: {e}");
+            Frame::End
+        }
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }))
+}
