@@ -172,7 +172,7 @@ pub async fn run(agent: Agent) {
                 if let Some(Fatal(why)) = e.downcast_ref::<Fatal>() {
                     tracing::error!("{url}: {why}");
                     agent.set_connected(false);
-                    agent.set_fatal(format!("{url}: {why}"));
+                    agent.inner.contact.set_fatal(format!("{url}: {why}"));
                     return;
                 }
                 attempt = attempt.saturating_add(1);
@@ -206,8 +206,11 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
         })) => {
             agent.learn_servers(&servers);
             heartbeat = Duration::from_millis(heartbeat_ms.max(50));
-            agent.set_lease(Duration::from_millis(lease_ms));
-            agent.renew_lease(hello_sent);
+            agent
+                .inner
+                .contact
+                .set_lease(Duration::from_millis(lease_ms));
+            agent.inner.contact.renew_lease(hello_sent);
         }
         Ok(Received::Msg(other)) => anyhow::bail!("expected Welcome, got {other:?}"),
         Ok(Received::Closed(code, reason)) => {
@@ -237,7 +240,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                 match got {
                     Received::Msg(ServerMsg::Ack { seq }) => {
                         if let Some(sent) = beats.acked(seq) {
-                            agent.renew_lease(sent);
+                            agent.inner.contact.renew_lease(sent);
                         }
                     }
                     Received::Msg(msg) => agent.handle(msg, &tx),

@@ -162,8 +162,8 @@ impl Agent {
                 // Hear the control plane first (at most a lease): if it saw the task end
                 // before this agent lost track, its record is final and the full set
                 // stops this supervisor (`upsert`) instead of running the task again.
-                let mut synced = self.inner.synced.subscribe();
-                let lease = *lock(&self.inner.lease);
+                let mut synced = self.inner.contact.synced.subscribe();
+                let lease = self.inner.contact.lease();
                 let _ = tokio::time::timeout(lease, synced.wait_for(|n| *n > 0)).await;
                 pending.push(Event::Exited(Exit::Unknown));
                 Supervisor::adopted(cfg, restarts, now_ms())

@@ -13,7 +13,7 @@ use std::time::Duration;
 use motley_core::proto::{AgentMsg, PROTOCOL_VERSION, ServerMsg};
 use tokio::sync::mpsc;
 
-use crate::state::{Shared, lock, now_ms};
+use crate::state::{Shared, now_ms};
 
 /// How long an agent has to say Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,7 +111,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         return;
     }
     if let Some(r) = readings {
-        lock(&s.readings).insert(node.clone(), (r, now_ms()));
+        s.liveness.set_readings(&node, r, now_ms());
     }
     let tx = link.sender();
     let conn_id = s.connect_agent(&node, tx.clone());
@@ -179,10 +179,10 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 }
             }
             AgentMsg::Readings { readings, at } => {
-                lock(&s.readings).insert(node.clone(), (readings, at));
+                s.liveness.set_readings(&node, readings, at);
             }
             AgentMsg::Heartbeat { seq } => {
-                s.heartbeat(&node);
+                s.liveness.heartbeat(&node);
                 // Renewing the lease once a second is plenty (it lasts seconds) and
                 // halves the idle traffic. The number lets the agent count its lease
                 // from when it sent this heartbeat (`motley_core::lease`).
@@ -200,7 +200,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 eof,
                 error,
             } => {
-                let target = lock(&s.log_streams).get(&req).cloned();
+                let target = s.hub.log_target(req);
                 match target {
                     Some(t) => {
                         let piece = match error {
@@ -209,7 +209,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                         };
                         let failed = t.send(piece).await.is_err();
                         if eof || failed {
-                            lock(&s.log_streams).remove(&req);
+                            s.hub.close_log(req);
                         }
                     }
                     None => {

@@ -442,7 +442,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             let n = cache
                 .nodes
                 .keys()
-                .filter(|n| s.node_health(n).0 == h)
+                .filter(|n| s.liveness.node_health(n).0 == h)
                 .count();
             s.metrics
                 .nodes

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use motley_core::failure::{Detector, FailureConfig, Health};
-use motley_core::hw::{Readings, TaintPolicy};
+use motley_core::failure::FailureConfig;
+use motley_core::hw::TaintPolicy;
 use motley_core::model::{AllocState, Allocation, Node, Workload, WorkloadRef};
 use motley_core::proto::{AllocReport, ServerMsg};
 use motley_core::reconcile::{self, Blocked, Ids, Input};
@@ -30,10 +30,14 @@ use crate::keys::{self, Parsed};
 use crate::metrics::Metrics;
 
 mod controller;
+pub mod hub;
 pub mod leading;
+pub mod liveness;
 mod reports;
 
 pub use crate::util::{lock, now_ms, read, write};
+pub use hub::{AgentConn, Hub, LogPiece};
+pub use liveness::{Liveness, NodeHealth};
 
 /// The store's contents as last seen by the watch, decoded.
 #[derive(Debug, Default)]
@@ -59,36 +63,15 @@ impl Cache {
     }
 }
 
-/// One agent connection held by this server.
-pub struct AgentConn {
-    /// Messages to the agent.
-    pub tx: mpsc::UnboundedSender<ServerMsg>,
-    /// Distinguishes a reconnect from the connection it replaces.
-    pub conn_id: u64,
-}
-
-/// What the failure detector says of one node, kept in memory only.
-pub struct NodeHealth {
-    /// Heartbeat history.
-    pub detector: Detector,
-    /// Current verdict.
-    pub health: Health,
-    /// Since when (ms).
-    pub since: u64,
-    /// Why.
-    pub reason: String,
-}
-
-/// A piece of log data for an HTTP log stream.
-pub type LogPiece = Result<String, String>;
-
 /// State shared by the API, the agent connections and the controller.
 pub struct Shared {
     /// The store.
     pub store: Arc<dyn Store>,
     cache: RwLock<Cache>,
-    /// Connected agents by node name.
-    pub conns: Mutex<HashMap<String, AgentConn>>,
+    /// Agents connected here and the log streams open through them.
+    pub hub: Hub,
+    /// Every node's failure detector, verdict and readings (memory only).
+    pub liveness: Liveness,
     /// Demand that could not be placed, from the last reconcile.
     pub blocked: Mutex<BTreeMap<WorkloadRef, Blocked>>,
     /// The job queue from the last reconcile, head first.
@@ -105,8 +88,6 @@ pub struct Shared {
     pub registries: Mutex<Vec<Arc<Mutex<Registry>>>>,
     /// The server's own registry.
     pub registry: Mutex<Registry>,
-    /// Open log streams by request id.
-    pub log_streams: Mutex<HashMap<u64, mpsc::Sender<LogPiece>>>,
     /// Request and connection ids.
     pub next_id: AtomicU64,
     /// When the server started (ms).
@@ -115,17 +96,8 @@ pub struct Shared {
     pub ca_pem: String,
     /// Its hash, `sha256:<hex>`, as join tokens carry it.
     pub ca_hash: String,
-    /// Failure detector settings.
-    pub failure: FailureConfig,
-    /// Per-node failure detectors (memory only: heartbeats never touch the store).
-    pub health: Mutex<HashMap<String, NodeHealth>>,
     /// The effect of each condition's taint.
     pub taint_policy: TaintPolicy,
-    /// Each node's latest readings and when they were taken (memory only).
-    pub readings: Mutex<HashMap<String, (Readings, u64)>>,
-    /// Since when nodes not heard from get their grace period: the server's start, or
-    /// the start of its term as leader (ms).
-    grace_from: AtomicU64,
     /// The servers of the control plane and who leads.
     pub ha: crate::ha::Ha,
     /// Denied requests and the failed-authentication limit.
@@ -165,7 +137,8 @@ impl Shared {
         Arc::new(Shared {
             store,
             cache: RwLock::new(Cache::default()),
-            conns: Mutex::new(HashMap::new()),
+            hub: Hub::default(),
+            liveness: Liveness::new(failure, ha.me.started_at),
             blocked: Mutex::new(BTreeMap::new()),
             queue: Mutex::new(Vec::new()),
             scheduler: motley_scheduler::Config::default(),
@@ -174,98 +147,22 @@ impl Shared {
             metrics,
             registries: Mutex::new(Vec::new()),
             registry: Mutex::new(registry),
-            log_streams: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             started_at: ha.me.started_at,
-            grace_from: AtomicU64::new(ha.me.started_at),
             ha,
             audit,
             keyring: RwLock::new(keyring),
             rotating: tokio::sync::Mutex::new(()),
             ca_pem,
             ca_hash,
-            failure,
-            health: Mutex::new(HashMap::new()),
             taint_policy,
-            readings: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Records a heartbeat from a node.
-    pub fn heartbeat(&self, node: &str) {
-        let now = now_ms();
-        let mut h = lock(&self.health);
-        match h.get_mut(node) {
-            Some(n) => n.detector.heartbeat(now, &self.failure),
-            None => {
-                h.insert(
-                    node.to_string(),
-                    NodeHealth {
-                        detector: Detector::new(now, &self.failure),
-                        health: Health::Ready,
-                        since: now,
-                        reason: "heartbeating".into(),
-                    },
-                );
-            }
-        }
-    }
-
-    /// Forgets every node's heartbeat history and gives each a full grace period from
-    /// `since` (a server that just began to lead has heard from no one yet).
-    pub fn begin_grace(&self, since: u64) {
-        self.grace_from.store(since, Ordering::Relaxed);
-        lock(&self.health).clear();
-    }
-
-    /// Re-evaluates every node's health; kicks the controller when any changed.
-    /// Nodes known only from the store get a full grace period from now (a new
-    /// server, or a leader that just took over, declares nothing down at once).
+    /// Re-judges every node's health; kicks the controller when any verdict changed.
     pub fn evaluate_health(&self) {
-        let now = now_ms();
-        let grace_from = self.grace_from.load(Ordering::Relaxed);
         let names: Vec<String> = self.cache().nodes.keys().cloned().collect();
-        let connected: BTreeSet<String> = lock(&self.conns).keys().cloned().collect();
-        let mut changed = false;
-        let mut h = lock(&self.health);
-        for name in names {
-            let entry = h.entry(name.clone()).or_insert_with(|| NodeHealth {
-                detector: Detector::new(grace_from, &self.failure),
-                health: Health::Ready,
-                since: now,
-                reason: "grace period after server start".into(),
-            });
-            let verdict = motley_core::failure::judge(
-                &entry.detector,
-                now,
-                &self.failure,
-                grace_from,
-                connected.contains(&name),
-            );
-            if verdict != entry.health {
-                let silence = now.saturating_sub(entry.detector.last());
-                let phi = entry.detector.phi(now, &self.failure).min(99.0);
-                entry.reason = match verdict {
-                    Health::Ready => "heartbeating".into(),
-                    Health::Suspect if !connected.contains(&name) => {
-                        format!("agent not connected ({silence} ms since its last heartbeat)")
-                    }
-                    Health::Suspect => format!("heartbeat late ({silence} ms, phi {phi:.1})"),
-                    Health::Down => format!("no heartbeat for {silence} ms (phi {phi:.1})"),
-                };
-                tracing::info!(
-                    "node {name}: {} -> {} ({})",
-                    entry.health.as_str(),
-                    verdict.as_str(),
-                    entry.reason
-                );
-                entry.health = verdict;
-                entry.since = now;
-                changed = true;
-            }
-        }
-        drop(h);
-        if changed {
+        if self.liveness.evaluate(names, &self.hub.connected()) {
             self.kick.notify_one();
         }
     }
@@ -273,7 +170,7 @@ impl Shared {
     /// Runs [`Shared::evaluate_health`] twice per heartbeat interval.
     pub async fn run_health(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(
-            (self.failure.heartbeat_ms / 2).max(20),
+            (self.liveness.config.heartbeat_ms / 2).max(20),
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -283,23 +180,6 @@ impl Shared {
                 self.evaluate_health();
             }
         }
-    }
-
-    /// Nodes declared down, with since when.
-    pub fn down_nodes(&self) -> BTreeMap<String, u64> {
-        lock(&self.health)
-            .iter()
-            .filter(|(_, n)| n.health == Health::Down)
-            .map(|(k, n)| (k.clone(), n.since))
-            .collect()
-    }
-
-    /// (health, since, reason) of a node.
-    pub fn node_health(&self, node: &str) -> (Health, u64, String) {
-        lock(&self.health)
-            .get(node)
-            .map(|n| (n.health, n.since, n.reason.clone()))
-            .unwrap_or((Health::Suspect, self.started_at, "never heard from".into()))
     }
 
     /// Creates a token and stores its hash; returns its record and the token itself
@@ -382,14 +262,14 @@ impl Shared {
         ids: &mut dyn Ids,
     ) -> reconcile::Plan {
         let ready = self.ready_nodes();
-        let down = self.down_nodes();
-        let readings = self.readings_snapshot();
+        let down = self.liveness.down_nodes();
+        let readings = self.liveness.readings_snapshot();
         let input = Input {
             workloads,
             nodes: &cache.nodes,
             ready: &ready,
             down: &down,
-            fence_after_ms: self.failure.fence_after_ms(),
+            fence_after_ms: self.liveness.config.fence_after_ms(),
             allocs: &cache.allocs,
             readings: &readings,
             now,
@@ -398,22 +278,9 @@ impl Shared {
         reconcile::reconcile(&input, &mut scheduler, ids)
     }
 
-    /// Each node's latest readings (for the scheduler's health headroom).
-    pub fn readings_snapshot(&self) -> BTreeMap<String, Readings> {
-        lock(&self.readings)
-            .iter()
-            .map(|(k, (r, _))| (k.clone(), r.clone()))
-            .collect()
-    }
-
-    /// Nodes that are ready now.
+    /// Nodes that are ready now: connected here and judged ready.
     pub fn ready_nodes(&self) -> BTreeSet<String> {
-        let health = lock(&self.health);
-        lock(&self.conns)
-            .keys()
-            .filter(|n| health.get(*n).is_some_and(|h| h.health == Health::Ready))
-            .cloned()
-            .collect()
+        self.liveness.ready_of(self.hub.connected())
     }
 
     /// Loads the whole store into the cache and starts following changes.
@@ -435,10 +302,9 @@ impl Shared {
             let mut cache = self.cache_mut();
             *cache = fresh;
             // Agents may have missed changes: give each its full set again.
-            let conns = lock(&self.conns);
-            for (node, conn) in conns.iter() {
-                let _ = conn.tx.send(self.sync_msg(&cache, node));
-            }
+            let nodes = self.hub.connected().into_iter().map(|n| (n.clone(), n));
+            self.hub
+                .send_each(nodes.collect(), |n| self.sync_msg(&cache, &n));
         }
         self.cache_rev.send_replace(range.revision);
         self.kick.notify_one();
@@ -534,22 +400,15 @@ impl Shared {
     fn deliver(&self, out: Vec<(String, Delivery)>) {
         let cache = self.cache();
         let ring = read(&self.keyring);
-        let conns = lock(&self.conns);
-        for (node, d) in out {
-            let Some(conn) = conns.get(&node) else {
-                continue;
-            };
-            let msg = match d {
-                Delivery::Upsert(a) => {
-                    let secrets = (a.state == AllocState::Pending)
-                        .then(|| crate::secrets::deliver(&ring, &cache.workloads, &a))
-                        .flatten();
-                    ServerMsg::Upsert { alloc: a, secrets }
-                }
-                Delivery::Remove(id) => ServerMsg::Remove { id },
-            };
-            let _ = conn.tx.send(msg);
-        }
+        self.hub.send_each(out, |d| match d {
+            Delivery::Upsert(a) => {
+                let secrets = (a.state == AllocState::Pending)
+                    .then(|| crate::secrets::deliver(&ring, &cache.workloads, &a))
+                    .flatten();
+                ServerMsg::Upsert { alloc: a, secrets }
+            }
+            Delivery::Remove(id) => ServerMsg::Remove { id },
+        });
     }
 
     /// Waits until the cache reflects at least `rev`.
@@ -564,18 +423,17 @@ impl Shared {
         let conn_id = self.id();
         {
             let cache = self.cache();
-            let mut conns = lock(&self.conns);
             let _ = tx.send(ServerMsg::Welcome {
                 version: motley_core::proto::PROTOCOL_VERSION,
-                heartbeat_ms: self.failure.heartbeat_ms,
-                lease_ms: self.failure.lease_ms,
+                heartbeat_ms: self.liveness.config.heartbeat_ms,
+                lease_ms: self.liveness.config.lease_ms,
                 servers: self.ha.urls(),
             });
             let _ = tx.send(self.sync_msg(&cache, node));
-            conns.insert(node.to_string(), AgentConn { tx, conn_id });
-            self.metrics.agents_connected.set(conns.len() as i64);
+            let held = self.hub.insert(node, AgentConn { tx, conn_id });
+            self.metrics.agents_connected.set(held as i64);
         }
-        self.heartbeat(node);
+        self.liveness.heartbeat(node);
         self.evaluate_health();
         self.kick.notify_one();
         conn_id
@@ -583,20 +441,9 @@ impl Shared {
 
     /// Forgets an agent connection (unless it was already replaced by a newer one).
     pub fn disconnect_agent(&self, node: &str, conn_id: u64) {
-        let mut conns = lock(&self.conns);
-        if conns.get(node).is_some_and(|c| c.conn_id == conn_id) {
-            conns.remove(node);
-        }
-        self.metrics.agents_connected.set(conns.len() as i64);
-        drop(conns);
+        let held = self.hub.remove(node, conn_id);
+        self.metrics.agents_connected.set(held as i64);
         self.kick.notify_one();
-    }
-
-    /// Sends a message to a node's agent, if connected here.
-    pub fn send_to(&self, node: &str, msg: ServerMsg) -> bool {
-        lock(&self.conns)
-            .get(node)
-            .is_some_and(|c| c.tx.send(msg).is_ok())
     }
 }
 

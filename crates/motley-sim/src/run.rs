@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use motley_core::failure::Health;
 use motley_core::model::{Spec, Workload};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -606,17 +605,12 @@ fn check_step(
     }
     // No node declared down while it is connected and heartbeating.
     if let Some(l) = world.leader() {
-        let health = motley_server::state::lock(&l.shared.health);
+        let down = l.shared.liveness.down_nodes();
         for (i, a) in world.agents.iter().enumerate() {
             let connected =
                 a.up.as_ref()
                     .is_some_and(|(ag, p)| ag.is_connected() && !p.paused());
-            if connected
-                && now > impaired[i]
-                && health
-                    .get(&a.name)
-                    .is_some_and(|h| h.health == Health::Down)
-            {
+            if connected && now > impaired[i] && down.contains_key(&a.name) {
                 flag(
                     format!(
                         "node {} declared down while connected and heartbeating at t={t} ms",

@@ -15,8 +15,8 @@ pub(crate) fn node_views(s: &Shared) -> Vec<NodeView> {
         .values()
         .map(|n| {
             let live = by_node.remove(n.name.as_str()).unwrap_or_default();
-            let (health, since, reason) = s.node_health(&n.name);
-            let readings = lock(&s.readings).get(&n.name).cloned();
+            let (health, since, reason) = s.liveness.node_health(&n.name);
+            let readings = s.liveness.readings_of(&n.name);
             let state = health.as_str();
             NodeView {
                 node: n.clone(),
@@ -185,8 +185,9 @@ pub(crate) struct LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        lock(&self.shared.log_streams).remove(&self.req);
+        self.shared.hub.close_log(self.req);
         self.shared
+            .hub
             .send_to(&self.node, ServerMsg::LogsCancel { req: self.req });
     }
 }
@@ -206,13 +207,13 @@ pub(crate) async fn logs(
         })?;
     let req = s.id();
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    lock(&s.log_streams).insert(req, tx);
+    s.hub.open_log(req, tx);
     let guard = LogGuard {
         shared: s.clone(),
         req,
         node: node.clone(),
     };
-    if !s.send_to(
+    if !s.hub.send_to(
         &node,
         ServerMsg::Logs {
             req,

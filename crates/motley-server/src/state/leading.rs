@@ -207,11 +207,9 @@ async fn campaign(shared: Arc<Shared>, etcd: Arc<dyn Leases>) {
 /// Tells the agents connected here of every server (only the leader holds agents).
 fn announce(shared: &Shared) {
     let servers = shared.ha.urls();
-    for conn in lock(&shared.conns).values() {
-        let _ = conn.tx.send(motley_core::proto::ServerMsg::Servers {
-            servers: servers.clone(),
-        });
-    }
+    shared
+        .hub
+        .broadcast(&motley_core::proto::ServerMsg::Servers { servers });
 }
 
 fn become_leader(shared: &Arc<Shared>, fence: u64, record: ServerInfo) {
@@ -219,7 +217,7 @@ fn become_leader(shared: &Arc<Shared>, fence: u64, record: ServerInfo) {
     tracing::info!("leading the control plane (fence revision {fence})");
     // A new leader knows nothing of the nodes' heartbeats: every node gets a full grace
     // period from now before it can be declared down.
-    shared.begin_grace(since);
+    shared.liveness.begin_grace(since);
     shared.ha.observed.send_replace(Some(record));
     shared.ha.term.send_replace(Some(Term { fence, since }));
     shared.metrics.leader.set(1);

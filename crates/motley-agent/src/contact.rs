@@ -1,0 +1,155 @@
+//! The agent's contact with the control plane: whether it is connected, where messages
+//! to the server go, the fencing lease (`motley_core::lease`), how many full assignment
+//! sets arrived, a fatal refusal, and the servers to try. `conn.rs` drives it; the
+//! supervisors and the lease watchdog read it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use motley_core::proto::AgentMsg;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::lock;
+
+/// Lease assumed before a server announces its own.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+/// Time an agent that starts cut off gets to reach a server before fenced tasks stop.
+pub const START_GRACE: Duration = Duration::from_secs(1);
+
+/// See the module.
+pub struct Contact {
+    /// Where messages to the server go while connected.
+    out: Mutex<Option<mpsc::UnboundedSender<AgentMsg>>>,
+    connected: watch::Sender<bool>,
+    /// Full assignment sets received from servers since this process started.
+    pub synced: watch::Sender<u64>,
+    fatal: watch::Sender<Option<String>>,
+    /// When the agent sent the last message a server answered (a heartbeat or the
+    /// hello): the lease of fenced tasks runs from here.
+    last_contact: Mutex<Instant>,
+    /// The lease, as the server announced it.
+    lease: Mutex<Duration>,
+    /// Servers to try: the configured ones, then those servers announced.
+    servers: Mutex<Vec<String>>,
+}
+
+impl Contact {
+    /// Not connected. Starting cut off is like having been cut off for a lease: fenced
+    /// tasks get only [`START_GRACE`] to reach a server before they are stopped.
+    pub fn new(servers: Vec<String>) -> Contact {
+        Contact {
+            out: Mutex::new(None),
+            connected: watch::channel(false).0,
+            synced: watch::channel(0).0,
+            fatal: watch::channel(None).0,
+            last_contact: Mutex::new(
+                Instant::now()
+                    .checked_sub(DEFAULT_LEASE - START_GRACE)
+                    .unwrap_or_else(Instant::now),
+            ),
+            lease: Mutex::new(DEFAULT_LEASE),
+            servers: Mutex::new(servers),
+        }
+    }
+
+    /// Sends a message to the server if connected (dropped otherwise: the next Hello
+    /// carries the latest state).
+    pub fn send(&self, msg: AgentMsg) -> bool {
+        lock(&self.out)
+            .as_ref()
+            .is_some_and(|o| o.send(msg).is_ok())
+    }
+
+    /// A session began: messages go to `out`.
+    pub fn attach(&self, out: mpsc::UnboundedSender<AgentMsg>) {
+        *lock(&self.out) = Some(out);
+    }
+
+    /// Records whether a session is up (and forgets where messages went when not).
+    pub fn set_connected(&self, up: bool) {
+        if !up {
+            *lock(&self.out) = None;
+        }
+        self.connected.send_replace(up);
+    }
+
+    /// True while connected to a server.
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Waits until connected, at most `timeout`; returns whether it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.connected.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
+            .await
+            .is_ok()
+    }
+
+    /// Records a refusal retrying cannot fix.
+    pub fn set_fatal(&self, why: String) {
+        self.fatal.send_replace(Some(why));
+    }
+
+    /// Waits until the connection fails for good; returns why.
+    pub async fn wait_fatal(&self) -> String {
+        let mut rx = self.fatal.subscribe();
+        match rx.wait_for(|f| f.is_some()).await {
+            Ok(f) => f.clone().unwrap_or_default(),
+            Err(_) => "the agent stopped".into(),
+        }
+    }
+
+    /// Renews the lease from `sent`: when the agent sent what the server just answered
+    /// (a heartbeat it acknowledged, or the hello it welcomed), never when the answer
+    /// arrived (`motley_core::lease`).
+    pub fn renew_lease(&self, sent: Instant) {
+        let mut last = lock(&self.last_contact);
+        *last = motley_core::lease::renewed(*last, sent);
+    }
+
+    /// The lease the server announced.
+    pub fn set_lease(&self, lease: Duration) {
+        *lock(&self.lease) = lease;
+    }
+
+    /// The lease's length.
+    pub fn lease(&self) -> Duration {
+        *lock(&self.lease)
+    }
+
+    /// When the lease runs out.
+    pub fn lease_deadline(&self) -> Instant {
+        *lock(&self.last_contact) + self.lease()
+    }
+
+    /// How long since the lease was last renewed from.
+    pub fn since_contact(&self) -> Duration {
+        lock(&self.last_contact).elapsed()
+    }
+
+    /// True while the lease runs.
+    pub fn lease_valid(&self) -> bool {
+        self.since_contact() < self.lease()
+    }
+
+    /// Servers to try, in order.
+    pub fn servers(&self) -> Vec<String> {
+        lock(&self.servers).clone()
+    }
+
+    /// Adds servers not yet known (HTTPS URLs only); returns whether any was new.
+    pub fn merge_servers(&self, urls: &[String]) -> bool {
+        let mut list = lock(&self.servers);
+        let mut grew = false;
+        for u in urls {
+            let u = u.trim();
+            if u.starts_with("https://") && !list.iter().any(|k| k == u) {
+                list.push(u.to_string());
+                grew = true;
+            }
+        }
+        grew
+    }
+}

@@ -1,0 +1,169 @@
+//! Node liveness, in memory only: each node's failure detector and verdict, its latest
+//! readings, and the grace period a new server or leader gives nodes it has not heard
+//! from. Heartbeats never touch the store; `failure::judge` decides, this keeps the state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use motley_core::failure::{Detector, FailureConfig, Health};
+use motley_core::hw::Readings;
+
+use crate::util::{lock, now_ms};
+
+/// What the failure detector says of one node.
+pub struct NodeHealth {
+    /// Heartbeat history.
+    pub detector: Detector,
+    /// Current verdict.
+    pub health: Health,
+    /// Since when (ms).
+    pub since: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Every node's liveness as this server sees it.
+pub struct Liveness {
+    /// Failure detector settings.
+    pub config: FailureConfig,
+    nodes: Mutex<HashMap<String, NodeHealth>>,
+    readings: Mutex<HashMap<String, (Readings, u64)>>,
+    /// Since when nodes not heard from get their grace period: the server's start, or
+    /// the start of its term as leader (ms).
+    grace_from: AtomicU64,
+    /// When the server started (ms): a node never heard from is suspect since then.
+    started_at: u64,
+}
+
+impl Liveness {
+    /// Nothing heard yet; every node has a grace period from `started_at`.
+    pub fn new(config: FailureConfig, started_at: u64) -> Liveness {
+        Liveness {
+            config,
+            nodes: Mutex::new(HashMap::new()),
+            readings: Mutex::new(HashMap::new()),
+            grace_from: AtomicU64::new(started_at),
+            started_at,
+        }
+    }
+
+    /// Records a heartbeat from a node, now.
+    pub fn heartbeat(&self, node: &str) {
+        let now = now_ms();
+        let mut h = lock(&self.nodes);
+        match h.get_mut(node) {
+            Some(n) => n.detector.heartbeat(now, &self.config),
+            None => {
+                h.insert(
+                    node.to_string(),
+                    NodeHealth {
+                        detector: Detector::new(now, &self.config),
+                        health: Health::Ready,
+                        since: now,
+                        reason: "heartbeating".into(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets every node's heartbeat history and gives each a full grace period from
+    /// `since` (a server that just began to lead has heard from no one yet).
+    pub fn begin_grace(&self, since: u64) {
+        self.grace_from.store(since, Ordering::Relaxed);
+        lock(&self.nodes).clear();
+    }
+
+    /// Judges every node in `names` (`connected`: those whose agent is connected here);
+    /// true when any verdict changed. Nodes heard of only now get a full grace period
+    /// from the start of the grace (a new server, or a leader that just took over,
+    /// declares nothing down at once).
+    pub fn evaluate(&self, names: Vec<String>, connected: &BTreeSet<String>) -> bool {
+        let now = now_ms();
+        let grace_from = self.grace_from.load(Ordering::Relaxed);
+        let mut changed = false;
+        let mut h = lock(&self.nodes);
+        for name in names {
+            let entry = h.entry(name.clone()).or_insert_with(|| NodeHealth {
+                detector: Detector::new(grace_from, &self.config),
+                health: Health::Ready,
+                since: now,
+                reason: "grace period after server start".into(),
+            });
+            let verdict = motley_core::failure::judge(
+                &entry.detector,
+                now,
+                &self.config,
+                grace_from,
+                connected.contains(&name),
+            );
+            if verdict != entry.health {
+                let silence = now.saturating_sub(entry.detector.last());
+                let phi = entry.detector.phi(now, &self.config).min(99.0);
+                entry.reason = match verdict {
+                    Health::Ready => "heartbeating".into(),
+                    Health::Suspect if !connected.contains(&name) => {
+                        format!("agent not connected ({silence} ms since its last heartbeat)")
+                    }
+                    Health::Suspect => format!("heartbeat late ({silence} ms, phi {phi:.1})"),
+                    Health::Down => format!("no heartbeat for {silence} ms (phi {phi:.1})"),
+                };
+                tracing::info!(
+                    "node {name}: {} -> {} ({})",
+                    entry.health.as_str(),
+                    verdict.as_str(),
+                    entry.reason
+                );
+                entry.health = verdict;
+                entry.since = now;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Nodes declared down, with since when.
+    pub fn down_nodes(&self) -> BTreeMap<String, u64> {
+        lock(&self.nodes)
+            .iter()
+            .filter(|(_, n)| n.health == Health::Down)
+            .map(|(k, n)| (k.clone(), n.since))
+            .collect()
+    }
+
+    /// (health, since, reason) of a node.
+    pub fn node_health(&self, node: &str) -> (Health, u64, String) {
+        lock(&self.nodes)
+            .get(node)
+            .map(|n| (n.health, n.since, n.reason.clone()))
+            .unwrap_or((Health::Suspect, self.started_at, "never heard from".into()))
+    }
+
+    /// Which of `nodes` are ready now.
+    pub fn ready_of(&self, nodes: BTreeSet<String>) -> BTreeSet<String> {
+        let h = lock(&self.nodes);
+        nodes
+            .into_iter()
+            .filter(|n| h.get(n).is_some_and(|x| x.health == Health::Ready))
+            .collect()
+    }
+
+    /// Keeps a node's latest readings, taken at `at` (ms).
+    pub fn set_readings(&self, node: &str, readings: Readings, at: u64) {
+        lock(&self.readings).insert(node.to_string(), (readings, at));
+    }
+
+    /// A node's latest readings and when they were taken.
+    pub fn readings_of(&self, node: &str) -> Option<(Readings, u64)> {
+        lock(&self.readings).get(node).cloned()
+    }
+
+    /// Each node's latest readings (for the scheduler's health headroom).
+    pub fn readings_snapshot(&self) -> BTreeMap<String, Readings> {
+        lock(&self.readings)
+            .iter()
+            .map(|(k, (r, _))| (k.clone(), r.clone()))
+            .collect()
+    }
+}
