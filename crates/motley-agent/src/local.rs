@@ -4,9 +4,11 @@
 //! Written atomically, and only when its content changes (an assignment
 //! arrives or goes, a process starts or ends): an idle agent writes nothing. Changes
 //! that come in a burst are written once (the agent's writer task coalesces them).
+//! [`Local`] is the agent's part that owns the state and its file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use motley_core::model::Allocation;
 use motley_core::proto::AllocReport;
@@ -89,5 +91,54 @@ impl StateFile {
         motley_net::write_replace(&self.path, &bytes, 0o600)?;
         self.last = bytes;
         Ok(())
+    }
+}
+
+/// The local state, its file, and the signal that wakes the writer: the part of the
+/// agent that owns what survives an agent restart.
+pub struct Local {
+    state: Mutex<LocalState>,
+    file: Mutex<StateFile>,
+    dirty: tokio::sync::Notify,
+}
+
+impl Local {
+    /// An empty state over `file` (the agent adopts what the file held, one by one).
+    pub fn new(file: StateFile) -> Local {
+        Local {
+            state: Mutex::new(LocalState::default()),
+            file: Mutex::new(file),
+            dirty: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The state, locked.
+    pub fn state(&self) -> MutexGuard<'_, LocalState> {
+        crate::lock(&self.state)
+    }
+
+    /// Asks the writer to bring the file up to date soon.
+    pub fn save(&self) {
+        self.dirty.notify_one();
+    }
+
+    /// Waits until something asked for a save.
+    pub async fn dirtied(&self) {
+        self.dirty.notified().await;
+    }
+
+    /// Writes the file now if its content changed; `seen` looks at the state being
+    /// written (the agent's task gauges). The file lock is held throughout so that
+    /// writes happen in the order of the states they encode.
+    pub fn flush(&self, seen: impl FnOnce(&LocalState)) {
+        let mut file = crate::lock(&self.file);
+        let encoded = {
+            let state = self.state();
+            seen(&state);
+            StateFile::encode(&state)
+        };
+        if let Err(e) = encoded.and_then(|bytes| file.write(bytes)) {
+            tracing::error!("saving agent state: {e}");
+        }
     }
 }

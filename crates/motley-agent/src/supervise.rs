@@ -121,7 +121,10 @@ impl Agent {
         initial: Initial,
     ) {
         // Shared with the blocking threads that start its process.
-        let Some(alloc) = lock(&self.inner.state)
+        let Some(alloc) = self
+            .inner
+            .local
+            .state()
             .allocs
             .get(&id)
             .map(|l| Arc::new(l.alloc.clone()))
@@ -136,7 +139,10 @@ impl Agent {
         } else {
             MEMORY_LOG_MAX
         };
-        let restarts = lock(&self.inner.state)
+        let restarts = self
+            .inner
+            .local
+            .state()
             .allocs
             .get(&id)
             .map_or(0, |l| l.report.restarts);
@@ -276,7 +282,7 @@ impl Agent {
             lock(&self.inner.sups).remove(&id);
         }
         // Forgotten while stopping: clean up its directory too.
-        if !lock(&self.inner.state).allocs.contains_key(&id) {
+        if !self.inner.local.state().allocs.contains_key(&id) {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_dir_all(&log_dir);
         }
