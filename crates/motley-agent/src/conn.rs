@@ -184,7 +184,10 @@ pub async fn run(agent: Agent) {
         let base = BACKOFF_MIN
             .saturating_mul(1u32 << attempt.min(7))
             .min(BACKOFF_MAX);
-        let jitter = rand::rng().random_range(0.5..1.5);
+        let jitter = match motley_rt::seeded_u64() {
+            Some(n) => 0.5 + (n >> 11) as f64 / (1u64 << 53) as f64,
+            None => rand::rng().random_range(0.5..1.5),
+        };
         tokio::time::sleep(base.mul_f64(jitter)).await;
     }
 }
@@ -271,7 +274,7 @@ fn superseded_dropped(mut queued: Vec<AgentMsg>) -> Vec<AgentMsg> {
         return queued;
     }
     // From the newest back: keep the first report seen of each allocation.
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = motley_rt::HashSet::default();
     queued.reverse();
     queued.retain(|m| match m {
         AgentMsg::Update(r) => seen.insert(r.id.clone()),

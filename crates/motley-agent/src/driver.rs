@@ -175,8 +175,8 @@ impl Running {
 /// process-group leaders whose environment names an allocation, with the allocation
 /// directory it names (`MOTLEY_ALLOC_DIR`: which agent started it). This finds a task
 /// even when the agent died between starting it and recording it.
-pub fn scan_tasks() -> std::collections::HashMap<String, (Handle, Option<PathBuf>)> {
-    let mut out = std::collections::HashMap::new();
+pub fn scan_tasks() -> motley_rt::HashMap<String, (Handle, Option<PathBuf>)> {
+    let mut out = motley_rt::HashMap::default();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
     };

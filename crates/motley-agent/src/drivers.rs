@@ -13,7 +13,7 @@
 
 pub mod simulated;
 
-use std::collections::HashMap;
+use motley_rt::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -102,7 +102,7 @@ impl Agent {
         let user = self.inner.cfg.task_user.clone();
         let secret_dir = self.inner.secret_root.as_ref().map(|r| r.join(id));
         let drv = self.inner.cfg.driver.clone();
-        tokio::task::spawn_blocking(move || {
+        motley_rt::spawn_blocking(move || {
             let setup = driver::TaskSetup {
                 user: &user,
                 secrets: delivery.as_ref().filter(|_| !alloc.task.secrets.is_empty()),

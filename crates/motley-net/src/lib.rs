@@ -276,7 +276,11 @@ pub fn new_secret() -> String {
 /// A short random id (64 bits, hex).
 pub fn new_id() -> String {
     let mut b = [0u8; 8];
-    rand::rng().fill_bytes(&mut b);
+    match motley_rt::seeded_u64() {
+        // The simulator: ids follow the seed, so a seed replays the same way.
+        Some(n) => b = n.to_be_bytes(),
+        None => rand::rng().fill_bytes(&mut b),
+    }
     hex::encode(b)
 }
 

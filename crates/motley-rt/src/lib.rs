@@ -9,14 +9,19 @@
 //!   to it (and so do the tasks it spawns): [`Process::kill`] aborts them all at once,
 //!   as SIGKILL ends a process. Outside a process it is plain `tokio::spawn`.
 //!
-//! Nothing here changes what a real node does: without a process and without the
-//! virtual clock both are the plain tokio and system calls.
+//! * [`spawn_blocking`] and [`seeded_u64`]: under [`simulate`], blocking work runs as a
+//!   task on the simulation's one thread, and ids and jitter come from the seed, so a
+//!   seed replays the same way.
+//!
+//! Nothing here changes what a real node does: without a process and outside
+//! [`simulate`] these are the plain tokio, system and OS-random calls.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::task::{AbortHandle, JoinHandle};
@@ -25,22 +30,110 @@ tokio::task_local! {
     static PROCESS: Arc<Process>;
 }
 
-/// The virtual clock: (wall time in ms, the tokio instant it corresponds to).
-static VIRTUAL: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
+/// A simulation on this thread: the virtual clock's origin (wall time in ms, the tokio
+/// instant it corresponds to) and the state of its random numbers.
+struct Simulation {
+    epoch_ms: u64,
+    at: tokio::time::Instant,
+    random: u64,
+}
 
-/// From now on (in this OS process), [`now_ms`] is `epoch_ms` plus the tokio time passed
-/// since this call: with tokio's clock paused, a virtual wall clock. Called once by the
-/// simulator; later calls change nothing.
-pub fn virtual_clock(epoch_ms: u64) {
-    let _ = VIRTUAL.set((epoch_ms, tokio::time::Instant::now()));
+thread_local! {
+    static SIMULATION: RefCell<Option<Simulation>> = const { RefCell::new(None) };
+}
+
+/// From now on, on this thread (one simulation runs on one thread, its tasks on a
+/// current-thread runtime): [`now_ms`] is `epoch_ms` plus the tokio time passed since
+/// this call (with tokio's clock paused, a virtual wall clock); [`seeded_u64`] draws
+/// from `seed`; [`spawn_blocking`] runs its work as a task.
+pub fn simulate(epoch_ms: u64, seed: u64) {
+    SIMULATION.with(|s| {
+        *s.borrow_mut() = Some(Simulation {
+            epoch_ms,
+            at: tokio::time::Instant::now(),
+            random: seed,
+        })
+    });
+}
+
+/// The next number from the simulation's seed (SplitMix64), or `None` outside
+/// [`simulate`]: ids and jitter use it so that a seed replays the same way, and use
+/// the OS's randomness otherwise.
+pub fn seeded_u64() -> Option<u64> {
+    SIMULATION.with(|s| {
+        s.borrow_mut().as_mut().map(|sim| {
+            sim.random = sim.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = sim.random;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    })
+}
+
+/// The hasher of the server's and agent's hash maps: random keys, as std's, on a real
+/// node (no one can choose keys that collide); fixed keys under [`simulate`], so that
+/// iteration order, and what follows from it, replays with the seed.
+#[derive(Clone, Debug)]
+pub struct MapHasher(Option<std::collections::hash_map::RandomState>);
+
+impl Default for MapHasher {
+    fn default() -> Self {
+        if simulated() {
+            MapHasher(None)
+        } else {
+            MapHasher(Some(std::collections::hash_map::RandomState::new()))
+        }
+    }
+}
+
+impl std::hash::BuildHasher for MapHasher {
+    type Hasher = std::hash::DefaultHasher;
+    fn build_hasher(&self) -> Self::Hasher {
+        match &self.0 {
+            Some(r) => r.build_hasher(),
+            None => std::hash::DefaultHasher::new(),
+        }
+    }
+}
+
+/// `std::collections::HashMap` with [`MapHasher`]: create with `default()`.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, MapHasher>;
+/// `std::collections::HashSet` with [`MapHasher`].
+pub type HashSet<K> = std::collections::HashSet<K, MapHasher>;
+
+/// True under [`simulate`] on this thread.
+pub fn simulated() -> bool {
+    SIMULATION.with(|s| s.borrow().is_some())
+}
+
+/// `tokio::task::spawn_blocking`; under [`simulate`], the work runs as a task of the
+/// calling process on the simulation's thread (in order, at a deterministic point,
+/// and seeing the virtual clock).
+pub fn spawn_blocking<F, R>(f: F) -> JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    if simulated() {
+        spawn(async move { f() })
+    } else {
+        tokio::task::spawn_blocking(f)
+    }
 }
 
 /// Milliseconds since the Unix epoch, as the calling process's clock says.
 pub fn now_ms() -> u64 {
-    let base = match VIRTUAL.get() {
-        Some((epoch, at)) => {
-            epoch + tokio::time::Instant::now().duration_since(*at).as_millis() as u64
-        }
+    let virtual_now = SIMULATION.with(|s| {
+        s.borrow().as_ref().map(|sim| {
+            sim.epoch_ms
+                + tokio::time::Instant::now()
+                    .duration_since(sim.at)
+                    .as_millis() as u64
+        })
+    });
+    let base = match virtual_now {
+        Some(ms) => ms,
         None => SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -4,7 +4,8 @@
 //! route; node tokens only `/v1/agent/connect`. Bodies are capped at
 //! [`MAX_BODY`] (413 beyond it).
 
-use std::collections::{BTreeMap, HashMap};
+use motley_rt::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 

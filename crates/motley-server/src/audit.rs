@@ -7,7 +7,8 @@
 //! address within [`WINDOW_MS`], every request from it is answered 429 until the window
 //! ends, so tokens cannot be guessed at speed.
 
-use std::collections::{HashMap, VecDeque};
+use motley_rt::HashMap;
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ impl Audit {
         Audit {
             ring: Mutex::new(VecDeque::new()),
             file,
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::default()),
         }
     }
 

@@ -10,7 +10,8 @@
 //!   its own commits, so it never acts twice on a stale view.
 //! * Only the leader plans, and its commits are fenced by its term (see [`crate::ha`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use motley_rt::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -605,7 +606,10 @@ mod tests {
                     create: vec![job_alloc("burst-b", 0, "pending")],
                     ..Default::default()
                 };
-                (plan, HashMap::from([(keys::alloc("burst-a"), revs_at)]))
+                (
+                    plan,
+                    HashMap::from_iter([(keys::alloc("burst-a"), revs_at)]),
+                )
             };
             // The agent's report lands between planning and committing.
             let now_rev = put(&s, &job_alloc("burst-a", 0, "complete")).await;

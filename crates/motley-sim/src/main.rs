@@ -99,6 +99,8 @@ fn main() -> ExitCode {
     let mut errors: Vec<String> = Vec::new();
     let (mut steps, mut sim_ms, mut acked, mut ran) = (0u64, 0u64, 0u64, 0u64);
     let mut secrets = 0u64;
+    // Every seed's fingerprint, combined in seed order: equal for two runs of one range.
+    let mut fingerprint = 0u64;
     let mut faults: BTreeMap<&str, u64> = FAULTS.iter().map(|f| (*f, 0)).collect();
     for seed in start..start.saturating_add(seeds) {
         match run_seed(seed, &opts) {
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
                 sim_ms += r.sim_ms;
                 acked += r.applies_acked;
                 secrets += r.secrets_checked;
+                fingerprint = fingerprint.rotate_left(5) ^ r.fingerprint;
                 for (k, v) in &r.faults {
                     *faults.entry(k).or_default() += v;
                 }
@@ -150,6 +153,7 @@ fn main() -> ExitCode {
             "simulated_seconds": sim_ms as f64 / 1000.0,
             "wall_seconds": wall,
             "mutant": args.mutant,
+            "fingerprint": format!("{fingerprint:016x}"),
         });
         println!("{out}");
     } else {

@@ -76,6 +76,10 @@ pub struct SeedReport {
     pub applies_other: u64,
     /// Secret deliveries checked (allocations holding secrets, summed over steps).
     pub secrets_checked: u64,
+    /// A hash of the run's outcome: the store's final revision, every allocation as
+    /// stored, the workloads' names, and the tasks each node ran. Two runs of one seed give the same (the
+    /// replay is exact: `tests/seeds.rs`).
+    pub fingerprint: u64,
 }
 
 impl SeedReport {
@@ -91,6 +95,7 @@ impl SeedReport {
             applies_acked: 0,
             applies_other: 0,
             secrets_checked: 0,
+            fingerprint: 0,
         }
     }
 }
@@ -132,9 +137,12 @@ pub fn run_seed(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     std::thread::Builder::new()
         .name(format!("seed-{seed}"))
         .spawn(move || {
-            let r = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_all().start_paused(true);
+            // Which ready branch of a `select!` goes first follows the seed too.
+            #[cfg(tokio_unstable)]
+            builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+            let r = builder
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(run(seed, &opts2)));
@@ -154,7 +162,8 @@ pub fn run_seed(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
 }
 
 async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
-    motley_rt::virtual_clock(1_800_000_000_000);
+    // The clock, ids, jitter and blocking work of every process follow the seed.
+    motley_rt::simulate(1_800_000_000_000, seed);
     let rng = Rng::new(seed);
     // Swarm testing: the seed also draws the world and which faults it suffers.
     let n_servers = 1 + rng.below(3) as usize;
@@ -274,6 +283,7 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     check_acknowledged(&world, &history, &mut report);
     check_reruns(&world, &mut report);
     report.sim_ms = Instant::now().duration_since(start).as_millis() as u64;
+    report.fingerprint = fingerprint(&world, report.steps);
     for s in 0..world.servers.len() {
         world.kill_server(s);
     }
@@ -697,6 +707,38 @@ fn allocs_of(world: &World, uid: &str) -> String {
     } else {
         list.join("; ")
     }
+}
+
+/// See [`SeedReport::fingerprint`]. `DefaultHasher::new` has fixed keys.
+fn fingerprint(world: &World, steps: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    steps.hash(&mut h);
+    world.store.revision_now().hash(&mut h);
+    // Allocations whole (ids, nodes, states, reasons, times all follow the seed);
+    // workloads by name only: sealed secret values carry random nonces, as the CA and
+    // tokens carry random keys, none of which steers anything.
+    world
+        .store
+        .snapshot(motley_server::keys::ALLOCS)
+        .hash(&mut h);
+    world
+        .store
+        .snapshot(motley_server::keys::WORKLOADS)
+        .keys()
+        .for_each(|k| k.hash(&mut h));
+    for a in &world.agents {
+        let mut ran: Vec<(String, u32)> = a
+            .driver
+            .tasks()
+            .into_iter()
+            .chain(a.driver.completed())
+            .map(|t| (t.alloc, t.index))
+            .collect();
+        ran.sort();
+        ran.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Converged: a leader, every agent connected, every service at its replicas (on the

@@ -5,7 +5,8 @@
 //! Like etcd, it outlives the servers: a server killed and started again finds every
 //! committed key. A commit is acknowledged only once applied; nothing is half-written.
 
-use std::collections::{BTreeMap, HashMap};
+use motley_rt::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

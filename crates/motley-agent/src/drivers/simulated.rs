@@ -4,7 +4,7 @@
 //! and are kept in the driver, so an agent restarted in the same process adopts its
 //! "running" tasks as a real one adopts processes.
 
-use std::collections::HashMap;
+use motley_rt::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,7 +60,7 @@ impl Simulated {
         Simulated {
             job_time,
             next_pid: Arc::new(AtomicU32::new(4_000_000_000)),
-            tasks: Arc::new(Mutex::new(HashMap::new())),
+            tasks: Arc::new(Mutex::new(HashMap::default())),
             completed: Arc::new(Mutex::new(Vec::new())),
         }
     }

@@ -6,7 +6,7 @@ use super::*;
 pub(crate) fn node_views(s: &Shared) -> Vec<NodeView> {
     let cache = s.cache();
     // One pass over the allocations, grouped by node: no loop over nodes × allocations.
-    let mut by_node: HashMap<&str, Vec<&Allocation>> = HashMap::new();
+    let mut by_node: HashMap<&str, Vec<&Allocation>> = HashMap::default();
     for a in cache.allocs.values().filter(|a| a.is_live()) {
         by_node.entry(a.node.as_str()).or_default().push(a);
     }

@@ -46,7 +46,7 @@ impl Shared {
                 let cache = self.cache();
                 let plan = self.plan_pass(&cache, &cache.workloads, now_ms(), &mut RandomIds);
                 // The revisions this plan was made from, for its compares.
-                let mut revs = HashMap::new();
+                let mut revs = HashMap::default();
                 for a in &plan.create {
                     let k = keys::workload(&a.workload);
                     revs.insert(k.clone(), cache.rev(&k));

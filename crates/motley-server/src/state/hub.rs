@@ -2,7 +2,8 @@
 //! open through them: who can be sent what. Registering a connection is
 //! `Shared::connect_agent`, which sends the full set under the cache lock.
 
-use std::collections::{BTreeSet, HashMap};
+use motley_rt::HashMap;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use motley_core::proto::ServerMsg;

@@ -2,7 +2,8 @@
 //! readings, and the grace period a new server or leader gives nodes it has not heard
 //! from. Heartbeats never touch the store; `failure::judge` decides, this keeps the state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use motley_rt::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -41,8 +42,8 @@ impl Liveness {
     pub fn new(config: FailureConfig, started_at: u64) -> Liveness {
         Liveness {
             config,
-            nodes: Mutex::new(HashMap::new()),
-            readings: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(HashMap::default()),
+            readings: Mutex::new(HashMap::default()),
             grace_from: AtomicU64::new(started_at),
             started_at,
         }
