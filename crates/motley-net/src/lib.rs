@@ -275,13 +275,12 @@ pub fn new_secret() -> String {
 
 /// A short random id (64 bits, hex).
 pub fn new_id() -> String {
-    let mut b = [0u8; 8];
-    match motley_rt::seeded_u64() {
-        // The simulator: ids follow the seed, so a seed replays the same way.
-        Some(n) => b = n.to_be_bytes(),
-        None => rand::rng().fill_bytes(&mut b),
-    }
-    hex::encode(b)
+    hex::encode(random_u64().to_be_bytes())
+}
+
+/// 64 random bits (from the seed under the simulator, so a seed replays the same way).
+pub fn random_u64() -> u64 {
+    motley_rt::seeded_u64().unwrap_or_else(|| rand::rng().next_u64())
 }
 
 /// SHA-256 of a token, hex: what servers store instead of the token.

@@ -200,19 +200,34 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 eof,
                 error,
             } => {
-                let target = s.hub.log_target(req);
-                match target {
-                    Some(t) => {
+                match s.hub.log_target(req, &node) {
+                    Ok(t) => {
                         let piece = match error {
                             Some(e) => Err(e),
                             None => Ok(data),
                         };
                         let failed = t.send(piece).await.is_err();
                         if eof || failed {
-                            s.hub.close_log(req);
+                            s.hub.close_log(req, &node);
                         }
                     }
-                    None => {
+                    // Another node's stream: refused and audited; the session goes on
+                    // (what it sent went nowhere).
+                    Err(true) => {
+                        let why =
+                            format!("node {node} sent log data for a stream asked of another node");
+                        tracing::warn!("{why}");
+                        s.audit.record(motley_core::api::AuditEntry {
+                            at: now_ms(),
+                            who: caller.who.clone(),
+                            peer: caller.peer.clone(),
+                            method: "WS".into(),
+                            path: "/v1/agent/connect".into(),
+                            status: 403,
+                            why,
+                        });
+                    }
+                    Err(false) => {
                         let _ = tx.send(ServerMsg::LogsCancel { req });
                     }
                 }
@@ -225,4 +240,86 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     drop(writer);
     drop(link);
     tracing::info!("agent {node} disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent's connection in memory: frames in, messages out.
+    struct ChanLink {
+        rx: mpsc::UnboundedReceiver<Frame>,
+        out: mpsc::UnboundedSender<ServerMsg>,
+    }
+
+    impl Link for ChanLink {
+        async fn recv(&mut self) -> Frame {
+            self.rx.recv().await.unwrap_or(Frame::End)
+        }
+        fn try_recv(&mut self) -> Option<Frame> {
+            self.rx.try_recv().ok()
+        }
+        fn sender(&mut self) -> mpsc::UnboundedSender<ServerMsg> {
+            self.out.clone()
+        }
+        async fn refuse(self, _why: String) {}
+    }
+
+    #[tokio::test]
+    async fn a_node_cannot_write_into_another_nodes_log_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        // An operator follows a log on pi1.
+        let (log_tx, mut log_rx) = mpsc::channel(4);
+        let req = s.hub.open_log("pi1", log_tx);
+        // pi2's agent connects and sends data for that stream.
+        let (frames, rx) = mpsc::unbounded_channel();
+        let (out, mut from_server) = mpsc::unbounded_channel();
+        let caller = AgentCaller {
+            who: "token n2 (node)".into(),
+            peer: "10.0.0.2:5000".into(),
+        };
+        let session = tokio::spawn(session(
+            s.clone(),
+            "pi2".into(),
+            caller,
+            ChanLink { rx, out },
+        ));
+        let hello = AgentMsg::Hello {
+            version: PROTOCOL_VERSION,
+            node: "pi2".into(),
+            facts: Default::default(),
+            labels: Default::default(),
+            allocs: vec![],
+            readings: None,
+        };
+        let forged = AgentMsg::LogData {
+            req,
+            data: "forged".into(),
+            eof: true,
+            error: None,
+        };
+        for m in [hello, forged] {
+            assert!(frames.send(Frame::Msg(m)).is_ok(), "session ended early");
+        }
+        // The server answers Welcome first: the hello was taken.
+        let welcome = tokio::time::timeout(Duration::from_secs(10), from_server.recv()).await;
+        assert!(
+            matches!(welcome, Ok(Some(ServerMsg::Welcome { .. }))),
+            "{welcome:?}"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while s.audit.recent().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "nothing audited");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let entry = &s.audit.recent()[0];
+        assert!(entry.why.contains("another node"), "{entry:?}");
+        assert_eq!(entry.peer, "10.0.0.2:5000");
+        assert!(log_rx.try_recv().is_err(), "forged data reached pi1's stream");
+        assert!(s.hub.log_target(req, "pi1").is_ok(), "pi1's stream was cut");
+        drop(frames);
+        let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+    }
 }

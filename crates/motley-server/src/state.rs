@@ -341,11 +341,11 @@ pub fn allocs_of(cache: &Cache, node: &str) -> Vec<Allocation> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use motley_store::embedded::Embedded;
 
-    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+    pub(crate) fn shared(dir: &std::path::Path) -> Arc<Shared> {
         let store: Arc<dyn Store> =
             Arc::new(Embedded::open(&dir.join("store.redb")).expect("open the store"));
         let ca = motley_net::Ca::load_or_create(dir).expect("CA");

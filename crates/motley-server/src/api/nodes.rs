@@ -185,7 +185,7 @@ pub(crate) struct LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.shared.hub.close_log(self.req);
+        self.shared.hub.close_log(self.req, &self.node);
         self.shared
             .hub
             .send_to(&self.node, ServerMsg::LogsCancel { req: self.req });
@@ -205,9 +205,8 @@ pub(crate) async fn logs(
         .ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, format!("allocation {id} not found"))
         })?;
-    let req = s.id();
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    s.hub.open_log(req, tx);
+    let req = s.hub.open_log(&node, tx);
     let guard = LogGuard {
         shared: s.clone(),
         req,

@@ -26,7 +26,8 @@ pub struct AgentConn {
 #[derive(Default)]
 pub struct Hub {
     conns: Mutex<HashMap<String, AgentConn>>,
-    log_streams: Mutex<HashMap<u64, mpsc::Sender<LogPiece>>>,
+    /// Open log streams by request id: the node asked, and where its data goes.
+    log_streams: Mutex<HashMap<u64, (String, mpsc::Sender<LogPiece>)>>,
 }
 
 impl Hub {
@@ -77,18 +78,76 @@ impl Hub {
         }
     }
 
-    /// Opens log stream `req`: what its agent sends goes to `tx`.
-    pub fn open_log(&self, req: u64, tx: mpsc::Sender<LogPiece>) {
-        lock(&self.log_streams).insert(req, tx);
+    /// Opens a log stream asked of `node`: what that node's agent sends for it goes to
+    /// `tx`. Returns its request id: random, so a node cannot guess another's.
+    pub fn open_log(&self, node: &str, tx: mpsc::Sender<LogPiece>) -> u64 {
+        let mut streams = lock(&self.log_streams);
+        let req = loop {
+            let id = motley_net::random_u64();
+            if id != 0 && !streams.contains_key(&id) {
+                break id;
+            }
+        };
+        streams.insert(req, (node.to_string(), tx));
+        req
     }
 
-    /// Where log stream `req`'s data goes, while it is open.
-    pub fn log_target(&self, req: u64) -> Option<mpsc::Sender<LogPiece>> {
-        lock(&self.log_streams).get(&req).cloned()
+    /// Where log stream `req`'s data goes, when `node` sends it: `Err(true)` when the
+    /// stream was asked of another node (refused: a node writes only into its own
+    /// streams), `Err(false)` when no such stream is open.
+    pub fn log_target(&self, req: u64, node: &str) -> Result<mpsc::Sender<LogPiece>, bool> {
+        match lock(&self.log_streams).get(&req) {
+            Some((asked, tx)) if asked == node => Ok(tx.clone()),
+            Some(_) => Err(true),
+            None => Err(false),
+        }
     }
 
-    /// Closes log stream `req`.
-    pub fn close_log(&self, req: u64) {
-        lock(&self.log_streams).remove(&req);
+    /// Closes log stream `req`, if `node` is the one it was asked of.
+    pub fn close_log(&self, req: u64, node: &str) {
+        let mut streams = lock(&self.log_streams);
+        if streams.get(&req).is_some_and(|(asked, _)| asked == node) {
+            streams.remove(&req);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_writes_only_into_the_log_streams_asked_of_it() {
+        let hub = Hub::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let req = hub.open_log("pi1", tx);
+        assert!(hub.log_target(req, "pi1").is_ok());
+        assert_eq!(
+            hub.log_target(req, "pi2").err(),
+            Some(true),
+            "another node's stream"
+        );
+        assert_eq!(
+            hub.log_target(req ^ 1, "pi1").err(),
+            Some(false),
+            "no such stream"
+        );
+        hub.close_log(req, "pi2");
+        assert!(
+            hub.log_target(req, "pi1").is_ok(),
+            "another node cannot close it"
+        );
+        hub.close_log(req, "pi1");
+        assert_eq!(hub.log_target(req, "pi1").err(), Some(false));
+    }
+
+    #[test]
+    fn log_stream_ids_are_not_sequential() {
+        let hub = Hub::default();
+        let ids: Vec<u64> = (0..4)
+            .map(|_| hub.open_log("pi1", mpsc::channel(1).0))
+            .collect();
+        let consecutive = ids.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert_eq!(consecutive, 0, "{ids:?}");
     }
 }
