@@ -35,7 +35,7 @@ pub trait Link: Send + 'static {
     /// A frame that has already arrived, if any (does not wait).
     fn try_recv(&mut self) -> Option<Frame>;
     /// Where messages to the agent go, in order; closed when the connection is.
-    fn sender(&mut self) -> mpsc::UnboundedSender<ServerMsg>;
+    fn sender(&mut self) -> mpsc::Sender<ServerMsg>;
     /// Turns the agent away for good (close code 4003: it stops reconnecting).
     fn refuse(self, why: String) -> impl std::future::Future<Output = ()> + Send;
 }
@@ -113,7 +113,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     if let Some(r) = readings {
         s.liveness.set_readings(&node, r, now_ms());
     }
-    let tx = link.sender();
+    let tx = crate::state::Outbox::new(link.sender());
     let conn_id = s.connect_agent(&node, tx.clone());
     tracing::info!("agent {node} connected");
     // Reports are stored by a writer of their own, so that a slow store (etcd on an SD
@@ -160,6 +160,10 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         let frame = tokio::select! {
             f = link.recv() => f,
             _ = tx.closed() => Frame::End,
+            _ = tx.overflowed() => {
+                tracing::warn!("agent {node} fell {} messages behind; disconnecting it", crate::state::OUTBOX_LIMIT);
+                Frame::End
+            }
             _ = term.changed() => Frame::End,
             _ = &mut unstored => Frame::End,
         };
@@ -249,7 +253,7 @@ mod tests {
     /// An agent's connection in memory: frames in, messages out.
     struct ChanLink {
         rx: mpsc::UnboundedReceiver<Frame>,
-        out: mpsc::UnboundedSender<ServerMsg>,
+        out: mpsc::Sender<ServerMsg>,
     }
 
     impl Link for ChanLink {
@@ -259,7 +263,7 @@ mod tests {
         fn try_recv(&mut self) -> Option<Frame> {
             self.rx.try_recv().ok()
         }
-        fn sender(&mut self) -> mpsc::UnboundedSender<ServerMsg> {
+        fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
             self.out.clone()
         }
         async fn refuse(self, _why: String) {}
@@ -275,7 +279,7 @@ mod tests {
         let req = s.hub.open_log("pi1", log_tx);
         // pi2's agent connects and sends data for that stream.
         let (frames, rx) = mpsc::unbounded_channel();
-        let (out, mut from_server) = mpsc::unbounded_channel();
+        let (out, mut from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
         let caller = AgentCaller {
             who: "token n2 (node)".into(),
             peer: "10.0.0.2:5000".into(),
@@ -317,9 +321,91 @@ mod tests {
         let entry = &s.audit.recent()[0];
         assert!(entry.why.contains("another node"), "{entry:?}");
         assert_eq!(entry.peer, "10.0.0.2:5000");
-        assert!(log_rx.try_recv().is_err(), "forged data reached pi1's stream");
+        assert!(
+            log_rx.try_recv().is_err(),
+            "forged data reached pi1's stream"
+        );
         assert!(s.hub.log_target(req, "pi1").is_ok(), "pi1's stream was cut");
         drop(frames);
         let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+
+    struct SilentLink {
+        rx: mpsc::UnboundedReceiver<Frame>,
+        out: mpsc::Sender<ServerMsg>,
+    }
+
+    impl Link for SilentLink {
+        async fn recv(&mut self) -> Frame {
+            self.rx.recv().await.unwrap_or(Frame::End)
+        }
+        fn try_recv(&mut self) -> Option<Frame> {
+            self.rx.try_recv().ok()
+        }
+        fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
+            self.out.clone()
+        }
+        async fn refuse(self, _why: String) {}
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_stops_reading_is_disconnected_not_queued_for_without_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        let (frames, rx) = mpsc::unbounded_channel();
+        // The agent never reads what the server sends.
+        let (out, _never_read) = mpsc::channel(crate::state::OUTBOX_LIMIT);
+        let caller = AgentCaller {
+            who: "token n2 (node)".into(),
+            peer: "10.0.0.2:5000".into(),
+        };
+        let session = tokio::spawn(session(
+            s.clone(),
+            "pi2".into(),
+            caller,
+            SilentLink { rx, out },
+        ));
+        let hello = AgentMsg::Hello {
+            version: PROTOCOL_VERSION,
+            node: "pi2".into(),
+            facts: Default::default(),
+            labels: Default::default(),
+            allocs: vec![],
+            readings: None,
+        };
+        assert!(frames.send(Frame::Msg(hello)).is_ok());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !s.hub.connected().contains("pi2") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pi2 never connected"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut refused = 0;
+        for i in 0..=crate::state::OUTBOX_LIMIT {
+            if !s.hub.send_to(
+                "pi2",
+                ServerMsg::Remove {
+                    id: format!("a{i}"),
+                },
+            ) {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 1, "the outbox took more than its limit");
+        let ended = tokio::time::timeout(Duration::from_secs(10), session).await;
+        assert!(ended.is_ok(), "the session outlived its overflow");
+        assert!(
+            !s.hub.connected().contains("pi2"),
+            "still held after overflow"
+        );
+        drop(frames);
     }
 }

@@ -24,7 +24,7 @@ use motley_core::reconcile::{self, Blocked, Ids, Input};
 use motley_scheduler::Scheduler;
 use motley_store::{EventKind, Store, StoreError, Txn};
 use prometheus_client::registry::Registry;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::auth::TokenRecord;
 use crate::keys::{self, Parsed};
@@ -38,7 +38,7 @@ pub mod liveness;
 mod reports;
 
 pub use crate::util::{lock, now_ms, read, write};
-pub use hub::{AgentConn, Hub, LogPiece};
+pub use hub::{AgentConn, Hub, LogPiece, OUTBOX_LIMIT, Outbox};
 pub use liveness::{Liveness, NodeHealth};
 
 /// The store's contents as last seen by the watch, decoded.
@@ -287,7 +287,7 @@ impl Shared {
 
     /// Registers an agent connection: the agent gets Welcome and its full assignment set
     /// before any change, because both happen under the cache lock the watch applier takes.
-    pub fn connect_agent(&self, node: &str, tx: mpsc::UnboundedSender<ServerMsg>) -> u64 {
+    pub fn connect_agent(&self, node: &str, tx: Outbox) -> u64 {
         let conn_id = self.id();
         {
             let cache = self.cache();

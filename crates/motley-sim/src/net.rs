@@ -302,6 +302,20 @@ struct SimLink {
     tx: mpsc::UnboundedSender<ServerMsg>,
 }
 
+/// Moves what the session queues (bounded, as on a real server) into the simulated
+/// connection.
+fn bounded(tx: mpsc::UnboundedSender<ServerMsg>) -> mpsc::Sender<ServerMsg> {
+    let (btx, mut brx) = mpsc::channel(motley_server::state::OUTBOX_LIMIT);
+    motley_rt::spawn(async move {
+        while let Some(m) = brx.recv().await {
+            if tx.send(m).is_err() {
+                break;
+            }
+        }
+    });
+    btx
+}
+
 impl Link for SimLink {
     async fn recv(&mut self) -> Frame {
         match self.rx.recv().await {
@@ -316,8 +330,8 @@ impl Link for SimLink {
             Err(mpsc::error::TryRecvError::Disconnected) => Some(Frame::End),
         }
     }
-    fn sender(&mut self) -> mpsc::UnboundedSender<ServerMsg> {
-        self.tx.clone()
+    fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
+        bounded(self.tx.clone())
     }
     async fn refuse(self, _why: String) {}
 }

@@ -114,8 +114,8 @@ impl Link for WsLink {
             .map(|f| decode(&self.node, f))
     }
 
-    fn sender(&mut self) -> mpsc::UnboundedSender<ServerMsg> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<ServerMsg>();
+    fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
+        let (tx, mut rx) = mpsc::channel::<ServerMsg>(crate::state::OUTBOX_LIMIT);
         let Some(mut sink) = self.sink.take() else {
             return tx;
         };

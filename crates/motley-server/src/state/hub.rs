@@ -11,13 +11,58 @@ use tokio::sync::mpsc;
 
 use crate::util::lock;
 
+/// Most messages queued for one agent. An agent that falls this far behind (a stalled
+/// node, a slow link) is disconnected, and gets its full set again when it reconnects,
+/// instead of growing the server's memory without bound.
+pub const OUTBOX_LIMIT: usize = 16_384;
+
+/// Where messages to one agent go: a bounded queue, and the signal that it overflowed.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    tx: mpsc::Sender<ServerMsg>,
+    overflow: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    /// An outbox over a queue of [`OUTBOX_LIMIT`] messages (the link's writer reads it).
+    pub fn new(tx: mpsc::Sender<ServerMsg>) -> Outbox {
+        Outbox {
+            tx,
+            overflow: Default::default(),
+        }
+    }
+
+    /// Queues `msg`; false when the connection is gone or [`OUTBOX_LIMIT`] messages
+    /// behind (then [`Outbox::overflowed`] fires and the session ends).
+    pub fn send(&self, msg: ServerMsg) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Waits until a message did not fit.
+    pub async fn overflowed(&self) {
+        self.overflow.notified().await
+    }
+
+    /// Waits until the connection's writer is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
 /// A piece of log data for an HTTP log stream.
 pub type LogPiece = Result<String, String>;
 
 /// One agent connection held by this server.
 pub struct AgentConn {
     /// Messages to the agent.
-    pub tx: mpsc::UnboundedSender<ServerMsg>,
+    pub tx: Outbox,
     /// Distinguishes a reconnect from the connection it replaces.
     pub conn_id: u64,
 }
@@ -55,9 +100,7 @@ impl Hub {
 
     /// Sends a message to a node's agent, if connected here.
     pub fn send_to(&self, node: &str, msg: ServerMsg) -> bool {
-        lock(&self.conns)
-            .get(node)
-            .is_some_and(|c| c.tx.send(msg).is_ok())
+        lock(&self.conns).get(node).is_some_and(|c| c.tx.send(msg))
     }
 
     /// Sends each node in `out` the message `make` builds for it, in order; `make` runs
@@ -66,7 +109,7 @@ impl Hub {
         let conns = lock(&self.conns);
         for (node, item) in out {
             if let Some(conn) = conns.get(&node) {
-                let _ = conn.tx.send(make(item));
+                conn.tx.send(make(item));
             }
         }
     }
@@ -74,7 +117,7 @@ impl Hub {
     /// Sends every connected agent `msg`.
     pub fn broadcast(&self, msg: &ServerMsg) {
         for conn in lock(&self.conns).values() {
-            let _ = conn.tx.send(msg.clone());
+            conn.tx.send(msg.clone());
         }
     }
 
