@@ -185,7 +185,7 @@ const CASES: &[(&str, &str, u64, &str, &str)] = &[
 
 fn snapshot(c: &mut Cluster) -> String {
     let mut s = String::new();
-    for kind in ["services", "jobs", "daemons"] {
+    for kind in ["services", "jobs", "daemons", "volumes", "secrets"] {
         let v = c.json(&["get", kind]);
         for w in v.as_array().cloned().unwrap_or_default() {
             s.push_str(&w["workload"].to_string());
@@ -242,35 +242,85 @@ fn invalid_manifests_are_refused_with_location_and_change_nothing() {
         }
         assert_eq!(snapshot(&mut c), before, "{case}: the store changed");
     }
-    // The server validates too: a client that skips local validation gets the same answer.
+    // The server validates too: a client that skips local validation gets the same
+    // answer, for every case, with the same location and field.
     let (http, url, token) = c.http();
     let rt = rt();
-    rt.block_on(async {
-        let body = serde_json::json!({"files": [{"name": "direct.yaml", "content": CASES[4].1}]});
-        let r = http
-            .post(format!("{url}/v1/apply"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status().as_u16(), 422);
-        let v: serde_json::Value = r.json().await.expect("json");
-        assert_eq!(v["details"][0]["file"], "direct.yaml");
-        assert_eq!(v["details"][0]["line"], 6);
-        assert_eq!(v["details"][0]["field"], "task.resources.memory");
-        let r = http
-            .post(format!("{url}/v1/apply"))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"files": 3}))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(
-            r.status().as_u16(),
-            422,
-            "a malformed request body is refused"
+    let post = |body: serde_json::Value| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        rt.block_on(async move {
+            let r = http
+                .post(format!("{url}/v1/apply"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            let v: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(e) => panic!("answer {status} is not JSON ({e}): {text}"),
+            };
+            (status, v)
+        })
+    };
+    for (case, yaml, line, field, message) in CASES {
+        let name = format!("{case}.yaml");
+        let (status, v) = post(serde_json::json!({"files": [{"name": name, "content": yaml}]}));
+        assert_eq!(status, 422, "{case}: {v}");
+        let d = &v["details"][0];
+        assert_eq!(d["file"], name.as_str(), "{case}: {v}");
+        if *line != 0 {
+            assert_eq!(d["line"], *line, "{case}: {v}");
+            assert!(d["column"].as_u64().is_some_and(|c| c > 0), "{case}: {v}");
+        }
+        assert_eq!(d["field"], *field, "{case}: {v}");
+        assert!(
+            d["message"].as_str().is_some_and(|m| m.contains(message)),
+            "{case}: {message:?} missing in {v}"
         );
-    });
+        assert_eq!(snapshot(&mut c), before, "{case} (API): the store changed");
+    }
+    // Refusals only the server can make, inside a set whose other documents are valid:
+    // the whole set is refused and nothing in it is written.
+    let valid = "kind: Service\nname: fine\nreplicas: 0\ntask:\n  command: [sleep, \"1\"]\n";
+    let sets: [(&str, &str, &str); 2] = [
+        (
+            "missing-secret",
+            "kind: Service\nname: needs-key\nreplicas: 0\ntask:\n  command: [x]\n  secrets: [{ secret: nowhere, key: k, env: K }]\n",
+            "nowhere",
+        ),
+        (
+            "larger-than-any-node",
+            "kind: Service\nname: huge\nreplicas: 1\ntask:\n  command: [x]\n  resources: { memory: 64Ti }\n",
+            "largest node",
+        ),
+    ];
+    for (case, bad, message) in sets {
+        let (status, v) = post(serde_json::json!({"files": [
+            {"name": "fine.yaml", "content": valid},
+            {"name": format!("{case}.yaml"), "content": bad},
+        ]}));
+        assert_eq!(status, 422, "{case}: {v}");
+        assert_eq!(
+            v["details"][0]["file"],
+            format!("{case}.yaml"),
+            "{case}: {v}"
+        );
+        assert!(
+            v["details"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(message)),
+            "{case}: {message:?} missing in {v}"
+        );
+        assert_eq!(
+            snapshot(&mut c),
+            before,
+            "{case}: part of the set was written"
+        );
+    }
+    let (status, v) = post(serde_json::json!({"files": 3}));
+    assert_eq!(status, 422, "a malformed request body is refused: {v}");
     assert_eq!(snapshot(&mut c), before);
 }

@@ -391,11 +391,14 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
             failed
         })
     };
+    // Where the applies stood at each kill: every kill must fall inside the run.
+    let mut at_kill = Vec::new();
     for at in [150, 450, 750] {
         wait_for("applies progress", Duration::from_secs(120), || {
             (done.load(Ordering::SeqCst) >= at || finished.load(Ordering::SeqCst)).then_some(())
         });
         let (l, _) = wait_for("a leader", Duration::from_secs(30), || p.leader());
+        at_kill.push(done.load(Ordering::SeqCst));
         p.kill_server(l);
         std::thread::sleep(Duration::from_millis(1500));
         p.start_server(l);
@@ -409,6 +412,17 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
         failed.iter().take(5).collect::<Vec<_>>()
     );
     assert_eq!(acked.len() + failed.len(), 1000);
+    assert!(
+        at_kill.iter().all(|n| *n < 1000),
+        "a kill came after the last apply: {at_kill:?}"
+    );
+    // Not vacuous: a control plane that refused everything would lose nothing. Each
+    // kill may fail the one apply in flight (its answer lost with the server).
+    assert!(
+        acked.len() >= 900,
+        "only {} of 1000 applies acknowledged",
+        acked.len()
+    );
     let stored: BTreeSet<String> = wait_for("volumes listed", Duration::from_secs(30), || {
         p.json(&["get", "volumes", "-o", "json"])
     })
