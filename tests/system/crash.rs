@@ -133,14 +133,18 @@ fn kill9_during_applies_loses_nothing_acknowledged() {
         );
     }
     let after = c.allocs();
+    assert!(!running_before.is_empty(), "nothing ran before the crash");
     for (id, pid) in running_before {
-        if let Some(a) = after.iter().find(|a| a["id"] == id.as_str()) {
-            assert_eq!(
-                a["pid"].as_u64(),
-                Some(pid),
-                "allocation {id} was restarted instead of adopted"
-            );
-        }
+        // Every allocation that ran is still there (a replacement would have a new id)
+        // and runs the same process.
+        let Some(a) = after.iter().find(|a| a["id"] == id.as_str()) else {
+            panic!("allocation {id} (pid {pid}) is gone: replaced instead of adopted");
+        };
+        assert_eq!(
+            a["pid"].as_u64(),
+            Some(pid),
+            "allocation {id} was restarted instead of adopted"
+        );
     }
     assert_eq!(c.stop(), Some(0));
     for name in &svc {
