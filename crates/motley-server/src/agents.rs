@@ -269,17 +269,23 @@ mod tests {
         async fn refuse(self, _why: String) {}
     }
 
-    #[tokio::test]
-    async fn a_node_cannot_write_into_another_nodes_log_stream() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = crate::state::tests::shared(dir.path());
-        s.start_cache().await.expect("cache");
-        // An operator follows a log on pi1.
-        let (log_tx, mut log_rx) = mpsc::channel(4);
-        let req = s.hub.open_log("pi1", log_tx);
-        // pi2's agent connects and sends data for that stream.
+    fn hello(node: &str) -> AgentMsg {
+        AgentMsg::Hello {
+            version: PROTOCOL_VERSION,
+            node: node.into(),
+            facts: Default::default(),
+            labels: Default::default(),
+            allocs: vec![],
+            readings: None,
+        }
+    }
+
+    /// pi2's session on `s`, over a link whose frames and answers the test holds.
+    fn start_pi2(
+        s: &Arc<Shared>,
+        out: mpsc::Sender<ServerMsg>,
+    ) -> (mpsc::UnboundedSender<Frame>, tokio::task::JoinHandle<()>) {
         let (frames, rx) = mpsc::unbounded_channel();
-        let (out, mut from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
         let caller = AgentCaller {
             who: "token n2 (node)".into(),
             peer: "10.0.0.2:5000".into(),
@@ -290,14 +296,21 @@ mod tests {
             caller,
             ChanLink { rx, out },
         ));
-        let hello = AgentMsg::Hello {
-            version: PROTOCOL_VERSION,
-            node: "pi2".into(),
-            facts: Default::default(),
-            labels: Default::default(),
-            allocs: vec![],
-            readings: None,
-        };
+        (frames, session)
+    }
+
+    #[tokio::test]
+    async fn a_node_cannot_write_into_another_nodes_log_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        // An operator follows a log on pi1.
+        let (log_tx, mut log_rx) = mpsc::channel(4);
+        let req = s.hub.open_log("pi1", log_tx);
+        // pi2's agent connects and sends data for that stream.
+        let (out, mut from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
+        let (frames, session) = start_pi2(&s, out);
+        let hello = hello("pi2");
         let forged = AgentMsg::LogData {
             req,
             data: "forged".into(),
@@ -329,56 +342,16 @@ mod tests {
         drop(frames);
         let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
     }
-}
-
-#[cfg(test)]
-mod outbox_tests {
-    use super::*;
-
-    struct SilentLink {
-        rx: mpsc::UnboundedReceiver<Frame>,
-        out: mpsc::Sender<ServerMsg>,
-    }
-
-    impl Link for SilentLink {
-        async fn recv(&mut self) -> Frame {
-            self.rx.recv().await.unwrap_or(Frame::End)
-        }
-        fn try_recv(&mut self) -> Option<Frame> {
-            self.rx.try_recv().ok()
-        }
-        fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
-            self.out.clone()
-        }
-        async fn refuse(self, _why: String) {}
-    }
 
     #[tokio::test]
     async fn an_agent_that_stops_reading_is_disconnected_not_queued_for_without_bound() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = crate::state::tests::shared(dir.path());
         s.start_cache().await.expect("cache");
-        let (frames, rx) = mpsc::unbounded_channel();
         // The agent never reads what the server sends.
         let (out, _never_read) = mpsc::channel(crate::state::OUTBOX_LIMIT);
-        let caller = AgentCaller {
-            who: "token n2 (node)".into(),
-            peer: "10.0.0.2:5000".into(),
-        };
-        let session = tokio::spawn(session(
-            s.clone(),
-            "pi2".into(),
-            caller,
-            SilentLink { rx, out },
-        ));
-        let hello = AgentMsg::Hello {
-            version: PROTOCOL_VERSION,
-            node: "pi2".into(),
-            facts: Default::default(),
-            labels: Default::default(),
-            allocs: vec![],
-            readings: None,
-        };
+        let (frames, session) = start_pi2(&s, out);
+        let hello = hello("pi2");
         assert!(frames.send(Frame::Msg(hello)).is_ok());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !s.hub.connected().contains("pi2") {

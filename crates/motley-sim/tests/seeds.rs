@@ -1,7 +1,22 @@
 //! A few seeds of the simulator under `cargo test` (CI runs 1,000 more in release):
 //! the real server and agents under faults, with every invariant checked.
 
-use motley_sim::run::{Options, run_seed};
+use motley_sim::run::{Options, SeedReport, run_seed};
+
+/// Runs `seed`, which must finish with no violation and run its whole course.
+fn clean_run(seed: u64, opts: &Options) -> SeedReport {
+    let r = match run_seed(seed, opts) {
+        Ok(r) => r,
+        Err(e) => panic!("seed {seed} could not run: {e:#}"),
+    };
+    assert!(
+        r.violations.is_empty(),
+        "seed {seed}: {:?} (replay: MOTLEY_SIM_SEED={seed} cargo run --release -p motley-sim)",
+        r.violations
+    );
+    assert!(r.steps > 300, "seed {seed} ran {} steps", r.steps);
+    r
+}
 
 #[test]
 fn ten_seeds_hold_every_invariant_and_inject_faults() {
@@ -9,16 +24,7 @@ fn ten_seeds_hold_every_invariant_and_inject_faults() {
     let mut faults = 0;
     let mut acked = 0;
     for seed in 1..=10 {
-        let r = match run_seed(seed, &opts) {
-            Ok(r) => r,
-            Err(e) => panic!("seed {seed} could not run: {e:#}"),
-        };
-        assert!(
-            r.violations.is_empty(),
-            "seed {seed}: {:?} (replay: MOTLEY_SIM_SEED={seed} cargo run --release -p motley-sim)",
-            r.violations
-        );
-        assert!(r.steps > 300, "seed {seed} ran {} steps", r.steps);
+        let r = clean_run(seed, &opts);
         faults += r.faults.values().sum::<u64>();
         acked += r.applies_acked;
     }
@@ -36,16 +42,7 @@ fn ten_seeds_hold_every_invariant_and_inject_faults() {
 fn seeds_that_found_bugs_stay_fixed() {
     let opts = Options::default();
     for seed in [229_423, 202_216] {
-        let r = match run_seed(seed, &opts) {
-            Ok(r) => r,
-            Err(e) => panic!("seed {seed} could not run: {e:#}"),
-        };
-        assert!(
-            r.violations.is_empty(),
-            "seed {seed}: {:?} (replay: MOTLEY_SIM_SEED={seed} cargo run --release -p motley-sim)",
-            r.violations
-        );
-        assert!(r.steps > 300, "seed {seed} ran {} steps", r.steps);
+        clean_run(seed, &opts);
     }
 }
 
