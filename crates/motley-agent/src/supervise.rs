@@ -165,12 +165,25 @@ impl Agent {
                 Supervisor::adopted(cfg, restarts, now_ms())
             }
             Initial::ExitedWhileAway => {
-                // Hear the control plane first (at most a lease): if it saw the task end
-                // before this agent lost track, its record is final and the full set
-                // stops this supervisor (`upsert`) instead of running the task again.
+                // Hear the control plane first (`supervisor::unseen_exit_wait`): if it saw
+                // the task end before this agent lost track, its record is final and the
+                // full set stops this supervisor (`upsert`) instead of running the task
+                // again. Being told to stop (shutdown, removal) ends the wait too.
                 let mut synced = self.inner.contact.synced.subscribe();
-                let lease = self.inner.contact.lease();
-                let _ = tokio::time::timeout(lease, synced.wait_for(|n| *n > 0)).await;
+                let mut stop = ctl.clone();
+                let heard = async {
+                    tokio::select! {
+                        _ = synced.wait_for(|n| *n > 0) => {}
+                        _ = stop.wait_for(|d| *d == Desired::Stop) => {}
+                    }
+                };
+                let lease = self.inner.contact.lease().as_millis() as u64;
+                match motley_core::supervisor::unseen_exit_wait(&cfg.restart, lease) {
+                    Some(ms) => {
+                        let _ = tokio::time::timeout(Duration::from_millis(ms), heard).await;
+                    }
+                    None => heard.await,
+                }
                 pending.push(Event::Exited(Exit::Unknown));
                 Supervisor::adopted(cfg, restarts, now_ms())
             }

@@ -290,3 +290,22 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn an_unseen_exit_of_run_to_completion_work_waits_for_the_control_plane() {
+    use crate::model::{Backoff, RestartMode};
+    let policy = |mode| RestartPolicy {
+        mode,
+        max_restarts: None,
+        backoff: Backoff::default(),
+    };
+    assert_eq!(
+        unseen_exit_wait(&policy(RestartMode::Always), 5000),
+        Some(5000)
+    );
+    assert_eq!(
+        unseen_exit_wait(&policy(RestartMode::OnFailure), 5000),
+        None
+    );
+    assert_eq!(unseen_exit_wait(&policy(RestartMode::Never), 5000), None);
+}

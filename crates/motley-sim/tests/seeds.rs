@@ -37,11 +37,13 @@ fn ten_seeds_hold_every_invariant_and_inject_faults() {
 /// fix): 229423, a start held in a partitioned connection for 30 s ran beside its
 /// replacement because any message renewed the lease on arrival (`motley_core::lease`);
 /// 202216, a controller whose plan lost only on the leader fence waited for a store
-/// revision its cache never follows, and planned nothing again.
+/// revision its cache never follows, and planned nothing again; 1007253 and 1010547, a
+/// job instance whose end nobody saw ran again while the server, which had recorded it
+/// complete, was out of reach (`supervisor::unseen_exit_wait`).
 #[test]
 fn seeds_that_found_bugs_stay_fixed() {
     let opts = Options::default();
-    for seed in [229_423, 202_216] {
+    for seed in [229_423, 202_216, 1_007_253, 1_010_547] {
         clean_run(seed, &opts);
     }
 }
