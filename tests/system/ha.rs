@@ -357,13 +357,29 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
     let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicBool::new(false));
+    // The leader is killed after apply 150, 450 and 750; the applier waits 50 applies
+    // later for each kill, so that every kill falls inside the run (applies are fast
+    // enough to finish during one failover otherwise).
+    const KILL_AT: [usize; 3] = [150, 450, 750];
+    let kills = Arc::new(AtomicUsize::new(0));
     let applier = {
         let (acked, done, finished) = (acked.clone(), done.clone(), finished.clone());
+        let kills = kills.clone();
         std::thread::spawn(move || {
             let rt = rt();
             let client = motley_cli::client::Client::new(&cfg).expect("client");
             let mut failed = Vec::new();
             for i in 0..1000 {
+                if let Some(k) = KILL_AT.iter().position(|at| i == at + 50) {
+                    let waited = std::time::Instant::now();
+                    while kills.load(Ordering::SeqCst) <= k {
+                        assert!(
+                            waited.elapsed() < Duration::from_secs(120),
+                            "kill {k} never came"
+                        );
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
                 let name = format!("v{i:04}");
                 let set = ManifestSet {
                     files: vec![ManifestFile {
@@ -393,13 +409,14 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
     };
     // Where the applies stood at each kill: every kill must fall inside the run.
     let mut at_kill = Vec::new();
-    for at in [150, 450, 750] {
+    for at in KILL_AT {
         wait_for("applies progress", Duration::from_secs(120), || {
             (done.load(Ordering::SeqCst) >= at || finished.load(Ordering::SeqCst)).then_some(())
         });
         let (l, _) = wait_for("a leader", Duration::from_secs(30), || p.leader());
         at_kill.push(done.load(Ordering::SeqCst));
         p.kill_server(l);
+        kills.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(1500));
         p.start_server(l);
     }
