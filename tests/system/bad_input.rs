@@ -257,7 +257,10 @@ fn invalid_manifests_are_refused_with_location_and_change_nothing() {
                 .await
                 .expect("send");
             let status = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
+            let text = match r.text().await {
+                Ok(t) => t,
+                Err(e) => panic!("reading the answer ({status}): {e}"),
+            };
             let v: serde_json::Value = match serde_json::from_str(&text) {
                 Ok(v) => v,
                 Err(e) => panic!("answer {status} is not JSON ({e}): {text}"),

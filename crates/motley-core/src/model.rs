@@ -855,3 +855,21 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// An allocation for the core's unit tests: `id` of `workload` (`kind/name`) on node
+/// `n1`, desired to run, in `state`.
+#[cfg(test)]
+pub(crate) fn test_alloc(id: &str, workload: &str, state: AllocState) -> Allocation {
+    let json = serde_json::json!({
+        "id": id, "workload": workload,
+        "workload_uid": "u", "generation": 1, "index": 0, "node": "n1",
+        "task": {"command": ["true"]},
+        "restart": {"mode": "always", "max_restarts": null, "backoff": {}},
+        "desired": "run", "state": state,
+        "created_at": 0, "updated_at": 0
+    });
+    match serde_json::from_value(json) {
+        Ok(a) => a,
+        Err(e) => panic!("test allocation: {e}"),
+    }
+}

@@ -169,18 +169,7 @@ mod tests {
     }
 
     fn alloc(state: AllocState) -> Allocation {
-        let json = serde_json::json!({
-            "id": "web-1", "workload": "service/web",
-            "workload_uid": "u", "generation": 1, "index": 0, "node": "n1",
-            "task": {"command": ["true"]},
-            "restart": {"mode": "always", "max_restarts": null, "backoff": {}},
-            "desired": "run", "state": state,
-            "created_at": 0, "updated_at": 0
-        });
-        match serde_json::from_value(json) {
-            Ok(a) => a,
-            Err(e) => panic!("test allocation: {e}"),
-        }
+        crate::model::test_alloc("web-1", "service/web", state)
     }
 
     fn report(state: AllocState, restarts: u32, reason: Option<&str>) -> AllocReport {

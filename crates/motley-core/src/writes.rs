@@ -154,18 +154,9 @@ mod tests {
     use crate::model::Kind;
 
     fn alloc(id: &str, workload: &str) -> Allocation {
-        let json = serde_json::json!({
-            "id": id, "workload": format!("job/{workload}"),
-            "workload_uid": "u", "generation": 1, "index": 0, "node": "n1",
-            "task": {"command": ["true"]},
-            "restart": {"mode": "never", "max_restarts": null, "backoff": {}},
-            "desired": "run", "state": "running", "pid": 9,
-            "created_at": 0, "updated_at": 0
-        });
-        match serde_json::from_value(json) {
-            Ok(a) => a,
-            Err(e) => panic!("test allocation: {e}"),
-        }
+        let mut a = crate::model::test_alloc(id, &format!("job/{workload}"), AllocState::Running);
+        a.pid = Some(9);
+        a
     }
 
     fn job(name: &str) -> WorkloadRef {

@@ -61,13 +61,9 @@ pub fn simulate(epoch_ms: u64, seed: u64) {
 /// the OS's randomness otherwise.
 pub fn seeded_u64() -> Option<u64> {
     SIMULATION.with(|s| {
-        s.borrow_mut().as_mut().map(|sim| {
-            sim.random = sim.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = sim.random;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        })
+        s.borrow_mut()
+            .as_mut()
+            .map(|sim| splitmix64(&mut sim.random))
     })
 }
 
@@ -101,6 +97,16 @@ impl std::hash::BuildHasher for MapHasher {
 pub type HashMap<K, V> = std::collections::HashMap<K, V, MapHasher>;
 /// `std::collections::HashSet` with [`MapHasher`].
 pub type HashSet<K> = std::collections::HashSet<K, MapHasher>;
+
+/// The next number of a SplitMix64 sequence whose state is `state` (small, fast, the
+/// same on every machine): the simulation's ids here, and every choice of `motley-sim`.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 /// True under [`simulate`] on this thread.
 pub fn simulated() -> bool {

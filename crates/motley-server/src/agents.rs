@@ -57,6 +57,20 @@ pub enum Frame {
     End,
 }
 
+/// Audits what an agent's connection was refused (`method`: the upgrade's `GET`, or
+/// `WS` for a message inside the session).
+fn refused(s: &Shared, caller: &AgentCaller, method: &str, why: String) {
+    s.audit.record(motley_core::api::AuditEntry {
+        at: now_ms(),
+        who: caller.who.clone(),
+        peer: caller.peer.clone(),
+        method: method.into(),
+        path: "/v1/agent/connect".into(),
+        status: 403,
+        why,
+    });
+}
+
 /// Serves one agent's connection until it ends: Hello, Welcome and the full set, then
 /// reports, heartbeats and log data in, changes out.
 pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller, mut link: L) {
@@ -94,15 +108,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
             )
         };
         tracing::warn!("refusing agent: {why}");
-        s.audit.record(motley_core::api::AuditEntry {
-            at: crate::state::now_ms(),
-            who: caller.who,
-            peer: caller.peer,
-            method: "GET".into(),
-            path: "/v1/agent/connect".into(),
-            status: 403,
-            why: why.clone(),
-        });
+        refused(&s, &caller, "GET", why.clone());
         link.refuse(why).await;
         return;
     }
@@ -221,15 +227,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                         let why =
                             format!("node {node} sent log data for a stream asked of another node");
                         tracing::warn!("{why}");
-                        s.audit.record(motley_core::api::AuditEntry {
-                            at: now_ms(),
-                            who: caller.who.clone(),
-                            peer: caller.peer.clone(),
-                            method: "WS".into(),
-                            path: "/v1/agent/connect".into(),
-                            status: 403,
-                            why,
-                        });
+                        refused(&s, &caller, "WS", why);
                     }
                     Err(false) => {
                         let _ = tx.send(ServerMsg::LogsCancel { req });

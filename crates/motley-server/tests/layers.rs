@@ -11,7 +11,7 @@ fn strip(src: &str) -> String {
         None => src,
     };
     code.lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
+        .map(|l| l.split_once("//").map_or(l, |(code, _)| code))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -24,7 +24,8 @@ fn named(code: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
         if let Some(inner) = rest.strip_prefix('{') {
             let end = inner.find('}').unwrap_or(inner.len());
             for part in inner[..end].split(',') {
-                let first = part.trim().split("::").next().unwrap_or("").trim();
+                let part = part.trim();
+                let first = part.split_once("::").map_or(part, |(m, _)| m).trim();
                 if modules.contains(first) {
                     out.insert(first.to_string());
                 }
@@ -54,12 +55,16 @@ fn read_dir(dir: &Path) -> Vec<(String, String)> {
             Err(e) => panic!("reading {}: {e}", dir.display()),
         };
         if path.is_dir() {
-            let parent = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let Some(parent) = path.file_name().and_then(|n| n.to_str()) else {
+                panic!("{}: not a UTF-8 name", path.display())
+            };
             for (_, text) in read_dir(&path) {
                 files.push((parent.to_string(), text));
             }
         } else if path.extension().is_some_and(|e| e == "rs") {
-            let name = path.file_stem().and_then(|n| n.to_str()).unwrap_or("");
+            let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+                panic!("{}: not a UTF-8 name", path.display())
+            };
             match std::fs::read_to_string(&path) {
                 Ok(text) => files.push((name.to_string(), text)),
                 Err(e) => panic!("reading {}: {e}", path.display()),

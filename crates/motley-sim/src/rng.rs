@@ -16,12 +16,7 @@ impl Rng {
 
     /// The next 64 random bits.
     pub fn next_u64(&self) -> u64 {
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        motley_rt::splitmix64(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Uniform in `0..n` (0 when `n` is 0).
