@@ -186,18 +186,225 @@ fn a_service_spreads_over_agents() {
     drop(agents);
 }
 
+/// Every allocation; a CLI failure or unreadable output fails the test (an empty list
+/// would make "nothing left" and "none lost" checks pass vacuously).
 fn allocs(m: &Multi) -> Vec<serde_json::Value> {
-    serde_json::from_slice::<serde_json::Value>(&m.cli(&["get", "allocs", "-o", "json"]).stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
+    let out = m.cli(&["get", "allocs", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "get allocs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+        Ok(serde_json::Value::Array(a)) => a,
+        other => panic!("get allocs -o json: not a list: {other:?}"),
+    }
 }
 
+/// A node's state; a CLI failure or a missing field fails the test.
 fn node_state(m: &Multi, name: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_slice(&m.cli(&["get", "nodes", name, "-o", "json"]).stdout)
-            .unwrap_or_default();
-    v[0]["state"].as_str().unwrap_or_default().to_string()
+    let out = m.cli(&["get", "nodes", name, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "get nodes {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(e) => panic!("get nodes {name} -o json: {e}"),
+    };
+    match v[0]["state"].as_str() {
+        Some(s) => s.to_string(),
+        None => panic!("get nodes {name}: no state in {v}"),
+    }
+}
+
+/// Sends SIGCONT when dropped: a test that fails while an agent is stopped must not
+/// leave it stopped (its `Proc` could not end it, and the test would hang).
+struct ResumeOnDrop(u32);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+/// Start time of a process in ms since boot (from `/proc/PID/stat`, 10 ms ticks,
+/// rounded down).
+fn started_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let close = stat.rfind(')').expect("stat format");
+    let ticks: u64 = stat[close + 1..]
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .expect("start time");
+    ticks * 10
+}
+
+/// Whether a process is stopped (state `T`).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
+/// The fence guard an agent started: its child running `motley fence-guard`.
+fn guard_of(agent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (ppid == agent && cmd.split(|b| *b == 0).nth(1) == Some(b"fence-guard")).then_some(pid)
+    })
+}
+
+/// The moment (ms since boot, `CLOCK_BOOTTIME`) a process exits, taken by waiting on a
+/// pidfd in a thread: the exit itself, not a sample of it.
+fn exit_moment(pid: u32) -> std::sync::mpsc::Receiver<u64> {
+    let h = motley_agent::driver::Handle {
+        pid,
+        start_time: motley_agent::driver::start_time(pid).expect("start time"),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            // The agent's own adoption: a pidfd, readable when the process exits.
+            let mut running = motley_agent::driver::adopt(h).expect("pidfd for the task");
+            let _ = tx.send(());
+            running.wait().await;
+        });
+        let _ = end_tx.send(motley_agent::guard::boottime_ms().expect("CLOCK_BOOTTIME"));
+    });
+    rx.recv().expect("watching the task");
+    end_rx
+}
+
+/// Issue 18: the agent running a fenced replica is paused (SIGSTOP) past its lease.
+/// The server replaces the replica elsewhere; the node's fence guard, a process of its
+/// own, ends the paused agent's copy first. The end is taken from a pidfd, the
+/// replacement's start from the kernel's record of it: the two never overlap.
+#[test]
+fn a_paused_agents_fenced_task_ends_before_its_replacement_starts() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let mut agents = vec![
+        ("n1", m.agent("n1", Some(&token)).expect("n1")),
+        ("n2", m.agent("n2", Some(&token)).expect("n2")),
+    ];
+    let manifest = m.dir.path().join("db.yaml");
+    std::fs::write(&manifest, "kind: Service\nname: db\nreplicas: 1\non_node_loss: fence\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n").expect("write");
+    let out = m.cli(&["apply", "-f", manifest.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (node, pid, id) = wait_for("db running", Duration::from_secs(30), || {
+        let a = allocs(&m).into_iter().find(|a| a["state"] == "running")?;
+        Some((
+            a["node"].as_str()?.to_string(),
+            a["pid"].as_u64()? as u32,
+            a["id"].as_str()?.to_string(),
+        ))
+    });
+    let agent_pid = agents
+        .iter()
+        .find(|(n, _)| *n == node)
+        .map(|(_, p)| p.child.id())
+        .expect("the agent of the node");
+    let guard = wait_for("the node's fence guard", Duration::from_secs(10), || {
+        guard_of(agent_pid)
+    });
+    let ended = exit_moment(pid);
+
+    let _resume = ResumeOnDrop(agent_pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent_pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    let (new_pid, new_id) = wait_for("db replaced", Duration::from_secs(60), || {
+        let a = allocs(&m)
+            .into_iter()
+            .find(|a| a["state"] == "running" && a["node"] != node.as_str())?;
+        Some((a["pid"].as_u64()? as u32, a["id"].as_str()?.to_string()))
+    });
+    assert_ne!(new_id, id);
+    let started = started_ms(new_pid);
+    // The paused copy ended while its agent was still stopped: the guard ended it, not
+    // the agent.
+    let ended = match ended.recv_timeout(Duration::from_secs(30)) {
+        Ok(t) => t,
+        Err(_) => panic!(
+            "two copies: the paused copy (pid {pid}) still runs beside its replacement (pid {new_pid})"
+        ),
+    };
+    assert!(stopped(agent_pid), "the agent stayed paused throughout");
+    assert!(
+        ended < started,
+        "two copies: the paused copy ended at {ended} ms after boot, its replacement started at {started} ms"
+    );
+    assert!(pid_alive(guard), "the guard outlives the task it ended");
+    eprintln!(
+        "fenced copy ended {} ms before its replacement started",
+        started - ended
+    );
+
+    // The agent wakes: it learns its copy is lost, nothing runs twice, the guard goes
+    // once the node holds no fenced work.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent_pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .expect("SIGCONT");
+    wait_for("the woken node ready", Duration::from_secs(30), || {
+        (node_state(&m, &node) == "ready").then_some(())
+    });
+    let running: Vec<serde_json::Value> = allocs(&m)
+        .into_iter()
+        .filter(|a| a["state"] == "running")
+        .collect();
+    assert_eq!(running.len(), 1, "one copy: {running:?}");
+    assert_eq!(running[0]["id"], new_id.as_str());
+    assert!(pid_alive(new_pid));
+    let log = std::fs::read_to_string(m.dir.path().join(format!("{node}.log"))).expect("log");
+    assert!(
+        log.contains(&format!("motley fence-guard: {id}: the lease ended")),
+        "the guard says what it did: {log}"
+    );
+    assert!(m.cli(&["delete", "service/db"]).status.success());
+    wait_for("db gone", Duration::from_secs(30), || {
+        allocs(&m).is_empty().then_some(())
+    });
+    // No fenced work left: no guard process either.
+    wait_for("the guards gone", Duration::from_secs(10), || {
+        agents
+            .iter()
+            .all(|(_, a)| guard_of(a.child.id()).is_none())
+            .then_some(())
+    });
+    assert!(!pid_alive(guard));
+    for (_, a) in &mut agents {
+        a.terminate();
+    }
 }
 
 #[test]
@@ -230,6 +437,7 @@ fn a_frozen_node_is_declared_down_its_work_replaced_and_stale_copies_stopped_whe
 
     // Freeze n1's agent: no heartbeats, but its tasks keep running (like a partition).
     let agent_pid = nix::unistd::Pid::from_raw(n1.child.id() as i32);
+    let _resume = ResumeOnDrop(n1.child.id());
     nix::sys::signal::kill(agent_pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
     let frozen = std::time::Instant::now();
     wait_for("n1 declared down", Duration::from_secs(10), || {

@@ -197,7 +197,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentMsg>();
     let hello = agent.hello(tx.clone());
     let heartbeat: Duration;
-    let hello_sent = tokio::time::Instant::now();
+    let hello_sent = agent.inner.contact.now_ms();
     ch.send(vec![hello]).await?;
     // The server answers Welcome first.
     match tokio::time::timeout(CONNECT_TIMEOUT, ch.recv()).await {
@@ -214,6 +214,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                 .contact
                 .set_lease(Duration::from_millis(lease_ms));
             agent.inner.contact.renew_lease(hello_sent);
+            agent.fence_sync();
         }
         Ok(Received::Msg(other)) => anyhow::bail!("expected Welcome, got {other:?}"),
         Ok(Received::Closed(code, reason)) => {
@@ -236,7 +237,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                let seq = beats.send(tokio::time::Instant::now());
+                let seq = beats.send(agent.inner.contact.now_ms());
                 ch.send(vec![AgentMsg::Heartbeat { seq }]).await?;
             }
             got = ch.recv() => {
@@ -244,6 +245,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                     Received::Msg(ServerMsg::Ack { seq }) => {
                         if let Some(sent) = beats.acked(seq) {
                             agent.inner.contact.renew_lease(sent);
+                            agent.fence_sync();
                         }
                     }
                     Received::Msg(msg) => agent.handle(msg, &tx),

@@ -3,13 +3,13 @@
 //! sets arrived, a fatal refusal, and the servers to try. `conn.rs` drives it; the
 //! supervisors and the lease watchdog read it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use motley_core::proto::AgentMsg;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
+use crate::drivers::Driver;
 use crate::lock;
 
 /// Lease assumed before a server announces its own.
@@ -26,8 +26,14 @@ pub struct Contact {
     pub synced: watch::Sender<u64>,
     fatal: watch::Sender<Option<String>>,
     /// When the agent sent the last message a server answered (a heartbeat or the
-    /// hello): the lease of fenced tasks runs from here.
-    last_contact: Mutex<Instant>,
+    /// hello), in ms of [`Contact::now_ms`]: the lease of fenced tasks runs from here.
+    last_contact: Mutex<u64>,
+    /// The lease's clock: the driver's fence clock (`CLOCK_BOOTTIME` on a real node), so
+    /// that a node that was suspended knows its lease ran out meanwhile, and the agent
+    /// and its fence guard count the same time (`motley_core::fence`).
+    clock: Arc<dyn Driver>,
+    /// Where [`Contact::now_ms`] falls back to, should the fence clock be unreadable.
+    fallback: tokio::time::Instant,
     /// The lease, as the server announced it.
     lease: Mutex<Duration>,
     /// Servers to try: the configured ones, then those servers announced.
@@ -37,20 +43,29 @@ pub struct Contact {
 impl Contact {
     /// Not connected. Starting cut off is like having been cut off for a lease: fenced
     /// tasks get only [`START_GRACE`] to reach a server before they are stopped.
-    pub fn new(servers: Vec<String>) -> Contact {
-        Contact {
+    pub fn new(servers: Vec<String>, clock: Arc<dyn Driver>) -> Contact {
+        let mut c = Contact {
             out: Mutex::new(None),
             connected: watch::channel(false).0,
             synced: watch::channel(0).0,
             fatal: watch::channel(None).0,
-            last_contact: Mutex::new(
-                Instant::now()
-                    .checked_sub(DEFAULT_LEASE - START_GRACE)
-                    .unwrap_or_else(Instant::now),
-            ),
+            last_contact: Mutex::new(0),
+            clock,
+            fallback: tokio::time::Instant::now(),
             lease: Mutex::new(DEFAULT_LEASE),
             servers: Mutex::new(servers),
-        }
+        };
+        let cut_off = (DEFAULT_LEASE - START_GRACE).as_millis() as u64;
+        c.last_contact = Mutex::new(c.now_ms().saturating_sub(cut_off));
+        c
+    }
+
+    /// Now on the lease's clock, in ms.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.fence_clock_ms().unwrap_or_else(|| {
+            // Unreadable (never seen): monotonic time, which at least never runs back.
+            1_000_000_000 + self.fallback.elapsed().as_millis() as u64
+        })
     }
 
     /// Sends a message to the server if connected (dropped otherwise: the next Hello
@@ -104,7 +119,7 @@ impl Contact {
     /// Renews the lease from `sent`: when the agent sent what the server just answered
     /// (a heartbeat it acknowledged, or the hello it welcomed), never when the answer
     /// arrived (`motley_core::lease`).
-    pub fn renew_lease(&self, sent: Instant) {
+    pub fn renew_lease(&self, sent: u64) {
         let mut last = lock(&self.last_contact);
         *last = motley_core::lease::renewed(*last, sent);
     }
@@ -119,14 +134,15 @@ impl Contact {
         *lock(&self.lease)
     }
 
-    /// When the lease runs out.
-    pub fn lease_deadline(&self) -> Instant {
-        *lock(&self.last_contact) + self.lease()
+    /// When the lease runs out, in ms of [`Contact::now_ms`].
+    pub fn lease_deadline(&self) -> u64 {
+        lock(&self.last_contact).saturating_add(self.lease().as_millis() as u64)
     }
 
     /// How long since the lease was last renewed from.
     pub fn since_contact(&self) -> Duration {
-        lock(&self.last_contact).elapsed()
+        let last = *lock(&self.last_contact);
+        Duration::from_millis(self.now_ms().saturating_sub(last))
     }
 
     /// True while the lease runs.

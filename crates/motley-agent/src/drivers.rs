@@ -56,6 +56,13 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn scan(&self) -> HashMap<String, (Handle, Option<PathBuf>)>;
     /// Whether its tasks are real processes (cgroup limits apply to them).
     fn processes(&self) -> bool;
+    /// Hands the node's fence guard an order ([`motley_core::fence`]): a party that
+    /// ends the named allocations' tasks when the lease ends even while the agent is
+    /// paused. Sent before every fenced start and after lease renewals; an order that
+    /// names nothing ends the guard. Not blocking.
+    fn fence(&self, order: &motley_core::fence::FenceOrder) -> Result<(), String>;
+    /// Now on the fence guard's clock (ms), which runs while the node is suspended.
+    fn fence_clock_ms(&self) -> Option<u64>;
 }
 
 #[async_trait]
@@ -71,9 +78,26 @@ impl Task for Running {
     }
 }
 
-/// The exec driver: tasks are processes.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Exec;
+/// The exec driver: tasks are processes; the fence guard is `motley fence-guard`
+/// ([`crate::guard`]).
+#[derive(Debug, Default, Clone)]
+pub struct Exec {
+    guard: std::sync::Arc<crate::guard::ExecGuard>,
+}
+
+impl Exec {
+    /// An exec driver whose fence guard runs as `<program> fence-guard`.
+    pub fn with_guard_program(program: PathBuf) -> Exec {
+        Exec {
+            guard: std::sync::Arc::new(crate::guard::ExecGuard::new(program)),
+        }
+    }
+
+    /// The fence guard's pid, while one runs.
+    pub fn guard_pid(&self) -> Option<u32> {
+        self.guard.pid()
+    }
+}
 
 impl Driver for Exec {
     fn name(&self) -> &'static str {
@@ -100,5 +124,11 @@ impl Driver for Exec {
     }
     fn processes(&self) -> bool {
         true
+    }
+    fn fence(&self, order: &motley_core::fence::FenceOrder) -> Result<(), String> {
+        self.guard.send(order)
+    }
+    fn fence_clock_ms(&self) -> Option<u64> {
+        crate::guard::boottime_ms()
     }
 }

@@ -28,10 +28,18 @@ pub struct LocalAlloc {
     /// Where its output goes (the allocation's directory, or a tmpfs one).
     #[serde(default)]
     pub log_dir: Option<PathBuf>,
+    /// Of `report.restarts`, those after exits nobody saw: not counted against the
+    /// retries (`motley_core::restart::decide`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uncounted: u32,
     /// Ended, and the server has echoed that end back: nothing about it needs to
     /// survive an agent restart any more (the server holds it), so it is not written.
     #[serde(skip)]
     pub settled: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Everything the agent persists.

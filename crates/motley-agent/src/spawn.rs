@@ -25,6 +25,8 @@ pub struct Spec<'a> {
     pub env: &'a [(String, String)],
     /// Working directory.
     pub cwd: &'a Path,
+    /// Standard input (`/dev/null` when `None`).
+    pub stdin: Option<&'a OwnedFd>,
     /// Standard output and error.
     pub stdout: &'a OwnedFd,
     /// Standard error.
@@ -46,6 +48,8 @@ pub struct OwnedSpec {
     pub env: Vec<(String, String)>,
     /// Working directory.
     pub cwd: PathBuf,
+    /// Standard input (`/dev/null` when `None`).
+    pub stdin: Option<OwnedFd>,
     /// Standard output.
     pub stdout: OwnedFd,
     /// Standard error.
@@ -73,6 +77,7 @@ fn keeper() -> std::io::Result<std::sync::mpsc::Sender<KeeperJob>> {
                     argv: &spec.argv,
                     env: &spec.env,
                     cwd: &spec.cwd,
+                    stdin: spec.stdin.as_ref(),
                     stdout: &spec.stdout,
                     stderr: &spec.stderr,
                     user: spec.user,
@@ -191,7 +196,7 @@ pub fn spawn(spec: &Spec<'_>) -> std::io::Result<Started> {
             .chain(std::iter::once(std::ptr::null()))
             .collect(),
         cwd,
-        stdin: devnull.as_raw_fd(),
+        stdin: spec.stdin.map_or(devnull.as_raw_fd(), |f| f.as_raw_fd()),
         stdout: spec.stdout.as_raw_fd(),
         stderr: spec.stderr.as_raw_fd(),
         user: spec.user,
@@ -365,6 +370,7 @@ mod tests {
             argv: &[program.to_string()],
             env: &[("PATH".into(), path.into())],
             cwd,
+            stdin: None,
             stdout: out,
             stderr: out,
             user: None,
@@ -398,6 +404,7 @@ mod tests {
                 ("GREETING".into(), "hello".into()),
             ],
             cwd: d.path(),
+            stdin: None,
             stdout: &out,
             stderr: &err,
             user: None,
@@ -479,6 +486,7 @@ mod tests {
             ],
             env: &[("PATH".into(), "/usr/bin:/bin".into())],
             cwd: d.path(),
+            stdin: None,
             stdout: &out,
             stderr: &out,
             user: None,
@@ -527,6 +535,7 @@ mod tests {
             argv: &["sleep".into(), "30".into()],
             env: &[("PATH".into(), "/usr/bin:/bin".into())],
             cwd: d,
+            stdin: None,
             stdout: out,
             stderr: out,
             user: None,
@@ -561,6 +570,7 @@ mod tests {
                 argv: vec!["sleep".into(), "30".into()],
                 env: vec![("PATH".into(), "/usr/bin:/bin".into())],
                 cwd: dir,
+                stdin: None,
                 stdout: o1,
                 stderr: o2,
                 user: None,

@@ -35,6 +35,9 @@ fn apply(l: &mut LocalAlloc, r: Report) {
     if let Some(n) = r.restarts {
         l.report.restarts = n;
     }
+    if let Some(n) = r.uncounted {
+        l.uncounted = n;
+    }
     if let Some(why) = r.reason {
         l.report.reason = Some(why);
     }
@@ -139,13 +142,13 @@ impl Agent {
         } else {
             MEMORY_LOG_MAX
         };
-        let restarts = self
+        let (restarts, uncounted) = self
             .inner
             .local
             .state()
             .allocs
             .get(&id)
-            .map_or(0, |l| l.report.restarts);
+            .map_or((0, 0), |l| (l.report.restarts, l.uncounted));
         let cfg = Config::of(&alloc);
         let needs_secrets = cfg.needs_secrets;
         let mut running: Option<Box<dyn Task>> = None;
@@ -162,7 +165,7 @@ impl Agent {
                     l.report.reason = Some("adopted after an agent restart".into());
                 });
                 running = Some(r);
-                Supervisor::adopted(cfg, restarts, now_ms())
+                Supervisor::adopted(cfg, restarts, now_ms()).with_uncounted(uncounted)
             }
             Initial::ExitedWhileAway => {
                 // Hear the control plane first (`supervisor::unseen_exit_wait`): if it saw
@@ -185,9 +188,9 @@ impl Agent {
                     None => heard.await,
                 }
                 pending.push(Event::Exited(Exit::Unknown));
-                Supervisor::adopted(cfg, restarts, now_ms())
+                Supervisor::adopted(cfg, restarts, now_ms()).with_uncounted(uncounted)
             }
-            Initial::Fresh => Supervisor::new(cfg, restarts),
+            Initial::Fresh => Supervisor::new(cfg, restarts).with_uncounted(uncounted),
         };
         let mut trim = tokio::time::interval(Duration::from_secs(10));
         'supervise: loop {
@@ -200,6 +203,11 @@ impl Agent {
             while let Some(action) = todo.pop_front() {
                 match action {
                     Action::Start => {
+                        // The guard hears of a fenced task before it starts: the agent
+                        // may freeze at any moment after (`motley_core::fence`).
+                        if alloc.on_node_loss == motley_core::model::NodeLoss::Fence {
+                            self.fence_sync();
+                        }
                         let ev = match self.start_task(&id, &alloc, &dir, &log_dir).await {
                             Ok(r) => {
                                 let h = r.handle();
@@ -287,6 +295,10 @@ impl Agent {
             }
         }
         let _ = logs::trim(&log_dir, log_max);
+        if alloc.on_node_loss == motley_core::model::NodeLoss::Fence {
+            // Ended: the guard forgets it (and ends when nothing fenced is left).
+            self.fence_sync();
+        }
         // Nothing runs: its secret files go at once.
         if let Some(root) = &self.inner.secret_root {
             let _ = std::fs::remove_dir_all(root.join(&id));

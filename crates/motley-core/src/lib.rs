@@ -24,6 +24,7 @@
 pub mod admit;
 pub mod api;
 pub mod failure;
+pub mod fence;
 pub mod fuzzing;
 pub mod hw;
 pub mod lease;
@@ -61,6 +62,10 @@ pub mod mutants {
         (
             "replacement-without-loss",
             "a fenced allocation on a down node is replaced at once, its loss not committed",
+        ),
+        (
+            "guard-ignores-lease",
+            "the node's fence guard never ends a task whose lease ran out",
         ),
     ];
 

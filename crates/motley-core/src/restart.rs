@@ -47,6 +47,10 @@ pub enum Decision {
     Restart {
         /// Delay in ms.
         delay_ms: u64,
+        /// Whether this restart counts against `max_restarts` (a job's `retries`). An
+        /// exit nobody saw (the node lost power, the agent was away) is not the task's
+        /// failure and does not count.
+        counted: bool,
     },
     /// Do not restart; the allocation ends in this state.
     Finish(AllocState),
@@ -62,8 +66,16 @@ pub fn backoff_delay(b: &Backoff, restarts: u32) -> u64 {
     shifted.min(b.max.as_millis().max(initial))
 }
 
-/// Decides what follows an exit, given the policy, how many restarts happened so far
-/// and how long this run lasted.
+/// Decides what follows an exit, given the policy, how many counted restarts happened
+/// so far and how long this run lasted.
+///
+/// An exit whose status is unknown (the task ended while its agent was away: a power
+/// cut, an agent restart) restarts under `always` and `on-failure` without counting
+/// against `max_restarts`: the task did not fail, its node did, and as in Slurm's
+/// requeue after a node failure or Nomad's replacement of a lost allocation, node
+/// trouble does not use up a job's retries (the simulator's seeds 1017058, 1035999,
+/// 1075507, 1085606 and 1092969 failed jobs after repeated power cuts). Under `never`
+/// it ends `failed`: nothing shows the run completed.
 pub fn decide(policy: &RestartPolicy, restarts: u32, exit: Exit, ran_for_ms: u64) -> Decision {
     let final_state = if exit.success() {
         AllocState::Complete
@@ -75,7 +87,8 @@ pub fn decide(policy: &RestartPolicy, restarts: u32, exit: Exit, ran_for_ms: u64
         RestartMode::OnFailure => !exit.success(),
         RestartMode::Never => false,
     };
-    if !wants || policy.max_restarts.is_some_and(|m| restarts >= m) {
+    let counted = exit != Exit::Unknown;
+    if !wants || (counted && policy.max_restarts.is_some_and(|m| restarts >= m)) {
         return Decision::Finish(final_state);
     }
     let n = if ran_for_ms >= STABLE_RUN_MS {
@@ -85,6 +98,7 @@ pub fn decide(policy: &RestartPolicy, restarts: u32, exit: Exit, ran_for_ms: u64
     };
     Decision::Restart {
         delay_ms: backoff_delay(&policy.backoff, n),
+        counted,
     }
 }
 
@@ -109,19 +123,31 @@ mod tests {
         let always = policy(RestartMode::Always, None);
         assert_eq!(
             decide(&always, 0, Exit::Code(0), 5),
-            Decision::Restart { delay_ms: 100 }
+            Decision::Restart {
+                delay_ms: 100,
+                counted: true
+            }
         );
         assert_eq!(
             decide(&always, 3, Exit::Signal(9), 5),
-            Decision::Restart { delay_ms: 800 }
+            Decision::Restart {
+                delay_ms: 800,
+                counted: true
+            }
         );
         assert_eq!(
             decide(&always, 30, Exit::Code(1), 5),
-            Decision::Restart { delay_ms: 1_000 }
+            Decision::Restart {
+                delay_ms: 1_000,
+                counted: true
+            }
         );
         assert_eq!(
             decide(&always, 30, Exit::Code(1), STABLE_RUN_MS),
-            Decision::Restart { delay_ms: 100 }
+            Decision::Restart {
+                delay_ms: 100,
+                counted: true
+            }
         );
         let on_failure = policy(RestartMode::OnFailure, Some(2));
         assert_eq!(
@@ -130,7 +156,10 @@ mod tests {
         );
         assert_eq!(
             decide(&on_failure, 1, Exit::Code(3), 5),
-            Decision::Restart { delay_ms: 200 }
+            Decision::Restart {
+                delay_ms: 200,
+                counted: true
+            }
         );
         assert_eq!(
             decide(&on_failure, 2, Exit::Code(3), 5),
@@ -143,6 +172,31 @@ mod tests {
         );
         assert_eq!(
             decide(&never, 0, Exit::Unknown, 5),
+            Decision::Finish(AllocState::Failed)
+        );
+    }
+
+    #[test]
+    fn an_unseen_exit_does_not_use_up_retries() {
+        // A job with no retries left restarts after a power cut, uncounted ...
+        let job = policy(RestartMode::OnFailure, Some(0));
+        assert_eq!(
+            decide(&job, 0, Exit::Unknown, 5),
+            Decision::Restart {
+                delay_ms: 100,
+                counted: false
+            }
+        );
+        assert_eq!(
+            decide(&job, 7, Exit::Unknown, 5),
+            Decision::Restart {
+                delay_ms: 1_000,
+                counted: false
+            }
+        );
+        // ... but its own failure still ends it.
+        assert_eq!(
+            decide(&job, 0, Exit::Code(1), 5),
             Decision::Finish(AllocState::Failed)
         );
     }

@@ -104,6 +104,8 @@ pub struct Report {
     pub exit_code: Option<Option<i32>>,
     /// Restarts so far.
     pub restarts: Option<u32>,
+    /// Of those, restarts after exits nobody saw (not counted against the retries).
+    pub uncounted: Option<u32>,
     /// Why.
     pub reason: Option<String>,
 }
@@ -147,6 +149,8 @@ pub struct Supervisor {
     cfg: Config,
     phase: Phase,
     restarts: u32,
+    /// Of `restarts`, those after exits nobody saw ([`restart::decide`]'s `counted`).
+    uncounted: u32,
     desired: Desired,
     stop_reason: String,
     lease: bool,
@@ -163,6 +167,7 @@ impl Supervisor {
             cfg,
             phase: Phase::Waiting,
             restarts,
+            uncounted: 0,
             desired: Desired::Run,
             stop_reason: String::new(),
             lease: true,
@@ -177,6 +182,12 @@ impl Supervisor {
             phase: Phase::Running { since: now },
             ..Supervisor::new(cfg, restarts)
         }
+    }
+
+    /// Of the restarts so far, `n` followed exits nobody saw (as recorded locally).
+    pub fn with_uncounted(mut self, n: u32) -> Supervisor {
+        self.uncounted = n.min(self.restarts);
+        self
     }
 
     /// True once nothing runs and nothing will.
@@ -195,6 +206,11 @@ impl Supervisor {
     /// Restarts so far.
     pub fn restarts(&self) -> u32 {
         self.restarts
+    }
+
+    /// Restarts so far that count against `max_restarts`.
+    pub fn counted_restarts(&self) -> u32 {
+        self.restarts - self.uncounted
     }
 
     /// When the supervisor wants a [`Event::Tick`] (ms since the epoch): the end of a
@@ -275,9 +291,14 @@ impl Supervisor {
             Phase::Running { since } => now.saturating_sub(since),
             _ => 0,
         };
-        match restart::decide(&self.cfg.restart, self.restarts, exit, ran_for) {
-            Decision::Restart { delay_ms } => {
+        match restart::decide(&self.cfg.restart, self.counted_restarts(), exit, ran_for) {
+            Decision::Restart { delay_ms, counted } => {
+                // Every restart is on record (`restarts`: a rerun is never hidden); those
+                // after an exit nobody saw do not use up the retries.
                 self.restarts += 1;
+                if !counted {
+                    self.uncounted += 1;
+                }
                 self.phase = Phase::Backoff {
                     until: now.saturating_add(delay_ms),
                 };
@@ -287,7 +308,16 @@ impl Supervisor {
                     pid: Some(None),
                     exit_code: Some(exit.as_code()),
                     restarts: Some(self.restarts),
-                    reason: Some(format!("{}; restarting in {delay_ms}ms", exit.describe())),
+                    uncounted: (!counted).then_some(self.uncounted),
+                    reason: Some(format!(
+                        "{}; restarting in {delay_ms}ms{}",
+                        exit.describe(),
+                        if counted {
+                            ""
+                        } else {
+                            " (not counted as a retry)"
+                        }
+                    )),
                 }));
             }
             Decision::Finish(state) => self.finish(

@@ -157,6 +157,40 @@ fn an_adopted_process_is_supervised_like_a_started_one() {
 }
 
 #[test]
+fn an_exit_nobody_saw_restarts_a_job_without_using_a_retry() {
+    // A job with no retries whose process ended while the agent was away (a power cut).
+    let mut c = cfg();
+    c.restart = policy(RestartMode::OnFailure, Some(0));
+    let mut s = Supervisor::adopted(c.clone(), 0, 1_000);
+    let a = s.step(Event::Exited(Exit::Unknown), 2_000);
+    assert_eq!(state_of(&a), Some(AllocState::Backoff));
+    assert_eq!(
+        reason_of(&a).as_deref(),
+        Some(
+            "exited (status unknown: adopted after an agent restart); restarting in 1000ms (not counted as a retry)"
+        )
+    );
+    // On record as a restart (a rerun is never hidden), but not against the retries.
+    assert_eq!((s.restarts(), s.counted_restarts()), (1, 0));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Report(r) if r.uncounted == Some(1)))
+    );
+    assert_eq!(s.step(Event::Tick, 3_000), vec![Action::Start]);
+    // Its own failure still ends it.
+    s.step(Event::Started { pid: 7 }, 3_000);
+    let a = s.step(Event::Exited(Exit::Code(1)), 4_000);
+    assert_eq!(state_of(&a), Some(AllocState::Failed));
+    // After an agent restart the recorded count carries over.
+    let mut c1 = c.clone();
+    c1.restart = policy(RestartMode::OnFailure, Some(1));
+    let mut s = Supervisor::adopted(c1, 3, 1_000).with_uncounted(3);
+    let a = s.step(Event::Exited(Exit::Code(1)), 2_000);
+    assert_eq!(state_of(&a), Some(AllocState::Backoff), "one retry left");
+    assert_eq!(s.counted_restarts(), 1);
+}
+
+#[test]
 fn secrets_are_waited_for_once_and_an_error_fails() {
     let mut c = cfg();
     c.needs_secrets = true;

@@ -36,9 +36,9 @@ pub struct Options {
     pub settle: Duration,
     /// Check interval (one step).
     pub step: Duration,
-    /// Let agent pauses last past the lease. A paused agent neither stops its fenced
-    /// tasks nor dies, so this shows two copies of fenced allocations: the known gap of
-    /// docs/multi-node.md (a guard outside the agent process, issue 18). Off by default.
+    /// Let agent pauses last past the lease (on by default). A paused agent stops
+    /// nothing: its node's fence guard must (`motley_core::fence`). Off (pauses under
+    /// 4 s, shorter than the lease) replays seeds found before the guard existed.
     pub long_agent_pauses: bool,
 }
 
@@ -48,7 +48,7 @@ impl Default for Options {
             faults_for: Duration::from_secs(40),
             settle: Duration::from_secs(90),
             step: Duration::from_millis(100),
-            long_agent_pauses: false,
+            long_agent_pauses: true,
         }
     }
 }
@@ -400,7 +400,7 @@ async fn inject(
         }
         "agent_pause" => match &world.agents[a].up {
             Some((_, p)) if !p.paused() => {
-                // Shorter than the lease (5 s) unless asked: see `Options::long_agent_pauses`.
+                // Up to past the lease unless asked: see `Options::long_agent_pauses`.
                 let until = if long_pauses {
                     until
                 } else {

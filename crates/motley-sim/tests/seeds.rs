@@ -34,17 +34,29 @@ fn ten_seeds_hold_every_invariant_and_inject_faults() {
 }
 
 /// Seeds that found bugs, kept as regressions (each failed on every replay before its
-/// fix): 229423, a start held in a partitioned connection for 30 s ran beside its
-/// replacement because any message renewed the lease on arrival (`motley_core::lease`);
-/// 202216, a controller whose plan lost only on the leader fence waited for a store
-/// revision its cache never follows, and planned nothing again; 1007253 and 1010547, a
-/// job instance whose end nobody saw ran again while the server, which had recorded it
-/// complete, was out of reach (`supervisor::unseen_exit_wait`).
+/// fix). Found with agent pauses shorter than the lease (the fault schedule they were
+/// found under): 229423, a start held in a partitioned connection for 30 s ran beside
+/// its replacement because any message renewed the lease on arrival
+/// (`motley_core::lease`); 202216, a controller whose plan lost only on the leader fence
+/// waited for a store revision its cache never follows, and planned nothing again;
+/// 1007253 and 1010547, a job instance whose end nobody saw ran again while the server,
+/// which had recorded it complete, was out of reach (`supervisor::unseen_exit_wait`);
+/// 1017058 and 1035999, jobs failed because power cuts used up their retries
+/// (`restart::decide`: an exit nobody saw is not counted). With pauses past the lease
+/// (the default): 206, 731 and 909, two copies of a fenced replica while its agent was
+/// paused (`motley_core::fence`: the node's guard ends them; the mutant
+/// `guard-ignores-lease` fails 206).
 #[test]
 fn seeds_that_found_bugs_stay_fixed() {
-    let opts = Options::default();
-    for seed in [229_423, 202_216, 1_007_253, 1_010_547] {
-        clean_run(seed, &opts);
+    let short = Options {
+        long_agent_pauses: false,
+        ..Options::default()
+    };
+    for seed in [229_423, 202_216, 1_007_253, 1_010_547, 1_017_058, 1_035_999] {
+        clean_run(seed, &short);
+    }
+    for seed in [206, 731, 909] {
+        clean_run(seed, &Options::default());
     }
 }
 

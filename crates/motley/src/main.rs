@@ -18,6 +18,14 @@ fn init_logging(default: &str) {
 }
 
 fn main() {
+    // The fence guard an agent starts (`motley_agent::guard`): before anything else, so
+    // it stays small (no runtime, no logging setup). Not a user command.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "fence-guard")
+    {
+        std::process::exit(motley_agent::guard::run());
+    }
     let cli = Cli::parse();
     let is_up = matches!(
         cli.command,

@@ -52,6 +52,20 @@ pub struct Simulated {
     tasks: Arc<Mutex<HashMap<u32, Entry>>>,
     /// Job instances that ran to their end (exit 0), in order.
     completed: Arc<Mutex<Vec<TaskInfo>>>,
+    /// The node's fence guard: a timer outside the agent's process, so a paused agent
+    /// does not pause it (as `motley fence-guard` is a process of its own).
+    fence: Arc<SimFence>,
+}
+
+/// The simulated fence guard's state.
+#[derive(Debug, Default)]
+struct SimFence {
+    guard: Mutex<motley_core::fence::Guard>,
+    /// Whether its timer task runs.
+    running: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+    /// Where its clock starts.
+    epoch: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 impl Simulated {
@@ -62,6 +76,61 @@ impl Simulated {
             next_pid: Arc::new(AtomicU32::new(4_000_000_000)),
             tasks: Arc::new(Mutex::new(HashMap::default())),
             completed: Arc::new(Mutex::new(Vec::new())),
+            fence: Arc::new(SimFence::default()),
+        }
+    }
+
+    fn fence_now(&self) -> u64 {
+        let epoch = *self.fence.epoch.get_or_init(tokio::time::Instant::now);
+        tokio::time::Instant::now()
+            .saturating_duration_since(epoch)
+            .as_millis() as u64
+    }
+
+    /// The guard dies (with its agent, or the power): its order goes with it.
+    fn fence_gone(&self) {
+        self.fence
+            .guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .order(motley_core::fence::FenceOrder::default());
+        self.fence.wake.notify_one();
+    }
+
+    /// The guard's timer: signals as [`motley_core::fence::Guard`] says, until its
+    /// order names nothing.
+    async fn guard_timer(self) {
+        loop {
+            let now = self.fence_now();
+            let (due, sleep) = {
+                let mut g = self.fence.guard.lock().unwrap_or_else(|e| e.into_inner());
+                if g.current().allocs.is_empty() {
+                    // Under the lock: a new order either sees it running or starts one.
+                    self.fence.running.store(false, Ordering::SeqCst);
+                    return;
+                }
+                (g.step(now), g.sleep_ms(now))
+            };
+            for (id, sig) in due {
+                let exit = match sig {
+                    motley_core::fence::Signal::Term => Exit::Signal(15),
+                    motley_core::fence::Signal::Kill => Exit::Signal(9),
+                };
+                let pids: Vec<u32> = self
+                    .lock()
+                    .iter()
+                    .filter(|(_, e)| e.info.alloc == id)
+                    .map(|(pid, _)| *pid)
+                    .collect();
+                for pid in pids {
+                    tracing::debug!("simulated fence guard: {id} ended ({exit:?})");
+                    self.end(pid, exit);
+                }
+            }
+            tokio::select! {
+                _ = self.fence.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(sleep)) => {}
+            }
         }
     }
 
@@ -131,6 +200,7 @@ impl Simulated {
     /// The agent process died: its fenced tasks die with it, as the exec driver's do
     /// (`PR_SET_PDEATHSIG`); the others run on, to be adopted.
     pub fn agent_died(&self) {
+        self.fence_gone();
         self.sweep();
         let pids: Vec<u32> = self
             .lock()
@@ -145,6 +215,7 @@ impl Simulated {
 
     /// The node loses power: every task ends at once, none of them complete.
     pub fn power_off(&self) {
+        self.fence_gone();
         self.sweep();
         let pids: Vec<u32> = self.lock().keys().copied().collect();
         for pid in pids {
@@ -257,5 +328,21 @@ impl Driver for Simulated {
     }
     fn processes(&self) -> bool {
         false
+    }
+    fn fence(&self, order: &motley_core::fence::FenceOrder) -> Result<(), String> {
+        let start = {
+            let mut g = self.fence.guard.lock().unwrap_or_else(|e| e.into_inner());
+            g.order(order.clone());
+            !order.allocs.is_empty() && !self.fence.running.swap(true, Ordering::SeqCst)
+        };
+        self.fence.wake.notify_one();
+        if start {
+            // Not `motley_rt::spawn`: the guard is not part of the agent's process.
+            tokio::spawn(self.clone().guard_timer());
+        }
+        Ok(())
+    }
+    fn fence_clock_ms(&self) -> Option<u64> {
+        Some(self.fence_now())
     }
 }
