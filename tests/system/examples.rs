@@ -15,15 +15,36 @@ fn http_get(port: u16) -> Option<String> {
     Some(out)
 }
 
+/// The shipped examples, copied, with the web service's ports (`808` + index) moved
+/// to a free pair (`<prefix>0`, `<prefix>1`), so that runs side by side, or a `motley up
+/// -f examples/` left running, do not collide. Everything else is as shipped.
+fn examples_on_free_ports() -> (tempfile::TempDir, String) {
+    let prefix = (2000u16..6500)
+        .find(|p| (0..2).all(|i| std::net::TcpListener::bind(("127.0.0.1", p * 10 + i)).is_ok()))
+        .expect("two free ports");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rewritten = 0;
+    for e in std::fs::read_dir(repo_root().join("examples")).expect("examples/") {
+        let path = e.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("example");
+        let moved = text.replace(
+            "\"808${MOTLEY_INDEX}\"",
+            &format!("\"{prefix}${{MOTLEY_INDEX}}\""),
+        );
+        rewritten += usize::from(moved != text);
+        std::fs::write(dir.path().join(path.file_name().expect("name")), moved).expect("copy");
+    }
+    assert_eq!(
+        rewritten, 1,
+        "web.yaml's port is where this test expects it"
+    );
+    (dir, prefix.to_string())
+}
+
 #[test]
 fn examples_run_idle_quietly_restart_and_delete_cleanly() {
-    for port in [8080, 8081] {
-        assert!(
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-            "port {port} is busy: the example web service needs it (is another motley up running the examples?)"
-        );
-    }
-    let mut c = Cluster::up(&["-f", "examples/"]);
+    let (examples, prefix) = examples_on_free_ports();
+    let mut c = Cluster::up(&["-f", examples.path().to_str().expect("path")]);
 
     // Two web replicas as real processes, with the right argv and environment.
     let web = wait_for("2 running web replicas", Duration::from_secs(30), || {
@@ -39,7 +60,7 @@ fn examples_run_idle_quietly_restart_and_delete_cleanly() {
             "http.server",
             "--bind",
             "127.0.0.1",
-            &format!("808{index}"),
+            &format!("{prefix}{index}"),
         ];
         // A generous deadline: under the whole suite on two cores a start can be slow.
         // If it never comes, say whether the process is gone (and what replaced it).
@@ -84,7 +105,7 @@ fn examples_run_idle_quietly_restart_and_delete_cleanly() {
             "env {env:?}"
         );
         let page = wait_for("the web replica to answer", Duration::from_secs(20), || {
-            http_get(8080 + index as u16)
+            http_get(format!("{prefix}{index}").parse().expect("port"))
         });
         assert!(page.starts_with("HTTP/1.0 200"), "{page}");
     }

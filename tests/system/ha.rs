@@ -327,8 +327,9 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
         p.start_server(leader);
         leader = next;
     }
-    // A leader stopped with SIGTERM revokes its lease: another leads at once, well
-    // before the 2 s lease could have run out.
+    // A leader stopped with SIGTERM revokes its lease: another leads before the 2 s
+    // lease could have run out (had it only expired, no other server could lead
+    // sooner). The handover time itself is a benchmark figure (bench/ha.py).
     let stopping = Instant::now();
     if let Some(mut proc) = p.servers[leader].proc.take() {
         proc.terminate();
@@ -338,7 +339,10 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
     });
     let took = stopping.elapsed();
     eprintln!("SIGTERM to s{leader}: s{next} leads after {took:?}");
-    assert!(took < Duration::from_millis(1300), "{took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "{took:?}: no faster than the lease's expiry, so it was not revoked"
+    );
     p.start_server(leader);
 
     // The steady service never moved: same processes, still alive.

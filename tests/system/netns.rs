@@ -434,12 +434,9 @@ fn power_off_a_node_and_its_replicas_run_elsewhere() {
             (running == 4).then_some(())
         },
     );
+    // How fast is a benchmark figure (bench/node_loss.py, BENCHMARKS "Node loss"); the
+    // wait above only bounds it.
     eprintln!("power-off → replacements running: {:?}", t0.elapsed());
-    assert!(
-        t0.elapsed() < Duration::from_secs(10),
-        "replacement took {:?}",
-        t0.elapsed()
-    );
     assert_eq!(lab.node_state("n2"), "down");
     let lost = lab
         .allocs()

@@ -54,16 +54,24 @@ pub(crate) fn allocs_root(cfg: &AgentConfig) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// A tmpfs directory for in-memory task logs of node `name`, if one is writable.
-pub(crate) fn memory_log_root(name: &str) -> Option<PathBuf> {
-    tmpfs_dir(&format!("motley-logs-{name}"))
+/// `<what>-<node>-<hash of the agent's directory>`: two agents on one machine (two
+/// clusters, or test runs side by side) never share a tmpfs directory, even with the
+/// same node name, and a restarted agent finds its own again.
+fn tmpfs_leaf(what: &str, cfg: &AgentConfig) -> String {
+    let hash = motley_net::token_hash(&cfg.dir.display().to_string());
+    format!("motley-{what}-{}-{}", cfg.name, &hash[..8])
 }
 
-/// A tmpfs directory for secret files of node `name`, if one is writable: mode 0711, so
+/// A tmpfs directory for in-memory task logs of this agent, if one is writable.
+pub(crate) fn memory_log_root(cfg: &AgentConfig) -> Option<PathBuf> {
+    tmpfs_dir(&tmpfs_leaf("logs", cfg))
+}
+
+/// A tmpfs directory for secret files of this agent, if one is writable: mode 0711, so
 /// a task's user reaches its own allocation's directory (0700) but lists nothing.
-pub(crate) fn secret_root(name: &str) -> Option<PathBuf> {
+pub(crate) fn secret_root(cfg: &AgentConfig) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tmpfs_dir(&format!("motley-secrets-{name}"))?;
+    let dir = tmpfs_dir(&tmpfs_leaf("secrets", cfg))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).ok()?;
     Some(dir)
 }

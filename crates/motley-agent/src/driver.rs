@@ -326,7 +326,7 @@ pub struct TaskSetup<'a> {
     pub user: &'a TaskUser,
     /// What the server delivered, if the task references secrets.
     pub secrets: Option<&'a SecretDelivery>,
-    /// `<tmpfs>/motley-secrets-<node>/<alloc>`.
+    /// `<tmpfs>/motley-secrets-<node>-<hash>/<alloc>`.
     pub secret_dir: Option<PathBuf>,
 }
 
