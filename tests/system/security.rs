@@ -262,6 +262,45 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
         );
         drop(ws);
 
+        // A frame over the limit (4 MiB) ends the connection; the server goes on. One
+        // just under it (log data for a stream nobody asked for) is read and answered.
+        let mut ws = agent_hello(&url, &n2, "n2", tls.clone()).await;
+        let near = motley_core::proto::AgentMsg::LogData {
+            req: 12345,
+            data: "x".repeat((4 << 20) - 1024),
+            eof: false,
+            error: None,
+        };
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            serde_json::to_string(&near).expect("json").into(),
+        ))
+        .await
+        .expect("send a large frame");
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut answered = false;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, ws.next()).await {
+            if m.to_string().contains("logs_cancel") {
+                answered = true;
+                break;
+            }
+        }
+        assert!(answered, "a frame under the limit was not read");
+        let over = "x".repeat((4 << 20) + 1);
+        let _ = ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(over.into()))
+            .await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let closed = loop {
+            match tokio::time::timeout_at(until, ws.next()).await {
+                Err(_) => break false,
+                Ok(None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) => break true,
+                Ok(Some(Ok(_))) => {}
+            }
+        };
+        assert!(closed, "a frame over the limit did not end the connection");
+        let (status, _) = api.call("GET", "/v1/nodes", Some(&admin), "").await;
+        assert_eq!(status, 200, "the server stopped answering after an oversized frame");
+
         // Every refusal is in the audit log, with who.
         let (_, body) = api.call("GET", "/v1/audit", Some(&admin), "").await;
         let audit: Vec<AuditEntry> = serde_json::from_str(&body).expect("audit");

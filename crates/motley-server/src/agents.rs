@@ -19,7 +19,14 @@ use crate::state::{Shared, now_ms};
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one lease renewal (ack) per this interval.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(900);
+/// Reports of one agent waiting for its writer, at most: a node that sends more than
+/// the store takes is flooding (a legitimate agent sends a few per allocation, and its
+/// Hello after a reconnection carries them all again). Past this the session ends and
+/// is audited, so the server's memory stays bounded (about 200 bytes a report).
+pub const REPORT_QUEUE_LIMIT: usize = 65_536;
+
 /// Who opened an agent connection, for the audit log.
+#[derive(Debug, Clone)]
 pub struct AgentCaller {
     /// The credential's description.
     pub who: String,
@@ -128,10 +135,11 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     // go into one transaction. A report that cannot be stored ends the session: the agent
     // reconnects and its Hello carries every report again (dropped, it would be lost
     // while the connection lasts).
-    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<motley_core::proto::AllocReport>();
+    let (reports_tx, mut reports_rx) =
+        mpsc::channel::<motley_core::proto::AllocReport>(REPORT_QUEUE_LIMIT);
     let (unstored_tx, mut unstored) = tokio::sync::oneshot::channel::<()>();
     let writer = {
-        let (s, node, tx) = (s.clone(), node.clone(), tx.clone());
+        let (s, node, tx, caller) = (s.clone(), node.clone(), tx.clone(), caller.clone());
         motley_rt::spawn(async move {
             while let Some(first) = reports_rx.recv().await {
                 let mut reports = vec![first];
@@ -142,9 +150,17 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                     }
                 }
                 match s.apply_reports(&node, &reports).await {
-                    Ok(gone) => {
-                        for id in gone {
+                    Ok(out) => {
+                        for id in out.gone {
                             let _ = tx.send(ServerMsg::Remove { id });
+                        }
+                        // A node speaks only for its own allocations.
+                        for (id, owner) in out.foreign {
+                            let why = format!(
+                                "node {node} sent a report for allocation {id} of node {owner}"
+                            );
+                            tracing::warn!("{why}");
+                            refused(&s, &caller, "WS", why);
                         }
                     }
                     Err(e) => {
@@ -158,8 +174,18 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
             }
         })
     };
+    if allocs.len() > REPORT_QUEUE_LIMIT {
+        let why = format!(
+            "node {node} said hello with {} allocations, more than {REPORT_QUEUE_LIMIT}",
+            allocs.len()
+        );
+        tracing::warn!("{why}");
+        refused(&s, &caller, "WS", why);
+        s.disconnect_agent(&node, conn_id);
+        return;
+    }
     for report in allocs {
-        let _ = reports_tx.send(report);
+        let _ = reports_tx.try_send(report);
     }
     let mut last_ack = tokio::time::Instant::now();
     loop {
@@ -202,7 +228,14 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 }
             }
             AgentMsg::Update(report) => {
-                let _ = reports_tx.send(report);
+                if let Err(mpsc::error::TrySendError::Full(_)) = reports_tx.try_send(report) {
+                    let why = format!(
+                        "node {node} sent reports faster than they are stored ({REPORT_QUEUE_LIMIT} waiting); disconnected"
+                    );
+                    tracing::warn!("{why}");
+                    refused(&s, &caller, "WS", why);
+                    break;
+                }
             }
             AgentMsg::LogData {
                 req,
@@ -247,6 +280,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use motley_core::model::AllocState;
 
     /// An agent's connection in memory: frames in, messages out.
     struct ChanLink {
@@ -339,6 +373,160 @@ mod tests {
         assert!(s.hub.log_target(req, "pi1").is_ok(), "pi1's stream was cut");
         drop(frames);
         let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+    }
+
+    /// Waits until the audit log holds an entry whose reason contains `what`.
+    async fn audited(s: &Shared, what: &str) -> motley_core::api::AuditEntry {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(e) = s.audit.recent().into_iter().find(|e| e.why.contains(what)) {
+                return e;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing audited with {what:?}: {:?}",
+                s.audit.recent()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_cannot_report_for_another_nodes_allocation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        // pi1 runs web-1.
+        let stored = serde_json::json!({
+            "id": "web-1", "workload": "service/web", "workload_uid": "u", "generation": 1,
+            "index": 0, "node": "pi1", "task": {"command": ["true"]},
+            "restart": {"mode": "always", "max_restarts": null, "backoff": {}},
+            "desired": "run", "state": "running", "pid": 4242, "created_at": 0, "updated_at": 0
+        });
+        let value = serde_json::to_vec(&stored).expect("json");
+        s.store
+            .txn(motley_store::Txn::new().put(crate::keys::alloc("web-1"), value))
+            .await
+            .expect("put");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !s.cache().allocs.contains_key("web-1") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cache never saw web-1"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // pi2 says web-1 failed: alone, and in a batch with another report.
+        let (out, _from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
+        let (frames, session) = start_pi2(&s, out);
+        let lie = |id: &str| {
+            AgentMsg::Update(motley_core::proto::AllocReport {
+                id: id.into(),
+                state: AllocState::Failed,
+                pid: None,
+                exit_code: Some(1),
+                restarts: 0,
+                reason: Some("forged".into()),
+                at: 0,
+            })
+        };
+        for m in [hello("pi2"), lie("web-1"), lie("nobody-9"), lie("web-1")] {
+            assert!(frames.send(Frame::Msg(m)).is_ok(), "session ended early");
+        }
+        let entry = audited(&s, "allocation web-1 of node pi1").await;
+        assert_eq!(entry.peer, "10.0.0.2:5000");
+        assert_eq!(entry.status, 403);
+        let kv = s
+            .store
+            .get(&crate::keys::alloc("web-1"))
+            .await
+            .expect("get");
+        let now: serde_json::Value =
+            serde_json::from_slice(&kv.expect("still stored").value).expect("json");
+        assert_eq!(
+            now["state"], "running",
+            "the lie changed pi1's allocation: {now}"
+        );
+        assert_eq!(now["pid"], 4242);
+        drop(frames);
+        let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+    }
+
+    /// The embedded store with every `get` 20 ms slow (an SD card under load).
+    struct SlowGets(motley_store::embedded::Embedded);
+
+    #[async_trait::async_trait]
+    impl motley_store::Store for SlowGets {
+        async fn get(
+            &self,
+            key: &str,
+        ) -> Result<Option<motley_store::KeyValue>, motley_store::StoreError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.0.get(key).await
+        }
+        async fn range(
+            &self,
+            prefix: &str,
+        ) -> Result<motley_store::Range, motley_store::StoreError> {
+            self.0.range(prefix).await
+        }
+        async fn txn(
+            &self,
+            txn: motley_store::Txn,
+        ) -> Result<motley_store::TxnResult, motley_store::StoreError> {
+            self.0.txn(txn).await
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+            from: u64,
+        ) -> Result<motley_store::Watch, motley_store::StoreError> {
+            self.0.watch(prefix, from).await
+        }
+        async fn compact(&self, revision: u64) -> Result<(), motley_store::StoreError> {
+            self.0.compact(revision).await
+        }
+        async fn revision(&self) -> Result<u64, motley_store::StoreError> {
+            self.0.revision().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_flooding_reports_is_disconnected_and_audited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            motley_store::embedded::Embedded::open(&dir.path().join("store.redb")).expect("store");
+        let s = crate::state::tests::shared_on(dir.path(), Arc::new(SlowGets(store)));
+        s.start_cache().await.expect("cache");
+        let (out, mut from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
+        // The agent reads what it is sent (a full outbox would end the session first).
+        tokio::spawn(async move { while from_server.recv().await.is_some() {} });
+        let (frames, session) = start_pi2(&s, out);
+        assert!(frames.send(Frame::Msg(hello("pi2"))).is_ok());
+        // Reports for allocations nobody has, faster than the store takes them (each is
+        // looked up alone): the queue fills.
+        for i in 0..REPORT_QUEUE_LIMIT * 2 {
+            let r = AgentMsg::Update(motley_core::proto::AllocReport {
+                id: format!("x-{i}"),
+                state: AllocState::Running,
+                pid: Some(1),
+                exit_code: None,
+                restarts: 0,
+                reason: None,
+                at: 0,
+            });
+            if frames.send(Frame::Msg(r)).is_err() {
+                break;
+            }
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(60), session).await;
+        assert!(ended.is_ok(), "the session outlived its flood");
+        let entry = audited(&s, "faster than they are stored").await;
+        assert_eq!(entry.peer, "10.0.0.2:5000");
+        assert!(
+            !s.hub.connected().contains("pi2"),
+            "still held after the flood"
+        );
     }
 
     #[tokio::test]

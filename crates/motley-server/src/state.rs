@@ -348,6 +348,11 @@ pub(crate) mod tests {
     pub(crate) fn shared(dir: &std::path::Path) -> Arc<Shared> {
         let store: Arc<dyn Store> =
             Arc::new(Embedded::open(&dir.join("store.redb")).expect("open the store"));
+        shared_on(dir, store)
+    }
+
+    /// [`shared`] on a store of the test's choosing.
+    pub(crate) fn shared_on(dir: &std::path::Path, store: Arc<dyn Store>) -> Arc<Shared> {
         let ca = motley_net::Ca::load_or_create(dir).expect("CA");
         let me = motley_core::api::ServerInfo {
             id: "s1".into(),

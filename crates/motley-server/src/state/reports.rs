@@ -50,8 +50,11 @@ impl Shared {
     }
 
     /// Applies an agent's report to the stored allocation. Writes only on change.
-    /// Returns false when the allocation is unknown (the agent should forget it).
-    pub async fn apply_report(&self, node: &str, report: &AllocReport) -> Result<bool, StoreError> {
+    pub async fn apply_report(
+        &self,
+        node: &str,
+        report: &AllocReport,
+    ) -> Result<Reported, StoreError> {
         self.metrics.reports_alone.inc();
         let key = keys::alloc(&report.id);
         // The first attempt reads the cache; after a conflict, the store.
@@ -79,26 +82,24 @@ impl Shared {
                                 });
                             }
                         },
-                        None => return Ok(motley_store::Attempt::Done(false)),
+                        None => return Ok(motley_store::Attempt::Done(Reported::Unknown)),
                     },
                 };
                 if alloc.node != node {
-                    tracing::warn!(
-                        "node {node} reported allocation {} of node {}",
-                        alloc.id,
-                        alloc.node
-                    );
-                    return Ok(motley_store::Attempt::Done(true));
+                    // Changes nothing: a node speaks only for its own allocations.
+                    return Ok(motley_store::Attempt::Done(Reported::Foreign(
+                        alloc.node.clone(),
+                    )));
                 }
                 let mut next = alloc.clone();
                 if !motley_core::node::merge_report(&mut next, report, now_ms()) {
-                    return Ok(motley_store::Attempt::Done(true));
+                    return Ok(motley_store::Attempt::Done(Reported::Applied));
                 }
                 let value =
                     serde_json::to_vec(&next).map_err(|e| StoreError::Backend(e.to_string()))?;
                 Ok(motley_store::Attempt::Write(
                     Txn::new().when(key.as_str(), rev).put(key.as_str(), value),
-                    true,
+                    Reported::Applied,
                 ))
             },
             || {
@@ -111,8 +112,9 @@ impl Shared {
         )
         .await?;
         match outcome {
-            motley_store::Updated::Committed(known, _)
-            | motley_store::Updated::Unchanged(known) => Ok(known),
+            motley_store::Updated::Committed(what, _) | motley_store::Updated::Unchanged(what) => {
+                Ok(what)
+            }
             motley_store::Updated::Conflicted => Err(StoreError::Backend(format!(
                 "allocation {} kept conflicting",
                 report.id
@@ -124,18 +126,16 @@ impl Shared {
     /// under load this turns many small commits into one). Reports of the same
     /// allocation are folded in order. Falls back to one transaction per report when any
     /// compare fails. Returns the ids the server does not know (the agent should forget
-    /// them).
+    /// them) and the reports about other nodes' allocations (refused).
     pub async fn apply_reports(
         &self,
         node: &str,
         reports: &[AllocReport],
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<ReportsOutcome, StoreError> {
+        let mut out = ReportsOutcome::default();
         if let [one] = reports {
-            return Ok(if self.apply_report(node, one).await? {
-                vec![]
-            } else {
-                vec![one.id.clone()]
-            });
+            out.add(one, self.apply_report(node, one).await?);
+            return Ok(out);
         }
         let mut changed: BTreeMap<&str, (Allocation, u64, bool)> = BTreeMap::new();
         let mut unknown = false;
@@ -175,19 +175,46 @@ impl Shared {
             }
             if t.ops.is_empty() || self.store.txn(t).await?.succeeded {
                 self.metrics.reports_batched.inc_by(reports.len() as u64);
-                return Ok(vec![]);
+                return Ok(out);
             }
             self.metrics
                 .conflicts
                 .get_or_create(&crate::metrics::CallerLabel { caller: "report" })
                 .inc();
         }
-        let mut gone = Vec::new();
         for r in reports {
-            if !self.apply_report(node, r).await? {
-                gone.push(r.id.clone());
-            }
+            out.add(r, self.apply_report(node, r).await?);
         }
-        Ok(gone)
+        Ok(out)
+    }
+}
+
+/// What became of one report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// Merged (or it changed nothing).
+    Applied,
+    /// No such allocation: the agent should forget it.
+    Unknown,
+    /// The allocation is this other node's: refused, nothing changed.
+    Foreign(String),
+}
+
+/// What became of a batch of reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportsOutcome {
+    /// Allocations the server does not know.
+    pub gone: Vec<String>,
+    /// Reports about other nodes' allocations: (allocation, its node).
+    pub foreign: Vec<(String, String)>,
+}
+
+impl ReportsOutcome {
+    fn add(&mut self, r: &AllocReport, what: Reported) {
+        match what {
+            Reported::Applied => {}
+            Reported::Unknown => self.gone.push(r.id.clone()),
+            Reported::Foreign(owner) => self.foreign.push((r.id.clone(), owner)),
+        }
     }
 }
