@@ -297,6 +297,60 @@ fn exit_moment(pid: u32) -> std::sync::mpsc::Receiver<u64> {
     end_rx
 }
 
+/// Issue 18: a fenced task on an agent started on its own (not `motley up`) keeps its
+/// process for 120 s. Tasks started from a tokio blocking thread would carry a
+/// parent-death signal the kernel fires when that *thread* ends (idle ones end after
+/// 10 s); and the node's fence guard, renewed every second, must never end a task whose
+/// lease holds.
+#[test]
+fn a_fenced_task_keeps_its_process_for_120s_on_a_separate_agent() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let mut n1 = m.agent("n1", Some(&token)).expect("n1");
+    let manifest = m.dir.path().join("db.yaml");
+    std::fs::write(&manifest, "kind: Service\nname: db\nreplicas: 1\non_node_loss: fence\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n").expect("write");
+    let out = m.cli(&["apply", "-f", manifest.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = wait_for("db running", Duration::from_secs(30), || {
+        allocs(&m)
+            .into_iter()
+            .find(|a| a["state"] == "running")
+            .and_then(|a| a["pid"].as_u64())
+            .map(|p| p as u32)
+    });
+    let guard = wait_for("the fence guard", Duration::from_secs(10), || {
+        guard_of(n1.child.id())
+    });
+    let ended = exit_moment(pid);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        match ended.try_recv() {
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Ok(_) => panic!(
+                "the fenced task (pid {pid}) ended after {:?}",
+                start.elapsed()
+            ),
+            Err(e) => panic!("the exit watcher failed: {e}"),
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let now = allocs(&m);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0]["pid"].as_u64(), Some(pid as u64), "same process");
+    assert_eq!(now[0]["restarts"], 0, "never restarted: {now:?}");
+    assert_eq!(now[0]["state"], "running");
+    assert!(pid_alive(guard), "the same guard throughout");
+    assert!(m.cli(&["delete", "service/db"]).status.success());
+    wait_for("db gone", Duration::from_secs(30), || {
+        allocs(&m).is_empty().then_some(())
+    });
+    n1.terminate();
+}
+
 /// Issue 18: the agent running a fenced replica is paused (SIGSTOP) past its lease.
 /// The server replaces the replica elsewhere; the node's fence guard, a process of its
 /// own, ends the paused agent's copy first. The end is taken from a pidfd, the

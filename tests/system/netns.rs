@@ -665,7 +665,7 @@ fn five_percent_packet_loss_for_60s_never_declares_the_node_down() {
 }
 
 #[test]
-fn server_down_for_60s_interrupts_nothing_and_crashed_tasks_restart_locally() {
+fn server_killed_for_60s_interrupts_nothing_and_crashed_tasks_restart_locally() {
     let marker = format!("81{}", free_port());
     let mut lab = two_node_lab(&marker, 4);
     let before: Vec<Vec<u32>> = ["n1", "n2"]
@@ -673,7 +673,22 @@ fn server_down_for_60s_interrupts_nothing_and_crashed_tasks_restart_locally() {
         .map(|n| lab.marked(n, &marker))
         .collect();
     assert_eq!(before[0].len() + before[1].len(), 4);
-    lab.stop_proc("srv", false);
+    // A job whose two instances run through the outage and end while no server is up.
+    lab.apply("kind: Job\nname: through\ncompletions: 2\nparallelism: 2\ntask:\n  command: [sleep, \"15\"]\n  resources: { cpu: 10m, memory: 8Mi }\n");
+    wait_for(
+        "the job's instances running",
+        Duration::from_secs(30),
+        || {
+            (lab.allocs()
+                .iter()
+                .filter(|a| a["workload"] == "job/through" && a["state"] == "running")
+                .count()
+                == 2)
+                .then_some(())
+        },
+    );
+    // SIGKILL: no goodbye to the agents, nothing flushed (SIGTERM is the easy case).
+    lab.stop_proc("srv", true);
     std::thread::sleep(Duration::from_secs(5));
     // A task that crashes while no server is reachable is restarted by its agent.
     let victim = before[0][0];
@@ -728,6 +743,18 @@ fn server_down_for_60s_interrupts_nothing_and_crashed_tasks_restart_locally() {
         .filter(|a| a["state"] == "running")
         .count();
     assert_eq!(running, 4, "no duplicate allocations");
+    // The job's instances ended during the outage: reported complete once each, never
+    // run again.
+    let job: Vec<serde_json::Value> = lab
+        .allocs()
+        .into_iter()
+        .filter(|a| a["workload"] == "job/through")
+        .collect();
+    assert_eq!(job.len(), 2, "{job:?}");
+    for a in &job {
+        assert_eq!(a["state"], "complete", "{a}");
+        assert_eq!(a["restarts"], 0, "{a}");
+    }
 }
 
 #[test]
