@@ -61,7 +61,7 @@ impl StateFile {
         let path = dir.join("state.json");
         let (state, last) = match std::fs::read(&path) {
             Ok(bytes) => {
-                let state: LocalState = serde_json::from_slice(&bytes)
+                let state = StateFile::decode(&bytes)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 (state, bytes)
             }
@@ -71,6 +71,11 @@ impl StateFile {
             Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
         };
         Ok((StateFile { path, last }, state))
+    }
+
+    /// Reads the file's bytes.
+    pub fn decode(bytes: &[u8]) -> Result<LocalState, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 
     /// The bytes the file would hold for `state`. Settled allocations (ended, and known

@@ -102,3 +102,96 @@ pub fn manifest(data: &[u8]) {
         assert_eq!(again[0].spec, d.spec, "YAML round trip:\n{yaml}");
     }
 }
+
+/// Every file of a committed corpus directory, read whole; fails (panics) when the
+/// directory cannot be read or holds fewer than `min` files, so a moved corpus cannot
+/// make the replay pass vacuously.
+pub fn corpus(dir: &std::path::Path, min: usize) -> Vec<Vec<u8>> {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut files: Vec<(std::path::PathBuf, Vec<u8>)> = entries
+        .map(|e| {
+            let p = e.expect("corpus entry").path();
+            let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p, data)
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= min,
+        "only {} corpus files in {}",
+        files.len(),
+        dir.display()
+    );
+    files.into_iter().map(|(_, d)| d).collect()
+}
+
+/// A corpus input changed by `edits`, as a fuzzer mutates: each `(at, op, byte)`
+/// overwrites (op 0), inserts (1), removes (2) or truncates (3) at `at` (modulo the
+/// length). For property tests that drive the targets on stable from the corpus.
+pub fn mutate(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    let mut d = seed.to_vec();
+    for &(at, op, byte) in edits {
+        let i = if d.is_empty() { 0 } else { at % d.len() };
+        match op % 4 {
+            0 if !d.is_empty() => d[i] = byte,
+            1 => d.insert(i, byte),
+            2 if !d.is_empty() => {
+                d.remove(i);
+            }
+            3 => d.truncate(i),
+            _ => d.push(byte),
+        }
+    }
+    d
+}
+
+/// The stable tests of one fuzz target, in the calling crate's `tests/`: every corpus
+/// file of `fuzz/corpus/<target>` (at least `min`) replayed through `body`, and `body`
+/// driven by proptest with corpus files mutated as a fuzzer would and with arbitrary
+/// bytes (`cases` each: the bound on its time). The calling crate needs `proptest` as a
+/// dev-dependency.
+#[macro_export]
+macro_rules! fuzz_target_tests {
+    ($target:ident, $min:expr, $cases:expr, $body:path) => {
+        mod $target {
+            use proptest::prelude::*;
+
+            fn corpus() -> Vec<Vec<u8>> {
+                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../fuzz/corpus")
+                    .join(stringify!($target));
+                $crate::fuzzing::corpus(&dir, $min)
+            }
+
+            #[test]
+            fn corpus_replays() {
+                for data in corpus() {
+                    $body(&data);
+                }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig {
+                    cases: $cases,
+                    failure_persistence: None,
+                    ..ProptestConfig::default()
+                })]
+
+                #[test]
+                fn mutated_corpus(
+                    pick in any::<usize>(),
+                    edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..12),
+                ) {
+                    let files = corpus();
+                    let seed = &files[pick % files.len()];
+                    $body(&$crate::fuzzing::mutate(seed, &edits));
+                }
+
+                #[test]
+                fn arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
+                    $body(&data);
+                }
+            }
+        }
+    };
+}

@@ -23,12 +23,12 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-#[test]
-fn discovery_text_corpus() {
-    for p in corpus("discovery_text") {
-        motley_discovery::fuzzing::discovery_text(&read(&p));
-    }
-}
+motley_core::fuzz_target_tests!(
+    discovery_text,
+    100,
+    1_000,
+    motley_discovery::fuzzing::discovery_text
+);
 
 #[test]
 fn discovery_tree_corpus() {
