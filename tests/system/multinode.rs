@@ -297,6 +297,115 @@ fn exit_moment(pid: u32) -> std::sync::mpsc::Receiver<u64> {
     end_rx
 }
 
+/// Issue 18: `kill -9` of an agent running 20 tasks of every kind (service replicas,
+/// job instances, a daemon) and 2 fenced replicas. The restarted agent adopts all 20
+/// with the same processes; the fenced ones died with their agent (nobody would have
+/// stopped them at the lease's end) and run again as new processes, one copy each.
+#[test]
+fn agent_kill9_adopts_twenty_tasks_of_every_kind_with_the_same_pids() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let mut n1 = m.agent("n1", Some(&token)).expect("n1");
+    let manifest = m.dir.path().join("all.yaml");
+    let task = "task:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n";
+    std::fs::write(
+        &manifest,
+        format!(
+            "kind: Service\nname: web\nreplicas: 10\n{task}---\nkind: Job\nname: batch\ncompletions: 9\nparallelism: 9\n{task}---\nkind: Daemon\nname: agentd\n{task}---\nkind: Service\nname: db\nreplicas: 2\non_node_loss: fence\n{task}"
+        ),
+    )
+    .expect("write");
+    let out = m.cli(&["apply", "-f", manifest.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let running = |m: &Multi| -> std::collections::BTreeMap<String, (String, u64)> {
+        allocs(m)
+            .into_iter()
+            .filter(|a| a["state"] == "running")
+            .filter_map(|a| {
+                Some((
+                    a["id"].as_str()?.to_string(),
+                    (a["workload"].as_str()?.to_string(), a["pid"].as_u64()?),
+                ))
+            })
+            .collect()
+    };
+    let before = wait_for("22 tasks running", Duration::from_secs(60), || {
+        let r = running(&m);
+        (r.len() == 22).then_some(r)
+    });
+    let kept: std::collections::BTreeMap<&String, u64> = before
+        .iter()
+        .filter(|(_, (w, _))| w != "service/db")
+        .map(|(id, (_, pid))| (id, *pid))
+        .collect();
+    assert_eq!(kept.len(), 20);
+    let fenced: Vec<u64> = before
+        .values()
+        .filter(|(w, _)| w == "service/db")
+        .map(|(_, p)| *p)
+        .collect();
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(n1.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    let _ = n1.child.wait();
+    wait_for(
+        "the fenced tasks gone with their agent",
+        Duration::from_secs(10),
+        || fenced.iter().all(|p| !pid_alive(*p as u32)).then_some(()),
+    );
+    for (id, pid) in &kept {
+        assert!(
+            pid_alive(*pid as u32),
+            "{id} (pid {pid}) died with its agent"
+        );
+    }
+    let _n1 = m.agent("n1", None).expect("n1 again");
+    let after = wait_for("22 tasks running again", Duration::from_secs(60), || {
+        let r = running(&m);
+        (r.len() == 22 && r.values().filter(|(w, _)| w == "service/db").count() == 2).then_some(r)
+    });
+    for (id, pid) in &kept {
+        assert_eq!(
+            after.get(*id).map(|(_, p)| *p),
+            Some(*pid),
+            "{id}: not adopted with the same process"
+        );
+    }
+    let db_after: Vec<u64> = after
+        .values()
+        .filter(|(w, _)| w == "service/db")
+        .map(|(_, p)| *p)
+        .collect();
+    assert!(
+        db_after.iter().all(|p| !fenced.contains(p)),
+        "a fenced task survived its agent"
+    );
+    // Nothing twice: every live process of this cluster is one of the 22.
+    let live: usize = after.values().filter(|(_, p)| pid_alive(*p as u32)).count();
+    assert_eq!(live, 22);
+    for w in ["service/web", "service/db", "job/batch", "daemon/agentd"] {
+        let out = m.cli(&["delete", w]);
+        assert!(
+            out.status.success(),
+            "delete {w}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for("everything stopped", Duration::from_secs(60), || {
+        allocs(&m)
+            .iter()
+            .all(|a| a["state"] != "running")
+            .then_some(())
+    });
+}
+
 /// Issue 18: a fenced task on an agent started on its own (not `motley up`) keeps its
 /// process for 120 s. Tasks started from a tokio blocking thread would carry a
 /// parent-death signal the kernel fires when that *thread* ends (idle ones end after
