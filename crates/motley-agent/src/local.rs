@@ -56,15 +56,35 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    /// Loads the state (empty if the file does not exist).
+    /// Loads the state (empty if the file does not exist). A file that does not decode
+    /// (cut short by a power loss: it is not fsynced, being for surviving the agent,
+    /// not the machine) is moved aside to `state.json.corrupt` and the agent starts
+    /// empty: after a power cut no task survived, and any that did is found by its
+    /// `MOTLEY_ALLOC_ID` and settled with the server's full set, as after a crash
+    /// before the first write. Refusing to start would keep the node out until someone
+    /// deleted the file by hand.
     pub fn load(dir: &Path) -> anyhow::Result<(StateFile, LocalState)> {
         let path = dir.join("state.json");
         let (state, last) = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let state = StateFile::decode(&bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                (state, bytes)
-            }
+            Ok(bytes) => match StateFile::decode(&bytes) {
+                Ok(state) => (state, bytes),
+                Err(e) => {
+                    let aside = dir.join("state.json.corrupt");
+                    std::fs::rename(&path, &aside).map_err(|r| {
+                        anyhow::anyhow!(
+                            "{}: {e}; moving it to {}: {r}",
+                            path.display(),
+                            aside.display()
+                        )
+                    })?;
+                    tracing::error!(
+                        "{}: {e}; moved to {} and starting with no local state (tasks still running are found by their allocation id)",
+                        path.display(),
+                        aside.display()
+                    );
+                    (LocalState::default(), Vec::new())
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 (LocalState::default(), Vec::new())
             }
@@ -153,5 +173,31 @@ impl Local {
         if let Err(e) = encoded.and_then(|bytes| file.write(bytes)) {
             tracing::error!("saving agent state: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_cut_short_is_moved_aside_and_the_agent_starts_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cut = br#"{"allocs":{"web-1":{"alloc":{"id":"web-1","work"#;
+        std::fs::write(dir.path().join("state.json"), cut).expect("write");
+        let (file, state) = match StateFile::load(dir.path()) {
+            Ok(loaded) => loaded,
+            Err(e) => panic!("a cut state file kept the agent from starting: {e}"),
+        };
+        assert_eq!(state, LocalState::default());
+        assert!(file.last.is_empty());
+        assert!(!dir.path().join("state.json").exists());
+        let kept = std::fs::read(dir.path().join("state.json.corrupt")).expect("kept aside");
+        assert_eq!(kept, cut.to_vec(), "the bad file is kept as it was");
+        // A good file still loads as it is.
+        std::fs::write(dir.path().join("state.json"), br#"{"allocs":{}}"#).expect("write");
+        let (_, state) = StateFile::load(dir.path()).expect("load");
+        assert!(state.allocs.is_empty());
+        assert!(dir.path().join("state.json").exists());
     }
 }

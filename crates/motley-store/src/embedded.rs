@@ -139,15 +139,33 @@ impl Embedded {
             .set_cache_size(4 << 20)
             .create(path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        Ok(Self::on(db, history))
+    }
+
+    /// Opens (or creates) the store on a storage backend of the caller's: the
+    /// power-loss tests put it on a disk that loses what was not synced
+    /// (`tests/power_loss.rs`).
+    pub fn open_on_backend(
+        backend: impl redb::StorageBackend,
+        history: u64,
+    ) -> Result<Embedded, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(4 << 20)
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))?;
+        Ok(Self::on(db, history))
+    }
+
+    fn on(db: Database, history: u64) -> Embedded {
         let (events, _) = broadcast::channel(1024);
-        Ok(Embedded {
+        Embedded {
             inner: Arc::new(Inner {
                 db,
                 events,
                 history: history.max(1),
                 write_lock: tokio::sync::Mutex::new(()),
             }),
-        })
+        }
     }
 
     fn read_meta(&self, name: &str) -> Result<u64, StoreError> {
