@@ -198,11 +198,13 @@ async fn a_power_cut_at_any_write_or_sync_loses_no_acknowledged_apply() {
                 rng = rng
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                if (rng >> 33) % 2 == 0 {
+                if (rng >> 33).is_multiple_of(2) {
                     continue;
                 }
                 match op {
-                    Op::Write(at, data) if !torn && data.len() > 1 && (rng >> 40) % 3 == 0 => {
+                    Op::Write(at, data)
+                        if !torn && data.len() > 1 && (rng >> 40).is_multiple_of(3) =>
+                    {
                         torn = true;
                         apply(&mut image, &Op::Write(*at, data[..data.len() / 2].to_vec()));
                     }
