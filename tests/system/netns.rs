@@ -757,6 +757,73 @@ fn server_killed_for_60s_interrupts_nothing_and_crashed_tasks_restart_locally() 
     }
 }
 
+/// Every node cut off from the server at once (the server's own network failed): the
+/// server holds them suspect rather than down (`failure::full_disruption`), so no
+/// allocation is lost and, when the network returns, no task is stopped or started.
+#[test]
+fn a_server_cut_off_from_every_node_declares_none_down_and_moves_nothing() {
+    let marker = format!("83{}", free_port());
+    let lab = two_node_lab(&marker, 4);
+    let processes = |lab: &Lab| -> Vec<Vec<u32>> {
+        ["n1", "n2"]
+            .iter()
+            .map(|n| lab.marked(n, &marker))
+            .collect()
+    };
+    let before = processes(&lab);
+    assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 4, "{before:?}");
+    let ids = |lab: &Lab| -> Vec<String> {
+        let mut v: Vec<String> = lab
+            .allocs()
+            .iter()
+            .map(|a| {
+                assert_eq!(a["state"], "running", "{a}");
+                a["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no id: {a}"))
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let ids_before = ids(&lab);
+    for n in ["n1", "n2"] {
+        lab.drop_outbound(n, true);
+    }
+    let start = Instant::now();
+    let mut both_suspect = false;
+    // 20 s: far past the 1.5 s floor and the phi threshold for down.
+    while start.elapsed() < Duration::from_secs(20) {
+        let states = [lab.node_state("n1"), lab.node_state("n2")];
+        assert!(
+            states.iter().all(|s| s != "down"),
+            "{states:?} after {:?} with every node cut off",
+            start.elapsed()
+        );
+        both_suspect |= states.iter().all(|s| s == "suspect");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(both_suspect, "the server never noticed the silence");
+    for n in ["n1", "n2"] {
+        lab.drop_outbound(n, false);
+    }
+    wait_for("both nodes ready again", Duration::from_secs(30), || {
+        (lab.node_state("n1") == "ready" && lab.node_state("n2") == "ready").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        ids(&lab),
+        ids_before,
+        "the same allocations, none lost or replaced"
+    );
+    assert_eq!(
+        processes(&lab),
+        before,
+        "the same processes, none restarted"
+    );
+}
+
 #[test]
 fn agent_kill9_and_restart_adopts_its_tasks() {
     let mut lab = Lab::new();

@@ -198,9 +198,46 @@ pub fn judge(
     }
 }
 
+/// Whether to hold back the down verdicts of one evaluation: `verdicts` pairs each
+/// node's health before it with the verdict [`judge`] gives now. When a cluster of
+/// two or more nodes not yet down would have every one of them declared down at
+/// once, the likelier story is that this server lost its network, not that every node
+/// failed together: Kubernetes' node controller stops evicting on a full disruption
+/// for the same reason. Declaring them down would mark every allocation lost, and
+/// when the network came back every task would be stopped and started again; held
+/// suspect, nothing moves (nothing could be placed anyway: no node is left). Fenced
+/// tasks still stop on their agents when the lease runs out, so safety holds either way.
+/// A single node (nothing else to compare with) is judged alone.
+pub fn full_disruption(verdicts: &[(Health, Health)]) -> bool {
+    let live: Vec<&(Health, Health)> = verdicts
+        .iter()
+        .filter(|(before, _)| *before != Health::Down)
+        .collect();
+    live.len() >= 2 && live.iter().all(|(_, now)| *now == Health::Down)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_node_silent_at_once_is_a_full_disruption() {
+        use Health::*;
+        assert!(full_disruption(&[(Ready, Down), (Suspect, Down)]));
+        // One node down among others that are fine: a node failed.
+        assert!(!full_disruption(&[(Ready, Down), (Ready, Ready)]));
+        assert!(!full_disruption(&[(Ready, Down), (Ready, Suspect)]));
+        // A node already down does not count, either way.
+        assert!(full_disruption(&[
+            (Down, Down),
+            (Ready, Down),
+            (Ready, Down)
+        ]));
+        assert!(!full_disruption(&[(Down, Down), (Ready, Down)]));
+        // A single node is judged alone; an empty cluster has nothing to hold.
+        assert!(!full_disruption(&[(Ready, Down)]));
+        assert!(!full_disruption(&[]));
+    }
 
     /// A node heard regularly until `until`, from a detector started at `from`.
     fn heard(from: u64, until: u64, cfg: &FailureConfig) -> Detector {

@@ -85,7 +85,8 @@ impl Liveness {
         let grace_from = self.grace_from.load(Ordering::Relaxed);
         let mut changed = false;
         let mut h = lock(&self.nodes);
-        for name in names {
+        let mut verdicts = Vec::with_capacity(names.len());
+        for name in &names {
             let entry = h.entry(name.clone()).or_insert_with(|| NodeHealth {
                 detector: Detector::new(grace_from, &self.config),
                 health: Health::Ready,
@@ -97,13 +98,27 @@ impl Liveness {
                 now,
                 &self.config,
                 grace_from,
-                connected.contains(&name),
+                connected.contains(name),
             );
+            verdicts.push((entry.health, verdict));
+        }
+        let hold = motley_core::failure::full_disruption(&verdicts);
+        for (name, (before, mut verdict)) in names.into_iter().zip(verdicts) {
+            let Some(entry) = h.get_mut(&name) else {
+                continue;
+            };
+            let held = hold && verdict == Health::Down && before != Health::Down;
+            if held {
+                verdict = Health::Suspect;
+            }
             if verdict != entry.health {
                 let silence = now.saturating_sub(entry.detector.last());
                 let phi = entry.detector.phi(now, &self.config).min(99.0);
                 entry.reason = match verdict {
                     Health::Ready => "heartbeating".into(),
+                    Health::Suspect if held => format!(
+                        "every node went silent at once ({silence} ms): this server is more likely cut off than they all failed, so none is declared down"
+                    ),
                     Health::Suspect if !connected.contains(&name) => {
                         format!("agent not connected ({silence} ms since its last heartbeat)")
                     }
