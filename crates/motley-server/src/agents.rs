@@ -67,7 +67,7 @@ pub enum Frame {
 /// Audits what an agent's connection was refused (`method`: the upgrade's `GET`, or
 /// `WS` for a message inside the session).
 fn refused(s: &Shared, caller: &AgentCaller, method: &str, why: String) {
-    s.audit.record(motley_core::api::AuditEntry {
+    s.trust.audit.record(motley_core::api::AuditEntry {
         at: now_ms(),
         who: caller.who.clone(),
         peer: caller.peer.clone(),
@@ -359,11 +359,11 @@ mod tests {
             "{welcome:?}"
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while s.audit.recent().is_empty() {
+        while s.trust.audit.recent().is_empty() {
             assert!(tokio::time::Instant::now() < deadline, "nothing audited");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let entry = &s.audit.recent()[0];
+        let entry = &s.trust.audit.recent()[0];
         assert!(entry.why.contains("another node"), "{entry:?}");
         assert_eq!(entry.peer, "10.0.0.2:5000");
         assert!(
@@ -379,13 +379,19 @@ mod tests {
     async fn audited(s: &Shared, what: &str) -> motley_core::api::AuditEntry {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(e) = s.audit.recent().into_iter().find(|e| e.why.contains(what)) {
+            if let Some(e) = s
+                .trust
+                .audit
+                .recent()
+                .into_iter()
+                .find(|e| e.why.contains(what))
+            {
                 return e;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "nothing audited with {what:?}: {:?}",
-                s.audit.recent()
+                s.trust.audit.recent()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -302,7 +302,7 @@ fn peer_of(req: &Request) -> Option<std::net::SocketAddr> {
 
 /// Records `req` in the audit log: who, from where, what, the status and why.
 fn audit(s: &Shared, req: &Request, who: &str, status: StatusCode, why: &str) {
-    s.audit.record(motley_core::api::AuditEntry {
+    s.trust.audit.record(motley_core::api::AuditEntry {
         at: now_ms(),
         who: who.to_string(),
         peer: peer_of(req).map_or_else(|| "-".into(), |p| p.ip().to_string()),
@@ -322,7 +322,7 @@ fn deny(s: &Shared, req: &Request, who: &str, status: StatusCode, why: &str) -> 
 async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
     let now = now_ms();
     let ip = peer_of(&req).map(|p| p.ip());
-    if let Some(wait) = ip.and_then(|ip| s.audit.locked_out(ip, now)) {
+    if let Some(wait) = ip.and_then(|ip| s.trust.audit.locked_out(ip, now)) {
         let why = format!(
             "too many failed authentications from this address; try again in {} s",
             wait.div_ceil(1000)
@@ -350,7 +350,7 @@ async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next
         }
         other => {
             if let Some(ip) = ip {
-                s.audit.failed(ip, now);
+                s.trust.audit.failed(ip, now);
             }
             let (who, why) = match other {
                 None => ("anonymous", "missing bearer token"),

@@ -74,14 +74,10 @@ pub struct Shared {
     pub hub: Hub,
     /// Every node's failure detector, verdict and readings (memory only).
     pub liveness: Liveness,
-    /// Demand that could not be placed, from the last reconcile.
-    pub blocked: Mutex<BTreeMap<WorkloadRef, Blocked>>,
-    /// The job queue from the last reconcile, head first.
-    pub queue: Mutex<Vec<WorkloadRef>>,
+    /// What the controller last concluded, and its wake-up.
+    pub plans: Plans,
     /// Scheduler tuning (the seed for tie-breaking).
     pub scheduler: motley_scheduler::Config,
-    /// Wakes the controller.
-    pub kick: Notify,
     /// Revision the cache has reached.
     pub cache_rev: watch::Sender<u64>,
     /// Metrics.
@@ -94,14 +90,32 @@ pub struct Shared {
     pub next_id: AtomicU64,
     /// When the server started (ms).
     pub started_at: u64,
-    /// The cluster CA certificate, PEM.
-    pub ca_pem: String,
-    /// Its hash, `sha256:<hex>`, as join tokens carry it.
-    pub ca_hash: String,
     /// The effect of each condition's taint.
     pub taint_policy: TaintPolicy,
     /// The servers of the control plane and who leads.
     pub ha: crate::ha::Ha,
+    /// The CA, the audit log and the secrets keys.
+    pub trust: Trust,
+}
+
+/// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how
+/// it is woken.
+pub struct Plans {
+    /// Demand that could not be placed, from the last reconcile.
+    pub blocked: Mutex<BTreeMap<WorkloadRef, Blocked>>,
+    /// The job queue from the last reconcile, head first.
+    pub queue: Mutex<Vec<WorkloadRef>>,
+    /// Wakes the controller.
+    pub kick: Notify,
+}
+
+/// What the cluster's trust rests on: its CA, the audit of what was refused, and the
+/// keys Secret values are sealed with.
+pub struct Trust {
+    /// The cluster CA certificate, PEM.
+    pub ca_pem: String,
+    /// Its hash, `sha256:<hex>`, as join tokens carry it.
+    pub ca_hash: String,
     /// Denied requests and the failed-authentication limit.
     pub audit: crate::audit::Audit,
     /// The keys Secret values are sealed with.
@@ -141,10 +155,12 @@ impl Shared {
             cache: RwLock::new(Cache::default()),
             hub: Hub::default(),
             liveness: Liveness::new(failure, ha.me.started_at),
-            blocked: Mutex::new(BTreeMap::new()),
-            queue: Mutex::new(Vec::new()),
+            plans: Plans {
+                blocked: Mutex::new(BTreeMap::new()),
+                queue: Mutex::new(Vec::new()),
+                kick: Notify::new(),
+            },
             scheduler: motley_scheduler::Config::default(),
-            kick: Notify::new(),
             cache_rev: watch::channel(0).0,
             metrics,
             registries: Mutex::new(Vec::new()),
@@ -152,11 +168,13 @@ impl Shared {
             next_id: AtomicU64::new(1),
             started_at: ha.me.started_at,
             ha,
-            audit,
-            keyring: RwLock::new(keyring),
-            rotating: tokio::sync::Mutex::new(()),
-            ca_pem,
-            ca_hash,
+            trust: Trust {
+                ca_pem,
+                ca_hash,
+                audit,
+                keyring: RwLock::new(keyring),
+                rotating: tokio::sync::Mutex::new(()),
+            },
             taint_policy,
         })
     }
@@ -165,7 +183,7 @@ impl Shared {
     pub fn evaluate_health(&self) {
         let names: Vec<String> = self.cache().nodes.keys().cloned().collect();
         if self.liveness.evaluate(names, &self.hub.connected()) {
-            self.kick.notify_one();
+            self.plans.kick.notify_one();
         }
     }
 
@@ -193,7 +211,7 @@ impl Shared {
         description: &str,
     ) -> Result<(TokenRecord, String), StoreError> {
         let token = match role {
-            crate::auth::Role::Join => motley_net::join_token(&self.ca_hash),
+            crate::auth::Role::Join => motley_net::join_token(&self.trust.ca_hash),
             _ => motley_net::new_secret(),
         };
         let now = now_ms();
@@ -303,7 +321,7 @@ impl Shared {
         }
         self.liveness.heartbeat(node);
         self.evaluate_health();
-        self.kick.notify_one();
+        self.plans.kick.notify_one();
         conn_id
     }
 
@@ -311,7 +329,7 @@ impl Shared {
     pub fn disconnect_agent(&self, node: &str, conn_id: u64) {
         let held = self.hub.remove(node, conn_id);
         self.metrics.agents_connected.set(held as i64);
-        self.kick.notify_one();
+        self.plans.kick.notify_one();
     }
 }
 
@@ -319,7 +337,7 @@ impl Shared {
     /// Every allocation of `node`, with the secrets of those that reference any.
     fn sync_msg(&self, cache: &Cache, node: &str) -> ServerMsg {
         let allocs = allocs_of(cache, node);
-        let ring = read(&self.keyring);
+        let ring = read(&self.trust.keyring);
         let secrets = allocs
             .iter()
             .filter_map(|a| {

@@ -7,7 +7,7 @@ use super::*;
 pub(crate) async fn list_audit(
     State(s): State<Arc<Shared>>,
 ) -> Json<Vec<motley_core::api::AuditEntry>> {
-    Json(s.audit.recent())
+    Json(s.trust.audit.recent())
 }
 
 pub(crate) fn token_info(t: &crate::auth::TokenRecord) -> TokenInfo {
@@ -46,7 +46,7 @@ pub(crate) async fn reveal_secret(
     };
     let mut data = BTreeMap::new();
     {
-        let ring = crate::state::read(&s.keyring);
+        let ring = crate::state::read(&s.trust.keyring);
         for (k, v) in &spec.data {
             let sealed = v.sealed.as_deref().unwrap_or_default();
             let plain = ring.open(&name, k, sealed).map_err(|e| {
@@ -74,11 +74,11 @@ pub(crate) async fn reveal_secret(
 pub(crate) async fn rotate_key(
     State(s): State<Arc<Shared>>,
 ) -> ApiResult<Json<motley_core::api::KeyRotated>> {
-    let _one_at_a_time = s.rotating.lock().await;
+    let _one_at_a_time = s.trust.rotating.lock().await;
     let internal = |e: crate::secrets::SecretError| {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     };
-    let key_id = crate::state::write(&s.keyring)
+    let key_id = crate::state::write(&s.trust.keyring)
         .begin_rotation()
         .map_err(internal)?;
     let prefix = format!("{}secret/", keys::WORKLOADS);
@@ -90,7 +90,7 @@ pub(crate) async fn rotate_key(
             let range = s.store.range(prefix).await?;
             let mut txn = Txn::new();
             let mut count = 0;
-            let ring = crate::state::read(&s.keyring);
+            let ring = crate::state::read(&s.trust.keyring);
             for kv in &range.kvs {
                 let Ok(mut w) = serde_json::from_slice::<Workload>(&kv.value) else {
                     continue;
@@ -138,7 +138,7 @@ pub(crate) async fn rotate_key(
             ));
         }
     };
-    crate::state::write(&s.keyring)
+    crate::state::write(&s.trust.keyring)
         .finish_rotation()
         .map_err(internal)?;
     tracing::info!("secrets key rotated to {key_id}; {resealed} value(s) sealed again");
@@ -245,7 +245,7 @@ pub(crate) async fn join(
         .await?;
     Ok(Json(JoinResponse {
         credential,
-        ca: s.ca_pem.clone(),
+        ca: s.trust.ca_pem.clone(),
     }))
 }
 

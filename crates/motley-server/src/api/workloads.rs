@@ -139,7 +139,7 @@ pub(crate) fn seal_secrets(
     cache: &crate::state::Cache,
     docs: &mut [manifest::Document],
 ) -> ApiResult<()> {
-    let ring = crate::state::read(&s.keyring);
+    let ring = crate::state::read(&s.trust.keyring);
     for d in docs.iter_mut() {
         let r = d.spec.reference();
         let Spec::Secret(sec) = &mut d.spec else {
@@ -525,8 +525,8 @@ pub(crate) fn view(
     WorkloadView {
         workload: redacted(w.clone()),
         status: reconcile::status(w, allocs, ready_matching(s, cache, w)),
-        blocked: lock(&s.blocked).get(&r).cloned(),
-        queue_position: lock(&s.queue)
+        blocked: lock(&s.plans.blocked).get(&r).cloned(),
+        queue_position: lock(&s.plans.queue)
             .iter()
             .position(|q| *q == r)
             .map(|p| p as u32 + 1),

@@ -37,7 +37,7 @@ impl Shared {
                 None => Duration::from_secs(3600),
             };
             tokio::select! {
-                _ = self.kick.notified() => {}
+                _ = self.plans.kick.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
                 _ = term_rx.changed() => continue,
             }
@@ -74,8 +74,8 @@ impl Shared {
                 .reconcile_seconds
                 .observe(started.elapsed().as_secs_f64());
             wake_at = plan.wake_at;
-            *lock(&self.blocked) = plan.blocked.clone();
-            *lock(&self.queue) = plan.queue.clone();
+            *lock(&self.plans.blocked) = plan.blocked.clone();
+            *lock(&self.plans.queue) = plan.queue.clone();
             if plan.is_empty() {
                 continue;
             }
@@ -92,7 +92,7 @@ impl Shared {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-            self.kick.notify_one();
+            self.plans.kick.notify_one();
         }
     }
 

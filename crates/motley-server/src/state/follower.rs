@@ -29,7 +29,7 @@ impl Shared {
                 .send_each(nodes.collect(), |n| self.sync_msg(&cache, &n));
         }
         self.cache_rev.send_replace(range.revision);
-        self.kick.notify_one();
+        self.plans.kick.notify_one();
         Ok(range.revision)
     }
 
@@ -100,7 +100,7 @@ impl Shared {
                     self.deliver(out);
                 }
                 self.cache_rev.send_replace(rev);
-                self.kick.notify_one();
+                self.plans.kick.notify_one();
                 if let Some(e) = failed {
                     tracing::warn!("store watch failed: {e}; reloading");
                     break;
@@ -121,7 +121,7 @@ impl Shared {
     /// connected to this server.
     fn deliver(&self, out: Vec<(String, Delivery)>) {
         let cache = self.cache();
-        let ring = read(&self.keyring);
+        let ring = read(&self.trust.keyring);
         self.hub.send_each(out, |d| match d {
             Delivery::Upsert(a) => {
                 let secrets = (a.state == AllocState::Pending)

@@ -222,13 +222,13 @@ fn become_leader(shared: &Arc<Shared>, fence: u64, record: ServerInfo) {
     shared.ha.term.send_replace(Some(Term { fence, since }));
     shared.metrics.leader.set(1);
     shared.metrics.leader_terms.inc();
-    shared.kick.notify_one();
+    shared.plans.kick.notify_one();
 }
 
 fn step_down(shared: &Arc<Shared>, why: &str) {
     if shared.ha.term.send_replace(None).is_some() {
         shared.metrics.leader.set(0);
         tracing::warn!("no longer leading: {why}");
-        shared.kick.notify_one();
+        shared.plans.kick.notify_one();
     }
 }
