@@ -75,7 +75,7 @@ impl Agent {
         if needs_secrets {
             // Secrets come with the allocation from a server, and live in memory only:
             // an agent restarted since waits until a server gives them again.
-            let s = match lock(&self.inner.secrets).get(id) {
+            let s = match lock(&self.inner.secrets.values).get(id) {
                 None => Secrets::Absent,
                 Some(d) => match &d.error {
                     Some(e) => Secrets::Error(e.clone()),
@@ -99,11 +99,11 @@ impl Agent {
         dir: &std::path::Path,
         log_dir: &std::path::Path,
     ) -> Result<Box<dyn Task>, String> {
-        let delivery = lock(&self.inner.secrets).get(id).cloned();
+        let delivery = lock(&self.inner.secrets.values).get(id).cloned();
         let (alloc, dir, log_dir) = (alloc.clone(), dir.to_path_buf(), log_dir.to_path_buf());
         let volumes = self.volume_dirs(&alloc);
         let user = self.inner.cfg.task_user.clone();
-        let secret_dir = self.inner.secret_root.as_ref().map(|r| r.join(id));
+        let secret_dir = self.inner.secrets.root.as_ref().map(|r| r.join(id));
         let drv = self.inner.cfg.driver.clone();
         motley_rt::spawn_blocking(move || {
             let setup = driver::TaskSetup {
@@ -300,7 +300,7 @@ impl Agent {
             self.fence_sync();
         }
         // Nothing runs: its secret files go at once.
-        if let Some(root) = &self.inner.secret_root {
+        if let Some(root) = &self.inner.secrets.root {
             let _ = std::fs::remove_dir_all(root.join(&id));
         }
         if !self.inner.shutting_down.load(Ordering::SeqCst) {
