@@ -26,7 +26,12 @@ pub fn capacity(facts: &NodeFacts) -> Capacity {
         .unwrap_or(0);
     Capacity {
         cpu: MilliCpu(facts.cpus as u64 * 1000),
-        memory: Bytes(facts.memory - facts.memory * MEMORY_RESERVE_PERCENT / 100),
+        // In u128: a node may claim any u64 (found by the agent_session fuzz target:
+        // `memory * 10` overflowed, a panic in a debug build, a wrong capacity in release).
+        memory: Bytes(
+            facts.memory
+                - (u128::from(facts.memory) * u128::from(MEMORY_RESERVE_PERCENT) / 100) as u64,
+        ),
         disk: Bytes(disk),
     }
 }
@@ -124,6 +129,13 @@ mod tests {
         assert_eq!(c.cpu, MilliCpu(4000));
         assert_eq!(c.memory, Bytes(900 * 1024 * 1024));
         assert_eq!(c.disk, Bytes(0), "no data disk known");
+    }
+
+    #[test]
+    fn capacity_of_a_node_claiming_the_largest_numbers_does_not_overflow() {
+        let c = capacity(&facts(u32::MAX, u64::MAX));
+        assert_eq!(c.memory, Bytes(u64::MAX - u64::MAX / 10));
+        assert_eq!(c.cpu, MilliCpu(u64::from(u32::MAX) * 1000));
     }
 
     #[test]

@@ -277,29 +277,32 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     tracing::info!("agent {node} disconnected");
 }
 
+/// An agent's connection in memory: frames in, messages out (tests and the
+/// `agent_session` fuzz target).
+pub struct ChanLink {
+    /// Frames from the "agent"; a closed channel ends the connection.
+    pub rx: mpsc::UnboundedReceiver<Frame>,
+    /// Where the server's messages go.
+    pub out: mpsc::Sender<ServerMsg>,
+}
+
+impl Link for ChanLink {
+    async fn recv(&mut self) -> Frame {
+        self.rx.recv().await.unwrap_or(Frame::End)
+    }
+    fn try_recv(&mut self) -> Option<Frame> {
+        self.rx.try_recv().ok()
+    }
+    fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
+        self.out.clone()
+    }
+    async fn refuse(self, _why: String) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use motley_core::model::AllocState;
-
-    /// An agent's connection in memory: frames in, messages out.
-    struct ChanLink {
-        rx: mpsc::UnboundedReceiver<Frame>,
-        out: mpsc::Sender<ServerMsg>,
-    }
-
-    impl Link for ChanLink {
-        async fn recv(&mut self) -> Frame {
-            self.rx.recv().await.unwrap_or(Frame::End)
-        }
-        fn try_recv(&mut self) -> Option<Frame> {
-            self.rx.try_recv().ok()
-        }
-        fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
-            self.out.clone()
-        }
-        async fn refuse(self, _why: String) {}
-    }
 
     fn hello(node: &str) -> AgentMsg {
         AgentMsg::Hello {

@@ -156,6 +156,11 @@ impl Embedded {
         Ok(Self::on(db, history))
     }
 
+    /// A store in memory only (the `agent_session` fuzz target, tests).
+    pub fn in_memory(history: u64) -> Result<Embedded, StoreError> {
+        Self::open_on_backend(redb::backends::InMemoryBackend::new(), history)
+    }
+
     fn on(db: Database, history: u64) -> Embedded {
         let (events, _) = broadcast::channel(1024);
         Embedded {
