@@ -1418,14 +1418,24 @@ fn simulated_nodes_join_take_work_and_are_lost_together() {
         .collect();
     assert_eq!(on.len(), 20, "{on:?}");
 
-    // The process dies: every one of its nodes goes down.
+    // The process dies: every one of its nodes goes down. A real node stays up: with
+    // every node silent at once the server would hold them suspect instead
+    // (`failure::full_disruption`; `netns.rs` tests that case).
+    let _n1 = m.agent("n1", Some(&token)).expect("n1");
+    wait_for("n1 ready", Duration::from_secs(30), || {
+        (node_state(&m, "n1") == "ready").then_some(())
+    });
     sim.terminate();
     wait_for("20 nodes down", Duration::from_secs(30), || {
         let v: serde_json::Value =
             serde_json::from_slice(&m.cli(&["get", "nodes", "-o", "json"]).stdout).ok()?;
-        v.as_array()?
-            .iter()
-            .all(|n| n["state"] == "down")
-            .then_some(())
+        let nodes = v.as_array()?;
+        (nodes.len() == 21
+            && nodes
+                .iter()
+                .filter(|n| n["node"]["name"] != "n1")
+                .all(|n| n["state"] == "down"))
+        .then_some(())
     });
+    assert_eq!(node_state(&m, "n1"), "ready");
 }

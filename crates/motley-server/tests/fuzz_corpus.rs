@@ -8,3 +8,5 @@ motley_core::fuzz_target_tests!(
     200,
     motley_server::fuzzing::agent_session
 );
+
+motley_core::fuzz_target_tests!(http_request, 100, 200, motley_server::fuzzing::http_request);
