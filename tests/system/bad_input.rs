@@ -1,6 +1,8 @@
 //! Bad input is an error message, not an outage: every invalid manifest is
 //! refused with file, line, column and field, and the store does not change.
 
+use std::time::Duration;
+
 use crate::common::*;
 
 /// (case, manifest, line, field, part of the message)
@@ -187,7 +189,11 @@ fn snapshot(c: &mut Cluster) -> String {
     let mut s = String::new();
     for kind in ["services", "jobs", "daemons", "volumes", "secrets"] {
         let v = c.json(&["get", kind]);
-        for w in v.as_array().cloned().unwrap_or_default() {
+        let list = v
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("get {kind} -o json is not a list: {v}"));
+        for w in list {
             s.push_str(&w["workload"].to_string());
         }
     }
@@ -326,4 +332,32 @@ fn invalid_manifests_are_refused_with_location_and_change_nothing() {
     let (status, v) = post(serde_json::json!({"files": 3}));
     assert_eq!(status, 422, "a malformed request body is refused: {v}");
     assert_eq!(snapshot(&mut c), before);
+
+    // A bound volume may grow but not shrink: refused inside a set, nothing written.
+    let bound = "kind: Volume\nname: data\nsize: 64Mi\n---\nkind: Service\nname: db\ntask:\n  command: [sleep, \"1000\"]\n  volumes: [data]\n";
+    assert!(c.apply_yaml("bound.yaml", bound).status.success());
+    wait_for("the volume bound", Duration::from_secs(30), || {
+        let v = c.json(&["get", "volumes", "data"]);
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["workload"]["binding"]["node"].as_str().map(|_| ())
+    });
+    let before = snapshot(&mut c);
+    assert!(before.contains("\"binding\""), "{before}");
+    let (status, v) = post(serde_json::json!({"files": [
+        {"name": "fine.yaml", "content": valid},
+        {"name": "shrink.yaml", "content": "kind: Volume\nname: data\nsize: 32Mi\n"},
+    ]}));
+    assert_eq!(status, 422, "shrinking a bound volume: {v}");
+    assert_eq!(v["details"][0]["file"], "shrink.yaml", "{v}");
+    assert!(
+        v["details"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may grow but not shrink")),
+        "{v}"
+    );
+    assert_eq!(
+        snapshot(&mut c),
+        before,
+        "shrink: part of the set was written"
+    );
 }
