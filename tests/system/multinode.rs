@@ -159,7 +159,7 @@ fn a_service_spreads_over_agents() {
             .status
             .success()
     );
-    let allocs = wait_for("4 running replicas", Duration::from_secs(30), || {
+    let spread = wait_for("4 running replicas", Duration::from_secs(30), || {
         let v: serde_json::Value =
             serde_json::from_slice(&m.cli(&["get", "allocs", "-o", "json"]).stdout).ok()?;
         let running: Vec<serde_json::Value> = v
@@ -172,7 +172,7 @@ fn a_service_spreads_over_agents() {
     });
     for n in ["n1", "n2"] {
         assert_eq!(
-            allocs.iter().filter(|a| a["node"] == n).count(),
+            spread.iter().filter(|a| a["node"] == n).count(),
             2,
             "2 replicas on {n}"
         );
@@ -182,6 +182,41 @@ fn a_service_spreads_over_agents() {
         let v: serde_json::Value =
             serde_json::from_slice(&m.cli(&["get", "allocs", "-o", "json"]).stdout).ok()?;
         v.as_array()?.is_empty().then_some(())
+    });
+
+    // Operator labels: `motley label` pins work to n2; a reserved key is refused.
+    let out = m.cli(&["label", "n2", "vault=yes"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = m.cli(&["label", "n1", "motley.io/arch=amd64"]);
+    assert!(
+        !out.status.success(),
+        "a motley.io/ label was accepted: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set by the server"),
+        "{out:?}"
+    );
+    let described = String::from_utf8_lossy(&m.cli(&["describe", "node", "n2"]).stdout).to_string();
+    assert!(described.contains("vault=yes  (operator)"), "{described}");
+    std::fs::write(&manifest, "kind: Service\nname: pinned\nreplicas: 2\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\nplacement:\n  require: vault = yes\n").expect("write");
+    let out = m.cli(&["apply", "-f", manifest.to_str().expect("path")]);
+    assert!(out.status.success(), "{out:?}");
+    let pinned = wait_for("2 pinned replicas", Duration::from_secs(30), || {
+        let running: Vec<serde_json::Value> = allocs(&m)
+            .into_iter()
+            .filter(|a| a["workload"] == "service/pinned" && a["state"] == "running")
+            .collect();
+        (running.len() == 2).then_some(running)
+    });
+    assert!(pinned.iter().all(|a| a["node"] == "n2"), "{pinned:?}");
+    // Removing the label: the node no longer matches (new replicas would not fit).
+    let out = m.cli(&["label", "n2", "vault-"]);
+    assert!(out.status.success(), "{out:?}");
+    let node = node_json(&m, "n2").expect("n2");
+    assert!(node["node"]["labels"].get("vault").is_none(), "{node}");
+    assert!(m.cli(&["delete", "service/pinned"]).status.success());
+    wait_for("replicas gone", Duration::from_secs(30), || {
+        allocs(&m).is_empty().then_some(())
     });
     drop(agents);
 }

@@ -68,6 +68,7 @@ pub fn nodes(machines: &[(Hardware, u32)], n: usize) -> BTreeMap<String, Node> {
                 taints: policy.taints(&conditions),
                 cordoned: false,
                 draining: false,
+                operator_labels: Default::default(),
                 registered_at: 0,
             };
             (name, node)

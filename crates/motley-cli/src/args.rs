@@ -107,6 +107,15 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         files: Vec<PathBuf>,
     },
+    /// Set or remove a node's operator labels: `KEY=VALUE` sets, `KEY-` removes. The
+    /// node cannot change or remove them (pin sensitive work to them).
+    Label {
+        /// Node name.
+        node: String,
+        /// `KEY=VALUE` to set, `KEY-` to remove.
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
     /// Mark a node unschedulable: no new allocations land there.
     Cordon {
         /// Node name.

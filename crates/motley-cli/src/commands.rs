@@ -35,6 +35,7 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             )
         }
         Command::Token { command } => token(&client()?, command).await,
+        Command::Label { node, labels } => label(&client()?, &node, &labels).await,
         Command::Cordon { node } => node_action(&client()?, &node, "cordon").await,
         Command::Uncordon { node } => node_action(&client()?, &node, "uncordon").await,
         Command::Drain { node, timeout } => drain(&client()?, &node, &timeout).await,
@@ -602,7 +603,12 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
                 n.node.cordoned,
             );
             for (k, v) in &n.node.labels {
-                out.push_str(&format!("  {k}={v}\n"));
+                let by = if n.node.operator_labels.contains_key(k) {
+                    "  (operator)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("  {k}={v}{by}\n"));
             }
             describe_hardware(&mut out, &n, now);
             let allocs: Vec<Allocation> = client.get(&format!("/v1/allocs?node={name}")).await?;
@@ -728,6 +734,35 @@ pub async fn node_action(client: &Client, node: &str, action: &str) -> anyhow::R
     match res {
         Ok(_) => {
             println!("node/{node} {action}ed");
+            Ok(0)
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// `label NODE KEY=VALUE KEY-`: the operator's labels of a node.
+pub async fn label(client: &Client, node: &str, labels: &[String]) -> anyhow::Result<i32> {
+    let mut set = std::collections::BTreeMap::new();
+    let mut remove = Vec::new();
+    for l in labels {
+        if let Some((k, v)) = l.split_once('=') {
+            set.insert(k.to_string(), v.to_string());
+        } else if let Some(k) = l.strip_suffix('-') {
+            remove.push(k.to_string());
+        } else {
+            eprintln!("error: {l:?}: use KEY=VALUE to set a label or KEY- to remove one");
+            return Ok(2);
+        }
+    }
+    let res: anyhow::Result<NodeView> = client
+        .post(
+            &format!("/v1/nodes/{node}/labels"),
+            &serde_json::json!({"set": set, "remove": remove}),
+        )
+        .await;
+    match res {
+        Ok(_) => {
+            println!("node/{node} labeled");
             Ok(0)
         }
         Err(e) => report(e),

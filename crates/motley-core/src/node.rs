@@ -62,10 +62,71 @@ pub fn registration(
         taints: policy.taints(&facts.conditions),
         facts,
         labels,
+        operator_labels: BTreeMap::new(),
         cordoned: false,
         draining: false,
         registered_at: now,
     }
+}
+
+/// What is wrong with the labels a node offers of itself, given the operator's labels
+/// of that node: keys under `motley.io/` (only the server sets them) and keys the
+/// operator set (the operator's value wins). Such labels are dropped; the server audits
+/// each (a node that claims them is misconfigured or lying to attract work).
+pub fn label_claims(
+    offered: &BTreeMap<String, String>,
+    operator: &BTreeMap<String, String>,
+) -> Vec<String> {
+    offered
+        .iter()
+        .filter_map(|(k, v)| {
+            if k.starts_with(crate::hw::LABEL_PREFIX) {
+                Some(format!(
+                    "label {k} (only the server sets motley.io/ labels)"
+                ))
+            } else {
+                match operator.get(k) {
+                    Some(o) if o != v => Some(format!(
+                        "label {k}={v} (the operator set {k}={o}, which stands)"
+                    )),
+                    _ => None,
+                }
+            }
+        })
+        .collect()
+}
+
+/// Applies an operator's label change to a node: `set` then `remove`. Returns the new
+/// record, or `None` when nothing changed. Keys under `motley.io/` are refused (the
+/// server derives them from facts). Removing an operator label leaves the node's own
+/// value, if it offers one, at its next registration.
+pub fn relabel(
+    node: &Node,
+    set: &BTreeMap<String, String>,
+    remove: &[String],
+) -> Result<Option<Node>, String> {
+    for k in set.keys().chain(remove) {
+        if k.starts_with(crate::hw::LABEL_PREFIX) {
+            return Err(format!(
+                "label {k}: motley.io/ labels are set by the server from the node's facts"
+            ));
+        }
+        crate::model::validate_label(k, "")?;
+    }
+    for (k, v) in set {
+        crate::model::validate_label(k, v)?;
+    }
+    let mut n = node.clone();
+    for (k, v) in set {
+        n.operator_labels.insert(k.clone(), v.clone());
+        n.labels.insert(k.clone(), v.clone());
+    }
+    for k in remove {
+        if n.operator_labels.remove(k).is_some() {
+            n.labels.remove(k);
+        }
+    }
+    Ok((n != *node).then_some(n))
 }
 
 /// The record to store for a registration, given the stored one: what the operator set
@@ -76,6 +137,8 @@ pub fn merge_registration(incoming: &Node, stored: Option<&Node>) -> Option<Node
         return Some(incoming.clone());
     };
     let mut n = incoming.clone();
+    n.operator_labels = old.operator_labels.clone();
+    n.labels.extend(n.operator_labels.clone());
     n.cordoned = old.cordoned;
     n.draining = old.draining;
     n.registered_at = old.registered_at;
@@ -158,6 +221,43 @@ mod tests {
         assert!(!n.labels.contains_key("motley.io/arch"), "{:?}", n.labels);
         assert_eq!(n.taints.len(), 1, "{:?}", n.taints);
         assert_eq!(n.registered_at, 42);
+    }
+
+    #[test]
+    fn operator_labels_win_over_the_nodes_and_survive_registration() {
+        let policy = TaintPolicy::default();
+        let mut own = BTreeMap::new();
+        own.insert("trusted".to_string(), "yes".to_string());
+        own.insert("zone".to_string(), "attic".to_string());
+        let first = registration("pi", facts(2, 1 << 30), &own, &policy, 1);
+        let mut set = BTreeMap::new();
+        set.insert("trusted".to_string(), "no".to_string());
+        let labelled = relabel(&first, &set, &[])
+            .expect("valid")
+            .expect("a change");
+        assert_eq!(labelled.labels["trusted"], "no");
+        assert!(relabel(&labelled, &set, &[]).expect("valid").is_none());
+        // The node registers again claiming trusted=yes: the operator's value stands.
+        let again = registration("pi", facts(2, 1 << 30), &own, &policy, 2);
+        let merged = merge_registration(&again, Some(&labelled));
+        assert!(merged.is_none(), "nothing changed: {merged:?}");
+        let claims = label_claims(&own, &labelled.operator_labels);
+        assert_eq!(
+            claims,
+            vec!["label trusted=yes (the operator set trusted=no, which stands)".to_string()]
+        );
+        // Removing the operator's label gives the node's own value back at its next
+        // registration.
+        let unset = relabel(&labelled, &BTreeMap::new(), &["trusted".to_string()])
+            .expect("valid")
+            .expect("a change");
+        assert!(!unset.labels.contains_key("trusted"));
+        let merged = merge_registration(&again, Some(&unset)).expect("changed");
+        assert_eq!(merged.labels["trusted"], "yes");
+        let mut forged = BTreeMap::new();
+        forged.insert("motley.io/gpu".to_string(), "8".to_string());
+        assert!(relabel(&unset, &forged, &[]).is_err());
+        assert_eq!(label_claims(&forged, &BTreeMap::new()).len(), 1);
     }
 
     #[test]

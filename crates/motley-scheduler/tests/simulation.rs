@@ -90,6 +90,7 @@ fn node(name: &str) -> Node {
         taints: Vec::new(),
         cordoned: false,
         draining: false,
+        operator_labels: Default::default(),
         registered_at: 0,
     }
 }

@@ -119,6 +119,19 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         link.refuse(why).await;
         return;
     }
+    // What a node may not say of itself is dropped by the registration; say so in the
+    // audit log (a misconfigured node, or one lying to attract work).
+    let operator = s
+        .cache()
+        .nodes
+        .get(&node)
+        .map(|n| n.operator_labels.clone())
+        .unwrap_or_default();
+    for claim in motley_core::node::label_claims(&labels, &operator) {
+        let why = format!("node {node} claimed {claim}: dropped");
+        tracing::warn!("{why}");
+        refused(&s, &caller, "WS", why);
+    }
     if let Err(e) = s.register_node(&node, facts, &labels).await {
         tracing::warn!("registering node {node}: {e}");
         return;
@@ -303,6 +316,7 @@ impl Link for ChanLink {
 mod tests {
     use super::*;
     use motley_core::model::AllocState;
+    use std::collections::BTreeMap;
 
     fn hello(node: &str) -> AgentMsg {
         AgentMsg::Hello {
@@ -457,6 +471,99 @@ mod tests {
             "the lie changed pi1's allocation: {now}"
         );
         assert_eq!(now["pid"], 4242);
+        drop(frames);
+        let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+    }
+
+    #[tokio::test]
+    async fn a_node_cannot_claim_server_or_operator_labels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        // The operator pinned pi2 as untrusted.
+        let mut operator = BTreeMap::new();
+        operator.insert("trusted".to_string(), "no".to_string());
+        let mut node = motley_core::node::registration(
+            "pi2",
+            Default::default(),
+            &BTreeMap::new(),
+            &Default::default(),
+            0,
+        );
+        node.labels.extend(operator.clone());
+        node.operator_labels = operator;
+        let value = serde_json::to_vec(&node).expect("json");
+        s.store
+            .txn(motley_store::Txn::new().put(crate::keys::node("pi2"), value))
+            .await
+            .expect("put");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !s.cache().nodes.contains_key("pi2") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cache never saw pi2"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // pi2 says hello claiming to be trusted and to have eight GPUs.
+        let (out, _from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
+        let (frames, session) = start_pi2(&s, out);
+        let mut claimed = BTreeMap::new();
+        claimed.insert("trusted".to_string(), "yes".to_string());
+        claimed.insert("motley.io/gpu-count".to_string(), "8".to_string());
+        claimed.insert("zone".to_string(), "attic".to_string());
+        let AgentMsg::Hello {
+            version,
+            node: said,
+            facts,
+            allocs,
+            readings,
+            ..
+        } = hello("pi2")
+        else {
+            unreachable!("hello() builds a Hello");
+        };
+        let lying = AgentMsg::Hello {
+            version,
+            node: said,
+            facts,
+            labels: claimed,
+            allocs,
+            readings,
+        };
+        assert!(
+            frames.send(Frame::Msg(lying)).is_ok(),
+            "session ended early"
+        );
+        let entry = audited(&s, "label trusted=yes (the operator set trusted=no").await;
+        assert_eq!(entry.peer, "10.0.0.2:5000");
+        assert_eq!(entry.status, 403);
+        audited(&s, "label motley.io/gpu-count").await;
+        // The node's own harmless label is registered; the claims are not.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let stored = loop {
+            let kv = s
+                .store
+                .get(&crate::keys::node("pi2"))
+                .await
+                .expect("get")
+                .expect("stored");
+            let n: motley_core::model::Node = serde_json::from_slice(&kv.value).expect("json");
+            if n.labels.contains_key("zone") {
+                break n;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pi2 never registered: {n:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(stored.labels["trusted"], "no", "{:?}", stored.labels);
+        assert!(
+            !stored.labels.contains_key("motley.io/gpu-count"),
+            "{:?}",
+            stored.labels
+        );
         drop(frames);
         let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
     }

@@ -152,6 +152,7 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("DELETE", "/v1/workloads/{kind}/{name}") => delete(delete_workload),
         ("GET", "/v1/nodes") => get(list_nodes),
         ("GET", "/v1/nodes/{name}") => get(get_node),
+        ("POST", "/v1/nodes/{name}/labels") => post(relabel_node),
         ("POST", "/v1/nodes/{name}/{action}") => post(node_action),
         ("GET", "/v1/allocs") => get(list_allocs),
         ("GET", "/v1/allocs/{id}") => get(get_alloc),

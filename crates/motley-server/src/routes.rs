@@ -86,6 +86,7 @@ pub const ROUTES: &[Route] = &[
     r("DELETE", "/v1/workloads/{kind}/{name}", ADMIN),
     r("GET", "/v1/nodes", READ),
     r("GET", "/v1/nodes/{name}", READ_OWN),
+    r("POST", "/v1/nodes/{name}/labels", ADMIN),
     r("POST", "/v1/nodes/{name}/{action}", ADMIN),
     r("GET", "/v1/allocs", READ_OWN),
     r("GET", "/v1/allocs/{id}", READ_OWN),

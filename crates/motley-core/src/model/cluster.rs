@@ -47,9 +47,14 @@ pub struct Node {
     pub name: String,
     /// Discovered facts.
     pub facts: NodeFacts,
-    /// User labels.
+    /// Labels selectors match: the node's own (`--label`), the hardware labels the
+    /// server derives from its facts (`motley.io/`), and the operator's, which win.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Labels the operator set with `motley label` (kept across registrations; the node
+    /// cannot change or remove them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub operator_labels: BTreeMap<String, String>,
     /// Schedulable capacity.
     pub capacity: Capacity,
     /// No new allocations when set.

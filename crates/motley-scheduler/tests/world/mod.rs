@@ -55,6 +55,7 @@ pub fn node(name: &str, cpu: u64, mem_mi: u64) -> Node {
         taints: Vec::new(),
         cordoned: false,
         draining: false,
+        operator_labels: Default::default(),
         registered_at: 0,
     }
 }

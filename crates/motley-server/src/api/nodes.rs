@@ -100,6 +100,71 @@ pub(crate) async fn node_action(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
 }
 
+/// The body of `POST /v1/nodes/{name}/labels`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Relabel {
+    /// Labels to set (the node cannot change or remove them).
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    /// Operator labels to remove.
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// `POST /v1/nodes/{name}/labels`: the operator's labels of a node
+/// ([`motley_core::node::relabel`]).
+pub(crate) async fn relabel_node(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Result<Json<Relabel>, JsonRejection>,
+) -> ApiResult<Json<NodeView>> {
+    let Json(body) = body?;
+    let key = keys::node(&name);
+    let (st, key_ref, name_ref, body_ref) = (&*s, &key, &name, &body);
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let (s, key, name, body) = (st, key_ref, name_ref, body_ref);
+            let kv = s.store.get(key).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found"))
+            })?;
+            let node: motley_core::model::Node = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let Some(node) = motley_core::node::relabel(&node, &body.set, &body.remove)
+                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?
+            else {
+                return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
+            };
+            let v = serde_json::to_vec(&node)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(motley_store::Attempt::Write(
+                Txn::new()
+                    .when(key.as_str(), kv.mod_revision)
+                    .put(key.as_str(), v),
+                (),
+            ))
+        },
+        || {},
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed((), rev) => s.wait_for_rev(rev).await,
+        motley_store::Updated::Unchanged(()) => {}
+        motley_store::Updated::Conflicted => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("node {name} kept changing concurrently; run it again"),
+            ));
+        }
+    }
+    node_views(&s)
+        .into_iter()
+        .find(|n| n.node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
+}
+
 pub(crate) async fn list_nodes(State(s): State<Arc<Shared>>) -> Json<Vec<NodeView>> {
     Json(node_views(&s))
 }
