@@ -27,6 +27,7 @@ pub mod failure;
 pub mod fence;
 pub mod fuzzing;
 pub mod hw;
+pub mod image;
 pub mod lease;
 pub mod manifest;
 pub mod model;

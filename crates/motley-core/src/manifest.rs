@@ -531,8 +531,28 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
     }
     validate_placement(doc, errors);
     let task = spec.task();
+    if let Some(image) = &task.image {
+        if let Err(e) = crate::image::Reference::parse(image) {
+            errors.push(doc.error_at("task.image", e));
+        }
+    } else if !task.args.is_empty() {
+        errors.push(doc.error_at(
+            "task.args",
+            "is for images (it replaces the image's command): put the arguments in task.command",
+        ));
+    }
+    for (i, arg) in task.args.iter().enumerate() {
+        if arg.contains('\0') {
+            errors.push(doc.error_at(&format!("task.args[{i}]"), "must not contain NUL"));
+        }
+    }
     if task.command.is_empty() {
-        errors.push(doc.error_at("task.command", "must name a program to run"));
+        if task.image.is_none() {
+            errors.push(doc.error_at(
+                "task.command",
+                "must name a program to run (or set task.image to run a container)",
+            ));
+        }
     } else if task.command[0].trim().is_empty() {
         errors.push(doc.error_at("task.command[0]", "the program must not be empty"));
     }

@@ -176,13 +176,24 @@ fn is_default_grace(d: &Duration) -> bool {
     *d == default_grace()
 }
 
-/// What runs: the exec driver's process.
+/// What runs: a process (the exec driver), or a container from an OCI image (the
+/// containerd driver) when `image` is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Task {
     /// argv: the program and its arguments. `${MOTLEY_INDEX}` and other
-    /// `${MOTLEY_*}` variables are expanded.
+    /// `${MOTLEY_*}` variables are expanded. With `image`, optional: it replaces the
+    /// image's entrypoint and command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// An OCI image reference (`docker.io/library/busybox:1.36`, `registry:5000/app@sha256:…`):
+    /// the task runs as a container from it, through containerd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// With `image`: arguments replacing the image's command (after its entrypoint, or
+    /// after `command` when given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -615,6 +626,8 @@ pub enum Spec {
 /// What a volume "runs": nothing.
 static NO_TASK: Task = Task {
     command: Vec::new(),
+    image: None,
+    args: Vec::new(),
     env: BTreeMap::new(),
     workdir: None,
     resources: Resources {

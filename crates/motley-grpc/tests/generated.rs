@@ -11,11 +11,38 @@ struct Api {
     packages: &'static [&'static str],
 }
 
-const APIS: &[Api] = &[Api {
-    dir: "etcd",
-    files: &["rpc.proto", "kv.proto"],
-    packages: &["etcdserverpb", "mvccpb"],
-}];
+const APIS: &[Api] = &[
+    Api {
+        dir: "etcd",
+        files: &["rpc.proto", "kv.proto"],
+        packages: &["etcdserverpb", "mvccpb"],
+    },
+    Api {
+        dir: "containerd",
+        files: &[
+            "services/containers/v1/containers.proto",
+            "services/content/v1/content.proto",
+            "services/diff/v1/diff.proto",
+            "services/images/v1/images.proto",
+            "services/leases/v1/leases.proto",
+            "services/snapshots/v1/snapshots.proto",
+            "services/tasks/v1/tasks.proto",
+            "services/version/v1/version.proto",
+        ],
+        packages: &[
+            "containerd.services.containers.v1",
+            "containerd.services.content.v1",
+            "containerd.services.diff.v1",
+            "containerd.services.images.v1",
+            "containerd.services.leases.v1",
+            "containerd.services.snapshots.v1",
+            "containerd.services.tasks.v1",
+            "containerd.services.version.v1",
+            "containerd.types",
+            "containerd.v1.types",
+        ],
+    },
+];
 
 fn generate(api: &Api, out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,345 @@
+//! Containers: the OCI runtime spec motley writes, and the container and task calls.
+
+use std::collections::HashMap;
+
+use motley_grpc::containerd::services as svc;
+use serde_json::json;
+
+use crate::{Containerd, Error};
+
+/// The runtime every container uses.
+pub const RUNTIME: &str = "io.containerd.runc.v2";
+
+/// A directory bound into the container.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    /// On the node.
+    pub source: String,
+    /// In the container.
+    pub destination: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The container's id: the allocation's.
+    pub id: String,
+    /// The image record's name.
+    pub image: String,
+    /// The snapshot the rootfs is prepared on (the image's top chain id).
+    pub parent_snapshot: String,
+    /// argv.
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Working directory (`/` when empty).
+    pub cwd: String,
+    /// User and group ids.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Bind mounts.
+    pub binds: Vec<Bind>,
+    /// Memory limit in bytes.
+    pub memory_limit: Option<u64>,
+    /// CPU limit in millicores.
+    pub cpu_limit: Option<u64>,
+    /// The node's network namespace (no network namespace of its own).
+    pub host_network: bool,
+    /// Where stdout and stderr go (a file, appended).
+    pub log_path: String,
+    /// The cgroup (`/motley/<id>`): the same groups native tasks use.
+    pub cgroup: String,
+    /// Labels on the container record.
+    pub labels: HashMap<String, String>,
+}
+
+/// The default capabilities (Docker's and containerd's default set).
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The OCI runtime spec of a container (runtime-spec 1.0).
+pub fn spec(s: &RunSpec) -> serde_json::Value {
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if !s.host_network {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+    ];
+    if s.host_network {
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            if std::path::Path::new(f).exists() {
+                mounts.push(json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}));
+            }
+        }
+    }
+    for b in &s.binds {
+        let mut options = vec!["rbind", "rprivate"];
+        if b.read_only {
+            options.push("ro");
+        }
+        mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source, "options": options}));
+    }
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(m) = s.memory_limit {
+        resources["memory"] = json!({"limit": m, "swap": m});
+    }
+    if let Some(c) = s.cpu_limit {
+        resources["cpu"] = json!({"quota": c * 100, "period": 100_000});
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": s.uid, "gid": s.gid},
+            "args": s.argv,
+            "env": s.env,
+            "cwd": if s.cwd.is_empty() { "/" } else { s.cwd.as_str() },
+            "capabilities": {"bounding": CAPS, "effective": CAPS, "permitted": CAPS},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs"},
+        "hostname": s.id,
+        "mounts": mounts,
+        "linux": {
+            "resources": resources,
+            "cgroupsPath": s.cgroup,
+            "namespaces": namespaces,
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// A container's task as containerd lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The container (allocation) id.
+    pub id: String,
+    /// Its init process.
+    pub pid: u32,
+    /// Whether it runs.
+    pub running: bool,
+}
+
+impl Containerd {
+    /// Creates the container and its task and starts it; returns the init pid. A
+    /// container or snapshot left by an earlier attempt with the same id is replaced.
+    pub async fn run(&self, s: &RunSpec) -> Result<u32, Error> {
+        self.remove(&s.id).await?;
+        let mounts = self
+            .snapshots()
+            .prepare(svc::snapshots::v1::PrepareSnapshotRequest {
+                snapshotter: self.snapshotter.clone(),
+                key: s.id.clone(),
+                parent: s.parent_snapshot.clone(),
+                labels: HashMap::new(),
+            })
+            .await
+            .map_err(Error::call("snapshots prepare"))?
+            .into_inner()
+            .mounts;
+        let spec = serde_json::to_vec(&spec(s)).map_err(|e| Error::Image(e.to_string()))?;
+        let container = svc::containers::v1::Container {
+            id: s.id.clone(),
+            labels: s.labels.clone(),
+            image: s.image.clone(),
+            runtime: Some(svc::containers::v1::container::Runtime {
+                name: RUNTIME.to_string(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".to_string(),
+                value: spec,
+            }),
+            snapshotter: self.snapshotter.clone(),
+            snapshot_key: s.id.clone(),
+            created_at: None,
+            updated_at: None,
+            extensions: HashMap::new(),
+            sandbox: String::new(),
+        };
+        self.containers()
+            .create(svc::containers::v1::CreateContainerRequest {
+                container: Some(container),
+            })
+            .await
+            .map_err(Error::call("containers create"))?;
+        let log = format!("file://{}", s.log_path);
+        let created = self
+            .tasks()
+            .create(svc::tasks::v1::CreateTaskRequest {
+                container_id: s.id.clone(),
+                rootfs: mounts,
+                stdin: String::new(),
+                stdout: log.clone(),
+                stderr: log,
+                terminal: false,
+                checkpoint: None,
+                options: None,
+                runtime_path: String::new(),
+            })
+            .await
+            .map_err(Error::call("tasks create"));
+        let pid = match created {
+            Ok(r) => r.into_inner().pid,
+            Err(e) => {
+                let _ = self.remove(&s.id).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = self
+            .tasks()
+            .start(svc::tasks::v1::StartRequest {
+                container_id: s.id.clone(),
+                exec_id: String::new(),
+            })
+            .await
+            .map_err(Error::call("tasks start"))
+        {
+            let _ = self.remove(&s.id).await;
+            return Err(e);
+        }
+        Ok(pid)
+    }
+
+    /// Waits for the container's task to exit; its exit status (`128 + n` for signal
+    /// `n`, runc's convention). containerd keeps the status until the task is deleted,
+    /// so a wait that starts after the exit still sees it.
+    pub async fn wait(&self, id: &str) -> Result<u32, Error> {
+        let r = self
+            .tasks()
+            .wait(svc::tasks::v1::WaitRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            })
+            .await
+            .map_err(Error::call("tasks wait"))?;
+        Ok(r.into_inner().exit_status)
+    }
+
+    /// Sends a signal to every process of the container.
+    pub async fn kill(&self, id: &str, signal: u32) -> Result<(), Error> {
+        match self
+            .tasks()
+            .kill(svc::tasks::v1::KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal,
+                all: true,
+            })
+            .await
+            .map_err(Error::call("tasks kill"))
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the task (which must have exited), the container and its snapshot;
+    /// what is already gone is skipped.
+    pub async fn remove(&self, id: &str) -> Result<(), Error> {
+        let gone = |e: &Error| e.is_not_found();
+        if let Err(e) = self
+            .tasks()
+            .delete(svc::tasks::v1::DeleteTaskRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map_err(Error::call("tasks delete"))
+            && !gone(&e)
+        {
+            // A task that still runs is killed first.
+            self.kill(id, 9).await?;
+            let _ = self.wait(id).await;
+            match self
+                .tasks()
+                .delete(svc::tasks::v1::DeleteTaskRequest {
+                    container_id: id.to_string(),
+                })
+                .await
+                .map_err(Error::call("tasks delete"))
+            {
+                Ok(_) => {}
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self
+            .containers()
+            .delete(svc::containers::v1::DeleteContainerRequest { id: id.to_string() })
+            .await
+            .map_err(Error::call("containers delete"))
+        {
+            Ok(_) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+        self.remove_snapshot(id).await;
+        Ok(())
+    }
+
+    /// Every task in motley's namespace.
+    pub async fn list(&self) -> Result<Vec<Listed>, Error> {
+        let tasks = self
+            .tasks()
+            .list(svc::tasks::v1::ListTasksRequest {
+                filter: String::new(),
+            })
+            .await
+            .map_err(Error::call("tasks list"))?
+            .into_inner()
+            .tasks;
+        Ok(tasks
+            .into_iter()
+            .map(|t| Listed {
+                running: t.status == motley_grpc::containerd::v1::types::Status::Running as i32,
+                id: t.id,
+                pid: t.pid,
+            })
+            .collect())
+    }
+
+    /// Every container record in motley's namespace (with or without a task).
+    pub async fn containers_list(&self) -> Result<Vec<String>, Error> {
+        let list = self
+            .containers()
+            .list(svc::containers::v1::ListContainersRequest { filters: vec![] })
+            .await
+            .map_err(Error::call("containers list"))?
+            .into_inner()
+            .containers;
+        Ok(list.into_iter().map(|c| c.id).collect())
+    }
+}

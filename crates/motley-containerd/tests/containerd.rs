@@ -1,0 +1,171 @@
+//! The containerd client against a real containerd and registry: pull (through an
+//! index or a single manifest), run, wait, logs, kill, and clean removal.
+
+mod parts;
+
+use std::time::Duration;
+
+use motley_containerd::Containerd;
+use motley_containerd::run::RunSpec;
+use motley_core::platform::Platform;
+
+fn here() -> Platform {
+    Platform::new("linux", std::env::consts::ARCH, "")
+}
+
+fn spec(
+    id: &str,
+    pulled: &motley_containerd::pull::Pulled,
+    argv: &[&str],
+    log: &std::path::Path,
+) -> RunSpec {
+    RunSpec {
+        id: id.to_string(),
+        image: pulled.name.clone(),
+        parent_snapshot: pulled.chain_id.clone(),
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+        binds: vec![],
+        memory_limit: None,
+        cpu_limit: None,
+        host_network: true,
+        log_path: log.display().to_string(),
+        cgroup: format!("/motley-test/{id}"),
+        labels: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_run_wait_kill_and_remove_leave_nothing_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = parts::Daemon::start(dir.path());
+    let registry = parts::Registry::start(dir.path());
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let reference = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", arch);
+    let (c, version) = Containerd::connect(&daemon.socket, vec![registry.host.clone()])
+        .await
+        .expect("connect");
+    assert!(
+        version.starts_with('1') || version.starts_with('2'),
+        "{version}"
+    );
+
+    let seen = std::sync::Mutex::new(Vec::new());
+    let progress = |done: u64, total: u64| seen.lock().expect("lock").push((done, total));
+    let pulled = c
+        .pull(&reference, "n1", Some(&here()), None, &progress)
+        .await
+        .expect("pull");
+    let seen = seen.lock().expect("lock").clone();
+    let total = seen.last().expect("progress reported").1;
+    assert!(
+        total > 500_000,
+        "busybox layer is most of a megabyte: {seen:?}"
+    );
+    assert_eq!(seen.last().map(|p| p.0), Some(total), "{seen:?}");
+    assert_eq!(
+        pulled.config.argv(&[], &[]),
+        vec!["/bin/sh", "-c", "echo default command"]
+    );
+
+    // A job: its output in the log, its exit status through wait.
+    let log = dir.path().join("job.log");
+    // `args` replaces the image's command, after its entrypoint (/bin/sh).
+    let args = [
+        "-c".to_string(),
+        "echo out; echo err >&2; exit 3".to_string(),
+    ];
+    let argv = pulled.config.argv(&[], &args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let (job, svc) = (parts::unique("job"), parts::unique("svc"));
+    let pid = c.run(&spec(&job, &pulled, &argv, &log)).await.expect("run");
+    assert!(pid > 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), c.wait(&job))
+        .await
+        .expect("exits")
+        .expect("wait");
+    assert_eq!(status, 3, "{:?}", std::fs::read_to_string(&log));
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("out") && text.contains("err"), "{text:?}");
+
+    // A service: killed with SIGTERM (busybox sleep ignores nothing).
+    let log2 = dir.path().join("svc.log");
+    let pid = c
+        .run(&spec(&svc, &pulled, &["/bin/sleep", "1000"], &log2))
+        .await
+        .expect("run");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let listed = c.list().await.expect("list");
+    assert!(
+        listed
+            .iter()
+            .any(|t| t.id == svc && t.pid == pid && t.running),
+        "{listed:?}"
+    );
+    // PID 1 of a PID namespace ignores signals it has no handler for: SIGTERM leaves
+    // `sleep` running (why stopping ends with SIGKILL after the grace period).
+    c.kill(&svc, 15).await.expect("kill");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), c.wait(&svc))
+            .await
+            .is_err(),
+        "sleep as PID 1 ended on SIGTERM"
+    );
+    c.kill(&svc, 9).await.expect("kill");
+    let status = tokio::time::timeout(Duration::from_secs(30), c.wait(&svc))
+        .await
+        .expect("exits")
+        .expect("wait");
+    assert_eq!(status, 128 + 9);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    for id in [&job, &svc] {
+        c.remove(id).await.expect("remove");
+    }
+    assert!(c.list().await.expect("list").is_empty());
+    assert!(c.containers_list().await.expect("containers").is_empty());
+    // Pulling again finds everything present: no layer bytes fetched.
+    let again = std::sync::Mutex::new(Vec::new());
+    let progress = |done: u64, total: u64| again.lock().expect("lock").push((done, total));
+    c.pull(&reference, "n1", Some(&here()), None, &progress)
+        .await
+        .expect("second pull");
+    assert_eq!(
+        c.clean_interrupted().await.expect("clean"),
+        0,
+        "no lease or write left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_of_another_architecture_is_refused_before_any_layer_is_fetched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = parts::Daemon::start(dir.path());
+    let registry = parts::Registry::start(dir.path());
+    let reference = parts::push_busybox(dir.path(), &registry.host, "test/other:1", "riscv64");
+    let (c, _) = Containerd::connect(&daemon.socket, vec![registry.host.clone()])
+        .await
+        .expect("connect");
+    let fetched = std::sync::Mutex::new(Vec::new());
+    let progress = |done: u64, total: u64| fetched.lock().expect("lock").push((done, total));
+    let err = c
+        .pull(&reference, "n1", Some(&here()), None, &progress)
+        .await
+        .expect_err("refused");
+    let here = here();
+    assert_eq!(
+        err.to_string(),
+        format!("image has linux/riscv64; n1 is {here}")
+    );
+    assert!(
+        fetched.lock().expect("lock").is_empty(),
+        "no layer was fetched"
+    );
+}
