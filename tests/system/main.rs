@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod common;
+mod containers;
 mod crash;
 mod examples;
 mod ha;

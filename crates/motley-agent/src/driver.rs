@@ -310,7 +310,7 @@ pub fn check_reachable(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+pub(crate) fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
     match owner {
         Some((u, g)) => std::os::unix::fs::chown(p, Some(u), Some(g))
             .map_err(|e| format!("giving {} to uid {u}: {e}", p.display())),
@@ -332,7 +332,7 @@ pub struct TaskSetup<'a> {
 
 /// Writes the secret files: a fresh directory (0700) with one file per value (0400),
 /// never on a disk. Returns the directory.
-fn write_secret_files(
+pub(crate) fn write_secret_files(
     d: &SecretDelivery,
     dir: Option<&Path>,
     owner: Option<(u32, u32)>,

@@ -11,6 +11,7 @@
 //! ([`Driver::adopt`]) or, when the agent died before writing the handle down, by its
 //! allocation id ([`Driver::scan`]).
 
+pub mod container;
 pub mod simulated;
 
 use motley_rt::HashMap;
@@ -83,6 +84,7 @@ impl Task for Running {
 #[derive(Debug, Default, Clone)]
 pub struct Exec {
     guard: std::sync::Arc<crate::guard::ExecGuard>,
+    containers: Option<std::sync::Arc<container::Containers>>,
 }
 
 impl Exec {
@@ -90,7 +92,14 @@ impl Exec {
     pub fn with_guard_program(program: PathBuf) -> Exec {
         Exec {
             guard: std::sync::Arc::new(crate::guard::ExecGuard::new(program)),
+            containers: None,
         }
+    }
+
+    /// Runs tasks with `image:` as containers through `containers`.
+    pub fn with_containers(mut self, containers: container::Containers) -> Exec {
+        self.containers = Some(std::sync::Arc::new(containers));
+        self
     }
 
     /// The fence guard's pid, while one runs.
@@ -111,9 +120,26 @@ impl Driver for Exec {
         volumes: &[(String, PathBuf)],
         setup: &TaskSetup<'_>,
     ) -> Result<Box<dyn Task>, String> {
+        if alloc.task.image.is_some() {
+            let cs = self
+                .containers
+                .as_ref()
+                .ok_or("this agent runs no containers (start it with --containerd SOCKET)")?;
+            // Called on the blocking pool, inside the runtime.
+            let rt = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+            return rt
+                .block_on(cs.start(alloc, dir, log_dir, volumes, setup))
+                .map(|t| Box::new(t) as _);
+        }
         crate::driver::start(alloc, dir, log_dir, volumes, setup).map(|r| Box::new(r) as _)
     }
     fn adopt(&self, h: Handle) -> Option<Box<dyn Task>> {
+        if let Some(cs) = &self.containers
+            && crate::driver::alive(&h)
+            && let Some(t) = cs.adopt(h)
+        {
+            return Some(Box::new(t));
+        }
         crate::driver::adopt(h).map(|r| Box::new(r) as _)
     }
     fn alive(&self, h: &Handle) -> bool {

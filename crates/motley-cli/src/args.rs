@@ -402,6 +402,17 @@ pub struct TaskUserArgs {
     /// Run tasks that ask for it (`task.root: true`) as root on this node.
     #[arg(long)]
     pub allow_root_tasks: bool,
+    /// containerd's socket, for tasks with `image:` (motley keeps its images and
+    /// containers in containerd namespace `motley`).
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd: std::path::PathBuf,
+    /// A registry spoken to over plain HTTP (`HOST:PORT`); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// `motley up`.

@@ -252,7 +252,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             args.tasks.allow_root_tasks,
         )
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
-        driver: std::sync::Arc::new(motley_agent::drivers::Exec::default()),
+        driver: std::sync::Arc::new(crate::roles::exec_driver(&args.tasks, name.clone())),
         dialer: None,
     })
     .await?;
@@ -383,6 +383,24 @@ async fn serve_metrics(agent: Agent, addr: std::net::SocketAddr) -> anyhow::Resu
         }
     });
     Ok(())
+}
+
+/// The exec driver, running tasks with `image:` through the containerd of `--containerd`
+/// for this node's userland platform.
+pub(crate) fn exec_driver(
+    tasks: &motley_cli::args::TaskUserArgs,
+    node: String,
+) -> motley_agent::drivers::Exec {
+    let platform = motley_discovery::userland::platform_cached(std::path::Path::new("/"), None)
+        .map(|(p, _)| p);
+    motley_agent::drivers::Exec::default().with_containers(
+        motley_agent::drivers::container::Containers::new(
+            tasks.containerd.clone(),
+            tasks.insecure_registries.clone(),
+            node,
+            platform,
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,274 @@
+//! Tasks with `image:`: containers through containerd ([`motley_containerd`]). The
+//! image is pulled for this node's userland platform (never another:
+//! [`motley_core::image::choose`]), the container gets the allocation's environment,
+//! volumes (bind mounts at `/volumes/<name>`), secret files (at `/run/secrets`), limits
+//! (the same `/motley/<alloc>` cgroups as native tasks) and log file (written by
+//! containerd's shim, so output keeps flowing while the agent is down), on the host
+//! network. The container's id is the allocation's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use motley_containerd::Containerd;
+use motley_containerd::run::{Bind, RunSpec};
+use motley_core::model::Allocation;
+use motley_core::platform::Platform;
+use motley_core::restart::Exit;
+
+use crate::driver::{Handle, TaskSetup};
+use crate::drivers::Task;
+
+/// Marks a container's process (`MOTLEY_CONTAINER=1` in its environment): adoption
+/// after an agent restart tells containers from native tasks by it.
+pub const MARK: &str = "MOTLEY_CONTAINER";
+
+/// containerd, as this node's agent uses it.
+#[derive(Debug)]
+pub struct Containers {
+    socket: PathBuf,
+    insecure: Vec<String>,
+    node: String,
+    platform: Option<Platform>,
+    conn: tokio::sync::Mutex<Option<Containerd>>,
+}
+
+impl Containers {
+    /// Containers through the containerd at `socket`, for node `node` of `platform`.
+    pub fn new(
+        socket: PathBuf,
+        insecure: Vec<String>,
+        node: String,
+        platform: Option<Platform>,
+    ) -> Containers {
+        Containers {
+            socket,
+            insecure,
+            node,
+            platform,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection, made on first use (containerd may start after the agent).
+    pub async fn conn(&self) -> Result<Containerd, String> {
+        let mut g = self.conn.lock().await;
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let (c, version) = Containerd::connect(&self.socket, self.insecure.clone())
+            .await
+            .map_err(|e| {
+                format!("{e}; this node cannot run image tasks until containerd answers")
+            })?;
+        tracing::info!("containerd {version} at {}", self.socket.display());
+        if let Ok(n) = c.clean_interrupted().await
+            && n > 0
+        {
+            tracing::info!("removed {n} leftovers of interrupted pulls");
+        }
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Pulls the image and starts the container.
+    pub async fn start(
+        self: &std::sync::Arc<Self>,
+        a: &Allocation,
+        dir: &Path,
+        log_dir: &Path,
+        volumes: &[(String, PathBuf)],
+        setup: &TaskSetup<'_>,
+    ) -> Result<ContainerTask, String> {
+        let image = a.task.image.as_deref().ok_or("the task has no image")?;
+        let c = self.conn().await?;
+        let pulled = c
+            .pull(image, &self.node, self.platform.as_ref(), None, &|_, _| {})
+            .await
+            .map_err(|e| format!("pulling {image}: {e}"))?;
+        let owner = setup.user.for_task(a.task.root)?;
+        for d in [dir, log_dir]
+            .into_iter()
+            .chain(volumes.iter().map(|(_, p)| p.as_path()))
+        {
+            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+        }
+        // Inside the container, volumes and secrets are at fixed paths.
+        let in_container: Vec<(String, PathBuf)> = volumes
+            .iter()
+            .map(|(n, _)| (n.clone(), PathBuf::from(format!("/volumes/{n}"))))
+            .collect();
+        let mut vars = crate::driver::motley_vars(a, Path::new("/alloc"), &in_container);
+        let mut binds = vec![Bind {
+            source: dir.display().to_string(),
+            destination: "/alloc".into(),
+            read_only: false,
+        }];
+        for ((_, host), (_, inside)) in volumes.iter().zip(&in_container) {
+            binds.push(Bind {
+                source: host.display().to_string(),
+                destination: inside.display().to_string(),
+                read_only: false,
+            });
+        }
+        let empty = motley_core::proto::SecretDelivery::default();
+        let delivery = setup.secrets.unwrap_or(&empty);
+        if !delivery.files.is_empty() {
+            let sdir =
+                crate::driver::write_secret_files(delivery, setup.secret_dir.as_deref(), owner)?;
+            binds.push(Bind {
+                source: sdir.display().to_string(),
+                destination: "/run/secrets".into(),
+                read_only: true,
+            });
+            vars.insert("MOTLEY_SECRETS".into(), "/run/secrets".into());
+        }
+        for d in std::iter::once(dir).chain(volumes.iter().map(|(_, p)| p.as_path())) {
+            crate::driver::chown(d, owner)?;
+        }
+        let expand = |s: &String| crate::driver::expand(s, &vars);
+        let command: Vec<String> = a.task.command.iter().map(expand).collect();
+        let args: Vec<String> = a.task.args.iter().map(expand).collect();
+        let argv = pulled.config.argv(&command, &args);
+        if argv.is_empty() {
+            return Err(format!(
+                "{image} names no entrypoint or command: set task.command"
+            ));
+        }
+        // The image's environment, then motley's variables, the task's, the secrets'.
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        let cfg = pulled.config.config.clone().unwrap_or_default();
+        for kv in cfg.env.unwrap_or_default() {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+        env.entry("PATH".into()).or_insert_with(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.insert(MARK.into(), "1".into());
+        env.extend(a.task.env.iter().map(|(k, v)| (k.clone(), expand(v))));
+        env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (uid, gid) = owner.unwrap_or((0, 0));
+        let limits = a.task.limits.clone().unwrap_or_default();
+        let spec = RunSpec {
+            id: a.id.clone(),
+            image: pulled.name.clone(),
+            parent_snapshot: pulled.chain_id.clone(),
+            argv,
+            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd: a
+                .task
+                .workdir
+                .clone()
+                .or(cfg.working_dir.filter(|w| !w.is_empty()))
+                .unwrap_or_else(|| "/".into()),
+            uid,
+            gid,
+            binds,
+            memory_limit: limits.memory.map(|m| m.0),
+            cpu_limit: limits.cpu.map(|c| c.0),
+            host_network: true,
+            log_path: crate::driver::log_path(log_dir).display().to_string(),
+            cgroup: format!("/motley/{}", a.id),
+            labels: [("motley.io/allocation".to_string(), a.id.clone())].into(),
+        };
+        let pid = c
+            .run(&spec)
+            .await
+            .map_err(|e| format!("starting the container: {e}"))?;
+        Ok(ContainerTask {
+            cs: self.clone(),
+            id: a.id.clone(),
+            handle: Handle {
+                pid,
+                start_time: crate::driver::start_time(pid).unwrap_or(0),
+            },
+        })
+    }
+
+    /// The container a handle names, when its process is one of motley's containers
+    /// (found by [`MARK`] and its allocation id in its environment).
+    pub fn adopt(self: &std::sync::Arc<Self>, h: Handle) -> Option<ContainerTask> {
+        let id = container_of(h.pid)?;
+        Some(ContainerTask {
+            cs: self.clone(),
+            id,
+            handle: h,
+        })
+    }
+}
+
+/// The allocation id of a container process, from its environment.
+pub fn container_of(pid: u32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let mut id = None;
+    let mut marked = false;
+    for kv in env.split(|b| *b == 0) {
+        if kv == format!("{MARK}=1").as_bytes() {
+            marked = true;
+        } else if let Some(v) = kv.strip_prefix(b"MOTLEY_ALLOC_ID=") {
+            id = Some(String::from_utf8_lossy(v).to_string());
+        }
+    }
+    id.filter(|_| marked)
+}
+
+/// A running container.
+pub struct ContainerTask {
+    cs: std::sync::Arc<Containers>,
+    id: String,
+    handle: Handle,
+}
+
+fn exit_of(status: u32) -> Exit {
+    // runc reports a death by signal n as 128 + n.
+    match status {
+        129..=192 => Exit::Signal((status - 128) as i32),
+        s => Exit::Code(s as i32),
+    }
+}
+
+#[async_trait]
+impl Task for ContainerTask {
+    fn handle(&self) -> Handle {
+        self.handle
+    }
+
+    async fn wait(&mut self) -> Exit {
+        let c = match self.cs.conn().await {
+            Ok(c) => c,
+            Err(e) => {
+                // containerd is down: the container runs on; its process is watched.
+                tracing::warn!("container {}: {e}", self.id);
+                if let Some(mut r) = crate::driver::adopt(self.handle) {
+                    let _ = r.wait().await;
+                }
+                return Exit::Unknown;
+            }
+        };
+        let exit = match c.wait(&self.id).await {
+            Ok(s) => exit_of(s),
+            Err(e) => {
+                tracing::warn!("container {}: {e}", self.id);
+                Exit::Unknown
+            }
+        };
+        if let Err(e) = c.remove(&self.id).await {
+            tracing::warn!("removing container {}: {e}", self.id);
+        }
+        exit
+    }
+
+    async fn stop(&mut self, grace: Duration) -> Exit {
+        if let Ok(c) = self.cs.conn().await {
+            let _ = c.kill(&self.id, 15).await;
+            if tokio::time::timeout(grace, c.wait(&self.id)).await.is_err() {
+                let _ = c.kill(&self.id, 9).await;
+            }
+        }
+        self.wait().await
+    }
+}

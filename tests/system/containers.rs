@@ -1,0 +1,128 @@
+//! Tasks with `image:` run as containers through a real containerd (started by the
+//! test, with its own socket, root and state) from a real registry on loopback, with
+//! a busybox image built here (`umoci`, `skopeo`, `busybox-static`).
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+#[path = "../../crates/motley-containerd/tests/parts.rs"]
+mod parts;
+
+fn ctr(socket: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "motley"])
+        .args(args)
+        .output()
+        .expect("ctr (containerd's client)");
+    assert!(out.status.success(), "ctr {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = parts::Daemon::start(dir.path());
+    let registry = parts::Registry::start(dir.path());
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let image = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", arch);
+    let socket = daemon.socket.display().to_string();
+    let c = Cluster::up(&[
+        "--containerd",
+        &socket,
+        "--insecure-registry",
+        &registry.host,
+    ]);
+
+    // A service: busybox httpd on the host network.
+    let port = free_port();
+    let web = format!(
+        "kind: Service\nname: web\ntask:\n  image: {image}\n  command: [/bin/httpd, -f, -p, \"{port}\", -h, /www]\n  stop_grace: 2s\n"
+    );
+    let out = c.apply_yaml("web.yaml", &web);
+    assert!(out.status.success(), "{out:?}");
+    let page = wait_for(
+        "the container serves its page",
+        Duration::from_secs(60),
+        || get(port).filter(|b| b.contains("200 OK")),
+    );
+    assert!(page.contains("hello from a motley container"), "{page}");
+    let allocs = c.json(&["get", "allocs"]);
+    let list = allocs.as_array().expect("allocations are a list");
+    let web_alloc = list
+        .iter()
+        .find(|a| a["workload"] == "service/web" && a["state"] == "running")
+        .unwrap_or_else(|| panic!("web runs: {allocs}"));
+    let id = web_alloc["id"].as_str().expect("id").to_string();
+    let pid = web_alloc["pid"].as_u64().expect("pid");
+    let tasks = ctr(&daemon.socket, &["tasks", "ls"]);
+    assert!(
+        tasks.contains(&id) && tasks.contains(&pid.to_string()) && tasks.contains("RUNNING"),
+        "containerd runs {id} as pid {pid}: {tasks}"
+    );
+    // The task's user, not root (tasks run unprivileged unless they ask).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    let uid = uid_line.split_whitespace().nth(1).expect("a real uid");
+    assert_ne!(uid, "0", "{uid_line}");
+
+    // A job: argv from the image's entrypoint and the task's args; output in logs.
+    let job = format!(
+        "kind: Job\nname: hello\ntask:\n  image: {image}\n  args: [\"-c\", \"echo from-the-container $MOTLEY_ALLOC_ID\"]\n"
+    );
+    assert!(c.apply_yaml("job.yaml", &job).status.success());
+    let done = wait_for("the job completes", Duration::from_secs(60), || {
+        let v = c.json(&["get", "allocs"]);
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .find(|a| a["workload"] == "job/hello" && a["state"] == "complete")
+            .cloned()
+    });
+    let job_id = done["id"].as_str().expect("id");
+    let logs = c.cli(&["logs", job_id]);
+    assert!(logs.status.success(), "{logs:?}");
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        text.contains(&format!("from-the-container {job_id}")),
+        "{text}"
+    );
+
+    // Deleting leaves no container, task or snapshot of motley's in containerd.
+    for w in ["service/web", "job/hello"] {
+        assert!(c.cli(&["delete", w]).status.success());
+    }
+    wait_for("every allocation gone", Duration::from_secs(60), || {
+        let v = c.json(&["get", "allocs"]);
+        v.as_array().expect("a list").is_empty().then_some(())
+    });
+    wait_for(
+        "containerd holds nothing of them",
+        Duration::from_secs(30),
+        || {
+            let containers = ctr(&daemon.socket, &["containers", "ls", "-q"]);
+            let tasks = ctr(&daemon.socket, &["tasks", "ls", "-q"]);
+            let snaps = ctr(&daemon.socket, &["snapshots", "ls"]);
+            (containers.trim().is_empty() && tasks.trim().is_empty() && !snaps.contains(&id))
+                .then_some(())
+        },
+    );
+    assert!(get(port).is_none(), "httpd still answers");
+}
