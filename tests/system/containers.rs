@@ -43,13 +43,15 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         other => other,
     };
     let image = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", arch);
+    let other = parts::push_busybox(dir.path(), &registry.host, "test/riscv:1", "riscv64");
     let socket = daemon.socket.display().to_string();
-    let c = Cluster::up(&[
+    let args = [
         "--containerd",
-        &socket,
+        socket.as_str(),
         "--insecure-registry",
-        &registry.host,
-    ]);
+        registry.host.as_str(),
+    ];
+    let mut c = Cluster::up(&args);
 
     // A service: busybox httpd on the host network.
     let port = free_port();
@@ -83,6 +85,29 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     let uid = uid_line.split_whitespace().nth(1).expect("a real uid");
     assert_ne!(uid, "0", "{uid_line}");
 
+    // kill -9 of motley (server and agent): the container runs on under its shim, and
+    // the restarted agent adopts it: the same pid, still serving, still running.
+    c.kill9();
+    assert!(
+        get(port).is_some_and(|b| b.contains("200 OK")),
+        "serves while motley is down"
+    );
+    c.start(&args);
+    wait_for("the container adopted", Duration::from_secs(60), || {
+        let v = c.json(&["get", "allocs"]);
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .any(|a| a["id"] == id.as_str() && a["state"] == "running" && a["pid"] == pid)
+            .then_some(())
+    });
+    let tasks = ctr(&daemon.socket, &["tasks", "ls"]);
+    assert!(
+        tasks.contains(&pid.to_string()) && tasks.contains("RUNNING"),
+        "the same container after the restart: {tasks}"
+    );
+    assert!(get(port).is_some_and(|b| b.contains("hello from a motley container")));
+
     // A job: argv from the image's entrypoint and the task's args; output in logs.
     let job = format!(
         "kind: Job\nname: hello\ntask:\n  image: {image}\n  args: [\"-c\", \"echo from-the-container $MOTLEY_ALLOC_ID\"]\n"
@@ -105,8 +130,31 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         "{text}"
     );
 
+    // An image of another architecture: refused with both platforms named, and the
+    // refusal is what the allocation says.
+    let riscv = format!("kind: Job\nname: riscv\ntask:\n  image: {other}\n");
+    assert!(c.apply_yaml("riscv.yaml", &riscv).status.success());
+    let refused = wait_for("the riscv job is refused", Duration::from_secs(60), || {
+        let v = c.json(&["get", "allocs"]);
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .find(|a| a["workload"] == "job/riscv" && a["state"] == "failed")
+            .cloned()
+    });
+    assert!(
+        refused["reasons"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .any(|r| r
+                .as_str()
+                .is_some_and(|r| r.contains("image has linux/riscv64; node1 is linux/"))),
+        "{refused}"
+    );
+
     // Deleting leaves no container, task or snapshot of motley's in containerd.
-    for w in ["service/web", "job/hello"] {
+    for w in ["service/web", "job/hello", "job/riscv"] {
         assert!(c.cli(&["delete", w]).status.success());
     }
     wait_for("every allocation gone", Duration::from_secs(60), || {

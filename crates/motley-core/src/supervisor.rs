@@ -261,12 +261,20 @@ impl Supervisor {
             }
             Event::StartFailed(why) => {
                 if self.phase == Phase::Starting {
-                    out.push(Action::Report(Report {
-                        reason: Some(why),
-                        ..Report::default()
-                    }));
+                    // One report that names the cause: reports of an allocation are
+                    // folded into one before they are sent, so a separate report of the
+                    // cause would be replaced by the exit's before the server saw it.
                     self.phase = Phase::Running { since: now };
+                    let from = out.len();
                     self.exited(Exit::Code(127), now, &mut out);
+                    let plain = Exit::Code(127).describe();
+                    for a in &mut out[from..] {
+                        if let Action::Report(r) = a
+                            && let Some(reason) = &mut r.reason
+                        {
+                            *reason = reason.replacen(&plain, &format!("{why} (exit 127)"), 1);
+                        }
+                    }
                 }
             }
             Event::Exited(exit) => match &self.phase {
