@@ -130,6 +130,29 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         "{text}"
     );
 
+    // Past its memory limit: killed by the kernel, and the allocation says so.
+    let oom = format!(
+        "kind: Job\nname: oom\nretries: 0\ntask:\n  image: {image}\n  args: [\"-c\", \"dd if=/dev/zero of=/dev/null bs=200M count=1\"]\n  resources: {{ memory: 16Mi }}\n  limits: {{ memory: 32Mi }}\n"
+    );
+    let out = c.apply_yaml("oom.yaml", &oom);
+    assert!(out.status.success(), "{out:?}");
+    let killed = wait_for("the oom job fails", Duration::from_secs(60), || {
+        let v = c.json(&["get", "allocs"]);
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .find(|a| a["workload"] == "job/oom" && a["state"] == "failed")
+            .cloned()
+    });
+    assert!(
+        killed["reasons"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains("out of memory"))),
+        "{killed}"
+    );
+
     // An image of another architecture: refused with both platforms named, and the
     // refusal is what the allocation says.
     let riscv = format!("kind: Job\nname: riscv\ntask:\n  image: {other}\n");
@@ -154,7 +177,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     );
 
     // Deleting leaves no container, task or snapshot of motley's in containerd.
-    for w in ["service/web", "job/hello", "job/riscv"] {
+    for w in ["service/web", "job/hello", "job/riscv", "job/oom"] {
         assert!(c.cli(&["delete", w]).status.success());
     }
     wait_for("every allocation gone", Duration::from_secs(60), || {

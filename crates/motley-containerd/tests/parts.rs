@@ -178,7 +178,9 @@ pub fn push_busybox(dir: &Path, host: &str, name: &str, arch: &str) -> String {
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
         .expect("copy /bin/busybox (busybox-static)");
-    for applet in ["sh", "echo", "cat", "sleep", "httpd", "id", "head", "ls"] {
+    for applet in [
+        "sh", "echo", "cat", "sleep", "httpd", "id", "head", "ls", "dd",
+    ] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
     }
     std::fs::write(

@@ -15,6 +15,9 @@ pub enum Exit {
     Signal(i32),
     /// Ended while adopted from an earlier agent; its status is unknown.
     Unknown,
+    /// Killed by the kernel for going over its memory limit (SIGKILL, with the
+    /// cgroup's `oom_kill` count risen).
+    OutOfMemory,
 }
 
 impl Exit {
@@ -27,6 +30,7 @@ impl Exit {
         match self {
             Exit::Code(c) => Some(c),
             Exit::Signal(s) => Some(-s),
+            Exit::OutOfMemory => Some(-9),
             Exit::Unknown => None,
         }
     }
@@ -36,6 +40,9 @@ impl Exit {
             Exit::Code(c) => format!("exited with code {c}"),
             Exit::Signal(s) => format!("killed by signal {s}"),
             Exit::Unknown => "exited (status unknown: adopted after an agent restart)".into(),
+            Exit::OutOfMemory => {
+                "killed by the kernel: out of memory (over its memory limit)".into()
+            }
         }
     }
 }

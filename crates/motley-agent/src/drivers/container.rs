@@ -216,6 +216,27 @@ pub fn container_of(pid: u32) -> Option<String> {
     id.filter(|_| marked)
 }
 
+/// Whether the kernel's OOM killer killed a process of allocation `id`'s cgroup (v2
+/// `memory.events`, v1 `memory.oom_control`: `oom_kill N`).
+pub fn oom_killed(id: &str) -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    [
+        root.join("motley").join(id).join("memory.events"),
+        root.join("memory/motley")
+            .join(id)
+            .join("memory.oom_control"),
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .any(|text| {
+        text.lines().any(|l| {
+            l.strip_prefix("oom_kill ")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+        })
+    })
+}
+
 /// A running container.
 pub struct ContainerTask {
     cs: std::sync::Arc<Containers>,
@@ -250,6 +271,9 @@ impl Task for ContainerTask {
             }
         };
         let exit = match c.wait(&self.id).await {
+            // Its cgroup says whether the kernel's OOM killer sent the SIGKILL (read
+            // before the task is deleted, which removes the group).
+            Ok(137) if oom_killed(&self.id) => Exit::OutOfMemory,
             Ok(s) => exit_of(s),
             Err(e) => {
                 tracing::warn!("container {}: {e}", self.id);
