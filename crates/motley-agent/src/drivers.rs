@@ -64,6 +64,10 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn fence(&self, order: &motley_core::fence::FenceOrder) -> Result<(), String>;
     /// Now on the fence guard's clock (ms), which runs while the node is suspended.
     fn fence_clock_ms(&self) -> Option<u64>;
+    /// containerd, when this driver runs tasks with `image:`.
+    fn containers(&self) -> Option<std::sync::Arc<container::Containers>> {
+        None
+    }
 }
 
 #[async_trait]
@@ -156,5 +160,8 @@ impl Driver for Exec {
     }
     fn fence_clock_ms(&self) -> Option<u64> {
         crate::guard::boottime_ms()
+    }
+    fn containers(&self) -> Option<std::sync::Arc<container::Containers>> {
+        self.containers.clone()
     }
 }

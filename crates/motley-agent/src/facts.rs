@@ -26,6 +26,8 @@ pub struct FactsConfig {
     pub cpu_score: Option<u32>,
     /// Tasks that ask for root run as root here (reported to the scheduler).
     pub root_tasks: bool,
+    /// containerd's version while it answers (kept by the container driver).
+    pub containerd: crate::drivers::container::Status,
 }
 
 impl FactsConfig {
@@ -39,6 +41,7 @@ impl FactsConfig {
             task_logs: None,
             cpu_score: None,
             root_tasks: false,
+            containerd: Default::default(),
         }
     }
     /// The data directory as a path inside the root: the real one on a host, the
@@ -170,6 +173,11 @@ pub fn observe(
         hw: Some(Box::new(stable)),
         conditions,
         root_tasks: cfg.root_tasks,
+        containerd: cfg
+            .containerd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
     };
     Observation {
         facts,

@@ -65,6 +65,7 @@ fn stages(c: &mut Criterion) {
         created_at: 0,
         updated_at: 0,
         binding: None,
+        image_platforms: Vec::new(),
     };
     let huge_ref = huge_w.spec.reference();
     c.bench_function("explain: a refusal with every node's reason", |b| {

@@ -124,6 +124,7 @@ pub fn workloads(count: usize) -> anyhow::Result<BTreeMap<WorkloadRef, Workload>
                     created_at: i as u64,
                     updated_at: i as u64,
                     binding: None,
+                    image_platforms: Vec::new(),
                 },
             );
         }

@@ -264,6 +264,9 @@ pub struct ServerArgs {
     /// ~/.local/share/motley).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// A registry read over plain HTTP (`HOST:PORT`) for image platforms; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
     /// Address the API and agent connections listen on.
     #[arg(long, default_value = "0.0.0.0:7443")]
     pub listen: std::net::SocketAddr,

@@ -108,6 +108,15 @@ pub struct Containerd {
     http: reqwest::Client,
 }
 
+/// An HTTP client for registries (rustls with the workspace's ring provider).
+pub fn registry_client() -> Result<reqwest::Client, Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::Registry(format!("HTTP client: {e}")))
+}
+
 impl Containerd {
     /// Connects to the socket and checks containerd answers; returns its version too.
     pub async fn connect(
@@ -130,12 +139,7 @@ impl Containerd {
             }))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        // The workspace's one provider (ring); installed already by the motley binary.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Registry(format!("HTTP client: {e}")))?;
+        let http = registry_client()?;
         let c = Containerd {
             channel,
             scope: Scope {

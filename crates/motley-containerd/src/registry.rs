@@ -5,7 +5,7 @@
 use motley_core::image::{Reference, media};
 use sha2::{Digest, Sha256};
 
-use crate::{Containerd, Error};
+use crate::Error;
 
 /// A user and password for a registry (from a Secret).
 #[derive(Clone, Default)]
@@ -28,7 +28,8 @@ impl std::fmt::Debug for Credentials {
 
 /// One registry session: the reference's repository, with the token it earned.
 pub struct Session<'a> {
-    c: &'a Containerd,
+    http: &'a reqwest::Client,
+    insecure: &'a [String],
     r: &'a Reference,
     auth: Option<Credentials>,
     token: Option<String>,
@@ -41,9 +42,15 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 impl<'a> Session<'a> {
     /// A session for `r`.
-    pub fn new(c: &'a Containerd, r: &'a Reference, auth: Option<Credentials>) -> Session<'a> {
+    pub fn new(
+        http: &'a reqwest::Client,
+        insecure: &'a [String],
+        r: &'a Reference,
+        auth: Option<Credentials>,
+    ) -> Session<'a> {
         Session {
-            c,
+            http,
+            insecure,
             r,
             auth,
             token: None,
@@ -52,7 +59,7 @@ impl<'a> Session<'a> {
 
     fn base(&self) -> String {
         let host = self.r.api_host();
-        let scheme = if self.c.insecure.iter().any(|h| h == host) {
+        let scheme = if self.insecure.iter().any(|h| h == host) {
             "http"
         } else {
             "https"
@@ -68,7 +75,7 @@ impl<'a> Session<'a> {
     ) -> Result<reqwest::Response, Error> {
         let url = format!("{}/{path}", self.base());
         for attempt in 0..2 {
-            let mut rb = self.c.http.get(&url);
+            let mut rb = self.http.get(&url);
             if let Some(a) = accept {
                 rb = rb.header(reqwest::header::ACCEPT, a);
             }
@@ -139,7 +146,7 @@ impl<'a> Session<'a> {
         for (k, v) in &query {
             url.query_pairs_mut().append_pair(k, v);
         }
-        let mut rb = self.c.http.get(url);
+        let mut rb = self.http.get(url);
         if let Some(cr) = &self.auth {
             rb = rb.basic_auth(&cr.user, Some(&cr.password));
         }
@@ -254,4 +261,33 @@ mod tests {
             ]
         );
     }
+}
+
+/// The platforms an image offers (its index's, or its single manifest's config's):
+/// what the server schedules by. Fetches one or two small documents, never a layer.
+pub async fn platforms(
+    http: &reqwest::Client,
+    insecure: &[String],
+    reference: &str,
+    auth: Option<Credentials>,
+) -> Result<(String, Vec<motley_core::platform::Platform>), Error> {
+    let r = Reference::parse(reference).map_err(Error::Image)?;
+    let mut s = Session::new(http, insecure, &r, auth);
+    let (t, bytes, digest) = s.manifest(r.object()).await?;
+    if media::is_index(&t) {
+        let index: motley_core::image::Index =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Image(format!("{r}: index: {e}")))?;
+        return Ok((digest, motley_core::image::offered(&index)));
+    }
+    let m: motley_core::image::Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Image(format!("{r}: manifest: {e}")))?;
+    let cfg = s
+        .get(&format!("blobs/{}", m.config.digest), None)
+        .await?
+        .bytes()
+        .await
+        .map_err(|e| Error::Registry(format!("{r}: config: {e}")))?;
+    let cfg: motley_core::image::ImageConfig =
+        serde_json::from_slice(&cfg).map_err(|e| Error::Image(format!("{r}: config: {e}")))?;
+    Ok((digest, vec![cfg.platform()]))
 }

@@ -53,6 +53,7 @@ pub fn revise(
         created_at: now,
         updated_at: now,
         binding: None,
+        image_platforms: Vec::new(),
     };
     match current {
         Current::Absent => (Action::Created, Some(fresh(new_uid()))),

@@ -832,6 +832,11 @@ pub struct Workload {
     /// Volumes only: where it is bound, once used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<VolumeBinding>,
+    /// Tasks with `image:`: the platforms the image offers, read from the registry by
+    /// the server when the spec was applied (empty: not known, and not filtered on;
+    /// the node then refuses at pull time if it cannot run it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_platforms: Vec<crate::platform::Platform>,
 }
 
 /// Validates a node label: a key of 1–253 characters and a value of at most 63, neither

@@ -22,6 +22,10 @@ pub fn mismatch(r: &Requirement) -> String {
 /// `insufficient memory (512Mi free < 1Gi requested)` and the effect in
 /// `tainted motley.io/thermal (evict)` differ from node to node and are left out.
 pub fn summary_key(reason: &str) -> &str {
+    // `image has linux/amd64; pi3 is linux/arm/v7`: the node's part differs.
+    if reason.starts_with("image has ") {
+        return reason.split("; ").next().unwrap_or(reason);
+    }
     let strip = ["insufficient ", "tainted ", "no free ", "volume "];
     if strip.iter().any(|p| reason.starts_with(p)) {
         reason.split(" (").next().unwrap_or(reason)

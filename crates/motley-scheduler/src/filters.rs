@@ -35,7 +35,7 @@ pub(crate) fn static_class(req: &Request<'_>) -> String {
         })
         .collect();
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}",
         p.require,
         p.prefer,
         req.tolerations,
@@ -44,6 +44,8 @@ pub(crate) fn static_class(req: &Request<'_>) -> String {
         volumes,
         req.workload.spec.kind() == motley_core::model::Kind::Daemon,
         req.workload.spec.task().root,
+        req.workload.spec.task().image.is_some(),
+        req.workload.image_platforms,
     )
 }
 
@@ -190,12 +192,20 @@ pub(crate) enum StaticFail<'x> {
     NoMedia(&'x str, motley_core::model::VolumeClass),
     NoSpreadLabel(&'x str),
     NoRoot,
+    NoContainerd,
+    ImagePlatform,
 }
 
 impl StaticFail<'_> {
     pub(crate) fn text(&self, n: &NodeState<'_>, req: &Request<'_>) -> String {
         match self {
             StaticFail::NotReady => "not ready".into(),
+            StaticFail::NoContainerd => "no containerd (image tasks need one)".into(),
+            StaticFail::ImagePlatform => motley_core::platform::refusal(
+                &n.node.name,
+                n.node.facts.hw.as_ref().and_then(|h| h.platform.as_ref()),
+                &req.workload.image_platforms,
+            ),
             StaticFail::Cordoned => "cordoned".into(),
             StaticFail::Selector(r) => explain::mismatch(r),
             StaticFail::Taint(t) => format!("tainted {} ({})", t.key, t.effect.as_str()),
@@ -271,6 +281,18 @@ pub(crate) fn static_fail<'x>(
     let spec = &req.workload.spec;
     if spec.task().root && !n.node.facts.root_tasks {
         return Some(StaticFail::NoRoot);
+    }
+    if spec.task().image.is_some() {
+        if n.node.facts.containerd.is_none() {
+            return Some(StaticFail::NoContainerd);
+        }
+        let offered = &req.workload.image_platforms;
+        if !offered.is_empty() {
+            let node = n.node.facts.hw.as_ref().and_then(|h| h.platform.as_ref());
+            if node.is_none_or(|p| p.choose(offered).is_none()) {
+                return Some(StaticFail::ImagePlatform);
+            }
+        }
     }
     if let Some(g) = &spec.task().resources.gpu {
         if n.gpus.is_empty() {

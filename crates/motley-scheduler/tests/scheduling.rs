@@ -586,3 +586,71 @@ fn root_tasks_go_only_to_nodes_that_allow_them_and_do_not_taint_their_class() {
         "0/1 nodes: 1 does not run tasks as root (its agent has no --allow-root-tasks)"
     );
 }
+
+#[test]
+fn image_tasks_go_only_to_nodes_with_containerd_and_a_platform_the_image_has() {
+    let p = |s: &str| motley_core::platform::Platform::parse(s).expect("platform");
+    let with = |name: &str, platform: &str, containerd: bool| {
+        let mut n = with_hw(node(name, 4000, 4000), |h| h.platform = Some(p(platform)));
+        n.facts.containerd = containerd.then(|| "1.6.20".to_string());
+        n
+    };
+    let mut w = World::new(&[
+        with("x86", "linux/amd64", true),
+        with("pi3", "linux/arm/v7", true),
+        with("pi5", "linux/arm64", false),
+    ]);
+    w.apply("kind: Service\nname: grafana\nreplicas: 3\nplacement:\n  spread: []\ntask:\n  image: grafana/grafana-oss:11.2.0\n");
+    let r = w
+        .workloads
+        .keys()
+        .find(|r| r.name == "grafana")
+        .cloned()
+        .expect("applied");
+    if let Some(wl) = w.workloads.get_mut(&r) {
+        wl.image_platforms = vec![p("linux/amd64"), p("linux/arm64")];
+    }
+    let plan = w.step();
+    let placed: Vec<&str> = plan
+        .create
+        .iter()
+        .filter(|a| a.workload.name == "grafana")
+        .map(|a| a.node.as_str())
+        .collect();
+    assert_eq!(
+        placed,
+        ["x86", "x86", "x86"],
+        "only x86 has containerd and a platform the image has"
+    );
+
+    // Nowhere to go: each node's refusal, and the summary counted by reason.
+    let mut none = World::new(&[
+        with("pi3", "linux/arm/v7", true),
+        with("pi5", "linux/arm64", false),
+    ]);
+    none.apply("kind: Job\nname: j\ntask:\n  image: example/amd64-only:1\n");
+    let r = none.workloads.keys().next().cloned().expect("applied");
+    if let Some(wl) = none.workloads.get_mut(&r) {
+        wl.image_platforms = vec![p("linux/amd64")];
+    }
+    let plan = none.step();
+    let (_, blocked) = plan
+        .blocked
+        .iter()
+        .find(|(r, _)| r.name == "j")
+        .expect("j is blocked");
+    assert_eq!(
+        blocked.why.summary,
+        "0/2 nodes: 1 image has linux/amd64, 1 no containerd (image tasks need one)"
+    );
+    let text = format!("{:?}", blocked.why);
+    assert!(
+        text.contains("image has linux/amd64; pi3 is linux/arm/v7"),
+        "{text}"
+    );
+
+    // Platforms not known (the registry did not answer at apply): not filtered on.
+    let mut unknown = World::new(&[with("pi3", "linux/arm/v7", true)]);
+    unknown.apply("kind: Job\nname: j\ntask:\n  image: example/any:1\n");
+    assert_eq!(unknown.step().create.len(), 1);
+}

@@ -118,6 +118,7 @@ fn run(seed: u64) -> Result<(), String> {
                 created_at: 0,
                 updated_at: 0,
                 binding: None,
+                image_platforms: Vec::new(),
             },
         );
     }

@@ -96,6 +96,8 @@ pub struct Shared {
     pub ha: crate::ha::Ha,
     /// The CA, the audit log and the secrets keys.
     pub trust: Trust,
+    /// The platforms of images, read from their registries.
+    pub images: crate::images::Images,
 }
 
 /// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how
@@ -175,6 +177,7 @@ impl Shared {
                 keyring: RwLock::new(keyring),
                 rotating: tokio::sync::Mutex::new(()),
             },
+            images: Default::default(),
             taint_policy,
         })
     }

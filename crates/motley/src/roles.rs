@@ -167,6 +167,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         None => crate::up::default_data_dir()?,
     };
     let server = Server::start(ServerConfig {
+        insecure_registries: args.insecure_registries.clone(),
         data_dir: data_dir.clone(),
         listen: args.listen,
         tls_san: args.tls_san,

@@ -24,6 +24,9 @@ use crate::drivers::Task;
 /// after an agent restart tells containers from native tasks by it.
 pub const MARK: &str = "MOTLEY_CONTAINER";
 
+/// containerd's version while it answers; shared with the facts (`None`: unreachable).
+pub type Status = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
 /// containerd, as this node's agent uses it.
 #[derive(Debug)]
 pub struct Containers {
@@ -32,6 +35,7 @@ pub struct Containers {
     node: String,
     platform: Option<Platform>,
     conn: tokio::sync::Mutex<Option<Containerd>>,
+    status: Status,
 }
 
 impl Containers {
@@ -48,7 +52,40 @@ impl Containers {
             node,
             platform,
             conn: tokio::sync::Mutex::new(None),
+            status: Status::default(),
         }
+    }
+
+    /// The status cell the facts read.
+    pub fn status(&self) -> Status {
+        self.status.clone()
+    }
+
+    /// Checks containerd answers (connecting when not connected) and updates the
+    /// status: a node reports whether it can run image tasks.
+    pub async fn refresh(&self) {
+        let version = match self.conn().await {
+            Ok(c) => match tokio::time::timeout(Duration::from_secs(5), c.version()).await {
+                Ok(Ok(v)) => Some(v),
+                _ => {
+                    // Reconnect next time (containerd restarted, or hangs).
+                    *self.conn.lock().await = None;
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if *s != version {
+            match &version {
+                Some(v) => tracing::info!("containerd {v} answers: image tasks can run here"),
+                None => tracing::warn!(
+                    "containerd at {} does not answer: image tasks cannot run here",
+                    self.socket.display()
+                ),
+            }
+        }
+        *s = version;
     }
 
     /// The connection, made on first use (containerd may start after the agent).
@@ -57,11 +94,18 @@ impl Containers {
         if let Some(c) = g.as_ref() {
             return Ok(c.clone());
         }
-        let (c, version) = Containerd::connect(&self.socket, self.insecure.clone())
-            .await
-            .map_err(|e| {
-                format!("{e}; this node cannot run image tasks until containerd answers")
-            })?;
+        let (c, version) = tokio::time::timeout(
+            Duration::from_secs(10),
+            Containerd::connect(&self.socket, self.insecure.clone()),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "containerd at {} did not answer in 10 s",
+                self.socket.display()
+            )
+        })?
+        .map_err(|e| format!("{e}; this node cannot run image tasks until containerd answers"))?;
         tracing::info!("containerd {version} at {}", self.socket.display());
         if let Ok(n) = c.clean_interrupted().await
             && n > 0

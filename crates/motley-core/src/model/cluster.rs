@@ -38,6 +38,10 @@ pub struct NodeFacts {
     /// The agent runs tasks that ask for it as root (`--allow-root-tasks`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub root_tasks: bool,
+    /// containerd's version, while the agent reaches it (tasks with `image:` run only
+    /// where this is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containerd: Option<String>,
 }
 
 /// A node as stored. Liveness is not here: it lives in the server's memory.

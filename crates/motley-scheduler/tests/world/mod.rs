@@ -103,6 +103,7 @@ impl World {
                     created_at: self.now,
                     updated_at: self.now,
                     binding: None,
+                    image_platforms: Vec::new(),
                 },
             );
         }

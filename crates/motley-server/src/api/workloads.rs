@@ -258,8 +258,10 @@ pub(crate) async fn apply(
             return Err(invalid(details));
         }
     }
+    // The platforms of the images named, read before the transaction (IO).
+    let platforms = image_platforms(&s, &docs).await;
     use motley_core::admit::{Current, revise};
-    let (st, docs, dry_run) = (&*s, &docs, set.dry_run);
+    let (st, docs, dry_run, platforms) = (&*s, &docs, set.dry_run, &platforms);
     let outcome = motley_store::update(
         &*s.store,
         || async move {
@@ -280,7 +282,10 @@ pub(crate) async fn apply(
                     Some(Ok(w)) => revise(Current::Stored(w), &d.spec, now, motley_net::new_id),
                 };
                 txn = txn.when(&key, current.as_ref().map_or(0, |kv| kv.mod_revision));
-                if let Some(w) = next {
+                if let Some(mut w) = next {
+                    if let Some(image) = &w.spec.task().image {
+                        w.image_platforms = platforms.get(image).cloned().unwrap_or_default();
+                    }
                     let v = serde_json::to_vec(&w).map_err(|e| {
                         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                     })?;
@@ -321,6 +326,23 @@ pub(crate) async fn apply(
 
 /// `POST /v1/plan`: runs one reconcile against the live cluster as if the set were
 /// applied, and returns what it would place, stop, bind and queue. Nothing is stored.
+/// The platforms of every image the documents name (read from the registries, cached).
+async fn image_platforms(
+    s: &Shared,
+    docs: &[manifest::Document],
+) -> HashMap<String, Vec<motley_core::platform::Platform>> {
+    let mut platforms: HashMap<String, Vec<motley_core::platform::Platform>> = HashMap::default();
+    for d in docs {
+        if let Some(image) = &d.spec.task().image
+            && !platforms.contains_key(image)
+        {
+            let p = s.images.platforms(image).await;
+            platforms.insert(image.clone(), p);
+        }
+    }
+    platforms
+}
+
 pub(crate) async fn plan(
     State(s): State<Arc<Shared>>,
     body: Result<Json<ManifestSet>, JsonRejection>,
@@ -328,6 +350,7 @@ pub(crate) async fn plan(
     use motley_core::api::{PlanResponse, PlannedPlacement, PlannedStop};
     let Json(set) = body?;
     let docs = parse_manifests(&set)?;
+    let platforms = image_platforms(&s, &docs).await;
     let cache = s.cache();
     let details = check_secret_refs(&cache, &docs);
     if !details.is_empty() {
@@ -335,6 +358,13 @@ pub(crate) async fn plan(
     }
     let now = now_ms();
     let mut workloads = cache.workloads.clone();
+    let platforms_of = |spec: &Spec| {
+        spec.task()
+            .image
+            .as_ref()
+            .and_then(|i| platforms.get(i).cloned())
+            .unwrap_or_default()
+    };
     let mut objects = Vec::new();
     for d in &docs {
         let r = d.spec.reference();
@@ -347,6 +377,7 @@ pub(crate) async fn plan(
                 w.spec = d.spec.clone();
                 w.generation += 1;
                 w.updated_at = now;
+                w.image_platforms = platforms_of(&d.spec);
                 "configured"
             }
             None => {
@@ -359,6 +390,7 @@ pub(crate) async fn plan(
                         created_at: now,
                         updated_at: now,
                         binding: None,
+                        image_platforms: platforms_of(&d.spec),
                     },
                 );
                 "created"
