@@ -246,23 +246,6 @@ fn split_params(s: &str) -> Vec<&str> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn challenge_parameters_split_outside_quotes() {
-        assert_eq!(
-            super::split_params(
-                r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#
-            ),
-            vec![
-                r#"realm="https://auth.docker.io/token""#,
-                r#"service="registry.docker.io""#,
-                r#"scope="repository:library/busybox:pull,push""#
-            ]
-        );
-    }
-}
-
 /// The platforms an image offers (its index's, or its single manifest's config's):
 /// what the server schedules by. Fetches one or two small documents, never a layer.
 pub async fn platforms(
@@ -290,4 +273,21 @@ pub async fn platforms(
     let cfg: motley_core::image::ImageConfig =
         serde_json::from_slice(&cfg).map_err(|e| Error::Image(format!("{r}: config: {e}")))?;
     Ok((digest, vec![cfg.platform()]))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn challenge_parameters_split_outside_quotes() {
+        assert_eq!(
+            super::split_params(
+                r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#
+            ),
+            vec![
+                r#"realm="https://auth.docker.io/token""#,
+                r#"service="registry.docker.io""#,
+                r#"scope="repository:library/busybox:pull,push""#
+            ]
+        );
+    }
 }
