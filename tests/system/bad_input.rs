@@ -57,11 +57,25 @@ const CASES: &[(&str, &str, u64, &str, &str)] = &[
         "duplicate",
     ),
     (
+        "bad-image",
+        "kind: Service\nname: a\ntask:\n  image: \"Not A Ref\"\n",
+        4,
+        "task.image",
+        "must not contain whitespace",
+    ),
+    (
+        "args-without-image",
+        "kind: Service\nname: a\ntask:\n  command: [x]\n  args: [y]\n",
+        5,
+        "task.args",
+        "is for images",
+    ),
+    (
         "missing-command",
         "kind: Service\nname: a\ntask:\n  env: { A: b }\n",
-        4,
-        "task",
-        "missing field `command`",
+        3,
+        "task.command",
+        "must name a program to run (or set task.image to run a container)",
     ),
     (
         "empty-command",
