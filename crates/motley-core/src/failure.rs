@@ -220,9 +220,32 @@ pub fn full_disruption(verdicts: &[(Health, Health)]) -> bool {
         && live.iter().all(|(_, now)| *now != Health::Ready)
 }
 
+/// One evaluation's decision about a full disruption, given whether the last one was
+/// held: `(hold, disrupted, fresh_grace)`. While every node is silent the down
+/// verdicts are held ([`full_disruption`]). When the disruption ends (some node is
+/// heard again) the nodes come back one at a time, within their reconnect backoff; the
+/// ones not yet back must not be declared down because another was quicker. So the
+/// evaluation that sees the end holds too, and the silent nodes get a fresh startup
+/// grace from now (`fresh_grace`), as after a server start.
+pub fn disruption_step(was_disrupted: bool, full: bool) -> (bool, bool, bool) {
+    match (was_disrupted, full) {
+        (_, true) => (true, true, false),
+        (true, false) => (true, false, true),
+        (false, false) => (false, false, false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_end_of_a_disruption_holds_once_and_grants_a_fresh_grace() {
+        assert_eq!(disruption_step(false, false), (false, false, false));
+        assert_eq!(disruption_step(false, true), (true, true, false));
+        assert_eq!(disruption_step(true, true), (true, true, false));
+        assert_eq!(disruption_step(true, false), (true, false, true));
+    }
 
     #[test]
     fn every_node_silent_at_once_is_a_full_disruption() {

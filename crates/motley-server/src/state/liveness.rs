@@ -35,6 +35,8 @@ pub struct Liveness {
     grace_from: AtomicU64,
     /// When the server started (ms): a node never heard from is suspect since then.
     started_at: u64,
+    /// The last evaluation held a full disruption (`failure::disruption_step`).
+    disrupted: std::sync::atomic::AtomicBool,
 }
 
 impl Liveness {
@@ -46,6 +48,7 @@ impl Liveness {
             readings: Mutex::new(HashMap::default()),
             grace_from: AtomicU64::new(started_at),
             started_at,
+            disrupted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -102,7 +105,14 @@ impl Liveness {
             );
             verdicts.push((entry.health, verdict));
         }
-        let hold = motley_core::failure::full_disruption(&verdicts);
+        let (hold, disrupted, fresh_grace) = motley_core::failure::disruption_step(
+            self.disrupted.load(Ordering::Relaxed),
+            motley_core::failure::full_disruption(&verdicts),
+        );
+        self.disrupted.store(disrupted, Ordering::Relaxed);
+        if fresh_grace {
+            self.grace_from.store(now, Ordering::Relaxed);
+        }
         for (name, (before, mut verdict)) in names.into_iter().zip(verdicts) {
             let Some(entry) = h.get_mut(&name) else {
                 continue;
