@@ -74,6 +74,11 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         .unwrap_or_else(|| panic!("web runs: {allocs}"));
     let id = web_alloc["id"].as_str().expect("id").to_string();
     let pid = web_alloc["pid"].as_u64().expect("pid");
+    let described = String::from_utf8_lossy(&c.cli(&["describe", "alloc", &id]).stdout).to_string();
+    assert!(
+        described.contains(&format!("Image:       {image}")),
+        "{described}"
+    );
     let tasks = ctr(&daemon.socket, &["tasks", "ls"]);
     assert!(
         tasks.contains(&id) && tasks.contains(&pid.to_string()) && tasks.contains("RUNNING"),

@@ -105,11 +105,23 @@ impl Agent {
         let user = self.inner.cfg.task_user.clone();
         let secret_dir = self.inner.secrets.root.as_ref().map(|r| r.join(id));
         let drv = self.inner.cfg.driver.clone();
+        let agent = self.clone();
+        let alloc_id = id.to_string();
         motley_rt::spawn_blocking(move || {
+            let progress = move |text: String| {
+                agent
+                    .inner
+                    .contact
+                    .send(motley_core::proto::AgentMsg::Progress {
+                        id: alloc_id.clone(),
+                        text,
+                    });
+            };
             let setup = driver::TaskSetup {
                 user: &user,
                 secrets: delivery.as_ref().filter(|_| !alloc.task.secrets.is_empty()),
                 secret_dir,
+                progress: Some(&progress),
             };
             drv.start(&alloc, &dir, &log_dir, &volumes, &setup)
         })

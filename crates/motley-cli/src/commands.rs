@@ -506,6 +506,12 @@ fn describe_allocation(a: &Allocation) -> String {
     for r in &a.reasons {
         out.push_str(&format!("  - {r}\n"));
     }
+    if let Some(p) = &a.progress {
+        out.push_str(&format!("Now:         {p}\n"));
+    }
+    if let Some(i) = &a.task.image {
+        out = out.replacen("\nCommand:", &format!("\nImage:       {i}\nCommand:"), 1);
+    }
     out
 }
 

@@ -110,6 +110,14 @@ pub enum AgentMsg {
     },
     /// An allocation changed state.
     Update(AllocReport),
+    /// What a starting allocation is doing (`pulling 41 % of 120 MiB`; empty: done).
+    /// Kept in the server's memory only, shown by `get allocs` and `describe`.
+    Progress {
+        /// The allocation.
+        id: String,
+        /// In words, at most 80 characters.
+        text: String,
+    },
     /// I am alive (every `heartbeat_ms`; kept in the server's memory only).
     Heartbeat {
         /// Numbers the heartbeat (from 1); the server echoes it in [`ServerMsg::Ack`] so

@@ -473,6 +473,7 @@ impl<'a> Pass<'a, '_> {
             volumes: placed.volumes,
             created_at: self.input.now,
             updated_at: self.input.now,
+            progress: None,
         }
     }
 

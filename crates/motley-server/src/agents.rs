@@ -240,7 +240,27 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                     let _ = tx.send(ServerMsg::Ack { seq });
                 }
             }
+            AgentMsg::Progress { id, text } => {
+                // A node speaks only for its own allocations.
+                let owner = s.cache().allocs.get(&id).map(|a| a.node.clone());
+                if owner.as_deref() != Some(node.as_str()) {
+                    let why = format!(
+                        "node {node} sent progress for allocation {id} of {}",
+                        owner.map_or("no node".to_string(), |o| format!("node {o}"))
+                    );
+                    tracing::warn!("{why}");
+                    refused(&s, &caller, "WS", why);
+                    continue;
+                }
+                let mut p = crate::util::lock(&s.progress);
+                if text.is_empty() {
+                    p.remove(&id);
+                } else {
+                    p.insert(id, text.chars().take(80).collect());
+                }
+            }
             AgentMsg::Update(report) => {
+                crate::util::lock(&s.progress).remove(&report.id);
                 if let Err(mpsc::error::TrySendError::Full(_)) = reports_tx.try_send(report) {
                     let why = format!(
                         "node {node} sent reports faster than they are stored ({REPORT_QUEUE_LIMIT} waiting); disconnected"
@@ -283,6 +303,21 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         }
     }
     s.disconnect_agent(&node, conn_id);
+    // What its starting allocations were doing is no longer known (ids gathered first:
+    // the cache's lock is never taken while the progress map's is held).
+    let mine: Vec<String> = s
+        .cache()
+        .allocs
+        .values()
+        .filter(|a| a.node == node)
+        .map(|a| a.id.clone())
+        .collect();
+    {
+        let mut p = crate::util::lock(&s.progress);
+        for id in mine {
+            p.remove(&id);
+        }
+    }
     // Reports already received are still stored (the writer ends when they are).
     drop(reports_tx);
     drop(writer);
@@ -564,6 +599,76 @@ mod tests {
             "{:?}",
             stored.labels
         );
+        drop(frames);
+        let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+    }
+
+    #[tokio::test]
+    async fn progress_is_kept_in_memory_for_the_nodes_own_allocations_until_its_next_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        for (id, node) in [("web-1", "pi2"), ("db-1", "pi1")] {
+            let stored = serde_json::json!({
+                "id": id, "workload": "service/web", "workload_uid": "u", "generation": 1,
+                "index": 0, "node": node, "task": {"image": "busybox"},
+                "restart": {"mode": "always", "max_restarts": null, "backoff": {}},
+                "desired": "run", "state": "pending", "created_at": 0, "updated_at": 0
+            });
+            let value = serde_json::to_vec(&stored).expect("json");
+            s.store
+                .txn(motley_store::Txn::new().put(crate::keys::alloc(id), value))
+                .await
+                .expect("put");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while s.cache().allocs.len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cache never saw both"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (out, _from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
+        let (frames, session) = start_pi2(&s, out);
+        let progress = |id: &str, text: &str| AgentMsg::Progress {
+            id: id.into(),
+            text: text.into(),
+        };
+        for m in [
+            hello("pi2"),
+            progress("web-1", "pulling busybox: 41 % of 1.0 MiB"),
+            progress("db-1", "pulling busybox: 99 % of 1.0 MiB"),
+        ] {
+            assert!(frames.send(Frame::Msg(m)).is_ok(), "session ended early");
+        }
+        audited(&s, "node pi2 sent progress for allocation db-1 of node pi1").await;
+        assert_eq!(
+            crate::util::lock(&s.progress)
+                .get("web-1")
+                .map(String::as_str),
+            Some("pulling busybox: 41 % of 1.0 MiB")
+        );
+        assert!(!crate::util::lock(&s.progress).contains_key("db-1"));
+        // Its next report ends it.
+        let running = AgentMsg::Update(motley_core::proto::AllocReport {
+            id: "web-1".into(),
+            state: AllocState::Running,
+            pid: Some(7),
+            exit_code: None,
+            restarts: 0,
+            reason: Some("started".into()),
+            at: 0,
+        });
+        assert!(frames.send(Frame::Msg(running)).is_ok());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while crate::util::lock(&s.progress).contains_key("web-1") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "progress never cleared"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         drop(frames);
         let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
     }

@@ -98,6 +98,9 @@ pub struct Shared {
     pub trust: Trust,
     /// The platforms of images, read from their registries.
     pub images: crate::images::Images,
+    /// What starting allocations are doing (`pulling 41 %`), by allocation id, as their
+    /// agents last said (memory only; cleared by the allocation's next report).
+    pub progress: Mutex<HashMap<String, String>>,
 }
 
 /// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how
@@ -178,6 +181,7 @@ impl Shared {
                 rotating: tokio::sync::Mutex::new(()),
             },
             images: Default::default(),
+            progress: Mutex::new(HashMap::default()),
             taint_policy,
         })
     }

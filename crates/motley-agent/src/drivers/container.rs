@@ -127,8 +127,22 @@ impl Containers {
     ) -> Result<ContainerTask, String> {
         let image = a.task.image.as_deref().ok_or("the task has no image")?;
         let c = self.conn().await?;
+        // Progress at most every half second and each whole percent, never to disk.
+        let last = std::sync::Mutex::new(None::<(std::time::Instant, u64)>);
+        let report = |done: u64, total: u64| {
+            let Some(say) = setup.progress else { return };
+            let pct = (done.saturating_mul(100)).checked_div(total).unwrap_or(100);
+            let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+            let due = l.is_none_or(|(at, p)| {
+                pct != p && (at.elapsed() >= Duration::from_millis(500) || pct == 100)
+            });
+            if due {
+                *l = Some((std::time::Instant::now(), pct));
+                say(format!("pulling {image}: {pct} % of {}", mib(total)));
+            }
+        };
         let pulled = c
-            .pull(image, &self.node, self.platform.as_ref(), None, &|_, _| {})
+            .pull(image, &self.node, self.platform.as_ref(), None, &report)
             .await
             .map_err(|e| format!("pulling {image}: {e}"))?;
         let owner = setup.user.for_task(a.task.root)?;
@@ -243,6 +257,11 @@ impl Containers {
             handle: h,
         })
     }
+}
+
+/// Bytes in MiB, for progress.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The allocation id of a container process, from its environment.

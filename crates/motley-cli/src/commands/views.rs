@@ -223,7 +223,15 @@ pub(crate) fn alloc_rows(allocs: &[Allocation], wide: bool) -> Rows {
                 a.workload.to_string(),
                 a.index.to_string(),
                 a.node.clone(),
-                a.state.to_string(),
+                // A slow start says what it is doing: `pending (pulling 41 %)`.
+                match &a.progress {
+                    Some(p) => format!(
+                        "{} ({})",
+                        a.state,
+                        p.split_once(": ").map_or(p.as_str(), |(_, pct)| pct)
+                    ),
+                    None => a.state.to_string(),
+                },
                 a.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 a.restarts.to_string(),
                 age(a.created_at, now),

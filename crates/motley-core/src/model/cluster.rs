@@ -243,6 +243,10 @@ pub struct Allocation {
     pub created_at: u64,
     /// When the state last changed.
     pub updated_at: u64,
+    /// What a starting allocation is doing now (`pulling 41 % of 120 MiB`), as its agent
+    /// last said: filled in API answers from the server's memory, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// A volume as an allocation uses it.

@@ -219,6 +219,13 @@ pub(crate) async fn list_allocs(
     out.sort_by(|a, b| {
         (&a.workload, a.index, a.created_at).cmp(&(&b.workload, b.index, b.created_at))
     });
+    drop(cache);
+    let progress = crate::util::lock(&s.progress);
+    if !progress.is_empty() {
+        for a in &mut out {
+            a.progress = progress.get(&a.id).cloned();
+        }
+    }
     Ok(Json(out))
 }
 
@@ -226,12 +233,11 @@ pub(crate) async fn get_alloc(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Allocation>> {
-    s.cache()
-        .allocs
-        .get(&id)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("allocation {id} not found")))
+    let mut a = s.cache().allocs.get(&id).cloned().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("allocation {id} not found"))
+    })?;
+    a.progress = crate::util::lock(&s.progress).get(&id).cloned();
+    Ok(Json(a))
 }
 
 #[derive(Deserialize)]
