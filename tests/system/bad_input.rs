@@ -64,6 +64,13 @@ const CASES: &[(&str, &str, u64, &str, &str)] = &[
         "must not contain whitespace",
     ),
     (
+        "image-secret-without-image",
+        "kind: Service\nname: a\ntask:\n  command: [x]\n  image_secret: regcred\n",
+        5,
+        "task.image_secret",
+        "is for images",
+    ),
+    (
         "args-without-image",
         "kind: Service\nname: a\ntask:\n  command: [x]\n  args: [y]\n",
         5,

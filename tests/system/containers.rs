@@ -44,12 +44,22 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     };
     let image = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", arch);
     let other = parts::push_busybox(dir.path(), &registry.host, "test/riscv:1", "riscv64");
+    let private = parts::Registry::start_private(dir.path(), "motley", "s3cret-pull");
+    let private_image = parts::push_busybox_as(
+        dir.path(),
+        &private.host,
+        "team/app:1",
+        arch,
+        Some("motley:s3cret-pull"),
+    );
     let socket = daemon.socket.display().to_string();
     let args = [
         "--containerd",
         socket.as_str(),
         "--insecure-registry",
         registry.host.as_str(),
+        "--insecure-registry",
+        private.host.as_str(),
     ];
     let mut c = Cluster::up(&args);
 
@@ -197,8 +207,65 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     );
     assert!(images.contains("test/busybox"), "{images}");
 
+    // A private registry: refused without credentials, pulled with them from a Secret.
+    let no_creds = format!(
+        "kind: Job\nname: nocreds\nretries: 0\ntask:\n  image: {private_image}\n  args: [\"-c\", \"true\"]\n"
+    );
+    assert!(c.apply_yaml("nocreds.yaml", &no_creds).status.success());
+    let refused = wait_for(
+        "the job without credentials fails",
+        Duration::from_secs(60),
+        || {
+            let v = c.json(&["get", "allocs"]);
+            v.as_array()
+                .expect("a list")
+                .iter()
+                .find(|a| a["workload"] == "job/nocreds" && a["state"] == "failed")
+                .cloned()
+        },
+    );
+    assert!(
+        refused.to_string().contains("needs registry credentials"),
+        "{refused}"
+    );
+    let with_creds = format!(
+        "kind: Secret\nname: regcred\ndata:\n  username: {{ value: motley }}\n  password: {{ value: s3cret-pull }}\n---\nkind: Job\nname: creds\ntask:\n  image: {private_image}\n  image_secret: regcred\n  args: [\"-c\", \"echo pulled-privately\"]\n"
+    );
+    let out = c.apply_yaml("creds.yaml", &with_creds);
+    assert!(out.status.success(), "{out:?}");
+    let done = wait_for(
+        "the job with credentials completes",
+        Duration::from_secs(60),
+        || {
+            let v = c.json(&["get", "allocs"]);
+            v.as_array()
+                .expect("a list")
+                .iter()
+                .find(|a| a["workload"] == "job/creds" && a["state"] == "complete")
+                .cloned()
+        },
+    );
+    let logs = c.cli(&["logs", done["id"].as_str().expect("id")]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("pulled-privately"),
+        "{logs:?}"
+    );
+    let job = c.json(&["get", "jobs", "creds"]);
+    assert!(
+        !job.to_string().contains("s3cret-pull"),
+        "the password shows: {job}"
+    );
+
     // Deleting leaves no container, task or snapshot of motley's in containerd.
-    for w in ["service/web", "job/hello", "job/riscv", "job/oom"] {
+    for w in [
+        "service/web",
+        "job/hello",
+        "job/riscv",
+        "job/oom",
+        "job/nocreds",
+        "job/creds",
+        "secret/regcred",
+    ] {
         assert!(c.cli(&["delete", w]).status.success());
     }
     wait_for("every allocation gone", Duration::from_secs(60), || {

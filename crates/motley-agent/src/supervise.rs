@@ -119,7 +119,7 @@ impl Agent {
             };
             let setup = driver::TaskSetup {
                 user: &user,
-                secrets: delivery.as_ref().filter(|_| !alloc.task.secrets.is_empty()),
+                secrets: delivery.as_ref().filter(|_| alloc.task.uses_secrets()),
                 secret_dir,
                 progress: Some(&progress),
             };

@@ -126,17 +126,44 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, None)
+    }
+
+    /// A registry that wants `user`/`password` (htpasswd, bcrypt) for every request.
+    pub fn start_private(dir: &Path, user: &str, password: &str) -> Registry {
+        let htpasswd = dir.join("htpasswd");
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .unwrap_or_else(|e| panic!("htpasswd: {e} (apache2-utils; .ci/run installs it)"));
+        assert!(out.status.success(), "htpasswd: {out:?}");
+        std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
+        Registry::start_with(dir, Some(&htpasswd))
+    }
+
+    fn start_with(dir: &Path, htpasswd: Option<&Path>) -> Registry {
         let port = free_port();
-        let config = dir.join("registry.yml");
+        let name = if htpasswd.is_some() {
+            "private"
+        } else {
+            "registry"
+        };
+        let config = dir.join(format!("{name}.yml"));
+        let auth = htpasswd.map_or(String::new(), |h| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: motley-test\n    path: {}\n",
+                h.display()
+            )
+        });
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("registry").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+                dir.join(name).display()
             ),
         )
         .expect("write registry.yml");
-        let log = std::fs::File::create(dir.join("registry.log")).expect("log");
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -161,6 +188,17 @@ impl Registry {
 /// Builds a busybox image for `arch` (`amd64`, or another to make an image this node
 /// cannot run) in an OCI layout under `dir` and pushes it as `host/name`.
 pub fn push_busybox(dir: &Path, host: &str, name: &str, arch: &str) -> String {
+    push_busybox_as(dir, host, name, arch, None)
+}
+
+/// [`push_busybox`] to a registry that wants `user:password`.
+pub fn push_busybox_as(
+    dir: &Path,
+    host: &str,
+    name: &str,
+    arch: &str,
+    creds: Option<&str>,
+) -> String {
     let layout = dir.join(format!("oci-{}", name.replace(['/', ':'], "-")));
     let bundle = dir.join(format!("bundle-{}", name.replace(['/', ':'], "-")));
     let image = format!("{}:img", layout.display());
@@ -209,11 +247,11 @@ pub fn push_busybox(dir: &Path, host: &str, name: &str, arch: &str) -> String {
         "PATH=/bin",
     ]));
     let dest = format!("{host}/{name}");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{image}"),
-        &format!("docker://{dest}"),
-    ]));
+    let mut skopeo = Command::new("skopeo");
+    skopeo.args(["copy", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        skopeo.arg(format!("--dest-creds={c}"));
+    }
+    run(skopeo.args([&format!("oci:{image}"), &format!("docker://{dest}")]));
     dest
 }

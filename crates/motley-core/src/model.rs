@@ -194,6 +194,10 @@ pub struct Task {
     /// after `command` when given).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// With `image`: a Secret with keys `username` and `password` for the image's
+    /// registry (a private image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_secret: Option<String>,
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -623,11 +627,20 @@ pub enum Spec {
     Secret(SecretSpec),
 }
 
+impl Task {
+    /// Whether the task is given Secret values (as variables, files, or registry
+    /// credentials): it waits for them before it starts.
+    pub fn uses_secrets(&self) -> bool {
+        !self.secrets.is_empty() || self.image_secret.is_some()
+    }
+}
+
 /// What a volume "runs": nothing.
 static NO_TASK: Task = Task {
     command: Vec::new(),
     image: None,
     args: Vec::new(),
+    image_secret: None,
     env: BTreeMap::new(),
     workdir: None,
     resources: Resources {

@@ -50,6 +50,9 @@ pub struct SecretDelivery {
     /// Why they could not be given: the allocation fails with this reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Registry credentials (`task.image_secret`): user name and password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for SecretDelivery {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for SecretDelivery {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("files", &self.files.keys().collect::<Vec<_>>())
             .field("error", &self.error)
+            .field("registry_user", &self.registry.as_ref().map(|r| &r.0))
             .finish()
     }
 }

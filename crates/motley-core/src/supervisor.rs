@@ -47,7 +47,7 @@ impl Config {
     pub fn of(a: &Allocation) -> Config {
         Config {
             fenced: a.on_node_loss == NodeLoss::Fence,
-            needs_secrets: !a.task.secrets.is_empty(),
+            needs_secrets: a.task.uses_secrets(),
             time_limit_end: a
                 .time_limit
                 .map(|t| a.created_at.saturating_add(t.as_millis())),

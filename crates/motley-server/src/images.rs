@@ -33,7 +33,11 @@ impl Images {
     }
 
     /// The platforms `reference` offers; empty when they cannot be read (logged).
-    pub async fn platforms(&self, reference: &str) -> Vec<Platform> {
+    pub async fn platforms(
+        &self,
+        reference: &str,
+        auth: Option<motley_containerd::registry::Credentials>,
+    ) -> Vec<Platform> {
         let pinned = reference.contains('@');
         if let Some((at, p)) = crate::util::lock(&self.cache).get(reference)
             && (pinned || at.elapsed() < TAG_TTL)
@@ -59,7 +63,7 @@ impl Images {
         let insecure = crate::util::lock(&self.insecure).clone();
         let looked = tokio::time::timeout(
             LOOKUP_LIMIT,
-            motley_containerd::registry::platforms(&http, &insecure, reference, None),
+            motley_containerd::registry::platforms(&http, &insecure, reference, auth),
         )
         .await;
         match looked {

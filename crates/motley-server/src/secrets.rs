@@ -222,7 +222,7 @@ pub fn deliver(
     workloads: &BTreeMap<WorkloadRef, Workload>,
     a: &Allocation,
 ) -> Option<SecretDelivery> {
-    if a.task.secrets.is_empty() || a.desired != Desired::Run || a.state.is_terminal() {
+    if !a.task.uses_secrets() || a.desired != Desired::Run || a.state.is_terminal() {
         return None;
     }
     let mut out = SecretDelivery::default();
@@ -260,7 +260,60 @@ pub fn deliver(
             }
         }
     }
+    if let Some(name) = &a.task.image_secret {
+        match registry_credentials(keyring, workloads, name) {
+            Ok(c) => out.registry = Some(c),
+            Err(e) => {
+                return Some(SecretDelivery {
+                    error: Some(e),
+                    ..SecretDelivery::default()
+                });
+            }
+        }
+    }
     Some(out)
+}
+
+/// The user name and password of a registry Secret (keys `username`, `password`).
+pub fn registry_credentials(
+    keyring: &Keyring,
+    workloads: &BTreeMap<WorkloadRef, Workload>,
+    name: &str,
+) -> Result<(String, String), String> {
+    let wr = WorkloadRef {
+        kind: Kind::Secret,
+        name: name.to_string(),
+    };
+    let Some(Spec::Secret(s)) = workloads.get(&wr).map(|w| &w.spec) else {
+        return Err(format!("secret {name} not found"));
+    };
+    registry_credentials_of(keyring, s)
+}
+
+/// [`registry_credentials`] of a Secret at hand (one being applied).
+pub fn registry_credentials_of(
+    keyring: &Keyring,
+    s: &motley_core::model::SecretSpec,
+) -> Result<(String, String), String> {
+    let name = &s.name;
+    let open = |key: &str| {
+        let sealed = s
+            .data
+            .get(key)
+            .and_then(|v| v.sealed.as_deref())
+            .ok_or_else(|| {
+                format!(
+                    "secret {name} has no key {key} (a registry secret has username and password)"
+                )
+            })?;
+        keyring
+            .open(name, key, sealed)
+            .map_err(|e| format!("secret {name} key {key}: {e}"))
+            .and_then(|v| {
+                String::from_utf8(v).map_err(|_| format!("secret {name} key {key}: not text"))
+            })
+    };
+    Ok((open("username")?, open("password")?))
 }
 
 /// Secrets sealed with a key this keyring lacks: `(secret, key id)`, one per secret.

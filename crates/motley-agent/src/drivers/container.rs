@@ -141,8 +141,12 @@ impl Containers {
                 say(format!("pulling {image}: {pct} % of {}", mib(total)));
             }
         };
+        let auth = setup
+            .secrets
+            .and_then(|d| d.registry.clone())
+            .map(|(user, password)| motley_containerd::registry::Credentials { user, password });
         let pulled = c
-            .pull(image, &self.node, self.platform.as_ref(), None, &report)
+            .pull(image, &self.node, self.platform.as_ref(), auth, &report)
             .await
             .map_err(|e| format!("pulling {image}: {e}"))?;
         let owner = setup.user.for_task(a.task.root)?;

@@ -106,6 +106,27 @@ pub(crate) fn check_secret_refs(
         })
     };
     for d in docs {
+        if let Some(name) = &d.spec.task().image_secret {
+            match keys_of(name) {
+                None => errors.push(d.error_at(
+                    "task.image_secret",
+                    format!("secret {name} is neither in this set nor in the cluster"),
+                )),
+                Some(keys)
+                    if !keys.iter().any(|k| k == "username")
+                        || !keys.iter().any(|k| k == "password") =>
+                {
+                    errors.push(d.error_at(
+                        "task.image_secret",
+                        format!(
+                            "secret {name} needs keys username and password (it has: {})",
+                            keys.join(", ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         for (i, r) in d.spec.task().secrets.iter().enumerate() {
             match keys_of(&r.secret) {
                 None => errors.push(d.error_at(
@@ -336,7 +357,23 @@ async fn image_platforms(
         if let Some(image) = &d.spec.task().image
             && !platforms.contains_key(image)
         {
-            let p = s.images.platforms(image).await;
+            // A private image's registry wants its credentials (the Secret in this
+            // set, else the stored one).
+            let auth = d.spec.task().image_secret.as_ref().and_then(|name| {
+                let ring = crate::state::read(&s.trust.keyring);
+                let in_set = docs.iter().find_map(|x| match &x.spec {
+                    Spec::Secret(sec) if &sec.name == name => Some(sec.clone()),
+                    _ => None,
+                });
+                let found = match in_set {
+                    Some(sec) => crate::secrets::registry_credentials_of(&ring, &sec),
+                    None => crate::secrets::registry_credentials(&ring, &s.cache().workloads, name),
+                };
+                found.ok().map(
+                    |(user, password)| motley_containerd::registry::Credentials { user, password },
+                )
+            });
+            let p = s.images.platforms(image, auth).await;
             platforms.insert(image.clone(), p);
         }
     }
