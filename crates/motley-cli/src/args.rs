@@ -416,6 +416,11 @@ pub struct TaskUserArgs {
     /// A registry spoken to over plain HTTP (`HOST:PORT`); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// How much the node's unused images may take (`2Gi`); the least recently used are
+    /// removed past it. Default: 2Gi when the data dir is on SD, eMMC or USB flash,
+    /// else 10Gi.
+    #[arg(long, value_name = "SIZE")]
+    pub image_budget: Option<String>,
 }
 
 /// `motley up`.

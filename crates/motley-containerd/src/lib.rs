@@ -11,6 +11,7 @@
 //! [`motley_core::image`] (references, index → manifest by platform, argv).
 #![forbid(unsafe_code)]
 
+pub mod gc;
 pub mod pull;
 pub mod registry;
 pub mod run;

@@ -335,6 +335,46 @@ pub fn choose<'a>(
         .ok_or_else(refuse)
 }
 
+/// An image a node keeps, as garbage collection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// Its name (the normalized reference).
+    pub name: String,
+    /// Bytes of its blobs (layers shared with other images are counted in each: the
+    /// budget is reached early rather than late).
+    pub bytes: u64,
+    /// When it was last pulled or started from (ms).
+    pub last_used: u64,
+    /// A container uses it, or a pull of it runs: never collected.
+    pub busy: bool,
+}
+
+/// The default image budget of a node whose container store is on SD, eMMC or USB
+/// flash (small cards fill, and every pull wears them).
+pub const BUDGET_FLASH: u64 = 2 << 30;
+/// The default image budget elsewhere.
+pub const BUDGET_DISK: u64 = 10 << 30;
+
+/// The images to remove so that what is kept fits in `budget`: the least recently
+/// used first, never a busy one. Empty when everything fits.
+pub fn to_collect(images: &[Kept], budget: u64) -> Vec<&str> {
+    let mut total: u64 = images.iter().map(|i| i.bytes).sum();
+    if total <= budget {
+        return Vec::new();
+    }
+    let mut idle: Vec<&Kept> = images.iter().filter(|i| !i.busy).collect();
+    idle.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.name.cmp(&b.name)));
+    let mut out = Vec::new();
+    for i in idle {
+        if total <= budget {
+            break;
+        }
+        total = total.saturating_sub(i.bytes);
+        out.push(i.name.as_str());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +447,27 @@ mod tests {
                 .err()
                 .is_some_and(|e| e.contains("x's userland platform is unknown"))
         );
+    }
+
+    #[test]
+    fn collection_removes_the_least_recently_used_idle_images_until_they_fit() {
+        let k = |name: &str, bytes: u64, last_used: u64, busy: bool| Kept {
+            name: name.into(),
+            bytes,
+            last_used,
+            busy,
+        };
+        let images = [
+            k("old", 400, 1, false),
+            k("running", 500, 0, true),
+            k("recent", 300, 9, false),
+            k("middle", 200, 5, false),
+        ];
+        assert!(to_collect(&images, 1400).is_empty(), "it fits");
+        assert_eq!(to_collect(&images, 1000), ["old"]);
+        assert_eq!(to_collect(&images, 700), ["old", "middle", "recent"]);
+        // A busy image is never collected, even when the rest cannot make it fit.
+        assert_eq!(to_collect(&images, 0), ["old", "middle", "recent"]);
     }
 
     #[test]

@@ -253,7 +253,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
             args.tasks.allow_root_tasks,
         )
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
-        driver: std::sync::Arc::new(crate::roles::exec_driver(&args.tasks, name.clone())),
+        driver: std::sync::Arc::new(crate::roles::exec_driver(&args.tasks, name.clone())?),
         dialer: None,
     })
     .await?;
@@ -391,17 +391,25 @@ async fn serve_metrics(agent: Agent, addr: std::net::SocketAddr) -> anyhow::Resu
 pub(crate) fn exec_driver(
     tasks: &motley_cli::args::TaskUserArgs,
     node: String,
-) -> motley_agent::drivers::Exec {
+) -> anyhow::Result<motley_agent::drivers::Exec> {
+    let budget = match &tasks.image_budget {
+        Some(s) => Some(
+            motley_core::quantity::Bytes::parse(s)
+                .map_err(|e| anyhow::anyhow!("--image-budget {s}: {e}"))?
+                .0,
+        ),
+        None => None,
+    };
     let platform = motley_discovery::userland::platform_cached(std::path::Path::new("/"), None)
         .map(|(p, _)| p);
-    motley_agent::drivers::Exec::default().with_containers(
-        motley_agent::drivers::container::Containers::new(
-            tasks.containerd.clone(),
-            tasks.insecure_registries.clone(),
-            node,
-            platform,
-        ),
-    )
+    let mut containers = motley_agent::drivers::container::Containers::new(
+        tasks.containerd.clone(),
+        tasks.insecure_registries.clone(),
+        node,
+        platform,
+    );
+    containers.budget = budget;
+    Ok(motley_agent::drivers::Exec::default().with_containers(containers))
 }
 
 #[cfg(test)]

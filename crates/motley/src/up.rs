@@ -130,7 +130,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.tasks.allow_root_tasks,
         )
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
-        driver: std::sync::Arc::new(crate::roles::exec_driver(&args.tasks, node.clone())),
+        driver: std::sync::Arc::new(crate::roles::exec_driver(&args.tasks, node.clone())?),
         dialer: None,
     })
     .await?;

@@ -36,6 +36,10 @@ pub struct Containers {
     platform: Option<Platform>,
     conn: tokio::sync::Mutex<Option<Containerd>>,
     status: Status,
+    /// Images being pulled or started from: never collected.
+    busy: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+    /// `--image-budget` (bytes); `None`: by the data disk's media.
+    pub budget: Option<u64>,
 }
 
 impl Containers {
@@ -53,7 +57,57 @@ impl Containers {
             platform,
             conn: tokio::sync::Mutex::new(None),
             status: Status::default(),
+            busy: Default::default(),
+            budget: None,
         }
+    }
+
+    fn hold(&self, name: &str, by: isize) {
+        let mut b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let n = b.entry(name.to_string()).or_insert(0);
+        *n = n.saturating_add_signed(by);
+        if *n == 0 {
+            b.remove(name);
+        }
+    }
+
+    /// Removes the least recently used images no container uses and no start is
+    /// pulling, until the rest fit in the budget (`--image-budget`, else
+    /// `default_budget`). Returns what was removed.
+    pub async fn collect(&self, default_budget: u64) -> Result<Vec<String>, String> {
+        if self.conn.lock().await.is_none() {
+            return Ok(Vec::new());
+        }
+        let c = self.conn().await?;
+        let stored = c.stored_images().await.map_err(|e| e.to_string())?;
+        let used = c.images_in_use().await.map_err(|e| e.to_string())?;
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let kept: Vec<motley_core::image::Kept> = stored
+            .into_iter()
+            .map(|s| motley_core::image::Kept {
+                busy: used.contains(&s.name) || busy.contains_key(&s.name),
+                name: s.name,
+                bytes: s.bytes,
+                last_used: s.updated_ms,
+            })
+            .collect();
+        let budget = self.budget.unwrap_or(default_budget);
+        let mut removed = Vec::new();
+        for name in motley_core::image::to_collect(&kept, budget) {
+            // Checked again just before: a start may have begun since the listing.
+            if self
+                .busy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(name)
+            {
+                continue;
+            }
+            c.delete_image(name).await.map_err(|e| e.to_string())?;
+            tracing::info!("removed image {name}: the node's images were over {budget} bytes");
+            removed.push(name.to_string());
+        }
+        Ok(removed)
     }
 
     /// The status cell the facts read.
@@ -127,6 +181,27 @@ impl Containers {
     ) -> Result<ContainerTask, String> {
         let image = a.task.image.as_deref().ok_or("the task has no image")?;
         let c = self.conn().await?;
+        // From before the pull until the container exists, the image is not collected.
+        let name = motley_core::image::Reference::parse(image)?.to_string();
+        self.hold(&name, 1);
+        let out = self
+            .start_held(&c, image, a, dir, log_dir, volumes, setup)
+            .await;
+        self.hold(&name, -1);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_held(
+        self: &std::sync::Arc<Self>,
+        c: &Containerd,
+        image: &str,
+        a: &Allocation,
+        dir: &Path,
+        log_dir: &Path,
+        volumes: &[(String, PathBuf)],
+        setup: &TaskSetup<'_>,
+    ) -> Result<ContainerTask, String> {
         // Progress at most every half second and each whole percent, never to disk.
         let last = std::sync::Mutex::new(None::<(std::time::Instant, u64)>);
         let report = |done: u64, total: u64| {
