@@ -23,6 +23,26 @@ fn ctr(socket: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// The log file of allocation `id`, wherever the agent keeps it (data dir or tmpfs).
+fn find_log(roots: &[std::path::PathBuf], id: &str) -> Option<std::path::PathBuf> {
+    let mut todo: Vec<(std::path::PathBuf, u32)> = roots.iter().map(|r| (r.clone(), 0)).collect();
+    while let Some((d, depth)) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == id) && p.join("output.log").exists() {
+                return Some(p.join("output.log"));
+            }
+            if depth < 5 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push((p, depth + 1));
+            }
+        }
+    }
+    None
+}
+
 fn get(port: u16) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -168,6 +188,43 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         "{killed}"
     );
 
+    // A chatty container's log is bounded like a native task's: the shim appends
+    // (O_APPEND), so the agent's trim truncates it in place and writing goes on at the
+    // new end.
+    let chatty = format!(
+        "kind: Service\nname: chatty\ntask:\n  image: {image}\n  args: [\"-c\", \"dd if=/dev/zero bs=1M count=6 2>/dev/null; sleep 12; echo after-trim; sleep 1000\"]\n  stop_grace: 1s\n"
+    );
+    assert!(c.apply_yaml("chatty.yaml", &chatty).status.success());
+    let chatty_id = wait_for("chatty runs", Duration::from_secs(60), || {
+        let v = c.json(&["get", "allocs"]);
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .find(|a| a["workload"] == "service/chatty" && a["state"] == "running")
+            .and_then(|a| a["id"].as_str().map(String::from))
+    });
+    let roots = [
+        c.data_dir(),
+        std::path::PathBuf::from("/dev/shm"),
+        std::path::PathBuf::from("/run"),
+    ];
+    let log = wait_for("its log file", Duration::from_secs(30), || {
+        find_log(&roots, &chatty_id)
+    });
+    let trimmed = wait_for(
+        "the log trimmed and written again",
+        Duration::from_secs(60),
+        || {
+            let text = std::fs::read(&log).ok()?;
+            (text.ends_with(b"after-trim\n") && text.len() < 1 << 20).then_some(text.len())
+        },
+    );
+    assert!(
+        trimmed < 64,
+        "written at the new end, not past a hole: {trimmed} bytes"
+    );
+    assert!(log.with_file_name("output.log.1").exists(), "the tail kept");
+
     // An image of another architecture: never placed (the server read its platform
     // from the registry), the reason names both platforms, and no node pulls it.
     let riscv = format!("kind: Job\nname: riscv\ntask:\n  image: {other}\n");
@@ -259,6 +316,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     // Deleting leaves no container, task or snapshot of motley's in containerd.
     for w in [
         "service/web",
+        "service/chatty",
         "job/hello",
         "job/riscv",
         "job/oom",
