@@ -81,6 +81,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--motley", default=os.path.join(ROOT, "target/release/motley"))
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--memory", action="store_true",
+                    help="instead: the agent's private memory (RssAnon of `motley up`) with containers "
+                         "disabled, enabled and idle, and with 20 running")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="motley-bench-ctr-")
     sock = os.path.join(d, "containerd.sock")
@@ -129,6 +132,11 @@ def main():
         wait_closed(port)
         return t1 - t0
 
+    if a.memory:
+        memory(a, d, sock, host, ref, up, motley)
+        for p in procs:
+            p.kill()
+        return
     image_task = "  image: " + ref + "\n  command: [/bin/httpd, -f, -p, \"{port}\", -h, /www]\n"
     native_task = "  command: [/bin/busybox, httpd, -f, -p, \"{port}\", -h, \"" + www + "\"]\n"
     apply_and_time("warm", image_task)  # the first pull
@@ -153,6 +161,81 @@ def main():
     up.wait(timeout=60)
     for p in procs:
         p.kill()
+
+
+def rss_anon_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    raise SystemExit("no RssAnon")
+
+
+def memory(a, d, sock, host, ref, up, motley):
+    time.sleep(5)
+    enabled_idle = rss_anon_kib(up.pid)
+    path = os.path.join(d, "twenty.yaml")
+    open(path, "w").write(f"kind: Service\nname: twenty\nreplicas: 20\nplacement:\n  spread: []\n"
+                          f"task:\n  image: {ref}\n  command: [/bin/sh, -c, 'while true; do sleep 1000; done']\n"
+                          "  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n")
+    run(*motley, "apply", "-f", path)
+    t0 = time.monotonic()
+    while True:
+        out = run(*motley, "get", "allocs", "-o", "json")
+        import json
+        if sum(1 for x in json.loads(out) if x["state"] == "running") == 20:
+            break
+        if time.monotonic() - t0 > 120:
+            raise SystemExit("20 containers did not run within 120 s")
+        time.sleep(0.5)
+    time.sleep(float(os.environ.get("MOTLEY_BENCH_SETTLE", "15")))  # past the blocking pool's 10 s keep-alive
+    twenty = rss_anon_kib(up.pid)
+    if os.environ.get("MOTLEY_BENCH_SMAPS"):
+        regions = []
+        cur = None
+        for line in open(f"/proc/{up.pid}/smaps"):
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 5:
+                cur = [parts[0], parts[-1] if len(parts) >= 6 else "[anon]", 0]
+                regions.append(cur)
+            elif parts[0] == "Anonymous:" and cur:
+                cur[2] = int(parts[1])
+        regions.sort(key=lambda r: -r[2])
+        print("largest anonymous regions (kB):", [(r[1], r[2]) for r in regions[:12]])
+        print("threads:", len(os.listdir(f"/proc/{up.pid}/task")))
+    run(*motley, "delete", "service/twenty")
+    up.send_signal(signal.SIGTERM)
+    up.wait(timeout=120)
+    # The same node with containers disabled (no containerd at the socket).
+    data = os.path.join(d, "motley-off")
+    off = subprocess.Popen([a.motley, "up", "--data-dir", data, "--listen", f"127.0.0.1:{free_port()}",
+                            "--name", "bench", "--containerd", os.path.join(d, "none.sock")],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, HOME=data))
+    for line in off.stdout:
+        if line.strip() == "ready":
+            break
+    time.sleep(5)
+    disabled = rss_anon_kib(off.pid)
+    mot_off = [a.motley, "--config", os.path.join(data, "client.yaml")]
+    native = os.path.join(d, "native.yaml")
+    open(native, "w").write("kind: Service\nname: twenty\nreplicas: 20\nplacement:\n  spread: []\n"
+                            "task:\n  command: [/bin/sh, -c, 'while true; do sleep 1000; done']\n"
+                            "  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n")
+    run(*mot_off, "apply", "-f", native)
+    t0 = time.monotonic()
+    import json
+    while sum(1 for x in json.loads(run(*mot_off, "get", "allocs", "-o", "json")) if x["state"] == "running") < 20:
+        if time.monotonic() - t0 > 120:
+            raise SystemExit("20 native tasks did not run within 120 s")
+        time.sleep(0.5)
+    time.sleep(15)
+    native_twenty = rss_anon_kib(off.pid)
+    off.send_signal(signal.SIGTERM)
+    off.wait(timeout=60)
+    print("RssAnon of `motley up` (server + agent in one process), idle (5 s; 15 s after the 20 started):")
+    print(f"  containerd unreachable (containers off): {disabled} kB")
+    print(f"  containerd connected, no container:      {enabled_idle} kB  (+{enabled_idle - disabled} kB)")
+    print(f"  20 containers running:                   {twenty} kB  (+{twenty - disabled} kB)")
+    print(f"  20 native tasks running (containers off): {native_twenty} kB  (+{native_twenty - disabled} kB)")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,31 @@ impl Agent {
         let drv = self.inner.cfg.driver.clone();
         let agent = self.clone();
         let alloc_id = id.to_string();
+        // A container's start is mostly waiting on containerd and the registry: it runs
+        // on the runtime rather than holding a blocking thread per start for seconds.
+        if alloc.task.image.is_some()
+            && let Some(cs) = drv.containers()
+        {
+            let progress = move |text: String| {
+                agent
+                    .inner
+                    .contact
+                    .send(motley_core::proto::AgentMsg::Progress {
+                        id: alloc_id.clone(),
+                        text,
+                    });
+            };
+            let setup = driver::TaskSetup {
+                user: &user,
+                secrets: delivery.as_ref().filter(|_| alloc.task.uses_secrets()),
+                secret_dir,
+                progress: Some(&progress),
+            };
+            return cs
+                .start(&alloc, &dir, &log_dir, &volumes, &setup)
+                .await
+                .map(|t| Box::new(t) as Box<dyn Task>);
+        }
         motley_rt::spawn_blocking(move || {
             let progress = move |text: String| {
                 agent
