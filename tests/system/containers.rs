@@ -313,10 +313,43 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         "the password shows: {job}"
     );
 
+    // A fenced container does not outlive its agent's lease: after a kill -9 of motley
+    // the fence guard (which outlives the agent) ends it when the lease runs out, while
+    // the unfenced web container serves on.
+    let fenced = format!(
+        "kind: Service\nname: fenced\non_node_loss: fence\ntask:\n  image: {image}\n  command: [/bin/sleep, \"1000\"]\n  stop_grace: 1s\n"
+    );
+    assert!(c.apply_yaml("fenced.yaml", &fenced).status.success());
+    let fenced_pid = wait_for("the fenced container runs", Duration::from_secs(60), || {
+        let v = c.json(&["get", "allocs"]);
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .find(|a| a["workload"] == "service/fenced" && a["state"] == "running")
+            .and_then(|a| a["pid"].as_u64())
+    });
+    c.kill9();
+    let killed_at = std::time::Instant::now();
+    wait_for(
+        "the fenced container ended by its guard",
+        Duration::from_secs(60),
+        || (!std::path::Path::new(&format!("/proc/{fenced_pid}")).exists()).then_some(()),
+    );
+    eprintln!(
+        "fenced container ended {:?} after kill -9",
+        killed_at.elapsed()
+    );
+    assert!(
+        get(port).is_some_and(|b| b.contains("200 OK")),
+        "web serves on"
+    );
+    c.start(&args);
+
     // Deleting leaves no container, task or snapshot of motley's in containerd.
     for w in [
         "service/web",
         "service/chatty",
+        "service/fenced",
         "job/hello",
         "job/riscv",
         "job/oom",
@@ -337,8 +370,12 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
             let containers = ctr(&daemon.socket, &["containers", "ls", "-q"]);
             let tasks = ctr(&daemon.socket, &["tasks", "ls", "-q"]);
             let snaps = ctr(&daemon.socket, &["snapshots", "ls"]);
-            (containers.trim().is_empty() && tasks.trim().is_empty() && !snaps.contains(&id))
-                .then_some(())
+            let empty =
+                containers.trim().is_empty() && tasks.trim().is_empty() && !snaps.contains(&id);
+            if !empty {
+                eprintln!("containerd still holds: containers {containers:?} tasks {tasks:?}");
+            }
+            empty.then_some(())
         },
     );
     assert!(get(port).is_none(), "httpd still answers");

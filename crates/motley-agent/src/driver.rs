@@ -228,6 +228,14 @@ pub fn adopt(h: Handle) -> Option<Running> {
     Some(Running::Adopted(fd, h))
 }
 
+/// Waits until the process a handle names has exited (a pidfd becomes readable),
+/// without signalling anything; at once when it is gone already.
+pub async fn exited(h: Handle) {
+    if let Some(Running::Adopted(fd, _)) = adopt(h) {
+        let _ = fd.readable().await;
+    }
+}
+
 /// Who tasks run as. An agent running as root starts them as an unprivileged user
 /// (`--task-user`, default `nobody`, as Nomad's exec driver does); only a task that asks
 /// for root (`task.root`) on a node that allows it (`--allow-root-tasks`) runs as root.

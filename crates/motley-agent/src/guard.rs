@@ -7,10 +7,12 @@
 //!   by their `MOTLEY_ALLOC_ID` ([`crate::driver::scan_tasks`]) and signals their
 //!   process groups. It has no tokio runtime and no sockets: two threads, a few
 //!   hundred KB of private memory. It exists only while fenced work does.
-//! - **The agent's end** ([`ExecGuard`]) starts it from the keeper thread with
-//!   `PR_SET_PDEATHSIG` (it dies with the agent, as fenced tasks do), writes orders
-//!   into a non-blocking pipe, starts it again if it died, and closes the pipe (it
-//!   exits) when no fenced work is left.
+//! - **The agent's end** ([`ExecGuard`]) starts it from the keeper thread, writes
+//!   orders into a non-blocking pipe, starts it again if it died, and closes the pipe
+//!   after an empty order (it exits) when no fenced work is left. The guard clears its
+//!   parent-death signal: when the agent dies it carries out its last order (ending
+//!   what it names at the lease's end: native fenced tasks died with the agent, but a
+//!   container lives on under containerd's shim) and then exits.
 
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -40,12 +42,12 @@ pub fn run() -> i32 {
         eprintln!("motley fence-guard: starting its reader: {e}");
         return 1;
     }
+    // Outlive the agent: a task it started may too (a container, kept by containerd's
+    // shim), and must end when the lease does, agent or not.
+    let _ = nix::sys::prctl::set_pdeathsig(None);
     let (lock, wake) = &*state;
     let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if g.1 {
-            return 0;
-        }
         let Some(now) = boottime_ms() else {
             eprintln!("motley fence-guard: CLOCK_BOOTTIME cannot be read");
             return 1;
@@ -56,6 +58,11 @@ pub fn run() -> i32 {
             drop(g);
             signal(&due, late);
             g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        }
+        // The agent closed the pipe (it ended, or has no fenced work left): exit once
+        // the last order is carried out.
+        if g.1 && g.0.done(now) {
+            return 0;
         }
         let sleep = g.0.sleep_ms(boottime_ms().unwrap_or(now));
         g = wake
@@ -179,7 +186,10 @@ impl ExecGuard {
     pub fn send(&self, order: &FenceOrder) -> Result<(), String> {
         let mut running = self.lock();
         if order.allocs.is_empty() {
-            if let Some(r) = running.take() {
+            if let Some(mut r) = running.take() {
+                // Nothing left to guard: said first, so that it exits at once rather
+                // than carrying out its last order (which it does when the agent dies).
+                let _ = r.0.pipe.write_all(order.encode().as_bytes());
                 finish(r.0);
             }
             return Ok(());

@@ -146,6 +146,20 @@ impl Guard {
         out
     }
 
+    /// Whether a guard whose agent is gone may exit: nothing named, or every named
+    /// task's grace over (its last kill sent by the [`Guard::step`] at `now_ms`). Tasks
+    /// that outlive their agent (containers, kept by containerd's shim) are ended at
+    /// the lease's end all the same; native tasks died with the agent already.
+    pub fn done(&self, now_ms: u64) -> bool {
+        let last = self
+            .order
+            .allocs
+            .values()
+            .map(|g| self.order.deadline_ms.saturating_add(*g))
+            .max();
+        last.is_none_or(|end| now_ms >= end)
+    }
+
     /// How long to sleep before the next [`Guard::step`] (at most [`MAX_SLEEP_MS`]).
     pub fn sleep_ms(&self, now_ms: u64) -> u64 {
         let d = self.order.deadline_ms;
@@ -168,6 +182,27 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_orphaned_guard_exits_only_after_the_last_grace() {
+        let mut g = Guard::new();
+        assert!(g.done(0), "nothing to guard");
+        let mut allocs = BTreeMap::new();
+        allocs.insert("a".to_string(), 1_000);
+        allocs.insert("b".to_string(), 3_000);
+        g.order(FenceOrder {
+            deadline_ms: 10_000,
+            allocs,
+        });
+        assert!(!g.done(9_999));
+        assert!(!g.done(12_999), "b's grace runs until 13 000");
+        let kills = g.step(13_000);
+        assert!(
+            kills.iter().all(|(_, s)| *s == Signal::Kill) && kills.len() == 2,
+            "{kills:?}"
+        );
+        assert!(g.done(13_000));
+    }
 
     fn order(deadline: u64, allocs: &[(&str, u64)]) -> FenceOrder {
         FenceOrder {

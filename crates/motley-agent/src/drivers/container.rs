@@ -40,6 +40,8 @@ pub struct Containers {
     busy: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
     /// `--image-budget` (bytes); `None`: by the data disk's media.
     pub budget: Option<u64>,
+    /// Allocations whose container is being made: never removed as orphans.
+    starting: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Containers {
@@ -59,7 +61,48 @@ impl Containers {
             status: Status::default(),
             busy: Default::default(),
             budget: None,
+            starting: Default::default(),
         }
+    }
+
+    /// Removes motley's containers that no live allocation of this agent runs: those
+    /// whose allocation this agent does not hold (`keep`), and those whose task has
+    /// ended with nobody left to collect it (ended while the agent was down, or by the
+    /// fence guard). A container being made is left alone. Returns what was removed.
+    pub async fn remove_orphans(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>, String> {
+        if self.conn.lock().await.is_none() {
+            return Ok(Vec::new());
+        }
+        let c = self.conn().await?;
+        let mut removed = Vec::new();
+        for id in c.containers_list().await.map_err(|e| e.to_string())? {
+            // In this order: a start in progress is in `starting` until its task runs,
+            // so a container not starting now is seen running if its start just ended.
+            let starting = self
+                .starting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&id);
+            if starting {
+                continue;
+            }
+            let running = c
+                .list()
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|t| t.id == id && t.running);
+            if running && keep.contains(&id) {
+                continue;
+            }
+            c.remove(&id).await.map_err(|e| e.to_string())?;
+            tracing::info!("removed container {id}: no allocation here runs it");
+            removed.push(id);
+        }
+        Ok(removed)
     }
 
     fn hold(&self, name: &str, by: isize) {
@@ -184,9 +227,17 @@ impl Containers {
         // From before the pull until the container exists, the image is not collected.
         let name = motley_core::image::Reference::parse(image)?.to_string();
         self.hold(&name, 1);
+        self.starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(a.id.clone());
         let out = self
             .start_held(&c, image, a, dir, log_dir, volumes, setup)
             .await;
+        self.starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&a.id);
         self.hold(&name, -1);
         out
     }
@@ -412,6 +463,10 @@ impl Task for ContainerTask {
                 return Exit::Unknown;
             }
         };
+        // The exit is watched with a pidfd on the container's init process (a process
+        // of this host), and only then asked of containerd, which keeps the status until
+        // the task is deleted: no call stays open per running container.
+        crate::driver::exited(self.handle).await;
         let exit = match c.wait(&self.id).await {
             // Its cgroup says whether the kernel's OOM killer sent the SIGKILL (read
             // before the task is deleted, which removes the group).
