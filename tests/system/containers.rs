@@ -157,13 +157,19 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
             .cloned()
     });
     let job_id = done["id"].as_str().expect("id");
-    let logs = c.cli(&["logs", job_id]);
-    assert!(logs.status.success(), "{logs:?}");
-    let text = String::from_utf8_lossy(&logs.stdout);
-    assert!(
-        text.contains(&format!("from-the-container {job_id}")),
-        "{text}"
+    // The shim may copy the last bytes just after the exit is reported.
+    let text = wait_for(
+        "the job's output in its log",
+        Duration::from_secs(10),
+        || {
+            let logs = c.cli(&["logs", job_id]);
+            assert!(logs.status.success(), "{logs:?}");
+            let text = String::from_utf8_lossy(&logs.stdout).to_string();
+            text.contains(&format!("from-the-container {job_id}"))
+                .then_some(text)
+        },
     );
+    assert!(!text.is_empty());
 
     // Past its memory limit: killed by the kernel, and the allocation says so.
     let oom = format!(
@@ -302,11 +308,13 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
                 .cloned()
         },
     );
-    let logs = c.cli(&["logs", done["id"].as_str().expect("id")]);
-    assert!(
-        String::from_utf8_lossy(&logs.stdout).contains("pulled-privately"),
-        "{logs:?}"
-    );
+    let creds_id = done["id"].as_str().expect("id").to_string();
+    wait_for("the private job's output", Duration::from_secs(10), || {
+        let logs = c.cli(&["logs", &creds_id]);
+        String::from_utf8_lossy(&logs.stdout)
+            .contains("pulled-privately")
+            .then_some(())
+    });
     let job = c.json(&["get", "jobs", "creds"]);
     assert!(
         !job.to_string().contains("s3cret-pull"),

@@ -267,6 +267,9 @@ pub struct ServerArgs {
     /// A registry read over plain HTTP (`HOST:PORT`) for image platforms; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// A mirror tried before a registry (`docker.io=http://10.0.0.5:5000`); repeatable.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirrors: Vec<String>,
     /// Address the API and agent connections listen on.
     #[arg(long, default_value = "0.0.0.0:7443")]
     pub listen: std::net::SocketAddr,
@@ -416,6 +419,9 @@ pub struct TaskUserArgs {
     /// A registry spoken to over plain HTTP (`HOST:PORT`); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// A mirror tried before a registry (`docker.io=http://10.0.0.5:5000`); repeatable.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirrors: Vec<String>,
     /// How much the node's unused images may take (`2Gi`); the least recently used are
     /// removed past it. Default: 2Gi when the data dir is on SD, eMMC or USB flash,
     /// else 10Gi.

@@ -102,8 +102,8 @@ pub struct Containerd {
     channel: Channel,
     scope: Scope,
     socket: PathBuf,
-    /// Registries spoken to over plain HTTP (`HOST:PORT`).
-    pub insecure: Vec<String>,
+    /// Plain-HTTP registries and mirrors.
+    pub registries: registry::Registries,
     /// The snapshotter (`overlayfs`).
     pub snapshotter: String,
     http: reqwest::Client,
@@ -122,7 +122,7 @@ impl Containerd {
     /// Connects to the socket and checks containerd answers; returns its version too.
     pub async fn connect(
         socket: &Path,
-        insecure: Vec<String>,
+        registries: impl Into<registry::Registries>,
     ) -> Result<(Containerd, String), Error> {
         let unreachable = |why: String| Error::Unreachable {
             socket: socket.display().to_string(),
@@ -148,7 +148,7 @@ impl Containerd {
                 lease: None,
             },
             socket: socket.to_path_buf(),
-            insecure,
+            registries: registries.into(),
             snapshotter: "overlayfs".to_string(),
             http,
         };

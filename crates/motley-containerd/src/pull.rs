@@ -108,7 +108,7 @@ impl Containerd {
         progress: Progress<'_>,
     ) -> Result<Pulled, Error> {
         let r = Reference::parse(reference).map_err(Error::Image)?;
-        let mut reg = Session::new(&self.http, &self.insecure, &r, auth);
+        let mut reg = Session::new(&self.http, &self.registries, &r, auth);
         let (top_type, top_bytes, top_digest) = reg.manifest(r.object()).await?;
         let (index, manifest_desc, manifest_bytes) = if media::is_index(&top_type) {
             let index: Index = serde_json::from_slice(&top_bytes)

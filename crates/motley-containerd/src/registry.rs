@@ -26,13 +26,56 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// How registries are reached: which speak plain HTTP, and mirrors tried first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registries {
+    /// `HOST:PORT`s spoken to over plain HTTP (`--insecure-registry`).
+    pub insecure: Vec<String>,
+    /// Registry (`docker.io`) → mirror base URLs (`http://10.0.0.5:5000`), tried in
+    /// order before the registry itself (`--registry-mirror docker.io=URL`).
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl From<Vec<String>> for Registries {
+    fn from(insecure: Vec<String>) -> Registries {
+        Registries {
+            insecure,
+            mirrors: Default::default(),
+        }
+    }
+}
+
+impl Registries {
+    /// Adds a mirror from `REGISTRY=URL` (`docker.io=http://10.0.0.5:5000`).
+    pub fn add_mirror(&mut self, spec: &str) -> Result<(), String> {
+        let (registry, url) = spec.split_once('=').ok_or_else(|| {
+            format!("{spec:?}: use REGISTRY=URL (docker.io=http://10.0.0.5:5000)")
+        })?;
+        let url = url.trim_end_matches('/');
+        let ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && reqwest::Url::parse(url).is_ok_and(|u| u.host_str().is_some());
+        if registry.is_empty() || !ok {
+            return Err(format!(
+                "{spec:?}: use REGISTRY=URL with an http:// or https:// URL"
+            ));
+        }
+        self.mirrors
+            .entry(registry.to_string())
+            .or_default()
+            .push(url.to_string());
+        Ok(())
+    }
+}
+
 /// One registry session: the reference's repository, with the token it earned.
 pub struct Session<'a> {
     http: &'a reqwest::Client,
-    insecure: &'a [String],
+    regs: &'a Registries,
     r: &'a Reference,
     auth: Option<Credentials>,
     token: Option<String>,
+    /// The base that answered last (a mirror's index, or the registry's).
+    chosen: usize,
 }
 
 /// The `sha256:` digest of bytes.
@@ -44,36 +87,81 @@ impl<'a> Session<'a> {
     /// A session for `r`.
     pub fn new(
         http: &'a reqwest::Client,
-        insecure: &'a [String],
+        regs: &'a Registries,
         r: &'a Reference,
         auth: Option<Credentials>,
     ) -> Session<'a> {
         Session {
             http,
-            insecure,
+            regs,
             r,
             auth,
             token: None,
+            chosen: 0,
         }
     }
 
-    fn base(&self) -> String {
+    /// The repository's base URLs: its mirrors, then the registry itself.
+    fn bases(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .regs
+            .mirrors
+            .get(&self.r.registry)
+            .into_iter()
+            .flatten()
+            .map(|m| format!("{m}/v2/{}", self.r.repository))
+            .collect();
         let host = self.r.api_host();
-        let scheme = if self.insecure.iter().any(|h| h == host) {
+        let scheme = if self.regs.insecure.iter().any(|h| h == host) {
             "http"
         } else {
             "https"
         };
-        format!("{scheme}://{host}/v2/{}", self.r.repository)
+        out.push(format!("{scheme}://{host}/v2/{}", self.r.repository));
+        out
     }
 
-    /// GETs `path` under the repository, answering one bearer challenge.
+    /// GETs `path` under the repository from the first base that has it (the one that
+    /// answered last first), answering one bearer challenge per base.
     pub async fn get(
         &mut self,
         path: &str,
         accept: Option<&str>,
     ) -> Result<reqwest::Response, Error> {
-        let url = format!("{}/{path}", self.base());
+        let bases = self.bases();
+        let mut order: Vec<usize> = (0..bases.len()).collect();
+        if self.chosen < bases.len() {
+            order.retain(|i| *i != self.chosen);
+            order.insert(0, self.chosen);
+        }
+        let mut last = None;
+        for i in order {
+            if i != self.chosen {
+                self.token = None;
+            }
+            match self.get_from(&bases[i], path, accept).await {
+                Ok(r) => {
+                    self.chosen = i;
+                    return Ok(r);
+                }
+                Err(e) => {
+                    if bases.len() > 1 {
+                        tracing::debug!("{}: {e}; trying the next mirror", bases[i]);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Registry(format!("{}: no registry", self.r))))
+    }
+
+    async fn get_from(
+        &mut self,
+        base: &str,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, Error> {
+        let url = format!("{base}/{path}");
         for attempt in 0..2 {
             let mut rb = self.http.get(&url);
             if let Some(a) = accept {
@@ -250,12 +338,12 @@ fn split_params(s: &str) -> Vec<&str> {
 /// what the server schedules by. Fetches one or two small documents, never a layer.
 pub async fn platforms(
     http: &reqwest::Client,
-    insecure: &[String],
+    regs: &Registries,
     reference: &str,
     auth: Option<Credentials>,
 ) -> Result<(String, Vec<motley_core::platform::Platform>), Error> {
     let r = Reference::parse(reference).map_err(Error::Image)?;
-    let mut s = Session::new(http, insecure, &r, auth);
+    let mut s = Session::new(http, regs, &r, auth);
     let (t, bytes, digest) = s.manifest(r.object()).await?;
     if media::is_index(&t) {
         let index: motley_core::image::Index =

@@ -92,7 +92,16 @@ async fn pull_run_wait_kill_and_remove_leave_nothing_behind() {
         .expect("exits")
         .expect("wait");
     assert_eq!(status, 3, "{:?}", std::fs::read_to_string(&log));
-    let text = std::fs::read_to_string(&log).expect("log");
+    // The shim copies stdout and stderr separately: the last bytes may land just
+    // after the exit is reported.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).expect("log");
+        if (text.contains("out") && text.contains("err")) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(text.contains("out") && text.contains("err"), "{text:?}");
 
     // A service: killed with SIGTERM (busybox sleep ignores nothing).
@@ -168,4 +177,56 @@ async fn an_image_of_another_architecture_is_refused_before_any_layer_is_fetched
         fetched.lock().expect("lock").is_empty(),
         "no layer was fetched"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_is_tried_first_and_the_registry_when_the_mirror_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = parts::Daemon::start(dir.path());
+    let origin_dir = dir.path().join("origin");
+    let mirror_dir = dir.path().join("mirror");
+    for d in [&origin_dir, &mirror_dir] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let origin = parts::Registry::start(&origin_dir);
+    let mirror = parts::Registry::start(&mirror_dir);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    // Only the mirror has `cached/app`; only the registry has `fresh/app`.
+    parts::push_busybox(&mirror_dir, &mirror.host, "cached/app:1", arch);
+    parts::push_busybox(&origin_dir, &origin.host, "fresh/app:1", arch);
+    let dead = format!("127.0.0.1:{}", parts::free_port());
+    let mut regs = motley_containerd::registry::Registries::from(vec![origin.host.clone()]);
+    regs.add_mirror(&format!("{}=http://{dead}", origin.host))
+        .expect("mirror");
+    regs.add_mirror(&format!("{}=http://{}", origin.host, mirror.host))
+        .expect("mirror");
+    assert!(regs.add_mirror("docker.io").is_err());
+    assert!(regs.add_mirror("docker.io=ftp://x").is_err());
+    let (c, _) = Containerd::connect(&daemon.socket, regs)
+        .await
+        .expect("connect");
+    let pulled = c
+        .pull(
+            &format!("{}/cached/app:1", origin.host),
+            "n1",
+            Some(&here()),
+            None,
+            &|_, _| {},
+        )
+        .await
+        .expect("pulled through the second mirror (the first is down)");
+    assert_eq!(pulled.name, format!("{}/cached/app:1", origin.host));
+    c.pull(
+        &format!("{}/fresh/app:1", origin.host),
+        "n1",
+        Some(&here()),
+        None,
+        &|_, _| {},
+    )
+    .await
+    .expect("pulled from the registry itself (no mirror has it)");
 }

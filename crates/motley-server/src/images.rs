@@ -21,15 +21,15 @@ pub const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
 /// Image platform lookups and their cache.
 #[derive(Debug, Default)]
 pub struct Images {
-    insecure: Mutex<Vec<String>>,
+    registries: Mutex<motley_containerd::registry::Registries>,
     http: Mutex<Option<reqwest::Client>>,
     cache: Mutex<HashMap<String, (Instant, Vec<Platform>)>>,
 }
 
 impl Images {
-    /// Registries spoken to over plain HTTP (`--insecure-registry`).
-    pub fn set_insecure(&self, hosts: Vec<String>) {
-        *crate::util::lock(&self.insecure) = hosts;
+    /// Plain-HTTP registries and mirrors (`--insecure-registry`, `--registry-mirror`).
+    pub fn set_registries(&self, r: motley_containerd::registry::Registries) {
+        *crate::util::lock(&self.registries) = r;
     }
 
     /// The platforms `reference` offers; empty when they cannot be read (logged).
@@ -60,10 +60,10 @@ impl Images {
                 },
             }
         };
-        let insecure = crate::util::lock(&self.insecure).clone();
+        let regs = crate::util::lock(&self.registries).clone();
         let looked = tokio::time::timeout(
             LOOKUP_LIMIT,
-            motley_containerd::registry::platforms(&http, &insecure, reference, auth),
+            motley_containerd::registry::platforms(&http, &regs, reference, auth),
         )
         .await;
         match looked {

@@ -167,7 +167,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         None => crate::up::default_data_dir()?,
     };
     let server = Server::start(ServerConfig {
-        insecure_registries: args.insecure_registries.clone(),
+        registries: registries(&args.insecure_registries, &args.registry_mirrors)?,
         data_dir: data_dir.clone(),
         listen: args.listen,
         tls_san: args.tls_san,
@@ -386,6 +386,19 @@ async fn serve_metrics(agent: Agent, addr: std::net::SocketAddr) -> anyhow::Resu
     Ok(())
 }
 
+/// `--insecure-registry` and `--registry-mirror` as one setting.
+pub(crate) fn registries(
+    insecure: &[String],
+    mirrors: &[String],
+) -> anyhow::Result<motley_containerd::registry::Registries> {
+    let mut r = motley_containerd::registry::Registries::from(insecure.to_vec());
+    for m in mirrors {
+        r.add_mirror(m)
+            .map_err(|e| anyhow::anyhow!("--registry-mirror {e}"))?;
+    }
+    Ok(r)
+}
+
 /// The exec driver, running tasks with `image:` through the containerd of `--containerd`
 /// for this node's userland platform.
 pub(crate) fn exec_driver(
@@ -404,7 +417,7 @@ pub(crate) fn exec_driver(
         .map(|(p, _)| p);
     let mut containers = motley_agent::drivers::container::Containers::new(
         tasks.containerd.clone(),
-        tasks.insecure_registries.clone(),
+        registries(&tasks.insecure_registries, &tasks.registry_mirrors)?,
         node,
         platform,
     );

@@ -90,7 +90,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => host_name(),
     };
     let server = Server::start(ServerConfig {
-        insecure_registries: args.tasks.insecure_registries.clone(),
+        registries: crate::roles::registries(
+            &args.tasks.insecure_registries,
+            &args.tasks.registry_mirrors,
+        )?,
         data_dir: data_dir.clone(),
         listen: args.listen,
         tls_san: args.tls_san,

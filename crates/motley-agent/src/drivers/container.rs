@@ -31,7 +31,7 @@ pub type Status = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 #[derive(Debug)]
 pub struct Containers {
     socket: PathBuf,
-    insecure: Vec<String>,
+    registries: motley_containerd::registry::Registries,
     node: String,
     platform: Option<Platform>,
     conn: tokio::sync::Mutex<Option<Containerd>>,
@@ -48,13 +48,13 @@ impl Containers {
     /// Containers through the containerd at `socket`, for node `node` of `platform`.
     pub fn new(
         socket: PathBuf,
-        insecure: Vec<String>,
+        registries: impl Into<motley_containerd::registry::Registries>,
         node: String,
         platform: Option<Platform>,
     ) -> Containers {
         Containers {
             socket,
-            insecure,
+            registries: registries.into(),
             node,
             platform,
             conn: tokio::sync::Mutex::new(None),
@@ -193,7 +193,7 @@ impl Containers {
         }
         let (c, version) = tokio::time::timeout(
             Duration::from_secs(10),
-            Containerd::connect(&self.socket, self.insecure.clone()),
+            Containerd::connect(&self.socket, self.registries.clone()),
         )
         .await
         .map_err(|_| {
