@@ -44,7 +44,12 @@ fn find_log(roots: &[std::path::PathBuf], id: &str) -> Option<std::path::PathBuf
 }
 
 fn get(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    get_at("127.0.0.1", port)
+}
+
+fn get_at(host: &str, port: u16) -> Option<String> {
+    let addr: std::net::SocketAddr = format!("{host}:{port}").parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
     let mut body = String::new();
@@ -320,6 +325,54 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         !job.to_string().contains("s3cret-pull"),
         "the password shows: {job}"
     );
+
+    // network: bridge: its own namespace on motley0 with an address of its own, its
+    // port published on the node.
+    let bport = free_port();
+    let bridged = format!(
+        "kind: Service\nname: bridged\ntask:\n  image: {image}\n  network: bridge\n  ports: [{{ name: http, port: {bport} }}]\n  command: [/bin/sh, -c, \"echo ip=$MOTLEY_IP; exec /bin/httpd -f -p {bport} -h /www\"]\n  stop_grace: 1s\n"
+    );
+    let out = c.apply_yaml("bridged.yaml", &bridged);
+    assert!(out.status.success(), "{out:?}");
+    let bridged_id = wait_for(
+        "the bridged container runs",
+        Duration::from_secs(60),
+        || {
+            let v = c.json(&["get", "allocs"]);
+            v.as_array()
+                .expect("a list")
+                .iter()
+                .find(|a| a["workload"] == "service/bridged" && a["state"] == "running")
+                .and_then(|a| a["id"].as_str().map(String::from))
+        },
+    );
+    let ip = wait_for("its address in its log", Duration::from_secs(30), || {
+        let logs = c.cli(&["logs", &bridged_id]);
+        let text = String::from_utf8_lossy(&logs.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("ip=").map(String::from))
+            .filter(|ip| ip.starts_with("10.89."))
+    });
+    let direct = wait_for("served on its own address", Duration::from_secs(30), || {
+        get_at(&ip, bport).filter(|b| b.contains("200 OK"))
+    });
+    assert!(direct.contains("hello from a motley container"), "{direct}");
+    let published = wait_for("served on the node's port", Duration::from_secs(30), || {
+        get(bport).filter(|b| b.contains("200 OK"))
+    });
+    assert!(
+        published.contains("hello from a motley container"),
+        "{published}"
+    );
+    assert!(
+        std::path::Path::new(&format!("/run/netns/motley-{bridged_id}")).exists(),
+        "its namespace"
+    );
+    assert!(c.cli(&["delete", "service/bridged"]).status.success());
+    wait_for("its namespace removed", Duration::from_secs(30), || {
+        (!std::path::Path::new(&format!("/run/netns/motley-{bridged_id}")).exists()).then_some(())
+    });
+    assert!(get_at(&ip, bport).is_none(), "still served after delete");
 
     // A fenced container does not outlive its agent's lease: after a kill -9 of motley
     // the fence guard (which outlives the agent) ends it when the lease runs out, while

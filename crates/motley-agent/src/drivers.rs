@@ -11,6 +11,7 @@
 //! ([`Driver::adopt`]) or, when the agent died before writing the handle down, by its
 //! allocation id ([`Driver::scan`]).
 
+pub mod cni;
 pub mod container;
 pub mod simulated;
 

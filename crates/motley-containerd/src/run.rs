@@ -48,6 +48,8 @@ pub struct RunSpec {
     pub cpu_limit: Option<u64>,
     /// The node's network namespace (no network namespace of its own).
     pub host_network: bool,
+    /// A network namespace made for it (`/run/netns/…`), when not on the host's.
+    pub netns: Option<String>,
     /// Where stdout and stderr go (a file, appended).
     pub log_path: String,
     /// The cgroup (`/motley/<id>`): the same groups native tasks use.
@@ -83,7 +85,10 @@ pub fn spec(s: &RunSpec) -> serde_json::Value {
         json!({"type": "mount"}),
     ];
     if !s.host_network {
-        namespaces.push(json!({"type": "network"}));
+        match &s.netns {
+            Some(path) => namespaces.push(json!({"type": "network", "path": path})),
+            None => namespaces.push(json!({"type": "network"})),
+        }
     }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -94,7 +99,7 @@ pub fn spec(s: &RunSpec) -> serde_json::Value {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
     ];
-    if s.host_network {
+    if s.host_network || s.netns.is_some() {
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             if std::path::Path::new(f).exists() {
                 mounts.push(json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}));

@@ -32,6 +32,7 @@ fn spec(
         memory_limit: None,
         cpu_limit: None,
         host_network: true,
+        netns: None,
         log_path: log.display().to_string(),
         cgroup: format!("/motley-test/{id}"),
         labels: Default::default(),

@@ -535,6 +535,11 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
         if let Err(e) = crate::image::Reference::parse(image) {
             errors.push(doc.error_at("task.image", e));
         }
+    } else if task.network.is_some() {
+        errors.push(doc.error_at(
+            "task.network",
+            "is for images (a container's network): set task.image too",
+        ));
     } else if task.image_secret.is_some() {
         errors.push(doc.error_at(
             "task.image_secret",

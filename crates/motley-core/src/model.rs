@@ -198,6 +198,11 @@ pub struct Task {
     /// registry (a private image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_secret: Option<String>,
+    /// With `image`: `host` (default: the node's network) or `bridge` (a network
+    /// namespace of its own on the node's `motley0` bridge, through Debian's CNI
+    /// plugins; `ports` are published on the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -372,6 +377,16 @@ pub struct HostPort {
     /// `tcp` (default) or `udp`.
     #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
+}
+
+/// How a container is networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// The node's own network.
+    Host,
+    /// Its own namespace on the node's bridge, ports published.
+    Bridge,
 }
 
 /// A transport protocol.
@@ -641,6 +656,7 @@ static NO_TASK: Task = Task {
     image: None,
     args: Vec::new(),
     image_secret: None,
+    network: None,
     env: BTreeMap::new(),
     workdir: None,
     resources: Resources {

@@ -99,6 +99,7 @@ impl Containers {
                 continue;
             }
             c.remove(&id).await.map_err(|e| e.to_string())?;
+            super::cni::del(&id).await;
             tracing::info!("removed container {id}: no allocation here runs it");
             removed.push(id);
         }
@@ -341,6 +342,16 @@ impl Containers {
         env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (uid, gid) = owner.unwrap_or((0, 0));
         let limits = a.task.limits.clone().unwrap_or_default();
+        let bridge = a.task.network == Some(motley_core::model::NetworkMode::Bridge);
+        let netns = if bridge {
+            let ip = super::cni::add(&a.id, &a.task.ports)
+                .await
+                .map_err(|e| format!("network: bridge: {e}"))?;
+            env.insert("MOTLEY_IP".into(), ip);
+            Some(super::cni::netns_path(&a.id).display().to_string())
+        } else {
+            None
+        };
         let spec = RunSpec {
             id: a.id.clone(),
             image: pulled.name.clone(),
@@ -358,15 +369,21 @@ impl Containers {
             binds,
             memory_limit: limits.memory.map(|m| m.0),
             cpu_limit: limits.cpu.map(|c| c.0),
-            host_network: true,
+            host_network: !bridge,
+            netns,
             log_path: crate::driver::log_path(log_dir).display().to_string(),
             cgroup: format!("/motley/{}", a.id),
             labels: [("motley.io/allocation".to_string(), a.id.clone())].into(),
         };
-        let pid = c
-            .run(&spec)
-            .await
-            .map_err(|e| format!("starting the container: {e}"))?;
+        let pid = match c.run(&spec).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                if bridge {
+                    super::cni::del(&a.id).await;
+                }
+                return Err(format!("starting the container: {e}"));
+            }
+        };
         Ok(ContainerTask {
             cs: self.clone(),
             id: a.id.clone(),
@@ -480,6 +497,7 @@ impl Task for ContainerTask {
         if let Err(e) = c.remove(&self.id).await {
             tracing::warn!("removing container {}: {e}", self.id);
         }
+        super::cni::del(&self.id).await;
         exit
     }
 
