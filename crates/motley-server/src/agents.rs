@@ -187,6 +187,25 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
             }
         })
     };
+    // New facts are registered by a task of their own, the latest only: a store write
+    // awaited here (etcd failing over, an SD card) would leave heartbeats unread and
+    // the node declared down (seen: an agent's calibrated CPU score, sent as facts
+    // just as an etcd member was killed, held the session 1.6 s and the node went down).
+    let (facts_tx, mut facts_rx) =
+        tokio::sync::watch::channel(None::<motley_core::model::NodeFacts>);
+    let registrar = {
+        let (s, node, labels) = (s.clone(), node.clone(), labels.clone());
+        motley_rt::spawn(async move {
+            while facts_rx.changed().await.is_ok() {
+                let latest = facts_rx.borrow_and_update().clone();
+                if let Some(facts) = latest
+                    && let Err(e) = s.register_node(&node, facts, &labels).await
+                {
+                    tracing::warn!("new facts from {node}: {e}");
+                }
+            }
+        })
+    };
     if allocs.len() > REPORT_QUEUE_LIMIT {
         let why = format!(
             "node {node} said hello with {} allocations, more than {REPORT_QUEUE_LIMIT}",
@@ -223,9 +242,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 break;
             }
             AgentMsg::Facts { facts } => {
-                if let Err(e) = s.register_node(&node, facts, &labels).await {
-                    tracing::warn!("new facts from {node}: {e}");
-                }
+                let _ = facts_tx.send(Some(facts));
             }
             AgentMsg::Readings { readings, at } => {
                 s.liveness.set_readings(&node, readings, at);
@@ -318,9 +335,12 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
             p.remove(&id);
         }
     }
-    // Reports already received are still stored (the writer ends when they are).
+    // Reports already received are still stored (the writer ends when they are), and
+    // the latest facts registered.
     drop(reports_tx);
     drop(writer);
+    drop(facts_tx);
+    drop(registrar);
     drop(link);
     tracing::info!("agent {node} disconnected");
 }
@@ -710,6 +730,113 @@ mod tests {
         async fn revision(&self) -> Result<u64, motley_store::StoreError> {
             self.0.revision().await
         }
+    }
+
+    /// The embedded store whose writes take 5 s once `slow` is set (etcd failing over).
+    struct SlowWrites(
+        motley_store::embedded::Embedded,
+        Arc<std::sync::atomic::AtomicBool>,
+    );
+
+    #[async_trait::async_trait]
+    impl motley_store::Store for SlowWrites {
+        async fn get(
+            &self,
+            key: &str,
+        ) -> Result<Option<motley_store::KeyValue>, motley_store::StoreError> {
+            self.0.get(key).await
+        }
+        async fn range(
+            &self,
+            prefix: &str,
+        ) -> Result<motley_store::Range, motley_store::StoreError> {
+            self.0.range(prefix).await
+        }
+        async fn txn(
+            &self,
+            txn: motley_store::Txn,
+        ) -> Result<motley_store::TxnResult, motley_store::StoreError> {
+            if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            self.0.txn(txn).await
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+            from: u64,
+        ) -> Result<motley_store::Watch, motley_store::StoreError> {
+            self.0.watch(prefix, from).await
+        }
+        async fn compact(&self, revision: u64) -> Result<(), motley_store::StoreError> {
+            self.0.compact(revision).await
+        }
+        async fn revision(&self) -> Result<u64, motley_store::StoreError> {
+            self.0.revision().await
+        }
+    }
+
+    #[tokio::test]
+    async fn heartbeats_are_answered_while_new_facts_wait_for_a_slow_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            motley_store::embedded::Embedded::open(&dir.path().join("store.redb")).expect("store");
+        let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s =
+            crate::state::tests::shared_on(dir.path(), Arc::new(SlowWrites(store, slow.clone())));
+        s.start_cache().await.expect("cache");
+        let (out, mut from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
+        let (frames, session) = start_pi2(&s, out);
+        assert!(frames.send(Frame::Msg(hello("pi2"))).is_ok());
+        // Registered and welcomed before the store slows down.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !s.cache().nodes.contains_key("pi2") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pi2 never registered"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        slow.store(true, std::sync::atomic::Ordering::SeqCst);
+        let facts = motley_core::model::NodeFacts {
+            cpus: 4,
+            cpu_score: Some(69),
+            ..Default::default()
+        };
+        assert!(frames.send(Frame::Msg(AgentMsg::Facts { facts })).is_ok());
+        // Heartbeats every 100 ms (acknowledged at most once a second): one is
+        // acknowledged long before the 5 s write ends.
+        let beats = frames.clone();
+        let beating = tokio::spawn(async move {
+            for seq in 1..50 {
+                if beats.send(Frame::Msg(AgentMsg::Heartbeat { seq })).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let acked = tokio::time::timeout(Duration::from_millis(2500), async {
+            while let Some(m) = from_server.recv().await {
+                if let ServerMsg::Ack { .. } = m {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        beating.abort();
+        assert_eq!(acked, Ok(true), "the heartbeat waited for the facts' write");
+        // And the facts are registered once the store answers.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while s.cache().nodes.get("pi2").is_none_or(|n| n.facts.cpus != 4) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new facts were lost"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(frames);
+        let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
     }
 
     #[tokio::test]
