@@ -109,6 +109,8 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         .unwrap_or_else(|| panic!("web runs: {allocs}"));
     let id = web_alloc["id"].as_str().expect("id").to_string();
     let pid = web_alloc["pid"].as_u64().expect("pid");
+    let node = String::from_utf8_lossy(&c.cli(&["describe", "node", "node1"]).stdout).to_string();
+    assert!(node.contains("Containers:  containerd 1."), "{node}");
     let described = String::from_utf8_lossy(&c.cli(&["describe", "alloc", &id]).stdout).to_string();
     assert!(
         described.contains(&format!("Image:       {image}")),

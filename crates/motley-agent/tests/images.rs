@@ -53,6 +53,9 @@ async fn over_budget_the_least_recently_used_idle_image_goes_and_one_in_use_stay
         .pull(&used, "n1", Some(&here), None, &|_, _| {})
         .await
         .expect("pull used");
+    if let Some(l) = &old_pulled.lease {
+        c.release(l).await;
+    }
     let stored = c.stored_images().await.expect("images");
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert!(stored.iter().all(|s| s.bytes > 500_000), "{stored:?}");
@@ -75,6 +78,7 @@ async fn over_budget_the_least_recently_used_idle_image_goes_and_one_in_use_stay
         log_path: dir.path().join("gc.log").display().to_string(),
         cgroup: format!("/motley-test/{id}"),
         labels: Default::default(),
+        lease: used_pulled.lease.clone(),
     })
     .await
     .expect("run");

@@ -591,7 +591,7 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
             let mut out = format!(
                 "Name:        {}\nState:       {} for {} ({})\nArch/OS:     {}/{}\nHostname:    {}\nCPUs:        {}\n\
                  Memory:      {}\nCapacity:    cpu {}, memory {}\nAllocated:   cpu {}, memory {} ({} allocations)\n\
-                 Cordoned:    {}\nLabels:\n",
+                 Cordoned:    {}\nContainers:  {}\nLabels:\n",
                 n.node.name,
                 n.state,
                 age(n.since, now),
@@ -607,6 +607,10 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
                 mem(n.used_memory),
                 n.allocations,
                 n.node.cordoned,
+                match &n.node.facts.containerd {
+                    Some(v) => format!("containerd {v}"),
+                    None => "no (containerd does not answer: no image tasks here)".into(),
+                },
             );
             for (k, v) in &n.node.labels {
                 let by = if n.node.operator_labels.contains_key(k) {

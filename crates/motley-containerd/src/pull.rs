@@ -38,6 +38,10 @@ pub struct Pulled {
     pub platform: Platform,
     /// The manifest's digest.
     pub manifest: String,
+    /// The lease that still protects the image's content and snapshots: pass it to
+    /// [`crate::run::RunSpec::lease`] (the container's snapshot is then made inside it,
+    /// and it ends once the container holds the snapshot), or [`Containerd::release`] it.
+    pub lease: Option<String>,
 }
 
 /// Progress: bytes of layers fetched so far, and in all.
@@ -193,21 +197,29 @@ impl Containerd {
                 progress,
             )
             .await;
-        let _ = self
-            .leases()
-            .delete(svc::leases::v1::DeleteRequest {
-                id: lease_id,
-                sync: false,
-            })
-            .await;
-        out?;
+        if let Err(e) = out {
+            self.release(&lease_id).await;
+            return Err(e);
+        }
         Ok(Pulled {
             name: r.to_string(),
             config,
             chain_id: top_chain,
             platform: pulled_platform,
             manifest: manifest_desc.digest,
+            lease: Some(lease_id),
         })
+    }
+
+    /// Ends a lease: what only it protected may then be collected.
+    pub async fn release(&self, lease: &str) {
+        let _ = self
+            .leases()
+            .delete(svc::leases::v1::DeleteRequest {
+                id: lease.to_string(),
+                sync: false,
+            })
+            .await;
     }
 
     #[allow(clippy::type_complexity)]

@@ -56,6 +56,9 @@ pub struct RunSpec {
     pub cgroup: String,
     /// Labels on the container record.
     pub labels: HashMap<String, String>,
+    /// The pull's lease ([`crate::pull::Pulled::lease`]): the rootfs snapshot and the
+    /// container record are made inside it, and it ends once they exist (or fail).
+    pub lease: Option<String>,
 }
 
 /// The default capabilities (Docker's and containerd's default set).
@@ -161,6 +164,18 @@ impl Containerd {
     /// Creates the container and its task and starts it; returns the init pid. A
     /// container or snapshot left by an earlier attempt with the same id is replaced.
     pub async fn run(&self, s: &RunSpec) -> Result<u32, Error> {
+        match &s.lease {
+            Some(l) => {
+                let leased = self.leased(l)?;
+                let out = leased.run_inner(s).await;
+                self.release(l).await;
+                out
+            }
+            None => self.run_inner(s).await,
+        }
+    }
+
+    async fn run_inner(&self, s: &RunSpec) -> Result<u32, Error> {
         self.remove(&s.id).await?;
         let mounts = self
             .snapshots()
@@ -200,15 +215,23 @@ impl Containerd {
             })
             .await
             .map_err(Error::call("containers create"))?;
+        // stdout and stderr both append to the log, each through a path of its own
+        // (the same file): given one path for both, containerd 1.6's shim shares one
+        // writer between them and now and then loses the stderr of a process that
+        // exits at once (seen about once in 15 runs).
         let log = format!("file://{}", s.log_path);
+        let log_err = match s.log_path.rsplit_once('/') {
+            Some((dir, file)) => format!("file://{dir}/./{file}"),
+            None => log.clone(),
+        };
         let created = self
             .tasks()
             .create(svc::tasks::v1::CreateTaskRequest {
                 container_id: s.id.clone(),
                 rootfs: mounts,
                 stdin: String::new(),
-                stdout: log.clone(),
-                stderr: log,
+                stdout: log,
+                stderr: log_err,
                 terminal: false,
                 checkpoint: None,
                 options: None,

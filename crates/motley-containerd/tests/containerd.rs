@@ -9,6 +9,11 @@ use motley_containerd::Containerd;
 use motley_containerd::run::RunSpec;
 use motley_core::platform::Platform;
 
+/// One test at a time: each starts its own containerd, but runc's state directory and
+/// the `motley` namespace's shims are shared by every containerd on the machine; run
+/// side by side, one test's container once failed to start and one's stderr was lost.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn here() -> Platform {
     Platform::new("linux", std::env::consts::ARCH, "")
 }
@@ -36,11 +41,13 @@ fn spec(
         log_path: log.display().to_string(),
         cgroup: format!("/motley-test/{id}"),
         labels: Default::default(),
+        lease: None,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_run_wait_kill_and_remove_leave_nothing_behind() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = parts::Daemon::start(dir.path());
     let registry = parts::Registry::start(dir.path());
@@ -86,7 +93,10 @@ async fn pull_run_wait_kill_and_remove_leave_nothing_behind() {
     let argv = pulled.config.argv(&[], &args);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let (job, svc) = (parts::unique("job"), parts::unique("svc"));
-    let pid = c.run(&spec(&job, &pulled, &argv, &log)).await.expect("run");
+    // The first container is made inside the pull's lease, which then ends.
+    let mut first = spec(&job, &pulled, &argv, &log);
+    first.lease = pulled.lease.clone();
+    let pid = c.run(&first).await.expect("run");
     assert!(pid > 0);
     let status = tokio::time::timeout(Duration::from_secs(30), c.wait(&job))
         .await
@@ -144,9 +154,13 @@ async fn pull_run_wait_kill_and_remove_leave_nothing_behind() {
     // Pulling again finds everything present: no layer bytes fetched.
     let again = std::sync::Mutex::new(Vec::new());
     let progress = |done: u64, total: u64| again.lock().expect("lock").push((done, total));
-    c.pull(&reference, "n1", Some(&here()), None, &progress)
+    let again_pulled = c
+        .pull(&reference, "n1", Some(&here()), None, &progress)
         .await
         .expect("second pull");
+    if let Some(l) = &again_pulled.lease {
+        c.release(l).await;
+    }
     assert_eq!(
         c.clean_interrupted().await.expect("clean"),
         0,
@@ -156,6 +170,7 @@ async fn pull_run_wait_kill_and_remove_leave_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_of_another_architecture_is_refused_before_any_layer_is_fetched() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = parts::Daemon::start(dir.path());
     let registry = parts::Registry::start(dir.path());
@@ -182,6 +197,7 @@ async fn an_image_of_another_architecture_is_refused_before_any_layer_is_fetched
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_is_tried_first_and_the_registry_when_the_mirror_fails() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = parts::Daemon::start(dir.path());
     let origin_dir = dir.path().join("origin");

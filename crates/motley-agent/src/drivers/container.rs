@@ -276,104 +276,123 @@ impl Containers {
             .pull(image, &self.node, self.platform.as_ref(), auth, &report)
             .await
             .map_err(|e| format!("pulling {image}: {e}"))?;
-        let owner = setup.user.for_task(a.task.root)?;
-        for d in [dir, log_dir]
-            .into_iter()
-            .chain(volumes.iter().map(|(_, p)| p.as_path()))
-        {
-            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
-        }
-        // Inside the container, volumes and secrets are at fixed paths.
-        let in_container: Vec<(String, PathBuf)> = volumes
-            .iter()
-            .map(|(n, _)| (n.clone(), PathBuf::from(format!("/volumes/{n}"))))
-            .collect();
-        let mut vars = crate::driver::motley_vars(a, Path::new("/alloc"), &in_container);
-        let mut binds = vec![Bind {
-            source: dir.display().to_string(),
-            destination: "/alloc".into(),
-            read_only: false,
-        }];
-        for ((_, host), (_, inside)) in volumes.iter().zip(&in_container) {
-            binds.push(Bind {
-                source: host.display().to_string(),
-                destination: inside.display().to_string(),
-                read_only: false,
-            });
-        }
-        let empty = motley_core::proto::SecretDelivery::default();
-        let delivery = setup.secrets.unwrap_or(&empty);
-        if !delivery.files.is_empty() {
-            let sdir =
-                crate::driver::write_secret_files(delivery, setup.secret_dir.as_deref(), owner)?;
-            binds.push(Bind {
-                source: sdir.display().to_string(),
-                destination: "/run/secrets".into(),
-                read_only: true,
-            });
-            vars.insert("MOTLEY_SECRETS".into(), "/run/secrets".into());
-        }
-        for d in std::iter::once(dir).chain(volumes.iter().map(|(_, p)| p.as_path())) {
-            crate::driver::chown(d, owner)?;
-        }
-        let expand = |s: &String| crate::driver::expand(s, &vars);
-        let command: Vec<String> = a.task.command.iter().map(expand).collect();
-        let args: Vec<String> = a.task.args.iter().map(expand).collect();
-        let argv = pulled.config.argv(&command, &args);
-        if argv.is_empty() {
-            return Err(format!(
-                "{image} names no entrypoint or command: set task.command"
-            ));
-        }
-        // The image's environment, then motley's variables, the task's, the secrets'.
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        let cfg = pulled.config.config.clone().unwrap_or_default();
-        for kv in cfg.env.unwrap_or_default() {
-            if let Some((k, v)) = kv.split_once('=') {
-                env.insert(k.to_string(), v.to_string());
+        // Until the container exists, the pull's lease protects the image: ended
+        // here if the container cannot even be described.
+        let prepared = async {
+            let owner = setup.user.for_task(a.task.root)?;
+            for d in [dir, log_dir]
+                .into_iter()
+                .chain(volumes.iter().map(|(_, p)| p.as_path()))
+            {
+                std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
             }
+            // Inside the container, volumes and secrets are at fixed paths.
+            let in_container: Vec<(String, PathBuf)> = volumes
+                .iter()
+                .map(|(n, _)| (n.clone(), PathBuf::from(format!("/volumes/{n}"))))
+                .collect();
+            let mut vars = crate::driver::motley_vars(a, Path::new("/alloc"), &in_container);
+            let mut binds = vec![Bind {
+                source: dir.display().to_string(),
+                destination: "/alloc".into(),
+                read_only: false,
+            }];
+            for ((_, host), (_, inside)) in volumes.iter().zip(&in_container) {
+                binds.push(Bind {
+                    source: host.display().to_string(),
+                    destination: inside.display().to_string(),
+                    read_only: false,
+                });
+            }
+            let empty = motley_core::proto::SecretDelivery::default();
+            let delivery = setup.secrets.unwrap_or(&empty);
+            if !delivery.files.is_empty() {
+                let sdir = crate::driver::write_secret_files(
+                    delivery,
+                    setup.secret_dir.as_deref(),
+                    owner,
+                )?;
+                binds.push(Bind {
+                    source: sdir.display().to_string(),
+                    destination: "/run/secrets".into(),
+                    read_only: true,
+                });
+                vars.insert("MOTLEY_SECRETS".into(), "/run/secrets".into());
+            }
+            for d in std::iter::once(dir).chain(volumes.iter().map(|(_, p)| p.as_path())) {
+                crate::driver::chown(d, owner)?;
+            }
+            let expand = |s: &String| crate::driver::expand(s, &vars);
+            let command: Vec<String> = a.task.command.iter().map(expand).collect();
+            let args: Vec<String> = a.task.args.iter().map(expand).collect();
+            let argv = pulled.config.argv(&command, &args);
+            if argv.is_empty() {
+                return Err(format!(
+                    "{image} names no entrypoint or command: set task.command"
+                ));
+            }
+            // The image's environment, then motley's variables, the task's, the secrets'.
+            let mut env: BTreeMap<String, String> = BTreeMap::new();
+            let cfg = pulled.config.config.clone().unwrap_or_default();
+            for kv in cfg.env.unwrap_or_default() {
+                if let Some((k, v)) = kv.split_once('=') {
+                    env.insert(k.to_string(), v.to_string());
+                }
+            }
+            env.entry("PATH".into()).or_insert_with(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            });
+            env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            env.insert(MARK.into(), "1".into());
+            env.extend(a.task.env.iter().map(|(k, v)| (k.clone(), expand(v))));
+            env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let (uid, gid) = owner.unwrap_or((0, 0));
+            let limits = a.task.limits.clone().unwrap_or_default();
+            let bridge = a.task.network == Some(motley_core::model::NetworkMode::Bridge);
+            let netns = if bridge {
+                let ip = super::cni::add(&a.id, &a.task.ports)
+                    .await
+                    .map_err(|e| format!("network: bridge: {e}"))?;
+                env.insert("MOTLEY_IP".into(), ip);
+                Some(super::cni::netns_path(&a.id).display().to_string())
+            } else {
+                None
+            };
+            let spec = RunSpec {
+                id: a.id.clone(),
+                image: pulled.name.clone(),
+                parent_snapshot: pulled.chain_id.clone(),
+                argv,
+                env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                cwd: a
+                    .task
+                    .workdir
+                    .clone()
+                    .or(cfg.working_dir.filter(|w| !w.is_empty()))
+                    .unwrap_or_else(|| "/".into()),
+                uid,
+                gid,
+                binds,
+                memory_limit: limits.memory.map(|m| m.0),
+                cpu_limit: limits.cpu.map(|c| c.0),
+                host_network: !bridge,
+                netns,
+                log_path: crate::driver::log_path(log_dir).display().to_string(),
+                cgroup: format!("/motley/{}", a.id),
+                labels: [("motley.io/allocation".to_string(), a.id.clone())].into(),
+                lease: pulled.lease.clone(),
+            };
+            Ok::<_, String>((spec, bridge))
         }
-        env.entry("PATH".into()).or_insert_with(|| {
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-        });
-        env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.insert(MARK.into(), "1".into());
-        env.extend(a.task.env.iter().map(|(k, v)| (k.clone(), expand(v))));
-        env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let (uid, gid) = owner.unwrap_or((0, 0));
-        let limits = a.task.limits.clone().unwrap_or_default();
-        let bridge = a.task.network == Some(motley_core::model::NetworkMode::Bridge);
-        let netns = if bridge {
-            let ip = super::cni::add(&a.id, &a.task.ports)
-                .await
-                .map_err(|e| format!("network: bridge: {e}"))?;
-            env.insert("MOTLEY_IP".into(), ip);
-            Some(super::cni::netns_path(&a.id).display().to_string())
-        } else {
-            None
-        };
-        let spec = RunSpec {
-            id: a.id.clone(),
-            image: pulled.name.clone(),
-            parent_snapshot: pulled.chain_id.clone(),
-            argv,
-            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            cwd: a
-                .task
-                .workdir
-                .clone()
-                .or(cfg.working_dir.filter(|w| !w.is_empty()))
-                .unwrap_or_else(|| "/".into()),
-            uid,
-            gid,
-            binds,
-            memory_limit: limits.memory.map(|m| m.0),
-            cpu_limit: limits.cpu.map(|c| c.0),
-            host_network: !bridge,
-            netns,
-            log_path: crate::driver::log_path(log_dir).display().to_string(),
-            cgroup: format!("/motley/{}", a.id),
-            labels: [("motley.io/allocation".to_string(), a.id.clone())].into(),
+        .await;
+        let (spec, bridge) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(l) = &pulled.lease {
+                    c.release(l).await;
+                }
+                return Err(e);
+            }
         };
         let pid = match c.run(&spec).await {
             Ok(pid) => pid,
