@@ -42,6 +42,9 @@ pub struct Containers {
     pub budget: Option<u64>,
     /// Allocations whose container is being made: never removed as orphans.
     starting: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Containers a [`ContainerTask`] watches (its supervisor removes them when they
+    /// end, after reading how): never removed as orphans.
+    watched: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
 impl Containers {
@@ -62,6 +65,25 @@ impl Containers {
             busy: Default::default(),
             budget: None,
             starting: Default::default(),
+            watched: Default::default(),
+        }
+    }
+
+    fn watch(&self, id: &str, by: isize) {
+        let mut w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        let n = w.entry(id.to_string()).or_insert(0);
+        *n = n.saturating_add_signed(by);
+        if *n == 0 {
+            w.remove(id);
+        }
+    }
+
+    fn task(self: &std::sync::Arc<Self>, id: String, handle: Handle) -> ContainerTask {
+        self.watch(&id, 1);
+        ContainerTask {
+            cs: self.clone(),
+            id,
+            handle,
         }
     }
 
@@ -86,7 +108,15 @@ impl Containers {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&id);
-            if starting {
+            let watched = self
+                .watched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&id);
+            // A watched container that ended is its supervisor's to remove: it reads
+            // the exit and the cgroup's OOM count first (removed here, an OOM kill was
+            // reported as a plain SIGKILL once).
+            if starting || watched {
                 continue;
             }
             let running = c
@@ -403,25 +433,20 @@ impl Containers {
                 return Err(format!("starting the container: {e}"));
             }
         };
-        Ok(ContainerTask {
-            cs: self.clone(),
-            id: a.id.clone(),
-            handle: Handle {
+        Ok(self.task(
+            a.id.clone(),
+            Handle {
                 pid,
                 start_time: crate::driver::start_time(pid).unwrap_or(0),
             },
-        })
+        ))
     }
 
     /// The container a handle names, when its process is one of motley's containers
     /// (found by [`MARK`] and its allocation id in its environment).
     pub fn adopt(self: &std::sync::Arc<Self>, h: Handle) -> Option<ContainerTask> {
         let id = container_of(h.pid)?;
-        Some(ContainerTask {
-            cs: self.clone(),
-            id,
-            handle: h,
-        })
+        Some(self.task(id, h))
     }
 }
 
@@ -471,6 +496,12 @@ pub struct ContainerTask {
     cs: std::sync::Arc<Containers>,
     id: String,
     handle: Handle,
+}
+
+impl Drop for ContainerTask {
+    fn drop(&mut self) {
+        self.cs.watch(&self.id, -1);
+    }
 }
 
 fn exit_of(status: u32) -> Exit {
