@@ -337,14 +337,26 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
-        // Whatever happened in the test, leave no task behind.
+        // Whatever happened in the test, leave no task behind: the groups seen, when
+        // their leader is still one of this cluster's tasks (a pid reused since by
+        // another test's process, a container's, is not killed: that once turned an
+        // OOM kill in `containers.rs` into a plain SIGKILL), then every task under
+        // the data dir.
+        let dir = self.data_dir();
         for pgid in &self.seen_pgids {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(*pgid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let env = nul_list(format!("/proc/{pgid}/environ"));
+            let ours = env.iter().any(|kv| {
+                kv.strip_prefix("MOTLEY_ALLOC_DIR=")
+                    .is_some_and(|d| Path::new(d).starts_with(&dir))
+            });
+            if ours {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(*pgid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
-        kill_tasks_under(&self.data_dir());
+        kill_tasks_under(&dir);
     }
 }
 
