@@ -62,19 +62,16 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = parts::Daemon::start(dir.path());
     let registry = parts::Registry::start(dir.path());
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let image = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", arch);
+    let arch =
+        motley_core::platform::Platform::new("linux", std::env::consts::ARCH, "").architecture;
+    let image = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", &arch);
     let other = parts::push_busybox(dir.path(), &registry.host, "test/riscv:1", "riscv64");
     let private = parts::Registry::start_private(dir.path(), "motley", "s3cret-pull");
     let private_image = parts::push_busybox_as(
         dir.path(),
         &private.host,
         "team/app:1",
-        arch,
+        &arch,
         Some("motley:s3cret-pull"),
     );
     let socket = daemon.socket.display().to_string();

@@ -171,6 +171,13 @@ impl Running {
     }
 }
 
+/// The value of variable `name` in a `/proc/PID/environ` image (NUL-separated).
+pub fn env_var(env: &[u8], name: &str) -> Option<String> {
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(name.as_bytes())?.strip_prefix(b"="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// Finds running task processes by the `MOTLEY_ALLOC_ID` in their environment: the
 /// process-group leaders whose environment names an allocation, with the allocation
 /// directory it names (`MOTLEY_ALLOC_DIR`: which agent started it). This finds a task
@@ -198,14 +205,9 @@ pub fn scan_tasks() -> motley_rt::HashMap<String, (Handle, Option<PathBuf>)> {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        let var = |name: &[u8]| {
-            env.split(|b| *b == 0)
-                .find_map(|kv| kv.strip_prefix(name))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        let id = var(b"MOTLEY_ALLOC_ID=");
+        let id = env_var(&env, "MOTLEY_ALLOC_ID");
         if let (Some(id), Ok(start_time)) = (id, fields[19].parse()) {
-            let dir = var(b"MOTLEY_ALLOC_DIR=").map(PathBuf::from);
+            let dir = env_var(&env, "MOTLEY_ALLOC_DIR").map(PathBuf::from);
             out.insert(id, (Handle { pid, start_time }, dir));
         }
     }

@@ -125,16 +125,10 @@ impl Driver for Exec {
         volumes: &[(String, PathBuf)],
         setup: &TaskSetup<'_>,
     ) -> Result<Box<dyn Task>, String> {
+        // Containers are started on the runtime through `Driver::containers`
+        // (`supervise.rs`); an image task reaches here only on an agent without them.
         if alloc.task.image.is_some() {
-            let cs = self
-                .containers
-                .as_ref()
-                .ok_or("this agent runs no containers (start it with --containerd SOCKET)")?;
-            // Called on the blocking pool, inside the runtime.
-            let rt = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
-            return rt
-                .block_on(cs.start(alloc, dir, log_dir, volumes, setup))
-                .map(|t| Box::new(t) as _);
+            return Err("this agent runs no containers (start it with --containerd SOCKET)".into());
         }
         crate::driver::start(alloc, dir, log_dir, volumes, setup).map(|r| Box::new(r) as _)
     }

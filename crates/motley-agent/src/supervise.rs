@@ -105,13 +105,13 @@ impl Agent {
         let user = self.inner.cfg.task_user.clone();
         let secret_dir = self.inner.secrets.root.as_ref().map(|r| r.join(id));
         let drv = self.inner.cfg.driver.clone();
-        let agent = self.clone();
-        let alloc_id = id.to_string();
         // A container's start is mostly waiting on containerd and the registry: it runs
-        // on the runtime rather than holding a blocking thread per start for seconds.
+        // on the runtime rather than holding a blocking thread per start for seconds,
+        // and tells the server how its pull goes.
         if alloc.task.image.is_some()
             && let Some(cs) = drv.containers()
         {
+            let (agent, alloc_id) = (self.clone(), id.to_string());
             let progress = move |text: String| {
                 agent
                     .inner
@@ -133,20 +133,11 @@ impl Agent {
                 .map(|t| Box::new(t) as Box<dyn Task>);
         }
         motley_rt::spawn_blocking(move || {
-            let progress = move |text: String| {
-                agent
-                    .inner
-                    .contact
-                    .send(motley_core::proto::AgentMsg::Progress {
-                        id: alloc_id.clone(),
-                        text,
-                    });
-            };
             let setup = driver::TaskSetup {
                 user: &user,
                 secrets: delivery.as_ref().filter(|_| alloc.task.uses_secrets()),
                 secret_dir,
-                progress: Some(&progress),
+                progress: None,
             };
             drv.start(&alloc, &dir, &log_dir, &volumes, &setup)
         })

@@ -28,14 +28,10 @@ async fn over_budget_the_least_recently_used_idle_image_goes_and_one_in_use_stay
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = parts::Daemon::start(dir.path());
     let registry = parts::Registry::start(dir.path());
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let old = parts::push_busybox(dir.path(), &registry.host, "gc/old:1", arch);
-    let used = parts::push_busybox(dir.path(), &registry.host, "gc/used:1", arch);
-    let here = Platform::new("linux", arch, "");
+    let arch = Platform::new("linux", std::env::consts::ARCH, "").architecture;
+    let old = parts::push_busybox(dir.path(), &registry.host, "gc/old:1", &arch);
+    let used = parts::push_busybox(dir.path(), &registry.host, "gc/used:1", &arch);
+    let here = Platform::new("linux", std::env::consts::ARCH, "");
     let cs = Containers::new(
         daemon.socket.clone(),
         vec![registry.host.clone()],

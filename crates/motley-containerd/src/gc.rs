@@ -4,7 +4,7 @@
 //! collector then removes the content and snapshots nothing else references). Which
 //! to delete is [`motley_core::image::to_collect`]'s decision.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use motley_grpc::containerd::services as svc;
 
@@ -46,8 +46,11 @@ impl Containerd {
             .map_err(Error::call("images list"))?
             .into_inner()
             .images;
-        // Blob → (size, the blobs it references): shared blobs are read once.
-        let mut known: HashMap<String, (u64, Vec<String>)> = HashMap::new();
+        // What is not yet known of the blobs is asked once (they are immutable).
+        let mut known = self.blobs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if known.len() > 16_384 {
+            known.clear();
+        }
         let mut out = Vec::new();
         for i in images {
             let Some(target) = &i.target else { continue };
@@ -86,6 +89,7 @@ impl Containerd {
                 updated_ms,
             });
         }
+        *self.blobs.lock().unwrap_or_else(|e| e.into_inner()) = known;
         Ok(out)
     }
 

@@ -107,7 +107,13 @@ pub struct Containerd {
     /// The snapshotter (`overlayfs`).
     pub snapshotter: String,
     http: reqwest::Client,
+    /// Blob → (size, the blobs its labels reference), for image collection: blobs are
+    /// immutable, so each is asked of the content store once, not at every look.
+    blobs: std::sync::Arc<std::sync::Mutex<Blobs>>,
 }
+
+/// Blob digest → (size, the digests its `containerd.io/gc.ref.content.*` labels name).
+type Blobs = std::collections::HashMap<String, (u64, Vec<String>)>;
 
 /// An HTTP client for registries (rustls with the workspace's ring provider).
 pub fn registry_client() -> Result<reqwest::Client, Error> {
@@ -151,6 +157,7 @@ impl Containerd {
             registries: registries.into(),
             snapshotter: "overlayfs".to_string(),
             http,
+            blobs: Default::default(),
         };
         let v = c.version().await.map_err(|e| unreachable(e.to_string()))?;
         Ok((c, v))

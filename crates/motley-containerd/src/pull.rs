@@ -366,7 +366,7 @@ impl Containerd {
                 .map(|_| ())
                 .map_err(Error::call("content update"));
         }
-        let chunk = bytes::copy(bytes);
+        let chunk = bytes.to_vec();
         let body = futures_util::stream::once(async move { Ok::<_, Error>(chunk) });
         self.write(d, body, labels, &|_| {}).await
     }
@@ -634,13 +634,6 @@ impl Containerd {
             n += 1;
         }
         Ok(n)
-    }
-}
-
-mod bytes {
-    /// A copy of a slice (the stream must own its chunk).
-    pub fn copy(b: &[u8]) -> Vec<u8> {
-        b.to_vec()
     }
 }
 

@@ -51,12 +51,8 @@ async fn pull_run_wait_kill_and_remove_leave_nothing_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = parts::Daemon::start(dir.path());
     let registry = parts::Registry::start(dir.path());
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let reference = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", arch);
+    let arch = here().architecture;
+    let reference = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", &arch);
     let (c, version) = Containerd::connect(&daemon.socket, vec![registry.host.clone()])
         .await
         .expect("connect");
@@ -207,14 +203,10 @@ async fn a_mirror_is_tried_first_and_the_registry_when_the_mirror_fails() {
     }
     let origin = parts::Registry::start(&origin_dir);
     let mirror = parts::Registry::start(&mirror_dir);
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
+    let arch = here().architecture;
     // Only the mirror has `cached/app`; only the registry has `fresh/app`.
-    parts::push_busybox(&mirror_dir, &mirror.host, "cached/app:1", arch);
-    parts::push_busybox(&origin_dir, &origin.host, "fresh/app:1", arch);
+    parts::push_busybox(&mirror_dir, &mirror.host, "cached/app:1", &arch);
+    parts::push_busybox(&origin_dir, &origin.host, "fresh/app:1", &arch);
     let dead = format!("127.0.0.1:{}", parts::free_port());
     let mut regs = motley_containerd::registry::Registries::from(vec![origin.host.clone()]);
     regs.add_mirror(&format!("{}=http://{dead}", origin.host))

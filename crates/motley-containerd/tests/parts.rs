@@ -101,7 +101,9 @@ impl Drop for Daemon {
             let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let Ok(cmd) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.contains("containerd-shim") && cmd.contains(&needle) {
                 let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();

@@ -265,20 +265,12 @@ impl Supervisor {
                     // folded into one before they are sent, so a separate report of the
                     // cause would be replaced by the exit's before the server saw it.
                     self.phase = Phase::Running { since: now };
-                    let from = out.len();
-                    self.exited(Exit::Code(127), now, &mut out);
-                    let plain = Exit::Code(127).describe();
-                    for a in &mut out[from..] {
-                        if let Action::Report(r) = a
-                            && let Some(reason) = &mut r.reason
-                        {
-                            *reason = reason.replacen(&plain, &format!("{why} (exit 127)"), 1);
-                        }
-                    }
+                    let what = format!("{why} (exit 127)");
+                    self.exited(Exit::Code(127), Some(what), now, &mut out);
                 }
             }
             Event::Exited(exit) => match &self.phase {
-                Phase::Running { .. } => self.exited(exit, now, &mut out),
+                Phase::Running { .. } => self.exited(exit, None, now, &mut out),
                 Phase::Stopping { .. } => self.stopped(Some(exit), &mut out),
                 _ => {}
             },
@@ -293,8 +285,10 @@ impl Supervisor {
         out
     }
 
-    /// After an exit of a running task: restart after a backoff, or finish.
-    fn exited(&mut self, exit: Exit, now: u64, out: &mut Vec<Action>) {
+    /// After an exit of a running task: restart after a backoff, or finish. `what`
+    /// says what happened when the exit alone does not (a start that failed).
+    fn exited(&mut self, exit: Exit, what: Option<String>, now: u64, out: &mut Vec<Action>) {
+        let what = what.unwrap_or_else(|| exit.describe());
         let ran_for = match self.phase {
             Phase::Running { since } => now.saturating_sub(since),
             _ => 0,
@@ -319,7 +313,7 @@ impl Supervisor {
                     uncounted: (!counted).then_some(self.uncounted),
                     reason: Some(format!(
                         "{}; restarting in {delay_ms}ms{}",
-                        exit.describe(),
+                        what,
                         if counted {
                             ""
                         } else {
@@ -333,7 +327,7 @@ impl Supervisor {
                     state: Some(state),
                     pid: Some(None),
                     exit_code: Some(exit.as_code()),
-                    reason: Some(exit.describe()),
+                    reason: Some(what),
                     ..Report::default()
                 },
                 out,

@@ -693,97 +693,70 @@ mod tests {
         let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
     }
 
-    /// The embedded store with every `get` 20 ms slow (an SD card under load).
-    struct SlowGets(motley_store::embedded::Embedded);
+    /// The embedded store, slowed: every `get` by `get_delay` (an SD card under load),
+    /// and every write by 5 s while `slow_writes` is set (etcd failing over).
+    struct Slow {
+        inner: motley_store::embedded::Embedded,
+        get_delay: Duration,
+        slow_writes: Arc<std::sync::atomic::AtomicBool>,
+    }
 
-    #[async_trait::async_trait]
-    impl motley_store::Store for SlowGets {
-        async fn get(
-            &self,
-            key: &str,
-        ) -> Result<Option<motley_store::KeyValue>, motley_store::StoreError> {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            self.0.get(key).await
-        }
-        async fn range(
-            &self,
-            prefix: &str,
-        ) -> Result<motley_store::Range, motley_store::StoreError> {
-            self.0.range(prefix).await
-        }
-        async fn txn(
-            &self,
-            txn: motley_store::Txn,
-        ) -> Result<motley_store::TxnResult, motley_store::StoreError> {
-            self.0.txn(txn).await
-        }
-        async fn watch(
-            &self,
-            prefix: &str,
-            from: u64,
-        ) -> Result<motley_store::Watch, motley_store::StoreError> {
-            self.0.watch(prefix, from).await
-        }
-        async fn compact(&self, revision: u64) -> Result<(), motley_store::StoreError> {
-            self.0.compact(revision).await
-        }
-        async fn revision(&self) -> Result<u64, motley_store::StoreError> {
-            self.0.revision().await
+    impl Slow {
+        fn new(dir: &std::path::Path, get_delay: Duration) -> Slow {
+            Slow {
+                inner: motley_store::embedded::Embedded::open(&dir.join("store.redb"))
+                    .expect("store"),
+                get_delay,
+                slow_writes: Default::default(),
+            }
         }
     }
 
-    /// The embedded store whose writes take 5 s once `slow` is set (etcd failing over).
-    struct SlowWrites(
-        motley_store::embedded::Embedded,
-        Arc<std::sync::atomic::AtomicBool>,
-    );
-
     #[async_trait::async_trait]
-    impl motley_store::Store for SlowWrites {
+    impl motley_store::Store for Slow {
         async fn get(
             &self,
             key: &str,
         ) -> Result<Option<motley_store::KeyValue>, motley_store::StoreError> {
-            self.0.get(key).await
+            tokio::time::sleep(self.get_delay).await;
+            self.inner.get(key).await
         }
         async fn range(
             &self,
             prefix: &str,
         ) -> Result<motley_store::Range, motley_store::StoreError> {
-            self.0.range(prefix).await
+            self.inner.range(prefix).await
         }
         async fn txn(
             &self,
             txn: motley_store::Txn,
         ) -> Result<motley_store::TxnResult, motley_store::StoreError> {
-            if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.slow_writes.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
-            self.0.txn(txn).await
+            self.inner.txn(txn).await
         }
         async fn watch(
             &self,
             prefix: &str,
             from: u64,
         ) -> Result<motley_store::Watch, motley_store::StoreError> {
-            self.0.watch(prefix, from).await
+            self.inner.watch(prefix, from).await
         }
         async fn compact(&self, revision: u64) -> Result<(), motley_store::StoreError> {
-            self.0.compact(revision).await
+            self.inner.compact(revision).await
         }
         async fn revision(&self) -> Result<u64, motley_store::StoreError> {
-            self.0.revision().await
+            self.inner.revision().await
         }
     }
 
     #[tokio::test]
     async fn heartbeats_are_answered_while_new_facts_wait_for_a_slow_store() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            motley_store::embedded::Embedded::open(&dir.path().join("store.redb")).expect("store");
-        let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let s =
-            crate::state::tests::shared_on(dir.path(), Arc::new(SlowWrites(store, slow.clone())));
+        let store = Slow::new(dir.path(), Duration::ZERO);
+        let slow = store.slow_writes.clone();
+        let s = crate::state::tests::shared_on(dir.path(), Arc::new(store));
         s.start_cache().await.expect("cache");
         let (out, mut from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
         let (frames, session) = start_pi2(&s, out);
@@ -842,9 +815,8 @@ mod tests {
     #[tokio::test]
     async fn a_node_flooding_reports_is_disconnected_and_audited() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            motley_store::embedded::Embedded::open(&dir.path().join("store.redb")).expect("store");
-        let s = crate::state::tests::shared_on(dir.path(), Arc::new(SlowGets(store)));
+        let store = Slow::new(dir.path(), Duration::from_millis(20));
+        let s = crate::state::tests::shared_on(dir.path(), Arc::new(store));
         s.start_cache().await.expect("cache");
         let (out, mut from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
         // The agent reads what it is sent (a full outbox would end the session first).

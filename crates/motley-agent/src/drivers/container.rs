@@ -37,14 +37,36 @@ pub struct Containers {
     conn: tokio::sync::Mutex<Option<Containerd>>,
     status: Status,
     /// Images being pulled or started from: never collected.
-    busy: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+    busy: Counted,
     /// `--image-budget` (bytes); `None`: by the data disk's media.
     pub budget: Option<u64>,
     /// Allocations whose container is being made: never removed as orphans.
-    starting: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    starting: Counted,
     /// Containers a [`ContainerTask`] watches (its supervisor removes them when they
     /// end, after reading how): never removed as orphans.
-    watched: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+    watched: Counted,
+}
+
+/// Names held by any number of holders at once.
+#[derive(Debug, Default)]
+struct Counted(std::sync::Mutex<std::collections::BTreeMap<String, usize>>);
+
+impl Counted {
+    fn add(&self, name: &str, by: isize) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(name.to_string()).or_insert(0);
+        *n = n.saturating_add_signed(by);
+        if *n == 0 {
+            m.remove(name);
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+    }
 }
 
 impl Containers {
@@ -69,17 +91,8 @@ impl Containers {
         }
     }
 
-    fn watch(&self, id: &str, by: isize) {
-        let mut w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-        let n = w.entry(id.to_string()).or_insert(0);
-        *n = n.saturating_add_signed(by);
-        if *n == 0 {
-            w.remove(id);
-        }
-    }
-
     fn task(self: &std::sync::Arc<Self>, id: String, handle: Handle) -> ContainerTask {
-        self.watch(&id, 1);
+        self.watched.add(&id, 1);
         ContainerTask {
             cs: self.clone(),
             id,
@@ -99,33 +112,26 @@ impl Containers {
             return Ok(Vec::new());
         }
         let c = self.conn().await?;
+        let containers = c.containers_list().await.map_err(|e| e.to_string())?;
+        let running: std::collections::BTreeSet<String> = c
+            .list()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|t| t.running)
+            .map(|t| t.id)
+            .collect();
         let mut removed = Vec::new();
-        for id in c.containers_list().await.map_err(|e| e.to_string())? {
-            // In this order: a start in progress is in `starting` until its task runs,
-            // so a container not starting now is seen running if its start just ended.
-            let starting = self
-                .starting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&id);
-            let watched = self
-                .watched
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&id);
+        for id in containers {
+            // In this order: a start holds `starting` until its task is watched, so a
+            // container not starting when looked at is watched if its start just ended.
             // A watched container that ended is its supervisor's to remove: it reads
             // the exit and the cgroup's OOM count first (removed here, an OOM kill was
             // reported as a plain SIGKILL once).
-            if starting || watched {
-                continue;
-            }
-            let running = c
-                .list()
-                .await
-                .map_err(|e| e.to_string())?
-                .iter()
-                .any(|t| t.id == id && t.running);
-            if running && keep.contains(&id) {
+            if self.starting.contains(&id)
+                || self.watched.contains(&id)
+                || (running.contains(&id) && keep.contains(&id))
+            {
                 continue;
             }
             c.remove(&id).await.map_err(|e| e.to_string())?;
@@ -134,15 +140,6 @@ impl Containers {
             removed.push(id);
         }
         Ok(removed)
-    }
-
-    fn hold(&self, name: &str, by: isize) {
-        let mut b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        let n = b.entry(name.to_string()).or_insert(0);
-        *n = n.saturating_add_signed(by);
-        if *n == 0 {
-            b.remove(name);
-        }
     }
 
     /// Removes the least recently used images no container uses and no start is
@@ -155,11 +152,10 @@ impl Containers {
         let c = self.conn().await?;
         let stored = c.stored_images().await.map_err(|e| e.to_string())?;
         let used = c.images_in_use().await.map_err(|e| e.to_string())?;
-        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let kept: Vec<motley_core::image::Kept> = stored
             .into_iter()
             .map(|s| motley_core::image::Kept {
-                busy: used.contains(&s.name) || busy.contains_key(&s.name),
+                busy: used.contains(&s.name) || self.busy.contains(&s.name),
                 name: s.name,
                 bytes: s.bytes,
                 last_used: s.updated_ms,
@@ -169,12 +165,7 @@ impl Containers {
         let mut removed = Vec::new();
         for name in motley_core::image::to_collect(&kept, budget) {
             // Checked again just before: a start may have begun since the listing.
-            if self
-                .busy
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(name)
-            {
+            if self.busy.contains(name) {
                 continue;
             }
             c.delete_image(name).await.map_err(|e| e.to_string())?;
@@ -257,19 +248,13 @@ impl Containers {
         let c = self.conn().await?;
         // From before the pull until the container exists, the image is not collected.
         let name = motley_core::image::Reference::parse(image)?.to_string();
-        self.hold(&name, 1);
-        self.starting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(a.id.clone());
+        self.busy.add(&name, 1);
+        self.starting.add(&a.id, 1);
         let out = self
             .start_held(&c, image, a, dir, log_dir, volumes, setup)
             .await;
-        self.starting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&a.id);
-        self.hold(&name, -1);
+        self.starting.add(&a.id, -1);
+        self.busy.add(&name, -1);
         out
     }
 
@@ -458,16 +443,10 @@ fn mib(bytes: u64) -> String {
 /// The allocation id of a container process, from its environment.
 pub fn container_of(pid: u32) -> Option<String> {
     let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let mut id = None;
-    let mut marked = false;
-    for kv in env.split(|b| *b == 0) {
-        if kv == format!("{MARK}=1").as_bytes() {
-            marked = true;
-        } else if let Some(v) = kv.strip_prefix(b"MOTLEY_ALLOC_ID=") {
-            id = Some(String::from_utf8_lossy(v).to_string());
-        }
+    if crate::driver::env_var(&env, MARK).as_deref() != Some("1") {
+        return None;
     }
-    id.filter(|_| marked)
+    crate::driver::env_var(&env, "MOTLEY_ALLOC_ID")
 }
 
 /// Whether the kernel's OOM killer killed a process of allocation `id`'s cgroup (v2
@@ -500,7 +479,7 @@ pub struct ContainerTask {
 
 impl Drop for ContainerTask {
     fn drop(&mut self) {
-        self.cs.watch(&self.id, -1);
+        self.cs.watched.add(&self.id, -1);
     }
 }
 
@@ -524,9 +503,7 @@ impl Task for ContainerTask {
             Err(e) => {
                 // containerd is down: the container runs on; its process is watched.
                 tracing::warn!("container {}: {e}", self.id);
-                if let Some(mut r) = crate::driver::adopt(self.handle) {
-                    let _ = r.wait().await;
-                }
+                crate::driver::exited(self.handle).await;
                 return Exit::Unknown;
             }
         };

@@ -55,22 +55,39 @@ pub(crate) async fn node_action(
             ));
         }
     };
-    let key = keys::node(&name);
-    let (st, key_ref, name_ref) = (&*s, &key, &name);
+    update_node(&s, &name, |node| {
+        if node.cordoned == cordoned && node.draining == draining {
+            return Ok(None);
+        }
+        let mut n = node.clone();
+        n.cordoned = cordoned;
+        n.draining = draining;
+        Ok(Some(n))
+    })
+    .await
+}
+
+/// Changes the stored record of node `name` by `change` (`None`: nothing to change),
+/// with compare-and-swap retries, waits until the cache has it, and answers its view.
+async fn update_node(
+    s: &Arc<Shared>,
+    name: &str,
+    change: impl Fn(&motley_core::model::Node) -> Result<Option<motley_core::model::Node>, ApiError>,
+) -> ApiResult<Json<NodeView>> {
+    let key = keys::node(name);
+    let (st, key_ref, change_ref) = (&**s, &key, &change);
     let outcome = motley_store::update(
         &*s.store,
         || async move {
-            let (s, key, name) = (st, key_ref, name_ref);
+            let (s, key, change) = (st, key_ref, change_ref);
             let kv = s.store.get(key).await?.ok_or_else(|| {
                 ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found"))
             })?;
-            let mut node: motley_core::model::Node = serde_json::from_slice(&kv.value)
+            let node: motley_core::model::Node = serde_json::from_slice(&kv.value)
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            if node.cordoned == cordoned && node.draining == draining {
+            let Some(node) = change(&node)? else {
                 return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
-            }
-            node.cordoned = cordoned;
-            node.draining = draining;
+            };
             let v = serde_json::to_vec(&node)
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok(motley_store::Attempt::Write(
@@ -93,7 +110,7 @@ pub(crate) async fn node_action(
             ));
         }
     }
-    node_views(&s)
+    node_views(s)
         .into_iter()
         .find(|n| n.node.name == name)
         .map(Json)
@@ -120,49 +137,11 @@ pub(crate) async fn relabel_node(
     body: Result<Json<Relabel>, JsonRejection>,
 ) -> ApiResult<Json<NodeView>> {
     let Json(body) = body?;
-    let key = keys::node(&name);
-    let (st, key_ref, name_ref, body_ref) = (&*s, &key, &name, &body);
-    let outcome = motley_store::update(
-        &*s.store,
-        || async move {
-            let (s, key, name, body) = (st, key_ref, name_ref, body_ref);
-            let kv = s.store.get(key).await?.ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found"))
-            })?;
-            let node: motley_core::model::Node = serde_json::from_slice(&kv.value)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            let Some(node) = motley_core::node::relabel(&node, &body.set, &body.remove)
-                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?
-            else {
-                return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
-            };
-            let v = serde_json::to_vec(&node)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            Ok(motley_store::Attempt::Write(
-                Txn::new()
-                    .when(key.as_str(), kv.mod_revision)
-                    .put(key.as_str(), v),
-                (),
-            ))
-        },
-        || {},
-    )
-    .await?;
-    match outcome {
-        motley_store::Updated::Committed((), rev) => s.wait_for_rev(rev).await,
-        motley_store::Updated::Unchanged(()) => {}
-        motley_store::Updated::Conflicted => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("node {name} kept changing concurrently; run it again"),
-            ));
-        }
-    }
-    node_views(&s)
-        .into_iter()
-        .find(|n| n.node.name == name)
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
+    update_node(&s, &name, |node| {
+        motley_core::node::relabel(node, &body.set, &body.remove)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))
+    })
+    .await
 }
 
 pub(crate) async fn list_nodes(State(s): State<Arc<Shared>>) -> Json<Vec<NodeView>> {

@@ -354,6 +354,16 @@ async fn image_platforms(
 ) -> HashMap<String, Vec<motley_core::platform::Platform>> {
     let mut platforms: HashMap<String, Vec<motley_core::platform::Platform>> = HashMap::default();
     for d in docs {
+        // An unchanged spec is not stored again (nor planned anew): no registry call
+        // for it (a GitOps loop re-applies the same set again and again).
+        let unchanged = s
+            .cache()
+            .workloads
+            .get(&d.spec.reference())
+            .is_some_and(|w| w.spec == d.spec);
+        if unchanged {
+            continue;
+        }
         if let Some(image) = &d.spec.task().image
             && !platforms.contains_key(image)
         {
