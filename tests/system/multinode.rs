@@ -1474,3 +1474,107 @@ fn simulated_nodes_join_take_work_and_are_lost_together() {
     });
     assert_eq!(node_state(&m, "n1"), "ready");
 }
+
+/// All task logs on a node together stay within `--log-budget`: three chatty services
+/// (1.5 MB each) are cut to one level, keeping their newest bytes; a quiet one keeps
+/// all of its log; `motley logs` still ends with what each wrote last.
+#[test]
+fn a_nodes_task_logs_together_stay_within_its_log_budget() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let mut a = m.agent_args("logs", Some(&token));
+    a.extend([
+        "--facts-interval".into(),
+        "300ms".into(),
+        "--task-logs".into(),
+        "disk".into(),
+        "--log-budget".into(),
+        "3Mi".into(),
+    ]);
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    let _agent = Proc::spawn(&refs, m.dir.path().join("logs.log")).expect("agent");
+    let mut yaml = String::new();
+    for name in ["chatty-a", "chatty-b", "chatty-c"] {
+        yaml.push_str(&format!(
+            "kind: Service\nname: {name}\ntask:\n  command: [sh, -c, \"dd if=/dev/zero bs=1000 count=1500 2>/dev/null; echo end-of-{name}; exec sleep 1000\"]\n  stop_grace: 1s\n---\n"
+        ));
+    }
+    yaml.push_str("kind: Service\nname: quiet\ntask:\n  command: [sh, -c, \"echo quiet-start; exec sleep 1000\"]\n  stop_grace: 1s\n");
+    let manifest = m.dir.path().join("logs.yaml");
+    std::fs::write(&manifest, yaml).expect("write");
+    let out = m.cli(&["apply", "-f", manifest.to_str().expect("path")]);
+    assert!(out.status.success(), "{out:?}");
+    let ids: Vec<(String, String)> = wait_for("4 running", Duration::from_secs(30), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "allocs", "-o", "json"]).stdout).ok()?;
+        let running: Vec<(String, String)> = v
+            .as_array()?
+            .iter()
+            .filter(|a| a["state"] == "running")
+            .filter_map(|a| Some((a["workload"].as_str()?.into(), a["id"].as_str()?.into())))
+            .collect();
+        (running.len() == 4).then_some(running)
+    });
+    let allocs = m.dir.path().join("logs");
+    let usage = |id: &str| -> u64 {
+        let mut dir = None;
+        let mut todo = vec![allocs.clone()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_name() == id {
+                    dir = Some(e.path());
+                } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(e.path());
+                }
+            }
+        }
+        let dir = dir.unwrap_or_else(|| panic!("no directory for {id} under {allocs:?}"));
+        ["output.log", "output.log.1"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let budget = 3u64 << 20;
+    let sizes = wait_for(
+        "the logs cut to the budget",
+        Duration::from_secs(60),
+        || {
+            let sizes: Vec<(String, u64)> =
+                ids.iter().map(|(w, id)| (w.clone(), usage(id))).collect();
+            let total: u64 = sizes.iter().map(|s| s.1).sum();
+            // Each chatty one wrote 1.5 MB; all of it arrived before the cut.
+            let written = sizes
+                .iter()
+                .filter(|(w, _)| w.contains("chatty"))
+                .all(|(_, n)| *n > 900_000);
+            (written && total <= budget).then_some(sizes)
+        },
+    );
+    for (w, n) in &sizes {
+        if w == "service/quiet" {
+            assert_eq!(*n, "quiet-start\n".len() as u64, "{sizes:?}");
+        } else {
+            // One level: (budget - quiet's 12 bytes) / 3.
+            assert!(
+                *n >= (budget - 12) / 3 - 16 && *n <= budget / 3,
+                "{sizes:?}"
+            );
+        }
+    }
+    for (w, id) in &ids {
+        let out = m.cli(&["logs", id]);
+        assert!(out.status.success(), "{out:?}");
+        let name = w.trim_start_matches("service/");
+        let want = if name == "quiet" {
+            "quiet-start\n".to_string()
+        } else {
+            format!("end-of-{name}\n")
+        };
+        assert!(
+            out.stdout.ends_with(want.as_bytes()),
+            "{w}: {:?}",
+            String::from_utf8_lossy(&out.stdout[out.stdout.len().saturating_sub(80)..])
+        );
+    }
+}

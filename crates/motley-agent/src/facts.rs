@@ -22,6 +22,9 @@ pub struct FactsConfig {
     pub thresholds: Thresholds,
     /// The owner's choice of task log place (`None`: memory on fragile flash, else disk).
     pub task_logs: Option<LogTarget>,
+    /// What the node's task logs may take together, in memory and on disk each
+    /// (`--log-budget`; `None`: [`motley_core::logbudget`]'s defaults).
+    pub log_budget: Option<u64>,
     /// A CPU score given by the owner instead of calibrating.
     pub cpu_score: Option<u32>,
     /// Tasks that ask for root run as root here (reported to the scheduler).
@@ -39,6 +42,7 @@ impl FactsConfig {
             interval: Duration::from_secs(30),
             thresholds: Thresholds::default(),
             task_logs: None,
+            log_budget: None,
             cpu_score: None,
             root_tasks: false,
             containerd: Default::default(),

@@ -45,6 +45,65 @@ pub fn trim(dir: &Path, max: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Bytes an allocation's log takes (`output.log` and `output.log.1`).
+pub fn usage(dir: &Path) -> u64 {
+    ["output.log", "output.log.1"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Cuts an allocation's log to its newest `keep` bytes (the node's logs together were
+/// over budget: [`motley_core::logbudget`]). The older file goes first; when the current
+/// one alone is larger, its tail becomes the older file and it is truncated in place
+/// (writers append, as for [`trim`]). Writes nothing when the log fits.
+pub fn trim_to(dir: &Path, keep: u64) -> std::io::Result<()> {
+    let current = log_path(dir);
+    let older = dir.join("output.log.1");
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let (cur, old) = (len(&current), len(&older));
+    if cur.saturating_add(old) <= keep {
+        return Ok(());
+    }
+    let tail_of = |path: &Path, from: u64, n: u64| -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(path)?;
+        f.seek(SeekFrom::Start(from))?;
+        let mut out = Vec::with_capacity(n as usize);
+        f.take(n).read_to_end(&mut out)?;
+        Ok(out)
+    };
+    if cur <= keep {
+        let n = keep - cur;
+        if n == 0 {
+            return std::fs::remove_file(&older);
+        }
+        let tail = tail_of(&older, old - n, n)?;
+        return std::fs::write(&older, tail);
+    }
+    let tail = tail_of(&current, cur - keep, keep)?;
+    std::fs::write(&older, &tail)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&current)?
+        .set_len(0)
+}
+
+/// Keeps the logs in `dirs` (one place: memory or disk) within `budget` together,
+/// cutting the largest to a common level ([`motley_core::logbudget::level`]). Returns
+/// the level and how many were cut, when any was.
+pub fn enforce_budget(dirs: &[std::path::PathBuf], budget: u64) -> Option<(u64, usize)> {
+    let sizes: Vec<u64> = dirs.iter().map(|d| usage(d)).collect();
+    let level = motley_core::logbudget::level(&sizes, budget)?;
+    let mut cut = 0;
+    for (d, size) in dirs.iter().zip(&sizes) {
+        if *size > level && trim_to(d, level).is_ok() {
+            cut += 1;
+        }
+    }
+    Some((level, cut))
+}
+
 fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
@@ -198,6 +257,29 @@ mod tests {
         assert!(!got.contains(secret), "a masked value was sent");
         assert!(!got.contains("hunter2"), "part of it was sent");
         assert!(got.ends_with("<redacted>\n"), "{}", &got[got.len() - 20..]);
+    }
+
+    #[test]
+    fn trim_to_keeps_the_newest_bytes_and_drops_the_older_file_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(d.join("output.log.1"), b"0123456789").expect("write");
+        std::fs::write(d.join("output.log"), b"abcdef").expect("write");
+        trim_to(d, 16).expect("fits");
+        assert_eq!(usage(d), 16);
+        trim_to(d, 9).expect("trim");
+        assert_eq!(std::fs::read(d.join("output.log.1")).expect("read"), b"789");
+        assert_eq!(
+            std::fs::read(d.join("output.log")).expect("read"),
+            b"abcdef"
+        );
+        trim_to(d, 6).expect("trim");
+        assert!(!d.join("output.log.1").exists());
+        assert_eq!(usage(d), 6);
+        trim_to(d, 2).expect("trim");
+        assert_eq!(std::fs::read(d.join("output.log.1")).expect("read"), b"ef");
+        assert_eq!(std::fs::read(d.join("output.log")).expect("read"), b"");
+        assert_eq!(usage(d), 2);
     }
 
     #[test]

@@ -427,6 +427,11 @@ pub struct TaskUserArgs {
     /// else 10Gi.
     #[arg(long, value_name = "SIZE")]
     pub image_budget: Option<String>,
+    /// How much all task logs on this node may take together (`64Mi`), those kept in
+    /// memory and those on disk each; past it the largest are cut to their newest
+    /// bytes. Default: 32Mi in memory, 1Gi on disk.
+    #[arg(long, value_name = "SIZE")]
+    pub log_budget: Option<String>,
 }
 
 /// `motley up`.

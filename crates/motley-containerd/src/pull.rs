@@ -97,8 +97,9 @@ fn rfc3339_in(secs: u64) -> String {
     )
 }
 
-/// The label prefix of motley's leases (interrupted pulls are found by it).
-pub const LEASE_PREFIX: &str = "motley-pull-";
+/// The id prefix of motley's leases (pulls, starts, collections; what an interrupted
+/// one left is found by it).
+pub const LEASE_PREFIX: &str = "motley-";
 
 impl Containerd {
     /// Pulls `reference` for a node of `platform` named `node` (for refusals), reporting
@@ -176,16 +177,7 @@ impl Containerd {
             return Err(Error::Image(format!("{r}: the image has no layers")));
         };
 
-        let lease_id = format!("{LEASE_PREFIX}{:016x}", rand::random::<u64>());
-        let mut labels = HashMap::new();
-        labels.insert("containerd.io/gc.expire".to_string(), rfc3339_in(3600));
-        self.leases()
-            .create(svc::leases::v1::CreateRequest {
-                id: lease_id.clone(),
-                labels,
-            })
-            .await
-            .map_err(Error::call("leases create"))?;
+        let lease_id = self.lease("pull", 3600).await?;
         let leased = self.leased(&lease_id)?;
         let out = leased
             .pull_in_lease(
@@ -209,6 +201,25 @@ impl Containerd {
             manifest: manifest_desc.digest,
             lease: Some(lease_id),
         })
+    }
+
+    /// Makes a lease named `motley-<what>-<random>` that containerd ends by itself
+    /// after `expire_secs` if motley never does (an agent killed mid-pull).
+    pub(crate) async fn lease(&self, what: &str, expire_secs: u64) -> Result<String, Error> {
+        let id = format!("{LEASE_PREFIX}{what}-{:016x}", rand::random::<u64>());
+        let mut labels = HashMap::new();
+        labels.insert(
+            "containerd.io/gc.expire".to_string(),
+            rfc3339_in(expire_secs),
+        );
+        self.leases()
+            .create(svc::leases::v1::CreateRequest {
+                id: id.clone(),
+                labels,
+            })
+            .await
+            .map_err(Error::call("leases create"))?;
+        Ok(id)
     }
 
     /// Ends a lease: what only it protected may then be collected.
@@ -595,9 +606,14 @@ impl Containerd {
             .await;
     }
 
-    /// Removes what interrupted pulls left: motley's leases (their content and
-    /// snapshots are then collected) and unfinished writes.
-    pub async fn clean_interrupted(&self) -> Result<usize, Error> {
+    /// Removes what interrupted pulls and starts left: motley's leases (their content
+    /// and snapshots are then collected) and unfinished writes, each begun before
+    /// `before` (the agent's start: what began since may be a pull still running).
+    pub async fn clean_interrupted(&self, before: std::time::SystemTime) -> Result<usize, Error> {
+        let began_before = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref()
+                .is_some_and(|t| std::time::SystemTime::try_from(*t).is_ok_and(|t| t < before))
+        };
         let leases = self
             .leases()
             .list(svc::leases::v1::ListRequest { filters: vec![] })
@@ -608,7 +624,7 @@ impl Containerd {
         let mut n = 0;
         for l in leases
             .into_iter()
-            .filter(|l| l.id.starts_with(LEASE_PREFIX))
+            .filter(|l| l.id.starts_with(LEASE_PREFIX) && began_before(&l.created_at))
         {
             let _ = self
                 .leases()
@@ -628,7 +644,7 @@ impl Containerd {
             .statuses;
         for s in statuses
             .into_iter()
-            .filter(|s| s.r#ref.starts_with("motley-"))
+            .filter(|s| s.r#ref.starts_with("motley-") && began_before(&s.started_at))
         {
             self.abort(&s.r#ref).await;
             n += 1;

@@ -163,16 +163,22 @@ pub struct Listed {
 impl Containerd {
     /// Creates the container and its task and starts it; returns the init pid. A
     /// container or snapshot left by an earlier attempt with the same id is replaced.
+    ///
+    /// Always inside a lease (the pull's, else one of its own), ended once the
+    /// container's record references its snapshot: until then nothing else does, and
+    /// a collection in between removed it (a regression test starts containers while
+    /// collecting).
     pub async fn run(&self, s: &RunSpec) -> Result<u32, Error> {
-        match &s.lease {
-            Some(l) => {
-                let leased = self.leased(l)?;
-                let out = leased.run_inner(s).await;
-                self.release(l).await;
-                out
-            }
-            None => self.run_inner(s).await,
-        }
+        let lease = match &s.lease {
+            Some(l) => l.clone(),
+            None => self.lease("run", 600).await?,
+        };
+        let out = match self.leased(&lease) {
+            Ok(leased) => leased.run_inner(s).await,
+            Err(e) => Err(e),
+        };
+        self.release(&lease).await;
+        out
     }
 
     async fn run_inner(&self, s: &RunSpec) -> Result<u32, Error> {
@@ -216,13 +222,20 @@ impl Containerd {
             .await
             .map_err(Error::call("containers create"))?;
         // stdout and stderr both append to the log, each through a path of its own
-        // (the same file): given one path for both, containerd 1.6's shim shares one
-        // writer between them and now and then loses the stderr of a process that
-        // exits at once (seen about once in 15 runs).
-        let log = format!("file://{}", s.log_path);
+        // (the same file), given as plain paths. With a `file://` URI containerd 1.6's
+        // shim opens one descriptor for both and closes it when stdout ends, losing
+        // stderr written just before the exit (about one run in 15); a plain path that
+        // is not a FIFO is opened by the shim with O_APPEND once per stream, and
+        // written after the agent is gone just the same.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log_path)
+            .map_err(|e| Error::Image(format!("log {}: {e}", s.log_path)))?;
+        let log = s.log_path.clone();
         let log_err = match s.log_path.rsplit_once('/') {
-            Some((dir, file)) => format!("file://{dir}/./{file}"),
-            None => log.clone(),
+            Some((dir, file)) => format!("{dir}/./{file}"),
+            None => format!("./{}", s.log_path),
         };
         let created = self
             .tasks()

@@ -13,6 +13,7 @@
 //! * [`failure`] — the phi accrual failure detector and node health.
 //! * [`reconcile`] — controllers: desired workloads vs existing allocations → a plan.
 //! * [`lease`] — the agent's fencing lease, counted from when an acknowledged heartbeat was sent.
+//! * [`logbudget`] — how much of each task log a node keeps when together they outgrow its budget.
 //! * [`writes`] — a plan's write groups: what commits together, in which order.
 //! * [`restart`] — the restart policy state machine used by agents' supervisors.
 //! * [`api`] — HTTP API bodies.
@@ -29,6 +30,7 @@ pub mod fuzzing;
 pub mod hw;
 pub mod image;
 pub mod lease;
+pub mod logbudget;
 pub mod manifest;
 pub mod model;
 pub mod node;

@@ -104,6 +104,18 @@ pub fn taint_policy(flags: &[String]) -> anyhow::Result<motley_core::hw::TaintPo
     Ok(p)
 }
 
+/// A `--NAME SIZE` flag (`2Gi`) in bytes.
+pub(crate) fn size_flag(name: &str, value: &Option<String>) -> anyhow::Result<Option<u64>> {
+    value
+        .as_ref()
+        .map(|s| {
+            motley_core::quantity::Bytes::parse(s)
+                .map(|b| b.0)
+                .map_err(|e| anyhow::anyhow!("--{name} {s}: {e}"))
+        })
+        .transpose()
+}
+
 /// The agent's facts settings from its flags.
 pub fn facts_config(
     args: &AgentArgs,
@@ -122,6 +134,7 @@ pub fn facts_config(
         duration("facts-interval", &args.facts_interval)?.max(100),
     );
     fc.cpu_score = args.cpu_score;
+    fc.log_budget = size_flag("log-budget", &args.tasks.log_budget)?;
     fc.task_logs = match args.task_logs.as_str() {
         "auto" => None,
         "disk" => Some(motley_core::model::LogTarget::Disk),
@@ -405,14 +418,7 @@ pub(crate) fn exec_driver(
     tasks: &motley_cli::args::TaskUserArgs,
     node: String,
 ) -> anyhow::Result<motley_agent::drivers::Exec> {
-    let budget = match &tasks.image_budget {
-        Some(s) => Some(
-            motley_core::quantity::Bytes::parse(s)
-                .map_err(|e| anyhow::anyhow!("--image-budget {s}: {e}"))?
-                .0,
-        ),
-        None => None,
-    };
+    let budget = size_flag("image-budget", &tasks.image_budget)?;
     let platform = motley_discovery::userland::platform_cached(std::path::Path::new("/"), None)
         .map(|(p, _)| p);
     let mut containers = motley_agent::drivers::container::Containers::new(

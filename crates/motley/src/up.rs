@@ -125,7 +125,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         servers: server.client.servers.clone(),
         token,
         ca_pem: server.client.ca.clone(),
-        facts: motley_agent::facts::FactsConfig::host(data_dir.clone()),
+        facts: motley_agent::facts::FactsConfig {
+            log_budget: crate::roles::size_flag("log-budget", &args.tasks.log_budget)?,
+            ..motley_agent::facts::FactsConfig::host(data_dir.clone())
+        },
         dir: agent_dir,
         labels: Default::default(),
         task_user: motley_agent::driver::TaskUser::resolve(

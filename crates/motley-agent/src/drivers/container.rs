@@ -45,6 +45,8 @@ pub struct Containers {
     /// Containers a [`ContainerTask`] watches (its supervisor removes them when they
     /// end, after reading how): never removed as orphans.
     watched: Counted,
+    /// When this agent began: leases and writes older than that are leftovers.
+    began: std::time::SystemTime,
 }
 
 /// Names held by any number of holders at once.
@@ -88,6 +90,7 @@ impl Containers {
             budget: None,
             starting: Default::default(),
             watched: Default::default(),
+            began: std::time::SystemTime::now(),
         }
     }
 
@@ -226,7 +229,7 @@ impl Containers {
         })?
         .map_err(|e| format!("{e}; this node cannot run image tasks until containerd answers"))?;
         tracing::info!("containerd {version} at {}", self.socket.display());
-        if let Ok(n) = c.clean_interrupted().await
+        if let Ok(n) = c.clean_interrupted(self.began).await
             && n > 0
         {
             tracing::info!("removed {n} leftovers of interrupted pulls");
