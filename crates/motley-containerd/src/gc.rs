@@ -95,14 +95,7 @@ impl Containerd {
 
     /// The images containers in motley's namespace were made from.
     pub async fn images_in_use(&self) -> Result<BTreeSet<String>, Error> {
-        let list = self
-            .containers()
-            .list(svc::containers::v1::ListContainersRequest { filters: vec![] })
-            .await
-            .map_err(Error::call("containers list"))?
-            .into_inner()
-            .containers;
-        Ok(list.into_iter().map(|c| c.image).collect())
+        Ok(self.records().await?.into_iter().map(|(_, i)| i).collect())
     }
 
     /// Deletes an image record; containerd collects what only it referenced.

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod gc;
+pub mod local;
 pub mod pull;
 pub mod registry;
 pub mod run;
@@ -120,6 +121,10 @@ pub fn registry_client() -> Result<reqwest::Client, Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
+        // A node pulls now and then: idle connections (each with its buffers) are not
+        // kept for reqwest's default 90 s, nor one per concurrent pull.
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
+        .pool_max_idle_per_host(2)
         .build()
         .map_err(|e| Error::Registry(format!("HTTP client: {e}")))
 }

@@ -113,6 +113,13 @@ impl Containerd {
         progress: Progress<'_>,
     ) -> Result<Pulled, Error> {
         let r = Reference::parse(reference).map_err(Error::Image)?;
+        let private = auth.is_some();
+        if !private
+            && crate::local::may_use_local(&r)
+            && let Some(here) = self.local(&r, node, platform).await?
+        {
+            return Ok(here);
+        }
         let mut reg = Session::new(&self.http, &self.registries, &r, auth);
         let (top_type, top_bytes, top_digest) = reg.manifest(r.object()).await?;
         let (index, manifest_desc, manifest_bytes) = if media::is_index(&top_type) {
@@ -303,9 +310,13 @@ impl Containerd {
         };
         self.unpack(r, manifest, &config.rootfs.diff_ids, chains)
             .await?;
+        let mut labels = HashMap::new();
+        if reg.with_credentials() {
+            labels.insert(crate::local::PRIVATE.to_string(), "true".to_string());
+        }
         let record = svc::images::v1::Image {
             name: r.to_string(),
-            labels: HashMap::new(),
+            labels,
             target: Some(to_pb(&target)),
             created_at: None,
             updated_at: None,

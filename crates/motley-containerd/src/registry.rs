@@ -78,6 +78,13 @@ pub struct Session<'a> {
     chosen: usize,
 }
 
+impl Session<'_> {
+    /// True when the pull shows registry credentials.
+    pub fn with_credentials(&self) -> bool {
+        self.auth.is_some()
+    }
+}
+
 /// The `sha256:` digest of bytes.
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

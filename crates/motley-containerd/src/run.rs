@@ -374,13 +374,35 @@ impl Containerd {
 
     /// Every container record in motley's namespace (with or without a task).
     pub async fn containers_list(&self) -> Result<Vec<String>, Error> {
-        let list = self
+        Ok(self
+            .records()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Every container record's id and image, one message per record (`ListStream`).
+    /// `List` answers with every record whole in one message, each with its OCI spec
+    /// (some 4 kB): with 20 containers a 100 kB+ buffer per listing, which the
+    /// allocator kept after each refresh (most of the agent's memory per container).
+    pub async fn records(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut stream = self
             .containers()
-            .list(svc::containers::v1::ListContainersRequest { filters: vec![] })
+            .list_stream(svc::containers::v1::ListContainersRequest { filters: vec![] })
             .await
             .map_err(Error::call("containers list"))?
-            .into_inner()
-            .containers;
-        Ok(list.into_iter().map(|c| c.id).collect())
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = stream
+            .message()
+            .await
+            .map_err(Error::call("containers list"))?
+        {
+            if let Some(c) = m.container {
+                out.push((c.id, c.image));
+            }
+        }
+        Ok(out)
     }
 }

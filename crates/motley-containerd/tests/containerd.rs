@@ -168,16 +168,23 @@ async fn pull_run_wait_kill_and_remove_leave_nothing_behind() {
     }
     assert!(c.list().await.expect("list").is_empty());
     assert!(c.containers_list().await.expect("containers").is_empty());
-    // Pulling again finds everything present: no layer bytes fetched.
+    // Pulling a tag other than `latest` again uses the node's own copy: nothing
+    // fetched, no lease, and no registry needed (it is stopped first).
+    drop(registry);
     let again = std::sync::Mutex::new(Vec::new());
     let progress = |done: u64, total: u64| again.lock().expect("lock").push((done, total));
     let again_pulled = c
         .pull(&reference, "n1", Some(&here()), None, &progress)
         .await
-        .expect("second pull");
-    if let Some(l) = &again_pulled.lease {
-        c.release(l).await;
-    }
+        .expect("second pull, from the node's copy");
+    assert!(again.lock().expect("lock").is_empty(), "nothing fetched");
+    assert_eq!(again_pulled.lease, None);
+    assert_eq!(again_pulled.chain_id, pulled.chain_id);
+    assert_eq!(again_pulled.manifest, pulled.manifest);
+    assert_eq!(
+        again_pulled.config.argv(&[], &[]),
+        pulled.config.argv(&[], &[])
+    );
     assert_eq!(
         c.clean_interrupted(std::time::SystemTime::now())
             .await
@@ -331,4 +338,71 @@ async fn an_image_keeps_its_layers_through_a_collection_after_its_lease_ends() {
     let collections = collector.await.expect("collector");
     assert!(collections >= 15, "{collections} collections");
     assert_eq!(c.stored_images().await.expect("images").len(), 1);
+}
+
+/// `latest` is always asked of the registry (it moves), and so is an image pulled with
+/// credentials (whoever starts it must show them); other tags come from the node's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_and_private_images_are_always_pulled_and_others_come_from_the_node() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = parts::Daemon::start(dir.path());
+    let public_dir = dir.path().join("public");
+    let private_dir = dir.path().join("private");
+    for d in [&public_dir, &private_dir] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let public = parts::Registry::start(&public_dir);
+    let private = parts::Registry::start_private(&private_dir, "motley", "s3cret");
+    let arch = here().architecture;
+    let pinned = parts::push_busybox(&public_dir, &public.host, "app/pinned:1", &arch);
+    let moving = parts::push_busybox(&public_dir, &public.host, "app/moving:latest", &arch);
+    let secret = parts::push_busybox_as(
+        &private_dir,
+        &private.host,
+        "app/secret:1",
+        &arch,
+        Some("motley:s3cret"),
+    );
+    let (c, _) = Containerd::connect(
+        &daemon.socket,
+        vec![public.host.clone(), private.host.clone()],
+    )
+    .await
+    .expect("connect");
+    let creds = || {
+        Some(motley_containerd::registry::Credentials {
+            user: "motley".into(),
+            password: "s3cret".into(),
+        })
+    };
+    for (r, auth) in [(&pinned, None), (&moving, None), (&secret, creds())] {
+        let p = c
+            .pull(r, "n1", Some(&here()), auth, &|_, _| {})
+            .await
+            .unwrap_or_else(|e| panic!("pull {r}: {e}"));
+        if let Some(l) = &p.lease {
+            c.release(l).await;
+        }
+    }
+    drop((public, private));
+    let local = c
+        .pull(&pinned, "n1", Some(&here()), None, &|_, _| {})
+        .await
+        .expect("a pinned tag from the node's copy");
+    assert_eq!(local.lease, None);
+    for (r, auth) in [(&moving, None), (&secret, None), (&secret, creds())] {
+        let with = auth.is_some();
+        let err = c
+            .pull(r, "n1", Some(&here()), auth, &|_, _| {})
+            .await
+            .err()
+            .unwrap_or_else(|| {
+                panic!("{r} (credentials: {with}) did not ask the stopped registry")
+            });
+        assert!(
+            matches!(err, motley_containerd::Error::Registry(_)),
+            "{r}: {err:?}"
+        );
+    }
 }
