@@ -57,8 +57,134 @@ fn get_at(host: &str, port: u16) -> Option<String> {
     Some(body)
 }
 
+/// One test at a time: runc's state and the `motley` namespace's shims are shared by
+/// every containerd on the machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A TCP proxy to `upstream` that passes what comes back at `bytes_per_s` (a slow
+/// registry link); returns its port. Its threads end with their connections.
+fn slow_proxy(upstream: String, bytes_per_s: usize) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (Ok(mut c_in), Ok(mut s_out)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let chunk = (bytes_per_s / 20).max(1);
+                let mut buf = vec![0u8; chunk];
+                loop {
+                    match s_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if c_out.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+                let _ = c_out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// A pull cut short by `kill -9` of motley leaves a lease and an unfinished write in
+/// containerd; the restarted agent removes both and pulls again, and when the job has
+/// run no lease or write of motley's is left.
+#[test]
+fn a_pull_cut_by_kill9_leaves_no_lease_once_the_agent_is_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = parts::Daemon::start(dir.path());
+    let registry = parts::Registry::start(dir.path());
+    let arch =
+        motley_core::platform::Platform::new("linux", std::env::consts::ARCH, "").architecture;
+    parts::push_busybox_with(
+        dir.path(),
+        &registry.host,
+        "test/big:1",
+        &arch,
+        None,
+        6 << 20,
+    );
+    // 6 MiB at 1 MiB/s through the proxy: a pull of some 6 s.
+    let slow = format!("127.0.0.1:{}", slow_proxy(registry.host.clone(), 1 << 20));
+    let image = format!("{slow}/test/big:1");
+    let socket = daemon.socket.display().to_string();
+    let args = [
+        "--containerd",
+        socket.as_str(),
+        "--insecure-registry",
+        slow.as_str(),
+    ];
+    let mut c = Cluster::up(&args);
+    let job = format!(
+        "kind: Job\nname: big\ntask:\n  image: {image}\n  args: [\"-c\", \"echo pulled-whole\"]\n"
+    );
+    assert!(c.apply_yaml("big.yaml", &job).status.success());
+    let state = wait_for("the pull under way", Duration::from_secs(60), || {
+        let v = c.json(&["get", "allocs"]);
+        v.as_array()?.iter().find_map(|a| {
+            a["progress"]
+                .as_str()
+                .filter(|s| s.contains("pulling") && s.contains('%'))
+                .map(String::from)
+        })
+    });
+    c.kill9();
+    let leases = ctr(&daemon.socket, &["leases", "ls", "-q"]);
+    let cut: Vec<String> = leases
+        .lines()
+        .filter(|l| l.starts_with("motley-pull-"))
+        .map(String::from)
+        .collect();
+    assert_eq!(cut.len(), 1, "the cut pull's lease ({state}): {leases:?}");
+    c.start(&args);
+    let done = wait_for(
+        "the job ran after the restart",
+        Duration::from_secs(120),
+        || {
+            let v = c.json(&["get", "allocs"]);
+            v.as_array()?
+                .iter()
+                .find(|a| a["workload"] == "job/big" && a["state"] == "complete")
+                .cloned()
+        },
+    );
+    let id = done["id"].as_str().expect("id").to_string();
+    let logs = String::from_utf8_lossy(&c.cli(&["logs", &id]).stdout).to_string();
+    assert!(logs.contains("pulled-whole"), "{logs}");
+    wait_for(
+        "no lease or write of motley's left",
+        Duration::from_secs(30),
+        || {
+            let leases = ctr(&daemon.socket, &["leases", "ls", "-q"]);
+            let active = ctr(&daemon.socket, &["content", "active"]);
+            let left = leases.lines().any(|l| l.starts_with("motley-"))
+                || active.lines().any(|l| l.contains("motley-"));
+            if left {
+                eprintln!("left: leases {leases:?} active {active:?}");
+            }
+            (!left).then_some(())
+        },
+    );
+}
+
 #[test]
 fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = parts::Daemon::start(dir.path());
     let registry = parts::Registry::start(dir.path());

@@ -201,6 +201,18 @@ pub fn push_busybox_as(
     arch: &str,
     creds: Option<&str>,
 ) -> String {
+    push_busybox_with(dir, host, name, arch, creds, 0)
+}
+
+/// [`push_busybox_as`] with `payload` random (incompressible) bytes in `/payload`.
+pub fn push_busybox_with(
+    dir: &Path,
+    host: &str,
+    name: &str,
+    arch: &str,
+    creds: Option<&str>,
+    payload: u64,
+) -> String {
     let layout = dir.join(format!("oci-{}", name.replace(['/', ':'], "-")));
     let bundle = dir.join(format!("bundle-{}", name.replace(['/', ':'], "-")));
     let image = format!("{}:img", layout.display());
@@ -228,6 +240,15 @@ pub fn push_busybox_as(
         "hello from a motley container\n",
     )
     .expect("index.html");
+    if payload > 0 {
+        use std::io::Read;
+        let mut random = std::fs::File::open("/dev/urandom")
+            .expect("/dev/urandom")
+            .take(payload);
+        let mut out = std::fs::File::create(rootfs.join("payload")).expect("payload");
+        let copied = std::io::copy(&mut random, &mut out).expect("write payload");
+        assert_eq!(copied, payload);
+    }
     run(Command::new("umoci")
         .args(["repack", "--image", &image])
         .arg(&bundle));
