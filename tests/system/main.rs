@@ -4,6 +4,7 @@
 //! own port, and stops it (and checks nothing is left behind) at the end.
 
 mod bad_input;
+mod checks;
 mod common;
 mod containers;
 mod crash;

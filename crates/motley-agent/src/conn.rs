@@ -300,6 +300,7 @@ mod tests {
             exit_code: None,
             restarts: 0,
             reason: None,
+            health: None,
             at: 0,
         })
     }

@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use motley_core::model::{AllocState, Desired};
+use motley_core::health::{Health, Tracker};
+use motley_core::model::{AllocState, Check, Desired};
 use motley_core::restart::Exit;
 use motley_core::supervisor::{Action, Config, Event, Report, Secrets, Supervisor};
 use tokio::sync::watch;
 
 use crate::drivers::Task;
 use crate::local::LocalAlloc;
-use crate::{Agent, Initial, MEMORY_LOG_MAX, cgroup, driver, lock, logs, now_ms};
+use crate::{Agent, Initial, MEMORY_LOG_MAX, cgroup, checks, driver, lock, logs, now_ms};
 
 /// Applies a report change to an allocation's local record.
 fn apply(l: &mut LocalAlloc, r: Report) {
@@ -221,6 +222,17 @@ impl Agent {
             Initial::Fresh => Supervisor::new(cfg, restarts).with_uncounted(uncounted),
         };
         let mut trim = tokio::time::interval(Duration::from_secs(10));
+        // The service's check, probed while the task runs (`checks`).
+        let check = alloc.check.as_ref().and_then(|c| {
+            checks::Target::of(c, &alloc.task)
+                .inspect_err(|e| tracing::warn!("{id}: check not run: {e}"))
+                .ok()
+                .map(|t| (c.clone(), t))
+        });
+        let mut probing: Option<Probing> = None;
+        if running.is_some() {
+            probing = self.probe(&id, check.as_ref());
+        }
         'supervise: loop {
             let mut events = std::mem::take(&mut pending);
             events.extend(self.inputs(&id, &mut ctl, needs_secrets));
@@ -251,6 +263,7 @@ impl Agent {
                                 }
                                 self.report(&id, |l| l.handle = Some(h));
                                 running = Some(r);
+                                probing = self.probe(&id, check.as_ref());
                                 let mut next = sup.step(Event::Started { pid: h.pid }, now_ms());
                                 // A limit that could not be set is said in the start's own
                                 // report ("started; …"), not in a second one.
@@ -270,6 +283,7 @@ impl Agent {
                         todo.extend(sup.step(ev, now_ms()));
                     }
                     Action::Stop { grace_ms } => {
+                        self.unprobe(&id, &mut probing);
                         let exit = match running.take() {
                             Some(mut r) => {
                                 let exit = r.stop(Duration::from_millis(grace_ms)).await;
@@ -305,9 +319,30 @@ impl Agent {
                     }
                 } => {
                     running = None;
+                    self.unprobe(&id, &mut probing);
                     cgroup::remove(&cgroups);
                     cgroups.clear();
                     pending.push(Event::Exited(exit));
+                }
+                outcome = async {
+                    match probing.as_mut() {
+                        Some(p) => p.results.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let restart = probing
+                        .as_mut()
+                        .zip(outcome)
+                        .is_some_and(|(p, o)| self.observe(&id, p, o));
+                    // Liveness: a replica that was healthy and now fails its check is
+                    // restarted (one that never passed stays out of rotation instead).
+                    if restart && let Some(mut r) = running.take() {
+                        self.unprobe(&id, &mut probing);
+                        let exit = r.stop(Duration::from_millis(alloc.task.stop_grace.as_millis())).await;
+                        cgroup::remove(&cgroups);
+                        cgroups.clear();
+                        pending.push(Event::Exited(exit));
+                    }
                 }
                 _ = async {
                     match deadline {
@@ -340,4 +375,63 @@ impl Agent {
             let _ = std::fs::remove_dir_all(&log_dir);
         }
     }
+
+    /// Starts probing a task that just started (or was adopted), when its service has a
+    /// check; its health starts unknown.
+    fn probe(&self, id: &str, check: Option<&(Check, checks::Target)>) -> Option<Probing> {
+        let (c, target) = check?;
+        let (tx, results) = tokio::sync::mpsc::channel(1);
+        let task = motley_rt::spawn(checks::run(
+            target.clone(),
+            Duration::from_millis(c.interval.as_millis()),
+            Duration::from_millis(c.timeout.as_millis()),
+            tx,
+        ));
+        self.report(id, |l| l.report.health = Some(Health::Unknown));
+        Some(Probing {
+            tracker: Tracker::new(c.healthy_after, c.unhealthy_after),
+            unhealthy_after: c.unhealthy_after,
+            results,
+            task,
+        })
+    }
+
+    /// Stops probing (the task ended or is being stopped); no health while not running.
+    fn unprobe(&self, id: &str, probing: &mut Option<Probing>) {
+        if let Some(p) = probing.take() {
+            p.task.abort();
+            self.report(id, |l| l.report.health = None);
+        }
+    }
+
+    /// One probe's outcome: reports a change of health; true when a healthy replica
+    /// has just turned unhealthy (it is to be restarted).
+    fn observe(&self, id: &str, p: &mut Probing, outcome: checks::Outcome) -> bool {
+        let before = p.tracker.health();
+        let Some(now) = p.tracker.observe(outcome.is_ok()) else {
+            return false;
+        };
+        let why = match (&outcome, now) {
+            (Err(e), Health::Unhealthy) if before == Health::Healthy => format!(
+                "unhealthy: {e} ({} checks in a row); restarting it",
+                p.unhealthy_after
+            ),
+            (Err(e), _) => format!("unhealthy: {e} ({} checks in a row)", p.unhealthy_after),
+            _ => "healthy: its check passes".to_string(),
+        };
+        tracing::info!("{id}: {why}");
+        self.report(id, |l| {
+            l.report.health = Some(now);
+            l.report.reason = Some(why);
+        });
+        before == Health::Healthy && now == Health::Unhealthy
+    }
+}
+
+/// A running task's check: its results and what they add up to.
+struct Probing {
+    tracker: Tracker,
+    unhealthy_after: u32,
+    results: tokio::sync::mpsc::Receiver<checks::Outcome>,
+    task: tokio::task::JoinHandle<()>,
 }

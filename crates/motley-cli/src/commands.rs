@@ -509,6 +509,19 @@ fn describe_allocation(a: &Allocation) -> String {
     if let Some(p) = &a.progress {
         out.push_str(&format!("Now:         {p}\n"));
     }
+    if let Some(c) = &a.check {
+        let probe = match c.probe(&a.task) {
+            Some(motley_core::model::Probe::Http(port, path)) => format!("GET :{port}{path}"),
+            Some(motley_core::model::Probe::Tcp(port)) => format!("tcp :{port}"),
+            Some(motley_core::model::Probe::Exec(cmd)) => cmd.join(" "),
+            None => "-".to_string(),
+        };
+        let health = a.health.map_or("-", |h| h.as_str());
+        out.push_str(&format!(
+            "Health:      {health} ({probe} every {}, timeout {}, healthy after {}, unhealthy after {})\n",
+            c.interval, c.timeout, c.healthy_after, c.unhealthy_after
+        ));
+    }
     if let Some(i) = &a.task.image {
         out = out.replacen("\nCommand:", &format!("\nImage:       {i}\nCommand:"), 1);
     }

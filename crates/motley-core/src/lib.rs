@@ -8,6 +8,7 @@
 //! * [`selector`] — Kubernetes' set-based label selectors plus numeric comparisons.
 //! * [`model`] — the object model: workloads, tasks, nodes, allocations.
 //! * [`manifest`] — strict YAML manifests with file/line/column/field errors.
+//! * [`health`] — a replica's health from its check's results in a row.
 //! * [`hw`] — hardware facts, readings, labels, conditions and taints.
 //! * [`node`] — node registration (capacity, labels, taints) and report merging.
 //! * [`failure`] — the phi accrual failure detector and node health.
@@ -27,6 +28,7 @@ pub mod api;
 pub mod failure;
 pub mod fence;
 pub mod fuzzing;
+pub mod health;
 pub mod hw;
 pub mod image;
 pub mod lease;

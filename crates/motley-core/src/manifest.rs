@@ -502,6 +502,14 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             if s.replicas > MAX_REPLICAS {
                 errors.push(doc.error_at("replicas", format!("at most {MAX_REPLICAS} replicas")));
             }
+            for (field, m) in s.check.iter().flat_map(|c| c.problems(&s.task)) {
+                let at = if field.is_empty() {
+                    "check".to_string()
+                } else {
+                    format!("check.{field}")
+                };
+                errors.push(doc.error_at(&at, m));
+            }
         }
         Spec::Job(j) => {
             if j.completions == 0 || j.completions > MAX_COMPLETIONS {
@@ -639,6 +647,12 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             errors.push(doc.error_at(
                 &format!("task.ports.{i}.name"),
                 "must be 1 to 32 letters, digits, '-' or '_'",
+            ));
+        }
+        if task.ports[..i].iter().any(|q| q.name == p.name) {
+            errors.push(doc.error_at(
+                &format!("task.ports.{i}.name"),
+                format!("port name {:?} is used twice", p.name),
             ));
         }
         if !seen_ports.insert((p.port, p.protocol)) {

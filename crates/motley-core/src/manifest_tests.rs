@@ -223,3 +223,112 @@ fn a_request_larger_than_every_node_is_refused_in_manifest_units() {
         "requests 32Gi but the largest node has 21.1Gi"
     );
 }
+
+#[test]
+fn checks_and_port_names_are_checked_where_written() {
+    let svc = |ports: &str, check: &str| {
+        format!(
+            "kind: Service\nname: web\ntask:\n  command: [x]\n  ports: [{ports}]\ncheck:\n{check}"
+        )
+    };
+    let good = svc(
+        "{ name: http, port: 8080 }",
+        "  http: { port: http, path: /health }\n  interval: 1s\n  timeout: 500ms\n",
+    );
+    let docs = parse(&good).expect("valid");
+    let Spec::Service(s) = &docs[0].spec else {
+        panic!("not a service")
+    };
+    let check = s.check.as_ref().expect("a check");
+    assert_eq!(
+        check.probe(&s.task),
+        Some(crate::model::Probe::Http(8080, "/health"))
+    );
+    assert_eq!((check.healthy_after, check.unhealthy_after), (1, 3));
+    let cases = [
+        (
+            svc("{ name: http, port: 80 }", "  http: { port: web }\n"),
+            7,
+            "check.http.port",
+            "port \"web\" is not declared (the task's ports: http)",
+        ),
+        (
+            svc("", "  tcp: { port: db }\n"),
+            7,
+            "check.tcp.port",
+            "the task has no ports",
+        ),
+        (
+            svc(
+                "{ name: http, port: 80 }",
+                "  tcp: { port: http }\n  exec: [true]\n",
+            ),
+            6,
+            "check",
+            "exactly one of http, tcp or exec",
+        ),
+        (
+            svc("{ name: http, port: 80 }", "  exec: [/bin/check]\n"),
+            7,
+            "check.exec",
+            "exec checks are not run yet",
+        ),
+        (
+            svc("{ name: http, port: 80 }", "  interval: 1s\n"),
+            6,
+            "check",
+            "exactly one of",
+        ),
+        (
+            svc(
+                "{ name: http, port: 80 }",
+                "  tcp: { port: http }\n  interval: 1s\n  timeout: 2s\n",
+            ),
+            9,
+            "check.timeout",
+            "at most the interval",
+        ),
+        (
+            svc(
+                "{ name: http, port: 80 }",
+                "  tcp: { port: http }\n  unhealthy_after: 0\n",
+            ),
+            8,
+            "check.unhealthy_after",
+            "1 to 100",
+        ),
+        (
+            svc(
+                "{ name: http, port: 80 }",
+                "  http: { port: http, path: health }\n",
+            ),
+            7,
+            "check.http.path",
+            "must start with /",
+        ),
+        (
+            svc(
+                "{ name: http, port: 80 }",
+                "  tcp: { port: http }\n  every: 2s\n",
+            ),
+            8,
+            "check.every",
+            "unknown field",
+        ),
+        (
+            svc(
+                "{ name: http, port: 80 }, { name: http, port: 81 }",
+                "  tcp: { port: http }\n",
+            ),
+            5,
+            "task.ports.1.name",
+            "port name \"http\" is used twice",
+        ),
+    ];
+    for (text, line, field, msg) in cases {
+        let errs = parse(&text).expect_err(&text);
+        let e = &errs[0];
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{text}: {e}");
+        assert!(e.message.contains(msg), "{text}: {e}");
+    }
+}

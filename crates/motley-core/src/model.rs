@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::quantity::{Bytes, Duration, MilliCpu};
 
+mod check;
+pub use check::*;
 mod cluster;
 pub use cluster::*;
 mod placement;
@@ -560,6 +562,9 @@ pub struct ServiceSpec {
     /// Priority: a service that does not fit preempts job allocations of lower priority.
     #[serde(default, skip_serializing_if = "Priority::is_zero")]
     pub priority: Priority,
+    /// How replicas are probed: healthy ones take traffic, unhealthy ones restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
 }
 
 /// A Job: runs `completions` instances to success, `parallelism` at a time.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::hw::TaintPolicy;
-use crate::model::{Allocation, Capacity, Node, NodeFacts};
+use crate::model::{AllocState, Allocation, Capacity, Node, NodeFacts};
 use crate::proto::AllocReport;
 use crate::quantity::{Bytes, MilliCpu};
 
@@ -159,6 +159,11 @@ pub fn merge_report(a: &mut Allocation, r: &AllocReport, now: u64) -> bool {
         a.exit_code = r.exit_code;
     }
     a.restarts = a.restarts.max(r.restarts);
+    a.health = if r.state == AllocState::Running {
+        r.health
+    } else {
+        None
+    };
     if let Some(reason) = &r.reason
         && a.reasons.last() != Some(reason)
     {
@@ -292,6 +297,7 @@ mod tests {
             exit_code: None,
             restarts,
             reason: reason.map(str::to_string),
+            health: None,
             at: 0,
         }
     }

@@ -33,6 +33,9 @@ pub struct AllocReport {
     pub restarts: u32,
     /// Why it changed, if there is something to say.
     pub reason: Option<String>,
+    /// What its check says while it runs (none without a check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
     /// When observed (ms since the epoch, agent's clock).
     pub at: u64,
 }

@@ -474,6 +474,11 @@ impl<'a> Pass<'a, '_> {
             created_at: self.input.now,
             updated_at: self.input.now,
             progress: None,
+            check: match &w.spec {
+                Spec::Service(s) => s.check.clone(),
+                _ => None,
+            },
+            health: None,
         }
     }
 
@@ -837,6 +842,10 @@ pub struct WorkloadStatus {
     pub desired: u32,
     /// Running.
     pub running: u32,
+    /// Running and passing the service's check (with a check; else equal to `running`):
+    /// what takes traffic.
+    #[serde(default)]
+    pub ready: u32,
     /// Placed, not yet running.
     pub pending: u32,
     /// Completed (jobs: distinct indices).
@@ -859,6 +868,9 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
             AllocState::Running if a.desired == Desired::Run => {
                 st.running += 1;
                 st.restarts += a.restarts;
+                if a.check.is_none() || a.health == Some(crate::health::Health::Healthy) {
+                    st.ready += 1;
+                }
             }
             // Crash-looping: alive, but not running.
             AllocState::Backoff if a.desired == Desired::Run => st.restarts += a.restarts,

@@ -505,6 +505,7 @@ mod tests {
                 exit_code: Some(1),
                 restarts: 0,
                 reason: Some("forged".into()),
+                health: None,
                 at: 0,
             })
         };
@@ -678,6 +679,7 @@ mod tests {
             exit_code: None,
             restarts: 0,
             reason: Some("started".into()),
+            health: None,
             at: 0,
         });
         assert!(frames.send(Frame::Msg(running)).is_ok());
@@ -833,6 +835,7 @@ mod tests {
                 exit_code: None,
                 restarts: 0,
                 reason: None,
+                health: None,
                 at: 0,
             });
             if frames.send(Frame::Msg(r)).is_err() {

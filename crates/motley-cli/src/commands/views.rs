@@ -65,7 +65,7 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
                 ],
                 _ => vec![
                     w.spec.name().to_string(),
-                    format!("{}/{}", s.running, s.desired),
+                    format!("{}/{}", s.ready, s.desired),
                     s.restarts.to_string(),
                     s.phase.clone(),
                     age(w.created_at, now),

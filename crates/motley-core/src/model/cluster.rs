@@ -247,6 +247,13 @@ pub struct Allocation {
     /// last said: filled in API answers from the server's memory, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// The service's check, copied at creation: the agent probes by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<super::Check>,
+    /// What the check says, as the agent last reported (`None`: no check, or not
+    /// running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 /// A volume as an allocation uses it.

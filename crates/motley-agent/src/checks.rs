@@ -1,0 +1,145 @@
+//! Health checks: the probes a running replica's check asks for, run every interval
+//! with a timeout, their results sent to its supervisor (which feeds
+//! [`motley_core::health::Tracker`] and reports the changes).
+//!
+//! Probes go to the node's loopback: a native task and a container on the host
+//! network listen there.
+
+use std::time::Duration;
+
+use motley_core::model::{Check, Probe};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// A probe's result: `Err` says why it failed.
+pub type Outcome = Result<(), String>;
+
+/// What a check probes, owned (the probe loop outlives the borrow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// GET `path` on this loopback port.
+    Http(u16, String),
+    /// Connect to this loopback port.
+    Tcp(u16),
+}
+
+impl Target {
+    /// The target of `check` for `task`; `Err` for a probe the agent does not run.
+    pub fn of(check: &Check, task: &motley_core::model::Task) -> Result<Target, String> {
+        match check.probe(task) {
+            Some(Probe::Http(port, path)) => Ok(Target::Http(port, path.to_string())),
+            Some(Probe::Tcp(port)) => Ok(Target::Tcp(port)),
+            Some(Probe::Exec(_)) => Err("exec checks are not run by this agent".into()),
+            None => Err("the check names no port of the task".into()),
+        }
+    }
+}
+
+/// Probes `target` every `interval` (the first right away), each within `timeout`,
+/// sending each outcome; ends when the receiver is gone.
+pub async fn run(
+    target: Target,
+    interval: Duration,
+    timeout: Duration,
+    out: mpsc::Sender<Outcome>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let outcome = match tokio::time::timeout(timeout, probe(&target)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        };
+        if out.send(outcome).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn probe(target: &Target) -> Outcome {
+    let port = match target {
+        Target::Http(p, _) | Target::Tcp(p) => *p,
+    };
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connecting to port {port}: {e}"))?;
+    let Target::Http(_, path) = target else {
+        return Ok(());
+    };
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: motley-check\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("sending GET {path}: {e}"))?;
+    // The status line is all that is read: "HTTP/1.x NNN ...".
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match s.read(&mut head[n..]).await {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(format!("reading the answer to GET {path}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    let code = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(c) if (200..400).contains(&c) => Ok(()),
+        Some(c) => Err(format!("GET {path} answered {c}")),
+        None => Err(format!("GET {path}: not an HTTP answer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn serve_once(answer: &'static str) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_passes_on_2xx_and_3xx_and_fails_otherwise_with_the_reason() {
+        let ok = serve_once("HTTP/1.0 200 OK\r\n\r\nfine").await;
+        let moved = serve_once("HTTP/1.1 302 Found\r\n\r\n").await;
+        let broken = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
+        let garbage = serve_once("SSH-2.0-OpenSSH\r\n").await;
+        assert_eq!(probe(&Target::Http(ok, "/".into())).await, Ok(()));
+        assert_eq!(probe(&Target::Http(moved, "/".into())).await, Ok(()));
+        assert_eq!(
+            probe(&Target::Http(broken, "/health".into())).await,
+            Err("GET /health answered 503".into())
+        );
+        assert_eq!(
+            probe(&Target::Http(garbage, "/".into())).await,
+            Err("GET /: not an HTTP answer".into())
+        );
+        assert_eq!(probe(&Target::Tcp(ok)).await, Ok(()));
+        // Nothing listens on a port just freed.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let err = probe(&Target::Tcp(closed)).await.expect_err("refused");
+        assert!(
+            err.starts_with(&format!("connecting to port {closed}")),
+            "{err}"
+        );
+    }
+}

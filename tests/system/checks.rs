@@ -1,0 +1,89 @@
+//! Health checks with `motley up`: a replica takes traffic (READY) once its check
+//! passes; one that was healthy and fails is restarted; one that never passes stays
+//! out of rotation without a restart loop; passing again brings it back.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::common::*;
+
+#[test]
+fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
+    let mut c = Cluster::up(&[]);
+    // busybox httpd (run as the task user) serves this directory; `/ok` is the check.
+    let www = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(www.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ok = www.path().join("ok");
+    std::fs::write(&ok, "ok\n").expect("write");
+    std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let port = free_port();
+    let yaml = format!(
+        "kind: Service\nname: web\ntask:\n  command: [/bin/busybox, httpd, -f, -p, \"{port}\", -h, \"{}\"]\n  ports: [{{ name: http, port: {port} }}]\n  stop_grace: 1s\ncheck:\n  http: {{ port: http, path: /ok }}\n  interval: 200ms\n  timeout: 200ms\n  healthy_after: 1\n  unhealthy_after: 2\n",
+        www.path().display()
+    );
+    let out = c.apply_yaml("web.yaml", &yaml);
+    assert!(out.status.success(), "{out:?}");
+    let ready = |c: &Cluster| -> Option<String> {
+        let v = c.json(&["get", "services", "web"]);
+        let v = if v.is_array() { v[0].clone() } else { v };
+        Some(format!(
+            "{}/{}",
+            v["status"]["ready"].as_u64()?,
+            v["status"]["desired"].as_u64()?
+        ))
+    };
+    wait_for("web ready", Duration::from_secs(30), || {
+        (ready(&c).as_deref() == Some("1/1")).then_some(())
+    });
+    let alloc = c.running("service/web").pop().expect("web runs");
+    let id = alloc["id"].as_str().expect("id").to_string();
+    let first_pid = alloc["pid"].as_u64().expect("pid");
+    assert_eq!(alloc["health"], "healthy", "{alloc}");
+    let described = String::from_utf8_lossy(&c.cli(&["describe", "alloc", &id]).stdout).to_string();
+    assert!(
+        described.contains(&format!(
+            "Health:      healthy (GET :{port}/ok every 200ms, timeout 200ms, healthy after 1, unhealthy after 2)"
+        )),
+        "{described}"
+    );
+    let table = String::from_utf8_lossy(&c.cli(&["get", "services"]).stdout).to_string();
+    assert!(table.contains("web   1/1"), "{table}");
+
+    // The check fails: out of rotation and restarted, once.
+    std::fs::remove_file(&ok).expect("rm ok");
+    let restarted = wait_for(
+        "a restart after the check failed",
+        Duration::from_secs(30),
+        || {
+            let a = c.running("service/web").pop()?;
+            (a["pid"].as_u64()? != first_pid && a["restarts"].as_u64()? == 1).then_some(a)
+        },
+    );
+    let reasons = restarted["reasons"].to_string();
+    assert!(
+        reasons.contains("unhealthy: GET /ok answered 404 (2 checks in a row); restarting it"),
+        "{reasons}"
+    );
+    // Never healthy since: it stays running, out of rotation, and is not restarted again.
+    wait_for("web not ready", Duration::from_secs(30), || {
+        (ready(&c).as_deref() == Some("0/1")).then_some(())
+    });
+    let a = wait_for("its health unhealthy", Duration::from_secs(30), || {
+        let a = c.running("service/web").pop()?;
+        (a["health"] == "unhealthy").then_some(a)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let later = c.running("service/web").pop().expect("still runs");
+    assert_eq!(later["pid"], a["pid"], "restarted again: {later}");
+    assert_eq!(later["restarts"], 1, "{later}");
+
+    // Passing again: back in rotation, same process.
+    std::fs::write(&ok, "ok\n").expect("write");
+    std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    wait_for("web ready again", Duration::from_secs(30), || {
+        (ready(&c).as_deref() == Some("1/1")).then_some(())
+    });
+    let back = c.running("service/web").pop().expect("runs");
+    assert_eq!(back["pid"], a["pid"]);
+    assert_eq!(back["health"], "healthy");
+}
