@@ -87,3 +87,34 @@ fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
     assert_eq!(back["pid"], a["pid"]);
     assert_eq!(back["health"], "healthy");
 }
+
+/// An `exec` check runs next to a native task, as its user, with its environment.
+#[test]
+fn an_exec_check_runs_as_the_task_with_its_environment() {
+    let mut c = Cluster::up(&[]);
+    let flags = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(flags.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ok = flags.path().join("ok");
+    std::fs::write(&ok, "").expect("write");
+    // Passes only as the task's user (its home is its own) with its variables set.
+    let yaml = format!(
+        "kind: Service\nname: worker\ntask:\n  command: [sleep, \"1000\"]\n  env: {{ FLAG: \"{}\" }}\n  stop_grace: 1s\ncheck:\n  exec: [/bin/sh, -c, 'test \"$(id -u)\" = \"$(stat -c %u \"$HOME\")\" && test -n \"$MOTLEY_ALLOC_ID\" && test -e \"$FLAG\"']\n  interval: 200ms\n  timeout: 200ms\n  unhealthy_after: 2\n",
+        ok.display()
+    );
+    let out = c.apply_yaml("worker.yaml", &yaml);
+    assert!(out.status.success(), "{out:?}");
+    let first = wait_for("worker healthy", Duration::from_secs(30), || {
+        let a = c.running("service/worker").pop()?;
+        (a["health"] == "healthy").then_some(a)
+    });
+    std::fs::remove_file(&ok).expect("rm");
+    let restarted = wait_for("restarted once", Duration::from_secs(30), || {
+        let a = c.running("service/worker").pop()?;
+        (a["pid"] != first["pid"] && a["restarts"] == 1).then_some(a)
+    });
+    let reasons = restarted["reasons"].to_string();
+    assert!(
+        reasons.contains("exited with 1 (2 checks in a row); restarting it"),
+        "{reasons}"
+    );
+}

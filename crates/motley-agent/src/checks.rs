@@ -21,17 +21,70 @@ pub enum Target {
     Http(u16, String),
     /// Connect to this loopback port.
     Tcp(u16),
+    /// Run this command (a native task's `exec` check).
+    Exec(ExecSpec),
+}
+
+/// A command an `exec` check runs: exit status 0 passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: std::path::PathBuf,
+    /// `(uid, gid)` to run as; `None`: the agent's own.
+    pub user: Option<(u32, u32)>,
 }
 
 impl Target {
-    /// The target of `check` for `task`; `Err` for a probe the agent does not run.
+    /// The target of `check` for `task`; `exec` is resolved by the caller (it needs the
+    /// task's environment and user), so it is `Err` here.
     pub fn of(check: &Check, task: &motley_core::model::Task) -> Result<Target, String> {
         match check.probe(task) {
             Some(Probe::Http(port, path)) => Ok(Target::Http(port, path.to_string())),
             Some(Probe::Tcp(port)) => Ok(Target::Tcp(port)),
-            Some(Probe::Exec(_)) => Err("exec checks are not run by this agent".into()),
+            Some(Probe::Exec(_)) => Err("an exec check needs the task's environment".into()),
             None => Err("the check names no port of the task".into()),
         }
+    }
+}
+
+async fn exec(spec: &ExecSpec) -> Outcome {
+    let Some(program) = spec.argv.first() else {
+        return Err("an empty command".into());
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // A probe past its timeout is dropped: its process goes with it.
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = spec.user {
+        cmd.uid(uid).gid(gid);
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| format!("running {program:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} {}", spec.argv.join(" "), describe(status)))
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "ended".to_string(),
     }
 }
 
@@ -60,6 +113,7 @@ pub async fn run(
 async fn probe(target: &Target) -> Outcome {
     let port = match target {
         Target::Http(p, _) | Target::Tcp(p) => *p,
+        Target::Exec(spec) => return exec(spec).await,
     };
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -141,5 +195,42 @@ mod tests {
             err.starts_with(&format!("connecting to port {closed}")),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn exec_passes_on_exit_0_with_the_given_environment_and_is_killed_past_its_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = |script: &str| ExecSpec {
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: vec![("WANT".into(), "yes".into())],
+            cwd: dir.path().to_path_buf(),
+            user: None,
+        };
+        assert_eq!(
+            probe(&Target::Exec(spec(
+                "test \"$WANT\" = yes && test -z \"$HOME\""
+            )))
+            .await,
+            Ok(())
+        );
+        assert_eq!(
+            probe(&Target::Exec(spec("exit 3"))).await,
+            Err("/bin/sh -c exit 3 exited with 3".into())
+        );
+        // Past the timeout the probe is dropped and its process killed.
+        let marker = dir.path().join("still-running");
+        let (tx, mut rx) = mpsc::channel(1);
+        let slow = spec(&format!("sleep 0.5; touch {}", marker.display()));
+        let runner = tokio::spawn(run(
+            Target::Exec(slow),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            tx,
+        ));
+        let outcome = rx.recv().await.expect("an outcome");
+        assert_eq!(outcome, Err("no answer within 100 ms".into()));
+        runner.abort();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(!marker.exists(), "the timed-out command went on running");
     }
 }

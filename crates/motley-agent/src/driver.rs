@@ -375,6 +375,56 @@ pub(crate) fn write_secret_files(
     Ok(dir.to_path_buf())
 }
 
+/// A native task's environment, later entries overriding earlier ones: `PATH`, `HOME`,
+/// motley's variables, the task's `env`, Secret values given as variables.
+fn task_env(
+    a: &Allocation,
+    dir: &Path,
+    vars: &BTreeMap<String, String>,
+    delivery: &SecretDelivery,
+) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(p) = std::env::var_os("PATH") {
+        env.insert("PATH".into(), p.to_string_lossy().to_string());
+    }
+    env.insert("HOME".into(), dir.display().to_string());
+    env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(a.task.env.iter().map(|(k, v)| (k.clone(), expand(v, vars))));
+    env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.into_iter().collect()
+}
+
+/// How a native task's `exec` check runs: its command (variables expanded) with the
+/// task's environment, directory and user, next to the running task.
+pub fn check_command(
+    a: &Allocation,
+    dir: &Path,
+    volumes: &[(String, PathBuf)],
+    setup: &TaskSetup<'_>,
+    argv: &[String],
+) -> Result<crate::checks::ExecSpec, String> {
+    let user = setup.user.for_task(a.task.root)?;
+    let mut vars = motley_vars(a, dir, volumes);
+    let empty = SecretDelivery::default();
+    let delivery = setup.secrets.unwrap_or(&empty);
+    if !delivery.files.is_empty()
+        && let Some(sdir) = &setup.secret_dir
+    {
+        vars.insert("MOTLEY_SECRETS".to_string(), sdir.display().to_string());
+    }
+    Ok(crate::checks::ExecSpec {
+        argv: argv.iter().map(|s| expand(s, &vars)).collect(),
+        env: task_env(a, dir, &vars, delivery),
+        cwd: a
+            .task
+            .workdir
+            .as_deref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.to_path_buf()),
+        user,
+    })
+}
+
 /// Starts an allocation's task; `volumes` are its volumes' directories on this node,
 /// created here when missing (a volume is provisioned on first use).
 pub fn start(
@@ -416,21 +466,7 @@ pub fn start(
     let log2 = log
         .try_clone()
         .map_err(|e| format!("opening the log: {e}"))?;
-    // The environment, later entries overriding earlier ones.
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(p) = std::env::var_os("PATH") {
-        env.insert("PATH".into(), p.to_string_lossy().to_string());
-    }
-    env.insert("HOME".into(), dir.display().to_string());
-    env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.extend(
-        a.task
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), expand(v, &vars))),
-    );
-    env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let env: Vec<(String, String)> = env.into_iter().collect();
+    let env = task_env(a, dir, &vars, delivery);
     let cwd = a.task.workdir.as_deref().map(Path::new).unwrap_or(dir);
     // A fenced task must not outlive its agent: nobody would stop it when the lease
     // runs out, and the control plane would start a second copy elsewhere. It is

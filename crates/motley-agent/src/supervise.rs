@@ -4,13 +4,13 @@
 //! secrets, time limits, restarts and backoff) lives in the core.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use motley_core::health::{Health, Tracker};
-use motley_core::model::{AllocState, Check, Desired};
+use motley_core::model::{AllocState, Allocation, Check, Desired, Probe};
 use motley_core::restart::Exit;
 use motley_core::supervisor::{Action, Config, Event, Report, Secrets, Supervisor};
 use tokio::sync::watch;
@@ -223,15 +223,9 @@ impl Agent {
         };
         let mut trim = tokio::time::interval(Duration::from_secs(10));
         // The service's check, probed while the task runs (`checks`).
-        let check = alloc.check.as_ref().and_then(|c| {
-            checks::Target::of(c, &alloc.task)
-                .inspect_err(|e| tracing::warn!("{id}: check not run: {e}"))
-                .ok()
-                .map(|t| (c.clone(), t))
-        });
         let mut probing: Option<Probing> = None;
         if running.is_some() {
-            probing = self.probe(&id, check.as_ref());
+            probing = self.probe(&id, &alloc, &dir);
         }
         'supervise: loop {
             let mut events = std::mem::take(&mut pending);
@@ -263,7 +257,7 @@ impl Agent {
                                 }
                                 self.report(&id, |l| l.handle = Some(h));
                                 running = Some(r);
-                                probing = self.probe(&id, check.as_ref());
+                                probing = self.probe(&id, &alloc, &dir);
                                 let mut next = sup.step(Event::Started { pid: h.pid }, now_ms());
                                 // A limit that could not be set is said in the start's own
                                 // report ("started; …"), not in a second one.
@@ -376,13 +370,46 @@ impl Agent {
         }
     }
 
+    /// The probe of `c` for this allocation: a port's, or for `exec` the command with
+    /// the task's environment, directory and user (native tasks only: refused at apply
+    /// for images).
+    fn target(
+        &self,
+        id: &str,
+        a: &Allocation,
+        dir: &Path,
+        c: &Check,
+    ) -> Result<checks::Target, String> {
+        let Some(Probe::Exec(argv)) = c.probe(&a.task) else {
+            return checks::Target::of(c, &a.task);
+        };
+        if a.task.image.is_some() {
+            return Err("exec checks of containers are not run".into());
+        }
+        let delivery = lock(&self.inner.secrets.values).get(id).cloned();
+        let setup = driver::TaskSetup {
+            user: &self.inner.cfg.task_user,
+            secrets: delivery.as_ref().filter(|_| a.task.uses_secrets()),
+            secret_dir: self.inner.secrets.root.as_ref().map(|r| r.join(id)),
+            progress: None,
+        };
+        driver::check_command(a, dir, &self.volume_dirs(a), &setup, argv).map(checks::Target::Exec)
+    }
+
     /// Starts probing a task that just started (or was adopted), when its service has a
     /// check; its health starts unknown.
-    fn probe(&self, id: &str, check: Option<&(Check, checks::Target)>) -> Option<Probing> {
-        let (c, target) = check?;
+    fn probe(&self, id: &str, a: &Allocation, dir: &Path) -> Option<Probing> {
+        let c = a.check.as_ref()?;
+        let target = match self.target(id, a, dir, c) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("{id}: check not run: {e}");
+                return None;
+            }
+        };
         let (tx, results) = tokio::sync::mpsc::channel(1);
         let task = motley_rt::spawn(checks::run(
-            target.clone(),
+            target,
             Duration::from_millis(c.interval.as_millis()),
             Duration::from_millis(c.timeout.as_millis()),
             tx,

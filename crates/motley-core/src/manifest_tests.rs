@@ -245,6 +245,13 @@ fn checks_and_port_names_are_checked_where_written() {
         Some(crate::model::Probe::Http(8080, "/health"))
     );
     assert_eq!((check.healthy_after, check.unhealthy_after), (1, 3));
+    let native_exec = svc("", "  exec: [/bin/check, --quick]\n");
+    let docs = parse(&native_exec).expect("an exec check on a native task");
+    let Spec::Service(s) = &docs[0].spec else {
+        panic!("not a service")
+    };
+    let exec = s.check.as_ref().expect("a check");
+    assert!(matches!(exec.probe(&s.task), Some(crate::model::Probe::Exec(c)) if c.len() == 2));
     let cases = [
         (
             svc("{ name: http, port: 80 }", "  http: { port: web }\n"),
@@ -268,10 +275,11 @@ fn checks_and_port_names_are_checked_where_written() {
             "exactly one of http, tcp or exec",
         ),
         (
-            svc("{ name: http, port: 80 }", "  exec: [/bin/check]\n"),
-            7,
+            "kind: Service\nname: web\ntask:\n  image: busybox:1\ncheck:\n  exec: [/bin/check]\n"
+                .to_string(),
+            6,
             "check.exec",
-            "exec checks are not run yet",
+            "exec checks of containers are not run yet",
         ),
         (
             svc("{ name: http, port: 80 }", "  interval: 1s\n"),

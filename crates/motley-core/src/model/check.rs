@@ -18,7 +18,8 @@ pub struct Check {
     /// A TCP connection to a port of the task's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpCheck>,
-    /// A command run next to the task, with its environment (exit 0 passes).
+    /// A command run next to a native task, as its user, with its environment and in
+    /// its directory (exit 0 passes). Not yet for containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
     /// Time between probes (default 2s).
@@ -109,10 +110,10 @@ impl Check {
                 "give exactly one of http, tcp or exec".to_string(),
             ));
         }
-        if !self.exec.is_empty() && kinds.iter().filter(|k| **k).count() == 1 {
+        if !self.exec.is_empty() && task.image.is_some() {
             out.push((
                 "exec".to_string(),
-                "exec checks are not run yet: use http or tcp".to_string(),
+                "exec checks of containers are not run yet: use http or tcp".to_string(),
             ));
         }
         let port = self
