@@ -455,7 +455,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     // port published on the node.
     let bport = free_port();
     let bridged = format!(
-        "kind: Service\nname: bridged\ntask:\n  image: {image}\n  network: bridge\n  ports: [{{ name: http, port: {bport} }}]\n  command: [/bin/sh, -c, \"echo ip=$MOTLEY_IP; exec /bin/httpd -f -p {bport} -h /www\"]\n  stop_grace: 1s\n"
+        "kind: Service\nname: bridged\ntask:\n  image: {image}\n  network: bridge\n  ports: [{{ name: http, port: {bport} }}]\n  command: [/bin/sh, -c, \"echo ip=$MOTLEY_IP; exec /bin/httpd -f -p {bport} -h /www\"]\n  stop_grace: 1s\ncheck:\n  http: {{ port: http, path: /index.html }}\n  interval: 300ms\n  timeout: 300ms\n"
     );
     let out = c.apply_yaml("bridged.yaml", &bridged);
     assert!(out.status.success(), "{out:?}");
@@ -488,6 +488,18 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     assert!(
         published.contains("hello from a motley container"),
         "{published}"
+    );
+    // Its check reaches it through the port published on the node.
+    wait_for(
+        "the bridged container healthy",
+        Duration::from_secs(30),
+        || {
+            let v = c.json(&["get", "allocs"]);
+            v.as_array()?
+                .iter()
+                .any(|a| a["id"] == bridged_id.as_str() && a["health"] == "healthy")
+                .then_some(())
+        },
     );
     assert!(
         std::path::Path::new(&format!("/run/netns/motley-{bridged_id}")).exists(),
