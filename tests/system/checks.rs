@@ -48,6 +48,23 @@ fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
     );
     let table = String::from_utf8_lossy(&c.cli(&["get", "services"]).stdout).to_string();
     assert!(table.contains("web   1/1"), "{table}");
+    let service =
+        String::from_utf8_lossy(&c.cli(&["describe", "service", "web"]).stdout).to_string();
+    assert!(
+        service.contains("Ready:       1/1 (running and passing their check)"),
+        "{service}"
+    );
+    let endpoint = service
+        .lines()
+        .skip_while(|l| !l.starts_with("Endpoints:"))
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("no endpoint row for {id}: {service}"));
+    let cells: Vec<&str> = endpoint.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [id.as_str(), "node1", &format!("http={port}"), "healthy"],
+        "{service}"
+    );
 
     // The check fails: out of rotation and restarted, once.
     std::fs::remove_file(&ok).expect("rm ok");
@@ -68,6 +85,9 @@ fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
     wait_for("web not ready", Duration::from_secs(30), || {
         (ready(&c).as_deref() == Some("0/1")).then_some(())
     });
+    let service =
+        String::from_utf8_lossy(&c.cli(&["describe", "service", "web"]).stdout).to_string();
+    assert!(service.contains("Ready:       0/1"), "{service}");
     let a = wait_for("its health unhealthy", Duration::from_secs(30), || {
         let a = c.running("service/web").pop()?;
         (a["health"] == "unhealthy").then_some(a)
