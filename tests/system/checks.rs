@@ -7,6 +7,21 @@ use std::time::Duration;
 
 use crate::common::*;
 
+/// The server's `/metrics`, as Prometheus text.
+fn metrics(c: &Cluster) -> String {
+    let (http, url, token) = c.http();
+    rt().block_on(async {
+        let r = http
+            .get(format!("{url}/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.expect("metrics text")
+    })
+}
+
 #[test]
 fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
     let mut c = Cluster::up(&[]);
@@ -54,6 +69,13 @@ fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
         service.contains("Ready:       1/1 (running and passing their check)"),
         "{service}"
     );
+    let m = metrics(&c);
+    for line in [
+        "motley_service_replicas{service=\"web\",health=\"healthy\"} 1",
+        "motley_service_replicas{service=\"web\",health=\"unhealthy\"} 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in /metrics:\n{m}");
+    }
     let endpoint = service
         .lines()
         .skip_while(|l| !l.starts_with("Endpoints:"))
@@ -88,6 +110,14 @@ fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
     let service =
         String::from_utf8_lossy(&c.cli(&["describe", "service", "web"]).stdout).to_string();
     assert!(service.contains("Ready:       0/1"), "{service}");
+    wait_for("/metrics says unhealthy", Duration::from_secs(30), || {
+        let m = metrics(&c);
+        (m.lines()
+            .any(|l| l == "motley_service_replicas{service=\"web\",health=\"unhealthy\"} 1")
+            && m.lines()
+                .any(|l| l == "motley_service_replicas{service=\"web\",health=\"healthy\"} 0"))
+        .then_some(())
+    });
     let a = wait_for("its health unhealthy", Duration::from_secs(30), || {
         let a = c.running("service/web").pop()?;
         (a["health"] == "unhealthy").then_some(a)

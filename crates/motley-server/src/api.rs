@@ -430,6 +430,54 @@ async fn version(State(s): State<Arc<Shared>>) -> Json<VersionInfo> {
     })
 }
 
+/// `motley_service_replicas`: every service's running replicas by health, zeros
+/// included (a service whose replicas all failed shows `healthy 0`, not nothing).
+fn service_replicas(
+    family: &prometheus_client::metrics::family::Family<
+        crate::metrics::ServiceHealthLabel,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+    cache: &crate::state::Cache,
+) {
+    use motley_core::health::Health as H;
+    let mut counts: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+    for (r, w) in cache
+        .workloads
+        .iter()
+        .filter(|(r, _)| r.kind == Kind::Service)
+    {
+        let Spec::Service(svc) = &w.spec else {
+            continue;
+        };
+        let kinds: &[&'static str] = if svc.check.is_some() {
+            &["healthy", "unhealthy", "unknown"]
+        } else {
+            &["none"]
+        };
+        for k in kinds {
+            counts.insert((r.name.clone(), k), 0);
+        }
+    }
+    for a in cache.allocs.values().filter(|a| {
+        a.workload.kind == Kind::Service
+            && a.state == motley_core::model::AllocState::Running
+            && a.desired == motley_core::model::Desired::Run
+    }) {
+        let health = match (&a.check, a.health) {
+            (None, _) => "none",
+            (Some(_), Some(h)) => h.as_str(),
+            (Some(_), None) => H::Unknown.as_str(),
+        };
+        *counts.entry((a.workload.name.clone(), health)).or_insert(0) += 1;
+    }
+    family.clear();
+    for ((service, health), n) in counts {
+        family
+            .get_or_create(&crate::metrics::ServiceHealthLabel { service, health })
+            .set(n);
+    }
+}
+
 async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     {
         let cache = s.cache();
@@ -451,6 +499,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
                 .get_or_create(&crate::metrics::StateLabel { state: h.as_str() })
                 .set(n as i64);
         }
+        service_replicas(&s.metrics.service_replicas, &cache);
         for k in Kind::ALL {
             let n = cache.workloads.keys().filter(|r| r.kind == k).count();
             s.metrics

@@ -21,6 +21,15 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// `service="web",health="healthy"` (service replicas by their check).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceHealthLabel {
+    /// The service's name.
+    pub service: String,
+    /// `healthy`, `unhealthy`, `unknown`, or `none` (the service has no check).
+    pub health: &'static str,
+}
+
 /// `caller="apply"` (store conflicts).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallerLabel {
@@ -70,6 +79,8 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     /// Store transactions that lost a compare (conflicts), by caller.
     pub conflicts: Family<CallerLabel, Counter>,
+    /// Running replicas of each service by what its check says.
+    pub service_replicas: Family<ServiceHealthLabel, Gauge>,
     /// Agent reports committed alone (a transaction each): `motley_agent_reports{how="alone"}`.
     pub reports_alone: Counter,
     /// Agent reports committed with others that arrived together, in one transaction:
@@ -103,6 +114,7 @@ impl Metrics {
             api_latency: Family::new_with_constructor(latency_histogram),
             reconcile_seconds: latency_histogram(),
             conflicts: Family::default(),
+            service_replicas: Family::default(),
             reports_alone,
             reports_batched,
             agents_connected: Gauge::default(),
@@ -116,6 +128,11 @@ impl Metrics {
         );
         registry.register("motley_nodes", "Nodes by state", m.nodes.clone());
         registry.register("motley_workloads", "Workloads by kind", m.workloads.clone());
+        registry.register(
+            "motley_service_replicas",
+            "Running replicas of each service by what its check says (none: no check)",
+            m.service_replicas.clone(),
+        );
         registry.register(
             "motley_api_requests",
             "API requests by method, route and code",
