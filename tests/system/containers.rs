@@ -43,6 +43,16 @@ fn find_log(roots: &[std::path::PathBuf], id: &str) -> Option<std::path::PathBuf
     None
 }
 
+/// The first allocation of `workload` in `state` (`get allocs` must answer a list).
+fn alloc(c: &Cluster, workload: &str, state: &str) -> Option<serde_json::Value> {
+    let v = c.json(&["get", "allocs"]);
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .find(|a| a["workload"] == workload && a["state"] == state)
+        .cloned()
+}
+
 fn get(port: u16) -> Option<String> {
     get_at("127.0.0.1", port)
 }
@@ -155,13 +165,7 @@ fn a_pull_cut_by_kill9_leaves_no_lease_once_the_agent_is_back() {
     let done = wait_for(
         "the job ran after the restart",
         Duration::from_secs(120),
-        || {
-            let v = c.json(&["get", "allocs"]);
-            v.as_array()?
-                .iter()
-                .find(|a| a["workload"] == "job/big" && a["state"] == "complete")
-                .cloned()
-        },
+        || alloc(&c, "job/big", "complete"),
     );
     let id = done["id"].as_str().expect("id").to_string();
     let logs = String::from_utf8_lossy(&c.cli(&["logs", &id]).stdout).to_string();
@@ -279,12 +283,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     );
     assert!(c.apply_yaml("job.yaml", &job).status.success());
     let done = wait_for("the job completes", Duration::from_secs(60), || {
-        let v = c.json(&["get", "allocs"]);
-        v.as_array()
-            .expect("a list")
-            .iter()
-            .find(|a| a["workload"] == "job/hello" && a["state"] == "complete")
-            .cloned()
+        alloc(&c, "job/hello", "complete")
     });
     let job_id = done["id"].as_str().expect("id");
     // The shim may copy the last bytes just after the exit is reported.
@@ -308,12 +307,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     let out = c.apply_yaml("oom.yaml", &oom);
     assert!(out.status.success(), "{out:?}");
     let killed = wait_for("the oom job fails", Duration::from_secs(60), || {
-        let v = c.json(&["get", "allocs"]);
-        v.as_array()
-            .expect("a list")
-            .iter()
-            .find(|a| a["workload"] == "job/oom" && a["state"] == "failed")
-            .cloned()
+        alloc(&c, "job/oom", "failed")
     });
     assert!(
         killed["reasons"]
@@ -332,12 +326,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     );
     assert!(c.apply_yaml("chatty.yaml", &chatty).status.success());
     let chatty_id = wait_for("chatty runs", Duration::from_secs(60), || {
-        let v = c.json(&["get", "allocs"]);
-        v.as_array()
-            .expect("a list")
-            .iter()
-            .find(|a| a["workload"] == "service/chatty" && a["state"] == "running")
-            .and_then(|a| a["id"].as_str().map(String::from))
+        alloc(&c, "service/chatty", "running").and_then(|a| a["id"].as_str().map(String::from))
     });
     let roots = [
         c.data_dir(),
@@ -408,14 +397,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     let refused = wait_for(
         "the job without credentials fails",
         Duration::from_secs(60),
-        || {
-            let v = c.json(&["get", "allocs"]);
-            v.as_array()
-                .expect("a list")
-                .iter()
-                .find(|a| a["workload"] == "job/nocreds" && a["state"] == "failed")
-                .cloned()
-        },
+        || alloc(&c, "job/nocreds", "failed"),
     );
     assert!(
         refused.to_string().contains("needs registry credentials"),
@@ -429,14 +411,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     let done = wait_for(
         "the job with credentials completes",
         Duration::from_secs(60),
-        || {
-            let v = c.json(&["get", "allocs"]);
-            v.as_array()
-                .expect("a list")
-                .iter()
-                .find(|a| a["workload"] == "job/creds" && a["state"] == "complete")
-                .cloned()
-        },
+        || alloc(&c, "job/creds", "complete"),
     );
     let creds_id = done["id"].as_str().expect("id").to_string();
     wait_for("the private job's output", Duration::from_secs(10), || {
@@ -462,14 +437,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     let bridged_id = wait_for(
         "the bridged container runs",
         Duration::from_secs(60),
-        || {
-            let v = c.json(&["get", "allocs"]);
-            v.as_array()
-                .expect("a list")
-                .iter()
-                .find(|a| a["workload"] == "service/bridged" && a["state"] == "running")
-                .and_then(|a| a["id"].as_str().map(String::from))
-        },
+        || alloc(&c, "service/bridged", "running").and_then(|a| a["id"].as_str().map(String::from)),
     );
     let ip = wait_for("its address in its log", Duration::from_secs(30), || {
         let logs = c.cli(&["logs", &bridged_id]);
@@ -519,12 +487,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     );
     assert!(c.apply_yaml("fenced.yaml", &fenced).status.success());
     let fenced_pid = wait_for("the fenced container runs", Duration::from_secs(60), || {
-        let v = c.json(&["get", "allocs"]);
-        v.as_array()
-            .expect("a list")
-            .iter()
-            .find(|a| a["workload"] == "service/fenced" && a["state"] == "running")
-            .and_then(|a| a["pid"].as_u64())
+        alloc(&c, "service/fenced", "running").and_then(|a| a["pid"].as_u64())
     });
     c.kill9();
     let killed_at = std::time::Instant::now();

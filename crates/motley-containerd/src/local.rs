@@ -75,14 +75,7 @@ impl Containerd {
         };
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| Error::Image(format!("{r}: stored config: {e}")))?;
-        let here = config.platform();
-        if !from_index && !platform.is_some_and(|p| p.can_run(&here)) {
-            return Err(Error::Image(motley_core::platform::refusal(
-                node,
-                platform,
-                &[here],
-            )));
-        }
+        let here = crate::pull::runnable(node, platform, from_index, &config)?;
         let chains = chain_ids(&config.rootfs.diff_ids);
         let Some(top_chain) = chains.last().cloned() else {
             return Ok(None);

@@ -97,6 +97,25 @@ fn rfc3339_in(secs: u64) -> String {
     )
 }
 
+/// The platform of an image's config; for a single-platform image (no index: nothing
+/// chose a manifest for the node) refused unless `platform` can run it.
+pub(crate) fn runnable(
+    node: &str,
+    platform: Option<&Platform>,
+    from_index: bool,
+    config: &ImageConfig,
+) -> Result<Platform, Error> {
+    let here = config.platform();
+    if !from_index && !platform.is_some_and(|p| p.can_run(&here)) {
+        return Err(Error::Image(motley_core::platform::refusal(
+            node,
+            platform,
+            &[here],
+        )));
+    }
+    Ok(here)
+}
+
 /// The id prefix of motley's leases (pulls, starts, collections; what an interrupted
 /// one left is found by it).
 pub const LEASE_PREFIX: &str = "motley-";
@@ -163,15 +182,7 @@ impl Containerd {
         }
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| Error::Image(format!("{r}: config: {e}")))?;
-        let pulled_platform = config.platform();
-        // A single-platform image (no index) is checked by its config.
-        if index.is_none() && !platform.is_some_and(|p| p.can_run(&pulled_platform)) {
-            return Err(Error::Image(motley_core::platform::refusal(
-                node,
-                platform,
-                &[pulled_platform],
-            )));
-        }
+        let pulled_platform = runnable(node, platform, index.is_some(), &config)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
             return Err(Error::Image(format!(
                 "{r}: {} layers but {} diff ids",
