@@ -107,6 +107,7 @@ async fn agent_hello(
         labels: Default::default(),
         allocs: vec![],
         readings: None,
+        address: None,
     };
     ws.send(tokio_tungstenite::tungstenite::Message::Text(
         serde_json::to_string(&hello).expect("json").into(),

@@ -301,6 +301,7 @@ mod tests {
             restarts: 0,
             reason: None,
             health: None,
+            ports: Default::default(),
             at: 0,
         })
     }

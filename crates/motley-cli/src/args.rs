@@ -389,6 +389,13 @@ pub struct AgentArgs {
     /// Who tasks run as.
     #[command(flatten)]
     pub tasks: TaskUserArgs,
+    /// Service networking on this node.
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// The address other nodes reach this one at (default: the address the server
+    /// sees its connection come from).
+    #[arg(long, value_name = "IP")]
+    pub advertise: Option<std::net::IpAddr>,
     /// Run N simulated nodes in this process (`<name>-0` … `<name>-N-1`), each a real
     /// node of the cluster whose tasks only pretend to run: for scale tests and demos.
     #[arg(long, value_name = "N")]
@@ -434,6 +441,39 @@ pub struct TaskUserArgs {
     pub log_budget: Option<String>,
 }
 
+/// Service networking on a node: the proxy to services, DNS and the ingress.
+#[derive(Debug, Args, Clone)]
+pub struct MeshArgs {
+    /// Answer DNS for `NAME.motley` here (UDP and TCP) and forward other names to the
+    /// node's resolver (`127.0.0.1:5353`; port 53 is often taken: docs/services.md).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dns_listen: Option<std::net::SocketAddr>,
+    /// Where names outside `motley` are asked (default: the first nameserver of
+    /// /etc/resolv.conf that is not --dns-listen).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dns_upstream: Option<std::net::SocketAddr>,
+    /// Serve the ingress (HTTP, routed by each service's `expose`) here
+    /// (`0.0.0.0:80`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ingress_listen: Option<std::net::SocketAddr>,
+    /// Do not serve services at their loopback addresses (`NAME.motley:PORT`).
+    #[arg(long)]
+    pub no_proxy: bool,
+}
+
+impl MeshArgs {
+    /// What the agent on node `node` serves.
+    pub fn config(&self, node: &str) -> motley_mesh::MeshConfig {
+        motley_mesh::MeshConfig {
+            node: node.to_string(),
+            proxy: !self.no_proxy,
+            dns: self.dns_listen,
+            dns_upstream: self.dns_upstream,
+            ingress: self.ingress_listen,
+        }
+    }
+}
+
 /// `motley up`.
 #[derive(Debug, Args, Clone)]
 pub struct UpArgs {
@@ -456,4 +496,7 @@ pub struct UpArgs {
     /// Who tasks run as.
     #[command(flatten)]
     pub tasks: TaskUserArgs,
+    /// Service networking on this node.
+    #[command(flatten)]
+    pub mesh: MeshArgs,
 }

@@ -481,55 +481,6 @@ fn indented(out: &mut String, text: &str) {
     }
 }
 
-/// A service's running replicas as endpoints: node, ports, health (what its check
-/// says; `-` without a check).
-fn endpoints(
-    out: &mut String,
-    svc: &motley_core::model::ServiceSpec,
-    allocs: &[Allocation],
-    ready: u32,
-    desired: u32,
-) {
-    let with_check = if svc.check.is_some() {
-        " (running and passing their check)"
-    } else {
-        " (running; no check)"
-    };
-    out.push_str(&format!("Ready:       {ready}/{desired}{with_check}\n"));
-    let rows: Vec<Vec<String>> = allocs
-        .iter()
-        .filter(|a| {
-            a.state == motley_core::model::AllocState::Running
-                && a.desired == motley_core::model::Desired::Run
-        })
-        .map(|a| {
-            let ports: Vec<String> = a
-                .task
-                .ports
-                .iter()
-                .map(|p| format!("{}={}", p.name, p.port))
-                .collect();
-            vec![
-                a.id.clone(),
-                a.node.clone(),
-                if ports.is_empty() {
-                    "-".into()
-                } else {
-                    ports.join(",")
-                },
-                a.health.map_or("-", |h| h.as_str()).to_string(),
-            ]
-        })
-        .collect();
-    if !rows.is_empty() {
-        out.push_str("Endpoints:\n");
-        indented(
-            out,
-            &table(&["ALLOCATION", "NODE", "PORTS", "HEALTH"], &rows),
-        );
-    }
-}
-
 fn describe_allocation(a: &Allocation) -> String {
     let now = now_ms();
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
@@ -644,7 +595,12 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
                 }
             }
             if let Spec::Service(svc) = &w.spec {
-                endpoints(&mut out, svc, &d.allocations, s.ready, s.desired);
+                let cat: motley_core::catalog::Catalog = if svc.ports.is_empty() {
+                    Default::default()
+                } else {
+                    client.get("/v1/catalog").await?
+                };
+                endpoints(&mut out, svc, &d.allocations, s.ready, s.desired, &cat);
             }
             out.push_str("Allocations:\n");
             let (h, r) = alloc_rows(&d.allocations, true);

@@ -25,6 +25,7 @@
 
 pub mod admit;
 pub mod api;
+pub mod catalog;
 pub mod failure;
 pub mod fence;
 pub mod fuzzing;

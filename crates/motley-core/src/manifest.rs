@@ -163,6 +163,11 @@ enum Seg<'a> {
 fn path_segments(path: &str) -> Vec<Seg<'_>> {
     let mut out = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
+        // `ports.1.name` as well as `ports[1].name`.
+        if let Ok(i) = part.parse::<usize>() {
+            out.push(Seg::Index(i));
+            continue;
+        }
         let (key, rest) = match part.find('[') {
             Some(i) => part.split_at(i),
             None => (part, ""),
@@ -502,7 +507,11 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             if s.replicas > MAX_REPLICAS {
                 errors.push(doc.error_at("replicas", format!("at most {MAX_REPLICAS} replicas")));
             }
-            for (field, m) in s.check.iter().flat_map(|c| c.problems(&s.task)) {
+            for (field, m) in net::service_problems(s) {
+                errors.push(doc.error_at(&field, m));
+            }
+            let run = s.task_with_ports();
+            for (field, m) in s.check.iter().flat_map(|c| c.problems(&run)) {
                 let at = if field.is_empty() {
                     "check".to_string()
                 } else {
@@ -919,6 +928,7 @@ pub fn parse_set(sources: &[Source<'_>]) -> Result<Vec<Document>, Vec<ManifestEr
             seen.insert(key, (d.file.clone(), d.line));
         }
     }
+    errors.extend(net::expose_conflicts(&docs, &BTreeMap::new()));
     if errors.is_empty() {
         Ok(docs)
     } else {
@@ -956,6 +966,10 @@ pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<
     }
     errors
 }
+
+#[path = "manifest_net.rs"]
+mod net;
+pub use net::{expose_conflicts, route_key};
 
 #[cfg(test)]
 #[path = "manifest_tests.rs"]

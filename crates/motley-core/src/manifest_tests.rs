@@ -340,3 +340,151 @@ fn checks_and_port_names_are_checked_where_written() {
         assert!(e.message.contains(msg), "{text}: {e}");
     }
 }
+
+#[test]
+fn service_ports_expose_and_update_are_checked_where_written() {
+    let svc = |name: &str, rest: &str| {
+        format!(
+            "kind: Service\nname: {name}\ntask:\n  command: [x]\n  ports: [{{ name: admin, port: 9000 }}]\n{rest}"
+        )
+    };
+    let good = svc(
+        "web",
+        "ports:\n  - { name: http, service_port: 80 }\ncheck:\n  http: { port: http }\nexpose:\n  - { port: http, host: web.home.arpa }\n  - { port: http, host: web.home.arpa, path: /api }\nupdate: { max_parallel: 2, min_healthy: 5s, deadline: 2m }\n",
+    );
+    let docs = parse(&good).expect("valid");
+    let Spec::Service(s) = &docs[0].spec else {
+        panic!("not a service")
+    };
+    assert_eq!(s.ports[0].service_port, Some(80));
+    assert_eq!(s.expose[0].path, "/");
+    assert_eq!(s.update.max_parallel, 2);
+    // The check names a service port: probed at the port chosen for the allocation.
+    let run = s.task_with_ports();
+    assert_eq!(run.ports[1].port, 0);
+    let cases = [
+        (
+            svc("web", "ports:\n  - { name: http, service_port: 70000 }\n"),
+            7,
+            "ports[0].service_port",
+            "invalid u16",
+        ),
+        (
+            svc("web", "ports:\n  - { name: http, service_port: 0 }\n"),
+            7,
+            "ports.0.service_port",
+            "1 to 65535",
+        ),
+        (
+            svc("web", "ports:\n  - { name: admin }\n"),
+            7,
+            "ports.0.name",
+            "used twice",
+        ),
+        (
+            svc(
+                "web",
+                "ports:\n  - { name: http, service_port: 80 }\n  - { name: web, service_port: 80 }\n",
+            ),
+            8,
+            "ports.1.service_port",
+            "given twice",
+        ),
+        (
+            svc(
+                "web",
+                "ports:\n  - { name: http }\ncheck:\n  tcp: { port: db }\n",
+            ),
+            9,
+            "check.tcp.port",
+            "not declared",
+        ),
+        (
+            svc(
+                "web",
+                "ports:\n  - { name: http }\nexpose:\n  - { port: web, host: a.b }\n",
+            ),
+            9,
+            "expose.0.port",
+            "not one of the service's ports (http)",
+        ),
+        (
+            svc(
+                "web",
+                "ports:\n  - { name: http }\nexpose:\n  - { port: http, host: \"bad host\" }\n",
+            ),
+            9,
+            "expose.0.host",
+            "host name",
+        ),
+        (
+            svc(
+                "web",
+                "ports:\n  - { name: http }\nexpose:\n  - { port: http, host: a.b }\n  - { port: http, host: A.b, path: / }\n",
+            ),
+            10,
+            "expose.1",
+            "exposed twice",
+        ),
+        (
+            svc("web", "update: { max_parallel: 0 }\n"),
+            6,
+            "update.max_parallel",
+            "1 to 1000",
+        ),
+        (
+            svc("web", "update: { auto_revert: true }\n"),
+            6,
+            "update.auto_revert",
+            "unknown field",
+        ),
+    ];
+    for (text, line, field, msg) in cases {
+        let errs = parse(&text).expect_err(&text);
+        let e = &errs[0];
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{text}: {e}");
+        assert!(e.message.contains(msg), "{text}: {e}");
+    }
+    // One route claimed by two services of a set: refused where the second claims it.
+    let two = format!(
+        "{}---\n{}",
+        svc(
+            "web",
+            "ports:\n  - { name: http }\nexpose:\n  - { port: http, host: a.b }\n"
+        ),
+        svc(
+            "api",
+            "ports:\n  - { name: http }\nexpose:\n  - { port: http, host: a.b, path: / }\n"
+        ),
+    );
+    let errs = parse(&two).expect_err("a route claimed twice");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        (errs[0].line, errs[0].field.as_str()),
+        (19, "expose.0.host")
+    );
+    assert!(
+        errs[0].message.contains("already exposed by service web"),
+        "{}",
+        errs[0]
+    );
+    // And against the cluster: another service's route, unless the set replaces it.
+    let docs = parse(&svc(
+        "api",
+        "ports:\n  - { name: http }\nexpose:\n  - { port: http, host: a.b }\n",
+    ))
+    .expect("valid alone");
+    let mut existing = BTreeMap::new();
+    existing.insert(
+        "web".to_string(),
+        vec![("a.b".to_string(), "/".to_string())],
+    );
+    let errs = crate::manifest::expose_conflicts(&docs, &existing);
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("service web"));
+    existing.insert(
+        "web".to_string(),
+        vec![("a.b".to_string(), "/web".to_string())],
+    );
+    assert!(crate::manifest::expose_conflicts(&docs, &existing).is_empty());
+}

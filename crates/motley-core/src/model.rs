@@ -18,6 +18,8 @@ mod cluster;
 pub use cluster::*;
 mod placement;
 pub use placement::*;
+mod net;
+pub use net::*;
 
 macro_rules! kind_tag {
     ($name:ident, $text:literal) => {
@@ -565,6 +567,15 @@ pub struct ServiceSpec {
     /// How replicas are probed: healthy ones take traffic, unhealthy ones restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<Check>,
+    /// Ports chosen per allocation, reached at `NAME.motley:<service_port>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePort>,
+    /// Routes of the ingress to this service's ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<Expose>,
+    /// How replicas are replaced when the spec changes (rolling, one at a time).
+    #[serde(default, skip_serializing_if = "UpdatePolicy::is_default")]
+    pub update: UpdatePolicy,
 }
 
 /// A Job: runs `completions` instances to success, `parallelism` at a time.
@@ -728,6 +739,14 @@ impl Spec {
             Spec::Job(s) => &s.task,
             Spec::Daemon(s) => &s.task,
             Spec::Volume(_) | Spec::Secret(_) => &NO_TASK,
+        }
+    }
+    /// The task as its allocations run it: a service's with its service ports added
+    /// (port 0: chosen per allocation by its agent).
+    pub fn run_task(&self) -> std::borrow::Cow<'_, Task> {
+        match self {
+            Spec::Service(s) if !s.ports.is_empty() => std::borrow::Cow::Owned(s.task_with_ports()),
+            _ => std::borrow::Cow::Borrowed(self.task()),
         }
     }
     /// The placement constraints (a volume's are empty).

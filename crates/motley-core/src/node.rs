@@ -169,6 +169,20 @@ pub fn merge_report(a: &mut Allocation, r: &AllocReport, now: u64) -> bool {
     {
         a.push_reason(reason.clone());
     }
+    // Chosen ports: only for the ports the agent was to choose, never 0.
+    if r.state == AllocState::Running && !r.ports.is_empty() {
+        a.ports = r
+            .ports
+            .iter()
+            .filter(|(n, p)| **p != 0 && a.task.ports.iter().any(|t| t.port == 0 && &t.name == *n))
+            .map(|(n, p)| (n.clone(), *p))
+            .collect();
+    }
+    a.ready_at = if crate::catalog::serves(a) {
+        before.ready_at.or(Some(now))
+    } else {
+        None
+    };
     if *a != before {
         a.updated_at = now;
         true
@@ -298,6 +312,7 @@ mod tests {
             restarts,
             reason: reason.map(str::to_string),
             health: None,
+            ports: Default::default(),
             at: 0,
         }
     }

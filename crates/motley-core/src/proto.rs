@@ -36,6 +36,9 @@ pub struct AllocReport {
     /// What its check says while it runs (none without a check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::Health>,
+    /// The host ports chosen for its service ports, by name (while running).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
     /// When observed (ms since the epoch, agent's clock).
     pub at: u64,
 }
@@ -102,6 +105,10 @@ pub enum AgentMsg {
         /// The latest readings.
         #[serde(default)]
         readings: Option<Readings>,
+        /// The address other nodes reach this one at (`--advertise`); without it, the
+        /// address the server sees the connection come from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<std::net::IpAddr>,
     },
     /// The node's facts or conditions changed (sent only on change; stored).
     Facts {
@@ -208,6 +215,12 @@ pub enum ServerMsg {
     LogsCancel {
         /// Request id.
         req: u64,
+    },
+    /// Every service that can be reached and its healthy endpoints (sent on connect
+    /// and whenever it changes): what the node's proxy, DNS and ingress route by.
+    Catalog {
+        /// The whole catalog.
+        catalog: crate::catalog::Catalog,
     },
 }
 

@@ -428,7 +428,75 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
 /// True when an allocation runs another task or restart policy than its workload now asks
 /// for. Other changes (replicas, labels) do not replace running instances.
 fn is_outdated(w: &Workload, a: &Allocation) -> bool {
-    a.task != *w.spec.task() || a.restart != w.spec.restart_policy()
+    a.task != *w.spec.run_task() || a.restart != w.spec.restart_policy()
+}
+
+impl Pass<'_, '_> {
+    /// A rolling update: replaces serving replicas of an older generation at most
+    /// `max_parallel` at a time. A replacement is in flight until it has passed its
+    /// check (or run, without one) for `min_healthy`; a slot with no replica, or an old
+    /// replica still stopping, counts as in flight too, so a new version that cannot be
+    /// placed or never gets healthy stops the update with the old replicas serving.
+    /// Past `deadline` without getting healthy, a replacement stops the update for good
+    /// (until the spec changes again). Old replicas waiting their turn keep their slot.
+    fn roll<'a>(
+        &mut self,
+        w: &Workload,
+        replicas: u32,
+        mine: &[&'a Allocation],
+        mut outdated: Vec<&'a Allocation>,
+        live_by_slot: &mut BTreeMap<u32, Vec<&'a Allocation>>,
+        stopping: &mut BTreeSet<u32>,
+    ) {
+        let policy = match &w.spec {
+            Spec::Service(s) => s.update,
+            _ => crate::model::UpdatePolicy::default(),
+        };
+        let now = self.input.now;
+        let mut in_flight = 0u32;
+        let mut stalled = false;
+        for a in live_by_slot.values().flatten() {
+            match a.ready_at {
+                Some(t) if now >= t + policy.min_healthy.as_millis() => {}
+                Some(t) => {
+                    in_flight += 1;
+                    self.plan.wake(t + policy.min_healthy.as_millis());
+                }
+                None => {
+                    in_flight += 1;
+                    let limit = a.created_at + policy.deadline.as_millis();
+                    if now >= limit {
+                        stalled = true;
+                    } else {
+                        self.plan.wake(limit);
+                    }
+                }
+            }
+        }
+        in_flight += mine
+            .iter()
+            .filter(|a| a.is_live() && a.desired == Desired::Stop && is_outdated(w, a))
+            .count() as u32;
+        let empty = (0..replicas)
+            .filter(|s| !live_by_slot.contains_key(s) && !outdated.iter().any(|a| a.index == *s))
+            .count() as u32;
+        in_flight += empty;
+        let budget = if stalled {
+            0
+        } else {
+            policy.max_parallel.max(1).saturating_sub(in_flight)
+        };
+        outdated.sort_by_key(|a| (a.index, a.id.as_str()));
+        for (i, a) in outdated.into_iter().enumerate() {
+            if (i as u32) < budget {
+                self.stop(a, format!("replaced by generation {}", w.generation));
+                stopping.insert(a.index);
+            } else {
+                // Waits its turn, and holds its slot meanwhile.
+                live_by_slot.entry(a.index).or_default().push(a);
+            }
+        }
+    }
 }
 
 fn selector_of(w: &Workload) -> Option<Selector> {
@@ -456,7 +524,7 @@ impl<'a> Pass<'a, '_> {
             generation: w.generation,
             index,
             node,
-            task: w.spec.task().clone(),
+            task: w.spec.run_task().into_owned(),
             restart: w.spec.restart_policy(),
             on_node_loss: w.spec.on_node_loss(),
             desired: Desired::Run,
@@ -479,6 +547,8 @@ impl<'a> Pass<'a, '_> {
                 _ => None,
             },
             health: None,
+            ports: BTreeMap::new(),
+            ready_at: None,
         }
     }
 
@@ -594,11 +664,17 @@ impl<'a> Pass<'a, '_> {
         // simulator: scaled down and up again while its node was unreachable).
         let fenced = w.spec.on_node_loss() == NodeLoss::Fence;
         let mut stopping: BTreeSet<u32> = BTreeSet::new();
+        let mut outdated: Vec<&Allocation> = Vec::new();
         for a in mine {
             if a.is_live() && a.desired == Desired::Run {
                 if is_outdated(w, a) {
-                    self.stop(a, format!("replaced by generation {}", w.generation));
-                    stopping.insert(a.index);
+                    if a.state == AllocState::Running {
+                        // Serving: replaced in turn (below).
+                        outdated.push(a);
+                    } else {
+                        self.stop(a, format!("replaced by generation {}", w.generation));
+                        stopping.insert(a.index);
+                    }
                     continue;
                 }
                 live_by_slot.entry(a.index).or_default().push(a);
@@ -607,6 +683,16 @@ impl<'a> Pass<'a, '_> {
             } else {
                 terminal_by_slot.entry(a.index).or_default().push(a);
             }
+        }
+        if !outdated.is_empty() {
+            self.roll(
+                w,
+                replicas,
+                mine,
+                outdated,
+                &mut live_by_slot,
+                &mut stopping,
+            );
         }
         // Evict taints: move away now, without waiting for the other replicas.
         for allocs in live_by_slot.values_mut() {

@@ -357,6 +357,93 @@ fn drain_moves_one_replica_at_a_time() {
     assert_eq!(w.live("web").len(), 4);
 }
 
+/// Old and new serving replicas of `web` (running, wanted running).
+fn serving(w: &World, generation: u64) -> usize {
+    w.live("web")
+        .iter()
+        .filter(|a| a.generation == generation && a.state == AllocState::Running)
+        .count()
+}
+
+#[test]
+fn an_update_replaces_one_replica_at_a_time_once_each_new_one_is_healthy_long_enough() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    let v1 = format!("{SVC}update: {{ min_healthy: 5s }}\n");
+    w.apply(&v1);
+    w.step();
+    w.agents();
+    w.apply(&v1.replace("[srv]", "[srv, --v2]"));
+    for round in 0..3u64 {
+        let plan = w.step();
+        assert_eq!(
+            plan.stop.len(),
+            1,
+            "round {round}: one at a time: {:?}",
+            plan.stop
+        );
+        assert_eq!(plan.create.len(), 1, "round {round}");
+        // The other replicas serve while one is replaced.
+        assert_eq!(serving(&w, 1) + serving(&w, 2), 2, "round {round}");
+        w.agents();
+        // Running, healthy, but not yet for min_healthy: nothing more is replaced.
+        let plan = w.step();
+        assert!(plan.stop.is_empty(), "round {round}: waits for min_healthy");
+        if round < 2 {
+            let wake = plan.wake_at.expect("a wake-up when min_healthy has passed");
+            assert_eq!(wake, w.now + 5_000);
+            w.now = wake;
+        }
+    }
+    assert!(w.step().is_empty(), "converged");
+    assert_eq!(serving(&w, 2), 3);
+}
+
+#[test]
+fn an_update_whose_new_replicas_never_get_healthy_or_placed_stops_with_the_old_ones_serving() {
+    // Never healthy: it has a check that never passes.
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    let v1 = format!(
+        "{SVC}ports: [{{ name: http }}]\ncheck: {{ tcp: {{ port: http }} }}\nupdate: {{ deadline: 1m }}\n"
+    );
+    w.apply(&v1);
+    w.step();
+    w.agents();
+    for a in w.allocs.values_mut() {
+        a.health = Some(motley_core::health::Health::Healthy);
+        a.ready_at = Some(0);
+    }
+    w.apply(&v1.replace("[srv]", "[srv, --broken]"));
+    assert_eq!(w.step().stop.len(), 1);
+    w.agents();
+    for _ in 0..5 {
+        let plan = w.step();
+        assert!(plan.stop.is_empty(), "the new replica is not healthy");
+        w.now += 30_000;
+        w.agents();
+    }
+    assert_eq!(
+        serving(&w, 1),
+        2,
+        "the old replicas keep serving past the deadline"
+    );
+    assert_eq!(serving(&w, 2), 1, "the new one runs, out of rotation");
+    // Never placed: a new version larger than any node.
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply(SVC);
+    w.step();
+    w.agents();
+    w.apply(&SVC.replace("cpu: 500m", "cpu: 3900m"));
+    let plan = w.step();
+    assert_eq!(plan.stop.len(), 1);
+    w.agents();
+    for _ in 0..3 {
+        let plan = w.step();
+        assert!(plan.stop.is_empty(), "nothing more stops: {:?}", plan.stop);
+        w.agents();
+    }
+    assert!(serving(&w, 1) >= 2);
+}
+
 #[test]
 fn deleted_workload_is_stopped_then_forgotten() {
     let mut w = World::new(&[node("a", 4000, 4096)]);

@@ -101,6 +101,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         labels,
         allocs,
         readings,
+        address,
     }) = hello
     else {
         tracing::warn!("agent for {node}: no valid hello");
@@ -140,7 +141,8 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         s.liveness.set_readings(&node, r, now_ms());
     }
     let tx = crate::state::Outbox::new(link.sender());
-    let conn_id = s.connect_agent(&node, tx.clone());
+    let addr = address.or_else(|| caller.peer.parse().ok());
+    let conn_id = s.connect_agent(&node, tx.clone(), addr);
     tracing::info!("agent {node} connected");
     // Reports are stored by a writer of their own, so that a slow store (etcd on an SD
     // card) never holds up the heartbeats read here: the detector would see a connected,
@@ -381,6 +383,7 @@ mod tests {
             labels: Default::default(),
             allocs: vec![],
             readings: None,
+            address: None,
         }
     }
 
@@ -506,6 +509,7 @@ mod tests {
                 restarts: 0,
                 reason: Some("forged".into()),
                 health: None,
+                ports: Default::default(),
                 at: 0,
             })
         };
@@ -586,6 +590,7 @@ mod tests {
             labels: claimed,
             allocs,
             readings,
+            address: None,
         };
         assert!(
             frames.send(Frame::Msg(lying)).is_ok(),
@@ -680,6 +685,7 @@ mod tests {
             restarts: 0,
             reason: Some("started".into()),
             health: None,
+            ports: Default::default(),
             at: 0,
         });
         assert!(frames.send(Frame::Msg(running)).is_ok());
@@ -836,6 +842,7 @@ mod tests {
                 restarts: 0,
                 reason: None,
                 health: None,
+                ports: Default::default(),
                 at: 0,
             });
             if frames.send(Frame::Msg(r)).is_err() {

@@ -163,6 +163,7 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("DELETE", "/v1/tokens/{id}") => delete(revoke_token),
         ("GET", "/v1/snapshot") => get(snapshot),
         ("GET", "/v1/servers") => get(list_servers),
+        ("GET", "/v1/catalog") => get(catalog),
         ("GET", "/v1/audit") => get(list_audit),
         ("GET", "/v1/secrets/{name}/reveal") => get(reveal_secret),
         ("POST", "/v1/secrets/rotate-key") => post(rotate_key),
@@ -228,6 +229,12 @@ async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
         )
         .into_response(),
     }
+}
+
+/// `GET /v1/catalog`: every service that can be reached, its address and its
+/// endpoints in rotation, as last sent to the agents.
+async fn catalog(State(s): State<Arc<Shared>>) -> Json<motley_core::catalog::Catalog> {
+    Json((*s.catalog.current()).clone())
 }
 
 /// `GET /v1/servers`: the servers of the control plane and which one leads.

@@ -52,6 +52,7 @@ pub fn agent_session(data: &[u8]) {
             labels: Default::default(),
             allocs: vec![],
             readings: None,
+            address: None,
         };
         let _ = frames.send(Frame::Msg(hello));
         for line in String::from_utf8_lossy(data).lines() {

@@ -91,6 +91,7 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/allocs", READ_OWN),
     r("GET", "/v1/allocs/{id}", READ_OWN),
     r("GET", "/v1/allocs/{id}/logs", READ_OWN),
+    r("GET", "/v1/catalog", READ),
     r("GET", "/metrics", Policy { here: true, ..READ }),
     r("GET", "/v1/tokens", ADMIN),
     r("POST", "/v1/tokens", ADMIN),

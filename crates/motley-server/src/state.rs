@@ -30,6 +30,7 @@ use crate::auth::TokenRecord;
 use crate::keys::{self, Parsed};
 use crate::metrics::Metrics;
 
+pub mod catalog;
 mod controller;
 mod follower;
 pub mod hub;
@@ -101,6 +102,8 @@ pub struct Shared {
     /// What starting allocations are doing (`pulling 41 %`), by allocation id, as their
     /// agents last said (memory only; cleared by the allocation's next report).
     pub progress: Mutex<HashMap<String, String>>,
+    /// The service catalog last sent to the agents (memory only).
+    pub catalog: catalog::CatalogState,
 }
 
 /// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how
@@ -182,6 +185,7 @@ impl Shared {
             },
             images: Default::default(),
             progress: Mutex::new(HashMap::default()),
+            catalog: Default::default(),
             taint_policy,
         })
     }
@@ -191,6 +195,7 @@ impl Shared {
         let names: Vec<String> = self.cache().nodes.keys().cloned().collect();
         if self.liveness.evaluate(names, &self.hub.connected()) {
             self.plans.kick.notify_one();
+            self.catalog.touch();
         }
     }
 
@@ -312,7 +317,7 @@ impl Shared {
 
     /// Registers an agent connection: the agent gets Welcome and its full assignment set
     /// before any change, because both happen under the cache lock the watch applier takes.
-    pub fn connect_agent(&self, node: &str, tx: Outbox) -> u64 {
+    pub fn connect_agent(&self, node: &str, tx: Outbox, addr: Option<std::net::IpAddr>) -> u64 {
         let conn_id = self.id();
         {
             let cache = self.cache();
@@ -323,12 +328,16 @@ impl Shared {
                 servers: self.ha.urls(),
             });
             let _ = tx.send(self.sync_msg(&cache, node));
-            let held = self.hub.insert(node, AgentConn { tx, conn_id });
+            let _ = tx.send(ServerMsg::Catalog {
+                catalog: (*self.catalog.current()).clone(),
+            });
+            let held = self.hub.insert(node, AgentConn { tx, conn_id, addr });
             self.metrics.agents_connected.set(held as i64);
         }
         self.liveness.heartbeat(node);
         self.evaluate_health();
         self.plans.kick.notify_one();
+        self.catalog.touch();
         conn_id
     }
 
@@ -337,6 +346,7 @@ impl Shared {
         let held = self.hub.remove(node, conn_id);
         self.metrics.agents_connected.set(held as i64);
         self.plans.kick.notify_one();
+        self.catalog.touch();
     }
 }
 

@@ -210,6 +210,8 @@ impl World {
         facts.cpu_score = Some(1000);
         facts.interval = Duration::from_secs(3600);
         let cfg = AgentConfig {
+            mesh: None,
+            advertise: None,
             name: a.name.clone(),
             servers,
             token: a.token.clone(),

@@ -268,6 +268,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<i32> {
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
         driver: std::sync::Arc::new(crate::roles::exec_driver(&args.tasks, name.clone())?),
         dialer: None,
+        mesh: Some(args.mesh.config(&name)),
+        advertise: args.advertise,
     })
     .await?;
     if let Some(addr) = args.metrics_listen {
@@ -333,6 +335,8 @@ async fn simulate(
             task_user: task_user.clone(),
             driver: std::sync::Arc::new(motley_agent::drivers::simulated::Simulated::new(job_time)),
             dialer: None,
+            mesh: None,
+            advertise: args.advertise,
         })
         .await?;
         agents.push(agent);

@@ -138,6 +138,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
         driver: std::sync::Arc::new(crate::roles::exec_driver(&args.tasks, node.clone())?),
         dialer: None,
+        mesh: Some(args.mesh.config(&node)),
+        advertise: None,
     })
     .await?;
     motley_server::state::lock(&server.shared.registries).push(agent.registry());

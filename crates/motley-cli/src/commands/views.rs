@@ -369,3 +369,86 @@ pub(crate) fn server_rows(servers: &[ServerInfo]) -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+/// `describe service`: how it is reached (name, ports, ingress), and its running
+/// replicas as endpoints: node, address, ports, health and whether proxies send to it.
+pub(crate) fn endpoints(
+    out: &mut String,
+    svc: &motley_core::model::ServiceSpec,
+    allocs: &[Allocation],
+    ready: u32,
+    desired: u32,
+    cat: &motley_core::catalog::Catalog,
+) {
+    let listed = cat.services.get(&svc.name);
+    if !svc.ports.is_empty() {
+        let ports: Vec<String> = svc
+            .ports
+            .iter()
+            .filter_map(|p| Some(format!("{} → {}", p.service_port?, p.name)))
+            .collect();
+        let vip = listed.map_or_else(|| "-".to_string(), |c| c.vip.to_string());
+        out.push_str(&format!(
+            "Address:     {}.motley ({vip}){}{}\n",
+            svc.name,
+            if ports.is_empty() { "" } else { " port " },
+            ports.join(", ")
+        ));
+    }
+    for e in &svc.expose {
+        out.push_str(&format!("Ingress:     {}{} → {}\n", e.host, e.path, e.port));
+    }
+    let with_check = if svc.check.is_some() {
+        " (running and passing their check)"
+    } else {
+        " (running; no check)"
+    };
+    out.push_str(&format!("Ready:       {ready}/{desired}{with_check}\n"));
+    let rows: Vec<Vec<String>> = allocs
+        .iter()
+        .filter(|a| {
+            a.state == motley_core::model::AllocState::Running
+                && a.desired == motley_core::model::Desired::Run
+        })
+        .map(|a| {
+            let ports: Vec<String> = a
+                .task
+                .ports
+                .iter()
+                .map(|p| {
+                    let n = if p.port == 0 {
+                        a.ports.get(&p.name).copied().unwrap_or(0)
+                    } else {
+                        p.port
+                    };
+                    format!("{}={n}", p.name)
+                })
+                .collect();
+            let ep = listed.and_then(|c| c.endpoints.iter().find(|e| e.alloc == a.id));
+            let mut row = vec![
+                a.id.clone(),
+                a.node.clone(),
+                if ports.is_empty() {
+                    "-".into()
+                } else {
+                    ports.join(",")
+                },
+                a.health.map_or("-", |h| h.as_str()).to_string(),
+            ];
+            if !svc.ports.is_empty() {
+                row.insert(2, ep.map_or_else(|| "-".into(), |e| e.addr.to_string()));
+                row.push(if ep.is_some() { "yes" } else { "no" }.to_string());
+            }
+            row
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str("Endpoints:\n");
+        let mut headers = vec!["ALLOCATION", "NODE", "PORTS", "HEALTH"];
+        if !svc.ports.is_empty() {
+            headers.insert(2, "ADDRESS");
+            headers.push("IN ROTATION");
+        }
+        indented(out, &table(&headers, &rows));
+    }
+}

@@ -254,6 +254,14 @@ pub struct Allocation {
     /// running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::Health>,
+    /// The host ports its agent chose for the service's ports (`task.ports` with port
+    /// 0), by name, as last reported.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
+    /// Since when (server's clock, ms) it has run and passed its check (or run, without
+    /// one): what a rolling update waits on. `None` while it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<u64>,
 }
 
 /// A volume as an allocation uses it.

@@ -163,6 +163,10 @@ impl World {
             } else if a.state == AllocState::Pending {
                 a.state = AllocState::Running;
                 a.updated_at = self.now;
+                // As the server records it: ready once it runs (these have no check).
+                if a.check.is_none() {
+                    a.ready_at = Some(self.now);
+                }
             }
         }
     }

@@ -240,6 +240,28 @@ pub(crate) async fn apply(
             return Err(invalid(details));
         }
     }
+    // An ingress route belongs to one service.
+    {
+        let c = s.cache();
+        let existing = c
+            .workloads
+            .values()
+            .filter_map(|w| match &w.spec {
+                Spec::Service(svc) if !svc.expose.is_empty() => Some((
+                    svc.name.clone(),
+                    svc.expose
+                        .iter()
+                        .map(|e| (e.host.clone(), e.path.clone()))
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let details = manifest::expose_conflicts(&docs, &existing);
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+    }
     // A bound volume keeps its class and never shrinks: its data is on that disk.
     {
         let c = s.cache();

@@ -65,6 +65,9 @@ pub struct AgentConn {
     pub tx: Outbox,
     /// Distinguishes a reconnect from the connection it replaces.
     pub conn_id: u64,
+    /// The address other nodes reach this one at (what it advertised, else where its
+    /// connection comes from).
+    pub addr: Option<std::net::IpAddr>,
 }
 
 /// Agent connections and log streams.
@@ -91,6 +94,14 @@ impl Hub {
             conns.remove(node);
         }
         conns.len()
+    }
+
+    /// The address of every node connected here that has one.
+    pub fn addresses(&self) -> std::collections::BTreeMap<String, std::net::IpAddr> {
+        lock(&self.conns)
+            .iter()
+            .filter_map(|(n, c)| Some((n.clone(), c.addr?)))
+            .collect()
     }
 
     /// The nodes whose agents are connected here.

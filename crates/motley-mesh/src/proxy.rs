@@ -1,0 +1,86 @@
+//! The service proxy: a listener at `vip:service_port` for every service port in the
+//! catalog (the loopback's `127.0.0.0/8` needs no address configured), each connection
+//! forwarded to the first healthy endpoint that accepts, own node first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+use crate::Mesh;
+
+/// Keeps one listener per service port while the catalog has it.
+pub async fn run(mesh: Mesh) {
+    let mut rx = mesh.inner.catalog.clone();
+    let mut listeners: BTreeMap<SocketAddr, (String, String, AbortHandle)> = BTreeMap::new();
+    loop {
+        let cat = rx.borrow_and_update().clone();
+        let mut wanted: BTreeMap<SocketAddr, (String, String)> = BTreeMap::new();
+        for (name, svc) in &cat.services {
+            for (port, sp) in &svc.ports {
+                if let Some(sp) = sp {
+                    wanted.insert(
+                        SocketAddr::new(svc.vip.into(), *sp),
+                        (name.clone(), port.clone()),
+                    );
+                }
+            }
+        }
+        listeners.retain(|addr, (s, p, task)| {
+            let keep = wanted.get(addr) == Some(&(s.clone(), p.clone()));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (addr, (service, port)) in wanted {
+            if listeners.contains_key(&addr) {
+                continue;
+            }
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!("proxy: {service}.motley:{} at {addr}", addr.port());
+                    let task =
+                        motley_rt::spawn(accept(mesh.clone(), l, service.clone(), port.clone()));
+                    listeners.insert(addr, (service, port, task.abort_handle()));
+                }
+                Err(e) => tracing::warn!("proxy: cannot listen on {addr} for {service}: {e}"),
+            }
+        }
+        mesh.prune(&cat);
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+    for (_, (_, _, t)) in listeners {
+        t.abort();
+    }
+}
+
+async fn accept(mesh: Mesh, l: TcpListener, service: String, port: String) {
+    loop {
+        let Ok((conn, _)) = l.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let (mesh, service, port) = (mesh.clone(), service.clone(), port.clone());
+        motley_rt::spawn(async move { forward(mesh, conn, &service, &port).await });
+    }
+}
+
+async fn forward(mesh: Mesh, mut conn: TcpStream, service: &str, port: &str) {
+    let _ = conn.set_nodelay(true);
+    let candidates = mesh.candidates(service, port);
+    if candidates.is_empty() {
+        tracing::debug!("proxy: {service} has no healthy endpoint");
+        return;
+    }
+    let Some((mut up, label)) = crate::connect(&mesh, &candidates).await else {
+        return;
+    };
+    mesh.metrics().connections.get_or_create(&label).inc();
+    if let Err(e) = tokio::io::copy_bidirectional(&mut conn, &mut up).await {
+        tracing::debug!("proxy: {service} via {}: {e}", label.endpoint);
+    }
+}
