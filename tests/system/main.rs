@@ -11,6 +11,7 @@ mod crash;
 mod examples;
 mod ha;
 mod lifecycle;
+mod mesh;
 mod multinode;
 mod netns;
 mod secrets;

@@ -22,23 +22,23 @@ fn sh(args: &[&str]) {
 }
 
 /// A small network: a hub namespace with a bridge, and hosts attached to it.
-struct Lab {
+pub(crate) struct Lab {
     id: String,
     hub: String,
-    hosts: Vec<Host>,
-    dir: tempfile::TempDir,
+    pub(crate) hosts: Vec<Host>,
+    pub(crate) dir: tempfile::TempDir,
     procs: Vec<(String, Child)>,
 }
 
-struct Host {
+pub(crate) struct Host {
     name: String,
-    ns: String,
+    pub(crate) ns: String,
     veth: String,
-    ip: String,
+    pub(crate) ip: String,
 }
 
 impl Lab {
-    fn new() -> Lab {
+    pub(crate) fn new() -> Lab {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(
             unsafe { libc_geteuid() },
@@ -64,7 +64,7 @@ impl Lab {
     }
 
     /// Adds a host with address 10.77.0.N.
-    fn host(&mut self, name: &str) -> usize {
+    pub(crate) fn host(&mut self, name: &str) -> usize {
         let n = self.hosts.len() + 1;
         let ns = format!("m{}{name}", self.id);
         let inside = format!("v{}{n}", self.id);
@@ -100,12 +100,12 @@ impl Lab {
         self.hosts.len() - 1
     }
 
-    fn by_name(&self, name: &str) -> &Host {
+    pub(crate) fn by_name(&self, name: &str) -> &Host {
         self.hosts.iter().find(|h| h.name == name).expect("host")
     }
 
     /// Starts motley in a host's namespace and waits for it to print `ready`.
-    fn start(&mut self, host: &str, args: &[String]) {
+    pub(crate) fn start(&mut self, host: &str, args: &[String]) {
         let ns = self.by_name(host).ns.clone();
         let log = std::fs::File::create(self.dir.path().join(format!("{host}.log"))).expect("log");
         let mut child = Command::new("ip")
@@ -132,21 +132,21 @@ impl Lab {
         assert!(ok, "{host} did not become ready:\n{}", self.log(host));
     }
 
-    fn log(&self, host: &str) -> String {
+    pub(crate) fn log(&self, host: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{host}.log"))).unwrap_or_default()
     }
 
-    fn data(&self, host: &str) -> String {
+    pub(crate) fn data(&self, host: &str) -> String {
         self.dir.path().join(host).display().to_string()
     }
 
-    fn server(&mut self) {
+    pub(crate) fn server(&mut self) {
         self.host("srv");
         self.start_server();
     }
 
     /// Stops a host's motley process: SIGTERM (graceful) or SIGKILL.
-    fn stop_proc(&mut self, host: &str, kill: bool) {
+    pub(crate) fn stop_proc(&mut self, host: &str, kill: bool) {
         let sig = if kill {
             nix::sys::signal::Signal::SIGKILL
         } else {
@@ -160,13 +160,13 @@ impl Lab {
     }
 
     /// Restarts an agent on its existing data dir (its credential is there: no token).
-    fn restart_agent(&mut self, name: &str) {
+    pub(crate) fn restart_agent(&mut self, name: &str) {
         let args = self.agent_args(name, None);
         self.start(name, &args);
     }
 
     /// Pids of `sleep MARKER` processes in a host.
-    fn marked(&self, host: &str, marker: &str) -> Vec<u32> {
+    pub(crate) fn marked(&self, host: &str, marker: &str) -> Vec<u32> {
         let mut v: Vec<u32> = Lab::pids(&self.by_name(host).ns)
             .into_iter()
             .filter(|p| pid_alive(*p) && cmdline(*p) == ["sleep", marker])
@@ -176,14 +176,14 @@ impl Lab {
     }
 
     /// Drops 5 % of the packets a host sends and receives.
-    fn lossy(&self, name: &str) {
+    pub(crate) fn lossy(&self, name: &str) {
         self.nft(
             name,
             "table inet motleyloss {\n chain in {\n  type filter hook input priority 0;\n  numgen random mod 100 < 5 counter drop\n }\n chain out {\n  type filter hook output priority 0;\n  numgen random mod 100 < 5 counter drop\n }\n}\n",
         );
     }
 
-    fn start_server(&mut self) {
+    pub(crate) fn start_server(&mut self) {
         let ip = self.by_name("srv").ip.clone();
         let args = vec![
             "server".into(),
@@ -195,7 +195,7 @@ impl Lab {
         self.start("srv", &args);
     }
 
-    fn agent_args(&self, name: &str, token: Option<String>) -> Vec<String> {
+    pub(crate) fn agent_args(&self, name: &str, token: Option<String>) -> Vec<String> {
         let ip = self.by_name("srv").ip.clone();
         let mut args = vec![
             "agent".into(),
@@ -212,16 +212,24 @@ impl Lab {
         args
     }
 
-    fn agent(&mut self, name: &str) {
+    pub(crate) fn agent(&mut self, name: &str) {
+        self.agent_with(name, &[]);
+    }
+
+    /// Adds a host and starts an agent there with `extra` arguments (`{ip}` in one is
+    /// the host's address).
+    pub(crate) fn agent_with(&mut self, name: &str, extra: &[&str]) {
         self.host(name);
         let token = std::fs::read_to_string(self.dir.path().join("srv/server/join-token"))
             .expect("join token");
-        let args = self.agent_args(name, Some(token));
+        let mut args = self.agent_args(name, Some(token));
+        let ip = self.by_name(name).ip.clone();
+        args.extend(extra.iter().map(|a| a.replace("{ip}", &ip)));
         self.start(name, &args);
     }
 
     /// Runs the CLI inside the server's namespace.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         let config = format!("{}/client.yaml", self.data("srv"));
         Command::new("ip")
             .args([
@@ -240,7 +248,7 @@ impl Lab {
 
     /// `get ARGS -o json` through the server's namespace; a failed command or output
     /// that is not JSON fails the test (never an empty answer that checks nothing).
-    fn get_json(&self, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn get_json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["get"];
         a.extend(args);
         a.extend(["-o", "json"]);
@@ -250,14 +258,14 @@ impl Lab {
             .unwrap_or_else(|e| panic!("motley {a:?} printed no JSON ({e}): {out:?}"))
     }
 
-    fn allocs(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn allocs(&self) -> Vec<serde_json::Value> {
         let v = self.get_json(&["allocs"]);
         v.as_array()
             .cloned()
             .unwrap_or_else(|| panic!("get allocs is not an array: {v}"))
     }
 
-    fn node_state(&self, name: &str) -> String {
+    pub(crate) fn node_state(&self, name: &str) -> String {
         let v = self.get_json(&["nodes", name]);
         v[0]["state"]
             .as_str()
@@ -266,7 +274,7 @@ impl Lab {
     }
 
     /// Packets the loss rules of `lossy` dropped so far (nft counters).
-    fn dropped(&self, name: &str) -> u64 {
+    pub(crate) fn dropped(&self, name: &str) -> u64 {
         let ns = &self.by_name(name).ns;
         let out = Command::new("ip")
             .args([
@@ -291,7 +299,7 @@ impl Lab {
             .sum()
     }
 
-    fn apply(&self, yaml: &str) {
+    pub(crate) fn apply(&self, yaml: &str) {
         let path = self.dir.path().join("manifest.yaml");
         std::fs::write(&path, yaml).expect("write");
         let out = self.cli(&["apply", "-f", path.to_str().expect("path")]);
@@ -303,7 +311,7 @@ impl Lab {
     }
 
     /// Pids in a host's namespace.
-    fn pids(ns: &str) -> Vec<u32> {
+    pub(crate) fn pids(ns: &str) -> Vec<u32> {
         let out = Command::new("ip")
             .args(["netns", "pids", ns])
             .output()
@@ -315,7 +323,7 @@ impl Lab {
     }
 
     /// Processes in a host's namespace whose argv is `sleep MARKER`.
-    fn count(ns: &str, marker: &str) -> usize {
+    pub(crate) fn count(ns: &str, marker: &str) -> usize {
         Lab::pids(ns)
             .into_iter()
             .filter(|p| pid_alive(*p) && cmdline(*p) == ["sleep", marker])
@@ -323,7 +331,7 @@ impl Lab {
     }
 
     /// Cuts a host off (link down) and kills everything in it: a power cut.
-    fn power_off(&self, name: &str) {
+    pub(crate) fn power_off(&self, name: &str) {
         let h = self.by_name(name);
         sh(&["ip", "-n", &h.ns, "link", "set", &h.veth, "down"]);
         for p in Lab::pids(&h.ns) {
@@ -334,7 +342,7 @@ impl Lab {
         }
     }
 
-    fn link(&self, name: &str, up: bool) {
+    pub(crate) fn link(&self, name: &str, up: bool) {
         let h = self.by_name(name);
         sh(&[
             "ip",
@@ -349,7 +357,7 @@ impl Lab {
 
     /// Drops everything a host sends to the server (one way: it still receives).
     /// Loads nftables rules in a host's namespace.
-    fn nft(&self, name: &str, rules: &str) {
+    pub(crate) fn nft(&self, name: &str, rules: &str) {
         let ns = &self.by_name(name).ns;
         let mut c = Command::new("ip")
             .args(["netns", "exec", ns, "nft", "-f", "-"])
@@ -364,7 +372,7 @@ impl Lab {
     }
 
     /// Drops everything a host sends to the server (one way: it still receives).
-    fn drop_outbound(&self, name: &str, on: bool) {
+    pub(crate) fn drop_outbound(&self, name: &str, on: bool) {
         let srv = self.by_name("srv").ip.clone();
         if on {
             self.nft(name, &format!("table inet motleytest {{\n chain out {{\n  type filter hook output priority 0;\n  ip daddr {srv} drop\n }}\n}}\n"));

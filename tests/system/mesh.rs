@@ -1,0 +1,293 @@
+//! Service networking across machines: a server and three agents in their own network
+//! namespaces, and a client namespace with no motley in it. Needs root, curl, dig.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::netns::Lab;
+
+fn in_ns(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?} in {ns}: {e}"))
+}
+
+/// `GET url` with `Host: web.test` from namespace `ns`: the body, or `Err` with why.
+fn get(ns: &str, url: &str) -> Result<String, String> {
+    let out = in_ns(
+        ns,
+        &["curl", "-sS", "-m", "5", "-f", "-H", "Host: web.test", url],
+    );
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `dig +short` in `ns`, asking `server`.
+fn dig(ns: &str, server: &str, args: &[&str]) -> Vec<String> {
+    let at = format!("@{server}");
+    let mut a = vec!["dig", "+short", "+time=2", "+tries=2", at.as_str()];
+    a.extend(args);
+    let out = in_ns(ns, &a);
+    assert!(out.status.success(), "dig {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A service of 3 replicas of busybox httpd answering `VERSION ALLOC_ID`; its check is
+/// `/ok`, made at the first start only (a replica whose `ok` is removed stays unhealthy
+/// through restarts).
+fn web(version: &str) -> String {
+    format!(
+        r#"kind: Service
+name: web
+replicas: 3
+task:
+  command: [/bin/sh, -c, 'd=$MOTLEY_ALLOC_DIR/www; mkdir -p $d; echo "{version} $MOTLEY_ALLOC_ID" > $d/index.html; [ -e $MOTLEY_ALLOC_DIR/started ] || touch $d/ok; touch $MOTLEY_ALLOC_DIR/started; exec /bin/busybox httpd -f -p $MOTLEY_PORT_HTTP -h $d']
+  env: {{ PATH: /usr/bin:/bin }}
+  resources: {{ cpu: 10m, memory: 16Mi }}
+  stop_grace: 1s
+ports:
+  - {{ name: http, service_port: 80 }}
+check:
+  http: {{ port: http, path: /ok }}
+  interval: 500ms
+  timeout: 400ms
+  unhealthy_after: 2
+expose:
+  - {{ port: http, host: web.test }}
+update:
+  max_parallel: 1
+  min_healthy: 1s
+"#
+    )
+}
+
+/// The replicas of `web` in rotation, by allocation id, from `describe service web`.
+fn in_rotation(lab: &Lab) -> Vec<String> {
+    let out = lab.cli(&["describe", "service", "web"]);
+    assert!(out.status.success(), "describe: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let table = text
+        .split("Endpoints:\n")
+        .nth(1)
+        .map(|t| t.split("Allocations:").next().unwrap_or(""))
+        .unwrap_or("");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.trim_end().ends_with("yes"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Runs `scripts/load.py` in `ns` against `urls` until the returned closure is called,
+/// which gives its JSON summary.
+fn load(ns: &str, urls: &[String]) -> impl FnOnce() -> serde_json::Value {
+    let stop = std::env::temp_dir().join(format!("motley-load-stop-{}", free_port()));
+    let _ = std::fs::remove_file(&stop);
+    let script = repo_root().join("tests/system/scripts/load.py");
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, "python3"])
+        .arg(&script)
+        .arg("web.test")
+        .arg(&stop)
+        .args(urls)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the load");
+    move || {
+        std::fs::write(&stop, b"").expect("stop file");
+        let out = child.wait_with_output().expect("load output");
+        let _ = std::fs::remove_file(&stop);
+        assert!(out.status.success(), "load.py: {out:?}");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("load.py printed no JSON ({e}): {out:?}"))
+    }
+}
+
+/// The pid and allocation dir of the replica `alloc` of `web`, in namespace `ns`.
+fn replica_dir(ns: &str, alloc: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|p| pid_alive(*p))
+        .find_map(|p| {
+            let env = environ(p);
+            env.iter()
+                .any(|kv| kv == &format!("MOTLEY_ALLOC_ID={alloc}"))
+                .then(|| {
+                    env.iter()
+                        .find_map(|kv| kv.strip_prefix("MOTLEY_ALLOC_DIR=").map(str::to_string))
+                })?
+        })
+}
+
+#[test]
+fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no_failed_request() {
+    let mut lab = Lab::new();
+    lab.server();
+    let nodes = ["n1", "n2", "n3"];
+    for n in nodes {
+        lab.agent_with(
+            n,
+            &[
+                "--dns-listen",
+                "{ip}:53",
+                "--ingress-listen",
+                "{ip}:80",
+                "--dns-upstream",
+                "127.0.0.1:9",
+            ],
+        );
+    }
+    lab.host("client");
+    let client = lab.hosts.last().expect("client").ns.clone();
+    let ip = |n: &str| lab.by_name(n).ip.clone();
+    let ingress: Vec<String> = nodes.iter().map(|n| format!("http://{}/", ip(n))).collect();
+    lab.apply(&web("v1"));
+    wait_for("3 replicas in rotation", Duration::from_secs(60), || {
+        (in_rotation(&lab).len() == 3).then_some(())
+    });
+
+    // Any node's ingress reaches a healthy replica; every replica answers in turn.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..12 {
+        let body = get(&client, &ingress[i % 3]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(body.starts_with("v1 web-"), "{body}");
+        seen.insert(body);
+    }
+    assert_eq!(seen.len(), 3, "every replica answers: {seen:?}");
+    let other = in_ns(
+        &client,
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: nope.test",
+            &ingress[0],
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "404", "{other:?}");
+
+    // DNS: the name is the service's loopback address (the node's own proxy), SRV its
+    // three endpoints at their node addresses; other names go upstream (none here:
+    // refused, so SERVFAIL and no answer, not a made-up one).
+    let a = dig(&client, &ip("n1"), &["web.motley"]);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert!(a[0].starts_with("127.77."), "{a:?}");
+    assert_eq!(
+        dig(&client, &ip("n2"), &["web.motley"]),
+        a,
+        "same on every node"
+    );
+    let srv = dig(&client, &ip("n3"), &["_http._tcp.web.motley", "SRV"]);
+    assert_eq!(srv.len(), 3, "{srv:?}");
+    let target = srv[0].split_whitespace().nth(3).expect("SRV target");
+    let addr = dig(&client, &ip("n3"), &[target]);
+    assert_eq!(addr.len(), 1);
+    assert!(nodes.iter().any(|n| ip(n) == addr[0]), "{addr:?}");
+    assert!(dig(&client, &ip("n1"), &["nope.motley"]).is_empty());
+    // A task's view: from a node, the name's address and port reach the service.
+    let node_ns = lab.by_name("n2").ns.clone();
+    let via_proxy =
+        get(&node_ns, &format!("http://{}:80/", a[0])).unwrap_or_else(|e| panic!("{e}"));
+    assert!(via_proxy.starts_with("v1 web-"), "{via_proxy}");
+
+    // A replica whose check fails leaves the rotation: no request reaches it after.
+    let victim = in_rotation(&lab)[0].clone();
+    let victim_ns = lab
+        .hosts
+        .iter()
+        .map(|h| h.ns.clone())
+        .find(|ns| replica_dir(ns, &victim).is_some())
+        .expect("the victim's node");
+    let dir = replica_dir(&victim_ns, &victim).expect("its directory");
+    std::fs::remove_file(format!("{dir}/www/ok")).expect("remove ok");
+    let t0 = Instant::now();
+    wait_for(
+        "the failing replica out of rotation",
+        Duration::from_secs(15),
+        || (!in_rotation(&lab).contains(&victim)).then_some(()),
+    );
+    eprintln!("check failing → out of rotation: {:?}", t0.elapsed());
+    for i in 0..12 {
+        let body = get(&client, &ingress[i % 3]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!body.contains(&victim), "{body} after it left the rotation");
+    }
+
+    // A rolling update under continuous load through every ingress: no failed request.
+    let done = load(&client, &ingress);
+    std::thread::sleep(Duration::from_secs(1));
+    lab.apply(&web("v2"));
+    wait_for("3 v2 replicas in rotation", Duration::from_secs(90), || {
+        let r = in_rotation(&lab);
+        let all_v2 =
+            (0..6).all(|i| get(&client, &ingress[i % 3]).is_ok_and(|b| b.starts_with("v2 ")));
+        (r.len() == 3 && all_v2).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let summary = done();
+    eprintln!("rolling update under load: {summary}");
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert!(summary["requests"].as_u64().unwrap_or(0) > 100, "{summary}");
+    assert!(
+        summary["answers"]["v1"].as_u64().unwrap_or(0) > 0,
+        "{summary}"
+    );
+    assert!(
+        summary["answers"]["v2"].as_u64().unwrap_or(0) > 0,
+        "{summary}"
+    );
+
+    // A node powered off: its endpoints leave every proxy; after that, no request
+    // through the other nodes' ingresses fails.
+    let before = in_rotation(&lab);
+    lab.power_off("n3");
+    let t0 = Instant::now();
+    let on_n3: Vec<String> = lab
+        .allocs()
+        .iter()
+        .filter(|x| x["node"] == "n3")
+        .filter_map(|x| x["id"].as_str().map(str::to_string))
+        .collect();
+    wait_for(
+        "n3's endpoints out of rotation",
+        Duration::from_secs(15),
+        || {
+            let r = in_rotation(&lab);
+            r.iter().all(|id| !on_n3.contains(id)).then_some(())
+        },
+    );
+    eprintln!(
+        "power-off → endpoints out of rotation: {:?} (in rotation before: {before:?})",
+        t0.elapsed()
+    );
+    let survivors: Vec<String> = ingress[..2].to_vec();
+    let done = load(&client, &survivors);
+    std::thread::sleep(Duration::from_secs(5));
+    let summary = done();
+    eprintln!("after power-off: {summary}");
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert!(summary["requests"].as_u64().unwrap_or(0) > 50, "{summary}");
+}
