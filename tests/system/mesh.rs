@@ -49,12 +49,19 @@ fn dig(ns: &str, server: &str, args: &[&str]) -> Vec<String> {
 /// `/ok`, made at the first start only (a replica whose `ok` is removed stays unhealthy
 /// through restarts).
 fn web(version: &str) -> String {
+    web_with(version, true, "")
+}
+
+/// [`web`], whose replicas never pass their check unless `healthy`, with more `update:`
+/// fields.
+fn web_with(version: &str, healthy: bool, update: &str) -> String {
+    let ok = if healthy { "touch $d/ok" } else { "true" };
     format!(
         r#"kind: Service
 name: web
 replicas: 3
 task:
-  command: [/bin/sh, -c, 'd=$MOTLEY_ALLOC_DIR/www; mkdir -p $d; echo "{version} $MOTLEY_ALLOC_ID" > $d/index.html; [ -e $MOTLEY_ALLOC_DIR/started ] || touch $d/ok; touch $MOTLEY_ALLOC_DIR/started; exec /bin/busybox httpd -f -p $MOTLEY_PORT_HTTP -h $d']
+  command: [/bin/sh, -c, 'd=$MOTLEY_ALLOC_DIR/www; mkdir -p $d; echo "{version} $MOTLEY_ALLOC_ID" > $d/index.html; [ -e $MOTLEY_ALLOC_DIR/started ] || {ok}; touch $MOTLEY_ALLOC_DIR/started; exec /bin/busybox httpd -f -p $MOTLEY_PORT_HTTP -h $d']
   env: {{ PATH: /usr/bin:/bin }}
   resources: {{ cpu: 10m, memory: 16Mi }}
   stop_grace: 1s
@@ -70,7 +77,7 @@ expose:
 update:
   max_parallel: 1
   min_healthy: 1s
-"#
+{update}"#
     )
 }
 
@@ -259,6 +266,70 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
         summary["answers"]["v2"].as_u64().unwrap_or(0) > 0,
         "{summary}"
     );
+
+    // A version whose check never passes, with auto-revert: its first replica never
+    // takes traffic, the update fails at its deadline and goes back to v2; no request
+    // fails meanwhile.
+    let done = load(&client, &ingress);
+    lab.apply(&web_with(
+        "v3",
+        false,
+        "  deadline: 4s\n  auto_revert: true\n",
+    ));
+    let out = lab.cli(&["rollout", "status", "web", "--timeout", "60s"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "a failed update: {out:?}");
+    assert!(
+        text.contains("generation 3 failed and was reverted"),
+        "{text}"
+    );
+    wait_for("v2 everywhere again", Duration::from_secs(60), || {
+        let r = in_rotation(&lab);
+        let all_v2 =
+            (0..6).all(|i| get(&client, &ingress[i % 3]).is_ok_and(|b| b.starts_with("v2 ")));
+        (r.len() == 3 && all_v2).then_some(())
+    });
+    let summary = done();
+    eprintln!("auto-revert under load: {summary}");
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert_eq!(
+        summary["answers"]["v3"],
+        serde_json::Value::Null,
+        "v3 never took traffic: {summary}"
+    );
+    let hist = lab.cli(&["rollout", "history", "web"]);
+    let hist = String::from_utf8_lossy(&hist.stdout).to_string();
+    assert!(
+        hist.contains("failed") && hist.contains("revert of 3"),
+        "{hist}"
+    );
+
+    // Canaries: one replica of v5 runs, the rest waits for `motley promote web`.
+    lab.apply(&web_with("v5", true, "  canary: 1\n"));
+    let out = lab.cli(&["rollout", "status", "web", "--timeout", "60s"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("waiting for promotion"),
+        "{out:?}"
+    );
+    let versions = || -> std::collections::BTreeSet<String> {
+        (0..12)
+            .filter_map(|i| get(&client, &ingress[i % 3]).ok())
+            .filter_map(|b| b.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    wait_for(
+        "v2 and the v5 canary answer",
+        Duration::from_secs(30),
+        || (versions().len() == 2).then_some(()),
+    );
+    let promote = lab.cli(&["promote", "web"]);
+    assert!(promote.status.success(), "{promote:?}");
+    let out = lab.cli(&["rollout", "status", "web", "--timeout", "60s"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("only v5 answers", Duration::from_secs(30), || {
+        (versions() == ["v5".to_string()].into()).then_some(())
+    });
 
     // A node powered off: its endpoints leave every proxy; after that, no request
     // through the other nodes' ingresses fails.

@@ -66,6 +66,8 @@ fn stages(c: &mut Criterion) {
         updated_at: 0,
         binding: None,
         image_platforms: Vec::new(),
+        history: Vec::new(),
+        rollout: None,
     };
     let huge_ref = huge_w.spec.reference();
     c.bench_function("explain: a refusal with every node's reason", |b| {

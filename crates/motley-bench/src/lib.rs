@@ -125,6 +125,8 @@ pub fn workloads(count: usize) -> anyhow::Result<BTreeMap<WorkloadRef, Workload>
                     updated_at: i as u64,
                     binding: None,
                     image_platforms: Vec::new(),
+                    history: Vec::new(),
+                    rollout: None,
                 },
             );
         }

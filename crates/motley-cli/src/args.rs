@@ -53,7 +53,8 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Create or update workloads from manifests (all or nothing).
+    /// Create or update workloads from manifests (all or nothing). On a terminal it
+    /// then follows each changed service's rollout with a bar until it ends.
     Apply {
         /// Inputs.
         #[command(flatten)]
@@ -61,6 +62,24 @@ pub enum Command {
         /// Validate against the cluster without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Return once applied, without following rollouts.
+        #[arg(long, conflicts_with = "wait")]
+        detach: bool,
+        /// Follow rollouts even when the output is not a terminal.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// A service's updates: `status` follows the current one, `history` lists the
+    /// generations kept, `undo` applies an earlier one again.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+    /// Let a service's update go on past its canaries (`update.canary`).
+    Promote {
+        /// The service.
+        name: String,
     },
     /// Dry run against the live cluster: where each instance would go and why, what
     /// it would preempt or stop, and what would wait. Changes nothing.
@@ -499,4 +518,36 @@ pub struct UpArgs {
     /// Service networking on this node.
     #[command(flatten)]
     pub mesh: MeshArgs,
+}
+
+/// `motley rollout`.
+#[derive(Debug, Subcommand, Clone)]
+pub enum RolloutCommand {
+    /// Follow the service's current update until it is complete, fails or waits for
+    /// promotion (exit 0 complete or waiting, 1 failed or reverted, 2 still going at
+    /// the timeout).
+    Status {
+        /// The service.
+        name: String,
+        /// Print where it stands once and return (exit 2 while it progresses).
+        #[arg(long)]
+        once: bool,
+        /// How long to follow it.
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
+    /// The generations kept (the last 10) and what each ran.
+    History {
+        /// The service.
+        name: String,
+    },
+    /// Apply an earlier generation's spec again, as a new generation (default: the
+    /// newest that differs from the current one).
+    Undo {
+        /// The service.
+        name: String,
+        /// The generation to go back to.
+        #[arg(long)]
+        to_generation: Option<u64>,
+    },
 }

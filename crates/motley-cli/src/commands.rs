@@ -17,6 +17,7 @@ use crate::client::{ApiError, Client};
 use crate::files;
 use crate::output::{self, age, cpu, mem, now_ms, print, table};
 
+mod rollout;
 mod views;
 use views::*;
 
@@ -40,7 +41,43 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
         Command::Uncordon { node } => node_action(&client()?, &node, "uncordon").await,
         Command::Drain { node, timeout } => drain(&client()?, &node, &timeout).await,
         Command::Validate { files } => validate(&files.files),
-        Command::Apply { files, dry_run } => apply(&client()?, &files.files, dry_run).await,
+        Command::Apply {
+            files,
+            dry_run,
+            detach,
+            wait,
+        } => {
+            use std::io::IsTerminal;
+            let follow = !dry_run && !detach && (wait || std::io::stdout().is_terminal());
+            apply(&client()?, &files.files, dry_run, follow).await
+        }
+        Command::Rollout { command } => {
+            use crate::args::RolloutCommand as R;
+            let c = client()?;
+            match command {
+                R::Status {
+                    name,
+                    once,
+                    timeout,
+                } => {
+                    let t = motley_core::quantity::Duration::parse(&timeout)
+                        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+                    rollout::status(
+                        &c,
+                        &name,
+                        once,
+                        std::time::Duration::from_millis(t.as_millis()),
+                    )
+                    .await
+                }
+                R::History { name } => rollout::history(&c, &name).await,
+                R::Undo {
+                    name,
+                    to_generation,
+                } => rollout::undo(&c, &name, to_generation).await,
+            }
+        }
+        Command::Promote { name } => rollout::promote(&client()?, &name).await,
         Command::Plan { files, output } => plan(&client()?, &files.files, output).await,
         Command::Get {
             resource,
@@ -241,7 +278,12 @@ fn read_set(paths: &[PathBuf], verb: &str) -> anyhow::Result<Option<ManifestSet>
 }
 
 /// `apply -f`: validates locally first, then sends the whole set.
-pub async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> anyhow::Result<i32> {
+pub async fn apply(
+    client: &Client,
+    paths: &[PathBuf],
+    dry_run: bool,
+    follow: bool,
+) -> anyhow::Result<i32> {
     let Some(mut set) = read_set(paths, "applied")? else {
         return Ok(1);
     };
@@ -250,10 +292,20 @@ pub async fn apply(client: &Client, paths: &[PathBuf], dry_run: bool) -> anyhow:
     match res {
         Ok(r) => {
             let suffix = if dry_run { " (dry run)" } else { "" };
-            for o in r.results {
+            for o in &r.results {
                 println!("{}/{} {}{suffix}", o.kind, o.name, o.action);
             }
-            Ok(0)
+            let mut code = 0;
+            if follow {
+                for o in &r.results {
+                    if o.kind == "service" && o.action != "unchanged" {
+                        let c = rollout::wait(client, &o.name, std::time::Duration::from_secs(600))
+                            .await?;
+                        code = code.max(c);
+                    }
+                }
+            }
+            Ok(code)
         }
         Err(e) => report(e),
     }

@@ -54,20 +54,24 @@ pub fn revise(
         updated_at: now,
         binding: None,
         image_platforms: Vec::new(),
+        history: Vec::new(),
+        rollout: None,
     };
     match current {
         Current::Absent => (Action::Created, Some(fresh(new_uid()))),
         Current::Unreadable => (Action::Configured, Some(fresh(new_uid()))),
         Current::Stored(w) if w.spec == *spec => (Action::Unchanged, None),
-        Current::Stored(w) => (
-            Action::Configured,
-            Some(Workload {
+        Current::Stored(w) => {
+            let mut next = Workload {
                 spec: spec.clone(),
                 generation: w.generation + 1,
                 updated_at: now,
+                rollout: None,
                 ..w.clone()
-            }),
-        ),
+            };
+            crate::rollout::push_history(&mut next, w, false);
+            (Action::Configured, Some(next))
+        }
     }
 }
 

@@ -120,6 +120,9 @@ pub struct WorkloadView {
     /// Jobs waiting for room: 1 for the head of the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u32>,
+    /// Services: where the latest update stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Status>,
 }
 
 /// A workload with its allocations (`describe`).

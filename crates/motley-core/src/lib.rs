@@ -43,6 +43,7 @@ pub mod proto;
 pub mod quantity;
 pub mod reconcile;
 pub mod restart;
+pub mod rollout;
 pub mod selector;
 pub mod supervisor;
 pub mod writes;

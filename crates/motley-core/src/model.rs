@@ -890,6 +890,12 @@ pub struct Workload {
     /// the node then refuses at pull time if it cannot run it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_platforms: Vec<crate::platform::Platform>,
+    /// Services: earlier specs, oldest first (`motley rollout history`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::rollout::Revision>,
+    /// Services: what the control plane recorded of the latest update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
 }
 
 /// Validates a node label: a key of 1–253 characters and a value of at most 63, neither

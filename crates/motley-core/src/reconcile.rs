@@ -248,6 +248,9 @@ pub struct Plan {
     pub queue: Vec<WorkloadRef>,
     /// Run again at this time (a backoff expires), if anything waits.
     pub wake_at: Option<u64>,
+    /// Services whose update failed at its deadline with `auto_revert`: the records to
+    /// store (the last good spec as a new generation; [`crate::rollout::reverted`]).
+    pub revert: Vec<Workload>,
 }
 
 impl Plan {
@@ -258,6 +261,7 @@ impl Plan {
             && self.stop.is_empty()
             && self.delete.is_empty()
             && self.lost.is_empty()
+            && self.revert.is_empty()
     }
     fn wake(&mut self, at: u64) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
@@ -427,7 +431,8 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
 
 /// True when an allocation runs another task or restart policy than its workload now asks
 /// for. Other changes (replicas, labels) do not replace running instances.
-fn is_outdated(w: &Workload, a: &Allocation) -> bool {
+/// Whether `a` runs another spec than `w`'s current one (a rolling update replaces it).
+pub fn is_outdated(w: &Workload, a: &Allocation) -> bool {
     a.task != *w.spec.run_task() || a.restart != w.spec.restart_policy()
 }
 
@@ -473,6 +478,15 @@ impl Pass<'_, '_> {
                 }
             }
         }
+        if stalled
+            && policy.auto_revert
+            && let Some(to) = crate::rollout::revert_target(w)
+        {
+            let why = format!("a new replica was not healthy within {}", policy.deadline);
+            self.plan
+                .revert
+                .push(crate::rollout::reverted(w, to, &why, now));
+        }
         in_flight += mine
             .iter()
             .filter(|a| a.is_live() && a.desired == Desired::Stop && is_outdated(w, a))
@@ -481,12 +495,23 @@ impl Pass<'_, '_> {
             .filter(|s| !live_by_slot.contains_key(s) && !outdated.iter().any(|a| a.index == *s))
             .count() as u32;
         in_flight += empty;
-        let budget = if stalled {
+        let mut budget = if stalled {
             0
         } else {
             policy.max_parallel.max(1).saturating_sub(in_flight)
         };
-        outdated.sort_by_key(|a| (a.index, a.id.as_str()));
+        // Canaries: only so many replaced until promoted.
+        let promoted = w
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.generation == w.generation && r.promoted);
+        if policy.canary > 0 && !promoted {
+            // Every slot not held by a serving old replica has, or gets, a new one.
+            let replaced = replicas.saturating_sub(outdated.len() as u32);
+            budget = budget.min(policy.canary.saturating_sub(replaced));
+        }
+        // Old replicas out of rotation first: replacing them costs no capacity.
+        outdated.sort_by_key(|a| (a.ready_at.is_some(), a.index, a.id.as_str()));
         for (i, a) in outdated.into_iter().enumerate() {
             if (i as u32) < budget {
                 self.stop(a, format!("replaced by generation {}", w.generation));

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use motley_core::hw::TaintEffect;
-use motley_core::model::{AllocState, Allocation, Desired, Node};
+use motley_core::model::{AllocState, Allocation, Desired, Node, WorkloadRef};
 use motley_core::reconcile::status;
 use proptest::prelude::*;
 
@@ -442,6 +442,103 @@ fn an_update_whose_new_replicas_never_get_healthy_or_placed_stops_with_the_old_o
         w.agents();
     }
     assert!(serving(&w, 1) >= 2);
+}
+
+#[test]
+fn canaries_replace_so_many_replicas_and_the_rest_waits_for_promotion() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    let v1 = format!("{SVC}update: {{ canary: 1, max_parallel: 3 }}\n");
+    w.apply(&v1);
+    w.step();
+    w.agents();
+    w.apply(&v1.replace("[srv]", "[srv, --v2]"));
+    assert_eq!(w.step().stop.len(), 1, "one canary");
+    w.agents();
+    for _ in 0..3 {
+        assert!(w.step().stop.is_empty(), "the rest waits for promotion");
+        w.agents();
+    }
+    let r = WorkloadRef::parse("service/web").expect("ref");
+    let status = motley_core::rollout::status(&w.workloads[&r], w.allocs.values(), w.now)
+        .expect("a service's status");
+    assert_eq!(
+        status.state,
+        motley_core::rollout::State::WaitingForPromotion
+    );
+    let promoted = motley_core::rollout::promote(&w.workloads[&r])
+        .expect("promotable")
+        .expect("changed");
+    w.workloads.insert(r.clone(), promoted);
+    assert_eq!(
+        w.step().stop.len(),
+        2,
+        "promoted: the other two at once (max_parallel 3)"
+    );
+    w.agents();
+    let status =
+        motley_core::rollout::status(&w.workloads[&r], w.allocs.values(), w.now).expect("status");
+    assert_eq!(
+        status.state,
+        motley_core::rollout::State::Complete,
+        "{status:?}"
+    );
+    assert_eq!(serving(&w, 2), 3);
+}
+
+#[test]
+fn a_failed_update_with_auto_revert_goes_back_to_the_last_good_spec() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    let v1 = format!(
+        "{SVC}ports: [{{ name: http }}]\ncheck: {{ tcp: {{ port: http }} }}\nupdate: {{ deadline: 1m, auto_revert: true }}\n"
+    );
+    // Replicas report healthy as they start, except those running `--broken`.
+    let heal = |w: &mut World| {
+        for a in w.allocs.values_mut() {
+            if a.state == AllocState::Running && !a.task.command.contains(&"--broken".into()) {
+                a.health = Some(motley_core::health::Health::Healthy);
+                a.ready_at.get_or_insert(w.now);
+            }
+        }
+    };
+    w.apply(&v1);
+    w.step();
+    w.agents();
+    heal(&mut w);
+    w.apply(&v1.replace("[srv]", "[srv, --broken]"));
+    assert_eq!(w.step().stop.len(), 1);
+    w.agents();
+    heal(&mut w);
+    let r = WorkloadRef::parse("service/web").expect("ref");
+    let mut rounds = 0;
+    while w.workloads[&r].generation == 2 {
+        let plan = w.step();
+        assert!(plan.stop.is_empty() || !plan.revert.is_empty());
+        w.agents();
+        heal(&mut w);
+        w.now += 10_000;
+        rounds += 1;
+        assert!(rounds < 20, "no revert");
+    }
+    let now = &w.workloads[&r];
+    assert_eq!(now.generation, 3);
+    assert_eq!(now.spec.task().command, vec!["srv".to_string()]);
+    assert_eq!(now.rollout.as_ref().and_then(|x| x.reverted_from), Some(2));
+    assert!(now.history.iter().any(|h| h.generation == 2 && h.failed));
+    // Generation 3 rolls out like any update: only the broken replica is replaced
+    // (the old ones run generation 3's spec already).
+    for _ in 0..10 {
+        w.step();
+        w.agents();
+        heal(&mut w);
+        w.now += 1_000;
+    }
+    assert_eq!(serving(&w, 1) + serving(&w, 3), 3, "{:?}", w.live("web"));
+    assert_eq!(serving(&w, 1), 2, "the good old replicas were left alone");
+    assert!(
+        w.live("web")
+            .iter()
+            .all(|a| !a.task.command.contains(&"--broken".into()))
+    );
 }
 
 #[test]

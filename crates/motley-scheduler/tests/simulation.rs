@@ -119,6 +119,8 @@ fn run(seed: u64) -> Result<(), String> {
                 updated_at: 0,
                 binding: None,
                 image_platforms: Vec::new(),
+                history: Vec::new(),
+                rollout: None,
             },
         );
     }

@@ -84,6 +84,7 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/workloads", READ),
     r("GET", "/v1/workloads/{kind}/{name}", READ),
     r("DELETE", "/v1/workloads/{kind}/{name}", ADMIN),
+    r("POST", "/v1/workloads/{kind}/{name}/promote", ADMIN),
     r("GET", "/v1/nodes", READ),
     r("GET", "/v1/nodes/{name}", READ_OWN),
     r("POST", "/v1/nodes/{name}/labels", ADMIN),

@@ -161,7 +161,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     if !args.files.is_empty() {
         let client = Client::new(&server.client)?;
-        let code = motley_cli::commands::apply(&client, &args.files, false).await?;
+        let code = motley_cli::commands::apply(&client, &args.files, false, false).await?;
         if code != 0 {
             eprintln!("the manifests were not applied; the cluster keeps running");
         }

@@ -80,6 +80,18 @@ pub struct UpdatePolicy {
     /// further old replica is replaced (default 5m).
     #[serde(default = "five_minutes")]
     pub deadline: crate::quantity::Duration,
+    /// When an update stops at its deadline, go back to the last spec whose update did
+    /// not fail (as a new generation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_revert: bool,
+    /// Replace only this many replicas, then wait for `motley promote NAME` (default 0:
+    /// no canaries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub canary: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for UpdatePolicy {
@@ -88,6 +100,8 @@ impl Default for UpdatePolicy {
             max_parallel: 1,
             min_healthy: crate::quantity::Duration(0),
             deadline: five_minutes(),
+            auto_revert: false,
+            canary: 0,
         }
     }
 }

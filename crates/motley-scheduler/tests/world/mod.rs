@@ -89,23 +89,27 @@ impl World {
         .expect("valid manifest");
         for d in docs {
             let r = d.spec.reference();
-            let generation = self.workloads.get(&r).map_or(1, |w| w.generation + 1);
-            let uid = self
-                .workloads
-                .get(&r)
+            let old = self.workloads.get(&r).cloned();
+            let generation = old.as_ref().map_or(1, |w| w.generation + 1);
+            let uid = old
+                .as_ref()
                 .map_or(format!("uid-{}", r.name), |w| w.uid.clone());
-            self.workloads.insert(
-                r,
-                Workload {
-                    spec: d.spec,
-                    generation,
-                    uid,
-                    created_at: self.now,
-                    updated_at: self.now,
-                    binding: None,
-                    image_platforms: Vec::new(),
-                },
-            );
+            let mut next = Workload {
+                spec: d.spec,
+                generation,
+                uid,
+                created_at: self.now,
+                updated_at: self.now,
+                binding: None,
+                image_platforms: Vec::new(),
+                history: Vec::new(),
+                rollout: None,
+            };
+            if let Some(old) = &old {
+                next.history = old.history.clone();
+                motley_core::rollout::push_history(&mut next, old, false);
+            }
+            self.workloads.insert(r, next);
         }
     }
     pub fn step(&mut self) -> Plan {
@@ -137,6 +141,9 @@ impl World {
         }
         for a in &plan.create {
             self.allocs.insert(a.id.clone(), a.clone());
+        }
+        for w in &plan.revert {
+            self.workloads.insert(w.spec.reference(), w.clone());
         }
         for (id, _) in &plan.stop {
             if let Some(a) = self.allocs.get_mut(id) {

@@ -460,6 +460,8 @@ pub(crate) async fn plan(
                         updated_at: now,
                         binding: None,
                         image_platforms: platforms_of(&d.spec),
+                        history: Vec::new(),
+                        rollout: None,
                     },
                 );
                 "created"
@@ -631,6 +633,7 @@ pub(crate) fn view(
             .iter()
             .position(|q| *q == r)
             .map(|p| p as u32 + 1),
+        rollout: motley_core::rollout::status(w, allocs.iter().copied(), now_ms()),
     }
 }
 
@@ -658,6 +661,64 @@ pub(crate) async fn get_workload(
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Json<WorkloadDetail>> {
     let r = workload_ref(&kind, name)?;
+    let cache = s.cache();
+    let w = cache
+        .workloads
+        .get(&r)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{r} not found")))?;
+    let mut allocs: Vec<&Allocation> = cache.allocs.values().filter(|a| a.workload == r).collect();
+    allocs.sort_by_key(|a| std::cmp::Reverse(a.created_at));
+    Ok(Json(WorkloadDetail {
+        view: view(&s, &cache, w, &allocs),
+        allocations: allocs.into_iter().cloned().collect(),
+    }))
+}
+
+/// `POST /v1/workloads/service/{name}/promote`: the current update's canaries are
+/// promoted; the rest of the replicas are replaced.
+pub(crate) async fn promote(
+    State(s): State<Arc<Shared>>,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Json<WorkloadDetail>> {
+    let r = workload_ref(&kind, name.clone())?;
+    let key = keys::workload(&r);
+    let (st, key_ref, r_ref) = (&*s, &key, &r);
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let kv = st.store.get(key_ref).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("{r_ref} not found"))
+            })?;
+            let w: Workload = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let next = motley_core::rollout::promote(&w)
+                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+            let Some(next) = next else {
+                return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
+            };
+            let v = serde_json::to_vec(&next)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(motley_store::Attempt::Write(
+                Txn::new()
+                    .when(key_ref.as_str(), kv.mod_revision)
+                    .put(key_ref.as_str(), v),
+                (),
+            ))
+        },
+        || {},
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed((), rev) => s.wait_for_rev(rev).await,
+        motley_store::Updated::Unchanged(()) => {}
+        motley_store::Updated::Conflicted => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{r} kept changing concurrently; run it again"),
+            ));
+        }
+    }
+    s.plans.kick.notify_one();
     let cache = s.cache();
     let w = cache
         .workloads

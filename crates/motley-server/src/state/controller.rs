@@ -51,6 +51,10 @@ impl Shared {
                     let k = keys::workload(&a.workload);
                     revs.insert(k.clone(), cache.rev(&k));
                 }
+                for w in &plan.revert {
+                    let k = keys::workload(&w.spec.reference());
+                    revs.insert(k.clone(), cache.rev(&k));
+                }
                 for (name, _) in &plan.bind {
                     let k = keys::workload(&WorkloadRef {
                         kind: motley_core::model::Kind::Volume,
@@ -126,6 +130,23 @@ impl Shared {
             (groups, bound)
         };
         let mut max_rev = 0;
+        // A failed update going back to its last good spec: the workload record, only
+        // if nobody changed it since the plan was made.
+        for w in &plan.revert {
+            let k = keys::workload(&w.spec.reference());
+            tracing::warn!(
+                "{}: {}",
+                w.spec.reference(),
+                w.rollout
+                    .as_ref()
+                    .and_then(|r| r.reason.as_deref())
+                    .unwrap_or("reverted")
+            );
+            let t = Txn::new().when(&k, rev_of(&k)).put(k.clone(), encode(w)?);
+            if let Some(rev) = self.run_plan_txn(t, fence).await? {
+                max_rev = max_rev.max(rev);
+            }
+        }
         let mut commit = motley_core::writes::Commit::default();
         for g in &groups {
             if !commit.may_run(g) {
