@@ -204,6 +204,34 @@ const CASES: &[(&str, &str, u64, &str, &str)] = &[
         "task.resources.memory",
         "largest node",
     ),
+    (
+        "service-port-out-of-range",
+        "kind: Service\nname: b\ntask:\n  command: [x]\nports:\n  - { name: http, service_port: 70000 }\n",
+        6,
+        "ports[0].service_port",
+        "invalid u16",
+    ),
+    (
+        "two-ports-one-name",
+        "kind: Service\nname: b\ntask:\n  command: [x]\nports:\n  - { name: http }\n  - { name: http }\n",
+        7,
+        "ports.1.name",
+        "used twice",
+    ),
+    (
+        "check-on-an-undeclared-port",
+        "kind: Service\nname: b\ntask:\n  command: [x]\nports:\n  - { name: http }\ncheck:\n  tcp: { port: web }\n",
+        8,
+        "check.tcp.port",
+        "not declared",
+    ),
+    (
+        "route-claimed-by-another-service",
+        "kind: Service\nname: b\ntask:\n  command: [x]\nports:\n  - { name: http }\nexpose:\n  - { port: http, host: a.test }\n",
+        8,
+        "expose.0.host",
+        "already exposed by service a",
+    ),
 ];
 
 fn snapshot(c: &mut Cluster) -> String {
@@ -224,7 +252,7 @@ fn snapshot(c: &mut Cluster) -> String {
 #[test]
 fn invalid_manifests_are_refused_with_location_and_change_nothing() {
     let mut c = Cluster::up(&[]);
-    let base = "kind: Service\nname: a\nreplicas: 0\ntask:\n  command: [sleep, \"100\"]\n";
+    let base = "kind: Service\nname: a\nreplicas: 0\ntask:\n  command: [sleep, \"100\"]\nports:\n  - { name: http }\nexpose:\n  - { port: http, host: a.test }\n";
     assert!(c.apply_yaml("base.yaml", base).status.success());
     let before = snapshot(&mut c);
     assert!(before.contains("\"replicas\":0"), "{before}");

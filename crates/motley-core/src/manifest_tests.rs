@@ -433,9 +433,9 @@ fn service_ports_expose_and_update_are_checked_where_written() {
             "1 to 1000",
         ),
         (
-            svc("web", "update: { auto_revert: true }\n"),
+            svc("web", "update: { max_surge: 1 }\n"),
             6,
-            "update.auto_revert",
+            "update.max_surge",
             "unknown field",
         ),
     ];

@@ -181,6 +181,15 @@ impl Mesh {
         if cfg.proxy {
             motley_rt::spawn(proxy::run(mesh.clone()));
         }
+        // Metric series of endpoints that left the catalog are forgotten.
+        let m = mesh.clone();
+        motley_rt::spawn(async move {
+            let mut rx = m.inner.catalog.clone();
+            while rx.changed().await.is_ok() {
+                let cat = rx.borrow_and_update().clone();
+                m.prune(&cat);
+            }
+        });
         Ok(mesh)
     }
 

@@ -48,7 +48,6 @@ pub async fn run(mesh: Mesh) {
                 Err(e) => tracing::warn!("proxy: cannot listen on {addr} for {service}: {e}"),
             }
         }
-        mesh.prune(&cat);
         if rx.changed().await.is_err() {
             break;
         }
