@@ -20,7 +20,8 @@ Build first: cargo build --release -p motley. Needs root, wrk, nginx.
 import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from skeleton import ROOT, free_port, cli  # noqa: E402
+from skeleton import ROOT, free_port  # noqa: E402
+from scale import cli  # noqa: E402
 from footprint import status_kib, idle  # noqa: E402
 
 
@@ -89,12 +90,12 @@ def throughput(a):
     with open(backend_conf, "w") as f:
         f.write("worker_processes 1; pid /dev/null; error_log stderr; daemon off;\n"
                 "events { worker_connections 1024; }\n"
-                "http { access_log off; server { listen ${MOTLEY_PORT_HTTP}; root " + www + "; } }\n")
+                "http { access_log off; client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fcgi; uwsgi_temp_path uwsgi; scgi_temp_path scgi; server { listen 127.0.0.1:BACKEND_PORT; root " + www + "; } }\n")
     # nginx wants a literal port: the task writes its own config from the variable.
     svc = f"{d}/web.yaml"
     with open(svc, "w") as f:
         f.write("kind: Service\nname: web\ntask:\n"
-                f"  command: [/bin/sh, -c, 'sed \"s/${{MOTLEY_PORT_HTTP}}/$MOTLEY_PORT_HTTP/\" {backend_conf} > $MOTLEY_ALLOC_DIR/n.conf && exec /usr/sbin/nginx -c $MOTLEY_ALLOC_DIR/n.conf -p $MOTLEY_ALLOC_DIR']\n"
+                f"  command: [/bin/sh, -c, 'sed \"s/BACKEND_PORT/$MOTLEY_PORT_HTTP/\" {backend_conf} > $MOTLEY_ALLOC_DIR/n.conf && exec /usr/sbin/nginx -c $MOTLEY_ALLOC_DIR/n.conf -p $MOTLEY_ALLOC_DIR']\n"
                 "  env: { PATH: /usr/bin:/bin:/usr/sbin }\n"
                 "ports:\n  - { name: http, service_port: 80 }\n"
                 "check:\n  http: { port: http }\n"
@@ -109,7 +110,7 @@ def throughput(a):
         with open(nconf, "w") as f:
             f.write(f"worker_processes auto; pid {d}/proxy.pid; error_log stderr; daemon off;\n"
                     "events { worker_connections 4096; }\n"
-                    "http { access_log off; server { listen 127.0.0.1:%d; location / { proxy_pass http://127.0.0.1:%d; "
+                    "http { access_log off; client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fcgi; uwsgi_temp_path uwsgi; scgi_temp_path scgi; server { listen 127.0.0.1:%d; location / { proxy_pass http://127.0.0.1:%d; "
                     "proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; } } }\n"
                     % (nport, backend))
         proxy = subprocess.Popen(["nginx", "-c", nconf, "-p", d], stderr=subprocess.DEVNULL)

@@ -343,7 +343,12 @@ fn invalid_manifests_are_refused_with_location_and_change_nothing() {
     // Refusals only the server can make, inside a set whose other documents are valid:
     // the whole set is refused and nothing in it is written.
     let valid = "kind: Service\nname: fine\nreplicas: 0\ntask:\n  command: [sleep, \"1\"]\n";
-    let sets: [(&str, &str, &str); 2] = [
+    let sets: [(&str, &str, &str); 3] = [
+        (
+            "missing-tls-secret",
+            "kind: Service\nname: tls\nreplicas: 0\ntask:\n  command: [x]\nports:\n  - { name: http }\nexpose:\n  - { port: http, host: tls.test, tls: { secret: nowhere } }\n",
+            "secret nowhere is neither in this set nor in the cluster",
+        ),
         (
             "missing-secret",
             "kind: Service\nname: needs-key\nreplicas: 0\ntask:\n  command: [x]\n  secrets: [{ secret: nowhere, key: k, env: K }]\n",

@@ -73,7 +73,8 @@ check:
   timeout: 400ms
   unhealthy_after: 2
 expose:
-  - {{ port: http, host: web.test }}
+  - {{ port: http, host: web.test, tls: {{}} }}
+  - {{ port: http, host: secure.test, tls: {{ secret: web-tls }} }}
 update:
   max_parallel: 1
   min_healthy: 1s
@@ -159,6 +160,8 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
                 "{ip}:53",
                 "--ingress-listen",
                 "{ip}:80",
+                "--ingress-tls-listen",
+                "{ip}:443",
                 "--dns-upstream",
                 "127.0.0.1:9",
             ],
@@ -168,7 +171,33 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
     let client = lab.hosts.last().expect("client").ns.clone();
     let ip = |n: &str| lab.by_name(n).ip.clone();
     let ingress: Vec<String> = nodes.iter().map(|n| format!("http://{}/", ip(n))).collect();
-    lab.apply(&web("v1"));
+    // A certificate of our own for secure.test, kept in a Secret.
+    let pki = lab.dir.path().join("pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    let (crt, key) = (pki.join("tls.crt"), pki.join("tls.key"));
+    let openssl = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=secure.test"])
+        .args(["-addext", "subjectAltName=DNS:secure.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(openssl.status.success(), "{openssl:?}");
+    let secret = format!(
+        "kind: Secret\nname: web-tls\ndata:\n  tls.crt: {{ fromFile: {} }}\n  tls.key: {{ fromFile: {} }}\n---\n",
+        crt.display(),
+        key.display()
+    );
+    lab.apply(&format!("{secret}{}", web("v1")));
     wait_for("3 replicas in rotation", Duration::from_secs(60), || {
         (in_rotation(&lab).len() == 3).then_some(())
     });
@@ -215,6 +244,38 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
     assert_eq!(addr.len(), 1);
     assert!(nodes.iter().any(|n| ip(n) == addr[0]), "{addr:?}");
     assert!(dig(&client, &ip("n1"), &["nope.motley"]).is_empty());
+    // HTTPS through every node: the cluster CA's certificate for web.test, the
+    // Secret's for secure.test, each chosen by SNI.
+    let ca = format!("{}/server/ca.crt", lab.data("srv"));
+    for n in nodes {
+        for (host, trust) in [
+            ("web.test", ca.clone()),
+            ("secure.test", crt.display().to_string()),
+        ] {
+            let resolve = format!("{host}:443:{}", ip(n));
+            let url = format!("https://{host}/");
+            let out = in_ns(
+                &client,
+                &[
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "5",
+                    "-f",
+                    "--cacert",
+                    &trust,
+                    "--resolve",
+                    &resolve,
+                    &url,
+                ],
+            );
+            let body = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && body.starts_with("v1 web-"),
+                "{host} via {n}: {out:?}"
+            );
+        }
+    }
     // A task's view: from a node, the name's address and port reach the service.
     let node_ns = lab.by_name("n2").ns.clone();
     let via_proxy =

@@ -475,6 +475,11 @@ pub struct MeshArgs {
     /// (`0.0.0.0:80`).
     #[arg(long, value_name = "ADDR:PORT")]
     pub ingress_listen: Option<std::net::SocketAddr>,
+    /// Serve the ingress over HTTPS here (`0.0.0.0:443`): hosts whose `expose` has
+    /// `tls`, with the certificate the server sends (a Secret's, or signed by the
+    /// cluster CA), chosen by SNI.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ingress_tls_listen: Option<std::net::SocketAddr>,
     /// Do not serve services at their loopback addresses (`NAME.motley:PORT`).
     #[arg(long)]
     pub no_proxy: bool,
@@ -489,6 +494,7 @@ impl MeshArgs {
             dns: self.dns_listen,
             dns_upstream: self.dns_upstream,
             ingress: self.ingress_listen,
+            ingress_tls: self.ingress_tls_listen,
         }
     }
 }

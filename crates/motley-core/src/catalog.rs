@@ -31,6 +31,46 @@ pub struct Catalog {
     /// Services with ports, by name.
     #[serde(default)]
     pub services: BTreeMap<String, CatalogService>,
+    /// Certificates of the ingress's HTTPS hosts (sent to agents only; the API shows
+    /// none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certs: BTreeMap<String, HostCert>,
+}
+
+/// A certificate chain and its key, PEM. `Debug` hides the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCert {
+    /// The chain, leaf first.
+    pub chain: String,
+    /// The private key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for HostCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostCert")
+            .field("chain_bytes", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTPS hosts of `workloads`' `expose` rules and where each one's certificate
+/// comes from (`None`: the cluster CA; `Some(secret)`). A host claimed with two
+/// sources takes the first service's (by name).
+pub fn tls_hosts(
+    workloads: &BTreeMap<crate::model::WorkloadRef, Workload>,
+) -> BTreeMap<String, Option<String>> {
+    let mut out = BTreeMap::new();
+    for w in workloads.values() {
+        let Spec::Service(s) = &w.spec else { continue };
+        for e in &s.expose {
+            if let Some(t) = &e.tls {
+                out.entry(e.host.to_ascii_lowercase())
+                    .or_insert_with(|| t.secret.clone());
+            }
+        }
+    }
+    out
 }
 
 /// One service as the proxies see it.
@@ -128,7 +168,10 @@ impl Catalog {
         for (name, svc) in services.iter_mut() {
             svc.vip = vip(name, &mut taken);
         }
-        Catalog { services }
+        Catalog {
+            services,
+            certs: BTreeMap::new(),
+        }
     }
 
     /// The service a name asks for: `web.motley` or `web.motley.` (any case).
@@ -270,6 +313,7 @@ mod tests {
             port: port.into(),
             host: host.into(),
             path: path.into(),
+            tls: None,
         };
         c.services.insert(
             "web".into(),

@@ -20,23 +20,37 @@ use crate::Mesh;
 /// What the ingress answers with.
 pub type Body = Either<Incoming, Full<Bytes>>;
 
-/// Serves the ingress on `l` until the task is dropped.
-pub async fn serve(mesh: Mesh, l: TcpListener) {
+/// Serves the ingress on `l` until the task is dropped: plain HTTP, or HTTPS with
+/// `tls` (certificates by SNI from the catalog).
+pub async fn serve(mesh: Mesh, l: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
         let Ok((conn, peer)) = l.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let _ = conn.set_nodelay(true);
-        let mesh = mesh.clone();
+        let (mesh, tls) = (mesh.clone(), tls.clone());
         motley_rt::spawn(async move {
+            let proto = if tls.is_some() { "https" } else { "http" };
             let svc = hyper::service::service_fn(move |req| {
                 let mesh = mesh.clone();
-                async move { Ok::<_, Infallible>(handle(&mesh, peer, req).await) }
+                async move { Ok::<_, Infallible>(handle(&mesh, peer, req, proto).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(conn), svc)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(conn), svc).await;
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(conn),
+                    );
+                    if let Ok(Ok(stream)) = handshake.await {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+            }
         });
     }
 }
@@ -61,7 +75,12 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::UPGRADE,
 ];
 
-async fn handle(mesh: &Mesh, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    mesh: &Mesh,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    proto: &'static str,
+) -> Response<Body> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -124,7 +143,7 @@ async fn handle(mesh: &Mesh, peer: SocketAddr, req: Request<Incoming>) -> Respon
     }
     parts
         .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        .insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Ok(v) = HeaderValue::from_str(&host) {
         parts.headers.insert("x-forwarded-host", v);
     }

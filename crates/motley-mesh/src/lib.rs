@@ -14,6 +14,7 @@
 pub mod dns;
 pub mod ingress;
 pub mod proxy;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +49,8 @@ pub struct MeshConfig {
     pub dns_upstream: Option<SocketAddr>,
     /// Serve the ingress (HTTP) here.
     pub ingress: Option<SocketAddr>,
+    /// Serve the ingress over HTTPS here (hosts whose `expose` has `tls`).
+    pub ingress_tls: Option<SocketAddr>,
 }
 
 /// Why the mesh could not start.
@@ -65,6 +68,9 @@ pub enum MeshError {
         /// What may hold it.
         hint: &'static str,
     },
+    /// TLS could not be set up.
+    #[error("ingress TLS: {0}")]
+    Tls(rustls::Error),
 }
 
 /// `{service, endpoint}`.
@@ -163,11 +169,12 @@ impl Mesh {
             let server = dns::Dns::bind(mesh.clone(), addr, cfg.dns_upstream).await?;
             motley_rt::spawn(server.run());
         }
-        if let Some(addr) = cfg.ingress {
+        for (addr, secure) in [(cfg.ingress, false), (cfg.ingress_tls, true)] {
+            let Some(addr) = addr else { continue };
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| MeshError::Listen {
-                    what: "ingress",
+                    what: if secure { "ingress (HTTPS)" } else { "ingress" },
                     addr,
                     source,
                     hint: if addr.port() < 1024 {
@@ -176,7 +183,13 @@ impl Mesh {
                         ""
                     },
                 })?;
-            motley_rt::spawn(ingress::serve(mesh.clone(), l));
+            let tls = if secure {
+                let cfg = tls::server_config(mesh.clone()).map_err(MeshError::Tls)?;
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+            } else {
+                None
+            };
+            motley_rt::spawn(ingress::serve(mesh.clone(), l, tls));
         }
         if cfg.proxy {
             motley_rt::spawn(proxy::run(mesh.clone()));

@@ -200,6 +200,27 @@ impl Ca {
         Ok((vec![cert.der().clone(), ca_der], key))
     }
 
+    /// A certificate for `names` signed by this CA, as PEM: (chain, leaf first; key).
+    pub fn host_cert_pem(&self, names: &[String]) -> Result<(String, String), NetError> {
+        let kp = KeyPair::generate().map_err(cert_err)?;
+        let mut p = CertificateParams::new(names.to_vec()).map_err(cert_err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            names.first().map_or("motley", |n| n.as_str()),
+        );
+        p.distinguished_name = dn;
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2125, 1, 1);
+        let issuer = Issuer::new(ca_params()?, &self.key);
+        let cert = p.signed_by(&kp, &issuer).map_err(cert_err)?;
+        Ok((
+            format!("{}{}", cert.pem(), self.cert_pem),
+            kp.serialize_pem(),
+        ))
+    }
+
     /// A rustls server configuration with a fresh certificate for `names`.
     pub fn server_config(&self, names: &[String]) -> Result<rustls::ServerConfig, NetError> {
         install_crypto_provider();

@@ -235,7 +235,10 @@ async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Resp
 /// `GET /v1/catalog`: every service that can be reached, its address and its
 /// endpoints in rotation, as last sent to the agents.
 async fn catalog(State(s): State<Arc<Shared>>) -> Json<motley_core::catalog::Catalog> {
-    Json((*s.catalog.current()).clone())
+    let mut c = (*s.catalog.current()).clone();
+    // Certificates and their keys go to agents only.
+    c.certs.clear();
+    Json(c)
 }
 
 /// `GET /v1/servers`: the servers of the control plane and which one leads.

@@ -122,6 +122,8 @@ pub struct Plans {
 pub struct Trust {
     /// The cluster CA certificate, PEM.
     pub ca_pem: String,
+    /// The CA itself, to sign the ingress's certificates (set by `Server::start`).
+    pub signer: std::sync::OnceLock<motley_net::Ca>,
     /// Its hash, `sha256:<hex>`, as join tokens carry it.
     pub ca_hash: String,
     /// Denied requests and the failed-authentication limit.
@@ -177,6 +179,7 @@ impl Shared {
             started_at: ha.me.started_at,
             ha,
             trust: Trust {
+                signer: std::sync::OnceLock::new(),
                 ca_pem,
                 ca_hash,
                 audit,

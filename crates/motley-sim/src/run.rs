@@ -293,9 +293,13 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     Ok(report)
 }
 
-/// The operator's next change: scale a fenced service, scale a replaced one, or add a job.
+/// The operator's next change: scale or update a fenced service, scale or update a
+/// replaced one (a new version is a rolling update: `reconcile_roll.rs`), or add a job.
 fn workload(rng: &Rng, jobs: &mut u32) -> (String, String, u32) {
-    let task = "task: { command: [\"sim\"], resources: { cpu: 100m, memory: 16Mi } }";
+    let version = rng.below(2);
+    let task = format!(
+        "task: {{ command: [\"sim\", \"v{version}\"], resources: {{ cpu: 100m, memory: 16Mi }} }}"
+    );
     match rng.below(3) {
         0 => {
             let r = rng.below(4) as u32;

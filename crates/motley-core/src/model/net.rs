@@ -29,6 +29,21 @@ pub struct Expose {
     /// Requests whose path is this or under it (default `/`); the longest match wins.
     #[serde(default = "root_path")]
     pub path: String,
+    /// Also serve `host` over HTTPS (`--ingress-tls-listen`): `{}` with a certificate
+    /// signed by the cluster CA, `{ secret: NAME }` with a Secret's `tls.crt` and
+    /// `tls.key` (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ExposeTls>,
+}
+
+/// `expose[].tls`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExposeTls {
+    /// A Secret with keys `tls.crt` (the certificate chain) and `tls.key`; without
+    /// it, the cluster CA signs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 fn root_path() -> String {

@@ -106,6 +106,33 @@ pub(crate) fn check_secret_refs(
         })
     };
     for d in docs {
+        if let Spec::Service(svc) = &d.spec {
+            for (i, e) in svc.expose.iter().enumerate() {
+                let Some(name) = e.tls.as_ref().and_then(|t| t.secret.as_ref()) else {
+                    continue;
+                };
+                let field = format!("expose.{i}.tls.secret");
+                match keys_of(name) {
+                    None => errors.push(d.error_at(
+                        &field,
+                        format!("secret {name} is neither in this set nor in the cluster"),
+                    )),
+                    Some(keys)
+                        if !keys.iter().any(|k| k == "tls.crt")
+                            || !keys.iter().any(|k| k == "tls.key") =>
+                    {
+                        errors.push(d.error_at(
+                            &field,
+                            format!(
+                                "secret {name} needs keys tls.crt and tls.key (it has: {})",
+                                keys.join(", ")
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         if let Some(name) = &d.spec.task().image_secret {
             match keys_of(name) {
                 None => errors.push(d.error_at(

@@ -21,6 +21,9 @@ const COALESCE: Duration = Duration::from_millis(20);
 pub struct CatalogState {
     last: Mutex<Arc<Catalog>>,
     dirty: Notify,
+    /// Certificates the CA signed for ingress hosts, kept for as long as this server
+    /// runs (a new key each rebuild would make every catalog differ).
+    signed: Mutex<std::collections::BTreeMap<String, motley_core::catalog::HostCert>>,
 }
 
 impl CatalogState {
@@ -42,7 +45,66 @@ impl Shared {
         let up = self.ready_nodes();
         let addrs = self.hub.addresses();
         let cache = self.cache();
-        Catalog::build(&cache.workloads, &cache.allocs, &cache.nodes, &up, &addrs)
+        let mut c = Catalog::build(&cache.workloads, &cache.allocs, &cache.nodes, &up, &addrs);
+        for (host, source) in motley_core::catalog::tls_hosts(&cache.workloads) {
+            match self.host_cert(&cache, &host, source.as_deref()) {
+                Ok(cert) => {
+                    c.certs.insert(host, cert);
+                }
+                Err(e) => tracing::warn!("ingress certificate for {host}: {e}"),
+            }
+        }
+        c
+    }
+
+    /// `host`'s certificate: from Secret `secret` (`tls.crt`, `tls.key`), or signed by
+    /// the cluster CA once.
+    fn host_cert(
+        &self,
+        cache: &super::Cache,
+        host: &str,
+        secret: Option<&str>,
+    ) -> Result<motley_core::catalog::HostCert, String> {
+        use motley_core::catalog::HostCert;
+        use motley_core::model::{Kind, Spec, WorkloadRef};
+        if let Some(name) = secret {
+            let r = WorkloadRef {
+                kind: Kind::Secret,
+                name: name.to_string(),
+            };
+            let Some(Spec::Secret(s)) = cache.workloads.get(&r).map(|w| &w.spec) else {
+                return Err(format!("secret {name} does not exist"));
+            };
+            let ring = crate::util::read(&self.trust.keyring);
+            let open = |key: &str| -> Result<String, String> {
+                let sealed = s
+                    .data
+                    .get(key)
+                    .and_then(|v| v.sealed.as_deref())
+                    .ok_or_else(|| format!("secret {name} has no key {key}"))?;
+                let plain = ring.open(name, key, sealed).map_err(|e| e.to_string())?;
+                String::from_utf8(plain)
+                    .map_err(|_| format!("secret {name}'s {key} is not PEM text"))
+            };
+            return Ok(HostCert {
+                chain: open("tls.crt")?,
+                key: open("tls.key")?,
+            });
+        }
+        if let Some(c) = lock(&self.catalog.signed).get(host) {
+            return Ok(c.clone());
+        }
+        let ca = self
+            .trust
+            .signer
+            .get()
+            .ok_or_else(|| "this server has no CA key to sign with".to_string())?;
+        let (chain, key) = ca
+            .host_cert_pem(&[host.to_string()])
+            .map_err(|e| e.to_string())?;
+        let cert = HostCert { chain, key };
+        lock(&self.catalog.signed).insert(host.to_string(), cert.clone());
+        Ok(cert)
     }
 
     /// Rebuilds the catalog on every change and sends it to every agent when it differs.
