@@ -66,7 +66,7 @@ task:
   resources: {{ cpu: 10m, memory: 16Mi }}
   stop_grace: 1s
 ports:
-  - {{ name: http, service_port: 80 }}
+  - {{ name: http, service_port: 80, protocol: http }}
 check:
   http: {{ port: http, path: /ok }}
   interval: 500ms
@@ -162,6 +162,8 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
                 "{ip}:80",
                 "--ingress-tls-listen",
                 "{ip}:443",
+                "--metrics-listen",
+                "{ip}:9100",
                 "--dns-upstream",
                 "127.0.0.1:9",
             ],
@@ -281,6 +283,24 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
     let via_proxy =
         get(&node_ns, &format!("http://{}:80/", a[0])).unwrap_or_else(|e| panic!("{e}"));
     assert!(via_proxy.starts_with("v1 web-"), "{via_proxy}");
+    // `protocol: http`: the node proxy forwarded that as a request, counted per endpoint.
+    let metrics = in_ns(
+        &client,
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            &format!("http://{}:9100/metrics", ip("n2")),
+        ],
+    );
+    let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
+    let proxied: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("motley_proxy_requests_total{") && l.contains("service=\"web\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(proxied, 1, "one request through n2's proxy:\n{metrics}");
 
     // A replica whose check fails leaves the rotation: no request reaches it after.
     let victim = in_rotation(&lab)[0].clone();

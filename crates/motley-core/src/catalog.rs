@@ -84,6 +84,9 @@ pub struct CatalogService {
     /// Its ingress routes.
     #[serde(default)]
     pub expose: Vec<Expose>,
+    /// Its ports the node proxy forwards request by request (`protocol: http`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<String>,
     /// Replicas that take traffic.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
@@ -132,6 +135,12 @@ impl Catalog {
                         .map(|p| (p.name.clone(), p.service_port))
                         .collect(),
                     expose: s.expose.clone(),
+                    http: s
+                        .ports
+                        .iter()
+                        .filter(|p| p.protocol == crate::model::PortProtocol::Http)
+                        .map(|p| p.name.clone())
+                        .collect(),
                     endpoints: Vec::new(),
                 },
             );
@@ -272,6 +281,7 @@ impl Default for CatalogService {
             vip: Ipv4Addr::UNSPECIFIED,
             ports: Vec::new(),
             expose: Vec::new(),
+            http: Vec::new(),
             endpoints: Vec::new(),
         }
     }

@@ -55,6 +55,32 @@ pub async fn serve(mesh: Mesh, l: TcpListener, tls: Option<tokio_rustls::TlsAcce
     }
 }
 
+/// Serves HTTP on `l` for one service's port (the node proxy's `protocol: http`
+/// ports): every request goes to that port, whatever its host.
+pub async fn serve_fixed(mesh: Mesh, l: TcpListener, service: String, port: String) {
+    let route: std::sync::Arc<(String, String)> = std::sync::Arc::new((service, port));
+    loop {
+        let Ok((conn, peer)) = l.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = conn.set_nodelay(true);
+        let (mesh, route) = (mesh.clone(), route.clone());
+        motley_rt::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let (mesh, route) = (mesh.clone(), route.clone());
+                async move {
+                    let fixed = Some((route.0.as_str(), route.1.as_str()));
+                    Ok::<_, Infallible>(forward(&mesh, peer, req, "http", fixed).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(conn), svc)
+                .await;
+        });
+    }
+}
+
 fn plain(status: StatusCode, text: String) -> Response<Body> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::from(text + "\n"))));
     *r.status_mut() = status;
@@ -81,6 +107,18 @@ async fn handle(
     req: Request<Incoming>,
     proto: &'static str,
 ) -> Response<Body> {
+    forward(mesh, peer, req, proto, None).await
+}
+
+/// Sends `req` to a healthy endpoint of `fixed` (the node proxy), or of the route its
+/// host and path match (the ingress).
+async fn forward(
+    mesh: &Mesh,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    proto: &'static str,
+    fixed: Option<(&str, &str)>,
+) -> Response<Body> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -89,10 +127,13 @@ async fn handle(
         .or_else(|| req.uri().host().map(str::to_string))
         .unwrap_or_default();
     let path = req.uri().path().to_string();
-    let route = {
-        let cat = mesh.catalog();
-        cat.route(&host, &path)
-            .map(|(s, p)| (s.to_string(), p.to_string()))
+    let route = match fixed {
+        Some((s, p)) => Some((s.to_string(), p.to_string())),
+        None => {
+            let cat = mesh.catalog();
+            cat.route(&host, &path)
+                .map(|(s, p)| (s.to_string(), p.to_string()))
+        }
     };
     let Some((service, port)) = route else {
         return plain(
@@ -154,7 +195,11 @@ async fn handle(
     let m = mesh.metrics();
     match sender.send_request(Request::from_parts(parts, body)).await {
         Ok(resp) => {
-            m.requests.get_or_create(&label).inc();
+            if fixed.is_some() {
+                m.proxied.get_or_create(&label).inc();
+            } else {
+                m.requests.get_or_create(&label).inc();
+            }
             m.latency
                 .get_or_create(&label)
                 .observe(started.elapsed().as_secs_f64());

@@ -93,6 +93,8 @@ pub struct Metrics {
     pub latency: Family<EndpointLabel, Histogram>,
     /// TCP connections through the service proxy.
     pub connections: Family<EndpointLabel, Counter>,
+    /// HTTP requests through the service proxy (`protocol: http` ports).
+    pub proxied: Family<EndpointLabel, Counter>,
 }
 
 impl Metrics {
@@ -104,6 +106,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
             }),
             connections: Family::default(),
+            proxied: Family::default(),
         }
     }
 
@@ -122,6 +125,11 @@ impl Metrics {
             "motley_ingress_latency_seconds",
             "Time until the endpoint's response head",
             self.latency.clone(),
+        );
+        r.register(
+            "motley_proxy_requests",
+            "HTTP requests through the service proxy (protocol: http ports), by service and endpoint",
+            self.proxied.clone(),
         );
         r.register(
             "motley_proxy_connections",
@@ -271,6 +279,7 @@ impl Mesh {
             m.errors.remove(&l);
             m.latency.remove(&l);
             m.connections.remove(&l);
+            m.proxied.remove(&l);
         }
     }
 }

@@ -17,8 +17,12 @@ pub async fn run(mesh: Mesh) {
     loop {
         let cat = rx.borrow_and_update().clone();
         let mut wanted: BTreeMap<SocketAddr, (String, String)> = BTreeMap::new();
+        let mut http: std::collections::BTreeSet<(String, String)> = Default::default();
         for (name, svc) in &cat.services {
             for (port, sp) in &svc.ports {
+                if svc.http.contains(port) {
+                    http.insert((name.clone(), port.clone()));
+                }
                 if let Some(sp) = sp {
                     wanted.insert(
                         SocketAddr::new(svc.vip.into(), *sp),
@@ -41,8 +45,16 @@ pub async fn run(mesh: Mesh) {
             match TcpListener::bind(addr).await {
                 Ok(l) => {
                     tracing::info!("proxy: {service}.motley:{} at {addr}", addr.port());
-                    let task =
-                        motley_rt::spawn(accept(mesh.clone(), l, service.clone(), port.clone()));
+                    let task = if http.contains(&(service.clone(), port.clone())) {
+                        motley_rt::spawn(crate::ingress::serve_fixed(
+                            mesh.clone(),
+                            l,
+                            service.clone(),
+                            port.clone(),
+                        ))
+                    } else {
+                        motley_rt::spawn(accept(mesh.clone(), l, service.clone(), port.clone()))
+                    };
                     listeners.insert(addr, (service, port, task.abort_handle()));
                 }
                 Err(e) => tracing::warn!("proxy: cannot listen on {addr} for {service}: {e}"),

@@ -15,6 +15,28 @@ pub struct ServicePort {
     /// The port the service answers on at `NAME.motley` (1–65535).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_port: Option<u16>,
+    /// `tcp` (default: the node proxy forwards connections) or `http` (it forwards
+    /// requests: each to a healthy endpoint, the next one on a refused connection,
+    /// counted per endpoint).
+    #[serde(default, skip_serializing_if = "PortProtocol::is_tcp")]
+    pub protocol: PortProtocol,
+}
+
+/// How the node proxy forwards a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// Connections (L4).
+    #[default]
+    Tcp,
+    /// HTTP/1.1 requests (L7).
+    Http,
+}
+
+impl PortProtocol {
+    fn is_tcp(&self) -> bool {
+        *self == PortProtocol::Tcp
+    }
 }
 
 /// A route of the ingress: requests for `host` (and a path under `path`) go to the
