@@ -71,6 +71,7 @@ async fn over_budget_the_least_recently_used_idle_image_goes_and_one_in_use_stay
         cpu_limit: None,
         host_network: true,
         netns: None,
+        resolv_conf: None,
         log_path: dir.path().join("gc.log").display().to_string(),
         cgroup: format!("/motley-test/{id}"),
         labels: Default::default(),

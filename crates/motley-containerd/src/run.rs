@@ -49,6 +49,8 @@ pub struct RunSpec {
     /// The node's network namespace (no network namespace of its own).
     pub host_network: bool,
     /// A network namespace made for it (`/run/netns/…`), when not on the host's.
+    /// With `netns`: the file to mount as `/etc/resolv.conf` (default: the node's).
+    pub resolv_conf: Option<String>,
     pub netns: Option<String>,
     /// Where stdout and stderr go (a file, appended).
     pub log_path: String,
@@ -104,8 +106,12 @@ pub fn spec(s: &RunSpec) -> serde_json::Value {
     ];
     if s.host_network || s.netns.is_some() {
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            if std::path::Path::new(f).exists() {
-                mounts.push(json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}));
+            let source = match (&s.resolv_conf, f) {
+                (Some(own), "/etc/resolv.conf") if s.netns.is_some() => own.as_str(),
+                _ => f,
+            };
+            if std::path::Path::new(source).exists() {
+                mounts.push(json!({"destination": f, "type": "bind", "source": source, "options": ["rbind", "ro"]}));
             }
         }
     }

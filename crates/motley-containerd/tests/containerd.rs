@@ -38,6 +38,7 @@ fn spec(
         cpu_limit: None,
         host_network: true,
         netns: None,
+        resolv_conf: None,
         log_path: log.display().to_string(),
         cgroup: format!("/motley-test/{id}"),
         labels: Default::default(),

@@ -55,7 +55,7 @@ impl Dns {
         };
         let udp = UdpSocket::bind(addr).await.map_err(err)?;
         let tcp = TcpListener::bind(addr).await.map_err(err)?;
-        let upstream = upstream.or_else(|| system_upstream(addr));
+        let upstream = upstream.or_else(|| system_upstream(Some(addr)));
         match upstream {
             Some(u) => tracing::info!("DNS on {addr}, other names asked of {u}"),
             None => tracing::warn!(
@@ -78,8 +78,10 @@ impl Dns {
             tcp,
             upstream,
         } = self;
+        // One task for both loops: aborting it (a namespace detached) closes both
+        // sockets.
         let tcp_mesh = mesh.clone();
-        motley_rt::spawn(async move {
+        let tcp_loop = async move {
             loop {
                 let Ok((mut conn, _)) = tcp.accept().await else {
                     continue;
@@ -102,31 +104,87 @@ impl Dns {
                     }
                 });
             }
-        });
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let Ok((n, from)) = udp.recv_from(&mut buf).await else {
-                continue;
-            };
-            let q = buf[..n].to_vec();
-            let (mesh, udp) = (mesh.clone(), udp.clone());
-            motley_rt::spawn(async move {
-                if let Some(a) = answer(&mesh, &q, upstream, false).await {
-                    let _ = udp.send_to(&a, from).await;
-                }
-            });
-        }
+        };
+        let udp_loop = async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = udp.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let q = buf[..n].to_vec();
+                let (mesh, udp) = (mesh.clone(), udp.clone());
+                motley_rt::spawn(async move {
+                    if let Some(a) = answer(&mesh, &q, upstream, false).await {
+                        let _ = udp.send_to(&a, from).await;
+                    }
+                });
+            }
+        };
+        tokio::join!(tcp_loop, udp_loop);
     }
 }
 
 /// The first `nameserver` of `/etc/resolv.conf` that is not `own`.
-fn system_upstream(own: SocketAddr) -> Option<SocketAddr> {
+pub(crate) fn system_upstream(own: Option<SocketAddr>) -> Option<SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").ok()?;
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|a| a.trim().parse::<IpAddr>().ok())
         .map(|ip| SocketAddr::new(ip, 53))
-        .find(|a| *a != own)
+        .find(|a| Some(*a) != own)
+}
+
+/// DNS inside every bridge container's namespace, at [`crate::netns::DNS_ADDR`], as
+/// long as the namespace is attached; other names go to `upstream` (asked from the
+/// node's own namespace).
+pub async fn run_in_namespaces(mesh: Mesh, upstream: Option<SocketAddr>) {
+    let Ok(addr) = crate::netns::DNS_ADDR.parse::<SocketAddr>() else {
+        return;
+    };
+    let mut rx = crate::netns::subscribe();
+    let mut served: std::collections::BTreeMap<std::path::PathBuf, tokio::task::AbortHandle> =
+        Default::default();
+    loop {
+        rx.borrow_and_update();
+        let now = crate::netns::current();
+        served.retain(|p, t| {
+            let keep = now.contains(p);
+            if !keep {
+                t.abort();
+            }
+            keep
+        });
+        for ns in now {
+            if served.contains_key(&ns) {
+                continue;
+            }
+            let path = ns.clone();
+            let bound =
+                motley_rt::spawn_blocking(move || crate::netns::bind(Some(&path), addr, true))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r);
+            let sockets = bound.and_then(|(t, u)| {
+                let u = u.ok_or_else(|| std::io::Error::other("no UDP socket"))?;
+                Ok((TcpListener::from_std(t)?, UdpSocket::from_std(u)?))
+            });
+            match sockets {
+                Ok((tcp, udp)) => {
+                    let d = Dns {
+                        mesh: mesh.clone(),
+                        udp: Arc::new(udp),
+                        tcp,
+                        upstream,
+                    };
+                    served.insert(ns, motley_rt::spawn(d.run()).abort_handle());
+                }
+                Err(e) => tracing::warn!("DNS in {}: {e}", ns.display()),
+            }
+        }
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
 }
 
 /// The answer to query `q` (wire format); `None` when there is nothing to send.

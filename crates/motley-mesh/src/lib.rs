@@ -13,6 +13,7 @@
 
 pub mod dns;
 pub mod ingress;
+pub mod netns;
 pub mod proxy;
 pub mod tls;
 
@@ -202,6 +203,10 @@ impl Mesh {
         if cfg.proxy {
             motley_rt::spawn(proxy::run(mesh.clone()));
         }
+        // Names inside bridge containers (their resolver is theirs: `netns`).
+        netns::set_serving();
+        let upstream = cfg.dns_upstream.or_else(|| dns::system_upstream(cfg.dns));
+        motley_rt::spawn(dns::run_in_namespaces(mesh.clone(), upstream));
         // Metric series of endpoints that left the catalog are forgotten.
         let m = mesh.clone();
         motley_rt::spawn(async move {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -13,10 +14,17 @@ use crate::Mesh;
 /// Keeps one listener per service port while the catalog has it.
 pub async fn run(mesh: Mesh) {
     let mut rx = mesh.inner.catalog.clone();
-    let mut listeners: BTreeMap<SocketAddr, (String, String, AbortHandle)> = BTreeMap::new();
+    let mut spaces = crate::netns::subscribe();
+    type Key = (Option<PathBuf>, SocketAddr);
+    let mut listeners: BTreeMap<Key, (String, String, AbortHandle)> = BTreeMap::new();
     loop {
         let cat = rx.borrow_and_update().clone();
-        let mut wanted: BTreeMap<SocketAddr, (String, String)> = BTreeMap::new();
+        spaces.borrow_and_update();
+        // The node's own namespace, and every bridge container's.
+        let namespaces: Vec<Option<PathBuf>> = std::iter::once(None)
+            .chain(crate::netns::current().into_iter().map(Some))
+            .collect();
+        let mut wanted: BTreeMap<Key, (String, String)> = BTreeMap::new();
         let mut http: std::collections::BTreeSet<(String, String)> = Default::default();
         for (name, svc) in &cat.services {
             for (port, sp) in &svc.ports {
@@ -24,10 +32,12 @@ pub async fn run(mesh: Mesh) {
                     http.insert((name.clone(), port.clone()));
                 }
                 if let Some(sp) = sp {
-                    wanted.insert(
-                        SocketAddr::new(svc.vip.into(), *sp),
-                        (name.clone(), port.clone()),
-                    );
+                    for ns in &namespaces {
+                        wanted.insert(
+                            (ns.clone(), SocketAddr::new(svc.vip.into(), *sp)),
+                            (name.clone(), port.clone()),
+                        );
+                    }
                 }
             }
         }
@@ -38,13 +48,25 @@ pub async fn run(mesh: Mesh) {
             }
             keep
         });
-        for (addr, (service, port)) in wanted {
-            if listeners.contains_key(&addr) {
+        for (key, (service, port)) in wanted {
+            if listeners.contains_key(&key) {
                 continue;
             }
-            match TcpListener::bind(addr).await {
+            let (ns, addr) = (key.0.clone(), key.1);
+            let bound = {
+                let ns = ns.clone();
+                motley_rt::spawn_blocking(move || crate::netns::bind(ns.as_deref(), addr, false))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
+                    .and_then(|(t, _)| TcpListener::from_std(t))
+            };
+            let place = ns
+                .as_ref()
+                .map_or(String::new(), |p| format!(" in {}", p.display()));
+            match bound {
                 Ok(l) => {
-                    tracing::info!("proxy: {service}.motley:{} at {addr}", addr.port());
+                    tracing::info!("proxy: {service}.motley:{} at {addr}{place}", addr.port());
                     let task = if http.contains(&(service.clone(), port.clone())) {
                         motley_rt::spawn(crate::ingress::serve_fixed(
                             mesh.clone(),
@@ -55,13 +77,16 @@ pub async fn run(mesh: Mesh) {
                     } else {
                         motley_rt::spawn(accept(mesh.clone(), l, service.clone(), port.clone()))
                     };
-                    listeners.insert(addr, (service, port, task.abort_handle()));
+                    listeners.insert(key, (service, port, task.abort_handle()));
                 }
-                Err(e) => tracing::warn!("proxy: cannot listen on {addr} for {service}: {e}"),
+                Err(e) => {
+                    tracing::warn!("proxy: cannot listen on {addr}{place} for {service}: {e}")
+                }
             }
         }
-        if rx.changed().await.is_err() {
-            break;
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { break },
+            r = spaces.changed() => if r.is_err() { break },
         }
     }
     for (_, (_, _, t)) in listeners {

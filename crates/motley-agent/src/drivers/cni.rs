@@ -168,6 +168,9 @@ pub async fn add(id: &str, ports: &[HostPort]) -> Result<String, String> {
     .await;
     if attached.is_err() {
         del(id).await;
+    } else {
+        // The node's proxy and DNS serve inside it too.
+        motley_mesh::netns::attach(&netns_path(id));
     }
     attached
 }
@@ -175,6 +178,7 @@ pub async fn add(id: &str, ports: &[HostPort]) -> Result<String, String> {
 /// Detaches and removes the allocation's namespace (what is already gone is skipped;
 /// `portmap` finds its rules by the container id).
 pub async fn del(id: &str) {
+    motley_mesh::netns::detach(&netns_path(id));
     if !netns_path(id).exists() {
         return;
     }

@@ -376,6 +376,24 @@ impl Containers {
             } else {
                 None
             };
+            // Its resolver: the node's DNS served inside its namespace (NAME.motley and
+            // everything else), with the node's search domains.
+            let resolv_conf = if bridge && motley_mesh::netns::serving() {
+                let dns = motley_mesh::netns::DNS_ADDR;
+                let ip = dns.split(':').next().unwrap_or(dns);
+                let search: String = std::fs::read_to_string("/etc/resolv.conf")
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.starts_with("search ") || l.starts_with("domain "))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let path = log_dir.join("resolv.conf");
+                std::fs::write(&path, format!("nameserver {ip}\n{search}"))
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                Some(path.display().to_string())
+            } else {
+                None
+            };
             let spec = RunSpec {
                 id: a.id.clone(),
                 image: pulled.name.clone(),
@@ -395,6 +413,7 @@ impl Containers {
                 cpu_limit: limits.cpu.map(|c| c.0),
                 host_network: !bridge,
                 netns,
+                resolv_conf,
                 log_path: crate::driver::log_path(log_dir).display().to_string(),
                 cgroup: format!("/motley/{}", a.id),
                 labels: [("motley.io/allocation".to_string(), a.id.clone())].into(),
@@ -434,6 +453,11 @@ impl Containers {
     /// (found by [`MARK`] and its allocation id in its environment).
     pub fn adopt(self: &std::sync::Arc<Self>, h: Handle) -> Option<ContainerTask> {
         let id = container_of(h.pid)?;
+        // A bridge container of an earlier agent process: serve its namespace again.
+        let ns = super::cni::netns_path(&id);
+        if ns.exists() {
+            motley_mesh::netns::attach(&ns);
+        }
         Some(self.task(id, h))
     }
 }
