@@ -75,6 +75,8 @@ check:
 expose:
   - {{ port: http, host: web.test, tls: {{}} }}
   - {{ port: http, host: secure.test, tls: {{ secret: web-tls }} }}
+expose_tcp:
+  - {{ port: http, node_port: 8088 }}
 update:
   max_parallel: 1
   min_healthy: 1s
@@ -278,6 +280,45 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
             );
         }
     }
+    // A TCP route: connections to port 8088 of any node reach the service.
+    for n in nodes {
+        let body = in_ns(
+            &client,
+            &[
+                "curl",
+                "-sS",
+                "-m",
+                "5",
+                "-f",
+                &format!("http://{}:8088/", ip(n)),
+            ],
+        );
+        let body = String::from_utf8_lossy(&body.stdout).to_string();
+        assert!(body.starts_with("v1 web-"), "TCP route via {n}: {body:?}");
+    }
+    // With PROXY protocol v2 the service learns the client's address: a backend that
+    // reads the header and answers with the source address it carries.
+    let echo = "kind: Service\nname: echo\ntask:\n  command: [python3, -c, \"import os, socket\\ns = socket.socket()\\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\\ns.bind(('0.0.0.0', int(os.environ['MOTLEY_PORT_TCP'])))\\ns.listen()\\nwhile True:\\n  c, _ = s.accept()\\n  h = c.recv(28, socket.MSG_WAITALL)\\n  c.sendall(('from ' + '.'.join(str(b) for b in h[16:20]) + chr(10)).encode())\\n  c.close()\\n\"]\n  env: { PATH: /usr/bin:/bin }\n  stop_grace: 1s\nports:\n  - { name: tcp }\ncheck:\n  tcp: { port: tcp }\n  interval: 500ms\n  timeout: 400ms\nexpose_tcp:\n  - { port: tcp, node_port: 8090, proxy_protocol: true }\n";
+    lab.apply(echo);
+    let client_ip = lab.by_name("client").ip.clone();
+    let script = format!(
+        "import socket; s = socket.create_connection(('{}', 8090), timeout=5); print(s.recv(100).decode().strip())",
+        ip("n1")
+    );
+    let said = wait_for(
+        "the echo service through a TCP route",
+        Duration::from_secs(60),
+        || {
+            let out = in_ns(&client, &["python3", "-c", &script]);
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            text.starts_with("from ").then_some(text)
+        },
+    );
+    assert_eq!(
+        said,
+        format!("from {client_ip}"),
+        "the PROXY header carries the client"
+    );
     // A task's view: from a node, the name's address and port reach the service.
     let node_ns = lab.by_name("n2").ns.clone();
     let via_proxy =

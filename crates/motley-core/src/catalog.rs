@@ -84,6 +84,9 @@ pub struct CatalogService {
     /// Its ingress routes.
     #[serde(default)]
     pub expose: Vec<Expose>,
+    /// Its TCP routes on the ingress: node port, port name, PROXY protocol v2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<(u16, String, bool)>,
     /// Its ports the node proxy forwards request by request (`protocol: http`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<String>,
@@ -135,6 +138,11 @@ impl Catalog {
                         .map(|p| (p.name.clone(), p.service_port))
                         .collect(),
                     expose: s.expose.clone(),
+                    tcp: s
+                        .expose_tcp
+                        .iter()
+                        .map(|t| (t.node_port, t.port.clone(), t.proxy_protocol))
+                        .collect(),
                     http: s
                         .ports
                         .iter()
@@ -281,6 +289,7 @@ impl Default for CatalogService {
             vip: Ipv4Addr::UNSPECIFIED,
             ports: Vec::new(),
             expose: Vec::new(),
+            tcp: Vec::new(),
             http: Vec::new(),
             endpoints: Vec::new(),
         }

@@ -969,7 +969,7 @@ pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<
 
 #[path = "manifest_net.rs"]
 mod net;
-pub use net::{expose_conflicts, route_key};
+pub use net::{expose_conflicts, route_key, tcp_key};
 
 #[cfg(test)]
 #[path = "manifest_tests.rs"]

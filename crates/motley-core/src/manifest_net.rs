@@ -55,6 +55,26 @@ pub(crate) fn service_problems(s: &ServiceSpec) -> Vec<(String, String)> {
             ));
         }
     }
+    for (i, t) in s.expose_tcp.iter().enumerate() {
+        if !s.ports.iter().any(|p| p.name == t.port) {
+            out.push((
+                format!("expose_tcp.{i}.port"),
+                format!("port {:?} is not one of the service's ports", t.port),
+            ));
+        }
+        if t.node_port == 0 {
+            out.push((
+                format!("expose_tcp.{i}.node_port"),
+                "must be 1 to 65535".to_string(),
+            ));
+        }
+        if s.expose_tcp[..i].iter().any(|u| u.node_port == t.node_port) {
+            out.push((
+                format!("expose_tcp.{i}.node_port"),
+                format!("node port {} is exposed twice", t.node_port),
+            ));
+        }
+    }
     if s.update.max_parallel == 0 || s.update.max_parallel > 1000 {
         out.push((
             "update.max_parallel".to_string(),
@@ -121,6 +141,11 @@ pub fn route_key(host: &str, path: &str) -> (String, String) {
     )
 }
 
+/// A TCP route as compared with HTTP ones (no host name has a space).
+pub fn tcp_key(node_port: u16) -> (String, String) {
+    route_key(&format!("tcp port {node_port}"), "/")
+}
+
 /// Routes claimed by two services: within `docs`, or by a document and a service of the
 /// cluster (`existing`: service name → its routes) that the set does not replace.
 pub fn expose_conflicts(
@@ -141,6 +166,21 @@ pub fn expose_conflicts(
     let mut errors = Vec::new();
     for d in docs {
         let Spec::Service(s) = &d.spec else { continue };
+        for (i, t) in s.expose_tcp.iter().enumerate() {
+            let key = tcp_key(t.node_port);
+            match claimed.get(&key) {
+                Some(owner) if *owner != format!("service {}", s.name) => {
+                    errors.push(d.error_at(
+                        &format!("expose_tcp.{i}.node_port"),
+                        format!("node port {} is already exposed by {owner}", t.node_port),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    claimed.insert(key, format!("service {}", s.name));
+                }
+            }
+        }
         for (i, e) in s.expose.iter().enumerate() {
             let key = route_key(&e.host, &e.path);
             match claimed.get(&key) {

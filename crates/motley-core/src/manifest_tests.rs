@@ -427,6 +427,24 @@ fn service_ports_expose_and_update_are_checked_where_written() {
             "exposed twice",
         ),
         (
+            svc(
+                "web",
+                "ports:\n  - { name: http }\nexpose_tcp:\n  - { port: db, node_port: 5432 }\n",
+            ),
+            9,
+            "expose_tcp.0.port",
+            "not one of the service's ports",
+        ),
+        (
+            svc(
+                "web",
+                "ports:\n  - { name: http }\nexpose_tcp:\n  - { port: http, node_port: 5432 }\n  - { port: http, node_port: 5432 }\n",
+            ),
+            10,
+            "expose_tcp.1.node_port",
+            "exposed twice",
+        ),
+        (
             svc("web", "update: { max_parallel: 0 }\n"),
             6,
             "update.max_parallel",
@@ -465,6 +483,28 @@ fn service_ports_expose_and_update_are_checked_where_written() {
     );
     assert!(
         errs[0].message.contains("already exposed by service web"),
+        "{}",
+        errs[0]
+    );
+    // A TCP route's node port, likewise.
+    let two_tcp = format!(
+        "{}---\n{}",
+        svc(
+            "web",
+            "ports:\n  - { name: http }\nexpose_tcp:\n  - { port: http, node_port: 5432 }\n"
+        ),
+        svc(
+            "api",
+            "ports:\n  - { name: db }\nexpose_tcp:\n  - { port: db, node_port: 5432 }\n"
+        ),
+    );
+    let errs = parse(&two_tcp).expect_err("a node port claimed twice");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, "expose_tcp.0.node_port");
+    assert!(
+        errs[0]
+            .message
+            .contains("node port 5432 is already exposed by service web"),
         "{}",
         errs[0]
     );

@@ -573,6 +573,9 @@ pub struct ServiceSpec {
     /// Routes of the ingress to this service's ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expose: Vec<Expose>,
+    /// TCP routes of the ingress (a node port each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_tcp: Vec<TcpExpose>,
     /// How replicas are replaced when the spec changes (rolling, one at a time).
     #[serde(default, skip_serializing_if = "UpdatePolicy::is_default")]
     pub update: UpdatePolicy,
@@ -643,6 +646,10 @@ pub struct DaemonSpec {
 }
 
 /// Any workload spec: one manifest document.
+// One per workload (and per kept revision), never in a hot array: the size of its
+// largest variant (a service, ~1 KB) costs nothing, and boxing it would touch every
+// match on a spec.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Spec {

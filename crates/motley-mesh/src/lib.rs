@@ -3,7 +3,8 @@
 //!
 //! * [`proxy`]: every service port at the service's loopback address
 //!   (`web.motley:80` → `127.77.x.y:80`), forwarded over TCP to a healthy endpoint.
-//! * [`ingress`]: HTTP on `--ingress-listen`, routed by host and path (`expose:`).
+//! * [`ingress`]: HTTP on `--ingress-listen`, routed by host and path (`expose:`);
+//!   [`tcp_routes`]: its TCP routes (`expose_tcp:`, PROXY protocol v2).
 //! * [`dns`]: `NAME.motley` on `--dns-listen`, everything else forwarded upstream.
 //!
 //! The rules (which endpoints, in which order, which route) are the core's; this
@@ -15,6 +16,7 @@ pub mod dns;
 pub mod ingress;
 pub mod netns;
 pub mod proxy;
+pub mod tcp_routes;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -177,6 +179,10 @@ impl Mesh {
         if let Some(addr) = cfg.dns {
             let server = dns::Dns::bind(mesh.clone(), addr, cfg.dns_upstream).await?;
             motley_rt::spawn(server.run());
+        }
+        if let Some(addr) = cfg.ingress {
+            // TCP routes on the ingress's address, at their node ports.
+            motley_rt::spawn(tcp_routes::run(mesh.clone(), addr.ip()));
         }
         for (addr, secure) in [(cfg.ingress, false), (cfg.ingress_tls, true)] {
             let Some(addr) = addr else { continue };

@@ -58,6 +58,20 @@ pub struct Expose {
     pub tls: Option<ExposeTls>,
 }
 
+/// A TCP route of the ingress (`expose_tcp:`): connections to `node_port` on every
+/// node's ingress address go to the service's port `port`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcpExpose {
+    /// The name of one of the service's `ports`.
+    pub port: String,
+    /// The port every node's ingress listens on for it (1–65535).
+    pub node_port: u16,
+    /// Send a PROXY protocol v2 header first, carrying the client's address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
+}
+
 /// `expose[].tls`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -274,13 +274,20 @@ pub(crate) async fn apply(
             .workloads
             .values()
             .filter_map(|w| match &w.spec {
-                Spec::Service(svc) if !svc.expose.is_empty() => Some((
-                    svc.name.clone(),
-                    svc.expose
-                        .iter()
-                        .map(|e| (e.host.clone(), e.path.clone()))
-                        .collect(),
-                )),
+                Spec::Service(svc) if !svc.expose.is_empty() || !svc.expose_tcp.is_empty() => {
+                    Some((
+                        svc.name.clone(),
+                        svc.expose
+                            .iter()
+                            .map(|e| (e.host.clone(), e.path.clone()))
+                            .chain(
+                                svc.expose_tcp
+                                    .iter()
+                                    .map(|t| manifest::tcp_key(t.node_port)),
+                            )
+                            .collect(),
+                    ))
+                }
                 _ => None,
             })
             .collect();
