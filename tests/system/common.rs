@@ -21,6 +21,19 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A free port for a container's published port: below the kernel's ephemeral range
+/// (where [`free_port`] draws from for every other test) and below motley's dynamic
+/// ports, so that no concurrent test's server picks the same number while the CNI
+/// portmap rule sends its loopback traffic to the container (seen: another test's agent
+/// got "No route to host" connecting to its own server on 127.0.0.1).
+pub fn free_published_port() -> u16 {
+    let start = 15_000 + (std::process::id() % 4_000) as u16;
+    (0..5_000u16)
+        .map(|i| 15_000 + (start - 15_000 + i) % 5_000)
+        .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .expect("a free port in 15000-19999")
+}
+
 /// Polls `f` every 50 ms until it returns Some, or panics after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

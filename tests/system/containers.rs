@@ -455,7 +455,7 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     // network: bridge: its own namespace on motley0 with an address of its own, its
     // port published on the node; it reaches `named.motley:8089` through the node's
     // proxy and DNS served inside its namespace.
-    let bport = free_port();
+    let bport = free_published_port();
     let bridged = format!(
         "kind: Service\nname: bridged\ntask:\n  image: {image}\n  network: bridge\n  ports: [{{ name: http, port: {bport} }}]\n  command: [/bin/sh, -c, \"echo ip=$MOTLEY_IP; echo resolv=$(cat /etc/resolv.conf); (for i in 1 2 3 4 5 6 7 8 9 10; do r=$(/bin/busybox wget -O - http://named.motley:8089/) && echo byname=$r && break; sleep 1; done) & exec /bin/httpd -f -p {bport} -h /www\"]\n  stop_grace: 1s\ncheck:\n  http: {{ port: http, path: /index.html }}\n  interval: 300ms\n  timeout: 300ms\n"
     );
@@ -540,6 +540,19 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         (!std::path::Path::new(&format!("/run/netns/motley-{bridged_id}")).exists()).then_some(())
     });
     assert!(get_at(&ip, bport).is_none(), "still served after delete");
+    // Its port mapping went with it: no NAT rule names it (a leftover one sent later
+    // loopback connections to the same port number into the dead container).
+    let nat = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .expect("iptables");
+    assert!(nat.status.success(), "{nat:?}");
+    let left: Vec<String> = String::from_utf8_lossy(&nat.stdout)
+        .lines()
+        .filter(|l| l.contains(&bridged_id))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "NAT rules left for {bridged_id}: {left:?}");
 
     // A fenced container does not outlive its agent's lease: after a kill -9 of motley
     // the fence guard (which outlives the agent) ends it when the lease runs out, while

@@ -182,7 +182,17 @@ pub async fn del(id: &str) {
     if !netns_path(id).exists() {
         return;
     }
-    let _ = plugin("portmap", "DEL", id, "eth0", &portmap_conf(&[], None)).await;
+    // portmap 1.1 deletes nothing when the configuration maps no port (its rules and
+    // the jump to them stayed, and sent a later process's loopback connections to a
+    // port of the same number into the dead container: "No route to host", seen in
+    // the tests). Its chains are found by network and container id, whatever the
+    // ports: any one mapping makes it delete them all.
+    let any = HostPort {
+        name: "any".into(),
+        port: 1,
+        protocol: Protocol::Tcp,
+    };
+    let _ = plugin("portmap", "DEL", id, "eth0", &portmap_conf(&[any], None)).await;
     let _ = plugin("bridge", "DEL", id, "eth0", &bridge_conf()).await;
     let _ = ip(&["netns", "del", &netns_name(id)]).await;
 }
