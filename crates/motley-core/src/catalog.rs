@@ -153,6 +153,11 @@ impl Catalog {
                 },
             );
         }
+        // Rebuilt on every change of the cluster (a batch of job reports too): a
+        // cluster without service ports pays for no walk over its allocations.
+        if services.is_empty() {
+            return Catalog::default();
+        }
         for a in allocs.values() {
             if a.workload.kind != Kind::Service || !serves(a) {
                 continue;

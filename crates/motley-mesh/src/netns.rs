@@ -74,35 +74,30 @@ pub(crate) fn bind(
     addr: SocketAddr,
     udp: bool,
 ) -> std::io::Result<(std::net::TcpListener, Option<std::net::UdpSocket>)> {
-    let Some(ns) = ns else {
-        let t = std::net::TcpListener::bind(addr)?;
-        let u = if udp {
-            Some(std::net::UdpSocket::bind(addr)?)
-        } else {
-            None
+    // Bound and made non-blocking (tokio takes them) wherever it runs.
+    let sockets =
+        move || -> std::io::Result<(std::net::TcpListener, Option<std::net::UdpSocket>)> {
+            let t = std::net::TcpListener::bind(addr)?;
+            let u = if udp {
+                Some(std::net::UdpSocket::bind(addr)?)
+            } else {
+                None
+            };
+            t.set_nonblocking(true)?;
+            if let Some(u) = &u {
+                u.set_nonblocking(true)?;
+            }
+            Ok((t, u))
         };
-        t.set_nonblocking(true)?;
-        if let Some(u) = &u {
-            u.set_nonblocking(true)?;
-        }
-        return Ok((t, u));
+    let Some(ns) = ns else {
+        return sockets();
     };
     let ns = ns.to_path_buf();
     std::thread::spawn(move || {
         let f = std::fs::File::open(&ns)?;
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(std::io::Error::from)?;
-        let t = std::net::TcpListener::bind(addr)?;
-        let u = if udp {
-            Some(std::net::UdpSocket::bind(addr)?)
-        } else {
-            None
-        };
-        t.set_nonblocking(true)?;
-        if let Some(u) = &u {
-            u.set_nonblocking(true)?;
-        }
-        Ok((t, u))
+        sockets()
     })
     .join()
     .map_err(|_| std::io::Error::other("the namespace thread panicked"))?

@@ -185,16 +185,7 @@ impl Ca {
         &self,
         names: &[String],
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), NetError> {
-        let kp = KeyPair::generate().map_err(cert_err)?;
-        let mut p = CertificateParams::new(names.to_vec()).map_err(cert_err)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "motley server");
-        p.distinguished_name = dn;
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        p.not_before = rcgen::date_time_ymd(2025, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2125, 1, 1);
-        let issuer = Issuer::new(ca_params()?, &self.key);
-        let cert = p.signed_by(&kp, &issuer).map_err(cert_err)?;
+        let (cert, kp) = self.sign_server(names, "motley server")?;
         let ca_der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(cert_err)?;
         let key = PrivateKeyDer::try_from(kp.serialize_der()).map_err(cert_err)?;
         Ok((vec![cert.der().clone(), ca_der], key))
@@ -202,23 +193,32 @@ impl Ca {
 
     /// A certificate for `names` signed by this CA, as PEM: (chain, leaf first; key).
     pub fn host_cert_pem(&self, names: &[String]) -> Result<(String, String), NetError> {
+        let cn = names.first().map_or("motley", |n| n.as_str());
+        let (cert, kp) = self.sign_server(names, cn)?;
+        Ok((
+            format!("{}{}", cert.pem(), self.cert_pem),
+            kp.serialize_pem(),
+        ))
+    }
+
+    /// A fresh key and a server certificate for `names` (common name `cn`) signed by
+    /// this CA, valid 2025–2125.
+    fn sign_server(
+        &self,
+        names: &[String],
+        cn: &str,
+    ) -> Result<(rcgen::Certificate, KeyPair), NetError> {
         let kp = KeyPair::generate().map_err(cert_err)?;
         let mut p = CertificateParams::new(names.to_vec()).map_err(cert_err)?;
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            names.first().map_or("motley", |n| n.as_str()),
-        );
+        dn.push(DnType::CommonName, cn);
         p.distinguished_name = dn;
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         p.not_before = rcgen::date_time_ymd(2025, 1, 1);
         p.not_after = rcgen::date_time_ymd(2125, 1, 1);
         let issuer = Issuer::new(ca_params()?, &self.key);
         let cert = p.signed_by(&kp, &issuer).map_err(cert_err)?;
-        Ok((
-            format!("{}{}", cert.pem(), self.cert_pem),
-            kp.serialize_pem(),
-        ))
+        Ok((cert, kp))
     }
 
     /// A rustls server configuration with a fresh certificate for `names`.

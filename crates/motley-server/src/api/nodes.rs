@@ -74,26 +74,40 @@ async fn update_node(
     name: &str,
     change: impl Fn(&motley_core::model::Node) -> Result<Option<motley_core::model::Node>, ApiError>,
 ) -> ApiResult<Json<NodeView>> {
-    let key = keys::node(name);
-    let (st, key_ref, change_ref) = (&**s, &key, &change);
+    update_record(s, &keys::node(name), &format!("node {name}"), change).await?;
+    node_views(s)
+        .into_iter()
+        .find(|n| n.node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
+}
+
+/// Changes the stored JSON record at `key` (`what` names it in errors) by `change`
+/// (`None`: nothing to change), with compare-and-swap retries, and waits until the
+/// cache has the change.
+pub(crate) async fn update_record<T: serde::Serialize + serde::de::DeserializeOwned>(
+    s: &Shared,
+    key: &str,
+    what: &str,
+    change: impl Fn(&T) -> Result<Option<T>, ApiError>,
+) -> ApiResult<()> {
+    let change = &change;
     let outcome = motley_store::update(
         &*s.store,
         || async move {
-            let (s, key, change) = (st, key_ref, change_ref);
-            let kv = s.store.get(key).await?.ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found"))
-            })?;
-            let node: motley_core::model::Node = serde_json::from_slice(&kv.value)
+            let kv =
+                s.store.get(key).await?.ok_or_else(|| {
+                    ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+                })?;
+            let old: T = serde_json::from_slice(&kv.value)
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            let Some(node) = change(&node)? else {
+            let Some(new) = change(&old)? else {
                 return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
             };
-            let v = serde_json::to_vec(&node)
+            let v = serde_json::to_vec(&new)
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             Ok(motley_store::Attempt::Write(
-                Txn::new()
-                    .when(key.as_str(), kv.mod_revision)
-                    .put(key.as_str(), v),
+                Txn::new().when(key, kv.mod_revision).put(key, v),
                 (),
             ))
         },
@@ -106,15 +120,11 @@ async fn update_node(
         motley_store::Updated::Conflicted => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("node {name} kept changing concurrently; run it again"),
+                format!("{what} kept changing concurrently; run it again"),
             ));
         }
     }
-    node_views(s)
-        .into_iter()
-        .find(|n| n.node.name == name)
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("node {name} not found")))
+    Ok(())
 }
 
 /// The body of `POST /v1/nodes/{name}/labels`.

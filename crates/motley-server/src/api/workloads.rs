@@ -695,17 +695,22 @@ pub(crate) async fn get_workload(
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Json<WorkloadDetail>> {
     let r = workload_ref(&kind, name)?;
+    detail(&s, &r).map(Json)
+}
+
+/// A workload with its allocations, newest first, as the cache has it now.
+fn detail(s: &Shared, r: &WorkloadRef) -> ApiResult<WorkloadDetail> {
     let cache = s.cache();
     let w = cache
         .workloads
-        .get(&r)
+        .get(r)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{r} not found")))?;
-    let mut allocs: Vec<&Allocation> = cache.allocs.values().filter(|a| a.workload == r).collect();
+    let mut allocs: Vec<&Allocation> = cache.allocs.values().filter(|a| a.workload == *r).collect();
     allocs.sort_by_key(|a| std::cmp::Reverse(a.created_at));
-    Ok(Json(WorkloadDetail {
-        view: view(&s, &cache, w, &allocs),
+    Ok(WorkloadDetail {
+        view: view(s, &cache, w, &allocs),
         allocations: allocs.into_iter().cloned().collect(),
-    }))
+    })
 }
 
 /// `POST /v1/workloads/service/{name}/promote`: the current update's canaries are
@@ -715,53 +720,11 @@ pub(crate) async fn promote(
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Json<WorkloadDetail>> {
     let r = workload_ref(&kind, name.clone())?;
-    let key = keys::workload(&r);
-    let (st, key_ref, r_ref) = (&*s, &key, &r);
-    let outcome = motley_store::update(
-        &*s.store,
-        || async move {
-            let kv = st.store.get(key_ref).await?.ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, format!("{r_ref} not found"))
-            })?;
-            let w: Workload = serde_json::from_slice(&kv.value)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            let next = motley_core::rollout::promote(&w)
-                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-            let Some(next) = next else {
-                return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
-            };
-            let v = serde_json::to_vec(&next)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            Ok(motley_store::Attempt::Write(
-                Txn::new()
-                    .when(key_ref.as_str(), kv.mod_revision)
-                    .put(key_ref.as_str(), v),
-                (),
-            ))
-        },
-        || {},
-    )
+    super::nodes::update_record(&s, &keys::workload(&r), &r.to_string(), |w: &Workload| {
+        motley_core::rollout::promote(w)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))
+    })
     .await?;
-    match outcome {
-        motley_store::Updated::Committed((), rev) => s.wait_for_rev(rev).await,
-        motley_store::Updated::Unchanged(()) => {}
-        motley_store::Updated::Conflicted => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("{r} kept changing concurrently; run it again"),
-            ));
-        }
-    }
     s.plans.kick.notify_one();
-    let cache = s.cache();
-    let w = cache
-        .workloads
-        .get(&r)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{r} not found")))?;
-    let mut allocs: Vec<&Allocation> = cache.allocs.values().filter(|a| a.workload == r).collect();
-    allocs.sort_by_key(|a| std::cmp::Reverse(a.created_at));
-    Ok(Json(WorkloadDetail {
-        view: view(&s, &cache, w, &allocs),
-        allocations: allocs.into_iter().cloned().collect(),
-    }))
+    detail(&s, &r).map(Json)
 }
