@@ -426,6 +426,47 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
         "the password shows: {job}"
     );
 
+    // An exec check runs inside the container (through containerd, as `ctr task exec`):
+    // /dev/shm/ready-0 exists only in the container's own /dev/shm (a tmpfs its user may
+    // write), made 2 s after it starts and removed 6 s later; `${MOTLEY_INDEX}` in the
+    // check's command is expanded by motley (no shell). Healthy once it is there;
+    // unhealthy after it goes, and then restarted (a new container: ready 2 s later).
+    assert!(
+        !std::path::Path::new("/dev/shm/ready-0").exists(),
+        "/dev/shm/ready-0 on this machine would make the check prove nothing"
+    );
+    let probed = format!(
+        "kind: Service\nname: probed\ntask:\n  image: {image}\n  command: [/bin/sh, -c, \"sleep 2; touch /dev/shm/ready-$MOTLEY_INDEX; sleep 6; rm /dev/shm/ready-$MOTLEY_INDEX; exec sleep 1000\"]\n  stop_grace: 1s\ncheck:\n  exec: [/bin/busybox, test, -f, \"/dev/shm/ready-${{MOTLEY_INDEX}}\"]\n  interval: 500ms\n  timeout: 500ms\n  unhealthy_after: 2\n"
+    );
+    let out = c.apply_yaml("probed.yaml", &probed);
+    assert!(out.status.success(), "{out:?}");
+    let probed_alloc = |c: &Cluster| alloc(c, "service/probed", "running");
+    let first = wait_for("the exec check passes", Duration::from_secs(60), || {
+        probed_alloc(&c).filter(|a| a["health"] == "healthy")
+    });
+    assert_eq!(first["restarts"], 0, "{first}");
+    let restarted = wait_for(
+        "restarted once the check fails",
+        Duration::from_secs(60),
+        || probed_alloc(&c).filter(|a| a["restarts"].as_u64().is_some_and(|r| r >= 1)),
+    );
+    assert_eq!(
+        restarted["id"], first["id"],
+        "restarted in place: {restarted}"
+    );
+    wait_for("healthy again", Duration::from_secs(60), || {
+        probed_alloc(&c).filter(|a| a["health"] == "healthy")
+    });
+    // Probes do not pile up: after dozens of them, the container's own process and at
+    // most the probe under way.
+    let probed_id = first["id"].as_str().expect("id").to_string();
+    let ps = ctr(&daemon.socket, &["tasks", "ps", &probed_id]);
+    assert!(
+        (2..=3).contains(&ps.lines().count()),
+        "its process, at most one probe (and a header): {ps}"
+    );
+    assert!(c.cli(&["delete", "service/probed"]).status.success());
+
     // A native service with a service port, for the bridged container to reach by name.
     let www = std::env::temp_dir().join(format!("motley-named-{}", free_port()));
     std::fs::create_dir_all(&www).expect("www");

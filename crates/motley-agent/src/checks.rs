@@ -23,6 +23,62 @@ pub enum Target {
     Tcp(u16),
     /// Run this command (a native task's `exec` check).
     Exec(ExecSpec),
+    /// Run this command inside a container (a container's `exec` check).
+    ContainerExec(ContainerExec),
+}
+
+/// An `exec` check of a container: run through containerd in the container, as
+/// `ctr task exec` does, with the container's user, environment and namespaces.
+#[derive(Debug, Clone)]
+pub struct ContainerExec {
+    /// containerd, as this agent reaches it.
+    pub containers: std::sync::Arc<crate::drivers::container::Containers>,
+    /// The container (the allocation's id).
+    pub id: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// The check's timeout: past it the process is killed.
+    pub timeout: Duration,
+}
+
+impl PartialEq for ContainerExec {
+    fn eq(&self, other: &ContainerExec) -> bool {
+        (&self.id, &self.argv, self.timeout) == (&other.id, &other.argv, other.timeout)
+    }
+}
+
+impl Eq for ContainerExec {}
+
+/// Each probe's process in containerd has an id of its own.
+static EXEC_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+async fn container_exec(c: &ContainerExec) -> Outcome {
+    let n = EXEC_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (cs, id, argv, timeout) = (
+        c.containers.clone(),
+        c.id.clone(),
+        c.argv.clone(),
+        c.timeout,
+    );
+    // On a task of its own: a probe dropped at its timeout must not leave the process
+    // in containerd (the exec kills and deletes it at the same timeout).
+    let run = motley_rt::spawn(async move {
+        let conn = cs.conn().await?;
+        conn.exec(&id, &format!("check-{n}"), &argv, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match run.await {
+        Ok(Ok(0)) => Ok(()),
+        Ok(Ok(status)) if status > 128 => Err(format!(
+            "{} was killed by signal {}",
+            c.argv.join(" "),
+            status - 128
+        )),
+        Ok(Ok(status)) => Err(format!("{} exited with {status}", c.argv.join(" "))),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(format!("the check's task ended: {e}")),
+    }
 }
 
 /// A command an `exec` check runs: exit status 0 passes.
@@ -114,6 +170,7 @@ async fn probe(target: &Target) -> Outcome {
     let port = match target {
         Target::Http(p, _) | Target::Tcp(p) => *p,
         Target::Exec(spec) => return exec(spec).await,
+        Target::ContainerExec(c) => return container_exec(c).await,
     };
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -371,8 +371,8 @@ impl Agent {
     }
 
     /// The probe of `c` for this allocation: a port's, or for `exec` the command with
-    /// the task's environment, directory and user (native tasks only: refused at apply
-    /// for images).
+    /// the task's environment, directory and user, or for a container the command run
+    /// inside it.
     fn target(
         &self,
         id: &str,
@@ -384,7 +384,18 @@ impl Agent {
             return checks::Target::of(c, &a.task);
         };
         if a.task.image.is_some() {
-            return Err("exec checks of containers are not run".into());
+            let containers = self
+                .inner
+                .cfg
+                .driver
+                .containers()
+                .ok_or("this node's driver runs no containers")?;
+            return Ok(checks::Target::ContainerExec(checks::ContainerExec {
+                containers,
+                id: id.to_string(),
+                argv: argv.to_vec(),
+                timeout: Duration::from_millis(c.timeout.as_millis()),
+            }));
         }
         let delivery = lock(&self.inner.secrets.values).get(id).cloned();
         let setup = driver::TaskSetup {

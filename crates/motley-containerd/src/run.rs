@@ -295,6 +295,118 @@ impl Containerd {
         Ok(r.into_inner().exit_status)
     }
 
+    /// Runs `argv` in the running container `id` as its own process runs (its user,
+    /// environment, directory, namespaces and cgroup: the container's spec with other
+    /// arguments; `${MOTLEY_*}` in them replaced as in its command), with no stdio, as
+    /// `exec_id`; its exit status (`128 + n` for signal
+    /// `n`). Past `timeout` it is killed and `Err` says so. The process is deleted
+    /// from containerd either way (`exec_id` can be used again).
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        argv: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<u32, Error> {
+        let container = self
+            .containers()
+            .get(svc::containers::v1::GetContainerRequest { id: id.to_string() })
+            .await
+            .map_err(Error::call("containers get"))?
+            .into_inner()
+            .container
+            .and_then(|c| c.spec)
+            .ok_or_else(|| Error::Image(format!("container {id} has no spec")))?;
+        let spec: serde_json::Value = serde_json::from_slice(&container.value)
+            .map_err(|e| Error::Image(format!("container {id}'s spec: {e}")))?;
+        let mut process = spec
+            .get("process")
+            .cloned()
+            .ok_or_else(|| Error::Image(format!("container {id}'s spec has no process")))?;
+        // `${MOTLEY_*}` as in the container's command: its own values (its paths).
+        let vars: Vec<(String, &str)> = process["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| kv.as_str()?.split_once('='))
+            .filter(|(k, _)| k.starts_with("MOTLEY_"))
+            .map(|(k, v)| (format!("${{{k}}}"), v))
+            .collect();
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| vars.iter().fold(a.clone(), |a, (k, v)| a.replace(k, v)))
+            .collect();
+        process["args"] = json!(argv);
+        process["terminal"] = json!(false);
+        let value = serde_json::to_vec(&process).map_err(|e| Error::Image(e.to_string()))?;
+        let (container_id, exec) = (id.to_string(), exec_id.to_string());
+        self.tasks()
+            .exec(svc::tasks::v1::ExecProcessRequest {
+                container_id: container_id.clone(),
+                // No stdio: the shim gives the process /dev/null.
+                stdin: String::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+                terminal: false,
+                spec: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process"
+                        .to_string(),
+                    value,
+                }),
+                exec_id: exec.clone(),
+            })
+            .await
+            .map_err(Error::call("tasks exec"))?;
+        let wait = || {
+            let mut tasks = self.tasks();
+            let req = svc::tasks::v1::WaitRequest {
+                container_id: container_id.clone(),
+                exec_id: exec.clone(),
+            };
+            async move { tasks.wait(req).await }
+        };
+        let out = match self
+            .tasks()
+            .start(svc::tasks::v1::StartRequest {
+                container_id: container_id.clone(),
+                exec_id: exec.clone(),
+            })
+            .await
+        {
+            Err(e) => Err(Error::call("tasks start (exec)")(e)),
+            Ok(_) => match tokio::time::timeout(timeout, wait()).await {
+                Ok(r) => r
+                    .map(|r| r.into_inner().exit_status)
+                    .map_err(Error::call("tasks wait (exec)")),
+                Err(_) => {
+                    let _ = self
+                        .tasks()
+                        .kill(svc::tasks::v1::KillRequest {
+                            container_id: container_id.clone(),
+                            exec_id: exec.clone(),
+                            signal: 9,
+                            all: false,
+                        })
+                        .await;
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait()).await;
+                    Err(Error::Image(format!(
+                        "{} gave no answer within {} ms",
+                        argv.join(" "),
+                        timeout.as_millis()
+                    )))
+                }
+            },
+        };
+        let _ = self
+            .tasks()
+            .delete_process(svc::tasks::v1::DeleteProcessRequest {
+                container_id,
+                exec_id: exec,
+            })
+            .await;
+        out
+    }
+
     /// Sends a signal to every process of the container.
     pub async fn kill(&self, id: &str, signal: u32) -> Result<(), Error> {
         match self

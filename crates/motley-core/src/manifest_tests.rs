@@ -275,13 +275,6 @@ fn checks_and_port_names_are_checked_where_written() {
             "exactly one of http, tcp or exec",
         ),
         (
-            "kind: Service\nname: web\ntask:\n  image: busybox:1\ncheck:\n  exec: [/bin/check]\n"
-                .to_string(),
-            6,
-            "check.exec",
-            "exec checks of containers are not run yet",
-        ),
-        (
             svc("{ name: http, port: 80 }", "  interval: 1s\n"),
             6,
             "check",
@@ -339,6 +332,17 @@ fn checks_and_port_names_are_checked_where_written() {
         assert_eq!((e.line, e.field.as_str()), (line, field), "{text}: {e}");
         assert!(e.message.contains(msg), "{text}: {e}");
     }
+}
+
+#[test]
+fn a_containers_exec_check_is_taken() {
+    let text = "kind: Service\nname: web\ntask:\n  image: busybox:1\ncheck:\n  exec: [/bin/check, --quick]\n";
+    let docs = parse(text).unwrap();
+    let Spec::Service(s) = &docs[0].spec else {
+        panic!("not a service: {:?}", docs[0].spec);
+    };
+    let check = s.check.as_ref().unwrap();
+    assert_eq!(check.exec, ["/bin/check", "--quick"]);
 }
 
 #[test]

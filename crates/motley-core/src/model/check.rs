@@ -110,12 +110,6 @@ impl Check {
                 "give exactly one of http, tcp or exec".to_string(),
             ));
         }
-        if !self.exec.is_empty() && task.image.is_some() {
-            out.push((
-                "exec".to_string(),
-                "exec checks of containers are not run yet: use http or tcp".to_string(),
-            ));
-        }
         let port = self
             .http
             .as_ref()
