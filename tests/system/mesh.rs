@@ -241,6 +241,11 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
         a,
         "same on every node"
     );
+    // AAAA: the same address, IPv4-mapped (an IPv6 client reaches it: below).
+    assert_eq!(
+        dig(&client, &ip("n1"), &["web.motley", "AAAA"]),
+        [format!("::ffff:{}", a[0])]
+    );
     let srv = dig(&client, &ip("n3"), &["_http._tcp.web.motley", "SRV"]);
     assert_eq!(srv.len(), 3, "{srv:?}");
     let target = srv[0].split_whitespace().nth(3).expect("SRV target");
@@ -324,7 +329,10 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
     let via_proxy =
         get(&node_ns, &format!("http://{}:80/", a[0])).unwrap_or_else(|e| panic!("{e}"));
     assert!(via_proxy.starts_with("v1 web-"), "{via_proxy}");
-    // `protocol: http`: the node proxy forwarded that as a request, counted per endpoint.
+    let via_v6 =
+        get(&node_ns, &format!("http://[::ffff:{}]:80/", a[0])).unwrap_or_else(|e| panic!("{e}"));
+    assert!(via_v6.starts_with("v1 web-"), "{via_v6}");
+    // `protocol: http`: the node proxy forwarded those as requests, counted per endpoint.
     let metrics = in_ns(
         &client,
         &[
@@ -341,7 +349,10 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
         .filter(|l| l.starts_with("motley_proxy_requests_total{") && l.contains("service=\"web\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
-    assert_eq!(proxied, 1, "one request through n2's proxy:\n{metrics}");
+    assert_eq!(
+        proxied, 2,
+        "two requests through n2's proxy (IPv4, IPv6):\n{metrics}"
+    );
 
     // A replica whose check fails leaves the rotation: no request reaches it after.
     let victim = in_rotation(&lab)[0].clone();

@@ -3,8 +3,10 @@
 //! resolver and its answer relayed unchanged.
 //!
 //! * `web.motley` A: the service's loopback address, where this node's proxy listens.
-//!   AAAA: no address (no error): IPv6 has one loopback address, not a range, so the
-//!   proxy has none per service; clients fall back to the A record.
+//!   AAAA: the same address IPv4-mapped (`::ffff:127.77.x.y`): IPv6 has one loopback
+//!   address, not a range, so the proxy has no IPv6 address per service; an IPv6
+//!   socket connecting to the mapped address reaches the IPv4 listener, and a client
+//!   with IPv6 turned off fails that socket and goes on to the A record.
 //! * `web.motley` and `_http._tcp.web.motley` SRV: one record per healthy endpoint,
 //!   its host port and target `<allocation>.web.motley`, whose A/AAAA is its node's
 //!   address (also in the additional section).
@@ -336,6 +338,9 @@ fn local(mesh: &Mesh, q: &Message) -> Message {
     }
     match query.query_type {
         RecordType::A => r.answers.push(addr_record(name, IpAddr::V4(svc.vip))),
+        RecordType::AAAA => r
+            .answers
+            .push(addr_record(name, IpAddr::V6(svc.vip.to_ipv6_mapped()))),
         RecordType::SRV => {
             let ports: Vec<&str> = match srv_port {
                 Some(p) => svc
