@@ -57,11 +57,11 @@ fn web(version: &str) -> String {
 fn web_with(version: &str, healthy: bool, update: &str) -> String {
     let ok = if healthy { "touch $d/ok" } else { "true" };
     format!(
-        r#"kind: Service
+        r##"kind: Service
 name: web
 replicas: 3
 task:
-  command: [/bin/sh, -c, 'd=$MOTLEY_ALLOC_DIR/www; mkdir -p $d; echo "{version} $MOTLEY_ALLOC_ID" > $d/index.html; [ -e $MOTLEY_ALLOC_DIR/started ] || {ok}; touch $MOTLEY_ALLOC_DIR/started; exec /bin/busybox httpd -f -p $MOTLEY_PORT_HTTP -h $d']
+  command: [/bin/sh, -c, 'd=$MOTLEY_ALLOC_DIR/www; mkdir -p $d/cgi-bin; echo "{version} $MOTLEY_ALLOC_ID" > $d/index.html; printf "#!/bin/sh\nsleep 0.4\necho Content-Type: text/plain\necho\necho {version} slow\n" > $d/cgi-bin/slow; chmod +x $d/cgi-bin/slow; [ -e $MOTLEY_ALLOC_DIR/started ] || {ok}; touch $MOTLEY_ALLOC_DIR/started; exec /bin/busybox httpd -f -p $MOTLEY_PORT_HTTP -h $d']
   env: {{ PATH: /usr/bin:/bin }}
   resources: {{ cpu: 10m, memory: 16Mi }}
   stop_grace: 1s
@@ -80,7 +80,7 @@ expose_tcp:
 update:
   max_parallel: 1
   min_healthy: 1s
-{update}"#
+{update}"##
     )
 }
 
@@ -377,7 +377,13 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
     }
 
     // A rolling update under continuous load through every ingress: no failed request.
+    // Alongside, three loops of slow requests (0.4 s each, a CGI script): a replica
+    // asked to stop keeps running for the drain after it left the catalog, so one in
+    // flight when the stop comes still gets its answer (without the drain some fail:
+    // the whole process group is stopped mid-request).
     let done = load(&client, &ingress);
+    let slow_urls: Vec<String> = ingress.iter().map(|u| format!("{u}cgi-bin/slow")).collect();
+    let slow: Vec<_> = (0..3).map(|_| load(&client, &slow_urls)).collect();
     std::thread::sleep(Duration::from_secs(1));
     lab.apply(&web("v2"));
     wait_for("3 v2 replicas in rotation", Duration::from_secs(90), || {
@@ -390,6 +396,16 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
     let summary = done();
     eprintln!("rolling update under load: {summary}");
     assert_eq!(summary["failures"], 0, "{summary}");
+    for done in slow {
+        let summary = done();
+        eprintln!("slow requests through the rolling update: {summary}");
+        assert_eq!(summary["failures"], 0, "{summary}");
+        assert!(summary["requests"].as_u64().unwrap_or(0) > 5, "{summary}");
+        assert!(
+            summary["answers"]["v2"].as_u64().unwrap_or(0) > 0,
+            "{summary}"
+        );
+    }
     assert!(summary["requests"].as_u64().unwrap_or(0) > 100, "{summary}");
     assert!(
         summary["answers"]["v1"].as_u64().unwrap_or(0) > 0,

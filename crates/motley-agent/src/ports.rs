@@ -13,7 +13,9 @@ pub const DYNAMIC: std::ops::RangeInclusive<u16> = 20_000..=32_000;
 /// free number was found for stays 0 (the task then fails to bind it, and says so).
 pub fn choose(task: &mut Task, taken: &BTreeSet<u16>) -> BTreeMap<String, u16> {
     let span = u32::from(DYNAMIC.end() - DYNAMIC.start()) + 1;
-    let mut next = rand::random::<u32>() % span;
+    // Under the simulator the start follows the seed (replay is exact) and the
+    // virtual node has every port free.
+    let mut next = (motley_rt::seeded_u64().unwrap_or_else(rand::random) % u64::from(span)) as u32;
     let mut chosen = BTreeMap::new();
     let mut used: BTreeSet<u16> = taken.clone();
     for p in task.ports.iter_mut().filter(|p| p.port == 0) {
@@ -33,8 +35,9 @@ pub fn choose(task: &mut Task, taken: &BTreeSet<u16>) -> BTreeMap<String, u16> {
 }
 
 fn free(port: u16) -> bool {
-    std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
-        && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+    motley_rt::simulated()
+        || std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
 }
 
 #[cfg(test)]

@@ -20,10 +20,17 @@
 //!   the allocation is in [`AllocState::Backoff`] with the last exit and the delay, never
 //!   `running`. A start that fails (no such program, a directory that cannot be made)
 //!   counts as exit code 127.
-//! - **Stop** on request ends in `stopped` with the reason given.
+//! - **Stop** on request ends in `stopped` with the reason given. A running replica
+//!   that serves a service's name (a chosen port) is first left running for
+//!   [`crate::catalog::DRAIN_MS`], the time every node's proxy needs to hear it left
+//!   the catalog, so no connection meets a closed port; a fenced one whose lease ran
+//!   out is stopped at once, and a replica asked to run again meanwhile runs on.
 
 use crate::model::{AllocState, Allocation, Desired, NodeLoss, RestartPolicy};
 use crate::restart::{self, Decision, Exit};
+
+/// Why a fenced task is stopped when its lease runs out.
+const FENCED: &str = "fenced: no contact with the control plane for the lease";
 
 /// What the supervisor needs to know of its allocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +47,9 @@ pub struct Config {
     pub stop_grace_ms: u64,
     /// The restart policy.
     pub restart: RestartPolicy,
+    /// How long a running replica keeps running after a stop is asked (it is an
+    /// endpoint of a service's name: proxies must hear it left first); 0: none.
+    pub drain_ms: u64,
 }
 
 impl Config {
@@ -54,6 +64,13 @@ impl Config {
             time_limit_text: a.time_limit.map(|t| t.to_string()).unwrap_or_default(),
             stop_grace_ms: a.task.stop_grace.as_millis(),
             restart: a.restart,
+            // Service ports (chosen by the agent: `ports`, or still 0 in the task) make
+            // it an endpoint the catalog lists.
+            drain_ms: if !a.ports.is_empty() || a.task.ports.iter().any(|p| p.port == 0) {
+                crate::catalog::DRAIN_MS
+            } else {
+                0
+            },
         }
     }
 }
@@ -135,6 +152,8 @@ enum Phase {
     Starting,
     /// The task runs since this time.
     Running { since: u64 },
+    /// Asked to stop, it runs on until `until` while proxies hear it left the catalog.
+    Draining { since: u64, until: u64 },
     /// Restarts at this time.
     Backoff { until: u64 },
     /// A stop is under way; the allocation then ends in this state with this reason.
@@ -199,7 +218,10 @@ impl Supervisor {
     pub fn has_process(&self) -> bool {
         matches!(
             self.phase,
-            Phase::Starting | Phase::Running { .. } | Phase::Stopping { .. }
+            Phase::Starting
+                | Phase::Running { .. }
+                | Phase::Draining { .. }
+                | Phase::Stopping { .. }
         )
     }
 
@@ -217,7 +239,7 @@ impl Supervisor {
     /// backoff, or a time limit while running; `None` when only events move it.
     pub fn deadline(&self) -> Option<u64> {
         match self.phase {
-            Phase::Backoff { until } => Some(until),
+            Phase::Backoff { until } | Phase::Draining { until, .. } => Some(until),
             Phase::Running { .. } => self.cfg.time_limit_end,
             _ => None,
         }
@@ -271,6 +293,14 @@ impl Supervisor {
             }
             Event::Exited(exit) => match &self.phase {
                 Phase::Running { .. } => self.exited(exit, None, now, &mut out),
+                // It ended while draining: the stop it was asked for, done.
+                Phase::Draining { .. } => {
+                    self.phase = Phase::Stopping {
+                        end: AllocState::Stopped,
+                        reason: self.stop_reason(),
+                    };
+                    self.stopped(Some(exit), &mut out);
+                }
                 Phase::Stopping { .. } => self.stopped(Some(exit), &mut out),
                 _ => {}
             },
@@ -399,17 +429,30 @@ impl Supervisor {
     /// Applies the rules to the current phase and inputs.
     fn advance(&mut self, now: u64, out: &mut Vec<Action>) {
         match self.phase.clone() {
-            Phase::Done | Phase::Stopping { .. } | Phase::Starting => {}
-            Phase::Running { .. } => {
-                if self.desired == Desired::Stop {
+            Phase::Draining { since, until } => {
+                if self.cfg.fenced && !self.lease {
+                    self.stop(AllocState::Stopped, FENCED.into(), out);
+                } else if self.desired == Desired::Run {
+                    self.phase = Phase::Running { since };
+                    self.advance(now, out);
+                } else if now >= until {
                     let why = self.stop_reason();
                     self.stop(AllocState::Stopped, why, out);
-                } else if self.cfg.fenced && !self.lease {
-                    self.stop(
-                        AllocState::Stopped,
-                        "fenced: no contact with the control plane for the lease".into(),
-                        out,
-                    );
+                }
+            }
+            Phase::Done | Phase::Stopping { .. } | Phase::Starting => {}
+            Phase::Running { since } => {
+                let lease_lost = self.cfg.fenced && !self.lease;
+                if self.desired == Desired::Stop && self.cfg.drain_ms > 0 && !lease_lost {
+                    self.phase = Phase::Draining {
+                        since,
+                        until: now.saturating_add(self.cfg.drain_ms),
+                    };
+                } else if self.desired == Desired::Stop {
+                    let why = self.stop_reason();
+                    self.stop(AllocState::Stopped, why, out);
+                } else if lease_lost {
+                    self.stop(AllocState::Stopped, FENCED.into(), out);
                 } else if self.over_time(now) {
                     let why = self.time_limit_reason();
                     self.stop(AllocState::Failed, why, out);

@@ -21,6 +21,7 @@ fn cfg() -> Config {
         time_limit_text: String::new(),
         stop_grace_ms: 5_000,
         restart: policy(RestartMode::Always, None),
+        drain_ms: 0,
     }
 }
 
@@ -330,6 +331,75 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn an_endpoint_drains_before_it_stops_unless_its_lease_is_gone() {
+    let mut c = cfg();
+    c.drain_ms = 1_000;
+    let running = |c: &Config| {
+        let mut s = Supervisor::new(c.clone(), 0);
+        s.step(Event::Tick, 0);
+        s.step(Event::Started { pid: 7 }, 10);
+        s
+    };
+    // Asked to stop: it runs on for the drain (no stop, no report), then stops.
+    let mut s = running(&c);
+    assert!(
+        s.step(Event::Desired(Desired::Stop, "scaled down".into()), 100)
+            .is_empty()
+    );
+    assert!(s.has_process());
+    assert_eq!(s.deadline(), Some(1_100));
+    assert!(
+        s.step(Event::Tick, 1_099).is_empty(),
+        "not before the drain ends"
+    );
+    assert_eq!(
+        s.step(Event::Tick, 1_100),
+        vec![Action::Stop { grace_ms: 5_000 }]
+    );
+    let a = s.step(Event::Stopped(Some(Exit::Signal(15))), 1_200);
+    assert_eq!(state_of(&a), Some(AllocState::Stopped));
+    assert_eq!(reason_of(&a).as_deref(), Some("scaled down"));
+    // Asked to run again while draining: it runs on, and is never stopped.
+    let mut s = running(&c);
+    s.step(Event::Desired(Desired::Stop, "scaled down".into()), 100);
+    assert!(
+        s.step(Event::Desired(Desired::Run, String::new()), 500)
+            .is_empty()
+    );
+    assert!(s.step(Event::Tick, 5_000).is_empty());
+    assert_eq!(s.deadline(), None);
+    // It exits by itself while draining: stopped, as asked, not restarted.
+    let mut s = running(&c);
+    s.step(Event::Desired(Desired::Stop, "deleted".into()), 100);
+    let a = s.step(Event::Exited(Exit::Code(0)), 300);
+    assert_eq!(state_of(&a), Some(AllocState::Stopped));
+    assert_eq!(a.last(), Some(&Action::Finish));
+    // Fenced: the lease runs out while draining: stopped at once.
+    c.fenced = true;
+    let mut s = running(&c);
+    s.step(Event::Desired(Desired::Stop, "deleted".into()), 100);
+    assert_eq!(
+        s.step(Event::Lease(false), 200),
+        vec![Action::Stop { grace_ms: 5_000 }]
+    );
+    // Stop asked together with a lost lease (the lease first): no drain either.
+    let mut s = running(&c);
+    assert_eq!(
+        s.step(Event::Lease(false), 50),
+        vec![Action::Stop { grace_ms: 5_000 }]
+    );
+    let a = s.step(Event::Desired(Desired::Stop, "deleted".into()), 60);
+    assert!(a.is_empty(), "the stop is under way already: {a:?}");
+    assert_eq!(s.deadline(), None);
+    // Without a drain (no service port) a stop is at once.
+    let mut s = running(&cfg());
+    assert_eq!(
+        s.step(Event::Desired(Desired::Stop, "deleted".into()), 100),
+        vec![Action::Stop { grace_ms: 5_000 }]
+    );
 }
 
 #[test]

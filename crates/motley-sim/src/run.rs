@@ -294,7 +294,9 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
 }
 
 /// The operator's next change: scale or update a fenced service, scale or update a
-/// replaced one (a new version is a rolling update: `reconcile_roll.rs`), or add a job.
+/// replaced one with a service port (a new version is a rolling update:
+/// `reconcile_roll.rs`; its replicas are catalog endpoints, drained before they stop:
+/// `motley_core::supervisor`), or add a job.
 fn workload(rng: &Rng, jobs: &mut u32) -> (String, String, u32) {
     let version = rng.below(2);
     let task = format!(
@@ -321,7 +323,7 @@ fn workload(rng: &Rng, jobs: &mut u32) -> (String, String, u32) {
             (
                 "service/cache".into(),
                 format!(
-                    "kind: Service\nname: cache\nreplicas: {r}\non_node_loss: replace\n{task}\n"
+                    "kind: Service\nname: cache\nreplicas: {r}\non_node_loss: replace\nports: [{{ name: http, service_port: 80 }}]\n{task}\n"
                 ),
                 r,
             )
