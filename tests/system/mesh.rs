@@ -89,11 +89,12 @@ fn in_rotation(lab: &Lab) -> Vec<String> {
     let out = lab.cli(&["describe", "service", "web"]);
     assert!(out.status.success(), "describe: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // No table is a failure, not an empty rotation (the output changed, or failed).
     let table = text
         .split("Endpoints:\n")
         .nth(1)
         .map(|t| t.split("Allocations:").next().unwrap_or(""))
-        .unwrap_or("");
+        .unwrap_or_else(|| panic!("no Endpoints table in describe service web:\n{text}"));
     table
         .lines()
         .skip(1)
