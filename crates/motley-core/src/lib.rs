@@ -45,6 +45,7 @@ pub mod reconcile;
 pub mod restart;
 pub mod rollout;
 pub mod selector;
+pub mod source;
 pub mod supervisor;
 pub mod writes;
 
