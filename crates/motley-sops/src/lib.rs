@@ -4,6 +4,7 @@
 //! - Whole-file age (`*.age`, made by `age -r RECIPIENT`, binary or `-a` armored),
 //!   with the X25519 identities of an age identity file (`age-keygen`'s output, kept
 //!   in a motley Secret).
+//! - SOPS YAML whose data key is encrypted to age recipients ([`decrypt_sops_yaml`]).
 //!
 //! Passphrase-encrypted files (`age -p`) are refused: a cluster has no one to ask.
 #![forbid(unsafe_code)]
@@ -11,6 +12,9 @@
 use std::io::Read;
 
 use zeroize::Zeroizing;
+
+mod sops;
+pub use sops::decrypt_sops_yaml;
 
 /// Why a file could not be decrypted.
 #[derive(Debug, thiserror::Error)]

@@ -90,3 +90,92 @@ fn files_encrypted_by_age_decrypt_in_memory_and_wrong_or_damaged_ones_say_why() 
     // The identity's Debug shows no key.
     assert!(!format!("{ids:?}").contains("AGE-SECRET"), "{ids:?}");
 }
+
+/// `tests/fixtures/sops/`: a file made by SOPS (mozilla's Python SOPS 1.18, whose
+/// value format Go SOPS 3 keeps) with its data key encrypted to a test age key by
+/// `age -a` (`build.sh`; tests/fixtures/SOURCES.md).
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/sops")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn a_sops_file_with_an_age_recipient_decrypts_with_its_types_and_a_tampered_one_is_refused() {
+    let ids = Identities::parse(&fixture("age-key.txt")).expect("test key");
+    let enc = fixture("secrets.enc.yaml");
+    let plain = motley_sops::decrypt_sops_yaml(&ids, "secrets.enc.yaml", &enc).expect("decrypts");
+    // The same document as the plaintext SOPS encrypted, types and order kept.
+    let got: serde_json::Value = serde_saphyr::from_str(&plain).expect("YAML out");
+    let want: serde_json::Value =
+        serde_saphyr::from_str(&fixture("secrets.yaml")).expect("plaintext");
+    assert_eq!(got, want);
+    assert!(
+        plain.starts_with("{\"kind\": \"Secret\", \"name\": \"db\", \"data\": {\"password\""),
+        "{}",
+        plain.as_str()
+    );
+    assert!(
+        !plain.contains("sops"),
+        "metadata stays out: {}",
+        plain.as_str()
+    );
+
+    // A value swapped for another's (same key, wrong place): its path is its
+    // additional data, so it does not open.
+    let lines: Vec<&str> = enc.lines().collect();
+    let user = lines
+        .iter()
+        .position(|l| l.trim() == "user:")
+        .expect("user")
+        + 1;
+    let pass = lines
+        .iter()
+        .position(|l| l.trim() == "password:")
+        .expect("password")
+        + 1;
+    let mut swapped: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    swapped.swap(user, pass);
+    let e = motley_sops::decrypt_sops_yaml(&ids, "secrets.enc.yaml", &swapped.join("\n"))
+        .expect_err("swapped values");
+    assert!(
+        e.to_string().contains("data.password") && e.to_string().contains("does not open"),
+        "{e}"
+    );
+
+    // A value left in the clear changed: the MAC catches it.
+    let edited = enc.replace(
+        "note_unencrypted: kept as it is",
+        "note_unencrypted: changed",
+    );
+    let e = motley_sops::decrypt_sops_yaml(&ids, "secrets.enc.yaml", &edited).expect_err("mac");
+    assert!(e.to_string().contains("MAC does not match"), "{e}");
+    // No MAC: refused.
+    let start = enc.find("    mac:").expect("mac");
+    let no_mac = &enc[..start];
+    let e = motley_sops::decrypt_sops_yaml(&ids, "secrets.enc.yaml", no_mac).expect_err("no mac");
+    assert!(e.to_string().contains("no mac"), "{e}");
+
+    // Another key: none of the recipients, named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (other, _) = keygen(dir.path(), "other.txt");
+    let e = motley_sops::decrypt_sops_yaml(
+        &Identities::parse(&other).expect("other"),
+        "secrets.enc.yaml",
+        &enc,
+    )
+    .expect_err("another key");
+    assert!(
+        e.to_string()
+            .contains("none of the file's recipients (age1"),
+        "{e}"
+    );
+    // Not SOPS at all.
+    let e = motley_sops::decrypt_sops_yaml(&ids, "plain.yaml", &fixture("secrets.yaml"))
+        .expect_err("plain");
+    assert!(
+        e.to_string().contains("plain.yaml: no sops: metadata"),
+        "{e}"
+    );
+}
