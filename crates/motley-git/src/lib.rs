@@ -120,6 +120,22 @@ pub enum GitError {
     },
 }
 
+/// An error with its causes: gix's top messages ("Transport handshake failed") say
+/// little without them.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 fn remote_err(url: &str) -> impl Fn(String) -> GitError + '_ {
     move |why| GitError::Remote {
         url: url.to_string(),
@@ -143,21 +159,25 @@ fn open_or_init(dir: &Path) -> Result<gix::Repository, GitError> {
 /// Fetches `want` from `url` into the bare repository at `dir` (made when missing),
 /// depth 1, unless the remote ref still names `known` and that commit is here.
 pub fn fetch(dir: &Path, url: &str, want: &Want, known: Option<&str>) -> Result<Fetched, GitError> {
+    // gix's HTTP transport builds a reqwest client, which (with the workspace's
+    // `rustls-no-provider`) panics without a process-wide provider: ring's, as
+    // elsewhere in motley (a no-op when one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let repo = open_or_init(dir)?;
     let wanted = want.remote_ref();
     let refspec = format!("+{wanted}:{LOCAL_REF}");
     let err = remote_err(url);
     let remote = repo
         .remote_at(url)
-        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(chain(&e)))?
         .with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch)
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(chain(&e)))?;
     let connection = remote
         .connect(gix::remote::Direction::Fetch)
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(chain(&e)))?;
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(chain(&e)))?;
     let tip = prepare
         .ref_map()
         .remote_refs
@@ -181,7 +201,7 @@ pub fn fetch(dir: &Path, url: &str, want: &Want, known: Option<&str>) -> Result<
     prepare
         .with_shallow(depth.unwrap_or_default())
         .receive(gix::progress::Discard, &AtomicBool::new(false))
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(chain(&e)))?;
     if !has_commit(&repo, &tip) {
         return Err(err(format!(
             "{wanted} names {tip}, which the fetch did not bring"

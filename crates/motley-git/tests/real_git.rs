@@ -1,6 +1,6 @@
 //! motley-git against real git: repositories made by the `git` command, served as
-//! `file://` and by `git daemon` on loopback; hostile trees made with
-//! `git fast-import`.
+//! `file://`, by `git daemon` and by `git http-backend` (smart HTTP) on loopback;
+//! hostile trees made with `git fast-import`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -254,6 +254,37 @@ fn a_git_daemon_remote_works_the_same() {
         std::thread::sleep(Duration::from_millis(50));
     }
     fetch_and_read(&remote, &format!("git://127.0.0.1:{port}/remote.git"));
+}
+
+#[test]
+fn a_smart_http_remote_works_the_same() {
+    // `git http-backend` behind a small HTTP server on loopback (`git_http.py`; HTTP,
+    // and HTTPS is the same transport with rustls underneath).
+    let remote = Remote::new();
+    let base = remote.bare.parent().expect("base").to_path_buf();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let _server = Daemon(
+        Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/git_http.py"))
+            .arg(port.to_string())
+            .arg(&base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3"),
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the git HTTP server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fetch_and_read(&remote, &format!("http://127.0.0.1:{port}/remote.git"));
 }
 
 /// A bare repository whose `main` is one commit made by `git fast-import` from `stream`.
