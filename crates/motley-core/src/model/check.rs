@@ -19,7 +19,7 @@ pub struct Check {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpCheck>,
     /// A command run next to a native task, as its user, with its environment and in
-    /// its directory (exit 0 passes). Not yet for containers.
+    /// its directory, or inside a container through containerd (exit 0 passes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
     /// Time between probes (default 2s).
