@@ -5,8 +5,9 @@
 //! Invariants:
 //! * An endpoint is in the catalog only while its allocation is wanted running, runs,
 //!   passes its check (or has none), has its ports, and its node is not down. An
-//!   allocation asked to stop leaves the catalog at once: its agent waits
-//!   [`DRAIN_MS`] before stopping it, so every proxy has stopped sending to it first.
+//!   allocation asked to stop leaves the catalog at once: its supervisor
+//!   (`crate::supervisor`, phase `Draining`) waits [`DRAIN_MS`] before stopping it, so
+//!   every proxy has stopped sending to it first.
 //! * A service's address ([`Catalog::vip`]) depends only on its name and the names of
 //!   services whose hash collides with it.
 
@@ -18,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::health::Health;
 use crate::model::{AllocState, Allocation, Desired, Expose, Kind, Node, Spec, Workload};
 
-/// How long an agent waits between an endpoint's leaving the catalog (its allocation
-/// asked to stop) and stopping it: time for every proxy to hear of it.
+/// How long a supervisor waits between an endpoint's leaving the catalog (its
+/// allocation asked to stop) and stopping it: time for every proxy to hear of it.
 pub const DRAIN_MS: u64 = 1_000;
 
 /// The DNS zone of services: `web.motley`.
