@@ -8,7 +8,7 @@
 //!   allocation asked to stop leaves the catalog at once: its supervisor
 //!   (`crate::supervisor`, phase `Draining`) waits [`DRAIN_MS`] before stopping it, so
 //!   every proxy has stopped sending to it first.
-//! * A service's address ([`Catalog::vip`]) depends only on its name and the names of
+//! * A service's address ([`vip`]) depends only on its name and the names of
 //!   services whose hash collides with it.
 
 use std::collections::{BTreeMap, BTreeSet};
