@@ -23,6 +23,8 @@ pub enum Want {
     Branch(String),
     /// This tag.
     Tag(String),
+    /// This commit (full hex id): once here, never fetched again.
+    Commit(String),
 }
 
 impl Want {
@@ -30,6 +32,7 @@ impl Want {
         match self {
             Want::Branch(b) => format!("refs/heads/{b}"),
             Want::Tag(t) => format!("refs/tags/{t}"),
+            Want::Commit(c) => c.to_ascii_lowercase(),
         }
     }
 }
@@ -165,6 +168,21 @@ pub fn fetch(dir: &Path, url: &str, want: &Want, known: Option<&str>) -> Result<
     let _ = rustls::crypto::ring::default_provider().install_default();
     let repo = open_or_init(dir)?;
     let wanted = want.remote_ref();
+    if let Want::Commit(c) = want {
+        if gix::ObjectId::from_hex(c.as_bytes()).is_err() {
+            return Err(GitError::NoRef {
+                url: url.to_string(),
+                wanted: format!("commit {c:?} (a commit is its full 40-digit hex id)"),
+            });
+        }
+        // A pinned commit never moves: when it is here, the remote is not asked.
+        if has_commit(&repo, &wanted) {
+            return Ok(Fetched {
+                commit: wanted,
+                fetched: false,
+            });
+        }
+    }
     let refspec = format!("+{wanted}:{LOCAL_REF}");
     let err = remote_err(url);
     let remote = repo
@@ -178,19 +196,28 @@ pub fn fetch(dir: &Path, url: &str, want: &Want, known: Option<&str>) -> Result<
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| err(chain(&e)))?;
-    let tip = prepare
-        .ref_map()
-        .remote_refs
-        .iter()
-        .find_map(|r| {
-            let (name, target, peeled) = r.unpack();
-            (name == wanted.as_bytes()).then(|| peeled.or(target).map(|id| id.to_hex().to_string()))
-        })
-        .flatten()
-        .ok_or_else(|| GitError::NoRef {
-            url: url.to_string(),
-            wanted: wanted.clone(),
-        })?;
+    let tip = if let Want::Commit(_) = want {
+        Some(wanted.clone())
+    } else {
+        None
+    };
+    let tip = match tip {
+        Some(t) => t,
+        None => prepare
+            .ref_map()
+            .remote_refs
+            .iter()
+            .find_map(|r| {
+                let (name, target, peeled) = r.unpack();
+                (name == wanted.as_bytes())
+                    .then(|| peeled.or(target).map(|id| id.to_hex().to_string()))
+            })
+            .flatten()
+            .ok_or_else(|| GitError::NoRef {
+                url: url.to_string(),
+                wanted: wanted.clone(),
+            })?,
+    };
     if known == Some(tip.as_str()) && has_commit(&repo, &tip) {
         return Ok(Fetched {
             commit: tip,

@@ -187,6 +187,31 @@ fn fetch_and_read(remote: &Remote, url: &str) {
     let tagged = fetch(&repo, url, &Want::Tag("v1".into()), None).expect("tag");
     assert_eq!(tagged.commit, forced);
 
+    // A pinned commit (an older one: `second`, before the force-push): fetched by id
+    // into a fresh repository, then never asked for again.
+    let pinned = local.path().join("pinned.git");
+    let got = fetch(&pinned, url, &Want::Commit(second.clone()), None);
+    match got {
+        Ok(got) => {
+            assert_eq!((got.commit.as_str(), got.fetched), (second.as_str(), true));
+            let files = manifests(&pinned, &second, "clusters/home", &Limits::default())
+                .expect("read pinned");
+            assert!(
+                files.iter().any(|f| f.text.contains("replicas: 2")),
+                "{files:?}"
+            );
+            let again = fetch(
+                &pinned,
+                "file:///nonexistent",
+                &Want::Commit(second.clone()),
+                None,
+            )
+            .expect("pinned and here: the remote is not asked");
+            assert!(!again.fetched);
+        }
+        Err(e) => panic!("fetching commit {second}: {e}"),
+    }
+
     // What is not there says so.
     match fetch(&repo, url, &branch("nope"), None) {
         Err(GitError::NoRef { wanted, .. }) => assert_eq!(wanted, "refs/heads/nope"),
