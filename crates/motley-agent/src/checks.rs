@@ -39,6 +39,8 @@ pub struct ContainerExec {
     pub argv: Vec<String>,
     /// The check's timeout: past it the process is killed.
     pub timeout: Duration,
+    /// The process to run, read from the container once (at the first probe).
+    pub process: std::sync::Arc<tokio::sync::OnceCell<motley_containerd::run::ExecProcess>>,
 }
 
 impl PartialEq for ContainerExec {
@@ -54,28 +56,32 @@ static EXEC_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 async fn container_exec(c: &ContainerExec) -> Outcome {
     let n = EXEC_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (cs, id, argv, timeout) = (
-        c.containers.clone(),
-        c.id.clone(),
-        c.argv.clone(),
-        c.timeout,
-    );
+    let c2 = c.clone();
     // On a task of its own: a probe dropped at its timeout must not leave the process
     // in containerd (the exec kills and deletes it at the same timeout).
     let run = motley_rt::spawn(async move {
-        let conn = cs.conn().await?;
-        conn.exec(&id, &format!("check-{n}"), &argv, timeout)
+        let c = c2;
+        let conn = c.containers.conn().await?;
+        let process = c
+            .process
+            .get_or_try_init(|| conn.exec_process(&c.id, &c.argv))
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.exec(&c.id, &format!("check-{n}"), process, c.timeout)
             .await
             .map_err(|e| e.to_string())
     });
     match run.await {
         Ok(Ok(0)) => Ok(()),
-        Ok(Ok(status)) if status > 128 => Err(format!(
-            "{} was killed by signal {}",
-            c.argv.join(" "),
-            status - 128
-        )),
-        Ok(Ok(status)) => Err(format!("{} exited with {status}", c.argv.join(" "))),
+        Ok(Ok(status)) => {
+            use motley_core::restart::Exit;
+            let (code, signal) = match crate::drivers::container::exit_of(status) {
+                Exit::Code(c) => (Some(c), None),
+                Exit::Signal(s) => (None, Some(s)),
+                Exit::OutOfMemory | Exit::Unknown => (None, None),
+            };
+            Err(format!("{} {}", c.argv.join(" "), failure(code, signal)))
+        }
         Ok(Err(e)) => Err(e),
         Err(e) => Err(format!("the check's task ended: {e}")),
     }
@@ -131,13 +137,19 @@ async fn exec(spec: &ExecSpec) -> Outcome {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{} {}", spec.argv.join(" "), describe(status)))
+        use std::os::unix::process::ExitStatusExt;
+        Err(format!(
+            "{} {}",
+            spec.argv.join(" "),
+            failure(status.code(), status.signal())
+        ))
     }
 }
 
-fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
+/// How a check's command ended, for its reason (a native process's exit status, or a
+/// container process's).
+fn failure(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
         (Some(c), _) => format!("exited with {c}"),
         (None, Some(s)) => format!("was killed by signal {s}"),
         _ => "ended".to_string(),

@@ -395,6 +395,7 @@ impl Agent {
                 id: id.to_string(),
                 argv: argv.to_vec(),
                 timeout: Duration::from_millis(c.timeout.as_millis()),
+                process: Default::default(),
             }));
         }
         let delivery = lock(&self.inner.secrets.values).get(id).cloned();

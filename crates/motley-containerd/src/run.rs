@@ -49,9 +49,9 @@ pub struct RunSpec {
     /// The node's network namespace (no network namespace of its own).
     pub host_network: bool,
     /// A network namespace made for it (`/run/netns/…`), when not on the host's.
+    pub netns: Option<String>,
     /// With `netns`: the file to mount as `/etc/resolv.conf` (default: the node's).
     pub resolv_conf: Option<String>,
-    pub netns: Option<String>,
     /// Where stdout and stderr go (a file, appended).
     pub log_path: String,
     /// The cgroup (`/motley/<id>`): the same groups native tasks use.
@@ -153,6 +153,15 @@ pub fn spec(s: &RunSpec) -> serde_json::Value {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     })
+}
+
+/// A process to run in a container ([`Containerd::exec_process`]).
+#[derive(Debug, Clone)]
+pub struct ExecProcess {
+    /// Its command line, for messages.
+    pub command: String,
+    /// Its OCI process spec (JSON).
+    spec: Vec<u8>,
 }
 
 /// A container's task as containerd lists it.
@@ -295,19 +304,11 @@ impl Containerd {
         Ok(r.into_inner().exit_status)
     }
 
-    /// Runs `argv` in the running container `id` as its own process runs (its user,
-    /// environment, directory, namespaces and cgroup: the container's spec with other
-    /// arguments; `${MOTLEY_*}` in them replaced as in its command), with no stdio, as
-    /// `exec_id`; its exit status (`128 + n` for signal
-    /// `n`). Past `timeout` it is killed and `Err` says so. The process is deleted
-    /// from containerd either way (`exec_id` can be used again).
-    pub async fn exec(
-        &self,
-        id: &str,
-        exec_id: &str,
-        argv: &[String],
-        timeout: std::time::Duration,
-    ) -> Result<u32, Error> {
+    /// The process that runs `argv` in container `id` as its own process runs (its
+    /// user, environment, directory, namespaces and cgroup: the container's spec with
+    /// other arguments; `${MOTLEY_*}` in them replaced as in its command), for
+    /// [`Containerd::exec`]: read once, run as often as wanted.
+    pub async fn exec_process(&self, id: &str, argv: &[String]) -> Result<ExecProcess, Error> {
         let container = self
             .containers()
             .get(svc::containers::v1::GetContainerRequest { id: id.to_string() })
@@ -338,7 +339,24 @@ impl Containerd {
             .collect();
         process["args"] = json!(argv);
         process["terminal"] = json!(false);
-        let value = serde_json::to_vec(&process).map_err(|e| Error::Image(e.to_string()))?;
+        let spec = serde_json::to_vec(&process).map_err(|e| Error::Image(e.to_string()))?;
+        Ok(ExecProcess {
+            command: argv.join(" "),
+            spec,
+        })
+    }
+
+    /// Runs `process` in the running container `id` as `exec_id`, with no stdio; its
+    /// exit status (`128 + n` for signal `n`). Past `timeout` it is killed and `Err`
+    /// says so. The process is deleted from containerd either way (`exec_id` can be
+    /// used again).
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &ExecProcess,
+        timeout: std::time::Duration,
+    ) -> Result<u32, Error> {
         let (container_id, exec) = (id.to_string(), exec_id.to_string());
         self.tasks()
             .exec(svc::tasks::v1::ExecProcessRequest {
@@ -351,7 +369,7 @@ impl Containerd {
                 spec: Some(prost_types::Any {
                     type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process"
                         .to_string(),
-                    value,
+                    value: process.spec.clone(),
                 }),
                 exec_id: exec.clone(),
             })
@@ -391,7 +409,7 @@ impl Containerd {
                     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait()).await;
                     Err(Error::Image(format!(
                         "{} gave no answer within {} ms",
-                        argv.join(" "),
+                        process.command,
                         timeout.as_millis()
                     )))
                 }

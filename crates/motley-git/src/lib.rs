@@ -160,13 +160,13 @@ fn open_or_init(dir: &Path) -> Result<gix::Repository, GitError> {
     if !dir.join("HEAD").exists() {
         std::fs::create_dir_all(dir).map_err(|e| local(e.to_string()))?;
         gix::init_bare(dir).map_err(|e| local(e.to_string()))?;
-    }
-    // The limit lives in the repository's own config, read when it is opened.
-    let config = dir.join("config");
-    let text = std::fs::read_to_string(&config).map_err(|e| local(e.to_string()))?;
-    if !text.contains("allocLimit") {
+        // The limit lives in the repository's own config, read when it is opened.
         let add = format!("[gitoxide \"objects\"]\n\tallocLimit = {FETCH_OBJECT_LIMIT}\n");
-        std::fs::write(&config, text + &add).map_err(|e| local(e.to_string()))?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("config"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, add.as_bytes()))
+            .map_err(|e| local(e.to_string()))?;
     }
     gix::open(dir).map_err(|e| local(e.to_string()))
 }
@@ -208,14 +208,9 @@ pub fn fetch(dir: &Path, url: &str, want: &Want, known: Option<&str>) -> Result<
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| err(chain(&e)))?;
-    let tip = if let Want::Commit(_) = want {
-        Some(wanted.clone())
-    } else {
-        None
-    };
-    let tip = match tip {
-        Some(t) => t,
-        None => prepare
+    let tip = match want {
+        Want::Commit(_) => wanted.clone(),
+        Want::Branch(_) | Want::Tag(_) => prepare
             .ref_map()
             .remote_refs
             .iter()
@@ -236,9 +231,8 @@ pub fn fetch(dir: &Path, url: &str, want: &Want, known: Option<&str>) -> Result<
             fetched: false,
         });
     }
-    let depth = NonZeroU32::new(1).map(gix::remote::fetch::Shallow::DepthAtRemote);
     prepare
-        .with_shallow(depth.unwrap_or_default())
+        .with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(NonZeroU32::MIN))
         .receive(gix::progress::Discard, &AtomicBool::new(false))
         .map_err(|e| {
             let mut why = chain(&e);

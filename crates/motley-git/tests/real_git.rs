@@ -237,7 +237,33 @@ fn a_file_remote_is_fetched_only_when_it_moved_and_read_without_a_work_tree() {
     assert!(e.to_string().contains(&url), "{e}");
 }
 
+/// A server process, killed when dropped. [`Daemon::start`] picks a free loopback
+/// port, builds the command for it and returns once it accepts connections.
 struct Daemon(Child);
+
+impl Daemon {
+    fn start(what: &str, with_port: impl FnOnce(u16) -> Command) -> (Daemon, u16) {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+            l.local_addr().expect("addr").port()
+        };
+        let child = with_port(port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let daemon = Daemon(child);
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{what} did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (daemon, port)
+    }
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -249,35 +275,20 @@ impl Drop for Daemon {
 #[test]
 fn a_git_daemon_remote_works_the_same() {
     let remote = Remote::new();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
     let base = remote.bare.parent().expect("base").to_path_buf();
-    let _daemon = Daemon(
-        Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(&base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon (Debian: git-daemon-sysvinit or git's own)"),
-    );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "git daemon did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_daemon, port) = Daemon::start("git daemon", |port| {
+        let mut c = Command::new("git");
+        c.args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", base.display()))
+        .arg(&base);
+        c
+    });
     fetch_and_read(&remote, &format!("git://127.0.0.1:{port}/remote.git"));
 }
 
@@ -287,28 +298,13 @@ fn a_smart_http_remote_works_the_same() {
     // and HTTPS is the same transport with rustls underneath).
     let remote = Remote::new();
     let base = remote.bare.parent().expect("base").to_path_buf();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
-    let _server = Daemon(
-        Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/git_http.py"))
+    let (_server, port) = Daemon::start("the git HTTP server", |port| {
+        let mut c = Command::new("python3");
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/git_http.py"))
             .arg(port.to_string())
-            .arg(&base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3"),
-    );
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the git HTTP server did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .arg(&base);
+        c
+    });
     fetch_and_read(&remote, &format!("http://127.0.0.1:{port}/remote.git"));
 }
 

@@ -75,7 +75,13 @@ pub async fn run(mesh: Mesh) {
                             port.clone(),
                         ))
                     } else {
-                        motley_rt::spawn(accept(mesh.clone(), l, service.clone(), port.clone()))
+                        motley_rt::spawn(accept(
+                            mesh.clone(),
+                            l,
+                            service.clone(),
+                            port.clone(),
+                            false,
+                        ))
                     };
                     listeners.insert(key, (service, port, task.abort_handle()));
                 }
@@ -94,18 +100,34 @@ pub async fn run(mesh: Mesh) {
     }
 }
 
-async fn accept(mesh: Mesh, l: TcpListener, service: String, port: String) {
+/// Forwards every connection `l` accepts to a healthy endpoint of `service`'s `port`;
+/// with `proxy_protocol`, a PROXY protocol v2 header with the client's address first
+/// (the ingress's TCP routes: `tcp_routes`).
+pub(crate) async fn accept(
+    mesh: Mesh,
+    l: TcpListener,
+    service: String,
+    port: String,
+    proxy_protocol: bool,
+) {
     loop {
-        let Ok((conn, _)) = l.accept().await else {
+        let Ok((conn, peer)) = l.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let (mesh, service, port) = (mesh.clone(), service.clone(), port.clone());
-        motley_rt::spawn(async move { forward(mesh, conn, &service, &port).await });
+        let header = proxy_protocol.then_some(peer);
+        motley_rt::spawn(async move { forward(mesh, conn, &service, &port, header).await });
     }
 }
 
-async fn forward(mesh: Mesh, mut conn: TcpStream, service: &str, port: &str) {
+async fn forward(
+    mesh: Mesh,
+    mut conn: TcpStream,
+    service: &str,
+    port: &str,
+    header_for: Option<SocketAddr>,
+) {
     let _ = conn.set_nodelay(true);
     let candidates = mesh.candidates(service, port);
     if candidates.is_empty() {
@@ -115,6 +137,17 @@ async fn forward(mesh: Mesh, mut conn: TcpStream, service: &str, port: &str) {
     let Some((mut up, label)) = crate::connect(&mesh, &candidates).await else {
         return;
     };
+    if let Some(peer) = header_for {
+        let local = conn.local_addr().unwrap_or(peer);
+        let header = crate::tcp_routes::proxy_v2_header(peer, local);
+        if tokio::io::AsyncWriteExt::write_all(&mut up, &header)
+            .await
+            .is_err()
+        {
+            mesh.metrics().errors.get_or_create(&label).inc();
+            return;
+        }
+    }
     mesh.metrics().connections.get_or_create(&label).inc();
     if let Err(e) = tokio::io::copy_bidirectional(&mut conn, &mut up).await {
         tracing::debug!("proxy: {service} via {}: {e}", label.endpoint);

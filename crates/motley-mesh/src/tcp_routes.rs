@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 use crate::Mesh;
@@ -83,7 +82,14 @@ pub async fn run(mesh: Mesh, ip: IpAddr) {
             match TcpListener::bind(addr).await {
                 Ok(l) => {
                     tracing::info!("ingress: TCP {addr} → {}.{}", route.0, route.1);
-                    let task = motley_rt::spawn(accept(mesh.clone(), l, route.clone()));
+                    let (service, port, proxy) = route.clone();
+                    let task = motley_rt::spawn(crate::proxy::accept(
+                        mesh.clone(),
+                        l,
+                        service,
+                        port,
+                        proxy,
+                    ));
                     listeners.insert(node_port, (route, task.abort_handle()));
                 }
                 Err(e) => tracing::warn!("ingress: cannot listen on {addr} for {}: {e}", route.0),
@@ -93,40 +99,6 @@ pub async fn run(mesh: Mesh, ip: IpAddr) {
             break;
         }
     }
-}
-
-async fn accept(mesh: Mesh, l: TcpListener, route: (String, String, bool)) {
-    loop {
-        let Ok((conn, peer)) = l.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let (mesh, route) = (mesh.clone(), route.clone());
-        motley_rt::spawn(async move { forward(mesh, conn, peer, &route).await });
-    }
-}
-
-async fn forward(
-    mesh: Mesh,
-    mut conn: TcpStream,
-    peer: SocketAddr,
-    route: &(String, String, bool),
-) {
-    let _ = conn.set_nodelay(true);
-    let (service, port, proxy) = route;
-    let candidates = mesh.candidates(service, port);
-    let Some((mut up, label)) = crate::connect(&mesh, &candidates).await else {
-        return;
-    };
-    if *proxy {
-        let local = conn.local_addr().unwrap_or(peer);
-        if up.write_all(&proxy_v2_header(peer, local)).await.is_err() {
-            mesh.metrics().errors.get_or_create(&label).inc();
-            return;
-        }
-    }
-    mesh.metrics().connections.get_or_create(&label).inc();
-    let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
 }
 
 #[cfg(test)]

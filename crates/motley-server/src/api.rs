@@ -555,6 +555,51 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     }
 }
 
+/// Changes the stored JSON record at `key` (`what` names it in errors) by `change`
+/// (`None`: nothing to change), with compare-and-swap retries, and waits until the
+/// cache has the change.
+pub(crate) async fn update_record<T: serde::Serialize + serde::de::DeserializeOwned>(
+    s: &Shared,
+    key: &str,
+    what: &str,
+    change: impl Fn(&T) -> Result<Option<T>, ApiError>,
+) -> ApiResult<()> {
+    let change = &change;
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let kv =
+                s.store.get(key).await?.ok_or_else(|| {
+                    ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+                })?;
+            let old: T = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            let Some(new) = change(&old)? else {
+                return Ok::<_, ApiError>(motley_store::Attempt::Done(()));
+            };
+            let v = serde_json::to_vec(&new)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok(motley_store::Attempt::Write(
+                Txn::new().when(key, kv.mod_revision).put(key, v),
+                (),
+            ))
+        },
+        || {},
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed((), rev) => s.wait_for_rev(rev).await,
+        motley_store::Updated::Unchanged(()) => {}
+        motley_store::Updated::Conflicted => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{what} kept changing concurrently; run it again"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod route_table_tests {
     #[test]

@@ -510,7 +510,7 @@ impl Drop for ContainerTask {
     }
 }
 
-fn exit_of(status: u32) -> Exit {
+pub(crate) fn exit_of(status: u32) -> Exit {
     // runc reports a death by signal n as 128 + n.
     match status {
         129..=192 => Exit::Signal((status - 128) as i32),

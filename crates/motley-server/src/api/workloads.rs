@@ -720,7 +720,7 @@ pub(crate) async fn promote(
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Json<WorkloadDetail>> {
     let r = workload_ref(&kind, name.clone())?;
-    super::nodes::update_record(&s, &keys::workload(&r), &r.to_string(), |w: &Workload| {
+    super::update_record(&s, &keys::workload(&r), &r.to_string(), |w: &Workload| {
         motley_core::rollout::promote(w)
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))
     })
