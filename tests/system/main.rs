@@ -9,6 +9,7 @@ mod common;
 mod containers;
 mod crash;
 mod examples;
+mod gitops;
 mod ha;
 mod lifecycle;
 mod mesh;

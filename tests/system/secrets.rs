@@ -16,7 +16,7 @@ fn random_value() -> String {
 }
 
 /// Every file under `root` (and the extra files) that contains any of `needles`.
-fn files_containing(root: &Path, extra: &[&Path], needles: &[&str]) -> Vec<String> {
+pub(crate) fn files_containing(root: &Path, extra: &[&Path], needles: &[&str]) -> Vec<String> {
     fn walk(p: &Path, out: &mut Vec<std::path::PathBuf>) {
         if let Ok(rd) = std::fs::read_dir(p) {
             for e in rd.flatten() {
@@ -45,7 +45,7 @@ fn files_containing(root: &Path, extra: &[&Path], needles: &[&str]) -> Vec<Strin
         .collect()
 }
 
-fn env_of(pid: u32, name: &str) -> Option<String> {
+pub(crate) fn env_of(pid: u32, name: &str) -> Option<String> {
     environ(pid)
         .into_iter()
         .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_string))

@@ -68,6 +68,7 @@ fn stages(c: &mut Criterion) {
         image_platforms: Vec::new(),
         history: Vec::new(),
         rollout: None,
+        source: None,
     };
     let huge_ref = huge_w.spec.reference();
     c.bench_function("explain: a refusal with every node's reason", |b| {

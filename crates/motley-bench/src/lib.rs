@@ -127,6 +127,7 @@ pub fn workloads(count: usize) -> anyhow::Result<BTreeMap<WorkloadRef, Workload>
                     image_platforms: Vec::new(),
                     history: Vec::new(),
                     rollout: None,
+                    source: None,
                 },
             );
         }

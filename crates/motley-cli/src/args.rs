@@ -76,6 +76,12 @@ pub enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Git sources: `sync` one now, show the `plan` of its latest commit.
+    Source {
+        /// What to do.
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
     /// Let a service's update go on past its canaries (`update.canary`).
     Promote {
         /// The service.
@@ -524,6 +530,30 @@ pub struct UpArgs {
     /// Service networking on this node.
     #[command(flatten)]
     pub mesh: MeshArgs,
+}
+
+/// `motley source`.
+#[derive(Debug, Subcommand, Clone)]
+pub enum SourceCommand {
+    /// Fetch the source's ref now and apply its commit; prints the outcome (exit 1
+    /// when the sync failed or was refused).
+    Sync {
+        /// The source.
+        name: String,
+        /// Confirm a commit that declares nothing while the source applied objects
+        /// (with `prune: true`, it deletes them all).
+        #[arg(long)]
+        allow_empty: bool,
+    },
+    /// The plan kept of the source's latest commit: objects created, changed and
+    /// deleted, placements, and what would wait and why.
+    Plan {
+        /// The source.
+        name: String,
+        /// Show every node's reason for what waits.
+        #[arg(long)]
+        wide: bool,
+    },
 }
 
 /// `motley rollout`.

@@ -18,6 +18,7 @@ use crate::files;
 use crate::output::{self, age, cpu, mem, now_ms, print, table};
 
 mod rollout;
+mod sources;
 mod views;
 use views::*;
 
@@ -78,6 +79,7 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             }
         }
         Command::Promote { name } => rollout::promote(&client()?, &name).await,
+        Command::Source { command } => sources::run(&client()?, command).await,
         Command::Plan { files, output } => plan(&client()?, &files.files, output).await,
         Command::Get {
             resource,
@@ -443,7 +445,7 @@ fn resource(s: &str) -> anyhow::Result<Resource> {
         "server" | "servers" => Ok(Resource::Servers),
         "audit" => Ok(Resource::Audit),
         _ => anyhow::bail!(
-            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, secrets, allocs, servers or audit"
+            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, secrets, sources, allocs, servers or audit"
         ),
     }
 }
@@ -583,6 +585,11 @@ fn describe_allocation(a: &Allocation) -> String {
 async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Result<String> {
     let now = now_ms();
     Ok(match resource(kind)? {
+        Resource::Workloads(Kind::Source) => {
+            let v: motley_core::api::SourceView =
+                client.get(&format!("/v1/sources/{name}")).await?;
+            sources::describe_source(&v)
+        }
         Resource::Workloads(k) => {
             let d: WorkloadDetail = client.get(&format!("/v1/workloads/{k}/{name}")).await?;
             let w = &d.view.workload;

@@ -56,6 +56,7 @@ pub fn revise(
         image_platforms: Vec::new(),
         history: Vec::new(),
         rollout: None,
+        source: None,
     };
     match current {
         Current::Absent => (Action::Created, Some(fresh(new_uid()))),

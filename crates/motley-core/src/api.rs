@@ -320,3 +320,81 @@ pub struct PlanResponse {
     /// The job queue afterwards, head first.
     pub queue: Vec<crate::model::WorkloadRef>,
 }
+
+/// A git source as `get sources` and `describe source` show it (the leader's, in
+/// memory; `applied` and `healthy` are also stored).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourceView {
+    /// The source's name.
+    pub name: String,
+    /// The repository.
+    pub url: String,
+    /// What it follows: `branch main`, `tag v1`, `commit <id>`.
+    pub wanted: String,
+    /// The directory read.
+    pub path: String,
+    /// The commit the remote's ref named at the last fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<String>,
+    /// The commit whose manifests are applied now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
+    /// The last commit that passed its health gate (where a rollback returns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<String>,
+    /// A commit that failed its health gate: not applied again until the ref moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+    /// When the last sync ended (ms), 0 before the first.
+    pub last_sync: u64,
+    /// When the last sync that succeeded ended (ms), 0 before one did.
+    pub last_success: u64,
+    /// `synced`, `applied`, `waiting` (health gate), `rolled back`, `refused`, `failed`.
+    pub result: String,
+    /// What happened, in words; errors name the file, line, column and commit.
+    pub message: String,
+    /// Objects it applied that were changed by hand since.
+    pub drift: Vec<crate::model::WorkloadRef>,
+    /// How many objects it applied (its inventory).
+    pub owned: usize,
+    /// The plan of its latest new commit (kept; `motley source plan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<SourcePlan>,
+    /// Its latest syncs, newest last (at most 20).
+    pub events: Vec<SourceEvent>,
+}
+
+/// The plan of a commit: what applying it did (or would) do.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourcePlan {
+    /// The commit.
+    pub commit: String,
+    /// When it was planned (ms).
+    pub at: u64,
+    /// The store revision it was planned at (the apply requires it unchanged for the
+    /// objects it touches).
+    pub revision: u64,
+    /// Created, changed, deleted objects, placements, and what would wait and why.
+    pub plan: PlanResponse,
+}
+
+/// One sync of a source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourceEvent {
+    /// When it ended (ms).
+    pub at: u64,
+    /// The commit it was about (empty when the fetch failed).
+    pub commit: String,
+    /// Its result (as [`SourceView::result`]).
+    pub result: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// `POST /v1/sources/{name}/sync`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Confirms a commit that would delete every object the source applied.
+    #[serde(default)]
+    pub allow_empty: bool,
+}

@@ -425,7 +425,7 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
             tree.line,
             tree.column,
             "kind",
-            "missing field `kind` (Service, Job, Daemon, Volume or Secret)".into(),
+            "missing field `kind` (Service, Job, Daemon, Volume, Secret or Source)".into(),
         ));
         return None;
     };
@@ -437,12 +437,13 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
         "Daemon" => parse_typed::<DaemonSpec>(&raw.text).map(Spec::Daemon),
         "Volume" => parse_typed::<VolumeSpec>(&raw.text).map(Spec::Volume),
         "Secret" => parse_typed::<SecretSpec>(&raw.text).map(Spec::Secret),
+        "Source" => parse_typed::<model::SourceSpec>(&raw.text).map(Spec::Source),
         other => {
             errors.push(mk(
                 kind_node.line,
                 kind_node.column,
                 "kind",
-                format!("unknown kind {other:?}: expected Service, Job, Daemon, Volume or Secret"),
+                format!("unknown kind {other:?}: expected Service, Job, Daemon, Volume, Secret or Source"),
             ));
             return None;
         }
@@ -543,6 +544,12 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
         }
         Spec::Secret(s) => {
             validate_secret(doc, s, errors);
+            return;
+        }
+        Spec::Source(s) => {
+            for (field, m) in source::problems(s) {
+                errors.push(doc.error_at(&field, m));
+            }
             return;
         }
     }
@@ -969,7 +976,10 @@ pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<
 
 #[path = "manifest_net.rs"]
 mod net;
+#[path = "manifest_source.rs"]
+mod source;
 pub use net::{expose_conflicts, route_key, tcp_key};
+pub use source::MIN_INTERVAL_MS;
 
 #[cfg(test)]
 #[path = "manifest_tests.rs"]

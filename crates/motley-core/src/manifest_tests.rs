@@ -532,3 +532,76 @@ fn service_ports_expose_and_update_are_checked_where_written() {
     );
     assert!(crate::manifest::expose_conflicts(&docs, &existing).is_empty());
 }
+
+#[test]
+fn a_source_is_checked_where_written() {
+    let good = "kind: Source\nname: home\ngit:\n  url: https://git.example.org/me/homelab.git\n  branch: main\n  path: clusters/home\ninterval: 1m\nprune: true\ndecrypt: { age_key: { secret: age-key, key: identity } }\n";
+    let docs = parse(good).unwrap();
+    let Spec::Source(s) = &docs[0].spec else {
+        panic!("not a source: {:?}", docs[0].spec)
+    };
+    assert_eq!(
+        (
+            s.wanted(),
+            s.interval.as_millis(),
+            s.prune,
+            s.health.timeout.as_millis()
+        ),
+        (("branch", "main"), 60_000, true, 300_000)
+    );
+    let cases = [
+        (
+            "https://git.example.org/me/homelab.git",
+            "git@host:me/x.git",
+            4,
+            "git.url",
+            "not a URL",
+        ),
+        (
+            "  branch: main",
+            "  branch: main\n  tag: v1",
+            3,
+            "git",
+            "one of branch, tag and commit",
+        ),
+        (
+            "  branch: main",
+            "  commit: abc123",
+            5,
+            "git.commit",
+            "40 hexadecimal",
+        ),
+        (
+            "  branch: main",
+            "  branch: a..b",
+            5,
+            "git.branch",
+            "not a valid git ref",
+        ),
+        (
+            "path: clusters/home",
+            "path: ../etc",
+            6,
+            "git.path",
+            "without ..",
+        ),
+        ("interval: 1m", "interval: 1s", 7, "interval", "at least 5s"),
+        (
+            "secret: age-key",
+            "secret: Age_Key",
+            9,
+            "decrypt.age_key.secret",
+            "lowercase",
+        ),
+        ("prune: true", "prune: yes please", 8, "prune", ""),
+    ];
+    for (from, to, line, field, says) in cases {
+        let bad = good.replace(from, to);
+        let errors = parse(&bad).unwrap_err();
+        let e = &errors[0];
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{to}: {e}");
+        assert!(e.message.contains(says), "{to}: {e}");
+    }
+    let e = &parse("kind: Sauce\nname: x\n").unwrap_err()[0];
+    assert!(e.message.contains("Secret or Source"), "{e}");
+}

@@ -20,6 +20,8 @@ mod placement;
 pub use placement::*;
 mod net;
 pub use net::*;
+mod source;
+pub use source::*;
 
 macro_rules! kind_tag {
     ($name:ident, $text:literal) => {
@@ -39,6 +41,13 @@ kind_tag!(Job, "Job");
 kind_tag!(Daemon, "Daemon");
 kind_tag!(Volume, "Volume");
 kind_tag!(Secret, "Secret");
+/// The `kind: Source` tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub enum SourceKind {
+    /// `Source`
+    #[default]
+    Source,
+}
 
 /// The kinds of workload.
 #[derive(
@@ -56,16 +65,19 @@ pub enum Kind {
     Volume,
     /// Named secret values, encrypted at rest (not a workload: nothing runs).
     Secret,
+    /// A git repository whose manifests are applied (not a workload either).
+    Source,
 }
 
 impl Kind {
     /// All kinds of object.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Service,
         Kind::Job,
         Kind::Daemon,
         Kind::Volume,
         Kind::Secret,
+        Kind::Source,
     ];
 
     /// True for the kinds that run tasks (service, job, daemon).
@@ -81,11 +93,12 @@ impl Kind {
             Kind::Daemon => "daemon",
             Kind::Volume => "volume",
             Kind::Secret => "secret",
+            Kind::Source => "source",
         }
     }
 
     /// Parses `service`, `services`, `svc`, `Service`, `job(s)`, `daemon(s)`, `ds`,
-    /// `volume(s)`, `vol`, `secret(s)`.
+    /// `volume(s)`, `vol`, `secret(s)`, `source(s)`.
     pub fn parse(s: &str) -> Option<Kind> {
         match s.to_ascii_lowercase().as_str() {
             "service" | "services" | "svc" => Some(Kind::Service),
@@ -93,6 +106,7 @@ impl Kind {
             "daemon" | "daemons" | "ds" => Some(Kind::Daemon),
             "volume" | "volumes" | "vol" => Some(Kind::Volume),
             "secret" | "secrets" => Some(Kind::Secret),
+            "source" | "sources" => Some(Kind::Source),
             _ => None,
         }
     }
@@ -663,6 +677,8 @@ pub enum Spec {
     Volume(VolumeSpec),
     /// A secret (not a workload either).
     Secret(SecretSpec),
+    /// A git source (not a workload either).
+    Source(SourceSpec),
 }
 
 impl Task {
@@ -717,6 +733,7 @@ impl Spec {
             Spec::Daemon(_) => Kind::Daemon,
             Spec::Volume(_) => Kind::Volume,
             Spec::Secret(_) => Kind::Secret,
+            Spec::Source(_) => Kind::Source,
         }
     }
     /// The workload's name.
@@ -727,6 +744,7 @@ impl Spec {
             Spec::Daemon(s) => &s.name,
             Spec::Volume(s) => &s.name,
             Spec::Secret(s) => &s.name,
+            Spec::Source(s) => &s.name,
         }
     }
     /// Free-form labels.
@@ -737,6 +755,7 @@ impl Spec {
             Spec::Daemon(s) => &s.labels,
             Spec::Volume(s) => &s.labels,
             Spec::Secret(s) => &s.labels,
+            Spec::Source(s) => &s.labels,
         }
     }
     /// The task every instance runs (a volume's is empty).
@@ -745,7 +764,7 @@ impl Spec {
             Spec::Service(s) => &s.task,
             Spec::Job(s) => &s.task,
             Spec::Daemon(s) => &s.task,
-            Spec::Volume(_) | Spec::Secret(_) => &NO_TASK,
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => &NO_TASK,
         }
     }
     /// The task as its allocations run it: a service's with its service ports added
@@ -762,7 +781,7 @@ impl Spec {
             Spec::Service(s) => &s.placement,
             Spec::Job(s) => &s.placement,
             Spec::Daemon(s) => &s.placement,
-            Spec::Volume(_) | Spec::Secret(_) => &NO_PLACEMENT,
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => &NO_PLACEMENT,
         }
     }
     /// The priority (daemons: `critical`, as node helpers; volumes: 0).
@@ -771,7 +790,7 @@ impl Spec {
             Spec::Service(s) => s.priority.0,
             Spec::Job(s) => s.priority.0,
             Spec::Daemon(_) => Priority::CLASSES[0].1,
-            Spec::Volume(_) | Spec::Secret(_) => 0,
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => 0,
         }
     }
     /// What happens to instances on a lost node (daemons: replace, they never move).
@@ -785,7 +804,9 @@ impl Spec {
         match self {
             Spec::Service(s) => s.on_node_loss.unwrap_or(default),
             Spec::Job(s) => s.on_node_loss.unwrap_or(default),
-            Spec::Daemon(_) | Spec::Volume(_) | Spec::Secret(_) => NodeLoss::Replace,
+            Spec::Daemon(_) | Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => {
+                NodeLoss::Replace
+            }
         }
     }
 
@@ -807,7 +828,7 @@ impl Spec {
                 max_restarts: Some(s.retries),
                 backoff: s.backoff,
             },
-            Spec::Volume(_) | Spec::Secret(_) => RestartPolicy {
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => RestartPolicy {
                 mode: RestartMode::Never,
                 max_restarts: Some(0),
                 backoff: Backoff::default(),
@@ -903,6 +924,9 @@ pub struct Workload {
     /// Services: what the control plane recorded of the latest update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::Rollout>,
+    /// The source that applied it (its inventory); none when made by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Validates a node label: a key of 1–253 characters and a value of at most 63, neither

@@ -423,7 +423,7 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
             Spec::Service(s) => pass.service(w, s.replicas, &mine),
             Spec::Job(_) => pass.job(w, &mine),
             Spec::Daemon(_) => pass.daemon(w, &mine),
-            Spec::Volume(_) | Spec::Secret(_) => {}
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => {}
         }
     }
     pass.plan
@@ -955,6 +955,8 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
             st.desired = s.data.len() as u32;
             st.phase = "sealed".into();
         }
+        // A source's sync status is the leader's (memory), not the allocations'.
+        Spec::Source(_) => st.phase = "declared".into(),
     }
     st
 }

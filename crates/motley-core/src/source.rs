@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Spec, WorkloadRef};
+use crate::model::{AllocState, Allocation, DriftPolicy, Spec, Workload, WorkloadRef};
 
 /// Who applied a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,16 +39,6 @@ pub struct Stored {
     pub owner: Owner,
 }
 
-/// What to do with drift.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DriftMode {
-    /// Report it and put the commit's spec back (the default).
-    #[default]
-    Revert,
-    /// Report it only.
-    Report,
-}
-
 /// A sync's inputs besides the objects.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Options {
@@ -57,7 +47,7 @@ pub struct Options {
     /// Confirmed: a commit declaring nothing may delete everything the source owns.
     pub allow_empty: bool,
     /// What to do with drift.
-    pub drift: DriftMode,
+    pub drift: DriftPolicy,
     /// The commit is the one the source last applied (so a difference is drift, not
     /// a change in git).
     pub same_commit: bool,
@@ -151,7 +141,7 @@ pub fn plan(
                 if drifted {
                     out.drift.push(r.clone());
                 }
-                if !(drifted && opts.drift == DriftMode::Report) {
+                if !(drifted && opts.drift == DriftPolicy::Report) {
                     out.apply.push(r.clone());
                 }
                 if s.owner == Owner::Hand {
@@ -168,6 +158,98 @@ pub fn plan(
             .collect();
     }
     Ok(out)
+}
+
+/// Where a source's health gate stands after an apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Every object it changed is healthy.
+    Pass,
+    /// Still waiting, and for what.
+    Wait(String),
+    /// An object failed, or the timeout passed: go back to the last healthy commit.
+    Fail(String),
+}
+
+/// Judges a health gate: `changed` are the workloads a sync created or changed at
+/// `since` (ms); services must finish their rollouts, daemons run everywhere they
+/// are placed, and jobs must get a first instance running (or done); a failed rollout,
+/// an instance that failed for good, or `timeout_ms` passing fails the gate.
+pub fn gate<'a>(
+    changed: &[WorkloadRef],
+    workloads: &BTreeMap<WorkloadRef, Workload>,
+    allocs: impl Iterator<Item = &'a Allocation> + Clone,
+    since: u64,
+    timeout_ms: u64,
+    now: u64,
+) -> Gate {
+    let mut waiting = Vec::new();
+    for r in changed {
+        let Some(w) = workloads.get(r) else {
+            continue; // deleted since: nothing to wait for
+        };
+        let mine = allocs
+            .clone()
+            .filter(|a| a.workload == *r && a.workload_uid == w.uid);
+        match &w.spec {
+            Spec::Service(_) => {
+                let Some(st) = crate::rollout::status(w, mine, now) else {
+                    continue;
+                };
+                match st.state {
+                    crate::rollout::State::Complete => {}
+                    crate::rollout::State::Failed => {
+                        return Gate::Fail(format!("{r}: {}", st.reason));
+                    }
+                    _ => waiting.push(format!("{r}: {}", st.reason)),
+                }
+            }
+            Spec::Job(_) => {
+                let mut started = false;
+                for a in mine {
+                    match a.state {
+                        AllocState::Running | AllocState::Complete => started = true,
+                        AllocState::Failed => {
+                            return Gate::Fail(format!(
+                                "{r}: instance {} failed{}",
+                                a.index,
+                                a.reasons
+                                    .last()
+                                    .map(|x| format!(" ({x})"))
+                                    .unwrap_or_default()
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                if !started {
+                    waiting.push(format!("{r}: no instance has started"));
+                }
+            }
+            Spec::Daemon(_) => {
+                let live: Vec<&Allocation> = mine.filter(|a| a.is_live()).collect();
+                let ready = live
+                    .iter()
+                    .filter(|a| a.state == AllocState::Running && a.ready_at.is_some())
+                    .count();
+                if ready < live.len() {
+                    waiting.push(format!("{r}: {ready} of {} running", live.len()));
+                }
+            }
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => {}
+        }
+    }
+    if waiting.is_empty() {
+        Gate::Pass
+    } else if now >= since.saturating_add(timeout_ms) {
+        Gate::Fail(format!(
+            "not healthy within {}: {}",
+            crate::quantity::Duration(timeout_ms),
+            waiting.join("; ")
+        ))
+    } else {
+        Gate::Wait(waiting.join("; "))
+    }
 }
 
 #[cfg(test)]
@@ -308,7 +390,7 @@ mod tests {
             (p.drift.as_slice(), p.apply.as_slice()),
             ([r("web")].as_slice(), [r("web")].as_slice())
         );
-        opts.drift = DriftMode::Report;
+        opts.drift = DriftPolicy::Report;
         let p = plan("home", &d, &st, &opts).unwrap();
         assert_eq!(p.drift, [r("web")]);
         assert!(p.apply.is_empty(), "reported, not put back");
@@ -317,6 +399,60 @@ mod tests {
         let p = plan("home", &d, &st, &opts).unwrap();
         assert!(p.drift.is_empty());
         assert_eq!(p.apply, [r("web")]);
+    }
+
+    fn workload(spec: Spec) -> Workload {
+        Workload {
+            spec,
+            generation: 1,
+            uid: "u".into(),
+            created_at: 0,
+            updated_at: 0,
+            binding: None,
+            image_platforms: Vec::new(),
+            history: Vec::new(),
+            rollout: None,
+            source: Some("home".into()),
+        }
+    }
+
+    #[test]
+    fn the_gate_waits_for_rollouts_and_first_instances_and_fails_at_its_timeout() {
+        use crate::model::test_alloc;
+        let job: Spec =
+            serde_saphyr::from_str("kind: Job\nname: j\ntask:\n  command: [x]\n").unwrap();
+        let ws: BTreeMap<_, _> = [
+            (r("web"), workload(spec("web", 1))),
+            (job.reference(), workload(job.clone())),
+        ]
+        .into();
+        let changed = [r("web"), job.reference()];
+        let mut web = test_alloc("a1", "service/web", AllocState::Running);
+        web.task = ws[&r("web")].spec.run_task().into_owned();
+        web.restart = ws[&r("web")].spec.restart_policy();
+        let mut j = test_alloc("a2", "job/j", AllocState::Pending);
+        let g = |allocs: &[&Allocation], now| {
+            gate(&changed, &ws, allocs.iter().copied(), 0, 60_000, now)
+        };
+        // Not ready yet, the job not started: waiting, then failed at the timeout.
+        assert!(matches!(g(&[&web, &j], 1_000), Gate::Wait(_)));
+        match g(&[&web, &j], 60_000) {
+            Gate::Fail(m) => assert!(
+                m.contains("not healthy within 1m") && m.contains("job/j"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        web.ready_at = Some(1_000);
+        j.state = AllocState::Running;
+        assert_eq!(g(&[&web, &j], 20_000), Gate::Pass);
+        // A job instance that failed for good fails the gate at once.
+        j.state = AllocState::Failed;
+        j.reasons = vec!["exit 3".into()];
+        match g(&[&web, &j], 20_000) {
+            Gate::Fail(m) => assert!(m.contains("job/j: instance 0 failed (exit 3)"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     proptest! {

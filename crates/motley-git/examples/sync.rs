@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &motley_git::Limits::default(),
     )?;
     let read_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let bytes: usize = files.iter().map(|f| f.text.len()).sum();
+    let bytes: usize = files.iter().map(|f| f.data.len()).sum();
     println!(
         "{{\"commit\":\"{}\",\"fetched\":{},\"files\":{},\"bytes\":{},\"fetch_ms\":{:.1},\"read_ms\":{:.1},\"peak_rss_kib\":{},\"write_bytes\":{}}}",
         got.commit,

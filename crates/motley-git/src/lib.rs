@@ -75,13 +75,24 @@ pub struct Fetched {
     pub fetched: bool,
 }
 
-/// One manifest: its path in the repository and its text.
+/// One manifest: its path in the repository and its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
     /// Path from the repository's root (`clusters/home/web.yaml`).
     pub path: String,
-    /// Its contents.
-    pub text: String,
+    /// Its contents: UTF-8 for `*.yaml` and `*.yml` (checked), any bytes for `*.age`.
+    pub data: Vec<u8>,
+}
+
+impl File {
+    /// Whether it is an age file (`*.yaml.age`), to be decrypted whole.
+    pub fn is_age(&self) -> bool {
+        self.path.ends_with(".age")
+    }
+    /// Its text (a YAML file's always is).
+    pub fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.data)
+    }
 }
 
 /// Why git failed; each names the URL, ref, commit or path it is about.
@@ -120,6 +131,14 @@ pub enum GitError {
         path: String,
         /// Why.
         why: String,
+    },
+    /// The path is not in the commit (removed, renamed, or misspelt in the source).
+    #[error("commit {commit}: {path} is not in this commit")]
+    NoPath {
+        /// The commit.
+        commit: String,
+        /// The path.
+        path: String,
     },
 }
 
@@ -174,11 +193,36 @@ fn open_or_init(dir: &Path) -> Result<gix::Repository, GitError> {
 /// Fetches `want` from `url` into the bare repository at `dir` (made when missing),
 /// depth 1, unless the remote ref still names `known` and that commit is here.
 pub fn fetch(dir: &Path, url: &str, want: &Want, known: Option<&str>) -> Result<Fetched, GitError> {
+    fetch_with(dir, url, want, known, None)
+}
+
+/// [`fetch`], with `ssh_command` run for `ssh://` URLs instead of plain `ssh` (git's
+/// `core.sshCommand`, set for this fetch only, in memory).
+pub fn fetch_with(
+    dir: &Path,
+    url: &str,
+    want: &Want,
+    known: Option<&str>,
+    ssh_command: Option<&str>,
+) -> Result<Fetched, GitError> {
     // gix's HTTP transport builds a reqwest client, which (with the workspace's
     // `rustls-no-provider`) panics without a process-wide provider: ring's, as
     // elsewhere in motley (a no-op when one is installed already).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let repo = open_or_init(dir)?;
+    let mut repo = open_or_init(dir)?;
+    if let Some(cmd) = ssh_command {
+        let mut config = repo.config_snapshot_mut();
+        config
+            .set_value(&gix::config::tree::Core::SSH_COMMAND, cmd)
+            .map_err(|e| GitError::Local {
+                dir: dir.display().to_string(),
+                why: format!("core.sshCommand: {e}"),
+            })?;
+        config.commit().map_err(|e| GitError::Local {
+            dir: dir.display().to_string(),
+            why: format!("core.sshCommand: {e}"),
+        })?;
+    }
     let wanted = want.remote_ref();
     if let Want::Commit(c) = want {
         if gix::ObjectId::from_hex(c.as_bytes()).is_err() {
@@ -262,12 +306,14 @@ fn has_commit(repo: &gix::Repository, hex: &str) -> bool {
         .is_some()
 }
 
-/// True for the files a source reads: `*.yaml` and `*.yml`.
+/// True for the files a source reads: `*.yaml` and `*.yml`, and those encrypted
+/// whole with age (`*.yaml.age`, `*.yml.age`).
 pub fn is_manifest(name: &str) -> bool {
-    name.ends_with(".yaml") || name.ends_with(".yml")
+    let plain = name.strip_suffix(".age").unwrap_or(name);
+    plain.ends_with(".yaml") || plain.ends_with(".yml")
 }
 
-/// The manifests (`*.yaml`, `*.yml`) under `path` (`""`: the whole tree) of `commit`
+/// The manifests (`*.yaml`, `*.yml`, and those with `.age` after) under `path` (`""`: the whole tree) of `commit`
 /// in the repository at `dir`, sorted by path, within `limits`. A missing path, a
 /// symlinked manifest, a file that is not UTF-8 and every limit passed are errors.
 pub fn manifests(
@@ -301,7 +347,10 @@ pub fn manifests(
         let entry = root
             .lookup_entry_by_path(path)
             .map_err(|e| tree_err(path, e.to_string()))?
-            .ok_or_else(|| tree_err(path, "no such directory in this commit".into()))?;
+            .ok_or_else(|| GitError::NoPath {
+                commit: commit.to_string(),
+                path: path.to_string(),
+            })?;
         if !entry.mode().is_tree() {
             return Err(tree_err(path, "not a directory".into()));
         }
@@ -390,9 +439,16 @@ pub fn manifests(
             let blob = repo
                 .find_blob(entry.oid())
                 .map_err(|e| tree_err(&child, e.to_string()))?;
-            let text = String::from_utf8(blob.data.clone())
-                .map_err(|e| tree_err(&child, format!("not UTF-8: {e}")))?;
-            out.push(File { path: child, text });
+            let file = File {
+                path: child,
+                data: blob.data.clone(),
+            };
+            if !file.is_age()
+                && let Err(e) = file.text()
+            {
+                return Err(tree_err(&file.path, format!("not UTF-8: {e}")));
+            }
+            out.push(file);
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));

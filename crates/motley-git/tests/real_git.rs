@@ -121,7 +121,7 @@ fn fetch_and_read(remote: &Remote, url: &str) {
     let files = manifests(&repo, &got.commit, "clusters/home", &Limits::default()).expect("read");
     let names: Vec<(&str, &str)> = files
         .iter()
-        .map(|f| (f.path.as_str(), f.text.as_str()))
+        .map(|f| (f.path.as_str(), f.text().unwrap()))
         .collect();
     assert_eq!(
         names,
@@ -157,7 +157,10 @@ fn fetch_and_read(remote: &Remote, url: &str) {
     let got = fetch(&repo, url, &branch("main"), Some(&first)).expect("third fetch");
     assert_eq!((got.commit.as_str(), got.fetched), (second.as_str(), true));
     let files = manifests(&repo, &second, "clusters/home", &Limits::default()).expect("read");
-    assert!(files[1].text.contains("replicas: 2"), "{files:?}");
+    assert!(
+        files[1].text().unwrap().contains("replicas: 2"),
+        "{files:?}"
+    );
 
     // A force-push to an unrelated history: the new tip, whatever came before.
     git(&remote.work, &["checkout", "-q", "--orphan", "rewritten"]);
@@ -179,7 +182,7 @@ fn fetch_and_read(remote: &Remote, url: &str) {
     assert_eq!((got.commit.as_str(), got.fetched), (forced.as_str(), true));
     let files = manifests(&repo, &forced, "clusters/home", &Limits::default()).expect("read");
     assert_eq!(files.len(), 1);
-    assert!(files[0].text.contains("rewritten"));
+    assert!(files[0].text().unwrap().contains("rewritten"));
 
     // An annotated tag names its commit.
     git(&remote.work, &["tag", "-a", "-m", "release", "v1"]);
@@ -197,7 +200,9 @@ fn fetch_and_read(remote: &Remote, url: &str) {
             let files = manifests(&pinned, &second, "clusters/home", &Limits::default())
                 .expect("read pinned");
             assert!(
-                files.iter().any(|f| f.text.contains("replicas: 2")),
+                files
+                    .iter()
+                    .any(|f| f.text().unwrap().contains("replicas: 2")),
                 "{files:?}"
             );
             let again = fetch(

@@ -121,6 +121,7 @@ fn run(seed: u64) -> Result<(), String> {
                 image_platforms: Vec::new(),
                 history: Vec::new(),
                 rollout: None,
+                source: None,
             },
         );
     }

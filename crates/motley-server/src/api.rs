@@ -37,7 +37,8 @@ use crate::state::{Shared, lock, now_ms};
 mod admin;
 pub mod agent_ws;
 mod nodes;
-mod workloads;
+mod sources;
+pub(crate) mod workloads;
 
 use admin::*;
 use nodes::*;
@@ -48,6 +49,7 @@ use workloads::*;
 pub const MAX_BODY: usize = 4 << 20;
 
 /// An API error: a status and a JSON body.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub ErrorBody);
 
 impl ApiError {
@@ -106,8 +108,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let unknown = Router::new()
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), authenticate));
+    // A git server's push notice: no token (it only moves a poll forward), answered
+    // by the leader.
+    let hooks = Router::new()
+        .route("/hooks/sources/{name}", post(sources::hook))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), forward));
     Router::new()
         .merge(authed)
+        .merge(hooks)
         .route("/healthz", get(|| async { "ok" }))
         .merge(unknown)
         .layer(middleware::from_fn(declared_size))
@@ -170,6 +178,9 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("POST", "/v1/secrets/rotate-key") => post(rotate_key),
         ("GET", "/v1/agent/connect") => get(agent_ws::connect),
         ("POST", "/v1/join") => post(join),
+        ("GET", "/v1/sources") => get(sources::list_sources),
+        ("GET", "/v1/sources/{name}") => get(sources::get_source),
+        ("POST", "/v1/sources/{name}/sync") => post(sources::sync_source),
         _ => return None,
     })
 }

@@ -6,6 +6,7 @@
 //! | `/motley/nodes/<name>` | [`motley_core::model::Node`] |
 //! | `/motley/allocs/<id>` | [`motley_core::model::Allocation`] |
 //! | `/motley/tokens/<sha256 of token>` | [`crate::auth::TokenRecord`] |
+//! | `/motley/sources/<name>` | [`crate::sources::Record`] |
 //! | `/motley/ca` | the cluster CA's certificate and private key (PEM, JSON) |
 //!
 //! Several servers on etcd also keep leased keys under `/motley-ha/` (see
@@ -23,6 +24,8 @@ pub const NODES: &str = "/motley/nodes/";
 pub const ALLOCS: &str = "/motley/allocs/";
 /// Tokens.
 pub const TOKENS: &str = "/motley/tokens/";
+/// Git sources' records (`applied`, `healthy`, `failed` commits).
+pub const SOURCES: &str = "/motley/sources/";
 /// The cluster CA, shared by every server.
 pub const CA: &str = "/motley/ca";
 

@@ -62,6 +62,22 @@ pub struct RouteLabel {
     pub route: String,
 }
 
+/// `source="homelab"` (git sources).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// The source's name.
+    pub source: String,
+}
+
+/// `source="homelab",result="failed"` (git source syncs).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceResultLabel {
+    /// The source's name.
+    pub source: String,
+    /// The sync's result (`synced`, `applied`, `refused`, `failed`, `rolled back`…).
+    pub result: String,
+}
+
 /// Server metrics; gauges of current state are set at scrape time from the cache.
 #[derive(Clone)]
 pub struct Metrics {
@@ -92,6 +108,12 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Terms this server began as leader.
     pub leader_terms: Counter,
+    /// Git source syncs by source and result.
+    pub source_syncs: Family<SourceResultLabel, Counter>,
+    /// When each source last synced successfully (seconds since the epoch).
+    pub source_last_success: Family<SourceLabel, Gauge>,
+    /// How long each source's syncs take.
+    pub source_sync_seconds: Family<SourceLabel, Histogram>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -120,6 +142,9 @@ impl Metrics {
             agents_connected: Gauge::default(),
             leader: Gauge::default(),
             leader_terms: Counter::default(),
+            source_syncs: Family::default(),
+            source_last_success: Family::default(),
+            source_sync_seconds: Family::new_with_constructor(latency_histogram),
         };
         registry.register(
             "motley_allocations",
@@ -172,6 +197,21 @@ impl Metrics {
             "motley_leader_terms",
             "Terms this server began as leader",
             m.leader_terms.clone(),
+        );
+        registry.register(
+            "motley_source_syncs",
+            "Git source syncs by source and result",
+            m.source_syncs.clone(),
+        );
+        registry.register(
+            "motley_source_last_success_seconds",
+            "When each git source last synced successfully (Unix time)",
+            m.source_last_success.clone(),
+        );
+        registry.register(
+            "motley_source_sync_duration_seconds",
+            "How long each git source's syncs take",
+            m.source_sync_seconds.clone(),
         );
         m
     }

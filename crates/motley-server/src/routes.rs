@@ -75,7 +75,8 @@ const fn r(method: &'static str, path: &'static str, policy: Policy) -> Route {
     }
 }
 
-/// Every authenticated route (`/healthz` needs no token and is not here).
+/// Every authenticated route (`/healthz` and the webhook `/hooks/sources/{name}` need
+/// no token and are not here).
 pub const ROUTES: &[Route] = &[
     r("GET", "/v1/version", Policy { here: true, ..READ }),
     r("POST", "/v1/apply", ADMIN),
@@ -116,6 +117,9 @@ pub const ROUTES: &[Route] = &[
     ),
     r("GET", "/v1/secrets/{name}/reveal", ADMIN),
     r("POST", "/v1/secrets/rotate-key", ADMIN),
+    r("GET", "/v1/sources", READ),
+    r("GET", "/v1/sources/{name}", READ),
+    r("POST", "/v1/sources/{name}/sync", ADMIN),
     r("GET", "/v1/agent/connect", AGENT),
     r("POST", "/v1/join", JOIN),
 ];

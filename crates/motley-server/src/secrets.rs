@@ -295,25 +295,51 @@ pub fn registry_credentials_of(
     keyring: &Keyring,
     s: &motley_core::model::SecretSpec,
 ) -> Result<(String, String), String> {
-    let name = &s.name;
-    let open = |key: &str| {
-        let sealed = s
-            .data
-            .get(key)
-            .and_then(|v| v.sealed.as_deref())
-            .ok_or_else(|| {
-                format!(
-                    "secret {name} has no key {key} (a registry secret has username and password)"
-                )
-            })?;
-        keyring
-            .open(name, key, sealed)
-            .map_err(|e| format!("secret {name} key {key}: {e}"))
-            .and_then(|v| {
-                String::from_utf8(v).map_err(|_| format!("secret {name} key {key}: not text"))
-            })
+    let text = |key: &str| {
+        let v = value_of(keyring, s, key).map_err(|e| {
+            if e.contains("has no key") {
+                format!("{e} (a registry secret has username and password)")
+            } else {
+                e
+            }
+        })?;
+        String::from_utf8(v).map_err(|_| format!("secret {} key {key}: not text", s.name))
     };
-    Ok((open("username")?, open("password")?))
+    Ok((text("username")?, text("password")?))
+}
+
+/// One value of a Secret at hand, opened (in memory only).
+pub fn value_of(
+    keyring: &Keyring,
+    s: &motley_core::model::SecretSpec,
+    key: &str,
+) -> Result<Vec<u8>, String> {
+    let name = &s.name;
+    let sealed = s
+        .data
+        .get(key)
+        .and_then(|v| v.sealed.as_deref())
+        .ok_or_else(|| format!("secret {name} has no key {key}"))?;
+    keyring
+        .open(name, key, sealed)
+        .map_err(|e| format!("secret {name} key {key}: {e}"))
+}
+
+/// One value of a stored Secret, opened (in memory only).
+pub fn value(
+    keyring: &Keyring,
+    workloads: &BTreeMap<WorkloadRef, Workload>,
+    name: &str,
+    key: &str,
+) -> Result<Vec<u8>, String> {
+    let wr = WorkloadRef {
+        kind: Kind::Secret,
+        name: name.to_string(),
+    };
+    let Some(Spec::Secret(s)) = workloads.get(&wr).map(|w| &w.spec) else {
+        return Err(format!("secret {name} not found"));
+    };
+    value_of(keyring, s, key)
 }
 
 /// Secrets sealed with a key this keyring lacks: `(secret, key id)`, one per secret.

@@ -104,6 +104,8 @@ pub struct Shared {
     pub progress: Mutex<HashMap<String, String>>,
     /// The service catalog last sent to the agents (memory only).
     pub catalog: catalog::CatalogState,
+    /// Git sources: status, the sync loop's wake-up (the leader's, memory only).
+    pub sources: crate::sources::Sources,
 }
 
 /// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how
@@ -189,6 +191,7 @@ impl Shared {
             images: Default::default(),
             progress: Mutex::new(HashMap::default()),
             catalog: Default::default(),
+            sources: Default::default(),
             taint_policy,
         })
     }

@@ -23,6 +23,7 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
             "NAME", "CLASS", "SIZE", "STATUS", "NODE", "MOUNT", "MEDIA", "AGE",
         ],
         Kind::Secret => vec!["NAME", "KEYS", "AGE"],
+        Kind::Source => vec!["NAME", "URL", "AGE"],
     };
     if wide {
         headers.extend(["GENERATION", "COMMAND", "WAITING"]);
@@ -61,6 +62,11 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
                 Spec::Secret(sec) => vec![
                     w.spec.name().to_string(),
                     sec.data.keys().cloned().collect::<Vec<_>>().join(","),
+                    age(w.created_at, now),
+                ],
+                Spec::Source(src) => vec![
+                    w.spec.name().to_string(),
+                    src.git.url.clone(),
                     age(w.created_at, now),
                 ],
                 _ => vec![
@@ -261,6 +267,18 @@ pub(crate) async fn render_get(
     let wide = format == Format::Wide;
     let structured = matches!(format, Format::Json | Format::Yaml);
     Ok(match resource(res)? {
+        Resource::Workloads(Kind::Source) => {
+            let views: Vec<motley_core::api::SourceView> = match name {
+                Some(n) => vec![client.get(&format!("/v1/sources/{n}")).await?],
+                None => client.get("/v1/sources").await?,
+            };
+            if structured {
+                output::structured(&views, format)?
+            } else {
+                let (h, r) = super::sources::source_rows(&views);
+                table(&h, &r)
+            }
+        }
         Resource::Workloads(kind) => {
             let mut views: Vec<WorkloadView> = match name {
                 Some(n) => vec![

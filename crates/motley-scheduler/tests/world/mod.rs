@@ -104,6 +104,7 @@ impl World {
                 image_platforms: Vec::new(),
                 history: Vec::new(),
                 rollout: None,
+                source: None,
             };
             if let Some(old) = &old {
                 next.history = old.history.clone();

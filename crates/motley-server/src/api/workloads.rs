@@ -250,6 +250,35 @@ pub(crate) async fn apply(
         }
         seal_secrets(&s, &cache, &mut docs)?;
     }
+    let how = ApplyAs {
+        dry_run: set.dry_run,
+        ..ApplyAs::default()
+    };
+    apply_set(&s, &docs, &how).await.map(Json)
+}
+
+/// How [`apply_set`] applies a set.
+#[derive(Default)]
+pub(crate) struct ApplyAs<'a> {
+    /// Check and report only.
+    pub dry_run: bool,
+    /// The source applying it: each object records it (and one made by hand is taken
+    /// over). `None`: by hand, and each object keeps the source it had.
+    pub source: Option<&'a str>,
+    /// Objects deleted in the same transaction (a source's prune).
+    pub delete: &'a [WorkloadRef],
+    /// The mod revision each object's key had when the set was planned (0: absent);
+    /// when given, a key that changed since fails the apply instead of being retried.
+    pub expect: Option<&'a HashMap<String, u64>>,
+}
+
+/// Checks a parsed, sealed set against the cluster and applies it (and `how.delete`)
+/// in one transaction: all or nothing.
+pub(crate) async fn apply_set(
+    s: &Shared,
+    docs: &[manifest::Document],
+    how: &ApplyAs<'_>,
+) -> ApiResult<ObjectResults> {
     let limits = {
         let c = s.cache();
         c.nodes
@@ -262,7 +291,7 @@ pub(crate) async fn apply(
             })
     };
     if let Some(limits) = limits {
-        let details = manifest::check_against_cluster(&docs, &limits);
+        let details = manifest::check_against_cluster(docs, &limits);
         if !details.is_empty() {
             return Err(invalid(details));
         }
@@ -291,7 +320,7 @@ pub(crate) async fn apply(
                 _ => None,
             })
             .collect();
-        let details = manifest::expose_conflicts(&docs, &existing);
+        let details = manifest::expose_conflicts(docs, &existing);
         if !details.is_empty() {
             return Err(invalid(details));
         }
@@ -300,7 +329,7 @@ pub(crate) async fn apply(
     {
         let c = s.cache();
         let mut details = Vec::new();
-        for d in &docs {
+        for d in docs {
             let (Spec::Volume(new), Some(old)) = (&d.spec, c.workloads.get(&d.spec.reference()))
             else {
                 continue;
@@ -336,9 +365,9 @@ pub(crate) async fn apply(
         }
     }
     // The platforms of the images named, read before the transaction (IO).
-    let platforms = image_platforms(&s, &docs).await;
+    let platforms = image_platforms(s, docs).await;
     use motley_core::admit::{Current, revise};
-    let (st, docs, dry_run, platforms) = (&*s, &docs, set.dry_run, &platforms);
+    let (st, platforms) = (s, &platforms);
     let outcome = motley_store::update(
         &*s.store,
         || async move {
@@ -350,6 +379,7 @@ pub(crate) async fn apply(
                 let r = d.spec.reference();
                 let key = keys::workload(&r);
                 let current = s.store.get(&key).await?;
+                expect_unchanged(how, &key, current.as_ref(), &r)?;
                 let stored = current
                     .as_ref()
                     .map(|kv| serde_json::from_slice::<Workload>(&kv.value));
@@ -359,7 +389,18 @@ pub(crate) async fn apply(
                     Some(Ok(w)) => revise(Current::Stored(w), &d.spec, now, motley_net::new_id),
                 };
                 txn = txn.when(&key, current.as_ref().map_or(0, |kv| kv.mod_revision));
+                // A source's object records it; one taken over from the hand is
+                // written for that alone.
+                let (action, next) = match (how.source, next, &stored) {
+                    (Some(src), None, Some(Ok(w))) if w.source.as_deref() != Some(src) => {
+                        (motley_core::admit::Action::Configured, Some(w.clone()))
+                    }
+                    (_, next, _) => (action, next),
+                };
                 if let Some(mut w) = next {
+                    if let Some(src) = how.source {
+                        w.source = Some(src.to_string());
+                    }
                     if let Some(image) = &w.spec.task().image {
                         w.image_platforms = platforms.get(image).cloned().unwrap_or_default();
                     }
@@ -374,8 +415,25 @@ pub(crate) async fn apply(
                     action: action.as_str().into(),
                 });
             }
+            for r in how.delete {
+                let key = keys::workload(r);
+                let current = s.store.get(&key).await?;
+                expect_unchanged(how, &key, current.as_ref(), r)?;
+                let action = match &current {
+                    Some(kv) => {
+                        txn = txn.when(&key, kv.mod_revision).delete(key);
+                        "deleted"
+                    }
+                    None => "not found",
+                };
+                results.push(ObjectResult {
+                    kind: r.kind.to_string(),
+                    name: r.name.clone(),
+                    action: action.into(),
+                });
+            }
             let out = ObjectResults { results };
-            let dry_run = dry_run || motley_core::mutants::active("ack-before-commit");
+            let dry_run = how.dry_run || motley_core::mutants::active("ack-before-commit");
             Ok::<_, ApiError>(if dry_run {
                 motley_store::Attempt::Done(out)
             } else {
@@ -391,9 +449,7 @@ pub(crate) async fn apply(
     )
     .await?;
     match outcome {
-        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => {
-            Ok(Json(out))
-        }
+        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => Ok(out),
         motley_store::Updated::Conflicted => Err(ApiError::new(
             StatusCode::CONFLICT,
             "the objects kept changing concurrently; nothing was applied",
@@ -401,8 +457,29 @@ pub(crate) async fn apply(
     }
 }
 
-/// `POST /v1/plan`: runs one reconcile against the live cluster as if the set were
-/// applied, and returns what it would place, stop, bind and queue. Nothing is stored.
+/// With an expected revision (a source's plan), a key that changed since fails.
+fn expect_unchanged(
+    how: &ApplyAs<'_>,
+    key: &str,
+    current: Option<&motley_store::KeyValue>,
+    r: &WorkloadRef,
+) -> ApiResult<()> {
+    let Some(expect) = how.expect else {
+        return Ok(());
+    };
+    let (want, now) = (
+        expect.get(key).copied().unwrap_or(0),
+        current.map_or(0, |kv| kv.mod_revision),
+    );
+    if want != now {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{r} changed since the plan (revision {want}, now {now}); nothing was applied"),
+        ));
+    }
+    Ok(())
+}
+
 /// The platforms of every image the documents name (read from the registries, cached).
 async fn image_platforms(
     s: &Shared,
@@ -446,19 +523,33 @@ async fn image_platforms(
     platforms
 }
 
+/// `POST /v1/plan`: runs one reconcile against the live cluster as if the set were
+/// applied, and returns what it would place, stop, bind and queue. Nothing is stored.
 pub(crate) async fn plan(
     State(s): State<Arc<Shared>>,
     body: Result<Json<ManifestSet>, JsonRejection>,
 ) -> ApiResult<Json<motley_core::api::PlanResponse>> {
-    use motley_core::api::{PlanResponse, PlannedPlacement, PlannedStop};
     let Json(set) = body?;
     let docs = parse_manifests(&set)?;
-    let platforms = image_platforms(&s, &docs).await;
-    let cache = s.cache();
-    let details = check_secret_refs(&cache, &docs);
-    if !details.is_empty() {
-        return Err(invalid(details));
+    {
+        let details = check_secret_refs(&s.cache(), &docs);
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
     }
+    Ok(Json(plan_set(&s, &docs, &[]).await))
+}
+
+/// One reconcile against the live cluster as if `docs` were applied and `delete`
+/// deleted: what it would place, stop, bind and queue. Nothing is stored.
+pub(crate) async fn plan_set(
+    s: &Shared,
+    docs: &[manifest::Document],
+    delete: &[WorkloadRef],
+) -> motley_core::api::PlanResponse {
+    use motley_core::api::{PlanResponse, PlannedPlacement, PlannedStop};
+    let platforms = image_platforms(s, docs).await;
+    let cache = s.cache();
     let now = now_ms();
     let mut workloads = cache.workloads.clone();
     let platforms_of = |spec: &Spec| {
@@ -469,7 +560,15 @@ pub(crate) async fn plan(
             .unwrap_or_default()
     };
     let mut objects = Vec::new();
-    for d in &docs {
+    for r in delete {
+        let found = workloads.remove(r).is_some();
+        objects.push(ObjectResult {
+            kind: r.kind.to_string(),
+            name: r.name.clone(),
+            action: if found { "deleted" } else { "not found" }.into(),
+        });
+    }
+    for d in docs {
         let r = d.spec.reference();
         let action = match workloads.get_mut(&r) {
             // A plan never compares secret values: that would tell a viewer whether a
@@ -496,6 +595,7 @@ pub(crate) async fn plan(
                         image_platforms: platforms_of(&d.spec),
                         history: Vec::new(),
                         rollout: None,
+                        source: None,
                     },
                 );
                 "created"
@@ -529,7 +629,7 @@ pub(crate) async fn plan(
             })
         })
         .collect();
-    Ok(Json(PlanResponse {
+    PlanResponse {
         objects,
         placements: p
             .create
@@ -546,7 +646,7 @@ pub(crate) async fn plan(
         bind: p.bind,
         blocked: p.blocked.into_iter().collect(),
         queue: p.queue,
-    }))
+    }
 }
 
 pub(crate) async fn delete_set(

@@ -1,0 +1,1010 @@
+//! Git sources (issue 21): the leader fetches each `kind: Source`'s ref (only when it
+//! moved), reads the commit's manifests without a work tree, decrypts what is
+//! encrypted (in memory), plans the set with the scheduler and applies it with its
+//! prunes in one transaction, then holds the commit at its health gate.
+//!
+//! IO only: what to apply, prune, report as drift or refuse, and whether a gate
+//! passed, are [`motley_core::source`]'s. Invariants:
+//! * Syncs run one at a time (`syncing`), on the leader only.
+//! * A sync that changes nothing writes nothing: the record (`applied`, `healthy`,
+//!   `failed`) is written only when it changes; status and events live in memory.
+//! * Decrypted text lives in `Zeroizing` buffers and sealed Secret values; never on disk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use motley_core::api::{SourceEvent, SourcePlan, SourceView};
+use motley_core::manifest::{self, Document};
+use motley_core::model::{Kind, SourceSpec, Spec, WorkloadRef};
+use motley_core::source::{self as rules, Gate, Options, Owner, Stored};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::api::workloads::{ApplyAs, apply_set, check_secret_refs, plan_set, seal_secrets};
+use crate::state::{Shared, lock, now_ms};
+
+/// Key of a source's record.
+fn record_key(name: &str) -> String {
+    format!("{}{name}", crate::keys::SOURCES)
+}
+
+/// Events kept per source.
+const EVENTS: usize = 20;
+
+/// What is stored of a source (written only when it changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The commit applied now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
+    /// The last commit that passed its gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<String>,
+    /// A commit that failed its gate (held back until the ref moves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// A commit waiting at its health gate.
+#[derive(Debug, Clone)]
+struct Gating {
+    commit: String,
+    changed: Vec<WorkloadRef>,
+    since: u64,
+    timeout: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    view: SourceView,
+    /// When it is next polled (ms).
+    due: u64,
+    /// A webhook asked for a sync.
+    asked: bool,
+    gate: Option<Gating>,
+}
+
+/// The leader's sources: their status (memory), the loop's wake-up, and the lock
+/// that keeps syncs one at a time.
+#[derive(Default)]
+pub struct Sources {
+    /// Where the bare repositories are (`<data-dir>/server/sources`).
+    pub dir: OnceLock<PathBuf>,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Wakes the loop (a source applied, a webhook).
+    pub wake: Notify,
+    syncing: tokio::sync::Mutex<()>,
+}
+
+impl Sources {
+    /// Every source's view, by name.
+    pub fn views(&self) -> Vec<SourceView> {
+        lock(&self.entries)
+            .values()
+            .map(|e| e.view.clone())
+            .collect()
+    }
+
+    /// Asks for a sync of `name` at the next turn of the loop (a webhook). False when
+    /// there is no such source.
+    pub fn ask(&self, name: &str) -> bool {
+        let found = lock(&self.entries)
+            .get_mut(name)
+            .map(|e| e.asked = true)
+            .is_some();
+        if found {
+            self.wake.notify_one();
+        }
+        found
+    }
+}
+
+/// Why a sync stopped without applying: its result word and message.
+struct Stop(&'static str, String);
+
+/// The sources declared in the cache.
+fn declared_sources(s: &Shared) -> Vec<SourceSpec> {
+    s.cache()
+        .workloads
+        .values()
+        .filter_map(|w| match &w.spec {
+            Spec::Source(src) => Some(src.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The loop: polls each source at its interval (or when asked), and judges the
+/// health gates of applied commits. Runs on every server; acts only while leading.
+pub async fn run(s: std::sync::Arc<Shared>) {
+    loop {
+        let next = {
+            let entries = lock(&s.sources.entries);
+            let soonest = entries
+                .values()
+                .map(|e| match (&e.gate, e.asked) {
+                    (Some(_), _) => now_ms() + 1_000,
+                    (None, true) => e.due.min(e.view.last_sync + manifest::MIN_INTERVAL_MS),
+                    (None, false) => e.due,
+                })
+                .min();
+            soonest.map_or(5_000, |t| t.saturating_sub(now_ms()).clamp(100, 5_000))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(next)) => {}
+            _ = s.sources.wake.notified() => {}
+        }
+        if s.ha.leading().is_none() {
+            lock(&s.sources.entries).clear();
+            continue;
+        }
+        let specs = declared_sources(&s);
+        lock(&s.sources.entries).retain(|n, _| specs.iter().any(|x| &x.name == n));
+        for spec in specs {
+            let (due, gating) = {
+                let mut entries = lock(&s.sources.entries);
+                let e = entries.entry(spec.name.clone()).or_default();
+                // A webhook moves the poll forward, never closer than the shortest
+                // interval to the last sync.
+                let now = now_ms();
+                let asked = e.asked && now >= e.view.last_sync + manifest::MIN_INTERVAL_MS;
+                let due = asked || now >= e.due;
+                if due {
+                    e.asked = false;
+                }
+                (due, e.gate.is_some())
+            };
+            if gating {
+                judge_gate(&s, &spec).await;
+            } else if due {
+                sync(&s, &spec, false).await;
+            }
+        }
+    }
+}
+
+async fn read_record(s: &Shared, name: &str) -> Result<(Record, u64), String> {
+    let kv = s
+        .store
+        .get(&record_key(name))
+        .await
+        .map_err(|e| format!("reading the source's record: {e}"))?;
+    match kv {
+        None => Ok((Record::default(), 0)),
+        Some(kv) => serde_json::from_slice(&kv.value)
+            .map(|r| (r, kv.mod_revision))
+            .map_err(|e| format!("the source's record is unreadable: {e}")),
+    }
+}
+
+async fn write_record(s: &Shared, name: &str, rec: &Record) -> Result<(), String> {
+    let v = serde_json::to_vec(rec).map_err(|e| e.to_string())?;
+    s.store
+        .txn(motley_store::Txn::new().put(record_key(name), v))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("writing the source's record: {e}"))
+}
+
+/// Syncs one source now (the loop, `motley source sync`): fetch, read, plan, apply.
+/// Returns its view afterwards.
+pub async fn sync(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> SourceView {
+    let _one = s.sources.syncing.lock().await;
+    let started = std::time::Instant::now();
+    let (result, message, commit) = match attempt(s, spec, allow_empty).await {
+        Ok((result, message, commit)) => (result, message, commit),
+        Err((Stop(result, message), commit)) => (result, message, commit),
+    };
+    let now = now_ms();
+    let label = crate::metrics::SourceLabel {
+        source: spec.name.clone(),
+    };
+    s.metrics
+        .source_sync_seconds
+        .get_or_create(&label)
+        .observe(started.elapsed().as_secs_f64());
+    s.metrics
+        .source_syncs
+        .get_or_create(&crate::metrics::SourceResultLabel {
+            source: spec.name.clone(),
+            result: result.to_string(),
+        })
+        .inc();
+    let ok = matches!(result, "synced" | "applied" | "waiting");
+    if ok {
+        s.metrics
+            .source_last_success
+            .get_or_create(&label)
+            .set((now / 1000) as i64);
+    }
+    match result {
+        "failed" | "refused" => tracing::warn!(source = %spec.name, %commit, "{message}"),
+        "synced" => tracing::debug!(source = %spec.name, %commit, "{message}"),
+        _ => tracing::info!(source = %spec.name, %commit, "{message}"),
+    }
+    let mut entries = lock(&s.sources.entries);
+    let e = entries.entry(spec.name.clone()).or_default();
+    e.due = now + spec.interval.as_millis();
+    fill_view(s, spec, &mut e.view);
+    let v = &mut e.view;
+    v.last_sync = now;
+    if ok {
+        v.last_success = now;
+    }
+    // A poll that ends as the last one did (nothing new, the same failure) is not a
+    // new event: the last one's time moves.
+    let repeat = v
+        .events
+        .last_mut()
+        .filter(|x| x.commit == commit && x.result == result && x.message == message);
+    let quiet = match repeat {
+        Some(x) => {
+            x.at = now;
+            true
+        }
+        None => false,
+    };
+    v.result = result.to_string();
+    v.message = message.clone();
+    if !quiet {
+        v.events.push(SourceEvent {
+            at: now,
+            commit,
+            result: result.to_string(),
+            message,
+        });
+        let over = v.events.len().saturating_sub(EVENTS);
+        v.events.drain(..over);
+    }
+    v.clone()
+}
+
+/// The view's fields that come from the spec and the cache.
+fn fill_view(s: &Shared, spec: &SourceSpec, v: &mut SourceView) {
+    let (how, what) = spec.wanted();
+    v.name = spec.name.clone();
+    v.url = spec.git.url.clone();
+    v.wanted = format!("{how} {what}");
+    v.path = spec.git.path.clone();
+    v.owned = s
+        .cache()
+        .workloads
+        .values()
+        .filter(|w| w.source.as_deref() == Some(spec.name.as_str()))
+        .count();
+}
+
+fn want_of(spec: &SourceSpec) -> motley_git::Want {
+    match spec.wanted() {
+        ("commit", c) => motley_git::Want::Commit(c.to_string()),
+        ("tag", t) => motley_git::Want::Tag(t.to_string()),
+        (_, b) => motley_git::Want::Branch(b.to_string()),
+    }
+}
+
+fn repo_dir(s: &Shared, name: &str) -> Result<PathBuf, String> {
+    s.sources
+        .dir
+        .get()
+        .map(|d| d.join(name))
+        .ok_or_else(|| "the server has no sources directory".to_string())
+}
+
+/// `'text'` for `sh`.
+fn quoted(p: &std::path::Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// For an `ssh://` source with `git.ssh_key`: the ssh command that uses the deploy
+/// key, and the key's file on tmpfs (`/dev/shm`, mode 0600), removed when dropped.
+/// The Secret's `known_hosts` value, when it has one, is the only host key accepted;
+/// without it the first key seen is kept (`<name>.known_hosts` beside the repository)
+/// and required from then on.
+fn ssh_command(
+    s: &Shared,
+    spec: &SourceSpec,
+    dir: &std::path::Path,
+) -> Result<Option<(String, tempfile::NamedTempFile)>, String> {
+    let Some(k) = &spec.git.ssh_key else {
+        return Ok(None);
+    };
+    let (key, known) = {
+        let ring = crate::state::read(&s.trust.keyring);
+        let cache = s.cache();
+        let key = crate::secrets::value(&ring, &cache.workloads, &k.secret, &k.key)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|m| format!("the deploy key: {m}"))?;
+        let known = crate::secrets::value(&ring, &cache.workloads, &k.secret, "known_hosts").ok();
+        (key, known)
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("motley-deploy-key-")
+        .tempfile_in("/dev/shm")
+        .map_err(|e| format!("the deploy key needs a tmpfs at /dev/shm: {e}"))?;
+    std::io::Write::write_all(&mut file, &key)
+        .and_then(|()| {
+            // ssh refuses a key file without a final newline as "invalid format".
+            if key.ends_with(b"\n") {
+                Ok(())
+            } else {
+                std::io::Write::write_all(&mut file, b"\n")
+            }
+        })
+        .map_err(|e| format!("writing the deploy key to /dev/shm: {e}"))?;
+    // Beside the repository (whose directory must be empty when it is made).
+    let hosts = dir.with_extension("known_hosts");
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let checking = match &known {
+        Some(k) => {
+            std::fs::write(&hosts, k).map_err(|e| format!("{}: {e}", hosts.display()))?;
+            "yes"
+        }
+        None => "accept-new",
+    };
+    // ssh's own words ("Host key verification failed.") go to a file beside the
+    // key, read when the fetch fails: gix reports only a broken pipe.
+    let cmd = format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking={checking} -o UserKnownHostsFile={} 2>{}",
+        quoted(file.path()),
+        quoted(&hosts),
+        quoted(&ssh_errors(file.path()))
+    );
+    Ok(Some((cmd, file)))
+}
+
+/// Where ssh's standard error goes during a fetch with a deploy key.
+fn ssh_errors(key: &std::path::Path) -> PathBuf {
+    key.with_extension("stderr")
+}
+
+type Outcome = Result<(&'static str, String, String), (Stop, String)>;
+
+async fn attempt(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> Outcome {
+    let name = &spec.name;
+    let dir = repo_dir(s, name).map_err(|m| (Stop("failed", m), String::new()))?;
+    let known = lock(&s.sources.entries)
+        .get(name)
+        .and_then(|e| e.view.fetched.clone());
+    let (url, want) = (spec.git.url.clone(), want_of(spec));
+    let ssh = ssh_command(s, spec, &dir).map_err(|m| (Stop("failed", m), String::new()))?;
+    let fetched = motley_rt::spawn_blocking(move || {
+        let cmd = ssh.as_ref().map(|(cmd, _key)| cmd.as_str());
+        let r = motley_git::fetch_with(&dir, &url, &want, known.as_deref(), cmd);
+        let said = ssh.as_ref().and_then(|(_, key)| {
+            let path = ssh_errors(key.path());
+            let text = std::fs::read_to_string(&path).ok();
+            let _ = std::fs::remove_file(&path);
+            text
+        });
+        r.map_err(
+            |e| match said.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                Some(t) => format!("{e} (ssh: {})", t.lines().last().unwrap_or(t)),
+                None => e.to_string(),
+            },
+        )
+    })
+    .await
+    .map_err(|e| (Stop("failed", format!("fetch: {e}")), String::new()))?
+    .map_err(|e| {
+        (
+            Stop("failed", format!("fetch: {e}; nothing was changed")),
+            String::new(),
+        )
+    })?;
+    let head = fetched.commit;
+    if let Some(e) = lock(&s.sources.entries).get_mut(name) {
+        e.view.fetched = Some(head.clone());
+    }
+    let (mut rec, _) = read_record(s, name)
+        .await
+        .map_err(|m| (Stop("failed", m), head.clone()))?;
+    // A commit that failed its gate stays out until the ref moves (a sync by hand
+    // too: push a fix or a revert to go on).
+    let target = match (&rec.failed, &rec.applied) {
+        (Some(bad), Some(applied)) if *bad == head => applied.clone(),
+        _ => head.clone(),
+    };
+    let held = target != head;
+    let same = rec.applied.as_deref() == Some(target.as_str());
+    let opts = Options {
+        prune: spec.prune,
+        allow_empty,
+        drift: spec.drift,
+        same_commit: same,
+    };
+    let done = apply_commit(s, spec, &target, &opts)
+        .await
+        .map_err(|stop| (stop, target.clone()))?;
+    let short = &target[..target.len().min(12)];
+    let mut parts = Vec::new();
+    if held {
+        parts.push(format!(
+            "commit {} failed its health gate; staying at {short} until {} moves",
+            &head[..head.len().min(12)],
+            spec.wanted().1
+        ));
+    }
+    if !done.drift.is_empty() {
+        let names: Vec<String> = done.drift.iter().map(|r| r.to_string()).collect();
+        parts.push(match spec.drift {
+            motley_core::model::DriftPolicy::Revert => {
+                format!("drift put back: {}", names.join(", "))
+            }
+            motley_core::model::DriftPolicy::Report => {
+                format!("drift reported: {}", names.join(", "))
+            }
+        });
+    }
+    if let Some(e) = lock(&s.sources.entries).get_mut(name) {
+        e.view.drift = done.drift.clone();
+        e.view.applied = rec.applied.clone().or(Some(target.clone()));
+        e.view.healthy = rec.healthy.clone();
+        e.view.failed = rec.failed.clone();
+        if let Some(p) = done.plan {
+            e.view.plan = Some(p);
+        }
+    }
+    if same || held {
+        let what = if done.changed == 0 {
+            format!("at {short}, nothing to change")
+        } else {
+            format!("at {short}, {} object(s) put back", done.changed)
+        };
+        parts.insert(0, what);
+        return Ok(("synced", parts.join("; "), target));
+    }
+    // A new commit: recorded, and held at its gate when it changed workloads.
+    let prev = rec.clone();
+    rec.applied = Some(target.clone());
+    let gated = !done.workloads.is_empty();
+    if !gated {
+        rec.healthy = Some(target.clone());
+    }
+    if rec != prev {
+        write_record(s, name, &rec)
+            .await
+            .map_err(|m| (Stop("failed", m), target.clone()))?;
+    }
+    let now = now_ms();
+    if let Some(e) = lock(&s.sources.entries).get_mut(name) {
+        e.view.applied = rec.applied.clone();
+        e.view.healthy = rec.healthy.clone();
+        e.view.failed = rec.failed.clone();
+        e.gate = gated.then(|| Gating {
+            commit: target.clone(),
+            changed: done.workloads.clone(),
+            since: now,
+            timeout: spec.health.timeout.as_millis(),
+        });
+    }
+    parts.insert(
+        0,
+        format!(
+            "applied {short}: {} created or changed, {} deleted",
+            done.changed, done.deleted
+        ),
+    );
+    if gated {
+        parts.push(format!(
+            "waiting for {} at the health gate",
+            done.workloads
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        Ok(("waiting", parts.join("; "), target))
+    } else {
+        Ok(("applied", parts.join("; "), target))
+    }
+}
+
+/// What applying a commit did.
+struct Done {
+    /// Objects created or changed.
+    changed: usize,
+    /// Objects pruned.
+    deleted: usize,
+    /// Of the changed, the workloads (services, jobs, daemons): the gate's.
+    workloads: Vec<WorkloadRef>,
+    /// Drift found.
+    drift: Vec<WorkloadRef>,
+    /// The plan, when something was applied.
+    plan: Option<SourcePlan>,
+}
+
+/// Reads `commit`'s manifests, plans them against the cluster and applies what
+/// changed, with the prunes, in one transaction.
+async fn apply_commit(
+    s: &Shared,
+    spec: &SourceSpec,
+    commit: &str,
+    opts: &Options,
+) -> Result<Done, Stop> {
+    let mut docs = read_commit(s, spec, commit).await?;
+    let (declared, stored, revision) = {
+        let cache = s.cache();
+        let details = check_secret_refs(&cache, &docs);
+        if !details.is_empty() {
+            return Err(Stop("failed", manifest_errors(&details, commit)));
+        }
+        seal_secrets(s, &cache, &mut docs).map_err(|e| Stop("failed", api_message(e, commit)))?;
+        let declared: BTreeMap<WorkloadRef, Spec> = docs
+            .iter()
+            .map(|d| (d.spec.reference(), d.spec.clone()))
+            .collect();
+        let stored: BTreeMap<WorkloadRef, Stored> = cache
+            .workloads
+            .iter()
+            .map(|(r, w)| {
+                // Objects of a deleted source are left as if made by hand.
+                let owner = match &w.source {
+                    Some(src) if cache.workloads.contains_key(&source_ref(src)) => {
+                        Owner::Source(src.clone())
+                    }
+                    _ => Owner::Hand,
+                };
+                (
+                    r.clone(),
+                    Stored {
+                        spec: w.spec.clone(),
+                        owner,
+                    },
+                )
+            })
+            .collect();
+        (declared, stored, cache.revision)
+    };
+    let plan = rules::plan(&spec.name, &declared, &stored, opts).map_err(|e| {
+        let vanished = if declared.is_empty() && !spec.git.path.is_empty() {
+            format!(" ({} has no manifests in it)", spec.git.path)
+        } else {
+            String::new()
+        };
+        Stop("refused", format!("commit {commit}{vanished}: {e}"))
+    })?;
+    let drift = plan.drift.clone();
+    if plan.is_empty() {
+        return Ok(Done {
+            changed: 0,
+            deleted: 0,
+            workloads: Vec::new(),
+            drift,
+            plan: None,
+        });
+    }
+    // The revisions the plan is made at: the apply requires them unchanged.
+    let expect: motley_rt::HashMap<String, u64> = {
+        let cache = s.cache();
+        plan.apply
+            .iter()
+            .chain(plan.prune.iter())
+            .map(|r| {
+                let k = crate::keys::workload(r);
+                let rev = cache.rev(&k);
+                (k, rev)
+            })
+            .collect()
+    };
+    let to_apply: Vec<Document> = docs
+        .into_iter()
+        .filter(|d| plan.apply.contains(&d.spec.reference()))
+        .collect();
+    let scheduled = plan_set(s, &to_apply, &plan.prune).await;
+    let how = ApplyAs {
+        dry_run: false,
+        source: Some(&spec.name),
+        delete: &plan.prune,
+        expect: Some(&expect),
+    };
+    apply_set(s, &to_apply, &how)
+        .await
+        .map_err(|e| Stop("failed", api_message(e, commit)))?;
+    let workloads = plan
+        .apply
+        .iter()
+        .filter(|r| r.kind.is_workload() && declared_changed(r, &stored, &declared))
+        .cloned()
+        .collect();
+    Ok(Done {
+        changed: plan.apply.len(),
+        deleted: plan.prune.len(),
+        workloads,
+        drift,
+        plan: Some(SourcePlan {
+            commit: commit.to_string(),
+            at: now_ms(),
+            revision,
+            plan: scheduled,
+        }),
+    })
+}
+
+/// Whether a declared object's spec differs from the stored one (an adopted object
+/// with the same spec changes nothing that runs).
+fn declared_changed(
+    r: &WorkloadRef,
+    stored: &BTreeMap<WorkloadRef, Stored>,
+    declared: &BTreeMap<WorkloadRef, Spec>,
+) -> bool {
+    stored.get(r).map(|x| &x.spec) != declared.get(r)
+}
+
+/// An API error of a commit's apply, in words, with every field error.
+fn api_message(e: crate::api::ApiError, commit: &str) -> String {
+    if e.1.details.is_empty() {
+        format!("commit {commit}: {}", e.1.error)
+    } else {
+        manifest_errors(&e.1.details, commit)
+    }
+}
+
+/// Errors of a commit's manifests, each naming file, line, column and field; the
+/// file names carry the commit.
+fn manifest_errors(details: &[manifest::ManifestError], commit: &str) -> String {
+    let list: Vec<String> = details.iter().map(|e| e.to_string()).collect();
+    format!(
+        "commit {commit}: {} invalid field(s), nothing was changed: {}",
+        details.len(),
+        list.join("; ")
+    )
+}
+
+/// The commit's manifests, decrypted and parsed.
+async fn read_commit(s: &Shared, spec: &SourceSpec, commit: &str) -> Result<Vec<Document>, Stop> {
+    let dir = repo_dir(s, &spec.name).map_err(|m| Stop("failed", m))?;
+    let (c, path) = (commit.to_string(), spec.git.path.clone());
+    let read = motley_rt::spawn_blocking(move || {
+        motley_git::manifests(&dir, &c, &path, &motley_git::Limits::default())
+    })
+    .await
+    .map_err(|e| Stop("failed", e.to_string()))?;
+    let files = match read {
+        Ok(f) => f,
+        // A vanished path declares nothing: the empty-commit rule decides.
+        Err(motley_git::GitError::NoPath { path, .. }) => {
+            tracing::info!(source = %spec.name, %commit, "{path} is not in the commit");
+            Vec::new()
+        }
+        Err(e) => return Err(Stop("failed", format!("{e}; nothing was changed"))),
+    };
+    let short = &commit[..commit.len().min(12)];
+    let encrypted = files.iter().any(|f| f.is_age() || is_sops(f));
+    let ids = match (&spec.decrypt, encrypted) {
+        (_, false) => None,
+        (None, true) => {
+            let f = files.iter().find(|f| f.is_age() || is_sops(f));
+            return Err(Stop(
+                "failed",
+                format!(
+                    "{short}:{} is encrypted, and the source has no decrypt.age_key; nothing was changed",
+                    f.map_or("", |f| f.path.as_str())
+                ),
+            ));
+        }
+        (Some(d), true) => {
+            let key = {
+                let ring = crate::state::read(&s.trust.keyring);
+                crate::secrets::value(
+                    &ring,
+                    &s.cache().workloads,
+                    &d.age_key.secret,
+                    &d.age_key.key,
+                )
+            }
+            .map(zeroize::Zeroizing::new)
+            .map_err(|m| Stop("failed", format!("the age identity: {m}")))?;
+            let text = std::str::from_utf8(&key)
+                .map_err(|_| Stop("failed", "the age identity is not text".into()))?;
+            Some(motley_sops::Identities::parse(text).map_err(|e| Stop("failed", e.to_string()))?)
+        }
+    };
+    // Names shown in errors: `<commit>:<path>`.
+    let mut texts: Vec<(String, zeroize::Zeroizing<String>)> = Vec::with_capacity(files.len());
+    for f in &files {
+        let shown = format!("{short}:{}", f.path);
+        let text = match (&ids, f.is_age(), is_sops(f)) {
+            (Some(ids), true, _) => {
+                let plain = motley_sops::decrypt_age(ids, &shown, &f.data, 1 << 20)
+                    .map_err(|e| Stop("failed", e.to_string()))?;
+                let t = std::str::from_utf8(&plain).map_err(|_| {
+                    Stop(
+                        "failed",
+                        format!("{shown}: decrypts to text that is not UTF-8"),
+                    )
+                })?;
+                zeroize::Zeroizing::new(t.to_string())
+            }
+            (Some(ids), false, true) => {
+                let t = f
+                    .text()
+                    .map_err(|e| Stop("failed", format!("{shown}: {e}")))?;
+                motley_sops::decrypt_sops_yaml(ids, &shown, t)
+                    .map_err(|e| Stop("failed", e.to_string()))?
+            }
+            _ => {
+                let t = f
+                    .text()
+                    .map_err(|e| Stop("failed", format!("{shown}: {e}")))?;
+                zeroize::Zeroizing::new(t.to_string())
+            }
+        };
+        texts.push((shown, text));
+    }
+    let sources: Vec<manifest::Source<'_>> = texts
+        .iter()
+        .map(|(n, t)| manifest::Source {
+            name: n,
+            text: t.as_str(),
+        })
+        .collect();
+    let docs =
+        manifest::parse_set(&sources).map_err(|e| Stop("failed", manifest_errors(&e, commit)))?;
+    // Values read from a file or the environment are `motley apply`'s; in git they
+    // are encrypted instead.
+    let inputs = manifest::secret_inputs(&docs);
+    if !inputs.is_empty() {
+        let errors: Vec<manifest::ManifestError> = inputs
+            .into_iter()
+            .map(|(_, _, _, mut e)| {
+                e.message = "fromFile and fromEnv are read by `motley apply`; in git, encrypt the file (age or SOPS) and give value".into();
+                e
+            })
+            .collect();
+        return Err(Stop("failed", manifest_errors(&errors, commit)));
+    }
+    Ok(docs)
+}
+
+/// A SOPS file: YAML with a top-level `sops:` map.
+fn is_sops(f: &motley_git::File) -> bool {
+    !f.is_age()
+        && f.text()
+            .is_ok_and(|t| t.lines().any(|l| l.starts_with("sops:")))
+}
+
+/// Judges the gate of a source's applied commit; on failure goes back to the last
+/// healthy commit.
+async fn judge_gate(s: &Shared, spec: &SourceSpec) {
+    let Some(g) = lock(&s.sources.entries)
+        .get(&spec.name)
+        .and_then(|e| e.gate.clone())
+    else {
+        return;
+    };
+    let verdict = {
+        let c = s.cache();
+        rules::gate(
+            &g.changed,
+            &c.workloads,
+            c.allocs.values(),
+            g.since,
+            g.timeout,
+            now_ms(),
+        )
+    };
+    let why = match verdict {
+        Gate::Wait(_) => return,
+        Gate::Pass => {
+            let _one = s.sources.syncing.lock().await;
+            let r = match read_record(s, &spec.name).await {
+                Ok((mut rec, _)) if rec.applied.as_deref() == Some(g.commit.as_str()) => {
+                    rec.healthy = Some(g.commit.clone());
+                    write_record(s, &spec.name, &rec).await.map(|_| rec)
+                }
+                Ok((rec, _)) => Ok(rec),
+                Err(m) => Err(m),
+            };
+            let short = &g.commit[..g.commit.len().min(12)];
+            let mut entries = lock(&s.sources.entries);
+            let Some(e) = entries.get_mut(&spec.name) else {
+                return;
+            };
+            match r {
+                Ok(rec) => {
+                    e.gate = None;
+                    e.view.healthy = rec.healthy;
+                    event(
+                        e,
+                        &g.commit,
+                        "healthy",
+                        format!("{short} passed its health gate"),
+                    );
+                }
+                Err(m) => event(e, &g.commit, "failed", m),
+            }
+            return;
+        }
+        Gate::Fail(why) => why,
+    };
+    rollback(s, spec, &g, &why).await;
+}
+
+fn event(e: &mut Entry, commit: &str, result: &str, message: String) {
+    let now = now_ms();
+    e.view.result = result.to_string();
+    e.view.message = message.clone();
+    e.view.last_sync = now;
+    e.view.events.push(SourceEvent {
+        at: now,
+        commit: commit.to_string(),
+        result: result.to_string(),
+        message,
+    });
+    let over = e.view.events.len().saturating_sub(EVENTS);
+    e.view.events.drain(..over);
+}
+
+/// Goes back to the last healthy commit after `g.commit` failed its gate.
+async fn rollback(s: &Shared, spec: &SourceSpec, g: &Gating, why: &str) {
+    let _one = s.sources.syncing.lock().await;
+    let short = g.commit[..g.commit.len().min(12)].to_string();
+    let rec = read_record(s, &spec.name).await;
+    let (result, message) = match rec {
+        Err(m) => ("failed", m),
+        Ok((mut rec, _)) => match rec.healthy.clone().filter(|h| *h != g.commit) {
+            None => {
+                rec.failed = Some(g.commit.clone());
+                let w = write_record(s, &spec.name, &rec).await;
+                (
+                    "failed",
+                    match w {
+                        Ok(()) => format!(
+                            "{short} failed its health gate ({why}); there is no earlier healthy commit to go back to"
+                        ),
+                        Err(m) => m,
+                    },
+                )
+            }
+            Some(healthy) => {
+                let opts = Options {
+                    prune: spec.prune,
+                    allow_empty: true,
+                    drift: motley_core::model::DriftPolicy::Revert,
+                    same_commit: false,
+                };
+                let hs = healthy[..healthy.len().min(12)].to_string();
+                match apply_commit(s, spec, &healthy, &opts).await {
+                    Ok(_) => {
+                        rec.applied = Some(healthy.clone());
+                        rec.failed = Some(g.commit.clone());
+                        match write_record(s, &spec.name, &rec).await {
+                            Ok(()) => (
+                                "rolled back",
+                                format!(
+                                    "{short} failed its health gate ({why}); back at {hs}, the last healthy commit"
+                                ),
+                            ),
+                            Err(m) => ("failed", m),
+                        }
+                    }
+                    Err(Stop(_, m)) => (
+                        "failed",
+                        format!(
+                            "{short} failed its health gate ({why}); going back to {hs} failed: {m}"
+                        ),
+                    ),
+                }
+            }
+        },
+    };
+    tracing::warn!(source = %spec.name, commit = %g.commit, "{message}");
+    s.metrics
+        .source_syncs
+        .get_or_create(&crate::metrics::SourceResultLabel {
+            source: spec.name.clone(),
+            result: result.to_string(),
+        })
+        .inc();
+    if let Ok((rec, _)) = read_record(s, &spec.name).await {
+        let mut entries = lock(&s.sources.entries);
+        if let Some(e) = entries.get_mut(&spec.name) {
+            e.gate = None;
+            e.view.applied = rec.applied;
+            e.view.healthy = rec.healthy;
+            e.view.failed = rec.failed;
+            event(e, &g.commit, result, message);
+        }
+    }
+}
+
+fn source_ref(name: &str) -> WorkloadRef {
+    WorkloadRef {
+        kind: Kind::Source,
+        name: name.to_string(),
+    }
+}
+
+/// The named source's spec, from the cache.
+pub fn spec_of(s: &Shared, name: &str) -> Option<SourceSpec> {
+    match s.cache().workloads.get(&source_ref(name)).map(|w| &w.spec) {
+        Some(Spec::Source(src)) => Some(src.clone()),
+        _ => None,
+    }
+}
+
+/// The named source's view (filled from the spec before its first sync).
+pub fn view_of(s: &Shared, spec: &SourceSpec) -> SourceView {
+    let mut entries = lock(&s.sources.entries);
+    let e = entries.entry(spec.name.clone()).or_default();
+    fill_view(s, spec, &mut e.view);
+    if e.view.result.is_empty() {
+        e.view.result = "pending".into();
+        e.view.message = "not synced yet".into();
+    }
+    e.view.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(yaml: &str) -> Document {
+        match manifest::parse_set(&[manifest::Source {
+            name: "t.yaml",
+            text: yaml,
+        }]) {
+            Ok(mut d) => d.remove(0),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// A source's apply carries the revisions its plan was made at: an object changed
+    /// in between (by hand) fails the apply, which changes nothing.
+    #[tokio::test]
+    async fn an_apply_planned_before_a_change_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        let web = |n: u32| {
+            doc(&format!(
+                "kind: Service\nname: web\nreplicas: {n}\ntask:\n  command: [x]\n"
+            ))
+        };
+        let key = crate::keys::workload(&web(1).spec.reference());
+        let by_hand = ApplyAs::default();
+        apply_set(&s, &[web(1)], &by_hand).await.expect("apply 1");
+        let planned = s
+            .store
+            .get(&key)
+            .await
+            .expect("get")
+            .expect("stored")
+            .mod_revision;
+        apply_set(&s, &[web(2)], &by_hand).await.expect("apply 2");
+        let expect: motley_rt::HashMap<String, u64> =
+            [(key.clone(), planned)].into_iter().collect();
+        let how = ApplyAs {
+            source: Some("home"),
+            expect: Some(&expect),
+            ..ApplyAs::default()
+        };
+        let err = match apply_set(&s, &[web(3)], &how).await {
+            Ok(r) => panic!("applied: {r:?}"),
+            Err(e) => e,
+        };
+        assert_eq!(err.0, axum::http::StatusCode::CONFLICT);
+        assert!(
+            err.1.error.contains("changed since the plan"),
+            "{}",
+            err.1.error
+        );
+        let kv = s.store.get(&key).await.expect("get").expect("stored");
+        let w: motley_core::model::Workload = serde_json::from_slice(&kv.value).expect("decode");
+        assert_eq!((w.generation, w.source), (2, None), "nothing applied");
+        // At the current revision it applies, and the object records its source.
+        let expect: motley_rt::HashMap<String, u64> =
+            [(key.clone(), kv.mod_revision)].into_iter().collect();
+        let how = ApplyAs {
+            expect: Some(&expect),
+            ..how
+        };
+        apply_set(&s, &[web(3)], &how).await.expect("apply 3");
+        let kv = s.store.get(&key).await.expect("get").expect("stored");
+        let w: motley_core::model::Workload = serde_json::from_slice(&kv.value).expect("decode");
+        assert_eq!((w.generation, w.source.as_deref()), (3, Some("home")));
+    }
+}
