@@ -318,8 +318,8 @@ fn a_git_source_syncs_prunes_refuses_reverts_drift_and_rolls_back() {
 
     // A healthy commit, then one whose web never gets healthy: the gate fails and
     // the source goes back to the healthy one, and holds the failed one back.
+    // (Found by polling alone, within the 5 s interval.)
     let good = repo.commit(&[(WEB, Some(&web1))], "good again");
-    c.ok(&["source", "sync", "home"]);
     wait_applied(&c, "home", &good, &["healthy", "synced"]);
     let failing = repo.commit(&[(WEB, Some(&service("web", 1, "exit 3")))], "broken");
     c.ok(&["source", "sync", "home"]);
@@ -641,7 +641,7 @@ fn a_source_fetches_over_ssh_with_a_deploy_key_from_a_secret() {
         let out = c.apply_yaml(
             &format!("source-{name}.yaml"),
             &format!(
-                "kind: Source\nname: {name}\ngit:\n  url: {url}\n  ssh_key: {{ secret: {secret}, key: identity }}\ninterval: 5s\n"
+                "kind: Source\nname: {name}\ngit:\n  url: {url}\n  ssh_key: {{ secret: {secret}, key: identity }}\ninterval: 1h\n"
             ),
         );
         assert!(
@@ -653,6 +653,24 @@ fn a_source_fetches_over_ssh_with_a_deploy_key_from_a_secret() {
     add_source("over-ssh", "deploy");
     wait_applied(&c, "over-ssh", &commit, &["healthy", "synced"]);
     assert_eq!(names(&c, "services"), ["web"]);
+    // With an interval of an hour, a push is found through the webhook.
+    let second = repo.commit(
+        &[("db.yaml", Some(&service("db", 1, "sleep 3600")))],
+        "second",
+    );
+    let (http, base, _) = c.http();
+    let hook = |name: &str| {
+        rt().block_on(async {
+            http.post(format!("{base}/hooks/sources/{name}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    assert_eq!(hook("nonesuch").ok(), Some(404));
+    assert_eq!(hook("over-ssh").ok(), Some(202));
+    wait_applied(&c, "over-ssh", &second, &["healthy", "synced"]);
+    assert_eq!(names(&c, "services"), ["db", "web"]);
     // A host whose key is not the one the Secret names is refused.
     add_source("spoofed", "deploy-wrong-host");
     let out = c.cli(&["source", "sync", "spoofed"]);
@@ -664,6 +682,13 @@ fn a_source_fetches_over_ssh_with_a_deploy_key_from_a_secret() {
     );
     assert!(said.contains("Host key verification failed"), "{said}");
     assert!(source(&c, "spoofed")["applied"].is_null());
+    // A deleted source leaves no repository behind.
+    let repo_dir = c.data_dir().join("server/sources/spoofed");
+    assert!(repo_dir.is_dir());
+    c.ok(&["delete", "source/spoofed"]);
+    wait_for("the repository removed", Duration::from_secs(30), || {
+        (!repo_dir.exists()).then_some(())
+    });
     // The key (and ssh's words) were on tmpfs for the fetch only.
     assert!(
         deploy_keys_in_shm().is_empty(),

@@ -18,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use motley_core::api::{
-    CreatedToken, ErrorBody, JoinRequest, JoinResponse, ManifestSet, NodeView, ObjectResult,
-    ObjectResults, TokenInfo, TokenRequest, VersionInfo, WorkloadDetail, WorkloadView,
+    CreatedToken, JoinRequest, JoinResponse, ManifestSet, NodeView, ObjectResult, ObjectResults,
+    TokenInfo, TokenRequest, VersionInfo, WorkloadDetail, WorkloadView,
 };
 use motley_core::failure::Health;
-use motley_core::manifest::{self, ClusterLimits};
+use motley_core::manifest;
 use motley_core::model::{Allocation, Kind, Spec, Workload, WorkloadRef};
 use motley_core::proto::ServerMsg;
 use motley_core::reconcile::{self, node_matches};
@@ -48,41 +48,7 @@ use workloads::*;
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 4 << 20;
 
-/// An API error: a status and a JSON body.
-#[derive(Debug)]
-pub struct ApiError(pub StatusCode, pub ErrorBody);
-
-impl ApiError {
-    fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
-        ApiError(
-            status,
-            ErrorBody {
-                error: msg.into(),
-                details: vec![],
-            },
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
-    }
-}
-
-impl From<motley_store::StoreError> for ApiError {
-    fn from(e: motley_store::StoreError) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> ApiError {
-        ApiError::new(e.status(), e.body_text())
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
+pub use crate::error::{ApiError, ApiResult};
 
 /// Who is calling, attached by the auth middleware.
 #[derive(Clone, Debug)]

@@ -41,6 +41,10 @@ pub fn node(name: &str) -> String {
 pub fn alloc(id: &str) -> String {
     format!("{ALLOCS}{id}")
 }
+/// Key of a git source's record.
+pub fn source_record(name: &str) -> String {
+    format!("{SOURCES}{name}")
+}
 /// Key of a token record.
 pub fn token(hash: &str) -> String {
     format!("{TOKENS}{hash}")

@@ -12,22 +12,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
 
 use motley_core::api::{SourceEvent, SourcePlan, SourceView};
 use motley_core::manifest::{self, Document};
 use motley_core::model::{Kind, SourceSpec, Spec, WorkloadRef};
 use motley_core::source::{self as rules, Gate, Options, Owner, Stored};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
-use crate::api::workloads::{ApplyAs, apply_set, check_secret_refs, plan_set, seal_secrets};
+use crate::apply::{ApplyAs, apply_set, check_secret_refs, plan_set, seal_secrets};
+use crate::state::sources::{Entry, Gating};
 use crate::state::{Shared, lock, now_ms};
-
-/// Key of a source's record.
-fn record_key(name: &str) -> String {
-    format!("{}{name}", crate::keys::SOURCES)
-}
 
 /// Events kept per source.
 const EVENTS: usize = 20;
@@ -44,60 +38,6 @@ pub struct Record {
     /// A commit that failed its gate (held back until the ref moves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
-}
-
-/// A commit waiting at its health gate.
-#[derive(Debug, Clone)]
-struct Gating {
-    commit: String,
-    changed: Vec<WorkloadRef>,
-    since: u64,
-    timeout: u64,
-}
-
-#[derive(Debug, Default)]
-struct Entry {
-    view: SourceView,
-    /// When it is next polled (ms).
-    due: u64,
-    /// A webhook asked for a sync.
-    asked: bool,
-    gate: Option<Gating>,
-}
-
-/// The leader's sources: their status (memory), the loop's wake-up, and the lock
-/// that keeps syncs one at a time.
-#[derive(Default)]
-pub struct Sources {
-    /// Where the bare repositories are (`<data-dir>/server/sources`).
-    pub dir: OnceLock<PathBuf>,
-    entries: Mutex<BTreeMap<String, Entry>>,
-    /// Wakes the loop (a source applied, a webhook).
-    pub wake: Notify,
-    syncing: tokio::sync::Mutex<()>,
-}
-
-impl Sources {
-    /// Every source's view, by name.
-    pub fn views(&self) -> Vec<SourceView> {
-        lock(&self.entries)
-            .values()
-            .map(|e| e.view.clone())
-            .collect()
-    }
-
-    /// Asks for a sync of `name` at the next turn of the loop (a webhook). False when
-    /// there is no such source.
-    pub fn ask(&self, name: &str) -> bool {
-        let found = lock(&self.entries)
-            .get_mut(name)
-            .map(|e| e.asked = true)
-            .is_some();
-        if found {
-            self.wake.notify_one();
-        }
-        found
-    }
 }
 
 /// Why a sync stopped without applying: its result word and message.
@@ -140,7 +80,21 @@ pub async fn run(s: std::sync::Arc<Shared>) {
             continue;
         }
         let specs = declared_sources(&s);
-        lock(&s.sources.entries).retain(|n, _| specs.iter().any(|x| &x.name == n));
+        let mut gone = Vec::new();
+        lock(&s.sources.entries).retain(|n, _| {
+            let keep = specs.iter().any(|x| &x.name == n);
+            if !keep {
+                gone.push(n.clone());
+            }
+            keep
+        });
+        // A deleted source's repository goes with it (its record went with the object).
+        for name in gone {
+            if let Ok(dir) = repo_dir(&s, &name) {
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_file(dir.with_extension("known_hosts"));
+            }
+        }
         for spec in specs {
             let (due, gating) = {
                 let mut entries = lock(&s.sources.entries);
@@ -167,7 +121,7 @@ pub async fn run(s: std::sync::Arc<Shared>) {
 async fn read_record(s: &Shared, name: &str) -> Result<(Record, u64), String> {
     let kv = s
         .store
-        .get(&record_key(name))
+        .get(&crate::keys::source_record(name))
         .await
         .map_err(|e| format!("reading the source's record: {e}"))?;
     match kv {
@@ -181,7 +135,7 @@ async fn read_record(s: &Shared, name: &str) -> Result<(Record, u64), String> {
 async fn write_record(s: &Shared, name: &str, rec: &Record) -> Result<(), String> {
     let v = serde_json::to_vec(rec).map_err(|e| e.to_string())?;
     s.store
-        .txn(motley_store::Txn::new().put(record_key(name), v))
+        .txn(motley_store::Txn::new().put(crate::keys::source_record(name), v))
         .await
         .map(|_| ())
         .map_err(|e| format!("writing the source's record: {e}"))
@@ -448,6 +402,24 @@ async fn attempt(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> Outcome {
         }
     }
     if same || held {
+        // Applied but never judged (the leader that applied it is gone): the gate
+        // starts again, over every workload the commit declares.
+        let unjudged = rec.applied.is_some()
+            && rec.healthy != rec.applied
+            && rec.failed != rec.applied
+            && !done.declared.is_empty();
+        if unjudged
+            && let Some(e) = lock(&s.sources.entries).get_mut(name)
+            && e.gate.is_none()
+        {
+            e.gate = Some(Gating {
+                commit: target.clone(),
+                changed: done.declared.clone(),
+                since: now_ms(),
+                timeout: spec.health.timeout.as_millis(),
+            });
+            parts.push("its health gate was not judged: waiting for it again".into());
+        }
         let what = if done.changed == 0 {
             format!("at {short}, nothing to change")
         } else {
@@ -512,6 +484,8 @@ struct Done {
     workloads: Vec<WorkloadRef>,
     /// Drift found.
     drift: Vec<WorkloadRef>,
+    /// Every workload the commit declares.
+    declared: Vec<WorkloadRef>,
     /// The plan, when something was applied.
     plan: Option<SourcePlan>,
 }
@@ -567,12 +541,18 @@ async fn apply_commit(
         Stop("refused", format!("commit {commit}{vanished}: {e}"))
     })?;
     let drift = plan.drift.clone();
+    let all: Vec<WorkloadRef> = declared
+        .keys()
+        .filter(|r| r.kind.is_workload())
+        .cloned()
+        .collect();
     if plan.is_empty() {
         return Ok(Done {
             changed: 0,
             deleted: 0,
             workloads: Vec::new(),
             drift,
+            declared: all,
             plan: None,
         });
     }
@@ -614,6 +594,7 @@ async fn apply_commit(
         deleted: plan.prune.len(),
         workloads,
         drift,
+        declared: all,
         plan: Some(SourcePlan {
             commit: commit.to_string(),
             at: now_ms(),
@@ -634,7 +615,7 @@ fn declared_changed(
 }
 
 /// An API error of a commit's apply, in words, with every field error.
-fn api_message(e: crate::api::ApiError, commit: &str) -> String {
+fn api_message(e: crate::error::ApiError, commit: &str) -> String {
     if e.1.details.is_empty() {
         format!("commit {commit}: {}", e.1.error)
     } else {

@@ -37,6 +37,7 @@ pub mod hub;
 pub mod leading;
 pub mod liveness;
 mod reports;
+pub mod sources;
 
 pub use crate::util::{lock, now_ms, read, write};
 pub use hub::{AgentConn, Hub, LogPiece, OUTBOX_LIMIT, Outbox};
@@ -105,7 +106,7 @@ pub struct Shared {
     /// The service catalog last sent to the agents (memory only).
     pub catalog: catalog::CatalogState,
     /// Git sources: status, the sync loop's wake-up (the leader's, memory only).
-    pub sources: crate::sources::Sources,
+    pub sources: sources::Sources,
 }
 
 /// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how

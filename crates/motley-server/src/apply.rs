@@ -1,0 +1,538 @@
+//! The apply path shared by `motley apply` and git sources: a parsed set checked
+//! against the cluster and written in one transaction (all or nothing), and the plan
+//! of a set (one reconcile as if it were applied).
+
+use motley_rt::HashMap;
+
+use axum::http::StatusCode;
+use motley_core::api::{ObjectResult, ObjectResults};
+use motley_core::manifest::{self, ClusterLimits};
+use motley_core::model::{Kind, Spec, Workload, WorkloadRef};
+use motley_core::reconcile;
+use motley_store::Txn;
+
+use crate::error::{ApiError, ApiResult, invalid};
+use crate::keys;
+use crate::state::{Shared, now_ms};
+
+/// Every task's secret references must name a secret of the set or the cluster, and a
+/// key it has.
+pub(crate) fn check_secret_refs(
+    cache: &crate::state::Cache,
+    docs: &[manifest::Document],
+) -> Vec<manifest::ManifestError> {
+    let mut errors = Vec::new();
+    let keys_of = |name: &str| -> Option<Vec<String>> {
+        let in_set = docs.iter().find_map(|d| match &d.spec {
+            Spec::Secret(s) if s.name == name => Some(s.data.keys().cloned().collect()),
+            _ => None,
+        });
+        in_set.or_else(|| {
+            let r = WorkloadRef {
+                kind: Kind::Secret,
+                name: name.to_string(),
+            };
+            match cache.workloads.get(&r).map(|w| &w.spec) {
+                Some(Spec::Secret(s)) => Some(s.data.keys().cloned().collect()),
+                _ => None,
+            }
+        })
+    };
+    for d in docs {
+        if let Spec::Service(svc) = &d.spec {
+            for (i, e) in svc.expose.iter().enumerate() {
+                let Some(name) = e.tls.as_ref().and_then(|t| t.secret.as_ref()) else {
+                    continue;
+                };
+                let field = format!("expose.{i}.tls.secret");
+                match keys_of(name) {
+                    None => errors.push(d.error_at(
+                        &field,
+                        format!("secret {name} is neither in this set nor in the cluster"),
+                    )),
+                    Some(keys)
+                        if !keys.iter().any(|k| k == "tls.crt")
+                            || !keys.iter().any(|k| k == "tls.key") =>
+                    {
+                        errors.push(d.error_at(
+                            &field,
+                            format!(
+                                "secret {name} needs keys tls.crt and tls.key (it has: {})",
+                                keys.join(", ")
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Some(name) = &d.spec.task().image_secret {
+            match keys_of(name) {
+                None => errors.push(d.error_at(
+                    "task.image_secret",
+                    format!("secret {name} is neither in this set nor in the cluster"),
+                )),
+                Some(keys)
+                    if !keys.iter().any(|k| k == "username")
+                        || !keys.iter().any(|k| k == "password") =>
+                {
+                    errors.push(d.error_at(
+                        "task.image_secret",
+                        format!(
+                            "secret {name} needs keys username and password (it has: {})",
+                            keys.join(", ")
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for (i, r) in d.spec.task().secrets.iter().enumerate() {
+            match keys_of(&r.secret) {
+                None => errors.push(d.error_at(
+                    &format!("task.secrets[{i}].secret"),
+                    format!(
+                        "secret {} is neither in this set nor in the cluster",
+                        r.secret
+                    ),
+                )),
+                Some(keys) if !keys.contains(&r.key) => errors.push(d.error_at(
+                    &format!("task.secrets[{i}].key"),
+                    format!(
+                        "secret {} has no key {} (it has: {})",
+                        r.secret,
+                        r.key,
+                        keys.join(", ")
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    errors
+}
+
+/// Seals every Secret value of the set. A value whose plaintext equals the stored one
+/// keeps its stored sealed form, so an unchanged secret compares equal and is not
+/// rewritten.
+pub(crate) fn seal_secrets(
+    s: &Shared,
+    cache: &crate::state::Cache,
+    docs: &mut [manifest::Document],
+) -> ApiResult<()> {
+    let ring = crate::state::read(&s.trust.keyring);
+    for d in docs.iter_mut() {
+        let r = d.spec.reference();
+        let Spec::Secret(sec) = &mut d.spec else {
+            continue;
+        };
+        let old = match cache.workloads.get(&r).map(|w| &w.spec) {
+            Some(Spec::Secret(o)) => Some(o),
+            _ => None,
+        };
+        for (k, v) in sec.data.iter_mut() {
+            let Some(plain) = v.value.take() else {
+                continue;
+            };
+            let reuse = old
+                .and_then(|o| o.data.get(k))
+                .and_then(|o| o.sealed.as_ref())
+                .filter(|sealed| {
+                    ring.is_current(sealed)
+                        && ring
+                            .open(&sec.name, k, sealed)
+                            .is_ok_and(|p| p == plain.as_bytes())
+                })
+                .cloned();
+            let sealed = match reuse {
+                Some(x) => x,
+                None => ring.seal(&sec.name, k, plain.as_bytes()).map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("sealing: {e}"))
+                })?,
+            };
+            *v = motley_core::model::SecretValue {
+                sealed: Some(sealed),
+                ..Default::default()
+            };
+        }
+    }
+    Ok(())
+}
+
+/// How [`apply_set`] applies a set.
+#[derive(Default)]
+pub(crate) struct ApplyAs<'a> {
+    /// Check and report only.
+    pub dry_run: bool,
+    /// The source applying it: each object records it (and one made by hand is taken
+    /// over). `None`: by hand, and each object keeps the source it had.
+    pub source: Option<&'a str>,
+    /// Objects deleted in the same transaction (a source's prune).
+    pub delete: &'a [WorkloadRef],
+    /// The mod revision each object's key had when the set was planned (0: absent);
+    /// when given, a key that changed since fails the apply instead of being retried.
+    pub expect: Option<&'a HashMap<String, u64>>,
+}
+
+/// Checks a parsed, sealed set against the cluster and applies it (and `how.delete`)
+/// in one transaction: all or nothing.
+pub(crate) async fn apply_set(
+    s: &Shared,
+    docs: &[manifest::Document],
+    how: &ApplyAs<'_>,
+) -> ApiResult<ObjectResults> {
+    let limits = {
+        let c = s.cache();
+        c.nodes
+            .values()
+            .fold(None, |acc: Option<ClusterLimits>, n| {
+                let mut l = acc.unwrap_or_default();
+                l.max_cpu = l.max_cpu.max(n.capacity.cpu.0);
+                l.max_memory = l.max_memory.max(n.capacity.memory.0);
+                Some(l)
+            })
+    };
+    if let Some(limits) = limits {
+        let details = manifest::check_against_cluster(docs, &limits);
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+    }
+    // An ingress route belongs to one service.
+    {
+        let c = s.cache();
+        let existing = c
+            .workloads
+            .values()
+            .filter_map(|w| match &w.spec {
+                Spec::Service(svc) if !svc.expose.is_empty() || !svc.expose_tcp.is_empty() => {
+                    Some((
+                        svc.name.clone(),
+                        svc.expose
+                            .iter()
+                            .map(|e| (e.host.clone(), e.path.clone()))
+                            .chain(
+                                svc.expose_tcp
+                                    .iter()
+                                    .map(|t| manifest::tcp_key(t.node_port)),
+                            )
+                            .collect(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        let details = manifest::expose_conflicts(docs, &existing);
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+    }
+    // A bound volume keeps its class and never shrinks: its data is on that disk.
+    {
+        let c = s.cache();
+        let mut details = Vec::new();
+        for d in docs {
+            let (Spec::Volume(new), Some(old)) = (&d.spec, c.workloads.get(&d.spec.reference()))
+            else {
+                continue;
+            };
+            let (Spec::Volume(prev), Some(b)) = (&old.spec, &old.binding) else {
+                continue;
+            };
+            if new.class != prev.class {
+                details.push(d.error_at(
+                    "class",
+                    format!(
+                        "volume {} is bound to {} ({} on {}); its class stays {}",
+                        new.name,
+                        b.node,
+                        b.mount,
+                        b.media.as_str(),
+                        prev.class.as_str()
+                    ),
+                ));
+            }
+            if new.size < prev.size {
+                details.push(d.error_at(
+                    "size",
+                    format!(
+                        "volume {} is bound to {}; it may grow but not shrink below {}",
+                        new.name, b.node, prev.size
+                    ),
+                ));
+            }
+        }
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+    }
+    // The platforms of the images named, read before the transaction (IO).
+    let platforms = image_platforms(s, docs).await;
+    use motley_core::admit::{Current, revise};
+    let (st, platforms) = (s, &platforms);
+    let outcome = motley_store::update(
+        &*s.store,
+        || async move {
+            let s = st;
+            let now = now_ms();
+            let mut txn = Txn::new();
+            let mut results = Vec::new();
+            for d in docs {
+                let r = d.spec.reference();
+                let key = keys::workload(&r);
+                let current = s.store.get(&key).await?;
+                expect_unchanged(how, &key, current.as_ref(), &r)?;
+                let stored = current
+                    .as_ref()
+                    .map(|kv| serde_json::from_slice::<Workload>(&kv.value));
+                let (action, next) = match &stored {
+                    None => revise(Current::Absent, &d.spec, now, motley_net::new_id),
+                    Some(Err(_)) => revise(Current::Unreadable, &d.spec, now, motley_net::new_id),
+                    Some(Ok(w)) => revise(Current::Stored(w), &d.spec, now, motley_net::new_id),
+                };
+                txn = txn.when(&key, current.as_ref().map_or(0, |kv| kv.mod_revision));
+                // A source's object records it; one taken over from the hand is
+                // written for that alone.
+                let (action, next) = match (how.source, next, &stored) {
+                    (Some(src), None, Some(Ok(w))) if w.source.as_deref() != Some(src) => {
+                        (motley_core::admit::Action::Configured, Some(w.clone()))
+                    }
+                    (_, next, _) => (action, next),
+                };
+                if let Some(mut w) = next {
+                    if let Some(src) = how.source {
+                        w.source = Some(src.to_string());
+                    }
+                    if let Some(image) = &w.spec.task().image {
+                        w.image_platforms = platforms.get(image).cloned().unwrap_or_default();
+                    }
+                    let v = serde_json::to_vec(&w).map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                    })?;
+                    txn = txn.put(key, v);
+                }
+                results.push(ObjectResult {
+                    kind: r.kind.to_string(),
+                    name: r.name,
+                    action: action.as_str().into(),
+                });
+            }
+            for r in how.delete {
+                let key = keys::workload(r);
+                let current = s.store.get(&key).await?;
+                expect_unchanged(how, &key, current.as_ref(), r)?;
+                let action = match &current {
+                    Some(kv) => {
+                        txn = txn.when(&key, kv.mod_revision).delete(key);
+                        if r.kind == Kind::Source {
+                            txn = txn.delete(keys::source_record(&r.name));
+                        }
+                        "deleted"
+                    }
+                    None => "not found",
+                };
+                results.push(ObjectResult {
+                    kind: r.kind.to_string(),
+                    name: r.name.clone(),
+                    action: action.into(),
+                });
+            }
+            let out = ObjectResults { results };
+            let dry_run = how.dry_run || motley_core::mutants::active("ack-before-commit");
+            Ok::<_, ApiError>(if dry_run {
+                motley_store::Attempt::Done(out)
+            } else {
+                motley_store::Attempt::Write(txn, out)
+            })
+        },
+        || {
+            s.metrics
+                .conflicts
+                .get_or_create(&crate::metrics::CallerLabel { caller: "apply" })
+                .inc();
+        },
+    )
+    .await?;
+    match outcome {
+        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => Ok(out),
+        motley_store::Updated::Conflicted => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the objects kept changing concurrently; nothing was applied",
+        )),
+    }
+}
+
+/// With an expected revision (a source's plan), a key that changed since fails.
+fn expect_unchanged(
+    how: &ApplyAs<'_>,
+    key: &str,
+    current: Option<&motley_store::KeyValue>,
+    r: &WorkloadRef,
+) -> ApiResult<()> {
+    let Some(expect) = how.expect else {
+        return Ok(());
+    };
+    let (want, now) = (
+        expect.get(key).copied().unwrap_or(0),
+        current.map_or(0, |kv| kv.mod_revision),
+    );
+    if want != now {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{r} changed since the plan (revision {want}, now {now}); nothing was applied"),
+        ));
+    }
+    Ok(())
+}
+
+/// The platforms of every image the documents name (read from the registries, cached).
+async fn image_platforms(
+    s: &Shared,
+    docs: &[manifest::Document],
+) -> HashMap<String, Vec<motley_core::platform::Platform>> {
+    let mut platforms: HashMap<String, Vec<motley_core::platform::Platform>> = HashMap::default();
+    for d in docs {
+        // An unchanged spec is not stored again (nor planned anew): no registry call
+        // for it (a GitOps loop re-applies the same set again and again).
+        let unchanged = s
+            .cache()
+            .workloads
+            .get(&d.spec.reference())
+            .is_some_and(|w| w.spec == d.spec);
+        if unchanged {
+            continue;
+        }
+        if let Some(image) = &d.spec.task().image
+            && !platforms.contains_key(image)
+        {
+            // A private image's registry wants its credentials (the Secret in this
+            // set, else the stored one).
+            let auth = d.spec.task().image_secret.as_ref().and_then(|name| {
+                let ring = crate::state::read(&s.trust.keyring);
+                let in_set = docs.iter().find_map(|x| match &x.spec {
+                    Spec::Secret(sec) if &sec.name == name => Some(sec.clone()),
+                    _ => None,
+                });
+                let found = match in_set {
+                    Some(sec) => crate::secrets::registry_credentials_of(&ring, &sec),
+                    None => crate::secrets::registry_credentials(&ring, &s.cache().workloads, name),
+                };
+                found.ok().map(
+                    |(user, password)| motley_containerd::registry::Credentials { user, password },
+                )
+            });
+            let p = s.images.platforms(image, auth).await;
+            platforms.insert(image.clone(), p);
+        }
+    }
+    platforms
+}
+
+/// One reconcile against the live cluster as if `docs` were applied and `delete`
+/// deleted: what it would place, stop, bind and queue. Nothing is stored.
+pub(crate) async fn plan_set(
+    s: &Shared,
+    docs: &[manifest::Document],
+    delete: &[WorkloadRef],
+) -> motley_core::api::PlanResponse {
+    use motley_core::api::{PlanResponse, PlannedPlacement, PlannedStop};
+    let platforms = image_platforms(s, docs).await;
+    let cache = s.cache();
+    let now = now_ms();
+    let mut workloads = cache.workloads.clone();
+    let platforms_of = |spec: &Spec| {
+        spec.task()
+            .image
+            .as_ref()
+            .and_then(|i| platforms.get(i).cloned())
+            .unwrap_or_default()
+    };
+    let mut objects = Vec::new();
+    for r in delete {
+        let found = workloads.remove(r).is_some();
+        objects.push(ObjectResult {
+            kind: r.kind.to_string(),
+            name: r.name.clone(),
+            action: if found { "deleted" } else { "not found" }.into(),
+        });
+    }
+    for d in docs {
+        let r = d.spec.reference();
+        let action = match workloads.get_mut(&r) {
+            // A plan never compares secret values: that would tell a viewer whether a
+            // guess is right.
+            Some(_) if r.kind == Kind::Secret => "configured",
+            Some(w) if w.spec == d.spec => "unchanged",
+            Some(w) => {
+                w.spec = d.spec.clone();
+                w.generation += 1;
+                w.updated_at = now;
+                w.image_platforms = platforms_of(&d.spec);
+                "configured"
+            }
+            None => {
+                workloads.insert(
+                    r.clone(),
+                    Workload {
+                        spec: d.spec.clone(),
+                        generation: 1,
+                        uid: format!("plan-{}", r.name),
+                        created_at: now,
+                        updated_at: now,
+                        binding: None,
+                        image_platforms: platforms_of(&d.spec),
+                        history: Vec::new(),
+                        rollout: None,
+                        source: None,
+                    },
+                );
+                "created"
+            }
+        };
+        objects.push(ObjectResult {
+            kind: r.kind.to_string(),
+            name: r.name,
+            action: action.into(),
+        });
+    }
+    struct PlanIds(u64);
+    impl reconcile::Ids for PlanIds {
+        fn next_id(&mut self, _: &WorkloadRef) -> String {
+            self.0 += 1;
+            format!("planned-{}", self.0)
+        }
+    }
+    let p = s.plan_pass(&cache, &workloads, now, &mut PlanIds(0));
+    let stops = p
+        .stop
+        .iter()
+        .chain(p.lost.iter())
+        .filter_map(|(id, reason)| {
+            let a = cache.allocs.get(id)?;
+            Some(PlannedStop {
+                alloc: id.clone(),
+                workload: a.workload.clone(),
+                node: a.node.clone(),
+                reason: reason.clone(),
+            })
+        })
+        .collect();
+    PlanResponse {
+        objects,
+        placements: p
+            .create
+            .into_iter()
+            .map(|a| PlannedPlacement {
+                workload: a.workload,
+                index: a.index,
+                node: a.node,
+                gpus: a.gpus,
+                volumes: a.volumes,
+            })
+            .collect(),
+        stops,
+        bind: p.bind,
+        blocked: p.blocked.into_iter().collect(),
+        queue: p.queue,
+    }
+}
