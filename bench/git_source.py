@@ -12,6 +12,9 @@ One `motley server` (no agent: its figures are the server's alone) gets a Source
   the command and the server's own duration, bytes the server wrote (goal: 0) and
   whether any file under its data directory changed;
 - side by side: `git clone --depth 1` of the same repository.
+Each over `git daemon` (git://) and over file:// (the transport's own cost apart: git
+daemon answers git's protocol v2 after a TCP delayed-ACK stall of about 40 ms, which
+`git ls-remote` shows as well).
 Goals (issue 21): no-change sync < 50 ms and 0 bytes written; cold < 2 s.
 
 Usage: python3 bench/git_source.py [--motley target/release/motley] [--manifests 500] [--repeats 20]
@@ -72,20 +75,30 @@ def main():
     daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
                                f"--port={gport}", f"--base-path={base}", base],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = free_port()
-    data = f"{tmp}/data"
-    srv = subprocess.Popen([motley, "server", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_ready(srv, "server")
         for _ in range(200):
             try:
                 socket.create_connection(("127.0.0.1", gport), 0.2).close()
                 break
             except OSError:
                 time.sleep(0.05)
+        print(f"{a.manifests} services in git, `motley server` alone")
+        for label, url in (("git daemon", f"git://127.0.0.1:{gport}/home.git"),
+                           ("file://", f"file://{base}/home.git")):
+            server_run(a, motley, tmp, label, url)
+    finally:
+        daemon.kill()
+        subprocess.run(["rm", "-rf", tmp])
+
+
+def server_run(a, motley, tmp, label, url):
+    port = free_port()
+    data = f"{tmp}/data-{'daemon' if 'daemon' in label else 'file'}"
+    srv = subprocess.Popen([motley, "server", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        wait_ready(srv, "server")
         cfg = f"{data}/client.yaml"
-        url = f"git://127.0.0.1:{gport}/home.git"
         src = f"{tmp}/source.yaml"
         with open(src, "w") as f:
             f.write(f"kind: Source\nname: home\ngit:\n  url: {url}\n  path: clusters/home\ninterval: 1h\n")
@@ -114,8 +127,8 @@ def main():
         stop.set()
         th.join()
         cold_written = write_bytes(srv.pid) - w0
-        label = 'source="home"'
-        s_sum, s_count = metric(cfg, "motley_source_sync_duration_seconds", label)
+        series = 'source="home"'
+        s_sum, s_count = metric(cfg, "motley_source_sync_duration_seconds", series)
         objects = len(json.loads(cli(motley, cfg, "get", "services", "-o", "json")))
         assert objects == a.manifests, (objects, v)
         time.sleep(2)
@@ -130,13 +143,13 @@ def main():
             walls.append(ms)
         written = write_bytes(srv.pid) - w0
         changed = len(set(listing(data)) ^ set(before))
-        n_sum, n_count = metric(cfg, "motley_source_sync_duration_seconds", label)
+        n_sum, n_count = metric(cfg, "motley_source_sync_duration_seconds", series)
         server_ms = (n_sum - s_sum) / max(1, n_count - s_count) * 1e3
         clone = []
         for r in range(5):
-            ms, _ = timed(["git", "clone", "-q", "--depth", "1", url, os.path.join(tmp, f"c{r}")])
+            ms, _ = timed(["git", "clone", "-q", "--depth", "1", url, os.path.join(tmp, f"c{len(data)}{r}")])
             clone.append(ms)
-        print(f"{a.manifests} services in git, `motley server` alone, git daemon on loopback")
+        print(f"{label}:")
         print(f"  cold: apply of the Source -> commit applied {cold_ms:.0f} ms "
               f"(the server's sync: {s_sum * 1e3 / max(1, s_count):.0f} ms); server wrote {cold_written} bytes")
         print(f"  server RssAnon: {rss0} KiB before, peak {peak[0]} KiB during, {rss_after} KiB 2 s after")
@@ -147,8 +160,6 @@ def main():
     finally:
         srv.terminate()
         srv.wait()
-        daemon.kill()
-        subprocess.run(["rm", "-rf", tmp])
 
 
 main()

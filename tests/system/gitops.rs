@@ -251,15 +251,34 @@ fn a_git_source_syncs_prunes_refuses_reverts_drift_and_rolls_back() {
         "{plan}"
     );
 
-    // Drift: web changed by hand is reported and put back at the next sync.
+    // Drift: web changed by hand is reported and put back at the next sync (by the
+    // loop or by hand, whichever comes first).
+    let put_back = || {
+        source(&c, "home")["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("drift put back: service/web"))
+            })
+            .count()
+    };
+    let drift_put_back = |before: usize| {
+        wait_for("web put back", Duration::from_secs(30), || {
+            (replicas(&c, "web") == 2).then_some(())
+        });
+        assert_eq!(put_back(), before + 1, "{}", source(&c, "home")["events"]);
+    };
     let out = c.apply_yaml("drift.yaml", &service("web", 3, "sleep 3600"));
     assert!(out.status.success());
-    assert_eq!(replicas(&c, "web"), 3);
-    let synced = c.ok(&["source", "sync", "home"]);
-    assert!(synced.contains("drift put back: service/web"), "{synced}");
-    assert_eq!(replicas(&c, "web"), 2);
-    // With `drift: report`, a hand change is shown (the DRIFT column) and left.
+    c.ok(&["source", "sync", "home"]);
+    drift_put_back(0);
+    // With `drift: report`, a hand change is shown (the DRIFT column) and left. (A
+    // sync by hand first: syncs run one at a time, so none with the old spec is left.)
     apply_source("report");
+    c.ok(&["source", "sync", "home"]);
     let out = c.apply_yaml("drift.yaml", &service("web", 3, "sleep 3600"));
     assert!(out.status.success());
     let synced = c.ok(&["source", "sync", "home"]);
@@ -270,10 +289,10 @@ fn a_git_source_syncs_prunes_refuses_reverts_drift_and_rolls_back() {
         table.contains("DRIFT") && table.contains("service/web"),
         "{table}"
     );
+    // Back to `revert`: the changed source syncs at once and puts web back.
+    let before = put_back();
     apply_source("revert");
-    let synced = c.ok(&["source", "sync", "home"]);
-    assert!(synced.contains("drift put back: service/web"), "{synced}");
-    assert_eq!(replicas(&c, "web"), 2);
+    drift_put_back(before);
 
     // An invalid manifest: nothing changes, the error names commit, file, line, column.
     let bad = repo.commit(

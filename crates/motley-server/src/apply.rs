@@ -354,7 +354,15 @@ pub(crate) async fn apply_set(
     )
     .await?;
     match outcome {
-        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => Ok(out),
+        motley_store::Updated::Committed(out, rev) => {
+            // A new or changed source syncs now, not at the loop's next turn.
+            if docs.iter().any(|d| d.spec.kind() == Kind::Source) {
+                s.wait_for_rev(rev).await;
+                s.sources.wake.notify_one();
+            }
+            Ok(out)
+        }
+        motley_store::Updated::Unchanged(out) => Ok(out),
         motley_store::Updated::Conflicted => Err(ApiError::new(
             StatusCode::CONFLICT,
             "the objects kept changing concurrently; nothing was applied",

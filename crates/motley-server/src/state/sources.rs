@@ -34,6 +34,10 @@ pub(crate) struct Entry {
     pub asked: bool,
     /// The applied commit's gate, while it waits.
     pub gate: Option<Gating>,
+    /// The spec it last synced with.
+    pub synced: Option<motley_core::model::SourceSpec>,
+    /// A commit found to need nothing, and the fingerprint of the objects then.
+    pub checked: Option<(String, u64)>,
 }
 
 /// The leader's sources: their status (memory), the loop's wake-up, and the lock

@@ -1,0 +1,253 @@
+//! The git side of a sync: fetching (with an ssh deploy key), and reading a commit's
+//! manifests, decrypted in memory.
+
+use std::path::PathBuf;
+
+use motley_core::manifest::{self, Document};
+use motley_core::model::SourceSpec;
+
+use super::Stop;
+use crate::state::Shared;
+
+/// Fetches the source's ref (objects only when it moved from `known`).
+pub(super) async fn fetch(
+    s: &Shared,
+    spec: &SourceSpec,
+    known: Option<String>,
+) -> Result<motley_git::Fetched, Stop> {
+    let dir = repo_dir(s, &spec.name).map_err(|m| Stop("failed", m))?;
+    let (url, want) = (spec.git.url.clone(), want_of(spec));
+    let ssh = ssh_command(s, spec, &dir).map_err(|m| Stop("failed", m))?;
+    motley_rt::spawn_blocking(move || {
+        let cmd = ssh.as_ref().map(|(cmd, _key)| cmd.as_str());
+        let r = motley_git::fetch_with(&dir, &url, &want, known.as_deref(), cmd);
+        let said = ssh.as_ref().and_then(|(_, key)| {
+            let path = ssh_errors(key.path());
+            let text = std::fs::read_to_string(&path).ok();
+            let _ = std::fs::remove_file(&path);
+            text
+        });
+        r.map_err(
+            |e| match said.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                Some(t) => format!("{e} (ssh: {})", t.lines().last().unwrap_or(t)),
+                None => e.to_string(),
+            },
+        )
+    })
+    .await
+    .map_err(|e| Stop("failed", format!("fetch: {e}")))?
+    .map_err(|e| Stop("failed", format!("fetch: {e}; nothing was changed")))
+}
+
+fn want_of(spec: &SourceSpec) -> motley_git::Want {
+    match spec.wanted() {
+        ("commit", c) => motley_git::Want::Commit(c.to_string()),
+        ("tag", t) => motley_git::Want::Tag(t.to_string()),
+        (_, b) => motley_git::Want::Branch(b.to_string()),
+    }
+}
+
+pub(super) fn repo_dir(s: &Shared, name: &str) -> Result<PathBuf, String> {
+    s.sources
+        .dir
+        .get()
+        .map(|d| d.join(name))
+        .ok_or_else(|| "the server has no sources directory".to_string())
+}
+
+/// `'text'` for `sh`.
+fn quoted(p: &std::path::Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// For an `ssh://` source with `git.ssh_key`: the ssh command that uses the deploy
+/// key, and the key's file on tmpfs (`/dev/shm`, mode 0600), removed when dropped.
+/// The Secret's `known_hosts` value, when it has one, is the only host key accepted;
+/// without it the first key seen is kept (`<name>.known_hosts` beside the repository)
+/// and required from then on.
+fn ssh_command(
+    s: &Shared,
+    spec: &SourceSpec,
+    dir: &std::path::Path,
+) -> Result<Option<(String, tempfile::NamedTempFile)>, String> {
+    let Some(k) = &spec.git.ssh_key else {
+        return Ok(None);
+    };
+    let (key, known) = {
+        let ring = crate::state::read(&s.trust.keyring);
+        let cache = s.cache();
+        let key = crate::secrets::value(&ring, &cache.workloads, &k.secret, &k.key)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|m| format!("the deploy key: {m}"))?;
+        let known = crate::secrets::value(&ring, &cache.workloads, &k.secret, "known_hosts").ok();
+        (key, known)
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("motley-deploy-key-")
+        .tempfile_in("/dev/shm")
+        .map_err(|e| format!("the deploy key needs a tmpfs at /dev/shm: {e}"))?;
+    std::io::Write::write_all(&mut file, &key)
+        .and_then(|()| {
+            // ssh refuses a key file without a final newline as "invalid format".
+            if key.ends_with(b"\n") {
+                Ok(())
+            } else {
+                std::io::Write::write_all(&mut file, b"\n")
+            }
+        })
+        .map_err(|e| format!("writing the deploy key to /dev/shm: {e}"))?;
+    // Beside the repository (whose directory must be empty when it is made).
+    let hosts = dir.with_extension("known_hosts");
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let checking = match &known {
+        Some(k) => {
+            std::fs::write(&hosts, k).map_err(|e| format!("{}: {e}", hosts.display()))?;
+            "yes"
+        }
+        None => "accept-new",
+    };
+    // ssh's own words ("Host key verification failed.") go to a file beside the
+    // key, read when the fetch fails: gix reports only a broken pipe.
+    let cmd = format!(
+        "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking={checking} -o UserKnownHostsFile={} 2>{}",
+        quoted(file.path()),
+        quoted(&hosts),
+        quoted(&ssh_errors(file.path()))
+    );
+    Ok(Some((cmd, file)))
+}
+
+/// Where ssh's standard error goes during a fetch with a deploy key.
+fn ssh_errors(key: &std::path::Path) -> PathBuf {
+    key.with_extension("stderr")
+}
+
+/// Errors of a commit's manifests, each naming file, line, column and field; the
+/// file names carry the commit.
+pub(super) fn manifest_errors(details: &[manifest::ManifestError], commit: &str) -> String {
+    let list: Vec<String> = details.iter().map(|e| e.to_string()).collect();
+    format!(
+        "commit {commit}: {} invalid field(s), nothing was changed: {}",
+        details.len(),
+        list.join("; ")
+    )
+}
+
+/// The commit's manifests, decrypted and parsed.
+pub(super) async fn read_commit(
+    s: &Shared,
+    spec: &SourceSpec,
+    commit: &str,
+) -> Result<Vec<Document>, Stop> {
+    let dir = repo_dir(s, &spec.name).map_err(|m| Stop("failed", m))?;
+    let (c, path) = (commit.to_string(), spec.git.path.clone());
+    let read = motley_rt::spawn_blocking(move || {
+        motley_git::manifests(&dir, &c, &path, &motley_git::Limits::default())
+    })
+    .await
+    .map_err(|e| Stop("failed", e.to_string()))?;
+    let files = match read {
+        Ok(f) => f,
+        // A vanished path declares nothing: the empty-commit rule decides.
+        Err(motley_git::GitError::NoPath { path, .. }) => {
+            tracing::info!(source = %spec.name, %commit, "{path} is not in the commit");
+            Vec::new()
+        }
+        Err(e) => return Err(Stop("failed", format!("{e}; nothing was changed"))),
+    };
+    let short = &commit[..commit.len().min(12)];
+    let encrypted = files.iter().any(|f| f.is_age() || is_sops(f));
+    let ids = match (&spec.decrypt, encrypted) {
+        (_, false) => None,
+        (None, true) => {
+            let f = files.iter().find(|f| f.is_age() || is_sops(f));
+            return Err(Stop(
+                "failed",
+                format!(
+                    "{short}:{} is encrypted, and the source has no decrypt.age_key; nothing was changed",
+                    f.map_or("", |f| f.path.as_str())
+                ),
+            ));
+        }
+        (Some(d), true) => {
+            let key = {
+                let ring = crate::state::read(&s.trust.keyring);
+                crate::secrets::value(
+                    &ring,
+                    &s.cache().workloads,
+                    &d.age_key.secret,
+                    &d.age_key.key,
+                )
+            }
+            .map(zeroize::Zeroizing::new)
+            .map_err(|m| Stop("failed", format!("the age identity: {m}")))?;
+            let text = std::str::from_utf8(&key)
+                .map_err(|_| Stop("failed", "the age identity is not text".into()))?;
+            Some(motley_sops::Identities::parse(text).map_err(|e| Stop("failed", e.to_string()))?)
+        }
+    };
+    // Names shown in errors: `<commit>:<path>`.
+    let mut texts: Vec<(String, zeroize::Zeroizing<String>)> = Vec::with_capacity(files.len());
+    for f in &files {
+        let shown = format!("{short}:{}", f.path);
+        let text = match (&ids, f.is_age(), is_sops(f)) {
+            (Some(ids), true, _) => {
+                let plain = motley_sops::decrypt_age(ids, &shown, &f.data, 1 << 20)
+                    .map_err(|e| Stop("failed", e.to_string()))?;
+                let t = std::str::from_utf8(&plain).map_err(|_| {
+                    Stop(
+                        "failed",
+                        format!("{shown}: decrypts to text that is not UTF-8"),
+                    )
+                })?;
+                zeroize::Zeroizing::new(t.to_string())
+            }
+            (Some(ids), false, true) => {
+                let t = f
+                    .text()
+                    .map_err(|e| Stop("failed", format!("{shown}: {e}")))?;
+                motley_sops::decrypt_sops_yaml(ids, &shown, t)
+                    .map_err(|e| Stop("failed", e.to_string()))?
+            }
+            _ => {
+                let t = f
+                    .text()
+                    .map_err(|e| Stop("failed", format!("{shown}: {e}")))?;
+                zeroize::Zeroizing::new(t.to_string())
+            }
+        };
+        texts.push((shown, text));
+    }
+    let sources: Vec<manifest::Source<'_>> = texts
+        .iter()
+        .map(|(n, t)| manifest::Source {
+            name: n,
+            text: t.as_str(),
+        })
+        .collect();
+    let docs =
+        manifest::parse_set(&sources).map_err(|e| Stop("failed", manifest_errors(&e, commit)))?;
+    // Values read from a file or the environment are `motley apply`'s; in git they
+    // are encrypted instead.
+    let inputs = manifest::secret_inputs(&docs);
+    if !inputs.is_empty() {
+        let errors: Vec<manifest::ManifestError> = inputs
+            .into_iter()
+            .map(|(_, _, _, mut e)| {
+                e.message = "fromFile and fromEnv are read by `motley apply`; in git, encrypt the file (age or SOPS) and give value".into();
+                e
+            })
+            .collect();
+        return Err(Stop("failed", manifest_errors(&errors, commit)));
+    }
+    Ok(docs)
+}
+
+/// A SOPS file: YAML with a top-level `sops:` map.
+fn is_sops(f: &motley_git::File) -> bool {
+    !f.is_age()
+        && f.text()
+            .is_ok_and(|t| t.lines().any(|l| l.starts_with("sops:")))
+}
