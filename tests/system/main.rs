@@ -11,6 +11,7 @@ mod crash;
 mod examples;
 mod gitops;
 mod ha;
+mod install;
 mod lifecycle;
 mod mesh;
 mod multinode;

@@ -192,6 +192,22 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifest documents (for editors).
     Schema,
+    /// Install motley as a systemd service on this machine (or under `--root`): the
+    /// binary, a hardened unit, its user and directories, man pages and shell
+    /// completions; then enable and start it.
+    Install {
+        /// What to install.
+        #[command(subcommand)]
+        what: InstallCommand,
+    },
+    /// Remove what `motley install` wrote (the data too with `--purge`).
+    Uninstall(UninstallArgs),
+    /// Write the man pages (`motley.1` and one per command) into a directory.
+    Man {
+        /// The directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Print what motley discovers about this machine (or a captured tree).
     Facts {
         /// Filesystem root to read (`/proc`, `/sys` under it).
@@ -586,4 +602,67 @@ pub enum RolloutCommand {
         #[arg(long)]
         to_generation: Option<u64>,
     },
+}
+
+/// Where `motley install` writes, and whether it starts what it installed.
+#[derive(Debug, Args, Clone)]
+pub struct InstallTarget {
+    /// Install under this directory instead of `/` (packaging, tests): nothing is
+    /// started and no user is made.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Write the files but do not enable or start the service.
+    #[arg(long)]
+    pub no_start: bool,
+}
+
+/// `motley install`.
+#[derive(Debug, Subcommand, Clone)]
+pub enum InstallCommand {
+    /// A control-plane server: `motley-server.service`, as user `motley`, data in
+    /// `/var/lib/motley`.
+    Server {
+        /// Where to write.
+        #[command(flatten)]
+        target: InstallTarget,
+        /// Address the API listens on.
+        #[arg(long, default_value = "0.0.0.0:7443")]
+        listen: std::net::SocketAddr,
+        /// Keep the state in etcd (`etcd://h1:2379,h2:2379`) instead of the data dir.
+        #[arg(long)]
+        datastore: Option<String>,
+        /// More `motley server` flags, after `--`.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+    /// An agent: `motley-agent.service`, as root (it runs tasks as their users), data in
+    /// `/var/lib/motley-agent`; it joins with the token (kept in a 0600 file).
+    Agent {
+        /// Where to write.
+        #[command(flatten)]
+        target: InstallTarget,
+        /// The servers' URLs (`https://pi1:7443`), comma-separated.
+        #[arg(long = "join", value_delimiter = ',', required = true)]
+        servers: Vec<String>,
+        /// The join token (`motley token create --role join`).
+        #[arg(long, env = "MOTLEY_JOIN_TOKEN")]
+        token: String,
+        /// The node's name (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// More `motley agent` flags, after `--`.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+}
+
+/// `motley uninstall`.
+#[derive(Debug, Args, Clone)]
+pub struct UninstallArgs {
+    /// Remove from under this directory instead of `/`.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Also delete the data directories (the cluster's state and credentials).
+    #[arg(long)]
+    pub purge: bool,
 }

@@ -18,6 +18,7 @@ use crate::files;
 use crate::output::{self, age, cpu, mem, now_ms, print, table};
 
 mod rollout;
+mod secrets;
 mod sources;
 mod views;
 use views::*;
@@ -87,10 +88,10 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             output,
             workload: _,
             reveal: true,
-        } => reveal(&client()?, &resource, name.as_deref(), output).await,
+        } => secrets::reveal(&client()?, &resource, name.as_deref(), output).await,
         Command::Secrets {
             command: crate::args::SecretsCommand::RotateKey,
-        } => rotate_key(&client()?).await,
+        } => secrets::rotate_key(&client()?).await,
         Command::Get {
             resource,
             name,
@@ -118,6 +119,13 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
         Command::Snapshot {
             command: crate::args::SnapshotCommand::Save { file },
         } => snapshot_save(&client()?, &file).await,
+        Command::Install { what } => crate::install::install(what),
+        Command::Uninstall(args) => crate::install::uninstall(&args),
+        Command::Man { out } => {
+            let n = crate::install::write_man_pages(&out)?;
+            println!("wrote {n} man pages in {}", out.display());
+            Ok(0)
+        }
         Command::Completion { shell } => {
             let mut cmd = <crate::args::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "motley", &mut std::io::stdout());
@@ -461,55 +469,6 @@ pub async fn get(
     match render_get(client, res, name, format, workload).await {
         Ok(s) => {
             print(&s);
-            Ok(0)
-        }
-        Err(e) => report(e),
-    }
-}
-
-/// `get secret NAME --reveal`.
-async fn reveal(
-    client: &Client,
-    res: &str,
-    name: Option<&str>,
-    format: Format,
-) -> anyhow::Result<i32> {
-    anyhow::ensure!(
-        Kind::parse(res) == Some(Kind::Secret),
-        "--reveal shows secrets only: get secret NAME --reveal"
-    );
-    let name = name.ok_or_else(|| anyhow::anyhow!("get secret NAME --reveal: name one secret"))?;
-    let r: motley_core::api::RevealedSecret =
-        match client.get(&format!("/v1/secrets/{name}/reveal")).await {
-            Ok(r) => r,
-            Err(e) => return report(e),
-        };
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-        Format::Yaml => print!("{}", serde_saphyr::to_string(&r)?),
-        Format::Table | Format::Wide => {
-            let rows: Vec<Vec<String>> = r
-                .data
-                .iter()
-                .map(|(k, v)| vec![k.clone(), v.clone()])
-                .collect();
-            print(&crate::output::table(&["KEY", "VALUE"], &rows));
-        }
-    }
-    Ok(0)
-}
-
-/// `secrets rotate-key`.
-async fn rotate_key(client: &Client) -> anyhow::Result<i32> {
-    let r: anyhow::Result<motley_core::api::KeyRotated> = client
-        .post("/v1/secrets/rotate-key", &serde_json::json!({}))
-        .await;
-    match r {
-        Ok(r) => {
-            println!(
-                "secrets key is now {}; {} value(s) encrypted again",
-                r.key_id, r.resealed
-            );
             Ok(0)
         }
         Err(e) => report(e),
