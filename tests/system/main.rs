@@ -8,6 +8,7 @@ mod checks;
 mod common;
 mod containers;
 mod crash;
+mod doctor;
 mod examples;
 mod gitops;
 mod ha;

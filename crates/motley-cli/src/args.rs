@@ -200,6 +200,10 @@ pub enum Command {
         #[command(subcommand)]
         what: InstallCommand,
     },
+    /// Check this machine for motley, before or after it joins, and say what is wrong
+    /// and how to fix it: cgroups, the clock, the data directory's disk, power,
+    /// containerd, ports, the servers (exit 1 when a check fails).
+    Doctor(DoctorArgs),
     /// Remove what `motley install` wrote (the data too with `--purge`).
     Uninstall(UninstallArgs),
     /// Write the man pages (`motley.1` and one per command) into a directory.
@@ -665,4 +669,30 @@ pub struct UninstallArgs {
     /// Also delete the data directories (the cluster's state and credentials).
     #[arg(long)]
     pub purge: bool,
+}
+
+/// `motley doctor`.
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// The data directory (default: the one `motley up` and `motley server` use).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Servers to reach (default: the client config's).
+    #[arg(long = "server", value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// The server API's address, checked free (a machine that is to run a server).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The agent's DNS address, checked free.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dns_listen: Option<std::net::SocketAddr>,
+    /// The agent's ingress address, checked free.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ingress_listen: Option<std::net::SocketAddr>,
+    /// containerd's socket.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    pub containerd: PathBuf,
+    /// Output format (table: one line per check, with the fix).
+    #[arg(short, long, value_enum, default_value_t)]
+    pub output: Format,
 }

@@ -30,11 +30,12 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
         Command::Up(_)
         | Command::Server(_)
         | Command::Agent(_)
+        | Command::Doctor(_)
         | Command::Snapshot {
             command: crate::args::SnapshotCommand::Restore { .. },
         } => {
             anyhow::bail!(
-                "`up`, `server`, `agent` and `snapshot restore` are handled by the binary"
+                "`up`, `server`, `agent`, `doctor` and `snapshot restore` are handled by the binary"
             )
         }
         Command::Token { command } => token(&client()?, command).await,

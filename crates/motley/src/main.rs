@@ -1,6 +1,7 @@
 //! The `motley` binary: wires the server, the agent and the CLI into subcommands.
 #![forbid(unsafe_code)]
 
+mod doctor;
 mod roles;
 mod up;
 
@@ -58,6 +59,7 @@ fn main() {
             Command::Up(args) => up::run(args).await.map(|()| 0),
             Command::Server(args) => roles::server(*args).await.map(|()| 0),
             Command::Agent(args) => roles::agent(args).await,
+            Command::Doctor(args) => doctor::run(args, config.as_deref()).await,
             Command::Snapshot {
                 command:
                     motley_cli::args::SnapshotCommand::Restore {
