@@ -200,7 +200,7 @@ pub async fn run(args: DoctorArgs, config: Option<&Path>) -> anyhow::Result<i32>
     let (clock_synced, clock_source) = clock();
     let data_free = nix::sys::statvfs::statvfs(&probe_dir)
         .ok()
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
+        .map(|s| u64::from(s.blocks_available()) * u64::from(s.fragment_size()));
     let containerd = Some(
         match tokio::time::timeout(
             Duration::from_secs(6),
@@ -240,7 +240,7 @@ pub async fn run(args: DoctorArgs, config: Option<&Path>) -> anyhow::Result<i32>
         data_media: hw.data_disk.as_ref().map(|d| d.media),
         data_fs: fs_type(&probe_dir),
         data_free,
-        throttle: hw.throttle.clone(),
+        throttle: hw.throttle,
         containerd,
         ports,
         servers,
