@@ -200,7 +200,9 @@ pub async fn run(args: DoctorArgs, config: Option<&Path>) -> anyhow::Result<i32>
     let (clock_synced, clock_source) = clock();
     let data_free = nix::sys::statvfs::statvfs(&probe_dir)
         .ok()
-        .map(|s| u64::from(s.blocks_available()) * u64::from(s.fragment_size()));
+        // (Widths differ by platform: through u128, as the agent's disk check does.)
+        .map(|s| s.blocks_available() as u128 * s.fragment_size() as u128)
+        .map(|b| u64::try_from(b).unwrap_or(u64::MAX));
     let containerd = Some(
         match tokio::time::timeout(
             Duration::from_secs(6),
