@@ -169,3 +169,45 @@ fn install_writes_units_systemd_accepts_and_uninstall_removes_them() {
     motley(&["uninstall", "--root", r, "--purge"]);
     assert!(!root.join("var/lib/motley").exists());
 }
+
+#[test]
+fn upgrade_plan_lists_what_each_server_and_node_runs() {
+    let c = Cluster::up(&[]);
+    let this = env!("CARGO_PKG_VERSION");
+    let plan = wait_for(
+        "the node registered",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = c.ok(&["upgrade", "--plan"]);
+            out.contains("agent").then_some(out)
+        },
+    );
+    let server_row = plan
+        .lines()
+        .find(|l| l.starts_with("server"))
+        .unwrap_or_else(|| panic!("no server row:\n{plan}"));
+    assert!(
+        server_row.contains(this) && server_row.contains("leader"),
+        "{plan}"
+    );
+    let agent_row = plan
+        .lines()
+        .find(|l| l.starts_with("agent"))
+        .unwrap_or_else(|| panic!("no agent row:\n{plan}"));
+    assert!(
+        agent_row.contains(this) && agent_row.contains("ok"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("nothing to upgrade: everything runs {this}")),
+        "{plan}"
+    );
+    // Without --plan it refuses (nothing is replaced by this command).
+    let out = c.cli(&["upgrade"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

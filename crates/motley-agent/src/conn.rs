@@ -101,20 +101,52 @@ impl Dialer for WsDialer {
                 }
                 other => anyhow::anyhow!(other),
             })?;
-            Ok(Box::new(WsChannel(ws)) as Box<dyn Channel>)
+            Ok(Box::new(WsChannel(ws, record_file())) as Box<dyn Channel>)
         })
     }
 }
 
-struct WsChannel(motley_net::ws::WsStream);
+/// The connection, and where its messages are recorded (`MOTLEY_PROTOCOL_RECORD`).
+struct WsChannel(motley_net::ws::WsStream, Option<std::fs::File>);
+
+/// `MOTLEY_PROTOCOL_RECORD=FILE`: every message of the agent's connections is appended
+/// to FILE as a JSON line `{"from":"agent"|"server","msg":…}` (a debugging aid, and
+/// how `tests/fixtures/protocol/` was recorded). It holds what the messages hold,
+/// Secret values delivered to the node included.
+fn record_file() -> Option<std::fs::File> {
+    let path = std::env::var_os("MOTLEY_PROTOCOL_RECORD")?;
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(
+                "MOTLEY_PROTOCOL_RECORD {}: {e}",
+                std::path::Path::new(&path).display()
+            );
+            None
+        }
+    }
+}
+
+fn record(file: &mut Option<std::fs::File>, from: &str, text: &str) {
+    if let Some(f) = file {
+        let line = format!("{{\"from\":\"{from}\",\"msg\":{text}}}\n");
+        if let Err(e) = std::io::Write::write_all(f, line.as_bytes()) {
+            tracing::warn!("MOTLEY_PROTOCOL_RECORD: {e}");
+        }
+    }
+}
 
 impl Channel for WsChannel {
     fn send(&mut self, msgs: Vec<AgentMsg>) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
             for msg in msgs {
-                self.0
-                    .feed(Message::Text(serde_json::to_string(&msg)?.into()))
-                    .await?;
+                let text = serde_json::to_string(&msg)?;
+                record(&mut self.1, "agent", &text);
+                self.0.feed(Message::Text(text.into())).await?;
             }
             self.0.flush().await?;
             Ok(())
@@ -124,7 +156,10 @@ impl Channel for WsChannel {
     fn recv(&mut self) -> BoxFuture<'_, Received> {
         Box::pin(async move {
             match self.0.next().await {
-                Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(&t) {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(&{
+                    record(&mut self.1, "server", &t);
+                    t
+                }) {
                     Ok(m) => Received::Msg(m),
                     Err(e) => Received::Invalid(e.to_string()),
                 },

@@ -180,6 +180,23 @@ impl Local {
 mod tests {
     use super::*;
 
+    /// The state file an older agent wrote is read by this one (an upgrade replaces the
+    /// binary under running tasks: the new agent must know what the old one ran).
+    #[test]
+    fn a_state_file_written_by_0_1_0_is_read() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/protocol/0.1.0/agent-state.json");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let state = StateFile::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(state.allocs.len(), 3, "{state:?}");
+        assert!(
+            state
+                .allocs
+                .values()
+                .any(|a| a.alloc.workload.to_string() == "daemon/heartbeat")
+        );
+    }
+
     #[test]
     fn a_state_file_cut_short_is_moved_aside_and_the_agent_starts_empty() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -204,6 +204,14 @@ pub enum Command {
     /// and how to fix it: cgroups, the clock, the data directory's disk, power,
     /// containerd, ports, the servers (exit 1 when a check fails).
     Doctor(DoctorArgs),
+    /// What an upgrade would do: every server's and agent's version, the skew policy's
+    /// verdict on each agent, and the order (servers first, one at a time, then
+    /// agents). Only `--plan` is built: binaries are replaced by `motley install`.
+    Upgrade {
+        /// Show the plan.
+        #[arg(long, required = true)]
+        plan: bool,
+    },
     /// Remove what `motley install` wrote (the data too with `--purge`).
     Uninstall(UninstallArgs),
     /// Write the man pages (`motley.1` and one per command) into a directory.

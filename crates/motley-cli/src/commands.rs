@@ -20,6 +20,7 @@ use crate::output::{self, age, cpu, mem, now_ms, print, table};
 mod rollout;
 mod secrets;
 mod sources;
+mod upgrade;
 mod views;
 use views::*;
 
@@ -121,6 +122,7 @@ pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32>
             command: crate::args::SnapshotCommand::Save { file },
         } => snapshot_save(&client()?, &file).await,
         Command::Install { what } => crate::install::install(what),
+        Command::Upgrade { plan: _ } => upgrade::plan(&client()?).await,
         Command::Uninstall(args) => crate::install::uninstall(&args),
         Command::Man { out } => {
             let n = crate::install::write_man_pages(&out)?;

@@ -272,6 +272,9 @@ pub struct ServerInfo {
     /// Since when it leads (ms), when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leading_since: Option<u64>,
+    /// Its version (empty from a server older than this field).
+    #[serde(default)]
+    pub version: String,
 }
 
 /// One instance `POST /v1/plan` would create.

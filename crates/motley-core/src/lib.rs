@@ -48,6 +48,7 @@ pub mod rollout;
 pub mod selector;
 pub mod source;
 pub mod supervisor;
+pub mod version;
 pub mod writes;
 
 /// Deliberate bugs the simulator must catch (`motley-sim --features mutants`). Without

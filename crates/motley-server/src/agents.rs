@@ -107,13 +107,23 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         tracing::warn!("agent for {node}: no valid hello");
         return;
     };
-    if said != node || version != PROTOCOL_VERSION {
+    let skew = motley_core::version::skew(motley_core::version::THIS, &facts.agent_version);
+    if said != node || version != PROTOCOL_VERSION || !skew.allowed() {
         let why = if said != node {
             format!("this credential belongs to node {node:?}, not {said:?}")
-        } else {
+        } else if version != PROTOCOL_VERSION {
             format!(
                 "protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"
             )
+        } else {
+            match skew {
+                motley_core::version::Skew::Newer(m)
+                | motley_core::version::Skew::TooOld(m)
+                | motley_core::version::Skew::Unknown(m) => m,
+                motley_core::version::Skew::Same | motley_core::version::Skew::Behind => {
+                    String::new()
+                }
+            }
         };
         tracing::warn!("refusing agent: {why}");
         refused(&s, &caller, "GET", why.clone());
@@ -379,7 +389,10 @@ mod tests {
         AgentMsg::Hello {
             version: PROTOCOL_VERSION,
             node: node.into(),
-            facts: Default::default(),
+            facts: motley_core::model::NodeFacts {
+                agent_version: motley_core::version::THIS.into(),
+                ..Default::default()
+            },
             labels: Default::default(),
             allocs: vec![],
             readings: None,
@@ -404,6 +417,62 @@ mod tests {
             ChanLink { rx, out },
         ));
         (frames, session)
+    }
+
+    /// The skew policy at the door: an agent newer than the server (or too old) is
+    /// turned away, audited, and never welcomed; one minor version behind is let in.
+    #[tokio::test]
+    async fn agents_outside_the_version_skew_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        let this =
+            motley_core::version::Version::parse(motley_core::version::THIS).expect("this version");
+        let mut versions = vec![
+            (
+                format!("{}.{}.0", this.major, this.minor + 1),
+                Some("upgrade the servers first"),
+            ),
+            (
+                format!("{}.0.0", this.major + 1),
+                Some("upgrade the servers first"),
+            ),
+            ("not-a-version".to_string(), Some("not MAJOR.MINOR.PATCH")),
+            (motley_core::version::THIS.to_string(), None),
+        ];
+        if this.minor > 0 {
+            // One minor version behind: in.
+            versions.push((format!("{}.{}.9", this.major, this.minor - 1), None));
+        }
+        for (v, refusal) in versions {
+            let (out, mut from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
+            let (frames, session) = start_pi2(&s, out);
+            let mut h = hello("pi2");
+            if let AgentMsg::Hello { facts, .. } = &mut h {
+                facts.agent_version = v.clone();
+            }
+            assert!(frames.send(Frame::Msg(h)).is_ok());
+            let first = tokio::time::timeout(Duration::from_secs(10), from_server.recv()).await;
+            match refusal {
+                Some(says) => {
+                    assert!(matches!(first, Ok(None)), "{v}: {first:?}");
+                    let audited = s.trust.audit.recent();
+                    assert!(
+                        audited.iter().any(|e| e.why.contains(says)),
+                        "{v}: {audited:?}"
+                    );
+                    let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+                }
+                None => {
+                    assert!(
+                        matches!(first, Ok(Some(ServerMsg::Welcome { .. }))),
+                        "{v}: {first:?}"
+                    );
+                    drop(frames);
+                    let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
+                }
+            }
+        }
     }
 
     #[tokio::test]

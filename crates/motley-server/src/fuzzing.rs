@@ -126,6 +126,7 @@ where
             started_at: crate::state::now_ms(),
             leader: false,
             leading_since: None,
+            version: motley_core::version::THIS.into(),
         };
         let ha = match crate::ha::Ha::new(me, None, Duration::from_secs(10), ca_pem) {
             Ok(h) => h,

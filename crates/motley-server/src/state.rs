@@ -403,6 +403,7 @@ pub(crate) mod tests {
             started_at: now_ms(),
             leader: false,
             leading_since: None,
+            version: motley_core::version::THIS.into(),
         };
         let ha = crate::ha::Ha::new(me, None, Duration::from_secs(10), ca.cert_pem()).expect("ha");
         Shared::new(

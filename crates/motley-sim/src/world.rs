@@ -156,6 +156,7 @@ impl World {
             started_at: motley_rt::now_ms(),
             leader: false,
             leading_since: None,
+            version: motley_core::version::THIS.into(),
         };
         let leases = several.then(|| Arc::new(self.store.clone()) as Arc<dyn Leases>);
         let ha = ha::Ha::new(me, leases, ha::DEFAULT_LEASE, &self.ca_pem)?;
