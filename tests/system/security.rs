@@ -103,7 +103,11 @@ async fn agent_hello(
     let hello = motley_core::proto::AgentMsg::Hello {
         version: motley_core::proto::PROTOCOL_VERSION,
         node: node.into(),
-        facts: Default::default(),
+        // An agent says its version; the server checks it against the skew policy.
+        facts: motley_core::model::NodeFacts {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        },
         labels: Default::default(),
         allocs: vec![],
         readings: None,
