@@ -72,7 +72,10 @@ def main():
     git(work, "commit", "-q", "-m", "manifests")
     git(tmp, "clone", "-q", "--bare", "work", "srv/home.git")
     gport = free_port()
-    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
+    # `git-daemon` itself: `git daemon` runs it as a child, which outlives a kill of `git`.
+    git_daemon = os.path.join(subprocess.run(["git", "--exec-path"], capture_output=True, text=True,
+                                             check=True).stdout.strip(), "git-daemon")
+    daemon = subprocess.Popen([git_daemon, "--reuseaddr", "--export-all", "--listen=127.0.0.1",
                                f"--port={gport}", f"--base-path={base}", base],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

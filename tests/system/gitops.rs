@@ -37,6 +37,12 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `git-daemon` itself: `git daemon` runs it as a child, which outlives a kill of
+/// `git` (found as strays after the benchmark).
+fn git_daemon() -> PathBuf {
+    Path::new(&git(Path::new("."), &["--exec-path"])).join("git-daemon")
+}
+
 impl Repo {
     fn new() -> Repo {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -52,13 +58,8 @@ impl Repo {
             &["remote", "add", "origin", bare.to_str().expect("utf-8")],
         );
         let port = free_port();
-        let daemon = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-            ])
+        let daemon = Command::new(git_daemon())
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", dir.path().display()))
             .arg(dir.path())

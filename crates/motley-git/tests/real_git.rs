@@ -282,16 +282,20 @@ fn a_git_daemon_remote_works_the_same() {
     let remote = Remote::new();
     let base = remote.bare.parent().expect("base").to_path_buf();
     let (_daemon, port) = Daemon::start("git daemon", |port| {
-        let mut c = Command::new("git");
-        c.args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--listen=127.0.0.1",
-        ])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", base.display()))
-        .arg(&base);
+        // `git-daemon` itself: `git daemon` runs it as a child, which outlives a kill
+        // of `git`.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path");
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let mut c = Command::new(std::path::Path::new(&exec_path).join("git-daemon"));
+        c.args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(&base);
         c
     });
     fetch_and_read(&remote, &format!("git://127.0.0.1:{port}/remote.git"));
