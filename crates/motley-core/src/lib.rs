@@ -42,6 +42,7 @@ pub mod platform;
 pub mod promtext;
 pub mod proto;
 pub mod quantity;
+pub mod quota;
 pub mod reconcile;
 pub mod restart;
 pub mod rollout;
