@@ -152,6 +152,8 @@ pub struct Cluster {
     /// Process groups of every task seen, checked for leftovers on drop.
     pub seen_pgids: Vec<u32>,
     starts: u32,
+    /// More environment for `motley up`.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -166,6 +168,7 @@ impl Cluster {
             stderr_log: PathBuf::new(),
             seen_pgids: vec![],
             starts: 0,
+            env: Vec::new(),
         };
         c.start(extra);
         c
@@ -185,6 +188,7 @@ impl Cluster {
             stderr_log: PathBuf::new(),
             seen_pgids: vec![],
             starts: 0,
+            env: Vec::new(),
         };
         c.start(extra);
         c
@@ -199,6 +203,25 @@ impl Cluster {
     }
 
     /// (Re)starts the `motley up` process on the same data dir and port.
+    /// [`Cluster::up`] with more environment for `motley up` (`SSL_CERT_FILE`: the
+    /// roots it trusts for git and registries).
+    pub fn up_with_env(extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let mut c = Cluster {
+            dir: test_dir(),
+            port: free_port(),
+            child: None,
+            stderr_log: PathBuf::new(),
+            seen_pgids: vec![],
+            starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        c.start(extra);
+        c
+    }
+
     pub fn start(&mut self, extra: &[&str]) {
         let data = self.data_dir();
         self.starts += 1;
@@ -216,6 +239,7 @@ impl Cluster {
             .env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("MOTLEY_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(repo_root())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

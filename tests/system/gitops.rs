@@ -716,3 +716,165 @@ fn a_source_fetches_over_ssh_with_a_deploy_key_from_a_secret() {
         deploy_keys_in_shm()
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 it signed, made by `openssl`: (ca.pem,
+/// cert.pem, key.pem).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=motley test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[test]
+fn a_source_over_https_gives_its_credentials_from_a_secret() {
+    let repo = Repo::new();
+    let commit = repo.commit(
+        &[("web.yaml", Some(&service("web", 1, "sleep 3600")))],
+        "first",
+    );
+    let tls = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_files(tls.path());
+    let base = repo.bare.parent().expect("base").to_path_buf();
+    let port = free_port();
+    let _server = KillOnDrop(
+        Command::new("python3")
+            .arg(repo_root().join("crates/motley-git/tests/git_http.py"))
+            .arg(port.to_string())
+            .arg(&base)
+            .arg("deploy:s3cret-t0ken")
+            .arg(&cert)
+            .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the git HTTPS server"),
+    );
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the git HTTPS server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The server trusts the test CA for git (the process's roots: SSL_CERT_FILE).
+    let c = Cluster::up_with_env(&[], &[("SSL_CERT_FILE", ca.to_str().expect("utf-8"))]);
+    let url = format!("https://127.0.0.1:{port}/home.git");
+    let out = c.apply_yaml(
+        "creds.yaml",
+        &format!(
+            "kind: Secret\nname: git-creds\ndata:\n  username: deploy\n  password: s3cret-t0ken\n---\n\
+             kind: Source\nname: private\ngit:\n  url: {url}\n  credentials: {{ secret: git-creds }}\ninterval: 5s\n---\n\
+             kind: Source\nname: anonymous\ngit:\n  url: {url}\ninterval: 1h\n"
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_applied(&c, "private", &commit, &["healthy", "synced"]);
+    assert_eq!(names(&c, "services"), ["web"]);
+    // Without them the server's 401 stands, and nothing is applied.
+    let out = c.cli(&["source", "sync", "anonymous"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("fetch") && said.contains("nothing was changed"),
+        "{said}"
+    );
+    assert!(source(&c, "anonymous")["applied"].is_null());
+    // Credentials are only ever sent over https: http:// with them is refused where
+    // it is written.
+    let out = c.apply_yaml(
+        "plain.yaml",
+        "kind: Source\nname: plain\ngit:\n  url: http://127.0.0.1:1/home.git\n  credentials: { secret: git-creds }\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("plain.yaml:5:")
+            && err.contains("only over https://"),
+        "{err}"
+    );
+    let found =
+        crate::secrets::files_containing(&c.data_dir(), &[&c.stderr_log], &["s3cret-t0ken"]);
+    assert!(found.is_empty(), "the password in clear in {found:?}");
+}
+
+/// A server process, killed when the test ends (also when it fails).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

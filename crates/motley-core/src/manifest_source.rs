@@ -77,6 +77,17 @@ pub(crate) fn problems(s: &SourceSpec) -> Vec<(String, String)> {
     if s.git.ssh_key.is_some() && scheme != Some("ssh") {
         bad("git.ssh_key", "is for ssh:// URLs".into());
     }
+    if let Some(c) = &s.git.credentials {
+        if scheme != Some("https") {
+            bad(
+                "git.credentials",
+                "are sent only over https:// (never in clear text)".into(),
+            );
+        }
+        if let Err(m) = validate_name(&c.secret) {
+            bad("git.credentials.secret", m);
+        }
+    }
     let secrets = [
         ("git.ssh_key.secret", s.git.ssh_key.as_ref()),
         (

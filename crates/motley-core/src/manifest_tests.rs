@@ -594,6 +594,13 @@ fn a_source_is_checked_where_written() {
             "lowercase",
         ),
         ("prune: true", "prune: yes please", 8, "prune", ""),
+        (
+            "https://git.example.org/me/homelab.git\n  branch: main",
+            "http://git.example.org/me/homelab.git\n  credentials: { secret: creds }\n  branch: main",
+            5,
+            "git.credentials",
+            "only over https://",
+        ),
     ];
     for (from, to, line, field, says) in cases {
         let bad = good.replace(from, to);

@@ -193,18 +193,44 @@ fn open_or_init(dir: &Path) -> Result<gix::Repository, GitError> {
 /// Fetches `want` from `url` into the bare repository at `dir` (made when missing),
 /// depth 1, unless the remote ref still names `known` and that commit is here.
 pub fn fetch(dir: &Path, url: &str, want: &Want, known: Option<&str>) -> Result<Fetched, GitError> {
-    fetch_with(dir, url, want, known, None)
+    fetch_with(dir, url, want, known, &Access::default())
 }
 
-/// [`fetch`], with `ssh_command` run for `ssh://` URLs instead of plain `ssh` (git's
-/// `core.sshCommand`, set for this fetch only, in memory).
+/// A user name and password (or token) for an HTTP(S) remote.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The user name.
+    pub username: String,
+    /// The password or access token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Auth({}, <password>)", self.username)
+    }
+}
+
+/// How [`fetch_with`] reaches the remote.
+#[derive(Debug, Clone, Default)]
+pub struct Access<'a> {
+    /// Run this for `ssh://` URLs instead of plain `ssh` (git's `core.sshCommand`,
+    /// set for this fetch only, in memory).
+    pub ssh_command: Option<&'a str>,
+    /// Credentials an HTTP(S) remote asks for. Without them none are given: no git
+    /// credential helper or prompt is ever consulted.
+    pub auth: Option<&'a Auth>,
+}
+
+/// [`fetch`], reaching the remote as `access` says.
 pub fn fetch_with(
     dir: &Path,
     url: &str,
     want: &Want,
     known: Option<&str>,
-    ssh_command: Option<&str>,
+    access: &Access<'_>,
 ) -> Result<Fetched, GitError> {
+    let ssh_command = access.ssh_command;
     // gix's HTTP transport builds a reqwest client, which (with the workspace's
     // `rustls-no-provider`) panics without a process-wide provider: ring's, as
     // elsewhere in motley (a no-op when one is installed already).
@@ -246,9 +272,23 @@ pub fn fetch_with(
         .map_err(|e| err(chain(&e)))?
         .with_refspecs([refspec.as_str()], gix::remote::Direction::Fetch)
         .map_err(|e| err(chain(&e)))?;
+    let auth = access.auth.cloned();
     let connection = remote
         .connect(gix::remote::Direction::Fetch)
-        .map_err(|e| err(chain(&e)))?;
+        .map_err(|e| err(chain(&e)))?
+        .with_credentials(move |action| match (action, &auth) {
+            (gix::credentials::helper::Action::Get(ctx), Some(a)) => {
+                Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: a.username.clone(),
+                        password: a.password.clone(),
+                        oauth_refresh_token: None,
+                    },
+                    next: ctx.into(),
+                }))
+            }
+            _ => Ok(None),
+        });
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| err(chain(&e)))?;

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Git's smart HTTP for motley-git's tests: `git http-backend` as a CGI program behind
-a small HTTP/1.1 server on loopback. Usage: git_http.py PORT PROJECT_ROOT.
+a small HTTP/1.1 server on loopback. Usage: git_http.py PORT PROJECT_ROOT [USER:PASSWORD
+[CERT KEY]] (with USER:PASSWORD every request needs that Basic authorization: 401
+otherwise; with CERT and KEY, PEM files, it serves HTTPS).
 (Python's own CGI handler is no use here: as root it runs scripts as nobody, and it
 passes the program's Status header through instead of answering with it.)"""
-import http.server, os, subprocess, sys, urllib.parse
+import base64, http.server, os, subprocess, sys, urllib.parse
 
 ROOT = sys.argv[2]
+AUTH = ("Basic " + base64.b64encode(sys.argv[3].encode()).decode()) if len(sys.argv) > 3 else None
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -15,6 +18,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def run(self):
+        if AUTH and self.headers.get("Authorization") != AUTH:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         url = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -46,4 +58,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_POST = run
 
 
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+if len(sys.argv) > 5:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

@@ -466,3 +466,50 @@ fn a_1_gb_blob_is_refused_by_its_size_without_reading_or_fetching_it() {
     );
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn credentials_are_never_sent_in_clear_text_nor_made_up() {
+    // The HTTPS path with credentials is tested through the server
+    // (tests/system/gitops.rs); here, over plain HTTP, what must not happen.
+    let remote = Remote::new();
+    write(&remote.work, "home/web.yaml", "kind: Service\nname: web\n");
+    remote.commit("first");
+    let base = remote.bare.parent().expect("base").to_path_buf();
+    let (_server, port) = Daemon::start("the git HTTP server", |port| {
+        let mut c = Command::new("python3");
+        c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/git_http.py"))
+            .arg(port.to_string())
+            .arg(&base)
+            .arg("deploy:t0ken");
+        c
+    });
+    let url = format!("http://127.0.0.1:{port}/remote.git");
+    let want = Want::Branch("main".into());
+    let fetch_as = |auth: Option<&motley_git::Auth>| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        motley_git::fetch_with(
+            &dir.path().join("m.git"),
+            &url,
+            &want,
+            None,
+            &motley_git::Access {
+                ssh_command: None,
+                auth,
+            },
+        )
+    };
+    // None given: the server's 401 stands; no helper or prompt is asked instead.
+    let e = fetch_as(None).expect_err("fetched without credentials");
+    assert!(matches!(e, GitError::Remote { .. }), "{e}");
+    // Given, over http://: refused before they leave.
+    let right = motley_git::Auth {
+        username: "deploy".into(),
+        password: "t0ken".into(),
+    };
+    let e = fetch_as(Some(&right)).expect_err("sent credentials over http");
+    assert!(e.to_string().contains("clear text"), "{e}");
+    assert!(
+        !format!("{right:?}").contains("t0ken"),
+        "Debug shows no password"
+    );
+}

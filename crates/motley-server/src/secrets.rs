@@ -298,7 +298,7 @@ pub fn registry_credentials_of(
     let text = |key: &str| {
         let v = value_of(keyring, s, key).map_err(|e| {
             if e.contains("has no key") {
-                format!("{e} (a registry secret has username and password)")
+                format!("{e} (it needs username and password)")
             } else {
                 e
             }

@@ -41,6 +41,18 @@ pub struct GitSpec {
     /// For `ssh://` URLs: the private deploy key, a Secret's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<SecretKey>,
+    /// For `https://` URLs: a Secret with `username` and `password` (or an access
+    /// token as the password), given when the server asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SecretName>,
+}
+
+/// A Secret, by name: `{ secret: git-credentials }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretName {
+    /// The Secret's name.
+    pub secret: String,
 }
 
 /// What a sync does with objects changed by hand.

@@ -18,9 +18,22 @@ pub(super) async fn fetch(
     let dir = repo_dir(s, &spec.name).map_err(|m| Stop("failed", m))?;
     let (url, want) = (spec.git.url.clone(), want_of(spec));
     let ssh = ssh_command(s, spec, &dir).map_err(|m| Stop("failed", m))?;
+    let auth = match &spec.git.credentials {
+        None => None,
+        Some(c) => {
+            let ring = crate::state::read(&s.trust.keyring);
+            let (username, password) =
+                crate::secrets::registry_credentials(&ring, &s.cache().workloads, &c.secret)
+                    .map_err(|m| Stop("failed", format!("the git credentials: {m}")))?;
+            Some(motley_git::Auth { username, password })
+        }
+    };
     motley_rt::spawn_blocking(move || {
-        let cmd = ssh.as_ref().map(|(cmd, _key)| cmd.as_str());
-        let r = motley_git::fetch_with(&dir, &url, &want, known.as_deref(), cmd);
+        let access = motley_git::Access {
+            ssh_command: ssh.as_ref().map(|(cmd, _key)| cmd.as_str()),
+            auth: auth.as_ref(),
+        };
+        let r = motley_git::fetch_with(&dir, &url, &want, known.as_deref(), &access);
         let said = ssh.as_ref().and_then(|(_, key)| {
             let path = ssh_errors(key.path());
             let text = std::fs::read_to_string(&path).ok();
