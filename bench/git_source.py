@@ -20,28 +20,24 @@ Goals (issue 21): no-change sync < 50 ms and 0 bytes written; cold < 2 s.
 Usage: python3 bench/git_source.py [--motley target/release/motley] [--manifests 500] [--repeats 20]
 Build first: cargo build --release -p motley
 """
-import argparse, json, os, socket, ssl, statistics, subprocess, sys, tempfile, threading, time
+import argparse, json, os, ssl, statistics, subprocess, sys, tempfile, threading, time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from skeleton import ROOT, free_port, write_bytes  # noqa: E402
 from scale import cli, wait_ready  # noqa: E402
 from footprint import status_kib  # noqa: E402
-from git_sync import git, listing, timed  # noqa: E402
+from git_sync import listing, make_repo, start_git_daemon, timed  # noqa: E402
 
 
 def metric(cfg_path, name, label):
     """Sum and count of a histogram of the server's /metrics, for one label set."""
-    cfg = {}
-    for line in open(cfg_path):
-        k, _, v = line.partition(":")
-        cfg[k.strip()] = v.strip()
     text = open(cfg_path).read()
+    token = next(l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("token:"))
+    server = next(l.strip()[2:] for l in text.splitlines() if l.strip().startswith("- https://"))
     ca = text[text.index("-----BEGIN CERTIFICATE-----"):text.index("-----END CERTIFICATE-----") + 25]
-    ca = "\n".join(l.strip() for l in ca.splitlines()) + "\n"
-    ctx = ssl.create_default_context(cadata=ca)
-    server = [l.strip()[2:] for l in text.splitlines() if l.strip().startswith("- https://")][0]
-    req = urllib.request.Request(f"{server}/metrics", headers={"Authorization": f"Bearer {cfg['token']}"})
+    ctx = ssl.create_default_context(cadata="\n".join(l.strip() for l in ca.splitlines()) + "\n")
+    req = urllib.request.Request(f"{server}/metrics", headers={"Authorization": f"Bearer {token}"})
     body = urllib.request.urlopen(req, context=ctx).read().decode()
     out = {}
     for line in body.splitlines():
@@ -60,31 +56,9 @@ def main():
     motley = os.path.abspath(a.motley)
     tmp = tempfile.mkdtemp(prefix="motley-gitsrc-")
     os.chmod(tmp, 0o711)
-    work, base = os.path.join(tmp, "work"), os.path.join(tmp, "srv")
-    os.makedirs(os.path.join(work, "clusters/home"))
-    os.makedirs(base)
-    for i in range(a.manifests):
-        with open(os.path.join(work, f"clusters/home/svc{i:04}.yaml"), "w") as f:
-            f.write(f"kind: Service\nname: svc{i}\nreplicas: 0\ntask:\n  command: [python3, -m, http.server]\n"
-                    f"  resources: {{ cpu: 10m, memory: 16Mi }}\n")
-    git(work, "init", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "manifests")
-    git(tmp, "clone", "-q", "--bare", "work", "srv/home.git")
-    gport = free_port()
-    # `git-daemon` itself: `git daemon` runs it as a child, which outlives a kill of `git`.
-    git_daemon = os.path.join(subprocess.run(["git", "--exec-path"], capture_output=True, text=True,
-                                             check=True).stdout.strip(), "git-daemon")
-    daemon = subprocess.Popen([git_daemon, "--reuseaddr", "--export-all", "--listen=127.0.0.1",
-                               f"--port={gport}", f"--base-path={base}", base],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = make_repo(tmp, a.manifests, replicas=0)
+    daemon, gport = start_git_daemon(base)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", gport), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         print(f"{a.manifests} services in git, `motley server` alone")
         for label, url in (("git daemon", f"git://127.0.0.1:{gport}/home.git"),
                            ("file://", f"file://{base}/home.git")):

@@ -40,6 +40,41 @@ def timed(cmd):
     return (time.perf_counter() - t0) * 1e3, out
 
 
+def make_repo(tmp, manifests, replicas):
+    """A bare repository `tmp/srv/home.git` whose one commit holds `manifests` services
+    under clusters/home; returns `tmp/srv`."""
+    work, base = os.path.join(tmp, "work"), os.path.join(tmp, "srv")
+    os.makedirs(os.path.join(work, "clusters/home"))
+    os.makedirs(base)
+    for i in range(manifests):
+        with open(os.path.join(work, f"clusters/home/svc{i:04}.yaml"), "w") as f:
+            f.write(f"kind: Service\nname: svc{i}\nreplicas: {replicas}\ntask:\n  command: [python3, -m, http.server]\n"
+                    f"  resources: {{ cpu: 10m, memory: 16Mi }}\n")
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "manifests")
+    git(tmp, "clone", "-q", "--bare", "work", "srv/home.git")
+    return base
+
+
+def start_git_daemon(base):
+    """`git-daemon` serving `base` on a free loopback port, once it accepts: (process, port).
+    `git-daemon` itself: `git daemon` runs it as a child, which outlives a kill of `git`."""
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    git_daemon = os.path.join(subprocess.run(["git", "--exec-path"], capture_output=True, text=True,
+                                             check=True).stdout.strip(), "git-daemon")
+    daemon = subprocess.Popen([git_daemon, "--reuseaddr", "--export-all", "--listen=127.0.0.1",
+                               f"--port={port}", f"--base-path={base}", base],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return daemon, port
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifests", type=int, default=500)
@@ -48,31 +83,9 @@ def main():
     if not os.path.exists(SYNC):
         sys.exit(f"{SYNC} missing: cargo build --release -p motley-git --example sync")
     tmp = tempfile.mkdtemp(prefix="motley-gitbench-")
-    work, base = os.path.join(tmp, "work"), os.path.join(tmp, "srv")
-    os.makedirs(os.path.join(work, "clusters/home"))
-    os.makedirs(base)
-    for i in range(a.manifests):
-        with open(os.path.join(work, f"clusters/home/svc{i:04}.yaml"), "w") as f:
-            f.write(f"kind: Service\nname: svc{i}\nreplicas: 1\ntask:\n  command: [python3, -m, http.server]\n"
-                    f"  resources: {{ cpu: 10m, memory: 16Mi }}\n")
-    git(work, "init", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "manifests")
-    git(tmp, "clone", "-q", "--bare", "work", "srv/home.git")
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    # `git-daemon` itself: `git daemon` runs it as a child, which outlives a kill of `git`.
-    git_daemon = os.path.join(subprocess.run(["git", "--exec-path"], capture_output=True, text=True,
-                                             check=True).stdout.strip(), "git-daemon")
-    daemon = subprocess.Popen([git_daemon, "--reuseaddr", "--export-all", "--listen=127.0.0.1",
-                               f"--port={port}", f"--base-path={base}", base],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = make_repo(tmp, a.manifests, replicas=1)
+    daemon, port = start_git_daemon(base)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         url = f"git://127.0.0.1:{port}/home.git"
         rows = {"motley-git cold": [], "motley-git no change": [], "git clone --depth 1 --bare": [],
                 "git clone --depth 1": [], "git ls-remote (the ref alone)": []}

@@ -21,6 +21,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{AllocState, Allocation, DriftPolicy, Spec, Workload, WorkloadRef};
 
+/// A commit id as people read it: its first 12 digits.
+pub fn short_commit(c: &str) -> &str {
+    c.get(..12).unwrap_or(c)
+}
+
 /// Who applied a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use motley_core::api::{
-    CreatedToken, JoinRequest, JoinResponse, ManifestSet, NodeView, ObjectResult, ObjectResults,
-    TokenInfo, TokenRequest, VersionInfo, WorkloadDetail, WorkloadView,
+    CreatedToken, JoinRequest, JoinResponse, ManifestSet, NodeView, ObjectResults, TokenInfo,
+    TokenRequest, VersionInfo, WorkloadDetail, WorkloadView,
 };
 use motley_core::failure::Health;
 use motley_core::manifest;

@@ -321,21 +321,9 @@ pub(crate) async fn apply_set(
                 let key = keys::workload(r);
                 let current = s.store.get(&key).await?;
                 expect_unchanged(how, &key, current.as_ref(), r)?;
-                let action = match &current {
-                    Some(kv) => {
-                        txn = txn.when(&key, kv.mod_revision).delete(key);
-                        if r.kind == Kind::Source {
-                            txn = txn.delete(keys::source_record(&r.name));
-                        }
-                        "deleted"
-                    }
-                    None => "not found",
-                };
-                results.push(ObjectResult {
-                    kind: r.kind.to_string(),
-                    name: r.name.clone(),
-                    action: action.into(),
-                });
+                let (next, result) = delete_op(txn, r, current.as_ref());
+                txn = next;
+                results.push(result);
             }
             let out = ObjectResults { results };
             let dry_run = how.dry_run || motley_core::mutants::active("ack-before-commit");
@@ -368,6 +356,31 @@ pub(crate) async fn apply_set(
             "the objects kept changing concurrently; nothing was applied",
         )),
     }
+}
+
+/// Deleting `r` (stored as `current`) in `txn`, guarded by its revision; a source's
+/// record goes with it.
+pub(crate) fn delete_op(
+    mut txn: Txn,
+    r: &WorkloadRef,
+    current: Option<&motley_store::KeyValue>,
+) -> (Txn, ObjectResult) {
+    let action = match current {
+        Some(kv) => {
+            txn = txn.when(&kv.key, kv.mod_revision).delete(kv.key.clone());
+            if r.kind == Kind::Source {
+                txn = txn.delete(keys::source_record(&r.name));
+            }
+            "deleted"
+        }
+        None => "not found",
+    };
+    let result = ObjectResult {
+        kind: r.kind.to_string(),
+        name: r.name.clone(),
+        action: action.into(),
+    };
+    (txn, result)
 }
 
 /// With an expected revision (a source's plan), a key that changed since fails.

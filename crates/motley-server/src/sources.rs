@@ -46,7 +46,7 @@ pub struct Record {
 struct Stop(&'static str, String);
 
 /// The sources declared in the cache.
-fn declared_sources(s: &Shared) -> Vec<SourceSpec> {
+pub(crate) fn declared_sources(s: &Shared) -> Vec<SourceSpec> {
     s.cache()
         .workloads
         .values()
@@ -162,13 +162,7 @@ pub async fn sync(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> SourceVie
         .source_sync_seconds
         .get_or_create(&label)
         .observe(started.elapsed().as_secs_f64());
-    s.metrics
-        .source_syncs
-        .get_or_create(&crate::metrics::SourceResultLabel {
-            source: spec.name.clone(),
-            result: result.to_string(),
-        })
-        .inc();
+    count(s, &spec.name, result);
     let ok = matches!(result, "synced" | "applied" | "waiting");
     if ok {
         s.metrics
@@ -186,37 +180,29 @@ pub async fn sync(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> SourceVie
     e.due = now + spec.interval.as_millis();
     e.synced = Some(spec.clone());
     fill_view(s, spec, &mut e.view);
-    let v = &mut e.view;
-    v.last_sync = now;
+    event(e, &commit, result, message);
     if ok {
-        v.last_success = now;
+        e.view.last_success = e.view.last_sync;
     }
-    // A poll that ends as the last one did (nothing new, the same failure) is not a
-    // new event: the last one's time moves.
-    let repeat = v
-        .events
-        .last_mut()
-        .filter(|x| x.commit == commit && x.result == result && x.message == message);
-    let quiet = match repeat {
-        Some(x) => {
-            x.at = now;
-            true
-        }
-        None => false,
-    };
-    v.result = result.to_string();
-    v.message = message.clone();
-    if !quiet {
-        v.events.push(SourceEvent {
-            at: now,
-            commit,
+    e.view.clone()
+}
+
+/// The view's commits, as the record says.
+fn show_record(v: &mut SourceView, rec: &Record) {
+    v.applied = rec.applied.clone();
+    v.healthy = rec.healthy.clone();
+    v.failed = rec.failed.clone();
+}
+
+/// Counts a sync's (or a rollback's) result.
+fn count(s: &Shared, source: &str, result: &str) {
+    s.metrics
+        .source_syncs
+        .get_or_create(&crate::metrics::SourceResultLabel {
+            source: source.to_string(),
             result: result.to_string(),
-            message,
-        });
-        let over = v.events.len().saturating_sub(EVENTS);
-        v.events.drain(..over);
-    }
-    v.clone()
+        })
+        .inc();
 }
 
 /// The view's fields that come from the spec and the cache.
@@ -259,12 +245,12 @@ async fn attempt(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> Outcome {
     };
     let held = target != head;
     let same = rec.applied.as_deref() == Some(target.as_str());
-    let short = &target[..target.len().min(12)];
+    let short = short_commit(&target);
     let mut parts = Vec::new();
     if held {
         parts.push(format!(
             "commit {} failed its health gate; staying at {short} until {} moves",
-            &head[..head.len().min(12)],
+            short_commit(&head),
             spec.wanted().1
         ));
     }
@@ -301,9 +287,8 @@ async fn attempt(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> Outcome {
     }
     if let Some(e) = lock(&s.sources.entries).get_mut(name) {
         e.view.drift = done.drift.clone();
-        e.view.applied = rec.applied.clone().or(Some(target.clone()));
-        e.view.healthy = rec.healthy.clone();
-        e.view.failed = rec.failed.clone();
+        show_record(&mut e.view, &rec);
+        e.view.applied.get_or_insert_with(|| target.clone());
         if let Some(p) = done.plan {
             e.view.plan = Some(p);
         }
@@ -354,9 +339,7 @@ async fn attempt(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> Outcome {
     }
     let now = now_ms();
     if let Some(e) = lock(&s.sources.entries).get_mut(name) {
-        e.view.applied = rec.applied.clone();
-        e.view.healthy = rec.healthy.clone();
-        e.view.failed = rec.failed.clone();
+        show_record(&mut e.view, &rec);
         e.gate = gated.then(|| Gating {
             commit: target.clone(),
             changed: done.workloads.clone(),
@@ -567,7 +550,7 @@ async fn judge_gate(s: &Shared, spec: &SourceSpec) {
                 Ok((rec, _)) => Ok(rec),
                 Err(m) => Err(m),
             };
-            let short = &g.commit[..g.commit.len().min(12)];
+            let short = short_commit(&g.commit);
             let mut entries = lock(&s.sources.entries);
             let Some(e) = entries.get_mut(&spec.name) else {
                 return;
@@ -592,89 +575,101 @@ async fn judge_gate(s: &Shared, spec: &SourceSpec) {
     rollback(s, spec, &g, &why).await;
 }
 
+/// Records what a sync (or a gate) ended with. One that ends as the last did (nothing
+/// new, the same failure) is not a new event: the last one's time moves.
 fn event(e: &mut Entry, commit: &str, result: &str, message: String) {
     let now = now_ms();
-    e.view.result = result.to_string();
-    e.view.message = message.clone();
-    e.view.last_sync = now;
-    e.view.events.push(SourceEvent {
-        at: now,
-        commit: commit.to_string(),
-        result: result.to_string(),
-        message,
-    });
-    let over = e.view.events.len().saturating_sub(EVENTS);
-    e.view.events.drain(..over);
+    let v = &mut e.view;
+    v.result = result.to_string();
+    v.last_sync = now;
+    match v
+        .events
+        .last_mut()
+        .filter(|x| x.commit == commit && x.result == result && x.message == message)
+    {
+        Some(x) => x.at = now,
+        None => {
+            v.events.push(SourceEvent {
+                at: now,
+                commit: commit.to_string(),
+                result: result.to_string(),
+                message: message.clone(),
+            });
+            let over = v.events.len().saturating_sub(EVENTS);
+            v.events.drain(..over);
+        }
+    }
+    v.message = message;
 }
 
 /// Goes back to the last healthy commit after `g.commit` failed its gate.
 async fn rollback(s: &Shared, spec: &SourceSpec, g: &Gating, why: &str) {
     let _one = s.sources.syncing.lock().await;
-    let short = g.commit[..g.commit.len().min(12)].to_string();
-    let rec = read_record(s, &spec.name).await;
-    let (result, message) = match rec {
-        Err(m) => ("failed", m),
-        Ok((mut rec, _)) => match rec.healthy.clone().filter(|h| *h != g.commit) {
-            None => {
-                rec.failed = Some(g.commit.clone());
-                let w = write_record(s, &spec.name, &rec).await;
-                (
-                    "failed",
-                    match w {
-                        Ok(()) => format!(
-                            "{short} failed its health gate ({why}); there is no earlier healthy commit to go back to"
-                        ),
-                        Err(m) => m,
-                    },
-                )
-            }
-            Some(healthy) => {
-                let opts = Options {
-                    prune: spec.prune,
-                    allow_empty: true,
-                    drift: motley_core::model::DriftPolicy::Revert,
-                    same_commit: false,
-                };
-                let hs = healthy[..healthy.len().min(12)].to_string();
-                match apply_commit(s, spec, &healthy, &opts).await {
-                    Ok(_) => {
-                        rec.applied = Some(healthy.clone());
-                        rec.failed = Some(g.commit.clone());
-                        match write_record(s, &spec.name, &rec).await {
-                            Ok(()) => (
-                                "rolled back",
-                                format!(
-                                    "{short} failed its health gate ({why}); back at {hs}, the last healthy commit"
-                                ),
-                            ),
-                            Err(m) => ("failed", m),
-                        }
-                    }
-                    Err(Stop(_, m)) => (
+    let short = short_commit(&g.commit);
+    // The result, its message, and the record as stored afterwards (none: unreadable).
+    let (result, message, stored) = match read_record(s, &spec.name).await {
+        Err(m) => ("failed", m, None),
+        Ok((before, _)) => {
+            let mut rec = before.clone();
+            rec.failed = Some(g.commit.clone());
+            let (outcome, write) = match before.healthy.clone().filter(|h| *h != g.commit) {
+                None => (
+                    Ok((
                         "failed",
                         format!(
-                            "{short} failed its health gate ({why}); going back to {hs} failed: {m}"
+                            "{short} failed its health gate ({why}); there is no earlier healthy commit to go back to"
                         ),
-                    ),
+                    )),
+                    true,
+                ),
+                Some(healthy) => {
+                    let opts = Options {
+                        prune: spec.prune,
+                        allow_empty: true,
+                        drift: motley_core::model::DriftPolicy::Revert,
+                        same_commit: false,
+                    };
+                    let hs = short_commit(&healthy);
+                    match apply_commit(s, spec, &healthy, &opts).await {
+                        Ok(_) => {
+                            rec.applied = Some(healthy.clone());
+                            (
+                                Ok((
+                                    "rolled back",
+                                    format!(
+                                        "{short} failed its health gate ({why}); back at {hs}, the last healthy commit"
+                                    ),
+                                )),
+                                true,
+                            )
+                        }
+                        Err(Stop(_, m)) => (
+                            Err(format!(
+                                "{short} failed its health gate ({why}); going back to {hs} failed: {m}"
+                            )),
+                            false,
+                        ),
+                    }
                 }
+            };
+            let written = if write {
+                write_record(s, &spec.name, &rec).await
+            } else {
+                Ok(())
+            };
+            match (outcome, written) {
+                (Ok((result, m)), Ok(())) => (result, m, Some(rec)),
+                (Ok(_), Err(m)) | (Err(m), _) => ("failed", m, Some(before)),
             }
-        },
+        }
     };
     tracing::warn!(source = %spec.name, commit = %g.commit, "{message}");
-    s.metrics
-        .source_syncs
-        .get_or_create(&crate::metrics::SourceResultLabel {
-            source: spec.name.clone(),
-            result: result.to_string(),
-        })
-        .inc();
-    if let Ok((rec, _)) = read_record(s, &spec.name).await {
+    count(s, &spec.name, result);
+    if let Some(rec) = stored {
         let mut entries = lock(&s.sources.entries);
         if let Some(e) = entries.get_mut(&spec.name) {
             e.gate = None;
-            e.view.applied = rec.applied;
-            e.view.healthy = rec.healthy;
-            e.view.failed = rec.failed;
+            show_record(&mut e.view, &rec);
             event(e, &g.commit, result, message);
         }
     }
@@ -696,6 +691,8 @@ fn fingerprint(s: &Shared, spec: &SourceSpec) -> u64 {
     }
     h.finish()
 }
+
+use motley_core::source::short_commit;
 
 fn source_ref(name: &str) -> WorkloadRef {
     WorkloadRef {

@@ -3,10 +3,11 @@
 
 use super::*;
 use motley_core::api::{SourceView, SyncRequest};
+use motley_core::source::short_commit;
 
 fn short(c: &Option<String>) -> String {
     c.as_deref()
-        .map_or_else(|| "-".to_string(), |c| c[..c.len().min(12)].to_string())
+        .map_or_else(|| "-".to_string(), |c| short_commit(c).to_string())
 }
 
 /// `motley source …`.
@@ -140,7 +141,7 @@ pub(crate) fn describe_source(v: &SourceView) -> String {
             if e.commit.is_empty() {
                 "-".to_string()
             } else {
-                e.commit[..e.commit.len().min(12)].to_string()
+                short_commit(&e.commit).to_string()
             },
             e.result,
             e.message

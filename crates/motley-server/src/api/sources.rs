@@ -11,17 +11,8 @@ fn spec_or_404(s: &Shared, name: &str) -> ApiResult<motley_core::model::SourceSp
 
 /// `GET /v1/sources`: every source with its last sync.
 pub(crate) async fn list_sources(State(s): State<Arc<Shared>>) -> Json<Vec<SourceView>> {
-    let specs: Vec<_> = s
-        .cache()
-        .workloads
-        .values()
-        .filter_map(|w| match &w.spec {
-            Spec::Source(src) => Some(src.clone()),
-            _ => None,
-        })
-        .collect();
     Json(
-        specs
+        crate::sources::declared_sources(&s)
             .iter()
             .map(|spec| crate::sources::view_of(&s, spec))
             .collect(),

@@ -143,23 +143,10 @@ pub(crate) async fn delete_refs(
             let mut txn = Txn::new();
             let mut results = Vec::new();
             for r in refs {
-                let key = keys::workload(r);
-                let current = s.store.get(&key).await?;
-                let action = match &current {
-                    Some(kv) => {
-                        txn = txn.when(&key, kv.mod_revision).delete(key);
-                        if r.kind == Kind::Source {
-                            txn = txn.delete(keys::source_record(&r.name));
-                        }
-                        "deleted"
-                    }
-                    None => "not found",
-                };
-                results.push(ObjectResult {
-                    kind: r.kind.to_string(),
-                    name: r.name.clone(),
-                    action: action.into(),
-                });
+                let current = s.store.get(&keys::workload(r)).await?;
+                let (next, result) = crate::apply::delete_op(txn, r, current.as_ref());
+                txn = next;
+                results.push(result);
             }
             let out = ObjectResults { results };
             Ok::<_, ApiError>(if dry_run {

@@ -170,7 +170,7 @@ pub(super) async fn read_commit(
         }
         Err(e) => return Err(Stop("failed", format!("{e}; nothing was changed"))),
     };
-    let short = &commit[..commit.len().min(12)];
+    let short = motley_core::source::short_commit(commit);
     let encrypted = files.iter().any(|f| f.is_age() || is_sops(f));
     let ids = match (&spec.decrypt, encrypted) {
         (_, false) => None,
