@@ -299,7 +299,7 @@ impl Cluster {
     }
 
     pub fn allocs(&mut self) -> Vec<Value> {
-        let v = self.json(&["get", "allocs"]);
+        let v = self.json(&["get", "allocs", "-A"]);
         let list = v
             .as_array()
             .cloned()

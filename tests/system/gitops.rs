@@ -878,3 +878,85 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_source_in_a_namespace_applies_only_into_it() {
+    let repo = Repo::new();
+    let c = Cluster::up(&[]);
+    let web = service("web", 1, "sleep 3600");
+    let first = repo.commit(&[("app/web.yaml", Some(&web))], "first");
+    let out = c.apply_yaml(
+        "team.yaml",
+        &format!(
+            "kind: Namespace\nname: dev\n---\nkind: Source\nname: team\nnamespace: dev\ngit:\n  url: {}\n  branch: main\n  path: app\ninterval: 1h\nprune: true\nhealth: {{ timeout: 20s }}\n",
+            repo.url
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What names no namespace goes into the source's.
+    wait_applied(&c, "team", &first, &["healthy", "synced"]);
+    let dev = c.json(&["get", "services", "-n", "dev"]);
+    assert_eq!(dev[0]["workload"]["spec"]["name"], "web", "{dev}");
+    assert_eq!(dev[0]["workload"]["spec"]["namespace"], "dev", "{dev}");
+    assert!(names(&c, "services").is_empty(), "nothing in default");
+
+    // A document naming another namespace fails the sync at its field; nothing changes.
+    let other = repo.commit(
+        &[(
+            "app/other.yaml",
+            Some(&format!(
+                "namespace: default\n{}",
+                service("other", 1, "sleep 3600")
+            )),
+        )],
+        "into default",
+    );
+    let out = c.cli(&["source", "sync", "team"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{}:app/other.yaml:1:12: namespace: is default",
+            &other[..12]
+        )),
+        "{said}"
+    );
+    assert!(names(&c, "services").is_empty(), "nothing in default");
+    assert_eq!(source(&c, "team")["applied"], first.as_str());
+
+    // Nor may it make a namespace.
+    let ns = repo.commit(
+        &[
+            ("app/other.yaml", None),
+            ("app/ns.yaml", Some("kind: Namespace\nname: prod\n")),
+        ],
+        "a namespace",
+    );
+    let out = c.cli(&["source", "sync", "team"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("{}:app/ns.yaml:1:", &ns[..12]))
+            && said.contains("may not make namespaces"),
+        "{said}"
+    );
+    let out = c.cli(&["get", "namespace", "prod"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not found"), "{err}");
+
+    // A source's name is unique in the cluster: another `team` in default is refused.
+    let out = c.apply_yaml(
+        "again.yaml",
+        &format!("kind: Source\nname: team\ngit:\n  url: {}\n", repo.url),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("again.yaml:2:7: name: source team exists in namespace dev already"),
+        "{err}"
+    );
+}

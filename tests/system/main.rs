@@ -16,6 +16,7 @@ mod install;
 mod lifecycle;
 mod mesh;
 mod multinode;
+mod namespaces;
 mod netns;
 mod secrets;
 mod security;

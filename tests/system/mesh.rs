@@ -254,6 +254,25 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
     assert_eq!(addr.len(), 1);
     assert!(nodes.iter().any(|n| ip(n) == addr[0]), "{addr:?}");
     assert!(dig(&client, &ip("n1"), &["nope.motley"]).is_empty());
+    // The same name in namespace dev is another service: `web.dev.motley`, its own
+    // address and endpoints.
+    lab.apply(
+        "kind: Namespace\nname: dev\n---\nkind: Service\nname: web\nnamespace: dev\ntask:\n  command: [sleep, '3600']\n  resources: { cpu: 10m, memory: 8Mi }\nports:\n  - { name: http }\n",
+    );
+    let dev = wait_for("web.dev.motley in DNS", Duration::from_secs(30), || {
+        let srv = dig(&client, &ip("n2"), &["_http._tcp.web.dev.motley", "SRV"]);
+        let a = dig(&client, &ip("n2"), &["web.dev.motley"]);
+        (srv.len() == 1 && a.len() == 1).then_some(a)
+    });
+    assert!(
+        dev[0].starts_with("127.77.") && dev != a,
+        "{dev:?} vs {a:?}"
+    );
+    assert_eq!(
+        dig(&client, &ip("n1"), &["web.motley"]),
+        a,
+        "default's web unchanged"
+    );
     // HTTPS through every node: the cluster CA's certificate for web.test, the
     // Secret's for secure.test, each chosen by SNI.
     let ca = format!("{}/server/ca.crt", lab.data("srv"));

@@ -93,6 +93,7 @@ pub fn motley_vars(
         ("MOTLEY_NODE".to_string(), a.node.clone()),
         ("MOTLEY_WORKLOAD".to_string(), a.workload.name.clone()),
         ("MOTLEY_KIND".to_string(), a.workload.kind.to_string()),
+        ("MOTLEY_NAMESPACE".to_string(), a.workload.namespace.clone()),
     ]);
     for p in &a.task.ports {
         vars.insert(

@@ -11,6 +11,13 @@ pub struct Cli {
     /// Client config file (default: $MOTLEY_CONFIG, then ~/.config/motley/config.yaml).
     #[arg(long, global = true, env = "MOTLEY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The namespace to act in (default: `default`; a manifest's own `namespace:` when
+    /// applying without it).
+    #[arg(short = 'n', long, global = true, env = "MOTLEY_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// List across every namespace (`get`), with a NAMESPACE column.
+    #[arg(short = 'A', long, global = true, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -250,6 +257,10 @@ pub enum TokenCommand {
         /// Free text shown by `token list`.
         #[arg(long, default_value = "")]
         description: String,
+        /// Limit an admin or viewer token to these namespaces (comma-separated): its
+        /// role holds there, and cluster-wide routes (nodes, tokens, ...) are refused.
+        #[arg(long, value_delimiter = ',')]
+        namespaces: Vec<String>,
     },
     /// List tokens (never their secrets).
     List {

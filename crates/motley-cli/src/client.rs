@@ -39,6 +39,23 @@ pub struct Client {
     http: reqwest::Client,
     servers: Vec<String>,
     token: String,
+    scope: Namespacing,
+}
+
+/// The namespace a command acts in, as kubectl's `-n` and `-A`.
+#[derive(Clone, Debug, Default)]
+pub struct Namespacing {
+    /// `-n NS` (or `$MOTLEY_NAMESPACE`): none given means `default` for what names
+    /// one object or lists, and each document's own for a manifest set.
+    pub namespace: Option<String>,
+    /// `-A`: lists cover every namespace.
+    pub all: bool,
+}
+
+/// Appends `namespace=NS` to a path.
+fn with_ns(path: &str, ns: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}namespace={ns}")
 }
 
 impl Client {
@@ -58,7 +75,47 @@ impl Client {
             http,
             servers: cfg.servers.clone(),
             token,
+            scope: Namespacing::default(),
         })
+    }
+
+    /// The same client acting in `scope`.
+    pub fn in_scope(mut self, scope: Namespacing) -> Client {
+        self.scope = scope;
+        self
+    }
+
+    /// The namespace `-n` names, else `default`.
+    pub fn namespace(&self) -> &str {
+        self.scope
+            .namespace
+            .as_deref()
+            .unwrap_or(motley_core::model::DEFAULT_NAMESPACE)
+    }
+
+    /// Whether lists cover every namespace (`-A`).
+    pub fn all_namespaces(&self) -> bool {
+        self.scope.all && self.scope.namespace.is_none()
+    }
+
+    /// A path of a namespaced route that names objects or lists them: `-n` (default
+    /// `default`); nothing with `-A`.
+    pub fn scoped(&self, path: &str) -> String {
+        // Namespaces themselves are cluster-wide.
+        if self.all_namespaces() || path.starts_with("/v1/workloads/namespace/") {
+            path.to_string()
+        } else {
+            with_ns(path, self.namespace())
+        }
+    }
+
+    /// A path that takes a manifest set: only an explicit `-n`, so that documents
+    /// naming their namespace go there.
+    pub fn scoped_set(&self, path: &str) -> String {
+        match &self.scope.namespace {
+            Some(ns) => with_ns(path, ns),
+            None => path.to_string(),
+        }
     }
 
     /// Loads the config from `path`, or the default location.

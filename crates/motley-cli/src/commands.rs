@@ -25,8 +25,12 @@ mod views;
 use views::*;
 
 /// Runs a client command (everything but `up`). Returns the exit code.
-pub async fn run(config: Option<&Path>, command: Command) -> anyhow::Result<i32> {
-    let client = || Client::load(config);
+pub async fn run(
+    config: Option<&Path>,
+    scope: crate::client::Namespacing,
+    command: Command,
+) -> anyhow::Result<i32> {
+    let client = || Client::load(config).map(|c| c.in_scope(scope.clone()));
     match command {
         Command::Up(_)
         | Command::Server(_)
@@ -301,12 +305,13 @@ pub async fn apply(
         return Ok(1);
     };
     set.dry_run = dry_run;
-    let res: anyhow::Result<ObjectResults> = client.post("/v1/apply", &set).await;
+    let res: anyhow::Result<ObjectResults> =
+        client.post(&client.scoped_set("/v1/apply"), &set).await;
     match res {
         Ok(r) => {
             let suffix = if dry_run { " (dry run)" } else { "" };
             for o in &r.results {
-                println!("{}/{} {}{suffix}", o.kind, o.name, o.action);
+                println!("{} {}{suffix}", o.target(), o.action);
             }
             let mut code = 0;
             if follow {
@@ -350,7 +355,7 @@ pub async fn plan(client: &Client, paths: &[PathBuf], output: Format) -> anyhow:
         return Ok(1);
     };
     set.dry_run = true;
-    let res: anyhow::Result<PlanResponse> = client.post("/v1/plan", &set).await;
+    let res: anyhow::Result<PlanResponse> = client.post(&client.scoped_set("/v1/plan"), &set).await;
     let p = match res {
         Ok(p) => p,
         Err(e) => return report(e),
@@ -553,7 +558,9 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
             sources::describe_source(&v)
         }
         Resource::Workloads(k) => {
-            let d: WorkloadDetail = client.get(&format!("/v1/workloads/{k}/{name}")).await?;
+            let d: WorkloadDetail = client
+                .get(&client.scoped(&format!("/v1/workloads/{k}/{name}")))
+                .await?;
             let w = &d.view.workload;
             let s = &d.view.status;
             if let Spec::Volume(v) = &w.spec {
@@ -669,7 +676,11 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
             indented(&mut out, &table(&h, &r));
             out
         }
-        Resource::Allocs => describe_allocation(&client.get(&format!("/v1/allocs/{name}")).await?),
+        Resource::Allocs => describe_allocation(
+            &client
+                .get(&client.scoped(&format!("/v1/allocs/{name}")))
+                .await?,
+        ),
         Resource::Servers => render_get(client, "servers", Some(name), Format::Table, None).await?,
         Resource::Audit => {
             anyhow::bail!("the audit log has no entries to describe: motley get audit")
@@ -696,7 +707,7 @@ pub async fn delete(client: &Client, target: &[String], paths: &[PathBuf]) -> an
         let files = files::read_all(paths)?;
         client
             .post(
-                "/v1/delete",
+                &client.scoped_set("/v1/delete"),
                 &ManifestSet {
                     files,
                     dry_run: false,
@@ -708,16 +719,15 @@ pub async fn delete(client: &Client, target: &[String], paths: &[PathBuf]) -> an
         let (k, n) = split_target(target)?;
         let kind = Kind::parse(&k)
             .ok_or_else(|| anyhow::anyhow!("cannot delete {k:?}: use service, job or daemon"))?;
-        let r = WorkloadRef { kind, name: n };
         client
-            .delete(&format!("/v1/workloads/{}/{}", r.kind, r.name))
+            .delete(&client.scoped(&format!("/v1/workloads/{kind}/{n}")))
             .await
     };
     match res {
         Ok(r) => {
             let mut missing = false;
             for o in r.results {
-                println!("{}/{} {}", o.kind, o.name, o.action);
+                println!("{} {}", o.target(), o.action);
                 missing |= o.action == "not found";
             }
             Ok(if missing { 1 } else { 0 })
@@ -743,7 +753,7 @@ pub async fn logs(
     follow: bool,
     tail: Option<usize>,
 ) -> anyhow::Result<i32> {
-    let mut path = format!("/v1/allocs/{alloc}/logs?follow={follow}");
+    let mut path = client.scoped(&format!("/v1/allocs/{alloc}/logs?follow={follow}"));
     if let (Some(n), true) = (tail, follow) {
         // Ask for a generous byte range; the lines are cut here.
         path.push_str(&format!("&tail={}", (n as u64 + 1) * 512));
@@ -874,6 +884,7 @@ pub async fn token(client: &Client, command: crate::args::TokenCommand) -> anyho
                 role,
                 ttl,
                 description,
+                namespaces,
             } => {
                 let ttl_seconds = match ttl {
                     Some(t) => Some(
@@ -891,6 +902,7 @@ pub async fn token(client: &Client, command: crate::args::TokenCommand) -> anyho
                             role,
                             ttl_seconds,
                             description,
+                            namespaces,
                         },
                     )
                     .await?;
@@ -908,7 +920,7 @@ pub async fn token(client: &Client, command: crate::args::TokenCommand) -> anyho
                             vec![
                                 t.id.clone(),
                                 t.role.clone(),
-                                t.node.clone().unwrap_or_else(|| "-".into()),
+                                t.node.clone().unwrap_or_else(|| t.namespaces.join(",")),
                                 age(t.created_at, now),
                                 match t.expires_at {
                                     Some(e) if e <= now => "expired".into(),
@@ -920,7 +932,14 @@ pub async fn token(client: &Client, command: crate::args::TokenCommand) -> anyho
                         })
                         .collect();
                     table(
-                        &["ID", "ROLE", "NODE", "AGE", "EXPIRES", "DESCRIPTION"],
+                        &[
+                            "ID",
+                            "ROLE",
+                            "NODE/NAMESPACES",
+                            "AGE",
+                            "EXPIRES",
+                            "DESCRIPTION",
+                        ],
                         &rows,
                     )
                 }

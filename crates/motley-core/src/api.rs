@@ -88,6 +88,29 @@ pub struct ObjectResult {
     pub name: String,
     /// `created`, `configured`, `unchanged`, `deleted`, `not found`.
     pub action: String,
+    /// Its namespace, when not `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl ObjectResult {
+    /// What happened to `r`.
+    pub fn of(r: &crate::model::WorkloadRef, action: &str) -> ObjectResult {
+        ObjectResult {
+            kind: r.kind.to_string(),
+            name: r.name.clone(),
+            action: action.to_string(),
+            namespace: (!r.in_default()).then(|| r.namespace.clone()),
+        }
+    }
+
+    /// `service/web` or `dev/service/web`, as references are written.
+    pub fn target(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}/{}", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
 }
 
 /// Response to apply and delete.
@@ -173,6 +196,9 @@ pub struct TokenRequest {
     /// Free text.
     #[serde(default)]
     pub description: String,
+    /// Admin and viewer tokens: the namespaces it may act in (empty: the whole cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
 }
 
 fn join_role() -> String {
@@ -216,6 +242,9 @@ pub struct TokenInfo {
     /// Free text.
     #[serde(default)]
     pub description: String,
+    /// The namespaces it is limited to (empty: none, the whole cluster).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
 }
 
 /// Answer to `POST /v1/tokens`: the token, shown this once.

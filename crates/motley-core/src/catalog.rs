@@ -26,7 +26,7 @@ pub const DRAIN_MS: u64 = 1_000;
 /// The DNS zone of services: `web.motley`.
 pub const ZONE: &str = "motley";
 
-/// Every service that can be reached, by name.
+/// Every service that can be reached, by its name in the zone (`web`, `web.dev`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Catalog {
     /// Services with ports, by name.
@@ -56,22 +56,45 @@ impl std::fmt::Debug for HostCert {
 }
 
 /// The HTTPS hosts of `workloads`' `expose` rules and where each one's certificate
-/// comes from (`None`: the cluster CA; `Some(secret)`). A host claimed with two
-/// sources takes the first service's (by name).
+/// comes from (`None`: the cluster CA; `Some(secret)`, in the service's namespace). A
+/// host claimed with two sources takes the first service's (by name).
 pub fn tls_hosts(
     workloads: &BTreeMap<crate::model::WorkloadRef, Workload>,
-) -> BTreeMap<String, Option<String>> {
+) -> BTreeMap<String, Option<crate::model::WorkloadRef>> {
     let mut out = BTreeMap::new();
-    for w in workloads.values() {
+    for (r, w) in workloads {
         let Spec::Service(s) = &w.spec else { continue };
         for e in &s.expose {
             if let Some(t) = &e.tls {
                 out.entry(e.host.to_ascii_lowercase())
-                    .or_insert_with(|| t.secret.clone());
+                    .or_insert_with(|| t.secret.as_ref().map(|n| r.sibling(Kind::Secret, n)));
             }
         }
     }
     out
+}
+
+/// A task's `resolv.conf`: `nameserver`, and one `search` line (the resolver reads
+/// only the last) with its namespace's zone first (`dev.motley`, then `motley`; in
+/// `default` just `motley`), then the node's own search domains (`host`: the node's
+/// `resolv.conf`).
+pub fn resolv_conf(nameserver: &str, namespace: &str, host: &str) -> String {
+    let mut search: Vec<String> = Vec::new();
+    if namespace != crate::model::DEFAULT_NAMESPACE {
+        search.push(format!("{namespace}.{ZONE}"));
+    }
+    search.push(ZONE.to_string());
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if let Some("search" | "domain") = words.next() {
+            for d in words {
+                if !search.iter().any(|s| s == d) {
+                    search.push(d.to_string());
+                }
+            }
+        }
+    }
+    format!("nameserver {nameserver}\nsearch {}\n", search.join(" "))
 }
 
 /// One service as the proxies see it.
@@ -124,13 +147,14 @@ impl Catalog {
         addrs: &BTreeMap<String, IpAddr>,
     ) -> Catalog {
         let mut services: BTreeMap<String, CatalogService> = BTreeMap::new();
-        for w in workloads.values() {
+        for (r, w) in workloads {
             let Spec::Service(s) = &w.spec else { continue };
             if s.ports.is_empty() {
                 continue;
             }
+            // `web` in default, `web.dev` in dev: the name before `.motley`.
             services.insert(
-                s.name.clone(),
+                r.dns_name(),
                 CatalogService {
                     vip: Ipv4Addr::UNSPECIFIED,
                     ports: s
@@ -163,7 +187,7 @@ impl Catalog {
             if a.workload.kind != Kind::Service || !serves(a) {
                 continue;
             }
-            let Some(svc) = services.get_mut(&a.workload.name) else {
+            let Some(svc) = services.get_mut(&a.workload.dns_name()) else {
                 continue;
             };
             let (Some(addr), true) = (addrs.get(&a.node), up.contains(&a.node)) else {
@@ -204,6 +228,34 @@ impl Catalog {
         self.services
             .get_key_value(svc)
             .map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// What a name's labels (lowercase, without the root) ask of the zone: `(service,
+    /// endpoint, SRV port)`; the service as the catalog names it. `web.motley` and
+    /// `web.dev.motley` (a service in namespace dev), `_http._tcp.<service>.motley`,
+    /// `<alloc>.<service>.motley`; three labels are a service in a namespace when the
+    /// catalog has one by that name, else an endpoint. `None` outside the zone or when
+    /// the form is none of these; `Some((None, ..))` for the zone itself.
+    pub fn asked<'a>(
+        &self,
+        labels: &[&'a str],
+    ) -> Option<(Option<String>, Option<&'a str>, Option<&'a str>)> {
+        let (last, rest) = labels.split_last()?;
+        if *last != ZONE {
+            return None;
+        }
+        let svc = |parts: &[&str]| parts.join(".");
+        Some(match rest {
+            [] => (None, None, None),
+            [s] => (Some(svc(&[s])), None, None),
+            [p, t, s @ ..] if p.starts_with('_') && *t == "_tcp" && (1..=2).contains(&s.len()) => {
+                (Some(svc(s)), None, Some(p.trim_start_matches('_')))
+            }
+            [a, b] if self.services.contains_key(&svc(&[a, b])) => (Some(svc(&[a, b])), None, None),
+            [a, s] => (Some(svc(&[s])), Some(*a), None),
+            [a, s, ns] => (Some(svc(&[s, ns])), Some(*a), None),
+            _ => return None,
+        })
     }
 
     /// The ingress route for a request: `(service, port name)` of the rule whose host
@@ -313,6 +365,68 @@ mod tests {
             addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             ports: BTreeMap::new(),
             rank,
+        }
+    }
+
+    #[test]
+    fn a_task_searches_its_own_namespace_first() {
+        let host = "nameserver 10.0.0.1\nsearch lan example.org\n";
+        assert_eq!(
+            resolv_conf("10.77.0.1", "dev", host),
+            "nameserver 10.77.0.1\nsearch dev.motley motley lan example.org\n"
+        );
+        assert_eq!(
+            resolv_conf("10.77.0.1", "default", "domain home\n"),
+            "nameserver 10.77.0.1\nsearch motley home\n"
+        );
+        let cat = Catalog {
+            services: [("web".to_string(), svc()), ("web.dev".to_string(), svc())]
+                .into_iter()
+                .collect(),
+            certs: BTreeMap::new(),
+        };
+        assert_eq!(
+            cat.lookup("web.dev.motley.").map(|(k, _)| k),
+            Some("web.dev")
+        );
+        assert_eq!(cat.lookup("web.motley").map(|(k, _)| k), Some("web"));
+        assert!(cat.lookup("web.staging.motley").is_none());
+        let ask = |n: &str| {
+            let labels: Vec<&str> = n.split('.').collect();
+            cat.asked(&labels)
+                .map(|(s, e, p)| (s, e.map(str::to_string), p.map(str::to_string)))
+        };
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(ask("web.dev.motley"), Some((some("web.dev"), None, None)));
+        assert_eq!(
+            ask("web-1.web.motley"),
+            Some((some("web"), some("web-1"), None))
+        );
+        assert_eq!(
+            ask("web-1.web.dev.motley"),
+            Some((some("web.dev"), some("web-1"), None))
+        );
+        assert_eq!(
+            ask("_http._tcp.web.dev.motley"),
+            Some((some("web.dev"), None, some("http")))
+        );
+        assert_eq!(
+            ask("_http._tcp.web.motley"),
+            Some((some("web"), None, some("http")))
+        );
+        assert_eq!(ask("motley"), Some((None, None, None)));
+        assert_eq!(ask("web.example"), None);
+        assert_eq!(ask("a.b.c.d.motley"), None);
+    }
+
+    fn svc() -> CatalogService {
+        CatalogService {
+            vip: Ipv4Addr::LOCALHOST,
+            ports: Vec::new(),
+            expose: Vec::new(),
+            tcp: Vec::new(),
+            http: Vec::new(),
+            endpoints: Vec::new(),
         }
     }
 

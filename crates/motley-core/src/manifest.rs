@@ -12,7 +12,9 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use crate::model::{self, DaemonSpec, JobSpec, Kind, SecretSpec, ServiceSpec, Spec, VolumeSpec};
+use crate::model::{
+    self, DaemonSpec, JobSpec, Kind, SecretSpec, ServiceSpec, Spec, VolumeSpec, WorkloadRef,
+};
 use crate::selector::Selector;
 
 /// Upper bounds that keep one manifest from asking for absurd amounts.
@@ -425,7 +427,8 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
             tree.line,
             tree.column,
             "kind",
-            "missing field `kind` (Service, Job, Daemon, Volume, Secret or Source)".into(),
+            "missing field `kind` (Service, Job, Daemon, Volume, Secret, Source or Namespace)"
+                .into(),
         ));
         return None;
     };
@@ -438,12 +441,13 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
         "Volume" => parse_typed::<VolumeSpec>(&raw.text).map(Spec::Volume),
         "Secret" => parse_typed::<SecretSpec>(&raw.text).map(Spec::Secret),
         "Source" => parse_typed::<model::SourceSpec>(&raw.text).map(Spec::Source),
+        "Namespace" => parse_typed::<model::NamespaceSpec>(&raw.text).map(Spec::Namespace),
         other => {
             errors.push(mk(
                 kind_node.line,
                 kind_node.column,
                 "kind",
-                format!("unknown kind {other:?}: expected Service, Job, Daemon, Volume, Secret or Source"),
+                format!("unknown kind {other:?}: expected Service, Job, Daemon, Volume, Secret, Source or Namespace"),
             ));
             return None;
         }
@@ -457,6 +461,10 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
             return None;
         }
     };
+    // `namespace: default` is stored as unset, as 0.1.0 wrote it.
+    let mut spec = spec;
+    let ns = spec.namespace().to_owned();
+    spec.set_namespace(&ns);
     let mut spans = tree;
     shift_lines(&mut spans, off);
     let doc = Document {
@@ -486,6 +494,9 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
     let spec = &doc.spec;
     if let Err(m) = model::validate_name(spec.name()) {
         errors.push(doc.error_at("name", m));
+    }
+    if let Err(m) = model::validate_name(spec.namespace()) {
+        errors.push(doc.error_at("namespace", m));
     }
     for key in spec.labels().keys() {
         if key.is_empty() || key.len() > 253 || key.contains(char::is_whitespace) {
@@ -552,8 +563,9 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             }
             return;
         }
+        Spec::Namespace(_) => return,
     }
-    validate_placement(doc, errors);
+    placement::validate(doc, errors);
     let task = spec.task();
     if let Some(image) = &task.image {
         if let Err(e) = crate::image::Reference::parse(image) {
@@ -856,60 +868,20 @@ pub fn secret_inputs(docs: &[Document]) -> Vec<(String, &'static str, String, Ma
     out
 }
 
-/// Checks selectors and rules in `placement` beyond `require`.
-fn validate_placement(doc: &Document, errors: &mut Vec<ManifestError>) {
-    let p = doc.spec.placement();
-    for (i, pref) in p.prefer.iter().enumerate() {
-        if let Err(e) = Selector::parse(&pref.selector) {
-            errors.push(doc.error_at(&format!("placement.prefer.{i}.selector"), e.to_string()));
-        }
-        if !(-100..=100).contains(&pref.weight) {
-            errors.push(doc.error_at(
-                &format!("placement.prefer.{i}.weight"),
-                "must be between -100 and 100",
-            ));
-        }
-    }
-    for (field, list) in [
-        ("affinity", &p.affinity),
-        ("anti_affinity", &p.anti_affinity),
-    ] {
-        for (i, a) in list.iter().enumerate() {
-            if !a.workload.kind.is_workload() {
-                errors.push(doc.error_at(
-                    &format!("placement.{field}.{i}.workload"),
-                    "must name a service, job or daemon",
-                ));
-            }
-            if a.topology.as_deref().is_some_and(str::is_empty) {
-                errors.push(doc.error_at(
-                    &format!("placement.{field}.{i}.topology"),
-                    "must be a node label key",
-                ));
-            }
-        }
-    }
-    for (i, sp) in p.spread.iter().enumerate() {
-        if sp.key.is_empty() {
-            errors.push(doc.error_at(
-                &format!("placement.spread.{i}.key"),
-                "must be a node label key",
-            ));
-        }
-        if sp.max_skew == 0 {
-            errors.push(doc.error_at(
-                &format!("placement.spread.{i}.max_skew"),
-                "must be at least 1",
-            ));
-        }
-    }
-}
-
 /// Parses and validates a whole manifest set. Returns every workload, or every error.
 ///
 /// Errors include YAML syntax, unknown fields, wrong types, bad quantities, invalid
 /// names, selectors and counts, and the same kind/name twice in the set.
 pub fn parse_set(sources: &[Source<'_>]) -> Result<Vec<Document>, Vec<ManifestError>> {
+    parse_set_in(sources, None)
+}
+
+/// [`parse_set`] for namespace `ns` (the CLI's `-n`): a document that names no
+/// namespace is put in it, one that names another is an error (as kubectl).
+pub fn parse_set_in(
+    sources: &[Source<'_>],
+    ns: Option<&str>,
+) -> Result<Vec<Document>, Vec<ManifestError>> {
     let mut errors = Vec::new();
     let mut docs = Vec::new();
     for src in sources {
@@ -920,16 +892,16 @@ pub fn parse_set(sources: &[Source<'_>]) -> Result<Vec<Document>, Vec<ManifestEr
             }
         }
     }
-    let mut seen: BTreeMap<(Kind, String), (String, u64)> = BTreeMap::new();
+    if let Some(ns) = ns {
+        errors.extend(in_namespace(&mut docs, ns));
+    }
+    let mut seen: BTreeMap<WorkloadRef, (String, u64)> = BTreeMap::new();
     for d in &docs {
-        let key = (d.spec.kind(), d.spec.name().to_string());
+        let key = d.spec.reference();
         if let Some((file, line)) = seen.get(&key) {
             errors.push(d.error_at(
                 "name",
-                format!(
-                    "duplicate {} {:?}: already defined at {file}:{line}",
-                    key.0, key.1
-                ),
+                format!("duplicate {key}: already defined at {file}:{line}"),
             ));
         } else {
             seen.insert(key, (d.file.clone(), d.line));
@@ -976,9 +948,14 @@ pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<
 
 #[path = "manifest_net.rs"]
 mod net;
+#[path = "manifest_ns.rs"]
+mod ns;
+#[path = "manifest_placement.rs"]
+mod placement;
 #[path = "manifest_source.rs"]
 mod source;
 pub use net::{expose_conflicts, route_key, tcp_key};
+pub use ns::{in_namespace, quota_problems};
 pub use source::MIN_INTERVAL_MS;
 
 #[cfg(test)]

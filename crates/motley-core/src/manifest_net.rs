@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{ServiceSpec, Spec, valid_host};
+use crate::model::{ServiceSpec, Spec, dns_name, valid_host};
 
 use super::{Document, ManifestError};
 
@@ -156,7 +156,7 @@ pub fn expose_conflicts(
     for (svc, routes) in existing {
         let replaced = docs
             .iter()
-            .any(|d| matches!(&d.spec, Spec::Service(s) if &s.name == svc));
+            .any(|d| matches!(&d.spec, Spec::Service(s) if dns_name(d.spec.namespace(), &s.name) == *svc));
         if !replaced {
             for (h, p) in routes {
                 claimed.insert(route_key(h, p), format!("service {svc}"));
@@ -166,10 +166,11 @@ pub fn expose_conflicts(
     let mut errors = Vec::new();
     for d in docs {
         let Spec::Service(s) = &d.spec else { continue };
+        let me = format!("service {}", dns_name(d.spec.namespace(), &s.name));
         for (i, t) in s.expose_tcp.iter().enumerate() {
             let key = tcp_key(t.node_port);
             match claimed.get(&key) {
-                Some(owner) if *owner != format!("service {}", s.name) => {
+                Some(owner) if *owner != me => {
                     errors.push(d.error_at(
                         &format!("expose_tcp.{i}.node_port"),
                         format!("node port {} is already exposed by {owner}", t.node_port),
@@ -177,14 +178,14 @@ pub fn expose_conflicts(
                 }
                 Some(_) => {}
                 None => {
-                    claimed.insert(key, format!("service {}", s.name));
+                    claimed.insert(key, me.clone());
                 }
             }
         }
         for (i, e) in s.expose.iter().enumerate() {
             let key = route_key(&e.host, &e.path);
             match claimed.get(&key) {
-                Some(owner) if *owner != format!("service {}", s.name) => {
+                Some(owner) if *owner != me => {
                     errors.push(d.error_at(
                         &format!("expose.{i}.host"),
                         format!("{}{} is already exposed by {owner}", e.host, e.path),
@@ -192,7 +193,7 @@ pub fn expose_conflicts(
                 }
                 Some(_) => {}
                 None => {
-                    claimed.insert(key, format!("service {}", s.name));
+                    claimed.insert(key, me.clone());
                 }
             }
         }

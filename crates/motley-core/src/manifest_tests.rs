@@ -610,5 +610,155 @@ fn a_source_is_checked_where_written() {
         assert!(e.message.contains(says), "{to}: {e}");
     }
     let e = &parse("kind: Sauce\nname: x\n").unwrap_err()[0];
-    assert!(e.message.contains("Secret or Source"), "{e}");
+    assert!(e.message.contains("Secret, Source or Namespace"), "{e}");
+}
+
+fn parse_in(text: &str, ns: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
+    parse_set_in(
+        &[Source {
+            name: "ns.yaml",
+            text,
+        }],
+        Some(ns),
+    )
+}
+
+#[test]
+fn names_are_unique_per_namespace_and_minus_n_fills_in_or_refuses() {
+    let two = "kind: Service\nname: web\ntask: { command: [x] }\n---\nkind: Service\nname: web\nnamespace: dev\ntask: { command: [x] }\n";
+    let docs = parse(two).unwrap_or_else(|e| panic!("{e:?}"));
+    let refs: Vec<String> = docs
+        .iter()
+        .map(|d| d.spec.reference().to_string())
+        .collect();
+    assert_eq!(refs, ["service/web", "dev/service/web"]);
+    // `namespace: default` is stored as unset: what 0.1.0 wrote compares equal.
+    let explicit = parse("kind: Job\nname: j\nnamespace: default\ntask: { command: [x] }\n")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let plain =
+        parse("kind: Job\nname: j\ntask: { command: [x] }\n").unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(explicit[0].spec, plain[0].spec);
+    // The same name twice in one namespace is refused where the second is.
+    let dup = "kind: Service\nname: web\nnamespace: dev\ntask: { command: [x] }\n---\nkind: Service\nname: web\ntask: { command: [x] }\n";
+    let e = &parse_in(dup, "dev").unwrap_err()[0];
+    assert_eq!((e.line, e.field.as_str()), (7, "name"), "{e}");
+    assert!(e.message.contains("duplicate dev/service/web"), "{e}");
+    // -n puts documents without a namespace there; one naming another is an error.
+    let docs = parse_in("kind: Secret\nname: s\ndata: { a: b }\n", "dev")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(docs[0].spec.reference().to_string(), "dev/secret/s");
+    let e = &parse_in(
+        "kind: Job\nname: j\nnamespace: prod\ntask: { command: [x] }\n",
+        "dev",
+    )
+    .unwrap_err()[0];
+    assert_eq!(
+        (e.line, e.column, e.field.as_str()),
+        (3, 12, "namespace"),
+        "{e}"
+    );
+    assert!(
+        e.message
+            .contains("is prod but the set is applied to namespace dev"),
+        "{e}"
+    );
+    // Namespaces are cluster-wide and stay so under -n; a bad namespace name is named.
+    let docs = parse_in("kind: Namespace\nname: dev\nquota: { cpu: 2 }\n", "dev")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(docs[0].spec.reference().to_string(), "namespace/dev");
+    let e =
+        &parse("kind: Job\nname: j\nnamespace: Dev_1\ntask: { command: [x] }\n").unwrap_err()[0];
+    assert_eq!(e.field, "namespace", "{e}");
+    let e = &parse("kind: Namespace\nname: dev\nnamespace: x\n").unwrap_err()[0];
+    assert!(e.message.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn a_quota_refuses_growth_past_it_at_the_document_and_allows_shrinking() {
+    let ns = parse("kind: Namespace\nname: dev\nquota: { cpu: 1, memory: 1Gi, allocations: 3 }\n")
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let quotas: BTreeMap<String, crate::quota::Quota> = ns
+        .iter()
+        .filter_map(|d| match &d.spec {
+            Spec::Namespace(n) => Some((n.name.clone(), n.quota)),
+            _ => None,
+        })
+        .collect();
+    let svc = |replicas: u32| {
+        format!(
+            "kind: Service\nname: web\nnamespace: dev\nreplicas: {replicas}\ntask:\n  command: [x]\n  resources: {{ cpu: 250m, memory: 128Mi }}\n"
+        )
+    };
+    let empty = BTreeMap::new();
+    let fits = parse(&svc(3)).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(quota_problems(&fits, &empty, &quotas, 2).is_empty());
+    let over = parse(&svc(5)).unwrap_or_else(|e| panic!("{e:?}"));
+    let errors = quota_problems(&over, &empty, &quotas, 2);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!((e.line, e.field.as_str()), (4, "replicas"), "{e}");
+    assert!(
+        e.message.contains("namespace dev would exceed its quota"),
+        "{e}"
+    );
+    assert!(e.message.contains("cpu 1250m of 1"), "{e}");
+    assert!(e.message.contains("allocations 5 of 3"), "{e}");
+    // The same service in default, or a namespace without a quota, is not limited.
+    let elsewhere = parse(&svc(5).replace("namespace: dev", "namespace: prod"))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(quota_problems(&elsewhere, &empty, &quotas, 2).is_empty());
+    // What is stored counts: another service at 2 replicas leaves room for 1 more.
+    let other =
+        parse(&svc(2).replace("name: web", "name: api")).unwrap_or_else(|e| panic!("{e:?}"));
+    let current: BTreeMap<WorkloadRef, &Spec> = other
+        .iter()
+        .map(|d| (d.spec.reference(), &d.spec))
+        .collect();
+    assert!(quota_problems(&parse(&svc(1)).unwrap_or_default(), &current, &quotas, 2).is_empty());
+    assert_eq!(
+        quota_problems(&parse(&svc(2)).unwrap_or_default(), &current, &quotas, 2).len(),
+        1
+    );
+    // Over the quota already (it was lowered): shrinking is allowed, growing is not.
+    let big = parse(&svc(6)).unwrap_or_else(|e| panic!("{e:?}"));
+    let stored: BTreeMap<WorkloadRef, &Spec> =
+        big.iter().map(|d| (d.spec.reference(), &d.spec)).collect();
+    assert!(quota_problems(&parse(&svc(4)).unwrap_or_default(), &stored, &quotas, 2).is_empty());
+    assert_eq!(
+        quota_problems(&parse(&svc(7)).unwrap_or_default(), &stored, &quotas, 2).len(),
+        1
+    );
+    // A Namespace in the same set sets the quota the set is checked against.
+    let both = format!(
+        "kind: Namespace\nname: dev\nquota: {{ allocations: 10 }}\n---\n{}",
+        svc(5)
+    );
+    let docs = parse(&both).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(quota_problems(&docs, &empty, &quotas, 2).is_empty());
+}
+
+#[test]
+fn affinities_stay_inside_their_namespace() {
+    let doc = |ns: &str, to: &str| {
+        format!(
+            "kind: Service\nname: web\n{ns}task: {{ command: [x] }}\nplacement:\n  affinity:\n    - {{ workload: {to} }}\n"
+        )
+    };
+    let affinity = |docs: &[Document]| match &docs[0].spec {
+        Spec::Service(s) => s.placement.affinity[0].workload.to_string(),
+        _ => String::new(),
+    };
+    let written = parse(&doc("namespace: dev\n", "service/db")).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(affinity(&written), "dev/service/db");
+    let by_n = parse_in(&doc("", "service/db"), "dev").unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(affinity(&by_n), "dev/service/db");
+    let plain = parse(&doc("", "service/db")).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(affinity(&plain), "service/db");
+    let e = &parse(&doc("namespace: dev\n", "prod/service/db")).unwrap_err()[0];
+    assert_eq!(
+        (e.line, e.field.as_str()),
+        (7, "placement.affinity.0.workload"),
+        "{e}"
+    );
+    assert!(e.message.contains("namespace dev"), "{e}");
 }

@@ -22,6 +22,10 @@ mod net;
 pub use net::*;
 mod source;
 pub use source::*;
+mod namespace;
+pub use namespace::*;
+mod names;
+pub use names::*;
 
 macro_rules! kind_tag {
     ($name:ident, $text:literal) => {
@@ -67,17 +71,20 @@ pub enum Kind {
     Secret,
     /// A git repository whose manifests are applied (not a workload either).
     Source,
+    /// A namespace and its quota (cluster-wide; not a workload either).
+    Namespace,
 }
 
 impl Kind {
     /// All kinds of object.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Service,
         Kind::Job,
         Kind::Daemon,
         Kind::Volume,
         Kind::Secret,
         Kind::Source,
+        Kind::Namespace,
     ];
 
     /// True for the kinds that run tasks (service, job, daemon).
@@ -94,6 +101,7 @@ impl Kind {
             Kind::Volume => "volume",
             Kind::Secret => "secret",
             Kind::Source => "source",
+            Kind::Namespace => "namespace",
         }
     }
 
@@ -107,6 +115,7 @@ impl Kind {
             "volume" | "volumes" | "vol" => Some(Kind::Volume),
             "secret" | "secrets" => Some(Kind::Secret),
             "source" | "sources" => Some(Kind::Source),
+            "namespace" | "namespaces" | "ns" => Some(Kind::Namespace),
             _ => None,
         }
     }
@@ -377,6 +386,9 @@ pub struct SecretSpec {
     pub kind: Secret,
     /// Unique among secrets.
     pub name: String,
+    /// The namespace (`default` when unset); names are unique within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -557,6 +569,9 @@ pub struct ServiceSpec {
     pub kind: Service,
     /// Unique among services.
     pub name: String,
+    /// The namespace (`default` when unset); names are unique within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -603,6 +618,9 @@ pub struct JobSpec {
     pub kind: Job,
     /// Unique among jobs.
     pub name: String,
+    /// The namespace (`default` when unset); names are unique within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -646,6 +664,9 @@ pub struct DaemonSpec {
     pub kind: Daemon,
     /// Unique among daemons.
     pub name: String,
+    /// The namespace (`default` when unset); names are unique within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -679,6 +700,8 @@ pub enum Spec {
     Secret(SecretSpec),
     /// A git source (not a workload either).
     Source(SourceSpec),
+    /// A namespace (not a workload either).
+    Namespace(NamespaceSpec),
 }
 
 impl Task {
@@ -734,6 +757,7 @@ impl Spec {
             Spec::Volume(_) => Kind::Volume,
             Spec::Secret(_) => Kind::Secret,
             Spec::Source(_) => Kind::Source,
+            Spec::Namespace(_) => Kind::Namespace,
         }
     }
     /// The workload's name.
@@ -745,6 +769,44 @@ impl Spec {
             Spec::Volume(s) => &s.name,
             Spec::Secret(s) => &s.name,
             Spec::Source(s) => &s.name,
+            Spec::Namespace(s) => &s.name,
+        }
+    }
+    /// The namespace it lives in (a Namespace itself: `default`, being cluster-wide).
+    pub fn namespace(&self) -> &str {
+        let ns = match self {
+            Spec::Service(s) => &s.namespace,
+            Spec::Job(s) => &s.namespace,
+            Spec::Daemon(s) => &s.namespace,
+            Spec::Volume(s) => &s.namespace,
+            Spec::Secret(s) => &s.namespace,
+            Spec::Source(s) => &s.namespace,
+            Spec::Namespace(_) => &None,
+        };
+        ns.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+    }
+    /// Sets the namespace (`default` is stored as unset, so what 0.1.0 wrote and what
+    /// is written now compare equal), and its affinities' (`service/db`: the same
+    /// namespace's); a Namespace stays cluster-wide.
+    pub fn set_namespace(&mut self, ns: &str) {
+        let v = (ns != DEFAULT_NAMESPACE).then(|| ns.to_string());
+        match self {
+            Spec::Service(s) => {
+                s.namespace = v;
+                localize(&mut s.placement, ns);
+            }
+            Spec::Job(s) => {
+                s.namespace = v;
+                localize(&mut s.placement, ns);
+            }
+            Spec::Daemon(s) => {
+                s.namespace = v;
+                localize(&mut s.placement, ns);
+            }
+            Spec::Volume(s) => s.namespace = v,
+            Spec::Secret(s) => s.namespace = v,
+            Spec::Source(s) => s.namespace = v,
+            Spec::Namespace(_) => {}
         }
     }
     /// Free-form labels.
@@ -756,6 +818,7 @@ impl Spec {
             Spec::Volume(s) => &s.labels,
             Spec::Secret(s) => &s.labels,
             Spec::Source(s) => &s.labels,
+            Spec::Namespace(s) => &s.labels,
         }
     }
     /// The task every instance runs (a volume's is empty).
@@ -764,7 +827,7 @@ impl Spec {
             Spec::Service(s) => &s.task,
             Spec::Job(s) => &s.task,
             Spec::Daemon(s) => &s.task,
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => &NO_TASK,
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => &NO_TASK,
         }
     }
     /// The task as its allocations run it: a service's with its service ports added
@@ -781,7 +844,9 @@ impl Spec {
             Spec::Service(s) => &s.placement,
             Spec::Job(s) => &s.placement,
             Spec::Daemon(s) => &s.placement,
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => &NO_PLACEMENT,
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {
+                &NO_PLACEMENT
+            }
         }
     }
     /// The priority (daemons: `critical`, as node helpers; volumes: 0).
@@ -790,7 +855,7 @@ impl Spec {
             Spec::Service(s) => s.priority.0,
             Spec::Job(s) => s.priority.0,
             Spec::Daemon(_) => Priority::CLASSES[0].1,
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => 0,
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => 0,
         }
     }
     /// What happens to instances on a lost node (daemons: replace, they never move).
@@ -804,9 +869,11 @@ impl Spec {
         match self {
             Spec::Service(s) => s.on_node_loss.unwrap_or(default),
             Spec::Job(s) => s.on_node_loss.unwrap_or(default),
-            Spec::Daemon(_) | Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => {
-                NodeLoss::Replace
-            }
+            Spec::Daemon(_)
+            | Spec::Volume(_)
+            | Spec::Secret(_)
+            | Spec::Source(_)
+            | Spec::Namespace(_) => NodeLoss::Replace,
         }
     }
 
@@ -828,11 +895,13 @@ impl Spec {
                 max_restarts: Some(s.retries),
                 backoff: s.backoff,
             },
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => RestartPolicy {
-                mode: RestartMode::Never,
-                max_restarts: Some(0),
-                backoff: Backoff::default(),
-            },
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {
+                RestartPolicy {
+                    mode: RestartMode::Never,
+                    max_restarts: Some(0),
+                    backoff: Backoff::default(),
+                }
+            }
         }
     }
     /// A reference to this workload.
@@ -840,60 +909,8 @@ impl Spec {
         WorkloadRef {
             kind: self.kind(),
             name: self.name().to_string(),
+            namespace: self.namespace().to_string(),
         }
-    }
-}
-
-/// `kind/name` of a workload; serialized as that string (`service/web`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WorkloadRef {
-    /// The kind.
-    pub kind: Kind,
-    /// The name.
-    pub name: String,
-}
-
-impl WorkloadRef {
-    /// Parses `service/web` (any kind alias).
-    pub fn parse(s: &str) -> Option<WorkloadRef> {
-        let (k, n) = s.split_once('/')?;
-        Some(WorkloadRef {
-            kind: Kind::parse(k)?,
-            name: n.to_string(),
-        })
-    }
-}
-
-impl Serialize for WorkloadRef {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for WorkloadRef {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        WorkloadRef::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("expected KIND/NAME, got {s:?}")))
-    }
-}
-
-impl JsonSchema for WorkloadRef {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "WorkloadRef".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "KIND/NAME, e.g. service/db",
-            "type": "string",
-            "pattern": "^[a-z]+/[a-z0-9-]+$"
-        })
-    }
-}
-
-impl fmt::Display for WorkloadRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.kind, self.name)
     }
 }
 
@@ -927,41 +944,6 @@ pub struct Workload {
     /// The source that applied it (its inventory); none when made by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-}
-
-/// Validates a node label: a key of 1–253 characters and a value of at most 63, neither
-/// with whitespace or the selector syntax's `,()=!<>`.
-pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
-    let bad = |s: &str| {
-        s.chars()
-            .any(|c| c.is_whitespace() || ",()=!<>".contains(c))
-    };
-    if key.is_empty() || key.len() > 253 || bad(key) {
-        return Err(format!("label key {key:?} is not valid"));
-    }
-    if value.len() > 63 || bad(value) {
-        return Err(format!(
-            "label value {value:?} must be at most 63 characters without spaces or ,()=!<>"
-        ));
-    }
-    Ok(())
-}
-
-/// Validates a name: 1–63 characters of lowercase letters, digits and `-`,
-/// starting with a letter or digit (DNS label rules, as Kubernetes does).
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 63 {
-        return Err(format!("name {name:?} must be 1 to 63 characters"));
-    }
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok_chars || name.starts_with('-') || name.ends_with('-') {
-        return Err(format!(
-            "name {name:?} must be lowercase letters, digits and '-', not starting or ending with '-'"
-        ));
-    }
-    Ok(())
 }
 
 /// An allocation for the core's unit tests: `id` of `workload` (`kind/name`) on node

@@ -8,7 +8,9 @@ use crate::model::Spec;
 use crate::quantity::{Bytes, MilliCpu};
 
 /// What a namespace may ask for at once; an unset field is unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Millicores requested by every instance together.
@@ -46,7 +48,7 @@ pub fn instances(spec: &Spec, nodes: u32) -> u64 {
         Spec::Service(s) => s.replicas,
         Spec::Job(j) => j.parallelism.min(j.completions),
         Spec::Daemon(_) => nodes,
-        Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => 0,
+        Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => 0,
     })
 }
 

@@ -242,8 +242,8 @@ pub struct Plan {
     pub lost: Vec<(String, String)>,
     /// Demand that could not be placed, per workload.
     pub blocked: BTreeMap<WorkloadRef, Blocked>,
-    /// Volumes bound by this plan: (volume name, binding).
-    pub bind: Vec<(String, crate::model::VolumeBinding)>,
+    /// Volumes bound by this plan: (volume, binding).
+    pub bind: Vec<(WorkloadRef, crate::model::VolumeBinding)>,
     /// The job queue: jobs with instances waiting to run, in the order they will run.
     pub queue: Vec<WorkloadRef>,
     /// Run again at this time (a backoff expires), if anything waits.
@@ -276,7 +276,7 @@ struct Pass<'a, 'p> {
     placer: &'p mut dyn Placer<'a>,
     ids: &'p mut dyn Ids,
     /// Bindings made earlier in this pass.
-    bound: BTreeMap<String, crate::model::VolumeBinding>,
+    bound: BTreeMap<WorkloadRef, crate::model::VolumeBinding>,
     /// A job blocked at the head of the queue holds a reservation.
     head_blocked: bool,
     plan: Plan,
@@ -423,7 +423,7 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
             Spec::Service(s) => pass.service(w, s.replicas, &mine),
             Spec::Job(_) => pass.job(w, &mine),
             Spec::Daemon(_) => pass.daemon(w, &mine),
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => {}
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {}
         }
     }
     pass.plan
@@ -512,10 +512,7 @@ impl<'a> Pass<'a, '_> {
             .volumes
             .iter()
             .map(|name| {
-                let vref = WorkloadRef {
-                    kind: crate::model::Kind::Volume,
-                    name: name.clone(),
-                };
+                let vref = wref.sibling(crate::model::Kind::Volume, name);
                 let vol = self.input.workloads.get(&vref);
                 VolumeUse {
                     name,
@@ -525,7 +522,7 @@ impl<'a> Pass<'a, '_> {
                     }),
                     binding: self
                         .bound
-                        .get(name)
+                        .get(&vref)
                         .cloned()
                         .or_else(|| vol.and_then(|v| v.binding.clone())),
                 }
@@ -547,8 +544,9 @@ impl<'a> Pass<'a, '_> {
                     ));
                 }
                 for (name, b) in std::mem::take(&mut placed.bind) {
-                    self.bound.insert(name.clone(), b.clone());
-                    self.plan.bind.push((name, b));
+                    let vref = wref.sibling(crate::model::Kind::Volume, &name);
+                    self.bound.insert(vref.clone(), b.clone());
+                    self.plan.bind.push((vref, b));
                 }
                 let a = self.new_alloc(w, index, placed);
                 self.plan.create.push(a);
@@ -957,6 +955,7 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
         }
         // A source's sync status is the leader's (memory), not the allocations'.
         Spec::Source(_) => st.phase = "declared".into(),
+        Spec::Namespace(_) => st.phase = "active".into(),
     }
     st
 }

@@ -241,7 +241,7 @@ pub fn gate<'a>(
                     waiting.push(format!("{r}: {ready} of {} running", live.len()));
                 }
             }
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) => {}
+            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {}
         }
     }
     if waiting.is_empty() {
@@ -264,10 +264,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn r(name: &str) -> WorkloadRef {
-        WorkloadRef {
-            kind: Kind::Service,
-            name: name.into(),
-        }
+        WorkloadRef::new(Kind::Service, name)
     }
 
     fn spec(name: &str, replicas: u32) -> Spec {

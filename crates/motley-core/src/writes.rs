@@ -97,12 +97,12 @@ pub fn groups<'a>(
     for a in &plan.create {
         by_workload.entry(&a.workload).or_default().push(a);
     }
-    let bound: BTreeSet<&str> = plan.bind.iter().map(|(n, _)| n.as_str()).collect();
+    let bound: BTreeSet<&WorkloadRef> = plan.bind.iter().map(|(r, _)| r).collect();
     for (w, allocs) in by_workload {
         let uses: BTreeSet<&str> = allocs
             .iter()
             .flat_map(|a| a.volumes.iter().map(|v| v.name.as_str()))
-            .filter(|n| bound.contains(n))
+            .filter(|n| bound.contains(&w.sibling(crate::model::Kind::Volume, n)))
             .collect();
         for (k, chunk) in allocs.chunks(CHUNK).enumerate() {
             out.push(Group::Create {
@@ -160,10 +160,7 @@ mod tests {
     }
 
     fn job(name: &str) -> WorkloadRef {
-        WorkloadRef {
-            kind: Kind::Job,
-            name: name.into(),
-        }
+        WorkloadRef::new(Kind::Job, name)
     }
 
     #[test]

@@ -293,20 +293,12 @@ fn local(mesh: &Mesh, q: &Message) -> Message {
     let lower = asked.trim_end_matches('.').to_ascii_lowercase();
     let labels: Vec<&str> = lower.split('.').collect();
     let name = query.name.clone();
-    // `web.motley`, `_http._tcp.web.motley`, `<alloc>.web.motley`.
-    let (service, endpoint, srv_port) = match labels.as_slice() {
-        [s, "motley"] => (Some(*s), None, None),
-        [p, t, s, "motley"] if p.starts_with('_') && *t == "_tcp" => {
-            (Some(*s), None, Some(p.trim_start_matches('_')))
-        }
-        [a, s, "motley"] => (Some(*s), Some(*a), None),
-        ["motley"] => (None, None, None),
-        _ => {
-            r.metadata.response_code = ResponseCode::NXDomain;
-            return r;
-        }
+    // `web.motley`, `web.dev.motley`, `_http._tcp.web.motley`, `<alloc>.web.motley`.
+    let Some((service, endpoint, srv_port)) = cat.asked(&labels) else {
+        r.metadata.response_code = ResponseCode::NXDomain;
+        return r;
     };
-    let Some(svc) = service.and_then(|s| cat.services.get(s)) else {
+    let Some(svc) = service.as_deref().and_then(|s| cat.services.get(s)) else {
         if service.is_some() {
             r.metadata.response_code = ResponseCode::NXDomain;
         }

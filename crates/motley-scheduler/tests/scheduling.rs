@@ -86,10 +86,7 @@ fn gpu_work_lands_on_the_gpu_node_and_gpus_are_counted() {
     assert_eq!(plan.create.len(), 1, "one GPU, so one instance");
     assert_eq!(plan.create[0].node, "x86");
     assert_eq!(plan.create[0].gpus, ["card0"]);
-    let b = &plan.blocked[&WorkloadRef {
-        kind: Kind::Job,
-        name: "train".into(),
-    }];
+    let b = &plan.blocked[&WorkloadRef::new(Kind::Job, "train")];
     assert_eq!(
         b.why.summary, "0/4 nodes: 3 no gpu, 1 insufficient gpu",
         "{:?}",
@@ -114,7 +111,10 @@ fn durable_volumes_never_bind_to_sd_or_emmc() {
     assert_eq!(a.node, "x86");
     assert_eq!(plan.bind.len(), 1);
     let (name, b) = &plan.bind[0];
-    assert_eq!((name.as_str(), b.node.as_str()), ("data", "x86"));
+    assert_eq!(
+        (name.to_string().as_str(), b.node.as_str()),
+        ("volume/data", "x86")
+    );
     assert_eq!(b.media, Media::Nvme, "the fastest durable media first");
     assert_eq!(a.volumes[0].mount, "/");
     assert_eq!(
@@ -329,10 +329,7 @@ fn the_queue_runs_by_priority_and_backfills_only_what_does_not_delay_its_head() 
     assert_eq!(created, ["quick"]);
     let names: Vec<&str> = plan.queue.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["head", "endless"]);
-    let why = &plan.blocked[&WorkloadRef {
-        kind: Kind::Job,
-        name: "endless".into(),
-    }];
+    let why = &plan.blocked[&WorkloadRef::new(Kind::Job, "endless")];
     assert_eq!(
         why.why.summary,
         "0/1 nodes: 1 reserved for job/head (head of the queue)"

@@ -54,6 +54,10 @@ pub use crate::error::{ApiError, ApiResult};
 #[derive(Clone, Debug)]
 pub struct Caller(pub Role);
 
+/// The namespaces the caller's token is limited to (empty: the whole cluster).
+#[derive(Clone, Debug, Default)]
+pub struct Limited(pub Vec<String>);
+
 /// Builds the router.
 pub fn router(shared: Arc<Shared>) -> Router {
     // Every route but /healthz: authenticate, authorize (auth::access), then forward to
@@ -326,14 +330,21 @@ async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next
         let hash = motley_net::token_hash(token);
         let cache = s.cache();
         match cache.tokens.get(&hash) {
-            Some(t) if !t.expired(now) => Some((t.role.clone(), t.id.clone())),
+            Some(t) if !t.expired(now) => {
+                Some((t.role.clone(), t.id.clone(), t.namespaces.clone()))
+            }
             _ => None,
         }
     });
     match found {
-        Some(Some((role, id))) => {
-            let who = format!("token {id} ({})", role.name());
+        Some(Some((role, id, namespaces))) => {
+            let who = if namespaces.is_empty() {
+                format!("token {id} ({})", role.name())
+            } else {
+                format!("token {id} ({} in {})", role.name(), namespaces.join(","))
+            };
             req.extensions_mut().insert(Caller(role));
+            req.extensions_mut().insert(Limited(namespaces));
             req.extensions_mut().insert(Who(who));
             next.run(req).await
         }
@@ -366,6 +377,12 @@ async fn authorize(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     let refuse = |why: &str| deny(&s, &req, &who, StatusCode::FORBIDDEN, why);
+    if let Some(Limited(namespaces)) = req.extensions().get::<Limited>()
+        && !namespaces.is_empty()
+        && let Err(why) = within(&s, &req, &route, namespaces)
+    {
+        return refuse(&why);
+    }
     match crate::auth::access(&role, req.method().as_str(), &route) {
         Access::All => {}
         Access::Denied => {
@@ -407,6 +424,52 @@ async fn authorize(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
         }
     }
     next.run(req).await
+}
+
+/// Whether a token limited to `namespaces` may make this request: a namespaced route
+/// naming one of them (`?namespace=NS`), for an allocation only one of that namespace;
+/// never a cluster-wide route. The refusal says why.
+fn within(s: &Shared, req: &Request, route: &str, namespaces: &[String]) -> Result<(), String> {
+    use crate::routes::Scope;
+    let method = req.method().as_str();
+    let list = namespaces.join(", ");
+    let scope = crate::routes::find(method, route).map_or(Scope::Cluster, |r| r.scope);
+    match scope {
+        Scope::Any => Ok(()),
+        Scope::Cluster => Err(format!(
+            "a token limited to namespace(s) {list} may not {method} {route}: it is cluster-wide"
+        )),
+        Scope::Namespaced => {
+            let ns = req
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("namespace="));
+            let Some(ns) = ns else {
+                return Err(format!(
+                    "a token limited to namespace(s) {list} must name one (-n NAMESPACE)"
+                ));
+            };
+            if !namespaces.iter().any(|n| n == ns) {
+                return Err(format!(
+                    "a token limited to namespace(s) {list} may not reach namespace {ns}"
+                ));
+            }
+            if let "/v1/allocs/{id}" | "/v1/allocs/{id}/logs" = route {
+                let id = req.uri().path().split('/').nth(3).unwrap_or_default();
+                let theirs = s
+                    .cache()
+                    .allocs
+                    .get(id)
+                    .is_some_and(|a| a.workload.namespace == ns);
+                if !theirs {
+                    return Err(format!("allocation {id} is not in namespace {ns}"));
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn version(State(s): State<Arc<Shared>>) -> Json<VersionInfo> {

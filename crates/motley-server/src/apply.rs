@@ -22,20 +22,16 @@ pub(crate) fn check_secret_refs(
     docs: &[manifest::Document],
 ) -> Vec<manifest::ManifestError> {
     let mut errors = Vec::new();
-    let keys_of = |name: &str| -> Option<Vec<String>> {
-        let in_set = docs.iter().find_map(|d| match &d.spec {
-            Spec::Secret(s) if s.name == name => Some(s.data.keys().cloned().collect()),
+    // A Secret of the same namespace as the document naming it.
+    let keys_of = |d: &manifest::Document, name: &str| -> Option<Vec<String>> {
+        let r = d.spec.reference().sibling(Kind::Secret, name);
+        let in_set = docs.iter().find_map(|x| match &x.spec {
+            Spec::Secret(s) if x.spec.reference() == r => Some(s.data.keys().cloned().collect()),
             _ => None,
         });
-        in_set.or_else(|| {
-            let r = WorkloadRef {
-                kind: Kind::Secret,
-                name: name.to_string(),
-            };
-            match cache.workloads.get(&r).map(|w| &w.spec) {
-                Some(Spec::Secret(s)) => Some(s.data.keys().cloned().collect()),
-                _ => None,
-            }
+        in_set.or_else(|| match cache.workloads.get(&r).map(|w| &w.spec) {
+            Some(Spec::Secret(s)) => Some(s.data.keys().cloned().collect()),
+            _ => None,
         })
     };
     for d in docs {
@@ -45,7 +41,7 @@ pub(crate) fn check_secret_refs(
                     continue;
                 };
                 let field = format!("expose.{i}.tls.secret");
-                match keys_of(name) {
+                match keys_of(d, name) {
                     None => errors.push(d.error_at(
                         &field,
                         format!("secret {name} is neither in this set nor in the cluster"),
@@ -67,7 +63,7 @@ pub(crate) fn check_secret_refs(
             }
         }
         if let Some(name) = &d.spec.task().image_secret {
-            match keys_of(name) {
+            match keys_of(d, name) {
                 None => errors.push(d.error_at(
                     "task.image_secret",
                     format!("secret {name} is neither in this set nor in the cluster"),
@@ -88,7 +84,7 @@ pub(crate) fn check_secret_refs(
             }
         }
         for (i, r) in d.spec.task().secrets.iter().enumerate() {
-            match keys_of(&r.secret) {
+            match keys_of(d, &r.secret) {
                 None => errors.push(d.error_at(
                     &format!("task.secrets[{i}].secret"),
                     format!(
@@ -123,6 +119,7 @@ pub(crate) fn seal_secrets(
     let ring = crate::state::read(&s.trust.keyring);
     for d in docs.iter_mut() {
         let r = d.spec.reference();
+        let sealed_to = r.scoped_name();
         let Spec::Secret(sec) = &mut d.spec else {
             continue;
         };
@@ -140,13 +137,13 @@ pub(crate) fn seal_secrets(
                 .filter(|sealed| {
                     ring.is_current(sealed)
                         && ring
-                            .open(&sec.name, k, sealed)
+                            .open(&sealed_to, k, sealed)
                             .is_ok_and(|p| p == plain.as_bytes())
                 })
                 .cloned();
             let sealed = match reuse {
                 Some(x) => x,
-                None => ring.seal(&sec.name, k, plain.as_bytes()).map_err(|e| {
+                None => ring.seal(&sealed_to, k, plain.as_bytes()).map_err(|e| {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("sealing: {e}"))
                 })?,
             };
@@ -198,6 +195,10 @@ pub(crate) async fn apply_set(
             return Err(invalid(details));
         }
     }
+    let details = crate::namespaces::check_set(s, docs);
+    if !details.is_empty() {
+        return Err(invalid(details));
+    }
     // An ingress route belongs to one service.
     {
         let c = s.cache();
@@ -207,7 +208,7 @@ pub(crate) async fn apply_set(
             .filter_map(|w| match &w.spec {
                 Spec::Service(svc) if !svc.expose.is_empty() || !svc.expose_tcp.is_empty() => {
                     Some((
-                        svc.name.clone(),
+                        motley_core::model::dns_name(w.spec.namespace(), &svc.name),
                         svc.expose
                             .iter()
                             .map(|e| (e.host.clone(), e.path.clone()))
@@ -277,6 +278,7 @@ pub(crate) async fn apply_set(
             let now = now_ms();
             let mut txn = Txn::new();
             let mut results = Vec::new();
+            let mut created = std::collections::BTreeSet::new();
             for d in docs {
                 let r = d.spec.reference();
                 let key = keys::workload(&r);
@@ -311,13 +313,14 @@ pub(crate) async fn apply_set(
                     })?;
                     txn = txn.put(key, v);
                 }
-                results.push(ObjectResult {
-                    kind: r.kind.to_string(),
-                    name: r.name,
-                    action: action.as_str().into(),
-                });
+                if action == motley_core::admit::Action::Created {
+                    created.insert(r.namespace.clone());
+                }
+                results.push(ObjectResult::of(&r, action.as_str()));
             }
+            txn = crate::namespaces::guard(s, txn, docs, &created).await?;
             for r in how.delete {
+                crate::namespaces::refuse_nonempty(s, r, how.delete).await?;
                 let key = keys::workload(r);
                 let current = s.store.get(&key).await?;
                 expect_unchanged(how, &key, current.as_ref(), r)?;
@@ -375,11 +378,7 @@ pub(crate) fn delete_op(
         }
         None => "not found",
     };
-    let result = ObjectResult {
-        kind: r.kind.to_string(),
-        name: r.name.clone(),
-        action: action.into(),
-    };
+    let result = ObjectResult::of(r, action);
     (txn, result)
 }
 
@@ -430,13 +429,14 @@ async fn image_platforms(
             // set, else the stored one).
             let auth = d.spec.task().image_secret.as_ref().and_then(|name| {
                 let ring = crate::state::read(&s.trust.keyring);
+                let r = d.spec.reference().sibling(Kind::Secret, name);
                 let in_set = docs.iter().find_map(|x| match &x.spec {
-                    Spec::Secret(sec) if &sec.name == name => Some(sec.clone()),
+                    Spec::Secret(sec) if x.spec.reference() == r => Some(sec.clone()),
                     _ => None,
                 });
                 let found = match in_set {
                     Some(sec) => crate::secrets::registry_credentials_of(&ring, &sec),
-                    None => crate::secrets::registry_credentials(&ring, &s.cache().workloads, name),
+                    None => crate::secrets::registry_credentials(&ring, &s.cache().workloads, &r),
                 };
                 found.ok().map(
                     |(user, password)| motley_containerd::registry::Credentials { user, password },
@@ -471,11 +471,10 @@ pub(crate) async fn plan_set(
     let mut objects = Vec::new();
     for r in delete {
         let found = workloads.remove(r).is_some();
-        objects.push(ObjectResult {
-            kind: r.kind.to_string(),
-            name: r.name.clone(),
-            action: if found { "deleted" } else { "not found" }.into(),
-        });
+        objects.push(ObjectResult::of(
+            r,
+            if found { "deleted" } else { "not found" },
+        ));
     }
     for d in docs {
         let r = d.spec.reference();
@@ -510,11 +509,7 @@ pub(crate) async fn plan_set(
                 "created"
             }
         };
-        objects.push(ObjectResult {
-            kind: r.kind.to_string(),
-            name: r.name,
-            action: action.into(),
-        });
+        objects.push(ObjectResult::of(&r, action));
     }
     struct PlanIds(u64);
     impl reconcile::Ids for PlanIds {
@@ -552,7 +547,11 @@ pub(crate) async fn plan_set(
             })
             .collect(),
         stops,
-        bind: p.bind,
+        bind: p
+            .bind
+            .into_iter()
+            .map(|(r, b)| (r.scoped_name(), b))
+            .collect(),
         blocked: p.blocked.into_iter().collect(),
         queue: p.queue,
     }

@@ -48,6 +48,9 @@ pub struct TokenRecord {
     /// Free text.
     #[serde(default)]
     pub description: String,
+    /// The namespaces an admin or viewer token may act in; empty: the whole cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
 }
 
 impl TokenRecord {

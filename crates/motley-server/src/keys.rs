@@ -2,7 +2,8 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `/motley/workloads/<kind>/<name>` | [`motley_core::model::Workload`] (JSON) |
+//! | `/motley/workloads/<kind>/<name>` | [`motley_core::model::Workload`] (JSON) in `default` |
+//! | `/motley/workloads/<kind>/<namespace>/<name>` | one in another namespace |
 //! | `/motley/nodes/<name>` | [`motley_core::model::Node`] |
 //! | `/motley/allocs/<id>` | [`motley_core::model::Allocation`] |
 //! | `/motley/tokens/<sha256 of token>` | [`crate::auth::TokenRecord`] |
@@ -12,7 +13,7 @@
 //! Several servers on etcd also keep leased keys under `/motley-ha/` (see
 //! [`crate::ha`]); those are not motley's state and never in a snapshot.
 
-use motley_core::model::{Kind, WorkloadRef};
+use motley_core::model::{DEFAULT_NAMESPACE, Kind, WorkloadRef};
 
 /// Root of all motley keys.
 pub const PREFIX: &str = "/motley/";
@@ -31,7 +32,11 @@ pub const CA: &str = "/motley/ca";
 
 /// Key of a workload.
 pub fn workload(r: &WorkloadRef) -> String {
-    format!("{WORKLOADS}{}/{}", r.kind, r.name)
+    if r.in_default() {
+        format!("{WORKLOADS}{}/{}", r.kind, r.name)
+    } else {
+        format!("{WORKLOADS}{}/{}/{}", r.kind, r.namespace, r.name)
+    }
 }
 /// Key of a node.
 pub fn node(name: &str) -> String {
@@ -68,13 +73,16 @@ pub enum Parsed<'a> {
 /// Parses a key.
 pub fn parse(key: &str) -> Parsed<'_> {
     if let Some(rest) = key.strip_prefix(WORKLOADS) {
-        if let Some((kind, name)) = rest.split_once('/')
-            && let Some(kind) = Kind::parse(kind)
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (kind, ns, name) = match parts.as_slice() {
+            [kind, name] => (*kind, DEFAULT_NAMESPACE, *name),
+            [kind, ns, name] => (*kind, *ns, *name),
+            _ => return Parsed::Other,
+        };
+        if let Some(kind) = Kind::parse(kind)
+            && !name.is_empty()
         {
-            return Parsed::Workload(WorkloadRef {
-                kind,
-                name: name.to_string(),
-            });
+            return Parsed::Workload(WorkloadRef::in_namespace(ns, kind, name));
         }
         return Parsed::Other;
     }

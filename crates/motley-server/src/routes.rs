@@ -56,7 +56,20 @@ const JOIN: Policy = Policy {
     ..ADMIN
 };
 
-/// One route: method, path as the router matches it, policy.
+/// What a route reaches, for tokens limited to namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Objects of one namespace, named by `?namespace=NS`: a limited token must name
+    /// one of its own.
+    Namespaced,
+    /// The whole cluster (nodes, tokens, servers, snapshots, the audit log, the
+    /// catalog, sources): refused to a limited token.
+    Cluster,
+    /// Nothing of anyone's (the version).
+    Any,
+}
+
+/// One route: method, path as the router matches it, policy, scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     /// `GET`, `POST`, `DELETE`.
@@ -65,6 +78,8 @@ pub struct Route {
     pub path: &'static str,
     /// Who may call it, and where.
     pub policy: Policy,
+    /// What it reaches.
+    pub scope: Scope,
 }
 
 const fn r(method: &'static str, path: &'static str, policy: Policy) -> Route {
@@ -72,27 +87,39 @@ const fn r(method: &'static str, path: &'static str, policy: Policy) -> Route {
         method,
         path,
         policy,
+        scope: Scope::Cluster,
+    }
+}
+
+/// A route on one namespace's objects.
+const fn ns(method: &'static str, path: &'static str, policy: Policy) -> Route {
+    Route {
+        scope: Scope::Namespaced,
+        ..r(method, path, policy)
     }
 }
 
 /// Every authenticated route (`/healthz` and the webhook `/hooks/sources/{name}` need
 /// no token and are not here).
 pub const ROUTES: &[Route] = &[
-    r("GET", "/v1/version", Policy { here: true, ..READ }),
-    r("POST", "/v1/apply", ADMIN),
-    r("POST", "/v1/delete", ADMIN),
-    r("POST", "/v1/plan", READ),
-    r("GET", "/v1/workloads", READ),
-    r("GET", "/v1/workloads/{kind}/{name}", READ),
-    r("DELETE", "/v1/workloads/{kind}/{name}", ADMIN),
-    r("POST", "/v1/workloads/{kind}/{name}/promote", ADMIN),
+    Route {
+        scope: Scope::Any,
+        ..r("GET", "/v1/version", Policy { here: true, ..READ })
+    },
+    ns("POST", "/v1/apply", ADMIN),
+    ns("POST", "/v1/delete", ADMIN),
+    ns("POST", "/v1/plan", READ),
+    ns("GET", "/v1/workloads", READ),
+    ns("GET", "/v1/workloads/{kind}/{name}", READ),
+    ns("DELETE", "/v1/workloads/{kind}/{name}", ADMIN),
+    ns("POST", "/v1/workloads/{kind}/{name}/promote", ADMIN),
     r("GET", "/v1/nodes", READ),
     r("GET", "/v1/nodes/{name}", READ_OWN),
     r("POST", "/v1/nodes/{name}/labels", ADMIN),
     r("POST", "/v1/nodes/{name}/{action}", ADMIN),
-    r("GET", "/v1/allocs", READ_OWN),
-    r("GET", "/v1/allocs/{id}", READ_OWN),
-    r("GET", "/v1/allocs/{id}/logs", READ_OWN),
+    ns("GET", "/v1/allocs", READ_OWN),
+    ns("GET", "/v1/allocs/{id}", READ_OWN),
+    ns("GET", "/v1/allocs/{id}/logs", READ_OWN),
     r("GET", "/v1/catalog", READ),
     r("GET", "/metrics", Policy { here: true, ..READ }),
     r("GET", "/v1/tokens", ADMIN),
@@ -115,7 +142,7 @@ pub const ROUTES: &[Route] = &[
             ..ADMIN
         },
     ),
-    r("GET", "/v1/secrets/{name}/reveal", ADMIN),
+    ns("GET", "/v1/secrets/{name}/reveal", ADMIN),
     r("POST", "/v1/secrets/rotate-key", ADMIN),
     r("GET", "/v1/sources", READ),
     r("GET", "/v1/sources/{name}", READ),

@@ -227,14 +227,11 @@ pub fn deliver(
     }
     let mut out = SecretDelivery::default();
     for r in &a.task.secrets {
-        let wr = WorkloadRef {
-            kind: Kind::Secret,
-            name: r.secret.clone(),
-        };
+        let wr = a.workload.sibling(Kind::Secret, &r.secret);
         let value = match workloads.get(&wr).map(|w| &w.spec) {
             Some(Spec::Secret(s)) => match s.data.get(&r.key).and_then(|v| v.sealed.as_deref()) {
                 Some(sealed) => keyring
-                    .open(&r.secret, &r.key, sealed)
+                    .open(&wr.scoped_name(), &r.key, sealed)
                     .map_err(|e| format!("secret {} key {}: {e}", r.secret, r.key))
                     .and_then(|v| {
                         String::from_utf8(v)
@@ -261,7 +258,7 @@ pub fn deliver(
         }
     }
     if let Some(name) = &a.task.image_secret {
-        match registry_credentials(keyring, workloads, name) {
+        match registry_credentials(keyring, workloads, &a.workload.sibling(Kind::Secret, name)) {
             Ok(c) => out.registry = Some(c),
             Err(e) => {
                 return Some(SecretDelivery {
@@ -278,13 +275,10 @@ pub fn deliver(
 pub fn registry_credentials(
     keyring: &Keyring,
     workloads: &BTreeMap<WorkloadRef, Workload>,
-    name: &str,
+    wr: &WorkloadRef,
 ) -> Result<(String, String), String> {
-    let wr = WorkloadRef {
-        kind: Kind::Secret,
-        name: name.to_string(),
-    };
-    let Some(Spec::Secret(s)) = workloads.get(&wr).map(|w| &w.spec) else {
+    let name = wr.scoped_name();
+    let Some(Spec::Secret(s)) = workloads.get(wr).map(|w| &w.spec) else {
         return Err(format!("secret {name} not found"));
     };
     registry_credentials_of(keyring, s)
@@ -314,7 +308,10 @@ pub fn value_of(
     s: &motley_core::model::SecretSpec,
     key: &str,
 ) -> Result<Vec<u8>, String> {
-    let name = &s.name;
+    let name = &match &s.namespace {
+        Some(ns) => format!("{ns}/{}", s.name),
+        None => s.name.clone(),
+    };
     let sealed = s
         .data
         .get(key)
@@ -329,14 +326,11 @@ pub fn value_of(
 pub fn value(
     keyring: &Keyring,
     workloads: &BTreeMap<WorkloadRef, Workload>,
-    name: &str,
+    wr: &WorkloadRef,
     key: &str,
 ) -> Result<Vec<u8>, String> {
-    let wr = WorkloadRef {
-        kind: Kind::Secret,
-        name: name.to_string(),
-    };
-    let Some(Spec::Secret(s)) = workloads.get(&wr).map(|w| &w.spec) else {
+    let name = wr.scoped_name();
+    let Some(Spec::Secret(s)) = workloads.get(wr).map(|w| &w.spec) else {
         return Err(format!("secret {name} not found"));
     };
     value_of(keyring, s, key)

@@ -411,7 +411,7 @@ async fn apply_commit(
             .map(|(r, w)| {
                 // Objects of a deleted source are left as if made by hand.
                 let owner = match &w.source {
-                    Some(src) if cache.workloads.contains_key(&source_ref(src)) => {
+                    Some(src) if source_ref(&cache.workloads, src).is_some() => {
                         Owner::Source(src.clone())
                     }
                     _ => Owner::Hand,
@@ -681,8 +681,10 @@ fn fingerprint(s: &Shared, spec: &SourceSpec) -> u64 {
     use std::hash::{Hash, Hasher};
     let c = s.cache();
     let mut h = std::hash::DefaultHasher::new();
-    c.rev(&crate::keys::workload(&source_ref(&spec.name)))
-        .hash(&mut h);
+    c.rev(&crate::keys::workload(
+        &Spec::Source(spec.clone()).reference(),
+    ))
+    .hash(&mut h);
     for (r, w) in &c.workloads {
         if w.source.as_deref() == Some(spec.name.as_str()) {
             r.hash(&mut h);
@@ -694,19 +696,21 @@ fn fingerprint(s: &Shared, spec: &SourceSpec) -> u64 {
 
 use motley_core::source::short_commit;
 
-fn source_ref(name: &str) -> WorkloadRef {
-    WorkloadRef {
-        kind: Kind::Source,
-        name: name.to_string(),
-    }
+/// The source named `name`, in whichever namespace (a source's name is unique in the
+/// cluster: objects record their source by name).
+fn source_ref<'a>(
+    workloads: &'a BTreeMap<WorkloadRef, motley_core::model::Workload>,
+    name: &str,
+) -> Option<(&'a WorkloadRef, &'a SourceSpec)> {
+    workloads.iter().find_map(|(r, w)| match &w.spec {
+        Spec::Source(src) if r.kind == Kind::Source && r.name == name => Some((r, src)),
+        _ => None,
+    })
 }
 
 /// The named source's spec, from the cache.
 pub fn spec_of(s: &Shared, name: &str) -> Option<SourceSpec> {
-    match s.cache().workloads.get(&source_ref(name)).map(|w| &w.spec) {
-        Some(Spec::Source(src)) => Some(src.clone()),
-        _ => None,
-    }
+    source_ref(&s.cache().workloads, name).map(|(_, src)| src.clone())
 }
 
 /// The named source's view (filled from the spec before its first sync).

@@ -229,6 +229,18 @@ impl Shared {
         ttl_ms: Option<u64>,
         description: &str,
     ) -> Result<(TokenRecord, String), StoreError> {
+        self.create_token_in(role, ttl_ms, description, Vec::new())
+            .await
+    }
+
+    /// [`Shared::create_token`] limited to `namespaces` (empty: the whole cluster).
+    pub async fn create_token_in(
+        &self,
+        role: crate::auth::Role,
+        ttl_ms: Option<u64>,
+        description: &str,
+        namespaces: Vec<String>,
+    ) -> Result<(TokenRecord, String), StoreError> {
         let token = match role {
             crate::auth::Role::Join => motley_net::join_token(&self.trust.ca_hash),
             _ => motley_net::new_secret(),
@@ -240,6 +252,7 @@ impl Shared {
             created_at: now,
             expires_at: ttl_ms.map(|t| now + t),
             description: description.into(),
+            namespaces,
         };
         let key = keys::token(&motley_net::token_hash(&token));
         let value = serde_json::to_vec(&rec).map_err(|e| StoreError::Backend(e.to_string()))?;

@@ -54,6 +54,10 @@ fn main() {
         }
     };
     let config = cli.config.clone();
+    let scope = motley_cli::client::Namespacing {
+        namespace: cli.namespace.clone(),
+        all: cli.all_namespaces,
+    };
     let code = rt.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await.map(|()| 0),
@@ -72,7 +76,7 @@ fn main() {
                 roles::snapshot_restore(&file, data_dir.as_deref(), datastore.as_deref(), &etcd)
                     .await
             }
-            other => motley_cli::commands::run(config.as_deref(), other).await,
+            other => motley_cli::commands::run(config.as_deref(), scope, other).await,
         }
     });
     match code {

@@ -377,18 +377,15 @@ impl Containers {
                 None
             };
             // Its resolver: the node's DNS served inside its namespace (NAME.motley and
-            // everything else), with the node's search domains.
+            // everything else), searching its own namespace's zone first, then the
+            // node's search domains.
             let resolv_conf = if bridge && motley_mesh::netns::serving() {
                 let dns = motley_mesh::netns::DNS_ADDR;
                 let ip = dns.split(':').next().unwrap_or(dns);
-                let search: String = std::fs::read_to_string("/etc/resolv.conf")
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.starts_with("search ") || l.starts_with("domain "))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
+                let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                let text = motley_core::catalog::resolv_conf(ip, &a.workload.namespace, &host);
                 let path = log_dir.join("resolv.conf");
-                std::fs::write(&path, format!("nameserver {ip}\n{search}"))
+                std::fs::write(&path, text)
                     .map_err(|e| format!("writing {}: {e}", path.display()))?;
                 Some(path.display().to_string())
             } else {

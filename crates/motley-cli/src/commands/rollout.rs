@@ -9,8 +9,9 @@ use motley_core::rollout::{State, Status};
 
 use super::*;
 
-fn service_path(name: &str) -> String {
-    format!("/v1/workloads/service/{name}")
+/// The service in `-n`'s namespace; `?namespace=` comes last (see `promote`).
+fn service_path(client: &Client, name: &str) -> String {
+    client.scoped(&format!("/v1/workloads/service/{name}"))
 }
 
 /// A bar and the counts: `[######----] 2/3 updated, 2 healthy`.
@@ -53,7 +54,7 @@ pub async fn wait(client: &Client, name: &str, timeout: Duration) -> anyhow::Res
     let tty = std::io::stdout().is_terminal();
     let mut last = String::new();
     loop {
-        let d: WorkloadDetail = client.get(&service_path(name)).await?;
+        let d: WorkloadDetail = client.get(&service_path(client, name)).await?;
         let Some(s) = d.view.rollout else {
             anyhow::bail!("service/{name} has no rollout to follow");
         };
@@ -101,7 +102,7 @@ pub async fn status(
     timeout: Duration,
 ) -> anyhow::Result<i32> {
     if once {
-        let d: WorkloadDetail = match client.get(&service_path(name)).await {
+        let d: WorkloadDetail = match client.get(&service_path(client, name)).await {
             Ok(d) => d,
             Err(e) => return report(e),
         };
@@ -120,7 +121,7 @@ pub async fn status(
 
 /// `motley rollout history NAME`.
 pub async fn history(client: &Client, name: &str) -> anyhow::Result<i32> {
-    let d: WorkloadDetail = match client.get(&service_path(name)).await {
+    let d: WorkloadDetail = match client.get(&service_path(client, name)).await {
         Ok(d) => d,
         Err(e) => return report(e),
     };
@@ -168,7 +169,7 @@ pub async fn history(client: &Client, name: &str) -> anyhow::Result<i32> {
 /// `motley rollout undo NAME [--to-generation N]`: applies an earlier spec again (as a
 /// new generation).
 pub async fn undo(client: &Client, name: &str, to: Option<u64>) -> anyhow::Result<i32> {
-    let d: WorkloadDetail = match client.get(&service_path(name)).await {
+    let d: WorkloadDetail = match client.get(&service_path(client, name)).await {
         Ok(d) => d,
         Err(e) => return report(e),
     };
@@ -199,7 +200,10 @@ pub async fn undo(client: &Client, name: &str, to: Option<u64>) -> anyhow::Resul
         dry_run: false,
         inputs: Vec::new(),
     };
-    match client.post::<_, ObjectResults>("/v1/apply", &set).await {
+    match client
+        .post::<_, ObjectResults>(&client.scoped("/v1/apply"), &set)
+        .await
+    {
         Ok(_) => {
             println!(
                 "service/{name} rolled back to generation {}'s spec",
@@ -213,7 +217,7 @@ pub async fn undo(client: &Client, name: &str, to: Option<u64>) -> anyhow::Resul
 
 /// `motley promote NAME`.
 pub async fn promote(client: &Client, name: &str) -> anyhow::Result<i32> {
-    let path = format!("{}/promote", service_path(name));
+    let path = client.scoped(&format!("/v1/workloads/service/{name}/promote"));
     match client
         .post::<_, WorkloadDetail>(&path, &serde_json::json!({}))
         .await

@@ -14,11 +14,13 @@ pub(crate) async fn reveal(
         "--reveal shows secrets only: get secret NAME --reveal"
     );
     let name = name.ok_or_else(|| anyhow::anyhow!("get secret NAME --reveal: name one secret"))?;
-    let r: motley_core::api::RevealedSecret =
-        match client.get(&format!("/v1/secrets/{name}/reveal")).await {
-            Ok(r) => r,
-            Err(e) => return report(e),
-        };
+    let r: motley_core::api::RevealedSecret = match client
+        .get(&client.scoped(&format!("/v1/secrets/{name}/reveal")))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return report(e),
+    };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
         Format::Yaml => print!("{}", serde_saphyr::to_string(&r)?),

@@ -24,6 +24,7 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
         ],
         Kind::Secret => vec!["NAME", "KEYS", "AGE"],
         Kind::Source => vec!["NAME", "URL", "AGE"],
+        Kind::Namespace => vec!["NAME", "CPU", "MEMORY", "GPU", "ALLOCATIONS", "AGE"],
     };
     if wide {
         headers.extend(["GENERATION", "COMMAND", "WAITING"]);
@@ -69,6 +70,18 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
                     src.git.url.clone(),
                     age(w.created_at, now),
                 ],
+                Spec::Namespace(n) => {
+                    let q = &n.quota;
+                    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                    vec![
+                        w.spec.name().to_string(),
+                        or_dash(q.cpu.map(|c| c.to_string())),
+                        or_dash(q.memory.map(|m| m.to_string())),
+                        or_dash(q.gpu.map(|g| g.to_string())),
+                        or_dash(q.allocations.map(|a| a.to_string())),
+                        age(w.created_at, now),
+                    ]
+                }
                 _ => vec![
                     w.spec.name().to_string(),
                     format!("{}/{}", s.ready, s.desired),
@@ -283,17 +296,34 @@ pub(crate) async fn render_get(
             let mut views: Vec<WorkloadView> = match name {
                 Some(n) => vec![
                     client
-                        .get::<WorkloadDetail>(&format!("/v1/workloads/{kind}/{n}"))
+                        .get::<WorkloadDetail>(&client.scoped(&format!("/v1/workloads/{kind}/{n}")))
                         .await?
                         .view,
                 ],
-                None => client.get(&format!("/v1/workloads?kind={kind}")).await?,
+                // Namespaces are cluster-wide: listed whatever -n says.
+                None if kind == Kind::Namespace => {
+                    client.get(&format!("/v1/workloads?kind={kind}")).await?
+                }
+                None => {
+                    client
+                        .get(&client.scoped(&format!("/v1/workloads?kind={kind}")))
+                        .await?
+                }
             };
-            views.sort_by(|a, b| a.workload.spec.name().cmp(b.workload.spec.name()));
+            views.sort_by(|a, b| {
+                (a.workload.spec.namespace(), a.workload.spec.name())
+                    .cmp(&(b.workload.spec.namespace(), b.workload.spec.name()))
+            });
             if structured {
                 output::structured(&views, format)?
             } else {
-                let (h, r) = workload_rows(&views, kind, wide);
+                let (mut h, mut r) = workload_rows(&views, kind, wide);
+                if client.all_namespaces() && kind != Kind::Namespace {
+                    h.insert(0, "NAMESPACE");
+                    for (row, v) in r.iter_mut().zip(&views) {
+                        row.insert(0, v.workload.spec.namespace().to_string());
+                    }
+                }
                 table(&h, &r)
             }
         }
@@ -311,9 +341,20 @@ pub(crate) async fn render_get(
         }
         Resource::Allocs => {
             let allocs: Vec<Allocation> = match (name, workload) {
-                (Some(id), _) => vec![client.get(&format!("/v1/allocs/{id}")).await?],
-                (None, Some(w)) => client.get(&format!("/v1/allocs?workload={w}")).await?,
-                (None, None) => client.get("/v1/allocs").await?,
+                (Some(id), _) => vec![
+                    client
+                        .get(&client.scoped(&format!("/v1/allocs/{id}")))
+                        .await?,
+                ],
+                (None, Some(w)) => {
+                    // `service/web` is in -n's namespace; `dev/service/web` names its own.
+                    let r = WorkloadRef::parse_in(w, client.namespace())
+                        .ok_or_else(|| anyhow::anyhow!("--workload {w:?}: expected KIND/NAME"))?;
+                    client
+                        .get(&client.scoped(&format!("/v1/allocs?workload={r}")))
+                        .await?
+                }
+                (None, None) => client.get(&client.scoped("/v1/allocs")).await?,
             };
             if structured {
                 output::structured(&allocs, format)?
@@ -398,7 +439,12 @@ pub(crate) fn endpoints(
     desired: u32,
     cat: &motley_core::catalog::Catalog,
 ) {
-    let listed = cat.services.get(&svc.name);
+    let listed = cat.services.get(&motley_core::model::dns_name(
+        svc.namespace
+            .as_deref()
+            .unwrap_or(motley_core::model::DEFAULT_NAMESPACE),
+        &svc.name,
+    ));
     if !svc.ports.is_empty() {
         let ports: Vec<String> = svc
             .ports

@@ -197,6 +197,9 @@ pub struct VolumeSpec {
     pub kind: Volume,
     /// Unique among volumes.
     pub name: String,
+    /// The namespace (`default` when unset); names are unique within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Free-form labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,

@@ -131,12 +131,8 @@ impl World {
             }),
             &mut self.ids,
         );
-        for (name, b) in &plan.bind {
-            let r = WorkloadRef {
-                kind: motley_core::model::Kind::Volume,
-                name: name.clone(),
-            };
-            if let Some(v) = self.workloads.get_mut(&r) {
+        for (r, b) in &plan.bind {
+            if let Some(v) = self.workloads.get_mut(r) {
                 v.binding = Some(b.clone());
             }
         }

@@ -21,6 +21,7 @@ pub(crate) fn token_info(t: &crate::auth::TokenRecord) -> TokenInfo {
         created_at: t.created_at,
         expires_at: t.expires_at,
         description: t.description.clone(),
+        namespaces: t.namespaces.clone(),
     }
 }
 
@@ -29,12 +30,11 @@ pub(crate) fn token_info(t: &crate::auth::TokenRecord) -> TokenInfo {
 pub(crate) async fn reveal_secret(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
+    Query(q): Query<super::workloads::NsQuery>,
     req: Request,
 ) -> ApiResult<Json<motley_core::api::RevealedSecret>> {
-    let r = WorkloadRef {
-        kind: Kind::Secret,
-        name: name.clone(),
-    };
+    let r = WorkloadRef::in_namespace(q.ns(), Kind::Secret, name.clone());
+    let sealed_to = r.scoped_name();
     let spec = match s.cache().workloads.get(&r).map(|w| w.spec.clone()) {
         Some(Spec::Secret(spec)) => spec,
         _ => {
@@ -49,7 +49,7 @@ pub(crate) async fn reveal_secret(
         let ring = crate::state::read(&s.trust.keyring);
         for (k, v) in &spec.data {
             let sealed = v.sealed.as_deref().unwrap_or_default();
-            let plain = ring.open(&name, k, sealed).map_err(|e| {
+            let plain = ring.open(&sealed_to, k, sealed).map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("key {k}: {e}"))
             })?;
             data.insert(k.clone(), String::from_utf8_lossy(&plain).into_owned());
@@ -64,7 +64,7 @@ pub(crate) async fn reveal_secret(
         &req,
         &who,
         StatusCode::OK,
-        &format!("secret {name} revealed"),
+        &format!("secret {} revealed", r.scoped_name()),
     );
     Ok(Json(motley_core::api::RevealedSecret { name, data }))
 }
@@ -95,6 +95,7 @@ pub(crate) async fn rotate_key(
                 let Ok(mut w) = serde_json::from_slice::<Workload>(&kv.value) else {
                     continue;
                 };
+                let sealed_to = w.spec.reference().scoped_name();
                 let Spec::Secret(sec) = &mut w.spec else {
                     continue;
                 };
@@ -106,8 +107,8 @@ pub(crate) async fn rotate_key(
                     if ring.is_current(old) {
                         continue;
                     }
-                    let plain = ring.open(&sec.name, k, old).map_err(internal)?;
-                    v.sealed = Some(ring.seal(&sec.name, k, &plain).map_err(internal)?);
+                    let plain = ring.open(&sealed_to, k, old).map_err(internal)?;
+                    v.sealed = Some(ring.seal(&sealed_to, k, &plain).map_err(internal)?);
                     changed = true;
                     count += 1;
                 }
@@ -169,8 +170,26 @@ pub(crate) async fn create_token(
             ));
         }
     };
+    if !req.namespaces.is_empty() {
+        if role == Role::Join {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "a join token cannot be limited to namespaces: only admin and viewer tokens",
+            ));
+        }
+        for ns in &req.namespaces {
+            motley_core::model::validate_name(ns).map_err(|m| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("namespace {ns:?}: {m}"),
+                )
+            })?;
+        }
+    }
     let ttl = req.ttl_seconds.map(|s| s.saturating_mul(1000));
-    let (rec, token) = s.create_token(role, ttl, &req.description).await?;
+    let (rec, token) = s
+        .create_token_in(role, ttl, &req.description, req.namespaces.clone())
+        .await?;
     Ok(Json(CreatedToken {
         info: token_info(&rec),
         token,

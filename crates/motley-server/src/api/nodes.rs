@@ -128,6 +128,7 @@ pub(crate) async fn get_node(
 pub(crate) struct AllocQuery {
     workload: Option<String>,
     node: Option<String>,
+    namespace: Option<String>,
 }
 
 pub(crate) async fn list_allocs(
@@ -141,15 +142,12 @@ pub(crate) async fn list_allocs(
         q.node = Some(node);
     }
     let wref = match &q.workload {
-        Some(w) => {
-            let (k, n) = w.split_once('/').ok_or_else(|| {
-                ApiError::new(StatusCode::BAD_REQUEST, "workload must be KIND/NAME")
-            })?;
-            Some(WorkloadRef {
-                kind: parse_kind(k)?,
-                name: n.to_string(),
-            })
-        }
+        Some(w) => Some(WorkloadRef::parse(w).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("workload must be KIND/NAME or NAMESPACE/KIND/NAME, not {w:?}"),
+            )
+        })?),
         None => None,
     };
     let cache = s.cache();
@@ -157,6 +155,11 @@ pub(crate) async fn list_allocs(
         .allocs
         .values()
         .filter(|a| wref.as_ref().is_none_or(|r| a.workload == *r))
+        .filter(|a| {
+            q.namespace
+                .as_ref()
+                .is_none_or(|ns| a.workload.namespace == *ns)
+        })
         .filter(|a| q.node.as_ref().is_none_or(|n| a.node == *n))
         .cloned()
         .collect();

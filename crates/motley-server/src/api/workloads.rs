@@ -5,9 +5,35 @@ use super::*;
 use crate::apply::{ApplyAs, apply_set, check_secret_refs, plan_set, seal_secrets};
 use crate::error::invalid;
 
-pub(crate) fn parse_manifests(set: &ManifestSet) -> ApiResult<Vec<manifest::Document>> {
-    let mut docs = manifest::parse_set(&set.sources()).map_err(invalid)?;
+/// The set's documents; with `?namespace=NS` (the CLI's `-n`) those that name none
+/// are put there, one naming another is an error, and so is a Namespace (cluster-wide:
+/// applied without `-n`, so a token limited to namespaces cannot make or change one).
+pub(crate) fn parse_manifests(
+    set: &ManifestSet,
+    q: &NsQuery,
+) -> ApiResult<Vec<manifest::Document>> {
+    let mut docs = parse_in(set, q)?;
     resolve_secret_inputs(set, &mut docs).map_err(invalid)?;
+    Ok(docs)
+}
+
+fn parse_in(set: &ManifestSet, q: &NsQuery) -> ApiResult<Vec<manifest::Document>> {
+    let docs = manifest::parse_set_in(&set.sources(), q.namespace.as_deref()).map_err(invalid)?;
+    if q.namespace.is_some() {
+        let errors: Vec<_> = docs
+            .iter()
+            .filter(|d| d.spec.kind() == Kind::Namespace)
+            .map(|d| {
+                d.error_at(
+                    "kind",
+                    "a Namespace is cluster-wide: apply it without -n (and with a token not limited to namespaces)",
+                )
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(invalid(errors));
+        }
+    }
     Ok(docs)
 }
 
@@ -85,10 +111,11 @@ pub fn redacted(mut w: Workload) -> Workload {
 
 pub(crate) async fn apply(
     State(s): State<Arc<Shared>>,
+    Query(q): Query<NsQuery>,
     body: Result<Json<ManifestSet>, JsonRejection>,
 ) -> ApiResult<Json<ObjectResults>> {
     let Json(set) = body?;
-    let mut docs = parse_manifests(&set)?;
+    let mut docs = parse_manifests(&set, &q)?;
     {
         let cache = s.cache();
         let details = check_secret_refs(&cache, &docs);
@@ -108,26 +135,42 @@ pub(crate) async fn apply(
 /// applied, and returns what it would place, stop, bind and queue. Nothing is stored.
 pub(crate) async fn plan(
     State(s): State<Arc<Shared>>,
+    Query(q): Query<NsQuery>,
     body: Result<Json<ManifestSet>, JsonRejection>,
 ) -> ApiResult<Json<motley_core::api::PlanResponse>> {
     let Json(set) = body?;
-    let docs = parse_manifests(&set)?;
+    let docs = parse_manifests(&set, &q)?;
     {
-        let details = check_secret_refs(&s.cache(), &docs);
+        let mut details = check_secret_refs(&s.cache(), &docs);
+        details.extend(crate::namespaces::check_set(&s, &docs));
         if !details.is_empty() {
             return Err(invalid(details));
         }
     }
-    Ok(Json(plan_set(&s, &docs, &[]).await))
+    let mut plan = plan_set(&s, &docs, &[]).await;
+    // Asked in a namespace (a limited token must): what concerns it, nothing of others.
+    if let Some(ns) = &q.namespace {
+        let mine = |r: &WorkloadRef| r.namespace == *ns;
+        plan.placements.retain(|p| mine(&p.workload));
+        plan.stops.retain(|p| mine(&p.workload));
+        plan.blocked.retain(|(r, _)| mine(r));
+        plan.queue.retain(|r| mine(r));
+        plan.bind.retain(|(name, _)| match name.split_once('/') {
+            Some((n, _)) => n == ns,
+            None => ns == motley_core::model::DEFAULT_NAMESPACE,
+        });
+    }
+    Ok(Json(plan))
 }
 
 pub(crate) async fn delete_set(
     State(s): State<Arc<Shared>>,
+    Query(q): Query<NsQuery>,
     body: Result<Json<ManifestSet>, JsonRejection>,
 ) -> ApiResult<Json<ObjectResults>> {
     let Json(set) = body?;
     // Deleting needs names only: secret values named by fromFile/fromEnv are not read.
-    let docs = manifest::parse_set(&set.sources()).map_err(invalid)?;
+    let docs = parse_in(&set, &q)?;
     let refs: Vec<WorkloadRef> = docs.iter().map(|d| d.spec.reference()).collect();
     delete_refs(&s, &refs, set.dry_run).await.map(Json)
 }
@@ -143,6 +186,7 @@ pub(crate) async fn delete_refs(
             let mut txn = Txn::new();
             let mut results = Vec::new();
             for r in refs {
+                crate::namespaces::refuse_nonempty(s, r, refs).await?;
                 let current = s.store.get(&keys::workload(r)).await?;
                 let (next, result) = crate::apply::delete_op(txn, r, current.as_ref());
                 txn = next;
@@ -172,18 +216,38 @@ pub(crate) fn parse_kind(kind: &str) -> ApiResult<Kind> {
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown kind {kind:?}")))
 }
 
-pub(crate) fn workload_ref(kind: &str, name: String) -> ApiResult<WorkloadRef> {
-    Ok(WorkloadRef {
-        kind: parse_kind(kind)?,
-        name,
-    })
+/// `?namespace=NS` of the routes that name one object (absent: `default`).
+#[derive(Deserialize)]
+pub(crate) struct NsQuery {
+    pub(crate) namespace: Option<String>,
+}
+
+impl NsQuery {
+    /// The namespace asked for.
+    pub(crate) fn ns(&self) -> &str {
+        self.namespace
+            .as_deref()
+            .unwrap_or(motley_core::model::DEFAULT_NAMESPACE)
+    }
+}
+
+pub(crate) fn workload_ref(kind: &str, name: String, q: &NsQuery) -> ApiResult<WorkloadRef> {
+    let kind = parse_kind(kind)?;
+    if kind == Kind::Namespace && q.namespace.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a Namespace is cluster-wide: name it without -n",
+        ));
+    }
+    Ok(WorkloadRef::in_namespace(q.ns(), kind, name))
 }
 
 pub(crate) async fn delete_workload(
     State(s): State<Arc<Shared>>,
     Path((kind, name)): Path<(String, String)>,
+    Query(q): Query<NsQuery>,
 ) -> ApiResult<Json<ObjectResults>> {
-    let r = workload_ref(&kind, name)?;
+    let r = workload_ref(&kind, name, &q)?;
     let res = delete_refs(&s, std::slice::from_ref(&r), false).await?;
     if res.results.iter().all(|x| x.action == "not found") {
         return Err(ApiError::new(
@@ -194,9 +258,11 @@ pub(crate) async fn delete_workload(
     Ok(Json(res))
 }
 
+/// `?kind=K&namespace=NS` of the list (absent: every kind, every namespace).
 #[derive(Deserialize)]
 pub(crate) struct KindQuery {
     kind: Option<String>,
+    namespace: Option<String>,
 }
 
 pub(crate) fn ready_matching(s: &Shared, cache: &crate::state::Cache, w: &Workload) -> u32 {
@@ -247,6 +313,7 @@ pub(crate) async fn list_workloads(
         .workloads
         .iter()
         .filter(|(r, _)| kind.is_none_or(|k| r.kind == k))
+        .filter(|(r, _)| q.namespace.as_ref().is_none_or(|ns| r.namespace == *ns))
         .map(|(r, w)| view(&s, &cache, w, by_w.get(r).map(Vec::as_slice).unwrap_or(&[])))
         .collect();
     Ok(Json(out))
@@ -255,8 +322,9 @@ pub(crate) async fn list_workloads(
 pub(crate) async fn get_workload(
     State(s): State<Arc<Shared>>,
     Path((kind, name)): Path<(String, String)>,
+    Query(q): Query<NsQuery>,
 ) -> ApiResult<Json<WorkloadDetail>> {
-    let r = workload_ref(&kind, name)?;
+    let r = workload_ref(&kind, name, &q)?;
     detail(&s, &r).map(Json)
 }
 
@@ -280,8 +348,9 @@ fn detail(s: &Shared, r: &WorkloadRef) -> ApiResult<WorkloadDetail> {
 pub(crate) async fn promote(
     State(s): State<Arc<Shared>>,
     Path((kind, name)): Path<(String, String)>,
+    Query(q): Query<NsQuery>,
 ) -> ApiResult<Json<WorkloadDetail>> {
-    let r = workload_ref(&kind, name.clone())?;
+    let r = workload_ref(&kind, name.clone(), &q)?;
     super::update_record(&s, &keys::workload(&r), &r.to_string(), |w: &Workload| {
         motley_core::rollout::promote(w)
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))

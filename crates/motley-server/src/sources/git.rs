@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use motley_core::manifest::{self, Document};
-use motley_core::model::SourceSpec;
+use motley_core::model::{Kind, SourceSpec};
 
 use super::Stop;
 use crate::state::Shared;
@@ -22,9 +22,12 @@ pub(super) async fn fetch(
         None => None,
         Some(c) => {
             let ring = crate::state::read(&s.trust.keyring);
-            let (username, password) =
-                crate::secrets::registry_credentials(&ring, &s.cache().workloads, &c.secret)
-                    .map_err(|m| Stop("failed", format!("the git credentials: {m}")))?;
+            let (username, password) = crate::secrets::registry_credentials(
+                &ring,
+                &s.cache().workloads,
+                &secret_of(spec, &c.secret),
+            )
+            .map_err(|m| Stop("failed", format!("the git credentials: {m}")))?;
             Some(motley_git::Auth { username, password })
         }
     };
@@ -89,10 +92,17 @@ fn ssh_command(
     let (key, known) = {
         let ring = crate::state::read(&s.trust.keyring);
         let cache = s.cache();
-        let key = crate::secrets::value(&ring, &cache.workloads, &k.secret, &k.key)
-            .map(zeroize::Zeroizing::new)
-            .map_err(|m| format!("the deploy key: {m}"))?;
-        let known = crate::secrets::value(&ring, &cache.workloads, &k.secret, "known_hosts").ok();
+        let key =
+            crate::secrets::value(&ring, &cache.workloads, &secret_of(spec, &k.secret), &k.key)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|m| format!("the deploy key: {m}"))?;
+        let known = crate::secrets::value(
+            &ring,
+            &cache.workloads,
+            &secret_of(spec, &k.secret),
+            "known_hosts",
+        )
+        .ok();
         (key, known)
     };
     let mut file = tempfile::Builder::new()
@@ -190,7 +200,7 @@ pub(super) async fn read_commit(
                 crate::secrets::value(
                     &ring,
                     &s.cache().workloads,
-                    &d.age_key.secret,
+                    &secret_of(spec, &d.age_key.secret),
                     &d.age_key.key,
                 )
             }
@@ -240,8 +250,19 @@ pub(super) async fn read_commit(
             text: t.as_str(),
         })
         .collect();
-    let docs =
-        manifest::parse_set(&sources).map_err(|e| Stop("failed", manifest_errors(&e, commit)))?;
+    // A source in `default` (a cluster admin's) writes where its documents say; one in
+    // another namespace writes only there, and makes no namespaces.
+    let docs = manifest::parse_set_in(&sources, spec.namespace.as_deref())
+        .map_err(|e| Stop("failed", manifest_errors(&e, commit)))?;
+    if let Some(ns) = &spec.namespace
+        && let Some(d) = docs.iter().find(|d| d.spec.kind() == Kind::Namespace)
+    {
+        let e = d.error_at(
+            "kind",
+            format!("a source in namespace {ns} may not make namespaces (only one in default)"),
+        );
+        return Err(Stop("failed", manifest_errors(&[e], commit)));
+    }
     // Values read from a file or the environment are `motley apply`'s; in git they
     // are encrypted instead.
     let inputs = manifest::secret_inputs(&docs);
@@ -263,4 +284,15 @@ fn is_sops(f: &motley_git::File) -> bool {
     !f.is_age()
         && f.text()
             .is_ok_and(|t| t.lines().any(|l| l.starts_with("sops:")))
+}
+
+/// A Secret a source names: in the source's own namespace.
+fn secret_of(spec: &SourceSpec, name: &str) -> motley_core::model::WorkloadRef {
+    motley_core::model::WorkloadRef::in_namespace(
+        spec.namespace
+            .as_deref()
+            .unwrap_or(motley_core::model::DEFAULT_NAMESPACE),
+        motley_core::model::Kind::Secret,
+        name,
+    )
 }

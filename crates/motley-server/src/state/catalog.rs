@@ -47,7 +47,7 @@ impl Shared {
         let cache = self.cache();
         let mut c = Catalog::build(&cache.workloads, &cache.allocs, &cache.nodes, &up, &addrs);
         for (host, source) in motley_core::catalog::tls_hosts(&cache.workloads) {
-            match self.host_cert(&cache, &host, source.as_deref()) {
+            match self.host_cert(&cache, &host, source.as_ref()) {
                 Ok(cert) => {
                     c.certs.insert(host, cert);
                 }
@@ -63,16 +63,13 @@ impl Shared {
         &self,
         cache: &super::Cache,
         host: &str,
-        secret: Option<&str>,
+        secret: Option<&motley_core::model::WorkloadRef>,
     ) -> Result<motley_core::catalog::HostCert, String> {
         use motley_core::catalog::HostCert;
-        use motley_core::model::{Kind, Spec, WorkloadRef};
-        if let Some(name) = secret {
-            let r = WorkloadRef {
-                kind: Kind::Secret,
-                name: name.to_string(),
-            };
-            let Some(Spec::Secret(s)) = cache.workloads.get(&r).map(|w| &w.spec) else {
+        use motley_core::model::Spec;
+        if let Some(r) = secret {
+            let name = &r.scoped_name();
+            let Some(Spec::Secret(s)) = cache.workloads.get(r).map(|w| &w.spec) else {
                 return Err(format!("secret {name} does not exist"));
             };
             let ring = crate::util::read(&self.trust.keyring);

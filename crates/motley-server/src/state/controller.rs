@@ -55,11 +55,8 @@ impl Shared {
                     let k = keys::workload(&w.spec.reference());
                     revs.insert(k.clone(), cache.rev(&k));
                 }
-                for (name, _) in &plan.bind {
-                    let k = keys::workload(&WorkloadRef {
-                        kind: motley_core::model::Kind::Volume,
-                        name: name.clone(),
-                    });
+                for (r, _) in &plan.bind {
+                    let k = keys::workload(r);
                     revs.insert(k.clone(), cache.rev(&k));
                 }
                 for id in plan
@@ -115,16 +112,12 @@ impl Shared {
             let cache = self.cache();
             let groups = motley_core::writes::groups(&plan, |id| cache.allocs.get(id), now_ms());
             // Volumes bound by this plan, as stored records with their binding.
-            let mut bound: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
-            for (name, b) in &plan.bind {
-                let r = WorkloadRef {
-                    kind: motley_core::model::Kind::Volume,
-                    name: name.clone(),
-                };
-                if let Some(v) = cache.workloads.get(&r) {
+            let mut bound: BTreeMap<WorkloadRef, (String, Vec<u8>)> = BTreeMap::new();
+            for (r, b) in &plan.bind {
+                if let Some(v) = cache.workloads.get(r) {
                     let mut v = v.clone();
                     v.binding = Some(b.clone());
-                    bound.insert(name.clone(), (keys::workload(&r), encode(&v)?));
+                    bound.insert(r.clone(), (keys::workload(r), encode(&v)?));
                 }
             }
             (groups, bound)
@@ -171,7 +164,8 @@ impl Shared {
                     let wkey = keys::workload(workload);
                     t = t.when(&wkey, rev_of(&wkey));
                     for name in binds {
-                        if let Some((vkey, bytes)) = bound.get(name) {
+                        let vref = workload.sibling(motley_core::model::Kind::Volume, name);
+                        if let Some((vkey, bytes)) = bound.get(&vref) {
                             t = t.when(vkey, rev_of(vkey)).put(vkey.clone(), bytes.clone());
                         }
                     }
