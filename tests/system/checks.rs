@@ -71,8 +71,8 @@ fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
     );
     let m = metrics(&c);
     for line in [
-        "motley_service_replicas{service=\"web\",health=\"healthy\"} 1",
-        "motley_service_replicas{service=\"web\",health=\"unhealthy\"} 0",
+        "motley_service_replicas{namespace=\"default\",service=\"web\",health=\"healthy\"} 1",
+        "motley_service_replicas{namespace=\"default\",service=\"web\",health=\"unhealthy\"} 0",
     ] {
         assert!(m.lines().any(|l| l == line), "{line} not in /metrics:\n{m}");
     }
@@ -113,9 +113,9 @@ fn a_failing_check_takes_a_replica_out_and_restarts_it_once() {
     wait_for("/metrics says unhealthy", Duration::from_secs(30), || {
         let m = metrics(&c);
         (m.lines()
-            .any(|l| l == "motley_service_replicas{service=\"web\",health=\"unhealthy\"} 1")
+            .any(|l| l == "motley_service_replicas{namespace=\"default\",service=\"web\",health=\"unhealthy\"} 1")
             && m.lines()
-                .any(|l| l == "motley_service_replicas{service=\"web\",health=\"healthy\"} 0"))
+                .any(|l| l == "motley_service_replicas{namespace=\"default\",service=\"web\",health=\"healthy\"} 0"))
         .then_some(())
     });
     let a = wait_for("its health unhealthy", Duration::from_secs(30), || {

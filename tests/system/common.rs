@@ -369,6 +369,21 @@ impl Cluster {
             .expect("client");
         (client, cfg.servers[0].clone(), cfg.token)
     }
+
+    /// The server's `/metrics` text, as the admin reads it.
+    pub fn metrics(&self) -> String {
+        rt().block_on(async {
+            let (http, base, token) = self.http();
+            http.get(format!("{base}/metrics"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics text")
+        })
+    }
 }
 
 impl Drop for Cluster {

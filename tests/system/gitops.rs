@@ -383,17 +383,7 @@ fn a_git_source_syncs_prunes_refuses_reverts_drift_and_rolls_back() {
         "{said}"
     );
     assert_eq!(names(&c, "services"), ["db", "manual", "web"]);
-    let metrics = rt().block_on(async {
-        let (http, base, token) = c.http();
-        http.get(format!("{base}/metrics"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    });
+    let metrics = c.metrics();
     assert!(
         metrics.contains("motley_source_syncs_total{source=\"home\",result=\"failed\"}")
             && metrics.contains("motley_source_last_success_seconds{source=\"home\"}"),
@@ -899,6 +889,8 @@ fn a_source_in_a_namespace_applies_only_into_it() {
     );
     // What names no namespace goes into the source's.
     wait_applied(&c, "team", &first, &["healthy", "synced"]);
+    let synced = c.ok(&["events", "--for", "source/team"]);
+    assert!(synced.contains("source-synced"), "{synced}");
     let dev = c.json(&["get", "services", "-n", "dev"]);
     assert_eq!(dev[0]["workload"]["spec"]["name"], "web", "{dev}");
     assert_eq!(dev[0]["workload"]["spec"]["namespace"], "dev", "{dev}");

@@ -315,6 +315,14 @@ fn a_killed_leader_is_replaced_and_no_acknowledged_apply_is_lost() {
             environ(pid as u32).contains(&format!("DB_PASSWORD={password}")),
             "round {round}: the task lacks its secret"
         );
+        // The new leader says so in its events (answered by the leader).
+        wait_for("a leader-changed event", Duration::from_secs(10), || {
+            let list = p.json(&["events", "-o", "json"])?;
+            list.as_array()?
+                .iter()
+                .any(|e| e["kind"] == "leader-changed")
+                .then_some(())
+        });
         eprintln!(
             "round {round}: killed s{leader}; s{next} leads after {led:?}; {name} running after {:?}",
             killed.elapsed()

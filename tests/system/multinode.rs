@@ -236,6 +236,28 @@ fn allocs(m: &Multi) -> Vec<serde_json::Value> {
     }
 }
 
+/// The kinds of the kept events of `object` (`node/n1`, `service/web`), oldest first.
+fn event_kinds(m: &Multi, object: &str) -> Vec<String> {
+    let out = m.cli(&["events", "--for", object, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+        Ok(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|e| {
+                e["kind"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no kind: {e}"))
+                    .to_string()
+            })
+            .collect(),
+        other => panic!("events -o json: not a list: {other:?}"),
+    }
+}
+
 /// A node's state; a CLI failure or a missing field fails the test.
 fn node_state(m: &Multi, name: &str) -> String {
     let out = m.cli(&["get", "nodes", name, "-o", "json"]);
@@ -687,6 +709,24 @@ fn a_frozen_node_is_declared_down_its_work_replaced_and_stale_copies_stopped_whe
         .filter(|a| a["state"] == "running")
         .count();
     assert_eq!(running, 4);
+    // The events tell it: suspect, down (with the detector's evidence), ready again;
+    // the replicas lost with the node and placed anew.
+    let kinds = event_kinds(&m, "node/n1");
+    let at = |k: &str| kinds.iter().position(|x| x == k);
+    assert!(
+        at("node-suspect") < at("node-down")
+            && at("node-down").is_some()
+            && at("node-down") < kinds.iter().rposition(|x| x == "node-ready"),
+        "{kinds:?}"
+    );
+    let web = event_kinds(&m, "service/web");
+    assert_eq!(web.iter().filter(|k| *k == "lost").count(), 2, "{web:?}");
+    assert!(
+        web.iter().filter(|k| *k == "scheduled").count() >= 6,
+        "{web:?}"
+    );
+    let down = String::from_utf8_lossy(&m.cli(&["events", "--for", "node/n1"]).stdout).into_owned();
+    assert!(down.contains("no heartbeat for"), "{down}");
     assert!(m.cli(&["delete", "service/web"]).status.success());
     wait_for("replicas gone", Duration::from_secs(30), || {
         allocs(&m).is_empty().then_some(())
@@ -801,6 +841,12 @@ fn drain_moves_services_one_replica_at_a_time_and_cordon_keeps_new_work_off() {
     let nodes: serde_json::Value =
         serde_json::from_slice(&m.cli(&["get", "nodes", "n1", "-o", "json"]).stdout).expect("json");
     assert_eq!(nodes[0]["node"]["cordoned"], false);
+    let kinds = event_kinds(&m, "node/n1");
+    assert!(
+        kinds.iter().any(|k| k == "drained")
+            && kinds.last().map(String::as_str) == Some("uncordoned"),
+        "{kinds:?}"
+    );
     assert!(
         m.cli(&["delete", "-f", manifest.to_str().expect("path")])
             .status
@@ -1096,6 +1142,14 @@ fn facts_roots_give_labels_conditions_and_taints() {
             (clear && untainted).then_some(())
         },
     );
+    let kinds = event_kinds(&m, "node/pi4");
+    for k in ["condition-raised", "condition-cleared"] {
+        assert_eq!(
+            kinds.iter().filter(|x| *x == k).count(),
+            2,
+            "{k}: {kinds:?}"
+        );
+    }
     // Now a third replica may use it.
     std::fs::write(
         &manifest,

@@ -126,6 +126,23 @@ pub enum Command {
         #[arg(long)]
         reveal: bool,
     },
+    /// What happened and why: scheduled, started, exited, restarted, preempted,
+    /// blocked, nodes ready/suspect/down, conditions, drains, leader changes, syncs.
+    Events {
+        /// Follow: print events as they happen.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// Only those of one object: KIND/NAME (with its allocations), node/NAME,
+        /// alloc/ID, source/NAME.
+        #[arg(long = "for")]
+        object: Option<String>,
+        /// Only those of the last DURATION (`10m`, `1h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Output format (`-w -o json`: one JSON object per line).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Show one object in detail, with its allocations and reasons.
     Describe {
         /// KIND NAME, or KIND/NAME (node, service, job, daemon, alloc).

@@ -17,10 +17,13 @@ use crate::client::{ApiError, Client};
 use crate::files;
 use crate::output::{self, age, cpu, mem, now_ms, print, table};
 
+mod events;
 mod rollout;
 mod secrets;
 mod sources;
+mod tokens;
 mod upgrade;
+pub use tokens::token;
 mod views;
 use views::*;
 
@@ -121,6 +124,15 @@ pub async fn run(
             follow,
             tail,
         } => logs(&client()?, &alloc, follow, tail).await,
+        Command::Events {
+            watch,
+            object,
+            since,
+            output,
+        } => {
+            let (o, s) = (object.as_deref(), since.as_deref());
+            events::events(&client()?, watch, o, s, output).await
+        }
         Command::Version => version(config).await,
         Command::Snapshot {
             command: crate::args::SnapshotCommand::Save { file },
@@ -692,7 +704,17 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
 pub async fn describe(client: &Client, target: &[String]) -> anyhow::Result<i32> {
     let (kind, name) = split_target(target)?;
     match render_describe(client, &kind, &name).await {
-        Ok(s) => {
+        Ok(mut s) => {
+            // Its recent events (a workload's include its allocations').
+            let object = match resource(&kind) {
+                Ok(Resource::Workloads(k)) => Some(format!("{k}/{name}")),
+                Ok(Resource::Nodes) => Some(format!("node/{name}")),
+                Ok(Resource::Allocs) => Some(format!("alloc/{name}")),
+                _ => None,
+            };
+            if let Some(o) = object {
+                s.push_str(&events::recent(client, &o).await);
+            }
             print(&s);
             Ok(0)
         }
@@ -871,92 +893,6 @@ pub async fn drain(client: &Client, node: &str, timeout: &str) -> anyhow::Result
             return Ok(1);
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-/// `token create|list|revoke`.
-pub async fn token(client: &Client, command: crate::args::TokenCommand) -> anyhow::Result<i32> {
-    use crate::args::TokenCommand;
-    use motley_core::api::{CreatedToken, TokenInfo, TokenRequest};
-    let res: anyhow::Result<String> = async {
-        Ok(match command {
-            TokenCommand::Create {
-                role,
-                ttl,
-                description,
-                namespaces,
-            } => {
-                let ttl_seconds = match ttl {
-                    Some(t) => Some(
-                        motley_core::quantity::Duration::parse(&t)
-                            .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?
-                            .as_millis()
-                            / 1000,
-                    ),
-                    None => None,
-                };
-                let created: CreatedToken = client
-                    .post(
-                        "/v1/tokens",
-                        &TokenRequest {
-                            role,
-                            ttl_seconds,
-                            description,
-                            namespaces,
-                        },
-                    )
-                    .await?;
-                format!("{}\n", created.token)
-            }
-            TokenCommand::List { output: format } => {
-                let tokens: Vec<TokenInfo> = client.get("/v1/tokens").await?;
-                if matches!(format, Format::Json | Format::Yaml) {
-                    output::structured(&tokens, format)?
-                } else {
-                    let now = now_ms();
-                    let rows: Vec<Vec<String>> = tokens
-                        .iter()
-                        .map(|t| {
-                            vec![
-                                t.id.clone(),
-                                t.role.clone(),
-                                t.node.clone().unwrap_or_else(|| t.namespaces.join(",")),
-                                age(t.created_at, now),
-                                match t.expires_at {
-                                    Some(e) if e <= now => "expired".into(),
-                                    Some(e) => format!("in {}", age(now, e)),
-                                    None => "never".into(),
-                                },
-                                t.description.clone(),
-                            ]
-                        })
-                        .collect();
-                    table(
-                        &[
-                            "ID",
-                            "ROLE",
-                            "NODE/NAMESPACES",
-                            "AGE",
-                            "EXPIRES",
-                            "DESCRIPTION",
-                        ],
-                        &rows,
-                    )
-                }
-            }
-            TokenCommand::Revoke { id } => {
-                let t: TokenInfo = client.delete(&format!("/v1/tokens/{id}")).await?;
-                format!("token {} ({}) revoked\n", t.id, t.role)
-            }
-        })
-    }
-    .await;
-    match res {
-        Ok(s) => {
-            print(&s);
-            Ok(0)
-        }
-        Err(e) => report(e),
     }
 }
 

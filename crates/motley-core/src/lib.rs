@@ -27,6 +27,7 @@ pub mod admit;
 pub mod api;
 pub mod catalog;
 pub mod doctor;
+pub mod events;
 pub mod failure;
 pub mod fence;
 pub mod fuzzing;

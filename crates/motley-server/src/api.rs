@@ -36,6 +36,7 @@ use crate::state::{Shared, lock, now_ms};
 
 mod admin;
 pub mod agent_ws;
+mod events;
 mod nodes;
 mod sources;
 pub(crate) mod workloads;
@@ -148,6 +149,7 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("POST", "/v1/secrets/rotate-key") => post(rotate_key),
         ("GET", "/v1/agent/connect") => get(agent_ws::connect),
         ("POST", "/v1/join") => post(join),
+        ("GET", "/v1/events") => get(events::list_events),
         ("GET", "/v1/sources") => get(sources::list_sources),
         ("GET", "/v1/sources/{name}") => get(sources::get_source),
         ("POST", "/v1/sources/{name}/sync") => post(sources::sync_source),
@@ -491,7 +493,7 @@ fn service_replicas(
     cache: &crate::state::Cache,
 ) {
     use motley_core::health::Health as H;
-    let mut counts: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+    let mut counts: BTreeMap<(String, String, &'static str), i64> = BTreeMap::new();
     for (r, w) in cache
         .workloads
         .iter()
@@ -506,7 +508,7 @@ fn service_replicas(
             &["none"]
         };
         for k in kinds {
-            counts.insert((r.name.clone(), k), 0);
+            counts.insert((r.namespace.clone(), r.name.clone(), k), 0);
         }
     }
     for a in cache.allocs.values().filter(|a| {
@@ -519,13 +521,19 @@ fn service_replicas(
             (Some(_), Some(h)) => h.as_str(),
             (Some(_), None) => H::Unknown.as_str(),
         };
-        *counts.entry((a.workload.name.clone(), health)).or_insert(0) += 1;
+        let w = &a.workload;
+        *counts
+            .entry((w.namespace.clone(), w.name.clone(), health))
+            .or_insert(0) += 1;
     }
     family.clear();
-    for ((service, health), n) in counts {
-        family
-            .get_or_create(&crate::metrics::ServiceHealthLabel { service, health })
-            .set(n);
+    for ((namespace, service, health), n) in counts {
+        let label = crate::metrics::ServiceHealthLabel {
+            namespace,
+            service,
+            health,
+        };
+        family.get_or_create(&label).set(n);
     }
 }
 

@@ -24,6 +24,8 @@ pub struct KindLabel {
 /// `service="web",health="healthy"` (service replicas by their check).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceHealthLabel {
+    /// The service's namespace.
+    pub namespace: String,
     /// The service's name.
     pub service: String,
     /// `healthy`, `unhealthy`, `unknown`, or `none` (the service has no check).

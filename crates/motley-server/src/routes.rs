@@ -144,6 +144,7 @@ pub const ROUTES: &[Route] = &[
     ),
     ns("GET", "/v1/secrets/{name}/reveal", ADMIN),
     r("POST", "/v1/secrets/rotate-key", ADMIN),
+    ns("GET", "/v1/events", READ),
     r("GET", "/v1/sources", READ),
     r("GET", "/v1/sources/{name}", READ),
     r("POST", "/v1/sources/{name}/sync", ADMIN),

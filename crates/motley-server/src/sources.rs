@@ -180,7 +180,7 @@ pub async fn sync(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> SourceVie
     e.due = now + spec.interval.as_millis();
     e.synced = Some(spec.clone());
     fill_view(s, spec, &mut e.view);
-    event(e, &commit, result, message);
+    event(s, &spec.name, e, &commit, result, message);
     if ok {
         e.view.last_success = e.view.last_sync;
     }
@@ -560,13 +560,15 @@ async fn judge_gate(s: &Shared, spec: &SourceSpec) {
                     e.gate = None;
                     e.view.healthy = rec.healthy;
                     event(
+                        s,
+                        &spec.name,
                         e,
                         &g.commit,
                         "healthy",
                         format!("{short} passed its health gate"),
                     );
                 }
-                Err(m) => event(e, &g.commit, "failed", m),
+                Err(m) => event(s, &spec.name, e, &g.commit, "failed", m),
             }
             return;
         }
@@ -577,7 +579,9 @@ async fn judge_gate(s: &Shared, spec: &SourceSpec) {
 
 /// Records what a sync (or a gate) ended with. One that ends as the last did (nothing
 /// new, the same failure) is not a new event: the last one's time moves.
-fn event(e: &mut Entry, commit: &str, result: &str, message: String) {
+/// Records a sync's outcome in the source's view and, unless it repeats the last one,
+/// in the cluster's events.
+fn event(s: &Shared, name: &str, e: &mut Entry, commit: &str, result: &str, message: String) {
     let now = now_ms();
     let v = &mut e.view;
     v.result = result.to_string();
@@ -589,6 +593,11 @@ fn event(e: &mut Entry, commit: &str, result: &str, message: String) {
     {
         Some(x) => x.at = now,
         None => {
+            s.events.push(motley_core::events::New::about(
+                motley_core::events::EventKind::SourceSynced,
+                format!("source/{name}"),
+                format!("{result}: {message}"),
+            ));
             v.events.push(SourceEvent {
                 at: now,
                 commit: commit.to_string(),
@@ -670,7 +679,7 @@ async fn rollback(s: &Shared, spec: &SourceSpec, g: &Gating, why: &str) {
         if let Some(e) = entries.get_mut(&spec.name) {
             e.gate = None;
             show_record(&mut e.view, &rec);
-            event(e, &g.commit, result, message);
+            event(s, &spec.name, e, &g.commit, result, message);
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct Shared {
     pub catalog: catalog::CatalogState,
     /// Git sources: status, the sync loop's wake-up (the leader's, memory only).
     pub sources: sources::Sources,
+    /// What happened, the last [`crate::events::CAP`] of it (memory only).
+    pub events: crate::events::Events,
 }
 
 /// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how
@@ -193,6 +195,7 @@ impl Shared {
             progress: Mutex::new(HashMap::default()),
             catalog: Default::default(),
             sources: Default::default(),
+            events: Default::default(),
             taint_policy,
         })
     }
@@ -200,7 +203,23 @@ impl Shared {
     /// Re-judges every node's health; kicks the controller when any verdict changed.
     pub fn evaluate_health(&self) {
         let names: Vec<String> = self.cache().nodes.keys().cloned().collect();
-        if self.liveness.evaluate(names, &self.hub.connected()) {
+        let changed = self.liveness.evaluate(names, &self.hub.connected());
+        if !changed.is_empty() {
+            use motley_core::events::{EventKind as K, New};
+            use motley_core::failure::Health;
+            self.events.push_all(
+                changed
+                    .into_iter()
+                    .map(|(node, h, why)| {
+                        let kind = match h {
+                            Health::Ready => K::NodeReady,
+                            Health::Suspect => K::NodeSuspect,
+                            Health::Down => K::NodeDown,
+                        };
+                        New::node(kind, &node, why)
+                    })
+                    .collect(),
+            );
             self.plans.kick.notify_one();
             self.catalog.touch();
         }

@@ -75,7 +75,9 @@ impl Shared {
                 .reconcile_seconds
                 .observe(started.elapsed().as_secs_f64());
             wake_at = plan.wake_at;
-            *lock(&self.plans.blocked) = plan.blocked.clone();
+            let was = std::mem::replace(&mut *lock(&self.plans.blocked), plan.blocked.clone());
+            self.events
+                .push_all(motley_core::events::blocked_change(&was, &plan.blocked));
             *lock(&self.plans.queue) = plan.queue.clone();
             if plan.is_empty() {
                 continue;

@@ -17,7 +17,7 @@ impl Shared {
         let range = self.store.range(keys::PREFIX).await?;
         let mut fresh = Cache::default();
         for kv in &range.kvs {
-            apply_put(&mut fresh, &kv.key, &kv.value, kv.mod_revision);
+            let _ = apply_put(&mut fresh, &kv.key, &kv.value, kv.mod_revision);
         }
         fresh.revision = range.revision;
         {
@@ -54,6 +54,8 @@ impl Shared {
                 let mut failed = None;
                 // What the agents connected here must hear, in order.
                 let mut out: Vec<(String, Delivery)> = Vec::new();
+                // What happened, read from each change (`motley_core::events`).
+                let mut news = Vec::new();
                 {
                     let mut cache = self.cache_mut();
                     // Whole revisions only (see `motley_store::Watch`): the cache never
@@ -73,7 +75,9 @@ impl Shared {
                         let key = ev.kv.key.clone();
                         match ev.kind {
                             EventKind::Put => {
-                                apply_put(&mut cache, &key, &ev.kv.value, ev.kv.mod_revision);
+                                let old =
+                                    apply_put(&mut cache, &key, &ev.kv.value, ev.kv.mod_revision);
+                                news.extend(happened(&cache, &key, old));
                                 if let Parsed::Alloc(id) = keys::parse(&key)
                                     && let Some(a) = cache.allocs.get(id)
                                 {
@@ -83,11 +87,12 @@ impl Shared {
                                     ));
                                 }
                             }
-                            EventKind::Delete => {
-                                if let Some((node, id)) = apply_delete(&mut cache, &key) {
-                                    out.push((node, Delivery::Remove(id)));
+                            EventKind::Delete => match apply_delete(&mut cache, &key) {
+                                Replaced::Alloc(Some(a)) => {
+                                    out.push((a.node, Delivery::Remove(a.id)));
                                 }
-                            }
+                                old => news.extend(happened(&cache, &key, old)),
+                            },
                         }
                     }
                     cache.revision = rev;
@@ -99,6 +104,7 @@ impl Shared {
                 if !out.is_empty() {
                     self.deliver(out);
                 }
+                self.events.push_all(news);
                 self.cache_rev.send_replace(rev);
                 self.plans.kick.notify_one();
                 if let Some(e) = failed {
@@ -148,53 +154,63 @@ enum Delivery {
     Remove(String),
 }
 
-fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) {
-    let ok = match keys::parse(key) {
-        Parsed::Workload(r) => serde_json::from_slice::<Workload>(value)
-            .map(|w| {
-                cache.workloads.insert(r, w);
-            })
-            .is_ok(),
-        Parsed::Node(n) => serde_json::from_slice::<Node>(value)
-            .map(|node| {
-                cache.nodes.insert(n.to_string(), node);
-            })
-            .is_ok(),
-        Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value)
-            .map(|a| {
-                cache.allocs.insert(id.to_string(), a);
-            })
-            .is_ok(),
-        Parsed::Token(h) => serde_json::from_slice::<TokenRecord>(value)
-            .map(|t| {
-                cache.tokens.insert(h.to_string(), t);
-            })
-            .is_ok(),
-        Parsed::Other => true,
-    };
-    if !ok {
-        tracing::error!("cannot decode stored record {key}; ignoring it");
-    }
-    cache.mod_revs.insert(key.to_string(), rev);
+/// What a put or delete replaced, for its events.
+enum Replaced {
+    Alloc(Option<Box<Allocation>>),
+    Node(Option<Box<Node>>),
+    Workload(Option<Box<Workload>>),
+    Other,
 }
 
-/// Removes a key; for an allocation returns (node, id) so its agent can be told.
-fn apply_delete(cache: &mut Cache, key: &str) -> Option<(String, String)> {
+/// What a change of `key` (now as in `cache`, `old` before) says happened.
+fn happened(cache: &Cache, key: &str, old: Replaced) -> Vec<motley_core::events::New> {
+    use motley_core::events as ev;
+    match (keys::parse(key), old) {
+        (Parsed::Alloc(id), Replaced::Alloc(old)) => {
+            ev::alloc_change(old.as_deref(), cache.allocs.get(id))
+        }
+        (Parsed::Node(n), Replaced::Node(old)) => {
+            ev::node_change(old.as_deref(), cache.nodes.get(n))
+        }
+        (Parsed::Workload(r), Replaced::Workload(old)) => {
+            ev::workload_change(old.as_deref(), cache.workloads.get(&r))
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
+    let decoded = match keys::parse(key) {
+        Parsed::Workload(r) => serde_json::from_slice::<Workload>(value)
+            .map(|w| Replaced::Workload(cache.workloads.insert(r, w).map(Box::new))),
+        Parsed::Node(n) => serde_json::from_slice::<Node>(value)
+            .map(|node| Replaced::Node(cache.nodes.insert(n.to_string(), node).map(Box::new))),
+        Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value)
+            .map(|a| Replaced::Alloc(cache.allocs.insert(id.to_string(), a).map(Box::new))),
+        Parsed::Token(h) => serde_json::from_slice::<TokenRecord>(value).map(|t| {
+            cache.tokens.insert(h.to_string(), t);
+            Replaced::Other
+        }),
+        Parsed::Other => Ok(Replaced::Other),
+    };
+    cache.mod_revs.insert(key.to_string(), rev);
+    decoded.unwrap_or_else(|_| {
+        tracing::error!("cannot decode stored record {key}; ignoring it");
+        Replaced::Other
+    })
+}
+
+/// Removes a key; returns what it held (an allocation's agent must be told).
+fn apply_delete(cache: &mut Cache, key: &str) -> Replaced {
     cache.mod_revs.remove(key);
     match keys::parse(key) {
-        Parsed::Workload(r) => {
-            cache.workloads.remove(&r);
-            None
-        }
-        Parsed::Node(n) => {
-            cache.nodes.remove(n);
-            None
-        }
-        Parsed::Alloc(id) => cache.allocs.remove(id).map(|a| (a.node, a.id)),
+        Parsed::Workload(r) => Replaced::Workload(cache.workloads.remove(&r).map(Box::new)),
+        Parsed::Node(n) => Replaced::Node(cache.nodes.remove(n).map(Box::new)),
+        Parsed::Alloc(id) => Replaced::Alloc(cache.allocs.remove(id).map(Box::new)),
         Parsed::Token(h) => {
             cache.tokens.remove(h);
-            None
+            Replaced::Other
         }
-        Parsed::Other => None,
+        Parsed::Other => Replaced::Other,
     }
 }

@@ -222,6 +222,11 @@ fn become_leader(shared: &Arc<Shared>, fence: u64, record: ServerInfo) {
     shared.ha.term.send_replace(Some(Term { fence, since }));
     shared.metrics.leader.set(1);
     shared.metrics.leader_terms.inc();
+    shared.events.push(motley_core::events::New::about(
+        motley_core::events::EventKind::LeaderChanged,
+        format!("server/{}", shared.ha.me.name),
+        format!("{} leads (fence revision {fence})", shared.ha.me.name),
+    ));
     shared.plans.kick.notify_one();
 }
 

@@ -80,13 +80,17 @@ impl Liveness {
     }
 
     /// Judges every node in `names` (`connected`: those whose agent is connected here);
-    /// true when any verdict changed. Nodes heard of only now get a full grace period
+    /// returns the verdicts that changed: node, new verdict, the evidence. Nodes heard of only now get a full grace period
     /// from the start of the grace (a new server, or a leader that just took over,
     /// declares nothing down at once).
-    pub fn evaluate(&self, names: Vec<String>, connected: &BTreeSet<String>) -> bool {
+    pub fn evaluate(
+        &self,
+        names: Vec<String>,
+        connected: &BTreeSet<String>,
+    ) -> Vec<(String, Health, String)> {
         let now = now_ms();
         let grace_from = self.grace_from.load(Ordering::Relaxed);
-        let mut changed = false;
+        let mut changed = Vec::new();
         let mut h = lock(&self.nodes);
         let mut verdicts = Vec::with_capacity(names.len());
         for name in &names {
@@ -143,7 +147,7 @@ impl Liveness {
                 );
                 entry.health = verdict;
                 entry.since = now;
-                changed = true;
+                changed.push((name.clone(), verdict, entry.reason.clone()));
             }
         }
         changed
