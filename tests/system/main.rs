@@ -23,3 +23,4 @@ mod netns;
 mod secrets;
 mod security;
 mod snapshot;
+mod uptime;

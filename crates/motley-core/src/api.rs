@@ -146,6 +146,30 @@ pub struct WorkloadView {
     /// Services: where the latest update stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::Status>,
+    /// Services: availability as the leader observed it, and the SLO's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<UptimeView>,
+}
+
+/// A service's availability over the last hour, day and 30 days (fractions; none:
+/// not observed in that window), and what its SLO says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct UptimeView {
+    /// Last hour.
+    pub h1: Option<f64>,
+    /// Last 24 hours.
+    pub h24: Option<f64>,
+    /// Last 30 days.
+    pub d30: Option<f64>,
+    /// The SLO's target (`0.995`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
+    /// Its error budget left over 30 days (1: untouched; below 0: overspent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_remaining: Option<f64>,
+    /// How fast the last hour spends it (1: exactly the budget over 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_rate: Option<f64>,
 }
 
 /// A workload with its allocations (`describe`).

@@ -50,6 +50,7 @@ pub mod rollout;
 pub mod selector;
 pub mod source;
 pub mod supervisor;
+pub mod uptime;
 pub mod version;
 pub mod writes;
 

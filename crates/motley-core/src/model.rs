@@ -26,6 +26,8 @@ mod namespace;
 pub use namespace::*;
 mod names;
 pub use names::*;
+mod slo;
+pub use slo::*;
 
 macro_rules! kind_tag {
     ($name:ident, $text:literal) => {
@@ -608,6 +610,9 @@ pub struct ServiceSpec {
     /// How replicas are replaced when the spec changes (rolling, one at a time).
     #[serde(default, skip_serializing_if = "UpdatePolicy::is_default")]
     pub update: UpdatePolicy,
+    /// Its availability objective: `{ availability: 99.5% }` (error budget, burn rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<Slo>,
 }
 
 /// A Job: runs `completions` instances to success, `parallelism` at a time.

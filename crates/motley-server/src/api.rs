@@ -485,6 +485,37 @@ async fn version(State(s): State<Arc<Shared>>) -> Json<VersionInfo> {
 
 /// `motley_service_replicas`: every service's running replicas by health, zeros
 /// included (a service whose replicas all failed shows `healthy 0`, not nothing).
+/// `motley_service_availability` and `motley_service_error_budget_remaining`, from
+/// the leader's records (a follower has none, and shows none).
+fn service_availability(s: &Shared, cache: &crate::state::Cache) {
+    use crate::metrics::{AvailabilityLabel, ServiceLabel};
+    let now = now_ms();
+    s.metrics.service_availability.clear();
+    s.metrics.service_budget.clear();
+    for (r, window, a) in s.uptime.all(now) {
+        let label = AvailabilityLabel {
+            namespace: r.namespace.clone(),
+            service: r.name.clone(),
+            window,
+        };
+        s.metrics.service_availability.get_or_create(&label).set(a);
+    }
+    for (r, w) in &cache.workloads {
+        let Spec::Service(svc) = &w.spec else {
+            continue;
+        };
+        let Some(slo) = svc.slo else { continue };
+        let view = s.uptime.view(r, now, Some(slo.availability.fraction()));
+        if let Some(left) = view.and_then(|v| v.budget_remaining) {
+            let label = ServiceLabel {
+                namespace: r.namespace.clone(),
+                service: r.name.clone(),
+            };
+            s.metrics.service_budget.get_or_create(&label).set(left);
+        }
+    }
+}
+
 fn service_replicas(
     family: &prometheus_client::metrics::family::Family<
         crate::metrics::ServiceHealthLabel,
@@ -559,6 +590,7 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
                 .set(n as i64);
         }
         service_replicas(&s.metrics.service_replicas, &cache);
+        service_availability(&s, &cache);
         for k in Kind::ALL {
             let n = cache.workloads.keys().filter(|r| r.kind == k).count();
             s.metrics

@@ -32,6 +32,29 @@ pub struct ServiceHealthLabel {
     pub health: &'static str,
 }
 
+/// `namespace="dev",service="web",window="1h"` (services' availability).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AvailabilityLabel {
+    /// The service's namespace.
+    pub namespace: String,
+    /// The service's name.
+    pub service: String,
+    /// `1h`, `24h` or `30d`.
+    pub window: &'static str,
+}
+
+/// `namespace="dev",service="web"` (error budgets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    /// The service's namespace.
+    pub namespace: String,
+    /// The service's name.
+    pub service: String,
+}
+
+/// A gauge of fractions.
+pub type Ratio = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// `caller="apply"` (store conflicts).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallerLabel {
@@ -99,6 +122,10 @@ pub struct Metrics {
     pub conflicts: Family<CallerLabel, Counter>,
     /// Running replicas of each service by what its check says.
     pub service_replicas: Family<ServiceHealthLabel, Gauge>,
+    /// Each service's availability per window (the leader's).
+    pub service_availability: Family<AvailabilityLabel, Ratio>,
+    /// Each service's error budget left over 30 days (services with an SLO).
+    pub service_budget: Family<ServiceLabel, Ratio>,
     /// Agent reports committed alone (a transaction each): `motley_agent_reports{how="alone"}`.
     pub reports_alone: Counter,
     /// Agent reports committed with others that arrived together, in one transaction:
@@ -139,6 +166,8 @@ impl Metrics {
             reconcile_seconds: latency_histogram(),
             conflicts: Family::default(),
             service_replicas: Family::default(),
+            service_availability: Family::default(),
+            service_budget: Family::default(),
             reports_alone,
             reports_batched,
             agents_connected: Gauge::default(),
@@ -155,6 +184,16 @@ impl Metrics {
         );
         registry.register("motley_nodes", "Nodes by state", m.nodes.clone());
         registry.register("motley_workloads", "Workloads by kind", m.workloads.clone());
+        registry.register(
+            "motley_service_availability",
+            "Share of the observed time a service had a replica in rotation, per window (the leader's)",
+            m.service_availability.clone(),
+        );
+        registry.register(
+            "motley_service_error_budget_remaining",
+            "Share of a service's 30-day error budget left (services with an slo)",
+            m.service_budget.clone(),
+        );
         registry.register(
             "motley_service_replicas",
             "Running replicas of each service by what its check says (none: no check)",

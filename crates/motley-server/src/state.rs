@@ -38,6 +38,7 @@ pub mod leading;
 pub mod liveness;
 mod reports;
 pub mod sources;
+pub mod uptime;
 
 pub use crate::util::{lock, now_ms, read, write};
 pub use hub::{AgentConn, Hub, LogPiece, OUTBOX_LIMIT, Outbox};
@@ -109,6 +110,8 @@ pub struct Shared {
     pub sources: sources::Sources,
     /// What happened, the last [`crate::events::CAP`] of it (memory only).
     pub events: crate::events::Events,
+    /// Services' availability (the leader's; checkpointed hourly).
+    pub uptime: crate::uptime::Uptime,
 }
 
 /// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how
@@ -196,6 +199,7 @@ impl Shared {
             catalog: Default::default(),
             sources: Default::default(),
             events: Default::default(),
+            uptime: Default::default(),
             taint_policy,
         })
     }
@@ -236,6 +240,9 @@ impl Shared {
             // Only the leader hears heartbeats (the others relay agents to it).
             if self.ha.leading().is_some() {
                 self.evaluate_health();
+                uptime::tick(&self).await;
+            } else if self.uptime.loaded() {
+                self.uptime.reset();
             }
         }
     }

@@ -168,6 +168,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     println!("ready");
     shutdown_signal().await;
+    server.shutdown().await;
     eprintln!("stopping every task...");
     agent.stop_all().await;
     eprintln!("stopped");

@@ -28,6 +28,9 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
     };
     if wide {
         headers.extend(["GENERATION", "COMMAND", "WAITING"]);
+        if kind == Kind::Service {
+            headers.extend(["AVAILABILITY 1H/24H/30D", "ERROR BUDGET"]);
+        }
     }
     let rows = views
         .iter()
@@ -99,11 +102,43 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
                         .map(|b| format!("{}: {}", b.count, b.why.summary))
                         .unwrap_or_default(),
                 );
+                if kind == Kind::Service {
+                    let (avail, budget) = uptime_cells(v.uptime.as_ref());
+                    row.push(avail);
+                    row.push(budget);
+                }
             }
             row
         })
         .collect();
     (headers, rows)
+}
+
+/// `99.95%/100%/100%` and `62% left, burn 1.3` (or `-`).
+fn uptime_cells(u: Option<&motley_core::api::UptimeView>) -> (String, String) {
+    let pct = |v: Option<f64>| match v {
+        Some(v) => {
+            let p = format!("{:.3}", v * 100.0);
+            format!("{}%", p.trim_end_matches('0').trim_end_matches('.'))
+        }
+        None => "-".into(),
+    };
+    let Some(u) = u else {
+        return ("-".into(), "-".into());
+    };
+    let avail = format!("{}/{}/{}", pct(u.h1), pct(u.h24), pct(u.d30));
+    let budget = match (u.target, u.budget_remaining, u.burn_rate) {
+        (Some(t), Some(left), Some(burn)) => {
+            format!(
+                "{:.0}% left of {}, burn {burn:.1}",
+                left * 100.0,
+                pct(Some(t))
+            )
+        }
+        (Some(t), _, _) => format!("- (slo {})", pct(Some(t))),
+        _ => "-".into(),
+    };
+    (avail, budget)
 }
 
 pub(crate) fn node_rows(nodes: &[NodeView], wide: bool) -> Rows {

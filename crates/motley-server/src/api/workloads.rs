@@ -296,6 +296,13 @@ pub(crate) fn view(
             .position(|q| *q == r)
             .map(|p| p as u32 + 1),
         rollout: motley_core::rollout::status(w, allocs.iter().copied(), now_ms()),
+        uptime: match &w.spec {
+            Spec::Service(svc) => {
+                let target = svc.slo.map(|s| s.availability.fraction());
+                s.uptime.view(&r, now_ms(), target)
+            }
+            _ => None,
+        },
     }
 }
 
