@@ -317,6 +317,16 @@ fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
             .any(|r| r.as_str().is_some_and(|r| r.contains("out of memory"))),
         "{killed}"
     );
+    // And its event says so.
+    let said = c.json(&["events", "--for", "job/oom"]);
+    assert!(
+        said.as_array()
+            .is_some_and(|list| list.iter().any(|e| e["kind"] == "exited"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("out of memory")))),
+        "{said}"
+    );
 
     // A chatty container's log is bounded like a native task's: the shim appends
     // (O_APPEND), so the agent's trim truncates it in place and writing goes on at the

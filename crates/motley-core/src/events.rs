@@ -284,8 +284,15 @@ fn last_reason(a: &Allocation) -> &str {
 /// out-of-memory kill the agent names.
 fn ending(a: &Allocation) -> String {
     let why = last_reason(a);
-    if why.contains("out of memory") {
-        return why.to_string();
+    // The kernel's kill is said with the exit; a reason may follow it (the job failed).
+    if let Some(oom) = a
+        .reasons
+        .iter()
+        .rev()
+        .take(2)
+        .find(|r| r.contains("out of memory"))
+    {
+        return oom.clone();
     }
     match a.exit_code {
         Some(c) if c < 0 => format!("killed by signal {}", -c),
