@@ -891,6 +891,41 @@ fn a_source_in_a_namespace_applies_only_into_it() {
     wait_applied(&c, "team", &first, &["healthy", "synced"]);
     let synced = c.ok(&["events", "--for", "source/team"]);
     assert!(synced.contains("source-synced"), "{synced}");
+    // A token limited to dev sees and syncs dev's source, and only with -n dev.
+    let token = c
+        .ok(&["token", "create", "--role", "admin", "--namespaces", "dev"])
+        .trim()
+        .to_string();
+    let as_dev = |args: &[&str]| {
+        std::process::Command::new(motley_bin())
+            .arg("--config")
+            .arg(c.config())
+            .args(args)
+            .env("MOTLEY_TOKEN", &token)
+            .output()
+            .expect("run motley")
+    };
+    let listed = as_dev(&["get", "sources", "-n", "dev"]);
+    assert!(
+        listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains("team"),
+        "{listed:?}"
+    );
+    let sync = as_dev(&["source", "sync", "team", "-n", "dev"]);
+    assert!(sync.status.success(), "{sync:?}");
+    let refused = as_dev(&["get", "sources"]);
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("must name one"),
+        "{refused:?}"
+    );
+    // Named in another namespace, it is not found there.
+    let elsewhere = c.cli(&["get", "source", "team", "-n", "default"]);
+    assert!(
+        !elsewhere.status.success()
+            && String::from_utf8_lossy(&elsewhere.stderr).contains("not found"),
+        "{elsewhere:?}"
+    );
+    assert_eq!(c.json(&["get", "sources", "-n", "default"]), serde_json::json!([]));
     let dev = c.json(&["get", "services", "-n", "dev"]);
     assert_eq!(dev[0]["workload"]["spec"]["name"], "web", "{dev}");
     assert_eq!(dev[0]["workload"]["spec"]["namespace"], "dev", "{dev}");

@@ -565,8 +565,9 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
     let now = now_ms();
     Ok(match resource(kind)? {
         Resource::Workloads(Kind::Source) => {
-            let v: motley_core::api::SourceView =
-                client.get(&format!("/v1/sources/{name}")).await?;
+            let v: motley_core::api::SourceView = client
+                .get(&client.scoped_set(&format!("/v1/sources/{name}")))
+                .await?;
             sources::describe_source(&v)
         }
         Resource::Workloads(k) => {

@@ -145,9 +145,9 @@ pub const ROUTES: &[Route] = &[
     ns("GET", "/v1/secrets/{name}/reveal", ADMIN),
     r("POST", "/v1/secrets/rotate-key", ADMIN),
     ns("GET", "/v1/events", READ),
-    r("GET", "/v1/sources", READ),
-    r("GET", "/v1/sources/{name}", READ),
-    r("POST", "/v1/sources/{name}/sync", ADMIN),
+    ns("GET", "/v1/sources", READ),
+    ns("GET", "/v1/sources/{name}", READ),
+    ns("POST", "/v1/sources/{name}/sync", ADMIN),
     r("GET", "/v1/agent/connect", AGENT),
     r("POST", "/v1/join", JOIN),
 ];

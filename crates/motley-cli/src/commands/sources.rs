@@ -17,7 +17,7 @@ pub(crate) async fn run(client: &Client, cmd: crate::args::SourceCommand) -> any
         S::Sync { name, allow_empty } => {
             let r: anyhow::Result<SourceView> = client
                 .post(
-                    &format!("/v1/sources/{name}/sync"),
+                    &client.scoped_set(&format!("/v1/sources/{name}/sync")),
                     &SyncRequest { allow_empty },
                 )
                 .await;
@@ -34,7 +34,9 @@ pub(crate) async fn run(client: &Client, cmd: crate::args::SourceCommand) -> any
             }
         }
         S::Plan { name, wide } => {
-            let r: anyhow::Result<SourceView> = client.get(&format!("/v1/sources/{name}")).await;
+            let r: anyhow::Result<SourceView> = client
+                .get(&client.scoped_set(&format!("/v1/sources/{name}")))
+                .await;
             match r {
                 Ok(v) => {
                     print(&plan_of(&v, wide));

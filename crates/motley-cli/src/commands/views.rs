@@ -317,8 +317,13 @@ pub(crate) async fn render_get(
     Ok(match resource(res)? {
         Resource::Workloads(Kind::Source) => {
             let views: Vec<motley_core::api::SourceView> = match name {
-                Some(n) => vec![client.get(&format!("/v1/sources/{n}")).await?],
-                None => client.get("/v1/sources").await?,
+                // Source names are unique in the cluster: every namespace unless -n.
+                Some(n) => vec![
+                    client
+                        .get(&client.scoped_set(&format!("/v1/sources/{n}")))
+                        .await?,
+                ],
+                None => client.get(&client.scoped_set("/v1/sources")).await?,
             };
             if structured {
                 output::structured(&views, format)?

@@ -4,16 +4,33 @@
 use super::*;
 use motley_core::api::{SourceView, SyncRequest};
 
-fn spec_or_404(s: &Shared, name: &str) -> ApiResult<motley_core::model::SourceSpec> {
+use super::workloads::NsQuery;
+
+/// The source's namespace.
+fn ns_of(spec: &motley_core::model::SourceSpec) -> &str {
+    spec.namespace
+        .as_deref()
+        .unwrap_or(motley_core::model::DEFAULT_NAMESPACE)
+}
+
+/// The named source; with `?namespace=NS`, only one in that namespace (a source's
+/// name is unique in the cluster, so without it the name alone finds it).
+fn spec_or_404(s: &Shared, name: &str, q: &NsQuery) -> ApiResult<motley_core::model::SourceSpec> {
     crate::sources::spec_of(s, name)
+        .filter(|spec| q.namespace.as_deref().is_none_or(|ns| ns_of(spec) == ns))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("source {name} not found")))
 }
 
-/// `GET /v1/sources`: every source with its last sync.
-pub(crate) async fn list_sources(State(s): State<Arc<Shared>>) -> Json<Vec<SourceView>> {
+/// `GET /v1/sources[?namespace=NS]`: every source (of the namespace) with its last
+/// sync.
+pub(crate) async fn list_sources(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<NsQuery>,
+) -> Json<Vec<SourceView>> {
     Json(
         crate::sources::declared_sources(&s)
             .iter()
+            .filter(|spec| q.namespace.as_deref().is_none_or(|ns| ns_of(spec) == ns))
             .map(|spec| crate::sources::view_of(&s, spec))
             .collect(),
     )
@@ -23,8 +40,9 @@ pub(crate) async fn list_sources(State(s): State<Arc<Shared>>) -> Json<Vec<Sourc
 pub(crate) async fn get_source(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
+    Query(q): Query<NsQuery>,
 ) -> ApiResult<Json<SourceView>> {
-    let spec = spec_or_404(&s, &name)?;
+    let spec = spec_or_404(&s, &name, &q)?;
     Ok(Json(crate::sources::view_of(&s, &spec)))
 }
 
@@ -33,10 +51,11 @@ pub(crate) async fn get_source(
 pub(crate) async fn sync_source(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
+    Query(q): Query<NsQuery>,
     body: Result<Json<SyncRequest>, JsonRejection>,
 ) -> ApiResult<Json<SourceView>> {
     let Json(req) = body?;
-    let spec = spec_or_404(&s, &name)?;
+    let spec = spec_or_404(&s, &name, &q)?;
     let task =
         motley_rt::spawn(async move { crate::sources::sync(&s, &spec, req.allow_empty).await });
     task.await
