@@ -925,7 +925,10 @@ fn a_source_in_a_namespace_applies_only_into_it() {
             && String::from_utf8_lossy(&elsewhere.stderr).contains("not found"),
         "{elsewhere:?}"
     );
-    assert_eq!(c.json(&["get", "sources", "-n", "default"]), serde_json::json!([]));
+    assert_eq!(
+        c.json(&["get", "sources", "-n", "default"]),
+        serde_json::json!([])
+    );
     let dev = c.json(&["get", "services", "-n", "dev"]);
     assert_eq!(dev[0]["workload"]["spec"]["name"], "web", "{dev}");
     assert_eq!(dev[0]["workload"]["spec"]["namespace"], "dev", "{dev}");

@@ -170,11 +170,8 @@ fn namespaces_isolate_names_secrets_tokens_and_quotas_and_refusals_are_audited()
     let default_alloc = c
         .json(&["get", "allocs"])
         .as_array()
-        .and_then(|a| {
-            a.first()
-                .map(|x| x["id"].as_str().unwrap_or_default().to_string())
-        })
-        .expect("an allocation in default");
+        .and_then(|a| a.first()?["id"].as_str().map(str::to_string))
+        .expect("an allocation in default, with an id");
     let refusals: [(&[&str], &str); 7] = [
         (&["get", "services"], "may not reach namespace default"),
         (&["get", "services", "-A"], "must name one"),

@@ -788,7 +788,7 @@ impl Spec {
             Spec::Source(s) => &s.namespace,
             Spec::Namespace(_) => &None,
         };
-        ns.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+        namespace_or_default(ns)
     }
     /// Sets the namespace (`default` is stored as unset, so what 0.1.0 wrote and what
     /// is written now compare equal), and its affinities' (`service/db`: the same

@@ -489,27 +489,29 @@ async fn version(State(s): State<Arc<Shared>>) -> Json<VersionInfo> {
 /// the leader's records (a follower has none, and shows none).
 fn service_availability(s: &Shared, cache: &crate::state::Cache) {
     use crate::metrics::{AvailabilityLabel, ServiceLabel};
-    let now = now_ms();
     s.metrics.service_availability.clear();
     s.metrics.service_budget.clear();
-    for (r, window, a) in s.uptime.all(now) {
-        let label = AvailabilityLabel {
-            namespace: r.namespace.clone(),
-            service: r.name.clone(),
-            window,
-        };
-        s.metrics.service_availability.get_or_create(&label).set(a);
-    }
-    for (r, w) in &cache.workloads {
-        let Spec::Service(svc) = &w.spec else {
-            continue;
-        };
-        let Some(slo) = svc.slo else { continue };
-        let view = s.uptime.view(r, now, Some(slo.availability.fraction()));
-        if let Some(left) = view.and_then(|v| v.budget_remaining) {
-            let label = ServiceLabel {
+    let target = |r: &WorkloadRef| match cache.workloads.get(r).map(|w| &w.spec) {
+        Some(Spec::Service(svc)) => svc.slo.map(|slo| slo.availability.fraction()),
+        _ => None,
+    };
+    for (r, v) in s.uptime.all(now_ms(), target) {
+        for (&(window, _), a) in motley_core::uptime::WINDOWS
+            .iter()
+            .zip([v.h1, v.h24, v.d30])
+        {
+            let Some(a) = a else { continue };
+            let label = AvailabilityLabel {
                 namespace: r.namespace.clone(),
                 service: r.name.clone(),
+                window,
+            };
+            s.metrics.service_availability.get_or_create(&label).set(a);
+        }
+        if let Some(left) = v.budget_remaining {
+            let label = ServiceLabel {
+                namespace: r.namespace,
+                service: r.name,
             };
             s.metrics.service_budget.get_or_create(&label).set(left);
         }

@@ -55,17 +55,18 @@ pub(crate) fn check_set(s: &Shared, docs: &[Document]) -> Vec<ManifestError> {
         }
         if let Spec::Source(src) = &d.spec {
             let r = d.spec.reference();
-            let other = cache
+            // Stored sources of that name are adjacent (references order by kind, then
+            // name); the set's own are few.
+            let from = WorkloadRef::in_namespace("", Kind::Source, &src.name);
+            let stored = cache
                 .workloads
-                .keys()
-                .chain(
-                    docs.iter()
-                        .map(|x| x.spec.reference())
-                        .collect::<Vec<_>>()
-                        .iter(),
-                )
-                .find(|o| o.kind == Kind::Source && o.name == src.name && **o != r)
-                .cloned();
+                .range(from..)
+                .map(|(o, _)| o.clone())
+                .take_while(|o| o.kind == Kind::Source && o.name == src.name);
+            let in_set = docs.iter().map(|x| x.spec.reference());
+            let other = stored
+                .chain(in_set)
+                .find(|o| o.kind == Kind::Source && o.name == src.name && *o != r);
             if let Some(o) = other {
                 errors.push(d.error_at(
                     "name",

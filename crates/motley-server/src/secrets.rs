@@ -308,10 +308,10 @@ pub fn value_of(
     s: &motley_core::model::SecretSpec,
     key: &str,
 ) -> Result<Vec<u8>, String> {
-    let name = &match &s.namespace {
-        Some(ns) => format!("{ns}/{}", s.name),
-        None => s.name.clone(),
-    };
+    use motley_core::model::namespace_or_default;
+    let name =
+        &WorkloadRef::in_namespace(namespace_or_default(&s.namespace), Kind::Secret, &s.name)
+            .scoped_name();
     let sealed = s
         .data
         .get(key)

@@ -405,15 +405,20 @@ async fn apply_commit(
             .iter()
             .map(|d| (d.spec.reference(), d.spec.clone()))
             .collect();
+        // The sources that exist (by name: unique in the cluster), read once.
+        let sources: std::collections::BTreeSet<&str> = cache
+            .workloads
+            .keys()
+            .filter(|r| r.kind == Kind::Source)
+            .map(|r| r.name.as_str())
+            .collect();
         let stored: BTreeMap<WorkloadRef, Stored> = cache
             .workloads
             .iter()
             .map(|(r, w)| {
                 // Objects of a deleted source are left as if made by hand.
                 let owner = match &w.source {
-                    Some(src) if source_ref(&cache.workloads, src).is_some() => {
-                        Owner::Source(src.clone())
-                    }
+                    Some(src) if sources.contains(src.as_str()) => Owner::Source(src.clone()),
                     _ => Owner::Hand,
                 };
                 (
@@ -705,21 +710,19 @@ fn fingerprint(s: &Shared, spec: &SourceSpec) -> u64 {
 
 use motley_core::source::short_commit;
 
-/// The source named `name`, in whichever namespace (a source's name is unique in the
-/// cluster: objects record their source by name).
-fn source_ref<'a>(
-    workloads: &'a BTreeMap<WorkloadRef, motley_core::model::Workload>,
-    name: &str,
-) -> Option<(&'a WorkloadRef, &'a SourceSpec)> {
-    workloads.iter().find_map(|(r, w)| match &w.spec {
-        Spec::Source(src) if r.kind == Kind::Source && r.name == name => Some((r, src)),
-        _ => None,
-    })
-}
-
-/// The named source's spec, from the cache.
+/// The named source's spec, from the cache, in whichever namespace (a source's name is
+/// unique in the cluster: objects record their source by name). References order by
+/// kind, then name, then namespace: one lookup from the smallest namespace finds it.
 pub fn spec_of(s: &Shared, name: &str) -> Option<SourceSpec> {
-    source_ref(&s.cache().workloads, name).map(|(_, src)| src.clone())
+    let cache = s.cache();
+    let from = WorkloadRef::in_namespace("", Kind::Source, name);
+    match cache.workloads.range(from..).next() {
+        Some((r, w)) if r.kind == Kind::Source && r.name == name => match &w.spec {
+            Spec::Source(src) => Some(src.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The named source's view (filled from the spec before its first sync).

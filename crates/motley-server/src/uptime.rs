@@ -60,6 +60,20 @@ fn ups<'a>(
     out
 }
 
+/// A record's availability per window and what `target` says of it.
+fn view_of(rec: &Record, now: u64, target: Option<f64>) -> UptimeView {
+    let [h1, h24, d30] = WINDOWS.map(|(_, len)| rec.availability(now, len));
+    let b = target.and_then(|t| budget(t, d30, h1));
+    UptimeView {
+        h1,
+        h24,
+        d30,
+        target,
+        budget_remaining: b.map(|b| b.remaining),
+        burn_rate: b.map(|b| b.burn_rate),
+    }
+}
+
 impl Uptime {
     /// Samples every service now (at most once per [`SAMPLE_MS`]).
     pub fn sample(
@@ -86,32 +100,21 @@ impl Uptime {
 
     /// What `r` looks like now (`target`: its SLO's).
     pub fn view(&self, r: &WorkloadRef, now: u64, target: Option<f64>) -> Option<UptimeView> {
-        let records = lock(&self.records);
-        let rec = records.get(r)?;
-        let [h1, h24, d30] = WINDOWS.map(|(_, len)| rec.availability(now, len));
-        let b = target.and_then(|t| budget(t, d30, h1));
-        Some(UptimeView {
-            h1,
-            h24,
-            d30,
-            target,
-            budget_remaining: b.map(|b| b.remaining),
-            burn_rate: b.map(|b| b.burn_rate),
-        })
+        lock(&self.records)
+            .get(r)
+            .map(|rec| view_of(rec, now, target))
     }
 
-    /// Every service's availability per window, for `/metrics`.
-    pub fn all(&self, now: u64) -> Vec<(WorkloadRef, &'static str, f64)> {
-        let records = lock(&self.records);
-        let mut out = Vec::new();
-        for (r, rec) in records.iter() {
-            for (name, len) in WINDOWS {
-                if let Some(a) = rec.availability(now, len) {
-                    out.push((r.clone(), name, a));
-                }
-            }
-        }
-        out
+    /// Every service's view (`target`: a service's SLO), for `/metrics`.
+    pub fn all(
+        &self,
+        now: u64,
+        target: impl Fn(&WorkloadRef) -> Option<f64>,
+    ) -> Vec<(WorkloadRef, UptimeView)> {
+        lock(&self.records)
+            .iter()
+            .map(|(r, rec)| (r.clone(), view_of(rec, now, target(r))))
+            .collect()
     }
 
     /// Whether the checkpoint was read since this server began to lead.

@@ -479,12 +479,10 @@ pub(crate) fn endpoints(
     desired: u32,
     cat: &motley_core::catalog::Catalog,
 ) {
-    let listed = cat.services.get(&motley_core::model::dns_name(
-        svc.namespace
-            .as_deref()
-            .unwrap_or(motley_core::model::DEFAULT_NAMESPACE),
-        &svc.name,
-    ));
+    use motley_core::model::{dns_name, namespace_or_default};
+    let listed = cat
+        .services
+        .get(&dns_name(namespace_or_default(&svc.namespace), &svc.name));
     if !svc.ports.is_empty() {
         let ports: Vec<String> = svc
             .ports

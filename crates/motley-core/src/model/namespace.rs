@@ -42,6 +42,8 @@ pub struct NamespaceSpec {
 /// `kind/name` of an object and its namespace; serialized as text: `service/web` in
 /// `default`, `dev/service/web` elsewhere (names hold no `/`, so the forms cannot be
 /// confused).
+/// Ordered by kind, then name, then namespace (the fields' order: lookups of a name in
+/// any namespace rely on it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WorkloadRef {
     /// The kind.
@@ -89,7 +91,8 @@ impl WorkloadRef {
     /// own namespace keeps it.
     pub fn parse_in(s: &str, ns: &str) -> Option<WorkloadRef> {
         let mut r = WorkloadRef::parse(s)?;
-        if s.matches('/').count() == 1 {
+        // Namespaces themselves are cluster-wide.
+        if s.matches('/').count() == 1 && r.kind != Kind::Namespace {
             r.namespace = ns.to_string();
         }
         Some(r)
@@ -131,6 +134,11 @@ pub(crate) fn localize(p: &mut super::Placement, ns: &str) {
             a.workload.namespace = ns.to_string();
         }
     }
+}
+
+/// The namespace a spec's `namespace:` field names (`default` when unset).
+pub fn namespace_or_default(ns: &Option<String>) -> &str {
+    ns.as_deref().unwrap_or(DEFAULT_NAMESPACE)
 }
 
 /// A service's name in the zone, before `.motley`: `web` in `default`, `web.dev` in

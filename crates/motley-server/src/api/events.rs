@@ -34,14 +34,10 @@ pub(crate) async fn list_events(
         }
     };
     // `service/web` with `namespace=dev` is `dev/service/web`.
-    let object = q
-        .object
-        .map(|o| match (&q.namespace, WorkloadRef::parse(&o)) {
-            (Some(ns), Some(r)) if o.matches('/').count() == 1 && r.kind != Kind::Namespace => {
-                WorkloadRef::in_namespace(ns, r.kind, r.name).to_string()
-            }
-            _ => o,
-        });
+    let object = match (q.object, &q.namespace) {
+        (Some(o), Some(ns)) => Some(WorkloadRef::parse_in(&o, ns).map_or(o, |r| r.to_string())),
+        (o, _) => o,
+    };
     let filter = Filter {
         object,
         since,

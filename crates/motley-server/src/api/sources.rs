@@ -6,11 +6,8 @@ use motley_core::api::{SourceView, SyncRequest};
 
 use super::workloads::NsQuery;
 
-/// The source's namespace.
 fn ns_of(spec: &motley_core::model::SourceSpec) -> &str {
-    spec.namespace
-        .as_deref()
-        .unwrap_or(motley_core::model::DEFAULT_NAMESPACE)
+    motley_core::model::namespace_or_default(&spec.namespace)
 }
 
 /// The named source; with `?namespace=NS`, only one in that namespace (a source's

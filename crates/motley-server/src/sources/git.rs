@@ -288,11 +288,6 @@ fn is_sops(f: &motley_git::File) -> bool {
 
 /// A Secret a source names: in the source's own namespace.
 fn secret_of(spec: &SourceSpec, name: &str) -> motley_core::model::WorkloadRef {
-    motley_core::model::WorkloadRef::in_namespace(
-        spec.namespace
-            .as_deref()
-            .unwrap_or(motley_core::model::DEFAULT_NAMESPACE),
-        motley_core::model::Kind::Secret,
-        name,
-    )
+    use motley_core::model::{Kind, WorkloadRef, namespace_or_default};
+    WorkloadRef::in_namespace(namespace_or_default(&spec.namespace), Kind::Secret, name)
 }
