@@ -8,6 +8,7 @@ mod checks;
 mod common;
 mod containers;
 mod crash;
+mod dashboard;
 mod doctor;
 mod events;
 mod examples;

@@ -184,6 +184,12 @@ pub enum Command {
         #[arg(long, default_value = "5m")]
         timeout: String,
     },
+    /// Restart an allocation: it is stopped and the controller places its replacement
+    /// (a fenced service's only once this copy is seen stopped).
+    Restart {
+        /// Allocation id.
+        alloc: String,
+    },
     /// Print an allocation's output.
     Logs {
         /// Allocation id.

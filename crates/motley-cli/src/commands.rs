@@ -124,6 +124,7 @@ pub async fn run(
             follow,
             tail,
         } => logs(&client()?, &alloc, follow, tail).await,
+        Command::Restart { alloc } => restart(&client()?, &alloc).await,
         Command::Events {
             watch,
             object,
@@ -819,6 +820,20 @@ pub async fn node_action(client: &Client, node: &str, action: &str) -> anyhow::R
     match res {
         Ok(_) => {
             println!("node/{node} {action}ed");
+            Ok(0)
+        }
+        Err(e) => report(e),
+    }
+}
+
+/// `restart ALLOC`: asks the allocation to stop; its replacement is the controller's.
+pub async fn restart(client: &Client, alloc: &str) -> anyhow::Result<i32> {
+    let path = client.scoped(&format!("/v1/allocs/{alloc}/restart"));
+    let res: anyhow::Result<motley_core::model::Allocation> =
+        client.post(&path, &serde_json::json!({})).await;
+    match res {
+        Ok(a) => {
+            println!("alloc/{} of {} restarting", a.id, a.workload);
             Ok(0)
         }
         Err(e) => report(e),

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use motley_core::quantity::{Bytes, MilliCpu};
 use serde::Serialize;
 
 use crate::args::Format;
@@ -54,32 +53,7 @@ pub fn print(s: &str) {
     let _ = out.flush();
 }
 
-/// `5s`, `3m`, `2h`, `4d` since `ms` (ms since the epoch).
-pub fn age(ms: u64, now: u64) -> String {
-    let s = now.saturating_sub(ms) / 1000;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
-/// Human CPU.
-pub fn cpu(m: u64) -> String {
-    MilliCpu(m).to_string()
-}
-
-/// Human memory, rounded to Mi or Gi.
-pub fn mem(b: u64) -> String {
-    if b >= 10 << 30 {
-        format!("{}Gi", b >> 30)
-    } else if b >= 1 << 20 {
-        format!("{}Mi", b >> 20)
-    } else {
-        Bytes(b).to_string()
-    }
-}
+pub use motley_core::hwview::{age, cpu, mem};
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {

@@ -308,6 +308,19 @@ pub struct VersionInfo {
     pub datastore: String,
 }
 
+/// `GET /v1/whoami`: the calling token as the server sees it (the dashboard shows what
+/// its role may do, and nothing more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    /// The token's public id.
+    pub id: String,
+    /// `admin` or `viewer` (node and join tokens may not ask).
+    pub role: String,
+    /// The namespaces it is limited to; empty: the whole cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+}
+
 /// One server of the control plane (`GET /v1/servers`), as registered in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerInfo {

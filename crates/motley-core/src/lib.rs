@@ -9,6 +9,7 @@
 //! * [`model`] — the object model: workloads, tasks, nodes, allocations.
 //! * [`manifest`] — strict YAML manifests with file/line/column/field errors.
 //! * [`health`] — a replica's health from its check's results in a row.
+//! * [`hwview`] — hardware facts, readings and conditions as text rows (CLI and dashboard).
 //! * [`hw`] — hardware facts, readings, labels, conditions and taints.
 //! * [`node`] — node registration (capacity, labels, taints) and report merging.
 //! * [`failure`] — the phi accrual failure detector and node health.
@@ -33,6 +34,7 @@ pub mod fence;
 pub mod fuzzing;
 pub mod health;
 pub mod hw;
+pub mod hwview;
 pub mod image;
 pub mod lease;
 pub mod logbudget;

@@ -61,6 +61,23 @@ pub fn stopped(a: &Allocation, reason: &str, lost: bool, now: u64) -> Allocation
     a
 }
 
+/// An allocation an operator restarts (`motley restart`, the dashboard): asked to stop,
+/// `who` named in its reasons; the controller then places its replacement as for any
+/// stopped replica (a fenced one only once this one is seen stopped). Refused, with
+/// the reason, when it is already stopping or no longer runs.
+pub fn restarted(a: &Allocation, who: &str) -> Result<Allocation, String> {
+    if !a.is_live() {
+        return Err(format!(
+            "allocation {} is {}: only a live allocation restarts",
+            a.id, a.state
+        ));
+    }
+    if a.desired == Desired::Stop {
+        return Err(format!("allocation {} is already stopping", a.id));
+    }
+    Ok(stopped(a, &format!("restarted by {who}"), false, 0))
+}
+
 /// The write groups of `plan` in commit order. `current` finds an allocation's current
 /// record; a stop or loss of one it does not know is dropped (already gone).
 pub fn groups<'a>(
@@ -161,6 +178,28 @@ mod tests {
 
     fn job(name: &str) -> WorkloadRef {
         WorkloadRef::new(Kind::Job, name)
+    }
+
+    #[test]
+    fn a_restart_asks_a_live_allocation_to_stop_once() {
+        let a = alloc("a-1", "a");
+        let r = restarted(&a, "token t1 (admin)").expect("a running allocation restarts");
+        assert_eq!(r.desired, Desired::Stop);
+        assert_eq!(
+            r.state,
+            AllocState::Running,
+            "still running until its agent stops it"
+        );
+        assert_eq!(
+            r.reasons.last().map(String::as_str),
+            Some("stop: restarted by token t1 (admin)")
+        );
+        let again = restarted(&r, "x").expect_err("already stopping");
+        assert!(again.contains("already stopping"), "{again}");
+        let mut done = a.clone();
+        done.state = AllocState::Complete;
+        let e = restarted(&done, "x").expect_err("complete");
+        assert!(e.contains("is complete"), "{e}");
     }
 
     #[test]

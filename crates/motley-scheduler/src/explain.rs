@@ -50,9 +50,88 @@ pub fn summarize(total: usize, reasons: &[(String, String)]) -> String {
     }
 }
 
+/// The refusals of one placement as a node × reason matrix (the dashboard's view of a
+/// pending workload): the reasons are the summary's (most common first, as
+/// [`summarize`] counts them), each node's row has one cell filled, with the part of
+/// its reason particular to that node (`1Gi free < 2Gi requested`, or the whole reason
+/// when nothing differs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix {
+    /// Column headings: reasons as the summary says them, with how many nodes each.
+    pub reasons: Vec<(String, usize)>,
+    /// Rows: node, the column it is refused under, and the detail.
+    pub rows: Vec<(String, usize, String)>,
+}
+
+/// Builds the [`Matrix`] of `(node, reason)` refusals, rows in node order.
+pub fn matrix(nodes: &[(String, String)]) -> Matrix {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, r) in nodes {
+        *counts.entry(summary_key(r)).or_default() += 1;
+    }
+    let mut reasons: Vec<(&str, usize)> = counts.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut rows: Vec<(String, usize, String)> = nodes
+        .iter()
+        .map(|(node, r)| {
+            let key = summary_key(r);
+            let col = reasons.iter().position(|(k, _)| *k == key).unwrap_or(0);
+            let detail = r[key.len()..]
+                .trim_start_matches(';')
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .trim();
+            let detail = if detail.is_empty() {
+                r.as_str()
+            } else {
+                detail
+            };
+            (node.clone(), col, detail.to_string())
+        })
+        .collect();
+    rows.sort();
+    Matrix {
+        reasons: reasons
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), n))
+            .collect(),
+        rows,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_matrix_has_a_column_per_reason_and_a_cell_per_node() {
+        let r = |n: &str, w: &str| (n.to_string(), w.to_string());
+        let m = matrix(&[
+            r("c", "insufficient memory (0 free < 2Gi requested)"),
+            r("a", "insufficient memory (1Gi free < 2Gi requested)"),
+            r("b", "not ready"),
+            r("d", "image has linux/amd64; d is linux/arm/v7"),
+        ]);
+        assert_eq!(
+            m.reasons,
+            [
+                ("insufficient memory".to_string(), 2),
+                ("image has linux/amd64".to_string(), 1),
+                ("not ready".to_string(), 1),
+            ]
+        );
+        assert_eq!(
+            m.rows,
+            [
+                ("a".to_string(), 0, "1Gi free < 2Gi requested".to_string()),
+                ("b".to_string(), 2, "not ready".to_string()),
+                ("c".to_string(), 0, "0 free < 2Gi requested".to_string()),
+                ("d".to_string(), 1, "d is linux/arm/v7".to_string()),
+            ]
+        );
+        assert_eq!(matrix(&[]).rows, []);
+    }
 
     #[test]
     fn summary_counts_by_reason_without_numbers() {

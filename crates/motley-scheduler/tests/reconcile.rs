@@ -301,6 +301,60 @@ fn a_fenced_slot_gets_no_new_copy_while_its_old_one_is_stopping() {
     assert_eq!(w.step().create.len(), 1, "replace places at once");
 }
 
+/// `motley restart` (and the dashboard's restart): the allocation is asked to stop and
+/// the controller places its replacement: at once for a replaced service and a job
+/// instance, only once the old copy is seen stopped for a fenced one.
+#[test]
+fn a_restarted_allocation_is_replaced_and_a_fenced_one_only_after_it_stopped() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply(SVC);
+    w.apply("kind: Service\nname: db\non_node_loss: fence\ntask:\n  command: [db]\n");
+    w.apply("kind: Job\nname: batch\ncompletions: 1\ntask:\n  command: [sleep, '100']\n");
+    w.step();
+    w.agents();
+    let restart = |w: &mut World, name: &str| {
+        let id = w.live(name)[0].id.clone();
+        let a = w.allocs.get(&id).cloned().expect("a live allocation");
+        let r = motley_core::writes::restarted(&a, "token t (admin)").expect("restartable");
+        w.allocs.insert(id.clone(), r);
+        id
+    };
+    let web = restart(&mut w, "web");
+    let db = restart(&mut w, "db");
+    let batch = restart(&mut w, "batch");
+    let plan = w.step();
+    let created: Vec<&str> = plan
+        .create
+        .iter()
+        .map(|a| a.workload.name.as_str())
+        .collect();
+    assert!(created.contains(&"web"), "{created:?}");
+    assert!(created.contains(&"batch"), "{created:?}");
+    assert!(
+        !created.contains(&"db"),
+        "a second copy of a fenced service: {created:?}"
+    );
+    w.agents();
+    for id in [&web, &db, &batch] {
+        assert_eq!(
+            w.allocs.get(id.as_str()).map(|a| a.state),
+            Some(AllocState::Stopped)
+        );
+    }
+    let plan = w.step();
+    assert_eq!(
+        plan.create
+            .iter()
+            .map(|a| a.workload.name.as_str())
+            .collect::<Vec<_>>(),
+        ["db"]
+    );
+    w.agents();
+    assert_eq!(w.live("web").len(), 3);
+    assert_eq!(w.live("db").len(), 1);
+    assert_eq!(w.live("batch").len(), 1);
+}
+
 /// A fenced replica on a draining node moves only once its stop is seen.
 #[test]
 fn a_fenced_replica_leaves_a_draining_node_before_its_replacement_starts() {

@@ -55,6 +55,10 @@ pub use crate::error::{ApiError, ApiResult};
 #[derive(Clone, Debug)]
 pub struct Caller(pub Role);
 
+/// The calling token's public id, attached by the auth middleware.
+#[derive(Clone, Debug)]
+pub struct TokenId(pub String);
+
 /// The namespaces the caller's token is limited to (empty: the whole cluster).
 #[derive(Clone, Debug, Default)]
 pub struct Limited(pub Vec<String>);
@@ -123,6 +127,7 @@ pub const FORWARDED: &str = "x-motley-forwarded";
 fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<Shared>>> {
     Some(match (r.method, r.path) {
         ("GET", "/v1/version") => get(version),
+        ("GET", "/v1/whoami") => get(whoami),
         ("POST", "/v1/apply") => post(apply),
         ("POST", "/v1/delete") => post(delete_set),
         ("POST", "/v1/plan") => post(plan),
@@ -137,6 +142,7 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("GET", "/v1/allocs") => get(list_allocs),
         ("GET", "/v1/allocs/{id}") => get(get_alloc),
         ("GET", "/v1/allocs/{id}/logs") => get(logs),
+        ("POST", "/v1/allocs/{id}/restart") => post(restart_alloc),
         ("GET", "/metrics") => get(metrics),
         ("GET", "/v1/tokens") => get(list_tokens),
         ("POST", "/v1/tokens") => post(create_token),
@@ -346,6 +352,7 @@ async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next
                 format!("token {id} ({} in {})", role.name(), namespaces.join(","))
             };
             req.extensions_mut().insert(Caller(role));
+            req.extensions_mut().insert(TokenId(id));
             req.extensions_mut().insert(Limited(namespaces));
             req.extensions_mut().insert(Who(who));
             next.run(req).await
@@ -458,7 +465,7 @@ fn within(s: &Shared, req: &Request, route: &str, namespaces: &[String]) -> Resu
                     "a token limited to namespace(s) {list} may not reach namespace {ns}"
                 ));
             }
-            if let "/v1/allocs/{id}" | "/v1/allocs/{id}/logs" = route {
+            if let "/v1/allocs/{id}" | "/v1/allocs/{id}/logs" | "/v1/allocs/{id}/restart" = route {
                 let id = req.uri().path().split('/').nth(3).unwrap_or_default();
                 let theirs = s
                     .cache()
@@ -472,6 +479,19 @@ fn within(s: &Shared, req: &Request, route: &str, namespaces: &[String]) -> Resu
             Ok(())
         }
     }
+}
+
+/// `GET /v1/whoami`: the calling token's id, role and namespaces.
+async fn whoami(
+    axum::Extension(Caller(role)): axum::Extension<Caller>,
+    axum::Extension(TokenId(id)): axum::Extension<TokenId>,
+    axum::Extension(Limited(namespaces)): axum::Extension<Limited>,
+) -> Json<motley_core::api::Whoami> {
+    Json(motley_core::api::Whoami {
+        id,
+        role: role.name().into(),
+        namespaces,
+    })
 }
 
 async fn version(State(s): State<Arc<Shared>>) -> Json<VersionInfo> {

@@ -106,6 +106,10 @@ pub const ROUTES: &[Route] = &[
         scope: Scope::Any,
         ..r("GET", "/v1/version", Policy { here: true, ..READ })
     },
+    Route {
+        scope: Scope::Any,
+        ..r("GET", "/v1/whoami", Policy { here: true, ..READ })
+    },
     ns("POST", "/v1/apply", ADMIN),
     ns("POST", "/v1/delete", ADMIN),
     ns("POST", "/v1/plan", READ),
@@ -120,6 +124,7 @@ pub const ROUTES: &[Route] = &[
     ns("GET", "/v1/allocs", READ_OWN),
     ns("GET", "/v1/allocs/{id}", READ_OWN),
     ns("GET", "/v1/allocs/{id}/logs", READ_OWN),
+    ns("POST", "/v1/allocs/{id}/restart", ADMIN),
     r("GET", "/v1/catalog", READ),
     r("GET", "/metrics", Policy { here: true, ..READ }),
     r("GET", "/v1/tokens", ADMIN),

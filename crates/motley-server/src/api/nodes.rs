@@ -269,3 +269,25 @@ pub(crate) async fn logs(
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
+
+/// `POST /v1/allocs/{id}/restart`: the allocation is asked to stop, and the controller
+/// places its replacement ([`motley_core::writes::restarted`]); answers its record.
+pub(crate) async fn restart_alloc(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    axum::Extension(Who(who)): axum::Extension<Who>,
+) -> ApiResult<Json<Allocation>> {
+    update_record(&s, &keys::alloc(&id), &format!("allocation {id}"), |a| {
+        motley_core::writes::restarted(a, &who)
+            .map(Some)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))
+    })
+    .await?;
+    s.plans.kick.notify_one();
+    s.cache()
+        .allocs
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("allocation {id} not found")))
+}

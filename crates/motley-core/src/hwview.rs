@@ -1,9 +1,35 @@
-//! Hardware facts, readings, conditions and taints as text (`motley facts`,
-//! `describe node`).
+//! Hardware facts, readings, conditions and taints as text: `motley facts`,
+//! `describe node` and the dashboard's node pages say them alike.
 
-use motley_core::hw::{Condition, Hardware, Readings, Taint};
+use crate::hw::{Condition, Hardware, Readings, Taint};
+use crate::quantity::{Bytes, MilliCpu};
 
-use crate::output::mem;
+/// `5s`, `3m`, `2h`, `4d` since `ms` (ms since the epoch).
+pub fn age(ms: u64, now: u64) -> String {
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// Human CPU.
+pub fn cpu(m: u64) -> String {
+    MilliCpu(m).to_string()
+}
+
+/// Human memory, rounded to Mi or Gi.
+pub fn mem(b: u64) -> String {
+    if b >= 10 << 30 {
+        format!("{}Gi", b >> 30)
+    } else if b >= 1 << 20 {
+        format!("{}Mi", b >> 20)
+    } else {
+        Bytes(b).to_string()
+    }
+}
 
 fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_else(|| "-".into())
@@ -275,7 +301,7 @@ pub fn condition_lines(conditions: &[Condition], now: u64) -> Vec<String> {
             format!(
                 "{} (for {}): {}",
                 c.kind.as_str(),
-                crate::output::age(c.since, now),
+                age(c.since, now),
                 c.reason
             )
         })

@@ -1,0 +1,231 @@
+//! Pages rendered from API bodies: what a viewer is offered, escaping, no Secret value,
+//! the refusal matrix, and the live part alone for a refresh.
+
+use motley_core::api::{NodeView, Whoami, WorkloadDetail, WorkloadView};
+use motley_core::model::{Allocation, Workload};
+use serde_json::json;
+
+use super::*;
+
+fn who(role: &str) -> Whoami {
+    Whoami {
+        id: "t1".into(),
+        role: role.into(),
+        namespaces: vec![],
+    }
+}
+
+fn ctx<'a>(who: &'a Whoami, path: &'a str) -> Ctx<'a> {
+    Ctx {
+        who,
+        csrf: "c5f",
+        namespace: None,
+        namespaces: &[],
+        now: 10_000,
+        path,
+    }
+}
+
+fn node(name: &str) -> NodeView {
+    let v = json!({
+        "node": {
+            "name": name,
+            "facts": { "arch": "arm64", "os": "linux", "cpus": 4, "memory": 1073741824u64,
+                       "hostname": name, "agent_version": "0.1.0", "cpu_score": 820 },
+            "labels": {}, "capacity": { "cpu": 4000, "memory": 1073741824u64 },
+            "registered_at": 0
+        },
+        "state": "ready", "since": 0, "reason": "", "allocations": 1,
+        "used_cpu": 500, "used_memory": 268435456u64
+    });
+    serde_json::from_value(v).expect("a node view")
+}
+
+fn alloc(id: &str, workload: &str, node: &str) -> Allocation {
+    let v = json!({
+        "id": id, "workload": workload, "workload_uid": "u", "generation": 1, "index": 0,
+        "node": node, "task": { "command": ["true"] },
+        "restart": { "mode": "always", "max_restarts": null, "backoff": {} },
+        "desired": "run", "state": "running", "created_at": 0, "updated_at": 0
+    });
+    serde_json::from_value(v).expect("an allocation")
+}
+
+fn view(yaml: &str, blocked: Option<serde_json::Value>) -> WorkloadView {
+    let docs = motley_core::manifest::parse_set(&[motley_core::manifest::Source {
+        name: "w.yaml",
+        text: yaml,
+    }])
+    .expect("a manifest");
+    let spec = docs.into_iter().next().expect("one document").spec;
+    let w = Workload {
+        spec,
+        generation: 1,
+        uid: "u".into(),
+        created_at: 0,
+        updated_at: 0,
+        binding: None,
+        image_platforms: vec![],
+        history: vec![],
+        rollout: None,
+        source: None,
+    };
+    let mut v = serde_json::to_value(WorkloadView {
+        workload: w,
+        status: Default::default(),
+        blocked: None,
+        queue_position: None,
+        rollout: None,
+        uptime: None,
+    })
+    .expect("json");
+    if let Some(b) = blocked {
+        v["blocked"] = b;
+    }
+    serde_json::from_value(v).expect("a workload view")
+}
+
+fn page_html(c: &Ctx<'_>, p: &Page) -> String {
+    document(c, p, false).into_string()
+}
+
+#[test]
+fn a_viewer_is_offered_no_action_and_an_admin_every_one() {
+    let nodes = [node("pi-1")];
+    let allocs = [alloc("web-1", "service/web", "pi-1")];
+    let web = view("kind: Service\nname: web\ntask:\n  command: [srv]\n", None);
+    for (role, forms) in [("viewer", false), ("admin", true)] {
+        let w = who(role);
+        let c = ctx(&w, "/ui/");
+        let pages = [
+            nodes::overview(&c, Ok(&nodes), &allocs, std::slice::from_ref(&web)),
+            nodes::node_page(&c, &nodes[0], &allocs, &[]),
+            workloads::alloc(&c, &allocs[0], &[], "/ui/allocs/web-1/log"),
+            workloads::workload(
+                &c,
+                &WorkloadDetail {
+                    view: web.clone(),
+                    allocations: allocs.to_vec(),
+                },
+                &[],
+            ),
+        ];
+        for p in &pages {
+            let html = page_html(&c, p);
+            assert_eq!(
+                html.contains("action=\"/ui/act\""),
+                forms,
+                "{role} on {}: {html}",
+                p.title
+            );
+            // Every page can log out, with the session's CSRF token.
+            assert!(html.contains("name=\"csrf\" value=\"c5f\""), "{html}");
+        }
+        let html = page_html(&c, &pages[0]);
+        assert_eq!(html.contains(">Drain</button>"), forms);
+        assert_eq!(html.contains(">Cordon</button>"), forms);
+        let html = page_html(&c, &pages[2]);
+        assert_eq!(html.contains(">Restart</button>"), forms);
+    }
+}
+
+#[test]
+fn what_the_cluster_says_is_escaped() {
+    let w = who("admin");
+    let c = ctx(&w, "/ui/");
+    let mut n = node("pi-1");
+    n.reason = "<script>alert(1)</script>".into();
+    n.state = "down".into();
+    let p = nodes::overview(&c, Ok(std::slice::from_ref(&n)), &[], &[]);
+    let html = page_html(&c, &p);
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert_eq!(urlencode("a b/<c>"), "a%20b%2F%3Cc%3E");
+}
+
+#[test]
+fn a_secret_shows_its_keys_and_never_a_value() {
+    let w = who("admin");
+    let c = ctx(&w, "/ui/w/secret/db");
+    let s = view(
+        "kind: Secret\nname: db\ndata:\n  password: hunter2-value\n",
+        None,
+    );
+    let p = workloads::workload(
+        &c,
+        &WorkloadDetail {
+            view: s,
+            allocations: vec![],
+        },
+        &[],
+    );
+    let html = page_html(&c, &p);
+    assert!(html.contains("<code>password</code>"), "{html}");
+    assert!(!html.contains("hunter2"), "{html}");
+}
+
+#[test]
+fn a_waiting_job_shows_its_refusal_matrix() {
+    let w = who("viewer");
+    let c = ctx(&w, "/ui/w/job/big");
+    let blocked = json!({ "count": 2, "why": {
+        "summary": "0/2 nodes: 1 insufficient memory, 1 not ready",
+        "nodes": [["pi-1", "insufficient memory (512Mi free < 2Gi requested)"], ["pi-2", "not ready"]]
+    }});
+    let job = view(
+        "kind: Job\nname: big\ntask:\n  command: [x]\n",
+        Some(blocked),
+    );
+    let p = workloads::workload(
+        &c,
+        &WorkloadDetail {
+            view: job,
+            allocations: vec![],
+        },
+        &[],
+    );
+    let html = page_html(&c, &p);
+    assert!(html.contains("<table class=\"matrix\">"), "{html}");
+    assert!(html.contains("insufficient memory (1)"), "{html}");
+    assert!(
+        html.contains("<td class=\"refused\"><span class=\"sr\">refused: </span>512Mi free &lt; 2Gi requested</td>"),
+        "{html}"
+    );
+    assert!(html.contains("Waiting: 2 not placed"), "{html}");
+}
+
+#[test]
+fn a_refresh_gets_the_live_part_alone() {
+    let w = who("viewer");
+    let c = ctx(&w, "/ui/events");
+    let p = pages::events(&c, &[]);
+    let whole = document(&c, &p, false).into_string();
+    let part = document(&c, &p, true).into_string();
+    assert!(whole.starts_with("<!DOCTYPE html>"));
+    assert!(
+        part.starts_with("<div id=\"live\" hx-get=\"/ui/events\""),
+        "{part}"
+    );
+    assert!(!part.contains("<nav"), "{part}");
+    assert!(whole.contains(&part), "the live part is the page's own");
+    // Forms and confirmations are not refreshed under the user's hands.
+    let f = pages::confirm(&c, "drain", "pi-1", "", "/ui/nodes/pi-1");
+    let html = document(&c, &f, true).into_string();
+    assert!(!html.contains("hx-trigger"), "{html}");
+    assert!(html.contains("name=\"confirmed\" value=\"yes\""), "{html}");
+}
+
+#[test]
+fn the_assets_are_embedded_and_small() {
+    let total: usize = ["htmx.min.js", "motley.css", "motley.js"]
+        .iter()
+        .map(|f| assets::get(f).map_or(0, |(_, body)| body.len()))
+        .sum();
+    assert!(assets::get("htmx.min.js").is_some_and(|(_, b)| b.starts_with("var htmx")));
+    assert!(assets::get("../Cargo.toml").is_none());
+    // The budget is 150 KB a page, assets included; they leave room for the page.
+    assert!(total < 70_000, "{total} bytes of assets");
+}
