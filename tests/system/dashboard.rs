@@ -46,17 +46,24 @@ fn chromedriver() -> Driver {
     Driver { child, url }
 }
 
-async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+/// A Chromium session; `dark`: the system prefers the dark scheme.
+async fn browser(driver: &Driver, profile: &std::path::Path, dark: bool) -> Client {
+    let mut args = vec![
+        "--headless=new".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--window-size=1280,1000".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    if dark {
+        // Blink's PreferredColorScheme: 0 is dark.
+        args.push("--blink-settings=preferredColorScheme=0".into());
+    }
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", format!("--user-data-dir={}", profile.display()),
-            ]
-        }),
+        serde_json::json!({ "binary": "/usr/bin/chromium", "args": args }),
     );
     // The cluster's certificate is signed by its own CA, which this throwaway profile
     // does not trust; the page is still served over TLS (the cookie is Secure).
@@ -169,7 +176,7 @@ fn the_dashboard_in_chromium_for_an_admin_and_a_viewer() {
     let profiles = tempfile::tempdir().expect("profiles");
 
     rt().block_on(async {
-        let b = browser(&driver, &profiles.path().join("admin")).await;
+        let b = browser(&driver, &profiles.path().join("admin"), false).await;
         let mut pages: Vec<String> = Vec::new();
 
         // A wrong token is refused on the login page.
@@ -204,6 +211,20 @@ fn the_dashboard_in_chromium_for_an_admin_and_a_viewer() {
         );
         shot(&b, "overview").await;
         pages.push(html);
+
+        // The keyboard: the first Tab reaches the skip link, which leads to the content.
+        b.find(Locator::Css("body"))
+            .await
+            .expect("body")
+            .send_keys("\u{E004}")
+            .await
+            .expect("Tab");
+        let focused = b.active_element().await.expect("the focused element");
+        assert_eq!(focused.text().await.expect("its text"), "Skip to content");
+        assert_eq!(
+            focused.attr("href").await.expect("href").as_deref(),
+            Some("#main")
+        );
 
         for (path, expect, name) in [
             ("/ui/services", "service/web", "services"),
@@ -291,13 +312,41 @@ fn the_dashboard_in_chromium_for_an_admin_and_a_viewer() {
         let nodes = c.json(&["get", "nodes"]);
         assert_eq!(nodes[0]["node"]["draining"], true, "{nodes}");
         c.ok(&["uncordon", "node1"]);
+
+        // On a phone's screen: nothing wider than the screen (tables scroll in place).
+        b.set_window_size(390, 844).await.expect("a phone-sized window");
+        b.goto(&format!("{base}/ui/")).await.expect("overview");
+        wait_text(&b, "the overview", "Nodes (1 of 1 ready)", Duration::from_secs(20)).await;
+        let fits = b
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth]",
+                vec![],
+            )
+            .await
+            .expect("widths");
+        let w = |i: usize| fits[i].as_f64().expect("a width");
+        assert!(w(0) <= w(1), "the page is {} px wide on a {} px screen", w(0), w(1));
+        // The light scheme by default.
+        let bg = b
+            .execute("return getComputedStyle(document.body).backgroundColor", vec![])
+            .await
+            .expect("background");
+        assert_eq!(bg.as_str(), Some("rgb(255, 255, 255)"));
+        shot(&b, "overview-phone").await;
         b.close().await.expect("close");
 
         // A viewer: no action buttons, and a forged drain is refused by the API.
-        let v = browser(&driver, &profiles.path().join("viewer")).await;
+        let v = browser(&driver, &profiles.path().join("viewer"), true).await;
         login(&v, &base, &viewer).await;
         let html = wait_text(&v, "the overview", "Nodes (1 of 1 ready)", Duration::from_secs(20)).await;
         assert!(html.contains("(viewer)"), "{html}");
+        // This browser prefers the dark scheme, and the page follows.
+        let bg = v
+            .execute("return getComputedStyle(document.body).backgroundColor", vec![])
+            .await
+            .expect("background");
+        assert_eq!(bg.as_str(), Some("rgb(17, 19, 22)"), "not the dark scheme");
+        shot(&v, "overview-dark").await;
         assert!(!html.contains("action=\"/ui/act\""), "a viewer is offered actions:\n{html}");
         pages.push(html);
         for path in ["/ui/w/secret/creds", "/ui/w/service/web", "/ui/events"] {
@@ -397,6 +446,28 @@ fn every_page_weighs_under_150_kb_with_its_assets() {
                 page + assets < 150_000,
                 "{p}: {page} bytes + {assets} of assets"
             );
+        } // A browser says it takes gzip, and gets pages and assets gzipped.
+        for p in [
+            "/ui/".to_string(),
+            format!("/ui/assets/{version}/htmx.min.js"),
+        ] {
+            let r = http
+                .get(format!("{base}{p}"))
+                .header("cookie", format!("motley_session={token}"))
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .expect("request");
+            assert!(r.status().is_success(), "{p}: {}", r.status());
+            assert_eq!(
+                r.headers()
+                    .get("content-encoding")
+                    .and_then(|v| v.to_str().ok()),
+                Some("gzip"),
+                "{p}"
+            );
+            let z = r.bytes().await.expect("body");
+            assert_eq!(&z[..2], b"\x1f\x8b", "{p}: not gzip");
         }
     });
     // `motley restart` from the CLI: the allocation stops, a replacement runs; a

@@ -9,6 +9,9 @@ pub const CSS: &str = include_str!("../assets/motley.css");
 /// Follows an allocation's log over server-sent events.
 pub const JS: &str = include_str!("../assets/motley.js");
 
+/// Every file's name.
+pub const NAMES: [&str; 3] = ["htmx.min.js", "motley.css", "motley.js"];
+
 /// A file by name: (content type, body).
 pub fn get(name: &str) -> Option<(&'static str, &'static str)> {
     match name {

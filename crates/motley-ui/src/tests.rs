@@ -229,3 +229,71 @@ fn the_assets_are_embedded_and_small() {
     // The budget is 150 KB a page, assets included; they leave room for the page.
     assert!(total < 70_000, "{total} bytes of assets");
 }
+
+/// WCAG 2 contrast of two `#rrggbb` colours.
+fn contrast(a: &str, b: &str) -> f64 {
+    let lum = |hex: &str| {
+        let c = |i: usize| {
+            let v = u8::from_str_radix(&hex[i..i + 2], 16).expect("hex colour") as f64 / 255.0;
+            if v <= 0.03928 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * c(1) + 0.7152 * c(3) + 0.0722 * c(5)
+    };
+    let (x, y) = (lum(a), lum(b));
+    (x.max(y) + 0.05) / (x.min(y) + 0.05)
+}
+
+/// The `--name: #hex` variables of one `:root { … }` block.
+fn palette(block: &str) -> std::collections::BTreeMap<String, String> {
+    block
+        .split(';')
+        .filter_map(|d| {
+            let (k, v) = d.rsplit('{').next()?.split_once(':')?;
+            let k = k.trim();
+            let v = v.trim();
+            (k.starts_with("--") && v.starts_with('#') && v.len() == 7)
+                .then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn text_meets_aa_contrast_in_the_light_and_the_dark_scheme() {
+    let css = assets::CSS;
+    let light_start = css.find(":root {").expect("the light :root");
+    let light = &css[light_start..light_start + css[light_start..].find('}').expect("end")];
+    let dark_at = css
+        .find("prefers-color-scheme: dark")
+        .expect("a dark scheme");
+    let dark_start = dark_at + css[dark_at..].find(":root {").expect("the dark :root");
+    let dark = &css[dark_start..dark_start + css[dark_start..].find('}').expect("end")];
+    let pairs = [
+        ("--fg", "--bg"),
+        ("--muted", "--bg"),
+        ("--link", "--bg"),
+        ("--fg", "--panel"),
+        ("--muted", "--panel"),
+        ("--link", "--panel"),
+        ("--bad-fg", "--bg"),
+        ("--good-fg", "--good-bg"),
+        ("--warn-fg", "--warn-bg"),
+        ("--bad-fg", "--bad-bg"),
+        ("--plain-fg", "--plain-bg"),
+    ];
+    for (scheme, block) in [("light", light), ("dark", dark)] {
+        let p = palette(block);
+        assert!(p.len() >= 14, "{scheme}: {p:?}");
+        for (fg, bg) in pairs {
+            let (Some(f), Some(b)) = (p.get(fg), p.get(bg)) else {
+                panic!("{scheme}: {fg} or {bg} missing from {p:?}");
+            };
+            let c = contrast(f, b);
+            assert!(c >= 4.5, "{scheme}: {fg} {f} on {bg} {b} is {c:.2}:1");
+        }
+    }
+    assert!((contrast("#000000", "#ffffff") - 21.0).abs() < 0.01);
+}
