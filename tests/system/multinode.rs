@@ -1641,3 +1641,112 @@ fn a_nodes_task_logs_together_stay_within_its_log_budget() {
         );
     }
 }
+
+/// `motley what-if` (issue 24) answers from the live cluster, changes nothing, and
+/// says what then happens when the node really goes: the pinned service goes down
+/// with the scheduler's reason, the spread one keeps its replicas elsewhere.
+#[test]
+fn what_if_says_what_a_nodes_loss_then_does() {
+    let m = Multi::start();
+    let token = m.join_token();
+    let mut n1 = m.agent("n1", Some(&token)).expect("n1");
+    let _n2 = m.agent("n2", Some(&token)).expect("n2");
+    let _n3 = m.agent("n3", Some(&token)).expect("n3");
+    wait_for("three nodes ready", Duration::from_secs(30), || {
+        ["n1", "n2", "n3"]
+            .iter()
+            .all(|n| node_state(&m, n) == "ready")
+            .then_some(())
+    });
+    assert!(m.cli(&["label", "n1", "vault=yes"]).status.success());
+    let manifest = m.dir.path().join("w.yaml");
+    std::fs::write(
+        &manifest,
+        "kind: Service\nname: web\nreplicas: 3\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n---\n\
+         kind: Service\nname: vault\nplacement: { require: vault = yes }\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n",
+    )
+    .expect("write");
+    assert!(
+        m.cli(&["apply", "-f", manifest.to_str().expect("path")])
+            .status
+            .success()
+    );
+    wait_for("four replicas running", Duration::from_secs(30), || {
+        let n = allocs(&m)
+            .iter()
+            .filter(|a| a["state"] == "running")
+            .count();
+        (n == 4).then_some(())
+    });
+    let before = allocs(&m);
+
+    let out = m.cli(&["what-if", "--lose", "n1", "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let effect = |name: &str| {
+        o["workloads"]
+            .as_array()
+            .and_then(|w| w.iter().find(|e| e["workload"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} in {o:#}"))
+    };
+    let vault = effect("service/vault");
+    assert_eq!(vault["verdict"], "down", "{o:#}");
+    let why = vault["why"].as_str().expect("why").to_string();
+    assert!(why.contains("vault is not yes"), "{why}");
+    let web = effect("service/web");
+    assert_eq!(web["verdict"], "moved", "{o:#}");
+    assert_eq!(web["after"], 3);
+    assert!(
+        web["nodes_after"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|n| n != "n1"),
+        "{web}"
+    );
+    // Nothing changed by asking.
+    assert_eq!(allocs(&m), before);
+
+    // Every node in turn: n1 alone is a single point of failure, for vault.
+    let table = String::from_utf8_lossy(&m.cli(&["what-if", "--each-node"]).stdout).into_owned();
+    assert!(
+        table.contains("n1 is a single point of failure for service/vault"),
+        "{table}"
+    );
+    assert!(!table.contains("n2 is a single point"), "{table}");
+    // A node that does not exist is refused, naming it.
+    let bad = m.cli(&["what-if", "--lose", "nope"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("no node \"nope\""), "{err}");
+
+    // Now n1 really goes (its agent killed): what the answer said happens.
+    let pid = nix::unistd::Pid::from_raw(n1.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    let _ = n1.child.wait();
+    wait_for(
+        "web on n2 and n3, vault waiting",
+        Duration::from_secs(30),
+        || {
+            let a = allocs(&m);
+            let web: Vec<&serde_json::Value> = a
+                .iter()
+                .filter(|x| x["workload"] == "service/web" && x["state"] == "running")
+                .collect();
+            let vault = a
+                .iter()
+                .filter(|x| x["workload"] == "service/vault" && x["state"] == "running")
+                .count();
+            (web.len() == 3 && web.iter().all(|x| x["node"] != "n1") && vault == 0).then_some(())
+        },
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&m.cli(&["get", "services", "vault", "-o", "json"]).stdout)
+            .expect("json");
+    let summary = v[0]["blocked"]["why"]["summary"]
+        .as_str()
+        .expect("vault waits")
+        .to_string();
+    assert!(summary.contains("vault is not yes"), "{summary}");
+    kill_tasks_under(m.dir.path());
+}

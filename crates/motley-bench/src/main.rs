@@ -10,6 +10,7 @@
 //! * `motley-bench scheduler --nodes N --allocations M --seed S`: placements per second
 //!   on one thread over N heterogeneous nodes (drawn from the fixture machines) and
 //!   1,000 workloads, with the p99 of one placement and peak heap memory.
+//! * `motley-bench whatif --nodes N --services M`: `what-if --each-node` over N nodes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -17,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+mod whatif;
 
 /// Counts allocations so a benchmark can report them.
 struct Counting;
@@ -103,6 +106,18 @@ enum Bench {
         /// Prefix of the objects' names (use a new one per run).
         #[arg(long, default_value = "bench")]
         prefix: String,
+    },
+    /// `what-if --each-node`: every node's loss, one at a time, over N nodes.
+    Whatif {
+        /// Nodes (drawn in turn from the fixture machines).
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Services of 3 replicas (plus one daemon on every node).
+        #[arg(long, default_value_t = 300)]
+        services: usize,
+        /// The fixture machines (`tests/fixtures/hw` of the repository).
+        #[arg(long, default_value = "tests/fixtures/hw")]
+        fixtures: PathBuf,
     },
     /// Scheduler throughput: M placements over N nodes and 1,000 workloads, one thread.
     Scheduler {
@@ -201,6 +216,11 @@ fn main() -> anyhow::Result<()> {
             &fixtures,
             percentage,
         )?,
+        Bench::Whatif {
+            nodes,
+            services,
+            fixtures,
+        } => whatif::run(nodes, services, &fixtures)?,
         Bench::Store {
             datastore,
             dir,

@@ -104,6 +104,24 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// What would happen if nodes died or were drained: the live cluster run through
+    /// the real controllers and scheduler, changing nothing.
+    #[command(name = "what-if")]
+    WhatIf {
+        /// A node that dies (power off); repeat for several.
+        #[arg(long = "lose", value_name = "NODE")]
+        lose: Vec<String>,
+        /// A node that is drained; repeat for several.
+        #[arg(long = "drain", value_name = "NODE")]
+        drain: Vec<String>,
+        /// Every node's loss, one at a time: which node is a single point of failure
+        /// for what.
+        #[arg(long, conflicts_with_all = ["lose", "drain"])]
+        each_node: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Check manifests without a cluster.
     Validate {
         /// Inputs.

@@ -25,6 +25,7 @@ mod tokens;
 mod upgrade;
 pub use tokens::token;
 mod views;
+mod whatif;
 use views::*;
 
 /// Runs a client command (everything but `up`). Returns the exit code.
@@ -91,6 +92,15 @@ pub async fn run(
         Command::Promote { name } => rollout::promote(&client()?, &name).await,
         Command::Source { command } => sources::run(&client()?, command).await,
         Command::Plan { files, output } => plan(&client()?, &files.files, output).await,
+        Command::WhatIf {
+            lose,
+            drain,
+            each_node,
+            output,
+        } => {
+            let change = motley_scheduler::whatif::Change { lose, drain };
+            whatif::what_if(&client()?, change, each_node, output).await
+        }
         Command::Get {
             resource,
             name,

@@ -25,6 +25,7 @@
 pub mod explain;
 mod filters;
 pub mod state;
+pub mod whatif;
 
 use std::collections::BTreeSet;
 

@@ -39,6 +39,7 @@ pub mod agent_ws;
 mod events;
 mod nodes;
 mod sources;
+mod whatif;
 pub(crate) mod workloads;
 
 use admin::*;
@@ -131,6 +132,7 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("POST", "/v1/apply") => post(apply),
         ("POST", "/v1/delete") => post(delete_set),
         ("POST", "/v1/plan") => post(plan),
+        ("POST", "/v1/what-if") => post(whatif::what_if),
         ("GET", "/v1/workloads") => get(list_workloads),
         ("GET", "/v1/workloads/{kind}/{name}") => get(get_workload),
         ("DELETE", "/v1/workloads/{kind}/{name}") => delete(delete_workload),

@@ -113,6 +113,7 @@ pub const ROUTES: &[Route] = &[
     ns("POST", "/v1/apply", ADMIN),
     ns("POST", "/v1/delete", ADMIN),
     ns("POST", "/v1/plan", READ),
+    r("POST", "/v1/what-if", READ),
     ns("GET", "/v1/workloads", READ),
     ns("GET", "/v1/workloads/{kind}/{name}", READ),
     ns("DELETE", "/v1/workloads/{kind}/{name}", ADMIN),
