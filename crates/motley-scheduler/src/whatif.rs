@@ -156,7 +156,9 @@ pub fn run(state: &State, change: &Change, cfg: &Config) -> Result<Outcome, Stri
     check(state, change)?;
     let start = state.now;
     let mut now = state.now;
-    let mut nodes = state.nodes.clone();
+    // Copied only when changed: a node's facts are large, and `--each-node` runs this
+    // once per node.
+    let mut nodes = std::borrow::Cow::Borrowed(&state.nodes);
     let mut ready = state.ready.clone();
     let mut down = BTreeMap::new();
     for n in &change.lose {
@@ -164,12 +166,12 @@ pub fn run(state: &State, change: &Change, cfg: &Config) -> Result<Outcome, Stri
         down.insert(n.clone(), now);
     }
     for n in &change.drain {
-        if let Some(node) = nodes.get_mut(n) {
+        if let Some(node) = nodes.to_mut().get_mut(n) {
             node.cordoned = true;
             node.draining = true;
         }
     }
-    let mut workloads = state.workloads.clone();
+    let mut workloads = std::borrow::Cow::Borrowed(&state.workloads);
     let mut allocs = state.allocs.clone();
     let mut ids = Counter(0);
     let mut passes = 0;
@@ -193,12 +195,12 @@ pub fn run(state: &State, change: &Change, cfg: &Config) -> Result<Outcome, Stri
         blocked = plan.blocked.clone();
         let mut changed = !plan.is_empty();
         for (r, b) in &plan.bind {
-            if let Some(w) = workloads.get_mut(r) {
+            if let Some(w) = workloads.to_mut().get_mut(r) {
                 w.binding = Some(b.clone());
             }
         }
         for w in &plan.revert {
-            workloads.insert(w.spec.reference(), w.clone());
+            workloads.to_mut().insert(w.spec.reference(), w.clone());
         }
         for a in &plan.create {
             allocs.insert(a.id.clone(), a.clone());
