@@ -889,8 +889,12 @@ fn a_source_in_a_namespace_applies_only_into_it() {
     );
     // What names no namespace goes into the source's.
     wait_applied(&c, "team", &first, &["healthy", "synced"]);
-    let synced = c.ok(&["events", "--for", "source/team"]);
+    // Its events are dev's: `dev/source/team`, found with -n dev, not in default.
+    let synced = c.ok(&["events", "-n", "dev", "--for", "source/team"]);
     assert!(synced.contains("source-synced"), "{synced}");
+    assert!(synced.contains("dev/source/team"), "{synced}");
+    let default = c.ok(&["events", "--for", "source/team"]);
+    assert!(!default.contains("source-synced"), "{default}");
     // A token limited to dev sees and syncs dev's source, and only with -n dev.
     let token = c
         .ok(&["token", "create", "--role", "admin", "--namespaces", "dev"])
@@ -912,6 +916,11 @@ fn a_source_in_a_namespace_applies_only_into_it() {
     );
     let sync = as_dev(&["source", "sync", "team", "-n", "dev"]);
     assert!(sync.status.success(), "{sync:?}");
+    let seen = as_dev(&["events", "-n", "dev"]);
+    assert!(
+        seen.status.success() && String::from_utf8_lossy(&seen.stdout).contains("dev/source/team"),
+        "{seen:?}"
+    );
     let refused = as_dev(&["get", "sources"]);
     assert!(
         !refused.status.success()

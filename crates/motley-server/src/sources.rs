@@ -180,7 +180,7 @@ pub async fn sync(s: &Shared, spec: &SourceSpec, allow_empty: bool) -> SourceVie
     e.due = now + spec.interval.as_millis();
     e.synced = Some(spec.clone());
     fill_view(s, spec, &mut e.view);
-    event(s, &spec.name, e, &commit, result, message);
+    event(s, spec, e, &commit, result, message);
     if ok {
         e.view.last_success = e.view.last_sync;
     }
@@ -566,14 +566,14 @@ async fn judge_gate(s: &Shared, spec: &SourceSpec) {
                     e.view.healthy = rec.healthy;
                     event(
                         s,
-                        &spec.name,
+                        spec,
                         e,
                         &g.commit,
                         "healthy",
                         format!("{short} passed its health gate"),
                     );
                 }
-                Err(m) => event(s, &spec.name, e, &g.commit, "failed", m),
+                Err(m) => event(s, spec, e, &g.commit, "failed", m),
             }
             return;
         }
@@ -586,7 +586,14 @@ async fn judge_gate(s: &Shared, spec: &SourceSpec) {
 /// new, the same failure) is not a new event: the last one's time moves.
 /// Records a sync's outcome in the source's view and, unless it repeats the last one,
 /// in the cluster's events.
-fn event(s: &Shared, name: &str, e: &mut Entry, commit: &str, result: &str, message: String) {
+fn event(
+    s: &Shared,
+    spec: &SourceSpec,
+    e: &mut Entry,
+    commit: &str,
+    result: &str,
+    message: String,
+) {
     let now = now_ms();
     let v = &mut e.view;
     v.result = result.to_string();
@@ -598,9 +605,18 @@ fn event(s: &Shared, name: &str, e: &mut Entry, commit: &str, result: &str, mess
     {
         Some(x) => x.at = now,
         None => {
+            // `source/NAME` in default, `dev/source/NAME` in dev: a token limited to dev
+            // sees its sources' events.
+            let object = WorkloadRef::in_namespace(
+                spec.namespace
+                    .as_deref()
+                    .unwrap_or(motley_core::model::DEFAULT_NAMESPACE),
+                Kind::Source,
+                spec.name.clone(),
+            );
             s.events.push(motley_core::events::New::about(
                 motley_core::events::EventKind::SourceSynced,
-                format!("source/{name}"),
+                object.to_string(),
                 format!("{result}: {message}"),
             ));
             v.events.push(SourceEvent {
@@ -684,7 +700,7 @@ async fn rollback(s: &Shared, spec: &SourceSpec, g: &Gating, why: &str) {
         if let Some(e) = entries.get_mut(&spec.name) {
             e.gate = None;
             show_record(&mut e.view, &rec);
-            event(s, &spec.name, e, &g.commit, result, message);
+            event(s, spec, e, &g.commit, result, message);
         }
     }
 }
