@@ -256,3 +256,60 @@ fn examples_run_idle_quietly_restart_and_delete_cleanly() {
     assert!(!pid_alive(hb_pid), "the daemon outlived motley up");
     assert!(group_members(hb_pid).is_empty());
 }
+
+/// `motley capacity` through the binary: an inventory and workloads from files, no
+/// cluster; exit 0 when it fits, 3 when a failure leaves work short (with the
+/// addition named), 1 for a bad field (with its place).
+#[test]
+fn capacity_answers_from_files_without_a_cluster() {
+    let dir = test_dir();
+    let inv = dir.path().join("inv.yaml");
+    std::fs::write(
+        &inv,
+        "kind: Inventory\nname: lab\nmodels:\n  - { model: pi, count: 2, arch: arm64, cpus: 4, memory: 4Gi, price: 60, watts: { idle: 3, loaded: 8 } }\n  - { model: box, count: 0, arch: arm64, cpus: 4, memory: 4Gi, labels: { vault: \"yes\" }, price: 90 }\n",
+    )
+    .expect("write");
+    let work = dir.path().join("work.yaml");
+    std::fs::write(
+        &work,
+        "kind: Service\nname: web\nreplicas: 2\ntask: { command: [srv], resources: { cpu: 1, memory: 1Gi } }\n",
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        std::process::Command::new(motley_bin())
+            .args(args)
+            .env("HOME", dir.path())
+            .env_remove("MOTLEY_CONFIG")
+            .output()
+            .expect("run motley")
+    };
+    let (i, w) = (inv.display().to_string(), work.display().to_string());
+    let out = run(&["capacity", "-f", &i, "-f", &w, "--tolerate", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("fits, also with any 1 node(s) failed (2 combinations checked)"),
+        "{text}"
+    );
+    // 2 × (3 + 5 × 1/4) = 8.5 W.
+    assert!(text.contains("power at this load: 8.5 W"), "{text}");
+    // A service that only the (unowned) labelled box may run: short with every node up.
+    std::fs::write(
+        &work,
+        "kind: Service\nname: vault\nplacement: { require: vault = yes }\ntask: { command: [v] }\n",
+    )
+    .expect("write");
+    let out = run(&["capacity", "-f", &i, "-f", &w, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["fits"], false, "{r}");
+    assert_eq!(r["short"][0]["workload"], "service/vault", "{r}");
+    assert_eq!(r["addition"]["model"], "box", "{r}");
+    assert_eq!(r["addition"]["count"], 1, "{r}");
+    // A bad field: refused at its place, nothing computed.
+    std::fs::write(&inv, "kind: Inventory\nname: lab\nmodels:\n  - { model: pi, arch: arm64, cpus: 4, memory: 4Gi, wats: 3 }\n").expect("write");
+    let out = run(&["capacity", "-f", &i, "-f", &w]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inv.yaml:4:") && err.contains("wats"), "{err}");
+}

@@ -122,6 +122,20 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Whether workloads fit an inventory of machines (`kind: Inventory`), with N of
+    /// them failed: headroom, power and cost, and the cheapest machine to add. Runs
+    /// here, with no cluster. Exit 3 when it does not fit.
+    Capacity {
+        /// The inventory and the workloads.
+        #[command(flatten)]
+        files: FileArgs,
+        /// Node failures to tolerate (every combination is checked).
+        #[arg(long, default_value_t = 0)]
+        tolerate: u32,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Check manifests without a cluster.
     Validate {
         /// Inputs.

@@ -17,6 +17,7 @@ use crate::client::{ApiError, Client};
 use crate::files;
 use crate::output::{self, age, cpu, mem, now_ms, print, table};
 
+mod capacity;
 mod events;
 mod rollout;
 mod secrets;
@@ -53,6 +54,11 @@ pub async fn run(
         Command::Uncordon { node } => node_action(&client()?, &node, "uncordon").await,
         Command::Drain { node, timeout } => drain(&client()?, &node, &timeout).await,
         Command::Validate { files } => validate(&files.files),
+        Command::Capacity {
+            files,
+            tolerate,
+            output,
+        } => capacity::capacity(&files.files, tolerate, output),
         Command::Apply {
             files,
             dry_run,

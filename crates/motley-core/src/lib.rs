@@ -11,6 +11,7 @@
 //! * [`health`] — a replica's health from its check's results in a row.
 //! * [`hwview`] — hardware facts, readings and conditions as text rows (CLI and dashboard).
 //! * [`hw`] — hardware facts, readings, labels, conditions and taints.
+//! * [`inventory`] — `kind: Inventory`, machines owned or considered (`motley capacity`).
 //! * [`node`] — node registration (capacity, labels, taints) and report merging.
 //! * [`failure`] — the phi accrual failure detector and node health.
 //! * [`reconcile`] — controllers: desired workloads vs existing allocations → a plan.
@@ -36,6 +37,7 @@ pub mod health;
 pub mod hw;
 pub mod hwview;
 pub mod image;
+pub mod inventory;
 pub mod lease;
 pub mod logbudget;
 pub mod manifest;

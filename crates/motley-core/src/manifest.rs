@@ -950,12 +950,15 @@ pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<
 mod net;
 #[path = "manifest_ns.rs"]
 mod ns;
+#[path = "manifest_other.rs"]
+mod other;
 #[path = "manifest_placement.rs"]
 mod placement;
 #[path = "manifest_source.rs"]
 mod source;
 pub use net::{expose_conflicts, route_key, tcp_key};
 pub use ns::{in_namespace, quota_problems};
+pub use other::{Other, take_kind};
 pub use source::MIN_INTERVAL_MS;
 
 #[cfg(test)]

@@ -151,10 +151,23 @@ const MAX_PASSES: u32 = 200;
 /// Waits further away than this (a long backoff) are not waited for.
 const WAKE_HORIZON_MS: u64 = 600_000;
 
-/// Answers one change: the real controllers and scheduler, pass after pass.
-pub fn run(state: &State, change: &Change, cfg: &Config) -> Result<Outcome, String> {
+/// Where the controllers come to rest after a change.
+pub struct Settled<'a> {
+    /// The workloads (changed only by volume bindings and reverts).
+    pub workloads: std::borrow::Cow<'a, BTreeMap<WorkloadRef, Workload>>,
+    /// Every allocation.
+    pub allocs: BTreeMap<String, Allocation>,
+    /// What could not be placed in the last pass, and why.
+    pub blocked: BTreeMap<WorkloadRef, motley_core::reconcile::Blocked>,
+    /// Passes run.
+    pub passes: u32,
+    /// Virtual time at rest.
+    pub now: u64,
+}
+
+/// Applies a change and runs the controllers with this scheduler to a fixed point.
+pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Settled<'a>, String> {
     check(state, change)?;
-    let start = state.now;
     let mut now = state.now;
     // Copied only when changed: a node's facts are large, and `--each-node` runs this
     // once per node.
@@ -251,6 +264,25 @@ pub fn run(state: &State, change: &Change, cfg: &Config) -> Result<Outcome, Stri
             break;
         }
     }
+    Ok(Settled {
+        workloads,
+        allocs,
+        blocked,
+        passes,
+        now,
+    })
+}
+
+/// Answers one change: the real controllers and scheduler, pass after pass.
+pub fn run(state: &State, change: &Change, cfg: &Config) -> Result<Outcome, String> {
+    let start = state.now;
+    let Settled {
+        workloads,
+        allocs,
+        blocked,
+        passes,
+        now,
+    } = settle(state, change, cfg)?;
     let before = running(&state.allocs);
     let after = running(&allocs);
     let changed: BTreeSet<&String> = change.lose.iter().chain(&change.drain).collect();
