@@ -1714,6 +1714,70 @@ fn what_if_says_what_a_nodes_loss_then_does() {
         "{table}"
     );
     assert!(!table.contains("n2 is a single point"), "{table}");
+    // Manifests and a machine added first: four replicas of three quarters of a
+    // node's CPUs do not fit three nodes (one each); a fourth machine, described by
+    // `motley facts -o json` on it (this one, as the three are), makes room.
+    let cpus = {
+        let n: serde_json::Value =
+            serde_json::from_slice(&m.cli(&["get", "nodes", "n2", "-o", "json"]).stdout)
+                .expect("json");
+        n[0]["node"]["facts"]["cpus"].as_u64().expect("cpus")
+    };
+    let big = m.dir.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        format!(
+            "kind: Service\nname: big\nreplicas: 4\ntask:\n  command: [sleep, \"1000\"]\n  resources: {{ cpu: {}m, memory: 8Mi }}\n",
+            cpus * 750
+        ),
+    )
+    .expect("write");
+    let facts = m.dir.path().join("box.json");
+    let out = std::process::Command::new(motley_bin())
+        .args(["facts", "-o", "json"])
+        .output()
+        .expect("motley facts");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&facts, &out.stdout).expect("write");
+    let big_path = big.display().to_string();
+    let with = |extra: &[&str]| {
+        let mut a = vec!["what-if", "-f", big_path.as_str(), "-o", "json"];
+        a.extend(extra);
+        let out = m.cli(&a);
+        assert!(out.status.success(), "{out:?}");
+        let o: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        o["workloads"]
+            .as_array()
+            .and_then(|w| w.iter().find(|e| e["workload"] == "service/big").cloned())
+            .unwrap_or_else(|| panic!("big in {o:#}"))
+    };
+    let e = with(&[]);
+    assert_eq!(e["verdict"], "degraded", "{e}");
+    assert_eq!(
+        (e["after"].as_u64(), e["desired"].as_u64()),
+        (Some(3), Some(4))
+    );
+    assert!(
+        e["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("insufficient cpu")),
+        "{e}"
+    );
+    let box_arg = format!("box={}", facts.display());
+    let e = with(&["--add-node", &box_arg]);
+    assert_eq!(e["verdict"], "new", "{e}");
+    assert_eq!(e["after"], 4, "{e}");
+    assert!(
+        e["nodes_after"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .any(|n| n == "box"),
+        "{e}"
+    );
+    let none = m.cli(&["get", "services", "big"]);
+    assert!(!none.status.success(), "asking applied nothing: {none:?}");
+    assert_eq!(allocs(&m), before);
     // A node that does not exist is refused, naming it.
     let bad = m.cli(&["what-if", "--lose", "nope"]);
     assert!(!bad.status.success());

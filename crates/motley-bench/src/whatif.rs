@@ -87,6 +87,7 @@ pub fn run(n_nodes: usize, services: usize, fixtures: &std::path::Path) -> anyho
     let setup_s = t.elapsed().as_secs_f64();
     let state = State {
         workloads,
+        applied: None,
         nodes: synthetic.nodes.clone(),
         ready: synthetic.ready.clone(),
         allocs,

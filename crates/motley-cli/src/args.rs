@@ -118,6 +118,13 @@ pub enum Command {
         /// for what.
         #[arg(long, conflicts_with_all = ["lose", "drain"])]
         each_node: bool,
+        /// A machine added first: NAME=FILE, FILE the output of `motley facts -o json`
+        /// on it; repeat for several.
+        #[arg(long = "add-node", value_name = "NAME=FILE")]
+        add_node: Vec<String>,
+        /// Manifests applied first (a file, a directory, or -), as `motley plan` takes them.
+        #[arg(short = 'f', long = "filename", value_name = "PATH")]
+        files: Vec<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,

@@ -102,10 +102,18 @@ pub async fn run(
             lose,
             drain,
             each_node,
+            add_node,
+            files,
             output,
         } => {
             let change = motley_scheduler::whatif::Change { lose, drain };
-            whatif::what_if(&client()?, change, each_node, output).await
+            let q = whatif::Question {
+                change,
+                each_node,
+                add_node,
+                files,
+            };
+            whatif::what_if(&client()?, q, output).await
         }
         Command::Get {
             resource,

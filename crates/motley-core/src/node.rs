@@ -36,6 +36,25 @@ pub fn capacity(facts: &NodeFacts) -> Capacity {
     }
 }
 
+/// The facts an agent would send for a machine `motley facts -o json` described
+/// (`what-if --add-node`): its hardware and conditions; no CPU score (not measured there).
+pub fn facts_of(
+    hostname: &str,
+    hw: crate::hw::Hardware,
+    conditions: Vec<crate::hw::Condition>,
+) -> NodeFacts {
+    NodeFacts {
+        arch: hw.arch.clone(),
+        os: hw.os.clone(),
+        cpus: hw.cpu.logical.max(1),
+        memory: hw.memory,
+        hostname: hostname.to_string(),
+        hw: Some(Box::new(hw)),
+        conditions,
+        ..Default::default()
+    }
+}
+
 /// A node as its agent describes it: capacity from its facts; labels its owner gave the
 /// agent (never under `motley.io/`, which only discovery writes) plus those derived from
 /// its hardware; taints from its conditions under the server's policy. `now` becomes

@@ -147,6 +147,7 @@ fn evaluate(
     }
     let state = State {
         workloads: workloads.clone(),
+        applied: None,
         ready: nodes.keys().cloned().collect(),
         nodes,
         allocs: BTreeMap::new(),
@@ -173,6 +174,7 @@ fn evaluate(
     let mut checked = 0;
     if short.is_empty() && tolerate > 0 {
         let at_rest = State {
+            workloads: settled.workloads.clone().into_owned(),
             allocs: settled.allocs.clone(),
             now: settled.now,
             ..state.clone()

@@ -23,6 +23,9 @@ use crate::{Config, Scheduler};
 pub struct State {
     /// Every workload.
     pub workloads: BTreeMap<WorkloadRef, Workload>,
+    /// The workloads as the question's manifests leave them (`None`: as they are);
+    /// verdicts compare against `workloads`.
+    pub applied: Option<BTreeMap<WorkloadRef, Workload>>,
     /// Every node.
     pub nodes: BTreeMap<String, Node>,
     /// Nodes ready now.
@@ -52,12 +55,15 @@ pub struct Change {
 pub enum Verdict {
     /// Nothing of it ran on the nodes changed.
     Unaffected,
-    /// Every instance it lost runs again elsewhere.
+    /// Every instance it lost runs again elsewhere (or, changed by the question's
+    /// manifests, all it asks for runs).
     Moved,
     /// Some instances run, fewer than desired: it loses redundancy (or throughput).
     Degraded,
     /// None runs any more.
     Down,
+    /// Added by the question's manifests, and runs as asked.
+    New,
 }
 
 /// One workload's answer.
@@ -184,7 +190,8 @@ pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Set
             node.draining = true;
         }
     }
-    let mut workloads = std::borrow::Cow::Borrowed(&state.workloads);
+    let mut workloads =
+        std::borrow::Cow::Borrowed(state.applied.as_ref().unwrap_or(&state.workloads));
     let mut allocs = state.allocs.clone();
     let mut ids = Counter(0);
     let mut passes = 0;
@@ -301,12 +308,21 @@ pub fn run(state: &State, change: &Change, cfg: &Config) -> Result<Outcome, Stri
             _ => b.len() as u32,
         };
         let after_n = a.len() as u32;
-        let verdict = if lost == 0 && after_n >= b.len() as u32 {
+        // The same spec as before the question (not new, not changed by its manifests).
+        let same = state
+            .workloads
+            .get(r)
+            .is_some_and(|old| old.generation == w.generation);
+        let no_worse = same && lost == 0 && after_n >= b.len() as u32;
+        let verdict = if no_worse {
+            // Even when it was short already: the change did not make it so.
             Verdict::Unaffected
         } else if after_n == 0 && desired > 0 {
             Verdict::Down
         } else if after_n < desired {
             Verdict::Degraded
+        } else if !state.workloads.contains_key(r) {
+            Verdict::New
         } else {
             Verdict::Moved
         };
@@ -327,7 +343,8 @@ pub fn run(state: &State, change: &Change, cfg: &Config) -> Result<Outcome, Stri
         Verdict::Down => 0,
         Verdict::Degraded => 1,
         Verdict::Moved => 2,
-        Verdict::Unaffected => 3,
+        Verdict::New => 3,
+        Verdict::Unaffected => 4,
     };
     out.sort_by(|x, y| {
         rank(&x.verdict)

@@ -24,6 +24,7 @@ fn settled(w: &mut World) {
 fn state(w: &World) -> State {
     State {
         workloads: w.workloads.clone(),
+        applied: None,
         nodes: w.nodes.clone(),
         ready: w.ready.clone(),
         allocs: w.allocs.clone(),

@@ -451,16 +451,22 @@ async fn image_platforms(
 
 /// One reconcile against the live cluster as if `docs` were applied and `delete`
 /// deleted: what it would place, stop, bind and queue. Nothing is stored.
-pub(crate) async fn plan_set(
+/// The workloads as they would be after `docs` are applied and `delete` deleted (the
+/// live ones otherwise), each object's action (created, configured, unchanged,
+/// deleted, not found), and the cache they were taken from.
+pub(crate) async fn planned_workloads(
     s: &Shared,
     docs: &[manifest::Document],
     delete: &[WorkloadRef],
-) -> motley_core::api::PlanResponse {
-    use motley_core::api::{PlanResponse, PlannedPlacement, PlannedStop};
+) -> (
+    std::collections::BTreeMap<WorkloadRef, Workload>,
+    Vec<ObjectResult>,
+) {
     let platforms = image_platforms(s, docs).await;
     let cache = s.cache();
     let now = now_ms();
     let mut workloads = cache.workloads.clone();
+    drop(cache);
     let platforms_of = |spec: &Spec| {
         spec.task()
             .image
@@ -511,6 +517,18 @@ pub(crate) async fn plan_set(
         };
         objects.push(ObjectResult::of(&r, action));
     }
+    (workloads, objects)
+}
+
+pub(crate) async fn plan_set(
+    s: &Shared,
+    docs: &[manifest::Document],
+    delete: &[WorkloadRef],
+) -> motley_core::api::PlanResponse {
+    use motley_core::api::{PlanResponse, PlannedPlacement, PlannedStop};
+    let (workloads, objects) = planned_workloads(s, docs, delete).await;
+    let cache = s.cache();
+    let now = now_ms();
     struct PlanIds(u64);
     impl reconcile::Ids for PlanIds {
         fn next_id(&mut self, _: &WorkloadRef) -> String {

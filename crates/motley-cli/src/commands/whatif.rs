@@ -16,6 +16,7 @@ fn verdict(v: &Verdict) -> &'static str {
         Verdict::Moved => "moved",
         Verdict::Degraded => "degraded",
         Verdict::Down => "DOWN",
+        Verdict::New => "new",
     }
 }
 
@@ -29,22 +30,81 @@ fn names(v: &[motley_core::model::WorkloadRef]) -> String {
         .join(", ")
 }
 
+/// What is asked.
+pub struct Question {
+    /// Nodes lost or drained.
+    pub change: Change,
+    /// Every node's loss in turn.
+    pub each_node: bool,
+    /// `NAME=FILE` of machines added.
+    pub add_node: Vec<String>,
+    /// Manifests applied.
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// What `motley facts -o json` printed.
+#[derive(serde::Deserialize)]
+struct Facts {
+    hardware: motley_core::hw::Hardware,
+    #[serde(default)]
+    conditions: Vec<motley_core::hw::Condition>,
+}
+
+fn added(spec: &str) -> anyhow::Result<serde_json::Value> {
+    let (name, file) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--add-node {spec}: give NAME=FILE"))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--add-node {spec}: reading {file}"))?;
+    let f: Facts = serde_json::from_str(&text).with_context(|| {
+        format!("--add-node {spec}: {file} is not the output of `motley facts -o json`")
+    })?;
+    let facts = motley_core::node::facts_of(name, f.hardware, f.conditions);
+    Ok(serde_json::json!({ "name": name, "facts": facts }))
+}
+
 /// `what-if`.
-pub async fn what_if(
-    client: &Client,
-    change: Change,
-    each_node: bool,
-    output: Format,
-) -> anyhow::Result<i32> {
-    if !each_node && change.lose.is_empty() && change.drain.is_empty() {
+pub async fn what_if(client: &Client, q: Question, output: Format) -> anyhow::Result<i32> {
+    let Question {
+        change,
+        each_node,
+        add_node,
+        files,
+    } = q;
+    if !each_node
+        && change.lose.is_empty()
+        && change.drain.is_empty()
+        && add_node.is_empty()
+        && files.is_empty()
+    {
         return report(anyhow::anyhow!(
-            "say what changes: --lose NODE, --drain NODE, or --each-node"
+            "say what changes: --lose NODE, --drain NODE, --add-node NAME=FILE, -f MANIFESTS, or --each-node"
         ));
     }
+    let add = match add_node
+        .iter()
+        .map(|s| added(s))
+        .collect::<anyhow::Result<Vec<_>>>()
+    {
+        Ok(a) => a,
+        Err(e) => return report(e),
+    };
+    let (manifests, inputs) = if files.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        // Checked here first, as `plan` does (errors with file, line, column, field).
+        let Some(set) = read_set(&files, "asked about")? else {
+            return Ok(1);
+        };
+        (set.files, set.inputs)
+    };
     let body = serde_json::json!({
         "lose": change.lose,
         "drain": change.drain,
         "each_node": each_node,
+        "add": add,
+        "files": manifests,
+        "inputs": inputs,
     });
     let answer: Answer = match client.post("/v1/what-if", &body).await {
         Ok(a) => a,

@@ -1,9 +1,22 @@
-//! `POST /v1/what-if`: what the control plane would do if nodes died or were drained
-//! ([`motley_scheduler::whatif`], the real controllers and scheduler on a copy of the
-//! cache; nothing is stored).
+//! `POST /v1/what-if`: what the control plane would do if nodes died, were drained
+//! or were added, and manifests applied ([`motley_scheduler::whatif`], the real
+//! controllers and scheduler on a copy of the cache; nothing is stored).
 
 use super::*;
+use crate::apply::check_secret_refs;
+use crate::error::invalid;
+use motley_core::api::{ManifestFile, SecretInput};
 use motley_scheduler::whatif::{self, Change, NodeLoss, Outcome};
+
+/// A node that is not (yet) in the cluster, as its agent would describe it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddNode {
+    name: String,
+    facts: motley_core::model::NodeFacts,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
 
 /// The question.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -14,6 +27,14 @@ pub(crate) struct WhatIf {
     /// Every ready node's loss, one at a time, instead.
     #[serde(default)]
     each_node: bool,
+    /// Nodes added first (ready).
+    #[serde(default)]
+    add: Vec<AddNode>,
+    /// Manifests applied first, as `motley plan` takes them.
+    #[serde(default)]
+    files: Vec<ManifestFile>,
+    #[serde(default)]
+    inputs: Vec<SecretInput>,
 }
 
 /// The answer: one outcome, or a line per node.
@@ -30,17 +51,56 @@ pub(crate) async fn what_if(
     body: Result<Json<WhatIf>, JsonRejection>,
 ) -> ApiResult<Json<Answer>> {
     let Json(q) = body?;
-    let state = {
+    let now = now_ms();
+    let applied = if q.files.is_empty() {
+        None
+    } else {
+        let set = ManifestSet {
+            files: q.files,
+            dry_run: true,
+            inputs: q.inputs,
+        };
+        let docs = parse_manifests(&set, &NsQuery { namespace: None })?;
+        let mut details = check_secret_refs(&s.cache(), &docs);
+        details.extend(crate::namespaces::check_set(&s, &docs));
+        if !details.is_empty() {
+            return Err(invalid(details));
+        }
+        Some(crate::apply::planned_workloads(&s, &docs, &[]).await.0)
+    };
+    let mut state = {
         let cache = s.cache();
         whatif::State {
             workloads: cache.workloads.clone(),
+            applied,
             nodes: cache.nodes.clone(),
             ready: s.ready_nodes(),
             allocs: cache.allocs.clone(),
-            now: now_ms(),
+            now,
             fence_after_ms: s.liveness.config.fence_after_ms(),
         }
     };
+    for n in q.add {
+        motley_core::model::validate_name(&n.name).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("add {:?}: {e}", n.name),
+            )
+        })?;
+        if state.nodes.contains_key(&n.name) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "add {:?}: a node of that name is in the cluster already",
+                    n.name
+                ),
+            ));
+        }
+        let node =
+            motley_core::node::registration(&n.name, n.facts, &n.labels, &s.taint_policy, now);
+        state.ready.insert(n.name.clone());
+        state.nodes.insert(n.name, node);
+    }
     let cfg = s.scheduler.clone();
     let answer = motley_rt::spawn_blocking(move || {
         if q.each_node {
