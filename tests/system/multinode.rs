@@ -1775,6 +1775,35 @@ fn what_if_says_what_a_nodes_loss_then_does() {
             .any(|n| n == "box"),
         "{e}"
     );
+    // Capacity on the live cluster: vault survives no loss of n1; an inventory's
+    // candidate labelled vault=yes is the addition that makes it fit.
+    let out = m.cli(&["capacity", "--cluster", "--tolerate", "1", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["failure"][0], serde_json::json!(["n1"]), "{r}");
+    assert_eq!(r["failure"][1][0]["workload"], "service/vault", "{r}");
+    assert!(r["addition"].is_null(), "no inventory, nothing to buy: {r}");
+    let inv = m.dir.path().join("inv.yaml");
+    std::fs::write(
+        &inv,
+        "kind: Inventory\nname: shop\nmodels:\n  - { model: safe, count: 0, arch: amd64, cpus: 2, memory: 2Gi, labels: { vault: \"yes\" }, price: 99 }\n",
+    )
+    .expect("write");
+    let inv_path = inv.display().to_string();
+    let out = m.cli(&[
+        "capacity",
+        "--cluster",
+        "-f",
+        &inv_path,
+        "--tolerate",
+        "1",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["addition"]["model"], "safe", "{r}");
+    assert_eq!(r["addition"]["count"], 1, "{r}");
     let none = m.cli(&["get", "services", "big"]);
     assert!(!none.status.success(), "asking applied nothing: {none:?}");
     assert_eq!(allocs(&m), before);

@@ -129,13 +129,17 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
-    /// Whether workloads fit an inventory of machines (`kind: Inventory`), with N of
-    /// them failed: headroom, power and cost, and the cheapest machine to add. Runs
-    /// here, with no cluster. Exit 3 when it does not fit.
+    /// Whether workloads fit an inventory of machines (`kind: Inventory`) or the live
+    /// cluster, with N of them failed: headroom, power and cost, and the cheapest
+    /// machine to add. Without --cluster it runs here alone. Exit 3 when it does not fit.
     Capacity {
-        /// The inventory and the workloads.
-        #[command(flatten)]
-        files: FileArgs,
+        /// The inventory and the workloads (a file, a directory, or -). Repeatable.
+        #[arg(short = 'f', long = "filename", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        /// The live cluster's nodes (and, without workload files, its workloads), with
+        /// the power each measures; an inventory then adds candidates to buy.
+        #[arg(long)]
+        cluster: bool,
         /// Node failures to tolerate (every combination is checked).
         #[arg(long, default_value_t = 0)]
         tolerate: u32,

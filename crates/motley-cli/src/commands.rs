@@ -56,9 +56,13 @@ pub async fn run(
         Command::Validate { files } => validate(&files.files),
         Command::Capacity {
             files,
+            cluster,
             tolerate,
             output,
-        } => capacity::capacity(&files.files, tolerate, output),
+        } => {
+            let client = if cluster { Some(client()?) } else { None };
+            capacity::capacity(client.as_ref(), &files, tolerate, output).await
+        }
         Command::Apply {
             files,
             dry_run,

@@ -417,6 +417,24 @@ pub struct Readings {
     pub power_mw: BTreeMap<String, u64>,
 }
 
+impl Readings {
+    /// The machine's power draw in watts as its RAPL domains measure it: the platform
+    /// (`psys`) when it has one, else its packages and DRAM (their `core` and `uncore`
+    /// parts are inside the packages, not added again); `None` when nothing measures.
+    pub fn watts(&self) -> Option<f64> {
+        if let Some(p) = self.power_mw.get("psys") {
+            return Some(*p as f64 / 1000.0);
+        }
+        let mw: u64 = self
+            .power_mw
+            .iter()
+            .filter(|(k, _)| k.starts_with("package") || k.as_str() == "dram")
+            .map(|(_, v)| *v)
+            .sum();
+        (mw > 0).then_some(mw as f64 / 1000.0)
+    }
+}
+
 impl Hardware {
     /// The stable facts (readings cleared) and the readings. `prev_energy` gives the RAPL
     /// counters and time (ms) of the previous refresh, to turn energy into power.

@@ -193,3 +193,19 @@ fn split_keeps_readings_out_of_facts() {
     assert_eq!(r2.memory_available_mib, Some(300));
     assert_eq!(r2.data_disk_used_pct, Some(42));
 }
+
+#[test]
+fn a_machines_watts_come_from_the_platform_or_its_packages_and_dram() {
+    let mut r = Readings::default();
+    assert_eq!(r.watts(), None);
+    r.power_mw.insert("package-0".into(), 12_000);
+    r.power_mw.insert("core".into(), 8_000);
+    r.power_mw.insert("uncore".into(), 1_000);
+    r.power_mw.insert("dram".into(), 2_500);
+    // core and uncore are inside the package: not added again.
+    assert_eq!(r.watts(), Some(14.5));
+    r.power_mw.insert("package-1".into(), 10_000);
+    assert_eq!(r.watts(), Some(24.5));
+    r.power_mw.insert("psys".into(), 31_000);
+    assert_eq!(r.watts(), Some(31.0), "the platform's own figure wins");
+}

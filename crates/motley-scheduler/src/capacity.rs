@@ -48,7 +48,8 @@ pub struct Power {
     pub kwh_month: f64,
     /// What that costs, when the inventory has `price_per_kwh`.
     pub cost_month: Option<f64>,
-    /// Per model: (model, nodes, watts).
+    /// Per model: (model, nodes, watts); an existing node is its own line, at the
+    /// power it was measured to draw.
     pub models: Vec<(String, u32, f64)>,
     /// Models without `watts:` (not counted).
     pub unknown: Vec<String>,
@@ -95,6 +96,16 @@ pub const MAX_COMBINATIONS: usize = 20_000;
 /// Most machines of one model tried as an addition.
 pub const MAX_ADDED: u32 = 4;
 
+/// Machines that exist already (a live cluster's nodes), with the power each was
+/// last measured to draw, where its hardware says.
+#[derive(Debug, Clone, Default)]
+pub struct Existing {
+    /// The nodes, by name.
+    pub nodes: BTreeMap<String, motley_core::model::Node>,
+    /// Watts measured now, by node (RAPL, a PMIC).
+    pub watts: BTreeMap<String, f64>,
+}
+
 /// Answers for `inv` and `workloads`, tolerating `tolerate` node failures.
 pub fn plan(
     inv: &Inventory,
@@ -102,8 +113,20 @@ pub fn plan(
     tolerate: u32,
     cfg: &Config,
 ) -> Result<Report, String> {
+    plan_on(&Existing::default(), inv, workloads, tolerate, cfg)
+}
+
+/// [`plan`] with `existing` machines beside the inventory's (which then may hold
+/// only candidates to buy).
+pub fn plan_on(
+    existing: &Existing,
+    inv: &Inventory,
+    workloads: &BTreeMap<WorkloadRef, Workload>,
+    tolerate: u32,
+    cfg: &Config,
+) -> Result<Report, String> {
     let counts: Vec<u32> = inv.models.iter().map(|m| m.count).collect();
-    let base = evaluate(inv, &counts, workloads, tolerate, cfg)?;
+    let base = evaluate(existing, inv, &counts, workloads, tolerate, cfg)?;
     let mut addition = None;
     if !base.fits {
         // Cheapest first: the price of the machines added (unpriced models last).
@@ -118,7 +141,7 @@ pub fn plan(
         for (cost, i, n) in tries {
             let mut c = counts.clone();
             c[i] += n;
-            if evaluate(inv, &c, workloads, tolerate, cfg)?.fits {
+            if evaluate(existing, inv, &c, workloads, tolerate, cfg)?.fits {
                 addition = Some(Addition {
                     model: inv.models[i].model.clone(),
                     count: n,
@@ -132,16 +155,23 @@ pub fn plan(
 }
 
 fn evaluate(
+    existing: &Existing,
     inv: &Inventory,
     counts: &[u32],
     workloads: &BTreeMap<WorkloadRef, Workload>,
     tolerate: u32,
     cfg: &Config,
 ) -> Result<Report, String> {
-    let mut nodes = BTreeMap::new();
+    let mut nodes = existing.nodes.clone();
     for (m, &n) in inv.models.iter().zip(counts) {
         for i in 1..=n {
             let node = m.node(i);
+            if nodes.contains_key(&node.name) {
+                return Err(format!(
+                    "the inventory's {} is also a node of the cluster: rename the model",
+                    node.name
+                ));
+            }
             nodes.insert(node.name.clone(), node);
         }
     }
@@ -169,7 +199,18 @@ fn evaluate(
         headroom.memory_used += a.task.resources.memory_or_default().0;
         *cpu_on.entry(a.node.as_str()).or_default() += cpu;
     }
-    let power = power(inv, counts, &state, &cpu_on);
+    let mut power = power(inv, counts, &state, &cpu_on);
+    for name in existing.nodes.keys() {
+        match existing.watts.get(name) {
+            Some(&w) => {
+                power.watts += w;
+                power.models.push((name.clone(), 1, w));
+            }
+            None => power.unknown.push(name.clone()),
+        }
+    }
+    power.kwh_month = power.watts * HOURS_A_MONTH / 1000.0;
+    power.cost_month = inv.price_per_kwh.map(|k| k * power.kwh_month);
     let mut failure = None;
     let mut checked = 0;
     if short.is_empty() && tolerate > 0 {
@@ -287,10 +328,11 @@ fn power(inv: &Inventory, counts: &[u32], state: &State, cpu_on: &BTreeMap<&str,
         p.watts += watts;
         p.models.push((m.model.clone(), n, watts));
     }
-    p.kwh_month = p.watts * 730.5 / 1000.0;
-    p.cost_month = inv.price_per_kwh.map(|k| k * p.kwh_month);
     p
 }
+
+/// Hours in an average month.
+pub const HOURS_A_MONTH: f64 = 730.5;
 
 /// Every way to choose `k` of `n` (indices, in order), or `None` when there are more
 /// than `limit`.

@@ -1,19 +1,51 @@
 //! `motley capacity -f inventory.yaml -f workloads/ [--tolerate N]`: whether the
 //! workloads fit the inventory's machines, with N failures, the headroom, power and
-//! cost, and the cheapest machine to add. Runs here, with no cluster.
+//! cost, and the cheapest machine to add. Runs here, with no cluster; with
+//! `--cluster`, on the live cluster's nodes (and its workloads, unless files give
+//! them), the inventory adding candidates.
 
 use super::*;
 use motley_core::inventory::{self, Inventory};
 use motley_core::model::{Workload, WorkloadRef};
-use motley_scheduler::capacity::{Report, Short, plan};
+use motley_scheduler::capacity::{Existing, Report, Short, plan_on};
+
+/// The live cluster's ready nodes, the power each measures, and its workloads.
+async fn live(
+    client: &Client,
+) -> anyhow::Result<(Existing, std::collections::BTreeMap<WorkloadRef, Workload>)> {
+    let nodes: Vec<motley_core::api::NodeView> = client.get("/v1/nodes").await?;
+    let mut existing = Existing::default();
+    for n in nodes.into_iter().filter(|n| n.state == "ready") {
+        if let Some(w) = n.readings.as_ref().and_then(|r| r.watts()) {
+            existing.watts.insert(n.node.name.clone(), w);
+        }
+        existing.nodes.insert(n.node.name.clone(), n.node);
+    }
+    let views: Vec<motley_core::api::WorkloadView> = client.get("/v1/workloads").await?;
+    let workloads = views
+        .into_iter()
+        .map(|v| (v.workload.spec.reference(), v.workload))
+        .collect();
+    Ok((existing, workloads))
+}
 
 /// `capacity`.
-pub fn capacity(
+pub async fn capacity(
+    client: Option<&Client>,
     paths: &[std::path::PathBuf],
     tolerate: u32,
     output: Format,
 ) -> anyhow::Result<i32> {
-    let files = files::read_all(paths)?;
+    if paths.is_empty() && client.is_none() {
+        return report(anyhow::anyhow!(
+            "say which machines: -f inventory.yaml, or --cluster for the live one"
+        ));
+    }
+    let files = if paths.is_empty() {
+        Vec::new()
+    } else {
+        files::read_all(paths)?
+    };
     let srcs = sources(&files);
     let (invs, rest) = match manifest::take_kind::<Inventory>(&srcs, "Inventory") {
         Ok(x) => x,
@@ -25,13 +57,19 @@ pub fn capacity(
     let mut errors: Vec<ManifestError> = invs.iter().flat_map(inventory::validate).collect();
     let inv = match invs.as_slice() {
         [one] => Some(one),
+        [] if client.is_some() => None,
         [] => {
-            eprintln!("error: no `kind: Inventory` among the files: say which machines there are");
+            eprintln!(
+                "error: no `kind: Inventory` among the files: say which machines there are (or --cluster)"
+            );
             return Ok(1);
         }
         [_, second, ..] => {
             errors.push(second.error_at("kind", "one Inventory at a time"));
-            None
+            return {
+                print_manifest_errors(&errors);
+                Ok(1)
+            };
         }
     };
     let rest_sources: Vec<Source<'_>> = files
@@ -49,12 +87,30 @@ pub fn capacity(
             Vec::new()
         }
     };
-    let Some(inv) = inv.filter(|_| errors.is_empty()) else {
+    if !errors.is_empty() {
         print_manifest_errors(&errors);
         eprintln!("{} error(s)", errors.len());
         return Ok(1);
+    }
+    let empty = Inventory {
+        kind: Default::default(),
+        name: "the cluster".into(),
+        price_per_kwh: None,
+        currency: None,
+        models: Vec::new(),
     };
-    let workloads: std::collections::BTreeMap<WorkloadRef, Workload> = docs
+    let (inv_value, at) = match inv {
+        Some(i) => (&i.value, format!("{}:{}", i.file, i.line)),
+        None => (&empty, "the cluster".to_string()),
+    };
+    let (existing, live_workloads) = match client {
+        Some(c) => match live(c).await {
+            Ok(x) => x,
+            Err(e) => return report(e),
+        },
+        None => Default::default(),
+    };
+    let from_files: std::collections::BTreeMap<WorkloadRef, Workload> = docs
         .into_iter()
         .map(|d| {
             let r = d.spec.reference();
@@ -73,20 +129,30 @@ pub fn capacity(
             (r, w)
         })
         .collect();
-    let report = match plan(
-        &inv.value,
-        &workloads,
-        tolerate,
-        &motley_scheduler::Config::default(),
-    ) {
+    // Without workload files, the cluster's own workloads.
+    let workloads = if from_files.is_empty() && client.is_some() {
+        live_workloads
+    } else {
+        from_files
+    };
+    let cfg = motley_scheduler::Config::default();
+    let r = match plan_on(&existing, inv_value, &workloads, tolerate, &cfg) {
         Ok(r) => r,
-        Err(e) => return report(anyhow::anyhow!("{}:{}: {e}", inv.file, inv.line)),
+        Err(e) => return report(anyhow::anyhow!("{at}: {e}")),
     };
     if matches!(output, Format::Json | Format::Yaml) {
-        print(&output::structured(&report, output)?);
+        print(&output::structured(&r, output)?);
     } else {
-        print(&text(&report, inv.value.currency.as_deref().unwrap_or("")));
+        let mut t = text(&r, inv_value.currency.as_deref().unwrap_or(""));
+        if !existing.nodes.is_empty() {
+            t = format!(
+                "{} nodes of the cluster (power as measured now, where it is)\n{t}",
+                existing.nodes.len()
+            );
+        }
+        print(&t);
     }
+    let report = r;
     Ok(if report.fits { 0 } else { 3 })
 }
 
