@@ -313,3 +313,61 @@ fn capacity_answers_from_files_without_a_cluster() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("inv.yaml:4:") && err.contains("wats"), "{err}");
 }
+
+/// `motley experiment run --dry-run` (issue 24; carrying faults out is not built): the
+/// experiment checked against the live cluster and its timeline printed; an unknown
+/// node refused at its line and column; without --dry-run, refused as not built.
+#[test]
+fn an_experiment_dry_run_checks_against_the_cluster_and_prints_its_timeline() {
+    let c = Cluster::up(&[]);
+    assert!(c
+        .apply_yaml(
+            "web.yaml",
+            "kind: Service\nname: web\nreplicas: 2\ntask:\n  command: [sleep, '3600']\n  resources: { cpu: 10m, memory: 8Mi }\n",
+        )
+        .status
+        .success());
+    let dir = test_dir();
+    let file = dir.path().join("e.yaml");
+    std::fs::write(
+        &file,
+        "kind: Experiment\nname: lose-node1\nsteady_state:\n  - { service: web, ready_at_least: 2 }\nfaults:\n  - { at: 10s, power_off: { node: node1 }, for: 60s }\n  - { at: 75s, kill: { allocation_of: service/web } }\n",
+    )
+    .expect("write");
+    let f = file.display().to_string();
+    let out = c.ok(&["experiment", "run", "-f", &f, "--dry-run"]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("faults[")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(
+        rows[0].starts_with("10.0s")
+            && rows[0].contains("power_off")
+            && rows[0].contains("at 70 s at the latest"),
+        "{out}"
+    );
+    assert!(
+        rows[1].starts_with("70.0s") && rows[1].contains("undo"),
+        "{out}"
+    );
+    assert!(
+        rows[2].starts_with("75.0s") && rows[2].contains("an allocation of service/web"),
+        "{out}"
+    );
+    let not_built = c.cli(&["experiment", "run", "-f", &f]);
+    assert!(!not_built.status.success());
+    assert!(
+        String::from_utf8_lossy(&not_built.stderr).contains("not built yet"),
+        "{not_built:?}"
+    );
+    std::fs::write(
+        &file,
+        "kind: Experiment\nname: lose-node1\nfaults:\n  - { at: 10s, power_off: { node: pi-9 }, for: 60s }\n",
+    )
+    .expect("write");
+    let bad = c.cli(&["experiment", "run", "-f", &f, "--dry-run"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("e.yaml:4:") && err.contains("no node \"pi-9\" in the cluster"),
+        "{err}"
+    );
+}

@@ -89,6 +89,14 @@ pub enum Command {
         #[command(subcommand)]
         command: SourceCommand,
     },
+    /// Chaos experiments (`kind: Experiment`): faults on a schedule, a steady state, a
+    /// guard. Only `run --dry-run` is built: it checks the experiment against the
+    /// cluster and prints its timeline (docs/lab.md).
+    Experiment {
+        /// What to do.
+        #[command(subcommand)]
+        command: ExperimentCommand,
+    },
     /// Let a service's update go on past its canaries (`update.canary`).
     Promote {
         /// The service.
@@ -635,6 +643,22 @@ pub struct UpArgs {
     /// Service networking on this node.
     #[command(flatten)]
     pub mesh: MeshArgs,
+}
+
+/// `motley experiment`.
+#[derive(Debug, Subcommand, Clone)]
+pub enum ExperimentCommand {
+    /// Run an experiment. With --dry-run: check it against the live cluster (nodes
+    /// and workloads it names, contradictory faults) and print when each fault starts
+    /// and is undone; changes nothing.
+    Run {
+        /// The experiment.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Check and print the timeline only.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `motley source`.

@@ -19,6 +19,7 @@ use crate::output::{self, age, cpu, mem, now_ms, print, table};
 
 mod capacity;
 mod events;
+mod experiment;
 mod rollout;
 mod secrets;
 mod sources;
@@ -101,6 +102,9 @@ pub async fn run(
         }
         Command::Promote { name } => rollout::promote(&client()?, &name).await,
         Command::Source { command } => sources::run(&client()?, command).await,
+        Command::Experiment {
+            command: crate::args::ExperimentCommand::Run { file, dry_run },
+        } => experiment::run(&client()?, &file, dry_run).await,
         Command::Plan { files, output } => plan(&client()?, &files.files, output).await,
         Command::WhatIf {
             lose,

@@ -11,6 +11,7 @@
 //! * [`health`] — a replica's health from its check's results in a row.
 //! * [`hwview`] — hardware facts, readings and conditions as text rows (CLI and dashboard).
 //! * [`hw`] — hardware facts, readings, labels, conditions and taints.
+//! * [`experiment`] — `kind: Experiment`: checking, the fault timeline, the history checker.
 //! * [`inventory`] — `kind: Inventory`, machines owned or considered (`motley capacity`).
 //! * [`node`] — node registration (capacity, labels, taints) and report merging.
 //! * [`failure`] — the phi accrual failure detector and node health.
@@ -30,6 +31,7 @@ pub mod api;
 pub mod catalog;
 pub mod doctor;
 pub mod events;
+pub mod experiment;
 pub mod failure;
 pub mod fence;
 pub mod fuzzing;
