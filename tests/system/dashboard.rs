@@ -236,12 +236,27 @@ fn the_dashboard_in_chromium_for_an_admin_and_a_viewer() {
             ("/ui/uptime", "service/web", "uptime"),
             ("/ui/w/secret/creds", "password", "secret"),
             ("/ui/nodes/node1", "Hardware", "node"),
+            ("/ui/whatif", "node1</a> is a single point of failure for", "what-if"),
+            ("/ui/whatif?lose=node1", "What if node1 dies?", "what-if-node1"),
         ] {
             b.goto(&format!("{base}{path}")).await.expect("page");
             let html = wait_text(&b, path, expect, Duration::from_secs(20)).await;
             shot(&b, name).await;
             pages.push(html);
         }
+
+        // What if node1 dies: on a cluster of one, web goes down, said as the API says.
+        b.goto(&format!("{base}/ui/whatif?lose=node1")).await.expect("what-if page");
+        let html = wait_text(&b, "the what-if", "What if node1 dies?", Duration::from_secs(20)).await;
+        let row = b
+            .find(Locator::XPath("//tr[td/a[normalize-space(.)='service/web']]"))
+            .await
+            .expect("web's row")
+            .text()
+            .await
+            .expect("its text");
+        assert!(row.contains("down") && row.contains("1 of 1") && row.contains("0 of 1"), "{row}");
+        pages.push(html);
 
         // The blocked job's refusal matrix: node1, refused for the label it lacks.
         b.goto(&format!("{base}/ui/w/job/waits")).await.expect("job page");

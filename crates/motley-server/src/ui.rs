@@ -67,6 +67,7 @@ pub fn router(shared: Arc<Shared>, api: Router) -> Router {
         .route("/ui/allocs/{id}", get(pages::alloc))
         .route("/ui/allocs/{id}/log", get(pages::log))
         .route("/ui/nodes/{name}", get(pages::node))
+        .route("/ui/whatif", get(pages::whatif))
         .route("/ui/act", post(pages::act))
         .layer(middleware::from_fn(security_headers))
         .with_state(ui)

@@ -9,7 +9,7 @@
 //! * [`assets`] — htmx, the stylesheet and the log follower, embedded in the binary.
 //! * [`nodes`] — the overview (nodes as cards) and a node's page.
 //! * [`workloads`] — lists by kind, a workload with its refusal matrix, an allocation.
-//! * [`pages`] — events, uptime, sources, login, confirmation and error pages.
+//! * [`pages`] — events, uptime, sources, what-if, login, confirmation and error pages.
 //!
 //! Invariants: everything from the cluster is escaped (maud escapes by default; no
 //! `PreEscaped` of cluster data); no Secret value is ever rendered (only names and
@@ -93,6 +93,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/ui/sources", "Sources"),
     ("/ui/events", "Events"),
     ("/ui/uptime", "Uptime"),
+    ("/ui/whatif", "What if"),
 ];
 
 /// `?namespace=NS` for a link to an object of `ns` (nothing for the default namespace).
@@ -273,6 +274,7 @@ pub fn badge(state: &str) -> Markup {
         "suspect" | "pending" | "backoff" | "unknown" | "progressing" | "waiting" | "queued"
         | "cordoned" | "draining" | "stopping" => "warn",
         "down" | "failed" | "lost" | "unhealthy" | "blocked" | "error" | "overspent" => "bad",
+        "moved" => "warn",
         _ => "plain",
     };
     html! { span class={ "badge " (class) } { (state) } }

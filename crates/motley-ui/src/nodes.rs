@@ -140,6 +140,7 @@ pub fn node_page(ctx: &Ctx<'_>, n: &NodeView, allocs: &[Allocation], events: &[E
             (action(ctx, if node.cordoned { "uncordon" } else { "cordon" }, &node.name, "",
                 if node.cordoned { "Uncordon" } else { "Cordon" }))
             @if !node.draining { (action(ctx, "drain", &node.name, "", "Drain")) }
+            a href={ "/ui/whatif?lose=" (crate::urlencode(&node.name)) } { "What if it dies?" }
         }
         h2 { "Hardware" }
         dl.facts {

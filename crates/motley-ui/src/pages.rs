@@ -198,3 +198,82 @@ pub fn error(message: &str) -> Page {
         html! { p.notice.bad role="alert" { (message) } p { a href="/ui/" { "Back to the overview" } } },
     )
 }
+
+/// `GET /ui/whatif?lose=NODE`: what the control plane would do if the node died.
+pub fn whatif(ctx: &Ctx<'_>, node: &str, o: &motley_scheduler::whatif::Outcome) -> Page {
+    use motley_scheduler::whatif::Verdict;
+    let affected: Vec<_> = o
+        .workloads
+        .iter()
+        .filter(|e| e.verdict != Verdict::Unaffected)
+        .collect();
+    let body = html! {
+        p { "The real controllers and scheduler, run on a copy of the cluster without "
+            a href=(node_href(node)) { (node) } ": nothing is changed by asking. Settled in "
+            (o.passes) " passes (" (format!("{:.1}", o.settled_ms as f64 / 1000.0)) " s of cluster time)." }
+        @if affected.is_empty() { p { "Nothing runs there: every workload is unaffected." } }
+        @else {
+            (table(
+                "Workloads it touches",
+                &["workload", "verdict", "before", "after", "where after", "why"],
+                html! {
+                    @for e in &affected {
+                        tr {
+                            td { a href=(workload_href(&e.workload)) { (e.workload) } }
+                            td { (badge(verdict(&e.verdict))) }
+                            td { (e.before) " of " (e.desired) }
+                            td { (e.after) " of " (e.desired) }
+                            td { (e.nodes_after.join(", ")) }
+                            td { (e.why.as_deref().unwrap_or("")) }
+                        }
+                    }
+                },
+            ))
+        }
+        p { a href="/ui/whatif" { "Every node in turn" } }
+    };
+    let _ = ctx;
+    Page::fixed(format!("What if {node} dies?"), body)
+}
+
+/// `GET /ui/whatif`: every node's loss in turn: single points of failure.
+pub fn each_node(ctx: &Ctx<'_>, losses: &[motley_scheduler::whatif::NodeLoss]) -> Page {
+    let names = |v: &[WorkloadRef]| -> Markup {
+        html! { @for (i, r) in v.iter().enumerate() { @if i > 0 { ", " } a href=(workload_href(r)) { (r) } } }
+    };
+    let spof: Vec<_> = losses.iter().filter(|l| !l.down.is_empty()).collect();
+    let body = html! {
+        @if spof.is_empty() { p { "No node is a single point of failure: losing any one leaves every workload running." } }
+        @for l in &spof {
+            p.notice.bad { a href=(node_href(&l.node)) { (l.node) } " is a single point of failure for " (names(&l.down)) }
+        }
+        (table(
+            "Each node's loss, one at a time",
+            &["node", "down", "degraded", "moved", ""],
+            html! {
+                @for l in losses {
+                    tr {
+                        th scope="row" { a href=(node_href(&l.node)) { (l.node) } }
+                        td { (names(&l.down)) }
+                        td { (names(&l.degraded)) }
+                        td { (l.moved.len()) }
+                        td { a href={ "/ui/whatif?lose=" (crate::urlencode(&l.node)) } { "details" } }
+                    }
+                }
+            },
+        ))
+    };
+    let _ = ctx;
+    Page::fixed("What if a node dies?", body)
+}
+
+fn verdict(v: &motley_scheduler::whatif::Verdict) -> &'static str {
+    use motley_scheduler::whatif::Verdict;
+    match v {
+        Verdict::Unaffected => "unaffected",
+        Verdict::Moved => "moved",
+        Verdict::Degraded => "degraded",
+        Verdict::Down => "down",
+        Verdict::New => "new",
+    }
+}

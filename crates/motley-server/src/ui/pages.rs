@@ -421,3 +421,47 @@ fn request_of(
         _ => return None,
     })
 }
+
+#[derive(Deserialize)]
+pub(crate) struct WhatIfQuery {
+    #[serde(default)]
+    lose: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// `GET /ui/whatif[?lose=NODE]`: a node's loss, or every node's in turn, as
+/// `POST /v1/what-if` answers it for this session's token.
+pub(crate) async fn whatif(
+    State(ui): State<Ui>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    Query(q): Query<WhatIfQuery>,
+) -> Response {
+    use motley_scheduler::whatif::{NodeLoss, Outcome};
+    #[derive(Deserialize)]
+    struct Answer {
+        outcome: Option<Outcome>,
+        each_node: Option<Vec<NodeLoss>>,
+    }
+    let ns = NsParam {
+        namespace: q.namespace.clone(),
+    };
+    let s = session!(ui, peer, headers, "/ui/whatif", ns);
+    let body = match &q.lose {
+        Some(n) => serde_json::json!({ "lose": [n] }),
+        None => serde_json::json!({ "each_node": true }),
+    };
+    let a: Answer = or_refused!(
+        s,
+        s.call(&ui)
+            .json(Method::POST, "/v1/what-if", Some(body))
+            .await
+    );
+    let page = match (&q.lose, a.outcome, a.each_node) {
+        (Some(n), Some(o), _) => render_with(&s, |ctx| motley_ui::pages::whatif(ctx, n, &o)),
+        (None, _, Some(l)) => render_with(&s, |ctx| motley_ui::pages::each_node(ctx, &l)),
+        _ => motley_ui::pages::error("the server gave no answer"),
+    };
+    s.render(&page, StatusCode::OK)
+}
