@@ -93,6 +93,7 @@ pub fn run(n_nodes: usize, services: usize, fixtures: &std::path::Path) -> anyho
         allocs,
         now: 1_000,
         fence_after_ms: 7_000,
+        readings: Default::default(),
     };
     let t = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -183,6 +183,7 @@ fn evaluate(
         allocs: BTreeMap::new(),
         now: 1_000_000,
         fence_after_ms: 7_000,
+        readings: Default::default(),
     };
     let settled = settle(&state, &Change::default(), cfg)?;
     let short = shortfalls(workloads, &settled.allocs, &settled.blocked);

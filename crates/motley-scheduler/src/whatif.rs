@@ -36,6 +36,8 @@ pub struct State {
     pub now: u64,
     /// How long after a node is declared down its fenced allocations may be replaced.
     pub fence_after_ms: u64,
+    /// The nodes' latest readings (temperatures count in scores), as the leader has them.
+    pub readings: BTreeMap<String, motley_core::hw::Readings>,
 }
 
 /// The change asked about.
@@ -206,7 +208,7 @@ pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Set
                 down: &down,
                 fence_after_ms: state.fence_after_ms,
                 allocs: &allocs,
-                readings: &BTreeMap::new(),
+                readings: &state.readings,
                 now,
             },
             &mut Scheduler::new(cfg.clone()),

@@ -30,6 +30,7 @@ fn state(w: &World) -> State {
         allocs: w.allocs.clone(),
         now: w.now,
         fence_after_ms: FENCE_AFTER,
+        readings: Default::default(),
     }
 }
 

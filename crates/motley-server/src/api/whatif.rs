@@ -78,6 +78,7 @@ pub(crate) async fn what_if(
             allocs: cache.allocs.clone(),
             now,
             fence_after_ms: s.liveness.config.fence_after_ms(),
+            readings: s.liveness.readings_snapshot(),
         }
     };
     for n in q.add {
