@@ -419,6 +419,10 @@ fn offline_commands_work_without_a_cluster() {
         "cpu_units",
         "time_limit",
         "durable",
+        // The lab's files: an inventory's and an experiment's fields.
+        "price_per_kwh",
+        "power_off",
+        "steady_state",
     ] {
         assert!(s.contains(field), "the schema lacks {field}");
     }

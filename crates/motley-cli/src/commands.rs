@@ -192,11 +192,22 @@ pub async fn run(
             Ok(0)
         }
         Command::Schema => {
-            let schema = schemars::schema_for!(Spec);
+            let schema = schemars::schema_for!(AnyDocument);
             print(&output::structured(&schema, Format::Json)?);
             Ok(0)
         }
     }
+}
+
+/// Every kind of document a manifest file may hold: the stored kinds, and the lab's
+/// files (`motley capacity`, `motley experiment`), for editors' validation.
+#[derive(schemars::JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)]
+enum AnyDocument {
+    Stored(Spec),
+    Inventory(motley_core::inventory::Inventory),
+    Experiment(motley_core::experiment::Experiment),
 }
 
 /// What `motley facts` prints.

@@ -2,7 +2,7 @@
 //! the refusal matrix, and the live part alone for a refresh.
 
 use motley_core::api::{NodeView, Whoami, WorkloadDetail, WorkloadView};
-use motley_core::model::{Allocation, Workload};
+use motley_core::model::{Allocation, Workload, WorkloadRef};
 use serde_json::json;
 
 use super::*;
@@ -296,4 +296,77 @@ fn text_meets_aa_contrast_in_the_light_and_the_dark_scheme() {
         }
     }
     assert!((contrast("#000000", "#ffffff") - 21.0).abs() < 0.01);
+}
+
+#[test]
+fn what_if_pages_name_single_points_of_failure_and_verdicts() {
+    use motley_scheduler::whatif::{Change, Effect, NodeLoss, Outcome, Verdict};
+    let w = who("viewer");
+    let c = ctx(&w, "/ui/whatif");
+    let r = |s: &str| WorkloadRef::parse(s).expect("a reference");
+    let losses = [
+        NodeLoss {
+            node: "pi-1".into(),
+            down: vec![r("service/vault")],
+            degraded: vec![],
+            moved: vec![r("service/web")],
+        },
+        NodeLoss {
+            node: "pi-2".into(),
+            down: vec![],
+            degraded: vec![r("service/web")],
+            moved: vec![],
+        },
+    ];
+    let html = page_html(&c, &pages::each_node(&c, &losses));
+    assert!(
+        html.contains("<a href=\"/ui/nodes/pi-1\">pi-1</a> is a single point of failure for <a href=\"/ui/w/service/vault\">service/vault</a>"),
+        "{html}"
+    );
+    assert!(!html.contains("pi-2</a> is a single point"), "{html}");
+    assert!(html.contains("href=\"/ui/whatif?lose=pi-2\""), "{html}");
+    let o = Outcome {
+        change: Change {
+            lose: vec!["pi-1".into()],
+            drain: vec![],
+        },
+        workloads: vec![
+            Effect {
+                workload: r("service/vault"),
+                before: 1,
+                after: 0,
+                desired: 1,
+                lost: 1,
+                nodes_after: vec![],
+                verdict: Verdict::Down,
+                why: Some("0/2 nodes: 2 vault is not yes".into()),
+            },
+            Effect {
+                workload: r("service/db"),
+                before: 1,
+                after: 1,
+                desired: 1,
+                lost: 0,
+                nodes_after: vec!["pi-2".into()],
+                verdict: Verdict::Unaffected,
+                why: None,
+            },
+        ],
+        passes: 3,
+        settled_ms: 8_000,
+    };
+    let html = page_html(&c, &pages::whatif(&c, "pi-1", &o));
+    assert!(
+        html.contains("<span class=\"badge bad\">down</span>"),
+        "{html}"
+    );
+    assert!(html.contains("0/2 nodes: 2 vault is not yes"), "{html}");
+    assert!(
+        !html.contains("service/db"),
+        "unaffected workloads are not listed: {html}"
+    );
+    assert!(
+        !html.contains("hx-trigger"),
+        "not refreshed: each answer is a computation"
+    );
 }
