@@ -205,7 +205,7 @@ pub async fn run(
 #[schemars(untagged)]
 #[allow(dead_code)]
 enum AnyDocument {
-    Stored(Spec),
+    Stored(Box<Spec>),
     Inventory(motley_core::inventory::Inventory),
     Experiment(motley_core::experiment::Experiment),
 }
