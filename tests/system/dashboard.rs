@@ -206,7 +206,10 @@ fn the_dashboard_in_chromium_for_an_admin_and_a_viewer() {
             .await
             .expect("document.cookie");
         assert!(
-            !seen.as_str().unwrap_or_default().contains("motley_session"),
+            !seen
+                .as_str()
+                .expect("document.cookie is a string")
+                .contains("motley_session"),
             "{seen}"
         );
         shot(&b, "overview").await;

@@ -6,19 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use motley_core::manifest::{Source, parse_set};
-use motley_core::model::{AllocState, Desired, Workload};
-use motley_core::reconcile::{Ids, Input, reconcile};
-use motley_scheduler::whatif::{State, each_node};
-use motley_scheduler::{Config, Scheduler};
-
-struct Counter(u64);
-
-impl Ids for Counter {
-    fn next_id(&mut self, w: &motley_core::model::WorkloadRef) -> String {
-        self.0 += 1;
-        format!("{}-{}", w.name, self.0)
-    }
-}
+use motley_core::model::{AllocState, Desired};
+use motley_scheduler::Config;
+use motley_scheduler::whatif::{Change, State, each_node, settle};
 
 /// Runs the benchmark.
 pub fn run(n_nodes: usize, services: usize, fixtures: &std::path::Path) -> anyhow::Result<()> {
@@ -37,64 +27,30 @@ pub fn run(n_nodes: usize, services: usize, fixtures: &std::path::Path) -> anyho
         text: &yaml,
     }])
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let workloads: BTreeMap<_, _> = docs
-        .into_iter()
-        .map(|d| {
-            let r = d.spec.reference();
-            let w = Workload {
-                spec: d.spec,
-                generation: 1,
-                uid: r.name.clone(),
-                created_at: 0,
-                updated_at: 0,
-                binding: None,
-                image_platforms: Vec::new(),
-                history: Vec::new(),
-                rollout: None,
-                source: None,
-            };
-            (r, w)
-        })
-        .collect();
-    let mut allocs = BTreeMap::new();
-    let mut ids = Counter(0);
-    let down = BTreeMap::new();
-    for _ in 0..5 {
-        let plan = reconcile(
-            &Input {
-                workloads: &workloads,
-                nodes: &synthetic.nodes,
-                ready: &synthetic.ready,
-                down: &down,
-                fence_after_ms: 7_000,
-                allocs: &allocs,
-                readings: &synthetic.readings,
-                now: 1_000,
-            },
-            &mut Scheduler::new(Config::default()),
-            &mut ids,
-        );
-        for mut a in plan.create {
-            a.state = AllocState::Running;
-            a.ready_at = Some(1_000);
-            allocs.insert(a.id.clone(), a);
-        }
-    }
-    let running = allocs
-        .values()
-        .filter(|a| a.desired == Desired::Run && a.state == AllocState::Running)
-        .count();
-    let setup_s = t.elapsed().as_secs_f64();
-    let state = State {
-        workloads,
+    // Settled by the same engine the question then runs on.
+    let empty = State {
+        workloads: motley_core::manifest::created(docs, 0),
         applied: None,
         nodes: synthetic.nodes.clone(),
         ready: synthetic.ready.clone(),
-        allocs,
+        allocs: BTreeMap::new(),
         now: 1_000,
         fence_after_ms: 7_000,
         readings: Default::default(),
     };
+    let settled = settle(&empty, &Change::default(), &Config::default())
+        .map_err(|e| anyhow::anyhow!("settling: {e}"))?;
+    let running = settled
+        .allocs
+        .values()
+        .filter(|a| a.desired == Desired::Run && a.state == AllocState::Running)
+        .count();
+    let state = State {
+        allocs: settled.allocs,
+        now: settled.now,
+        ..empty.clone()
+    };
+    let setup_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let table = each_node(&state, &Config::default(), threads);

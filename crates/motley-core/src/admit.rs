@@ -46,18 +46,7 @@ pub fn revise(
     now: u64,
     new_uid: impl FnOnce() -> String,
 ) -> (Action, Option<Workload>) {
-    let fresh = |uid: String| Workload {
-        spec: spec.clone(),
-        generation: 1,
-        uid,
-        created_at: now,
-        updated_at: now,
-        binding: None,
-        image_platforms: Vec::new(),
-        history: Vec::new(),
-        rollout: None,
-        source: None,
-    };
+    let fresh = |uid: String| Workload::created(spec.clone(), uid, now);
     match current {
         Current::Absent => (Action::Created, Some(fresh(new_uid()))),
         Current::Unreadable => (Action::Configured, Some(fresh(new_uid()))),

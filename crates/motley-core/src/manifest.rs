@@ -75,14 +75,7 @@ impl Document {
     /// An error about `field` of this document, located where the field (or its
     /// nearest present parent) is written.
     pub fn error_at(&self, field: &str, message: impl Into<String>) -> ManifestError {
-        let (line, column) = self.spans.locate(field);
-        ManifestError {
-            file: self.file.clone(),
-            line,
-            column,
-            field: field.to_string(),
-            message: message.into(),
-        }
+        self.spans.error_at(&self.file, field, message.into())
     }
 }
 
@@ -138,6 +131,18 @@ impl SpanNode {
     }
 
     /// Line and column of `path` (`a.b[2].c`), or of its deepest present ancestor.
+    /// An error about `field` of the document this tree is, in `file`.
+    fn error_at(&self, file: &str, field: &str, message: String) -> ManifestError {
+        let (line, column) = self.locate(field);
+        ManifestError {
+            file: file.to_string(),
+            line,
+            column,
+            field: field.to_string(),
+            message,
+        }
+    }
+
     fn locate(&self, path: &str) -> (u64, u64) {
         let mut node = self;
         for seg in path_segments(path) {
@@ -958,7 +963,7 @@ mod placement;
 mod source;
 pub use net::{expose_conflicts, route_key, tcp_key};
 pub use ns::{in_namespace, quota_problems};
-pub use other::{Other, take_kind};
+pub use other::{Other, Taken, created, take_kind};
 pub use source::MIN_INTERVAL_MS;
 
 #[cfg(test)]

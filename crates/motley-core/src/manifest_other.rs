@@ -20,14 +20,7 @@ pub struct Other<T> {
 impl<T> Other<T> {
     /// An error about `field` (`models[1].watts`), located where it is written.
     pub fn error_at(&self, field: &str, message: impl Into<String>) -> ManifestError {
-        let (line, column) = self.spans.locate(field);
-        ManifestError {
-            file: self.file.clone(),
-            line,
-            column,
-            field: field.to_string(),
-            message: message.into(),
-        }
+        self.spans.error_at(&self.file, field, message.into())
     }
 }
 
@@ -101,4 +94,19 @@ pub fn take_kind<T: de::DeserializeOwned>(
     } else {
         Err(errors)
     }
+}
+
+/// Documents as workloads just created (uid = name), keyed by reference: the
+/// workloads of a question asked without a cluster (`motley capacity`, benchmarks).
+pub fn created(
+    docs: Vec<Document>,
+    now: u64,
+) -> std::collections::BTreeMap<crate::model::WorkloadRef, crate::model::Workload> {
+    docs.into_iter()
+        .map(|d| {
+            let r = d.spec.reference();
+            let w = crate::model::Workload::created(d.spec, r.name.clone(), now);
+            (r, w)
+        })
+        .collect()
 }

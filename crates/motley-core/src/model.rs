@@ -951,6 +951,24 @@ pub struct Workload {
     pub source: Option<String>,
 }
 
+impl Workload {
+    /// A workload as first created: generation 1, no binding, history or rollout.
+    pub fn created(spec: Spec, uid: String, now: u64) -> Workload {
+        Workload {
+            spec,
+            generation: 1,
+            uid,
+            created_at: now,
+            updated_at: now,
+            binding: None,
+            image_platforms: Vec::new(),
+            history: Vec::new(),
+            rollout: None,
+            source: None,
+        }
+    }
+}
+
 /// An allocation for the core's unit tests: `id` of `workload` (`kind/name`) on node
 /// `n1`, desired to run, in `state`.
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use motley_core::model::{AllocState, Allocation, Desired, Kind, Node, Workload, WorkloadRef};
 use motley_core::reconcile::{Ids, Input, reconcile};
+use motley_core::writes::Group;
 use serde::{Deserialize, Serialize};
 
 use crate::{Config, Scheduler};
@@ -224,23 +225,26 @@ pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Set
         for w in &plan.revert {
             workloads.to_mut().insert(w.spec.reference(), w.clone());
         }
-        for a in &plan.create {
-            allocs.insert(a.id.clone(), a.clone());
-        }
-        for (id, reason) in &plan.stop {
-            if let Some(a) = allocs.get(id) {
-                let s = motley_core::writes::stopped(a, reason, false, now);
-                allocs.insert(id.clone(), s);
+        // The records the leader would commit for this plan, as it makes them.
+        let groups = motley_core::writes::groups(&plan, |id| allocs.get(id), now);
+        for g in groups {
+            match g {
+                Group::Stop { records, .. } => {
+                    for a in records {
+                        allocs.insert(a.id.clone(), a);
+                    }
+                }
+                Group::Create { allocs: new, .. } => {
+                    for a in new {
+                        allocs.insert(a.id.clone(), a);
+                    }
+                }
+                Group::Delete { ids } => {
+                    for id in ids {
+                        allocs.remove(&id);
+                    }
+                }
             }
-        }
-        for (id, reason) in &plan.lost {
-            if let Some(a) = allocs.get(id) {
-                let s = motley_core::writes::stopped(a, reason, true, now);
-                allocs.insert(id.clone(), s);
-            }
-        }
-        for id in &plan.delete {
-            allocs.remove(id);
         }
         // The agents of ready nodes carry out what they are told; a lost node's say
         // nothing.

@@ -24,25 +24,7 @@ fn read(yaml: &str) -> (Inventory, BTreeMap<WorkloadRef, Workload>) {
         text: &rest[0],
     }])
     .expect("workloads");
-    let workloads = docs
-        .into_iter()
-        .map(|d| {
-            let r = d.spec.reference();
-            let w = Workload {
-                spec: d.spec,
-                generation: 1,
-                uid: r.name.clone(),
-                created_at: 0,
-                updated_at: 0,
-                binding: None,
-                image_platforms: vec![],
-                history: vec![],
-                rollout: None,
-                source: None,
-            };
-            (r, w)
-        })
-        .collect();
+    let workloads = motley_core::manifest::created(docs, 0);
     (invs.remove(0).value, workloads)
 }
 

@@ -500,16 +500,8 @@ pub(crate) async fn planned_workloads(
                 workloads.insert(
                     r.clone(),
                     Workload {
-                        spec: d.spec.clone(),
-                        generation: 1,
-                        uid: format!("plan-{}", r.name),
-                        created_at: now,
-                        updated_at: now,
-                        binding: None,
                         image_platforms: platforms_of(&d.spec),
-                        history: Vec::new(),
-                        rollout: None,
-                        source: None,
+                        ..Workload::created(d.spec.clone(), format!("plan-{}", r.name), now)
                     },
                 );
                 "created"

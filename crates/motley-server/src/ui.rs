@@ -15,7 +15,6 @@
 //! site can read neither), and a POST whose `Origin` names another host is refused.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
@@ -31,7 +30,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::state::{Shared, now_ms};
+use crate::state::now_ms;
 
 mod pages;
 
@@ -47,8 +46,7 @@ pub(crate) struct Ui {
 }
 
 /// The dashboard's routes, to merge beside the API's (`api` is that router).
-pub fn router(shared: Arc<Shared>, api: Router) -> Router {
-    let _ = shared;
+pub fn router(api: Router) -> Router {
     let ui = Ui { api };
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
@@ -423,8 +421,13 @@ pub(crate) async fn checked(
         .clone()
         .filter(|n| !n.is_empty())
         .or_else(|| who.namespaces.first().cloned());
-    let namespaces = if who.namespaces.is_empty() {
-        // Every namespace there is: `default` and each `kind: Namespace`.
+    let namespaces = if fragment {
+        // A refresh renders the live part only, never the picker: no list to fetch
+        // every 5 s per open page.
+        Vec::new()
+    } else if who.namespaces.is_empty() {
+        // Every namespace there is: `default` and each `kind: Namespace` (the
+        // picker only; a refusal leaves `default` alone to choose).
         let listed: Vec<motley_core::api::WorkloadView> = call
             .get("/v1/workloads?kind=namespace")
             .await
@@ -452,10 +455,8 @@ fn clear_cookie() -> String {
     format!("{COOKIE}=; Path=/ui; Max-Age=0; Secure; HttpOnly; SameSite=Strict")
 }
 
-async fn login_page(headers: HeaderMap) -> Response {
-    if session(&headers).is_some() {
-        // A stale cookie is simply replaced at the next login.
-    }
+/// The login form (a stale cookie is simply replaced at the next login).
+async fn login_page() -> Response {
     html(StatusCode::OK, motley_ui::pages::login(None).into_string())
 }
 
@@ -546,14 +547,6 @@ pub(crate) fn sse(event: Option<&str>, data: &str) -> Bytes {
         Some(e) => format!("event: {e}\ndata: {data}\n\n"),
         None => format!("data: {data}\n\n"),
     })
-}
-
-/// Kinds whose lists have a page.
-pub(crate) fn listed(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Service | Kind::Job | Kind::Daemon | Kind::Volume
-    )
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub fn overview(
             Err(why) => { p.notice.warn { "Nodes are not shown: " (why) } }
         }
         h2 { "Workloads (" (running) " of " (workloads.len()) " running)" }
-        (workload_rows(ctx, "Every workload", workloads))
+        (workload_rows("Every workload", workloads))
     };
     Page::live("Overview", body)
 }
@@ -94,8 +94,7 @@ fn card(ctx: &Ctx<'_>, n: &NodeView, allocs: &[Allocation]) -> Markup {
 }
 
 /// A table of workloads: kind/name, phase, counts.
-pub fn workload_rows(ctx: &Ctx<'_>, caption: &str, workloads: &[WorkloadView]) -> Markup {
-    let _ = ctx;
+pub fn workload_rows(caption: &str, workloads: &[WorkloadView]) -> Markup {
     table(
         caption,
         &[

@@ -52,8 +52,7 @@ pub fn events(ctx: &Ctx<'_>, events: &[Event]) -> Page {
 }
 
 /// `GET /ui/uptime`: each service's availability and error budget.
-pub fn uptime(ctx: &Ctx<'_>, services: &[WorkloadView]) -> Page {
-    let _ = ctx;
+pub fn uptime(_ctx: &Ctx<'_>, services: &[WorkloadView]) -> Page {
     let body = table(
         "Availability measured by the leader from replicas in rotation",
         &[
@@ -200,7 +199,7 @@ pub fn error(message: &str) -> Page {
 }
 
 /// `GET /ui/whatif?lose=NODE`: what the control plane would do if the node died.
-pub fn whatif(ctx: &Ctx<'_>, node: &str, o: &motley_scheduler::whatif::Outcome) -> Page {
+pub fn whatif(_ctx: &Ctx<'_>, node: &str, o: &motley_scheduler::whatif::Outcome) -> Page {
     use motley_scheduler::whatif::Verdict;
     let affected: Vec<_> = o
         .workloads
@@ -232,12 +231,11 @@ pub fn whatif(ctx: &Ctx<'_>, node: &str, o: &motley_scheduler::whatif::Outcome) 
         }
         p { a href="/ui/whatif" { "Every node in turn" } }
     };
-    let _ = ctx;
     Page::fixed(format!("What if {node} dies?"), body)
 }
 
 /// `GET /ui/whatif`: every node's loss in turn: single points of failure.
-pub fn each_node(ctx: &Ctx<'_>, losses: &[motley_scheduler::whatif::NodeLoss]) -> Page {
+pub fn each_node(_ctx: &Ctx<'_>, losses: &[motley_scheduler::whatif::NodeLoss]) -> Page {
     let names = |v: &[WorkloadRef]| -> Markup {
         html! { @for (i, r) in v.iter().enumerate() { @if i > 0 { ", " } a href=(workload_href(r)) { (r) } } }
     };
@@ -263,7 +261,6 @@ pub fn each_node(ctx: &Ctx<'_>, losses: &[motley_scheduler::whatif::NodeLoss]) -
             },
         ))
     };
-    let _ = ctx;
     Page::fixed("What if a node dies?", body)
 }
 

@@ -58,18 +58,7 @@ fn view(yaml: &str, blocked: Option<serde_json::Value>) -> WorkloadView {
     }])
     .expect("a manifest");
     let spec = docs.into_iter().next().expect("one document").spec;
-    let w = Workload {
-        spec,
-        generation: 1,
-        uid: "u".into(),
-        created_at: 0,
-        updated_at: 0,
-        binding: None,
-        image_platforms: vec![],
-        history: vec![],
-        rollout: None,
-        source: None,
-    };
+    let w = Workload::created(spec, "u".into(), 0);
     let mut v = serde_json::to_value(WorkloadView {
         workload: w,
         status: Default::default(),

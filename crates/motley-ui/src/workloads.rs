@@ -26,13 +26,13 @@ pub fn kind_page(kind: Kind) -> (&'static str, &'static str) {
 }
 
 /// `GET /ui/services|jobs|daemons|volumes`: one kind's workloads.
-pub fn list(ctx: &Ctx<'_>, kind: Kind, views: &[WorkloadView]) -> Page {
+pub fn list(_ctx: &Ctx<'_>, kind: Kind, views: &[WorkloadView]) -> Page {
     let (_, title) = kind_page(kind);
     let body = match kind {
         Kind::Service => services(views),
         Kind::Job => jobs(views),
         Kind::Volume => volumes(views),
-        _ => crate::nodes::workload_rows(ctx, title, views),
+        _ => crate::nodes::workload_rows(title, views),
     };
     let body = html! {
         @if views.is_empty() { p.muted { "None." } }

@@ -65,11 +65,8 @@ pub async fn capacity(
             return Ok(1);
         }
         [_, second, ..] => {
-            errors.push(second.error_at("kind", "one Inventory at a time"));
-            return {
-                print_manifest_errors(&errors);
-                Ok(1)
-            };
+            print_manifest_errors(&[second.error_at("kind", "one Inventory at a time")]);
+            return Ok(1);
         }
     };
     let rest_sources: Vec<Source<'_>> = files
@@ -110,25 +107,8 @@ pub async fn capacity(
         },
         None => Default::default(),
     };
-    let from_files: std::collections::BTreeMap<WorkloadRef, Workload> = docs
-        .into_iter()
-        .map(|d| {
-            let r = d.spec.reference();
-            let w = Workload {
-                spec: d.spec,
-                generation: 1,
-                uid: r.name.clone(),
-                created_at: 0,
-                updated_at: 0,
-                binding: None,
-                image_platforms: Vec::new(),
-                history: Vec::new(),
-                rollout: None,
-                source: None,
-            };
-            (r, w)
-        })
-        .collect();
+    let from_files: std::collections::BTreeMap<WorkloadRef, Workload> =
+        motley_core::manifest::created(docs, 0);
     // Without workload files, the cluster's own workloads.
     let workloads = if from_files.is_empty() && client.is_some() {
         live_workloads
@@ -152,8 +132,7 @@ pub async fn capacity(
         }
         print(&t);
     }
-    let report = r;
-    Ok(if report.fits { 0 } else { 3 })
+    Ok(if r.fits { 0 } else { 3 })
 }
 
 fn shorts(s: &[Short]) -> String {

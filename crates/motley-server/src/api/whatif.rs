@@ -3,8 +3,6 @@
 //! controllers and scheduler on a copy of the cache; nothing is stored).
 
 use super::*;
-use crate::apply::check_secret_refs;
-use crate::error::invalid;
 use motley_core::api::{ManifestFile, SecretInput};
 use motley_scheduler::whatif::{self, Change, NodeLoss, Outcome};
 
@@ -60,12 +58,7 @@ pub(crate) async fn what_if(
             dry_run: true,
             inputs: q.inputs,
         };
-        let docs = parse_manifests(&set, &NsQuery { namespace: None })?;
-        let mut details = check_secret_refs(&s.cache(), &docs);
-        details.extend(crate::namespaces::check_set(&s, &docs));
-        if !details.is_empty() {
-            return Err(invalid(details));
-        }
+        let docs = planned_docs(&s, &set, &NsQuery { namespace: None })?;
         Some(crate::apply::planned_workloads(&s, &docs, &[]).await.0)
     };
     let mut state = {

@@ -133,20 +133,30 @@ pub(crate) async fn apply(
 
 /// `POST /v1/plan`: runs one reconcile against the live cluster as if the set were
 /// applied, and returns what it would place, stop, bind and queue. Nothing is stored.
+/// A set as `plan` and `what-if` take it: parsed (secret inputs resolved), its
+/// Secret references and namespaces checked against the cluster; nothing stored.
+pub(crate) fn planned_docs(
+    s: &Shared,
+    set: &ManifestSet,
+    q: &NsQuery,
+) -> ApiResult<Vec<manifest::Document>> {
+    let docs = parse_manifests(set, q)?;
+    let mut details = check_secret_refs(&s.cache(), &docs);
+    details.extend(crate::namespaces::check_set(s, &docs));
+    if details.is_empty() {
+        Ok(docs)
+    } else {
+        Err(invalid(details))
+    }
+}
+
 pub(crate) async fn plan(
     State(s): State<Arc<Shared>>,
     Query(q): Query<NsQuery>,
     body: Result<Json<ManifestSet>, JsonRejection>,
 ) -> ApiResult<Json<motley_core::api::PlanResponse>> {
     let Json(set) = body?;
-    let docs = parse_manifests(&set, &q)?;
-    {
-        let mut details = check_secret_refs(&s.cache(), &docs);
-        details.extend(crate::namespaces::check_set(&s, &docs));
-        if !details.is_empty() {
-            return Err(invalid(details));
-        }
-    }
+    let docs = planned_docs(&s, &set, &q)?;
     let mut plan = plan_set(&s, &docs, &[]).await;
     // Asked in a namespace (a limited token must): what concerns it, nothing of others.
     if let Some(ns) = &q.namespace {

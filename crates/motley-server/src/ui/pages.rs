@@ -71,32 +71,54 @@ fn render_with(s: &Session, f: impl FnOnce(&Ctx<'_>) -> Page) -> Page {
     f(&ctx)
 }
 
-async fn list(
+/// A page made of one API answer: the session for `path`, `GET` of the URI `uri`
+/// makes from it (with the session's namespace), then `page` of the body.
+async fn from_one<T: DeserializeOwned>(
     ui: Ui,
     peer: Option<ConnectInfo<SocketAddr>>,
     headers: HeaderMap,
     q: NsParam,
-    kind: Kind,
+    path: &str,
+    uri: impl FnOnce(&Session) -> String,
+    page: impl FnOnce(&Ctx<'_>, &T) -> Page,
 ) -> Response {
-    let (path, _) = motley_ui::workloads::kind_page(kind);
     let s = session!(ui, peer, headers, path, q);
-    let uri = format!("/v1/workloads?{}kind={}", s.ns_param(), kind.as_str());
-    let views: Vec<WorkloadView> = or_refused!(s, s.call(&ui).get(&uri).await);
-    let page = render_with(&s, |ctx| motley_ui::workloads::list(ctx, kind, &views));
+    let body: T = or_refused!(s, s.call(&ui).get(&uri(&s)).await);
+    let page = render_with(&s, |ctx| page(ctx, &body));
     s.render(&page, StatusCode::OK)
 }
 
-macro_rules! list_page {
-    ($name:ident, $kind:expr) => {
+macro_rules! page_of_one {
+    ($name:ident, $path:expr, $t:ty, |$s:ident| $uri:expr, $page:expr) => {
         pub(crate) async fn $name(
             State(ui): State<Ui>,
             Peer(peer): Peer,
             headers: HeaderMap,
             Query(q): Query<NsParam>,
         ) -> Response {
-            debug_assert!(listed($kind));
-            list(ui, peer, headers, q, $kind).await
+            from_one::<$t>(
+                ui,
+                peer,
+                headers,
+                q,
+                $path,
+                |$s| $uri,
+                |ctx, b: &$t| $page(ctx, b),
+            )
+            .await
         }
+    };
+}
+
+macro_rules! list_page {
+    ($name:ident, $kind:expr) => {
+        page_of_one!(
+            $name,
+            motley_ui::workloads::kind_page($kind).0,
+            Vec<WorkloadView>,
+            |s| format!("/v1/workloads?{}kind={}", s.ns_param(), $kind.as_str()),
+            |ctx, views| motley_ui::workloads::list(ctx, $kind, views)
+        );
     };
 }
 
@@ -104,44 +126,32 @@ list_page!(services, Kind::Service);
 list_page!(jobs, Kind::Job);
 list_page!(daemons, Kind::Daemon);
 list_page!(volumes, Kind::Volume);
+page_of_one!(
+    sources,
+    "/ui/sources",
+    Vec<SourceView>,
+    |s| format!("/v1/sources?{}", s.ns_param()),
+    motley_ui::pages::sources
+);
+page_of_one!(
+    events,
+    "/ui/events",
+    Vec<Event>,
+    |s| format!("/v1/events?{}limit=200", s.ns_param()),
+    motley_ui::pages::events
+);
+page_of_one!(
+    uptime,
+    "/ui/uptime",
+    Vec<WorkloadView>,
+    |s| format!("/v1/workloads?{}kind=service", s.ns_param()),
+    motley_ui::pages::uptime
+);
 
-pub(crate) async fn sources(
-    State(ui): State<Ui>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    Query(q): Query<NsParam>,
-) -> Response {
-    let s = session!(ui, peer, headers, "/ui/sources", q);
-    let uri = format!("/v1/sources?{}", s.ns_param());
-    let list: Vec<SourceView> = or_refused!(s, s.call(&ui).get(&uri).await);
-    let page = render_with(&s, |ctx| motley_ui::pages::sources(ctx, &list));
-    s.render(&page, StatusCode::OK)
-}
-
-pub(crate) async fn events(
-    State(ui): State<Ui>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    Query(q): Query<NsParam>,
-) -> Response {
-    let s = session!(ui, peer, headers, "/ui/events", q);
-    let uri = format!("/v1/events?{}limit=200", s.ns_param());
-    let list: Vec<Event> = or_refused!(s, s.call(&ui).get(&uri).await);
-    let page = render_with(&s, |ctx| motley_ui::pages::events(ctx, &list));
-    s.render(&page, StatusCode::OK)
-}
-
-pub(crate) async fn uptime(
-    State(ui): State<Ui>,
-    Peer(peer): Peer,
-    headers: HeaderMap,
-    Query(q): Query<NsParam>,
-) -> Response {
-    let s = session!(ui, peer, headers, "/ui/uptime", q);
-    let uri = format!("/v1/workloads?{}kind=service", s.ns_param());
-    let list: Vec<WorkloadView> = or_refused!(s, s.call(&ui).get(&uri).await);
-    let page = render_with(&s, |ctx| motley_ui::pages::uptime(ctx, &list));
-    s.render(&page, StatusCode::OK)
+/// An object page's last 50 events; `object` is the encoded `for=` value (with its
+/// `&namespace=` when it has one).
+async fn recent_events(c: &Call<'_>, object: &str) -> Result<Vec<Event>, Refused> {
+    c.get(&format!("/v1/events?for={object}&limit=50")).await
 }
 
 /// The namespace an object page is about: `?namespace=`, else `default`.
@@ -169,10 +179,9 @@ pub(crate) async fn workload(
         c.get(&format!("/v1/workloads/{k}/{n}?namespace={ns}"))
             .await
     );
-    let ev: Vec<Event> = or_refused!(
+    let ev = or_refused!(
         s,
-        c.get(&format!("/v1/events?for={k}/{n}&namespace={ns}&limit=50"))
-            .await
+        recent_events(&c, &format!("{k}/{n}&namespace={ns}")).await
     );
     let page = render_with(&s, |ctx| motley_ui::workloads::workload(ctx, &d, &ev));
     s.render(&page, StatusCode::OK)
@@ -191,10 +200,9 @@ pub(crate) async fn alloc(
     let c = s.call(&ui);
     let i = urlencode(&id);
     let a: Allocation = or_refused!(s, c.get(&format!("/v1/allocs/{i}?namespace={ns}")).await);
-    let ev: Vec<Event> = or_refused!(
+    let ev = or_refused!(
         s,
-        c.get(&format!("/v1/events?for=alloc/{i}&namespace={ns}&limit=50"))
-            .await
+        recent_events(&c, &format!("alloc/{i}&namespace={ns}")).await
     );
     let src = format!("/ui/allocs/{i}/log?namespace={ns}");
     let page = render_with(&s, |ctx| motley_ui::workloads::alloc(ctx, &a, &ev, &src));
@@ -299,7 +307,7 @@ pub(crate) async fn node(
     let mut allocs: Vec<Allocation> = or_refused!(s, c.get(&format!("/v1/allocs?node={n}")).await);
     allocs.sort_by_key(|a| std::cmp::Reverse(a.created_at));
     allocs.truncate(100);
-    let ev: Vec<Event> = or_refused!(s, c.get(&format!("/v1/events?for=node/{n}&limit=50")).await);
+    let ev = or_refused!(s, recent_events(&c, &format!("node/{n}")).await);
     let page = render_with(&s, |ctx| {
         motley_ui::nodes::node_page(ctx, &view, &allocs, &ev)
     });
