@@ -143,3 +143,81 @@ fn events_tell_what_happened_and_why_and_stream_as_it_happens() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// `--events-forward URL`: the leader POSTs new events as JSON lines to a collector
+/// (here a bare HTTP listener in this test), and again after the collector refused one.
+#[test]
+fn events_are_forwarded_to_a_collector_as_json_lines() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/events", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        // The first post is refused (503): the forwarder must send it again.
+        let mut first = true;
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut len = 0usize;
+            let mut ndjson = false;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let l = line.to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                ndjson |= l.starts_with("content-type: application/x-ndjson");
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let status = if first {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            if !first && ndjson {
+                let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+            }
+            first = false;
+        }
+    });
+    let c = Cluster::up(&["--events-forward", &url]);
+    assert!(c
+        .apply_yaml(
+            "once.yaml",
+            "kind: Job\nname: once\ntask:\n  command: [/bin/true]\n  resources: { cpu: 10m, memory: 8Mi }\n",
+        )
+        .status
+        .success());
+    let mut seen: Vec<Value> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !seen
+        .iter()
+        .any(|e| e["kind"] == "exited" && e["object"] == "job/once")
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let body = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no forwarded post with job/once's exit; got {seen:?}"));
+        for line in body.lines() {
+            seen.push(serde_json::from_str(line).expect("each line an event"));
+        }
+    }
+    // In order, each once, from the first event on (the refused post was sent again).
+    let seqs: Vec<u64> = seen.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(
+        seen.iter()
+            .any(|e| e["kind"] == "applied" && e["object"] == "job/once"),
+        "{seen:?}"
+    );
+}

@@ -438,6 +438,9 @@ pub struct ServerArgs {
     /// How many scheduled snapshots to keep.
     #[arg(long, default_value_t = 24)]
     pub snapshot_retain: usize,
+    /// POST every new event, as JSON lines, to this URL (a collector's HTTP input).
+    #[arg(long, value_name = "URL")]
+    pub events_forward: Option<String>,
     /// The URL agents, clients and the other servers reach this server at (default:
     /// https://<listen address>; set it when listening on 0.0.0.0 with several servers).
     #[arg(long)]
@@ -637,6 +640,9 @@ pub struct UpArgs {
     /// Extra DNS names or IPs for the server certificate. Repeatable.
     #[arg(long)]
     pub tls_san: Vec<String>,
+    /// POST every new event, as JSON lines, to this URL (a collector's HTTP input).
+    #[arg(long, value_name = "URL")]
+    pub events_forward: Option<String>,
     /// Who tasks run as.
     #[command(flatten)]
     pub tasks: TaskUserArgs,

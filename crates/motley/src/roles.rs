@@ -199,6 +199,7 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        events_forward: args.events_forward.clone(),
         advertise_url: args.advertise_url.clone(),
         name: args.name.clone(),
         leader_lease: leader_lease(&args.leader_lease)?,

@@ -103,6 +103,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         datastore: None,
         etcd_tls: Default::default(),
         snapshots: None,
+        events_forward: args.events_forward.clone(),
         advertise_url: None,
         name: None,
         leader_lease: motley_server::ha::DEFAULT_LEASE,
