@@ -314,11 +314,13 @@ fn capacity_answers_from_files_without_a_cluster() {
     assert!(err.contains("inv.yaml:4:") && err.contains("wats"), "{err}");
 }
 
-/// `motley experiment run --dry-run` (issue 24; carrying faults out is not built): the
-/// experiment checked against the live cluster and its timeline printed; an unknown
-/// node refused at its line and column; without --dry-run, refused as not built.
+/// `motley experiment run` (issue 24) on one node: `--dry-run` checks the experiment
+/// against the live cluster and prints its timeline; an unknown node is refused at its
+/// line and column; a real run kills a replica, adds latency and a CPU stress, and its
+/// report (Markdown and JSON) shows the kill repaired, the steady state held, and the
+/// stress process gone.
 #[test]
-fn an_experiment_dry_run_checks_against_the_cluster_and_prints_its_timeline() {
+fn an_experiment_checks_against_the_cluster_runs_and_reports() {
     let c = Cluster::up(&[]);
     assert!(c
         .apply_yaml(
@@ -352,12 +354,47 @@ fn an_experiment_dry_run_checks_against_the_cluster_and_prints_its_timeline() {
         rows[2].starts_with("75.0s") && rows[2].contains("an allocation of service/web"),
         "{out}"
     );
-    let not_built = c.cli(&["experiment", "run", "-f", &f]);
-    assert!(!not_built.status.success());
+    // Carried out: a kill, latency on the agent's connection, one core kept busy.
+    std::fs::write(
+        &file,
+        "kind: Experiment\nname: kill-one\nsteady_state:\n  - { service: web, ready_at_least: 2 }\nfaults:\n  - { at: 1s, kill: { allocation_of: service/web } }\n  - { at: 1s, latency: { node: node1, ms: 50 }, for: 2s }\n  - { at: 1s, cpu_stress: { node: node1, cores: 1 }, for: 2s }\nguard: { abort_if: { ready_below: { service: web, count: 1 } } }\n",
+    )
+    .expect("write");
+    let ran = c.cli(&["experiment", "run", "-f", &f]);
+    let md = String::from_utf8_lossy(&ran.stdout).to_string();
+    assert_eq!(ran.status.code(), Some(0), "{ran:?}");
+    for want in [
+        "# Experiment kill-one: finished",
+        "**Verdict: the steady state held before the faults and came back after them.**",
+        "fault 0 began: kill an allocation of service/web",
+        "fault 2 undone: cpu_stress node1 1 cores for 2s",
+    ] {
+        assert!(md.contains(want), "{want:?} not in\n{md}");
+    }
+    let json = c.ok(&["experiment", "report", "kill-one", "-o", "json"]);
+    let r: serde_json::Value = serde_json::from_str(&json).expect("the report as JSON");
+    assert_eq!(r["phase"], "finished", "{r}");
+    assert_eq!(r["verdict"]["steady"], true, "{r}");
+    let kill = &r["verdict"]["faults"][0];
+    assert_eq!(kill["fault"], 0, "{r}");
     assert!(
-        String::from_utf8_lossy(&not_built.stderr).contains("not built yet"),
-        "{not_built:?}"
+        kill["replaced_ms"].as_u64().is_some(),
+        "the kill was not repaired: {r}"
     );
+    let list = c.ok(&["experiment", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("kill-one") && l.contains("finished") && l.contains("held")),
+        "{list}"
+    );
+    // The stress ended with its fault (no process of it is left: its arguments are
+    // cores, bytes and milliseconds, 1 0 2000, which no other test uses).
+    let stress_left = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| c.ends_with(b"chaos-stress\x001\x000\x002000\x00"));
+    assert!(!stress_left, "a chaos-stress process outlived its fault");
     std::fs::write(
         &file,
         "kind: Experiment\nname: lose-node1\nfaults:\n  - { at: 10s, power_off: { node: pi-9 }, for: 60s }\n",

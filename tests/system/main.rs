@@ -12,6 +12,7 @@ mod dashboard;
 mod doctor;
 mod events;
 mod examples;
+mod experiments;
 mod gitops;
 mod ha;
 mod install;

@@ -45,6 +45,17 @@ const TABLE: &[(&str, &str, &str, &str, u16)] = &[
     ("GET", "/v1/secrets/db/reveal", "", "ADDDD", 200),
     ("POST", "/v1/secrets/rotate-key", "", "ADDDD", 200),
     ("GET", "/v1/agent/connect", "", "DDAAD", 400),
+    // An experiment: run only by an admin (checked, not started: a dry run).
+    (
+        "POST",
+        "/v1/experiments",
+        r#"{"file":{"name":"e.yaml","content":"kind: Experiment\nname: e\nfaults:\n  - { at: 0s, latency: { node: n1, ms: 10 }, for: 1s }\n"},"dry_run":true}"#,
+        "ADDDD",
+        200,
+    ),
+    ("GET", "/v1/experiments", "", "AADDD", 200),
+    ("GET", "/v1/experiments/nope", "", "AADDD", 404),
+    ("POST", "/v1/experiments/nope/abort", "", "ADDDD", 409),
     (
         "POST",
         "/v1/join",

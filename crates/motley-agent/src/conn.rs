@@ -196,6 +196,10 @@ pub async fn run(agent: Agent) {
     loop {
         // The list grows as servers announce the others (Welcome), so an agent started
         // with one server fails over to all of them.
+        // Powered off (or cut off from the server with no nftables to do it with): no
+        // connection until the fault ends.
+        let mut silent = agent.inner.chaos.silent.subscribe();
+        let _ = async { silent.wait_for(|s| !*s).await.is_ok() }.await;
         let servers = agent.servers();
         let url = &servers[idx % servers.len()];
         match session(&agent, url, &*dialer).await {
@@ -269,13 +273,30 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
     // Only an acknowledged heartbeat renews the lease, from when it was sent: any other
     // message may have waited out a partition in the connection (`motley_core::lease`).
     let mut beats = motley_core::lease::Heartbeats::new();
+    let chaos = &agent.inner.chaos;
+    let mut silent = chaos.silent.subscribe();
     loop {
         tokio::select! {
+            _ = async { let _ = silent.wait_for(|s| *s).await; } => {
+                // What was queued (the fault's answer) goes first.
+                let mut queued = Vec::new();
+                while let Ok(more) = rx.try_recv() {
+                    queued.push(more);
+                }
+                let _ = ch.send(queued).await;
+                tracing::warn!("an experiment's fault silences this agent");
+                return Ok(());
+            }
             _ = beat.tick() => {
                 let seq = beats.send(agent.inner.contact.now_ms());
+                if chaos.drop_heartbeat() {
+                    continue;
+                }
+                chaos.lag().await;
                 ch.send(vec![AgentMsg::Heartbeat { seq }]).await?;
             }
             got = ch.recv() => {
+                chaos.lag().await;
                 match got {
                     Received::Msg(ServerMsg::Ack { seq }) => {
                         if let Some(sent) = beats.acked(seq) {
@@ -298,6 +319,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                 while let Ok(more) = rx.try_recv() {
                     queued.push(more);
                 }
+                chaos.lag().await;
                 ch.send(superseded_dropped(queued)).await?;
             }
         }

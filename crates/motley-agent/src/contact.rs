@@ -102,6 +102,14 @@ impl Contact {
             .is_ok()
     }
 
+    /// Waits (at most `timeout`) until no connection is up; whether none is.
+    pub async fn wait_disconnected(&self, timeout: Duration) -> bool {
+        let mut rx = self.connected.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|c| !*c))
+            .await
+            .is_ok()
+    }
+
     /// Records a refusal retrying cannot fix.
     pub fn set_fatal(&self, why: String) {
         self.fatal.send_replace(Some(why));

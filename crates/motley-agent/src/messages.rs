@@ -80,6 +80,15 @@ impl Agent {
                     .catalog
                     .send_replace(std::sync::Arc::new(catalog));
             }
+            ServerMsg::Fault {
+                id,
+                fault,
+                lasts_ms,
+            } => self.fault(id, fault, lasts_ms),
+            ServerMsg::Undo { id } => {
+                let agent = self.clone();
+                motley_rt::spawn(async move { agent.undo_fault(&id).await });
+            }
             ServerMsg::LogsCancel { req } => {
                 if let Some(t) = lock(&self.inner.log_tasks).remove(&req) {
                     t.abort();

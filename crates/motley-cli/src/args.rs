@@ -89,9 +89,8 @@ pub enum Command {
         #[command(subcommand)]
         command: SourceCommand,
     },
-    /// Chaos experiments (`kind: Experiment`): faults on a schedule, a steady state, a
-    /// guard. Only `run --dry-run` is built: it checks the experiment against the
-    /// cluster and prints its timeline (docs/lab.md).
+    /// Chaos experiments (`kind: Experiment`): faults on a schedule carried out by the
+    /// agents, a steady state, a guard, and a report (docs/lab.md). Admin only.
     Experiment {
         /// What to do.
         #[command(subcommand)]
@@ -654,9 +653,10 @@ pub struct UpArgs {
 /// `motley experiment`.
 #[derive(Debug, Subcommand, Clone)]
 pub enum ExperimentCommand {
-    /// Run an experiment. With --dry-run: check it against the live cluster (nodes
-    /// and workloads it names, contradictory faults) and print when each fault starts
-    /// and is undone; changes nothing.
+    /// Run an experiment: checked against the live cluster, then carried out by the
+    /// agents; follows it and prints its report (exit 3 when the steady state did not
+    /// hold or the run was aborted). With --dry-run: checks it (nodes and workloads it
+    /// names, contradictory faults) and prints when each fault starts and is undone.
     Run {
         /// The experiment.
         #[arg(short = 'f', long = "filename")]
@@ -664,6 +664,28 @@ pub enum ExperimentCommand {
         /// Check and print the timeline only.
         #[arg(long)]
         dry_run: bool,
+        /// Return once started (`experiment report NAME` reads it later).
+        #[arg(long, conflicts_with = "dry_run")]
+        detach: bool,
+    },
+    /// An experiment's report: Markdown, or `-o json` for all of it.
+    Report {
+        /// The experiment's name.
+        name: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Every experiment run and the one under way.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Stop the experiment under way: every fault it holds is undone at once.
+    Abort {
+        /// The experiment's name.
+        name: String,
     },
 }
 

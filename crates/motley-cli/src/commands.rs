@@ -102,9 +102,20 @@ pub async fn run(
         }
         Command::Promote { name } => rollout::promote(&client()?, &name).await,
         Command::Source { command } => sources::run(&client()?, command).await,
-        Command::Experiment {
-            command: crate::args::ExperimentCommand::Run { file, dry_run },
-        } => experiment::run(&client()?, &file, dry_run).await,
+        Command::Experiment { command } => {
+            use crate::args::ExperimentCommand as E;
+            let c = client()?;
+            match command {
+                E::Run {
+                    file,
+                    dry_run,
+                    detach,
+                } => experiment::run(&c, &file, dry_run, detach).await,
+                E::Report { name, output } => experiment::show(&c, &name, output).await,
+                E::List { output } => experiment::list(&c, output).await,
+                E::Abort { name } => experiment::abort(&c, &name).await,
+            }
+        }
         Command::Plan { files, output } => plan(&client()?, &files.files, output).await,
         Command::WhatIf {
             lose,

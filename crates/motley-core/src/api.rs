@@ -467,3 +467,55 @@ pub struct SyncRequest {
     #[serde(default)]
     pub allow_empty: bool,
 }
+
+/// `POST /v1/experiments`: an experiment file to run (or only check, `dry_run`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentRequest {
+    /// The file.
+    pub file: ManifestFile,
+    /// Check it against the cluster and answer its timeline; nothing is done.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Its answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentAccepted {
+    /// The experiment's name.
+    pub name: String,
+    /// Started (false for a dry run).
+    pub started: bool,
+    /// When each fault starts and ends, from the moment the steady state first holds.
+    pub timeline: Vec<crate::experiment::Step>,
+}
+
+/// One row of `GET /v1/experiments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentSummary {
+    /// The name.
+    pub name: String,
+    /// Where its run is.
+    pub phase: crate::experiment_run::Phase,
+    /// When it was asked for (ms since the epoch).
+    pub created: u64,
+    /// When it ended.
+    pub ended: Option<u64>,
+    /// The verdict: the steady state held (once ended).
+    pub steady: Option<bool>,
+    /// Why it was aborted.
+    pub why: Option<String>,
+}
+
+impl From<&crate::experiment_run::Report> for ExperimentSummary {
+    fn from(r: &crate::experiment_run::Report) -> ExperimentSummary {
+        ExperimentSummary {
+            name: r.name.clone(),
+            phase: r.phase,
+            created: r.created,
+            ended: r.ended,
+            steady: r.verdict.as_ref().map(|v| v.steady),
+            why: r.why.clone(),
+        }
+    }
+}

@@ -60,6 +60,8 @@ pub enum EventKind {
     Applied,
     /// An object was deleted.
     Deleted,
+    /// An experiment started or ended (issue 24).
+    Experiment,
 }
 
 impl EventKind {
@@ -87,6 +89,7 @@ impl EventKind {
             EventKind::SourceSynced => "source-synced",
             EventKind::Applied => "applied",
             EventKind::Deleted => "deleted",
+            EventKind::Experiment => "experiment",
         }
     }
 }

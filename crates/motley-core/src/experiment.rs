@@ -422,6 +422,49 @@ pub fn validate(doc: &Other<Experiment>, known: Option<&Known>) -> Vec<ManifestE
     errors
 }
 
+/// Reads the one experiment of a file (`name` for errors): parsed (each error at its
+/// line, column and field) and checked with `known` when given. Nothing else belongs
+/// in its file.
+pub fn from_text(
+    name: &str,
+    text: &str,
+    known: Option<&Known>,
+) -> Result<Other<Experiment>, Vec<ManifestError>> {
+    let (mut docs, rest) = crate::manifest::take_kind::<Experiment>(
+        &[crate::manifest::Source { name, text }],
+        "Experiment",
+    )?;
+    let whole = |message: String| ManifestError {
+        file: name.to_string(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message,
+    };
+    if docs.len() != 1 {
+        return Err(vec![whole(format!(
+            "one `kind: Experiment` per file ({} found)",
+            docs.len()
+        ))]);
+    }
+    let meaningful = |l: &str| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#') && t != "---"
+    };
+    if rest.iter().any(|t| t.lines().any(meaningful)) {
+        return Err(vec![whole(
+            "only the experiment belongs in its file".to_string(),
+        )]);
+    }
+    let doc = docs.remove(0);
+    let errors = validate(&doc, known);
+    if errors.is_empty() {
+        Ok(doc)
+    } else {
+        Err(errors)
+    }
+}
+
 /// `web` is `service/web`; `dev/service/web` as written.
 pub fn service_ref(s: &str) -> WorkloadRef {
     WorkloadRef::parse(s)
@@ -636,22 +679,21 @@ pub fn check(e: &Experiment, history: &[Record], slots: &BTreeMap<String, u32>) 
         })
         .max()
         .unwrap_or(first);
-    let held = |from: u64, to: u64| {
-        history.iter().all(|r| match r {
-            Record::Probe { at, ok, .. } if *at >= from && *at < to => *ok,
-            _ => true,
-        })
-    };
-    // After: the last probe result of each probe, once every fault ended.
+    // Before: the last result of each probe before the first fault (a run starts its
+    // faults once every probe held); after: the last once every fault ended.
+    let mut before: BTreeMap<usize, bool> = BTreeMap::new();
     let mut after: BTreeMap<usize, bool> = BTreeMap::new();
     for r in history {
-        if let Record::Probe { at, probe, ok, .. } = r
-            && *at >= last_end
-        {
-            after.insert(*probe, *ok);
+        if let Record::Probe { at, probe, ok, .. } = r {
+            if *at < first {
+                before.insert(*probe, *ok);
+            }
+            if *at >= last_end {
+                after.insert(*probe, *ok);
+            }
         }
     }
-    let steady = held(0, first) && after.values().all(|ok| *ok);
+    let steady = before.values().all(|ok| *ok) && after.values().all(|ok| *ok);
     // Job instances: lost ones, and two running copies of one index.
     let jobs_lost = events
         .iter()

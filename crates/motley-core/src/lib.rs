@@ -29,9 +29,11 @@
 pub mod admit;
 pub mod api;
 pub mod catalog;
+pub mod chaos;
 pub mod doctor;
 pub mod events;
 pub mod experiment;
+pub mod experiment_run;
 pub mod failure;
 pub mod fence;
 pub mod fuzzing;

@@ -150,6 +150,14 @@ pub enum AgentMsg {
         /// Set when the logs cannot be read.
         error: Option<String>,
     },
+    /// A fault ordered by [`ServerMsg::Fault`] was carried out (no error) or not.
+    Fault {
+        /// The fault's id.
+        id: String,
+        /// Why it could not be.
+        #[serde(default)]
+        error: Option<String>,
+    },
 }
 
 /// Server → agent.
@@ -215,6 +223,21 @@ pub enum ServerMsg {
     LogsCancel {
         /// Request id.
         req: u64,
+    },
+    /// Carry out a fault of an experiment (issue 24), undone by the agent itself after
+    /// `lasts_ms` on its own clock even without a server, or by [`ServerMsg::Undo`].
+    Fault {
+        /// The fault's id (`EXPERIMENT/INDEX`).
+        id: String,
+        /// What to do.
+        fault: crate::chaos::AgentFault,
+        /// How long it lasts (0: instant).
+        lasts_ms: u64,
+    },
+    /// Undo a fault now.
+    Undo {
+        /// The fault's id.
+        id: String,
     },
     /// Every service that can be reached and its healthy endpoints (sent on connect
     /// and whenever it changes): what the node's proxy, DNS and ingress route by.

@@ -269,6 +269,8 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                     let _ = tx.send(ServerMsg::Ack { seq });
                 }
             }
+            // Kept with the node that said it: the run heeds only the nodes it ordered.
+            AgentMsg::Fault { id, error } => s.lab.answered(&node, id, error),
             AgentMsg::Progress { id, text } => {
                 // A node speaks only for its own allocations.
                 let owner = s.cache().allocs.get(&id).map(|a| a.node.clone());

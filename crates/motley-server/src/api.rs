@@ -37,6 +37,7 @@ use crate::state::{Shared, lock, now_ms};
 mod admin;
 pub mod agent_ws;
 mod events;
+mod experiments;
 mod nodes;
 mod sources;
 mod whatif;
@@ -133,6 +134,10 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("POST", "/v1/delete") => post(delete_set),
         ("POST", "/v1/plan") => post(plan),
         ("POST", "/v1/what-if") => post(whatif::what_if),
+        ("POST", "/v1/experiments") => post(experiments::run_experiment),
+        ("GET", "/v1/experiments") => get(experiments::list_experiments),
+        ("GET", "/v1/experiments/{name}") => get(experiments::get_experiment),
+        ("POST", "/v1/experiments/{name}/abort") => post(experiments::abort_experiment),
         ("GET", "/v1/workloads") => get(list_workloads),
         ("GET", "/v1/workloads/{kind}/{name}") => get(get_workload),
         ("DELETE", "/v1/workloads/{kind}/{name}") => delete(delete_workload),

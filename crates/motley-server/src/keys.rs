@@ -9,6 +9,7 @@
 //! | `/motley/tokens/<sha256 of token>` | [`crate::auth::TokenRecord`] |
 //! | `/motley/sources/<name>` | [`crate::sources::Record`] |
 //! | `/motley/ca` | the cluster CA's certificate and private key (PEM, JSON) |
+//! | `/motley/experiments/<name>` | an experiment's last report ([`motley_core::experiment_run::Report`]) |
 //!
 //! Several servers on etcd also keep leased keys under `/motley-ha/` (see
 //! [`crate::ha`]); those are not motley's state and never in a snapshot.
@@ -29,6 +30,8 @@ pub const TOKENS: &str = "/motley/tokens/";
 pub const SOURCES: &str = "/motley/sources/";
 /// The cluster CA, shared by every server.
 pub const CA: &str = "/motley/ca";
+/// Experiments' reports.
+pub const EXPERIMENTS: &str = "/motley/experiments/";
 
 /// Key of a workload.
 pub fn workload(r: &WorkloadRef) -> String {

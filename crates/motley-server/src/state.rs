@@ -34,6 +34,7 @@ pub mod catalog;
 mod controller;
 mod follower;
 pub mod hub;
+pub mod lab;
 pub mod leading;
 pub mod liveness;
 mod reports;
@@ -112,6 +113,8 @@ pub struct Shared {
     pub events: crate::events::Events,
     /// Services' availability (the leader's; checkpointed hourly).
     pub uptime: crate::uptime::Uptime,
+    /// The experiment under way (the leader's, memory only).
+    pub lab: lab::Lab,
 }
 
 /// What the controller last concluded (for `describe`, `get jobs`, `plan`), and how
@@ -200,6 +203,7 @@ impl Shared {
             sources: Default::default(),
             events: Default::default(),
             uptime: Default::default(),
+            lab: Default::default(),
             taint_policy,
         })
     }

@@ -66,6 +66,8 @@ pub fn router(api: Router) -> Router {
         .route("/ui/allocs/{id}/log", get(pages::log))
         .route("/ui/nodes/{name}", get(pages::node))
         .route("/ui/whatif", get(pages::whatif))
+        .route("/ui/experiments", get(pages::experiments))
+        .route("/ui/experiments/{name}", get(pages::experiment))
         .route("/ui/act", post(pages::act))
         .layer(middleware::from_fn(security_headers))
         .with_state(ui)

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assets;
+pub mod lab;
 pub mod nodes;
 pub mod pages;
 pub mod workloads;
@@ -94,6 +95,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/ui/events", "Events"),
     ("/ui/uptime", "Uptime"),
     ("/ui/whatif", "What if"),
+    ("/ui/experiments", "Experiments"),
 ];
 
 /// `?namespace=NS` for a link to an object of `ns` (nothing for the default namespace).

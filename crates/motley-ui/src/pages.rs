@@ -161,6 +161,10 @@ pub fn describe(action: &str, target: &str) -> Option<(String, &'static str)> {
             format!("Promote the canaries of {target}?"),
             "The rest of its replicas are replaced with the new version.",
         ),
+        "abort" => (
+            format!("Abort experiment {target}?"),
+            "Every fault it holds is undone at once, and its report says it was aborted.",
+        ),
         "sync" => (
             format!("Sync source {target} now?"),
             "Its repository is fetched and what changed is applied.",

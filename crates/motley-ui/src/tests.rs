@@ -359,3 +359,55 @@ fn what_if_pages_name_single_points_of_failure_and_verdicts() {
         "not refreshed: each answer is a computation"
     );
 }
+
+#[test]
+fn an_experiment_under_way_offers_its_abort_to_an_admin_and_its_report_shows_figures() {
+    use motley_core::experiment_run::Runner;
+    let text = "kind: Experiment\nname: lab\nsteady_state:\n  - { service: web, ready_at_least: 1 }\nfaults:\n  - { at: 0s, power_off: { node: n<2> }, for: 3s }\n";
+    let (mut docs, _) = motley_core::manifest::take_kind::<motley_core::experiment::Experiment>(
+        &[motley_core::manifest::Source {
+            name: "e.yaml",
+            text,
+        }],
+        "Experiment",
+    )
+    .expect("an experiment");
+    let mut r = Runner::new(docs.remove(0).value, 1_000);
+    r.probe(1_000, 0, true, "1 ready".into());
+    r.tick(1_000);
+    let running = r.report(&Default::default());
+    for (role, offered) in [("viewer", false), ("admin", true)] {
+        let w = who(role);
+        let c = ctx(&w, "/ui/experiments/lab");
+        let p = lab::experiment(&c, &running);
+        assert!(p.live, "a run under way refreshes");
+        let html = page_html(&c, &p);
+        assert_eq!(
+            html.contains("Abort (undo every fault now)"),
+            offered,
+            "{html}"
+        );
+        // What the experiment says is escaped.
+        assert!(html.contains("power_off n&lt;2&gt; for 3s"), "{html}");
+        assert!(!html.contains("n<2>"), "{html}");
+    }
+    r.tick(4_000);
+    r.probe(9_000, 0, true, "1 ready".into());
+    r.tick(9_000);
+    let done = r.report(&Default::default());
+    let w = who("admin");
+    let c = ctx(&w, "/ui/experiments/lab");
+    let p = lab::experiment(&c, &done);
+    assert!(!p.live);
+    let html = page_html(&c, &p);
+    assert!(!html.contains("Abort"), "{html}");
+    assert!(
+        html.contains("The steady state held before the faults and came back after them."),
+        "{html}"
+    );
+    assert!(html.contains("fault 0 undone: power_off"), "{html}");
+    let rows = [motley_core::api::ExperimentSummary::from(&done)];
+    let html = page_html(&c, &lab::experiments(&c, &rows));
+    assert!(html.contains("href=\"/ui/experiments/lab\""), "{html}");
+    assert!(html.contains("finished") && html.contains("held"), "{html}");
+}

@@ -27,6 +27,22 @@ fn main() {
     {
         std::process::exit(motley_agent::guard::run());
     }
+    // An experiment's stress process (`motley_agent::chaos`): CORES BYTES MS. Not a
+    // user command either.
+    let args: Vec<String> = std::env::args().take(5).collect();
+    if args.get(1).is_some_and(|a| a == "chaos-stress") {
+        let num = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok());
+        match (num(2), num(3), num(4)) {
+            (Some(cores), Some(bytes), Some(ms)) => {
+                motley_agent::chaos::stress_main(cores.min(1024) as u32, bytes, ms);
+                std::process::exit(0);
+            }
+            _ => {
+                eprintln!("usage: motley chaos-stress CORES BYTES MS");
+                std::process::exit(motley_cli::EXIT_ERROR);
+            }
+        }
+    }
     let cli = Cli::parse();
     let is_up = matches!(
         cli.command,

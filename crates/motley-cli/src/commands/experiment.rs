@@ -1,66 +1,151 @@
-//! `motley experiment run -f FILE --dry-run`: an experiment checked against the live
-//! cluster, and its timeline.
+//! `motley experiment run/report/list/abort` (issue 24): an experiment checked here
+//! (each error at its line and field), then against the live cluster by the server,
+//! which carries it out; its report as Markdown or JSON.
 
 use super::*;
-use motley_core::experiment::{self, Action, Experiment, Known};
+use motley_core::api::{ExperimentAccepted, ExperimentRequest, ExperimentSummary, ManifestFile};
+use motley_core::experiment::{self, Action, Experiment};
+use motley_core::experiment_run::{Phase, Report};
+
+/// Exit code of a run whose steady state did not hold (or that was aborted).
+pub const EXIT_NOT_STEADY: i32 = 3;
 
 /// `experiment run`.
-pub async fn run(client: &Client, file: &std::path::Path, dry_run: bool) -> anyhow::Result<i32> {
+pub async fn run(
+    client: &Client,
+    file: &std::path::Path,
+    dry_run: bool,
+    detach: bool,
+) -> anyhow::Result<i32> {
     let files = files::read_all(&[file.to_path_buf()])?;
-    let srcs = sources(&files);
-    let (docs, rest) = match manifest::take_kind::<Experiment>(&srcs, "Experiment") {
-        Ok(x) => x,
+    let Some(f) = files.first() else {
+        anyhow::bail!("{}: nothing to read", file.display());
+    };
+    let doc = match experiment::from_text(&f.name, &f.content, None) {
+        Ok(d) => d,
         Err(errors) => {
             print_manifest_errors(&errors);
+            eprintln!("{} error(s); nothing was done", errors.len());
             return Ok(1);
         }
     };
-    let [doc] = docs.as_slice() else {
-        eprintln!(
-            "error: {}: one `kind: Experiment` per file ({} found)",
-            file.display(),
-            docs.len()
-        );
-        return Ok(1);
+    let body = ExperimentRequest {
+        file: ManifestFile {
+            name: f.name.clone(),
+            content: f.content.clone(),
+        },
+        dry_run,
     };
-    if rest.iter().any(|t| {
-        t.lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && l.trim() != "---")
-    }) {
-        eprintln!(
-            "error: {}: only the experiment belongs in its file",
-            file.display()
-        );
-        return Ok(1);
-    }
-    let nodes: Vec<motley_core::api::NodeView> = match client.get("/v1/nodes").await {
-        Ok(n) => n,
+    let accepted: ExperimentAccepted = match client.post("/v1/experiments", &body).await {
+        Ok(a) => a,
         Err(e) => return report(e),
     };
-    let views: Vec<motley_core::api::WorkloadView> = match client.get("/v1/workloads").await {
-        Ok(v) => v,
+    if dry_run {
+        print_timeline(&doc.value);
+        return Ok(0);
+    }
+    eprintln!(
+        "experiment {} started: waiting for the steady state, then {} fault(s)",
+        accepted.name,
+        doc.value.faults.len()
+    );
+    if detach {
+        return Ok(0);
+    }
+    // Follow it: a line per change of phase, the report at the end.
+    let path = format!("/v1/experiments/{}", accepted.name);
+    let mut said = None;
+    loop {
+        let r: Report = match client.get(&path).await {
+            Ok(r) => r,
+            Err(e) => return report(e),
+        };
+        if said != Some(r.phase) {
+            eprintln!("experiment {}: {}", r.name, r.phase.as_str());
+            said = Some(r.phase);
+        }
+        if r.phase.ended() {
+            print(&r.markdown());
+            return Ok(exit_of(&r));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+fn exit_of(r: &Report) -> i32 {
+    let steady = r.verdict.as_ref().is_some_and(|v| v.steady);
+    if r.phase == Phase::Finished && steady {
+        0
+    } else {
+        EXIT_NOT_STEADY
+    }
+}
+
+/// `experiment report NAME`: Markdown, or the whole report as JSON.
+pub async fn show(client: &Client, name: &str, output: Format) -> anyhow::Result<i32> {
+    let r: Report = match client.get(&format!("/v1/experiments/{name}")).await {
+        Ok(r) => r,
         Err(e) => return report(e),
     };
-    let known = Known {
-        nodes: nodes.into_iter().map(|n| n.node.name).collect(),
-        workloads: views
-            .into_iter()
-            .map(|v| v.workload.spec.reference())
-            .collect(),
+    match output {
+        Format::Json => print(&format!("{}\n", serde_json::to_string_pretty(&r)?)),
+        Format::Yaml => print(&serde_saphyr::to_string(&r)?),
+        Format::Table | Format::Wide => print(&r.markdown()),
+    }
+    Ok(0)
+}
+
+/// `experiment list`.
+pub async fn list(client: &Client, output: Format) -> anyhow::Result<i32> {
+    let rows: Vec<ExperimentSummary> = match client.get("/v1/experiments").await {
+        Ok(r) => r,
+        Err(e) => return report(e),
     };
-    let errors = experiment::validate(doc, Some(&known));
-    if !errors.is_empty() {
-        print_manifest_errors(&errors);
-        eprintln!("{} error(s); nothing was done", errors.len());
-        return Ok(1);
+    if matches!(output, Format::Json) {
+        print(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
+        return Ok(0);
     }
-    if !dry_run {
-        eprintln!(
-            "error: carrying faults out is not built yet (issue 24); `--dry-run` checks the experiment and prints its timeline"
-        );
-        return Ok(1);
+    let now = crate::output::now_ms();
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.phase.as_str().to_string(),
+                match r.steady {
+                    Some(true) => "held".into(),
+                    Some(false) => "NOT held".into(),
+                    None => "-".into(),
+                },
+                motley_core::hwview::age(r.created, now),
+                r.why.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print(&table(
+        &["NAME", "PHASE", "STEADY STATE", "AGE", "WHY"],
+        &table_rows,
+    ));
+    Ok(0)
+}
+
+/// `experiment abort NAME`.
+pub async fn abort(client: &Client, name: &str) -> anyhow::Result<i32> {
+    let path = format!("/v1/experiments/{name}/abort");
+    match client
+        .post::<_, serde_json::Value>(&path, &serde_json::json!({}))
+        .await
+    {
+        Ok(_) => {
+            eprintln!("experiment {name}: aborting (every fault held is undone)");
+            Ok(0)
+        }
+        Err(e) => report(e),
     }
-    let e = &doc.value;
+}
+
+/// The dry run's table: when each fault starts and is undone.
+fn print_timeline(e: &Experiment) {
     let mut rows = Vec::new();
     for s in experiment::timeline(e) {
         let f = &e.faults[s.fault];
@@ -117,5 +202,4 @@ pub async fn run(client: &Client, file: &std::path::Path, dry_run: bool) -> anyh
             r.count
         ));
     }
-    Ok(0)
 }

@@ -134,6 +134,34 @@ page_of_one!(
     motley_ui::pages::sources
 );
 page_of_one!(
+    experiments,
+    "/ui/experiments",
+    Vec<motley_core::api::ExperimentSummary>,
+    |_s| "/v1/experiments".to_string(),
+    motley_ui::lab::experiments
+);
+
+/// `GET /ui/experiments/{name}`: one report.
+pub(crate) async fn experiment(
+    State(ui): State<Ui>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<NsParam>,
+) -> Response {
+    let path = format!("/ui/experiments/{}", urlencode(&name));
+    let s = session!(ui, peer, headers, &path, q);
+    let r: motley_core::experiment_run::Report = or_refused!(
+        s,
+        s.call(&ui)
+            .get(&format!("/v1/experiments/{}", urlencode(&name)))
+            .await
+    );
+    let page = render_with(&s, |ctx| motley_ui::lab::experiment(ctx, &r));
+    s.render(&page, StatusCode::OK)
+}
+
+page_of_one!(
     events,
     "/ui/events",
     Vec<Event>,
@@ -420,6 +448,12 @@ fn request_of(
                 format!("/ui/w/{k}/{name}{back_ns}"),
             )
         }
+        "abort" => (
+            Method::POST,
+            format!("/v1/experiments/{t}/abort"),
+            empty,
+            format!("/ui/experiments/{t}"),
+        ),
         "sync" => (
             Method::POST,
             format!("/v1/sources/{t}/sync?namespace={n}"),
