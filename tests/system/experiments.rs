@@ -207,6 +207,7 @@ fn an_experiment_runs_its_faults_undoes_every_one_and_reports_what_happened() {
         );
         let md =
             String::from_utf8_lossy(&lab.cli(&["experiment", "report", "lab"]).stdout).to_string();
+        eprintln!("{md}");
         assert!(md.contains("| 1 | power_off n2 for 12s |"), "{md}");
         assert!(md.contains("node-down node/n2"), "{md}");
     });

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -112,4 +113,70 @@ fn shipped_rules_and_dashboard_are_valid_and_name_only_documented_metrics() {
         missing.is_empty(),
         "exported but not in docs/api.md: {missing:?}"
     );
+}
+
+/// Energy per workload (issue 24): with `--watts 10,30` (no RAPL here), a service that
+/// keeps a core busy is given energy, one that sleeps next to nothing; `describe`,
+/// the workload's JSON and `/metrics` say the same, and no figure exceeds what the
+/// whole machine could draw at full load over the time.
+#[test]
+fn energy_goes_to_the_workloads_that_use_the_cpu() {
+    let c = Cluster::up(&["--watts", "10,30"]);
+    let started = std::time::Instant::now();
+    assert!(c
+        .apply_yaml(
+            "e.yaml",
+            "kind: Service\nname: burn\ntask:\n  command: [sh, -c, 'while :; do :; done']\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n---\nkind: Service\nname: rest\ntask:\n  command: [sleep, '3600']\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n",
+        )
+        .status
+        .success());
+    let joules = |name: &str| -> Option<f64> {
+        let v: serde_json::Value = rt().block_on(async {
+            let (http, base, token) = c.http();
+            let resp = http
+                .get(format!("{base}/v1/workloads/service/{name}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("GET the workload");
+            assert!(resp.status().is_success(), "{resp:?}");
+            resp.json().await.expect("the workload as JSON")
+        });
+        let mj: u64 = v["energy_mj"]
+            .as_object()?
+            .values()
+            .filter_map(|x| x.as_u64())
+            .sum();
+        Some(mj as f64 / 1000.0)
+    };
+    let burn = wait_for("burn given energy", Duration::from_secs(60), || {
+        joules("burn").filter(|j| *j > 1.0)
+    });
+    let rest = joules("rest").unwrap_or(0.0);
+    assert!(rest * 10.0 < burn, "rest {rest} J, burn {burn} J");
+    let most = 30.0 * started.elapsed().as_secs_f64();
+    assert!(
+        burn <= most,
+        "burn {burn} J is more than the machine's {most} J"
+    );
+    let d = c.ok(&["describe", "service", "burn"]);
+    eprintln!("{d}");
+    assert!(
+        d.contains("Energy:") && d.contains("(estimated from the nodes' power models)"),
+        "{d}"
+    );
+    let m = c.metrics();
+    let line = m
+        .lines()
+        .find(|l| {
+            l.starts_with("motley_workload_energy_joules{")
+                && l.contains("workload=\"service/burn\"")
+        })
+        .unwrap_or_else(|| panic!("no energy metric for burn:\n{m}"));
+    let value: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not a number: {line}"));
+    assert!(value > 1.0, "{line}");
 }

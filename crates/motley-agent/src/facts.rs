@@ -31,6 +31,9 @@ pub struct FactsConfig {
     pub root_tasks: bool,
     /// containerd's version while it answers (kept by the container driver).
     pub containerd: crate::drivers::container::Status,
+    /// The machine's power at rest and loaded (`--watts`), to estimate its draw when
+    /// nothing measures it (`crate::energy`).
+    pub power_model: Option<motley_core::energy::PowerModel>,
 }
 
 impl FactsConfig {
@@ -46,6 +49,7 @@ impl FactsConfig {
             cpu_score: None,
             root_tasks: false,
             containerd: Default::default(),
+            power_model: None,
         }
     }
     /// The data directory as a path inside the root: the real one on a host, the

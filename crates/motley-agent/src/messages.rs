@@ -109,7 +109,7 @@ impl Agent {
             facts: obs.facts.clone(),
             labels: self.inner.cfg.labels.clone(),
             allocs: st.allocs.values().map(|l| l.report.clone()).collect(),
-            readings: Some(obs.readings.clone()),
+            readings: Some(Box::new(obs.readings.clone())),
             address: self.inner.cfg.advertise,
         }
     }

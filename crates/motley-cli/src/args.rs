@@ -513,6 +513,11 @@ pub struct AgentArgs {
     /// Use this CPU score instead of calibrating (reference machine = 1000).
     #[arg(long)]
     pub cpu_score: Option<u32>,
+    /// This machine's power in watts at rest and at full CPU load, to estimate each
+    /// workload's energy where nothing measures it (RAPL does on most x86 machines; a
+    /// Raspberry Pi 4 or 3 B+ is known without it).
+    #[arg(long, value_name = "IDLE,LOADED")]
+    pub watts: Option<String>,
     /// Where task logs go: auto (memory when the data dir is on SD, eMMC or USB flash,
     /// else disk), disk, or memory.
     #[arg(long, default_value = "auto")]
@@ -642,6 +647,10 @@ pub struct UpArgs {
     /// POST every new event, as JSON lines, to this URL (a collector's HTTP input).
     #[arg(long, value_name = "URL")]
     pub events_forward: Option<String>,
+    /// This machine's power in watts at rest and at full CPU load, to estimate each
+    /// workload's energy where nothing measures it (RAPL does on most x86 machines).
+    #[arg(long, value_name = "IDLE,LOADED")]
+    pub watts: Option<String>,
     /// Who tasks run as.
     #[command(flatten)]
     pub tasks: TaskUserArgs,

@@ -698,6 +698,7 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
                 };
                 endpoints(&mut out, svc, &d.allocations, s.ready, s.desired, &cat);
             }
+            energy(&mut out, &d);
             out.push_str("Allocations:\n");
             let (h, r) = alloc_rows(&d.allocations, true);
             indented(&mut out, &table(&h, &r));

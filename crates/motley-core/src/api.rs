@@ -180,6 +180,13 @@ pub struct WorkloadDetail {
     pub view: WorkloadView,
     /// Its allocations, newest first.
     pub allocations: Vec<Allocation>,
+    /// Energy given to its allocations so far, millijoules, by allocation (those whose
+    /// node measures or estimates its power: `motley_core::energy`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub energy_mj: BTreeMap<String, u64>,
+    /// Whether any of those figures is an estimate (a power model, not a meter).
+    #[serde(default)]
+    pub energy_estimated: bool,
 }
 
 /// A node with its liveness and usage.

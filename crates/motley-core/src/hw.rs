@@ -251,6 +251,9 @@ pub struct Hwmon {
     pub temps: Vec<HwmonTemp>,
     /// An under-voltage alarm (`rpi_volt`'s `in0_lcrit_alarm`) is raised now.
     pub undervoltage_alarm: Option<bool>,
+    /// Power now, µW (a reading: `power1_average` or `power1_input`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_uw: Option<u64>,
 }
 
 /// One hwmon temperature sensor.
@@ -415,7 +418,13 @@ pub struct Readings {
     pub on_mains: Option<bool>,
     /// Power by RAPL domain, milliwatts (averaged since the previous refresh).
     pub power_mw: BTreeMap<String, u64>,
+    /// GPUs' power by hwmon chip (`hwmon3 amdgpu`), milliwatts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpu_power_mw: BTreeMap<String, u64>,
 }
+
+/// hwmon chips of GPU drivers, whose power is the GPU's.
+pub const GPU_DRIVERS: &[&str] = &["amdgpu", "radeon", "nouveau", "i915", "xe"];
 
 impl Readings {
     /// The machine's power draw in watts as its RAPL domains measure it: the platform
@@ -456,6 +465,12 @@ impl Hardware {
             }
         }
         for h in &self.hwmon {
+            if let Some(uw) = h.power_uw
+                && GPU_DRIVERS.contains(&h.chip.as_str())
+            {
+                r.gpu_power_mw
+                    .insert(format!("{} {}", h.name, h.chip), uw / 1000);
+            }
             for t in &h.temps {
                 if let Some(v) = t.temp_mc {
                     let label = t.label.as_deref().unwrap_or(&t.sensor);
@@ -502,6 +517,7 @@ impl Hardware {
             z.temp_mc = None;
         }
         for h in &mut s.hwmon {
+            h.power_uw = None;
             for t in &mut h.temps {
                 t.temp_mc = None;
             }

@@ -209,3 +209,25 @@ fn a_machines_watts_come_from_the_platform_or_its_packages_and_dram() {
     r.power_mw.insert("psys".into(), 31_000);
     assert_eq!(r.watts(), Some(31.0), "the platform's own figure wins");
 }
+
+#[test]
+fn gpu_power_is_a_reading_of_gpu_drivers_only() {
+    let mut hw = Hardware::default();
+    for (name, chip) in [("hwmon4", "amdgpu"), ("hwmon7", "nct6775")] {
+        hw.hwmon.push(Hwmon {
+            name: name.into(),
+            chip: chip.into(),
+            power_uw: Some(31_000_000),
+            ..Hwmon::default()
+        });
+    }
+    let (facts, readings) = hw.split(None, 0, None);
+    assert_eq!(
+        readings.gpu_power_mw.into_iter().collect::<Vec<_>>(),
+        [("hwmon4 amdgpu".to_string(), 31_000)]
+    );
+    assert!(
+        facts.hwmon.iter().all(|h| h.power_uw.is_none()),
+        "facts hold no reading"
+    );
+}

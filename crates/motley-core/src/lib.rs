@@ -31,6 +31,7 @@ pub mod api;
 pub mod catalog;
 pub mod chaos;
 pub mod doctor;
+pub mod energy;
 pub mod events;
 pub mod experiment;
 pub mod experiment_run;

@@ -104,7 +104,7 @@ pub enum AgentMsg {
         allocs: Vec<AllocReport>,
         /// The latest readings.
         #[serde(default)]
-        readings: Option<Readings>,
+        readings: Option<Box<Readings>>,
         /// The address other nodes reach this one at (`--advertise`); without it, the
         /// address the server sees the connection come from.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +149,15 @@ pub enum AgentMsg {
         eof: bool,
         /// Set when the logs cannot be read.
         error: Option<String>,
+    },
+    /// Energy given to each allocation on the node so far, millijoules (every one the
+    /// agent holds; sent when it changes, at most every few seconds; kept in the
+    /// server's memory only: `motley_core::energy`).
+    Energy {
+        /// By allocation id.
+        mj: BTreeMap<String, u64>,
+        /// Estimated from a power model (true) or measured (RAPL, GPU hwmon).
+        estimated: bool,
     },
     /// A fault ordered by [`ServerMsg::Fault`] was carried out (no error) or not.
     Fault {

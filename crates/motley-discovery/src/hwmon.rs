@@ -1,5 +1,6 @@
 //! hwmon chips: `/sys/class/hwmon/hwmon*/{name,tempN_input,tempN_label,tempN_crit}`,
-//! and `rpi_volt`'s `in0_lcrit_alarm` (a Raspberry Pi's under-voltage alarm).
+//! `rpi_volt`'s `in0_lcrit_alarm` (a Raspberry Pi's under-voltage alarm), and power
+//! (`power1_average` or `power1_input`, as GPU drivers give it).
 //!
 //! Older drivers keep the attributes under `device/`; both places are read.
 
@@ -44,11 +45,17 @@ pub fn chips(root: &Path) -> Vec<Hwmon> {
             } else {
                 None
             };
+            // A GPU driver's power reading (amdgpu's `power1_average`, others'
+            // `power1_input`), µW.
+            let power_uw = ["power1_average", "power1_input"]
+                .iter()
+                .find_map(|f| read_trim(&base.join(f)).and_then(|v| v.parse().ok()));
             Hwmon {
                 name,
                 chip,
                 temps: temps.into_iter().map(|(_, t)| t).collect(),
                 undervoltage_alarm,
+                power_uw,
             }
         })
         .collect();
@@ -61,4 +68,40 @@ pub(crate) fn natural(name: &str) -> (String, u64) {
     let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
     let prefix = &name[..name.len() - digits.len()];
     (prefix.to_string(), digits.parse().unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_drivers_power_is_read_from_either_attribute() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let class = root.path().join("sys/class/hwmon");
+        for (name, chip, file, value) in [
+            ("hwmon4", "amdgpu", "power1_average", "31000000"),
+            ("hwmon5", "nouveau", "power1_input", "12500000"),
+            ("hwmon6", "coretemp", "", ""),
+        ] {
+            let d = class.join(name);
+            std::fs::create_dir_all(&d)?;
+            std::fs::write(d.join("name"), format!("{chip}\n"))?;
+            if !file.is_empty() {
+                std::fs::write(d.join(file), format!("{value}\n"))?;
+            }
+        }
+        let got: Vec<(String, Option<u64>)> = chips(root.path())
+            .into_iter()
+            .map(|h| (h.chip, h.power_uw))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("amdgpu".to_string(), Some(31_000_000)),
+                ("nouveau".to_string(), Some(12_500_000)),
+                ("coretemp".to_string(), None)
+            ]
+        );
+        Ok(())
+    }
 }

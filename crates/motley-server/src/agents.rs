@@ -148,7 +148,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
         return;
     }
     if let Some(r) = readings {
-        s.liveness.set_readings(&node, r, now_ms());
+        s.liveness.set_readings(&node, *r, now_ms());
     }
     let tx = crate::state::Outbox::new(link.sender());
     let addr = address.or_else(|| caller.peer.parse().ok());
@@ -271,6 +271,14 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
             }
             // Kept with the node that said it: the run heeds only the nodes it ordered.
             AgentMsg::Fault { id, error } => s.lab.answered(&node, id, error),
+            // A node speaks only of its own allocations: others' are dropped.
+            AgentMsg::Energy { mut mj, estimated } => {
+                {
+                    let cache = s.cache();
+                    mj.retain(|id, _| cache.allocs.get(id).is_some_and(|a| a.node == node));
+                }
+                s.liveness.set_energy(&node, mj, estimated);
+            }
             AgentMsg::Progress { id, text } => {
                 // A node speaks only for its own allocations.
                 let owner = s.cache().allocs.get(&id).map(|a| a.node.clone());

@@ -620,6 +620,29 @@ async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         }
         service_replicas(&s.metrics.service_replicas, &cache);
         service_availability(&s, &cache);
+        s.metrics.workload_energy.clear();
+        let (mj, _) = s.liveness.energy_of(
+            cache
+                .allocs
+                .values()
+                .map(|a| (a.node.as_str(), a.id.as_str())),
+        );
+        let mut by_workload: BTreeMap<&WorkloadRef, u64> = BTreeMap::new();
+        for (id, e) in &mj {
+            if let Some(a) = cache.allocs.get(id) {
+                *by_workload.entry(&a.workload).or_default() += e;
+            }
+        }
+        for (r, e) in by_workload {
+            let label = crate::metrics::WorkloadLabel {
+                namespace: r.namespace.clone(),
+                workload: format!("{}/{}", r.kind, r.name),
+            };
+            s.metrics
+                .workload_energy
+                .get_or_create(&label)
+                .set(e as f64 / 1000.0);
+        }
         for k in Kind::ALL {
             let n = cache.workloads.keys().filter(|r| r.kind == k).count();
             s.metrics

@@ -52,6 +52,15 @@ pub struct ServiceLabel {
     pub service: String,
 }
 
+/// `namespace="dev",workload="job/train"` (energy).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabel {
+    /// The workload's namespace.
+    pub namespace: String,
+    /// `kind/name`.
+    pub workload: String,
+}
+
 /// A gauge of fractions.
 pub type Ratio = Gauge<f64, std::sync::atomic::AtomicU64>;
 
@@ -143,6 +152,9 @@ pub struct Metrics {
     pub source_last_success: Family<SourceLabel, Gauge>,
     /// How long each source's syncs take.
     pub source_sync_seconds: Family<SourceLabel, Histogram>,
+    /// Energy given to each workload's allocations, joules (where nodes measure or
+    /// estimate power).
+    pub workload_energy: Family<WorkloadLabel, Ratio>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -176,7 +188,13 @@ impl Metrics {
             source_syncs: Family::default(),
             source_last_success: Family::default(),
             source_sync_seconds: Family::new_with_constructor(latency_histogram),
+            workload_energy: Family::default(),
         };
+        registry.register(
+            "motley_workload_energy_joules",
+            "Energy given to a workload's allocations so far (measured, or estimated from nodes' power models)",
+            m.workload_energy.clone(),
+        );
         registry.register(
             "motley_allocations",
             "Allocations by state",

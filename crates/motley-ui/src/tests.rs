@@ -95,6 +95,8 @@ fn a_viewer_is_offered_no_action_and_an_admin_every_one() {
                 &WorkloadDetail {
                     view: web.clone(),
                     allocations: allocs.to_vec(),
+                    energy_mj: Default::default(),
+                    energy_estimated: false,
                 },
                 &[],
             ),
@@ -148,6 +150,8 @@ fn a_secret_shows_its_keys_and_never_a_value() {
         &WorkloadDetail {
             view: s,
             allocations: vec![],
+            energy_mj: Default::default(),
+            energy_estimated: false,
         },
         &[],
     );
@@ -173,6 +177,8 @@ fn a_waiting_job_shows_its_refusal_matrix() {
         &WorkloadDetail {
             view: job,
             allocations: vec![],
+            energy_mj: Default::default(),
+            energy_estimated: false,
         },
         &[],
     );

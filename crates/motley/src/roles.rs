@@ -134,6 +134,12 @@ pub fn facts_config(
         duration("facts-interval", &args.facts_interval)?.max(100),
     );
     fc.cpu_score = args.cpu_score;
+    fc.power_model = args
+        .watts
+        .as_deref()
+        .map(motley_core::energy::PowerModel::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--watts {e}"))?;
     fc.log_budget = size_flag("log-budget", &args.tasks.log_budget)?;
     fc.task_logs = match args.task_logs.as_str() {
         "auto" => None,

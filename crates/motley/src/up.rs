@@ -128,6 +128,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ca_pem: server.client.ca.clone(),
         facts: motley_agent::facts::FactsConfig {
             log_budget: crate::roles::size_flag("log-budget", &args.tasks.log_budget)?,
+            power_model: args
+                .watts
+                .as_deref()
+                .map(motley_core::energy::PowerModel::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--watts {e}"))?,
             ..motley_agent::facts::FactsConfig::host(data_dir.clone())
         },
         dir: agent_dir,

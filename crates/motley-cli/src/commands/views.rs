@@ -554,3 +554,25 @@ pub(crate) fn endpoints(
         indented(out, &table(&headers, &rows));
     }
 }
+
+/// `Energy:` in `describe`: joules given to the workload's allocations (all of them,
+/// and each), when their nodes measure or estimate power (`motley_core::energy`).
+pub(crate) fn energy(out: &mut String, d: &motley_core::api::WorkloadDetail) {
+    if d.energy_mj.is_empty() {
+        return;
+    }
+    let j = |mj: u64| format!("{:.1} J", mj as f64 / 1000.0);
+    let total: u64 = d.energy_mj.values().sum();
+    out.push_str(&format!(
+        "Energy:      {}{}\n",
+        j(total),
+        if d.energy_estimated {
+            " (estimated from the nodes' power models)"
+        } else {
+            " (measured)"
+        }
+    ));
+    for (id, mj) in &d.energy_mj {
+        out.push_str(&format!("  {id}: {}\n", j(*mj)));
+    }
+}

@@ -354,9 +354,14 @@ fn detail(s: &Shared, r: &WorkloadRef) -> ApiResult<WorkloadDetail> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{r} not found")))?;
     let mut allocs: Vec<&Allocation> = cache.allocs.values().filter(|a| a.workload == *r).collect();
     allocs.sort_by_key(|a| std::cmp::Reverse(a.created_at));
+    let (energy_mj, energy_estimated) = s
+        .liveness
+        .energy_of(allocs.iter().map(|a| (a.node.as_str(), a.id.as_str())));
     Ok(WorkloadDetail {
         view: view(s, &cache, w, &allocs),
         allocations: allocs.into_iter().cloned().collect(),
+        energy_mj,
+        energy_estimated,
     })
 }
 

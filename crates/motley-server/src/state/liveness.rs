@@ -24,12 +24,19 @@ pub struct NodeHealth {
     pub reason: String,
 }
 
+/// What a node's agent last said of its allocations' energy: mJ by allocation, and
+/// whether estimated.
+type NodeEnergy = (BTreeMap<String, u64>, bool);
+
 /// Every node's liveness as this server sees it.
 pub struct Liveness {
     /// Failure detector settings.
     pub config: FailureConfig,
     nodes: Mutex<HashMap<String, NodeHealth>>,
     readings: Mutex<HashMap<String, (Readings, u64)>>,
+    /// Energy given to each allocation, by node (as its agent last said, mJ), and
+    /// whether it was estimated.
+    energy: Mutex<HashMap<String, NodeEnergy>>,
     /// Since when nodes not heard from get their grace period: the server's start, or
     /// the start of its term as leader (ms).
     grace_from: AtomicU64,
@@ -46,6 +53,7 @@ impl Liveness {
             config,
             nodes: Mutex::new(HashMap::default()),
             readings: Mutex::new(HashMap::default()),
+            energy: Mutex::new(HashMap::default()),
             grace_from: AtomicU64::new(started_at),
             started_at,
             disrupted: std::sync::atomic::AtomicBool::new(false),
@@ -195,5 +203,30 @@ impl Liveness {
             .iter()
             .map(|(k, (r, _))| (k.clone(), r.clone()))
             .collect()
+    }
+
+    /// Keeps what a node's agent said of its allocations' energy.
+    pub fn set_energy(&self, node: &str, mj: BTreeMap<String, u64>, estimated: bool) {
+        lock(&self.energy).insert(node.to_string(), (mj, estimated));
+    }
+
+    /// The energy of these allocations on `node` (mJ each; absent: none said), and
+    /// whether any figure was estimated.
+    pub fn energy_of<'a>(
+        &self,
+        allocs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> (BTreeMap<String, u64>, bool) {
+        let e = lock(&self.energy);
+        let mut out = BTreeMap::new();
+        let mut estimated = false;
+        for (node, id) in allocs {
+            if let Some((m, est)) = e.get(node)
+                && let Some(mj) = m.get(id)
+            {
+                out.insert(id.to_string(), *mj);
+                estimated |= *est;
+            }
+        }
+        (out, estimated)
     }
 }
