@@ -293,6 +293,36 @@ fn capacity_answers_from_files_without_a_cluster() {
     );
     // 2 × (3 + 5 × 1/4) = 8.5 W.
     assert!(text.contains("power at this load: 8.5 W"), "{text}");
+    // pi-2 on only at night: web's second replica fits pi-1 while it is off.
+    let out = run(&[
+        "capacity",
+        "-f",
+        &i,
+        "-f",
+        &w,
+        "--schedule",
+        "pi-2: 22:00-06:00",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pi-2 on 22:00-06:00 (8.0 h a day): nothing waits for it"),
+        "{text}"
+    );
+    let out = run(&[
+        "capacity",
+        "-f",
+        &i,
+        "-f",
+        &w,
+        "--schedule",
+        "pi-2 at night",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected \"NODE: HH:MM-HH:MM\""),
+        "{out:?}"
+    );
     // A service that only the (unowned) labelled box may run: short with every node up.
     std::fs::write(
         &work,

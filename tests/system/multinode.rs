@@ -1813,6 +1813,58 @@ fn what_if_says_what_a_nodes_loss_then_does() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("no node \"nope\""), "{err}");
 
+    // The same question of a snapshot, answered here without the server: the same
+    // verdicts.
+    let snap = m.dir.path().join("cluster.snap");
+    let snap_path = snap.display().to_string();
+    let out = m.cli(&["snapshot", "save", &snap_path]);
+    assert!(out.status.success(), "{out:?}");
+    let out = std::process::Command::new(motley_bin())
+        .args([
+            "what-if",
+            "--snapshot",
+            &snap_path,
+            "--lose",
+            "n1",
+            "-o",
+            "json",
+        ])
+        .env("HOME", m.dir.path())
+        .env_remove("MOTLEY_CONFIG")
+        .output()
+        .expect("what-if --snapshot");
+    assert!(out.status.success(), "{out:?}");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let verdicts = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["workloads"]
+            .as_array()
+            .expect("workloads")
+            .iter()
+            .map(|e| (e["workload"].to_string(), e["verdict"].to_string()))
+            .collect()
+    };
+    assert_eq!(verdicts(&s), verdicts(&o), "{s:#}");
+    // The history so far replayed with n2 lost: web and vault each arrive and start
+    // (vault on n1, which is still there in the question).
+    let hist = m.dir.path().join("history.json");
+    let out = m.cli(&["events", "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&hist, &out.stdout).expect("write");
+    let hist_path = hist.display().to_string();
+    let out = m.cli(&[
+        "what-if", "--trace", &hist_path, "--lose", "n2", "-o", "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let replayed: Vec<(&str, bool)> = r["workloads"]
+        .as_array()
+        .expect("workloads")
+        .iter()
+        .map(|w| (w["workload"].as_str().unwrap_or(""), w["waits_ms"].is_u64()))
+        .collect();
+    assert!(replayed.contains(&("service/web", true)), "{r:#}");
+    assert!(replayed.contains(&("service/vault", true)), "{r:#}");
+
     // Now n1 really goes (its agent killed): what the answer said happens.
     let pid = nix::unistd::Pid::from_raw(n1.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");

@@ -11,6 +11,7 @@
 //!   on one thread over N heterogeneous nodes (drawn from the fixture machines) and
 //!   1,000 workloads, with the p99 of one placement and peak heap memory.
 //! * `motley-bench whatif --nodes N --services M`: `what-if --each-node` over N nodes.
+//! * `motley-bench replay --jobs J --nodes N`: `what-if --trace` of J jobs on N nodes.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
@@ -119,6 +120,19 @@ enum Bench {
         #[arg(long, default_value = "tests/fixtures/hw")]
         fixtures: PathBuf,
     },
+    /// `what-if --trace`: a history of J jobs replayed on N nodes, as recorded and
+    /// with a tenth of the nodes lost.
+    Replay {
+        /// Jobs in the history (one arriving every 2 s, each running 60 s).
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        /// Nodes (drawn in turn from the fixture machines).
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// The fixture machines (`tests/fixtures/hw` of the repository).
+        #[arg(long, default_value = "tests/fixtures/hw")]
+        fixtures: PathBuf,
+    },
     /// Scheduler throughput: M placements over N nodes and 1,000 workloads, one thread.
     Scheduler {
         /// Nodes (drawn in turn from the fixture machines).
@@ -221,6 +235,11 @@ fn main() -> anyhow::Result<()> {
             services,
             fixtures,
         } => whatif::run(nodes, services, &fixtures)?,
+        Bench::Replay {
+            jobs,
+            nodes,
+            fixtures,
+        } => whatif::replay(jobs, nodes, &fixtures)?,
         Bench::Store {
             datastore,
             dir,

@@ -132,6 +132,18 @@ pub enum Command {
         /// Manifests applied first (a file, a directory, or -), as `motley plan` takes them.
         #[arg(short = 'f', long = "filename", value_name = "PATH")]
         files: Vec<PathBuf>,
+        /// Ask a snapshot (`motley snapshot save`) instead of the live cluster: no
+        /// server is needed; every node in it is taken as ready.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["add_node", "files"])]
+        snapshot: Option<PathBuf>,
+        /// Replay a recorded history (`motley events -o json`) of jobs and services
+        /// against the cluster as changed: how much longer each waits and takes.
+        #[arg(long, value_name = "HISTORY", conflicts_with_all = ["each_node", "add_node", "files"])]
+        trace: Option<PathBuf>,
+        /// With --trace: also print the replay's timeline, paced at this many times
+        /// real time (the answer itself is computed as fast as it can be).
+        #[arg(long, value_name = "N", requires = "trace")]
+        speed: Option<f64>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
@@ -150,6 +162,10 @@ pub enum Command {
         /// Node failures to tolerate (every combination is checked).
         #[arg(long, default_value_t = 0)]
         tolerate: u32,
+        /// "NODE: HH:MM-HH:MM": the machine runs only in these hours; says what
+        /// waits for it (a job's queue delay) or is short while it is off. Repeatable.
+        #[arg(long, value_name = "NODE: HH:MM-HH:MM")]
+        schedule: Vec<String>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,

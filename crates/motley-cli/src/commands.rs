@@ -59,10 +59,11 @@ pub async fn run(
             files,
             cluster,
             tolerate,
+            schedule,
             output,
         } => {
             let client = if cluster { Some(client()?) } else { None };
-            capacity::capacity(client.as_ref(), &files, tolerate, output).await
+            capacity::capacity(client.as_ref(), &files, tolerate, &schedule, output).await
         }
         Command::Apply {
             files,
@@ -123,6 +124,9 @@ pub async fn run(
             each_node,
             add_node,
             files,
+            snapshot,
+            trace,
+            speed,
             output,
         } => {
             let change = motley_scheduler::whatif::Change { lose, drain };
@@ -131,8 +135,11 @@ pub async fn run(
                 each_node,
                 add_node,
                 files,
+                snapshot,
+                trace,
+                speed,
             };
-            whatif::what_if(&client()?, q, output).await
+            whatif::what_if(client, q, output).await
         }
         Command::Get {
             resource,

@@ -324,7 +324,16 @@ pub fn alloc_change(old: Option<&Allocation>, new: Option<&Allocation>) -> Vec<N
         out.push(New::of(
             EventKind::Restarted,
             a,
-            format!("restart {} (the last run {})", a.restarts, ending(o)),
+            // The new record holds the last run's exit (the old one is the run itself).
+            format!(
+                "restart {} (the last run {})",
+                a.restarts,
+                if a.exit_code.is_some() {
+                    ending(a)
+                } else {
+                    ending(o)
+                }
+            ),
         ));
     }
     if a.state != o.state {
@@ -337,8 +346,13 @@ pub fn alloc_change(old: Option<&Allocation>, new: Option<&Allocation>) -> Vec<N
             )),
             AllocState::Backoff | AllocState::Complete | AllocState::Failed => {
                 let mut msg = ending(a);
-                if a.state == AllocState::Backoff {
-                    msg.push_str(&format!("; {}", last_reason(a)));
+                // The agent's reason often says the ending already ("killed by signal
+                // 9; restarting in 1000ms"): said once.
+                let why = last_reason(a);
+                if a.state == AllocState::Backoff && why.starts_with(msg.as_str()) {
+                    msg = why.to_string();
+                } else if a.state == AllocState::Backoff {
+                    msg.push_str(&format!("; {why}"));
                 }
                 out.push(New::of(EventKind::Exited, a, msg));
             }
@@ -498,9 +512,19 @@ mod tests {
         crashed.reasons = vec!["exited with code 3; restarting in 1000ms".into()];
         let exited = alloc_change(Some(&running), Some(&crashed));
         assert_eq!(kinds(&exited), ["exited"]);
-        assert!(
-            exited[0].message.starts_with("exited with code 3"),
-            "{exited:?}"
+        assert_eq!(
+            exited[0].message, "exited with code 3; restarting in 1000ms",
+            "the ending said once"
+        );
+        // The agent counts the restart with the exit: the restart says how the run
+        // that just ended ended.
+        let mut counted = crashed.clone();
+        counted.restarts = 1;
+        let both = alloc_change(Some(&running), Some(&counted));
+        assert_eq!(kinds(&both), ["restarted", "exited"]);
+        assert_eq!(
+            both[0].message,
+            "restart 1 (the last run exited with code 3)"
         );
         let mut again = alloc("running");
         again.restarts = 1;

@@ -162,19 +162,7 @@ fn evaluate(
     tolerate: u32,
     cfg: &Config,
 ) -> Result<Report, String> {
-    let mut nodes = existing.nodes.clone();
-    for (m, &n) in inv.models.iter().zip(counts) {
-        for i in 1..=n {
-            let node = m.node(i);
-            if nodes.contains_key(&node.name) {
-                return Err(format!(
-                    "the inventory's {} is also a node of the cluster: rename the model",
-                    node.name
-                ));
-            }
-            nodes.insert(node.name.clone(), node);
-        }
-    }
+    let nodes = nodes_of(existing, inv, counts)?;
     let state = State {
         workloads: workloads.clone(),
         applied: None,
@@ -274,6 +262,123 @@ fn evaluate(
         power,
         addition: None,
     })
+}
+
+/// The existing machines and the inventory's, `counts` of each model.
+fn nodes_of(
+    existing: &Existing,
+    inv: &Inventory,
+    counts: &[u32],
+) -> Result<BTreeMap<String, motley_core::model::Node>, String> {
+    let mut nodes = existing.nodes.clone();
+    for (m, &n) in inv.models.iter().zip(counts) {
+        for i in 1..=n {
+            let node = m.node(i);
+            if nodes.contains_key(&node.name) {
+                return Err(format!(
+                    "the inventory's {} is also a node of the cluster: rename the model",
+                    node.name
+                ));
+            }
+            nodes.insert(node.name.clone(), node);
+        }
+    }
+    Ok(nodes)
+}
+
+/// What running a machine only in its hours costs (`--schedule`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scheduled {
+    /// The machine.
+    pub node: String,
+    /// Its window, as given.
+    pub window: String,
+    /// Hours a day it runs.
+    pub on_hours: f64,
+    /// What is short while it is off (its work elsewhere, or nowhere).
+    pub while_off: Vec<Short>,
+    /// Jobs that only it can take: the mean and the longest wait in its queue, ms (a
+    /// job submitted at a random time of day; just after the window closed).
+    pub job_waits: Vec<(WorkloadRef, u64, u64)>,
+    /// Services and daemons that do not all run while it is off, hours a day.
+    pub services_short_hours: Vec<(WorkloadRef, f64)>,
+}
+
+/// For each machine given hours: what is short while it is off (a what-if of its loss
+/// on the settled cluster), and what that costs in queue time and service hours.
+pub fn schedules(
+    existing: &Existing,
+    inv: &Inventory,
+    workloads: &BTreeMap<WorkloadRef, Workload>,
+    hours: &[(String, String)],
+    cfg: &Config,
+) -> Result<Vec<Scheduled>, String> {
+    let counts: Vec<u32> = inv.models.iter().map(|m| m.count).collect();
+    let nodes = nodes_of(existing, inv, &counts)?;
+    let state = State {
+        workloads: workloads.clone(),
+        applied: None,
+        ready: nodes.keys().cloned().collect(),
+        nodes,
+        allocs: BTreeMap::new(),
+        now: 1_000_000,
+        fence_after_ms: 7_000,
+        readings: Default::default(),
+    };
+    let settled = settle(&state, &Change::default(), cfg)?;
+    let at_rest = State {
+        workloads: settled.workloads.clone().into_owned(),
+        allocs: settled.allocs.clone(),
+        now: settled.now,
+        ..state.clone()
+    };
+    let mut out = Vec::new();
+    for (node, text) in hours {
+        let w = motley_core::hours::Window::parse(text).map_err(|e| format!("{node}: {e}"))?;
+        if !at_rest.nodes.contains_key(node) {
+            return Err(format!(
+                "--schedule {node}: no such machine (nodes are named MODEL-N: {})",
+                at_rest.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let o = run(
+            &at_rest,
+            &Change {
+                lose: vec![node.clone()],
+                drain: vec![],
+            },
+            cfg,
+        )?;
+        let while_off: Vec<Short> = o
+            .workloads
+            .iter()
+            .filter(|e| matches!(e.verdict, Verdict::Degraded | Verdict::Down))
+            .map(|e| Short {
+                workload: e.workload.clone(),
+                running: e.after,
+                wanted: e.desired,
+                why: e.why.clone().unwrap_or_default(),
+            })
+            .collect();
+        let off_h = f64::from(w.off_minutes()) / 60.0;
+        out.push(Scheduled {
+            node: node.clone(),
+            window: text.clone(),
+            on_hours: f64::from(w.on_minutes()) / 60.0,
+            job_waits: while_off
+                .iter()
+                .filter(|x| x.workload.kind == Kind::Job)
+                .map(|x| (x.workload.clone(), w.mean_wait_ms(), w.worst_wait_ms()))
+                .collect(),
+            services_short_hours: while_off
+                .iter()
+                .filter(|x| x.workload.kind != Kind::Job)
+                .map(|x| (x.workload.clone(), off_h))
+                .collect(),
+            while_off,
+        });
+    }
+    Ok(out)
 }
 
 /// What each workload lacks with every node up: a service's replicas, a job's

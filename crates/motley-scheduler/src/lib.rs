@@ -25,6 +25,7 @@
 pub mod capacity;
 pub mod explain;
 mod filters;
+pub mod replay;
 pub mod state;
 pub mod whatif;
 

@@ -241,3 +241,56 @@ fn bad_inventories_are_refused_at_their_field() {
     assert_eq!(e[0].line, 8, "{e:?}");
     assert!(e[0].message.contains("ram"), "{e:?}");
 }
+
+/// The GPU box of the mixed cluster powered only from 01:00 to 06:00: the training job
+/// (only it can take) waits, 19 h at worst and 7.52 h on average (19 h off, waited on
+/// 19/24 of the time, half of it on average: 19 × 19 / 48 h); the minis' web is not
+/// touched. A mini given hours costs web one of its two replicas while it is off.
+#[test]
+fn a_machine_on_a_schedule_costs_its_queue_what_its_hours_say() {
+    use motley_scheduler::capacity::{Existing, schedules};
+    let (inv, w) = read(MIXED);
+    let hours = [("gpu-box-1".to_string(), "01:00-06:00".to_string())];
+    let s =
+        schedules(&Existing::default(), &inv, &w, &hours, &Config::default()).expect("an answer");
+    assert_eq!(s.len(), 1);
+    assert!((s[0].on_hours - 5.0).abs() < 1e-9);
+    let names: Vec<String> = s[0]
+        .while_off
+        .iter()
+        .map(|x| x.workload.to_string())
+        .collect();
+    assert_eq!(names, ["job/training"]);
+    assert_eq!(
+        s[0].job_waits
+            .iter()
+            .map(|(r, mean, worst)| (r.to_string(), *mean, *worst))
+            .collect::<Vec<_>>(),
+        [("job/training".to_string(), 27_075_000, 68_400_000)]
+    );
+    assert!(s[0].services_short_hours.is_empty());
+    // A mini off at night: web's two replicas fit on the other one; nothing is short.
+    let mini = [("mini-2".to_string(), "22:00-06:00".to_string())];
+    let s =
+        schedules(&Existing::default(), &inv, &w, &mini, &Config::default()).expect("an answer");
+    assert!(s[0].while_off.is_empty(), "{s:#?}");
+    // A service only the box can run is down 19 hours a day.
+    let (inv2, w2) = read(&format!(
+        "{MIXED}---\nkind: Service\nname: infer\nplacement: {{ require: model = gpu-box }}\ntask: {{ command: [i], resources: {{ cpu: 1, memory: 1Gi }} }}\n"
+    ));
+    let s =
+        schedules(&Existing::default(), &inv2, &w2, &hours, &Config::default()).expect("an answer");
+    assert_eq!(
+        s[0].services_short_hours
+            .iter()
+            .map(|(r, h)| (r.to_string(), *h))
+            .collect::<Vec<_>>(),
+        [("service/infer".to_string(), 19.0)]
+    );
+    let bad = [("nope-1".to_string(), "01:00-06:00".to_string())];
+    let e = schedules(&Existing::default(), &inv, &w, &bad, &Config::default());
+    assert!(e.is_err_and(|e| e.contains("no such machine")));
+    let bad = [("mini-1".to_string(), "01:00".to_string())];
+    let e = schedules(&Existing::default(), &inv, &w, &bad, &Config::default());
+    assert!(e.is_err_and(|e| e.contains("HH:MM-HH:MM")));
+}

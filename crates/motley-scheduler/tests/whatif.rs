@@ -241,3 +241,68 @@ fn each_node_on_a_hundred_nodes() {
         );
     }
 }
+
+/// A recorded history (four job instances of 10 s on four nodes, all at once) replayed
+/// on the same cluster with two nodes lost: two at a time, so the job takes twice as
+/// long; with nothing changed it takes as long as it did.
+#[test]
+fn a_history_replayed_on_fewer_nodes_takes_longer_by_what_the_room_allows() {
+    use motley_core::events::{Event, EventKind};
+    use motley_scheduler::replay::{arrivals, replay};
+    let mut w = World::new(&[
+        node("a", 1000, 1024),
+        node("b", 1000, 1024),
+        node("c", 1000, 1024),
+        node("d", 1000, 1024),
+    ]);
+    w.apply("kind: Service\nname: web\ntask:\n  command: [srv]\n  resources: { cpu: 100m, memory: 64Mi }\n");
+    w.apply("kind: Job\nname: train\ncompletions: 4\nparallelism: 4\ntask:\n  command: [t]\n  resources: { cpu: 800m, memory: 256Mi }\n");
+    let ev = |seq: u64, at: u64, kind: EventKind, alloc: Option<&str>| Event {
+        seq,
+        at,
+        kind,
+        object: "job/train".into(),
+        alloc: alloc.map(String::from),
+        node: None,
+        message: String::new(),
+    };
+    let mut history = vec![ev(1, 100_000, EventKind::Applied, None)];
+    for i in 0..4 {
+        let id = format!("t{i}");
+        history.push(ev(2 + i, 100_500, EventKind::Started, Some(&id)));
+        history.push(ev(10 + i, 110_500, EventKind::Exited, Some(&id)));
+    }
+    let a = arrivals(&history);
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].runtime_ms, a[0].waited_ms, a[0].done_at),
+        (10_000, Some(500), Some(110_500))
+    );
+    let st = state(&w);
+    let same = replay(&st, &Change::default(), &a, &Config::default()).expect("a replay");
+    let r = &same.workloads[0];
+    assert_eq!((r.waited_ms, r.took_ms), (Some(500), Some(10_500)));
+    let takes = r.takes_ms.expect("finished");
+    assert!((10_000..13_000).contains(&takes), "{same:#?}");
+    let two = Change {
+        lose: vec!["c".into(), "d".into()],
+        drain: vec![],
+    };
+    let fewer = replay(&st, &two, &a, &Config::default()).expect("a replay");
+    let r = &fewer.workloads[0];
+    let takes = r.takes_ms.expect("finished");
+    assert!((20_000..25_000).contains(&takes), "{fewer:#?}");
+    assert!(r.delay_ms().is_some_and(|d| d >= 9_000), "{r:?}");
+    // web runs throughout and took its room from the start: it is not in the answer.
+    assert!(fewer.workloads.iter().all(|x| x.workload.name == "train"));
+    assert!(fewer.missing.is_empty());
+    // A workload the cluster no longer has is named, not replayed.
+    let mut gone = history.clone();
+    gone.push(Event {
+        object: "job/old".into(),
+        ..ev(30, 100_000, EventKind::Applied, None)
+    });
+    let r = replay(&st, &two, &arrivals(&gone), &Config::default()).expect("a replay");
+    assert_eq!(r.missing.len(), 1);
+    assert_eq!(r.workloads.len(), 1);
+}

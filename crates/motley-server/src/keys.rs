@@ -19,11 +19,11 @@ use motley_core::model::{DEFAULT_NAMESPACE, Kind, WorkloadRef};
 /// Root of all motley keys.
 pub const PREFIX: &str = "/motley/";
 /// Workloads.
-pub const WORKLOADS: &str = "/motley/workloads/";
+pub const WORKLOADS: &str = motley_core::keys::WORKLOADS;
 /// Nodes.
-pub const NODES: &str = "/motley/nodes/";
+pub const NODES: &str = motley_core::keys::NODES;
 /// Allocations.
-pub const ALLOCS: &str = "/motley/allocs/";
+pub const ALLOCS: &str = motley_core::keys::ALLOCS;
 /// Tokens.
 pub const TOKENS: &str = "/motley/tokens/";
 /// Git sources' records (`applied`, `healthy`, `failed` commits).

@@ -34,8 +34,23 @@ pub async fn capacity(
     client: Option<&Client>,
     paths: &[std::path::PathBuf],
     tolerate: u32,
+    schedule: &[String],
     output: Format,
 ) -> anyhow::Result<i32> {
+    // `NODE: HH:MM-HH:MM`, checked before anything is read.
+    let mut hours: Vec<(String, String)> = Vec::new();
+    for s in schedule {
+        let Some((node, window)) = s.split_once(':').filter(|(n, _)| !n.trim().is_empty()) else {
+            return report(anyhow::anyhow!(
+                "--schedule {s:?}: expected \"NODE: HH:MM-HH:MM\""
+            ));
+        };
+        let (node, window) = (node.trim(), window.trim());
+        if let Err(e) = motley_core::hours::Window::parse(window) {
+            return report(anyhow::anyhow!("--schedule {s:?}: {e}"));
+        }
+        hours.push((node.to_string(), window.to_string()));
+    }
     if paths.is_empty() && client.is_none() {
         return report(anyhow::anyhow!(
             "say which machines: -f inventory.yaml, or --cluster for the live one"
@@ -120,10 +135,24 @@ pub async fn capacity(
         Ok(r) => r,
         Err(e) => return report(anyhow::anyhow!("{at}: {e}")),
     };
+    let scheduled = if hours.is_empty() {
+        Vec::new()
+    } else {
+        match motley_scheduler::capacity::schedules(&existing, inv_value, &workloads, &hours, &cfg)
+        {
+            Ok(s) => s,
+            Err(e) => return report(anyhow::anyhow!("{at}: {e}")),
+        }
+    };
     if matches!(output, Format::Json | Format::Yaml) {
-        print(&output::structured(&r, output)?);
+        let mut v = serde_json::to_value(&r)?;
+        if !scheduled.is_empty() {
+            v["schedules"] = serde_json::to_value(&scheduled)?;
+        }
+        print(&output::structured(&v, output)?);
     } else {
         let mut t = text(&r, inv_value.currency.as_deref().unwrap_or(""));
+        t.push_str(&schedule_text(&scheduled));
         if !existing.nodes.is_empty() {
             t = format!(
                 "{} nodes of the cluster (power as measured now, where it is)\n{t}",
@@ -133,6 +162,40 @@ pub async fn capacity(
         print(&t);
     }
     Ok(if r.fits { 0 } else { 3 })
+}
+
+/// What machines' hours cost, in words.
+fn schedule_text(s: &[motley_scheduler::capacity::Scheduled]) -> String {
+    let h = |ms: u64| format!("{:.1} h", ms as f64 / 3_600_000.0);
+    let mut out = String::new();
+    for x in s {
+        out.push_str(&format!(
+            "{} on {} ({:.1} h a day):",
+            x.node, x.window, x.on_hours
+        ));
+        if x.while_off.is_empty() {
+            out.push_str(" nothing waits for it; its work runs elsewhere while it is off\n");
+            continue;
+        }
+        out.push('\n');
+        for (r, mean, worst) in &x.job_waits {
+            out.push_str(&format!(
+                "  {r} waits for it: {} on average, {} at worst\n",
+                h(*mean),
+                h(*worst)
+            ));
+        }
+        for (r, off) in &x.services_short_hours {
+            out.push_str(&format!("  {r} is short {off:.1} h a day\n"));
+        }
+        for w in &x.while_off {
+            out.push_str(&format!(
+                "    while off, {} runs {} of {}: {}\n",
+                w.workload, w.running, w.wanted, w.why
+            ));
+        }
+    }
+    out
 }
 
 fn shorts(s: &[Short]) -> String {

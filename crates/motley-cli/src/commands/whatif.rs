@@ -1,8 +1,9 @@
 //! `motley what-if [--lose NODE]... [--drain NODE]... [--each-node]`: what the control
-//! plane would do, from the live cluster, changing nothing.
+//! plane would do, from the live cluster (or a snapshot, computed here), changing
+//! nothing; `--trace HISTORY` replays a recorded history against the changed cluster.
 
 use super::*;
-use motley_scheduler::whatif::{Change, NodeLoss, Outcome, Verdict};
+use motley_scheduler::whatif::{Change, NodeLoss, Outcome, State, Verdict};
 
 #[derive(serde::Deserialize)]
 struct Answer {
@@ -40,6 +41,162 @@ pub struct Question {
     pub add_node: Vec<String>,
     /// Manifests applied.
     pub files: Vec<std::path::PathBuf>,
+    /// A snapshot file to ask instead of the live cluster.
+    pub snapshot: Option<std::path::PathBuf>,
+    /// A history to replay.
+    pub trace: Option<std::path::PathBuf>,
+    /// The timeline's pace, with `trace`.
+    pub speed: Option<f64>,
+}
+
+/// The cluster a snapshot file holds, every node ready.
+fn snapshot_state(path: &std::path::Path) -> anyhow::Result<State> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let snap = motley_store::snapshot::Snapshot::decode(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut s = State {
+        workloads: Default::default(),
+        applied: None,
+        nodes: Default::default(),
+        ready: Default::default(),
+        allocs: Default::default(),
+        now: now_ms(),
+        fence_after_ms: motley_core::failure::FailureConfig::default().fence_after_ms(),
+        readings: Default::default(),
+    };
+    let bad = |k: &str, e: serde_json::Error| anyhow::anyhow!("{}: {k}: {e}", path.display());
+    for (k, v) in &snap.entries {
+        use motley_core::keys;
+        if k.starts_with(keys::WORKLOADS) {
+            let w: motley_core::model::Workload =
+                serde_json::from_slice(v).map_err(|e| bad(k, e))?;
+            s.workloads.insert(w.spec.reference(), w);
+        } else if k.starts_with(keys::NODES) {
+            let n: motley_core::model::Node = serde_json::from_slice(v).map_err(|e| bad(k, e))?;
+            s.ready.insert(n.name.clone());
+            s.nodes.insert(n.name.clone(), n);
+        } else if k.starts_with(keys::ALLOCS) {
+            let a: motley_core::model::Allocation =
+                serde_json::from_slice(v).map_err(|e| bad(k, e))?;
+            s.allocs.insert(a.id.clone(), a);
+        }
+    }
+    Ok(s)
+}
+
+/// The live cluster's workloads and ready nodes, for a replay (it places afresh: no
+/// allocation is needed).
+async fn live_state(client: &Client) -> anyhow::Result<State> {
+    let views: Vec<motley_core::api::WorkloadView> = client.get("/v1/workloads").await?;
+    let nodes: Vec<motley_core::api::NodeView> = client.get("/v1/nodes").await?;
+    Ok(State {
+        workloads: views
+            .into_iter()
+            .map(|v| (v.workload.spec.reference(), v.workload))
+            .collect(),
+        applied: None,
+        ready: nodes
+            .iter()
+            .filter(|n| n.state == "ready")
+            .map(|n| n.node.name.clone())
+            .collect(),
+        nodes: nodes
+            .into_iter()
+            .map(|n| (n.node.name.clone(), n.node))
+            .collect(),
+        allocs: Default::default(),
+        now: now_ms(),
+        fence_after_ms: motley_core::failure::FailureConfig::default().fence_after_ms(),
+        readings: Default::default(),
+    })
+}
+
+fn secs(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "-".into(), |m| format!("{:.1}s", m as f64 / 1000.0))
+}
+
+/// `what-if --trace`.
+async fn trace(
+    state: State,
+    change: &Change,
+    history: &std::path::Path,
+    speed: Option<f64>,
+    output: Format,
+) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(history)
+        .with_context(|| format!("reading {}", history.display()))?;
+    let events: Vec<motley_core::events::Event> =
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not a history as `motley events -o json` prints it",
+                history.display()
+            )
+        })?;
+    let arrivals = motley_scheduler::replay::arrivals(&events);
+    if arrivals.is_empty() {
+        return report(anyhow::anyhow!(
+            "{}: no job or service is applied in this history",
+            history.display()
+        ));
+    }
+    let cfg = motley_scheduler::Config::default();
+    let started = std::time::Instant::now();
+    let r = match motley_scheduler::replay::replay(&state, change, &arrivals, &cfg) {
+        Ok(r) => r,
+        Err(e) => return report(anyhow::anyhow!(e)),
+    };
+    let took = started.elapsed();
+    if matches!(output, Format::Json | Format::Yaml) {
+        print(&output::structured(&r, output)?);
+        return Ok(0);
+    }
+    if let Some(n) = speed.filter(|n| *n > 0.0) {
+        let t0 = std::time::Instant::now();
+        for (at, line) in &r.timeline {
+            let due = std::time::Duration::from_secs_f64(*at as f64 / 1000.0 / n);
+            if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+            print(&format!(
+                "{:>9}  {line}\n",
+                format!("+{:.1}s", *at as f64 / 1000.0)
+            ));
+        }
+    }
+    let rows: Vec<Vec<String>> = r
+        .workloads
+        .iter()
+        .map(|w| {
+            vec![
+                w.workload.to_string(),
+                secs(Some(w.arrived_ms)),
+                secs(w.waited_ms),
+                secs(w.waits_ms),
+                secs(w.took_ms),
+                secs(w.takes_ms),
+                w.delay_ms()
+                    .map_or_else(|| "-".into(), |d| format!("{:+.1}s", d as f64 / 1000.0)),
+                w.why.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print(&table(
+        &[
+            "WORKLOAD", "ARRIVED", "WAITED", "WAITS", "TOOK", "TAKES", "DELAY", "WHY",
+        ],
+        &rows,
+    ));
+    for m in &r.missing {
+        print(&format!("{m}: not in the cluster any more, not replayed\n"));
+    }
+    print(&format!(
+        "replayed {:.1} s of history ({} workloads) in {} ms, {} controller passes\n",
+        r.span_ms as f64 / 1000.0,
+        r.workloads.len(),
+        took.as_millis(),
+        r.passes
+    ));
+    Ok(0)
 }
 
 /// What `motley facts -o json` printed.
@@ -64,13 +221,59 @@ fn added(spec: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// `what-if`.
-pub async fn what_if(client: &Client, q: Question, output: Format) -> anyhow::Result<i32> {
+pub async fn what_if(
+    client: impl FnOnce() -> anyhow::Result<Client>,
+    q: Question,
+    output: Format,
+) -> anyhow::Result<i32> {
     let Question {
         change,
         each_node,
         add_node,
         files,
+        snapshot,
+        trace: history,
+        speed,
     } = q;
+    if let Some(h) = &history {
+        let state = match &snapshot {
+            Some(p) => snapshot_state(p),
+            None => live_state(&client()?).await,
+        };
+        return match state {
+            Ok(st) => trace(st, &change, h, speed, output).await,
+            Err(e) => report(e),
+        };
+    }
+    if let Some(p) = &snapshot {
+        let st = match snapshot_state(p) {
+            Ok(s) => s,
+            Err(e) => return report(e),
+        };
+        let cfg = motley_scheduler::Config::default();
+        let answer = if each_node {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Answer {
+                outcome: None,
+                each_node: Some(motley_scheduler::whatif::each_node(&st, &cfg, threads)),
+            }
+        } else if change.lose.is_empty() && change.drain.is_empty() {
+            return report(anyhow::anyhow!(
+                "say what changes: --lose NODE, --drain NODE, or --each-node"
+            ));
+        } else {
+            match motley_scheduler::whatif::run(&st, &change, &cfg) {
+                Ok(o) => Answer {
+                    outcome: Some(o),
+                    each_node: None,
+                },
+                Err(e) => return report(anyhow::anyhow!(e)),
+            }
+        };
+        return show(answer, output);
+    }
+    let client = client()?;
+    let client = &client;
     if !each_node
         && change.lose.is_empty()
         && change.drain.is_empty()
@@ -110,6 +313,11 @@ pub async fn what_if(client: &Client, q: Question, output: Format) -> anyhow::Re
         Ok(a) => a,
         Err(e) => return report(e),
     };
+    show(answer, output)
+}
+
+/// Prints an answer.
+fn show(answer: Answer, output: Format) -> anyhow::Result<i32> {
     if matches!(output, Format::Json | Format::Yaml) {
         let v = match (&answer.outcome, &answer.each_node) {
             (Some(o), _) => serde_json::to_value(o)?,
