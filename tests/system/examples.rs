@@ -425,6 +425,74 @@ fn an_experiment_checks_against_the_cluster_runs_and_reports() {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .any(|c| c.ends_with(b"chaos-stress\x001\x000\x002000\x00"));
     assert!(!stress_left, "a chaos-stress process outlived its fault");
+
+    // Latency slows the node's service proxy too, and only while it lasts.
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).expect("mkdir");
+    std::fs::write(www.join("index.html"), "hi\n").expect("write");
+    assert!(c
+        .apply_yaml(
+            "echo.yaml",
+            &format!(
+                "kind: Service\nname: echo\ntask:\n  command: [python3, -m, http.server, --bind, 127.0.0.1, --directory, \"{}\", \"${{MOTLEY_PORT_HTTP}}\"]\n  stop_grace: 1s\nports:\n  - {{ name: http, service_port: 8091 }}\n",
+                www.display()
+            ),
+        )
+        .status
+        .success());
+    let vip = wait_for("echo in rotation", Duration::from_secs(60), || {
+        let text = c.ok(&["describe", "service", "echo"]);
+        let serving = text
+            .lines()
+            .any(|l| l.starts_with("  echo-") && l.trim_end().ends_with("yes"));
+        let vip = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Address:     echo.motley ("))
+            .and_then(|r| r.split(')').next())
+            .map(str::to_string);
+        vip.filter(|_| serving)
+    });
+    let timed_get = || -> Duration {
+        let t = std::time::Instant::now();
+        let mut s =
+            std::net::TcpStream::connect(format!("{vip}:8091")).expect("connect to the proxy");
+        s.write_all(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n")
+            .expect("send");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        assert!(body.contains("hi"), "{body}");
+        t.elapsed()
+    };
+    std::fs::write(
+        &file,
+        "kind: Experiment\nname: slow\nfaults:\n  - { at: 0s, latency: { node: node1, ms: 400 }, for: 8s }\n",
+    )
+    .expect("write");
+    c.ok(&["experiment", "run", "-f", &f, "--detach"]);
+    wait_for("the latency held", Duration::from_secs(20), || {
+        let r: serde_json::Value =
+            serde_json::from_str(&c.ok(&["experiment", "report", "slow", "-o", "json"])).ok()?;
+        (r["phase"] == "running")
+            .then_some(())
+            .filter(|_| r["history"].to_string().contains("fault_started"))
+    });
+    // The agent has had the order for a moment (the fault lasts 8 s).
+    std::thread::sleep(Duration::from_secs(1));
+    let slow = timed_get();
+    assert!(
+        slow >= Duration::from_millis(800),
+        "400 ms each way, took {slow:?}"
+    );
+    wait_for("the experiment to end", Duration::from_secs(60), || {
+        let r: serde_json::Value =
+            serde_json::from_str(&c.ok(&["experiment", "report", "slow", "-o", "json"])).ok()?;
+        (r["phase"] == "finished").then_some(())
+    });
+    let quick = timed_get();
+    assert!(
+        quick < Duration::from_millis(400),
+        "the latency outlived its fault: {quick:?}"
+    );
     std::fs::write(
         &file,
         "kind: Experiment\nname: lose-node1\nfaults:\n  - { at: 10s, power_off: { node: pi-9 }, for: 60s }\n",

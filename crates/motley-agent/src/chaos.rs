@@ -56,6 +56,8 @@ pub(crate) struct Chaos {
     pub(crate) heartbeat_loss: AtomicU32,
     /// The clock deadlines are kept on.
     epoch: tokio::time::Instant,
+    /// The node's service proxy, which latency slows too.
+    mesh: Option<motley_mesh::Mesh>,
 }
 
 /// Whether `nft` runs here as root.
@@ -105,7 +107,7 @@ fn kill_group(pid: u32) {
 
 impl Chaos {
     /// The node's chaos state; undoes what an earlier agent process left.
-    pub(crate) fn start(dir: &std::path::Path) -> Chaos {
+    pub(crate) fn start(dir: &std::path::Path, mesh: Option<motley_mesh::Mesh>) -> Chaos {
         let file = dir.join(FAULTS_FILE);
         if let Ok(text) = std::fs::read_to_string(&file) {
             let left: Left = serde_json::from_str(&text).unwrap_or_default();
@@ -132,11 +134,20 @@ impl Chaos {
             delay_ms: AtomicU32::new(0),
             heartbeat_loss: AtomicU32::new(0),
             epoch: tokio::time::Instant::now(),
+            mesh,
         }
     }
 
+    /// How many faults are held.
+    pub(crate) fn held(&self) -> usize {
+        lock(&self.faults).held.len()
+    }
+
     fn nft(&self) -> bool {
-        *self.nft.get_or_init(nft_usable)
+        // Never under the simulator: its nodes share this host's firewall.
+        *self
+            .nft
+            .get_or_init(|| !motley_rt::simulated() && nft_usable())
     }
 
     fn now(&self) -> u64 {
@@ -165,6 +176,9 @@ impl Chaos {
         }
         self.silent.send_replace(f.silent(nft));
         self.delay_ms.store(f.delay_ms(), Ordering::SeqCst);
+        if let Some(m) = &self.mesh {
+            m.set_delay(f.delay_ms());
+        }
         self.heartbeat_loss
             .store(u32::from(f.heartbeat_loss(nft)), Ordering::SeqCst);
     }
@@ -172,7 +186,15 @@ impl Chaos {
     /// Whether a heartbeat is to be dropped now (loss without nftables).
     pub(crate) fn drop_heartbeat(&self) -> bool {
         let p = self.heartbeat_loss.load(Ordering::SeqCst);
-        p > 0 && rand::random_range(0..100u32) < p
+        if p == 0 {
+            return false;
+        }
+        // The simulator's seed decides, so that a seed replays exactly.
+        let draw = match motley_rt::seeded_u64() {
+            Some(n) => (n % 100) as u32,
+            None => rand::random_range(0..100u32),
+        };
+        draw < p
     }
 
     /// Waits out the latency a fault adds (nothing, without one).
@@ -242,6 +264,7 @@ impl Agent {
             return Err("cutting a node off from other nodes needs nftables (nft, as root)".into());
         }
         lock(&chaos.faults).begin(id, fault.clone(), lasts_ms, chaos.now())?;
+        tracing::debug!("fault {id} taken: {fault:?} for {lasts_ms} ms");
         if !fault.instant() {
             let agent = self.clone();
             let id = id.to_string();
@@ -366,6 +389,10 @@ impl Agent {
 
     /// SIGKILL to one allocation's processes.
     fn kill_alloc(&self, alloc: &str) -> Result<(), String> {
+        // Simulated tasks' pids are not this host's processes.
+        if !self.inner.cfg.driver.processes() {
+            return Err("this node's tasks are simulated: nothing to kill".into());
+        }
         let pid = self
             .inner
             .local
@@ -387,6 +414,9 @@ impl Agent {
 
     /// A stress process (`motley chaos-stress`), in a cgroup limited to what it takes.
     fn stress(&self, id: &str, cores: u32, bytes: u64, lasts_ms: u64) -> Result<(), String> {
+        if !self.inner.cfg.driver.processes() || motley_rt::simulated() {
+            return Err("this node's tasks are simulated: no stress is started".into());
+        }
         let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args([

@@ -1,6 +1,7 @@
 //! Energy per allocation (issue 24): the IO around `motley_core::energy::Meter`. Every
 //! [`ENERGY_INTERVAL`], on a node with a power source — RAPL or a GPU driver's hwmon
-//! reading in the latest readings, the owner's `--watts IDLE,LOADED`, or a board
+//! reading in the latest readings, a Raspberry Pi 5's PMIC (`vcgencmd pmic_read_adc`),
+//! the owner's `--watts IDLE,LOADED`, or a board
 //! motley knows the figures of — it reads `/proc/stat` and the CPU time of each
 //! allocation's process group, and sends [`AgentMsg::Energy`] when a figure changed.
 //! Without a power source or allocations it reads nothing.
@@ -64,6 +65,21 @@ fn read_proc(groups: &BTreeMap<u32, String>) -> Option<(u64, u64, BTreeMap<Strin
     Some((total, idle, per))
 }
 
+/// A Raspberry Pi 5's power from its PMIC (`vcgencmd pmic_read_adc`), where the
+/// command is there.
+fn pmic_read() -> Option<u64> {
+    let out = std::process::Command::new("vcgencmd")
+        .arg("pmic_read_adc")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    motley_core::energy::pmic_mw(&String::from_utf8_lossy(&out.stdout))
+}
+
 impl Agent {
     /// The power model to estimate with: the owner's, else the board's figures.
     fn power_model(&self) -> Option<PowerModel> {
@@ -76,6 +92,10 @@ impl Agent {
 
     /// Measures forever.
     pub(crate) async fn energy_loop(self) {
+        // Simulated tasks use no CPU of this host: nothing to give energy to.
+        if !self.inner.cfg.driver.processes() {
+            return;
+        }
         let mut meter = Meter::new(None);
         let mut model_seen = None;
         let mut sent: BTreeMap<String, u64> = BTreeMap::new();
@@ -86,15 +106,19 @@ impl Agent {
                 meter = Meter::new(model);
                 model_seen = model;
             }
-            let (measured, gpu_mw) = {
+            let (mut measured, gpu_mw, pi5) = {
                 let obs = lock(&self.inner.node.observed);
                 let r = &obs.readings;
+                let board = obs.facts.hw.as_ref().and_then(|h| h.board.as_deref());
                 (
                     r.watts().map(|w| (w * 1000.0) as u64),
                     r.gpu_power_mw.values().sum::<u64>(),
+                    board.is_some_and(|b| {
+                        motley_core::hw::label_value(b).starts_with("raspberry-pi-5")
+                    }),
                 )
             };
-            if !meter.has_source(measured.is_some()) && gpu_mw == 0 {
+            if !meter.has_source(measured.is_some() || pi5) && gpu_mw == 0 {
                 continue;
             }
             // Each running allocation's process group (its pid leads it), and those
@@ -115,6 +139,10 @@ impl Agent {
             };
             if groups.is_empty() && meter.mj.is_empty() {
                 continue;
+            }
+            // A Pi 5 without RAPL: its PMIC, asked only when there is work to give to.
+            if measured.is_none() && pi5 {
+                measured = motley_rt::spawn_blocking(pmic_read).await.ok().flatten();
             }
             let Ok(Some((total, idle, allocs))) =
                 motley_rt::spawn_blocking(move || read_proc(&groups)).await

@@ -166,6 +166,10 @@ pub enum Command {
         /// waits for it (a job's queue delay) or is short while it is off. Repeatable.
         #[arg(long, value_name = "NODE: HH:MM-HH:MM")]
         schedule: Vec<String>,
+        /// The power of each model (or measured node) too, beside the total (watts and
+        /// kWh a month at the placed load, and their cost with `price_per_kwh`).
+        #[arg(long)]
+        power: bool,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,

@@ -60,10 +60,12 @@ pub async fn run(
             cluster,
             tolerate,
             schedule,
+            power,
             output,
         } => {
             let client = if cluster { Some(client()?) } else { None };
-            capacity::capacity(client.as_ref(), &files, tolerate, &schedule, output).await
+            let c = client.as_ref();
+            capacity::capacity(c, &files, tolerate, &schedule, power, output).await
         }
         Command::Apply {
             files,

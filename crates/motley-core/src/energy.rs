@@ -77,6 +77,43 @@ pub fn board_model(board: &str) -> Option<PowerModel> {
     }
 }
 
+/// A Raspberry Pi 5's power from its PMIC's rails, as `vcgencmd pmic_read_adc` prints
+/// them (`VDD_CORE_A current(7)=2.25234000A`, `VDD_CORE_V volt(15)=0.72226700V`, or
+/// `VDD_CORE_A=2.2523A` from older firmware): the sum of voltage × current over the
+/// rails that have both, mW. It leaves out what the PMIC's own conversion loses, so it
+/// is below what the supply delivers. `None` when no rail has both.
+pub fn pmic_mw(text: &str) -> Option<u64> {
+    let mut amps: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut volts: BTreeMap<&str, f64> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((left, value)) = line.trim().split_once('=') else {
+            continue;
+        };
+        let name = left.split_whitespace().next().unwrap_or_default();
+        let number = |unit: char| -> Option<f64> {
+            value.trim().strip_suffix(unit)?.trim().parse::<f64>().ok()
+        };
+        if let Some(rail) = name.strip_suffix("_A")
+            && let Some(a) = number('A')
+        {
+            amps.insert(rail, a);
+        } else if let Some(rail) = name.strip_suffix("_V")
+            && let Some(v) = number('V')
+        {
+            volts.insert(rail, v);
+        }
+    }
+    let mut watts = 0.0;
+    let mut any = false;
+    for (rail, a) in &amps {
+        if let Some(v) = volts.get(rail) {
+            watts += a * v;
+            any = true;
+        }
+    }
+    any.then(|| (watts * 1000.0).round() as u64)
+}
+
 /// One look at the node (cumulative counters, as `/proc` gives them).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sample {
@@ -218,6 +255,20 @@ mod tests {
         let mut m = Meter::new(None);
         m.feed(sample(0, 0, 0, &[("a", 0)]));
         assert!(!m.feed(sample(1_000, 400, 0, &[("a", 400)])));
+    }
+
+    #[test]
+    fn a_pi_5s_pmic_rails_in_either_firmwares_words() {
+        let newer = "     3V7_WL_SW_A current(0)=0.10000000A\n     VDD_CORE_A current(7)=2.00000000A\n     EXT5V_V volt(24)=5.12000000V\n     3V7_WL_SW_V volt(8)=3.70000000V\n     VDD_CORE_V volt(15)=0.75000000V\n";
+        // 0.1 × 3.7 + 2 × 0.75 = 1.87 W; EXT5V has no current: not counted.
+        assert_eq!(pmic_mw(newer), Some(1_870));
+        let older = "VDD_CORE_V=0.8750V\nVDD_CORE_A=1.2340A\nVDD_CPU_V=0.9000V\n";
+        assert_eq!(pmic_mw(older), Some(1_080));
+        assert_eq!(
+            pmic_mw("error=1 error_msg=\"Command not registered\"\n"),
+            None
+        );
+        assert_eq!(pmic_mw(""), None);
     }
 
     #[test]

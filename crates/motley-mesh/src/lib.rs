@@ -155,9 +155,22 @@ struct Inner {
     metrics: Metrics,
     /// Endpoint label sets in the metrics, to forget those that leave.
     seen: Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Latency an experiment adds to proxied connections, each way, ms.
+    delay_ms: std::sync::atomic::AtomicU32,
 }
 
 impl Mesh {
+    /// Adds `ms` of latency each way to the connections the proxy carries from now on
+    /// (an experiment's `latency` fault; 0 ends it).
+    pub fn set_delay(&self, ms: u32) {
+        self.inner.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The latency added each way, ms.
+    pub(crate) fn delay_ms(&self) -> u32 {
+        self.inner.delay_ms.load(Ordering::SeqCst)
+    }
+
     /// Starts what `cfg` asks for. Listening addresses are bound before this returns,
     /// so a busy one is an error here, not a log line later.
     pub async fn start(
@@ -174,6 +187,7 @@ impl Mesh {
                 turn: AtomicUsize::new(0),
                 metrics,
                 seen: Mutex::default(),
+                delay_ms: std::sync::atomic::AtomicU32::new(0),
             }),
         };
         if let Some(addr) = cfg.dns {

@@ -149,7 +149,40 @@ async fn forward(
         }
     }
     mesh.metrics().connections.get_or_create(&label).inc();
-    if let Err(e) = tokio::io::copy_bidirectional(&mut conn, &mut up).await {
+    let delay = mesh.delay_ms();
+    let copied = if delay == 0 {
+        tokio::io::copy_bidirectional(&mut conn, &mut up)
+            .await
+            .map(|_| ())
+    } else {
+        delayed(conn, up, std::time::Duration::from_millis(u64::from(delay))).await
+    };
+    if let Err(e) = copied {
         tracing::debug!("proxy: {service} via {}: {e}", label.endpoint);
     }
+}
+
+/// Both directions copied with `delay` before each piece is passed on (an
+/// experiment's latency, in user space: no `tc netem` needed).
+async fn delayed(a: TcpStream, b: TcpStream, delay: std::time::Duration) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn one_way(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        delay: std::time::Duration,
+    ) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return to.shutdown().await;
+            }
+            tokio::time::sleep(delay).await;
+            to.write_all(&buf[..n]).await?;
+        }
+    }
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    let (x, y) = tokio::join!(one_way(ar, bw, delay), one_way(br, aw, delay));
+    x.and(y)
 }

@@ -7,11 +7,13 @@
 //!   that hold, resets that lose what is in flight.
 //! * [`world`] — the cluster: real `Shared` servers and real `Agent`s with the simulated
 //!   driver, each in a `motley_rt::Process` that can be killed, paused or skewed.
+//! * [`lab`] — an experiment the operator runs in half the seeds.
 //! * [`run`] — one seed: the world and its faults drawn from the seed (swarm testing),
 //!   the operator's applies, the checks, healing and convergence.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod lab;
 pub mod net;
 pub mod rng;
 pub mod run;

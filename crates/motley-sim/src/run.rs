@@ -185,6 +185,12 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     let mut jobs = 0u32;
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let faults_end = start + opts.faults_for;
+    // An experiment in half the seeds, drawn from a generator of its own (`lab`).
+    let lab_rng = Rng::new(seed ^ 0x9E37_79B9_7F4A_7C15);
+    let mut experiment_at = lab_rng
+        .chance(0.5)
+        .then(|| start + lab_rng.between(Duration::from_secs(3), Duration::from_secs(20)))
+        .filter(|at| *at < faults_end);
     let deadline = faults_end + opts.settle;
     let mut healed = false;
     loop {
@@ -214,6 +220,30 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
                     h[idx].status = status;
                     h[idx].finished = true;
                     h[idx].done = Some(Instant::now());
+                });
+            }
+        }
+        if let Some(at) = experiment_at
+            && now >= at
+        {
+            experiment_at = None;
+            let (yaml, span, touched) = crate::lab::experiment(&world, &lab_rng, 1);
+            if let Some(ep) = target(&world, &lab_rng) {
+                for i in touched {
+                    // Its own start waits for a tick of the run loop: a few seconds.
+                    impaired[i] = impaired[i].max(now + span + Duration::from_secs(5) + SLACK);
+                }
+                *report.faults.entry("experiment").or_default() += 1;
+                let body = serde_json::to_vec(&motley_core::api::ExperimentRequest {
+                    file: motley_core::api::ManifestFile {
+                        name: "sim.yaml".into(),
+                        content: yaml,
+                    },
+                    dry_run: false,
+                })?;
+                let admin = world.admin.clone();
+                tokio::spawn(async move {
+                    crate::world::post(&ep, &admin, "/v1/experiments", body).await
                 });
             }
         }
@@ -263,7 +293,14 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
                 .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .any(|r| !r.finished);
-            if !pending && converged(&world).is_ok() {
+            // An experiment's faults end by themselves (a late one, its POST held up by
+            // a paused server, may still run): waited for, like convergence.
+            let held = world
+                .agents
+                .iter()
+                .filter_map(|a| a.up.as_ref())
+                .any(|(agent, _)| agent.faults_held() > 0);
+            if !pending && !held && converged(&world).is_ok() {
                 break;
             }
             if now >= deadline {
@@ -282,6 +319,18 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     report.applies_other = history.len() as u64 - report.applies_acked;
     check_acknowledged(&world, &history, &mut report);
     check_reruns(&world, &mut report);
+    // Every experiment fault ended on its agent, whatever happened to the run.
+    for a in &world.agents {
+        if let Some((agent, _)) = &a.up
+            && agent.faults_held() > 0
+        {
+            report.violations.push(format!(
+                "{} still holds {} experiment fault(s) at the end",
+                a.name,
+                agent.faults_held()
+            ));
+        }
+    }
     report.sim_ms = Instant::now().duration_since(start).as_millis() as u64;
     report.fingerprint = fingerprint(&world, report.steps);
     for s in 0..world.servers.len() {

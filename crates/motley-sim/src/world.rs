@@ -267,35 +267,37 @@ impl World {
 /// paused or killed server answers as one would: late, or never). Returns the HTTP
 /// status, or `None` when no answer came within the client's deadline.
 pub async fn apply(server: &Endpoint, admin: &str, yaml: &str) -> Option<u16> {
-    {
-        use tower::ServiceExt;
-        let set = motley_core::api::ManifestSet {
-            files: vec![motley_core::api::ManifestFile {
-                name: "sim.yaml".into(),
-                content: yaml.to_string(),
-            }],
-            dry_run: false,
-            inputs: Vec::new(),
-        };
-        let body = serde_json::to_vec(&set).ok()?;
-        let req = http::Request::builder()
-            .method("POST")
-            .uri("/v1/apply")
-            .header("authorization", format!("Bearer {admin}"))
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(body))
-            .ok()?;
-        let router = motley_server::api::router(server.shared.clone());
-        let call = server.process.spawn(async move {
-            let resp = router.oneshot(req).await.ok()?;
-            let status = resp.status().as_u16();
-            // The answer is complete only once its body is.
-            axum::body::to_bytes(resp.into_body(), 1 << 20).await.ok()?;
-            Some(status)
-        });
-        match tokio::time::timeout(Duration::from_secs(10), call).await {
-            Ok(Ok(status)) => status,
-            _ => None,
-        }
+    let set = motley_core::api::ManifestSet {
+        files: vec![motley_core::api::ManifestFile {
+            name: "sim.yaml".into(),
+            content: yaml.to_string(),
+        }],
+        dry_run: false,
+        inputs: Vec::new(),
+    };
+    post(server, admin, "/v1/apply", serde_json::to_vec(&set).ok()?).await
+}
+
+/// `POST path` with a JSON body through the real router of a server, in its process.
+pub async fn post(server: &Endpoint, admin: &str, path: &str, body: Vec<u8>) -> Option<u16> {
+    use tower::ServiceExt;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("authorization", format!("Bearer {admin}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .ok()?;
+    let router = motley_server::api::router(server.shared.clone());
+    let call = server.process.spawn(async move {
+        let resp = router.oneshot(req).await.ok()?;
+        let status = resp.status().as_u16();
+        // The answer is complete only once its body is.
+        axum::body::to_bytes(resp.into_body(), 1 << 20).await.ok()?;
+        Some(status)
+    });
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(status)) => status,
+        _ => None,
     }
 }

@@ -35,6 +35,7 @@ pub async fn capacity(
     paths: &[std::path::PathBuf],
     tolerate: u32,
     schedule: &[String],
+    power: bool,
     output: Format,
 ) -> anyhow::Result<i32> {
     // `NODE: HH:MM-HH:MM`, checked before anything is read.
@@ -151,7 +152,7 @@ pub async fn capacity(
         }
         print(&output::structured(&v, output)?);
     } else {
-        let mut t = text(&r, inv_value.currency.as_deref().unwrap_or(""));
+        let mut t = text(&r, inv_value.currency.as_deref().unwrap_or(""), power);
         t.push_str(&schedule_text(&scheduled));
         if !existing.nodes.is_empty() {
             t = format!(
@@ -213,7 +214,7 @@ fn pct(used: u64, of: u64) -> u64 {
     (used * 100).checked_div(of).unwrap_or(0)
 }
 
-fn text(r: &Report, cur: &str) -> String {
+fn text(r: &Report, cur: &str, per_model: bool) -> String {
     let mut out = String::new();
     let nodes: Vec<String> = r
         .nodes
@@ -264,8 +265,10 @@ fn text(r: &Report, cur: &str) -> String {
             out.push_str(&format!(", {cur}{c:.2} a month"));
         }
         out.push('\n');
-        for (m, n, w) in &p.models {
-            out.push_str(&format!("  {n} × {m}: {w:.1} W\n"));
+        if per_model {
+            for (m, n, w) in &p.models {
+                out.push_str(&format!("  {n} × {m}: {w:.1} W\n"));
+            }
         }
     }
     if !p.unknown.is_empty() {
