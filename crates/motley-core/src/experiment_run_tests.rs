@@ -1,17 +1,11 @@
 use super::*;
 use crate::events::Event;
-use crate::manifest::{Source, take_kind};
 
 fn exp(text: &str) -> Experiment {
-    let (mut docs, _) = take_kind::<Experiment>(
-        &[Source {
-            name: "e.yaml",
-            text,
-        }],
-        "Experiment",
-    )
-    .expect("parsed");
-    docs.remove(0).value
+    match crate::experiment::from_text("e.yaml", text, None) {
+        Ok(doc) => doc.value,
+        Err(e) => panic!("{e:?}"),
+    }
 }
 
 const LAB: &str = "\

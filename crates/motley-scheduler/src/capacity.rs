@@ -11,7 +11,7 @@ use motley_core::model::{Desired, Kind, Workload, WorkloadRef};
 use serde::{Deserialize, Serialize};
 
 use crate::Config;
-use crate::whatif::{Change, State, Verdict, run, settle};
+use crate::whatif::{Change, State, run, settle};
 
 /// A workload that does not get all it asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,17 +162,7 @@ fn evaluate(
     tolerate: u32,
     cfg: &Config,
 ) -> Result<Report, String> {
-    let nodes = nodes_of(existing, inv, counts)?;
-    let state = State {
-        workloads: workloads.clone(),
-        applied: None,
-        ready: nodes.keys().cloned().collect(),
-        nodes,
-        allocs: BTreeMap::new(),
-        now: 1_000_000,
-        fence_after_ms: 7_000,
-        readings: Default::default(),
-    };
+    let state = empty(nodes_of(existing, inv, counts)?, workloads);
     let settled = settle(&state, &Change::default(), cfg)?;
     let short = shortfalls(workloads, &settled.allocs, &settled.blocked);
     let mut headroom = Headroom::default();
@@ -228,17 +218,7 @@ fn evaluate(
                 },
                 cfg,
             )?;
-            let hurt: Vec<Short> = o
-                .workloads
-                .iter()
-                .filter(|e| matches!(e.verdict, Verdict::Degraded | Verdict::Down))
-                .map(|e| Short {
-                    workload: e.workload.clone(),
-                    running: e.after,
-                    wanted: e.desired,
-                    why: e.why.clone().unwrap_or_default(),
-                })
-                .collect();
+            let hurt = crate::whatif::short(&o);
             if !hurt.is_empty() {
                 failure = Some((lose, hurt));
                 break;
@@ -262,6 +242,23 @@ fn evaluate(
         power,
         addition: None,
     })
+}
+
+/// `nodes`, every one ready, with `workloads` and nothing placed yet.
+fn empty(
+    nodes: BTreeMap<String, motley_core::model::Node>,
+    workloads: &BTreeMap<WorkloadRef, Workload>,
+) -> State {
+    State {
+        workloads: workloads.clone(),
+        applied: None,
+        ready: nodes.keys().cloned().collect(),
+        nodes,
+        allocs: BTreeMap::new(),
+        now: 1_000_000,
+        fence_after_ms: 7_000,
+        readings: Default::default(),
+    }
 }
 
 /// The existing machines and the inventory's, `counts` of each model.
@@ -314,17 +311,7 @@ pub fn schedules(
     cfg: &Config,
 ) -> Result<Vec<Scheduled>, String> {
     let counts: Vec<u32> = inv.models.iter().map(|m| m.count).collect();
-    let nodes = nodes_of(existing, inv, &counts)?;
-    let state = State {
-        workloads: workloads.clone(),
-        applied: None,
-        ready: nodes.keys().cloned().collect(),
-        nodes,
-        allocs: BTreeMap::new(),
-        now: 1_000_000,
-        fence_after_ms: 7_000,
-        readings: Default::default(),
-    };
+    let state = empty(nodes_of(existing, inv, &counts)?, workloads);
     let settled = settle(&state, &Change::default(), cfg)?;
     let at_rest = State {
         workloads: settled.workloads.clone().into_owned(),
@@ -349,17 +336,7 @@ pub fn schedules(
             },
             cfg,
         )?;
-        let while_off: Vec<Short> = o
-            .workloads
-            .iter()
-            .filter(|e| matches!(e.verdict, Verdict::Degraded | Verdict::Down))
-            .map(|e| Short {
-                workload: e.workload.clone(),
-                running: e.after,
-                wanted: e.desired,
-                why: e.why.clone().unwrap_or_default(),
-            })
-            .collect();
+        let while_off = crate::whatif::short(&o);
         let off_h = f64::from(w.off_minutes()) / 60.0;
         out.push(Scheduled {
             node: node.clone(),

@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use motley_core::events::{Event, EventKind};
 use motley_core::model::{AllocState, Allocation, Desired, Kind, Workload, WorkloadRef};
 use motley_core::reconcile::{Ids, Input, reconcile, status};
-use motley_core::writes::Group;
 use serde::{Deserialize, Serialize};
 
 use crate::whatif::{Change, State, check};
@@ -232,25 +231,7 @@ pub fn replay(
         );
         blocked = plan.blocked.clone();
         let mut changed = !plan.is_empty();
-        for g in motley_core::writes::groups(&plan, |id| allocs.get(id), now) {
-            match g {
-                Group::Stop { records, .. } => {
-                    for a in records {
-                        allocs.insert(a.id.clone(), a);
-                    }
-                }
-                Group::Create { allocs: new, .. } => {
-                    for a in new {
-                        allocs.insert(a.id.clone(), a);
-                    }
-                }
-                Group::Delete { ids } => {
-                    for id in ids {
-                        allocs.remove(&id);
-                    }
-                }
-            }
-        }
+        crate::whatif::commit(&plan, &mut allocs, now);
         // The agents: start what is placed, stop what is stopped, end job instances
         // that ran their time.
         let mut next_end: Option<u64> = None;

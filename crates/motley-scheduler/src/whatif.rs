@@ -225,27 +225,7 @@ pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Set
         for w in &plan.revert {
             workloads.to_mut().insert(w.spec.reference(), w.clone());
         }
-        // The records the leader would commit for this plan, as it makes them.
-        let groups = motley_core::writes::groups(&plan, |id| allocs.get(id), now);
-        for g in groups {
-            match g {
-                Group::Stop { records, .. } => {
-                    for a in records {
-                        allocs.insert(a.id.clone(), a);
-                    }
-                }
-                Group::Create { allocs: new, .. } => {
-                    for a in new {
-                        allocs.insert(a.id.clone(), a);
-                    }
-                }
-                Group::Delete { ids } => {
-                    for id in ids {
-                        allocs.remove(&id);
-                    }
-                }
-            }
-        }
+        commit(&plan, &mut allocs, now);
         // The agents of ready nodes carry out what they are told; a lost node's say
         // nothing.
         for a in allocs.values_mut() {
@@ -284,6 +264,49 @@ pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Set
         passes,
         now,
     })
+}
+
+/// Commits a plan to `allocs` as the leader would: the records it makes for it
+/// ([`motley_core::writes::groups`]).
+pub(crate) fn commit(
+    plan: &motley_core::reconcile::Plan,
+    allocs: &mut BTreeMap<String, Allocation>,
+    now: u64,
+) {
+    for g in motley_core::writes::groups(plan, |id| allocs.get(id), now) {
+        match g {
+            Group::Stop {
+                records: changed, ..
+            }
+            | Group::Create {
+                allocs: changed, ..
+            } => {
+                for a in changed {
+                    allocs.insert(a.id.clone(), a);
+                }
+            }
+            Group::Delete { ids } => {
+                for id in ids {
+                    allocs.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+/// The verdicts of a change that leave work short: degraded or down, with the
+/// scheduler's reason.
+pub(crate) fn short(o: &Outcome) -> Vec<crate::capacity::Short> {
+    o.workloads
+        .iter()
+        .filter(|e| matches!(e.verdict, Verdict::Degraded | Verdict::Down))
+        .map(|e| crate::capacity::Short {
+            workload: e.workload.clone(),
+            running: e.after,
+            wanted: e.desired,
+            why: e.why.clone().unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// Answers one change: the real controllers and scheduler, pass after pass.
