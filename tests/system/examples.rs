@@ -465,7 +465,7 @@ fn an_experiment_checks_against_the_cluster_runs_and_reports() {
     };
     std::fs::write(
         &file,
-        "kind: Experiment\nname: slow\nfaults:\n  - { at: 0s, latency: { node: node1, ms: 400 }, for: 8s }\n",
+        "kind: Experiment\nname: slow\nsteady_state:\n  - { http: \"http://echo.motley:8091/\", expect_status: 200, every: 500ms }\nfaults:\n  - { at: 0s, latency: { node: node1, ms: 400 }, for: 8s }\n",
     )
     .expect("write");
     c.ok(&["experiment", "run", "-f", &f, "--detach"]);
@@ -488,6 +488,20 @@ fn an_experiment_checks_against_the_cluster_runs_and_reports() {
             serde_json::from_str(&c.ok(&["experiment", "report", "slow", "-o", "json"])).ok()?;
         (r["phase"] == "finished").then_some(())
     });
+    // The HTTP probe reached `echo.motley` from the server (through the catalog: the
+    // server has no node proxy of its own), every time.
+    let r: serde_json::Value =
+        serde_json::from_str(&c.ok(&["experiment", "report", "slow", "-o", "json"]))
+            .expect("the report as JSON");
+    let probes: Vec<bool> = r["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|h| h["record"] == "probe")
+        .map(|h| h["ok"] == true)
+        .collect();
+    assert!(probes.len() >= 10 && probes.iter().all(|ok| *ok), "{r}");
+    assert_eq!(r["verdict"]["steady"], true, "{r}");
     let quick = timed_get();
     assert!(
         quick < Duration::from_millis(400),

@@ -230,6 +230,24 @@ impl Catalog {
             .map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Where a client outside the mesh reaches `host:port` of a service (`web.motley:80`,
+    /// `web.dev.motley:8080`): a healthy endpoint's node address and host port for the
+    /// service port `port`, the least-tainted first. An experiment's HTTP probe from the
+    /// server uses it: the server has no node proxy or DNS of its own.
+    pub fn reach(&self, host: &str, port: u16) -> Option<std::net::SocketAddr> {
+        let (_, svc) = self.lookup(host)?;
+        let name = svc
+            .ports
+            .iter()
+            .find(|(_, p)| *p == Some(port))
+            .map(|(n, _)| n.as_str())?;
+        svc.endpoints
+            .iter()
+            .filter_map(|e| e.ports.get(name).map(|p| (e.rank, e.addr, *p)))
+            .min_by_key(|(rank, _, _)| *rank)
+            .map(|(_, addr, p)| std::net::SocketAddr::new(addr, p))
+    }
+
     /// What a name's labels (lowercase, without the root) ask of the zone: `(service,
     /// endpoint, SRV port)`; the service as the catalog names it. `web.motley` and
     /// `web.dev.motley` (a service in namespace dev), `_http._tcp.<service>.motley`,
@@ -428,6 +446,31 @@ mod tests {
             http: Vec::new(),
             endpoints: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_client_outside_the_mesh_reaches_the_least_tainted_endpoint_of_a_port() {
+        let mut web = svc();
+        web.ports = vec![("http".into(), Some(80)), ("admin".into(), None)];
+        let at = |n: u8, port: u16, rank: u8| Endpoint {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)),
+            ports: [("http".to_string(), port)].into_iter().collect(),
+            ..ep("a", "n", rank)
+        };
+        web.endpoints = vec![at(1, 31001, 1), at(2, 31002, 0)];
+        let cat = Catalog {
+            services: [("web".to_string(), web)].into_iter().collect(),
+            certs: BTreeMap::new(),
+        };
+        assert_eq!(
+            cat.reach("web.motley", 80).map(|a| a.to_string()),
+            Some("10.0.0.2:31002".to_string())
+        );
+        assert!(
+            cat.reach("web.motley", 8080).is_none(),
+            "no such service port"
+        );
+        assert!(cat.reach("db.motley", 80).is_none());
     }
 
     #[test]

@@ -64,6 +64,31 @@ pub fn ready_of(s: &Shared, service: &str) -> u32 {
         .count() as u32
 }
 
+/// Where an HTTP probe goes: a `*.motley` name is the service's healthy endpoint as
+/// the catalog has it (the server has no node proxy or DNS of its own), with the name
+/// kept as the `Host`; any other URL as given.
+fn reach(s: &Shared, url: &str) -> Result<(String, Option<String>), String> {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return Ok((url.to_string(), None));
+    };
+    let Some(host) = u.host_str().map(str::to_string) else {
+        return Ok((url.to_string(), None));
+    };
+    let zone = format!(".{}", motley_core::catalog::ZONE);
+    if !host.trim_end_matches('.').ends_with(&zone) {
+        return Ok((url.to_string(), None));
+    }
+    let port = u.port_or_known_default().unwrap_or(80);
+    let addr = s
+        .catalog
+        .current()
+        .reach(&host, port)
+        .ok_or_else(|| format!("{host}:{port} has no healthy endpoint"))?;
+    let _ = u.set_ip_host(addr.ip());
+    let _ = u.set_port(Some(addr.port()));
+    Ok((u.to_string(), Some(host)))
+}
+
 /// Starts a run of `exp` in the background; refused with the name of one under way.
 pub fn start(s: Arc<Shared>, exp: Experiment, who: &str) -> Result<(), String> {
     let runner = Runner::new(exp, now_ms());
@@ -146,8 +171,17 @@ async fn run(s: Arc<Shared>, mut runner: Runner) {
                 runner.probe(now, i, n >= want, format!("{n} ready of at least {want}"));
             } else if let (Some(url), Some(client)) = (p.http.clone(), http.clone()) {
                 let want = p.expect_status.unwrap_or(200);
+                let target = reach(&s, &url);
                 probes.spawn(async move {
-                    let got = client.get(&url).timeout(PROBE_TIMEOUT).send().await;
+                    let (url, host) = match target {
+                        Ok(t) => t,
+                        Err(why) => return (i, now, false, why),
+                    };
+                    let mut req = client.get(&url).timeout(PROBE_TIMEOUT);
+                    if let Some(h) = host {
+                        req = req.header("host", h);
+                    }
+                    let got = req.send().await;
                     match got {
                         Ok(r) => {
                             let st = r.status().as_u16();
