@@ -84,7 +84,7 @@ fn an_experiment_runs_its_faults_undoes_every_one_and_reports_what_happened() {
     }
     let marker = format!("78{}", free_port());
     lab.apply(&format!(
-        "kind: Service\nname: web\nreplicas: 4\ntask:\n  command: [sleep, \"{marker}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n  stop_grace: 1s\n---\nkind: Service\nname: db\nreplicas: 1\ntask:\n  command: [sleep, \"{marker}1\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n  stop_grace: 1s\n"
+        "kind: Service\nname: web\nreplicas: 4\nslo: {{ availability: 99% }}\ntask:\n  command: [sleep, \"{marker}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n  stop_grace: 1s\n---\nkind: Service\nname: db\nreplicas: 1\ntask:\n  command: [sleep, \"{marker}1\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n  stop_grace: 1s\n"
     ));
     wait_for("web and db running", Duration::from_secs(30), || {
         let running = lab
@@ -200,6 +200,16 @@ fn an_experiment_runs_its_faults_undoes_every_one_and_reports_what_happened() {
         };
         near(off + detected, down_seen, "n2 detected");
         near(off + replaced, replaced_seen, "the first replacement");
+        // web has an SLO: the report says what the run cost its error budget.
+        let budget = r["budgets"]
+            .as_array()
+            .and_then(|b| b.iter().find(|x| x["service"] == "service/web"))
+            .unwrap_or_else(|| panic!("no error budget for web: {r}"));
+        let (before, after) = (
+            budget["before"].as_f64().expect("before"),
+            budget["after"].as_f64().expect("after"),
+        );
+        assert!(after <= before, "{budget}");
         // The kill was repaired (db running again).
         assert!(
             r["verdict"]["faults"][0]["replaced_ms"].as_u64().is_some(),

@@ -94,6 +94,8 @@ pub struct Runner {
     history: Vec<Record>,
     why: Option<String>,
     ended_at: Option<u64>,
+    /// Services with an SLO: their 30-day error budget left when the run began and now.
+    budgets: BTreeMap<String, (f64, f64)>,
 }
 
 impl Runner {
@@ -112,7 +114,20 @@ impl Runner {
             history: Vec::new(),
             why: None,
             ended_at: None,
+            budgets: BTreeMap::new(),
         }
+    }
+
+    /// A service's error budget left now (a share of its 30-day budget): the first
+    /// figure is kept as where the run began, the last as where it ended.
+    pub fn budget(&mut self, service: &str, left: f64) {
+        if self.phase.ended() {
+            return;
+        }
+        self.budgets
+            .entry(service.to_string())
+            .and_modify(|b| b.1 = left)
+            .or_insert((left, left));
     }
 
     /// Where it is.
@@ -299,6 +314,15 @@ impl Runner {
                 .then(|| check(&self.exp, &self.history, slots)),
             experiment: self.exp.clone(),
             history: self.history.clone(),
+            budgets: self
+                .budgets
+                .iter()
+                .map(|(k, (a, b))| Budget {
+                    service: k.clone(),
+                    before: *a,
+                    after: *b,
+                })
+                .collect(),
         }
     }
 }
@@ -348,6 +372,17 @@ pub fn kill_target<'a>(
         .min_by(|a, b| a.id.cmp(&b.id))
 }
 
+/// A service's error budget across a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// The service.
+    pub service: String,
+    /// Share of its 30-day error budget left when the run began.
+    pub before: f64,
+    /// … when it ended.
+    pub after: f64,
+}
+
 /// An experiment's report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -373,6 +408,9 @@ pub struct Report {
     pub experiment: Experiment,
     /// What happened, in order.
     pub history: Vec<Record>,
+    /// Services with an SLO: their error budget before and after.
+    #[serde(default)]
+    pub budgets: Vec<Budget>,
 }
 
 /// Events the timeline shows: what the detector, the scheduler and the agents did.
@@ -536,6 +574,15 @@ impl Report {
                 } else {
                     v.jobs_twice.join(", ")
                 }
+            ));
+        }
+        for b in &self.budgets {
+            s.push_str(&format!(
+                "- {}: error budget burned {:.2} % of its 30 days ({:.2} % left → {:.2} %)\n",
+                b.service,
+                (b.before - b.after) * 100.0,
+                b.before * 100.0,
+                b.after * 100.0
             ));
         }
         s.push_str("\n## Timeline\n\n");

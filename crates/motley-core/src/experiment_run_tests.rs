@@ -193,6 +193,7 @@ faults:
     r.tick(18_000);
     let rep = r.report(&BTreeMap::new());
     assert_eq!(rep.requests(), (5, 2));
+    assert!(rep.budgets.is_empty(), "no SLO, no budget");
     let v = rep.verdict.as_ref().expect("verdict");
     assert_eq!(v.faults[0].detected_ms, Some(1_200));
     assert_eq!(v.faults[0].replaced_ms, Some(1_900));
@@ -241,4 +242,32 @@ fn a_kill_takes_the_running_allocation_with_the_lowest_id() {
     let db = service_ref("db");
     assert_eq!(kill_target(&allocs, &db).map(|a| a.id.as_str()), Some("b"));
     assert!(kill_target(&allocs, &service_ref("web")).is_none());
+}
+
+#[test]
+fn the_report_says_what_error_budget_the_run_burned() {
+    let mut r = Runner::new(exp(LAB), 0);
+    r.budget("service/web", 0.9);
+    r.probe(0, 0, true, "2 of 2".into());
+    r.tick(0);
+    r.budget("service/web", 0.85);
+    r.budget("service/web", 0.8);
+    r.abort(1_000, "enough".into());
+    r.budget("service/web", 0.1);
+    let rep = r.report(&BTreeMap::new());
+    assert_eq!(
+        rep.budgets,
+        vec![Budget {
+            service: "service/web".into(),
+            before: 0.9,
+            after: 0.8
+        }]
+    );
+    let md = rep.markdown();
+    assert!(
+        md.contains(
+            "- service/web: error budget burned 10.00 % of its 30 days (90.00 % left → 80.00 %)"
+        ),
+        "{md}"
+    );
 }

@@ -192,6 +192,18 @@ async fn run(s: Arc<Shared>, mut runner: Runner) {
                 });
             }
         }
+        // Services with an SLO: their error budget (the leader's uptime records).
+        let slo = |r: &WorkloadRef| match s.cache().workloads.get(r).map(|w| &w.spec) {
+            Some(motley_core::model::Spec::Service(svc)) => {
+                svc.slo.map(|slo| slo.availability.fraction())
+            }
+            _ => None,
+        };
+        for (r, v) in s.uptime.all(now, slo) {
+            if let Some(left) = v.budget_remaining {
+                runner.budget(&r.to_string(), left);
+            }
+        }
         // The guard, an abort asked for, a change of leader.
         if let Some(g) = &runner.experiment().guard {
             let n = ready_of(&s, &g.abort_if.ready_below.service);

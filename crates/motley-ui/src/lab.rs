@@ -79,6 +79,11 @@ pub fn experiment(ctx: &Ctx<'_>, r: &Report) -> Page {
             p { "Job instances lost: " (v.jobs_lost) "; run twice at once: "
                 @if v.jobs_twice.is_empty() { "none" } @else { (v.jobs_twice.join(", ")) } "." }
         }
+        @for b in &r.budgets {
+            p { (b.service) ": error budget burned " (format!("{:.2}", (b.before - b.after) * 100.0))
+                " % of its 30 days (" (format!("{:.2}", b.before * 100.0)) " % left → "
+                (format!("{:.2}", b.after * 100.0)) " %)." }
+        }
         (table("Timeline", &["at", "what"], html! {
             @for (t, line) in r.timeline() {
                 tr { td { (format!("{:+.1}s", t as f64 / 1000.0)) } td { (line) } }
