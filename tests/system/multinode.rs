@@ -1860,7 +1860,12 @@ fn what_if_says_what_a_nodes_loss_then_does() {
         .as_array()
         .expect("workloads")
         .iter()
-        .map(|w| (w["workload"].as_str().unwrap_or(""), w["waits_ms"].is_u64()))
+        .map(|w| {
+            let name = w["workload"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a replayed workload without a name: {r:#}"));
+            (name, w["waits_ms"].is_u64())
+        })
         .collect();
     assert!(replayed.contains(&("service/web", true)), "{r:#}");
     assert!(replayed.contains(&("service/vault", true)), "{r:#}");

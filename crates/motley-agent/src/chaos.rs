@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use motley_core::chaos::{AgentFault, Faults, NFT_TABLE, nft_script};
-use motley_core::model::Desired;
 use motley_core::proto::AgentMsg;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -56,6 +55,8 @@ pub(crate) struct Chaos {
     pub(crate) heartbeat_loss: AtomicU32,
     /// The clock deadlines are kept on.
     epoch: tokio::time::Instant,
+    /// A fault was taken on: the deadline loop looks at the next deadline again.
+    deadline_moved: tokio::sync::Notify,
     /// The node's service proxy, which latency slows too.
     mesh: Option<motley_mesh::Mesh>,
 }
@@ -134,6 +135,7 @@ impl Chaos {
             delay_ms: AtomicU32::new(0),
             heartbeat_loss: AtomicU32::new(0),
             epoch: tokio::time::Instant::now(),
+            deadline_moved: tokio::sync::Notify::new(),
             mesh,
         }
     }
@@ -197,12 +199,47 @@ impl Chaos {
         draw < p
     }
 
-    /// Waits out the latency a fault adds (nothing, without one).
-    pub(crate) async fn lag(&self) {
-        let ms = self.delay_ms.load(Ordering::SeqCst);
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+    /// The latency a fault adds each way (zero without one).
+    pub(crate) fn delay(&self) -> Duration {
+        Duration::from_millis(u64::from(self.delay_ms.load(Ordering::SeqCst)))
+    }
+}
+
+/// Messages held for a latency fault, in order, each until its time: the connection
+/// goes on meanwhile (a message is late, not the ones behind it by its delay too, as
+/// on a slow link).
+pub(crate) struct Delayed<T>(std::collections::VecDeque<(tokio::time::Instant, T)>);
+
+impl<T> Delayed<T> {
+    pub(crate) fn new() -> Delayed<T> {
+        Delayed(std::collections::VecDeque::new())
+    }
+
+    /// Holds `item` for `delay`; gives it back to pass on at once when there is no
+    /// delay and nothing is held before it.
+    pub(crate) fn hold(&mut self, delay: Duration, item: T) -> Option<T> {
+        if delay.is_zero() && self.0.is_empty() {
+            return Some(item);
         }
+        self.0
+            .push_back((tokio::time::Instant::now() + delay, item));
+        None
+    }
+
+    /// The next item once its time comes (never, while none is held).
+    pub(crate) async fn due(&mut self) -> T {
+        if let Some((at, _)) = self.0.front() {
+            tokio::time::sleep_until(*at).await;
+        }
+        match self.0.pop_front() {
+            Some((_, item)) => item,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Everything held, at once.
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.0.drain(..).map(|(_, item)| item)
     }
 }
 
@@ -265,14 +302,8 @@ impl Agent {
         }
         lock(&chaos.faults).begin(id, fault.clone(), lasts_ms, chaos.now())?;
         tracing::debug!("fault {id} taken: {fault:?} for {lasts_ms} ms");
-        if !fault.instant() {
-            let agent = self.clone();
-            let id = id.to_string();
-            motley_rt::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(lasts_ms)).await;
-                agent.undo_fault(&id).await;
-            });
-        }
+        // Its deadline is the core's (`Faults::next_deadline`): the loop looks again.
+        chaos.deadline_moved.notify_one();
         Ok(())
     }
 
@@ -308,12 +339,42 @@ impl Agent {
         done
     }
 
-    /// Undoes a fault now (at the server's word or its deadline; the second is a no-op).
-    pub(crate) async fn undo_fault(&self, id: &str) {
+    /// Ends every fault whose deadline came, on the agent's own clock, whether or not a
+    /// server says so (the dead-man switch): the deadlines are `Faults`'.
+    pub(crate) async fn fault_deadlines(self) {
         let chaos = &self.inner.chaos;
-        let Some(fault) = lock(&chaos.faults).end(id) else {
-            return;
-        };
+        loop {
+            let moved = chaos.deadline_moved.notified();
+            let next = lock(&chaos.faults).next_deadline();
+            match next {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(chaos.now()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = moved => {}
+                    }
+                }
+                None => moved.await,
+            }
+            let due = lock(&chaos.faults).expired(chaos.now());
+            for (id, fault) in due {
+                self.undone(&id, fault).await;
+            }
+        }
+    }
+
+    /// Undoes a fault now, at the server's word (a no-op once its deadline ended it).
+    pub(crate) async fn undo_fault(&self, id: &str) {
+        let ended = lock(&self.inner.chaos.faults).end(id);
+        if let Some(fault) = ended {
+            self.undone(id, fault).await;
+        }
+    }
+
+    /// What undoing a fault no longer held takes: its rules, its stress process, and
+    /// the connection's settings.
+    async fn undone(&self, id: &str, fault: AgentFault) {
+        let chaos = &self.inner.chaos;
         tracing::warn!("fault {id} undone");
         match fault {
             AgentFault::Partition { .. } | AgentFault::PacketLoss { .. } if chaos.nft() => {
@@ -350,19 +411,10 @@ impl Agent {
     async fn server_addresses(&self) -> Vec<IpAddr> {
         let mut out = Vec::new();
         for url in self.servers() {
-            let Some(rest) = url.split("://").nth(1) else {
+            let Ok((host, port)) = motley_net::ws::target(&url) else {
                 continue;
             };
-            let host_port = rest.split('/').next().unwrap_or_default();
-            let with_port = if host_port
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            {
-                host_port.to_string()
-            } else {
-                format!("{host_port}:443")
-            };
-            if let Ok(addrs) = tokio::net::lookup_host(with_port).await {
+            if let Ok(addrs) = tokio::net::lookup_host((host.as_str(), port)).await {
                 out.extend(addrs.map(|a| a.ip()));
             }
         }
@@ -374,16 +426,12 @@ impl Agent {
     /// Stops every task, as a power cut would, and goes silent (the connection closes
     /// when the fault is answered).
     fn power_off(&self, id: &str) {
-        let sups: Vec<(String, watch::Sender<Desired>)> = lock(&self.inner.sups)
-            .iter()
-            .map(|(k, (tx, _))| (k.clone(), tx.clone()))
-            .collect();
-        for (alloc, tx) in sups {
-            lock(&self.inner.stop_reasons).insert(
-                alloc.clone(),
+        let running: Vec<String> = lock(&self.inner.sups).keys().cloned().collect();
+        for alloc in running {
+            self.stop_because(
+                &alloc,
                 format!("the node was powered off by an experiment ({id})"),
             );
-            let _ = tx.send(Desired::Stop);
         }
     }
 

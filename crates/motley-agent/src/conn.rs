@@ -12,6 +12,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::chaos::Delayed;
 use crate::{Agent, Fatal};
 
 /// First reconnect delay.
@@ -194,12 +195,12 @@ pub async fn run(agent: Agent) {
     let mut attempt: u32 = 0;
     let mut idx = 0usize;
     loop {
-        // The list grows as servers announce the others (Welcome), so an agent started
-        // with one server fails over to all of them.
         // Powered off (or cut off from the server with no nftables to do it with): no
         // connection until the fault ends.
         let mut silent = agent.inner.chaos.silent.subscribe();
         let _ = async { silent.wait_for(|s| !*s).await.is_ok() }.await;
+        // The list grows as servers announce the others (Welcome), so an agent started
+        // with one server fails over to all of them.
         let servers = agent.servers();
         let url = &servers[idx % servers.len()];
         match session(&agent, url, &*dialer).await {
@@ -275,15 +276,16 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
     let mut beats = motley_core::lease::Heartbeats::new();
     let chaos = &agent.inner.chaos;
     let mut silent = chaos.silent.subscribe();
+    // What a latency fault holds back, each way.
+    let mut outgoing: Delayed<Vec<AgentMsg>> = Delayed::new();
+    let mut incoming: Delayed<ServerMsg> = Delayed::new();
     loop {
         tokio::select! {
             _ = async { let _ = silent.wait_for(|s| *s).await; } => {
                 // What was queued (the fault's answer) goes first.
-                let mut queued = Vec::new();
-                while let Ok(more) = rx.try_recv() {
-                    queued.push(more);
-                }
-                let _ = ch.send(queued).await;
+                let mut last: Vec<AgentMsg> = outgoing.take_all().flatten().collect();
+                last.extend(drain(&mut rx, Vec::new()));
+                let _ = ch.send(last).await;
                 tracing::warn!("an experiment's fault silences this agent");
                 return Ok(());
             }
@@ -292,19 +294,17 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                 if chaos.drop_heartbeat() {
                     continue;
                 }
-                chaos.lag().await;
-                ch.send(vec![AgentMsg::Heartbeat { seq }]).await?;
+                if let Some(m) = outgoing.hold(chaos.delay(), vec![AgentMsg::Heartbeat { seq }]) {
+                    ch.send(m).await?;
+                }
             }
             got = ch.recv() => {
-                chaos.lag().await;
                 match got {
-                    Received::Msg(ServerMsg::Ack { seq }) => {
-                        if let Some(sent) = beats.acked(seq) {
-                            agent.inner.contact.renew_lease(sent);
-                            agent.fence_sync();
+                    Received::Msg(msg) => {
+                        if let Some(msg) = incoming.hold(chaos.delay(), msg) {
+                            received(agent, &mut beats, &tx, msg);
                         }
                     }
-                    Received::Msg(msg) => agent.handle(msg, &tx),
                     Received::Other => {}
                     Received::Invalid(e) => {
                         tracing::warn!("invalid message from the server: {e}");
@@ -313,17 +313,44 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                     Received::Failed(e) => anyhow::bail!(e),
                 }
             }
+            msg = incoming.due() => received(agent, &mut beats, &tx, msg),
+            msgs = outgoing.due() => ch.send(msgs).await?,
             msg = rx.recv() => {
                 let Some(msg) = msg else { return Ok(()) };
-                let mut queued = vec![msg];
-                while let Ok(more) = rx.try_recv() {
-                    queued.push(more);
+                let queued = superseded_dropped(drain(&mut rx, vec![msg]));
+                if let Some(m) = outgoing.hold(chaos.delay(), queued) {
+                    ch.send(m).await?;
                 }
-                chaos.lag().await;
-                ch.send(superseded_dropped(queued)).await?;
             }
         }
     }
+}
+
+/// What the agent does with a message from its server (once a latency fault let it
+/// through): an acknowledged heartbeat renews the lease, the rest is `Agent::handle`'s.
+fn received(
+    agent: &Agent,
+    beats: &mut motley_core::lease::Heartbeats<u64>,
+    tx: &mpsc::UnboundedSender<AgentMsg>,
+    msg: ServerMsg,
+) {
+    match msg {
+        ServerMsg::Ack { seq } => {
+            if let Some(sent) = beats.acked(seq) {
+                agent.inner.contact.renew_lease(sent);
+                agent.fence_sync();
+            }
+        }
+        msg => agent.handle(msg, tx),
+    }
+}
+
+/// `queued` and every message waiting in `rx` after it.
+fn drain(rx: &mut mpsc::UnboundedReceiver<AgentMsg>, mut queued: Vec<AgentMsg>) -> Vec<AgentMsg> {
+    while let Ok(more) = rx.try_recv() {
+        queued.push(more);
+    }
+    queued
 }
 
 /// Queued messages less the reports a later report of the same allocation replaces

@@ -81,15 +81,6 @@ fn pmic_read() -> Option<u64> {
 }
 
 impl Agent {
-    /// The power model to estimate with: the owner's, else the board's figures.
-    fn power_model(&self) -> Option<PowerModel> {
-        self.inner.cfg.facts.power_model.or_else(|| {
-            let obs = lock(&self.inner.node.observed);
-            let board = obs.facts.hw.as_ref()?.board.as_deref()?;
-            board_model(&motley_core::hw::label_value(board))
-        })
-    }
-
     /// Measures forever.
     pub(crate) async fn energy_loop(self) {
         // Simulated tasks use no CPU of this host: nothing to give energy to.
@@ -98,26 +89,30 @@ impl Agent {
         }
         let mut meter = Meter::new(None);
         let mut model_seen = None;
-        let mut sent: BTreeMap<String, u64> = BTreeMap::new();
         loop {
             tokio::time::sleep(ENERGY_INTERVAL).await;
-            let model = self.power_model();
-            if model != model_seen {
-                meter = Meter::new(model);
-                model_seen = model;
-            }
-            let (mut measured, gpu_mw, pi5) = {
+            let (mut measured, gpu_mw, board) = {
                 let obs = lock(&self.inner.node.observed);
                 let r = &obs.readings;
                 let board = obs.facts.hw.as_ref().and_then(|h| h.board.as_deref());
                 (
                     r.watts().map(|w| (w * 1000.0) as u64),
                     r.gpu_power_mw.values().sum::<u64>(),
-                    board.is_some_and(|b| {
-                        motley_core::hw::label_value(b).starts_with("raspberry-pi-5")
-                    }),
+                    board.map(motley_core::hw::label_value).unwrap_or_default(),
                 )
             };
+            // The owner's power model, else the board's published figures.
+            let model: Option<PowerModel> = self
+                .inner
+                .cfg
+                .facts
+                .power_model
+                .or_else(|| board_model(&board));
+            if model != model_seen {
+                meter = Meter::new(model);
+                model_seen = model;
+            }
+            let pi5 = board.starts_with("raspberry-pi-5");
             if !meter.has_source(measured.is_some() || pi5) && gpu_mw == 0 {
                 continue;
             }
@@ -149,7 +144,7 @@ impl Agent {
             else {
                 continue;
             };
-            meter.feed(Sample {
+            let fed = meter.feed(Sample {
                 at_ms: crate::now_ms(),
                 total_ticks: total,
                 idle_ticks: idle,
@@ -158,13 +153,13 @@ impl Agent {
                 gpu_mw,
                 gpu_allocs,
             });
-            let known: std::collections::HashSet<String> =
-                self.inner.local.state().allocs.keys().cloned().collect();
-            meter.retain(|id| known.contains(id));
-            if meter.mj != sent {
-                sent = meter.mj.clone();
+            let forgot = {
+                let st = self.inner.local.state();
+                meter.retain(|id| st.allocs.contains_key(id))
+            };
+            if fed || forgot {
                 self.inner.contact.send(AgentMsg::Energy {
-                    mj: sent.clone(),
+                    mj: meter.mj.clone(),
                     estimated: measured.is_none(),
                 });
             }

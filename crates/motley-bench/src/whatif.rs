@@ -10,6 +10,25 @@ use motley_core::model::{AllocState, Desired};
 use motley_scheduler::Config;
 use motley_scheduler::whatif::{Change, State, each_node, settle};
 
+/// The synthetic nodes, every one ready, and the workloads of `yaml`, nothing placed.
+fn unplaced(synthetic: &motley_bench::Synthetic, yaml: &str) -> anyhow::Result<State> {
+    let docs = parse_set(&[Source {
+        name: "bench",
+        text: yaml,
+    }])
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(State {
+        workloads: motley_core::manifest::created(docs, 0),
+        applied: None,
+        nodes: synthetic.nodes.clone(),
+        ready: synthetic.ready.clone(),
+        allocs: BTreeMap::new(),
+        now: 1_000,
+        fence_after_ms: 7_000,
+        readings: Default::default(),
+    })
+}
+
 /// Runs the benchmark.
 pub fn run(n_nodes: usize, services: usize, fixtures: &std::path::Path) -> anyhow::Result<()> {
     let t = Instant::now();
@@ -22,22 +41,8 @@ pub fn run(n_nodes: usize, services: usize, fixtures: &std::path::Path) -> anyho
             "---\nkind: Service\nname: s{i}\nreplicas: 3\ntask:\n  command: [s]\n  resources: {{ cpu: 50m, memory: 32Mi }}\n"
         ));
     }
-    let docs = parse_set(&[Source {
-        name: "bench",
-        text: &yaml,
-    }])
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     // Settled by the same engine the question then runs on.
-    let empty = State {
-        workloads: motley_core::manifest::created(docs, 0),
-        applied: None,
-        nodes: synthetic.nodes.clone(),
-        ready: synthetic.ready.clone(),
-        allocs: BTreeMap::new(),
-        now: 1_000,
-        fence_after_ms: 7_000,
-        readings: Default::default(),
-    };
+    let empty = unplaced(&synthetic, &yaml)?;
     let settled = settle(&empty, &Change::default(), &Config::default())
         .map_err(|e| anyhow::anyhow!("settling: {e}"))?;
     let running = settled
@@ -108,21 +113,7 @@ pub fn replay(jobs: usize, n_nodes: usize, fixtures: &std::path::Path) -> anyhow
         history.push(ev(s + 2, at + 1_000, EventKind::Started));
         history.push(ev(s + 3, at + 61_000, EventKind::Exited));
     }
-    let docs = parse_set(&[Source {
-        name: "bench",
-        text: &yaml,
-    }])
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let state = State {
-        workloads: motley_core::manifest::created(docs, 0),
-        applied: None,
-        nodes: synthetic.nodes.clone(),
-        ready: synthetic.ready.clone(),
-        allocs: BTreeMap::new(),
-        now: 1_000,
-        fence_after_ms: 7_000,
-        readings: Default::default(),
-    };
+    let state = unplaced(&synthetic, &yaml)?;
     let a = arrivals(&history);
     let lose: Vec<String> = synthetic.nodes.keys().step_by(10).cloned().collect();
     for (what, change) in [

@@ -196,9 +196,11 @@ impl Meter {
         changed
     }
 
-    /// Forgets allocations no longer on the node.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+    /// Forgets allocations no longer on the node; whether any was.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> bool {
+        let before = self.mj.len();
         self.mj.retain(|id, _| keep(id));
+        self.mj.len() != before
     }
 }
 

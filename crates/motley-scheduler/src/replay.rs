@@ -239,16 +239,13 @@ pub fn replay(
             if !ready.contains(&a.node) || !a.is_live() {
                 continue;
             }
-            if a.desired == Desired::Stop {
-                a.state = AllocState::Stopped;
-                a.updated_at = now;
+            let starting = a.state == AllocState::Pending && a.desired != Desired::Stop;
+            if crate::whatif::obey(a, now) {
                 changed = true;
-            } else if a.state == AllocState::Pending {
-                a.state = AllocState::Running;
-                a.updated_at = now;
-                a.ready_at = Some(now);
-                changed = true;
-                if !first_start.contains_key(&a.workload) && arrived.contains_key(&a.workload) {
+                if starting
+                    && !first_start.contains_key(&a.workload)
+                    && arrived.contains_key(&a.workload)
+                {
                     first_start.insert(a.workload.clone(), now);
                     timeline.push((now - t0, format!("{} starts on {}", a.workload, a.node)));
                 }

@@ -229,18 +229,8 @@ pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Set
         // The agents of ready nodes carry out what they are told; a lost node's say
         // nothing.
         for a in allocs.values_mut() {
-            if !ready.contains(&a.node) || !a.is_live() {
-                continue;
-            }
-            if a.desired == Desired::Stop {
-                a.state = AllocState::Stopped;
-                a.updated_at = now;
-                changed = true;
-            } else if a.state == AllocState::Pending {
-                a.state = AllocState::Running;
-                a.updated_at = now;
-                a.ready_at = Some(now);
-                changed = true;
+            if ready.contains(&a.node) && a.is_live() {
+                changed |= obey(a, now);
             }
         }
         if changed {
@@ -264,6 +254,21 @@ pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Set
         passes,
         now,
     })
+}
+
+/// A live allocation's agent does at once what it is told: a stop stops it, a
+/// placement starts it. Whether it changed.
+pub(crate) fn obey(a: &mut Allocation, now: u64) -> bool {
+    if a.desired == Desired::Stop {
+        a.state = AllocState::Stopped;
+    } else if a.state == AllocState::Pending {
+        a.state = AllocState::Running;
+        a.ready_at = Some(now);
+    } else {
+        return false;
+    }
+    a.updated_at = now;
+    true
 }
 
 /// Commits a plan to `allocs` as the leader would: the records it makes for it

@@ -13,7 +13,7 @@ use motley_core::chaos::AgentFault;
 use motley_core::events::{EventKind, Filter, New};
 use motley_core::experiment::{Experiment, Fault, service_ref};
 use motley_core::experiment_run::{Order, Report, Runner, kill_target};
-use motley_core::model::{AllocState, Kind, WorkloadRef};
+use motley_core::model::{Kind, WorkloadRef};
 use motley_core::proto::ServerMsg;
 use motley_store::Txn;
 use tokio::task::JoinSet;
@@ -42,7 +42,8 @@ pub async fn stored(s: &Shared) -> Result<Vec<Report>, motley_store::StoreError>
         .collect())
 }
 
-/// A service's replicas that run, pass their check and are on a ready node.
+/// A service's replicas that run, pass their check and are on a ready node: the
+/// status's `ready` (`reconcile::status`) of its allocations on ready nodes.
 pub fn ready_of(s: &Shared, service: &str) -> u32 {
     let r = service_ref(service);
     let ready_nodes = s.ready_nodes();
@@ -50,18 +51,12 @@ pub fn ready_of(s: &Shared, service: &str) -> u32 {
     let Some(w) = cache.workloads.get(&r) else {
         return 0;
     };
-    cache
+    let on_ready: Vec<&motley_core::model::Allocation> = cache
         .allocs
         .values()
-        .filter(|a| {
-            a.workload == r
-                && a.workload_uid == w.uid
-                && a.state == AllocState::Running
-                && a.desired == motley_core::model::Desired::Run
-                && ready_nodes.contains(&a.node)
-                && (a.check.is_none() || a.health == Some(motley_core::health::Health::Healthy))
-        })
-        .count() as u32
+        .filter(|a| a.workload == r && ready_nodes.contains(&a.node))
+        .collect();
+    motley_core::reconcile::status(w, &on_ready, 0).ready
 }
 
 /// Where an HTTP probe goes: a `*.motley` name is the service's healthy endpoint as
@@ -125,16 +120,19 @@ async fn run(s: Arc<Shared>, mut runner: Runner) {
             after: seen,
             ..Filter::default()
         };
-        for e in s.events.query(&f, crate::events::CAP) {
-            seen = e.seq;
-            if let Some(a) = e
-                .alloc
-                .as_ref()
-                .and_then(|id| s.cache().allocs.get(id).cloned())
-                && a.workload.kind == Kind::Job
-            {
-                slots.insert(a.id.clone(), a.index);
+        let events = s.events.query(&f, crate::events::CAP);
+        {
+            let cache = s.cache();
+            for e in &events {
+                if let Some(a) = e.alloc.as_ref().and_then(|id| cache.allocs.get(id))
+                    && a.workload.kind == Kind::Job
+                {
+                    slots.insert(a.id.clone(), a.index);
+                }
             }
+        }
+        for e in events {
+            seen = e.seq;
             runner.event(e);
         }
         // What the agents answered.
@@ -193,13 +191,17 @@ async fn run(s: Arc<Shared>, mut runner: Runner) {
             }
         }
         // Services with an SLO: their error budget (the leader's uptime records).
-        let slo = |r: &WorkloadRef| match s.cache().workloads.get(r).map(|w| &w.spec) {
-            Some(motley_core::model::Spec::Service(svc)) => {
-                svc.slo.map(|slo| slo.availability.fraction())
-            }
-            _ => None,
+        let budgets = {
+            let cache = s.cache();
+            s.uptime
+                .all(now, |r| match cache.workloads.get(r).map(|w| &w.spec) {
+                    Some(motley_core::model::Spec::Service(svc)) => {
+                        svc.slo.map(|slo| slo.availability.fraction())
+                    }
+                    _ => None,
+                })
         };
-        for (r, v) in s.uptime.all(now, slo) {
+        for (r, v) in budgets {
             if let Some(left) = v.budget_remaining {
                 runner.budget(&r.to_string(), left);
             }
@@ -218,13 +220,13 @@ async fn run(s: Arc<Shared>, mut runner: Runner) {
         orders.extend(runner.tick(now));
         carry_out(&s, &mut runner, orders, &mut waiting);
         let report = runner.report(&slots);
-        let ended = report.phase.ended();
-        s.lab.update(report.clone());
-        if ended {
+        if report.phase.ended() {
+            s.lab.update(report.clone());
             finish(&s, &report).await;
             tracing::info!("experiment {name}: {}", report.phase.as_str());
             return;
         }
+        s.lab.update(report);
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = s.lab.wake.notified() => {}

@@ -49,12 +49,9 @@ pub struct Question {
     pub speed: Option<f64>,
 }
 
-/// The cluster a snapshot file holds, every node ready.
-fn snapshot_state(path: &std::path::Path) -> anyhow::Result<State> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let snap = motley_store::snapshot::Snapshot::decode(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut s = State {
+/// An empty question's cluster, now, with the server's default fence delay.
+fn empty_state() -> State {
+    State {
         workloads: Default::default(),
         applied: None,
         nodes: Default::default(),
@@ -63,7 +60,15 @@ fn snapshot_state(path: &std::path::Path) -> anyhow::Result<State> {
         now: now_ms(),
         fence_after_ms: motley_core::failure::FailureConfig::default().fence_after_ms(),
         readings: Default::default(),
-    };
+    }
+}
+
+/// The cluster a snapshot file holds, every node ready.
+fn snapshot_state(path: &std::path::Path) -> anyhow::Result<State> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let snap = motley_store::snapshot::Snapshot::decode(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut s = empty_state();
     let bad = |k: &str, e: serde_json::Error| anyhow::anyhow!("{}: {k}: {e}", path.display());
     for (k, v) in &snap.entries {
         use motley_core::keys;
@@ -94,7 +99,6 @@ async fn live_state(client: &Client) -> anyhow::Result<State> {
             .into_iter()
             .map(|v| (v.workload.spec.reference(), v.workload))
             .collect(),
-        applied: None,
         ready: nodes
             .iter()
             .filter(|n| n.state == "ready")
@@ -104,10 +108,7 @@ async fn live_state(client: &Client) -> anyhow::Result<State> {
             .into_iter()
             .map(|n| (n.node.name.clone(), n.node))
             .collect(),
-        allocs: Default::default(),
-        now: now_ms(),
-        fence_after_ms: motley_core::failure::FailureConfig::default().fence_after_ms(),
-        readings: Default::default(),
+        ..empty_state()
     })
 }
 

@@ -149,16 +149,17 @@ pub(crate) async fn experiment(
     Path(name): Path<String>,
     Query(q): Query<NsParam>,
 ) -> Response {
-    let path = format!("/ui/experiments/{}", urlencode(&name));
-    let s = session!(ui, peer, headers, &path, q);
-    let r: motley_core::experiment_run::Report = or_refused!(
-        s,
-        s.call(&ui)
-            .get(&format!("/v1/experiments/{}", urlencode(&name)))
-            .await
-    );
-    let page = render_with(&s, |ctx| motley_ui::lab::experiment(ctx, &r));
-    s.render(&page, StatusCode::OK)
+    let n = urlencode(&name);
+    from_one(
+        ui,
+        peer,
+        headers,
+        q,
+        &format!("/ui/experiments/{n}"),
+        |_| format!("/v1/experiments/{n}"),
+        motley_ui::lab::experiment,
+    )
+    .await
 }
 
 page_of_one!(
