@@ -71,6 +71,63 @@ fn job_array_runs_each_index_once_never_above_parallelism() {
 }
 
 #[test]
+fn a_finished_job_is_collected_with_its_allocations_after_its_ttl() {
+    let mut c = Cluster::up(&[]);
+    let yaml = "kind: Job\nname: brief\ncompletions: 3\nparallelism: 3\nttl_after_finished: 3s\ntask:\n  command: [\"true\"]\n  resources: { cpu: 10m, memory: 8Mi }\n---\nkind: Job\nname: kept\nttl_after_finished: 1h\ntask:\n  command: [\"true\"]\n  resources: { cpu: 10m, memory: 8Mi }\n---\nkind: Job\nname: failing\nretries: 0\nttl_after_finished: 3s\ntask:\n  command: [\"false\"]\n  resources: { cpu: 10m, memory: 8Mi }\n";
+    assert!(c.apply_yaml("ttl.yaml", yaml).status.success());
+    for (name, phase) in [
+        ("brief", "complete"),
+        ("kept", "complete"),
+        ("failing", "failed"),
+    ] {
+        wait_for(
+            &format!("{name} to be {phase}"),
+            Duration::from_secs(30),
+            || {
+                let j = c.json(&["get", "jobs", name]);
+                (j[0]["status"]["phase"] == phase).then_some(())
+            },
+        );
+    }
+    let finished = std::time::Instant::now();
+    // Finished ones of each kind are collected, allocations too; the one with an hour
+    // left stays, with its allocation.
+    wait_for(
+        "brief and failing to be collected",
+        Duration::from_secs(30),
+        || {
+            let names: Vec<String> = c
+                .json(&["get", "jobs"])
+                .as_array()
+                .expect("a list of jobs")
+                .iter()
+                .map(|j| {
+                    j["workload"]["spec"]["name"]
+                        .as_str()
+                        .expect("a name")
+                        .to_string()
+                })
+                .collect();
+            let allocs = c.allocs();
+            let left = |w: &str| allocs.iter().filter(|a| a["workload"] == w).count();
+            (names == ["kept"] && left("job/brief") == 0 && left("job/failing") == 0).then_some(())
+        },
+    );
+    assert!(
+        finished.elapsed() >= Duration::from_secs(2),
+        "collected after its ttl, not at once ({:?})",
+        finished.elapsed()
+    );
+    let kept: Vec<serde_json::Value> = c
+        .allocs()
+        .into_iter()
+        .filter(|a| a["workload"] == "job/kept")
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["state"], "complete");
+}
+
+#[test]
 fn failing_job_is_retried_then_fails_and_never_policy_is_final() {
     let mut c = Cluster::up(&[]);
     let yaml = "kind: Job\nname: doomed\nretries: 2\nbackoff: { initial: 100ms, max: 200ms }\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo trying; exit 3\"]\n---\nkind: Service\nname: once\nrestart: { policy: never }\ntask:\n  command: [\"/bin/sh\", \"-c\", \"exit 0\"]\n";

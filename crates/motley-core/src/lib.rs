@@ -30,6 +30,7 @@ pub mod admit;
 pub mod api;
 pub mod catalog;
 pub mod chaos;
+pub mod collect;
 pub mod doctor;
 pub mod energy;
 pub mod events;
@@ -90,6 +91,10 @@ pub mod mutants {
         (
             "guard-ignores-lease",
             "the node's fence guard never ends a task whose lease ran out",
+        ),
+        (
+            "lazy-fenced-create",
+            "a fenced allocation's creation is group-committed, so a power cut may forget it",
         ),
     ];
 

@@ -659,6 +659,10 @@ pub struct JobSpec {
     /// unless they say `replace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_node_loss: Option<NodeLoss>,
+    /// How long a finished job (complete or failed) is kept, then deleted with its
+    /// allocations (default 24h; Kubernetes' `ttlSecondsAfterFinished`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_after_finished: Option<Duration>,
 }
 
 /// A Daemon: one copy on every node that matches its placement.

@@ -251,6 +251,8 @@ pub struct Plan {
     /// Services whose update failed at its deadline with `auto_revert`: the records to
     /// store (the last good spec as a new generation; [`crate::rollout::reverted`]).
     pub revert: Vec<Workload>,
+    /// Finished jobs past their `ttl_after_finished`, to delete ([`crate::collect`]).
+    pub collect: Vec<WorkloadRef>,
 }
 
 impl Plan {
@@ -262,6 +264,7 @@ impl Plan {
             && self.delete.is_empty()
             && self.lost.is_empty()
             && self.revert.is_empty()
+            && self.collect.is_empty()
     }
     fn wake(&mut self, at: u64) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
@@ -724,6 +727,12 @@ impl<'a> Pass<'a, '_> {
 
     fn job(&mut self, w: &Workload, mine: &[&Allocation]) {
         let Spec::Job(j) = &w.spec else { return };
+        match crate::collect::fate(j, w.source.is_some(), mine, self.input.now) {
+            crate::collect::Fate::Running => {}
+            crate::collect::Fate::Declared => return,
+            crate::collect::Fate::KeptUntil(at) => return self.plan.wake(at),
+            crate::collect::Fate::Collect => return self.plan.collect.push(w.spec.reference()),
+        }
         // Which indexes are done or under way (one flag per index: a pass over a job of
         // 10,000 completions stays a few microseconds).
         const DONE: u8 = 1;

@@ -141,6 +141,32 @@ pub fn groups<'a>(
     out
 }
 
+/// Whether `g` may wait for the store's group commit (a lazy transaction: on the disk
+/// within the commit interval, so a power cut of the store's machine may take it with
+/// everything after it). What the controller writes is derived from the specs and the
+/// agents' reports and is planned again after a cut, with two exceptions that must be
+/// on the disk before any agent acts on them:
+///
+/// * a **fenced** allocation's creation: forgotten, it would be placed again while the
+///   first copy still runs on its node (never two copies);
+/// * a volume's **binding**: forgotten, the volume could be bound again elsewhere while
+///   its data lives where the first allocation wrote it.
+///
+/// Everything committed before a durable group is durable with it (the store keeps a
+/// prefix of its history), so a fenced replacement also carries the loss it replaces.
+pub fn may_wait(g: &Group) -> bool {
+    match g {
+        Group::Create { allocs, binds, .. } => {
+            binds.is_empty()
+                && (crate::mutants::active("lazy-fenced-create")
+                    || allocs
+                        .iter()
+                        .all(|a| a.on_node_loss != crate::model::NodeLoss::Fence))
+        }
+        Group::Stop { .. } | Group::Delete { .. } => true,
+    }
+}
+
 /// Carries out the rule while groups are committed in order: tell it each group's
 /// outcome; it says whether the next may run.
 #[derive(Debug, Default)]
@@ -200,6 +226,29 @@ mod tests {
         done.state = AllocState::Complete;
         let e = restarted(&done, "x").expect_err("complete");
         assert!(e.contains("is complete"), "{e}");
+    }
+
+    #[test]
+    fn only_fenced_creations_and_bindings_must_be_durable_before_agents_act() {
+        let old = alloc("a-1", "a");
+        let mut fenced = alloc("f-1", "f");
+        fenced.on_node_loss = crate::model::NodeLoss::Fence;
+        let plan = Plan {
+            create: vec![alloc("a-2", "a"), fenced],
+            lost: vec![("a-1".into(), "node n1 down".into())],
+            delete: vec!["c-0".into()],
+            ..Default::default()
+        };
+        let g = groups(&plan, |id| (id == "a-1").then_some(&old), 77);
+        let waits: Vec<bool> = g.iter().map(may_wait).collect();
+        // Loss, a's creates, f's creates, deletes.
+        assert_eq!(waits, vec![true, true, false, true], "{g:#?}");
+        let bound = Group::Create {
+            workload: job("a"),
+            allocs: vec![alloc("a-3", "a")],
+            binds: vec!["data".into()],
+        };
+        assert!(!may_wait(&bound), "a binding is durable before it is used");
     }
 
     #[test]

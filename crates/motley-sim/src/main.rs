@@ -99,6 +99,7 @@ fn main() -> ExitCode {
     let mut errors: Vec<String> = Vec::new();
     let (mut steps, mut sim_ms, mut acked, mut ran) = (0u64, 0u64, 0u64, 0u64);
     let mut secrets = 0u64;
+    let mut cut_keys = 0u64;
     // Every seed's fingerprint, combined in seed order: equal for two runs of one range.
     let mut fingerprint = 0u64;
     let mut faults: BTreeMap<&str, u64> = FAULTS.iter().map(|f| (*f, 0)).collect();
@@ -110,6 +111,7 @@ fn main() -> ExitCode {
                 sim_ms += r.sim_ms;
                 acked += r.applies_acked;
                 secrets += r.secrets_checked;
+                cut_keys += r.cut_keys;
                 fingerprint = fingerprint.rotate_left(5) ^ r.fingerprint;
                 for (k, v) in &r.faults {
                     *faults.entry(k).or_default() += v;
@@ -150,6 +152,7 @@ fn main() -> ExitCode {
             "faults": faults,
             "applies_acknowledged": acked,
             "secret_deliveries_checked": secrets,
+            "keys_taken_by_power_cuts": cut_keys,
             "simulated_seconds": sim_ms as f64 / 1000.0,
             "wall_seconds": wall,
             "mutant": args.mutant,
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
             sim_ms as f64 / 1000.0,
             sim_ms as f64 / 1000.0 / wall.max(1e-9)
         );
+        println!("records taken back by power cuts of the store: {cut_keys}");
         println!(
             "faults: {}",
             faults

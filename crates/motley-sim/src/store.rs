@@ -4,6 +4,12 @@
 //!
 //! Like etcd, it outlives the servers: a server killed and started again finds every
 //! committed key. A commit is acknowledged only once applied; nothing is half-written.
+//!
+//! Lazy transactions ([`motley_store::Txn::lazy`]) are held as the embedded store holds
+//! them: applied at once, on the disk at the first group commit (the interval after the
+//! first one not yet durable) or with the next durable transaction. [`SimStore::power_cut`]
+//! takes what was not on the disk yet, or a later part of it (the embedded store's log
+//! may keep a prefix of it), as a power cut of the store's machine would.
 
 use motley_rt::HashMap;
 use std::collections::BTreeMap;
@@ -11,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use motley_store::embedded::DEFAULT_COMMIT_INTERVAL;
 use motley_store::{
     Compare, Event, EventKind, KeyValue, Leases, Op, Range, Store, StoreError, Txn, TxnResult,
     Watch,
@@ -42,8 +49,17 @@ struct Watcher {
     tx: mpsc::UnboundedSender<Vec<Event>>,
 }
 
+/// One lazy transaction not on the disk yet: when it committed, the revision before it,
+/// and the keys it changed with their records before it.
+struct Unsynced {
+    at: Instant,
+    before: u64,
+    undo: Vec<(String, Option<(KeyValue, i64)>)>,
+}
+
 #[derive(Default)]
 struct Data {
+    unsynced: Vec<Unsynced>,
     kv: BTreeMap<String, (KeyValue, i64)>,
     log: Vec<Event>,
     revision: u64,
@@ -76,6 +92,40 @@ impl SimStore {
 
     fn data(&self) -> std::sync::MutexGuard<'_, Data> {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A power cut of the store's machine: every lazy transaction not yet on the disk
+    /// is taken, except a prefix of them chosen by the seed (what the log kept). Returns
+    /// the keys whose records went back. The servers must be down (their watches end).
+    pub fn power_cut(&self) -> Vec<String> {
+        let mut d = self.data();
+        settle(&mut d, Instant::now());
+        let keep = self.rng.below(d.unsynced.len() as u64 + 1) as usize;
+        let lost: Vec<Unsynced> = d.unsynced.drain(keep..).collect();
+        let mut keys = Vec::new();
+        let Some(first) = lost.first() else {
+            return keys;
+        };
+        let back_to = first.before;
+        for u in lost.into_iter().rev() {
+            for (key, old) in u.undo.into_iter().rev() {
+                match old {
+                    Some(rec) => {
+                        d.kv.insert(key.clone(), rec);
+                    }
+                    None => {
+                        d.kv.remove(&key);
+                    }
+                }
+                keys.push(key);
+            }
+        }
+        d.log.retain(|e| e.revision() <= back_to);
+        d.revision = back_to;
+        d.watchers.clear();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// The store's faults, to change.
@@ -141,6 +191,20 @@ fn broadcast(d: &mut Data, events: Vec<Event>) {
     }
 }
 
+/// Lazy transactions a group commit has put on the disk by `now` leave the undo list:
+/// a group commit runs [`DEFAULT_COMMIT_INTERVAL`] after the first transaction not on
+/// the disk, and takes every one committed until then.
+fn settle(d: &mut Data, now: Instant) {
+    while let Some(first) = d.unsynced.first() {
+        let flush = first.at + DEFAULT_COMMIT_INTERVAL;
+        if flush > now {
+            return;
+        }
+        let n = d.unsynced.iter().take_while(|u| u.at <= flush).count();
+        d.unsynced.drain(..n);
+    }
+}
+
 fn revoke(d: &mut Data, id: i64) {
     let Some(lease) = d.leases.remove(&id) else {
         return;
@@ -156,6 +220,8 @@ fn revoke(d: &mut Data, id: i64) {
     }
     if !events.is_empty() {
         d.revision = rev;
+        // A durable write: everything before it is on the disk too.
+        d.unsynced.clear();
     }
     broadcast(d, events);
 }
@@ -177,7 +243,14 @@ fn apply(d: &mut Data, txn: &Txn, lease: i64) -> (TxnResult, Vec<Event>) {
     }
     let rev = d.revision + 1;
     let mut events = Vec::new();
+    let mut undo = Vec::new();
     for op in &txn.ops {
+        if txn.lazy {
+            let key = match op {
+                Op::Put(k, _) | Op::Delete(k) => k,
+            };
+            undo.push((key.clone(), d.kv.get(key).cloned()));
+        }
         match op {
             Op::Put(key, value) => {
                 let (create, version) =
@@ -209,6 +282,17 @@ fn apply(d: &mut Data, txn: &Txn, lease: i64) -> (TxnResult, Vec<Event>) {
         }
     }
     if !events.is_empty() {
+        let now = Instant::now();
+        settle(d, now);
+        if txn.lazy {
+            d.unsynced.push(Unsynced {
+                at: now,
+                before: d.revision,
+                undo,
+            });
+        } else {
+            d.unsynced.clear();
+        }
         d.revision = rev;
     }
     (

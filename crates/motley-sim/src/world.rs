@@ -67,6 +67,9 @@ pub struct World {
     pub agents: Vec<SimAgent>,
     /// The admin token.
     pub admin: String,
+    /// Allocations whose records a power cut of the store took back (their completion
+    /// may not have been on the disk: such a job instance may run again).
+    pub cut: std::collections::BTreeSet<String>,
     ca_pem: String,
     ca_hash: String,
     keyfile: PathBuf,
@@ -96,6 +99,7 @@ impl World {
                 .collect(),
             agents: Vec::new(),
             admin: String::new(),
+            cut: Default::default(),
             ca_pem: ca.cert_pem().to_string(),
             ca_hash: ca.hash()?,
             keyfile: dir.path().join("secrets.key"),

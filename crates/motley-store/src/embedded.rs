@@ -8,14 +8,25 @@
 //! Tables: `kv` (key → header + value), `log` (revision → the changes of that
 //! revision, for watches from a past revision), `meta` (current and compacted
 //! revision).
+//!
+//! Lazy transactions ([`crate::Txn::lazy`]) are group-committed: redb commits them
+//! without a sync (`Durability::None`: in memory, visible to every reader), the
+//! [`crate::wal`] beside the file gets them with a plain `write` so that a killed
+//! process loses none, and a durable commit at most [`DEFAULT_COMMIT_INTERVAL`] after
+//! the first of them (or the next durable transaction, whichever comes first) puts them
+//! all on the disk at once and empties the log. Under load that turns a sync and a
+//! copy of every page a transaction touched into one per interval: many transitions of
+//! one allocation, and of its neighbours in the same pages, are written once.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::wal::Wal;
 use crate::{
     Compare, Event, EventKind, KeyValue, Op, Range, Store, StoreError, Txn, TxnResult, Watch,
 };
@@ -26,6 +37,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// History kept for watches before old revisions are compacted automatically.
 pub const DEFAULT_HISTORY: u64 = 10_000;
+
+/// Longest a lazy transaction waits for a durable commit (what a power cut may take).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The embedded store.
 #[derive(Clone)]
@@ -38,6 +52,50 @@ struct Inner {
     events: broadcast::Sender<Arc<Vec<Event>>>,
     history: u64,
     write_lock: tokio::sync::Mutex<()>,
+    lazy: std::sync::Mutex<Lazy>,
+    interval: Duration,
+}
+
+/// What lazy transactions left to do.
+#[derive(Default)]
+struct Lazy {
+    /// The log of lazy transactions (a store in a file only).
+    wal: Option<Wal>,
+    /// redb holds commits that are not durable yet.
+    pending: bool,
+    /// A durable commit is scheduled.
+    scheduled: bool,
+}
+
+impl Inner {
+    fn lazy(&self) -> std::sync::MutexGuard<'_, Lazy> {
+        self.lazy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every lazy transaction durable now (one empty durable commit) and empties
+    /// the log.
+    fn sync_now(&self) -> Result<(), StoreError> {
+        let mut lazy = self.lazy();
+        lazy.scheduled = false;
+        if !lazy.pending {
+            return Ok(());
+        }
+        let wtx = self.db.begin_write().map_err(backend)?;
+        wtx.commit().map_err(backend)?;
+        lazy.pending = false;
+        if let Some(wal) = &mut lazy.wal {
+            wal.clear().map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync_now() {
+            tracing::error!("making the last lazy transactions durable: {e}");
+        }
+    }
 }
 
 fn backend<E: std::fmt::Display>(e: E) -> StoreError {
@@ -139,7 +197,68 @@ impl Embedded {
             .set_cache_size(4 << 20)
             .create(path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
-        Ok(Self::on(db, history))
+        let store = Self::on(db, history);
+        let (mut wal, records) = Wal::open(path).map_err(|e| {
+            StoreError::Backend(format!("opening the log beside {}: {e}", path.display()))
+        })?;
+        store.replay(&records)?;
+        wal.clear()
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", wal.path().display())))?;
+        store.inner.lazy().wal = Some(wal);
+        Ok(store)
+    }
+
+    /// Applies the lazy transactions a killed process left in its log, in order, those
+    /// the file does not hold yet, in one durable commit. Returns how many.
+    fn replay(&self, records: &[crate::wal::Record]) -> Result<usize, StoreError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let wtx = self.inner.db.begin_write().map_err(backend)?;
+        let mut applied = 0;
+        {
+            let mut kv = wtx.open_table(KV).map_err(backend)?;
+            let mut log = wtx.open_table(LOG).map_err(backend)?;
+            let mut meta = wtx.open_table(META).map_err(backend)?;
+            let mut rev = meta
+                .get("revision")
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            for r in records {
+                if r.revision <= rev {
+                    continue;
+                }
+                if r.revision != rev + 1 {
+                    tracing::warn!(
+                        "the store's log jumps from revision {rev} to {}: the rest is not applied",
+                        r.revision
+                    );
+                    break;
+                }
+                for e in decode_events(r.revision, &r.events)? {
+                    match e.kind {
+                        EventKind::Put => {
+                            kv.insert(e.kv.key.as_str(), encode_kv(&e.kv).as_slice())
+                                .map_err(backend)?;
+                        }
+                        EventKind::Delete => {
+                            kv.remove(e.kv.key.as_str()).map_err(backend)?;
+                        }
+                    }
+                }
+                log.insert(r.revision, r.events.as_slice())
+                    .map_err(backend)?;
+                rev = r.revision;
+                meta.insert("revision", rev).map_err(backend)?;
+                applied += 1;
+            }
+        }
+        wtx.commit().map_err(backend)?;
+        if applied > 0 {
+            tracing::info!("applied {applied} transactions from the store's log");
+        }
+        Ok(applied)
     }
 
     /// Opens (or creates) the store on a storage backend of the caller's: the
@@ -169,6 +288,8 @@ impl Embedded {
                 events,
                 history: history.max(1),
                 write_lock: tokio::sync::Mutex::new(()),
+                lazy: Default::default(),
+                interval: DEFAULT_COMMIT_INTERVAL,
             }),
         }
     }
@@ -207,7 +328,11 @@ impl Embedded {
     }
 
     fn commit(&self, txn: Txn) -> Result<(TxnResult, Vec<Event>), StoreError> {
-        let wtx = self.inner.db.begin_write().map_err(backend)?;
+        let mut wtx = self.inner.db.begin_write().map_err(backend)?;
+        if txn.lazy {
+            wtx.set_durability(Durability::None).map_err(backend)?;
+        }
+        let mut logged: Option<(u64, Vec<u8>)> = None;
         let (result, events) = {
             let mut kv = wtx.open_table(KV).map_err(backend)?;
             let mut meta = wtx.open_table(META).map_err(backend)?;
@@ -272,8 +397,11 @@ impl Embedded {
                 ));
             }
             let mut log = wtx.open_table(LOG).map_err(backend)?;
-            log.insert(new_rev, encode_events(&events).as_slice())
-                .map_err(backend)?;
+            let encoded = encode_events(&events);
+            log.insert(new_rev, encoded.as_slice()).map_err(backend)?;
+            if txn.lazy {
+                logged = Some((new_rev, encoded));
+            }
             meta.insert("revision", new_rev).map_err(backend)?;
             // Bounded history: forget the oldest revision as a new one arrives.
             let compacted = meta
@@ -295,8 +423,55 @@ impl Embedded {
                 events,
             )
         };
-        wtx.commit().map_err(backend)?;
+        let mut lazy = self.inner.lazy();
+        if let (Some((rev, encoded)), Some(wal)) = (&logged, &mut lazy.wal) {
+            wal.append(*rev, encoded).map_err(backend)?;
+        }
+        if let Err(e) = wtx.commit() {
+            if let (Some((rev, encoded)), Some(wal)) = (&logged, &mut lazy.wal) {
+                let _ = wal.undo(*rev, encoded);
+            }
+            return Err(backend(e));
+        }
+        if txn.lazy {
+            lazy.pending = true;
+        } else {
+            // Durable: everything before it is on the disk too.
+            lazy.pending = false;
+            if let Some(wal) = &mut lazy.wal {
+                wal.clear().map_err(backend)?;
+            }
+        }
         Ok((result, events))
+    }
+
+    /// Makes every lazy transaction durable now.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let _guard = self.inner.write_lock.lock().await;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.inner.sync_now())
+            .await
+            .map_err(backend)?
+    }
+
+    /// After a lazy commit: a durable one within the interval, unless one is due.
+    fn schedule_sync(&self) {
+        {
+            let mut lazy = self.inner.lazy();
+            if !lazy.pending || lazy.scheduled {
+                return;
+            }
+            lazy.scheduled = true;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.interval;
+        tokio::spawn(async move {
+            tokio::time::sleep(interval).await;
+            let Some(inner) = weak.upgrade() else { return };
+            if let Err(e) = (Embedded { inner }).sync().await {
+                tracing::error!("group commit: {e}");
+            }
+        });
     }
 }
 
@@ -352,9 +527,13 @@ impl Store for Embedded {
         // One writer at a time, so events are broadcast in revision order.
         let _guard = self.inner.write_lock.lock().await;
         let this = self.clone();
+        let lazy = txn.lazy;
         let (result, events) = tokio::task::spawn_blocking(move || this.commit(txn))
             .await
             .map_err(backend)??;
+        if lazy && !events.is_empty() {
+            self.schedule_sync();
+        }
         if !events.is_empty() {
             let _ = self.inner.events.send(Arc::new(events));
         }

@@ -55,7 +55,7 @@ impl Shared {
                     let k = keys::workload(&w.spec.reference());
                     revs.insert(k.clone(), cache.rev(&k));
                 }
-                for (r, _) in &plan.bind {
+                for r in plan.bind.iter().map(|(r, _)| r).chain(&plan.collect) {
                     let k = keys::workload(r);
                     revs.insert(k.clone(), cache.rev(&k));
                 }
@@ -142,12 +142,22 @@ impl Shared {
                 max_rev = max_rev.max(rev);
             }
         }
+        // Finished jobs past their TTL: deleted if unchanged since the plan (a job
+        // applied again meanwhile is kept); their allocations follow as orphans.
+        for r in &plan.collect {
+            let k = keys::workload(r);
+            tracing::info!("{r}: finished longer than its ttl_after_finished ago; deleted");
+            let t = Txn::new().when(&k, rev_of(&k)).delete(k.clone()).lazy(true);
+            if let Some(rev) = self.run_plan_txn(t, fence).await? {
+                max_rev = max_rev.max(rev);
+            }
+        }
         let mut commit = motley_core::writes::Commit::default();
         for g in &groups {
             if !commit.may_run(g) {
                 continue;
             }
-            let mut t = Txn::new();
+            let mut t = Txn::new().lazy(motley_core::writes::may_wait(g));
             match g {
                 Group::Stop { records, .. } => {
                     for a in records {

@@ -33,8 +33,12 @@ impl Shared {
                 let rev = current.as_ref().map_or(0, |kv| kv.mod_revision);
                 let value =
                     serde_json::to_vec(&merged).map_err(|e| StoreError::Backend(e.to_string()))?;
+                // Reports are group-committed: an agent says them again after a cut.
                 Ok(motley_store::Attempt::Write(
-                    Txn::new().when(key.as_str(), rev).put(key.as_str(), value),
+                    Txn::new()
+                        .when(key.as_str(), rev)
+                        .put(key.as_str(), value)
+                        .lazy(true),
                     (),
                 ))
             },
@@ -97,8 +101,12 @@ impl Shared {
                 }
                 let value =
                     serde_json::to_vec(&next).map_err(|e| StoreError::Backend(e.to_string()))?;
+                // Reports are group-committed: an agent says them again after a cut.
                 Ok(motley_store::Attempt::Write(
-                    Txn::new().when(key.as_str(), rev).put(key.as_str(), value),
+                    Txn::new()
+                        .when(key.as_str(), rev)
+                        .put(key.as_str(), value)
+                        .lazy(true),
                     Reported::Applied,
                 ))
             },
@@ -164,7 +172,7 @@ impl Shared {
             }
         }
         if !unknown {
-            let mut t = Txn::new();
+            let mut t = Txn::new().lazy(true);
             for (id, (a, rev, dirty)) in &changed {
                 if *dirty {
                     let k = keys::alloc(id);
