@@ -1,23 +1,58 @@
-//! The embedded store's log of lazy transactions ([`crate::Txn::lazy`]): what redb
-//! holds only in memory until the next durable commit, appended here with a plain
-//! `write` (no fsync), so that a process killed in between loses nothing: the file's
-//! bytes are in the page cache, and the next open applies them again. A power cut may
-//! take the file's tail; every record carries its length and a CRC-32, and reading stops
-//! at the first record that is cut short or does not match, so what is applied is a
-//! prefix of the lazy transactions, each whole.
+//! The embedded store's log: every transaction goes here first, then into redb as a
+//! commit without a sync (`Durability::None`: in memory, visible to every reader). A
+//! durable transaction (an apply a user is told is stored) is acknowledged once its
+//! record is synced (`fdatasync`: one page); a lazy one ([`crate::Txn::lazy`]) is only
+//! written (the page cache has it, so a killed process loses nothing). A durable redb
+//! commit at most the commit interval after the first unsynced transaction puts them
+//! all in the file at once and empties the log: many transactions cost one copy of the
+//! B-tree pages they touched instead of one each.
+//!
+//! A power cut may take the log's unsynced tail. Every record carries its length and a
+//! CRC-32, and reading stops at the first record that is cut short or does not match,
+//! so what the next open applies is a prefix of the history, each transaction whole,
+//! holding every synced one (a sync flushes everything written before it).
 //!
 //! Record: length of the rest (u32 LE), CRC-32 of the rest (u32 LE), then the revision
-//! (u64 LE) and the transaction's events as the history table encodes them. The file is
-//! emptied after every durable commit (everything in it is then in redb).
+//! (u64 LE) and the transaction's events as the history table encodes them.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The log file, appended to by the one writer.
+/// Where the log lives: a file, or (in the power-loss tests) a disk that keeps only
+/// what was synced.
+pub trait LogFile: Send + 'static {
+    /// Everything in it.
+    fn read_all(&mut self) -> std::io::Result<Vec<u8>>;
+    /// Writes `data` at `offset`.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()>;
+    /// Makes what was written durable.
+    fn sync(&mut self) -> std::io::Result<()>;
+    /// Cuts or extends it to `len` bytes.
+    fn set_len(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl LogFile for std::fs::File {
+    fn read_all(&mut self) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let mut out = Vec::new();
+        self.seek(std::io::SeekFrom::Start(0))?;
+        self.read_to_end(&mut out)?;
+        Ok(out)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, data, offset)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        std::fs::File::set_len(self, len)
+    }
+}
+
+/// The log, written by the store's one writer.
 pub struct Wal {
-    path: PathBuf,
-    file: File,
+    name: String,
+    file: Box<dyn LogFile>,
     len: u64,
 }
 
@@ -72,29 +107,36 @@ impl Wal {
         let mut name = store.as_os_str().to_owned();
         name.push(".wal");
         let path = PathBuf::from(name);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
         let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
             .open(&path)?;
-        let len = file.metadata()?.len();
-        Ok((Wal { path, file, len }, decode(&bytes)))
+        Wal::on(Box::new(file), path.display().to_string())
     }
 
-    /// Where it is.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The log on `file`, named `name` in messages, and what it holds.
+    pub fn on(mut file: Box<dyn LogFile>, name: String) -> std::io::Result<(Wal, Vec<Record>)> {
+        let bytes = file.read_all()?;
+        let len = bytes.len() as u64;
+        Ok((Wal { name, file, len }, decode(&bytes)))
     }
 
-    /// Appends one record (not synced). On an error the log is cut back to where it
-    /// was, so that it never holds a transaction that did not commit.
-    pub fn append(&mut self, revision: u64, events: &[u8]) -> std::io::Result<()> {
+    /// What it is called in messages (its path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Appends one record, synced with `sync`. On an error the log is cut back to
+    /// where it was, so that it never holds a transaction that did not commit.
+    pub fn append(&mut self, revision: u64, events: &[u8], sync: bool) -> std::io::Result<()> {
         let rec = encode(revision, events);
-        match self.file.write_all(&rec) {
+        let written = self
+            .file
+            .write_at(self.len, &rec)
+            .and_then(|()| if sync { self.file.sync() } else { Ok(()) });
+        match written {
             Ok(()) => {
                 self.len += rec.len() as u64;
                 Ok(())
@@ -121,11 +163,6 @@ impl Wal {
             self.len = 0;
         }
         Ok(())
-    }
-
-    /// Whether it holds anything.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 

@@ -1,7 +1,6 @@
-//! Lazy (group-committed) transactions of the embedded store: a killed process loses
-//! none of them (the log beside the file has them, in the page cache), a group commit
-//! makes them durable within the interval, and a durable transaction takes every
-//! earlier one with it.
+//! The embedded store's group commit: a killed process loses no transaction (the log
+//! beside the file has them, in the page cache), the log replays in order, and a group
+//! commit puts everything in the file within the interval and empties the log.
 //!
 //! A kill is modelled by copying the store's files while it is open: the copy holds
 //! what the page cache holds at that instant, which is what a process killed then
@@ -89,28 +88,30 @@ async fn a_killed_process_loses_no_lazy_transaction_and_the_log_replays_in_order
     );
     drop(back);
 
-    // Without the log (a power cut before the group commit): only the durable part.
+    // The file alone holds none of it before the group commit: every transaction, the
+    // durable one too, is in the log only (which is why a durable one is synced there).
     let cut = dir.path().join("cut");
     copy_files(&live, &cut, false);
-    let cut_store = Embedded::open(&cut.join("s.redb")).expect("reopen after a cut");
-    assert_eq!(cut_store.revision().await.expect("revision"), 1);
-    assert_eq!(value(&cut_store, "/alloc/0").await, None);
+    let cut_store = Embedded::open(&cut.join("s.redb")).expect("reopen the file alone");
+    assert_eq!(cut_store.revision().await.expect("revision"), 0);
+    assert_eq!(value(&cut_store, "/spec/a").await, None);
     drop(cut_store);
 
-    // A durable transaction takes every lazy one before it to the disk and empties
-    // the log.
+    // A durable transaction is in the log when it returns (synced there, with every
+    // lazy one before it: tests/power_loss.rs cuts the power at each write and sync).
+    let before = std::fs::metadata(live.join("s.redb.wal"))
+        .expect("log")
+        .len();
     store
         .txn(Txn::new().put("/spec/b", b"apply".to_vec()))
         .await
         .expect("durable put");
-    assert_eq!(
-        std::fs::metadata(live.join("s.redb.wal"))
-            .expect("log")
-            .len(),
-        0
-    );
+    let after_len = std::fs::metadata(live.join("s.redb.wal"))
+        .expect("log")
+        .len();
+    assert!(after_len > before, "{before} → {after_len}");
     let after = dir.path().join("after-durable");
-    copy_files(&live, &after, false);
+    copy_files(&live, &after, true);
     let durable = Embedded::open(&after.join("s.redb")).expect("reopen");
     assert_eq!(durable.revision().await.expect("revision"), revision + 1);
     for (key, want) in &expected {
@@ -120,6 +121,10 @@ async fn a_killed_process_loses_no_lazy_transaction_and_the_log_replays_in_order
             "{key} after a durable txn"
         );
     }
+    assert_eq!(
+        value(&durable, "/spec/b").await.as_deref(),
+        Some(&b"apply"[..])
+    );
 }
 
 #[tokio::test]
