@@ -9,7 +9,13 @@ by run so that both see the same machine:
   * throughput, array: one Job with N completions (one CPU each, parallelism N);
   * dispatch latency: submit (just before `motley apply` starts) -> the task's process
     running (it writes `date +%s%N` first thing), median and p99 over --samples jobs,
-    submitted one after another.
+    submitted one after another;
+  * for each throughput run, what the daemons cost per job: bytes written
+    (`write_bytes` of /proc/PID/io: motley's one process, its store, log, agent state
+    and allocation directories; Slurm's slurmctld + slurmd as its benchmark reports
+    them) and CPU time of the daemons themselves (utime + stime, the tasks' own
+    processes not counted). motley's window ends 1.5 s after the last completion, so
+    that the group commit (at most 1 s after a change) is counted.
 
 Each motley run starts a fresh `motley up` (it is ready in ~40 ms). The last completion
 is the latest `updated_at` the server stored for the jobs' allocations (milliseconds of
@@ -61,6 +67,48 @@ def wait_complete(motley, data, names, last, timeout=3600):
     raise SystemExit("timed out")
 
 
+def busy_fraction(seconds=1.0):
+    """Share of the machine's CPU time busy over `seconds`."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v) - v[3] - v[4], sum(v)
+    b0, t0 = sample()
+    time.sleep(seconds)
+    b1, t1 = sample()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def quiet(limit=0.05, timeout=60):
+    """Waits until the machine is idle (under 5 % busy over a second), so that a run does
+    not share the cores with what the previous one left behind (Slurm's daemons finish
+    their bookkeeping for many seconds after its last job completes)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if busy_fraction() < limit:
+            return
+    print(f"warning: the machine stayed over {limit:.0%} busy for {timeout} s", flush=True)
+
+
+def usage(pid):
+    """(write_bytes, cancelled_write_bytes, own CPU seconds) of a process."""
+    io = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            k, v = line.split(":")
+            io[k] = int(v)
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return io["write_bytes"], io["cancelled_write_bytes"], cpu
+
+
+def cost(before, after, n):
+    """KiB written, KiB of that cancelled (truncated before writeback) and ms of CPU per job."""
+    return {"kib": (after[0] - before[0]) / 1024 / n, "cancelled_kib": (after[1] - before[1]) / 1024 / n,
+            "cpu_ms": (after[2] - before[2]) * 1000 / n}
+
+
 def fresh(motley):
     tmp = tempfile.mkdtemp(prefix="motley-batch-")
     os.chmod(tmp, 0o777)  # tasks run as nobody and write their start times here
@@ -85,6 +133,7 @@ def job_files(tmp, n):
 
 
 def one_by_one(motley, n):
+    quiet()
     tmp, data, p = fresh(motley)
     try:
         d = job_files(tmp, n)
@@ -92,11 +141,13 @@ def one_by_one(motley, n):
         loop = (f'for i in $(seq 0 {n - 1}); do "$M" --config "$C" apply -f "$D/t$i.yaml" >/dev/null'
                 ' || exit 1; done')
         env = dict(os.environ, M=motley, C=os.path.join(data, "client.yaml"), D=d)
+        before = usage(p.pid)
         t0 = time.time()
         subprocess.run(["bash", "-c", loop], env=env, check=True)
         submitted = time.time() - t0
         end = wait_complete(motley, data, [f"t{i}" for i in range(n)], f"t{n - 1}")
-        return n / (end - t0), submitted
+        time.sleep(1.5)
+        return n / (end - t0), submitted, cost(before, usage(p.pid), n)
     finally:
         finish(p, tmp)
 
@@ -116,12 +167,15 @@ def one_set(motley, n):
 
 
 def array(motley, n):
+    quiet()
     tmp, data, p = fresh(motley)
     try:
+        before = usage(p.pid)
         t0 = time.time()
         cli(motley, data, "apply", "-f", "-", stdin=job("arr", ["/bin/true"], n))
         end = wait_complete(motley, data, ["arr"], "arr")
-        return n / (end - t0)
+        time.sleep(1.5)
+        return n / (end - t0), cost(before, usage(p.pid), n)
     finally:
         finish(p, tmp)
 
@@ -159,11 +213,18 @@ def slurm(script, env):
 
 
 def slurm_thru(script, kind, n):
+    """Slurm's jobs/s, and its daemons' bytes written and CPU per job."""
+    quiet()
     out = slurm(script, {"MODES": f"thru_{kind}", "N": str(n)})
     m = re.search(r"all-finished=[0-9.]+s \(([0-9.]+) jobs/s\)", out)
     if not m:
         raise SystemExit(f"no throughput in slurm output:\n{out}")
-    return float(m.group(1))
+    c = re.search(r"cpu: slurmctld=([0-9.]+)s slurmd=([0-9.]+)s.*write_bytes: slurmctld=([0-9]+) slurmd=([0-9]+)", out)
+    if not c:
+        raise SystemExit(f"no cpu/write_bytes in slurm output:\n{out}")
+    per = {"kib": (int(c.group(3)) + int(c.group(4))) / 1024 / n, "cancelled_kib": 0.0,
+           "cpu_ms": (float(c.group(1)) + float(c.group(2))) * 1000 / n}
+    return float(m.group(1)), per
 
 
 def slurm_latency(script, samples):
@@ -212,6 +273,7 @@ def main():
         cmd += " --one-set"
     print(f"command: {cmd}", flush=True)
     res = {}  # (figure) -> {"motley": [...], "slurm": [...]}
+    per_job = {}  # (figure) -> {"motley": [cost, ...], "slurm": [cost, ...]}
     try:
         for r in range(a.repeats):
             for n in sizes:
@@ -223,17 +285,23 @@ def main():
                 for kind in ("ind", "arr"):
                     fig = f"{n:,} jobs " + ("one by one" if kind == "ind" else "as one array")
                     row = res.setdefault(fig, {"motley": [], "slurm": []})
+                    per_row = per_job.setdefault(fig, {"motley": [], "slurm": []})
                     if kind == "ind":
-                        rate, sub = one_by_one(motley, n)
+                        rate, sub, per = one_by_one(motley, n)
                         extra = f" (submission {n / sub:.0f}/s)"
                     else:
-                        rate, extra = array(motley, n), ""
+                        (rate, per), extra = array(motley, n), ""
                     row["motley"].append(rate)
-                    print(f"#{r + 1} {fig}: motley {rate:.1f} jobs/s{extra}", flush=True)
+                    per_row["motley"].append(per)
+                    print(f"#{r + 1} {fig}: motley {rate:.1f} jobs/s{extra}; per job {per['kib']:.1f} KiB "
+                          f"written ({per['cancelled_kib']:.1f} KiB cancelled), {per['cpu_ms']:.2f} ms CPU",
+                          flush=True)
                     if a.slurm:
-                        s = slurm_thru(a.slurm, kind, n)
+                        s, sper = slurm_thru(a.slurm, kind, n)
                         row["slurm"].append(s)
-                        print(f"#{r + 1} {fig}: slurm {s:.1f} jobs/s", flush=True)
+                        per_row["slurm"].append(sper)
+                        print(f"#{r + 1} {fig}: slurm {s:.1f} jobs/s; per job {sper['kib']:.1f} KiB written, "
+                              f"{sper['cpu_ms']:.2f} ms CPU", flush=True)
         lat = latency(motley, a.samples)
         print(f"latency motley: median {statistics.median(lat):.1f} ms p99 {p99(lat):.1f} ms", flush=True)
         slat = slurm_latency(a.slurm, a.samples) if a.slurm else []
@@ -255,6 +323,16 @@ def main():
              if slat else "–")
     ratio = f"{statistics.median(slat) / statistics.median(lat):.0f}× sooner" if slat else "–"
     print(f"| submit → started, {len(lat)} jobs one after another | {lat_m} | {lat_s} | {ratio} | 1 |")
+    print("\n| figure | motley: written per job | motley: daemon CPU per job | Slurm: written per job "
+          "| Slurm: daemon CPU per job |")
+    print("|---|---|---|---|---|")
+    for fig, row in per_job.items():
+        def med(xs, k):
+            return statistics.median([x[k] for x in xs]) if xs else None
+        mk, mc, mx = med(row["motley"], "kib"), med(row["motley"], "cpu_ms"), med(row["motley"], "cancelled_kib")
+        sk, sc = med(row["slurm"], "kib"), med(row["slurm"], "cpu_ms")
+        print(f"| {fig} | {mk:.1f} KiB ({mx:.1f} KiB of it cancelled) | {mc:.2f} ms | "
+              + (f"{sk:.1f} KiB | {sc:.2f} ms |" if sk is not None else "– | – |"))
 
 
 if __name__ == "__main__":

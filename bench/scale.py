@@ -4,7 +4,9 @@
 For each N: start a fresh server and one simulation process, wait until all N nodes
 are connected (join + connect time), apply a service with 2 replicas per node and wait
 until all run (apply to running), then measure the server idle for --idle-seconds:
-RSS, CPU share of one core, bytes written. The simulation's own RSS is printed too.
+RSS (and RssAnon, its private part), CPU share of one core, bytes written. The
+simulation's own RSS is printed too. `--per-node K` sets the replicas per node (issue
+25: 10,000 nodes with 10 each, 100,000 allocations).
 
 Usage: python3 bench/scale.py [--motley target/release/motley] [--sizes 10,100,300,1000]
                               [--idle-seconds 60]
@@ -32,7 +34,15 @@ def cli(motley, cfg, *args):
     return subprocess.run([motley, "--config", cfg, *args], capture_output=True, text=True, check=True).stdout
 
 
-def one(motley, n, idle):
+def rss_anon_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    raise SystemExit(f"no RssAnon for {pid}")
+
+
+def one(motley, n, idle, per_node):
     d = tempfile.mkdtemp(prefix=f"motley-scale-{n}-")
     os.chmod(d, 0o711)
     port = free_port()
@@ -49,22 +59,23 @@ def one(motley, n, idle):
         joined = wait_ready(sim, f"{n} simulated nodes")
         manifest = f"{d}/web.yaml"
         with open(manifest, "w") as f:
-            f.write(f"kind: Service\nname: web\nreplicas: {2 * n}\ntask:\n  command: [x]\n"
+            f.write(f"kind: Service\nname: web\nreplicas: {per_node * n}\ntask:\n  command: [x]\n"
                     "  resources: { cpu: 10m, memory: 8Mi }\n")
         t0 = time.monotonic()
         cli(motley, cfg, "apply", "-f", manifest)
         while True:
             s = json.loads(cli(motley, cfg, "get", "services", "web", "-o", "json"))
-            if s[0]["status"]["running"] >= 2 * n:
+            if s[0]["status"]["running"] >= per_node * n:
                 break
-            time.sleep(0.05)
+            time.sleep(0.05 if n < 1000 else 1.0)
         running = time.monotonic() - t0
         time.sleep(5)  # let the last reports settle
         c0, w0, t0 = cpu_ticks(srv.pid), write_bytes(srv.pid), time.monotonic()
         time.sleep(idle)
         c1, w1, t1 = cpu_ticks(srv.pid), write_bytes(srv.pid), time.monotonic()
         cpu = 100.0 * (c1 - c0) / TICK / (t1 - t0)
-        print(f"| {n} | {joined:.2f} s | {running:.2f} s | {rss_kib(srv.pid) / 1024:.1f} MiB | "
+        print(f"| {n} | {joined:.2f} s | {running:.2f} s | {rss_kib(srv.pid) / 1024:.1f} MiB "
+              f"({rss_anon_kib(srv.pid) / 1024:.1f} MiB private) | "
               f"{cpu:.2f} % | {w1 - w0} | {rss_kib(sim.pid) / 1024:.1f} MiB |", flush=True)
     finally:
         terminate([sim, srv])
@@ -86,13 +97,15 @@ def main():
     ap.add_argument("--motley", default=os.path.join(ROOT, "target/release/motley"))
     ap.add_argument("--sizes", default="10,100,300,1000")
     ap.add_argument("--idle-seconds", type=float, default=60)
+    ap.add_argument("--per-node", type=int, default=2, help="replicas of the service per node")
     a = ap.parse_args()
-    print(f"command: python3 bench/scale.py --sizes {a.sizes} --idle-seconds {a.idle_seconds:g}")
-    print("| nodes | all connected | 2 replicas per node running | server RSS | server CPU (idle) | "
-          "server bytes written (idle) | simulation RSS |")
+    print(f"command: python3 bench/scale.py --sizes {a.sizes} --idle-seconds {a.idle_seconds:g} "
+          f"--per-node {a.per_node}")
+    print(f"| nodes | all connected | {a.per_node} replicas per node running | server RSS (RssAnon) | "
+          "server CPU (steady) | server bytes written (steady) | simulation RSS |")
     print("|---|---|---|---|---|---|---|")
     for n in [int(x) for x in a.sizes.split(",")]:
-        one(a.motley, n, a.idle_seconds)
+        one(a.motley, n, a.idle_seconds, a.per_node)
 
 
 if __name__ == "__main__":
