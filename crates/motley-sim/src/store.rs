@@ -7,7 +7,7 @@
 //!
 //! Lazy transactions ([`motley_store::Txn::lazy`]) are held as the embedded store holds
 //! them: applied at once, on the disk at the first group commit (the interval after the
-//! first one not yet durable) or with the next durable transaction. [`SimStore::power_cut`]
+//! first one not yet durable: 1–10 s, drawn per seed) or with the next durable one. [`SimStore::power_cut`]
 //! takes what was not on the disk yet, or a later part of it (the embedded store's log
 //! may keep a prefix of it), as a power cut of the store's machine would.
 
@@ -60,6 +60,7 @@ struct Unsynced {
 #[derive(Default)]
 struct Data {
     unsynced: Vec<Unsynced>,
+    commit_interval: Duration,
     kv: BTreeMap<String, (KeyValue, i64)>,
     log: Vec<Event>,
     revision: u64,
@@ -80,9 +81,14 @@ pub struct SimStore {
 impl SimStore {
     /// An empty store; `rng` draws watch delays.
     pub fn new(rng: Rng) -> SimStore {
+        // The embedded store's group commit runs a second after the first unsynced
+        // transaction; each seed's store takes 1–10 s (swarm testing: no rule may lean
+        // on the interval, and a longer one leaves more for a power cut to take).
+        let commit_interval = rng.between(DEFAULT_COMMIT_INTERVAL, DEFAULT_COMMIT_INTERVAL * 10);
         SimStore {
             data: Arc::new(Mutex::new(Data {
                 next_lease: 1,
+                commit_interval,
                 ..Default::default()
             })),
             faults: Arc::new(Mutex::new(StoreFaults::default())),
@@ -192,11 +198,11 @@ fn broadcast(d: &mut Data, events: Vec<Event>) {
 }
 
 /// Lazy transactions a group commit has put on the disk by `now` leave the undo list:
-/// a group commit runs [`DEFAULT_COMMIT_INTERVAL`] after the first transaction not on
-/// the disk, and takes every one committed until then.
+/// a group commit runs the store's interval after the first transaction not on the
+/// disk, and takes every one committed until then.
 fn settle(d: &mut Data, now: Instant) {
     while let Some(first) = d.unsynced.first() {
-        let flush = first.at + DEFAULT_COMMIT_INTERVAL;
+        let flush = first.at + d.commit_interval;
         if flush > now {
             return;
         }
