@@ -22,15 +22,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from skeleton import ROOT, TICK, cpu_ticks, free_port, write_bytes  # noqa: E402
-from scale import cli, terminate, wait_ready, FACTS  # noqa: E402
-
-
-def rss_anon(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    raise SystemExit(f"no RssAnon for {pid}")
+from scale import cli, rss_anon, terminate, wait_ready, FACTS  # noqa: E402
 
 
 def ttfb(port, path, headers, n):

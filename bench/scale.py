@@ -34,7 +34,8 @@ def cli(motley, cfg, *args):
     return subprocess.run([motley, "--config", cfg, *args], capture_output=True, text=True, check=True).stdout
 
 
-def rss_anon_kib(pid):
+def rss_anon(pid):
+    """RssAnon of a process, KiB (the memory it allocated, not its binary's pages)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("RssAnon:"):
@@ -75,7 +76,7 @@ def one(motley, n, idle, per_node):
         c1, w1, t1 = cpu_ticks(srv.pid), write_bytes(srv.pid), time.monotonic()
         cpu = 100.0 * (c1 - c0) / TICK / (t1 - t0)
         print(f"| {n} | {joined:.2f} s | {running:.2f} s | {rss_kib(srv.pid) / 1024:.1f} MiB "
-              f"({rss_anon_kib(srv.pid) / 1024:.1f} MiB private) | "
+              f"({rss_anon(srv.pid) / 1024:.1f} MiB private) | "
               f"{cpu:.2f} % | {w1 - w0} | {rss_kib(sim.pid) / 1024:.1f} MiB |", flush=True)
     finally:
         terminate([sim, srv])

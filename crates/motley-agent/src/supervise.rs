@@ -256,6 +256,15 @@ impl Agent {
                                     }
                                 }
                                 self.report(&id, |l| l.handle = Some(h));
+                                // A container is not found again by its allocation id
+                                // (`driver::scan_tasks` sees processes, not containerd's
+                                // tasks): its handle is written down now, not with the
+                                // next burst (`STATE_WRITE_DELAY`), or an agent killed
+                                // meanwhile would start it again beside itself.
+                                if alloc.task.image.is_some() {
+                                    let a = self.clone();
+                                    let _ = motley_rt::spawn_blocking(move || a.flush()).await;
+                                }
                                 running = Some(r);
                                 probing = self.probe(&id, &alloc, &dir);
                                 let mut next = sup.step(Event::Started { pid: h.pid }, now_ms());
