@@ -54,7 +54,6 @@ struct Inner {
     history: u64,
     write_lock: tokio::sync::Mutex<()>,
     lazy: std::sync::Mutex<Lazy>,
-    interval: Duration,
 }
 
 /// What lazy transactions left to do.
@@ -311,7 +310,6 @@ impl Embedded {
                 history: history.max(1),
                 write_lock: tokio::sync::Mutex::new(()),
                 lazy: Default::default(),
-                interval: DEFAULT_COMMIT_INTERVAL,
             }),
         }
     }
@@ -454,7 +452,7 @@ impl Embedded {
         }
         if let Err(e) = wtx.commit() {
             if let Some(wal) = &mut lazy.wal {
-                let _ = wal.undo(rev, &encoded);
+                let _ = wal.undo();
             }
             return Err(backend(e));
         }
@@ -486,9 +484,8 @@ impl Embedded {
             lazy.scheduled = true;
         }
         let weak = Arc::downgrade(&self.inner);
-        let interval = self.inner.interval;
         tokio::spawn(async move {
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(DEFAULT_COMMIT_INTERVAL).await;
             let Some(inner) = weak.upgrade() else { return };
             if let Err(e) = (Embedded { inner }).sync().await {
                 tracing::error!("group commit: {e}");

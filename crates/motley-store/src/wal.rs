@@ -54,6 +54,8 @@ pub struct Wal {
     name: String,
     file: Box<dyn LogFile>,
     len: u64,
+    /// Its length before the last record (what [`Wal::undo`] cuts back to).
+    before_last: u64,
 }
 
 /// One lazy transaction read back: its revision and encoded events.
@@ -67,13 +69,15 @@ pub struct Record {
 
 /// Encodes one record.
 pub fn encode(revision: u64, events: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(8 + events.len());
-    body.extend_from_slice(&revision.to_le_bytes());
-    body.extend_from_slice(events);
-    let mut out = Vec::with_capacity(8 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    let rev = revision.to_le_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&rev);
+    crc.update(events);
+    let mut out = Vec::with_capacity(16 + events.len());
+    out.extend_from_slice(&((8 + events.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&rev);
+    out.extend_from_slice(events);
     out
 }
 
@@ -120,7 +124,13 @@ impl Wal {
     pub fn on(mut file: Box<dyn LogFile>, name: String) -> std::io::Result<(Wal, Vec<Record>)> {
         let bytes = file.read_all()?;
         let len = bytes.len() as u64;
-        Ok((Wal { name, file, len }, decode(&bytes)))
+        let wal = Wal {
+            name,
+            file,
+            len,
+            before_last: len,
+        };
+        Ok((wal, decode(&bytes)))
     }
 
     /// What it is called in messages (its path).
@@ -138,6 +148,7 @@ impl Wal {
             .and_then(|()| if sync { self.file.sync() } else { Ok(()) });
         match written {
             Ok(()) => {
+                self.before_last = self.len;
                 self.len += rec.len() as u64;
                 Ok(())
             }
@@ -149,10 +160,8 @@ impl Wal {
     }
 
     /// Cuts the last record off again (its transaction failed to commit after all).
-    pub fn undo(&mut self, revision: u64, events: &[u8]) -> std::io::Result<()> {
-        self.len = self
-            .len
-            .saturating_sub(encode(revision, events).len() as u64);
+    pub fn undo(&mut self) -> std::io::Result<()> {
+        self.len = self.before_last;
         self.file.set_len(self.len)
     }
 
@@ -161,6 +170,7 @@ impl Wal {
         if self.len > 0 {
             self.file.set_len(0)?;
             self.len = 0;
+            self.before_last = 0;
         }
         Ok(())
     }

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// The write of what an agent said (a registration, a report) over the record at `rev`:
+/// group-committed ([`Txn::lazy`]), since the agent says it again in its next Hello if a
+/// power cut takes it.
+fn agent_said(key: &str, rev: u64, value: Vec<u8>) -> Txn {
+    Txn::new().when(key, rev).put(key, value).lazy(true)
+}
+
 impl Shared {
     /// Records a node's registration or new facts ([`motley_core::node::registration`]:
     /// capacity, labels, taints), merged with what the operator set, and writes only
@@ -33,12 +40,8 @@ impl Shared {
                 let rev = current.as_ref().map_or(0, |kv| kv.mod_revision);
                 let value =
                     serde_json::to_vec(&merged).map_err(|e| StoreError::Backend(e.to_string()))?;
-                // Reports are group-committed: an agent says them again after a cut.
                 Ok(motley_store::Attempt::Write(
-                    Txn::new()
-                        .when(key.as_str(), rev)
-                        .put(key.as_str(), value)
-                        .lazy(true),
+                    agent_said(key, rev, value),
                     (),
                 ))
             },
@@ -101,12 +104,8 @@ impl Shared {
                 }
                 let value =
                     serde_json::to_vec(&next).map_err(|e| StoreError::Backend(e.to_string()))?;
-                // Reports are group-committed: an agent says them again after a cut.
                 Ok(motley_store::Attempt::Write(
-                    Txn::new()
-                        .when(key.as_str(), rev)
-                        .put(key.as_str(), value)
-                        .lazy(true),
+                    agent_said(key, rev, value),
                     Reported::Applied,
                 ))
             },
