@@ -16,6 +16,7 @@
 //! * [`node`] — node registration (capacity, labels, taints) and report merging.
 //! * [`failure`] — the phi accrual failure detector and node health.
 //! * [`reconcile`] — controllers: desired workloads vs existing allocations → a plan.
+//! * [`active`] — which workloads a pass visits: not the finished jobs nothing changed.
 //! * [`lease`] — the agent's fencing lease, counted from when an acknowledged heartbeat was sent.
 //! * [`logbudget`] — how much of each task log a node keeps when together they outgrow its budget.
 //! * [`writes`] — a plan's write groups: what commits together, in which order.
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod active;
 pub mod admit;
 pub mod api;
 pub mod catalog;
@@ -95,6 +97,10 @@ pub mod mutants {
         (
             "lazy-fenced-create",
             "a fenced allocation's creation is group-committed, so a power cut may forget it",
+        ),
+        (
+            "settle-unfinished",
+            "a job with no instance running is settled unfinished: no pass visits it until it changes",
         ),
     ];
 

@@ -218,6 +218,8 @@ pub struct Input<'a> {
     pub readings: &'a BTreeMap<String, crate::hw::Readings>,
     /// Current time, ms since the epoch.
     pub now: u64,
+    /// Visit only the workloads not settled ([`crate::active`]); `None`: every one.
+    pub active: Option<&'a crate::active::Active>,
 }
 
 /// Unplaced demand of one workload.
@@ -253,6 +255,9 @@ pub struct Plan {
     pub revert: Vec<Workload>,
     /// Finished jobs past their `ttl_after_finished`, to delete ([`crate::collect`]).
     pub collect: Vec<WorkloadRef>,
+    /// Workloads found settled, with when each must be visited again (only when the pass
+    /// ran over [`Input::active`], for [`crate::active::Active::settle`]).
+    pub settled: Vec<(WorkloadRef, Option<u64>)>,
 }
 
 impl Plan {
@@ -285,69 +290,12 @@ struct Pass<'a, 'p> {
     plan: Plan,
 }
 
-/// Runs every controller once.
+/// Runs every controller once: over every workload, or (with [`Input::active`]) over
+/// those not settled, with the same plan.
 pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mut dyn Ids) -> Plan {
-    // Live allocations on down nodes are lost: from here on they count as terminal, so
-    // this same pass places their replacements.
-    let mut lost_reasons = Vec::new();
-    let mut fence_wake = None;
-    let lost_copies: Vec<Allocation> = input
-        .allocs
-        .values()
-        .filter(|a| a.is_live())
-        .filter(|a| match input.down.get(&a.node) {
-            None => false,
-            Some(_) if a.on_node_loss == NodeLoss::Replace => true,
-            Some(since) => {
-                // Fenced: its node stops it when its lease runs out; replace only after that.
-                let at = since + input.fence_after_ms + a.task.stop_grace.as_millis();
-                let at = if crate::mutants::active("replacement-without-loss") {
-                    *since
-                } else {
-                    at
-                };
-                if input.now < at {
-                    fence_wake = Some(fence_wake.map_or(at, |w: u64| w.min(at)));
-                }
-                input.now >= at
-            }
-        })
-        .map(|a| {
-            lost_reasons.push((a.id.clone(), format!("node {} is down", a.node)));
-            let mut l = a.clone();
-            l.state = AllocState::Lost;
-            l.updated_at = input.now;
-            l
-        })
-        .collect();
-    let lost_ids: BTreeSet<&str> = lost_copies.iter().map(|a| a.id.as_str()).collect();
-    let mut by_workload: BTreeMap<&WorkloadRef, Vec<&Allocation>> = BTreeMap::new();
-    let mut live = Vec::new();
-    // Allocation ids begin with their workload's name, so a workload's allocations
-    // mostly come one after another: gather each run before looking its workload up.
-    let mut run: Option<(&WorkloadRef, Vec<&Allocation>)> = None;
-    for a in input.allocs.values() {
-        if !lost_ids.is_empty() && lost_ids.contains(a.id.as_str()) {
-            continue;
-        }
-        if a.is_live() {
-            live.push(a);
-        }
-        match &mut run {
-            Some((w, v)) if **w == a.workload => v.push(a),
-            _ => {
-                if let Some((w, v)) = run.replace((&a.workload, vec![a])) {
-                    by_workload.entry(w).or_default().extend(v);
-                }
-            }
-        }
-    }
-    if let Some((w, v)) = run {
-        by_workload.entry(w).or_default().extend(v);
-    }
-    for a in &lost_copies {
-        by_workload.entry(&a.workload).or_default().push(a);
-    }
+    let groups = gather::groups(input);
+    let lost = gather::lost(input, groups.as_ref());
+    let (visits, live) = gather::visits(input, groups, &lost.copies);
     placer.begin(Cluster {
         nodes: input.nodes,
         ready: input.ready,
@@ -366,50 +314,51 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
             lost: if crate::mutants::active("replacement-without-loss") {
                 Vec::new()
             } else {
-                lost_reasons
+                lost.reasons
             },
-            wake_at: fence_wake,
+            wake_at: lost.wake,
             ..Plan::default()
         },
     };
+    if let Some(at) = input.active.and_then(|a| a.next_wake(input.now)) {
+        pass.plan.wake(at);
+    }
 
-    // Each workload's allocations (of its current uid), by its position in
-    // `input.workloads`: found by walking both sorted maps side by side, not by a lookup
-    // per workload (a pass over 10,000 jobs was mostly key comparisons).
-    // Allocations whose workload is gone (or was re-created): stop, then forget.
-    let mut mine_of: Vec<Vec<&Allocation>> = vec![Vec::new(); input.workloads.len()];
-    let mut walk = input.workloads.iter().enumerate().peekable();
-    for (wref, allocs) in &by_workload {
-        while walk.next_if(|(_, (k, _))| *k < *wref).is_some() {}
-        let current = walk
-            .peek()
-            .filter(|(_, (k, _))| *k == *wref)
-            .map(|(i, (_, w))| (*i, *w));
-        for a in allocs {
-            if let Some((i, w)) = current
+    // Each workload's allocations of its current uid. Allocations whose workload is gone
+    // (or was re-created): stop, then forget.
+    let mut mine_of: Vec<Vec<&Allocation>> = Vec::with_capacity(visits.len());
+    let mut orphans: Vec<bool> = Vec::with_capacity(visits.len());
+    for v in &visits {
+        let mut mine = Vec::new();
+        let mut orphaned = false;
+        for a in &v.allocs {
+            if let Some(w) = v.workload
                 && w.uid == a.workload_uid
             {
-                mine_of[i].push(a);
+                mine.push(*a);
                 continue;
             }
+            orphaned = true;
             if a.is_live() {
                 if a.desired == Desired::Run {
                     pass.plan
                         .stop
-                        .push((a.id.clone(), format!("{wref} was deleted")));
+                        .push((a.id.clone(), format!("{} was deleted", v.wref)));
                 }
             } else {
                 pass.plan.delete.push(a.id.clone());
             }
         }
+        mine_of.push(mine);
+        orphans.push(orphaned);
     }
 
     // Services and daemons first (higher priority first), then jobs by priority and
     // submit time: the queue. Volumes are not workloads.
-    let mut order: Vec<(usize, &Workload)> = input
-        .workloads
-        .values()
+    let mut order: Vec<(usize, &Workload)> = visits
+        .iter()
         .enumerate()
+        .filter_map(|(i, v)| v.workload.map(|w| (i, w)))
         .filter(|(_, w)| w.spec.kind().is_workload())
         .collect();
     order.sort_by_key(|(_, w)| {
@@ -420,17 +369,54 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
             job.then_some(w.created_at),
         )
     });
+    // A job found finished: (index, when it must be visited again).
+    let mut finished: Vec<(usize, Option<u64>)> = Vec::new();
     for (i, w) in order {
         let mine = std::mem::take(&mut mine_of[i]);
         match &w.spec {
             Spec::Service(s) => pass.service(w, s.replicas, &mine),
-            Spec::Job(_) => pass.job(w, &mine),
+            Spec::Job(_) => {
+                if let Some(wake) = pass.job(w, &mine) {
+                    finished.push((i, wake));
+                }
+            }
             Spec::Daemon(_) => pass.daemon(w, &mine),
             Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {}
         }
     }
+    if input.active.is_some() {
+        pass.plan.settled = settled(&visits, &orphans, finished);
+    }
     pass.plan
 }
+
+/// What a pass found settled ([`crate::active`]): finished jobs, and workloads (or
+/// deleted ones) with no allocation, unless an allocation is live, orphaned or lost.
+fn settled(
+    visits: &[gather::Visit<'_>],
+    orphans: &[bool],
+    finished: Vec<(usize, Option<u64>)>,
+) -> Vec<(WorkloadRef, Option<u64>)> {
+    let quiet = |i: usize| {
+        let v = &visits[i];
+        !v.lost && !orphans[i] && !v.allocs.iter().any(|a| a.is_live())
+    };
+    let mut out: Vec<(WorkloadRef, Option<u64>)> = finished
+        .into_iter()
+        .filter(|(i, _)| quiet(*i))
+        .map(|(i, wake)| (visits[i].wref.clone(), wake))
+        .collect();
+    for (i, v) in visits.iter().enumerate() {
+        let idle = v.allocs.is_empty() && v.workload.is_none_or(|w| !w.spec.kind().is_workload());
+        if idle && quiet(i) {
+            out.push((v.wref.clone(), None));
+        }
+    }
+    out
+}
+
+#[path = "reconcile_gather.rs"]
+mod gather;
 
 /// True when an allocation runs another task or restart policy than its workload now asks
 /// for. Other changes (replicas, labels) do not replace running instances.
@@ -725,14 +711,23 @@ impl<'a> Pass<'a, '_> {
         }
     }
 
-    fn job(&mut self, w: &Workload, mine: &[&Allocation]) {
-        let Spec::Job(j) = &w.spec else { return };
+    /// Runs job `w`; when it is finished, returns when it must be visited again (its TTL
+    /// runs out; never for a job its source declares).
+    fn job(&mut self, w: &Workload, mine: &[&Allocation]) -> Option<Option<u64>> {
+        let Spec::Job(j) = &w.spec else { return None };
         match crate::collect::fate(j, w.source.is_some(), mine, self.input.now) {
             crate::collect::Fate::Running => {}
-            crate::collect::Fate::Declared => return,
-            crate::collect::Fate::KeptUntil(at) => return self.plan.wake(at),
-            crate::collect::Fate::Collect => return self.plan.collect.push(w.spec.reference()),
+            crate::collect::Fate::Declared => return Some(None),
+            crate::collect::Fate::KeptUntil(at) => {
+                self.plan.wake(at);
+                return Some(Some(at));
+            }
+            crate::collect::Fate::Collect => {
+                self.plan.collect.push(w.spec.reference());
+                return None;
+            }
         }
+
         // Which indexes are done or under way (one flag per index: a pass over a job of
         // 10,000 completions stays a few microseconds).
         const DONE: u8 = 1;
@@ -790,7 +785,7 @@ impl<'a> Pass<'a, '_> {
             for a in mine {
                 self.stop(a, format!("job failed: instance {first} failed"));
             }
-            return;
+            return None;
         }
         let mut open = taken.iter().filter(|t| **t == 0).count() as u32;
         let unplaced = taken.iter().enumerate().filter(|(_, t)| **t == 0);
@@ -808,6 +803,9 @@ impl<'a> Pass<'a, '_> {
                 break;
             }
         }
+        // Planted bug: a job still running is reported settled, so nothing visits it
+        // again until it changes (a job waiting for room others free would wait forever).
+        crate::mutants::active("settle-unfinished").then_some(None)
     }
 
     fn daemon(&mut self, w: &Workload, mine: &[&Allocation]) {

@@ -57,6 +57,9 @@ pub struct Config {
     pub percentage: Option<u32>,
     /// Most nodes listed one by one in an explanation (the summary counts all).
     pub max_explained: usize,
+    /// Refuse a request equal to one refused since the last placement without looking
+    /// again (default true; off only to test that it changes no decision).
+    pub remember_refusals: bool,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             min_sample: 100,
             percentage: None,
             max_explained: 200,
+            remember_refusals: true,
         }
     }
 }
@@ -158,6 +162,12 @@ pub struct Scheduler<'a> {
     domains: FxHashMap<String, Domains>,
     reservation: Option<Reservation>,
     now: u64,
+    /// Refusals since the last placement, by what decides them ([`Scheduler::refusal_key`]):
+    /// with nothing placed since (room only shrinks within a pass for requests that do
+    /// not preempt), an equal request is refused the same way, without a profile or an
+    /// explanation of its own (a queue of 8,000 equal jobs was a profile and an
+    /// explanation each, every pass).
+    refused: FxHashMap<String, Unplaced>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -671,6 +681,7 @@ impl<'a> Placer<'a> for Scheduler<'a> {
         self.classes.clear();
         self.domains.clear();
         self.reservation = None;
+        self.refused.clear();
         self.now = cluster.now;
         for a in &cluster.live {
             let Some(&i) = self.index.get(a.node.as_str()) else {
@@ -703,6 +714,62 @@ impl<'a> Placer<'a> for Scheduler<'a> {
     }
 
     fn place(&mut self, req: &Request<'_>) -> Result<Placed, Unplaced> {
+        let refusal = self
+            .cfg
+            .remember_refusals
+            .then(|| self.refusal_key(req))
+            .flatten();
+        if let Some(why) = refusal.as_ref().and_then(|k| self.refused.get(k)) {
+            let why = why.clone();
+            // Numbered as if profiled, so that later workloads' tie-breaks do not move.
+            self.workloads.id(req.wref);
+            return Err(why);
+        }
+        let placed = self.place_profiled(req);
+        match (&placed, refusal) {
+            (Ok(_), _) => self.refused.clear(),
+            (Err(why), Some(k)) => {
+                self.refused.insert(k, why.clone());
+            }
+            (Err(_), None) => {}
+        }
+        placed
+    }
+
+    fn reserve(&mut self, req: &Request<'_>) {
+        self.refused.clear();
+        self.reserve_for(req);
+    }
+}
+
+impl Scheduler<'_> {
+    /// What decides whether a request is refused, and how it is explained, when nothing
+    /// about it depends on its own workload's instances: `None` for requests that may
+    /// preempt, are pinned to a node, use volumes, spread or have affinities.
+    fn refusal_key(&self, req: &Request<'_>) -> Option<String> {
+        let p = req.workload.spec.placement();
+        if req.preempt
+            || req.only_node.is_some()
+            || !req.volumes.is_empty()
+            || !p.spread.is_empty()
+            || !p.affinity.is_empty()
+            || !p.anti_affinity.is_empty()
+        {
+            return None;
+        }
+        let task = req.workload.spec.task();
+        Some(format!(
+            "{}|{:?}|{:?}|{}|{:?}|{}",
+            filters::static_class(req),
+            task.resources,
+            task.ports,
+            req.backfill,
+            req.ends_at,
+            self.reservation.is_some()
+        ))
+    }
+
+    fn place_profiled(&mut self, req: &Request<'_>) -> Result<Placed, Unplaced> {
         let wid = self.profile(req);
         let only = match self.pinned(req) {
             Some(Ok(i)) => Some(i),
@@ -780,7 +847,7 @@ impl<'a> Placer<'a> for Scheduler<'a> {
         Err(self.explain(&self.profiles[&wid], req, only))
     }
 
-    fn reserve(&mut self, req: &Request<'_>) {
+    fn reserve_for(&mut self, req: &Request<'_>) {
         let wid = self.profile(req);
         let prof = &self.profiles[&wid];
         let res = &req.workload.spec.task().resources;

@@ -225,6 +225,7 @@ pub fn replay(
                 allocs: &allocs,
                 readings: &state.readings,
                 now,
+                active: None,
             },
             &mut Scheduler::new(cfg.clone()),
             &mut ids,

@@ -211,6 +211,7 @@ pub fn settle<'a>(state: &'a State, change: &Change, cfg: &Config) -> Result<Set
                 allocs: &allocs,
                 readings: &state.readings,
                 now,
+                active: None,
             },
             &mut Scheduler::new(cfg.clone()),
             &mut ids,

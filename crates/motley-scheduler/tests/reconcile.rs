@@ -1,10 +1,11 @@
 //! The core's controllers driven with the minimal scheduler, under virtual time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use motley_core::hw::TaintEffect;
 use motley_core::model::{AllocState, Allocation, Desired, Node, WorkloadRef};
-use motley_core::reconcile::status;
+use motley_core::reconcile::{Input, reconcile, status};
+use motley_scheduler::{Config, Scheduler};
 use proptest::prelude::*;
 
 mod world;
@@ -626,4 +627,227 @@ proptest! {
         let fits: u64 = caps.iter().map(|(c, m)| (c / 500).min(m / 256)).sum();
         prop_assert_eq!(plan.create.len() as u64, fits.min(replicas as u64));
     }
+}
+
+fn job_yaml(name: &str, completions: u32, parallelism: u32, cpu: u32) -> String {
+    format!(
+        "kind: Job\nname: {name}\ncompletions: {completions}\nparallelism: {parallelism}\nretries: 0\n\
+         ttl_after_finished: 10s\ntask:\n  command: [x]\n  resources: {{ cpu: {cpu}m, memory: 64Mi }}\n"
+    )
+}
+
+fn end_live(w: &mut World, name: &str, state: AllocState) -> usize {
+    let now = w.now;
+    let mut n = 0;
+    for a in w.allocs.values_mut() {
+        if a.workload.name == name && a.is_live() {
+            a.state = state;
+            a.updated_at = now;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Every `step` plans over the workloads not settled and checks the plan against a full
+/// pass: through jobs that finish (and are skipped after), a job that waits for the room
+/// another's end frees, a failure, a TTL that runs out and a deleted workload.
+#[test]
+fn a_pass_over_what_is_not_settled_plans_what_a_full_pass_plans() {
+    let mut w = World::new(&[node("a", 1000, 1024)]);
+    w.apply(&job_yaml("first", 2, 2, 500));
+    w.apply(&job_yaml("waits", 1, 1, 1000));
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 2, "first's two instances fill the node");
+    assert_eq!(
+        plan.queue,
+        vec![WorkloadRef::new(motley_core::model::Kind::Job, "waits")]
+    );
+    w.agents();
+    assert!(w.step().create.is_empty());
+    // first completes: waits gets its room, and first is settled.
+    assert_eq!(end_live(&mut w, "first", AllocState::Complete), 2);
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 1);
+    assert_eq!(plan.create[0].workload.name, "waits");
+    assert!(
+        plan.settled
+            .iter()
+            .any(|(r, wake)| r.name == "first" && *wake == Some(w.now + 10_000)),
+        "first settled until its TTL: {:?}",
+        plan.settled
+    );
+    assert_eq!(w.active.unsettled(), 1, "only waits is visited now");
+    w.agents();
+    assert_eq!(end_live(&mut w, "waits", AllocState::Failed), 1);
+    let failed_at = w.now;
+    w.step();
+    assert_eq!(w.active.unsettled(), 0, "both finished");
+    // A new job is visited alone, and runs.
+    w.apply(&job_yaml("third", 1, 1, 100));
+    assert_eq!(w.step().create.len(), 1);
+    // The TTLs run out: first and waits are visited again, and collected.
+    w.now = failed_at + 10_000;
+    let plan = w.step();
+    let collected: BTreeSet<&str> = plan.collect.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(collected, BTreeSet::from(["first", "waits"]));
+    for r in &plan.collect {
+        w.workloads.remove(r);
+    }
+    // Their allocations are orphans now: deleted.
+    assert_eq!(w.step().delete.len(), 3);
+    // Gone with their allocations: settled too, and only third is visited.
+    w.step();
+    assert_eq!(w.active.unsettled(), 1);
+    assert_eq!(w.settled, 4, "first, waits, and each again once gone");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Apply { job: u8, completions: u32, cpu: u32 },
+    ApplyService { replicas: u32 },
+    Agents,
+    End { job: u8, fail: bool },
+    Delete { job: u8 },
+    Down(u8),
+    Up(u8),
+    Wait(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..5, 1u32..4, 100u32..1200).prop_map(|(job, completions, cpu)| Op::Apply {
+            job,
+            completions,
+            cpu
+        }),
+        (0u32..4).prop_map(|replicas| Op::ApplyService { replicas }),
+        Just(Op::Agents),
+        Just(Op::Agents),
+        (0u8..5, any::<bool>()).prop_map(|(job, fail)| Op::End { job, fail }),
+        (0u8..5).prop_map(|job| Op::Delete { job }),
+        (0u8..3).prop_map(Op::Down),
+        (0u8..3).prop_map(Op::Up),
+        (1u64..20_000).prop_map(Op::Wait),
+    ]
+}
+
+proptest! {
+    /// Whatever happens to jobs, a service and nodes, every pass over the workloads not
+    /// settled plans what a full pass plans (`step` checks it and panics otherwise).
+    #[test]
+    fn passes_over_what_is_not_settled_agree_with_full_passes(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut w = World::new(&[node("n0", 1000, 1024), node("n1", 2000, 1024), node("n2", 500, 512)]);
+        for op in ops {
+            match op {
+                Op::Apply { job, completions, cpu } => w.apply(&job_yaml(&format!("j{job}"), completions, 2, cpu)),
+                Op::ApplyService { replicas } => w.apply(&SVC.replace("replicas: 3", &format!("replicas: {replicas}"))),
+                Op::Agents => w.agents(),
+                Op::End { job, fail } => {
+                    let state = if fail { AllocState::Failed } else { AllocState::Complete };
+                    end_live(&mut w, &format!("j{job}"), state);
+                }
+                Op::Delete { job } => {
+                    w.workloads.remove(&WorkloadRef::new(motley_core::model::Kind::Job, format!("j{job}")));
+                }
+                Op::Down(n) => {
+                    let name = format!("n{n}");
+                    w.ready.remove(&name);
+                    w.down.insert(name, w.now);
+                }
+                Op::Up(n) => {
+                    let name = format!("n{n}");
+                    w.down.remove(&name);
+                    w.ready.insert(name);
+                }
+                Op::Wait(ms) => w.now += ms,
+            }
+            w.step();
+        }
+    }
+}
+
+proptest! {
+    /// Refusing a request equal to one refused since the last placement, without looking
+    /// again, changes no decision and no explanation: a queue of jobs of a few shapes
+    /// (some with time limits, priorities, a selector, a host port) behind services, with
+    /// and without it.
+    #[test]
+    fn remembered_refusals_change_no_decision(
+        caps in proptest::collection::vec((500u64..3000, 256u64..2048), 1..4),
+        jobs in proptest::collection::vec((0usize..4, 1u32..4, 0i32..3, any::<bool>()), 1..40),
+        replicas in 0u32..6,
+    ) {
+        let nodes: Vec<Node> = caps.iter().enumerate().map(|(i, (c, m))| node(&format!("n{i}"), *c, *m)).collect();
+        let mut w = World::new(&nodes);
+        w.apply(&SVC.replace("replicas: 3", &format!("replicas: {replicas}")));
+        let shapes = [
+            "{ cpu: 400m, memory: 64Mi }",
+            "{ cpu: 900m, memory: 300Mi }",
+            "{ cpu: 100m, memory: 64Mi }\n  ports: [{ name: web, port: 8080 }]",
+            "{ cpu: 2, memory: 64Mi }",
+        ];
+        for (i, (shape, completions, priority, limited)) in jobs.iter().enumerate() {
+            let limit = if *limited { "time_limit: 30s\n" } else { "" };
+            let require = if i % 5 == 4 { "placement:\n  require: name in (n0)\n" } else { "" };
+            w.apply(&format!(
+                "kind: Job\nname: q{i}\ncompletions: {completions}\nparallelism: {completions}\npriority: {priority}\n{limit}{require}\
+                 task:\n  command: [x]\n  resources: {}\n",
+                shapes[*shape]
+            ));
+            w.now += 1;
+        }
+        let plan = |remember: bool| {
+            reconcile(
+                &Input {
+                    workloads: &w.workloads,
+                    nodes: &w.nodes,
+                    ready: &w.ready,
+                    down: &w.down,
+                    fence_after_ms: 7_000,
+                    allocs: &w.allocs,
+                    readings: &BTreeMap::new(),
+                    now: w.now,
+                    active: None,
+                },
+                &mut Scheduler::new(Config { remember_refusals: remember, ..Config::default() }),
+                &mut Counter(0),
+            )
+        };
+        let (with, without) = (plan(true), plan(false));
+        if let Err(d) = motley_core::active::same_plan(&with, &without) {
+            prop_assert!(false, "with remembered refusals the plan had a different {}", d);
+        }
+    }
+}
+
+/// A workload with many allocations has them found in one walk over the range of ids
+/// they span, past another workload's ids in between (`w-1`, `w-1-41`, `w-10` …): every
+/// step is checked against a full pass, and the job still runs each index once.
+#[test]
+fn many_allocations_interleaved_by_id_are_all_found() {
+    let mut w = World::new(&[node("big", 64_000, 65_536)]);
+    w.apply(&job_yaml("w", 40, 40, 100));
+    w.apply(&job_yaml("w-1", 40, 40, 100));
+    assert_eq!(w.step().create.len(), 80);
+    w.agents();
+    assert!(w.step().is_empty());
+    // Every other instance of each fails: one failure ends a job (retries: 0).
+    let ids: Vec<&String> = w.allocs.keys().collect();
+    assert!(
+        ids[0] == "w-1" && ids[1].starts_with("w-1-") && ids[ids.len() - 1] == "w-9",
+        "w-1's ids lie inside the range of w's: {ids:?}"
+    );
+    for name in ["w", "w-1"] {
+        let ids: Vec<String> = w.live(name).iter().map(|a| a.id.clone()).collect();
+        assert_eq!(ids.len(), 40);
+        if let Some(a) = w.allocs.get_mut(&ids[7]) {
+            a.state = AllocState::Failed;
+        }
+    }
+    let plan = w.step();
+    assert_eq!(plan.stop.len(), 78, "each job's 39 others stopped");
+    w.agents();
+    w.step();
+    assert_eq!(w.active.unsettled(), 0, "both finished, settled");
 }

@@ -240,6 +240,7 @@ fn run(seed: u64) -> Result<(), String> {
                 allocs: &allocs,
                 readings: &BTreeMap::new(),
                 now,
+                active: None,
             },
             &mut Scheduler::new(Config {
                 seed,

@@ -528,7 +528,7 @@ pub(crate) async fn plan_set(
             format!("planned-{}", self.0)
         }
     }
-    let p = s.plan_pass(&cache, &workloads, now, &mut PlanIds(0));
+    let p = s.plan_pass(&cache, &workloads, now, &mut PlanIds(0), None);
     let stops = p
         .stop
         .iter()

@@ -60,6 +60,10 @@ pub struct Cache {
     pub mod_revs: HashMap<String, u64>,
     /// Store revision the cache reflects.
     pub revision: u64,
+    /// Which workloads the controller's pass visits (`motley_core::active`): told every
+    /// change applied here; the controller settles what its pass found settled, under
+    /// this cache's read lock (so no change comes between).
+    pub active: Mutex<motley_core::active::Active>,
 }
 
 impl Cache {
@@ -126,6 +130,11 @@ pub struct Plans {
     pub queue: Mutex<Vec<WorkloadRef>>,
     /// Wakes the controller.
     pub kick: Notify,
+    /// After every pass over the workloads not settled, run a full pass too and record
+    /// the first difference (the simulator turns it on: the two must agree).
+    pub check_full: std::sync::atomic::AtomicBool,
+    /// The first difference found between a pass and the full one.
+    pub difference: Mutex<Option<String>>,
 }
 
 /// What the cluster's trust rests on: its CA, the audit of what was refused, and the
@@ -180,6 +189,8 @@ impl Shared {
                 blocked: Mutex::new(BTreeMap::new()),
                 queue: Mutex::new(Vec::new()),
                 kick: Notify::new(),
+                check_full: Default::default(),
+                difference: Mutex::new(None),
             },
             scheduler: motley_scheduler::Config::default(),
             cache_rev: watch::channel(0).0,
@@ -342,6 +353,7 @@ impl Shared {
         workloads: &BTreeMap<WorkloadRef, Workload>,
         now: u64,
         ids: &mut dyn Ids,
+        active: Option<&motley_core::active::Active>,
     ) -> reconcile::Plan {
         let ready = self.ready_nodes();
         let down = self.liveness.down_nodes();
@@ -355,9 +367,31 @@ impl Shared {
             allocs: &cache.allocs,
             readings: &readings,
             now,
+            active,
         };
         let mut scheduler = Scheduler::new(self.scheduler.clone());
-        reconcile::reconcile(&input, &mut scheduler, ids)
+        let plan = reconcile::reconcile(&input, &mut scheduler, ids);
+        if active.is_some() && self.plans.check_full.load(Ordering::Relaxed) {
+            let full = Input {
+                active: None,
+                ..input
+            };
+            let mut scheduler = Scheduler::new(self.scheduler.clone());
+            // Its own ids: the check draws nothing from the ids the cluster uses.
+            struct Unnamed;
+            impl Ids for Unnamed {
+                fn next_id(&mut self, _: &WorkloadRef) -> String {
+                    String::new()
+                }
+            }
+            let other = reconcile::reconcile(&full, &mut scheduler, &mut Unnamed);
+            if let Err(d) = motley_core::active::same_plan(&plan, &other) {
+                lock(&self.plans.difference).get_or_insert(format!(
+                    "a pass over the workloads not settled and a full pass planned different {d}"
+                ));
+            }
+        }
+        plan
     }
 
     /// Nodes that are ready now: connected here and judged ready.

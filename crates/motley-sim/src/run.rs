@@ -697,6 +697,19 @@ fn check_step(
             }
         }
     }
+    // A pass over the workloads not settled plans what a full pass would.
+    for s in world.servers.iter().filter_map(|s| s.up.as_ref()) {
+        let difference = s
+            .shared
+            .plans
+            .difference
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(d) = difference {
+            flag(format!("{d} at t={t} ms"), report);
+        }
+    }
     // No node declared down while it is connected and heartbeating.
     if let Some(l) = world.leader() {
         let down = l.shared.liveness.down_nodes();

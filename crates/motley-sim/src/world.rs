@@ -176,6 +176,11 @@ impl World {
                 keyring: secrets::Keyring::load_or_create(&self.keyfile)?,
             },
         );
+        // Every pass over the workloads not settled is checked against a full pass.
+        shared
+            .plans
+            .check_full
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let s2 = shared.clone();
         let started = process
             .enter(async move {

@@ -30,6 +30,16 @@ pub struct World {
     pub now: u64,
     pub ids: Counter,
     pub seed: u64,
+    /// Which workloads a pass visits, told every change found since the last step: each
+    /// step plans over it and checks the plan against a full pass.
+    pub active: motley_core::active::Active,
+    /// The state the last step planned from, to find what changed since.
+    seen: (
+        BTreeMap<WorkloadRef, Workload>,
+        BTreeMap<String, Allocation>,
+    ),
+    /// How many workloads the steps found settled (a test of the check must see some).
+    pub settled: usize,
 }
 
 pub fn node(name: &str, cpu: u64, mem_mi: u64) -> Node {
@@ -79,6 +89,9 @@ impl World {
             now: 1_000,
             ids: Counter(0),
             seed: 0,
+            active: Default::default(),
+            seen: Default::default(),
+            settled: 0,
         }
     }
     pub fn apply(&mut self, yaml: &str) {
@@ -113,24 +126,64 @@ impl World {
             self.workloads.insert(r, next);
         }
     }
+    /// Tells `active` what changed since the last step, as the server's cache does.
+    fn tell_changes(&mut self) {
+        let (seen_w, seen_a) = &self.seen;
+        for (r, w) in &self.workloads {
+            if seen_w.get(r) != Some(w) {
+                self.active.touch(r);
+            }
+        }
+        for r in seen_w.keys().filter(|r| !self.workloads.contains_key(*r)) {
+            self.active.touch(r);
+        }
+        for (id, a) in &self.allocs {
+            if seen_a.get(id) != Some(a) {
+                self.active.put_alloc(a);
+            }
+        }
+        for (id, a) in seen_a {
+            if !self.allocs.contains_key(id) {
+                self.active.remove_alloc(a);
+            }
+        }
+        self.seen = (self.workloads.clone(), self.allocs.clone());
+    }
+
+    /// One pass over the workloads not settled, checked against a full pass.
     pub fn step(&mut self) -> Plan {
-        let plan = reconcile(
-            &Input {
-                workloads: &self.workloads,
-                nodes: &self.nodes,
-                ready: &self.ready,
-                down: &self.down,
-                fence_after_ms: 7_000,
-                allocs: &self.allocs,
-                readings: &BTreeMap::new(),
-                now: self.now,
-            },
-            &mut Scheduler::new(Config {
+        self.tell_changes();
+        let input = Input {
+            workloads: &self.workloads,
+            nodes: &self.nodes,
+            ready: &self.ready,
+            down: &self.down,
+            fence_after_ms: 7_000,
+            allocs: &self.allocs,
+            readings: &BTreeMap::new(),
+            now: self.now,
+            active: Some(&self.active),
+        };
+        let scheduler = || {
+            Scheduler::new(Config {
                 seed: self.seed,
                 ..Config::default()
-            }),
-            &mut self.ids,
+            })
+        };
+        let plan = reconcile(&input, &mut scheduler(), &mut self.ids);
+        let full = reconcile(
+            &Input {
+                active: None,
+                ..input
+            },
+            &mut scheduler(),
+            &mut Counter(0),
         );
+        if let Err(d) = motley_core::active::same_plan(&plan, &full) {
+            panic!("a pass over the workloads not settled and a full pass planned different {d}");
+        }
+        self.active.settle(&plan.settled);
+        self.settled += plan.settled.len();
         for (r, b) in &plan.bind {
             if let Some(v) = self.workloads.get_mut(r) {
                 v.binding = Some(b.clone());

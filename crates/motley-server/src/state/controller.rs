@@ -44,7 +44,19 @@ impl Shared {
             let started = Instant::now();
             let (plan, revs, planned_at) = {
                 let cache = self.cache();
-                let plan = self.plan_pass(&cache, &cache.workloads, now_ms(), &mut RandomIds);
+                // Only the workloads not settled; what this pass finds settled is skipped
+                // until it changes, settled here under the read lock the cache's changes
+                // wait for (`motley_core::active`).
+                let mut active = lock(&cache.active);
+                let plan = self.plan_pass(
+                    &cache,
+                    &cache.workloads,
+                    now_ms(),
+                    &mut RandomIds,
+                    Some(&active),
+                );
+                active.settle(&plan.settled);
+                drop(active);
                 // The revisions this plan was made from, for its compares.
                 let mut revs = HashMap::default();
                 for a in &plan.create {

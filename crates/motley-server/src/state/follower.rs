@@ -1,6 +1,7 @@
 //! The cache and its watch follower: load the store, then apply each revision whole,
 //! publish the revision reached, and deliver what changed to the agents connected here
-//! (after the write lock is released). The cache changes only here.
+//! (after the write lock is released). The cache's records change only here; each
+//! change is told to `Cache::active`, which only the controller's pass settles.
 
 use super::*;
 
@@ -180,13 +181,27 @@ fn happened(cache: &Cache, key: &str, old: Replaced) -> Vec<motley_core::events:
 }
 
 fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
+    let active = cache.active.get_mut().unwrap_or_else(|e| e.into_inner());
     let decoded = match keys::parse(key) {
-        Parsed::Workload(r) => serde_json::from_slice::<Workload>(value)
-            .map(|w| Replaced::Workload(cache.workloads.insert(r, w).map(Box::new))),
+        Parsed::Workload(r) => serde_json::from_slice::<Workload>(value).map(|w| {
+            active.touch(&r);
+            Replaced::Workload(cache.workloads.insert(r, w).map(Box::new))
+        }),
         Parsed::Node(n) => serde_json::from_slice::<Node>(value)
             .map(|node| Replaced::Node(cache.nodes.insert(n.to_string(), node).map(Box::new))),
-        Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value)
-            .map(|a| Replaced::Alloc(cache.allocs.insert(id.to_string(), a).map(Box::new))),
+        Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value).map(|a| {
+            active.put_alloc(&a);
+            let old = cache.allocs.insert(id.to_string(), a);
+            if let Some(o) = &old
+                && cache
+                    .allocs
+                    .get(id)
+                    .is_none_or(|a| a.workload != o.workload)
+            {
+                active.remove_alloc(o);
+            }
+            Replaced::Alloc(old.map(Box::new))
+        }),
         Parsed::Token(h) => serde_json::from_slice::<TokenRecord>(value).map(|t| {
             cache.tokens.insert(h.to_string(), t);
             Replaced::Other
@@ -203,10 +218,20 @@ fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
 /// Removes a key; returns what it held (an allocation's agent must be told).
 fn apply_delete(cache: &mut Cache, key: &str) -> Replaced {
     cache.mod_revs.remove(key);
+    let active = cache.active.get_mut().unwrap_or_else(|e| e.into_inner());
     match keys::parse(key) {
-        Parsed::Workload(r) => Replaced::Workload(cache.workloads.remove(&r).map(Box::new)),
+        Parsed::Workload(r) => {
+            active.touch(&r);
+            Replaced::Workload(cache.workloads.remove(&r).map(Box::new))
+        }
         Parsed::Node(n) => Replaced::Node(cache.nodes.remove(n).map(Box::new)),
-        Parsed::Alloc(id) => Replaced::Alloc(cache.allocs.remove(id).map(Box::new)),
+        Parsed::Alloc(id) => {
+            let old = cache.allocs.remove(id);
+            if let Some(a) = &old {
+                active.remove_alloc(a);
+            }
+            Replaced::Alloc(old.map(Box::new))
+        }
         Parsed::Token(h) => {
             cache.tokens.remove(h);
             Replaced::Other

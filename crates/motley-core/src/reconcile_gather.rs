@@ -1,0 +1,217 @@
+//! What a pass looks at: the workloads it visits with their allocations, the live
+//! allocations the placer counts, and the live allocations on down nodes (lost). A full
+//! pass walks every workload and allocation; with [`crate::active::Active`] a pass visits
+//! only the workloads not settled (every live allocation belongs to one of those) and
+//! makes the same plan. Orders are the full pass's: workloads by reference, allocations
+//! by id.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Input;
+use crate::model::{AllocState, Allocation, NodeLoss, Workload, WorkloadRef};
+
+/// Allocations by workload, in reference order, ids in order.
+pub(super) type Groups<'a> = Vec<(&'a WorkloadRef, Vec<&'a Allocation>)>;
+
+/// One workload a pass visits.
+pub(super) struct Visit<'a> {
+    pub wref: &'a WorkloadRef,
+    /// Its record; `None` once deleted (its allocations are orphans).
+    pub workload: Option<&'a Workload>,
+    /// Its allocations of any uid, in id order, lost ones (as lost copies) last.
+    pub allocs: Vec<&'a Allocation>,
+    /// One of them was lost in this pass.
+    pub lost: bool,
+}
+
+/// Live allocations on down nodes: copies marked lost, why, and when the next fenced
+/// one may be replaced.
+#[derive(Default)]
+pub(super) struct Lost {
+    pub copies: Vec<Allocation>,
+    pub reasons: Vec<(String, String)>,
+    pub wake: Option<u64>,
+}
+
+/// The allocations of the workloads [`crate::active::Active`] says to visit; `None` for
+/// a full pass.
+pub(super) fn groups<'a>(input: &'a Input<'a>) -> Option<Groups<'a>> {
+    let active = input.active?;
+    Some(
+        active
+            .visit(input.now)
+            .into_iter()
+            .map(|w| {
+                (
+                    w,
+                    active
+                        .allocs_of(w)
+                        .map_or_else(Vec::new, |ids| find(input, ids)),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The allocations with these ids, in id order. A few are looked up one by one; many
+/// (a job of 10,000 completions) are found in one walk over the range of ids they span,
+/// beside the ids: a lookup each cost a 10,000-task array a third of its speed.
+fn find<'a>(input: &Input<'a>, ids: &BTreeSet<String>) -> Vec<&'a Allocation> {
+    const LOOKUPS: usize = 16;
+    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+        return Vec::new();
+    };
+    if ids.len() <= LOOKUPS {
+        return ids.iter().filter_map(|id| input.allocs.get(id)).collect();
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    let mut want = ids.iter().peekable();
+    for (id, a) in input.allocs.range::<String, _>(first..=last) {
+        while want.next_if(|w| *w < id).is_some() {}
+        if want.next_if(|w| *w == id).is_some() {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Live allocations on down nodes are lost: from here on they count as terminal, so
+/// the same pass places their replacements. In id order.
+pub(super) fn lost(input: &Input<'_>, groups: Option<&Groups<'_>>) -> Lost {
+    let mut lost = Lost::default();
+    let mut check = |a: &Allocation| {
+        if !a.is_live() {
+            return;
+        }
+        let gone = match input.down.get(&a.node) {
+            None => false,
+            Some(_) if a.on_node_loss == NodeLoss::Replace => true,
+            Some(since) => {
+                // Fenced: its node stops it when its lease runs out; replace only after that.
+                let at = since + input.fence_after_ms + a.task.stop_grace.as_millis();
+                let at = if crate::mutants::active("replacement-without-loss") {
+                    *since
+                } else {
+                    at
+                };
+                if input.now < at {
+                    lost.wake = Some(lost.wake.map_or(at, |w: u64| w.min(at)));
+                }
+                input.now >= at
+            }
+        };
+        if gone {
+            let mut l = a.clone();
+            l.state = AllocState::Lost;
+            l.updated_at = input.now;
+            lost.copies.push(l);
+        }
+    };
+    match groups {
+        None => input.allocs.values().for_each(&mut check),
+        Some(g) => g.iter().flat_map(|(_, v)| v.iter()).for_each(|a| check(a)),
+    }
+    if groups.is_some() {
+        lost.copies.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    }
+    lost.reasons = lost
+        .copies
+        .iter()
+        .map(|a| (a.id.clone(), format!("node {} is down", a.node)))
+        .collect();
+    lost
+}
+
+/// The workloads to visit, in reference order, and every live allocation not lost, in
+/// id order.
+pub(super) fn visits<'a: 'l, 'l>(
+    input: &'a Input<'a>,
+    groups: Option<Groups<'a>>,
+    lost: &'l [Allocation],
+) -> (Vec<Visit<'l>>, Vec<&'a Allocation>) {
+    let lost_ids: BTreeSet<&str> = lost.iter().map(|a| a.id.as_str()).collect();
+    let not_lost = |a: &&Allocation| lost_ids.is_empty() || !lost_ids.contains(a.id.as_str());
+    match groups {
+        None => full(input, lost, &not_lost),
+        Some(groups) => {
+            let mut live: Vec<&Allocation> = Vec::new();
+            let mut visits: Vec<Visit<'l>> = groups
+                .into_iter()
+                .map(|(wref, mut allocs)| {
+                    allocs.retain(not_lost);
+                    live.extend(allocs.iter().filter(|a| a.is_live()));
+                    Visit {
+                        wref,
+                        workload: input.workloads.get(wref),
+                        allocs: allocs
+                            .into_iter()
+                            .map(|a| -> &'l Allocation { a })
+                            .collect(),
+                        lost: false,
+                    }
+                })
+                .collect();
+            for a in lost {
+                if let Ok(i) = visits.binary_search_by(|v| v.wref.cmp(&a.workload)) {
+                    visits[i].allocs.push(a);
+                    visits[i].lost = true;
+                }
+            }
+            live.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            (visits, live)
+        }
+    }
+}
+
+/// Every workload, and every workload some allocation names.
+fn full<'a: 'l, 'l>(
+    input: &'a Input<'a>,
+    lost: &'l [Allocation],
+    not_lost: &dyn Fn(&&Allocation) -> bool,
+) -> (Vec<Visit<'l>>, Vec<&'a Allocation>) {
+    let mut by_workload: BTreeMap<&'l WorkloadRef, Vec<&'l Allocation>> = BTreeMap::new();
+    let mut live: Vec<&'a Allocation> = Vec::new();
+    // Allocation ids begin with their workload's name, so a workload's allocations
+    // mostly come one after another: gather each run before looking its workload up.
+    let mut run: Option<(&'l WorkloadRef, Vec<&'l Allocation>)> = None;
+    for a in input.allocs.values().filter(not_lost) {
+        if a.is_live() {
+            live.push(a);
+        }
+        match &mut run {
+            Some((w, v)) if **w == a.workload => v.push(a),
+            _ => {
+                if let Some((w, v)) = run.replace((&a.workload, vec![a])) {
+                    by_workload.entry(w).or_default().extend(v);
+                }
+            }
+        }
+    }
+    if let Some((w, v)) = run {
+        by_workload.entry(w).or_default().extend(v);
+    }
+    let mut lost_refs = BTreeSet::new();
+    for a in lost {
+        by_workload.entry(&a.workload).or_default().push(a);
+        lost_refs.insert(&a.workload);
+    }
+    // Walk both sorted maps side by side, not a lookup per workload (a pass over 10,000
+    // jobs was mostly key comparisons).
+    let mut visits = Vec::with_capacity(input.workloads.len());
+    let mut ws = input.workloads.iter().peekable();
+    let visit = |wref, workload, allocs| Visit {
+        wref,
+        workload,
+        allocs,
+        lost: lost_refs.contains(wref),
+    };
+    for (wref, allocs) in by_workload {
+        while let Some((k, w)) = ws.next_if(|(k, _)| *k < wref) {
+            visits.push(visit(k, Some(w), Vec::new()));
+        }
+        let w = ws.next_if(|(k, _)| *k == wref).map(|(_, w)| w);
+        visits.push(visit(wref, w, allocs));
+    }
+    visits.extend(ws.map(|(k, w)| visit(k, Some(w), Vec::new())));
+    (visits, live)
+}
