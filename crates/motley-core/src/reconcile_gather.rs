@@ -66,11 +66,22 @@ fn find<'a>(input: &Input<'a>, ids: &BTreeSet<String>) -> Vec<&'a Allocation> {
     }
     let mut out = Vec::with_capacity(ids.len());
     let mut want = ids.iter().peekable();
-    for (id, a) in input.allocs.range::<String, _>(first..=last) {
-        while want.next_if(|w| *w < id).is_some() {}
-        if want.next_if(|w| *w == id).is_some() {
-            out.push(a);
+    // One comparison per step: the wanted ids are a subset of the range's.
+    'walk: for (id, a) in input.allocs.range::<String, _>(first..=last) {
+        while let Some(w) = want.peek() {
+            match w.as_str().cmp(id.as_str()) {
+                std::cmp::Ordering::Less => {
+                    want.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    out.push(a);
+                    want.next();
+                    continue 'walk;
+                }
+                std::cmp::Ordering::Greater => continue 'walk,
+            }
         }
+        break;
     }
     out
 }
@@ -157,7 +168,9 @@ pub(super) fn visits<'a: 'l, 'l>(
                     visits[i].lost = true;
                 }
             }
-            live.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            // Each workload's are in id order already: a stable sort merges those runs
+            // (a 10,000-task array's pending allocations are one run, not re-sorted).
+            live.sort_by(|a, b| a.id.cmp(&b.id));
             (visits, live)
         }
     }
