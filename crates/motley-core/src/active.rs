@@ -115,70 +115,33 @@ impl Active {
 /// in the same order (new allocations' ids aside, and what was settled, which only the
 /// former reports). Otherwise the first field that differs, with both values.
 pub fn same_plan(incremental: &Plan, full: &Plan) -> Result<(), String> {
-    fn unnamed(p: &Plan) -> Vec<Allocation> {
-        p.create
+    /// Each decision of a plan as text, new allocations unnamed.
+    fn texts(p: &Plan) -> [(&'static str, String); 10] {
+        let unnamed: Vec<Allocation> = p
+            .create
             .iter()
             .map(|a| Allocation {
                 id: String::new(),
                 ..a.clone()
             })
-            .collect()
+            .collect();
+        [
+            ("create", format!("{unnamed:?}")),
+            ("stop", format!("{:?}", p.stop)),
+            ("delete", format!("{:?}", p.delete)),
+            ("lost", format!("{:?}", p.lost)),
+            ("blocked", format!("{:?}", p.blocked)),
+            ("bind", format!("{:?}", p.bind)),
+            ("queue", format!("{:?}", p.queue)),
+            ("wake_at", format!("{:?}", p.wake_at)),
+            ("revert", format!("{:?}", p.revert)),
+            ("collect", format!("{:?}", p.collect)),
+        ]
     }
-    let fields: [(&str, String, String); 10] = [
-        (
-            "create",
-            format!("{:?}", unnamed(incremental)),
-            format!("{:?}", unnamed(full)),
-        ),
-        (
-            "stop",
-            format!("{:?}", incremental.stop),
-            format!("{:?}", full.stop),
-        ),
-        (
-            "delete",
-            format!("{:?}", incremental.delete),
-            format!("{:?}", full.delete),
-        ),
-        (
-            "lost",
-            format!("{:?}", incremental.lost),
-            format!("{:?}", full.lost),
-        ),
-        (
-            "blocked",
-            format!("{:?}", incremental.blocked),
-            format!("{:?}", full.blocked),
-        ),
-        (
-            "bind",
-            format!("{:?}", incremental.bind),
-            format!("{:?}", full.bind),
-        ),
-        (
-            "queue",
-            format!("{:?}", incremental.queue),
-            format!("{:?}", full.queue),
-        ),
-        (
-            "wake_at",
-            format!("{:?}", incremental.wake_at),
-            format!("{:?}", full.wake_at),
-        ),
-        (
-            "revert",
-            format!("{:?}", incremental.revert),
-            format!("{:?}", full.revert),
-        ),
-        (
-            "collect",
-            format!("{:?}", incremental.collect),
-            format!("{:?}", full.collect),
-        ),
-    ];
-    match fields.iter().find(|(_, a, b)| a != b) {
+    let (a, b) = (texts(incremental), texts(full));
+    match a.iter().zip(&b).find(|(x, y)| x.1 != y.1) {
         None => Ok(()),
-        Some((name, a, b)) => Err(format!("{name}: {} against {}", clip(a), clip(b))),
+        Some(((name, x), (_, y))) => Err(format!("{name}: {} against {}", clip(x), clip(y))),
     }
 }
 
