@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod doctor;
+mod local_link;
 mod roles;
 mod up;
 

@@ -144,7 +144,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("--task-user: {e}"))?,
         driver: std::sync::Arc::new(crate::roles::exec_driver(&args.tasks, node.clone())?),
-        dialer: None,
+        // In memory to this process's server (`local_link`).
+        dialer: Some(std::sync::Arc::new(crate::local_link::LocalDialer::new(
+            server.shared.clone(),
+            server.client.servers.clone(),
+            &server.client.ca,
+        )?)),
         mesh: Some(args.mesh.config(&node)),
         advertise: None,
     })
