@@ -60,6 +60,25 @@ pub trait Dialer: Send + Sync + std::fmt::Debug {
 /// A boxed future, as the object-safe traits here return them.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// Sends `msgs` in order into a connection held in memory (the simulator's network,
+/// `motley up`'s agent and its own server); fails once the server's end is gone.
+pub fn send_in_memory(
+    tx: &tokio::sync::mpsc::UnboundedSender<AgentMsg>,
+    msgs: Vec<AgentMsg>,
+) -> anyhow::Result<()> {
+    for m in msgs {
+        tx.send(m)
+            .map_err(|_| anyhow::anyhow!("connection reset"))?;
+    }
+    Ok(())
+}
+
+/// What the next item of a connection held in memory means: a message, or `ended()`
+/// once the server's end is gone.
+pub fn received_in_memory(m: Option<ServerMsg>, ended: impl FnOnce() -> Received) -> Received {
+    m.map_or_else(ended, Received::Msg)
+}
+
 /// The real dialer: a WebSocket at `/v1/agent/connect`, TLS pinned to the cluster CA.
 #[derive(Debug)]
 pub struct WsDialer {

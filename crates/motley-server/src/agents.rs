@@ -47,6 +47,21 @@ pub trait Link: Send + 'static {
     fn refuse(self, why: String) -> impl std::future::Future<Output = ()> + Send;
 }
 
+/// The next frame of a connection held in memory (the simulator's network, `motley
+/// up`'s own agent): a message, or the end once the agent's side is gone.
+pub async fn recv_in_memory(rx: &mut mpsc::UnboundedReceiver<AgentMsg>) -> Frame {
+    rx.recv().await.map_or(Frame::End, Frame::Msg)
+}
+
+/// A frame that has already arrived on a connection held in memory, if any.
+pub fn try_recv_in_memory(rx: &mut mpsc::UnboundedReceiver<AgentMsg>) -> Option<Frame> {
+    match rx.try_recv() {
+        Ok(m) => Some(Frame::Msg(m)),
+        Err(mpsc::error::TryRecvError::Empty) => None,
+        Err(mpsc::error::TryRecvError::Disconnected) => Some(Frame::End),
+    }
+}
+
 /// Most agent reports committed in one transaction.
 pub const MAX_REPORT_BATCH: usize = 256;
 

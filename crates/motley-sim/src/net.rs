@@ -277,21 +277,14 @@ struct SimChannel {
 
 impl Channel for SimChannel {
     fn send(&mut self, msgs: Vec<AgentMsg>) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            for m in msgs {
-                self.tx
-                    .send(m)
-                    .map_err(|_| anyhow::anyhow!("connection reset"))?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { motley_agent::conn::send_in_memory(&self.tx, msgs) })
     }
     fn recv(&mut self) -> BoxFuture<'_, Received> {
         Box::pin(async move {
-            match self.rx.recv().await {
-                Some(m) => Received::Msg(m),
-                None => Received::Failed("connection reset".into()),
-            }
+            let m = self.rx.recv().await;
+            motley_agent::conn::received_in_memory(m, || {
+                Received::Failed("connection reset".into())
+            })
         })
     }
 }
@@ -318,17 +311,10 @@ fn bounded(tx: mpsc::UnboundedSender<ServerMsg>) -> mpsc::Sender<ServerMsg> {
 
 impl Link for SimLink {
     async fn recv(&mut self) -> Frame {
-        match self.rx.recv().await {
-            Some(m) => Frame::Msg(m),
-            None => Frame::End,
-        }
+        agents::recv_in_memory(&mut self.rx).await
     }
     fn try_recv(&mut self) -> Option<Frame> {
-        match self.rx.try_recv() {
-            Ok(m) => Some(Frame::Msg(m)),
-            Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => Some(Frame::End),
-        }
+        agents::try_recv_in_memory(&mut self.rx)
     }
     fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
         bounded(self.tx.clone())

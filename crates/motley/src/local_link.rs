@@ -113,25 +113,18 @@ struct LocalChannel {
 
 impl Channel for LocalChannel {
     fn send(&mut self, msgs: Vec<AgentMsg>) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move {
-            for m in msgs {
-                self.tx
-                    .send(m)
-                    .map_err(|_| anyhow::anyhow!("the server ended the session"))?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { motley_agent::conn::send_in_memory(&self.tx, msgs) })
     }
     fn recv(&mut self) -> BoxFuture<'_, Received> {
         Box::pin(async move {
-            match self.rx.recv().await {
-                Some(m) => Received::Msg(m),
-                None => match motley_server::state::lock(&self.refused).take() {
+            let m = self.rx.recv().await;
+            motley_agent::conn::received_in_memory(m, || {
+                match motley_server::state::lock(&self.refused).take() {
                     // Close code 4003, as over a WebSocket: the agent stops reconnecting.
                     Some(why) => Received::Closed(Some(4003), why),
                     None => Received::Failed("the server ended the session".into()),
-                },
-            }
+                }
+            })
         })
     }
 }
@@ -145,17 +138,10 @@ struct LocalLink {
 
 impl Link for LocalLink {
     async fn recv(&mut self) -> Frame {
-        match self.rx.recv().await {
-            Some(m) => Frame::Msg(m),
-            None => Frame::End,
-        }
+        agents::recv_in_memory(&mut self.rx).await
     }
     fn try_recv(&mut self) -> Option<Frame> {
-        match self.rx.try_recv() {
-            Ok(m) => Some(Frame::Msg(m)),
-            Err(mpsc::error::TryRecvError::Empty) => None,
-            Err(mpsc::error::TryRecvError::Disconnected) => Some(Frame::End),
-        }
+        agents::try_recv_in_memory(&mut self.rx)
     }
     fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
         self.tx.clone()
