@@ -314,7 +314,10 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
             lost: if crate::mutants::active("replacement-without-loss") {
                 Vec::new()
             } else {
-                lost.reasons
+                lost.copies
+                    .iter()
+                    .map(|a| (a.id.clone(), format!("node {} is down", a.node)))
+                    .collect()
             },
             wake_at: lost.wake,
             ..Plan::default()

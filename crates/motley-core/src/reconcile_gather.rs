@@ -24,12 +24,11 @@ pub(super) struct Visit<'a> {
     pub lost: bool,
 }
 
-/// Live allocations on down nodes: copies marked lost, why, and when the next fenced
-/// one may be replaced.
+/// Live allocations on down nodes: copies marked lost, and when the next fenced one
+/// may be replaced.
 #[derive(Default)]
 pub(super) struct Lost {
     pub copies: Vec<Allocation>,
-    pub reasons: Vec<(String, String)>,
     pub wake: Option<u64>,
 }
 
@@ -125,11 +124,6 @@ pub(super) fn lost(input: &Input<'_>, groups: Option<&Groups<'_>>) -> Lost {
     if groups.is_some() {
         lost.copies.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     }
-    lost.reasons = lost
-        .copies
-        .iter()
-        .map(|a| (a.id.clone(), format!("node {} is down", a.node)))
-        .collect();
     lost
 }
 
@@ -154,10 +148,7 @@ pub(super) fn visits<'a: 'l, 'l>(
                     Visit {
                         wref,
                         workload: input.workloads.get(wref),
-                        allocs: allocs
-                            .into_iter()
-                            .map(|a| -> &'l Allocation { a })
-                            .collect(),
+                        allocs,
                         lost: false,
                     }
                 })

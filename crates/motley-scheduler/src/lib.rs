@@ -737,8 +737,56 @@ impl<'a> Placer<'a> for Scheduler<'a> {
     }
 
     fn reserve(&mut self, req: &Request<'_>) {
-        self.refused.clear();
-        self.reserve_for(req);
+        let wid = self.profile(req);
+        let prof = &self.profiles[&wid];
+        let res = &req.workload.spec.task().resources;
+        let mut best: Option<ReserveChoice> = None;
+        for &(i, _, _) in prof.feasible.iter() {
+            let n = &self.nodes[i as usize];
+            let need_cpu = res.cpu_on(n.cpu_score());
+            let need_mem = res.memory_or_default().0;
+            // Only a node where it fits once work there ends: volumes, ports and
+            // capacity it can never have do not free up.
+            if need_cpu > n.node.capacity.cpu.0
+                || need_mem > n.node.capacity.memory.0
+                || res.disk.is_some_and(|d| d.0 > n.node.capacity.disk.0)
+                || volume_short(n, &req.volumes).is_some()
+            {
+                continue;
+            }
+            let (mut cpu, mut mem) = (n.cpu_free(), n.mem_free());
+            let deficit = need_cpu.saturating_sub(cpu) * 1000 / n.node.capacity.cpu.0.max(1)
+                + need_mem.saturating_sub(mem) * 1000 / n.node.capacity.memory.0.max(1);
+            let mut ends: Vec<(Option<u64>, u64, u64)> = n
+                .allocs
+                .iter()
+                .map(|a| (a.ends_at, a.cpu, a.memory))
+                .collect();
+            ends.sort_by_key(|e| e.0.unwrap_or(u64::MAX));
+            let mut shadow = None;
+            for (end, c, m) in ends {
+                if cpu >= need_cpu && mem >= need_mem {
+                    break;
+                }
+                cpu += c;
+                mem += m;
+                shadow = end;
+                if end.is_none() {
+                    break;
+                }
+            }
+            let fits_then = cpu >= need_cpu && mem >= need_mem;
+            let shadow = if fits_then { shadow } else { None };
+            let key = (shadow.is_none(), shadow.unwrap_or(u64::MAX), deficit);
+            if best.as_ref().is_none_or(|b| key < b.0) {
+                best = Some((key, i, shadow));
+            }
+        }
+        self.reservation = best.map(|(_, node, shadow)| Reservation {
+            node,
+            shadow,
+            holder: req.wref.to_string(),
+        });
     }
 }
 
@@ -765,6 +813,7 @@ impl Scheduler<'_> {
             task.ports,
             req.backfill,
             req.ends_at,
+            // Taken once a pass, after which every job is a backfill anyway.
             self.reservation.is_some()
         ))
     }
@@ -845,58 +894,5 @@ impl Scheduler<'_> {
             return Ok(p);
         }
         Err(self.explain(&self.profiles[&wid], req, only))
-    }
-
-    fn reserve_for(&mut self, req: &Request<'_>) {
-        let wid = self.profile(req);
-        let prof = &self.profiles[&wid];
-        let res = &req.workload.spec.task().resources;
-        let mut best: Option<ReserveChoice> = None;
-        for &(i, _, _) in prof.feasible.iter() {
-            let n = &self.nodes[i as usize];
-            let need_cpu = res.cpu_on(n.cpu_score());
-            let need_mem = res.memory_or_default().0;
-            // Only a node where it fits once work there ends: volumes, ports and
-            // capacity it can never have do not free up.
-            if need_cpu > n.node.capacity.cpu.0
-                || need_mem > n.node.capacity.memory.0
-                || res.disk.is_some_and(|d| d.0 > n.node.capacity.disk.0)
-                || volume_short(n, &req.volumes).is_some()
-            {
-                continue;
-            }
-            let (mut cpu, mut mem) = (n.cpu_free(), n.mem_free());
-            let deficit = need_cpu.saturating_sub(cpu) * 1000 / n.node.capacity.cpu.0.max(1)
-                + need_mem.saturating_sub(mem) * 1000 / n.node.capacity.memory.0.max(1);
-            let mut ends: Vec<(Option<u64>, u64, u64)> = n
-                .allocs
-                .iter()
-                .map(|a| (a.ends_at, a.cpu, a.memory))
-                .collect();
-            ends.sort_by_key(|e| e.0.unwrap_or(u64::MAX));
-            let mut shadow = None;
-            for (end, c, m) in ends {
-                if cpu >= need_cpu && mem >= need_mem {
-                    break;
-                }
-                cpu += c;
-                mem += m;
-                shadow = end;
-                if end.is_none() {
-                    break;
-                }
-            }
-            let fits_then = cpu >= need_cpu && mem >= need_mem;
-            let shadow = if fits_then { shadow } else { None };
-            let key = (shadow.is_none(), shadow.unwrap_or(u64::MAX), deficit);
-            if best.as_ref().is_none_or(|b| key < b.0) {
-                best = Some((key, i, shadow));
-            }
-        }
-        self.reservation = best.map(|(_, node, shadow)| Reservation {
-            node,
-            shadow,
-            holder: req.wref.to_string(),
-        });
     }
 }
