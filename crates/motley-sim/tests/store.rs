@@ -15,7 +15,7 @@ async fn the_simulated_store_passes_the_conformance_suite() {
         let s = store.clone();
         Box::pin(async move { Arc::new(s) as Arc<dyn Store> })
     });
-    if let Err(e) = conformance::run_all(open).await {
+    if let Err(e) = conformance::run_all(open, conformance::HistoryAcrossReopen::Kept).await {
         panic!("conformance: {e}");
     }
 }

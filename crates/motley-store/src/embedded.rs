@@ -5,9 +5,12 @@
 //! instant a `kill -9` or a power cut arrives. Nothing is written unless a
 //! transaction writes: an idle store does no IO.
 //!
-//! Tables: `kv` (key → header + value), `log` (revision → the changes of that
-//! revision, for watches from a past revision), `meta` (current and compacted
-//! revision).
+//! Tables: `kv` (key → header + value) and `meta` (the current revision). The
+//! changes of recent revisions, for watches from a past revision, are kept in memory
+//! only ([`Recent`]): the store's watchers live in the same process, so history
+//! before an open is never asked for, and keeping it in the file wrote every value
+//! twice (decisions.md, "Watch history in memory"). A file from before that change
+//! loses its `log` table at the first open.
 //!
 //! With its log ([`crate::wal`], beside the file) every transaction is group-committed:
 //! redb commits it without a sync (`Durability::None`: in memory, visible to every
@@ -33,11 +36,16 @@ use crate::{
 };
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// The watch history of files written before it moved to memory: dropped at open.
+const OLD_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// History kept for watches before old revisions are compacted automatically.
+/// Revisions kept in memory for watches before old ones are forgotten.
 pub const DEFAULT_HISTORY: u64 = 10_000;
+
+/// Most bytes of keys and values the history keeps (the newest revision is kept whatever
+/// its size).
+pub const HISTORY_BYTES: usize = 4 << 20;
 
 /// Longest a lazy transaction waits for a durable commit (what a power cut may take).
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,7 +59,7 @@ pub struct Embedded {
 struct Inner {
     db: Database,
     events: broadcast::Sender<Arc<Vec<Event>>>,
-    history: u64,
+    recent: std::sync::Mutex<Recent>,
     write_lock: tokio::sync::Mutex<()>,
     lazy: std::sync::Mutex<Lazy>,
 }
@@ -67,7 +75,96 @@ struct Lazy {
     scheduled: bool,
 }
 
+/// The changes of the recent revisions, for watches from a past revision: in memory,
+/// bounded by [`DEFAULT_HISTORY`] revisions (or the caller's) and [`HISTORY_BYTES`].
+struct Recent {
+    /// Revisions `compacted + 1 ..= revision`, oldest first.
+    groups: std::collections::VecDeque<Arc<Vec<Event>>>,
+    /// Every revision up to this one is forgotten.
+    compacted: u64,
+    /// The newest revision.
+    revision: u64,
+    bytes: usize,
+    max_revisions: u64,
+}
+
+fn weight(events: &[Event]) -> usize {
+    events
+        .iter()
+        .map(|e| e.kv.key.len() + e.kv.value.len() + std::mem::size_of::<Event>())
+        .sum()
+}
+
+impl Recent {
+    /// Nothing before `revision` is known.
+    fn starting_at(revision: u64, max_revisions: u64) -> Recent {
+        Recent {
+            groups: Default::default(),
+            compacted: revision,
+            revision,
+            bytes: 0,
+            max_revisions: max_revisions.max(1),
+        }
+    }
+
+    /// The next revision's changes.
+    fn push(&mut self, events: Arc<Vec<Event>>) {
+        let Some(rev) = events.first().map(|e| e.revision()) else {
+            return;
+        };
+        if rev != self.revision + 1 {
+            // Never happens under the write lock; forget rather than keep a gap.
+            *self = Recent::starting_at(rev.saturating_sub(1), self.max_revisions);
+        }
+        self.bytes += weight(&events);
+        self.groups.push_back(events);
+        self.revision = rev;
+        while self.groups.len() as u64 > self.max_revisions
+            || (self.bytes > HISTORY_BYTES && self.groups.len() > 1)
+        {
+            self.forget_oldest();
+        }
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(g) = self.groups.pop_front() {
+            self.bytes -= weight(&g);
+            self.compacted += 1;
+        }
+    }
+
+    /// Forgets every revision up to `upto`.
+    fn compact(&mut self, upto: u64) {
+        while self.compacted < upto && !self.groups.is_empty() {
+            self.forget_oldest();
+        }
+    }
+
+    /// The changes from revision `from` on under `prefix`, or `Compacted`.
+    fn since(&self, prefix: &str, from: u64) -> Result<Vec<Event>, StoreError> {
+        if from <= self.compacted {
+            return Err(StoreError::Compacted {
+                requested: from,
+                oldest: self.compacted + 1,
+            });
+        }
+        let skip = usize::try_from(from - self.compacted - 1).unwrap_or(usize::MAX);
+        Ok(self
+            .groups
+            .iter()
+            .skip(skip)
+            .flat_map(|g| g.iter())
+            .filter(|e| e.kv.key.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+}
+
 impl Inner {
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lazy(&self) -> std::sync::MutexGuard<'_, Lazy> {
         self.lazy.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -131,7 +228,7 @@ fn decode_kv(key: &str, b: &[u8]) -> Result<KeyValue, StoreError> {
     })
 }
 
-/// Log record: for each event, kind (1 byte), key length (4), key, then the kv record length (4) and record.
+/// A record of the log beside the file: for each event, kind (1 byte), key length (4), key, then the kv record length (4) and record.
 fn encode_events(events: &[Event]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in events {
@@ -210,6 +307,7 @@ impl Embedded {
         records: &[crate::wal::Record],
     ) -> Result<Embedded, StoreError> {
         store.replay(records)?;
+        store.begin_history()?;
         wal.clear()
             .map_err(|e| StoreError::Backend(format!("{}: {e}", wal.name())))?;
         store.inner.lazy().wal = Some(wal);
@@ -239,7 +337,6 @@ impl Embedded {
         let mut applied = 0;
         {
             let mut kv = wtx.open_table(KV).map_err(backend)?;
-            let mut log = wtx.open_table(LOG).map_err(backend)?;
             let mut meta = wtx.open_table(META).map_err(backend)?;
             let mut rev = meta
                 .get("revision")
@@ -268,8 +365,6 @@ impl Embedded {
                         }
                     }
                 }
-                log.insert(r.revision, r.events.as_slice())
-                    .map_err(backend)?;
                 rev = r.revision;
                 meta.insert("revision", rev).map_err(backend)?;
                 applied += 1;
@@ -293,7 +388,35 @@ impl Embedded {
             .set_cache_size(4 << 20)
             .create_with_backend(backend)
             .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))?;
-        Ok(Self::on(db, history))
+        let store = Self::on(db, history);
+        store.begin_history()?;
+        Ok(store)
+    }
+
+    /// History starts at the revision found: drops the `log` table of a file written
+    /// before the history moved to memory (one write, once).
+    fn begin_history(&self) -> Result<(), StoreError> {
+        let old_log = {
+            let rtx = self.inner.db.begin_read().map_err(backend)?;
+            match rtx.open_table(OLD_LOG) {
+                Ok(_) => true,
+                Err(redb::TableError::TableDoesNotExist(_)) => false,
+                Err(e) => return Err(backend(e)),
+            }
+        };
+        if old_log {
+            let wtx = self.inner.db.begin_write().map_err(backend)?;
+            wtx.delete_table(OLD_LOG).map_err(backend)?;
+            if let Ok(mut meta) = wtx.open_table(META) {
+                meta.remove("compacted").map_err(backend)?;
+            }
+            wtx.commit().map_err(backend)?;
+            tracing::info!("dropped the store file's watch history (kept in memory now)");
+        }
+        let revision = self.read_meta("revision")?;
+        let mut recent = self.inner.recent();
+        *recent = Recent::starting_at(revision, recent.max_revisions);
+        Ok(())
     }
 
     /// A store in memory only (the `agent_session` fuzz target, tests).
@@ -307,7 +430,7 @@ impl Embedded {
             inner: Arc::new(Inner {
                 db,
                 events,
-                history: history.max(1),
+                recent: std::sync::Mutex::new(Recent::starting_at(0, history)),
                 write_lock: tokio::sync::Mutex::new(()),
                 lazy: Default::default(),
             }),
@@ -325,26 +448,6 @@ impl Embedded {
             .map_err(backend)?
             .map(|v| v.value())
             .unwrap_or(0))
-    }
-
-    /// Reads log entries with revision in `from..=to` whose keys start with `prefix`.
-    fn history(&self, prefix: &str, from: u64, to: u64) -> Result<Vec<Event>, StoreError> {
-        let rtx = self.inner.db.begin_read().map_err(backend)?;
-        let t = match rtx.open_table(LOG) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(backend(e)),
-        };
-        let mut out = Vec::new();
-        for row in t.range(from..=to).map_err(backend)? {
-            let (rev, data) = row.map_err(backend)?;
-            out.extend(
-                decode_events(rev.value(), data.value())?
-                    .into_iter()
-                    .filter(|e| e.kv.key.starts_with(prefix)),
-            );
-        }
-        Ok(out)
     }
 
     fn commit(&self, txn: Txn) -> Result<(TxnResult, Vec<Event>), StoreError> {
@@ -418,22 +521,8 @@ impl Embedded {
                     events,
                 ));
             }
-            let mut log = wtx.open_table(LOG).map_err(backend)?;
             let encoded = encode_events(&events);
-            log.insert(new_rev, encoded.as_slice()).map_err(backend)?;
             meta.insert("revision", new_rev).map_err(backend)?;
-            // Bounded history: forget the oldest revision as a new one arrives.
-            let compacted = meta
-                .get("compacted")
-                .map_err(backend)?
-                .map(|v| v.value())
-                .unwrap_or(0);
-            if new_rev > self.inner.history && new_rev - self.inner.history > compacted {
-                let upto = new_rev - self.inner.history;
-                log.retain_in(compacted..upto, |_, _| false)
-                    .map_err(backend)?;
-                meta.insert("compacted", upto).map_err(backend)?;
-            }
             (
                 TxnResult {
                     succeeded: true,
@@ -551,32 +640,26 @@ impl Store for Embedded {
             .map_err(backend)??;
         if !events.is_empty() {
             self.schedule_sync();
-        }
-        if !events.is_empty() {
-            let _ = self.inner.events.send(Arc::new(events));
+            let events = Arc::new(events);
+            // Into the history before the broadcast, so a watch that reads the history
+            // after subscribing misses nothing (and drops what it sees twice).
+            self.inner.recent().push(events.clone());
+            let _ = self.inner.events.send(events);
         }
         Ok(result)
     }
 
     async fn watch(&self, prefix: &str, from_revision: u64) -> Result<Watch, StoreError> {
         let mut live = self.inner.events.subscribe();
-        let current = self.read_meta("revision")?;
-        let compacted = self.read_meta("compacted")?;
-        let from = if from_revision == 0 {
-            current + 1
-        } else {
-            from_revision
-        };
-        if from <= compacted {
-            return Err(StoreError::Compacted {
-                requested: from,
-                oldest: compacted + 1,
-            });
-        }
-        let backlog = if from <= current {
-            self.history(prefix, from, current)?
-        } else {
-            Vec::new()
+        let (current, from, backlog) = {
+            let recent = self.inner.recent();
+            let current = recent.revision;
+            let from = if from_revision == 0 {
+                current + 1
+            } else {
+                from_revision
+            };
+            (current, from, recent.since(prefix, from)?)
         };
         let (tx, rx) = mpsc::channel(256);
         let weak = Arc::downgrade(&self.inner);
@@ -603,15 +686,9 @@ impl Store for Embedded {
                         // Hold the store only while catching up, so dropping it closes the file.
                         let Some(inner) = weak.upgrade() else { return };
                         let this = Embedded { inner };
-                        // Fell behind the live feed: catch up from the log.
-                        let now = match this.read_meta("revision") {
-                            Ok(r) => r,
-                            Err(e) => {
-                                let _ = tx.send(Err(e)).await;
-                                return;
-                            }
-                        };
-                        match this.history("", last + 1, now) {
+                        // Fell behind the live feed: catch up from the history.
+                        let caught_up = this.inner.recent().since("", last + 1);
+                        match caught_up {
                             Ok(h) => h,
                             Err(e) => {
                                 let _ = tx.send(Err(e)).await;
@@ -636,34 +713,10 @@ impl Store for Embedded {
     }
 
     async fn compact(&self, revision: u64) -> Result<(), StoreError> {
-        let _guard = self.inner.write_lock.lock().await;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let wtx = this.inner.db.begin_write().map_err(backend)?;
-            {
-                let mut meta = wtx.open_table(META).map_err(backend)?;
-                let mut log = wtx.open_table(LOG).map_err(backend)?;
-                let current = meta
-                    .get("revision")
-                    .map_err(backend)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                let compacted = meta
-                    .get("compacted")
-                    .map_err(backend)?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                let upto = revision.min(current + 1).saturating_sub(1);
-                if upto > compacted {
-                    log.retain_in(compacted..=upto, |_, _| false)
-                        .map_err(backend)?;
-                    meta.insert("compacted", upto).map_err(backend)?;
-                }
-            }
-            wtx.commit().map_err(backend)
-        })
-        .await
-        .map_err(backend)?
+        let mut recent = self.inner.recent();
+        let upto = revision.min(recent.revision + 1).saturating_sub(1);
+        recent.compact(upto);
+        Ok(())
     }
 
     async fn revision(&self) -> Result<u64, StoreError> {

@@ -30,7 +30,7 @@ fn etcd_passes_the_conformance_suite() {
                 ) as Arc<dyn Store>
             })
         });
-        if let Err(e) = conformance::run_all(open).await {
+        if let Err(e) = conformance::run_all(open, conformance::HistoryAcrossReopen::Kept).await {
             panic!("conformance: {e}");
         }
     });

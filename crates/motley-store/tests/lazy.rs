@@ -64,7 +64,8 @@ async fn a_killed_process_loses_no_lazy_transaction_and_the_log_replays_in_order
         .len();
     assert!(log_len > 0, "lazy transactions are in the log");
 
-    // Killed now, with the log: everything comes back, history included.
+    // Killed now, with the log: everything comes back; the watch history (in memory)
+    // starts at the revision found.
     let killed = dir.path().join("killed");
     copy_files(&live, &killed, true);
     let back = Embedded::open(&killed.join("s.redb")).expect("reopen after a kill");
@@ -76,9 +77,16 @@ async fn a_killed_process_loses_no_lazy_transaction_and_the_log_replays_in_order
         value(&back, "/spec/a").await.as_deref(),
         Some(&b"apply"[..])
     );
-    let mut watch = back.watch("/alloc/", 2).await.expect("watch history");
-    let first = watch.recv().await.expect("an event").expect("no error");
-    assert_eq!(first[0].kv.mod_revision, 2, "the history is replayed too");
+    match back.watch("/alloc/", 2).await {
+        Err(motley_store::StoreError::Compacted { requested, oldest }) => {
+            assert_eq!(
+                (requested, oldest),
+                (2, revision + 1),
+                "history starts at the open"
+            );
+        }
+        other => panic!("a watch from before the open must fail as compacted: {other:?}"),
+    }
     assert_eq!(
         std::fs::metadata(killed.join("s.redb.wal"))
             .expect("log")
@@ -86,6 +94,15 @@ async fn a_killed_process_loses_no_lazy_transaction_and_the_log_replays_in_order
         0,
         "a replayed log is emptied"
     );
+    let mut watch = back
+        .watch("/alloc/", revision + 1)
+        .await
+        .expect("watch from the open");
+    back.txn(Txn::new().put("/alloc/9", b"new".to_vec()))
+        .await
+        .expect("put after the open");
+    let first = watch.recv().await.expect("an event").expect("no error");
+    assert_eq!(first[0].kv.mod_revision, revision + 1, "revisions continue");
     drop(back);
 
     // The file alone holds none of it before the group commit: every transaction, the
