@@ -634,10 +634,16 @@ impl Store for Embedded {
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         // One writer at a time, so events are broadcast in revision order.
         let _guard = self.inner.write_lock.lock().await;
-        let this = self.clone();
-        let (result, events) = tokio::task::spawn_blocking(move || this.commit(txn))
-            .await
-            .map_err(backend)??;
+        let (result, events) = if txn.lazy {
+            // Nothing synced: redb commits in memory and the log's record goes to the page
+            // cache, shorter than handing the work to another thread and back.
+            self.commit(txn)?
+        } else {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.commit(txn))
+                .await
+                .map_err(backend)??
+        };
         if !events.is_empty() {
             self.schedule_sync();
             let events = Arc::new(events);
