@@ -293,6 +293,7 @@ struct Pass<'a, 'p> {
 /// Runs every controller once: over every workload, or (with [`Input::active`]) over
 /// those not settled, with the same plan.
 pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mut dyn Ids) -> Plan {
+    let mut ids = gather::UniqueIds::new(ids, input.allocs);
     let groups = gather::groups(input);
     let lost = gather::lost(input, groups.as_ref());
     let (visits, live) = gather::visits(input, groups, &lost.copies);
@@ -307,7 +308,7 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
     let mut pass = Pass {
         input,
         placer,
-        ids,
+        ids: &mut ids,
         bound: BTreeMap::new(),
         head_blocked: false,
         plan: Plan {

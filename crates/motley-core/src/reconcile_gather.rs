@@ -3,11 +3,11 @@
 //! pass walks every workload and allocation; with [`crate::active::Active`] a pass visits
 //! only the workloads not settled (every live allocation belongs to one of those) and
 //! makes the same plan. Orders are the full pass's: workloads by reference, allocations
-//! by id.
+//! by id. [`UniqueIds`] keeps the shell's allocation ids from repeating.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Input;
+use super::{Ids, Input};
 use crate::model::{AllocState, Allocation, NodeLoss, Workload, WorkloadRef};
 
 /// Allocations by workload, in reference order, ids in order.
@@ -218,4 +218,82 @@ fn full<'a: 'l, 'l>(
     }
     visits.extend(ws.map(|(k, w)| visit(k, Some(w), Vec::new())));
     (visits, live)
+}
+
+/// The shell's ids, never one an allocation has or this pass gave (random ids can
+/// repeat: 10,000 allocations of 32 random bits collide with a chance near 1 %, and a
+/// repeated id would overwrite another allocation's record).
+pub(super) struct UniqueIds<'p> {
+    inner: &'p mut dyn Ids,
+    allocs: &'p BTreeMap<String, Allocation>,
+    made: BTreeSet<String>,
+}
+
+impl<'p> UniqueIds<'p> {
+    pub(super) fn new(inner: &'p mut dyn Ids, allocs: &'p BTreeMap<String, Allocation>) -> Self {
+        UniqueIds {
+            inner,
+            allocs,
+            made: BTreeSet::new(),
+        }
+    }
+}
+
+impl Ids for UniqueIds<'_> {
+    fn next_id(&mut self, workload: &WorkloadRef) -> String {
+        let mut id = self.inner.next_id(workload);
+        let mut tries = 1u32;
+        while self.allocs.contains_key(&id) || self.made.contains(&id) {
+            id = if tries < 8 {
+                self.inner.next_id(workload)
+            } else {
+                // An id source that keeps repeating: make it unique by a suffix.
+                format!("{id}-{tries}")
+            };
+            tries += 1;
+        }
+        self.made.insert(id.clone());
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, test_alloc};
+
+    /// An id source that repeats itself: `a-1`, `a-2`, `a-1`, `a-2`, …
+    struct Repeating(u32);
+
+    impl Ids for Repeating {
+        fn next_id(&mut self, _: &WorkloadRef) -> String {
+            self.0 += 1;
+            format!("a-{}", 1 + self.0 % 2)
+        }
+    }
+
+    #[test]
+    fn an_id_an_allocation_has_or_the_pass_gave_is_never_given_again() {
+        let w = WorkloadRef::new(Kind::Job, "a");
+        let mut allocs = BTreeMap::new();
+        allocs.insert(
+            "a-2".to_string(),
+            test_alloc("a-2", "job/a", AllocState::Running),
+        );
+        let mut source = Repeating(0);
+        let mut ids = UniqueIds::new(&mut source, &allocs);
+        // a-2 is taken by an allocation: the next one the source gives.
+        assert_eq!(ids.next_id(&w), "a-1");
+        // Both taken now: the source only repeats them, so a suffix makes one unique.
+        let third = ids.next_id(&w);
+        assert!(
+            third.starts_with("a-") && third != "a-1" && third != "a-2",
+            "{third}"
+        );
+        let fourth = ids.next_id(&w);
+        assert!(
+            fourth != third && fourth != "a-1" && fourth != "a-2",
+            "{fourth}"
+        );
+    }
 }

@@ -174,8 +174,14 @@ fn lazy(i: usize, mixed: bool) -> bool {
 
 /// Runs the applies on a fresh store (with its log when `with_log`), the power cut at
 /// operation `cut` after it was created (`None`: never). Returns the disk and the
-/// writes acknowledged.
-async fn run(cut: Option<usize>, mixed: bool, with_log: bool) -> (Arc<Mutex<Disk>>, Vec<usize>) {
+/// writes acknowledged. With `group_commits`, a group commit after every fourth write
+/// puts what came before in the store file and empties the log, which fills again.
+async fn run(
+    cut: Option<usize>,
+    mixed: bool,
+    with_log: bool,
+    group_commits: bool,
+) -> (Arc<Mutex<Disk>>, Vec<usize>) {
     let disk = CutDisk::with([Vec::new(), Vec::new()]);
     let store = match open(&disk, with_log) {
         Ok(s) => s,
@@ -194,6 +200,9 @@ async fn run(cut: Option<usize>, mixed: bool, with_log: bool) -> (Arc<Mutex<Disk
             Ok(r) if r.succeeded => acked.push(i),
             Ok(r) => panic!("apply {i} did not succeed: {r:?}"),
             Err(_) => break,
+        }
+        if group_commits && i % 4 == 3 && store.sync().await.is_err() {
+            break;
         }
     }
     drop(store);
@@ -277,26 +286,36 @@ async fn check(
 
 #[tokio::test]
 async fn a_power_cut_at_any_write_or_sync_loses_no_acknowledged_apply() {
-    cut_everywhere(false, false).await;
+    cut_everywhere(false, false, false).await;
 }
 
 #[tokio::test]
 async fn with_lazy_writes_between_a_power_cut_keeps_a_prefix_holding_every_durable_one() {
-    cut_everywhere(true, false).await;
+    cut_everywhere(true, false, false).await;
 }
 
 #[tokio::test]
 async fn through_the_log_a_power_cut_loses_no_acknowledged_apply() {
-    cut_everywhere(false, true).await;
+    cut_everywhere(false, true, false).await;
 }
 
 #[tokio::test]
 async fn through_the_log_with_lazy_writes_a_cut_keeps_a_prefix_holding_every_durable_one() {
-    cut_everywhere(true, true).await;
+    cut_everywhere(true, true, false).await;
 }
 
-async fn cut_everywhere(mixed: bool, with_log: bool) {
-    let (whole, acked) = run(None, mixed, with_log).await;
+#[tokio::test]
+async fn across_group_commits_a_power_cut_loses_no_acknowledged_apply() {
+    cut_everywhere(false, true, true).await;
+}
+
+#[tokio::test]
+async fn across_group_commits_with_lazy_writes_a_cut_keeps_a_prefix_holding_every_durable_one() {
+    cut_everywhere(true, true, true).await;
+}
+
+async fn cut_everywhere(mixed: bool, with_log: bool, group_commits: bool) {
+    let (whole, acked) = run(None, mixed, with_log, group_commits).await;
     assert_eq!(
         acked.len(),
         APPLIES,
@@ -314,7 +333,7 @@ async fn cut_everywhere(mixed: bool, with_log: bool) {
     // Acknowledged lazy writes a cut took (with every write after them).
     let mut lazy_lost = 0;
     for cut in 0..total {
-        let (disk, acked) = run(Some(cut), mixed, with_log).await;
+        let (disk, acked) = run(Some(cut), mixed, with_log, group_commits).await;
         acked_before_cut += acked.len();
         let files = lock(&disk).files.clone();
         cuts += 1;
