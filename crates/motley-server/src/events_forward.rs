@@ -16,6 +16,11 @@ const FORWARD_BATCH: usize = 500;
 /// sends nothing, and one that comes to lead starts from its newest event (a leader
 /// change may repeat or skip the few events around it).
 pub async fn forward(s: Arc<crate::state::Shared>, url: String) {
+    // Every event of the ring (this process's, from its start) is to be sent, also those
+    // pushed before this task first ran: building the HTTP client takes a while, and a
+    // busy machine ran an apply's first events before it (a flaky system test).
+    let mut rx = s.events.subscribe();
+    let mut sent = 0;
     let http = match motley_containerd::registry_client() {
         Ok(c) => c,
         Err(e) => {
@@ -23,8 +28,6 @@ pub async fn forward(s: Arc<crate::state::Shared>, url: String) {
             return;
         }
     };
-    let mut rx = s.events.subscribe();
-    let mut sent = *rx.borrow_and_update();
     loop {
         let latest = *rx.borrow_and_update();
         if s.ha.leading().is_none() {
