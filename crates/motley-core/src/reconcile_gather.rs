@@ -221,8 +221,8 @@ fn full<'a: 'l, 'l>(
 }
 
 /// The shell's ids, never one an allocation has or this pass gave (random ids can
-/// repeat: 10,000 allocations of 32 random bits collide with a chance near 1 %, and a
-/// repeated id would overwrite another allocation's record).
+/// repeat: 10,000 allocations of 32 random bits collide with a chance near 1 %; the
+/// store's "key absent" compare then failed the whole creation group).
 pub(super) struct UniqueIds<'p> {
     inner: &'p mut dyn Ids,
     allocs: &'p BTreeMap<String, Allocation>,
