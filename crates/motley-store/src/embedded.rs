@@ -45,7 +45,7 @@ pub const DEFAULT_HISTORY: u64 = 10_000;
 
 /// Most bytes of keys and values the history keeps (the newest revision is kept whatever
 /// its size).
-pub const HISTORY_BYTES: usize = 4 << 20;
+pub const HISTORY_BYTES: usize = 1 << 20;
 
 /// Longest a lazy transaction waits for a durable commit (what a power cut may take).
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);

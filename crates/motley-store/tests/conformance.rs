@@ -48,13 +48,14 @@ async fn bounded_history_compacts_itself() {
 async fn history_is_bounded_by_bytes_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = Embedded::open(&dir.path().join("s.redb")).expect("open");
-    let big = vec![b'x'; 1 << 20];
+    let quarter = motley_store::embedded::HISTORY_BYTES / 4;
+    let big = vec![b'x'; quarter];
     for _ in 0..10 {
         s.txn(Txn::new().put("/big", big.clone()))
             .await
             .expect("txn");
     }
-    // Four values of 1 MiB are over HISTORY_BYTES: the newest three are kept.
+    // Four values of a quarter of HISTORY_BYTES are over it: the newest three are kept.
     match s.watch("/", 7).await {
         Err(motley_store::StoreError::Compacted { requested, oldest }) => {
             assert_eq!((requested, oldest), (7, 8));
@@ -65,7 +66,7 @@ async fn history_is_bounded_by_bytes_too() {
     for want in 8..=10 {
         let g = w.recv().await.expect("event").expect("ok");
         assert_eq!(g.first().map(|e| e.revision()), Some(want));
-        assert_eq!(g[0].kv.value.len(), 1 << 20);
+        assert_eq!(g[0].kv.value.len(), quarter);
     }
 }
 
