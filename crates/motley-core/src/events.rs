@@ -262,6 +262,17 @@ impl Ring {
         out
     }
 
+    /// The oldest `limit` events after sequence number `after`, oldest first: what a
+    /// forwarder sends next, so that a burst larger than one post skips nothing.
+    pub fn oldest_after(&self, after: u64, limit: usize) -> Vec<Event> {
+        self.buf
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
     /// The sequence number of the newest event (0: none yet).
     pub fn last_seq(&self) -> u64 {
         self.next - 1
@@ -493,6 +504,24 @@ mod tests {
 
     fn kinds(v: &[New]) -> Vec<&'static str> {
         v.iter().map(|e| e.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn a_forwarder_reads_the_oldest_after_what_it_sent() {
+        let mut ring = Ring::new(1000);
+        for i in 0..700 {
+            ring.push(i, New::about(EventKind::Applied, "job/x", format!("{i}")));
+        }
+        let seqs = |v: Vec<Event>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(ring.oldest_after(0, 500)),
+            (1..=500).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            seqs(ring.oldest_after(500, 500)),
+            (501..=700).collect::<Vec<_>>()
+        );
+        assert!(ring.oldest_after(700, 500).is_empty());
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl Events {
         crate::util::lock(&self.ring).query(f, limit)
     }
 
+    /// The oldest `limit` events after sequence number `after` ([`Ring::oldest_after`]).
+    pub fn oldest_after(&self, after: u64, limit: usize) -> Vec<Event> {
+        crate::util::lock(&self.ring).oldest_after(after, limit)
+    }
+
     /// The newest event's sequence number, changing as events arrive.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.seq.subscribe()

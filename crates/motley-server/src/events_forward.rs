@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use motley_core::events::Filter;
-
 /// Most events in one forwarded post.
 const FORWARD_BATCH: usize = 500;
 
@@ -33,11 +31,8 @@ pub async fn forward(s: Arc<crate::state::Shared>, url: String) {
         if s.ha.leading().is_none() {
             sent = latest;
         } else if latest > sent {
-            let f = Filter {
-                after: sent,
-                ..Filter::default()
-            };
-            let batch = s.events.query(&f, FORWARD_BATCH);
+            // The oldest first: a burst of more than one post goes out whole.
+            let batch = s.events.oldest_after(sent, FORWARD_BATCH);
             let mut body = String::new();
             for e in &batch {
                 if let Ok(line) = serde_json::to_string(e) {
