@@ -89,7 +89,15 @@ fn in_rotation(lab: &Lab) -> Vec<String> {
     let out = lab.cli(&["describe", "service", "web"]);
     assert!(out.status.success(), "describe: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    // No table is a failure, not an empty rotation (the output changed, or failed).
+    // `describe` shows no Endpoints table while no replica runs (just after an apply):
+    // that, read from its Status line, is an empty rotation. Any other missing table is
+    // a failure, not an empty rotation (the output changed, or failed).
+    if text
+        .lines()
+        .any(|l| l.starts_with("Status:") && l.contains(", running 0,"))
+    {
+        return Vec::new();
+    }
     let table = text
         .split("Endpoints:\n")
         .nth(1)
