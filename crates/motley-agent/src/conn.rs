@@ -73,12 +73,6 @@ pub fn send_in_memory(
     Ok(())
 }
 
-/// What the next item of a connection held in memory means: a message, or `ended()`
-/// once the server's end is gone.
-pub fn received_in_memory(m: Option<ServerMsg>, ended: impl FnOnce() -> Received) -> Received {
-    m.map_or_else(ended, Received::Msg)
-}
-
 /// The real dialer: a WebSocket at `/v1/agent/connect`, TLS pinned to the cluster CA.
 #[derive(Debug)]
 pub struct WsDialer {

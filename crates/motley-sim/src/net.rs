@@ -282,9 +282,10 @@ impl Channel for SimChannel {
     fn recv(&mut self) -> BoxFuture<'_, Received> {
         Box::pin(async move {
             let m = self.rx.recv().await;
-            motley_agent::conn::received_in_memory(m, || {
-                Received::Failed("connection reset".into())
-            })
+            m.map_or_else(
+                || Received::Failed("connection reset".into()),
+                Received::Msg,
+            )
         })
     }
 }

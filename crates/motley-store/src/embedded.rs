@@ -78,8 +78,8 @@ struct Lazy {
 /// The changes of the recent revisions, for watches from a past revision: in memory,
 /// bounded by [`DEFAULT_HISTORY`] revisions (or the caller's) and [`HISTORY_BYTES`].
 struct Recent {
-    /// Revisions `compacted + 1 ..= revision`, oldest first.
-    groups: std::collections::VecDeque<Arc<Vec<Event>>>,
+    /// Revisions `compacted + 1 ..= revision`, oldest first, each with its [`weight`].
+    groups: std::collections::VecDeque<(Arc<Vec<Event>>, usize)>,
     /// Every revision up to this one is forgotten.
     compacted: u64,
     /// The newest revision.
@@ -116,8 +116,9 @@ impl Recent {
             // Never happens under the write lock; forget rather than keep a gap.
             *self = Recent::starting_at(rev.saturating_sub(1), self.max_revisions);
         }
-        self.bytes += weight(&events);
-        self.groups.push_back(events);
+        let w = weight(&events);
+        self.bytes += w;
+        self.groups.push_back((events, w));
         self.revision = rev;
         while self.groups.len() as u64 > self.max_revisions
             || (self.bytes > HISTORY_BYTES && self.groups.len() > 1)
@@ -127,8 +128,8 @@ impl Recent {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some(g) = self.groups.pop_front() {
-            self.bytes -= weight(&g);
+        if let Some((_, w)) = self.groups.pop_front() {
+            self.bytes -= w;
             self.compacted += 1;
         }
     }
@@ -153,7 +154,7 @@ impl Recent {
             .groups
             .iter()
             .skip(skip)
-            .flat_map(|g| g.iter())
+            .flat_map(|(g, _)| g.iter())
             .filter(|e| e.kv.key.starts_with(prefix))
             .cloned()
             .collect())
@@ -321,7 +322,7 @@ impl Embedded {
         log: Box<dyn crate::wal::LogFile>,
         history: u64,
     ) -> Result<Embedded, StoreError> {
-        let store = Self::open_on_backend(backend, history)?;
+        let store = Self::on(Self::db_on(backend)?, history);
         let (wal, records) = Wal::on(log, "the log".into())
             .map_err(|e| StoreError::Backend(format!("the log: {e}")))?;
         Self::with_log(store, wal, &records)
@@ -384,13 +385,16 @@ impl Embedded {
         backend: impl redb::StorageBackend,
         history: u64,
     ) -> Result<Embedded, StoreError> {
-        let db = Database::builder()
-            .set_cache_size(4 << 20)
-            .create_with_backend(backend)
-            .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))?;
-        let store = Self::on(db, history);
+        let store = Self::on(Self::db_on(backend)?, history);
         store.begin_history()?;
         Ok(store)
+    }
+
+    fn db_on(backend: impl redb::StorageBackend) -> Result<Database, StoreError> {
+        Database::builder()
+            .set_cache_size(4 << 20)
+            .create_with_backend(backend)
+            .map_err(|e| StoreError::Backend(format!("opening the store: {e}")))
     }
 
     /// History starts at the revision found: drops the `log` table of a file written
@@ -691,9 +695,8 @@ impl Store for Embedded {
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Hold the store only while catching up, so dropping it closes the file.
                         let Some(inner) = weak.upgrade() else { return };
-                        let this = Embedded { inner };
                         // Fell behind the live feed: catch up from the history.
-                        let caught_up = this.inner.recent().since("", last + 1);
+                        let caught_up = inner.recent().since("", last + 1);
                         match caught_up {
                             Ok(h) => h,
                             Err(e) => {

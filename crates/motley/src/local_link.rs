@@ -118,13 +118,14 @@ impl Channel for LocalChannel {
     fn recv(&mut self) -> BoxFuture<'_, Received> {
         Box::pin(async move {
             let m = self.rx.recv().await;
-            motley_agent::conn::received_in_memory(m, || {
-                match motley_server::state::lock(&self.refused).take() {
+            m.map_or_else(
+                || match motley_server::state::lock(&self.refused).take() {
                     // Close code 4003, as over a WebSocket: the agent stops reconnecting.
                     Some(why) => Received::Closed(Some(4003), why),
                     None => Received::Failed("the server ended the session".into()),
-                }
-            })
+                },
+                Received::Msg,
+            )
         })
     }
 }
