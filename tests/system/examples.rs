@@ -463,6 +463,19 @@ fn an_experiment_checks_against_the_cluster_runs_and_reports() {
         assert!(body.contains("hi"), "{body}");
         t.elapsed()
     };
+    // In rotation once its process runs (it has no check), python may not listen yet:
+    // the experiment's first probe would be refused (seen once, on a loaded machine).
+    wait_for(
+        "echo to answer through the proxy",
+        Duration::from_secs(30),
+        || {
+            let mut s = std::net::TcpStream::connect(format!("{vip}:8091")).ok()?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n").ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            body.contains("hi").then_some(())
+        },
+    );
     std::fs::write(
         &file,
         "kind: Experiment\nname: slow\nsteady_state:\n  - { http: \"http://echo.motley:8091/\", expect_status: 200, every: 500ms }\nfaults:\n  - { at: 0s, latency: { node: node1, ms: 400 }, for: 8s }\n",

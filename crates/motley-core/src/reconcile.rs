@@ -12,8 +12,11 @@
 //! so this module stays independent of scoring policy.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use crate::model::{AllocState, Allocation, Desired, Node, NodeLoss, Spec, Workload, WorkloadRef};
+use crate::model::{
+    AllocState, Allocation, Desired, Node, NodeLoss, Spec, Task, Workload, WorkloadRef,
+};
 use crate::restart::backoff_delay;
 use crate::selector::{Labels, Selector};
 
@@ -287,6 +290,9 @@ struct Pass<'a, 'p> {
     bound: BTreeMap<WorkloadRef, crate::model::VolumeBinding>,
     /// A job blocked at the head of the queue holds a reservation.
     head_blocked: bool,
+    /// The task of the workload (uid, generation) last given a new allocation: its new
+    /// allocations share one copy.
+    task: Option<(String, u64, Arc<Task>)>,
     plan: Plan,
 }
 
@@ -311,6 +317,7 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
         ids: &mut ids,
         bound: BTreeMap::new(),
         head_blocked: false,
+        task: None,
         plan: Plan {
             lost: if crate::mutants::active("replacement-without-loss") {
                 Vec::new()
@@ -426,7 +433,7 @@ mod gather;
 /// for. Other changes (replicas, labels) do not replace running instances.
 /// Whether `a` runs another spec than `w`'s current one (a rolling update replaces it).
 pub fn is_outdated(w: &Workload, a: &Allocation) -> bool {
-    a.task != *w.spec.run_task() || a.restart != w.spec.restart_policy()
+    *a.task != *w.spec.run_task() || a.restart != w.spec.restart_policy()
 }
 
 #[path = "reconcile_roll.rs"]
@@ -441,6 +448,19 @@ fn selector_of(w: &Workload) -> Option<Selector> {
 }
 
 impl<'a> Pass<'a, '_> {
+    /// `w`'s task, one copy for every allocation this pass gives the same generation.
+    fn task_of(&mut self, w: &Workload) -> Arc<Task> {
+        if let Some((uid, generation, task)) = &self.task
+            && *uid == w.uid
+            && *generation == w.generation
+        {
+            return task.clone();
+        }
+        let task = Arc::new(w.spec.run_task().into_owned());
+        self.task = Some((w.uid.clone(), w.generation, task.clone()));
+        task
+    }
+
     fn new_alloc(&mut self, w: &Workload, index: u32, placed: Placed) -> Allocation {
         let node = placed.node;
         let mut reasons = vec![format!("placed on {node}")];
@@ -457,7 +477,7 @@ impl<'a> Pass<'a, '_> {
             generation: w.generation,
             index,
             node,
-            task: w.spec.run_task().into_owned(),
+            task: self.task_of(w),
             restart: w.spec.restart_policy(),
             on_node_loss: w.spec.on_node_loss(),
             desired: Desired::Run,

@@ -430,7 +430,7 @@ mod tests {
         .into();
         let changed = [r("web"), job.reference()];
         let mut web = test_alloc("a1", "service/web", AllocState::Running);
-        web.task = ws[&r("web")].spec.run_task().into_owned();
+        web.task = ws[&r("web")].spec.run_task().into_owned().into();
         web.restart = ws[&r("web")].spec.restart_policy();
         let mut j = test_alloc("a2", "job/j", AllocState::Pending);
         let g = |allocs: &[&Allocation], now| {

@@ -14,8 +14,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// A connected WebSocket.
 pub type WsStream = WebSocketStream<TlsStream<TcpStream>>;
 
-/// Read buffer of a client socket (tungstenite's default is 128 KiB).
-pub const READ_BUFFER: usize = 8 << 10;
+/// Read buffer of a client socket (tungstenite's default is 128 KiB). A larger frame
+/// grows it to its own length and arrives in more reads out of the TLS layer's buffer.
+pub const READ_BUFFER: usize = 1 << 10;
 
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]

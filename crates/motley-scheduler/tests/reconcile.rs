@@ -25,6 +25,14 @@ fn service_spreads_and_keeps_replicas() {
     assert_eq!(plan.create.len(), 3);
     let nodes: BTreeSet<_> = plan.create.iter().map(|a| a.node.clone()).collect();
     assert_eq!(nodes.len(), 3, "spread over three nodes");
+    // The replicas a pass creates hold one copy of their task.
+    assert!(
+        plan.create
+            .windows(2)
+            .all(|p| std::sync::Arc::ptr_eq(&p[0].task, &p[1].task)),
+        "one task shared by the new replicas"
+    );
+    assert_eq!(plan.create[0].task.command, ["srv"]);
     w.agents();
     assert!(w.step().is_empty(), "converged");
     // A replica fails: replaced after its backoff, not before.

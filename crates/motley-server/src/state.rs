@@ -56,6 +56,9 @@ pub struct Cache {
     pub allocs: BTreeMap<String, Allocation>,
     /// Tokens by hash.
     pub tokens: HashMap<String, TokenRecord>,
+    /// The task each workload's allocations last decoded with: an allocation decoded
+    /// with an equal task shares this copy (10,000 replicas hold one task, not 10,000).
+    pub tasks: HashMap<WorkloadRef, Arc<motley_core::model::Task>>,
     /// Mod revision of every cached key.
     pub mod_revs: HashMap<String, u64>,
     /// Store revision the cache reflects.

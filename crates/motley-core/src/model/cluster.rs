@@ -207,8 +207,10 @@ pub struct Allocation {
     pub index: u32,
     /// The node it runs on.
     pub node: String,
-    /// The task, copied from the spec when created.
-    pub task: Task,
+    /// The task, copied from the spec when created. Shared: the allocations of one
+    /// workload generation hold one copy where the server's cache can tell they are
+    /// equal (`Allocation::share_task`), not one each.
+    pub task: std::sync::Arc<Task>,
     /// How the agent restarts it.
     pub restart: RestartPolicy,
     /// Fenced allocations stop when their node loses contact with the control plane.

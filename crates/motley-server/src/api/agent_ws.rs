@@ -23,9 +23,11 @@ use crate::state::Shared;
 pub const MAX_FRAME: usize = 4 << 20;
 /// Read buffer of each agent socket. Agent frames are small (a heartbeat is 18 bytes, a
 /// report a few hundred); tungstenite's default of 128 KiB per connection was most of
-/// the server's memory with 1,000 agents (bench/scale.py). Larger frames still arrive,
-/// in more reads.
-pub const READ_BUFFER: usize = 8 << 10;
+/// the server's memory with 1,000 agents (bench/scale.py), and 8 KiB was still the
+/// largest part of a connection's memory with 10,000 (a heap profile, issue 25). A
+/// larger frame grows the buffer to its own length and arrives in more reads, each a copy
+/// out of the TLS layer's buffer, not a system call.
+pub const READ_BUFFER: usize = 1 << 10;
 
 /// WebSocket ping interval, to notice dead TCP connections (memory only; nothing is stored).
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);

@@ -189,7 +189,8 @@ fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
         }),
         Parsed::Node(n) => serde_json::from_slice::<Node>(value)
             .map(|node| Replaced::Node(cache.nodes.insert(n.to_string(), node).map(Box::new))),
-        Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value).map(|a| {
+        Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value).map(|mut a| {
+            share_task(&mut cache.tasks, &mut a);
             active.put_alloc(&a);
             let old = cache.allocs.insert(id.to_string(), a);
             if let Some(o) = &old
@@ -215,6 +216,18 @@ fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
     })
 }
 
+/// Gives `a` the copy of its task that its workload's allocations share, when equal;
+/// an allocation with another task (a rolling update's new generation) becomes the
+/// workload's copy. (A reload decodes allocations before their workloads: key order.)
+fn share_task(tasks: &mut HashMap<WorkloadRef, Arc<motley_core::model::Task>>, a: &mut Allocation) {
+    match tasks.get(&a.workload) {
+        Some(shared) if **shared == *a.task => a.task = shared.clone(),
+        _ => {
+            tasks.insert(a.workload.clone(), a.task.clone());
+        }
+    }
+}
+
 /// Removes a key; returns what it held (an allocation's agent must be told).
 fn apply_delete(cache: &mut Cache, key: &str) -> Replaced {
     cache.mod_revs.remove(key);
@@ -222,6 +235,7 @@ fn apply_delete(cache: &mut Cache, key: &str) -> Replaced {
     match keys::parse(key) {
         Parsed::Workload(r) => {
             active.touch(&r);
+            cache.tasks.remove(&r);
             Replaced::Workload(cache.workloads.remove(&r).map(Box::new))
         }
         Parsed::Node(n) => Replaced::Node(cache.nodes.remove(n).map(Box::new)),
@@ -229,6 +243,11 @@ fn apply_delete(cache: &mut Cache, key: &str) -> Replaced {
             let old = cache.allocs.remove(id);
             if let Some(a) = &old {
                 active.remove_alloc(a);
+                // The shared task of a deleted workload goes with its last allocation
+                // (one deleted here; those left keep their copies).
+                if !cache.workloads.contains_key(&a.workload) {
+                    cache.tasks.remove(&a.workload);
+                }
             }
             Replaced::Alloc(old.map(Box::new))
         }
@@ -237,5 +256,90 @@ fn apply_delete(cache: &mut Cache, key: &str) -> Replaced {
             Replaced::Other
         }
         Parsed::Other => Replaced::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(id: &str, workload: &str, command: &str) -> Vec<u8> {
+        let json = serde_json::json!({
+            "id": id, "workload": workload, "workload_uid": "u1", "generation": 1,
+            "index": 0, "node": "n1", "task": { "command": [command] },
+            "restart": { "mode": "always", "max_restarts": null, "backoff": {} },
+            "desired": "run", "state": "running", "created_at": 1, "updated_at": 1,
+        });
+        match serde_json::to_vec(&json) {
+            Ok(v) => v,
+            Err(e) => panic!("encode: {e}"),
+        }
+    }
+
+    fn task_of(cache: &Cache, id: &str) -> Arc<motley_core::model::Task> {
+        match cache.allocs.get(id) {
+            Some(a) => a.task.clone(),
+            None => panic!("allocation {id} is not in the cache"),
+        }
+    }
+
+    /// Replicas decoded with the same task hold one copy; another task (a new
+    /// generation) is a copy of its own that later equal ones share; another workload's
+    /// equal task is not shared with it; the copy goes with a deleted workload's last
+    /// allocation.
+    #[test]
+    fn allocations_of_a_workload_share_one_copy_of_an_equal_task() {
+        let mut cache = Cache::default();
+        for (i, (id, w, cmd)) in [
+            ("a1", "service/web", "serve"),
+            ("a2", "service/web", "serve"),
+            ("a3", "service/web", "serve-v2"),
+            ("a4", "service/web", "serve-v2"),
+            ("b1", "service/api", "serve"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let _ = apply_put(
+                &mut cache,
+                &keys::alloc(id),
+                &alloc(id, w, cmd),
+                i as u64 + 1,
+            );
+        }
+        let (a1, a2, a3, a4, b1) = (
+            task_of(&cache, "a1"),
+            task_of(&cache, "a2"),
+            task_of(&cache, "a3"),
+            task_of(&cache, "a4"),
+            task_of(&cache, "b1"),
+        );
+        assert!(
+            Arc::ptr_eq(&a1, &a2),
+            "equal tasks of one workload are one copy"
+        );
+        assert!(!Arc::ptr_eq(&a1, &a3) && a3.command == ["serve-v2"]);
+        assert!(Arc::ptr_eq(&a3, &a4));
+        assert!(
+            !Arc::ptr_eq(&a1, &b1) && *a1 == *b1,
+            "another workload's task is its own"
+        );
+        assert_eq!(a1.command, ["serve"]);
+        // a1 replaced by the new generation's task shares the workload's current copy.
+        let _ = apply_put(
+            &mut cache,
+            &keys::alloc("a1"),
+            &alloc("a1", "service/web", "serve-v2"),
+            9,
+        );
+        assert!(Arc::ptr_eq(&task_of(&cache, "a1"), &a4));
+        // Workload service/api is not in the cache: its last allocation deleted, its copy goes.
+        let api = match cache.allocs.get("b1") {
+            Some(b) => b.workload.clone(),
+            None => panic!("b1 is not in the cache"),
+        };
+        assert!(cache.tasks.contains_key(&api));
+        let _ = apply_delete(&mut cache, &keys::alloc("b1"));
+        assert!(!cache.tasks.contains_key(&api));
     }
 }
