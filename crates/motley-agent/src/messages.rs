@@ -19,7 +19,7 @@ impl Agent {
             }
             ServerMsg::Upsert { alloc, secrets } => {
                 if let Some(d) = secrets {
-                    lock(&self.inner.secrets.values).insert(alloc.id.clone(), d);
+                    lock(&self.inner.secrets.values).insert(alloc.id.clone(), *d);
                 }
                 self.upsert(*alloc)
             }

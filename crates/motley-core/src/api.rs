@@ -172,14 +172,15 @@ pub struct UptimeView {
     pub burn_rate: Option<f64>,
 }
 
-/// A workload with its allocations (`describe`).
+/// A workload with its allocations (`describe`). The server answers with borrowed
+/// allocations (`WorkloadDetail<&Allocation>`: the same JSON, no copy of each).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkloadDetail {
+pub struct WorkloadDetail<A = Allocation> {
     /// The workload and status.
     #[serde(flatten)]
     pub view: WorkloadView,
     /// Its allocations, newest first.
-    pub allocations: Vec<Allocation>,
+    pub allocations: Vec<A>,
     /// Energy given to its allocations so far, millijoules, by allocation (those whose
     /// node measures or estimates its power: `motley_core::energy`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

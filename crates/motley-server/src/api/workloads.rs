@@ -340,13 +340,15 @@ pub(crate) async fn get_workload(
     State(s): State<Arc<Shared>>,
     Path((kind, name)): Path<(String, String)>,
     Query(q): Query<NsQuery>,
-) -> ApiResult<Json<WorkloadDetail>> {
+) -> ApiResult<Response> {
     let r = workload_ref(&kind, name, &q)?;
-    detail(&s, &r).map(Json)
+    detail(&s, &r)
 }
 
-/// A workload with its allocations, newest first, as the cache has it now.
-fn detail(s: &Shared, r: &WorkloadRef) -> ApiResult<WorkloadDetail> {
+/// A workload with its allocations, newest first, as the cache has it now: encoded
+/// under the cache's read lock from the cached allocations (10,000 replicas are not
+/// copied to be encoded).
+fn detail(s: &Shared, r: &WorkloadRef) -> ApiResult<Response> {
     let cache = s.cache();
     let w = cache
         .workloads
@@ -357,12 +359,13 @@ fn detail(s: &Shared, r: &WorkloadRef) -> ApiResult<WorkloadDetail> {
     let (energy_mj, energy_estimated) = s
         .liveness
         .energy_of(allocs.iter().map(|a| (a.node.as_str(), a.id.as_str())));
-    Ok(WorkloadDetail {
+    let detail = WorkloadDetail {
         view: view(s, &cache, w, &allocs),
-        allocations: allocs.into_iter().cloned().collect(),
+        allocations: allocs,
         energy_mj,
         energy_estimated,
-    })
+    };
+    Ok(Json(detail).into_response())
 }
 
 /// `POST /v1/workloads/service/{name}/promote`: the current update's canaries are
@@ -371,7 +374,7 @@ pub(crate) async fn promote(
     State(s): State<Arc<Shared>>,
     Path((kind, name)): Path<(String, String)>,
     Query(q): Query<NsQuery>,
-) -> ApiResult<Json<WorkloadDetail>> {
+) -> ApiResult<Response> {
     let r = workload_ref(&kind, name.clone(), &q)?;
     super::update_record(&s, &keys::workload(&r), &r.to_string(), |w: &Workload| {
         motley_core::rollout::promote(w)
@@ -379,5 +382,5 @@ pub(crate) async fn promote(
     })
     .await?;
     s.plans.kick.notify_one();
-    detail(&s, &r).map(Json)
+    detail(&s, &r)
 }

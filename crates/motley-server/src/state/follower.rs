@@ -133,7 +133,8 @@ impl Shared {
             Delivery::Upsert(a) => {
                 let secrets = (a.state == AllocState::Pending)
                     .then(|| crate::secrets::deliver(&ring, &cache.workloads, &a))
-                    .flatten();
+                    .flatten()
+                    .map(Box::new);
                 ServerMsg::Upsert { alloc: a, secrets }
             }
             Delivery::Remove(id) => ServerMsg::Remove { id },
