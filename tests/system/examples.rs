@@ -452,14 +452,17 @@ fn an_experiment_checks_against_the_cluster_runs_and_reports() {
             .map(str::to_string);
         vip.filter(|_| serving)
     });
+    // One request to echo through the proxy: the body.
+    let get = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(format!("{vip}:8091"))?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    };
     let timed_get = || -> Duration {
         let t = std::time::Instant::now();
-        let mut s =
-            std::net::TcpStream::connect(format!("{vip}:8091")).expect("connect to the proxy");
-        s.write_all(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n")
-            .expect("send");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("read");
+        let body = get().expect("a request to echo through the proxy");
         assert!(body.contains("hi"), "{body}");
         t.elapsed()
     };
@@ -468,13 +471,7 @@ fn an_experiment_checks_against_the_cluster_runs_and_reports() {
     wait_for(
         "echo to answer through the proxy",
         Duration::from_secs(30),
-        || {
-            let mut s = std::net::TcpStream::connect(format!("{vip}:8091")).ok()?;
-            s.write_all(b"GET / HTTP/1.0\r\nHost: echo\r\n\r\n").ok()?;
-            let mut body = String::new();
-            s.read_to_string(&mut body).ok()?;
-            body.contains("hi").then_some(())
-        },
+        || get().ok().filter(|body| body.contains("hi")).map(|_| ()),
     );
     std::fs::write(
         &file,

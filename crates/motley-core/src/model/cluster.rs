@@ -208,8 +208,8 @@ pub struct Allocation {
     /// The node it runs on.
     pub node: String,
     /// The task, copied from the spec when created. Shared: the allocations of one
-    /// workload generation hold one copy where the server's cache can tell they are
-    /// equal (`Allocation::share_task`), not one each.
+    /// workload generation hold one copy (the reconcile pass's `task_of`, the server
+    /// cache's `share_task`), not one each.
     pub task: std::sync::Arc<Task>,
     /// How the agent restarts it.
     pub restart: RestartPolicy,
