@@ -128,8 +128,10 @@ impl Agent {
                 secret_dir,
                 progress: Some(&progress),
             };
-            return cs
-                .start(&alloc, &dir, &log_dir, &volumes, &setup)
+            // Boxed: it is 8 KB of state while it runs, and inline it would make every
+            // supervisor's future that large for as long as its task lives (9.5 KB an
+            // allocation, containers or not: docs/decisions.md, "One malloc arena").
+            return Box::pin(cs.start(&alloc, &dir, &log_dir, &volumes, &setup))
                 .await
                 .map(|t| Box::new(t) as Box<dyn Task>);
         }
@@ -482,4 +484,29 @@ struct Probing {
     unhealthy_after: u32,
     results: tokio::sync::mpsc::Receiver<checks::Outcome>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what a four-argument function returns, without calling it: for an
+    /// `async fn`, its future's state.
+    fn returned_size<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every allocation's supervisor lives as a task for as long as its allocation: its
+    /// future was 9.5 KB (release build) while a container's start, which it awaited
+    /// inline, was part of it, for tasks that never start a container. The start is
+    /// boxed now; this keeps the next large inline await from coming back unnoticed.
+    #[test]
+    fn a_supervisors_future_stays_small() {
+        let size =
+            returned_size::<Agent, String, watch::Receiver<Desired>, Initial, _>(Agent::supervise);
+        assert!(
+            size <= 3072,
+            "an allocation's supervisor future is {size} bytes (at most 3 KiB)"
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! The `motley` binary: wires the server, the agent and the CLI into subcommands.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one exception: `malloc::one_arena`
 
 mod doctor;
 mod local_link;
+mod malloc;
 mod roles;
 mod up;
 
@@ -17,6 +18,41 @@ fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// Runs a long-running role as a task of the runtime rather than on the main thread,
+/// and makes its future there, boxed. `block_on` polls a future on the main thread's
+/// stack, and a stack keeps every page it ever touched: the roles' futures are tens of
+/// kilobytes (a server's start holds all of its state machine), and making one on the
+/// main thread and moving it into a task left those pages resident for good beside the
+/// workers' own stacks, which run the same code afterwards.
+async fn role<T, F>(make: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    tokio::spawn(malloc::give_back_periodically());
+    tokio::spawn(async move { Box::pin(make()).await })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the role's task ended: {e}")))
+}
+
+/// Parses the command line on a thread of its own, for the long-running roles. clap
+/// builds every subcommand's description to parse one, with deep calls: the main
+/// thread's stack kept the 104 KiB they touched for as long as a server or agent ran,
+/// while a thread's stack is given back when it ends (glibc discards the pages of an
+/// ended thread's stack). Its heap, about 385 KiB at the peak, is freed after the parse
+/// (`malloc::give_back_free_pages`).
+fn parse_aside() -> Cli {
+    match std::thread::Builder::new()
+        .name("motley-args".into())
+        .spawn(Cli::parse)
+        .map(std::thread::JoinHandle::join)
+    {
+        Ok(Ok(cli)) => cli,
+        // Parsing panicked (it has said why) or the thread could not start: parse here.
+        _ => Cli::parse(),
+    }
 }
 
 fn main() {
@@ -44,7 +80,14 @@ fn main() {
             }
         }
     }
-    let cli = Cli::parse();
+    let cli = if malloc::names_a_long_running_role(std::env::args_os()) {
+        malloc::one_arena();
+        let cli = parse_aside();
+        malloc::give_back_free_pages();
+        cli
+    } else {
+        Cli::parse()
+    };
     let is_up = matches!(
         cli.command,
         Command::Up(_) | Command::Server(_) | Command::Agent(_)
@@ -77,9 +120,9 @@ fn main() {
     };
     let code = rt.block_on(async move {
         match cli.command {
-            Command::Up(args) => up::run(args).await.map(|()| 0),
-            Command::Server(args) => roles::server(*args).await.map(|()| 0),
-            Command::Agent(args) => roles::agent(args).await,
+            Command::Up(args) => role(move || up::run(args)).await.map(|()| 0),
+            Command::Server(args) => role(move || roles::server(*args)).await.map(|()| 0),
+            Command::Agent(args) => role(move || roles::agent(args)).await,
             Command::Doctor(args) => doctor::run(args, config.as_deref()).await,
             Command::Snapshot {
                 command:
