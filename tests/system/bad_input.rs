@@ -415,3 +415,28 @@ fn invalid_manifests_are_refused_with_location_and_change_nothing() {
         "shrink: part of the set was written"
     );
 }
+
+/// A file name on Linux may be any bytes: an argument that is not UTF-8 gets an error
+/// that names it, never a panic of the binary (the check for the internal
+/// `chaos-stress` command read the first arguments as UTF-8 before clap saw them).
+#[test]
+fn an_argument_that_is_not_utf8_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::OsStr::from_bytes(b"/nonexistent/\xff.yaml");
+    let out = match std::process::Command::new(motley_bin())
+        .args(["validate", "-f"])
+        .arg(name)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => panic!("running motley: {e}"),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert_ne!(out.status.code(), Some(101), "panicked: {stderr}");
+    assert!(
+        stderr.contains(".yaml"),
+        "the error does not name the file: {stderr}"
+    );
+}

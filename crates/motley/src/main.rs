@@ -67,9 +67,15 @@ fn main() {
     }
     // An experiment's stress process (`motley_agent::chaos`): CORES BYTES MS. Not a
     // user command either.
-    let args: Vec<String> = std::env::args().take(5).collect();
+    // Read as `OsString`s: a file name may be any bytes, and clap says what is wrong
+    // with one that is not UTF-8 (`std::env::args` would panic on it here).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(5).collect();
     if args.get(1).is_some_and(|a| a == "chaos-stress") {
-        let num = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok());
+        let num = |i: usize| {
+            args.get(i)
+                .and_then(|a| a.to_str())
+                .and_then(|a| a.parse::<u64>().ok())
+        };
         match (num(2), num(3), num(4)) {
             (Some(cores), Some(bytes), Some(ms)) => {
                 motley_agent::chaos::stress_main(cores.min(1024) as u32, bytes, ms);
