@@ -263,7 +263,7 @@ pub fn spawn(spec: &Spec<'_>) -> std::io::Result<Started> {
 /// The stack a child runs on until it calls exec: mapped for each start and unmapped
 /// after, not taken from the C allocator. Ten tasks started at once took ten 64 KiB
 /// stacks from the heap, and the heap kept its peak after they were freed (an idle
-/// agent's heap 616 KiB, its live data 390 KiB: docs/decisions.md, "One malloc arena").
+/// agent's heap 616 kB, of it 386 KB live: docs/decisions.md, "One malloc arena").
 /// Unmapping gives the pages the child touched back at once.
 struct ChildStack {
     base: *mut libc::c_void,

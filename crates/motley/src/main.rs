@@ -39,10 +39,10 @@ where
 }
 
 /// Parses the command line on a thread of its own, for the long-running roles. clap
-/// builds every subcommand's description to parse one, with deep calls: the main
-/// thread's stack kept the 104 KiB they touched for as long as a server or agent ran,
-/// while a thread's stack is given back when it ends (glibc discards the pages of an
-/// ended thread's stack). Its heap, about 385 KiB at the peak, is freed after the parse
+/// builds every subcommand's description to parse one, with deep calls, and a stack
+/// keeps the pages it touched: the main stack was 104 KiB when the runtime was built
+/// after a parse on it, 24 KiB after a parse on a thread, whose stack is given back when
+/// it ends (glibc discards the pages of an ended thread's stack). Its heap, about 385 KiB at the peak, is freed after the parse
 /// (`malloc::give_back_free_pages`).
 fn parse_aside() -> Cli {
     match std::thread::Builder::new()

@@ -34,10 +34,12 @@ pub fn names_a_long_running_role(args: impl Iterator<Item = std::ffi::OsString>)
 pub const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Gives free pages back every [`GIVE_BACK_EVERY`], for as long as the role runs. glibc
-/// returns memory on its own only from the top of the heap, so one burst (a thousand
-/// starts, an apply of ten thousand replicas, a large answer) left its peak resident
-/// with the data long freed: an idle agent's heap held 400 KiB for 240 KiB of live data.
-/// A trim walks the allocator's free lists: microseconds for an agent's heap.
+/// returns memory on its own only from the top of the heap, so a burst (an apply of
+/// thousands of replicas, a large answer, many starts) left its peak resident with the
+/// data long freed: a server with 1,000 simulated nodes held 68–69 MiB without this and
+/// 56–58 MiB with it, at the same CPU (docs/BENCHMARKS.md, seventh stop). On an idle
+/// agent's small heap it changes nothing measurable (its free chunks are mostly smaller
+/// than a page). A trim walks the allocator's free lists under its lock.
 pub async fn give_back_periodically() {
     let mut every = tokio::time::interval_at(
         tokio::time::Instant::now() + GIVE_BACK_EVERY,
