@@ -51,8 +51,10 @@ fn parse_aside() -> Cli {
         .map(std::thread::JoinHandle::join)
     {
         Ok(Ok(cli)) => cli,
-        // Parsing panicked (it has said why) or the thread could not start: parse here.
-        _ => Cli::parse(),
+        // Parsing panicked and has said why: parsing again would only panic again.
+        Ok(Err(_)) => std::process::exit(motley_cli::EXIT_ERROR),
+        // The thread could not start: parse here.
+        Err(_) => Cli::parse(),
     }
 }
 
@@ -87,8 +89,11 @@ fn main() {
             }
         }
     }
+    // Before any thread starts (the parse's own, the runtime's): for every command, not
+    // only the guessed roles, so that a wrong guess below never leaves a server or agent
+    // with an arena per thread. A client allocates on one thread: it changes nothing there.
+    malloc::one_arena();
     let cli = if malloc::names_a_long_running_role(std::env::args_os()) {
-        malloc::one_arena();
         let cli = parse_aside();
         malloc::give_back_free_pages();
         cli

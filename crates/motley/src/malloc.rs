@@ -1,4 +1,5 @@
-//! The C allocator's settings for the long-running roles (server, agent, `up`).
+//! The C allocator's settings: one arena for every command, free pages given back in
+//! the long-running roles (server, agent, `up`).
 //!
 //! glibc gives each thread that allocates its own arena, up to eight per core, and an
 //! arena is never given back: an idle agent that once ran its eight blocking threads
@@ -7,8 +8,8 @@
 //! place for the next allocation of any thread; each thread's cache of small chunks
 //! (glibc's tcache) still serves most allocations without the arena's lock.
 
-/// Limits the C allocator to one arena. Called before the runtime starts a thread; a
-/// no-op where the C library is not glibc (musl has no arenas).
+/// Limits the C allocator to one arena. Called first thing in `main`, before any
+/// thread starts; a no-op where the C library is not glibc (musl has no arenas).
 pub fn one_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` changes a setting of glibc's allocator; it takes plain integers,
@@ -22,8 +23,9 @@ pub fn one_arena() {
 }
 
 /// Whether the command line names a role that runs for long (`up`, `server`, `agent`):
-/// those get one arena and a parse whose memory is given back. A guess from the first
-/// words, made before parsing: a wrong guess costs a thread and a trim, nothing else.
+/// those parse on a thread of their own and give the parse's memory back. A guess from
+/// the first words, made before parsing: a wrong guess costs a thread and a trim, or
+/// leaves a role with the parse's pages, nothing else.
 pub fn names_a_long_running_role(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
     args.skip(1)
         .take(4)
