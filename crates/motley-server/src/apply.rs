@@ -171,6 +171,26 @@ pub(crate) struct ApplyAs<'a> {
     pub expect: Option<&'a HashMap<String, u64>>,
 }
 
+/// How long an answered apply or delete waits for this server's cache to hold its
+/// commit.
+const CACHE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Read your writes: an apply or delete answers once this server's cache holds its
+/// commit `rev`, so a `describe` or `get` right after it (they read the cache) sees it.
+/// Bounded: the commit is durable either way, and a cache whose watch is broken must
+/// not hold the client forever.
+pub(crate) async fn read_your_writes(s: &Shared, rev: u64) {
+    if tokio::time::timeout(CACHE_CATCH_UP, s.wait_for_rev(rev))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            rev,
+            "committed, but this server's cache has not caught up yet"
+        );
+    }
+}
+
 /// Checks a parsed, sealed set against the cluster and applies it (and `how.delete`)
 /// in one transaction: all or nothing.
 pub(crate) async fn apply_set(
@@ -346,9 +366,9 @@ pub(crate) async fn apply_set(
     .await?;
     match outcome {
         motley_store::Updated::Committed(out, rev) => {
+            read_your_writes(s, rev).await;
             // A new or changed source syncs now, not at the loop's next turn.
             if docs.iter().any(|d| d.spec.kind() == Kind::Source) {
-                s.wait_for_rev(rev).await;
                 s.sources.wake.notify_one();
             }
             Ok(out)
@@ -564,5 +584,53 @@ pub(crate) async fn plan_set(
             .collect(),
         blocked: p.blocked.into_iter().collect(),
         queue: p.queue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read your writes: once an apply has answered, this server's cache (what
+    /// `describe` and `get` read) holds what it wrote, and a delete likewise.
+    #[tokio::test]
+    async fn an_answered_apply_is_in_the_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        let docs = match manifest::parse_set(&[manifest::Source {
+            name: "t.yaml",
+            text: "kind: Service\nname: web\nreplicas: 2\ntask:\n  command: [x]\n",
+        }]) {
+            Ok(d) => d,
+            Err(e) => panic!("{e:?}"),
+        };
+        let r = docs[0].spec.reference();
+        for _ in 0..20 {
+            apply_set(&s, &docs, &ApplyAs::default())
+                .await
+                .expect("apply");
+            assert!(s.cache().workloads.contains_key(&r), "applied, not cached");
+            let del = [r.clone()];
+            let how = ApplyAs {
+                delete: &del,
+                ..ApplyAs::default()
+            };
+            apply_set(&s, &[], &how).await.expect("prune");
+            assert!(
+                !s.cache().workloads.contains_key(&r),
+                "pruned, still cached"
+            );
+            apply_set(&s, &docs, &ApplyAs::default())
+                .await
+                .expect("apply again");
+            crate::api::workloads::delete_refs(&s, &del, false)
+                .await
+                .expect("delete");
+            assert!(
+                !s.cache().workloads.contains_key(&r),
+                "deleted, still cached"
+            );
+        }
     }
 }

@@ -213,7 +213,11 @@ pub(crate) async fn delete_refs(
     )
     .await?;
     match outcome {
-        motley_store::Updated::Committed(out, _) | motley_store::Updated::Unchanged(out) => Ok(out),
+        motley_store::Updated::Committed(out, rev) => {
+            crate::apply::read_your_writes(s, rev).await;
+            Ok(out)
+        }
+        motley_store::Updated::Unchanged(out) => Ok(out),
         motley_store::Updated::Conflicted => Err(ApiError::new(
             StatusCode::CONFLICT,
             "the objects kept changing concurrently; nothing was deleted",
