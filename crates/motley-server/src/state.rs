@@ -225,7 +225,8 @@ impl Shared {
     /// Re-judges every node's health; kicks the controller when any verdict changed.
     pub fn evaluate_health(&self) {
         let names: Vec<String> = self.cache().nodes.keys().cloned().collect();
-        let changed = self.liveness.evaluate(names, &self.hub.connected());
+        let connected = self.hub.connected_among(&names);
+        let changed = self.liveness.evaluate(&names, &connected);
         if !changed.is_empty() {
             use motley_core::events::{EventKind as K, New};
             use motley_core::failure::Health;

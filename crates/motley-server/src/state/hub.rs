@@ -109,6 +109,12 @@ impl Hub {
         lock(&self.conns).keys().cloned().collect()
     }
 
+    /// Whether each of `names` is connected here, in their order (no names copied).
+    pub fn connected_among(&self, names: &[String]) -> Vec<bool> {
+        let conns = lock(&self.conns);
+        names.iter().map(|n| conns.contains_key(n)).collect()
+    }
+
     /// Sends a message to a node's agent, if connected here.
     pub fn send_to(&self, node: &str, msg: ServerMsg) -> bool {
         lock(&self.conns).get(node).is_some_and(|c| c.tx.send(msg))
