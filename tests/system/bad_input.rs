@@ -232,6 +232,20 @@ const CASES: &[(&str, &str, u64, &str, &str)] = &[
         "expose.0.host",
         "already exposed by service a",
     ),
+    (
+        "periodic-bad-schedule",
+        "kind: Job\nname: nightly\nschedule: \"0 25 * * *\"\ntask:\n  command: [x]\n",
+        3,
+        "schedule",
+        "hour 25 is out of range 0-23",
+    ),
+    (
+        "periodic-unknown-zone",
+        "kind: Job\nname: nightly\nschedule: \"@daily\"\ntime_zone: Europe/Atlantis\ntask:\n  command: [x]\n",
+        4,
+        "time_zone",
+        "not known here",
+    ),
 ];
 
 fn snapshot(c: &mut Cluster) -> String {

@@ -22,6 +22,7 @@ mod monitoring;
 mod multinode;
 mod namespaces;
 mod netns;
+mod periodic;
 mod secrets;
 mod security;
 mod snapshot;

@@ -69,6 +69,7 @@ fn stages(c: &mut Criterion) {
         history: Vec::new(),
         rollout: None,
         source: None,
+        run_of: None,
     };
     let huge_ref = huge_w.spec.reference();
     c.bench_function("explain: a refusal with every node's reason", |b| {

@@ -128,6 +128,7 @@ pub fn workloads(count: usize) -> anyhow::Result<BTreeMap<WorkloadRef, Workload>
                     history: Vec::new(),
                     rollout: None,
                     source: None,
+                    run_of: None,
                 },
             );
         }

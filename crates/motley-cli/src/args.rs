@@ -96,6 +96,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ExperimentCommand,
     },
+    /// Periodic jobs (a Job with `schedule`): `run NAME` starts a run now.
+    Job {
+        /// What to do.
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Let a service's update go on past its canaries (`update.canary`).
     Promote {
         /// The service.
@@ -861,4 +867,15 @@ pub struct DoctorArgs {
     /// Output format (table: one line per check, with the fix).
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Format,
+}
+
+/// `motley job …`.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Start a run of periodic job NAME now, beside its schedule (Kubernetes'
+    /// `kubectl create job --from=cronjob/NAME`).
+    Run {
+        /// The periodic job.
+        name: String,
+    },
 }

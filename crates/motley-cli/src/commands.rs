@@ -20,6 +20,7 @@ use crate::output::{self, age, cpu, mem, now_ms, print, table};
 mod capacity;
 mod events;
 mod experiment;
+mod periodic;
 mod rollout;
 mod secrets;
 mod sources;
@@ -105,20 +106,8 @@ pub async fn run(
         }
         Command::Promote { name } => rollout::promote(&client()?, &name).await,
         Command::Source { command } => sources::run(&client()?, command).await,
-        Command::Experiment { command } => {
-            use crate::args::ExperimentCommand as E;
-            let c = client()?;
-            match command {
-                E::Run {
-                    file,
-                    dry_run,
-                    detach,
-                } => experiment::run(&c, &file, dry_run, detach).await,
-                E::Report { name, output } => experiment::show(&c, &name, output).await,
-                E::List { output } => experiment::list(&c, output).await,
-                E::Abort { name } => experiment::abort(&c, &name).await,
-            }
-        }
+        Command::Experiment { command } => experiment::dispatch(&client()?, command).await,
+        Command::Job { command } => periodic::dispatch(&client()?, command).await,
         Command::Plan { files, output } => plan(&client()?, &files.files, output).await,
         Command::WhatIf {
             lose,
@@ -684,6 +673,7 @@ async fn render_describe(client: &Client, kind: &str, name: &str) -> anyhow::Res
             if let Some(p) = d.view.queue_position {
                 out.push_str(&format!("Queue:       position {p}\n"));
             }
+            out.push_str(&periodic::describe(&d.view, now));
             if !w.spec.task().volumes.is_empty() {
                 out.push_str(&format!(
                     "Volumes:     {}\n",

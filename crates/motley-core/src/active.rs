@@ -116,7 +116,7 @@ impl Active {
 /// former reports). Otherwise the first field that differs, with both values.
 pub fn same_plan(incremental: &Plan, full: &Plan) -> Result<(), String> {
     /// Each decision of a plan as text, new allocations unnamed.
-    fn texts(p: &Plan) -> [(&'static str, String); 10] {
+    fn texts(p: &Plan) -> [(&'static str, String); 12] {
         let unnamed: Vec<Allocation> = p
             .create
             .iter()
@@ -136,6 +136,8 @@ pub fn same_plan(incremental: &Plan, full: &Plan) -> Result<(), String> {
             ("wake_at", format!("{:?}", p.wake_at)),
             ("revert", format!("{:?}", p.revert)),
             ("collect", format!("{:?}", p.collect)),
+            ("runs", format!("{:?}", p.runs)),
+            ("drop_runs", format!("{:?}", p.drop_runs)),
         ]
     }
     let (a, b) = (texts(incremental), texts(full));

@@ -149,6 +149,34 @@ pub struct WorkloadView {
     /// Services: availability as the leader observed it, and the SLO's budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime: Option<UptimeView>,
+    /// Periodic jobs: the schedule, the next and the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periodic: Option<PeriodicView>,
+}
+
+/// A periodic job as `get jobs` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PeriodicView {
+    /// Its cron schedule.
+    pub schedule: String,
+    /// The schedule's zone (`UTC` when unset).
+    pub time_zone: String,
+    /// When it next fires (ms since the epoch).
+    #[serde(default)]
+    pub next_run: Option<u64>,
+    /// Its newest run's name.
+    #[serde(default)]
+    pub last_run: Option<String>,
+    /// When that run was due (or started by hand), ms.
+    #[serde(default)]
+    pub last_due: Option<u64>,
+    /// Runs not finished.
+    pub active: u32,
+    /// Runs kept.
+    pub runs: u32,
+    /// Why the due run did not start, or why the schedule cannot be read here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A service's availability over the last hour, day and 30 days (fractions; none:

@@ -550,6 +550,7 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             if j.backoff.initial > j.backoff.max {
                 errors.push(doc.error_at("backoff.initial", "must not exceed backoff.max"));
             }
+            periodic::validate(doc, j, errors);
         }
         Spec::Daemon(_) => {}
         Spec::Volume(v) => {
@@ -957,6 +958,8 @@ mod net;
 mod ns;
 #[path = "manifest_other.rs"]
 mod other;
+#[path = "manifest_periodic.rs"]
+mod periodic;
 #[path = "manifest_placement.rs"]
 mod placement;
 #[path = "manifest_source.rs"]

@@ -762,3 +762,88 @@ fn affinities_stay_inside_their_namespace() {
     );
     assert!(e.message.contains("namespace dev"), "{e}");
 }
+
+#[test]
+fn periodic_fields_are_checked_where_they_are_written() {
+    let job = |extra: &str| format!("kind: Job\nname: backup\n{extra}task:\n  command: [x]\n");
+    let cases: [(&str, u64, u64, &str, &str); 8] = [
+        (
+            "schedule: \"0 25 * * *\"\n",
+            3,
+            11,
+            "schedule",
+            "hour 25 is out of range 0-23",
+        ),
+        ("schedule: \"0 3 * *\"\n", 3, 11, "schedule", "4 fields"),
+        (
+            "schedule: \"0 0 30 2 *\"\n",
+            3,
+            11,
+            "schedule",
+            "never fires",
+        ),
+        (
+            "schedule: \"@daily\"\ntime_zone: Mars/Base\n",
+            4,
+            12,
+            "time_zone",
+            "not known here",
+        ),
+        (
+            "time_zone: UTC\n",
+            3,
+            12,
+            "time_zone",
+            "only a periodic job",
+        ),
+        (
+            "concurrency: forbid\n",
+            3,
+            14,
+            "concurrency",
+            "only a periodic job",
+        ),
+        (
+            "schedule: \"@daily\"\nhistory: 0\n",
+            4,
+            10,
+            "history",
+            "between 1 and 100",
+        ),
+        ("missed: skip\n", 3, 9, "missed", "only a periodic job"),
+    ];
+    for (extra, line, column, field, says) in cases {
+        let text = job(extra);
+        let errs = match parse(&text) {
+            Ok(d) => panic!("{text}: accepted {d:?}"),
+            Err(e) => e,
+        };
+        assert_eq!(errs.len(), 1, "{text}: {errs:?}");
+        let e = &errs[0];
+        assert_eq!(
+            (e.line, e.column, e.field.as_str()),
+            (line, column, field),
+            "{text}: {e}"
+        );
+        assert!(e.message.contains(says), "{text}: {e}");
+    }
+    let long = format!(
+        "kind: Job\nname: {}\nschedule: \"@daily\"\ntask:\n  command: [x]\n",
+        "a".repeat(49)
+    );
+    let e = &parse(&long).expect_err("too long")[0];
+    assert_eq!((e.line, e.field.as_str()), (2, "name"), "{e}");
+    // Valid: every field, a zone, six fields.
+    let ok = job(
+        "schedule: \"*/10 * * * * *\"\ntime_zone: Europe/Berlin\nconcurrency: replace\nmissed: skip\nhistory: 5\n",
+    );
+    let docs = parse(&ok).expect("valid");
+    let Spec::Job(j) = &docs[0].spec else {
+        panic!("not a job")
+    };
+    assert_eq!(j.schedule.as_deref(), Some("*/10 * * * * *"));
+    assert_eq!(
+        (j.concurrency, j.missed, j.history),
+        (model::Concurrency::Replace, model::Missed::Skip, Some(5))
+    );
+}

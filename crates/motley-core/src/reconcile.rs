@@ -195,7 +195,9 @@ pub trait Placer<'a> {
     fn reserve(&mut self, req: &Request<'_>);
 }
 
-/// Makes allocation ids. The shell supplies random ones; simulations use counters.
+/// Makes allocation ids (each begins with its workload's name and `-`: a periodic job
+/// finds its runs' allocations by it). The shell supplies random ones; simulations use
+/// counters.
 pub trait Ids {
     /// A new unique id for an allocation of `workload`.
     fn next_id(&mut self, workload: &WorkloadRef) -> String;
@@ -258,6 +260,10 @@ pub struct Plan {
     pub revert: Vec<Workload>,
     /// Finished jobs past their `ttl_after_finished`, to delete ([`crate::collect`]).
     pub collect: Vec<WorkloadRef>,
+    /// Runs of periodic jobs to start, each a new Job ([`crate::periodic`]).
+    pub runs: Vec<Workload>,
+    /// Runs of periodic jobs to delete (replaced, beyond the history): why.
+    pub drop_runs: Vec<(WorkloadRef, String)>,
     /// Workloads found settled, with when each must be visited again (only when the pass
     /// ran over [`Input::active`], for [`crate::active::Active::settle`]).
     pub settled: Vec<(WorkloadRef, Option<u64>)>,
@@ -273,6 +279,8 @@ impl Plan {
             && self.lost.is_empty()
             && self.revert.is_empty()
             && self.collect.is_empty()
+            && self.runs.is_empty()
+            && self.drop_runs.is_empty()
     }
     fn wake(&mut self, at: u64) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
@@ -396,34 +404,9 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
         }
     }
     if input.active.is_some() {
-        pass.plan.settled = settled(&visits, &orphans, finished);
+        pass.plan.settled = gather::settled(&visits, &orphans, finished);
     }
     pass.plan
-}
-
-/// What a pass found settled ([`crate::active`]): finished jobs, and workloads (or
-/// deleted ones) with no allocation, unless an allocation is live, orphaned or lost.
-fn settled(
-    visits: &[gather::Visit<'_>],
-    orphans: &[bool],
-    finished: Vec<(usize, Option<u64>)>,
-) -> Vec<(WorkloadRef, Option<u64>)> {
-    let quiet = |i: usize| {
-        let v = &visits[i];
-        !v.lost && !orphans[i] && !v.allocs.iter().any(|a| a.is_live())
-    };
-    let mut out: Vec<(WorkloadRef, Option<u64>)> = finished
-        .into_iter()
-        .filter(|(i, _)| quiet(*i))
-        .map(|(i, wake)| (visits[i].wref.clone(), wake))
-        .collect();
-    for (i, v) in visits.iter().enumerate() {
-        let idle = v.allocs.is_empty() && v.workload.is_none_or(|w| !w.spec.kind().is_workload());
-        if idle && quiet(i) {
-            out.push((v.wref.clone(), None));
-        }
-    }
-    out
 }
 
 #[path = "reconcile_gather.rs"]
@@ -436,8 +419,11 @@ pub fn is_outdated(w: &Workload, a: &Allocation) -> bool {
     *a.task != *w.spec.run_task() || a.restart != w.spec.restart_policy()
 }
 
+#[path = "reconcile_periodic.rs"]
+mod periodic_runs;
 #[path = "reconcile_roll.rs"]
 mod roll;
+pub use periodic_runs::{run as periodic_run, view as periodic_view};
 
 fn selector_of(w: &Workload) -> Option<Selector> {
     w.spec
@@ -739,7 +725,12 @@ impl<'a> Pass<'a, '_> {
     /// runs out; never for a job its source declares).
     fn job(&mut self, w: &Workload, mine: &[&Allocation]) -> Option<Option<u64>> {
         let Spec::Job(j) = &w.spec else { return None };
-        match crate::collect::fate(j, w.source.is_some(), mine, self.input.now) {
+        if j.schedule.is_some() {
+            return self.periodic(w, j);
+        }
+        // A periodic job's run is kept by its history, not a TTL.
+        let kept = w.source.is_some() || w.run_of.is_some();
+        match crate::collect::fate(j, kept, mine, self.input.now) {
             crate::collect::Fate::Running => {}
             crate::collect::Fate::Declared => return Some(None),
             crate::collect::Fate::KeptUntil(at) => {
@@ -959,6 +950,8 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
             }
             .into();
         }
+        // A periodic job runs through its runs (Jobs of their own).
+        Spec::Job(j) if j.schedule.is_some() => st.phase = "scheduled".into(),
         Spec::Job(j) => {
             st.desired = j.completions;
             st.phase = if st.complete >= j.completions {

@@ -257,6 +257,31 @@ impl Ids for UniqueIds<'_> {
     }
 }
 
+/// What a pass found settled ([`crate::active`]): finished jobs, and workloads (or
+/// deleted ones) with no allocation, unless an allocation is live, orphaned or lost.
+pub(super) fn settled(
+    visits: &[Visit<'_>],
+    orphans: &[bool],
+    finished: Vec<(usize, Option<u64>)>,
+) -> Vec<(WorkloadRef, Option<u64>)> {
+    let quiet = |i: usize| {
+        let v = &visits[i];
+        !v.lost && !orphans[i] && !v.allocs.iter().any(|a| a.is_live())
+    };
+    let mut out: Vec<(WorkloadRef, Option<u64>)> = finished
+        .into_iter()
+        .filter(|(i, _)| quiet(*i))
+        .map(|(i, wake)| (visits[i].wref.clone(), wake))
+        .collect();
+    for (i, v) in visits.iter().enumerate() {
+        let idle = v.allocs.is_empty() && v.workload.is_none_or(|w| !w.spec.kind().is_workload());
+        if idle && quiet(i) {
+            out.push((v.wref.clone(), None));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -415,6 +415,7 @@ mod tests {
             history: Vec::new(),
             rollout: None,
             source: Some("home".into()),
+            run_of: None,
         }
     }
 

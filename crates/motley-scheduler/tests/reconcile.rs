@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use motley_core::hw::TaintEffect;
-use motley_core::model::{AllocState, Allocation, Desired, Node, WorkloadRef};
+use motley_core::model::{AllocState, Allocation, Desired, Kind, Node, WorkloadRef};
 use motley_core::reconcile::{Input, reconcile, status};
 use motley_scheduler::{Config, Scheduler};
 use proptest::prelude::*;
@@ -858,4 +858,92 @@ fn many_allocations_interleaved_by_id_are_all_found() {
     w.agents();
     w.step();
     assert_eq!(w.active.unsettled(), 0, "both finished, settled");
+}
+
+/// Runs of a periodic job, by name, in order.
+fn runs_of(w: &World, job: &str) -> Vec<String> {
+    w.workloads
+        .values()
+        .filter(|x| x.run_of.as_ref().is_some_and(|o| o.job == job))
+        .map(|x| x.spec.name().to_string())
+        .collect()
+}
+
+/// Every allocation that runs completes at once.
+fn complete_running(w: &mut World) {
+    let now = w.now;
+    for a in w.allocs.values_mut() {
+        if a.state == AllocState::Running {
+            a.state = AllocState::Complete;
+            a.updated_at = now;
+        }
+    }
+}
+
+#[test]
+fn a_periodic_job_starts_one_run_per_due_time_and_keeps_its_history() {
+    let mut w = World::new(&[node("a", 8000, 8192)]);
+    w.apply("kind: Job\nname: tick\nschedule: \"* * * * *\"\nhistory: 2\ntask:\n  command: [x]\n");
+    let mut started = Vec::new();
+    // Ten minutes, a pass a second (each checked against a full pass).
+    for _ in 0..600 {
+        w.now += 1000;
+        let plan = w.step();
+        started.extend(
+            plan.runs
+                .iter()
+                .filter_map(|r| r.run_of.as_ref().map(|o| o.due)),
+        );
+        w.agents();
+        complete_running(&mut w);
+    }
+    assert_eq!(started, (1..=10).map(|m| m * 60_000).collect::<Vec<u64>>());
+    // Each run ran its task once, and the job itself never did.
+    let tasks: Vec<&str> = w
+        .allocs
+        .values()
+        .map(|a| a.workload.name.as_str())
+        .collect();
+    assert!(!tasks.contains(&"tick"), "{tasks:?}");
+    // At the last start, two finished runs were kept beside the new one (which has
+    // finished since, as every run here does within a second).
+    assert_eq!(runs_of(&w, "tick"), ["tick-480", "tick-540", "tick-600"]);
+    let parent = &w.workloads[&WorkloadRef::new(Kind::Job, "tick")];
+    let allocs: Vec<&Allocation> = w.allocs.values().collect();
+    assert_eq!(status(parent, &allocs, 1).phase, "scheduled");
+    let view = motley_core::reconcile::periodic_view(parent, &w.workloads, &w.allocs, w.now)
+        .expect("periodic");
+    assert_eq!(view.next_run, Some(660_000));
+    assert_eq!(view.last_run.as_deref(), Some("tick-600"));
+    assert_eq!((view.runs, view.active), (3, 0));
+}
+
+#[test]
+fn a_periodic_job_that_forbids_overlap_waits_for_its_run() {
+    let mut w = World::new(&[node("a", 8000, 8192)]);
+    w.apply(
+        "kind: Job\nname: slow\nschedule: \"* * * * *\"\nconcurrency: forbid\ntask:\n  command: [x]\n",
+    );
+    // The first run never finishes for three minutes.
+    for _ in 0..200 {
+        w.now += 1000;
+        w.step();
+        w.agents();
+    }
+    assert_eq!(runs_of(&w, "slow"), ["slow-60"]);
+    let parent = &w.workloads[&WorkloadRef::new(Kind::Job, "slow")];
+    let view = motley_core::reconcile::periodic_view(parent, &w.workloads, &w.allocs, w.now)
+        .expect("periodic");
+    assert!(
+        view.note.as_deref().is_some_and(|n| n.contains("forbid")),
+        "{view:?}"
+    );
+    // Once it finishes, the next due time starts the next run.
+    complete_running(&mut w);
+    for _ in 0..60 {
+        w.now += 1000;
+        w.step();
+        w.agents();
+    }
+    assert_eq!(runs_of(&w, "slow"), ["slow-240", "slow-60"]);
 }

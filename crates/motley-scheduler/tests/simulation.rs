@@ -122,6 +122,7 @@ fn run(seed: u64) -> Result<(), String> {
                 history: Vec::new(),
                 rollout: None,
                 source: None,
+                run_of: None,
             },
         );
     }

@@ -142,6 +142,7 @@ fn handler(r: &crate::routes::Route) -> Option<axum::routing::MethodRouter<Arc<S
         ("GET", "/v1/workloads/{kind}/{name}") => get(get_workload),
         ("DELETE", "/v1/workloads/{kind}/{name}") => delete(delete_workload),
         ("POST", "/v1/workloads/{kind}/{name}/promote") => post(workloads::promote),
+        ("POST", "/v1/workloads/{kind}/{name}/run") => post(workloads::run_now),
         ("GET", "/v1/nodes") => get(list_nodes),
         ("GET", "/v1/nodes/{name}") => get(get_node),
         ("POST", "/v1/nodes/{name}/labels") => post(relabel_node),

@@ -344,6 +344,9 @@ pub(crate) async fn apply_set(
                 let key = keys::workload(r);
                 let current = s.store.get(&key).await?;
                 expect_unchanged(how, &key, current.as_ref(), r)?;
+                if current.is_some() {
+                    txn = delete_runs(s, txn, r, &mut results);
+                }
                 let (next, result) = delete_op(txn, r, current.as_ref());
                 txn = next;
                 results.push(result);
@@ -379,6 +382,34 @@ pub(crate) async fn apply_set(
             "the objects kept changing concurrently; nothing was applied",
         )),
     }
+}
+
+/// Deleting periodic job `r` deletes its runs (as this server's cache knows them) in
+/// the same transaction, each with a result.
+pub(crate) fn delete_runs(
+    s: &Shared,
+    mut txn: Txn,
+    r: &WorkloadRef,
+    results: &mut Vec<ObjectResult>,
+) -> Txn {
+    if r.kind != Kind::Job {
+        return txn;
+    }
+    let prefix = format!("{}-", r.name);
+    let runs: Vec<WorkloadRef> = s
+        .cache()
+        .workloads
+        .iter()
+        .filter(|(k, _)| k.kind == Kind::Job && k.namespace == r.namespace)
+        .filter(|(k, _)| k.name.starts_with(&prefix))
+        .filter(|(_, w)| w.run_of.as_ref().is_some_and(|o| o.job == r.name))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for run in runs {
+        txn = txn.delete(keys::workload(&run));
+        results.push(ObjectResult::of(&run, "deleted"));
+    }
+    txn
 }
 
 /// Deleting `r` (stored as `current`) in `txn`, guarded by its revision; a source's

@@ -122,6 +122,7 @@ pub const ROUTES: &[Route] = &[
     ns("GET", "/v1/workloads/{kind}/{name}", READ),
     ns("DELETE", "/v1/workloads/{kind}/{name}", ADMIN),
     ns("POST", "/v1/workloads/{kind}/{name}/promote", ADMIN),
+    ns("POST", "/v1/workloads/{kind}/{name}/run", ADMIN),
     r("GET", "/v1/nodes", READ),
     r("GET", "/v1/nodes/{name}", READ_OWN),
     r("POST", "/v1/nodes/{name}/labels", ADMIN),

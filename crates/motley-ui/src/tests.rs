@@ -66,6 +66,7 @@ fn view(yaml: &str, blocked: Option<serde_json::Value>) -> WorkloadView {
         queue_position: None,
         rollout: None,
         uptime: None,
+        periodic: None,
     })
     .expect("json");
     if let Some(b) = blocked {

@@ -203,3 +203,21 @@ fn print_timeline(e: &Experiment) {
         ));
     }
 }
+
+/// `motley experiment …`.
+pub(super) async fn dispatch(
+    c: &Client,
+    command: crate::args::ExperimentCommand,
+) -> anyhow::Result<i32> {
+    use crate::args::ExperimentCommand as E;
+    match command {
+        E::Run {
+            file,
+            dry_run,
+            detach,
+        } => run(c, &file, dry_run, detach).await,
+        E::Report { name, output } => show(c, &name, output).await,
+        E::List { output } => list(c, output).await,
+        E::Abort { name } => abort(c, &name).await,
+    }
+}

@@ -16,6 +16,9 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
             "PRIORITY",
             "STATUS",
             "QUEUE",
+            "SCHEDULE",
+            "LAST RUN",
+            "NEXT RUN",
             "AGE",
         ],
         Kind::Service | Kind::Daemon => vec!["NAME", "READY", "RESTARTS", "STATUS", "AGE"],
@@ -38,18 +41,32 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
             let w = &v.workload;
             let s = &v.status;
             let mut row = match &w.spec {
-                Spec::Job(j) => vec![
-                    w.spec.name().to_string(),
-                    format!("{}/{}", s.complete, s.desired),
-                    s.running.to_string(),
-                    s.failed.to_string(),
-                    j.priority.0.to_string(),
-                    s.phase.clone(),
-                    v.queue_position
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    age(w.created_at, now),
-                ],
+                Spec::Job(j) => {
+                    let p = v.periodic.as_ref();
+                    vec![
+                        w.spec.name().to_string(),
+                        match p {
+                            Some(_) => "-".to_string(),
+                            None => format!("{}/{}", s.complete, s.desired),
+                        },
+                        s.running.to_string(),
+                        s.failed.to_string(),
+                        j.priority.0.to_string(),
+                        s.phase.clone(),
+                        v.queue_position
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        p.map_or("-".into(), |p| match p.time_zone.as_str() {
+                            "UTC" => p.schedule.clone(),
+                            tz => format!("{} ({tz})", p.schedule),
+                        }),
+                        p.and_then(|p| Some(format!("{} ago", age(p.last_due?, now))))
+                            .unwrap_or_else(|| "-".into()),
+                        p.and_then(|p| Some(format!("in {}", age(now, p.next_run?))))
+                            .unwrap_or_else(|| "-".into()),
+                        age(w.created_at, now),
+                    ]
+                }
                 Spec::Volume(vol) => {
                     let b = w.binding.as_ref();
                     vec![

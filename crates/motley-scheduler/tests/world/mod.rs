@@ -118,6 +118,7 @@ impl World {
                 history: Vec::new(),
                 rollout: None,
                 source: None,
+                run_of: None,
             };
             if let Some(old) = &old {
                 next.history = old.history.clone();
@@ -194,6 +195,15 @@ impl World {
         }
         for w in &plan.revert {
             self.workloads.insert(w.spec.reference(), w.clone());
+        }
+        // As the server commits them: a run only if absent.
+        for w in &plan.runs {
+            self.workloads
+                .entry(w.spec.reference())
+                .or_insert_with(|| w.clone());
+        }
+        for (r, _) in &plan.drop_runs {
+            self.workloads.remove(r);
         }
         for (id, _) in &plan.stop {
             if let Some(a) = self.allocs.get_mut(id) {

@@ -198,6 +198,9 @@ pub(crate) async fn delete_refs(
             for r in refs {
                 crate::namespaces::refuse_nonempty(s, r, refs).await?;
                 let current = s.store.get(&keys::workload(r)).await?;
+                if current.is_some() {
+                    txn = crate::apply::delete_runs(s, txn, r, &mut results);
+                }
                 let (next, result) = crate::apply::delete_op(txn, r, current.as_ref());
                 txn = next;
                 results.push(result);
@@ -317,6 +320,7 @@ pub(crate) fn view(
             }
             _ => None,
         },
+        periodic: reconcile::periodic_view(w, &cache.workloads, &cache.allocs, now_ms()),
     }
 }
 
@@ -370,6 +374,65 @@ fn detail(s: &Shared, r: &WorkloadRef) -> ApiResult<Response> {
         energy_estimated,
     };
     Ok(Json(detail).into_response())
+}
+
+/// `POST /v1/workloads/job/{name}/run`: a run of periodic job `name` now, beside its
+/// schedule (`motley job run`); answers the run as `describe` does.
+pub(crate) async fn run_now(
+    State(s): State<Arc<Shared>>,
+    Path((kind, name)): Path<(String, String)>,
+    Query(q): Query<NsQuery>,
+) -> ApiResult<Response> {
+    let r = workload_ref(&kind, name, &q)?;
+    if r.kind != Kind::Job {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{r}: only a periodic job is run by hand (motley job run NAME)"),
+        ));
+    }
+    let now = now_ms();
+    let key = keys::workload(&r);
+    let (run, rev) = {
+        let cache = s.cache();
+        let w = cache
+            .workloads
+            .get(&r)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("{r} not found")))?;
+        let Spec::Job(j) = &w.spec else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("{r} not found"),
+            ));
+        };
+        if j.schedule.is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{r} is not periodic (it has no schedule): it ran when it was applied"),
+            ));
+        }
+        (
+            reconcile::periodic_run(w, j, now, true, now),
+            cache.rev(&key),
+        )
+    };
+    let run_ref = run.spec.reference();
+    let run_key = keys::workload(&run_ref);
+    let value = serde_json::to_vec(&run)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let t = Txn::new()
+        .when(&key, rev)
+        .when(&run_key, 0)
+        .put(run_key.clone(), value);
+    let done = s.store.txn(t).await?;
+    if !done.succeeded {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{r} changed, or was already run by hand this second; nothing was started"),
+        ));
+    }
+    crate::apply::read_your_writes(&s, done.revision).await;
+    s.plans.kick.notify_one();
+    detail(&s, &run_ref)
 }
 
 /// `POST /v1/workloads/service/{name}/promote`: the current update's canaries are

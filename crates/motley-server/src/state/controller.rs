@@ -67,7 +67,24 @@ impl Shared {
                     let k = keys::workload(&w.spec.reference());
                     revs.insert(k.clone(), cache.rev(&k));
                 }
-                for r in plan.bind.iter().map(|(r, _)| r).chain(&plan.collect) {
+                for w in &plan.runs {
+                    if let Some(of) = &w.run_of {
+                        let p = w
+                            .spec
+                            .reference()
+                            .sibling(motley_core::model::Kind::Job, &of.job);
+                        let k = keys::workload(&p);
+                        revs.insert(k.clone(), cache.rev(&k));
+                    }
+                }
+                let dropped = plan.drop_runs.iter().map(|(r, _)| r);
+                for r in plan
+                    .bind
+                    .iter()
+                    .map(|(r, _)| r)
+                    .chain(&plan.collect)
+                    .chain(dropped)
+                {
                     let k = keys::workload(r);
                     revs.insert(k.clone(), cache.rev(&k));
                 }
@@ -160,6 +177,35 @@ impl Shared {
             let k = keys::workload(r);
             tracing::info!("{r}: finished longer than its ttl_after_finished ago; deleted");
             let t = Txn::new().when(&k, rev_of(&k)).delete(k.clone()).lazy(true);
+            if let Some(rev) = self.run_plan_txn(t, fence).await? {
+                max_rev = max_rev.max(rev);
+            }
+        }
+        // Runs of periodic jobs: each created only if absent (one run per due time,
+        // whichever server or pass gets there) and only while its job is unchanged.
+        for w in &plan.runs {
+            let Some(of) = &w.run_of else { continue };
+            let r = w.spec.reference();
+            let parent = keys::workload(&r.sibling(motley_core::model::Kind::Job, &of.job));
+            let k = keys::workload(&r);
+            tracing::info!(
+                "{}: started run {r}",
+                r.sibling(motley_core::model::Kind::Job, &of.job)
+            );
+            let t = Txn::new()
+                .when(&parent, rev_of(&parent))
+                .when(&k, 0)
+                .put(k.clone(), encode(w)?);
+            if let Some(rev) = self.run_plan_txn(t, fence).await? {
+                max_rev = max_rev.max(rev);
+            }
+        }
+        // Runs replaced, beyond their job's history, or whose job is gone: deleted if
+        // unchanged since the plan; their allocations follow as orphans.
+        for (r, why) in &plan.drop_runs {
+            let k = keys::workload(r);
+            tracing::info!("{r}: {why}; deleted");
+            let t = Txn::new().when(&k, rev_of(&k)).delete(k.clone());
             if let Some(rev) = self.run_plan_txn(t, fence).await? {
                 max_rev = max_rev.max(rev);
             }
