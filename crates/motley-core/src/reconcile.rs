@@ -729,7 +729,8 @@ impl<'a> Pass<'a, '_> {
             return self.periodic(w, j);
         }
         // A periodic job's run is kept by its history, not a TTL.
-        let kept = w.source.is_some() || w.run_of.is_some();
+        let run = w.run_of.is_some() && !crate::mutants::active("runs-collected-by-ttl");
+        let kept = w.source.is_some() || run;
         match crate::collect::fate(j, kept, mine, self.input.now) {
             crate::collect::Fate::Running => {}
             crate::collect::Fate::Declared => return Some(None),

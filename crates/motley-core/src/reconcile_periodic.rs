@@ -73,7 +73,8 @@ fn ended_at(
 
 impl Pass<'_, '_> {
     /// Periodic job `w`: plans its due run and what becomes of earlier ones. Returns
-    /// when it must be visited again (its next due time), as a finished job does.
+    /// when it must be visited again (its next due time), as a finished job does, once
+    /// nothing is left to do; `None` (visit it again) while a run is being started.
     pub(super) fn periodic(&mut self, w: &Workload, j: &JobSpec) -> Option<Option<u64>> {
         let runs = runs_of(self.input.workloads, self.input.allocs, self.input.now, w);
         let d = match periodic::decide(j, w.created_at, &runs, self.input.now) {
@@ -93,13 +94,16 @@ impl Pass<'_, '_> {
             let why = format!("beyond the history of {}", w.spec.reference());
             self.plan.drop_runs.push((r.clone(), why));
         }
-        if let Some(due) = d.start {
-            self.plan.runs.push(run(w, j, due, false, self.input.now));
-        }
         if let Some(next) = d.next {
             self.plan.wake(next);
         }
-        Some(d.next)
+        let acts = d.start.is_some() || !d.replace.is_empty() || !d.forget.is_empty();
+        if let Some(due) = d.start {
+            self.plan.runs.push(run(w, j, due, false, self.input.now));
+        }
+        // Settled only once what it decides is done: a plan whose commit fails (the
+        // leader changed, the store was out) leaves it to be decided again.
+        (!acts).then_some(d.next)
     }
 }
 

@@ -947,3 +947,47 @@ fn a_periodic_job_that_forbids_overlap_waits_for_its_run() {
     }
     assert_eq!(runs_of(&w, "slow"), ["slow-240", "slow-60"]);
 }
+
+/// A run's state can go back (a power cut of the store takes a completion back, and
+/// the agent reports it again): the periodic job is decided again when its run
+/// changes, as a full pass would decide it (each step checks the two agree).
+#[test]
+fn a_periodic_job_is_decided_again_when_its_run_changes() {
+    let mut w = World::new(&[node("a", 8000, 8192)]);
+    w.apply(
+        "kind: Job\nname: slow\nschedule: \"* * * * *\"\nconcurrency: forbid\ntask:\n  command: [x]\n",
+    );
+    let step_to = |w: &mut World, until: u64| {
+        while w.now < until {
+            w.now += 500;
+            w.step();
+            w.agents();
+        }
+    };
+    step_to(&mut w, 62_000);
+    complete_running(&mut w);
+    let first_end = w.now;
+    // Just before the next due time its completion is taken back: it runs again.
+    step_to(&mut w, 119_500);
+    for a in w
+        .allocs
+        .values_mut()
+        .filter(|a| a.workload.name == "slow-60")
+    {
+        a.state = AllocState::Running;
+    }
+    // At 120 s it is running: forbid skips the due run.
+    step_to(&mut w, 121_000);
+    assert_eq!(runs_of(&w, "slow"), ["slow-60"]);
+    // The agent's report arrives again: it had ended at 62 s, before the due time.
+    for a in w
+        .allocs
+        .values_mut()
+        .filter(|a| a.workload.name == "slow-60")
+    {
+        a.state = AllocState::Complete;
+        a.updated_at = first_end;
+    }
+    step_to(&mut w, 123_000);
+    assert_eq!(runs_of(&w, "slow"), ["slow-120", "slow-60"]);
+}

@@ -15,6 +15,7 @@
 
 pub mod lab;
 pub mod net;
+pub mod periodic;
 pub mod rng;
 pub mod run;
 pub mod store;

@@ -100,6 +100,7 @@ fn main() -> ExitCode {
     let (mut steps, mut sim_ms, mut acked, mut ran) = (0u64, 0u64, 0u64, 0u64);
     let mut secrets = 0u64;
     let mut cut_keys = 0u64;
+    let mut periodic_runs = 0u64;
     // Every seed's fingerprint, combined in seed order: equal for two runs of one range.
     let mut fingerprint = 0u64;
     let mut faults: BTreeMap<&str, u64> = FAULTS.iter().map(|f| (*f, 0)).collect();
@@ -112,6 +113,7 @@ fn main() -> ExitCode {
                 acked += r.applies_acked;
                 secrets += r.secrets_checked;
                 cut_keys += r.cut_keys;
+                periodic_runs += r.periodic_runs;
                 fingerprint = fingerprint.rotate_left(5) ^ r.fingerprint;
                 for (k, v) in &r.faults {
                     *faults.entry(k).or_default() += v;
@@ -153,6 +155,7 @@ fn main() -> ExitCode {
             "applies_acknowledged": acked,
             "secret_deliveries_checked": secrets,
             "keys_taken_by_power_cuts": cut_keys,
+            "periodic_runs_checked": periodic_runs,
             "simulated_seconds": sim_ms as f64 / 1000.0,
             "wall_seconds": wall,
             "mutant": args.mutant,
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
             sim_ms as f64 / 1000.0 / wall.max(1e-9)
         );
         println!("records taken back by power cuts of the store: {cut_keys}");
+        println!("runs of periodic jobs, each the only one for its due time: {periodic_runs}");
         println!(
             "faults: {}",
             faults

@@ -80,6 +80,9 @@ pub struct SeedReport {
     /// Keys whose records power cuts of the store took back (lazy transactions not on
     /// the disk yet).
     pub cut_keys: u64,
+    /// Runs of periodic jobs the store created (each checked to be the only one for its
+    /// due time).
+    pub periodic_runs: u64,
     /// A hash of the run's outcome: the store's final revision, every allocation as
     /// stored, the workloads' names, and the tasks each node ran. Two runs of one seed give the same (the
     /// replay is exact: `tests/seeds.rs`).
@@ -100,6 +103,7 @@ impl SeedReport {
             applies_other: 0,
             secrets_checked: 0,
             cut_keys: 0,
+            periodic_runs: 0,
             fingerprint: 0,
         }
     }
@@ -196,6 +200,8 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
         .chance(0.5)
         .then(|| start + lab_rng.between(Duration::from_secs(3), Duration::from_secs(20)))
         .filter(|at| *at < faults_end);
+    let periodic_rng = Rng::new(seed ^ 0xC2B2_AE3D_27D4_EB4F);
+    let mut periodic_at = crate::periodic::when(&periodic_rng, start, faults_end);
     let deadline = faults_end + opts.settle;
     let mut healed = false;
     loop {
@@ -203,30 +209,20 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
         // The operator: applies through whichever server it finds leading.
         if now >= next_op && now < faults_end {
             next_op = now + rng.between(Duration::from_secs(1), Duration::from_secs(5));
-            let (name, yaml, value) = workload(&rng, &mut jobs);
-            if let Some(ep) = target(&world, &rng) {
-                let h = history.clone();
-                let admin = world.admin.clone();
-                let idx = {
-                    let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
-                    h.push(ApplyRecord {
-                        name,
-                        value,
-                        status: None,
-                        finished: false,
-                        sent: Instant::now(),
-                        done: None,
-                    });
-                    h.len() - 1
-                };
-                tokio::spawn(async move {
-                    let status = crate::world::apply(&ep, &admin, &yaml).await;
-                    let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
-                    h[idx].status = status;
-                    h[idx].finished = true;
-                    h[idx].done = Some(Instant::now());
-                });
-            }
+            let op = workload(&rng, &mut jobs);
+            submit(&world, &rng, &history, op);
+        }
+        // A periodic job in half the seeds, from a generator of its own (`periodic`).
+        if let Some(at) = periodic_at
+            && now >= at
+        {
+            periodic_at = None;
+            submit(
+                &world,
+                &periodic_rng,
+                &history,
+                crate::periodic::job(&periodic_rng),
+            );
         }
         if let Some(at) = experiment_at
             && now >= at
@@ -324,6 +320,7 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     report.applies_other = history.len() as u64 - report.applies_acked;
     check_acknowledged(&world, &history, &mut report);
     check_reruns(&world, &mut report);
+    crate::periodic::check_runs(&world, &mut report);
     // Every experiment fault ended on its agent, whatever happened to the run.
     for a in &world.agents {
         if let Some((agent, _)) = &a.up
@@ -396,6 +393,40 @@ fn workload(rng: &Rng, jobs: &mut u32) -> (String, String, u32) {
             )
         }
     }
+}
+
+/// Sends `(name, yaml, value)` as an apply through a server `rng` picks, recorded in
+/// `history` with its answer.
+fn submit(
+    world: &World,
+    rng: &Rng,
+    history: &Arc<Mutex<Vec<ApplyRecord>>>,
+    (name, yaml, value): (String, String, u32),
+) {
+    let Some(ep) = target(world, rng) else {
+        return;
+    };
+    let h = history.clone();
+    let admin = world.admin.clone();
+    let idx = {
+        let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+        h.push(ApplyRecord {
+            name,
+            value,
+            status: None,
+            finished: false,
+            sent: Instant::now(),
+            done: None,
+        });
+        h.len() - 1
+    };
+    tokio::spawn(async move {
+        let status = crate::world::apply(&ep, &admin, &yaml).await;
+        let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+        h[idx].status = status;
+        h[idx].finished = true;
+        h[idx].done = Some(Instant::now());
+    });
 }
 
 /// The server a client reaches: the leader if it knows one, else any that is up.
@@ -876,6 +907,8 @@ fn converged(world: &World) -> Result<(), String> {
                     ));
                 }
             }
+            // A periodic job runs only through its runs; a run due lately may still run.
+            Spec::Job(_) if crate::periodic::exempt(&w) => {}
             Spec::Job(j) => {
                 let n = completed.get(&w.uid).map_or(0, |s| s.len()) as u32;
                 if n < j.completions {

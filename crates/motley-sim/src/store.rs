@@ -68,6 +68,9 @@ struct Data {
     leases: HashMap<i64, Lease>,
     next_lease: i64,
     watchers: Vec<Watcher>,
+    /// Runs of periodic jobs ever created, by (job reference, due time): more than one
+    /// for a due time is a double run (`run::check_runs`).
+    runs_started: BTreeMap<(String, u64), u32>,
 }
 
 /// The simulated store (shared by every simulated server).
@@ -148,6 +151,11 @@ impl SimStore {
         }
     }
 
+    /// Runs of periodic jobs ever created, by (periodic job, due time), for the checker.
+    pub fn runs_started(&self) -> BTreeMap<(String, u64), u32> {
+        self.data().runs_started.clone()
+    }
+
     /// The revision now (no fault applies).
     pub fn revision_now(&self) -> u64 {
         self.data().revision
@@ -178,6 +186,23 @@ impl SimStore {
         for id in gone {
             revoke(&mut d, id);
         }
+    }
+}
+
+/// Counts a new record if it is a scheduled run of a periodic job.
+fn count_run(d: &mut Data, value: &[u8]) {
+    if !value.windows(8).any(|w| w == b"\"run_of\"") {
+        return;
+    }
+    let Ok(w) = serde_json::from_slice::<motley_core::model::Workload>(value) else {
+        return;
+    };
+    if let Some(of) = w.run_of.filter(|o| !o.manual) {
+        let job = w
+            .spec
+            .reference()
+            .sibling(motley_core::model::Kind::Job, &of.job);
+        *d.runs_started.entry((job.to_string(), of.due)).or_default() += 1;
     }
 }
 
@@ -262,6 +287,9 @@ fn apply(d: &mut Data, txn: &Txn, lease: i64) -> (TxnResult, Vec<Event>) {
                 let (create, version) =
                     d.kv.get(key)
                         .map_or((rev, 1), |(kv, _)| (kv.create_revision, kv.version + 1));
+                if version == 1 {
+                    count_run(d, value);
+                }
                 let kv = KeyValue {
                     key: key.clone(),
                     value: value.clone(),

@@ -127,25 +127,48 @@ impl World {
             self.workloads.insert(r, next);
         }
     }
-    /// Tells `active` what changed since the last step, as the server's cache does.
+    /// Tells `active` what changed since the last step, as the server's cache does
+    /// (a run's change, or its allocations', touches its periodic job too).
     fn tell_changes(&mut self) {
+        use motley_core::periodic::job_of_run;
         let (seen_w, seen_a) = &self.seen;
+        let job_of = |r: &WorkloadRef| {
+            self.workloads
+                .get(r)
+                .or_else(|| seen_w.get(r))
+                .and_then(job_of_run)
+        };
         for (r, w) in &self.workloads {
             if seen_w.get(r) != Some(w) {
                 self.active.touch(r);
+                if let Some(j) = job_of_run(w) {
+                    self.active.touch(&j);
+                }
             }
         }
-        for r in seen_w.keys().filter(|r| !self.workloads.contains_key(*r)) {
+        for (r, w) in seen_w
+            .iter()
+            .filter(|(r, _)| !self.workloads.contains_key(*r))
+        {
             self.active.touch(r);
+            if let Some(j) = job_of_run(w) {
+                self.active.touch(&j);
+            }
         }
         for (id, a) in &self.allocs {
             if seen_a.get(id) != Some(a) {
                 self.active.put_alloc(a);
+                if let Some(j) = job_of(&a.workload) {
+                    self.active.touch(&j);
+                }
             }
         }
         for (id, a) in seen_a {
             if !self.allocs.contains_key(id) {
                 self.active.remove_alloc(a);
+                if let Some(j) = job_of(&a.workload) {
+                    self.active.touch(&j);
+                }
             }
         }
         self.seen = (self.workloads.clone(), self.allocs.clone());

@@ -181,11 +181,16 @@ fn happened(cache: &Cache, key: &str, old: Replaced) -> Vec<motley_core::events:
     }
 }
 
+use motley_core::periodic::job_of_run;
+
 fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
     let active = cache.active.get_mut().unwrap_or_else(|e| e.into_inner());
     let decoded = match keys::parse(key) {
         Parsed::Workload(r) => serde_json::from_slice::<Workload>(value).map(|w| {
             active.touch(&r);
+            if let Some(job) = motley_core::periodic::job_of_run(&w) {
+                active.touch(&job);
+            }
             Replaced::Workload(cache.workloads.insert(r, w).map(Box::new))
         }),
         Parsed::Node(n) => serde_json::from_slice::<Node>(value)
@@ -193,6 +198,9 @@ fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
         Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value).map(|mut a| {
             share_task(&mut cache.tasks, &mut a);
             active.put_alloc(&a);
+            if let Some(job) = cache.workloads.get(&a.workload).and_then(job_of_run) {
+                active.touch(&job);
+            }
             let old = cache.allocs.insert(id.to_string(), a);
             if let Some(o) = &old
                 && cache
@@ -237,13 +245,20 @@ fn apply_delete(cache: &mut Cache, key: &str) -> Replaced {
         Parsed::Workload(r) => {
             active.touch(&r);
             cache.tasks.remove(&r);
-            Replaced::Workload(cache.workloads.remove(&r).map(Box::new))
+            let old = cache.workloads.remove(&r);
+            if let Some(job) = old.as_ref().and_then(job_of_run) {
+                active.touch(&job);
+            }
+            Replaced::Workload(old.map(Box::new))
         }
         Parsed::Node(n) => Replaced::Node(cache.nodes.remove(n).map(Box::new)),
         Parsed::Alloc(id) => {
             let old = cache.allocs.remove(id);
             if let Some(a) = &old {
                 active.remove_alloc(a);
+                if let Some(job) = cache.workloads.get(&a.workload).and_then(job_of_run) {
+                    active.touch(&job);
+                }
                 // The shared task of a deleted workload goes with its last allocation
                 // (one deleted here; those left keep their copies).
                 if !cache.workloads.contains_key(&a.workload) {
