@@ -268,6 +268,16 @@ impl Cluster {
         self.child.as_ref().expect("running").id()
     }
 
+    /// An empty file `name` in the cluster's directory that tasks (they run as nobody)
+    /// may append to: a trace of what ran.
+    pub fn trace_file(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, "").expect("trace file");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .expect("chmod trace");
+        path
+    }
+
     /// Runs a CLI command against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(motley_bin())

@@ -7,11 +7,7 @@ use crate::common::*;
 #[test]
 fn job_array_runs_each_index_once_never_above_parallelism() {
     let mut c = Cluster::up(&[]);
-    let trace = c.dir.path().join("trace");
-    // Tasks run as nobody: the trace file is theirs to append to.
-    std::fs::write(&trace, "").expect("trace file");
-    std::fs::set_permissions(&trace, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .expect("chmod trace");
+    let trace = c.trace_file("trace");
     let yaml = format!(
         "kind: Job\nname: batch\ncompletions: 10\nparallelism: 3\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo start $MOTLEY_INDEX $(date +%s%N) >> {t}; sleep 1; echo end $MOTLEY_INDEX $(date +%s%N) >> {t}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n",
         t = trace.display()

@@ -41,11 +41,7 @@ fn job_names(c: &Cluster) -> Vec<String> {
 #[test]
 fn a_periodic_job_runs_once_per_due_time_by_hand_too_and_goes_with_its_runs() {
     let c = Cluster::up(&[]);
-    let trace = c.dir.path().join("trace");
-    // Tasks run as nobody: the trace file is theirs to append to.
-    std::fs::write(&trace, "").expect("trace file");
-    std::fs::set_permissions(&trace, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .expect("chmod trace");
+    let trace = c.trace_file("trace");
     let yaml = format!(
         "kind: Job\nname: tick\nschedule: \"*/2 * * * * *\"\nhistory: 2\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo $MOTLEY_WORKLOAD >> {t}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n",
         t = trace.display()
