@@ -633,3 +633,63 @@ fn a_server_started_before_etcd_waits_for_it_and_serves_once_it_is_up() {
     assert_eq!(servers.as_array().map(Vec::len), Some(1), "{servers}");
     server.terminate();
 }
+
+/// A periodic job through leader kills (issue 26): a run every two seconds, three
+/// servers on etcd, the leader killed twice. Every due time runs at most once (a new
+/// leader reads where the schedule stands from the runs in the store), and runs go on
+/// after each kill.
+#[test]
+fn a_periodic_job_runs_each_due_time_at_most_once_across_leader_kills() {
+    let mut p = Plane::start(3, "2s");
+    p.start_agent("a0");
+    let (mut leader, _) = wait_for("one leader of three", Duration::from_secs(30), || {
+        p.leader().filter(|(_, n)| *n == 3)
+    });
+    // Tasks run as nobody: the trace is theirs to append to.
+    let trace = p.dir.path().join("trace");
+    std::fs::write(&trace, "").expect("trace file");
+    std::fs::set_permissions(&trace, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .expect("chmod trace");
+    let yaml = format!(
+        "kind: Job\nname: tick\nschedule: \"*/2 * * * * *\"\nhistory: 2\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo $MOTLEY_WORKLOAD >> {t}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n",
+        t = trace.display()
+    );
+    let out = p.apply("tick", &yaml);
+    assert!(out.status.success(), "{out:?}");
+    // The due times (unix seconds) the runs recorded, in the order they ran.
+    let dues = || -> Vec<u64> {
+        std::fs::read_to_string(&trace)
+            .expect("trace")
+            .lines()
+            .map(|l| {
+                l.trim()
+                    .strip_prefix("tick-")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("not a run of tick: {l:?}"))
+            })
+            .collect()
+    };
+    wait_for("three runs", Duration::from_secs(60), || {
+        (dues().len() >= 3).then_some(())
+    });
+    for round in 0..2 {
+        let before = dues().len();
+        p.kill_server(leader);
+        let (next, _) = wait_for("a new leader", Duration::from_secs(30), || {
+            p.leader().filter(|(i, _)| *i != leader)
+        });
+        wait_for("runs after the kill", Duration::from_secs(60), || {
+            (dues().len() >= before + 3).then_some(())
+        });
+        eprintln!(
+            "round {round}: killed s{leader}, s{next} leads; dues {:?}",
+            dues()
+        );
+        p.start_server(leader);
+        leader = next;
+    }
+    let seen = dues();
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "a due time ran twice: {seen:?}");
+    assert!(seen.iter().all(|d| d % 2 == 0), "{seen:?}");
+}
