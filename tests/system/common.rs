@@ -116,6 +116,15 @@ pub fn write_bytes(pid: u32) -> u64 {
 
 /// A temporary directory tasks can pass through: tasks run as `nobody`, and reach their
 /// allocation's directory below it (0711, like /var/lib; the default 0700 would stop them).
+/// An empty file `name` in `dir` that tasks (they run as nobody) may append to.
+pub fn trace_file(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, "").expect("trace file");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .expect("chmod trace");
+    path
+}
+
 pub fn test_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -271,11 +280,7 @@ impl Cluster {
     /// An empty file `name` in the cluster's directory that tasks (they run as nobody)
     /// may append to: a trace of what ran.
     pub fn trace_file(&self, name: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, "").expect("trace file");
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .expect("chmod trace");
-        path
+        trace_file(self.dir.path(), name)
     }
 
     /// Runs a CLI command against this cluster.

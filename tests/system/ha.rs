@@ -645,11 +645,7 @@ fn a_periodic_job_runs_each_due_time_at_most_once_across_leader_kills() {
     let (mut leader, _) = wait_for("one leader of three", Duration::from_secs(30), || {
         p.leader().filter(|(_, n)| *n == 3)
     });
-    // Tasks run as nobody: the trace is theirs to append to.
-    let trace = p.dir.path().join("trace");
-    std::fs::write(&trace, "").expect("trace file");
-    std::fs::set_permissions(&trace, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .expect("chmod trace");
+    let trace = trace_file(p.dir.path(), "trace");
     let yaml = format!(
         "kind: Job\nname: tick\nschedule: \"*/2 * * * * *\"\nhistory: 2\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo $MOTLEY_WORKLOAD >> {t}\"]\n  resources: {{ cpu: 10m, memory: 8Mi }}\n",
         t = trace.display()
