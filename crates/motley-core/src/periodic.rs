@@ -60,37 +60,32 @@ pub fn schedule_of(job: &JobSpec) -> Option<Result<(Cron, jiff::tz::TimeZone), S
     Some(Cron::parse(expr).and_then(|c| Ok((c, zone(job.time_zone.as_deref())?))))
 }
 
-/// The latest time in `(after, now]` the schedule fires, and how many times it fires
-/// there (at most [`MAX_SCAN`] counted).
-fn latest_due(cron: &Cron, tz: &jiff::tz::TimeZone, after: u64, now: u64) -> Option<(u64, usize)> {
+/// The latest time in `(after, now]` the schedule fires (walking at most [`MAX_SCAN`]
+/// of its times).
+fn latest_due(cron: &Cron, tz: &jiff::tz::TimeZone, after: u64, now: u64) -> Option<u64> {
     let first = cron.next_after(after, tz).filter(|t| *t <= now)?;
     // Widening windows back from now, so that a schedule every second after a day
     // down is not walked second by second from the start.
     let mut window = LATE_AFTER_MS;
-    let mut from = first;
+    let mut latest = first;
     loop {
         let start = now.saturating_sub(window);
         if start <= after {
             break;
         }
         if let Some(t) = cron.next_after(start, tz).filter(|t| *t <= now) {
-            from = t;
+            latest = t;
             break;
         }
         window = window.saturating_mul(10);
     }
-    let mut latest = from;
-    let mut scanned = 1;
-    while scanned < MAX_SCAN {
+    for _ in 1..MAX_SCAN {
         match cron.next_after(latest, tz) {
-            Some(t) if t <= now => {
-                latest = t;
-                scanned += 1;
-            }
+            Some(t) if t <= now => latest = t,
             _ => break,
         }
     }
-    Some((latest, scanned))
+    Some(latest)
 }
 
 /// Decides for periodic job `job` (created at `created_at`, ms) with its `runs`, at
@@ -116,7 +111,7 @@ pub fn decide(
         .map(|r| r.due)
         .max()
         .unwrap_or(created_at);
-    if let Some((due, _)) = latest_due(&cron, &tz, last, now) {
+    if let Some(due) = latest_due(&cron, &tz, last, now) {
         let late = now.saturating_sub(due) > LATE_AFTER_MS;
         // A run counts as running at `due` if it had started by then and had not
         // ended (forbid skips the due run even once that run has since ended).

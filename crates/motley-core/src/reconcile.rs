@@ -423,7 +423,7 @@ pub fn is_outdated(w: &Workload, a: &Allocation) -> bool {
 mod periodic_runs;
 #[path = "reconcile_roll.rs"]
 mod roll;
-pub use periodic_runs::{run as periodic_run, view as periodic_view};
+pub use periodic_runs::{run as periodic_run, runs_in as periodic_runs_in, view as periodic_view};
 
 fn selector_of(w: &Workload) -> Option<Selector> {
     w.spec

@@ -8,33 +8,40 @@ use super::*;
 use crate::model::JobSpec;
 use crate::periodic::{self, Run};
 
-/// The runs of periodic job `w`: Jobs in its namespace whose `run_of` names it, with
-/// when each finished (from its allocations, whose ids begin with the run's name).
-pub(super) fn runs_of<'a>(
+/// The runs of periodic job `parent` among `workloads`: the Jobs in its namespace whose
+/// `run_of` names it (found by their names, which begin with the job's and `-`).
+pub fn runs_in<'a>(
     workloads: &'a BTreeMap<WorkloadRef, Workload>,
-    allocs: &BTreeMap<String, Allocation>,
-    now: u64,
-    w: &Workload,
-) -> Vec<Run<'a>> {
-    let parent = w.spec.reference();
+    parent: &WorkloadRef,
+) -> impl Iterator<Item = (&'a WorkloadRef, &'a Workload, &'a crate::model::RunOf)> {
     let prefix = format!("{}-", parent.name);
     let from = WorkloadRef {
         kind: crate::model::Kind::Job,
         name: prefix.clone(),
         namespace: String::new(),
     };
+    let (job, ns) = (parent.name.clone(), parent.namespace.clone());
     workloads
         .range(from..)
-        .take_while(|(r, _)| r.kind == crate::model::Kind::Job && r.name.starts_with(&prefix))
-        .filter(|(r, _)| r.namespace == parent.namespace)
-        .filter_map(|(r, child)| {
-            let of = child.run_of.as_ref().filter(|o| o.job == parent.name)?;
-            Some(Run {
-                job: r,
-                due: of.due,
-                manual: of.manual,
-                ended_at: ended_at(allocs, now, r, child),
-            })
+        .take_while(move |(r, _)| r.kind == crate::model::Kind::Job && r.name.starts_with(&prefix))
+        .filter(move |(r, _)| r.namespace == ns)
+        .filter_map(move |(r, w)| Some((r, w, w.run_of.as_ref().filter(|o| o.job == job)?)))
+}
+
+/// The runs of periodic job `w`, with when each finished (from its allocations, whose
+/// ids begin with the run's name).
+pub(super) fn runs_of<'a>(
+    workloads: &'a BTreeMap<WorkloadRef, Workload>,
+    allocs: &BTreeMap<String, Allocation>,
+    now: u64,
+    w: &Workload,
+) -> Vec<Run<'a>> {
+    runs_in(workloads, &w.spec.reference())
+        .map(|(r, child, of)| Run {
+            job: r,
+            due: of.due,
+            manual: of.manual,
+            ended_at: ended_at(allocs, now, r, child),
         })
         .collect()
 }

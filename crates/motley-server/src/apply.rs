@@ -344,12 +344,7 @@ pub(crate) async fn apply_set(
                 let key = keys::workload(r);
                 let current = s.store.get(&key).await?;
                 expect_unchanged(how, &key, current.as_ref(), r)?;
-                if current.is_some() {
-                    txn = delete_runs(s, txn, r, &mut results);
-                }
-                let (next, result) = delete_op(txn, r, current.as_ref());
-                txn = next;
-                results.push(result);
+                txn = delete_op(s, txn, r, current.as_ref(), &mut results);
             }
             let out = ObjectResults { results };
             let dry_run = how.dry_run || motley_core::mutants::active("ack-before-commit");
@@ -384,53 +379,36 @@ pub(crate) async fn apply_set(
     }
 }
 
-/// Deleting periodic job `r` deletes its runs (as this server's cache knows them) in
-/// the same transaction, each with a result.
-pub(crate) fn delete_runs(
+/// Deleting `r` (stored as `current`) in `txn`, guarded by its revision, with a result
+/// for it in `results`. What goes with it goes in the same transaction: a source's
+/// record, and a periodic job's runs (as this server's cache knows them, a result each).
+pub(crate) fn delete_op(
     s: &Shared,
     mut txn: Txn,
     r: &WorkloadRef,
+    current: Option<&motley_store::KeyValue>,
     results: &mut Vec<ObjectResult>,
 ) -> Txn {
-    if r.kind != Kind::Job {
-        return txn;
-    }
-    let prefix = format!("{}-", r.name);
-    let runs: Vec<WorkloadRef> = s
-        .cache()
-        .workloads
-        .iter()
-        .filter(|(k, _)| k.kind == Kind::Job && k.namespace == r.namespace)
-        .filter(|(k, _)| k.name.starts_with(&prefix))
-        .filter(|(_, w)| w.run_of.as_ref().is_some_and(|o| o.job == r.name))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for run in runs {
-        txn = txn.delete(keys::workload(&run));
-        results.push(ObjectResult::of(&run, "deleted"));
-    }
-    txn
-}
-
-/// Deleting `r` (stored as `current`) in `txn`, guarded by its revision; a source's
-/// record goes with it.
-pub(crate) fn delete_op(
-    mut txn: Txn,
-    r: &WorkloadRef,
-    current: Option<&motley_store::KeyValue>,
-) -> (Txn, ObjectResult) {
     let action = match current {
         Some(kv) => {
             txn = txn.when(&kv.key, kv.mod_revision).delete(kv.key.clone());
-            if r.kind == Kind::Source {
-                txn = txn.delete(keys::source_record(&r.name));
+            match r.kind {
+                Kind::Source => txn = txn.delete(keys::source_record(&r.name)),
+                Kind::Job => {
+                    let cache = s.cache();
+                    for (run, _, _) in reconcile::periodic_runs_in(&cache.workloads, r) {
+                        txn = txn.delete(keys::workload(run));
+                        results.push(ObjectResult::of(run, "deleted"));
+                    }
+                }
+                _ => {}
             }
             "deleted"
         }
         None => "not found",
     };
-    let result = ObjectResult::of(r, action);
-    (txn, result)
+    results.push(ObjectResult::of(r, action));
+    txn
 }
 
 /// With an expected revision (a source's plan), a key that changed since fails.

@@ -197,11 +197,9 @@ fn count_run(d: &mut Data, value: &[u8]) {
     let Ok(w) = serde_json::from_slice::<motley_core::model::Workload>(value) else {
         return;
     };
-    if let Some(of) = w.run_of.filter(|o| !o.manual) {
-        let job = w
-            .spec
-            .reference()
-            .sibling(motley_core::model::Kind::Job, &of.job);
+    if let Some(of) = w.run_of.as_ref().filter(|o| !o.manual)
+        && let Some(job) = motley_core::periodic::job_of_run(&w)
+    {
         *d.runs_started.entry((job.to_string(), of.due)).or_default() += 1;
     }
 }

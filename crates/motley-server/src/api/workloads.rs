@@ -198,12 +198,7 @@ pub(crate) async fn delete_refs(
             for r in refs {
                 crate::namespaces::refuse_nonempty(s, r, refs).await?;
                 let current = s.store.get(&keys::workload(r)).await?;
-                if current.is_some() {
-                    txn = crate::apply::delete_runs(s, txn, r, &mut results);
-                }
-                let (next, result) = crate::apply::delete_op(txn, r, current.as_ref());
-                txn = next;
-                results.push(result);
+                txn = crate::apply::delete_op(s, txn, r, current.as_ref(), &mut results);
             }
             let out = ObjectResults { results };
             Ok::<_, ApiError>(if dry_run {

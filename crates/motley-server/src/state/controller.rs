@@ -2,6 +2,7 @@
 //! write groups `motley_core::writes` decides.
 
 use super::*;
+use motley_core::periodic::job_of_run;
 use motley_core::writes::Group;
 
 impl Shared {
@@ -67,15 +68,9 @@ impl Shared {
                     let k = keys::workload(&w.spec.reference());
                     revs.insert(k.clone(), cache.rev(&k));
                 }
-                for w in &plan.runs {
-                    if let Some(of) = &w.run_of {
-                        let p = w
-                            .spec
-                            .reference()
-                            .sibling(motley_core::model::Kind::Job, &of.job);
-                        let k = keys::workload(&p);
-                        revs.insert(k.clone(), cache.rev(&k));
-                    }
+                for job in plan.runs.iter().filter_map(job_of_run) {
+                    let k = keys::workload(&job);
+                    revs.insert(k.clone(), cache.rev(&k));
                 }
                 let dropped = plan.drop_runs.iter().map(|(r, _)| r);
                 for r in plan
@@ -184,14 +179,11 @@ impl Shared {
         // Runs of periodic jobs: each created only if absent (one run per due time,
         // whichever server or pass gets there) and only while its job is unchanged.
         for w in &plan.runs {
-            let Some(of) = &w.run_of else { continue };
+            let Some(job) = job_of_run(w) else { continue };
             let r = w.spec.reference();
-            let parent = keys::workload(&r.sibling(motley_core::model::Kind::Job, &of.job));
+            let parent = keys::workload(&job);
             let k = keys::workload(&r);
-            tracing::info!(
-                "{}: started run {r}",
-                r.sibling(motley_core::model::Kind::Job, &of.job)
-            );
+            tracing::info!("{job}: started run {r}");
             let t = Txn::new()
                 .when(&parent, rev_of(&parent))
                 .when(&k, 0)
@@ -200,7 +192,7 @@ impl Shared {
                 max_rev = max_rev.max(rev);
             }
         }
-        // Runs replaced, beyond their job's history, or whose job is gone: deleted if
+        // Runs replaced or beyond their job's history: deleted if
         // unchanged since the plan; their allocations follow as orphans.
         for (r, why) in &plan.drop_runs {
             let k = keys::workload(r);

@@ -4,6 +4,7 @@
 //! change is told to `Cache::active`, which only the controller's pass settles.
 
 use super::*;
+use motley_core::periodic::job_of_run;
 
 impl Shared {
     /// Loads the whole store into the cache and starts following changes.
@@ -181,14 +182,12 @@ fn happened(cache: &Cache, key: &str, old: Replaced) -> Vec<motley_core::events:
     }
 }
 
-use motley_core::periodic::job_of_run;
-
 fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
     let active = cache.active.get_mut().unwrap_or_else(|e| e.into_inner());
     let decoded = match keys::parse(key) {
         Parsed::Workload(r) => serde_json::from_slice::<Workload>(value).map(|w| {
             active.touch(&r);
-            if let Some(job) = motley_core::periodic::job_of_run(&w) {
+            if let Some(job) = job_of_run(&w) {
                 active.touch(&job);
             }
             Replaced::Workload(cache.workloads.insert(r, w).map(Box::new))
