@@ -508,6 +508,76 @@ fn services_are_reached_by_name_and_through_any_nodes_ingress_and_update_with_no
         (versions() == ["v5".to_string()].into()).then_some(())
     });
 
+    // Its answer from a Config (a file for the page, a variable for the CGI script):
+    // changing the Config alone rolls the service, under load, with no failed request,
+    // and `describe` says which version of the Config each replica runs.
+    let config = |v: &str| format!("kind: Config\nname: web-version\ndata:\n  version: {v}\n---\n");
+    let from_config = web_with("$(cat $MOTLEY_CONFIGS/etc/web/version)", true, "").replacen(
+        "  stop_grace: 1s\n",
+        "  stop_grace: 1s\n  configs:\n  - { config: web-version, key: version, file: /etc/web/version }\n  - { config: web-version, key: version, env: WEB_VERSION }\n",
+        1,
+    );
+    assert!(from_config.contains("configs:"), "{from_config}");
+    lab.apply(&format!("{}{from_config}", config("v6")));
+    wait_for("only v6 answers", Duration::from_secs(90), || {
+        (versions() == ["v6".to_string()].into() && in_rotation(&lab).len() == 3).then_some(())
+    });
+    let done = load(&client, &ingress);
+    let slow: Vec<_> = (0..2).map(|_| load(&client, &slow_urls)).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    lab.apply(&config("v7"));
+    wait_for("only v7 answers", Duration::from_secs(90), || {
+        (versions() == ["v7".to_string()].into() && in_rotation(&lab).len() == 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let summary = done();
+    eprintln!("a Config change under load: {summary}");
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert!(
+        summary["answers"]["v6"].as_u64().unwrap_or(0) > 0,
+        "{summary}"
+    );
+    assert!(
+        summary["answers"]["v7"].as_u64().unwrap_or(0) > 0,
+        "{summary}"
+    );
+    for done in slow {
+        let summary = done();
+        eprintln!("slow requests through the Config change: {summary}");
+        assert_eq!(summary["failures"], 0, "{summary}");
+        assert!(
+            summary["answers"]["v7"].as_u64().unwrap_or(0) > 0,
+            "the variable too: {summary}"
+        );
+    }
+    let version = lab.cli(&["get", "config", "web-version"]);
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    let v7 = version
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no VERSION in get config:\n{version}"))
+        .to_string();
+    // Replaced replicas may still drain for a moment: wait for the three running ones.
+    wait_for(
+        "three replicas on the new Config version",
+        Duration::from_secs(30),
+        || {
+            let described = lab.cli(&["describe", "service", "web"]);
+            assert!(described.status.success(), "describe: {described:?}");
+            let described = String::from_utf8_lossy(&described.stdout).to_string();
+            let running: Vec<&str> = described
+                .lines()
+                .filter(|l| l.contains(" running ") && l.contains(" run "))
+                .collect();
+            (running.len() == 3
+                && running
+                    .iter()
+                    .all(|l| l.contains(&format!("web-version@{v7}"))))
+            .then_some(())
+        },
+    );
+
     // A node powered off: its endpoints leave every proxy; after that, no request
     // through the other nodes' ingresses fails.
     let before = in_rotation(&lab);

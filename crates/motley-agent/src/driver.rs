@@ -376,8 +376,40 @@ pub(crate) fn write_secret_files(
     Ok(dir.to_path_buf())
 }
 
+/// Writes the Config files under `<alloc dir>/configs`, each at the path the task named
+/// (`/etc/app.ini` → `configs/etc/app.ini`), read-only (0444) and fresh at every start.
+/// Returns the directory, or `None` when there are none.
+pub(crate) fn write_config_files(
+    d: &SecretDelivery,
+    alloc_dir: &Path,
+) -> Result<Option<PathBuf>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if d.config_files.is_empty() {
+        return Ok(None);
+    }
+    let root = alloc_dir.join("configs");
+    if root.exists() {
+        // Read-only files in read-only-free directories: removable by their owner.
+        std::fs::remove_dir_all(&root).map_err(|e| format!("clearing {}: {e}", root.display()))?;
+    }
+    for (path, value) in &d.config_files {
+        // Validated as absolute and normal when applied.
+        let rel = path.trim_start_matches('/');
+        let file = root.join(rel);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&file, value).map_err(|e| format!("writing the config file {path}: {e}"))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444))
+            .map_err(|e| format!("making {path} read-only: {e}"))?;
+    }
+    Ok(Some(root))
+}
+
 /// A native task's environment, later entries overriding earlier ones: `PATH`, `HOME`,
-/// motley's variables, the task's `env`, Secret values given as variables.
+/// motley's variables, the task's `env`, Config values and Secret values given as
+/// variables.
 fn task_env(
     a: &Allocation,
     dir: &Path,
@@ -391,6 +423,12 @@ fn task_env(
     env.insert("HOME".into(), dir.display().to_string());
     env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(a.task.env.iter().map(|(k, v)| (k.clone(), expand(v, vars))));
+    env.extend(
+        delivery
+            .config_env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.into_iter().collect()
 }
@@ -412,6 +450,12 @@ pub fn check_command(
         && let Some(sdir) = &setup.secret_dir
     {
         vars.insert("MOTLEY_SECRETS".to_string(), sdir.display().to_string());
+    }
+    if !delivery.config_files.is_empty() {
+        vars.insert(
+            "MOTLEY_CONFIGS".to_string(),
+            dir.join("configs").display().to_string(),
+        );
     }
     Ok(crate::checks::ExecSpec {
         argv: argv.iter().map(|s| expand(s, &vars)).collect(),
@@ -455,6 +499,9 @@ pub fn start(
     if !delivery.files.is_empty() {
         let sdir = write_secret_files(delivery, setup.secret_dir.as_deref(), owner)?;
         vars.insert("MOTLEY_SECRETS".to_string(), sdir.display().to_string());
+    }
+    if let Some(cdir) = write_config_files(delivery, dir)? {
+        vars.insert("MOTLEY_CONFIGS".to_string(), cdir.display().to_string());
     }
     let argv: Vec<String> = a.task.command.iter().map(|s| expand(s, &vars)).collect();
     let program = argv.first().ok_or("empty command")?;

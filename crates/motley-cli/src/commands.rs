@@ -526,7 +526,7 @@ fn resource(s: &str) -> anyhow::Result<Resource> {
         "server" | "servers" => Ok(Resource::Servers),
         "audit" => Ok(Resource::Audit),
         _ => anyhow::bail!(
-            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, secrets, sources, allocs, servers or audit"
+            "unknown resource {s:?}: use nodes, services, jobs, daemons, volumes, secrets, configs, sources, namespaces, allocs, servers or audit"
         ),
     }
 }

@@ -45,7 +45,7 @@ pub fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
     Ok(out)
 }
 
-/// Reads every `fromFile` and `fromEnv` value the set's Secrets name, at apply time: a
+/// Reads every `fromFile` and `fromEnv` value the set's Secrets and Configs name, at apply time: a
 /// relative file is relative to its manifest's directory (standard input: the current
 /// one). Errors name the manifest, line, column and field.
 pub fn secret_inputs(
@@ -69,7 +69,7 @@ pub fn secret_inputs(
                 .and_then(|b| {
                     String::from_utf8(b).map_err(|_| {
                         format!(
-                            "{} is not UTF-8 text: secrets hold text (base64-encode binary files)",
+                            "{} is not UTF-8 text: secrets and configs hold text (base64-encode binary files)",
                             path.display()
                         )
                     })

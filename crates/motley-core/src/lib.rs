@@ -33,6 +33,7 @@ pub mod api;
 pub mod catalog;
 pub mod chaos;
 pub mod collect;
+pub mod config;
 pub mod cron;
 pub mod doctor;
 pub mod energy;

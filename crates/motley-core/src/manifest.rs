@@ -432,7 +432,7 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
             tree.line,
             tree.column,
             "kind",
-            "missing field `kind` (Service, Job, Daemon, Volume, Secret, Source or Namespace)"
+            "missing field `kind` (Service, Job, Daemon, Volume, Secret, Config, Source or Namespace)"
                 .into(),
         ));
         return None;
@@ -447,12 +447,13 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
         "Secret" => parse_typed::<SecretSpec>(&raw.text).map(Spec::Secret),
         "Source" => parse_typed::<model::SourceSpec>(&raw.text).map(Spec::Source),
         "Namespace" => parse_typed::<model::NamespaceSpec>(&raw.text).map(Spec::Namespace),
+        "Config" => parse_typed::<model::ConfigSpec>(&raw.text).map(Spec::Config),
         other => {
             errors.push(mk(
                 kind_node.line,
                 kind_node.column,
                 "kind",
-                format!("unknown kind {other:?}: expected Service, Job, Daemon, Volume, Secret, Source or Namespace"),
+                format!("unknown kind {other:?}: expected Service, Job, Daemon, Volume, Secret, Config, Source or Namespace"),
             ));
             return None;
         }
@@ -570,6 +571,10 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
             return;
         }
         Spec::Namespace(_) => return,
+        Spec::Config(c) => {
+            config::validate(doc, c, errors);
+            return;
+        }
     }
     placement::validate(doc, errors);
     let task = spec.task();
@@ -628,6 +633,7 @@ fn validate_spec(doc: &Document, errors: &mut Vec<ManifestError>) {
         }
     }
     validate_secret_refs(doc, task, errors);
+    config::validate_refs(doc, task, errors);
     if let Some(w) = &task.workdir
         && !w.starts_with('/')
     {
@@ -854,21 +860,32 @@ fn validate_secret_refs(doc: &Document, task: &model::Task, errors: &mut Vec<Man
     }
 }
 
-/// Secret values the client must read at apply time: `(source, "file"|"env", name, field)`
-/// for every `fromFile` and `fromEnv` in the set, with the field for errors.
+/// Secret and Config values the client must read at apply time: `(source,
+/// "file"|"env", name, field)` for every `fromFile` and `fromEnv` in the set, with the
+/// field for errors.
 pub fn secret_inputs(docs: &[Document]) -> Vec<(String, &'static str, String, ManifestError)> {
     let mut out = Vec::new();
     for d in docs {
-        let Spec::Secret(s) = &d.spec else { continue };
-        for (k, v) in &s.data {
-            if let Some((from, name, field)) = v.input() {
-                out.push((
-                    d.file.clone(),
-                    from,
-                    name.to_string(),
-                    d.error_at(&format!("data.{k}.{field}"), ""),
-                ));
-            }
+        let inputs: Vec<(&String, (&'static str, &str, &'static str))> = match &d.spec {
+            Spec::Secret(s) => s
+                .data
+                .iter()
+                .filter_map(|(k, v)| v.input().map(|i| (k, i)))
+                .collect(),
+            Spec::Config(c) => c
+                .data
+                .iter()
+                .filter_map(|(k, v)| v.from_file.as_deref().map(|f| (k, ("file", f, "fromFile"))))
+                .collect(),
+            _ => continue,
+        };
+        for (k, (from, name, field)) in inputs {
+            out.push((
+                d.file.clone(),
+                from,
+                name.to_string(),
+                d.error_at(&format!("data.{k}.{field}"), ""),
+            ));
         }
     }
     out
@@ -952,6 +969,8 @@ pub fn check_against_cluster(docs: &[Document], cluster: &ClusterLimits) -> Vec<
     errors
 }
 
+#[path = "manifest_config.rs"]
+mod config;
 #[path = "manifest_net.rs"]
 mod net;
 #[path = "manifest_ns.rs"]

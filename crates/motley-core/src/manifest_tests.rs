@@ -610,7 +610,10 @@ fn a_source_is_checked_where_written() {
         assert!(e.message.contains(says), "{to}: {e}");
     }
     let e = &parse("kind: Sauce\nname: x\n").unwrap_err()[0];
-    assert!(e.message.contains("Secret, Source or Namespace"), "{e}");
+    assert!(
+        e.message.contains("Secret, Config, Source or Namespace"),
+        "{e}"
+    );
 }
 
 fn parse_in(text: &str, ns: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
@@ -846,4 +849,86 @@ fn periodic_fields_are_checked_where_they_are_written() {
         (j.concurrency, j.missed, j.history),
         (model::Concurrency::Replace, model::Missed::Skip, Some(5))
     );
+}
+
+#[test]
+fn configs_and_their_references_are_checked_where_written() {
+    let good = "kind: Config\nname: app\ndata:\n  app.ini: |\n    [server]\n    port = 8080\n  extra: { fromFile: extra.txt }\n---\nkind: Service\nname: web\ntask:\n  command: [x]\n  configs:\n  - { config: app, key: app.ini, file: /etc/app/app.ini }\n  - { config: app, key: extra, env: EXTRA }\n";
+    let docs = parse(good).unwrap();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0].spec.kind(), Kind::Config);
+    let inputs = secret_inputs(&docs);
+    assert_eq!(inputs.len(), 1);
+    assert_eq!((inputs[0].1, inputs[0].2.as_str()), ("file", "extra.txt"));
+    assert_eq!(inputs[0].3.field, "data.extra.fromFile");
+    let cases: [(&str, &str, u64, &str, &str); 8] = [
+        (
+            "data:\n  app.ini",
+            "data:\n  bad/key",
+            5,
+            "data.bad/key",
+            "must be 1-253",
+        ),
+        (
+            "extra: { fromFile: extra.txt }",
+            "extra: { value: a, fromFile: b }",
+            7,
+            "data.extra",
+            "exactly one of value and fromFile",
+        ),
+        (
+            "file: /etc/app/app.ini",
+            "file: etc/app.ini",
+            14,
+            "task.configs[0].file",
+            "absolute path",
+        ),
+        (
+            "file: /etc/app/app.ini",
+            "file: /etc/../shadow",
+            14,
+            "task.configs[0].file",
+            "no empty, . or .. parts",
+        ),
+        (
+            "file: /etc/app/app.ini",
+            "file: /run/secrets/x",
+            14,
+            "task.configs[0].file",
+            "choose another path",
+        ),
+        (
+            "env: EXTRA",
+            "env: MOTLEY_X",
+            15,
+            "task.configs[1].env",
+            "set by motley",
+        ),
+        (
+            "env: EXTRA",
+            "env: EXTRA, file: /etc/x",
+            15,
+            "task.configs[1]",
+            "exactly one of env and file",
+        ),
+        (
+            "key: app.ini",
+            "key: \"../x\"",
+            14,
+            "task.configs[0].key",
+            "not a config key",
+        ),
+    ];
+    for (from, to, line, field, msg) in cases {
+        let bad = good.replacen(from, to, 1);
+        let errors = parse(&bad).unwrap_err();
+        let e = &errors[0];
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{bad}\n{e}");
+        assert!(e.message.contains(msg), "{e}");
+    }
+    // A variable given twice (by env and by a config) is refused.
+    let twice = good.replace("  configs:\n", "  env: { EXTRA: a }\n  configs:\n");
+    let e = &parse(&twice).unwrap_err()[0];
+    assert_eq!(e.field, "task.configs[1].env", "{e}");
+    assert!(e.message.contains("set twice"), "{e}");
 }

@@ -32,6 +32,8 @@ mod secret;
 pub use secret::*;
 mod periodic;
 pub use periodic::*;
+mod config;
+pub use config::*;
 
 macro_rules! kind_tag {
     ($name:ident, $text:literal) => {
@@ -51,6 +53,7 @@ kind_tag!(Job, "Job");
 kind_tag!(Daemon, "Daemon");
 kind_tag!(Volume, "Volume");
 kind_tag!(Secret, "Secret");
+kind_tag!(Config, "Config");
 /// The `kind: Source` tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 pub enum SourceKind {
@@ -79,11 +82,13 @@ pub enum Kind {
     Source,
     /// A namespace and its quota (cluster-wide; not a workload either).
     Namespace,
+    /// Named files and values that are not secret (not a workload either).
+    Config,
 }
 
 impl Kind {
     /// All kinds of object.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Service,
         Kind::Job,
         Kind::Daemon,
@@ -91,6 +96,7 @@ impl Kind {
         Kind::Secret,
         Kind::Source,
         Kind::Namespace,
+        Kind::Config,
     ];
 
     /// True for the kinds that run tasks (service, job, daemon).
@@ -108,11 +114,12 @@ impl Kind {
             Kind::Secret => "secret",
             Kind::Source => "source",
             Kind::Namespace => "namespace",
+            Kind::Config => "config",
         }
     }
 
     /// Parses `service`, `services`, `svc`, `Service`, `job(s)`, `daemon(s)`, `ds`,
-    /// `volume(s)`, `vol`, `secret(s)`, `source(s)`.
+    /// `volume(s)`, `vol`, `secret(s)`, `source(s)`, `namespace(s)`, `ns`, `config(s)`, `cm`.
     pub fn parse(s: &str) -> Option<Kind> {
         match s.to_ascii_lowercase().as_str() {
             "service" | "services" | "svc" => Some(Kind::Service),
@@ -122,6 +129,7 @@ impl Kind {
             "secret" | "secrets" => Some(Kind::Secret),
             "source" | "sources" => Some(Kind::Source),
             "namespace" | "namespaces" | "ns" => Some(Kind::Namespace),
+            "config" | "configs" | "cm" => Some(Kind::Config),
             _ => None,
         }
     }
@@ -267,6 +275,10 @@ pub struct Task {
     /// file on an in-memory filesystem (`$MOTLEY_SECRETS/<file>`, mode 0400).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretRef>,
+    /// Values of Configs the task is given, each as an environment variable or as a
+    /// read-only file. A Config that changes rolls the tasks that use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<ConfigRef>,
     /// Run as root. Tasks run as an unprivileged user unless they ask for root, and only
     /// nodes whose agent allows it (`motley agent --allow-root-tasks`) take those.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -603,13 +615,16 @@ pub enum Spec {
     Source(SourceSpec),
     /// A namespace (not a workload either).
     Namespace(NamespaceSpec),
+    /// A config (not a workload either).
+    Config(ConfigSpec),
 }
 
 impl Task {
-    /// Whether the task is given Secret values (as variables, files, or registry
-    /// credentials): it waits for them before it starts.
+    /// Whether the task is given values delivered with its allocation (Secret values
+    /// as variables, files or registry credentials; Config values): it waits for them
+    /// before it starts.
     pub fn uses_secrets(&self) -> bool {
-        !self.secrets.is_empty() || self.image_secret.is_some()
+        !self.secrets.is_empty() || self.image_secret.is_some() || !self.configs.is_empty()
     }
 }
 
@@ -635,6 +650,7 @@ static NO_TASK: Task = Task {
     ports: Vec::new(),
     volumes: Vec::new(),
     secrets: Vec::new(),
+    configs: Vec::new(),
     root: false,
 };
 
@@ -659,6 +675,7 @@ impl Spec {
             Spec::Secret(_) => Kind::Secret,
             Spec::Source(_) => Kind::Source,
             Spec::Namespace(_) => Kind::Namespace,
+            Spec::Config(_) => Kind::Config,
         }
     }
     /// The workload's name.
@@ -671,6 +688,7 @@ impl Spec {
             Spec::Secret(s) => &s.name,
             Spec::Source(s) => &s.name,
             Spec::Namespace(s) => &s.name,
+            Spec::Config(s) => &s.name,
         }
     }
     /// The namespace it lives in (a Namespace itself: `default`, being cluster-wide).
@@ -682,6 +700,7 @@ impl Spec {
             Spec::Volume(s) => &s.namespace,
             Spec::Secret(s) => &s.namespace,
             Spec::Source(s) => &s.namespace,
+            Spec::Config(s) => &s.namespace,
             Spec::Namespace(_) => &None,
         };
         namespace_or_default(ns)
@@ -707,6 +726,7 @@ impl Spec {
             Spec::Volume(s) => s.namespace = v,
             Spec::Secret(s) => s.namespace = v,
             Spec::Source(s) => s.namespace = v,
+            Spec::Config(s) => s.namespace = v,
             Spec::Namespace(_) => {}
         }
     }
@@ -720,6 +740,7 @@ impl Spec {
             Spec::Secret(s) => &s.labels,
             Spec::Source(s) => &s.labels,
             Spec::Namespace(s) => &s.labels,
+            Spec::Config(s) => &s.labels,
         }
     }
     /// The task every instance runs (a volume's is empty).
@@ -728,7 +749,11 @@ impl Spec {
             Spec::Service(s) => &s.task,
             Spec::Job(s) => &s.task,
             Spec::Daemon(s) => &s.task,
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => &NO_TASK,
+            Spec::Volume(_)
+            | Spec::Secret(_)
+            | Spec::Source(_)
+            | Spec::Namespace(_)
+            | Spec::Config(_) => &NO_TASK,
         }
     }
     /// The task as its allocations run it: a service's with its service ports added
@@ -745,9 +770,11 @@ impl Spec {
             Spec::Service(s) => &s.placement,
             Spec::Job(s) => &s.placement,
             Spec::Daemon(s) => &s.placement,
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {
-                &NO_PLACEMENT
-            }
+            Spec::Volume(_)
+            | Spec::Secret(_)
+            | Spec::Source(_)
+            | Spec::Namespace(_)
+            | Spec::Config(_) => &NO_PLACEMENT,
         }
     }
     /// The priority (daemons: `critical`, as node helpers; volumes: 0).
@@ -756,7 +783,11 @@ impl Spec {
             Spec::Service(s) => s.priority.0,
             Spec::Job(s) => s.priority.0,
             Spec::Daemon(_) => Priority::CLASSES[0].1,
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => 0,
+            Spec::Volume(_)
+            | Spec::Secret(_)
+            | Spec::Source(_)
+            | Spec::Namespace(_)
+            | Spec::Config(_) => 0,
         }
     }
     /// What happens to instances on a lost node (daemons: replace, they never move).
@@ -774,7 +805,8 @@ impl Spec {
             | Spec::Volume(_)
             | Spec::Secret(_)
             | Spec::Source(_)
-            | Spec::Namespace(_) => NodeLoss::Replace,
+            | Spec::Namespace(_)
+            | Spec::Config(_) => NodeLoss::Replace,
         }
     }
 
@@ -796,13 +828,15 @@ impl Spec {
                 max_restarts: Some(s.retries),
                 backoff: s.backoff,
             },
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {
-                RestartPolicy {
-                    mode: RestartMode::Never,
-                    max_restarts: Some(0),
-                    backoff: Backoff::default(),
-                }
-            }
+            Spec::Volume(_)
+            | Spec::Secret(_)
+            | Spec::Source(_)
+            | Spec::Namespace(_)
+            | Spec::Config(_) => RestartPolicy {
+                mode: RestartMode::Never,
+                max_restarts: Some(0),
+                backoff: Backoff::default(),
+            },
         }
     }
     /// A reference to this workload.

@@ -43,8 +43,9 @@ pub struct AllocReport {
     pub at: u64,
 }
 
-/// The Secret values one allocation is given. Both sides keep them in memory only;
-/// `Debug` shows names, never values.
+/// The Secret and Config values one allocation is given. Both sides keep them in
+/// memory only; `Debug` shows names, never values. Config values are not secret: they
+/// are not masked in logs, and their files are written with the allocation.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SecretDelivery {
     /// Environment variables.
@@ -59,6 +60,12 @@ pub struct SecretDelivery {
     /// Registry credentials (`task.image_secret`): user name and password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<(String, String)>,
+    /// Config values given as environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_env: BTreeMap<String, String>,
+    /// Config values given as files, by the path the task names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_files: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for SecretDelivery {
@@ -68,6 +75,11 @@ impl std::fmt::Debug for SecretDelivery {
             .field("files", &self.files.keys().collect::<Vec<_>>())
             .field("error", &self.error)
             .field("registry_user", &self.registry.as_ref().map(|r| &r.0))
+            .field("config_env", &self.config_env.keys().collect::<Vec<_>>())
+            .field(
+                "config_files",
+                &self.config_files.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -48,7 +48,11 @@ pub fn instances(spec: &Spec, nodes: u32) -> u64 {
         Spec::Service(s) => s.replicas,
         Spec::Job(j) => j.parallelism.min(j.completions),
         Spec::Daemon(_) => nodes,
-        Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => 0,
+        Spec::Volume(_)
+        | Spec::Secret(_)
+        | Spec::Source(_)
+        | Spec::Namespace(_)
+        | Spec::Config(_) => 0,
     })
 }
 

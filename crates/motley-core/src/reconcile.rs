@@ -400,7 +400,11 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
                 }
             }
             Spec::Daemon(_) => pass.daemon(w, &mine),
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {}
+            Spec::Volume(_)
+            | Spec::Secret(_)
+            | Spec::Source(_)
+            | Spec::Namespace(_)
+            | Spec::Config(_) => {}
         }
     }
     if input.active.is_some() {
@@ -981,6 +985,10 @@ pub fn status(w: &Workload, allocs: &[&Allocation], ready_matching_nodes: u32) -
         // A source's sync status is the leader's (memory), not the allocations'.
         Spec::Source(_) => st.phase = "declared".into(),
         Spec::Namespace(_) => st.phase = "active".into(),
+        Spec::Config(c) => {
+            st.desired = c.data.len() as u32;
+            st.phase = "declared".into();
+        }
     }
     st
 }

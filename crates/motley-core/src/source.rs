@@ -241,7 +241,11 @@ pub fn gate<'a>(
                     waiting.push(format!("{r}: {ready} of {} running", live.len()));
                 }
             }
-            Spec::Volume(_) | Spec::Secret(_) | Spec::Source(_) | Spec::Namespace(_) => {}
+            Spec::Volume(_)
+            | Spec::Secret(_)
+            | Spec::Source(_)
+            | Spec::Namespace(_)
+            | Spec::Config(_) => {}
         }
     }
     if waiting.is_empty() {

@@ -15,8 +15,8 @@ use crate::error::{ApiError, ApiResult, invalid};
 use crate::keys;
 use crate::state::{Shared, now_ms};
 
-/// Every task's secret references must name a secret of the set or the cluster, and a
-/// key it has.
+/// Every task's secret (and config) references must name a secret (a config) of the
+/// set or the cluster, and a key it has.
 pub(crate) fn check_secret_refs(
     cache: &crate::state::Cache,
     docs: &[manifest::Document],
@@ -105,17 +105,20 @@ pub(crate) fn check_secret_refs(
             }
         }
     }
+    errors.extend(crate::configs::check_refs(cache, docs));
     errors
 }
 
 /// Seals every Secret value of the set. A value whose plaintext equals the stored one
 /// keeps its stored sealed form, so an unchanged secret compares equal and is not
-/// rewritten.
+/// rewritten. Stamps config references with their versions too (what a source's
+/// plan compares).
 pub(crate) fn seal_secrets(
     s: &Shared,
     cache: &crate::state::Cache,
     docs: &mut [manifest::Document],
 ) -> ApiResult<()> {
+    crate::configs::stamp_docs(cache, docs);
     let ring = crate::state::read(&s.trust.keyring);
     for d in docs.iter_mut() {
         let r = d.spec.reference();
@@ -290,16 +293,18 @@ pub(crate) async fn apply_set(
     // The platforms of the images named, read before the transaction (IO).
     let platforms = image_platforms(s, docs).await;
     use motley_core::admit::{Current, revise};
-    let (st, platforms) = (s, &platforms);
+    let users = crate::configs::users_outside(s, docs);
+    let (st, platforms, users) = (s, &platforms, &users);
     let outcome = motley_store::update(
         &*s.store,
         || async move {
             let s = st;
             let now = now_ms();
-            let mut txn = Txn::new();
+            let (versions, mut txn) = crate::configs::versions(s, docs, users, Txn::new()).await?;
             let mut results = Vec::new();
             let mut created = std::collections::BTreeSet::new();
             for d in docs {
+                let spec = crate::configs::stamped(&d.spec, &versions);
                 let r = d.spec.reference();
                 let key = keys::workload(&r);
                 let current = s.store.get(&key).await?;
@@ -308,9 +313,9 @@ pub(crate) async fn apply_set(
                     .as_ref()
                     .map(|kv| serde_json::from_slice::<Workload>(&kv.value));
                 let (action, next) = match &stored {
-                    None => revise(Current::Absent, &d.spec, now, motley_net::new_id),
-                    Some(Err(_)) => revise(Current::Unreadable, &d.spec, now, motley_net::new_id),
-                    Some(Ok(w)) => revise(Current::Stored(w), &d.spec, now, motley_net::new_id),
+                    None => revise(Current::Absent, &spec, now, motley_net::new_id),
+                    Some(Err(_)) => revise(Current::Unreadable, &spec, now, motley_net::new_id),
+                    Some(Ok(w)) => revise(Current::Stored(w), &spec, now, motley_net::new_id),
                 };
                 txn = txn.when(&key, current.as_ref().map_or(0, |kv| kv.mod_revision));
                 // A source's object records it; one taken over from the hand is
@@ -338,6 +343,8 @@ pub(crate) async fn apply_set(
                 }
                 results.push(ObjectResult::of(&r, action.as_str()));
             }
+            txn =
+                crate::configs::restamp_users(s, users, &versions, now, txn, &mut results).await?;
             txn = crate::namespaces::guard(s, txn, docs, &created).await?;
             for r in how.delete {
                 crate::namespaces::refuse_nonempty(s, r, how.delete).await?;
@@ -538,6 +545,23 @@ pub(crate) async fn planned_workloads(
         };
         objects.push(ObjectResult::of(&r, action));
     }
+    // The users of a changed Config roll with it.
+    let versions: std::collections::BTreeMap<WorkloadRef, Option<String>> = workloads
+        .values()
+        .filter_map(|w| match &w.spec {
+            Spec::Config(c) => Some((w.spec.reference(), Some(motley_core::config::version(c)))),
+            _ => None,
+        })
+        .collect();
+    for r in crate::configs::users_outside(s, docs) {
+        if let Some(w) = workloads.get_mut(&r)
+            && motley_core::config::stamp(&mut w.spec, |c| versions.get(c).cloned().flatten())
+        {
+            w.generation += 1;
+            w.updated_at = now;
+            objects.push(ObjectResult::of(&r, "configured"));
+        }
+    }
     (workloads, objects)
 }
 
@@ -599,6 +623,88 @@ pub(crate) async fn plan_set(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn docs(text: &str) -> Vec<manifest::Document> {
+        match manifest::parse_set(&[manifest::Source {
+            name: "t.yaml",
+            text,
+        }]) {
+            Ok(d) => d,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// A Config's version is stamped into the tasks that use it when either is applied;
+    /// a changed Config rewrites its users outside the set (a new generation, which
+    /// rolls a service) in the same apply; an unchanged one, or the user applied again
+    /// as written, changes nothing.
+    #[tokio::test]
+    async fn a_changed_config_rewrites_its_users_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = crate::state::tests::shared(dir.path());
+        s.start_cache().await.expect("cache");
+        let config = |v: &str| {
+            docs(&format!(
+                "kind: Config\nname: app\ndata:\n  app.ini: \"{v}\"\n  other: x\n"
+            ))
+        };
+        let web = docs(
+            "kind: Service\nname: web\ntask:\n  command: [x]\n  configs:\n  - {config: app, key: app.ini, file: /etc/app.ini}\n",
+        );
+        let plain = docs("kind: Service\nname: plain\ntask:\n  command: [x]\n");
+        let mut set = config("a=1");
+        set.extend(web.clone());
+        set.extend(plain.clone());
+        apply_set(&s, &set, &ApplyAs::default())
+            .await
+            .expect("apply");
+        let stored = |name: &str| {
+            let r = WorkloadRef::in_namespace("default", Kind::Service, name);
+            let c = s.cache();
+            let w = c.workloads.get(&r).expect("stored");
+            (
+                w.generation,
+                w.spec
+                    .task()
+                    .configs
+                    .first()
+                    .and_then(|c| c.version.clone()),
+            )
+        };
+        let v1 = match &config("a=1")[0].spec {
+            Spec::Config(c) => motley_core::config::version(c),
+            _ => unreachable!("a config"),
+        };
+        assert_eq!(stored("web"), (1, Some(v1.clone())));
+        // The user as written (no version) applied again: unchanged.
+        let out = apply_set(&s, &web, &ApplyAs::default())
+            .await
+            .expect("again");
+        assert_eq!(out.results[0].action, "unchanged");
+        // The same config again: nothing rewritten.
+        let out = apply_set(&s, &config("a=1"), &ApplyAs::default())
+            .await
+            .expect("same");
+        assert_eq!(out.results.len(), 1, "{:?}", out.results);
+        assert_eq!(stored("web").0, 1);
+        // A changed config: web gets the new version and a new generation; plain not.
+        let out = apply_set(&s, &config("a=2"), &ApplyAs::default())
+            .await
+            .expect("change");
+        let actions: Vec<(String, String)> = out
+            .results
+            .iter()
+            .map(|r| (r.name.clone(), r.action.clone()))
+            .collect();
+        assert!(
+            actions.contains(&("web".into(), "configured".into())),
+            "{actions:?}"
+        );
+        let (generation, version) = stored("web");
+        assert_eq!(generation, 2);
+        assert!(version.is_some() && version != Some(v1), "{version:?}");
+        assert_eq!(stored("plain").0, 1);
+    }
 
     /// Read your writes: once an apply has answered, this server's cache (what
     /// `describe` and `get` read) holds what it wrote, and a delete likewise.

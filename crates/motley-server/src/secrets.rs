@@ -215,8 +215,8 @@ impl Keyring {
     }
 }
 
-/// The Secret values allocation `a` is to be given, opened from the stored secrets;
-/// `None` when it references none or is not to run.
+/// The Secret values allocation `a` is to be given, opened from the stored secrets,
+/// and its Config values; `None` when it references none or is not to run.
 pub fn deliver(
     keyring: &Keyring,
     workloads: &BTreeMap<WorkloadRef, Workload>,
@@ -255,6 +255,18 @@ pub fn deliver(
                     ..SecretDelivery::default()
                 });
             }
+        }
+    }
+    match motley_core::config::values(workloads, &a.workload, &a.task) {
+        Ok((env, files)) => {
+            out.config_env = env;
+            out.config_files = files;
+        }
+        Err(e) => {
+            return Some(SecretDelivery {
+                error: Some(e),
+                ..SecretDelivery::default()
+            });
         }
     }
     if let Some(name) = &a.task.image_secret {

@@ -22,6 +22,7 @@ pub fn kind_page(kind: Kind) -> (&'static str, &'static str) {
         Kind::Secret => ("/ui/secrets", "Secrets"),
         Kind::Source => ("/ui/sources", "Sources"),
         Kind::Namespace => ("/ui/namespaces", "Namespaces"),
+        Kind::Config => ("/ui/configs", "Configs"),
     }
 }
 

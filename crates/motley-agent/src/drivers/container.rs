@@ -337,6 +337,19 @@ impl Containers {
                 });
                 vars.insert("MOTLEY_SECRETS".into(), "/run/secrets".into());
             }
+            if let Some(cdir) = crate::driver::write_config_files(delivery, dir)? {
+                // Each file read-only at the path the task named.
+                for path in delivery.config_files.keys() {
+                    binds.push(Bind {
+                        source: cdir
+                            .join(path.trim_start_matches('/'))
+                            .display()
+                            .to_string(),
+                        destination: path.clone(),
+                        read_only: true,
+                    });
+                }
+            }
             for d in std::iter::once(dir).chain(volumes.iter().map(|(_, p)| p.as_path())) {
                 crate::driver::chown(d, owner)?;
             }
@@ -349,7 +362,8 @@ impl Containers {
                     "{image} names no entrypoint or command: set task.command"
                 ));
             }
-            // The image's environment, then motley's variables, the task's, the secrets'.
+            // The image's environment, then motley's variables, the task's, the configs',
+            // the secrets'.
             let mut env: BTreeMap<String, String> = BTreeMap::new();
             let cfg = pulled.config.config.clone().unwrap_or_default();
             for kv in cfg.env.unwrap_or_default() {
@@ -363,6 +377,12 @@ impl Containers {
             env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
             env.insert(MARK.into(), "1".into());
             env.extend(a.task.env.iter().map(|(k, v)| (k.clone(), expand(v))));
+            env.extend(
+                delivery
+                    .config_env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
             env.extend(delivery.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             let (uid, gid) = owner.unwrap_or((0, 0));
             let limits = a.task.limits.clone().unwrap_or_default();

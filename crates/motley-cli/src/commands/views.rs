@@ -26,6 +26,7 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
             "NAME", "CLASS", "SIZE", "STATUS", "NODE", "MOUNT", "MEDIA", "AGE",
         ],
         Kind::Secret => vec!["NAME", "KEYS", "AGE"],
+        Kind::Config => vec!["NAME", "KEYS", "VERSION", "AGE"],
         Kind::Source => vec!["NAME", "URL", "AGE"],
         Kind::Namespace => vec!["NAME", "CPU", "MEMORY", "GPU", "ALLOCATIONS", "AGE"],
     };
@@ -83,6 +84,12 @@ pub(crate) fn workload_rows(views: &[WorkloadView], kind: Kind, wide: bool) -> R
                 Spec::Secret(sec) => vec![
                     w.spec.name().to_string(),
                     sec.data.keys().cloned().collect::<Vec<_>>().join(","),
+                    age(w.created_at, now),
+                ],
+                Spec::Config(c) => vec![
+                    w.spec.name().to_string(),
+                    c.data.keys().cloned().collect::<Vec<_>>().join(","),
+                    motley_core::config::version(c),
                     age(w.created_at, now),
                 ],
                 Spec::Source(src) => vec![
@@ -283,8 +290,13 @@ pub(crate) fn alloc_rows(allocs: &[Allocation], wide: bool) -> Rows {
     let mut headers = vec![
         "ID", "WORKLOAD", "INDEX", "NODE", "STATE", "PID", "RESTARTS", "AGE",
     ];
+    // Which version of each Config an allocation runs (a Config change rolls them).
+    let configs = wide && allocs.iter().any(|a| !a.task.configs.is_empty());
     if wide {
         headers.extend(["DESIRED", "EXIT", "REASON"]);
+    }
+    if configs {
+        headers.push("CONFIGS");
     }
     let rows = allocs
         .iter()
@@ -315,6 +327,9 @@ pub(crate) fn alloc_rows(allocs: &[Allocation], wide: bool) -> Rows {
                         .unwrap_or_else(|| "-".into()),
                 );
                 row.push(a.reasons.last().cloned().unwrap_or_default());
+            }
+            if configs {
+                row.push(motley_core::config::versions_of(&a.task).join(","));
             }
             row
         })

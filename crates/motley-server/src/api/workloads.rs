@@ -37,8 +37,8 @@ fn parse_in(set: &ManifestSet, q: &NsQuery) -> ApiResult<Vec<manifest::Document>
     Ok(docs)
 }
 
-/// Replaces every Secret value given `fromFile` or `fromEnv` by what the client read
-/// (the set's inputs), and checks each secret's total size.
+/// Replaces every Secret or Config value given `fromFile` or `fromEnv` by what the
+/// client read (the set's inputs), and checks each one's total size.
 pub(crate) fn resolve_secret_inputs(
     set: &ManifestSet,
     docs: &mut [manifest::Document],
@@ -47,11 +47,27 @@ pub(crate) fn resolve_secret_inputs(
     for d in docs.iter_mut() {
         let file = d.file.clone();
         let mut found = Vec::new();
-        let Spec::Secret(sec) = &d.spec else { continue };
-        for (k, v) in &sec.data {
-            let Some((from, name, field)) = v.input() else {
-                continue;
-            };
+        let wanted: Vec<(String, (&str, String, &str))> = match &d.spec {
+            Spec::Secret(sec) => sec
+                .data
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.input()
+                        .map(|(f, n, fld)| (k.clone(), (f, n.to_string(), fld)))
+                })
+                .collect(),
+            Spec::Config(c) => c
+                .data
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.from_file
+                        .as_ref()
+                        .map(|n| (k.clone(), ("file", n.clone(), "fromFile")))
+                })
+                .collect(),
+            _ => continue,
+        };
+        for (k, (from, name, field)) in wanted {
             match set
                 .inputs
                 .iter()
@@ -66,29 +82,43 @@ pub(crate) fn resolve_secret_inputs(
                 )),
             }
         }
-        let mut total = 0;
-        if let Spec::Secret(sec) = &mut d.spec {
-            for (k, value) in found {
-                if let Some(v) = sec.data.get_mut(&k) {
-                    *v = motley_core::model::SecretValue {
-                        value: Some(value),
-                        ..Default::default()
-                    };
+        let (total, limit) = match &mut d.spec {
+            Spec::Secret(sec) => {
+                for (k, value) in found {
+                    if let Some(v) = sec.data.get_mut(&k) {
+                        *v = motley_core::model::SecretValue {
+                            value: Some(value),
+                            ..Default::default()
+                        };
+                    }
                 }
+                let total = sec
+                    .data
+                    .values()
+                    .map(|v| v.value.as_ref().map_or(0, String::len));
+                (total.sum::<usize>(), manifest::MAX_SECRET_BYTES)
             }
-            total = sec
-                .data
-                .values()
-                .map(|v| v.value.as_ref().map_or(0, String::len))
-                .sum::<usize>();
-        }
-        if total > manifest::MAX_SECRET_BYTES {
+            Spec::Config(c) => {
+                for (k, value) in found {
+                    if let Some(v) = c.data.get_mut(&k) {
+                        *v = motley_core::model::ConfigValue {
+                            value: Some(value),
+                            from_file: None,
+                        };
+                    }
+                }
+                let total = c
+                    .data
+                    .values()
+                    .map(|v| v.value.as_ref().map_or(0, String::len));
+                (total.sum::<usize>(), motley_core::config::MAX_CONFIG_BYTES)
+            }
+            _ => continue,
+        };
+        if total > limit {
             errors.push(d.error_at(
                 "data",
-                format!(
-                    "the values add up to {total} bytes; at most {}",
-                    manifest::MAX_SECRET_BYTES
-                ),
+                format!("the values add up to {total} bytes; at most {limit}"),
             ));
         }
     }
@@ -140,10 +170,11 @@ pub(crate) fn planned_docs(
     set: &ManifestSet,
     q: &NsQuery,
 ) -> ApiResult<Vec<manifest::Document>> {
-    let docs = parse_manifests(set, q)?;
+    let mut docs = parse_manifests(set, q)?;
     let mut details = check_secret_refs(&s.cache(), &docs);
     details.extend(crate::namespaces::check_set(s, &docs));
     if details.is_empty() {
+        crate::configs::stamp_docs(&s.cache(), &mut docs);
         Ok(docs)
     } else {
         Err(invalid(details))

@@ -270,7 +270,7 @@ pub(super) async fn read_commit(
         let errors: Vec<manifest::ManifestError> = inputs
             .into_iter()
             .map(|(_, _, _, mut e)| {
-                e.message = "fromFile and fromEnv are read by `motley apply`; in git, encrypt the file (age or SOPS) and give value".into();
+                e.message = "fromFile and fromEnv are read by `motley apply`; in git, give value (a secret's: encrypt the file with age or SOPS)".into();
                 e
             })
             .collect();
