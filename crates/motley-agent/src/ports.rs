@@ -53,12 +53,14 @@ mod tests {
                 name: name.into(),
                 port: 0,
                 protocol: Protocol::Tcp,
+                container_port: None,
             });
         }
         task.ports.push(HostPort {
             name: "fixed".into(),
             port: 8080,
             protocol: Protocol::Tcp,
+            container_port: None,
         });
         // Hold one port: it must not be chosen.
         let held = std::net::TcpListener::bind(("0.0.0.0", 0)).expect("bind");

@@ -932,3 +932,77 @@ fn configs_and_their_references_are_checked_where_written() {
     assert_eq!(e.field, "task.configs[1].env", "{e}");
     assert!(e.message.contains("set twice"), "{e}");
 }
+
+#[test]
+fn mounts_container_ports_and_start_order_are_checked_where_written() {
+    let good = "kind: Service\nname: web\ndepends_on: [db]\ntask:\n  image: reg:5000/nginx:1\n  network: bridge\n  volumes: [data]\n  mounts:\n  - { volume: data, path: /usr/share/nginx/html }\n  - { host_path: /srv/conf, path: /etc/nginx/conf.d, read_only: true }\nports:\n  - { name: http, service_port: 80, container_port: 80 }\n";
+    let docs = parse(good).unwrap();
+    let Spec::Service(s) = &docs[0].spec else {
+        panic!("a service")
+    };
+    assert_eq!(s.ports[0].container_port, Some(80));
+    assert_eq!(s.task_with_ports().ports[0].container_port, Some(80));
+    assert!(s.task.mounts[1].read_only);
+    let cases: [(&str, &str, u64, &str, &str); 7] = [
+        (
+            "  network: bridge\n",
+            "",
+            11,
+            "ports.0.container_port",
+            "bridge network",
+        ),
+        (
+            "volume: data,",
+            "volume: other,",
+            9,
+            "task.mounts.0.volume",
+            "not one of task.volumes",
+        ),
+        (
+            "host_path: /srv/conf,",
+            "host_path: srv/conf,",
+            10,
+            "task.mounts.1.host_path",
+            "absolute path",
+        ),
+        (
+            "path: /usr/share/nginx/html",
+            "path: /proc/x",
+            9,
+            "task.mounts.0.path",
+            "mounted by motley or the kernel",
+        ),
+        (
+            "path: /etc/nginx/conf.d",
+            "path: /usr/share/nginx/html",
+            10,
+            "task.mounts.1.path",
+            "mounted twice",
+        ),
+        (
+            "depends_on: [db]",
+            "depends_on: [web]",
+            3,
+            "depends_on.0",
+            "itself",
+        ),
+        (
+            "{ volume: data, path",
+            "{ volume: data, host_path: /x, path",
+            9,
+            "task.mounts.0",
+            "exactly one of volume and host_path",
+        ),
+    ];
+    for (from, to, line, field, msg) in cases {
+        let bad = good.replacen(from, to, 1);
+        let errors = parse(&bad).unwrap_err();
+        let e = &errors[0];
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{bad}\n{e}");
+        assert!(e.message.contains(msg), "{e}");
+    }
+    let process = "kind: Job\nname: j\ntask:\n  command: [x]\n  volumes: [v]\n  mounts: [{ volume: v, path: /data }]\n";
+    let e = &parse(process).unwrap_err()[0];
+    assert_eq!(e.field, "task.mounts.0", "{e}");
+    assert!(e.message.contains("for containers"), "{e}");
+}

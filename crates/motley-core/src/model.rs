@@ -275,6 +275,10 @@ pub struct Task {
     /// file on an in-memory filesystem (`$MOTLEY_SECRETS/<file>`, mode 0400).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretRef>,
+    /// With `image`: volumes and node directories mounted at paths of the container's
+    /// choosing (besides `/volumes/<name>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
     /// Values of Configs the task is given, each as an environment variable or as a
     /// read-only file. A Config that changes rolls the tasks that use it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -296,6 +300,28 @@ pub struct HostPort {
     /// `tcp` (default) or `udp`.
     #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
+    /// With `image` and `network: bridge`: the port the container listens on, published
+    /// on the node at `port` (default: the same number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+}
+
+/// A mount of a container (`task.mounts`): exactly one of `volume` and `host_path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// One of the task's `volumes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// A directory or file of the node, which must exist there (it pins the work to
+    /// the nodes that have it: use `placement.require`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    /// Where the container sees it (absolute).
+    pub path: String,
+    /// Read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// How a container is networked.
@@ -500,6 +526,11 @@ pub struct ServiceSpec {
     /// Its availability objective: `{ availability: 99.5% }` (error budget, burn rate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<Slo>,
+    /// Services (same namespace) that must each have a ready replica before this one's
+    /// replicas are placed: a start order (Compose's `depends_on` with
+    /// `condition: service_healthy`). Replicas already running are not stopped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 /// A Job: runs `completions` instances to success, `parallelism` at a time.
@@ -649,6 +680,7 @@ static NO_TASK: Task = Task {
     logs: None,
     ports: Vec::new(),
     volumes: Vec::new(),
+    mounts: Vec::new(),
     secrets: Vec::new(),
     configs: Vec::new(),
     root: false,

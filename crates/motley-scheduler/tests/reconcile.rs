@@ -56,6 +56,47 @@ fn service_spreads_and_keeps_replicas() {
 }
 
 #[test]
+fn a_service_that_depends_on_another_waits_for_a_ready_replica_of_it() {
+    let mut w = World::new(&[node("a", 4000, 4096), node("b", 4000, 4096)]);
+    w.apply("kind: Service\nname: app\nreplicas: 2\ndepends_on: [db]\ntask:\n  command: [app]\n");
+    // No db at all: app waits, and says for what.
+    let plan = w.step();
+    assert!(plan.create.is_empty(), "{:?}", plan.create);
+    let b = plan.blocked.values().next().expect("blocked");
+    assert_eq!(b.count, 2);
+    assert!(
+        b.why.summary.contains("waiting for service db"),
+        "{}",
+        b.why.summary
+    );
+    // db placed but not yet ready: app still waits.
+    w.apply("kind: Service\nname: db\ntask:\n  command: [db]\n");
+    let plan = w.step();
+    assert_eq!(plan.create.len(), 1);
+    assert_eq!(plan.create[0].workload.name, "db");
+    assert!(plan.blocked.keys().any(|r| r.name == "app"));
+    // db ready: app's replicas are placed.
+    w.agents();
+    let plan = w.step();
+    let app: Vec<_> = plan
+        .create
+        .iter()
+        .filter(|a| a.workload.name == "app")
+        .collect();
+    assert_eq!(app.len(), 2);
+    w.agents();
+    // db lost later: the running app replicas are not stopped.
+    let db = w.live("db")[0].id.clone();
+    if let Some(a) = w.allocs.get_mut(&db) {
+        a.state = AllocState::Failed;
+        a.ready_at = None;
+    }
+    let plan = w.step();
+    assert!(plan.stop.is_empty(), "{:?}", plan.stop);
+    assert_eq!(w.live("app").len(), 2);
+}
+
+#[test]
 fn unplaceable_demand_is_explained() {
     let mut w = World::new(&[node("a", 1000, 512), node("b", 1000, 128)]);
     w.ready.remove("a");

@@ -53,7 +53,7 @@ fn portmap_conf(ports: &[HostPort], prev: Option<&Value>) -> Value {
     let mappings: Vec<Value> = ports
         .iter()
         .map(|p| {
-            json!({"hostPort": p.port, "containerPort": p.port,
+            json!({"hostPort": p.port, "containerPort": p.container_port.unwrap_or(p.port),
                    "protocol": if p.protocol == Protocol::Udp { "udp" } else { "tcp" }})
         })
         .collect();
@@ -191,6 +191,7 @@ pub async fn del(id: &str) {
         name: "any".into(),
         port: 1,
         protocol: Protocol::Tcp,
+        container_port: None,
     };
     let _ = plugin("portmap", "DEL", id, "eth0", &portmap_conf(&[any], None)).await;
     let _ = plugin("bridge", "DEL", id, "eth0", &bridge_conf()).await;

@@ -322,6 +322,32 @@ impl Containers {
                     read_only: false,
                 });
             }
+            // Mounts at paths of the task's choosing: a volume's directory, or a path of
+            // this node (which must exist: a container never creates one on the host).
+            for m in &a.task.mounts {
+                let source = match (&m.volume, &m.host_path) {
+                    (Some(v), _) => volumes
+                        .iter()
+                        .find(|(n, _)| n == v)
+                        .map(|(_, p)| p.display().to_string())
+                        .ok_or_else(|| format!("mount of volume {v}: not given to this task"))?,
+                    (None, Some(h)) => {
+                        if !Path::new(h).exists() {
+                            return Err(format!(
+                                "mount of {h}: no such path on node {} (pin the work to nodes that have it)",
+                                a.node
+                            ));
+                        }
+                        h.clone()
+                    }
+                    (None, None) => return Err(format!("mount at {}: nothing to mount", m.path)),
+                };
+                binds.push(Bind {
+                    source,
+                    destination: m.path.clone(),
+                    read_only: m.read_only,
+                });
+            }
             let empty = motley_core::proto::SecretDelivery::default();
             let delivery = setup.secrets.unwrap_or(&empty);
             if !delivery.files.is_empty() {

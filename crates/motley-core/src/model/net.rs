@@ -20,6 +20,10 @@ pub struct ServicePort {
     /// counted per endpoint).
     #[serde(default, skip_serializing_if = "PortProtocol::is_tcp")]
     pub protocol: PortProtocol,
+    /// With `image` and `network: bridge`: the port the container listens on (an image
+    /// that listens on a fixed port, `80`); the chosen node port is published to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
 }
 
 /// How the node proxy forwards a service port.
@@ -109,6 +113,7 @@ impl ServiceSpec {
             name: p.name.clone(),
             port: 0,
             protocol: Protocol::Tcp,
+            container_port: p.container_port,
         }));
         t
     }
