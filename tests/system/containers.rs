@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::*;
 
 #[path = "../../crates/motley-containerd/tests/parts.rs"]
-mod parts;
+pub(crate) mod parts;
 
 fn ctr(socket: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new("ctr")
@@ -69,7 +69,7 @@ fn get_at(host: &str, port: u16) -> Option<String> {
 
 /// One test at a time: runc's state and the `motley` namespace's shims are shared by
 /// every containerd on the machine.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A TCP proxy to `upstream` that passes what comes back at `bytes_per_s` (a slow
 /// registry link); returns its port. Its threads end with their connections.

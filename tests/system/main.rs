@@ -6,6 +6,7 @@
 mod bad_input;
 mod checks;
 mod common;
+mod compose;
 mod containers;
 mod crash;
 mod dashboard;

@@ -180,6 +180,13 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Print the motley manifests a docker-compose.yml or Kubernetes manifests become
+    /// (what `apply -f` applies), for review and for git; warnings on standard error.
+    Convert {
+        /// Inputs.
+        #[command(flatten)]
+        files: FileArgs,
+    },
     /// Check manifests without a cluster.
     Validate {
         /// Inputs.

@@ -18,6 +18,8 @@ use crate::files;
 use crate::output::{self, age, cpu, mem, now_ms, print, table};
 
 mod capacity;
+mod convert;
+pub use convert::{convert, validate};
 mod events;
 mod experiment;
 mod periodic;
@@ -56,6 +58,7 @@ pub async fn run(
         Command::Uncordon { node } => node_action(&client()?, &node, "uncordon").await,
         Command::Drain { node, timeout } => drain(&client()?, &node, &timeout).await,
         Command::Validate { files } => validate(&files.files),
+        Command::Convert { files } => convert(&files.files),
         Command::Capacity {
             files,
             cluster,
@@ -303,30 +306,6 @@ fn sources(files: &[motley_core::api::ManifestFile]) -> Vec<Source<'_>> {
             text: &f.content,
         })
         .collect()
-}
-
-/// `validate -f`: checks manifests locally, without a cluster.
-pub fn validate(paths: &[PathBuf]) -> anyhow::Result<i32> {
-    let files = files::read_all(paths)?;
-    match manifest::parse_set(&sources(&files)) {
-        Ok(docs) => {
-            for d in &docs {
-                println!(
-                    "{}/{} valid ({}:{})",
-                    d.spec.kind(),
-                    d.spec.name(),
-                    d.file,
-                    d.line
-                );
-            }
-            Ok(0)
-        }
-        Err(errors) => {
-            print_manifest_errors(&errors);
-            eprintln!("{} error(s); nothing would be applied", errors.len());
-            Ok(1)
-        }
-    }
 }
 
 /// Reports an API error (with manifest details) on stderr; returns the exit code.

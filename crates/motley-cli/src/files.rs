@@ -7,8 +7,107 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use motley_core::api::ManifestFile;
 
-/// Reads every input named by `-f`.
+/// Reads every input named by `-f`, Compose files and Kubernetes documents translated
+/// into motley's kinds (their warnings on standard error; a refusal is an error).
 pub fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
+    let mut out = Vec::new();
+    for f in read_raw(paths)? {
+        let t = translate(&f)?;
+        for w in &t.warnings {
+            eprintln!("warning: {w}");
+        }
+        if t.format == "motley" {
+            out.push(f);
+            continue;
+        }
+        if let Some(native) = t.native.clone() {
+            out.push(ManifestFile {
+                name: f.name.clone(),
+                content: native,
+            });
+        }
+        out.push(ManifestFile {
+            name: converted_name(&f.name),
+            content: t.yaml().map_err(anyhow::Error::msg)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The name of a file's translation: beside it, so that `fromFile` paths are read from
+/// its directory.
+pub fn converted_name(name: &str) -> String {
+    format!("{name} (converted)")
+}
+
+/// Every refusal of a translation, one per line.
+#[derive(Debug)]
+pub struct Refused(pub Vec<motley_core::manifest::ManifestError>);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.0 {
+            writeln!(f, "{e}")?;
+        }
+        write!(f, "{} error(s); nothing was translated", self.0.len())
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Reads files at translation time: relative to the translated file's directory.
+struct Near {
+    dir: PathBuf,
+}
+
+impl motley_core::convert::Reader for Near {
+    fn read(&self, path: &str) -> Result<String, String> {
+        std::fs::read_to_string(self.dir.join(path)).map_err(|e| format!("cannot read it: {e}"))
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn absolute(&self, path: &str) -> Option<String> {
+        let p = match path.strip_prefix("~/") {
+            Some(rest) => PathBuf::from(std::env::var_os("HOME")?).join(rest),
+            None => self.dir.join(path),
+        };
+        // Lexically: the path is on the node, not necessarily here.
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out.is_absolute().then(|| out.display().to_string())
+    }
+}
+
+/// A file translated (`motley convert`'s work), or its refusals.
+pub fn translate(f: &ManifestFile) -> anyhow::Result<motley_core::convert::Translation> {
+    let dir = if f.name == "-" {
+        std::env::current_dir().context("the current directory")?
+    } else {
+        let p = Path::new(&f.name);
+        let parent = p.parent().unwrap_or(Path::new(""));
+        if parent.is_absolute() {
+            parent.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .context("the current directory")?
+                .join(parent)
+        }
+    };
+    motley_core::convert::translate(&f.name, &f.content, &Near { dir })
+        .map_err(|e| anyhow::Error::new(Refused(e)))
+}
+
+/// Reads every input named by `-f`, as written.
+pub fn read_raw(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
     let mut out = Vec::new();
     for p in paths {
         if p == Path::new("-") {

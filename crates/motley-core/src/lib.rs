@@ -34,6 +34,7 @@ pub mod catalog;
 pub mod chaos;
 pub mod collect;
 pub mod config;
+pub mod convert;
 pub mod cron;
 pub mod doctor;
 pub mod energy;

@@ -91,15 +91,17 @@ pub struct ClusterLimits {
 // ---------------------------------------------------------------------------
 // Span tree: a generic YAML tree where every node knows its line and column.
 
+/// A YAML node with where it is written (also read by [`crate::convert`]).
 #[derive(Debug, Clone, Default)]
-struct SpanNode {
-    line: u64,
-    column: u64,
-    value: SpanValue,
+pub(crate) struct SpanNode {
+    pub(crate) line: u64,
+    pub(crate) column: u64,
+    pub(crate) value: SpanValue,
 }
 
+/// A YAML value whose children know where they are written.
 #[derive(Debug, Clone, Default)]
-enum SpanValue {
+pub(crate) enum SpanValue {
     Map(Vec<(String, SpanNode)>),
     Seq(Vec<SpanNode>),
     Scalar(String),
@@ -116,14 +118,14 @@ impl SpanNode {
         }
     }
 
-    fn get(&self, key: &str) -> Option<&SpanNode> {
+    pub(crate) fn get(&self, key: &str) -> Option<&SpanNode> {
         match &self.value {
             SpanValue::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
         }
     }
 
-    fn scalar(&self) -> Option<&str> {
+    pub(crate) fn scalar(&self) -> Option<&str> {
         match &self.value {
             SpanValue::Scalar(s) => Some(s),
             _ => None,
@@ -262,13 +264,13 @@ impl<'de> Deserialize<'de> for SpanValue {
 // ---------------------------------------------------------------------------
 // Splitting a stream into documents while keeping line numbers.
 
-struct RawDoc {
+pub(crate) struct RawDoc {
     /// Lines before this document's first line.
-    line_offset: u64,
-    text: String,
+    pub(crate) line_offset: u64,
+    pub(crate) text: String,
 }
 
-fn split_documents(text: &str) -> Vec<RawDoc> {
+pub(crate) fn split_documents(text: &str) -> Vec<RawDoc> {
     let mut docs = Vec::new();
     let mut cur = String::new();
     let mut start = 0u64;
@@ -407,14 +409,10 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
         field: field.to_string(),
         message,
     };
-    let tree = match serde_saphyr::from_str_with_options::<Spanned<SpanValue>>(
-        &raw.text,
-        yaml_options(),
-    ) {
-        Ok(t) => SpanNode::from_spanned(t),
-        Err(e) => {
-            let (l, c) = location_of(&e);
-            errors.push(mk(l, c, "", format!("YAML syntax: {}", short_message(&e))));
+    let tree = match tree_of(&raw.text) {
+        Ok(t) => t,
+        Err((l, c, m)) => {
+            errors.push(mk(l, c, "", m));
             return None;
         }
     };
@@ -484,7 +482,17 @@ fn parse_document(file: &str, raw: &RawDoc, errors: &mut Vec<ManifestError>) -> 
     (errors.len() == before).then_some(doc)
 }
 
-fn shift_lines(n: &mut SpanNode, off: u64) {
+/// The YAML tree of one document, or where its syntax is wrong and how.
+pub(crate) fn tree_of(text: &str) -> Result<SpanNode, (u64, u64, String)> {
+    serde_saphyr::from_str_with_options::<Spanned<SpanValue>>(text, yaml_options())
+        .map(SpanNode::from_spanned)
+        .map_err(|e| {
+            let (l, c) = location_of(&e);
+            (l, c, format!("YAML syntax: {}", short_message(&e)))
+        })
+}
+
+pub(crate) fn shift_lines(n: &mut SpanNode, off: u64) {
     if n.line != 0 {
         n.line += off;
     }

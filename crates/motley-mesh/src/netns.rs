@@ -4,7 +4,7 @@
 //! short-lived thread that entered it. The container driver registers namespaces here
 //! ([`attach`], [`detach`]); the node's proxy and DNS follow the set.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,10 @@ use tokio::sync::watch;
 pub const DNS_ADDR: &str = "127.0.0.53:53";
 
 struct Registry {
-    set: Mutex<BTreeSet<PathBuf>>,
+    /// Each namespace with the ports its container listens on itself (never taken by
+    /// a service address there: a container binding `0.0.0.0:5432` would find the port
+    /// in use by a listener on `127.77.x.y:5432`).
+    set: Mutex<BTreeMap<PathBuf, BTreeSet<u16>>>,
     changed: watch::Sender<u64>,
     serving: AtomicBool,
 }
@@ -30,10 +33,12 @@ fn registry() -> &'static Registry {
     })
 }
 
-/// A container's namespace is up: serve it.
-pub fn attach(path: &Path) {
+/// A container's namespace is up: serve it, leaving alone the ports its container
+/// listens on (`own`): a service address there with such a port is not served in it.
+pub fn attach(path: &Path, own: BTreeSet<u16>) {
     let r = registry();
-    if crate::lock(&r.set).insert(path.to_path_buf()) {
+    let changed = crate::lock(&r.set).insert(path.to_path_buf(), own.clone()) != Some(own);
+    if changed {
         r.changed.send_modify(|n| *n += 1);
     }
 }
@@ -41,7 +46,7 @@ pub fn attach(path: &Path) {
 /// A container's namespace is going away.
 pub fn detach(path: &Path) {
     let r = registry();
-    if crate::lock(&r.set).remove(path) {
+    if crate::lock(&r.set).remove(path).is_some() {
         r.changed.send_modify(|n| *n += 1);
     }
 }
@@ -58,6 +63,11 @@ pub(crate) fn set_serving() {
 
 /// The namespaces served now.
 pub(crate) fn current() -> BTreeSet<PathBuf> {
+    crate::lock(&registry().set).keys().cloned().collect()
+}
+
+/// The namespaces served now, each with the ports its container keeps for itself.
+pub(crate) fn current_with_ports() -> BTreeMap<PathBuf, BTreeSet<u16>> {
     crate::lock(&registry().set).clone()
 }
 

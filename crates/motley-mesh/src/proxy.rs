@@ -20,10 +20,16 @@ pub async fn run(mesh: Mesh) {
     loop {
         let cat = rx.borrow_and_update().clone();
         spaces.borrow_and_update();
-        // The node's own namespace, and every bridge container's.
-        let namespaces: Vec<Option<PathBuf>> = std::iter::once(None)
-            .chain(crate::netns::current().into_iter().map(Some))
-            .collect();
+        // The node's own namespace, and every bridge container's (without the ports its
+        // container listens on itself).
+        let namespaces: Vec<(Option<PathBuf>, std::collections::BTreeSet<u16>)> =
+            std::iter::once((None, Default::default()))
+                .chain(
+                    crate::netns::current_with_ports()
+                        .into_iter()
+                        .map(|(p, own)| (Some(p), own)),
+                )
+                .collect();
         let mut wanted: BTreeMap<Key, (String, String)> = BTreeMap::new();
         let mut http: std::collections::BTreeSet<(String, String)> = Default::default();
         for (name, svc) in &cat.services {
@@ -32,7 +38,10 @@ pub async fn run(mesh: Mesh) {
                     http.insert((name.clone(), port.clone()));
                 }
                 if let Some(sp) = sp {
-                    for ns in &namespaces {
+                    for (ns, own) in &namespaces {
+                        if own.contains(sp) {
+                            continue;
+                        }
                         wanted.insert(
                             (ns.clone(), SocketAddr::new(svc.vip.into(), *sp)),
                             (name.clone(), port.clone()),

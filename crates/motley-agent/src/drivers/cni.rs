@@ -170,7 +170,12 @@ pub async fn add(id: &str, ports: &[HostPort]) -> Result<String, String> {
         del(id).await;
     } else {
         // The node's proxy and DNS serve inside it too.
-        motley_mesh::netns::attach(&netns_path(id));
+        // The ports the container listens on are its own in its namespace.
+        let own = ports
+            .iter()
+            .map(|p| p.container_port.unwrap_or(p.port))
+            .collect();
+        motley_mesh::netns::attach(&netns_path(id), own);
     }
     attached
 }

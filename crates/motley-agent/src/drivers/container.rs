@@ -499,7 +499,9 @@ impl Containers {
         // A bridge container of an earlier agent process: serve its namespace again.
         let ns = super::cni::netns_path(&id);
         if ns.exists() {
-            motley_mesh::netns::attach(&ns);
+            // Its own ports are unknown here: a service address on one of them fails to
+            // bind in its namespace (the container holds it), which is what is wanted.
+            motley_mesh::netns::attach(&ns, Default::default());
         }
         Some(self.task(id, h))
     }
