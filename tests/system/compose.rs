@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use crate::common::*;
-use crate::containers::{ONE_AT_A_TIME, parts};
+use crate::containers::{ONE_AT_A_TIME, parts, runtime};
 
 /// `GET path` on 127.0.0.1:`port` with `Host: host`: the whole response.
 fn get(port: u16, host: &str, path: &str) -> Option<String> {
@@ -24,10 +24,7 @@ fn a_compose_file_runs_with_its_config_volume_start_order_and_routes_and_convert
  {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = parts::Daemon::start(dir.path());
-    let registry = parts::Registry::start(dir.path());
-    let arch =
-        motley_core::platform::Platform::new("linux", std::env::consts::ARCH, "").architecture;
+    let (daemon, registry, arch) = runtime(dir.path());
     let db_image = parts::push_busybox(dir.path(), &registry.host, "stand-in/postgres:16", &arch);
     let app_image = parts::push_busybox(dir.path(), &registry.host, "stand-in/app:1", &arch);
     let socket = daemon.socket.display().to_string();
@@ -262,10 +259,7 @@ const STAND_INS: &[&str] = &[
 fn ten_real_compose_files_and_a_kubernetes_app_apply_unmodified_with_stand_in_images() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = parts::Daemon::start(dir.path());
-    let registry = parts::Registry::start(dir.path());
-    let arch =
-        motley_core::platform::Platform::new("linux", std::env::consts::ARCH, "").architecture;
+    let (daemon, registry, arch) = runtime(dir.path());
     let first = parts::push_busybox(dir.path(), &registry.host, "stand-in/any:1", &arch);
     // The same busybox under every name the files use (docker.io, ghcr.io, quay.io and
     // docker.gitea.com are mirrored by the local registry: no test reaches the internet).
@@ -296,18 +290,17 @@ fn ten_real_compose_files_and_a_kubernetes_app_apply_unmodified_with_stand_in_im
     let c = Cluster::up(&args);
     let fixtures = repo_root().join("tests/fixtures");
     let refused = ["home-assistant", "pihole"];
-    for app in [
-        "uptime-kuma",
-        "vaultwarden",
-        "nextcloud",
-        "gitea",
-        "home-assistant",
-        "jellyfin",
-        "paperless-ngx",
-        "pihole",
-        "prometheus-grafana",
-        "traefik-whoami",
-    ] {
+    // Every app of the fixtures (ten), by directory.
+    let mut apps: Vec<String> = std::fs::read_dir(fixtures.join("compose"))
+        .expect("the compose fixtures")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    apps.sort();
+    assert_eq!(apps.len(), 10, "{apps:?}");
+    for app in &apps {
+        let app = app.as_str();
         let here = dir.path().join(app);
         copy_dir(&fixtures.join("compose").join(app), &here);
         // The directories their bind mounts name beside the file, as their users have.

@@ -71,6 +71,16 @@ fn get_at(host: &str, port: u16) -> Option<String> {
 /// every containerd on the machine.
 pub(crate) static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A containerd and a registry of their own under `dir`, and this machine's OCI
+/// architecture (what the test images are built for).
+pub(crate) fn runtime(dir: &std::path::Path) -> (parts::Daemon, parts::Registry, String) {
+    let daemon = parts::Daemon::start(dir);
+    let registry = parts::Registry::start(dir);
+    let arch =
+        motley_core::platform::Platform::new("linux", std::env::consts::ARCH, "").architecture;
+    (daemon, registry, arch)
+}
+
 /// A TCP proxy to `upstream` that passes what comes back at `bytes_per_s` (a slow
 /// registry link); returns its port. Its threads end with their connections.
 fn slow_proxy(upstream: String, bytes_per_s: usize) -> u16 {
@@ -190,10 +200,7 @@ fn a_pull_cut_by_kill9_leaves_no_lease_once_the_agent_is_back() {
 fn an_image_runs_as_a_container_serves_logs_and_leaves_nothing_when_deleted() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = parts::Daemon::start(dir.path());
-    let registry = parts::Registry::start(dir.path());
-    let arch =
-        motley_core::platform::Platform::new("linux", std::env::consts::ARCH, "").architecture;
+    let (daemon, registry, arch) = runtime(dir.path());
     let image = parts::push_busybox(dir.path(), &registry.host, "test/busybox:1", &arch);
     let other = parts::push_busybox(dir.path(), &registry.host, "test/riscv:1", "riscv64");
     let private = parts::Registry::start_private(dir.path(), "motley", "s3cret-pull");

@@ -120,7 +120,7 @@ impl Active {
 /// former reports). Otherwise the first field that differs, with both values.
 pub fn same_plan(incremental: &Plan, full: &Plan) -> Result<(), String> {
     /// Each decision of a plan as text, new allocations unnamed.
-    fn texts(p: &Plan) -> [(&'static str, String); 12] {
+    fn texts(p: &Plan) -> [(&'static str, String); 13] {
         let unnamed: Vec<Allocation> = p
             .create
             .iter()
@@ -142,6 +142,7 @@ pub fn same_plan(incremental: &Plan, full: &Plan) -> Result<(), String> {
             ("collect", format!("{:?}", p.collect)),
             ("runs", format!("{:?}", p.runs)),
             ("drop_runs", format!("{:?}", p.drop_runs)),
+            ("restamp", format!("{:?}", p.restamp)),
         ]
     }
     let (a, b) = (texts(incremental), texts(full));

@@ -74,6 +74,32 @@ fn task_mut(spec: &mut Spec) -> Option<&mut Task> {
     }
 }
 
+/// `w` as a new generation with its references stamped with the versions of the
+/// Configs in `workloads`, when a stamp differs; `None` when all agree, or when a Config
+/// it names does not exist (its new replicas could not start: nothing rolls for that).
+pub fn restamped(
+    w: &Workload,
+    workloads: &BTreeMap<WorkloadRef, Workload>,
+    now: u64,
+) -> Option<Workload> {
+    if w.spec.task().configs.is_empty() || crate::mutants::active("config-users-not-restamped") {
+        return None;
+    }
+    let version = |r: &WorkloadRef| match workloads.get(r).map(|c| &c.spec) {
+        Some(Spec::Config(c)) => Some(version(c)),
+        _ => None,
+    };
+    if referenced(&w.spec).iter().any(|r| version(r).is_none()) {
+        return None;
+    }
+    let mut spec = w.spec.clone();
+    if !stamp(&mut spec, version) {
+        return None;
+    }
+    let (_, next) = crate::admit::revise(crate::admit::Current::Stored(w), &spec, now, String::new);
+    next
+}
+
 /// The workloads among `workloads` whose tasks use Config `config`.
 pub fn users<'a>(
     workloads: impl IntoIterator<Item = &'a Workload>,
@@ -193,6 +219,35 @@ mod tests {
         assert_eq!(users([&w], &app), [w.spec.reference()]);
         let none = WorkloadRef::in_namespace("other", Kind::Config, "app");
         assert!(users([&w], &none).is_empty());
+    }
+
+    #[test]
+    fn a_user_whose_stamp_lags_its_config_is_restamped_as_a_new_generation() {
+        let c = Workload::created(Spec::Config(cfg("a=2")), "c".into(), 0);
+        let mut spec: Spec = serde_json::from_value(serde_json::json!({
+            "kind": "Service", "name": "web",
+            "task": {"command": ["x"], "configs": [
+                {"config": "app", "key": "app.ini", "file": "/etc/app.ini", "version": "old"}
+            ]}
+        }))
+        .expect("spec");
+        let w = Workload::created(spec.clone(), "w".into(), 0);
+        let mut workloads = BTreeMap::from([(c.spec.reference(), c)]);
+        let next = restamped(&w, &workloads, 5).expect("restamped");
+        assert_eq!(next.generation, 2);
+        assert_eq!(next.updated_at, 5);
+        assert_eq!(
+            next.spec.task().configs[0].version,
+            Some(version(&cfg("a=2")))
+        );
+        assert_eq!(next.history.len(), 1, "the old spec kept for a rollback");
+        // Agreeing stamps: nothing to do.
+        assert!(restamped(&next, &workloads, 6).is_none());
+        // A Config that is gone: no restamp (new replicas could not start).
+        workloads.clear();
+        assert!(restamped(&w, &workloads, 6).is_none());
+        spec.set_namespace("default");
+        assert!(restamped(&Workload::created(spec, "x".into(), 0), &workloads, 6).is_none());
     }
 
     #[test]

@@ -321,15 +321,7 @@ pub(super) fn pod_volume(
         ]));
     } else if let Some(cm) = decl.get("configMap") {
         let name = cm.get("name").and_then(text).and_then(name_of);
-        let keys: Vec<(String, String)> = items(cm.get("items").unwrap_or(cm))
-            .iter()
-            .map(|i| {
-                (
-                    i.get("key").and_then(text).unwrap_or_default().to_string(),
-                    i.get("path").and_then(text).unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
+        let keys = key_items(cm);
         if keys.is_empty() {
             n.refuse(cm, &format!("{at}.configMap"), "list the keys under items (each key a file): a Config's keys are not known when converting");
         }
@@ -338,15 +330,7 @@ pub(super) fn pod_volume(
         }
     } else if let Some(sec) = decl.get("secret") {
         let name = sec.get("secretName").and_then(text).and_then(name_of);
-        let keys: Vec<(String, String)> = items(sec.get("items").unwrap_or(sec))
-            .iter()
-            .map(|i| {
-                (
-                    i.get("key").and_then(text).unwrap_or_default().to_string(),
-                    i.get("path").and_then(text).unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
+        let keys = key_items(sec);
         if keys.is_empty() {
             n.refuse(
                 sec,
@@ -554,4 +538,13 @@ pub(super) fn port_name(p: Option<&SpanNode>, w: &mut Workload<'_>) -> Option<St
         .unwrap_or(format!("p{number}"));
     w.service_ports.push((name.clone(), None, number));
     Some(name)
+}
+
+/// A configMap or secret volume's `items`: (key, path) each.
+fn key_items(v: &SpanNode) -> Vec<(String, String)> {
+    let field = |i: &SpanNode, k: &str| i.get(k).and_then(text).unwrap_or_default().to_string();
+    items(v.get("items").unwrap_or(v))
+        .iter()
+        .map(|i| (field(i, "key"), field(i, "path")))
+        .collect()
 }

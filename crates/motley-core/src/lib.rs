@@ -110,6 +110,10 @@ pub mod mutants {
             "runs-collected-by-ttl",
             "a periodic job's runs are collected by their ttl_after_finished like any job's, so the schedule can lose its place and start a due time's run again",
         ),
+        (
+            "config-users-not-restamped",
+            "a changed Config is committed without rewriting the workloads that use it (neither by the apply nor by the controller), so they keep running the old version",
+        ),
     ];
 
     #[cfg(feature = "mutants")]

@@ -26,12 +26,7 @@ pub(super) fn validate(doc: &Document, c: &model::ConfigSpec, errors: &mut Vec<M
         }
         inline += v.value.as_ref().map_or(0, String::len);
     }
-    if inline > MAX_CONFIG_BYTES {
-        errors.push(doc.error_at(
-            "data",
-            format!("the values add up to {inline} bytes; at most {MAX_CONFIG_BYTES}"),
-        ));
-    }
+    super::secret::too_large(doc, inline, MAX_CONFIG_BYTES, errors);
 }
 
 /// Problems with a task's `configs`: names, keys, exactly one of `env` and `file`, no
@@ -49,18 +44,11 @@ pub(super) fn validate_refs(doc: &Document, task: &model::Task, errors: &mut Vec
         }
         match (&r.env, &r.file) {
             (Some(e), None) => {
-                if !valid_env_name(e) {
-                    errors.push(doc.error_at(
-                        &at("env"),
-                        format!("{e:?} is not an environment variable name"),
-                    ));
-                } else if e.starts_with("MOTLEY_") {
-                    errors.push(doc.error_at(&at("env"), "MOTLEY_* variables are set by motley"));
-                } else if task.env.contains_key(e)
+                let taken = task.env.contains_key(e)
                     || task.secrets.iter().any(|s| s.env.as_ref() == Some(e))
-                    || !envs.insert(e.clone())
-                {
-                    errors.push(doc.error_at(&at("env"), format!("{e} is set twice")));
+                    || !envs.insert(e.clone());
+                if let Some(m) = super::secret::env_problem(e, taken) {
+                    errors.push(doc.error_at(&at("env"), m));
                 }
             }
             (None, Some(f)) => match file_problem(f) {

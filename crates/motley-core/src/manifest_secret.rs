@@ -52,11 +52,35 @@ pub(super) fn validate(doc: &Document, s: &SecretSpec, errors: &mut Vec<Manifest
         }
         inline += v.value.as_ref().map_or(0, String::len);
     }
-    if inline > MAX_SECRET_BYTES {
+    too_large(doc, inline, MAX_SECRET_BYTES, errors);
+}
+
+/// An error at `data` when values of `inline` bytes exceed `max`.
+pub(super) fn too_large(
+    doc: &Document,
+    inline: usize,
+    max: usize,
+    errors: &mut Vec<ManifestError>,
+) {
+    if inline > max {
         errors.push(doc.error_at(
             "data",
-            format!("the values add up to {inline} bytes; at most {MAX_SECRET_BYTES}"),
+            format!("the values add up to {inline} bytes; at most {max}"),
         ));
+    }
+}
+
+/// Why `e` cannot be the variable a value is given as (`taken`: something sets it
+/// already).
+pub(super) fn env_problem(e: &str, taken: bool) -> Option<String> {
+    if !valid_env_name(e) {
+        Some(format!("{e:?} is not an environment variable name"))
+    } else if e.starts_with("MOTLEY_") {
+        Some("MOTLEY_* variables are set by motley".into())
+    } else if taken {
+        Some(format!("{e} is set twice"))
+    } else {
+        None
     }
 }
 
@@ -74,15 +98,9 @@ pub(super) fn validate_refs(doc: &Document, task: &model::Task, errors: &mut Vec
         }
         match (&r.env, &r.file) {
             (Some(e), None) => {
-                if !valid_env_name(e) {
-                    errors.push(doc.error_at(
-                        &at("env"),
-                        format!("{e:?} is not an environment variable name"),
-                    ));
-                } else if e.starts_with("MOTLEY_") {
-                    errors.push(doc.error_at(&at("env"), "MOTLEY_* variables are set by motley"));
-                } else if task.env.contains_key(e) || !envs.insert(e.clone()) {
-                    errors.push(doc.error_at(&at("env"), format!("{e} is set twice")));
+                let taken = task.env.contains_key(e) || !envs.insert(e.clone());
+                if let Some(m) = env_problem(e, taken) {
+                    errors.push(doc.error_at(&at("env"), m));
                 }
             }
             (None, Some(f)) => {

@@ -264,6 +264,9 @@ pub struct Plan {
     pub runs: Vec<Workload>,
     /// Runs of periodic jobs to delete (replaced, beyond the history): why.
     pub drop_runs: Vec<(WorkloadRef, String)>,
+    /// Services and daemons whose Config stamps lag their Configs, restamped as a new
+    /// generation (they roll), with the Configs' references ([`crate::config::restamped`]).
+    pub restamp: Vec<(Workload, Vec<WorkloadRef>)>,
     /// Workloads found settled, with when each must be visited again (only when the pass
     /// ran over [`Input::active`], for [`crate::active::Active::settle`]).
     pub settled: Vec<(WorkloadRef, Option<u64>)>,
@@ -281,6 +284,7 @@ impl Plan {
             && self.collect.is_empty()
             && self.runs.is_empty()
             && self.drop_runs.is_empty()
+            && self.restamp.is_empty()
     }
     fn wake(&mut self, at: u64) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
@@ -393,13 +397,19 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
     for (i, w) in order {
         let mine = std::mem::take(&mut mine_of[i]);
         match &w.spec {
-            Spec::Service(s) => pass.service(w, s.replicas, &mine),
+            Spec::Service(s) => {
+                pass.restamp(w);
+                pass.service(w, s.replicas, &mine)
+            }
             Spec::Job(_) => {
                 if let Some(wake) = pass.job(w, &mine) {
                     finished.push((i, wake));
                 }
             }
-            Spec::Daemon(_) => pass.daemon(w, &mine),
+            Spec::Daemon(_) => {
+                pass.restamp(w);
+                pass.daemon(w, &mine)
+            }
             Spec::Volume(_)
             | Spec::Secret(_)
             | Spec::Source(_)
@@ -740,6 +750,15 @@ impl<'a> Pass<'a, '_> {
                 }
                 break;
             }
+        }
+    }
+
+    /// A changed Config whose users the apply could not rewrite (one from a server
+    /// whose cache had not seen them yet) rolls them here.
+    fn restamp(&mut self, w: &Workload) {
+        if let Some(next) = crate::config::restamped(w, self.input.workloads, self.input.now) {
+            let configs = crate::config::referenced(&w.spec).into_iter().collect();
+            self.plan.restamp.push((next, configs));
         }
     }
 

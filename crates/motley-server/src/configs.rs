@@ -160,6 +160,9 @@ pub(crate) async fn restamp_users(
     results: &mut Vec<ObjectResult>,
 ) -> ApiResult<Txn> {
     use motley_core::admit::{Action, Current, revise};
+    if motley_core::mutants::active("config-users-not-restamped") {
+        return Ok(txn);
+    }
     for r in users {
         let key = keys::workload(r);
         let Some(kv) = s.store.get(&key).await? else {

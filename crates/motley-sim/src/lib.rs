@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod configs;
 pub mod lab;
 pub mod net;
 pub mod periodic;

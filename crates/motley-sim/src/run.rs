@@ -202,6 +202,9 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
         .filter(|at| *at < faults_end);
     let periodic_rng = Rng::new(seed ^ 0xC2B2_AE3D_27D4_EB4F);
     let mut periodic_at = crate::periodic::when(&periodic_rng, start, faults_end);
+    let configs_rng = Rng::new(seed ^ 0x1656_67B1_9E37_79F9);
+    let mut configs_at = crate::configs::schedule(&configs_rng, start, faults_end).into_iter();
+    let (mut config_next, mut config_n) = (configs_at.next(), 0);
     let deadline = faults_end + opts.settle;
     let mut healed = false;
     loop {
@@ -222,6 +225,17 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
                 &periodic_rng,
                 &history,
                 crate::periodic::job(&periodic_rng),
+            );
+        }
+        // A Config and its reader in half the seeds, the Config changed a few times.
+        if config_next.is_some_and(|at| now >= at) {
+            config_next = configs_at.next();
+            config_n += 1;
+            submit(
+                &world,
+                &configs_rng,
+                &history,
+                crate::configs::apply(config_n),
             );
         }
         if let Some(at) = experiment_at
@@ -922,6 +936,13 @@ fn converged(world: &World) -> Result<(), String> {
             _ => {}
         }
     }
+    let allocs: Vec<motley_core::model::Allocation> = world
+        .store
+        .snapshot(motley_server::keys::ALLOCS)
+        .into_values()
+        .filter_map(|v| serde_json::from_slice(&v).ok())
+        .collect();
+    crate::configs::converged(&stored(world), &allocs)?;
     Ok(())
 }
 
@@ -958,7 +979,7 @@ fn check_acknowledged(world: &World, history: &[ApplyRecord], report: &mut SeedR
         let have = stored.get(name).and_then(|w| match &w.spec {
             Spec::Service(s) => Some(s.replicas),
             Spec::Job(j) => Some(j.completions),
-            _ => None,
+            _ => crate::configs::value(w),
         });
         match have {
             Some(v) if allowed.contains(&v) => {}

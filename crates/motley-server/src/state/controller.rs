@@ -68,6 +68,12 @@ impl Shared {
                     let k = keys::workload(&w.spec.reference());
                     revs.insert(k.clone(), cache.rev(&k));
                 }
+                for (w, configs) in &plan.restamp {
+                    for r in std::iter::once(&w.spec.reference()).chain(configs) {
+                        let k = keys::workload(r);
+                        revs.insert(k.clone(), cache.rev(&k));
+                    }
+                }
                 for job in plan.runs.iter().filter_map(job_of_run) {
                     let k = keys::workload(&job);
                     revs.insert(k.clone(), cache.rev(&k));
@@ -162,6 +168,21 @@ impl Shared {
                     .unwrap_or("reverted")
             );
             let t = Txn::new().when(&k, rev_of(&k)).put(k.clone(), encode(w)?);
+            if let Some(rev) = self.run_plan_txn(t, fence).await? {
+                max_rev = max_rev.max(rev);
+            }
+        }
+        // A Config's users it changed without them (an apply through a server that had
+        // not seen them): restamped if neither they nor their Configs changed since.
+        for (w, configs) in &plan.restamp {
+            let k = keys::workload(&w.spec.reference());
+            tracing::info!("{}: its Configs changed; rolling", w.spec.reference());
+            let mut t = Txn::new().when(&k, rev_of(&k));
+            for c in configs {
+                let ck = keys::workload(c);
+                t = t.when(&ck, rev_of(&ck));
+            }
+            let t = t.put(k.clone(), encode(w)?);
             if let Some(rev) = self.run_plan_txn(t, fence).await? {
                 max_rev = max_rev.max(rev);
             }
