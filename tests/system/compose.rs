@@ -68,6 +68,7 @@ services:
   app:
     image: {app_image}
     command: -c 'exec /bin/httpd -f -p 8080 -h /etc/app'
+    user: "1000:1000"
     depends_on:
       db:
         condition: service_healthy
@@ -176,6 +177,11 @@ volumes:
         app_created >= db_ready,
         "the app was placed ({app_created}) only once the db was healthy ({db_ready})"
     );
+    // Compose's numeric user: the container's process runs as it.
+    let pid = app["pid"].as_u64().expect("the app's pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert_eq!(uid.split_whitespace().nth(1), Some("1000"), "{uid}");
     assert_eq!(
         app["task"]["env"]["MODE"], "staging",
         "${{APP_MODE:-production}} from .env: {app}"

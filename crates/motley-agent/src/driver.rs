@@ -280,6 +280,21 @@ impl TaskUser {
         })
     }
 
+    /// The `(uid, gid)` a container runs as: its own numeric `user` (which needs an
+    /// agent that can switch users), else as [`TaskUser::for_task`].
+    pub fn for_container(
+        &self,
+        task: &motley_core::model::Task,
+    ) -> Result<Option<(u32, u32)>, String> {
+        match task.numeric_user() {
+            Some(ids) if self.switch_to.is_some() => Ok(Some(ids)),
+            Some((uid, gid)) => Err(format!(
+                "the task asks for user {uid}:{gid} and this agent does not run as root, so it cannot switch users"
+            )),
+            None => self.for_task(task.root),
+        }
+    }
+
     /// The `(uid, gid)` a task runs as (`None`: the agent's own), or why it cannot run.
     pub fn for_task(&self, wants_root: bool) -> Result<Option<(u32, u32)>, String> {
         match (wants_root, &self.switch_to) {

@@ -401,7 +401,10 @@ impl Compose<'_> {
                     "root" | "0" | "0:0" | "root:root" => {
                         task.insert("root".into(), json!(true));
                     }
-                    u => self.n.warn(v, &field, format!("runs as the agent's task user (`--task-user`, nobody by default), not {u:?}: give the image's files to that user, or run as root (`root: true`, nodes with --allow-root-tasks)")),
+                    u if u.split(':').all(|x| x.parse::<u32>().is_ok()) && u.split(':').count() <= 2 => {
+                        task.insert("user".into(), json!(u));
+                    }
+                    u => self.n.warn(v, &field, format!("{u:?} is a name the image defines: it runs as the agent's task user instead (give the numeric UID:GID, or root)")),
                 },
                 "working_dir" => {
                     task.insert("workdir".into(), json!(text(v)));

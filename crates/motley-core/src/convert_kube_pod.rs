@@ -46,13 +46,7 @@ pub(super) fn pod_spec(pod: &SpanNode, at: &str, w: &mut Workload<'_>, n: &mut N
             "terminationGracePeriodSeconds" => {
                 w.task.insert("stop_grace".into(), json!(format!("{}s", text(v).unwrap_or("30"))));
             }
-            "securityContext" => {
-                if v.get("runAsUser").and_then(text) == Some("0") {
-                    w.task.insert("root".into(), json!(true));
-                } else {
-                    n.warn(v, &f, "runs as the agent's task user (nobody by default), or as root with runAsUser: 0; other settings are ignored");
-                }
-            }
+            "securityContext" => security(v, &f, w, n),
             "serviceAccountName" | "serviceAccount" | "automountServiceAccountToken" | "enableServiceLinks" | "dnsPolicy" | "schedulerName" | "priorityClassName" | "hostname" | "subdomain" | "imagePullSecrets" | "topologySpreadConstraints" | "shareProcessNamespace" | "hostAliases" | "dnsConfig" | "runtimeClassName" | "preemptionPolicy" | "overhead" | "readinessGates" => {
                 n.warn(v, &f, format!("ignored: {k} has no motley equivalent"))
             }
@@ -261,17 +255,7 @@ pub(super) fn container(
                     probe(v, &f, w, n);
                 }
             }
-            "securityContext" => {
-                if v.get("privileged").and_then(text) == Some("true") {
-                    n.refuse(v, &format!("{f}.privileged"), "privileged containers are not supported");
-                } else if v.get("runAsUser").and_then(text) == Some("0") {
-                    w.task.insert("root".into(), json!(true));
-                } else if v.get("capabilities").and_then(|c| c.get("add")).is_some() {
-                    n.refuse(v, &format!("{f}.capabilities.add"), "added capabilities are not supported");
-                } else {
-                    n.warn(v, &f, "ignored except runAsUser: 0 (root: true) and privileged (refused)");
-                }
-            }
+            "securityContext" => security(v, &f, w, n),
             "imagePullPolicy" | "terminationMessagePath" | "terminationMessagePolicy" | "stdin" | "tty" | "lifecycle" | "stdinOnce" | "resizePolicy" => n.warn(v, &f, format!("ignored: {k} has no motley equivalent")),
             other => n.refuse(v, &f, format!("unknown container field {other:?}")),
         }
@@ -547,4 +531,35 @@ fn key_items(v: &SpanNode) -> Vec<(String, String)> {
         .iter()
         .map(|i| (field(i, "key"), field(i, "path")))
         .collect()
+}
+
+/// A pod's or container's `securityContext`: `runAsUser` (with `runAsGroup`) as the
+/// task's user (0: `root: true`); privileged and added capabilities refused; the rest
+/// warned about.
+fn security(v: &SpanNode, at: &str, w: &mut Workload<'_>, n: &mut Notes<'_>) {
+    for (k, x) in entries(v) {
+        let f = format!("{at}.{k}");
+        match k.as_str() {
+            "runAsUser" => match text(x) {
+                Some("0") => {
+                    w.task.insert("root".into(), json!(true));
+                }
+                Some(uid) => {
+                    let gid = v.get("runAsGroup").and_then(text).unwrap_or(uid);
+                    w.task.insert("user".into(), json!(format!("{uid}:{gid}")));
+                }
+                None => n.refuse(x, &f, "expected a number"),
+            },
+            "runAsGroup" => {}
+            "privileged" if text(x) == Some("true") => {
+                n.refuse(x, &f, "privileged containers are not supported")
+            }
+            "capabilities" if x.get("add").is_some() => n.refuse(
+                x,
+                &f,
+                "added capabilities are not supported: a task runs with the runtime's default set",
+            ),
+            _ => n.warn(x, &f, "ignored: the runtime's defaults apply"),
+        }
+    }
 }

@@ -82,6 +82,7 @@ const MAPPED: &[&str] = &[
     "labels",
     "network_mode",
     "stop_grace_period",
+    "user",
 ];
 
 const APPS: [&str; 10] = [
@@ -286,7 +287,7 @@ fn bind_mounts_host_networks_and_traefik_labels() {
         .expect("media2");
     assert_eq!(media2.host_path.as_deref(), Some("/path/to/media2"));
     assert!(media2.read_only);
-    assert!(warned(&t, "services.jellyfin.user", "task user"));
+    assert_eq!(j.task.user.as_deref(), Some("1000:1000"));
     assert!(warned(
         &t,
         "services.jellyfin.volumes[0]",

@@ -45,6 +45,23 @@ pub(super) fn validate(doc: &Document, errors: &mut Vec<ManifestError>) {
             }
         }
     }
+    if let Some(u) = &task.user {
+        if task.image.is_none() {
+            errors.push(doc.error_at(
+                "task.user",
+                "is for containers (set task.image); a process runs as the agent's task user",
+            ));
+        } else if task.numeric_user().is_none() {
+            errors.push(doc.error_at(
+                "task.user",
+                format!(
+                    "{u:?}: a numeric user, UID or UID:GID (names are the image's, unknown here)"
+                ),
+            ));
+        } else if task.numeric_user().is_some_and(|(uid, _)| uid == 0) {
+            errors.push(doc.error_at("task.user", "root is `root: true` (nodes that allow it)"));
+        }
+    }
     let mut paths = std::collections::BTreeSet::new();
     for (i, m) in task.mounts.iter().enumerate() {
         let at = |f: &str| format!("task.mounts.{i}.{f}");

@@ -1001,6 +1001,23 @@ fn mounts_container_ports_and_start_order_are_checked_where_written() {
         assert_eq!((e.line, e.field.as_str()), (line, field), "{bad}\n{e}");
         assert!(e.message.contains(msg), "{e}");
     }
+    for (user, says) in [("\"1000:abc\"", "a numeric user"), ("\"0\"", "root: true")] {
+        let bad = good.replacen(
+            "  network: bridge\n",
+            &format!("  network: bridge\n  user: {user}\n"),
+            1,
+        );
+        let e = &parse(&bad).unwrap_err()[0];
+        assert_eq!(e.field, "task.user", "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
+    let ok = good.replacen(
+        "  network: bridge\n",
+        "  network: bridge\n  user: \"1000:100\"\n",
+        1,
+    );
+    let docs = parse(&ok).unwrap();
+    assert_eq!(docs[0].spec.task().numeric_user(), Some((1000, 100)));
     let process = "kind: Job\nname: j\ntask:\n  command: [x]\n  volumes: [v]\n  mounts: [{ volume: v, path: /data }]\n";
     let e = &parse(process).unwrap_err()[0];
     assert_eq!(e.field, "task.mounts.0", "{e}");

@@ -283,6 +283,10 @@ pub struct Task {
     /// read-only file. A Config that changes rolls the tasks that use it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<ConfigRef>,
+    /// With `image`: run as this numeric user (`1000` or `1000:1000`) instead of the
+    /// agent's task user (Compose's `user:`, Kubernetes' `runAsUser`); root is `root: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Run as root. Tasks run as an unprivileged user unless they ask for root, and only
     /// nodes whose agent allows it (`motley agent --allow-root-tasks`) take those.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -651,6 +655,14 @@ pub enum Spec {
 }
 
 impl Task {
+    /// `user` as `(uid, gid)` (the gid defaults to the uid); `None` when unset or not
+    /// numeric.
+    pub fn numeric_user(&self) -> Option<(u32, u32)> {
+        let u = self.user.as_deref()?;
+        let (uid, gid) = u.split_once(':').unwrap_or((u, u));
+        Some((uid.parse().ok()?, gid.parse().ok()?))
+    }
+
     /// Whether the task is given values delivered with its allocation (Secret values
     /// as variables, files or registry credentials; Config values): it waits for them
     /// before it starts.
@@ -683,6 +695,7 @@ static NO_TASK: Task = Task {
     mounts: Vec::new(),
     secrets: Vec::new(),
     configs: Vec::new(),
+    user: None,
     root: false,
 };
 

@@ -297,7 +297,7 @@ impl Containers {
         // Until the container exists, the pull's lease protects the image: ended
         // here if the container cannot even be described.
         let prepared = async {
-            let owner = setup.user.for_task(a.task.root)?;
+            let owner = setup.user.for_container(&a.task)?;
             for d in [dir, log_dir]
                 .into_iter()
                 .chain(volumes.iter().map(|(_, p)| p.as_path()))
