@@ -170,6 +170,11 @@ pub struct PeriodicView {
     /// When that run was due (or started by hand), ms.
     #[serde(default)]
     pub last_due: Option<u64>,
+    /// How late that run started, in ms, when it started more than
+    /// [`crate::periodic::LATE_AFTER_MS`] after it was due (a run missed while the
+    /// control plane was down, run once: `missed: run_once`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_late_by: Option<u64>,
     /// Runs not finished.
     pub active: u32,
     /// Runs kept.

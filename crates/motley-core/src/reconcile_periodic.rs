@@ -151,6 +151,12 @@ pub fn view(
         next_run: decided.as_ref().ok().and_then(|d| d.next),
         last_run: newest.map(|r| r.job.name.clone()),
         last_due: newest.map(|r| r.due),
+        last_late_by: newest
+            .filter(|r| !r.manual)
+            .and_then(|r| workloads.get(r.job))
+            .zip(newest)
+            .map(|(child, r)| child.created_at.saturating_sub(r.due))
+            .filter(|late| *late > periodic::LATE_AFTER_MS),
         active: runs.iter().filter(|r| r.ended_at.is_none()).count() as u32,
         runs: runs.len() as u32,
         note: match decided {

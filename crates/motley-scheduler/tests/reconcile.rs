@@ -957,6 +957,28 @@ fn a_periodic_job_starts_one_run_per_due_time_and_keeps_its_history() {
     assert_eq!(view.next_run, Some(660_000));
     assert_eq!(view.last_run.as_deref(), Some("tick-600"));
     assert_eq!((view.runs, view.active), (3, 0));
+    assert_eq!(view.last_late_by, None, "every run started on time");
+}
+
+#[test]
+fn a_run_missed_while_the_control_plane_was_down_starts_once_late_and_says_so() {
+    let mut w = World::new(&[node("a", 8000, 8192)]);
+    w.apply("kind: Job\nname: hourly\nschedule: \"0 * * * *\"\ntask:\n  command: [x]\n");
+    // Down from before the first hour until 2 h 5 min: the latest missed run (2 h)
+    // starts once, 5 minutes late, and the view says by how much.
+    w.now = 2 * 3_600_000 + 300_000;
+    let plan = w.step();
+    let dues: Vec<u64> = plan
+        .runs
+        .iter()
+        .filter_map(|r| r.run_of.as_ref().map(|o| o.due))
+        .collect();
+    assert_eq!(dues, [2 * 3_600_000]);
+    w.agents();
+    let parent = &w.workloads[&WorkloadRef::new(Kind::Job, "hourly")];
+    let view = motley_core::reconcile::periodic_view(parent, &w.workloads, &w.allocs, w.now)
+        .expect("periodic");
+    assert_eq!(view.last_late_by, Some(300_000));
 }
 
 #[test]

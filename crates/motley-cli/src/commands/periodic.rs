@@ -49,6 +49,12 @@ pub(super) fn describe(v: &WorkloadView, now: u64) -> String {
         )),
         _ => out.push_str("Last run:    none yet\n"),
     }
+    if let Some(late) = p.last_late_by {
+        out.push_str(&format!(
+            "             started {} late: due while the control plane was down (missed: run_once)\n",
+            motley_core::quantity::Duration(late)
+        ));
+    }
     if let Some(note) = &p.note {
         out.push_str(&format!("Note:        {note}\n"));
     }
