@@ -182,6 +182,11 @@ fn a_git_source_syncs_prunes_refuses_reverts_drift_and_rolls_back() {
                 Some("kind: Job\nname: hello\ntask:\n  command: [echo, hi]\n  resources: { cpu: 10m, memory: 8Mi }\n"),
             ),
             ("README.md", Some("not a manifest\n")),
+            // A Kubernetes object in git, as a Flux repository has them: translated.
+            (
+                "clusters/home/k8s/settings.yaml",
+                Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: home\n"),
+            ),
         ],
         "first",
     );
@@ -214,6 +219,12 @@ fn a_git_source_syncs_prunes_refuses_reverts_drift_and_rolls_back() {
     assert_eq!(v["healthy"], first.as_str(), "{v}");
     assert_eq!(names(&c, "services"), ["manual", "web"]);
     assert_eq!(names(&c, "jobs"), ["hello"]);
+    let settings = c.json(&["get", "config", "settings"]);
+    assert_eq!(settings[0]["workload"]["source"], "home", "{settings}");
+    assert_eq!(
+        settings[0]["workload"]["spec"]["data"]["mode"]["value"], "home",
+        "{settings}"
+    );
     let web = c.json(&["get", "service", "web"]);
     assert_eq!(web[0]["workload"]["source"], "home", "{web}");
     let table = c.ok(&["get", "sources"]);

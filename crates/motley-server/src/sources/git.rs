@@ -243,6 +243,7 @@ pub(super) async fn read_commit(
         };
         texts.push((shown, text));
     }
+    let texts = translate(texts).map_err(|e| Stop("failed", manifest_errors(&e, commit)))?;
     let sources: Vec<manifest::Source<'_>> = texts
         .iter()
         .map(|(n, t)| manifest::Source {
@@ -277,6 +278,66 @@ pub(super) async fn read_commit(
         return Err(Stop("failed", manifest_errors(&errors, commit)));
     }
     Ok(docs)
+}
+
+/// Compose files and Kubernetes documents of a commit translated into motley's kinds
+/// (`motley_core::convert`, as `motley apply` does): what they name is read from the
+/// commit's files under the source's path; there is no client environment here.
+fn translate(
+    texts: Vec<(String, zeroize::Zeroizing<String>)>,
+) -> Result<Vec<(String, zeroize::Zeroizing<String>)>, Vec<manifest::ManifestError>> {
+    struct InCommit<'a> {
+        texts: &'a [(String, zeroize::Zeroizing<String>)],
+        dir: String,
+    }
+    impl motley_core::convert::Reader for InCommit<'_> {
+        fn read(&self, path: &str) -> Result<String, String> {
+            let want = format!("{}/{}", self.dir, path.trim_start_matches("./"));
+            self.texts
+                .iter()
+                .find(|(n, _)| *n == want)
+                .map(|(_, t)| t.to_string())
+                .ok_or_else(|| "not among the source's YAML files".to_string())
+        }
+        fn env(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn absolute(&self, path: &str) -> Option<String> {
+            path.starts_with('/').then(|| path.to_string())
+        }
+    }
+    let mut out = Vec::with_capacity(texts.len());
+    let mut errors = Vec::new();
+    for (name, text) in &texts {
+        let dir = name
+            .rsplit_once('/')
+            .map_or(String::new(), |(d, _)| d.to_string());
+        let reader = InCommit { texts: &texts, dir };
+        match motley_core::convert::translate(name, text, &reader) {
+            Ok(t) if t.format == "motley" => out.push((name.clone(), text.clone())),
+            Ok(t) => {
+                if let Some(native) = t.native.clone() {
+                    out.push((name.clone(), zeroize::Zeroizing::new(native)));
+                }
+                match t.yaml() {
+                    Ok(y) => out.push((format!("{name} (converted)"), zeroize::Zeroizing::new(y))),
+                    Err(m) => errors.push(manifest::ManifestError {
+                        file: name.clone(),
+                        line: 0,
+                        column: 0,
+                        field: String::new(),
+                        message: m,
+                    }),
+                }
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// A SOPS file: YAML with a top-level `sops:` map.
