@@ -239,6 +239,7 @@ fn a_git_source_syncs_prunes_refuses_reverts_drift_and_rolls_back() {
         &[
             (WEB, Some(&service("web", 2, "sleep 3600"))),
             (JOB, None),
+            ("clusters/home/k8s/settings.yaml", None),
             (DB, Some(&service("db", 1, "sleep 3600"))),
         ],
         "second",
@@ -254,6 +255,10 @@ fn a_git_source_syncs_prunes_refuses_reverts_drift_and_rolls_back() {
     wait_applied(&c, "home", &second, &["healthy", "synced"]);
     assert_eq!(names(&c, "services"), ["db", "manual", "web"]);
     assert!(names(&c, "jobs").is_empty(), "the job was pruned");
+    assert!(
+        names(&c, "configs").is_empty(),
+        "the translated ConfigMap was pruned"
+    );
     assert_eq!(replicas(&c, "web"), 2);
     let plan = c.ok(&["source", "plan", "home"]);
     assert!(
