@@ -851,6 +851,18 @@ fn periodic_fields_are_checked_where_they_are_written() {
     );
 }
 
+/// Each case edits `good` (`from` → `to`, once) into a manifest refused with its first
+/// error at `line`, on `field`, saying `msg`.
+fn refused_where_written(good: &str, cases: &[(&str, &str, u64, &str, &str)]) {
+    for (from, to, line, field, msg) in cases {
+        let bad = good.replacen(from, to, 1);
+        let errors = parse(&bad).unwrap_err();
+        let e = &errors[0];
+        assert_eq!((e.line, e.field.as_str()), (*line, *field), "{bad}\n{e}");
+        assert!(e.message.contains(msg), "{e}");
+    }
+}
+
 #[test]
 fn configs_and_their_references_are_checked_where_written() {
     let good = "kind: Config\nname: app\ndata:\n  app.ini: |\n    [server]\n    port = 8080\n  extra: { fromFile: extra.txt }\n---\nkind: Service\nname: web\ntask:\n  command: [x]\n  configs:\n  - { config: app, key: app.ini, file: /etc/app/app.ini }\n  - { config: app, key: extra, env: EXTRA }\n";
@@ -919,13 +931,7 @@ fn configs_and_their_references_are_checked_where_written() {
             "not a config key",
         ),
     ];
-    for (from, to, line, field, msg) in cases {
-        let bad = good.replacen(from, to, 1);
-        let errors = parse(&bad).unwrap_err();
-        let e = &errors[0];
-        assert_eq!((e.line, e.field.as_str()), (line, field), "{bad}\n{e}");
-        assert!(e.message.contains(msg), "{e}");
-    }
+    refused_where_written(good, &cases);
     // A variable given twice (by env and by a config) is refused.
     let twice = good.replace("  configs:\n", "  env: { EXTRA: a }\n  configs:\n");
     let e = &parse(&twice).unwrap_err()[0];
@@ -994,13 +1000,7 @@ fn mounts_container_ports_and_start_order_are_checked_where_written() {
             "exactly one of volume and host_path",
         ),
     ];
-    for (from, to, line, field, msg) in cases {
-        let bad = good.replacen(from, to, 1);
-        let errors = parse(&bad).unwrap_err();
-        let e = &errors[0];
-        assert_eq!((e.line, e.field.as_str()), (line, field), "{bad}\n{e}");
-        assert!(e.message.contains(msg), "{e}");
-    }
+    refused_where_written(good, &cases);
     for (user, says) in [("\"1000:abc\"", "a numeric user"), ("\"0\"", "root: true")] {
         let bad = good.replacen(
             "  network: bridge\n",
