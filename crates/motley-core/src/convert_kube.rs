@@ -338,7 +338,9 @@ fn workload<'t>(
             }
             ("CronJob", "failedJobsHistoryLimit") => n.warn(v, &f, "ignored: history counts finished runs, failed or not (successfulJobsHistoryLimit)"),
             ("CronJob", "startingDeadlineSeconds") => n.warn(v, &f, "ignored: a run that could not start within 60s counts as missed (missed: run_once runs the latest once)"),
-            ("CronJob", "suspend") => n.refuse(v, &f, "not supported yet: delete the job to stop its runs"),
+("CronJob", "suspend") => {
+                s.insert("suspend".into(), json!(text(v) == Some("true")));
+            }
             _ => n.refuse(v, &f, format!("unknown or untranslated {kind} field")),
         }
     }

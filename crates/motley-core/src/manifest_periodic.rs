@@ -12,6 +12,7 @@ pub(super) fn validate(doc: &Document, j: &model::JobSpec, errors: &mut Vec<Mani
             ("concurrency", !j.concurrency.is_default()),
             ("missed", !j.missed.is_default()),
             ("history", j.history.is_some()),
+            ("suspend", j.suspend),
         ];
         for (field, set) in stray {
             if set {

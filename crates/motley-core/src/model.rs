@@ -602,6 +602,10 @@ pub struct JobSpec {
     /// Periodic: how many finished runs are kept (default 3); older ones are deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<u32>,
+    /// Periodic: start no run while true (runs under way go on). Due times that pass
+    /// meanwhile are missed: `missed` decides once it is false again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 /// A Daemon: one copy on every node that matches its placement.

@@ -104,6 +104,10 @@ pub fn decide(
         next: cron.next_after(now, &tz),
         ..Decision::default()
     };
+    if job.suspend {
+        d.skipped = Some("suspended: no run starts while suspend is true".into());
+        return Ok(d);
+    }
     // What the schedule last did: the newest scheduled run (never forgotten below).
     let last = runs
         .iter()
@@ -192,6 +196,7 @@ pub fn run_spec(job: &JobSpec, due: u64, manual: bool) -> JobSpec {
         concurrency: Concurrency::default(),
         missed: Missed::default(),
         history: None,
+        suspend: false,
         ..job.clone()
     }
 }

@@ -190,3 +190,35 @@ fn a_schedule_every_second_after_a_day_down_is_decided_quickly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_suspended_job_starts_nothing_and_its_missed_run_follows_missed_once_resumed() {
+    let j = job("suspend: true\n");
+    // Due at T0 + 5 min; suspended: nothing starts, and it says why.
+    let d = decide(&j, T0, &[], T0 + 5 * MIN).expect("decides");
+    assert_eq!(d.start, None);
+    assert!(
+        d.skipped
+            .as_deref()
+            .is_some_and(|s| s.contains("suspended")),
+        "{d:?}"
+    );
+    assert_eq!(d.next, Some(T0 + 10 * MIN));
+    // Resumed 2 minutes after a due time: run_once starts it, late; skip does not.
+    let resumed = JobSpec {
+        suspend: false,
+        ..j.clone()
+    };
+    let d = decide(&resumed, T0, &[], T0 + 12 * MIN).expect("decides");
+    assert_eq!((d.start, d.late), (Some(T0 + 10 * MIN), true));
+    let skip = JobSpec {
+        missed: crate::model::Missed::Skip,
+        ..resumed
+    };
+    assert_eq!(
+        decide(&skip, T0, &[], T0 + 12 * MIN)
+            .expect("decides")
+            .start,
+        None
+    );
+}
