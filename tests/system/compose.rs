@@ -338,7 +338,12 @@ fn ten_real_compose_files_and_a_kubernetes_app_apply_unmodified_with_stand_in_im
             .as_array()
             .expect("a list")
             .iter()
-            .filter_map(|v| v["workload"]["spec"]["name"].as_str().map(str::to_string))
+            .map(|v| {
+                v["workload"]["spec"]["name"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{app}: a service without a name: {v}"))
+                    .to_string()
+            })
             .collect();
         assert!(!services.is_empty(), "{app}: no services");
         // A service whose bind mount names a path this node lacks never starts, and

@@ -13,14 +13,11 @@ pub fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
     let mut out = Vec::new();
     for f in read_raw(paths)? {
         let t = translate(&f)?;
-        for w in &t.warnings {
-            eprintln!("warning: {w}");
-        }
         if t.format == "motley" {
             out.push(f);
             continue;
         }
-        if let Some(native) = t.native.clone() {
+        if let Some(native) = t.native {
             out.push(ManifestFile {
                 name: f.name.clone(),
                 content: native,
@@ -28,7 +25,7 @@ pub fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<ManifestFile>> {
         }
         out.push(ManifestFile {
             name: converted_name(&f.name),
-            content: t.yaml().map_err(anyhow::Error::msg)?,
+            content: t.text,
         });
     }
     Ok(out)
@@ -87,7 +84,8 @@ impl motley_core::convert::Reader for Near {
     }
 }
 
-/// A file translated (`motley convert`'s work), or its refusals.
+/// A file translated (`motley convert`'s work), its warnings said on standard error,
+/// or its refusals.
 pub fn translate(f: &ManifestFile) -> anyhow::Result<motley_core::convert::Translation> {
     let dir = if f.name == "-" {
         std::env::current_dir().context("the current directory")?
@@ -102,8 +100,12 @@ pub fn translate(f: &ManifestFile) -> anyhow::Result<motley_core::convert::Trans
                 .join(parent)
         }
     };
-    motley_core::convert::translate(&f.name, &f.content, &Near { dir })
-        .map_err(|e| anyhow::Error::new(Refused(e)))
+    let t = motley_core::convert::translate(&f.name, &f.content, &Near { dir })
+        .map_err(|e| anyhow::Error::new(Refused(e)))?;
+    for w in &t.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(t)
 }
 
 /// Reads every input named by `-f`, as written.

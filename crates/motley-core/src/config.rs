@@ -82,18 +82,31 @@ pub fn restamped(
     workloads: &BTreeMap<WorkloadRef, Workload>,
     now: u64,
 ) -> Option<Workload> {
+    restamped_with(
+        w,
+        |r| match workloads.get(r).map(|c| &c.spec) {
+            Some(Spec::Config(c)) => Some(version(c)),
+            _ => None,
+        },
+        now,
+    )
+}
+
+/// [`restamped`] with the Configs' versions from `version_of` (the apply reads them
+/// from the store, in its transaction).
+pub fn restamped_with(
+    w: &Workload,
+    version_of: impl Fn(&WorkloadRef) -> Option<String>,
+    now: u64,
+) -> Option<Workload> {
     if w.spec.task().configs.is_empty() || crate::mutants::active("config-users-not-restamped") {
         return None;
     }
-    let version = |r: &WorkloadRef| match workloads.get(r).map(|c| &c.spec) {
-        Some(Spec::Config(c)) => Some(version(c)),
-        _ => None,
-    };
-    if referenced(&w.spec).iter().any(|r| version(r).is_none()) {
+    if referenced(&w.spec).iter().any(|r| version_of(r).is_none()) {
         return None;
     }
     let mut spec = w.spec.clone();
-    if !stamp(&mut spec, version) {
+    if !stamp(&mut spec, version_of) {
         return None;
     }
     let (_, next) = crate::admit::revise(crate::admit::Current::Stored(w), &spec, now, String::new);

@@ -44,57 +44,60 @@ pub struct Translation {
     pub native: Option<String>,
     /// The translated objects.
     pub objects: Vec<Spec>,
+    /// The translated objects as motley YAML documents (what `motley convert` prints and
+    /// `motley apply` sends), parsed back once already.
+    pub text: String,
     /// What was kept only in part, or ignored, and why.
     pub warnings: Vec<ManifestError>,
     /// Which format the file was: `compose`, `kubernetes`, or `motley`.
     pub format: &'static str,
 }
 
-impl Translation {
-    /// The translated objects as motley YAML documents (what `motley convert` prints).
-    pub fn yaml(&self) -> Result<String, String> {
-        let mut out = String::new();
-        for (i, o) in self.objects.iter().enumerate() {
-            if i > 0 {
-                out.push_str("---\n");
-            }
-            out.push_str(&serde_saphyr::to_string(o).map_err(|e| e.to_string())?);
-        }
-        Ok(out)
-    }
+/// True for a Compose file's tree: a map with `services` and no `kind`.
+fn is_compose(tree: &SpanNode) -> bool {
+    tree.get("services").is_some() && tree.get("kind").is_none()
 }
 
-/// True for a Compose file: one document, a map with `services` and no `kind`.
-pub fn is_compose(text: &str) -> bool {
-    let docs = crate::manifest::split_documents(text);
-    docs.len() == 1
-        && crate::manifest::tree_of(&docs[0].text)
-            .is_ok_and(|t| t.get("services").is_some() && t.get("kind").is_none())
-}
-
-/// Translates `text` (named `file` in messages): a Compose file, or a stream of
-/// documents of which those with `apiVersion` are Kubernetes objects; a file of motley
-/// documents only comes back as it is. All or nothing: any refusal is an error.
+/// Translates `text` (named `file` in messages): a Compose file (one document), or a
+/// stream of documents of which those with `apiVersion` are Kubernetes objects; a file
+/// of motley documents only comes back as it is. All or nothing: any refusal is an
+/// error. Each document is parsed once.
 pub fn translate(
     file: &str,
     text: &str,
     reader: &dyn Reader,
 ) -> Result<Translation, Vec<ManifestError>> {
-    if is_compose(text) {
-        let out = compose::translate(file, text, reader)?;
-        return checked(file, out);
+    let motley = || Translation {
+        native: Some(text.to_string()),
+        format: "motley",
+        ..Translation::default()
+    };
+    // A file that names neither can be neither (most files: not parsed twice).
+    if !text.contains("services") && !text.contains("apiVersion") {
+        return Ok(motley());
     }
     let raws = crate::manifest::split_documents(text);
+    // Each document's tree, lines counted from the file's start; one the YAML parser
+    // refuses is reported by the manifest parser, where it is.
+    let mut trees: Vec<(&crate::manifest::RawDoc, SpanNode)> = raws
+        .iter()
+        .filter_map(|raw| {
+            let mut tree = crate::manifest::tree_of(&raw.text).ok()?;
+            crate::manifest::shift_lines(&mut tree, raw.line_offset);
+            Some((raw, tree))
+        })
+        .collect();
+    if raws.len() == 1 && trees.len() == 1 && is_compose(&trees[0].1) {
+        let (_, root) = trees.remove(0);
+        let out = compose::translate(file, root, reader)?;
+        return checked(file, out);
+    }
     let mut kube_docs = Vec::new();
     let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
-    for raw in &raws {
-        let Ok(mut tree) = crate::manifest::tree_of(&raw.text) else {
-            continue; // the manifest parser reports it where it is
-        };
+    for (raw, tree) in trees {
         if tree.get("apiVersion").is_none() {
             continue;
         }
-        crate::manifest::shift_lines(&mut tree, raw.line_offset);
         let first = raw.line_offset as usize;
         let n = raw.text.split_inclusive('\n').count();
         for l in lines.iter_mut().skip(first).take(n) {
@@ -106,11 +109,7 @@ pub fn translate(
         kube_docs.push(tree);
     }
     if kube_docs.is_empty() {
-        return Ok(Translation {
-            native: Some(text.to_string()),
-            format: "motley",
-            ..Translation::default()
-        });
+        return Ok(motley());
     }
     let mut out = kube::translate(file, &kube_docs)?;
     let native: String = lines.concat();
@@ -121,15 +120,23 @@ pub fn translate(
     checked(file, out)
 }
 
-/// Every translated object printed and parsed back: a translation that would not apply
-/// is a bug here, reported as an error rather than sent.
-fn checked(file: &str, out: Translation) -> Result<Translation, Vec<ManifestError>> {
-    let yaml = out.yaml().map_err(|m| vec![at_file(file, m)])?;
+/// Prints the translated objects into `out.text` and parses them back: a translation
+/// that would not apply is a bug here, reported as an error rather than sent.
+fn checked(file: &str, mut out: Translation) -> Result<Translation, Vec<ManifestError>> {
+    let mut yaml = String::new();
+    for (i, o) in out.objects.iter().enumerate() {
+        if i > 0 {
+            yaml.push_str("---\n");
+        }
+        let doc = serde_saphyr::to_string(o).map_err(|e| vec![at_file(file, e.to_string())])?;
+        yaml.push_str(&doc);
+    }
     let name = format!("{file} (as translated)");
     crate::manifest::parse_set(&[crate::manifest::Source {
         name: &name,
         text: &yaml,
     }])?;
+    out.text = yaml;
     Ok(out)
 }
 

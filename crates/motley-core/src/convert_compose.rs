@@ -11,26 +11,12 @@ use serde_json::{Value, json};
 use super::*;
 use crate::model::{ConfigSpec, DaemonSpec, SecretSpec, ServiceSpec, VolumeSpec};
 
-/// Translates one Compose file.
-pub fn translate(
+/// Translates one Compose file, parsed (`root`, lines counted from the file's start).
+pub(crate) fn translate(
     file: &str,
-    text: &str,
+    mut root: SpanNode,
     reader: &dyn Reader,
 ) -> Result<Translation, Vec<ManifestError>> {
-    let raws = crate::manifest::split_documents(text);
-    let Some(raw) = raws.first() else {
-        return Err(vec![at_file(file, "an empty Compose file".into())]);
-    };
-    let mut root = crate::manifest::tree_of(&raw.text).map_err(|(line, column, m)| {
-        vec![ManifestError {
-            file: file.into(),
-            line,
-            column,
-            field: String::new(),
-            message: m,
-        }]
-    })?;
-    crate::manifest::shift_lines(&mut root, raw.line_offset);
     let mut notes = Notes::new(file);
     // `${VAR}` in values, from `.env` beside the file, then the client's environment.
     let dotenv = reader
@@ -89,10 +75,10 @@ pub fn translate(
         return Err(c.n.errors);
     }
     Ok(Translation {
-        native: None,
         objects: c.objects,
         warnings: c.n.warnings,
         format: "compose",
+        ..Translation::default()
     })
 }
 

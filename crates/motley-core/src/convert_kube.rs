@@ -78,11 +78,11 @@ pub(crate) fn translate(file: &str, docs: &[SpanNode]) -> Result<Translation, Ve
             ),
         }
     }
-    for s in services {
+    for s in &services {
         service(s, &mut workloads, &mut n);
     }
     for i in ingresses {
-        ingress(i, &docs_services(docs), &mut workloads, &mut n);
+        ingress(i, &services, &mut workloads, &mut n);
     }
     for w in workloads {
         finish(w, &mut n, &mut objects);
@@ -91,10 +91,10 @@ pub(crate) fn translate(file: &str, docs: &[SpanNode]) -> Result<Translation, Ve
         return Err(n.errors);
     }
     Ok(Translation {
-        native: None,
         objects,
         warnings: n.warnings,
         format: "kubernetes",
+        ..Translation::default()
     })
 }
 
@@ -459,5 +459,5 @@ fn rename_volume(task: &mut serde_json::Map<String, Value>, from: &str, to: &str
 mod net;
 #[path = "convert_kube_pod.rs"]
 mod pod;
-use net::{docs_services, finish, ingress, service};
+use net::{finish, ingress, service};
 use pod::pod_spec;

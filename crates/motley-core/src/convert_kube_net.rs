@@ -115,13 +115,6 @@ pub(super) fn service(s: &SpanNode, workloads: &mut [Workload<'_>], n: &mut Note
     }
 }
 
-/// The Services of the set: name → (namespace, selector node).
-pub(super) fn docs_services(docs: &[SpanNode]) -> Vec<&SpanNode> {
-    docs.iter()
-        .filter(|d| d.get("kind").and_then(text) == Some("Service"))
-        .collect()
-}
-
 pub(super) fn ingress(
     i: &SpanNode,
     services: &[&SpanNode],

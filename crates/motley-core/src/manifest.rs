@@ -264,6 +264,7 @@ impl<'de> Deserialize<'de> for SpanValue {
 // ---------------------------------------------------------------------------
 // Splitting a stream into documents while keeping line numbers.
 
+/// One document of a stream, as text, and where it starts.
 pub(crate) struct RawDoc {
     /// Lines before this document's first line.
     pub(crate) line_offset: u64,

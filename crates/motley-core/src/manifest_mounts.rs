@@ -10,30 +10,25 @@ pub(super) fn validate(doc: &Document, errors: &mut Vec<ManifestError>) {
     let task = spec.task();
     let bridge = task.image.is_some() && task.network == Some(NetworkMode::Bridge);
     let needs_bridge = "is for containers on a bridge network: set task.image and network: bridge";
-    for (i, p) in task.ports.iter().enumerate() {
-        if let Some(c) = p.container_port {
-            if !bridge {
-                errors.push(doc.error_at(&format!("task.ports.{i}.container_port"), needs_bridge));
-            } else if c == 0 {
-                errors.push(doc.error_at(
-                    &format!("task.ports.{i}.container_port"),
-                    "must be 1 to 65535",
-                ));
-            }
+    // Host ports' and (a service's) service ports' container ports, by field.
+    let service_ports = match spec {
+        Spec::Service(s) => s.ports.as_slice(),
+        _ => &[],
+    };
+    let container_ports = (task.ports.iter().map(|p| p.container_port).enumerate())
+        .map(|(i, c)| (format!("task.ports.{i}.container_port"), c))
+        .chain(
+            (service_ports.iter().map(|p| p.container_port).enumerate())
+                .map(|(i, c)| (format!("ports.{i}.container_port"), c)),
+        );
+    for (field, c) in container_ports {
+        match c {
+            Some(_) if !bridge => errors.push(doc.error_at(&field, needs_bridge)),
+            Some(0) => errors.push(doc.error_at(&field, "must be 1 to 65535")),
+            _ => {}
         }
     }
     if let Spec::Service(s) = spec {
-        for (i, p) in s.ports.iter().enumerate() {
-            if let Some(c) = p.container_port {
-                if !bridge {
-                    errors.push(doc.error_at(&format!("ports.{i}.container_port"), needs_bridge));
-                } else if c == 0 {
-                    errors.push(
-                        doc.error_at(&format!("ports.{i}.container_port"), "must be 1 to 65535"),
-                    );
-                }
-            }
-        }
         for (i, d) in s.depends_on.iter().enumerate() {
             let field = format!("depends_on.{i}");
             if let Err(m) = model::validate_name(d) {

@@ -305,6 +305,9 @@ struct Pass<'a, 'p> {
     /// The task of the workload (uid, generation) last given a new allocation: its new
     /// allocations share one copy.
     task: Option<(String, u64, Arc<Task>)>,
+    /// Services with a ready replica, gathered once a pass when a service waits on
+    /// others (`depends_on`).
+    ready: BTreeSet<WorkloadRef>,
     plan: Plan,
 }
 
@@ -330,6 +333,7 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
         bound: BTreeMap::new(),
         head_blocked: false,
         task: None,
+        ready: BTreeSet::new(),
         plan: Plan {
             lost: if crate::mutants::active("replacement-without-loss") {
                 Vec::new()
@@ -374,6 +378,21 @@ pub fn reconcile<'a>(input: &'a Input<'a>, placer: &mut dyn Placer<'a>, ids: &mu
         }
         mine_of.push(mine);
         orphans.push(orphaned);
+    }
+
+    // Which services have a ready replica, for those that wait on others: every live
+    // allocation's workload is visited (active.rs), so the visits hold them all.
+    let waits = |v: &gather::Visit<'_>| matches!(v.workload.map(|w| &w.spec), Some(Spec::Service(s)) if !s.depends_on.is_empty());
+    if visits.iter().any(waits) {
+        pass.ready = visits
+            .iter()
+            .filter(|v| {
+                v.allocs
+                    .iter()
+                    .any(|a| a.is_live() && a.desired == Desired::Run && a.ready_at.is_some())
+            })
+            .map(|v| v.wref.clone())
+            .collect();
     }
 
     // Services and daemons first (higher priority first), then jobs by priority and
@@ -771,13 +790,7 @@ impl<'a> Pass<'a, '_> {
         let me = w.spec.reference();
         s.depends_on.iter().find_map(|d| {
             let dep = me.sibling(crate::model::Kind::Service, d);
-            let ready = self.input.allocs.values().any(|a| {
-                a.workload == dep
-                    && a.is_live()
-                    && a.desired == Desired::Run
-                    && a.ready_at.is_some()
-            });
-            (!ready)
+            (!self.ready.contains(&dep))
                 .then(|| format!("waiting for service {d} to have a ready replica (depends_on)"))
         })
     }

@@ -546,19 +546,12 @@ pub(crate) async fn planned_workloads(
         objects.push(ObjectResult::of(&r, action));
     }
     // The users of a changed Config roll with it.
-    let versions: std::collections::BTreeMap<WorkloadRef, Option<String>> = workloads
-        .values()
-        .filter_map(|w| match &w.spec {
-            Spec::Config(c) => Some((w.spec.reference(), Some(motley_core::config::version(c)))),
-            _ => None,
-        })
-        .collect();
     for r in crate::configs::users_outside(s, docs) {
-        if let Some(w) = workloads.get_mut(&r)
-            && motley_core::config::stamp(&mut w.spec, |c| versions.get(c).cloned().flatten())
-        {
-            w.generation += 1;
-            w.updated_at = now;
+        let next = workloads
+            .get(&r)
+            .and_then(|w| motley_core::config::restamped(w, &workloads, now));
+        if let Some(next) = next {
+            workloads.insert(r.clone(), next);
             objects.push(ObjectResult::of(&r, "configured"));
         }
     }

@@ -150,7 +150,8 @@ pub(crate) fn users_outside(s: &Shared, docs: &[Document]) -> Vec<WorkloadRef> {
 }
 
 /// Rewrites each of `users` whose stamps `versions` change (a new generation: a service
-/// rolls), guarded by its revision, with a `configured` result for it.
+/// rolls; `config::restamped_with`, as the reconcile pass restamps what this misses),
+/// guarded by its revision, with a `configured` result for it.
 pub(crate) async fn restamp_users(
     s: &Shared,
     users: &[WorkloadRef],
@@ -159,10 +160,6 @@ pub(crate) async fn restamp_users(
     mut txn: Txn,
     results: &mut Vec<ObjectResult>,
 ) -> ApiResult<Txn> {
-    use motley_core::admit::{Action, Current, revise};
-    if motley_core::mutants::active("config-users-not-restamped") {
-        return Ok(txn);
-    }
     for r in users {
         let key = keys::workload(r);
         let Some(kv) = s.store.get(&key).await? else {
@@ -171,9 +168,8 @@ pub(crate) async fn restamp_users(
         let Ok(w) = serde_json::from_slice::<Workload>(&kv.value) else {
             continue;
         };
-        let spec = stamped(&w.spec, versions);
-        let (action, next) = revise(Current::Stored(&w), &spec, now, motley_net::new_id);
-        if let (Action::Configured, Some(next)) = (action, next) {
+        let version_of = |c: &WorkloadRef| versions.get(c).cloned().flatten();
+        if let Some(next) = config::restamped_with(&w, version_of, now) {
             let v = serde_json::to_vec(&next).map_err(|e| {
                 crate::error::ApiError::new(
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,

@@ -9,20 +9,17 @@ pub fn convert(paths: &[PathBuf]) -> anyhow::Result<i32> {
     let mut out = String::new();
     for f in files::read_raw(paths)? {
         let t = files::translate(&f)?;
-        for w in &t.warnings {
-            eprintln!("warning: {w}");
-        }
         let body = if t.format == "motley" {
             f.content.clone()
         } else {
-            let mut b = t.native.clone().unwrap_or_default();
+            let mut b = t.native.unwrap_or_default();
             if !b.is_empty() && !b.ends_with('\n') {
                 b.push('\n');
             }
             if !b.trim().is_empty() {
                 b.push_str("---\n");
             }
-            b.push_str(&t.yaml().map_err(anyhow::Error::msg)?);
+            b.push_str(&t.text);
             b
         };
         if !out.is_empty() {

@@ -316,19 +316,13 @@ fn translate(
         match motley_core::convert::translate(name, text, &reader) {
             Ok(t) if t.format == "motley" => out.push((name.clone(), text.clone())),
             Ok(t) => {
-                if let Some(native) = t.native.clone() {
+                if let Some(native) = t.native {
                     out.push((name.clone(), zeroize::Zeroizing::new(native)));
                 }
-                match t.yaml() {
-                    Ok(y) => out.push((format!("{name} (converted)"), zeroize::Zeroizing::new(y))),
-                    Err(m) => errors.push(manifest::ManifestError {
-                        file: name.clone(),
-                        line: 0,
-                        column: 0,
-                        field: String::new(),
-                        message: m,
-                    }),
-                }
+                out.push((
+                    format!("{name} (converted)"),
+                    zeroize::Zeroizing::new(t.text),
+                ));
             }
             Err(e) => errors.extend(e),
         }
