@@ -136,19 +136,23 @@ pub fn test_dir() -> tempfile::TempDir {
 /// A `motley server` on a free loopback port with its data in `<dir>/server` and its log
 /// in `<dir>/server.log`, ready; and its URL.
 pub fn spawn_server(dir: &Path) -> (Proc, String) {
+    spawn_server_with(dir, &[])
+}
+
+/// [`spawn_server`] with more flags.
+pub fn spawn_server_with(dir: &Path, flags: &[&str]) -> (Proc, String) {
     let port = free_port();
     let data = dir.join("server");
-    let server = Proc::spawn(
-        &[
-            "server",
-            "--data-dir",
-            data.to_str().expect("path"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ],
-        dir.join("server.log"),
-    )
-    .expect("server ready");
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "server",
+        "--data-dir",
+        data.to_str().expect("path"),
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(flags);
+    let server = Proc::spawn(&args, dir.join("server.log")).expect("server ready");
     (server, format!("https://127.0.0.1:{port}"))
 }
 

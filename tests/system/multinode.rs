@@ -276,6 +276,60 @@ fn node_state(m: &Multi, name: &str) -> String {
     }
 }
 
+/// With a heartbeat budget of one a second, the second agent slows both to a beat every
+/// 1.5 s (a third of the 5 s lease; `failure::paced_heartbeat_ms`); neither is ever
+/// judged suspect or down for it; a killed agent still goes down, and the one left is
+/// told the faster pace again.
+#[test]
+fn agents_are_paced_by_the_heartbeat_budget_and_judged_by_their_pace() {
+    let dir = test_dir();
+    let (server, url) = spawn_server_with(dir.path(), &["--max-heartbeats-per-second", "1"]);
+    let m = Multi { url, dir, server };
+    let token = m.join_token();
+    let _n1 = m.agent("n1", Some(&token)).expect("n1");
+    let n1_log = m.dir.path().join("n1.log");
+    let said = |log: &std::path::Path, what: &str| {
+        std::fs::read_to_string(log).is_ok_and(|text| text.contains(what))
+    };
+    wait_for(
+        "n1 connected at one beat a second",
+        Duration::from_secs(20),
+        || said(&n1_log, "(heartbeats every 1000 ms)").then_some(()),
+    );
+    let n2 = m.agent("n2", Some(&token)).expect("n2");
+    wait_for(
+        "n2 connected at the slowest pace",
+        Duration::from_secs(20),
+        || said(&m.dir.path().join("n2.log"), "(heartbeats every 1500 ms)").then_some(()),
+    );
+    wait_for("n1 told the slower pace", Duration::from_secs(10), || {
+        said(&n1_log, "paces heartbeats: every 1500 ms").then_some(())
+    });
+    let until = std::time::Instant::now() + Duration::from_secs(12);
+    while std::time::Instant::now() < until {
+        for n in ["n1", "n2"] {
+            assert_eq!(node_state(&m, n), "ready", "{n} at a 1.5 s pace");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let killed = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(n2.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL n2");
+    wait_for("n2 declared down", Duration::from_secs(30), || {
+        (node_state(&m, "n2") == "down").then_some(())
+    });
+    eprintln!("n2 killed: down after {:?}", killed.elapsed());
+    assert_eq!(node_state(&m, "n1"), "ready");
+    wait_for(
+        "n1 told the faster pace again",
+        Duration::from_secs(10),
+        || said(&n1_log, "paces heartbeats: every 1000 ms").then_some(()),
+    );
+}
+
 /// Sends SIGCONT when dropped: a test that fails while an agent is stopped must not
 /// leave it stopped (its `Proc` could not end it, and the test would hang).
 struct ResumeOnDrop(u32);

@@ -281,7 +281,10 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
         _ => anyhow::bail!("no Welcome from the server"),
     }
     agent.set_connected(true);
-    tracing::info!("connected to {url}");
+    tracing::info!(
+        "connected to {url} (heartbeats every {} ms)",
+        heartbeat.as_millis()
+    );
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Only an acknowledged heartbeat renews the lease, from when it was sent: any other
@@ -315,7 +318,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                 match got {
                     Received::Msg(msg) => {
                         if let Some(msg) = incoming.hold(chaos.delay(), msg) {
-                            received(agent, &mut beats, &tx, msg);
+                            repace(&mut beat, received(agent, &mut beats, &tx, msg));
                         }
                     }
                     Received::Other => {}
@@ -326,7 +329,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                     Received::Failed(e) => anyhow::bail!(e),
                 }
             }
-            msg = incoming.due() => received(agent, &mut beats, &tx, msg),
+            msg = incoming.due() => repace(&mut beat, received(agent, &mut beats, &tx, msg)),
             msgs = outgoing.due() => ch.send(msgs).await?,
             msg = rx.recv() => {
                 let Some(msg) = msg else { return Ok(()) };
@@ -341,20 +344,40 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
 
 /// What the agent does with a message from its server (once a latency fault let it
 /// through): an acknowledged heartbeat renews the lease, the rest is `Agent::handle`'s.
+/// Returns the new heartbeat interval the server asked for, if any.
 fn received(
     agent: &Agent,
     beats: &mut motley_core::lease::Heartbeats<u64>,
     tx: &mpsc::UnboundedSender<AgentMsg>,
     msg: ServerMsg,
-) {
+) -> Option<Duration> {
     match msg {
-        ServerMsg::Ack { seq } => {
+        ServerMsg::Ack { seq, heartbeat_ms } => {
             if let Some(sent) = beats.acked(seq) {
                 agent.inner.contact.renew_lease(sent);
                 agent.fence_sync();
             }
+            heartbeat_ms.map(|ms| Duration::from_millis(ms.max(50)))
         }
-        msg => agent.handle(msg, tx),
+        msg => {
+            agent.handle(msg, tx);
+            None
+        }
+    }
+}
+
+/// Beats every `pace` from now on, if the server asked for a new one; the next beat is
+/// a whole `pace` away (the server judges the node by it from when it asked).
+fn repace(beat: &mut tokio::time::Interval, pace: Option<Duration>) {
+    if let Some(pace) = pace
+        && pace != beat.period()
+    {
+        *beat = tokio::time::interval_at(tokio::time::Instant::now() + pace, pace);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!(
+            "the server paces heartbeats: every {} ms from now",
+            pace.as_millis()
+        );
     }
 }
 
@@ -401,6 +424,21 @@ mod tests {
             ports: Default::default(),
             at: 0,
         })
+    }
+
+    #[tokio::test]
+    async fn a_pace_from_the_server_replaces_the_heartbeat_interval() {
+        let mut beat = tokio::time::interval(Duration::from_millis(500));
+        repace(&mut beat, None);
+        assert_eq!(beat.period(), Duration::from_millis(500));
+        let asked = std::time::Instant::now();
+        repace(&mut beat, Some(Duration::from_millis(60)));
+        assert_eq!(beat.period(), Duration::from_millis(60));
+        // The first beat at the new pace is a whole period after it was asked for.
+        beat.tick().await;
+        assert!(asked.elapsed() >= Duration::from_millis(60));
+        beat.tick().await;
+        assert!(asked.elapsed() >= Duration::from_millis(120));
     }
 
     #[test]

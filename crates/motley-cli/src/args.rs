@@ -511,6 +511,11 @@ pub struct FailureArgs {
     /// Extra wait beyond the lease before fenced work is replaced.
     #[arg(long, default_value = "2s")]
     pub fence_margin: String,
+    /// Heartbeats a second the server takes from all agents together (as Nomad's
+    /// setting of that name): with more agents than fit at --heartbeat-interval, each is
+    /// told to beat less often, down to a third of --lease. 0: never.
+    #[arg(long, default_value_t = 600)]
+    pub max_heartbeats_per_second: u32,
 }
 
 /// `motley agent`.

@@ -38,6 +38,12 @@ pub struct FailureConfig {
     /// down only nodes whose agents are connected and silent ([`judge`]): agents need
     /// time to notice and reconnect (their reconnect backoff is at most 7.5 s).
     pub startup_grace_ms: u64,
+    /// Heartbeats a second the server aims to receive at most, all nodes together
+    /// (Nomad's `max_heartbeats_per_second`): past `heartbeat_budget × heartbeat_ms /
+    /// 1000` connected nodes, agents are told to beat less often ([`paced_heartbeat_ms`]).
+    /// 0: never.
+    #[serde(default)]
+    pub heartbeat_budget: u32,
 }
 
 impl FailureConfig {
@@ -45,6 +51,34 @@ impl FailureConfig {
     pub fn fence_after_ms(&self) -> u64 {
         self.lease_ms + self.fence_margin_ms
     }
+
+    /// The slowest pace agents are ever told: a third of the lease, in whole
+    /// [`PACE_STEP_MS`], never below `heartbeat_ms`. The lease is renewed by an
+    /// acknowledged heartbeat, so two may go unanswered before it runs out.
+    pub fn slowest_heartbeat_ms(&self) -> u64 {
+        (self.lease_ms / 3 / PACE_STEP_MS * PACE_STEP_MS).max(self.heartbeat_ms)
+    }
+}
+
+/// Paces differ by whole steps, so that a node joining or leaving changes the pace of
+/// the others only when it crosses a step.
+pub const PACE_STEP_MS: u64 = 250;
+
+/// How often agents should send heartbeats when `nodes` agents are connected: the
+/// configured interval while the heartbeats of every node fit the budget, else the
+/// interval at which they do, rounded up to a whole step, at most
+/// [`FailureConfig::slowest_heartbeat_ms`]. The lease is never lengthened, so fencing
+/// and its waits are the same at every pace; what a slower pace costs is detection
+/// (the detector learns each node's intervals: a node beating every 1.5 s is declared
+/// down after about 2.5 s of silence instead of 1.6 s).
+pub fn paced_heartbeat_ms(cfg: &FailureConfig, nodes: usize) -> u64 {
+    let slowest = cfg.slowest_heartbeat_ms();
+    if cfg.heartbeat_budget == 0 {
+        return cfg.heartbeat_ms;
+    }
+    let wanted = (nodes as u64).saturating_mul(1_000) / u64::from(cfg.heartbeat_budget);
+    let stepped = wanted.div_ceil(PACE_STEP_MS).saturating_mul(PACE_STEP_MS);
+    stepped.clamp(cfg.heartbeat_ms, slowest)
 }
 
 impl Default for FailureConfig {
@@ -60,6 +94,7 @@ impl Default for FailureConfig {
             lease_ms: 5_000,
             fence_margin_ms: 2_000,
             startup_grace_ms: 15_000,
+            heartbeat_budget: 600,
         }
     }
 }
@@ -103,6 +138,12 @@ impl Detector {
     /// A detector that last heard from the node at `now` (at registration, or when a
     /// new leader starts: a full grace period before anything is declared).
     pub fn new(now: u64, cfg: &FailureConfig) -> Detector {
+        Detector::seeded(now, cfg.heartbeat_ms, cfg)
+    }
+
+    /// A detector that last heard from the node at `now` and expects a heartbeat every
+    /// `interval_ms` (the pace the node was told): its first silences are judged by it.
+    pub fn seeded(now: u64, interval_ms: u64, cfg: &FailureConfig) -> Detector {
         let mut d = Detector {
             intervals: VecDeque::with_capacity(cfg.window.clamp(2, 1024) + 1),
             sum: 0,
@@ -110,8 +151,8 @@ impl Detector {
             last: now,
         };
         // Seed with the expected interval so the first silences are judged sensibly.
-        d.push(cfg.heartbeat_ms, cfg);
-        d.push(cfg.heartbeat_ms, cfg);
+        d.push(interval_ms, cfg);
+        d.push(interval_ms, cfg);
         d
     }
 
@@ -346,6 +387,71 @@ mod tests {
             "down after {down_after} ms"
         );
         assert_eq!(d.health(last + 1_200, &cfg), Health::Suspect);
+    }
+
+    #[test]
+    fn agents_are_paced_by_the_budget_within_a_third_of_the_lease() {
+        let cfg = FailureConfig::default();
+        assert_eq!(cfg.slowest_heartbeat_ms(), 1_500);
+        let pace = |n| paced_heartbeat_ms(&cfg, n);
+        assert_eq!((pace(0), pace(1), pace(300)), (500, 500, 500));
+        assert_eq!((pace(301), pace(450), pace(451)), (750, 750, 1_000));
+        assert_eq!(
+            (pace(900), pace(1_000), pace(10_000)),
+            (1_500, 1_500, 1_500)
+        );
+        let off = FailureConfig {
+            heartbeat_budget: 0,
+            ..cfg
+        };
+        assert_eq!(paced_heartbeat_ms(&off, 10_000), 500);
+        // A lease too short to pace: never slower than configured.
+        let short = FailureConfig {
+            lease_ms: 1_000,
+            ..cfg
+        };
+        assert_eq!(paced_heartbeat_ms(&short, 10_000), 500);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_pace_grows_with_the_nodes_and_leaves_two_heartbeats_per_lease(
+            budget in 0u32..5_000,
+            heartbeat_ms in 50u64..3_000,
+            lease_ms in 0u64..60_000,
+            nodes in 0usize..100_000,
+        ) {
+            let cfg = FailureConfig { heartbeat_budget: budget, heartbeat_ms, lease_ms, ..FailureConfig::default() };
+            let p = paced_heartbeat_ms(&cfg, nodes);
+            proptest::prop_assert!(p >= heartbeat_ms);
+            proptest::prop_assert!(p == heartbeat_ms || p * 3 <= lease_ms);
+            proptest::prop_assert!(p <= paced_heartbeat_ms(&cfg, nodes + 1));
+            proptest::prop_assert!(p == heartbeat_ms || p.is_multiple_of(PACE_STEP_MS));
+        }
+    }
+
+    #[test]
+    fn a_node_seeded_with_its_pace_is_ready_while_regular_and_down_within_3s_of_silence() {
+        let cfg = FailureConfig::default();
+        let pace = cfg.slowest_heartbeat_ms();
+        // Seeded with the default instead, its first paced silence looks long.
+        let unpaced = Detector::new(0, &cfg);
+        assert_ne!(unpaced.health(pace - 10, &cfg), Health::Ready);
+        let mut d = Detector::seeded(0, pace, &cfg);
+        let mut now = 0;
+        for _ in 0..40 {
+            assert_eq!(d.health(now + pace - 10, &cfg), Health::Ready);
+            now += pace;
+            d.heartbeat(now, &cfg);
+        }
+        let down_after = (now..now + 10_000)
+            .step_by(10)
+            .find(|&t| d.health(t, &cfg) == Health::Down)
+            .map(|t| t - now);
+        assert!(
+            down_after.is_some_and(|ms| (pace..3_000).contains(&ms)),
+            "down after {down_after:?} ms"
+        );
     }
 
     #[test]

@@ -202,6 +202,11 @@ pub enum ServerMsg {
         /// The heartbeat's number (0 from a server that echoes none: renews nothing).
         #[serde(default)]
         seq: u64,
+        /// From now on, send heartbeats this often (ms): the server paces its agents by
+        /// how many are connected (`failure::paced_heartbeat_ms`). Absent: unchanged (an
+        /// older agent ignores it and keeps its pace, which is judged fairly anyway).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_ms: Option<u64>,
     },
     /// The servers of the control plane changed (URLs), for failover.
     Servers {
@@ -301,10 +306,28 @@ mod tests {
         let old: AgentMsg = serde_json::from_str(r#"{"type":"heartbeat"}"#)?;
         assert_eq!(old, AgentMsg::Heartbeat { seq: 0 });
         let ack: ServerMsg = serde_json::from_str(r#"{"type":"ack"}"#)?;
-        assert_eq!(ack, ServerMsg::Ack { seq: 0 });
         assert_eq!(
-            serde_json::to_string(&ServerMsg::Ack { seq: 3 })?,
+            ack,
+            ServerMsg::Ack {
+                seq: 0,
+                heartbeat_ms: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMsg::Ack {
+                seq: 3,
+                heartbeat_ms: None
+            })?,
             r#"{"type":"ack","seq":3}"#
+        );
+        let paced: ServerMsg =
+            serde_json::from_str(r#"{"type":"ack","seq":4,"heartbeat_ms":1500}"#)?;
+        assert_eq!(
+            paced,
+            ServerMsg::Ack {
+                seq: 4,
+                heartbeat_ms: Some(1_500)
+            }
         );
         Ok(())
     }

@@ -405,13 +405,20 @@ impl Shared {
 
     /// Registers an agent connection: the agent gets Welcome and its full assignment set
     /// before any change, because both happen under the cache lock the watch applier takes.
-    pub fn connect_agent(&self, node: &str, tx: Outbox, addr: Option<std::net::IpAddr>) -> u64 {
+    /// Returns the connection's id and the pace the agent was told.
+    pub fn connect_agent(
+        &self,
+        node: &str,
+        tx: Outbox,
+        addr: Option<std::net::IpAddr>,
+    ) -> (u64, u64) {
         let conn_id = self.id();
+        let pace = self.pace(1);
         {
             let cache = self.cache();
             let _ = tx.send(ServerMsg::Welcome {
                 version: motley_core::proto::PROTOCOL_VERSION,
-                heartbeat_ms: self.liveness.config.heartbeat_ms,
+                heartbeat_ms: pace,
                 lease_ms: self.liveness.config.lease_ms,
                 servers: self.ha.urls(),
             });
@@ -422,11 +429,17 @@ impl Shared {
             let held = self.hub.insert(node, AgentConn { tx, conn_id, addr });
             self.metrics.agents_connected.set(held as i64);
         }
-        self.liveness.heartbeat(node);
+        self.liveness.heartbeat(node, pace);
         self.evaluate_health();
         self.plans.kick.notify_one();
         self.catalog.touch();
-        conn_id
+        (conn_id, pace)
+    }
+
+    /// How often agents should beat with the agents connected here and `joining` more
+    /// (`failure::paced_heartbeat_ms`).
+    pub fn pace(&self, joining: usize) -> u64 {
+        motley_core::failure::paced_heartbeat_ms(&self.liveness.config, self.hub.count() + joining)
     }
 
     /// Forgets an agent connection (unless it was already replaced by a newer one).
@@ -476,6 +489,15 @@ pub(crate) mod tests {
 
     /// [`shared`] on a store of the test's choosing.
     pub(crate) fn shared_on(dir: &std::path::Path, store: Arc<dyn Store>) -> Arc<Shared> {
+        shared_with(dir, store, FailureConfig::default())
+    }
+
+    /// [`shared_on`] with failure detection of the test's choosing.
+    pub(crate) fn shared_with(
+        dir: &std::path::Path,
+        store: Arc<dyn Store>,
+        failure: FailureConfig,
+    ) -> Arc<Shared> {
         let ca = motley_net::Ca::load_or_create(dir).expect("CA");
         let me = motley_core::api::ServerInfo {
             id: "s1".into(),
@@ -491,7 +513,7 @@ pub(crate) mod tests {
             store,
             ca.cert_pem().to_string(),
             String::new(),
-            FailureConfig::default(),
+            failure,
             TaintPolicy::default(),
             ha,
             Guards {

@@ -101,6 +101,7 @@ fn main() -> ExitCode {
     let mut secrets = 0u64;
     let mut cut_keys = 0u64;
     let mut periodic_runs = 0u64;
+    let (mut paced_seeds, mut paces_told) = (0u64, 0u64);
     // Every seed's fingerprint, combined in seed order: equal for two runs of one range.
     let mut fingerprint = 0u64;
     let mut faults: BTreeMap<&str, u64> = FAULTS.iter().map(|f| (*f, 0)).collect();
@@ -114,6 +115,8 @@ fn main() -> ExitCode {
                 secrets += r.secrets_checked;
                 cut_keys += r.cut_keys;
                 periodic_runs += r.periodic_runs;
+                paced_seeds += u64::from(r.paced);
+                paces_told += r.paces_told;
                 fingerprint = fingerprint.rotate_left(5) ^ r.fingerprint;
                 for (k, v) in &r.faults {
                     *faults.entry(k).or_default() += v;
@@ -156,6 +159,8 @@ fn main() -> ExitCode {
             "secret_deliveries_checked": secrets,
             "keys_taken_by_power_cuts": cut_keys,
             "periodic_runs_checked": periodic_runs,
+            "paced_seeds": paced_seeds,
+            "paces_told": paces_told,
             "simulated_seconds": sim_ms as f64 / 1000.0,
             "wall_seconds": wall,
             "mutant": args.mutant,
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
         );
         println!("records taken back by power cuts of the store: {cut_keys}");
         println!("runs of periodic jobs, each the only one for its due time: {periodic_runs}");
+        println!("seeds whose agents were paced: {paced_seeds}, new paces told: {paces_told}");
         println!(
             "faults: {}",
             faults

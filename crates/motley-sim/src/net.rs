@@ -38,6 +38,9 @@ struct State {
     partitioned: BTreeSet<String>,
     /// Open connections: node and the switch that resets it.
     links: Vec<(String, watch::Sender<bool>)>,
+    /// New heartbeat paces agents were told (`ServerMsg::Ack::heartbeat_ms`), counted as
+    /// they arrive.
+    paces: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The network.
@@ -57,6 +60,13 @@ impl Net {
             rng,
             latency,
         }
+    }
+
+    /// New heartbeat paces agents were told so far.
+    pub fn paces_told(&self) -> u64 {
+        self.state()
+            .paces
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -247,6 +257,7 @@ impl Dialer for SimDialer {
             Ok(Box::new(SimChannel {
                 tx: up_in,
                 rx: agent_rx,
+                paces: self.net.state().paces.clone(),
             }) as Box<dyn Channel>)
         })
     }
@@ -273,6 +284,7 @@ impl Channel for Refused {
 struct SimChannel {
     tx: mpsc::UnboundedSender<AgentMsg>,
     rx: mpsc::UnboundedReceiver<ServerMsg>,
+    paces: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Channel for SimChannel {
@@ -282,6 +294,14 @@ impl Channel for SimChannel {
     fn recv(&mut self) -> BoxFuture<'_, Received> {
         Box::pin(async move {
             let m = self.rx.recv().await;
+            if let Some(ServerMsg::Ack {
+                heartbeat_ms: Some(_),
+                ..
+            }) = &m
+            {
+                self.paces
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             m.map_or_else(
                 || Received::Failed("connection reset".into()),
                 Received::Msg,

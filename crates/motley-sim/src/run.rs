@@ -83,6 +83,11 @@ pub struct SeedReport {
     /// Runs of periodic jobs the store created (each checked to be the only one for its
     /// due time).
     pub periodic_runs: u64,
+    /// Whether the seed's servers pace agents (a heartbeat budget of one or two a second),
+    /// and how many new paces agents were told.
+    pub paced: bool,
+    /// New heartbeat paces agents were told.
+    pub paces_told: u64,
     /// A hash of the run's outcome: the store's final revision, every allocation as
     /// stored, the workloads' names, and the tasks each node ran. Two runs of one seed give the same (the
     /// replay is exact: `tests/seeds.rs`).
@@ -104,6 +109,8 @@ impl SeedReport {
             secrets_checked: 0,
             cut_keys: 0,
             periodic_runs: 0,
+            paced: false,
+            paces_told: 0,
             fingerprint: 0,
         }
     }
@@ -349,6 +356,9 @@ async fn run(seed: u64, opts: &Options) -> anyhow::Result<SeedReport> {
     }
     report.sim_ms = Instant::now().duration_since(start).as_millis() as u64;
     report.fingerprint = fingerprint(&world, report.steps);
+    report.paced = world.failure.heartbeat_budget
+        != motley_core::failure::FailureConfig::default().heartbeat_budget;
+    report.paces_told = world.net.paces_told();
     for s in 0..world.servers.len() {
         world.kill_server(s);
     }

@@ -70,6 +70,9 @@ pub struct World {
     /// Allocations whose records a power cut of the store took back (their completion
     /// may not have been on the disk: such a job instance may run again).
     pub cut: std::collections::BTreeSet<String>,
+    /// Failure detection of every server: in half the seeds a heartbeat budget of one or
+    /// two a second, so agents are paced and re-paced as they come and go.
+    pub failure: motley_core::failure::FailureConfig,
     ca_pem: String,
     ca_hash: String,
     keyfile: PathBuf,
@@ -89,7 +92,12 @@ impl World {
         let ca = motley_net::Ca::load_or_create(&dir.path().join("ca"))?;
         let store = SimStore::new(rng.fork());
         let net = Net::new(rng.fork(), latency);
+        let mut failure = motley_core::failure::FailureConfig::default();
+        if rng.chance(0.5) {
+            failure.heartbeat_budget = 1 + rng.below(2) as u32;
+        }
         let mut world = World {
+            failure,
             servers: (0..n_servers)
                 .map(|i| SimServer {
                     url: format!("https://127.0.0.{}:9", i + 1),
@@ -168,7 +176,7 @@ impl World {
             Arc::new(self.store.clone()),
             self.ca_pem.clone(),
             self.ca_hash.clone(),
-            motley_core::failure::FailureConfig::default(),
+            self.failure,
             motley_core::hw::TaintPolicy::default(),
             ha,
             Guards {

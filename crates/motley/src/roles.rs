@@ -81,6 +81,7 @@ pub fn failure_config(
         min_down_ms: duration("min-down", &a.min_down)?,
         lease_ms: duration("lease", &a.lease)?,
         fence_margin_ms: duration("fence-margin", &a.fence_margin)?,
+        heartbeat_budget: a.max_heartbeats_per_second,
         ..Default::default()
     };
     anyhow::ensure!(

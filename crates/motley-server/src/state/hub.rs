@@ -74,6 +74,8 @@ pub struct AgentConn {
 #[derive(Default)]
 pub struct Hub {
     conns: Mutex<HashMap<String, AgentConn>>,
+    /// How many are held, read without the lock (every heartbeat reads it to pace).
+    held: std::sync::atomic::AtomicUsize,
     /// Open log streams by request id: the node asked, and where its data goes.
     log_streams: Mutex<HashMap<u64, (String, mpsc::Sender<LogPiece>)>>,
 }
@@ -83,7 +85,14 @@ impl Hub {
     pub fn insert(&self, node: &str, conn: AgentConn) -> usize {
         let mut conns = lock(&self.conns);
         conns.insert(node.to_string(), conn);
+        self.held
+            .store(conns.len(), std::sync::atomic::Ordering::Relaxed);
         conns.len()
+    }
+
+    /// How many agent connections are held.
+    pub fn count(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets `node`'s connection `conn_id`, unless a newer one replaced it; how many
@@ -93,6 +102,8 @@ impl Hub {
         if conns.get(node).is_some_and(|c| c.conn_id == conn_id) {
             conns.remove(node);
         }
+        self.held
+            .store(conns.len(), std::sync::atomic::Ordering::Relaxed);
         conns.len()
     }
 

@@ -61,7 +61,8 @@ impl Liveness {
     }
 
     /// Records a heartbeat from a node, now.
-    pub fn heartbeat(&self, node: &str) {
+    /// `pace`: how often the node was told to beat, for a node heard of only now.
+    pub fn heartbeat(&self, node: &str, pace: u64) {
         let now = now_ms();
         let mut h = lock(&self.nodes);
         match h.get_mut(node) {
@@ -70,13 +71,23 @@ impl Liveness {
                 h.insert(
                     node.to_string(),
                     NodeHealth {
-                        detector: Detector::new(now, &self.config),
+                        detector: Detector::seeded(now, pace, &self.config),
                         health: Health::Ready,
                         since: now,
                         reason: "heartbeating".into(),
                     },
                 );
             }
+        }
+    }
+
+    /// A node was told a new pace now: its history is of the old one, and a slower pace
+    /// judged by it would look like silence. It is judged from now as if it had beaten
+    /// at the new pace (`failure::paced_heartbeat_ms`).
+    pub fn repace(&self, node: &str, pace: u64) {
+        let now = now_ms();
+        if let Some(n) = lock(&self.nodes).get_mut(node) {
+            n.detector = Detector::seeded(now, pace, &self.config);
         }
     }
 
@@ -101,12 +112,13 @@ impl Liveness {
         let mut changed = Vec::new();
         let mut h = lock(&self.nodes);
         let mut verdicts = Vec::with_capacity(names.len());
+        let pace = motley_core::failure::paced_heartbeat_ms(&self.config, names.len());
         for (name, &connected) in names.iter().zip(connected) {
             if !h.contains_key(name.as_str()) {
                 h.insert(
                     name.clone(),
                     NodeHealth {
-                        detector: Detector::new(grace_from, &self.config),
+                        detector: Detector::seeded(grace_from, pace, &self.config),
                         health: Health::Ready,
                         since: now,
                         reason: "grace period after server start".into(),
