@@ -70,7 +70,7 @@ pub const PACE_STEP_MS: u64 = 250;
 /// [`FailureConfig::slowest_heartbeat_ms`]. The lease is never lengthened, so fencing
 /// and its waits are the same at every pace; what a slower pace costs is detection
 /// (the detector learns each node's intervals: a node beating every 1.5 s is declared
-/// down after about 2.5 s of silence instead of 1.6 s).
+/// down after about 2.5 s of silence instead of 1.5 s).
 pub fn paced_heartbeat_ms(cfg: &FailureConfig, nodes: usize) -> u64 {
     let slowest = cfg.slowest_heartbeat_ms();
     if cfg.heartbeat_budget == 0 {
