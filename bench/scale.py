@@ -31,7 +31,10 @@ def wait_ready(p, what, timeout=600):
 
 
 def cli(motley, cfg, *args):
-    return subprocess.run([motley, "--config", cfg, *args], capture_output=True, text=True, check=True).stdout
+    r = subprocess.run([motley, "--config", cfg, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"motley {' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r.stdout
 
 
 def rss_anon(pid):
