@@ -284,14 +284,17 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 // (more or fewer agents connected) goes out at once, with the node's
                 // detector judging it by the new pace from now.
                 let pace = s.pace(0);
-                if pace != told || last_ack.elapsed() >= ACK_INTERVAL {
+                let repaced = (pace != told).then(|| {
+                    told = pace;
+                    s.liveness.repace(&node, pace);
+                    pace
+                });
+                if repaced.is_some() || last_ack.elapsed() >= ACK_INTERVAL {
                     last_ack = tokio::time::Instant::now();
-                    let heartbeat_ms = (pace != told).then_some(pace);
-                    if pace != told {
-                        told = pace;
-                        s.liveness.repace(&node, pace);
-                    }
-                    let _ = tx.send(ServerMsg::Ack { seq, heartbeat_ms });
+                    let _ = tx.send(ServerMsg::Ack {
+                        seq,
+                        heartbeat_ms: repaced,
+                    });
                 }
             }
             // Kept with the node that said it: the run heeds only the nodes it ordered.

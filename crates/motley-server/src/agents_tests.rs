@@ -19,19 +19,41 @@ fn hello(node: &str) -> AgentMsg {
     }
 }
 
+/// Waits until `done` holds, polling every 10 ms; fails the test with `what` after
+/// `within`.
+async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// pi2's session on `s`, over a link whose frames and answers the test holds.
 fn start_pi2(
     s: &Arc<Shared>,
     out: mpsc::Sender<ServerMsg>,
 ) -> (mpsc::UnboundedSender<Frame>, tokio::task::JoinHandle<()>) {
+    start_agent(s, "pi2", "token n2 (node)", "10.0.0.2:5000", out)
+}
+
+/// `node`'s session on `s` for a caller `who` at `peer`, over a link whose frames and
+/// answers the test holds.
+fn start_agent(
+    s: &Arc<Shared>,
+    node: &str,
+    who: &str,
+    peer: &str,
+    out: mpsc::Sender<ServerMsg>,
+) -> (mpsc::UnboundedSender<Frame>, tokio::task::JoinHandle<()>) {
     let (frames, rx) = mpsc::unbounded_channel();
     let caller = AgentCaller {
-        who: "token n2 (node)".into(),
-        peer: "10.0.0.2:5000".into(),
+        who: who.into(),
+        peer: peer.into(),
     };
     let session = tokio::spawn(session(
         s.clone(),
-        "pi2".into(),
+        node.into(),
         caller,
         ChanLink { rx, out },
     ));
@@ -121,11 +143,10 @@ async fn a_node_cannot_write_into_another_nodes_log_stream() {
         matches!(welcome, Ok(Some(ServerMsg::Welcome { .. }))),
         "{welcome:?}"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.trust.audit.recent().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "nothing audited");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("nothing audited", Duration::from_secs(10), || {
+        !s.trust.audit.recent().is_empty()
+    })
+    .await;
     let entry = &s.trust.audit.recent()[0];
     assert!(entry.why.contains("another node"), "{entry:?}");
     assert_eq!(entry.peer, "10.0.0.2:5000");
@@ -177,14 +198,10 @@ async fn a_node_cannot_report_for_another_nodes_allocation() {
         .txn(motley_store::Txn::new().put(crate::keys::alloc("web-1"), value))
         .await
         .expect("put");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !s.cache().allocs.contains_key("web-1") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "cache never saw web-1"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("cache never saw web-1", Duration::from_secs(10), || {
+        s.cache().allocs.contains_key("web-1")
+    })
+    .await;
     // pi2 says web-1 failed: alone, and in a batch with another report.
     let (out, _from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
     let (frames, session) = start_pi2(&s, out);
@@ -245,14 +262,10 @@ async fn a_node_cannot_claim_server_or_operator_labels() {
         .txn(motley_store::Txn::new().put(crate::keys::node("pi2"), value))
         .await
         .expect("put");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !s.cache().nodes.contains_key("pi2") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "cache never saw pi2"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("cache never saw pi2", Duration::from_secs(10), || {
+        s.cache().nodes.contains_key("pi2")
+    })
+    .await;
     // pi2 says hello claiming to be trusted and to have eight GPUs.
     let (out, _from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
     let (frames, session) = start_pi2(&s, out);
@@ -335,14 +348,10 @@ async fn progress_is_kept_in_memory_for_the_nodes_own_allocations_until_its_next
             .await
             .expect("put");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.cache().allocs.len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "cache never saw both"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("cache never saw both", Duration::from_secs(10), || {
+        s.cache().allocs.len() >= 2
+    })
+    .await;
     let (out, _from_server) = mpsc::channel(crate::state::OUTBOX_LIMIT);
     let (frames, session) = start_pi2(&s, out);
     let progress = |id: &str, text: &str| AgentMsg::Progress {
@@ -377,14 +386,10 @@ async fn progress_is_kept_in_memory_for_the_nodes_own_allocations_until_its_next
         at: 0,
     });
     assert!(frames.send(Frame::Msg(running)).is_ok());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while crate::util::lock(&s.progress).contains_key("web-1") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "progress never cleared"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("progress never cleared", Duration::from_secs(10), || {
+        !crate::util::lock(&s.progress).contains_key("web-1")
+    })
+    .await;
     drop(frames);
     let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
 }
@@ -454,14 +459,10 @@ async fn heartbeats_are_answered_while_new_facts_wait_for_a_slow_store() {
     let (frames, session) = start_pi2(&s, out);
     assert!(frames.send(Frame::Msg(hello("pi2"))).is_ok());
     // Registered and welcomed before the store slows down.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !s.cache().nodes.contains_key("pi2") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pi2 never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("pi2 never registered", Duration::from_secs(10), || {
+        s.cache().nodes.contains_key("pi2")
+    })
+    .await;
     slow.store(true, std::sync::atomic::Ordering::SeqCst);
     let facts = motley_core::model::NodeFacts {
         cpus: 4,
@@ -492,14 +493,13 @@ async fn heartbeats_are_answered_while_new_facts_wait_for_a_slow_store() {
     beating.abort();
     assert_eq!(acked, Ok(true), "the heartbeat waited for the facts' write");
     // And the facts are registered once the store answers.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while s.cache().nodes.get("pi2").is_none_or(|n| n.facts.cpus != 4) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new facts were lost"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the new facts were lost", Duration::from_secs(20), || {
+        s.cache()
+            .nodes
+            .get("pi2")
+            .is_some_and(|n| n.facts.cpus == 4)
+    })
+    .await;
     drop(frames);
     let _ = tokio::time::timeout(Duration::from_secs(10), session).await;
 }
@@ -553,14 +553,10 @@ async fn an_agent_that_stops_reading_is_disconnected_not_queued_for_without_boun
     let (frames, session) = start_pi2(&s, out);
     let hello = hello("pi2");
     assert!(frames.send(Frame::Msg(hello)).is_ok());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !s.hub.connected().contains("pi2") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pi2 never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("pi2 never connected", Duration::from_secs(10), || {
+        s.hub.connected().contains("pi2")
+    })
+    .await;
     let mut refused = 0;
     for i in 0..=crate::state::OUTBOX_LIMIT {
         if !s.hub.send_to(
@@ -621,17 +617,8 @@ async fn agents_are_told_a_slower_pace_as_more_connect_and_a_faster_one_as_they_
     s.start_cache().await.expect("cache");
     let start = |node: &str| {
         let (out, from) = mpsc::channel(crate::state::OUTBOX_LIMIT);
-        let (frames, rx) = mpsc::unbounded_channel();
-        let caller = AgentCaller {
-            who: format!("token {node} (node)"),
-            peer: "10.0.0.9:5000".into(),
-        };
-        let session = tokio::spawn(session(
-            s.clone(),
-            node.into(),
-            caller,
-            ChanLink { rx, out },
-        ));
+        let who = format!("token {node} (node)");
+        let (frames, session) = start_agent(&s, node, &who, "10.0.0.9:5000", out);
         assert!(frames.send(Frame::Msg(hello(node))).is_ok());
         (frames, from, session)
     };

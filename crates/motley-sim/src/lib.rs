@@ -20,4 +20,5 @@ pub mod periodic;
 pub mod rng;
 pub mod run;
 pub mod store;
+mod verdict;
 pub mod world;

@@ -38,15 +38,15 @@ struct State {
     partitioned: BTreeSet<String>,
     /// Open connections: node and the switch that resets it.
     links: Vec<(String, watch::Sender<bool>)>,
-    /// New heartbeat paces agents were told (`ServerMsg::Ack::heartbeat_ms`), counted as
-    /// they arrive.
-    paces: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The network.
 #[derive(Clone)]
 pub struct Net {
     state: Arc<Mutex<State>>,
+    /// New heartbeat paces agents were told (`ServerMsg::Ack::heartbeat_ms`), counted as
+    /// they arrive.
+    paces: Arc<std::sync::atomic::AtomicU64>,
     rng: Rng,
     /// Most one message is delayed by.
     pub latency: Duration,
@@ -57,6 +57,7 @@ impl Net {
     pub fn new(rng: Rng, latency: Duration) -> Net {
         Net {
             state: Arc::new(Mutex::new(State::default())),
+            paces: Default::default(),
             rng,
             latency,
         }
@@ -64,9 +65,7 @@ impl Net {
 
     /// New heartbeat paces agents were told so far.
     pub fn paces_told(&self) -> u64 {
-        self.state()
-            .paces
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.paces.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -257,7 +256,7 @@ impl Dialer for SimDialer {
             Ok(Box::new(SimChannel {
                 tx: up_in,
                 rx: agent_rx,
-                paces: self.net.state().paces.clone(),
+                paces: self.net.paces.clone(),
             }) as Box<dyn Channel>)
         })
     }

@@ -108,15 +108,21 @@ impl WsLink {
         };
         let mut wrote = false;
         while let Ok(msg) = outbox.try_recv() {
-            let Ok(text) = serde_json::to_string(&msg) else {
-                continue;
-            };
-            if self.socket.feed(Message::Text(text.into())).await.is_err() {
+            if !feed(&mut self.socket, &msg).await {
                 return false;
             }
             wrote = true;
         }
         !wrote || self.socket.flush().await.is_ok()
+    }
+}
+
+/// Queues `msg` on the socket as JSON, unflushed; false when the socket failed (a
+/// message that cannot be serialized is skipped).
+async fn feed(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
+    match serde_json::to_string(msg) {
+        Ok(text) => socket.feed(Message::Text(text.into())).await.is_ok(),
+        Err(_) => true,
     }
 }
 
@@ -137,8 +143,7 @@ impl Link for WsLink {
                 msg = outbox => match msg {
                     // Written at the top of the loop, with whatever came with it.
                     Some(msg) => {
-                        let Ok(text) = serde_json::to_string(&msg) else { continue };
-                        if self.socket.feed(Message::Text(text.into())).await.is_err() {
+                        if !feed(&mut self.socket, &msg).await {
                             return Frame::End;
                         }
                     }
