@@ -276,10 +276,11 @@ fn node_state(m: &Multi, name: &str) -> String {
     }
 }
 
-/// With a heartbeat budget of one a second, the second agent slows both to a beat every
-/// 1.5 s (a third of the 5 s lease; `failure::paced_heartbeat_ms`); neither is ever
-/// judged suspect or down for it; a killed agent still goes down, and the one left is
-/// told the faster pace again.
+/// With a heartbeat budget of one a second, the second agent is welcomed at a beat every
+/// 1.5 s (a third of the 5 s lease, as for a node holding fenced work:
+/// `failure::paced_heartbeat_ms`), and both, holding none, are then held to the budget
+/// alone (2 s: `failure::quiet_heartbeat_ms`); neither is ever judged suspect or down
+/// for it; a killed agent still goes down, and the one left is told the faster pace again.
 #[test]
 fn agents_are_paced_by_the_heartbeat_budget_and_judged_by_their_pace() {
     let dir = test_dir();
@@ -302,9 +303,21 @@ fn agents_are_paced_by_the_heartbeat_budget_and_judged_by_their_pace() {
         Duration::from_secs(20),
         || said(&m.dir.path().join("n2.log"), "(heartbeats every 1500 ms)").then_some(()),
     );
-    wait_for("n1 told the slower pace", Duration::from_secs(10), || {
-        said(&n1_log, "paces heartbeats: every 1500 ms").then_some(())
-    });
+    // Neither holds fenced work: both are held to the budget alone, 2 s for two
+    // nodes at one a second (`failure::quiet_heartbeat_ms`).
+    for n in ["n1", "n2"] {
+        wait_for(
+            &format!("{n} told the quiet pace"),
+            Duration::from_secs(10),
+            || {
+                said(
+                    &m.dir.path().join(format!("{n}.log")),
+                    "paces heartbeats: every 2000 ms",
+                )
+                .then_some(())
+            },
+        );
+    }
     let until = std::time::Instant::now() + Duration::from_secs(12);
     while std::time::Instant::now() < until {
         for n in ["n1", "n2"] {
@@ -323,11 +336,102 @@ fn agents_are_paced_by_the_heartbeat_budget_and_judged_by_their_pace() {
     });
     eprintln!("n2 killed: down after {:?}", killed.elapsed());
     assert_eq!(node_state(&m, "n1"), "ready");
+    // Alone again: one a second fits the budget.
     wait_for(
         "n1 told the faster pace again",
         Duration::from_secs(10),
         || said(&n1_log, "paces heartbeats: every 1000 ms").then_some(()),
     );
+}
+
+/// A counter of the server's `/metrics` (`NAME_total`); missing or unreadable fails.
+fn counter(metrics: &str, name: &str) -> u64 {
+    let prefix = format!("{name}_total ");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{name}_total not in /metrics:\n{metrics}"));
+    match line[prefix.len()..].trim().parse() {
+        Ok(n) => n,
+        Err(e) => panic!("{line}: {e}"),
+    }
+}
+
+/// A node without fenced work asks for no acknowledgements (`motley_core::lease`): its
+/// heartbeats are heard and none is answered, so its lease runs out. Fenced work given
+/// then beats at once for a lease and starts; while it runs, heartbeats are answered
+/// (its lease holds: the same process 8 s later, past a whole lease); once it is gone,
+/// the node is quiet again.
+#[test]
+fn only_a_node_with_fenced_work_has_its_heartbeats_answered() {
+    let mut c = Cluster::up(&[]);
+    let node = wait_for("the node ready", Duration::from_secs(30), || {
+        let v = c.json(&["get", "nodes"]);
+        (v[0]["state"] == "ready").then(|| v[0]["name"].to_string())
+    });
+    let read = |c: &Cluster| {
+        let m = c.metrics();
+        (
+            counter(&m, "motley_agent_heartbeats"),
+            counter(&m, "motley_agent_heartbeat_acks"),
+        )
+    };
+    let (beats0, acks0) = read(&c);
+    // Past a whole lease (5 s) since the agent connected: its lease has run out.
+    std::thread::sleep(Duration::from_secs(6));
+    let (beats1, acks1) = read(&c);
+    assert!(
+        beats1 >= beats0 + 5,
+        "heartbeats heard: {beats0} -> {beats1}"
+    );
+    assert_eq!(
+        acks1, acks0,
+        "no heartbeat of {node} answered without fenced work"
+    );
+    let out = c.apply_yaml(
+        "db.yaml",
+        "kind: Service\nname: db\nreplicas: 1\non_node_loss: fence\ntask:\n  command: [sleep, \"1000\"]\n  resources: { cpu: 10m, memory: 8Mi }\n  stop_grace: 1s\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = wait_for(
+        "the fenced replica running",
+        Duration::from_secs(30),
+        || {
+            c.running("service/db")
+                .first()
+                .and_then(|a| a["pid"].as_u64())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    let (_, acks2) = read(&c);
+    assert!(
+        acks2 >= acks1 + 4,
+        "heartbeats answered while fenced work runs: {acks1} -> {acks2}"
+    );
+    let still: Vec<u64> = c
+        .running("service/db")
+        .iter()
+        .filter_map(|a| a["pid"].as_u64())
+        .collect();
+    assert_eq!(still, vec![pid], "the lease held: the same process");
+    c.ok(&["delete", "service", "db"]);
+    wait_for("the fenced replica gone", Duration::from_secs(30), || {
+        c.allocs()
+            .iter()
+            .all(|a| a["workload"] != "service/db" || a["state"] != "running")
+            .then_some(())
+    });
+    // Its end reported: the node holds no fenced work again.
+    std::thread::sleep(Duration::from_secs(2));
+    let (beats3, acks3) = read(&c);
+    std::thread::sleep(Duration::from_secs(4));
+    let (beats4, acks4) = read(&c);
+    assert!(beats4 >= beats3 + 4, "still heard: {beats3} -> {beats4}");
+    assert_eq!(acks4, acks3, "quiet again once the fenced work is gone");
 }
 
 /// Sends SIGCONT when dropped: a test that fails while an agent is stopped must not

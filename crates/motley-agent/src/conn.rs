@@ -306,11 +306,14 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                 return Ok(());
             }
             _ = beat.tick() => {
-                let seq = beats.send(agent.inner.contact.now_ms());
+                // Only a node with fenced work needs its lease (`motley_core::lease`).
+                let asks = motley_core::lease::asks_ack(agent.holds_fenced_work());
+                let seq = beats.send(agent.inner.contact.now_ms(), asks);
                 if chaos.drop_heartbeat() {
                     continue;
                 }
-                if let Some(m) = outgoing.hold(chaos.delay(), vec![AgentMsg::Heartbeat { seq }]) {
+                let hb = AgentMsg::Heartbeat { seq, quiet: !asks };
+                if let Some(m) = outgoing.hold(chaos.delay(), vec![hb]) {
                     ch.send(m).await?;
                 }
             }
@@ -318,7 +321,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                 match got {
                     Received::Msg(msg) => {
                         if let Some(msg) = incoming.hold(chaos.delay(), msg) {
-                            repace(&mut beat, received(agent, &mut beats, &tx, msg));
+                            received(agent, &mut beats, &tx, &mut beat, msg);
                         }
                     }
                     Received::Other => {}
@@ -329,7 +332,7 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                     Received::Failed(e) => anyhow::bail!(e),
                 }
             }
-            msg = incoming.due() => repace(&mut beat, received(agent, &mut beats, &tx, msg)),
+            msg = incoming.due() => received(agent, &mut beats, &tx, &mut beat, msg),
             msgs = outgoing.due() => ch.send(msgs).await?,
             msg = rx.recv() => {
                 let Some(msg) = msg else { return Ok(()) };
@@ -343,25 +346,36 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
 }
 
 /// What the agent does with a message from its server (once a latency fault let it
-/// through): an acknowledged heartbeat renews the lease, the rest is `Agent::handle`'s.
-/// Returns the new heartbeat interval the server asked for, if any.
+/// through): an acknowledged heartbeat renews the lease and may set a new pace
+/// (`beat`), the rest is `Agent::handle`'s. Fenced work given while the lease has run
+/// out (a node without fenced work asks for no acknowledgements) makes the next beat
+/// go at once, asking: the work waits a round trip for its lease, not a whole pace.
 fn received(
     agent: &Agent,
     beats: &mut motley_core::lease::Heartbeats<u64>,
     tx: &mpsc::UnboundedSender<AgentMsg>,
+    beat: &mut tokio::time::Interval,
     msg: ServerMsg,
-) -> Option<Duration> {
+) {
     match msg {
         ServerMsg::Ack { seq, heartbeat_ms } => {
             if let Some(sent) = beats.acked(seq) {
                 agent.inner.contact.renew_lease(sent);
                 agent.fence_sync();
             }
-            heartbeat_ms.map(|ms| Duration::from_millis(ms.max(50)))
+            repace(
+                beat,
+                heartbeat_ms.map(|ms| Duration::from_millis(ms.max(50))),
+            );
         }
         msg => {
+            let assigns = matches!(msg, ServerMsg::Sync { .. } | ServerMsg::Upsert { .. });
             agent.handle(msg, tx);
-            None
+            if assigns
+                && motley_core::lease::beat_now(agent.holds_fenced_work(), agent.lease_valid())
+            {
+                beat.reset_immediately();
+            }
         }
     }
 }
@@ -445,7 +459,10 @@ mod tests {
     fn a_later_report_of_the_same_allocation_replaces_an_earlier_one() {
         let out = superseded_dropped(vec![
             update("a", AllocState::Running),
-            AgentMsg::Heartbeat { seq: 0 },
+            AgentMsg::Heartbeat {
+                seq: 0,
+                quiet: false,
+            },
             update("b", AllocState::Running),
             update("a", AllocState::Complete),
         ]);

@@ -38,6 +38,9 @@ pub struct Contact {
     lease: Mutex<Duration>,
     /// Servers to try: the configured ones, then those servers announced.
     servers: Mutex<Vec<String>>,
+    /// Told of every renewal (the lease watchdog waits for one while nothing fenced
+    /// runs and the lease has run out).
+    pub renewed: tokio::sync::Notify,
 }
 
 impl Contact {
@@ -54,6 +57,7 @@ impl Contact {
             fallback: tokio::time::Instant::now(),
             lease: Mutex::new(DEFAULT_LEASE),
             servers: Mutex::new(servers),
+            renewed: tokio::sync::Notify::new(),
         };
         let cut_off = (DEFAULT_LEASE - START_GRACE).as_millis() as u64;
         c.last_contact = Mutex::new(c.now_ms().saturating_sub(cut_off));
@@ -130,6 +134,8 @@ impl Contact {
     pub fn renew_lease(&self, sent: u64) {
         let mut last = lock(&self.last_contact);
         *last = motley_core::lease::renewed(*last, sent);
+        drop(last);
+        self.renewed.notify_one();
     }
 
     /// The lease the server announced.

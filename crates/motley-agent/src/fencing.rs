@@ -21,6 +21,18 @@ pub(crate) struct Fencing {
 }
 
 impl Agent {
+    /// True while the node holds fenced work (running, or assigned and not ended): its
+    /// heartbeats then ask for acknowledgements, which renew the lease
+    /// (`motley_core::lease::asks_ack`).
+    pub(crate) fn holds_fenced_work(&self) -> bool {
+        self.inner
+            .local
+            .state()
+            .allocs
+            .values()
+            .any(|l| l.alloc.on_node_loss == NodeLoss::Fence && !l.report.state.is_terminal())
+    }
+
     /// Sends the guard a new order if it matters ([`FenceOrder::worth_sending`]).
     /// Called after every lease renewal, before a fenced start and after an end.
     pub(crate) fn fence_sync(&self) {

@@ -150,6 +150,10 @@ pub enum AgentMsg {
         /// the agent's lease runs from when it sent it ([`crate::lease`]). 0: unnumbered.
         #[serde(default)]
         seq: u64,
+        /// No acknowledgement wanted: the node holds no fenced work, so it has no lease
+        /// to renew ([`crate::lease::asks_ack`]). Absent (older agents): one is wanted.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        quiet: bool,
     },
     /// A piece of an allocation's log, answering [`ServerMsg::Logs`].
     LogData {
@@ -302,9 +306,21 @@ mod tests {
     #[test]
     fn heartbeats_and_acks_carry_a_number_older_peers_leave_out() -> serde_json::Result<()> {
         let hb: AgentMsg = serde_json::from_str(r#"{"type":"heartbeat","seq":7}"#)?;
-        assert_eq!(hb, AgentMsg::Heartbeat { seq: 7 });
+        assert_eq!(
+            hb,
+            AgentMsg::Heartbeat {
+                seq: 7,
+                quiet: false
+            }
+        );
         let old: AgentMsg = serde_json::from_str(r#"{"type":"heartbeat"}"#)?;
-        assert_eq!(old, AgentMsg::Heartbeat { seq: 0 });
+        assert_eq!(
+            old,
+            AgentMsg::Heartbeat {
+                seq: 0,
+                quiet: false
+            }
+        );
         let ack: ServerMsg = serde_json::from_str(r#"{"type":"ack"}"#)?;
         assert_eq!(
             ack,
@@ -320,6 +336,22 @@ mod tests {
             })?,
             r#"{"type":"ack","seq":3}"#
         );
+        // A heartbeat that wants its acknowledgement is what older servers know; a
+        // quiet one says so.
+        assert_eq!(
+            serde_json::to_string(&AgentMsg::Heartbeat {
+                seq: 8,
+                quiet: false
+            })?,
+            r#"{"type":"heartbeat","seq":8}"#
+        );
+        let quiet = AgentMsg::Heartbeat {
+            seq: 9,
+            quiet: true,
+        };
+        let text = serde_json::to_string(&quiet)?;
+        assert_eq!(text, r#"{"type":"heartbeat","seq":9,"quiet":true}"#);
+        assert_eq!(serde_json::from_str::<AgentMsg>(&text)?, quiet);
         let paced: ServerMsg =
             serde_json::from_str(r#"{"type":"ack","seq":4,"heartbeat_ms":1500}"#)?;
         assert_eq!(

@@ -276,21 +276,32 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
             AgentMsg::Readings { readings, at } => {
                 s.liveness.set_readings(&node, readings, at);
             }
-            AgentMsg::Heartbeat { seq } => {
+            AgentMsg::Heartbeat { seq, quiet } => {
                 s.liveness.heartbeat(&node, told);
+                s.metrics.heartbeats.inc();
                 // Renewing the lease once a second is plenty (it lasts seconds) and
-                // halves the idle traffic. The number lets the agent count its lease
-                // from when it sent this heartbeat (`motley_core::lease`). A new pace
-                // (more or fewer agents connected) goes out at once, with the node's
-                // detector judging it by the new pace from now.
-                let pace = s.pace(0);
+                // halves the idle traffic; a quiet heartbeat (a node without fenced
+                // work: no lease to renew) gets no answer at all. The number lets the
+                // agent count its lease from when it sent this heartbeat
+                // (`motley_core::lease`). A new pace (more or fewer agents connected)
+                // goes out at once, quiet or not, with the node's detector judging it
+                // by the new pace from now; a quiet node is paced by the budget alone
+                // (`failure::quiet_heartbeat_ms`), so a node that starts or stops
+                // asking is told its pace again.
+                let pace = s.pace(0, quiet);
                 let repaced = (pace != told).then(|| {
                     told = pace;
                     s.liveness.repace(&node, pace);
                     pace
                 });
-                if repaced.is_some() || last_ack.elapsed() >= ACK_INTERVAL {
+                // Only a renewal counts against the interval: a pace told to a quiet
+                // heartbeat must not hold back the renewal its next one asks for.
+                let renews = !quiet && last_ack.elapsed() >= ACK_INTERVAL;
+                if renews {
                     last_ack = tokio::time::Instant::now();
+                }
+                if renews || repaced.is_some() {
+                    s.metrics.heartbeat_acks.inc();
                     let _ = tx.send(ServerMsg::Ack {
                         seq,
                         heartbeat_ms: repaced,

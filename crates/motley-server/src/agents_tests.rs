@@ -475,7 +475,10 @@ async fn heartbeats_are_answered_while_new_facts_wait_for_a_slow_store() {
     let beats = frames.clone();
     let beating = tokio::spawn(async move {
         for seq in 1..50 {
-            if beats.send(Frame::Msg(AgentMsg::Heartbeat { seq })).is_err() {
+            if beats
+                .send(Frame::Msg(AgentMsg::Heartbeat { seq, quiet: false }))
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -602,7 +605,8 @@ async fn next_from<T>(
 /// Agents are paced by how many are connected (`failure::paced_heartbeat_ms`; a budget
 /// of one heartbeat a second here): the second agent is welcomed at the slower pace, the
 /// first is told it in the acknowledgement of its next heartbeat and only then; when the
-/// second leaves, the first is told the faster pace again.
+/// second leaves, the first is told the faster pace again. A quiet heartbeat (a node
+/// without fenced work) is answered only to tell a new pace, the budget's alone.
 #[tokio::test]
 async fn agents_are_told_a_slower_pace_as_more_connect_and_a_faster_one_as_they_leave() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -638,15 +642,24 @@ async fn agents_are_told_a_slower_pace_as_more_connect_and_a_faster_one_as_they_
         1_500,
         "two, at most lease/3"
     );
-    assert!(pi1.send(Frame::Msg(AgentMsg::Heartbeat { seq: 1 })).is_ok());
-    assert_eq!(next_from(&mut from1, ack).await, (1, Some(1_500)));
+    let beat = |seq, quiet| Frame::Msg(AgentMsg::Heartbeat { seq, quiet });
+    // A quiet heartbeat (no fenced work) is answered when the pace changed, and a
+    // quiet node is held to the budget alone: two nodes at one a second, 2 s.
+    assert!(pi1.send(beat(1, true)).is_ok());
+    assert_eq!(next_from(&mut from1, ack).await, (1, Some(2_000)));
+    // Otherwise a quiet heartbeat is not answered: the next acknowledgement is of the
+    // one that asked (fenced work), told the pace of a node with a lease.
+    tokio::time::sleep(ACK_INTERVAL).await;
+    assert!(pi1.send(beat(2, true)).is_ok());
+    assert!(pi1.send(beat(3, false)).is_ok());
+    assert_eq!(next_from(&mut from1, ack).await, (3, Some(1_500)));
     // Told once: the next acknowledgement (a second later) carries no pace.
     tokio::time::sleep(ACK_INTERVAL).await;
-    assert!(pi1.send(Frame::Msg(AgentMsg::Heartbeat { seq: 2 })).is_ok());
-    assert_eq!(next_from(&mut from1, ack).await, (2, None));
+    assert!(pi1.send(beat(4, false)).is_ok());
+    assert_eq!(next_from(&mut from1, ack).await, (4, None));
     drop(pi2);
     let _ = tokio::time::timeout(Duration::from_secs(5), s2).await;
     assert_eq!(s.hub.count(), 1, "pi2's session ended");
-    assert!(pi1.send(Frame::Msg(AgentMsg::Heartbeat { seq: 3 })).is_ok());
-    assert_eq!(next_from(&mut from1, ack).await, (3, Some(1_000)));
+    assert!(pi1.send(beat(5, false)).is_ok());
+    assert_eq!(next_from(&mut from1, ack).await, (5, Some(1_000)));
 }

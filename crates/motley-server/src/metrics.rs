@@ -140,6 +140,11 @@ pub struct Metrics {
     /// Agent reports committed with others that arrived together, in one transaction:
     /// `motley_agent_reports{how="batched"}`.
     pub reports_batched: Counter,
+    /// Agents' heartbeats heard.
+    pub heartbeats: Counter,
+    /// Heartbeats answered (lease renewals and new paces): nodes without fenced work
+    /// ask for no answer (`motley_core::lease::asks_ack`).
+    pub heartbeat_acks: Counter,
     /// Connected agents.
     pub agents_connected: Gauge,
     /// 1 while this server leads.
@@ -182,6 +187,8 @@ impl Metrics {
             service_budget: Family::default(),
             reports_alone,
             reports_batched,
+            heartbeats: Counter::default(),
+            heartbeat_acks: Counter::default(),
             agents_connected: Gauge::default(),
             leader: Gauge::default(),
             leader_terms: Counter::default(),
@@ -241,6 +248,16 @@ impl Metrics {
             "motley_agent_reports",
             "Agent reports applied, alone or batched with others that arrived together",
             reports.clone(),
+        );
+        registry.register(
+            "motley_agent_heartbeats",
+            "Heartbeats heard from agents",
+            m.heartbeats.clone(),
+        );
+        registry.register(
+            "motley_agent_heartbeat_acks",
+            "Heartbeats answered: lease renewals for nodes holding fenced work, and new paces",
+            m.heartbeat_acks.clone(),
         );
         registry.register(
             "motley_agents_connected",

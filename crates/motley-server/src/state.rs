@@ -120,6 +120,9 @@ pub struct Shared {
     pub events: crate::events::Events,
     /// Services' availability (the leader's; checkpointed hourly).
     pub uptime: crate::uptime::Uptime,
+    /// The nodes' names as the health pass last read them from the cache (copied
+    /// again only when they change).
+    roster: Mutex<Arc<[String]>>,
     /// The experiment under way (the leader's, memory only).
     pub lab: lab::Lab,
 }
@@ -217,6 +220,7 @@ impl Shared {
             sources: Default::default(),
             events: Default::default(),
             uptime: Default::default(),
+            roster: Default::default(),
             lab: Default::default(),
             taint_policy,
         })
@@ -224,7 +228,7 @@ impl Shared {
 
     /// Re-judges every node's health; kicks the controller when any verdict changed.
     pub fn evaluate_health(&self) {
-        let names: Vec<String> = self.cache().nodes.keys().cloned().collect();
+        let names = self.roster();
         let connected = self.hub.connected_among(&names);
         let changed = self.liveness.evaluate(&names, &connected);
         if !changed.is_empty() {
@@ -246,6 +250,17 @@ impl Shared {
             self.plans.kick.notify_one();
             self.catalog.touch();
         }
+    }
+
+    /// Every node's name, in the cache's order: the last copy while the names are the
+    /// same (compared in place, four times a second), a new one when they changed.
+    fn roster(&self) -> Arc<[String]> {
+        let cache = self.cache();
+        let mut memo = lock(&self.roster);
+        if !memo.iter().eq(cache.nodes.keys()) {
+            *memo = cache.nodes.keys().cloned().collect();
+        }
+        memo.clone()
     }
 
     /// Runs [`Shared::evaluate_health`] twice per heartbeat interval.
@@ -413,7 +428,9 @@ impl Shared {
         addr: Option<std::net::IpAddr>,
     ) -> (u64, u64) {
         let conn_id = self.id();
-        let pace = self.pace(1);
+        // As for a node holding fenced work (it may, after a reconnection): its first
+        // quiet heartbeat is told the quiet pace.
+        let pace = self.pace(1, false);
         {
             let cache = self.cache();
             let _ = tx.send(ServerMsg::Welcome {
@@ -438,8 +455,14 @@ impl Shared {
 
     /// How often agents should beat with the agents connected here and `joining` more
     /// (`failure::paced_heartbeat_ms`).
-    pub fn pace(&self, joining: usize) -> u64 {
-        motley_core::failure::paced_heartbeat_ms(&self.liveness.config, self.hub.count() + joining)
+    /// `quiet`: for a node that asks for no acknowledgements (`failure::quiet_heartbeat_ms`).
+    pub fn pace(&self, joining: usize, quiet: bool) -> u64 {
+        let (cfg, nodes) = (&self.liveness.config, self.hub.count() + joining);
+        if quiet {
+            motley_core::failure::quiet_heartbeat_ms(cfg, nodes)
+        } else {
+            motley_core::failure::paced_heartbeat_ms(cfg, nodes)
+        }
     }
 
     /// Forgets an agent connection (unless it was already replaced by a newer one).

@@ -45,7 +45,13 @@ fn ups<'a>(
         .filter(|(_, w)| matches!(&w.spec, Spec::Service(s) if s.replicas > 0))
         .map(|(r, _)| (r, false))
         .collect();
+    // Once every service has a replica up, no other allocation can change the answer
+    // (at 100,000 replicas of one service the first one running ends the walk).
+    let mut down = out.len();
     for a in allocs.values() {
+        if down == 0 {
+            break;
+        }
         if a.workload.kind != Kind::Service
             || a.state != AllocState::Running
             || a.desired != Desired::Run
@@ -53,8 +59,12 @@ fn ups<'a>(
             continue;
         }
         let healthy = a.check.is_none() || a.health == Some(motley_core::health::Health::Healthy);
-        if healthy && let Some(up) = out.get_mut(&a.workload) {
+        if healthy
+            && let Some(up) = out.get_mut(&a.workload)
+            && !*up
+        {
             *up = true;
+            down -= 1;
         }
     }
     out
