@@ -182,6 +182,12 @@ fn happened(cache: &Cache, key: &str, old: Replaced) -> Vec<motley_core::events:
     }
 }
 
+/// A [`Cache::node_set`] never used before in this process (0 is an empty cache's).
+fn new_node_set() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
     let active = cache.active.get_mut().unwrap_or_else(|e| e.into_inner());
     let decoded = match keys::parse(key) {
@@ -192,8 +198,13 @@ fn apply_put(cache: &mut Cache, key: &str, value: &[u8], rev: u64) -> Replaced {
             }
             Replaced::Workload(cache.workloads.insert(r, w).map(Box::new))
         }),
-        Parsed::Node(n) => serde_json::from_slice::<Node>(value)
-            .map(|node| Replaced::Node(cache.nodes.insert(n.to_string(), node).map(Box::new))),
+        Parsed::Node(n) => serde_json::from_slice::<Node>(value).map(|node| {
+            let old = cache.nodes.insert(n.to_string(), node);
+            if old.is_none() {
+                cache.node_set = new_node_set();
+            }
+            Replaced::Node(old.map(Box::new))
+        }),
         Parsed::Alloc(id) => serde_json::from_slice::<Allocation>(value).map(|mut a| {
             share_task(&mut cache.tasks, &mut a);
             active.put_alloc(&a);
@@ -250,7 +261,13 @@ fn apply_delete(cache: &mut Cache, key: &str) -> Replaced {
             }
             Replaced::Workload(old.map(Box::new))
         }
-        Parsed::Node(n) => Replaced::Node(cache.nodes.remove(n).map(Box::new)),
+        Parsed::Node(n) => {
+            let old = cache.nodes.remove(n);
+            if old.is_some() {
+                cache.node_set = new_node_set();
+            }
+            Replaced::Node(old.map(Box::new))
+        }
         Parsed::Alloc(id) => {
             let old = cache.allocs.remove(id);
             if let Some(a) = &old {

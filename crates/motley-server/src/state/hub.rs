@@ -76,6 +76,8 @@ pub struct Hub {
     conns: Mutex<HashMap<String, AgentConn>>,
     /// How many are held, read without the lock (every heartbeat reads it to pace).
     held: std::sync::atomic::AtomicUsize,
+    /// Counts connections registered and removed.
+    changes: std::sync::atomic::AtomicU64,
     /// Open log streams by request id: the node asked, and where its data goes.
     log_streams: Mutex<HashMap<u64, (String, mpsc::Sender<LogPiece>)>>,
 }
@@ -85,9 +87,17 @@ impl Hub {
     pub fn insert(&self, node: &str, conn: AgentConn) -> usize {
         let mut conns = lock(&self.conns);
         conns.insert(node.to_string(), conn);
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.held
             .store(conns.len(), std::sync::atomic::Ordering::Relaxed);
         conns.len()
+    }
+
+    /// How many times a connection was registered or removed: equal counts, the same
+    /// connections (read before what depends on them).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many agent connections are held.
@@ -101,6 +111,8 @@ impl Hub {
         let mut conns = lock(&self.conns);
         if conns.get(node).is_some_and(|c| c.conn_id == conn_id) {
             conns.remove(node);
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.held
             .store(conns.len(), std::sync::atomic::Ordering::Relaxed);

@@ -36,6 +36,9 @@ type NodeEnergy = (BTreeMap<String, u64>, bool);
 struct Nodes {
     index: HashMap<String, usize>,
     slots: Vec<NodeHealth>,
+    /// The slots of the names the last pass judged, and the node set they were of
+    /// (`Cache::node_set`): the next pass over the same names looks up none.
+    roster: Option<(u64, Vec<usize>)>,
 }
 
 impl Nodes {
@@ -60,6 +63,21 @@ impl Nodes {
     fn clear(&mut self) {
         self.index.clear();
         self.slots.clear();
+        self.roster = None;
+    }
+
+    /// The slot of each of `names` (those of `node_set`), made for the ones heard of
+    /// only now with `new`.
+    fn roster(
+        &mut self,
+        names: &[String],
+        node_set: u64,
+        new: impl Fn() -> NodeHealth,
+    ) -> Vec<usize> {
+        match self.roster.take() {
+            Some((set, slots)) if set == node_set && slots.len() == names.len() => slots,
+            _ => names.iter().map(|n| self.slot(n, &new)).collect(),
+        }
     }
 
     fn iter(&self) -> impl Iterator<Item = (&String, &NodeHealth)> {
@@ -139,23 +157,29 @@ impl Liveness {
     /// from the start of the grace (a new server, or a leader that just took over,
     /// declares nothing down at once).
     ///
-    /// `connected[i]` says whether `names[i]`'s agent is connected here. Nothing is
-    /// allocated per node unless its verdict changes, and each node is looked up once
-    /// (four times a second over every node).
-    pub fn evaluate(&self, names: &[String], connected: &[bool]) -> Vec<(String, Health, String)> {
+    /// `connected[i]` says whether `names[i]`'s agent is connected here; `node_set`
+    /// names the set (`Cache::node_set`): over the same set as the last pass, no node
+    /// is looked up by name and nothing is allocated unless a verdict changes (four
+    /// times a second over every node).
+    pub fn evaluate(
+        &self,
+        names: &[String],
+        node_set: u64,
+        connected: &[bool],
+    ) -> Vec<(String, Health, String)> {
         let now = now_ms();
         let grace_from = self.grace_from.load(Ordering::Relaxed);
         let mut changed = Vec::new();
         let mut h = lock(&self.nodes);
         let mut verdicts = Vec::with_capacity(names.len());
         let pace = motley_core::failure::paced_heartbeat_ms(&self.config, names.len());
-        for (name, &connected) in names.iter().zip(connected) {
-            let slot = h.slot(name, || NodeHealth {
-                detector: Detector::seeded(grace_from, pace, &self.config),
-                health: Health::Ready,
-                since: now,
-                reason: "grace period after server start".into(),
-            });
+        let slots = h.roster(names, node_set, || NodeHealth {
+            detector: Detector::seeded(grace_from, pace, &self.config),
+            health: Health::Ready,
+            since: now,
+            reason: "grace period after server start".into(),
+        });
+        for (&slot, &connected) in slots.iter().zip(connected) {
             let entry = &h.slots[slot];
             let verdict = motley_core::failure::judge(
                 &entry.detector,
@@ -207,6 +231,7 @@ impl Liveness {
                 changed.push((name.clone(), verdict, entry.reason.clone()));
             }
         }
+        h.roster = Some((node_set, slots));
         changed
     }
 
@@ -277,5 +302,54 @@ impl Liveness {
             }
         }
         (out, estimated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn changed(l: &Liveness, n: &[&str], set: u64, connected: &[bool]) -> Vec<(String, Health)> {
+        l.evaluate(&names(n), set, connected)
+            .into_iter()
+            .map(|(node, h, _)| (node, h))
+            .collect()
+    }
+
+    /// The pass keeps each node's slot between passes over the same node set: a new
+    /// set is looked up again (its new node judged), the connections given are the
+    /// ones judged, and a grace that forgets every node forgets the slots too.
+    #[test]
+    fn a_pass_over_the_same_nodes_reuses_their_slots_and_a_new_set_is_read_again() {
+        let l = Liveness::new(FailureConfig::default(), now_ms());
+        let s = Health::Suspect;
+        assert_eq!(
+            changed(&l, &["a", "b"], 1, &[true, false]),
+            vec![("b".into(), s)]
+        );
+        assert_eq!(changed(&l, &["a", "b"], 1, &[true, false]), vec![]);
+        assert_eq!(
+            changed(&l, &["a", "b", "c"], 2, &[true, false, false]),
+            vec![("c".into(), s)]
+        );
+        assert_eq!(
+            changed(&l, &["a", "b", "c"], 2, &[true, true, false]),
+            vec![("b".into(), Health::Ready)]
+        );
+        assert_eq!(l.node_health("c").0, s);
+        l.begin_grace(now_ms());
+        assert_eq!(
+            changed(&l, &["a", "b", "c"], 2, &[true, true, false]),
+            vec![("c".into(), s)],
+            "every slot made again after the grace began"
+        );
+        assert_eq!(
+            changed(&l, &["b", "c"], 3, &[false, false]),
+            vec![("b".into(), s)]
+        );
     }
 }
