@@ -412,12 +412,21 @@ fn only_a_node_with_fenced_work_has_its_heartbeats_answered() {
         acks2 >= acks1 + 4,
         "heartbeats answered while fenced work runs: {acks1} -> {acks2}"
     );
-    let still: Vec<u64> = c
-        .running("service/db")
+    let db: Vec<serde_json::Value> = c
+        .allocs()
+        .into_iter()
+        .filter(|a| a["workload"] == "service/db")
+        .collect();
+    let still: Vec<u64> = db
         .iter()
+        .filter(|a| a["state"] == "running")
         .filter_map(|a| a["pid"].as_u64())
         .collect();
-    assert_eq!(still, vec![pid], "the lease held: the same process");
+    assert_eq!(
+        still,
+        vec![pid],
+        "the lease held: the same process; {db:#?}"
+    );
     c.ok(&["delete", "service", "db"]);
     wait_for("the fenced replica gone", Duration::from_secs(30), || {
         c.allocs()

@@ -306,8 +306,12 @@ async fn session(agent: &Agent, url: &str, dialer: &dyn Dialer) -> anyhow::Resul
                 return Ok(());
             }
             _ = beat.tick() => {
-                // Only a node with fenced work needs its lease (`motley_core::lease`).
+                // Only a node with fenced work needs its lease, and one that asks for
+                // no renewal holds none (`motley_core::lease`).
                 let asks = motley_core::lease::asks_ack(agent.holds_fenced_work());
+                if !asks {
+                    agent.inner.contact.forget_lease();
+                }
                 let seq = beats.send(agent.inner.contact.now_ms(), asks);
                 if chaos.drop_heartbeat() {
                     continue;

@@ -138,6 +138,13 @@ impl Contact {
         self.renewed.notify_one();
     }
 
+    /// Gives the lease up: a node that asks for no acknowledgements holds none, so fenced
+    /// work given to it always waits for a fresh one (`motley_core::lease::beat_now`),
+    /// never starts on what is left of an old one (the Welcome's, seconds from its end).
+    pub fn forget_lease(&self) {
+        *lock(&self.last_contact) = 0;
+    }
+
     /// The lease the server announced.
     pub fn set_lease(&self, lease: Duration) {
         *lock(&self.lease) = lease;
