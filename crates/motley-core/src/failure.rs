@@ -91,7 +91,10 @@ pub fn quiet_heartbeat_ms(cfg: &FailureConfig, nodes: usize) -> u64 {
     if cfg.heartbeat_budget == 0 {
         return cfg.heartbeat_ms;
     }
-    let wanted = (nodes as u64).saturating_mul(1_000) / u64::from(cfg.heartbeat_budget);
+    // Rounded up, so that nodes × 1,000 / pace never exceeds the budget.
+    let wanted = (nodes as u64)
+        .saturating_mul(1_000)
+        .div_ceil(u64::from(cfg.heartbeat_budget));
     let stepped = wanted.div_ceil(PACE_STEP_MS).saturating_mul(PACE_STEP_MS);
     stepped.max(cfg.heartbeat_ms)
 }

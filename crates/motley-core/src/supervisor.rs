@@ -189,16 +189,21 @@ impl Supervisor {
             uncounted: 0,
             desired: Desired::Run,
             stop_reason: String::new(),
-            lease: true,
+            // No lease until told one ([`Event::Lease`]): a fenced task must not start
+            // on the event that comes before the lease's in the same batch (an agent
+            // whose lease had run out started one and stopped it at once).
+            lease: false,
             secrets: Secrets::Absent,
             waiting_for: None,
         }
     }
 
-    /// A supervisor for a process adopted from an earlier agent, running now.
+    /// A supervisor for a process adopted from an earlier agent, running now. It keeps
+    /// running until told the lease is gone, which the first batch of events says.
     pub fn adopted(cfg: Config, restarts: u32, now: u64) -> Supervisor {
         Supervisor {
             phase: Phase::Running { since: now },
+            lease: true,
             ..Supervisor::new(cfg, restarts)
         }
     }

@@ -339,6 +339,8 @@ fn an_endpoint_drains_before_it_stops_unless_its_lease_is_gone() {
     c.drain_ms = 1_000;
     let running = |c: &Config| {
         let mut s = Supervisor::new(c.clone(), 0);
+        // A fenced one starts only once told it holds a lease.
+        s.step(Event::Lease(true), 0);
         s.step(Event::Tick, 0);
         s.step(Event::Started { pid: 7 }, 10);
         s
@@ -419,4 +421,38 @@ fn an_unseen_exit_of_run_to_completion_work_waits_for_the_control_plane() {
         None
     );
     assert_eq!(unseen_exit_wait(&policy(RestartMode::Never), 5000), None);
+}
+
+/// The agent gives a supervisor its inputs in one batch, the wish to run before the
+/// lease: a fresh fenced supervisor holds no lease until told, so it never starts on
+/// the first event and stops on the second (an agent whose lease had run out did).
+#[test]
+fn a_fresh_fenced_supervisor_starts_only_once_told_it_holds_a_lease() {
+    let mut c = cfg();
+    c.fenced = true;
+    let mut s = Supervisor::new(c.clone(), 0);
+    assert!(
+        s.step(Event::Desired(Desired::Run, String::new()), 0)
+            .is_empty()
+    );
+    assert!(s.step(Event::Lease(false), 0).is_empty());
+    assert!(s.step(Event::Tick, 0).is_empty());
+    assert_eq!(s.step(Event::Lease(true), 100), vec![Action::Start]);
+    // Not fenced: the lease is not asked about.
+    let mut free = Supervisor::new(cfg(), 0);
+    assert_eq!(
+        free.step(Event::Desired(Desired::Run, String::new()), 0),
+        vec![Action::Start]
+    );
+    // Adopted while running: it runs on until told the lease is gone.
+    let mut adopted = Supervisor::adopted(c, 0, 0);
+    assert!(
+        adopted
+            .step(Event::Desired(Desired::Run, String::new()), 0)
+            .is_empty()
+    );
+    assert_eq!(
+        adopted.step(Event::Lease(false), 10),
+        vec![Action::Stop { grace_ms: 5_000 }]
+    );
 }
