@@ -20,17 +20,17 @@ pub(crate) struct Fencing {
     sent: Mutex<Option<FenceOrder>>,
 }
 
+/// A fenced allocation this node holds: running, or assigned and not ended.
+fn held_fenced(l: &crate::local::LocalAlloc) -> bool {
+    l.alloc.on_node_loss == NodeLoss::Fence && !l.report.state.is_terminal()
+}
+
 impl Agent {
     /// True while the node holds fenced work (running, or assigned and not ended): its
     /// heartbeats then ask for acknowledgements, which renew the lease
     /// (`motley_core::lease::asks_ack`).
     pub(crate) fn holds_fenced_work(&self) -> bool {
-        self.inner
-            .local
-            .state()
-            .allocs
-            .values()
-            .any(|l| l.alloc.on_node_loss == NodeLoss::Fence && !l.report.state.is_terminal())
+        self.inner.local.state().allocs.values().any(held_fenced)
     }
 
     /// Sends the guard a new order if it matters ([`FenceOrder::worth_sending`]).
@@ -42,7 +42,7 @@ impl Agent {
             .state()
             .allocs
             .values()
-            .filter(|l| l.alloc.on_node_loss == NodeLoss::Fence && !l.report.state.is_terminal())
+            .filter(|l| held_fenced(l))
             .map(|l| (l.alloc.id.clone(), l.alloc.task.stop_grace.as_millis()))
             .collect();
         let mut sent = lock(&self.inner.fencing.sent);

@@ -72,13 +72,9 @@ pub const PACE_STEP_MS: u64 = 250;
 /// (the detector learns each node's intervals: a node beating every 1.5 s is declared
 /// down after about 2.5 s of silence instead of 1.5 s).
 pub fn paced_heartbeat_ms(cfg: &FailureConfig, nodes: usize) -> u64 {
-    let slowest = cfg.slowest_heartbeat_ms();
-    if cfg.heartbeat_budget == 0 {
-        return cfg.heartbeat_ms;
-    }
-    let wanted = (nodes as u64).saturating_mul(1_000) / u64::from(cfg.heartbeat_budget);
-    let stepped = wanted.div_ceil(PACE_STEP_MS).saturating_mul(PACE_STEP_MS);
-    stepped.clamp(cfg.heartbeat_ms, slowest)
+    // The budget's pace, bound by the lease (never below the configured interval:
+    // `slowest_heartbeat_ms` is not either).
+    quiet_heartbeat_ms(cfg, nodes).min(cfg.slowest_heartbeat_ms())
 }
 
 /// How often a node that asks for no acknowledgements (it holds no fenced work:
