@@ -515,7 +515,7 @@ impl<'a> Pass<'a, '_> {
             updated_at: self.input.now,
             progress: None,
             check: match &w.spec {
-                Spec::Service(s) => s.check.clone(),
+                Spec::Service(s) => s.check.clone().map(Box::new),
                 _ => None,
             },
             health: None,

@@ -230,6 +230,13 @@ impl Ca {
             .with_single_cert(chain, key)
             .map_err(cert_err)?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session resumption: a server kept a cache of 256 sessions (30 KiB made
+        // up front, and two tickets' sessions stored per connection) and sent two
+        // tickets after every handshake, for clients that never come back with them: a
+        // CLI command is a process of its own, and an agent reconnects seldom (a full
+        // handshake then costs one signature). docs/decisions.md, "A connection's memory".
+        cfg.session_storage = std::sync::Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         Ok(cfg)
     }
 }
@@ -501,5 +508,113 @@ mod tests {
         let p = dir.path().join("client.yaml");
         cfg.save(&p).expect("save");
         assert_eq!(ClientConfig::load(&p).expect("load"), cfg);
+    }
+
+    /// A client's store of sessions that counts the tickets it is given.
+    #[derive(Debug, Default)]
+    struct CountingStore {
+        inner: Option<Arc<dyn rustls::client::ClientSessionStore>>,
+        tickets: std::sync::atomic::AtomicUsize,
+    }
+
+    impl rustls::client::ClientSessionStore for CountingStore {
+        fn set_kx_hint(
+            &self,
+            name: rustls::pki_types::ServerName<'static>,
+            group: rustls::NamedGroup,
+        ) {
+            if let Some(i) = &self.inner {
+                i.set_kx_hint(name, group);
+            }
+        }
+        fn kx_hint(&self, name: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+            self.inner.as_ref().and_then(|i| i.kx_hint(name))
+        }
+        fn set_tls12_session(
+            &self,
+            _: rustls::pki_types::ServerName<'static>,
+            _: rustls::client::Tls12ClientSessionValue,
+        ) {
+        }
+        fn tls12_session(
+            &self,
+            _: &rustls::pki_types::ServerName<'_>,
+        ) -> Option<rustls::client::Tls12ClientSessionValue> {
+            None
+        }
+        fn remove_tls12_session(&self, _: &rustls::pki_types::ServerName<'static>) {}
+        fn insert_tls13_ticket(
+            &self,
+            _: rustls::pki_types::ServerName<'static>,
+            _: rustls::client::Tls13ClientSessionValue,
+        ) {
+            self.tickets
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn take_tls13_ticket(
+            &self,
+            _: &rustls::pki_types::ServerName<'static>,
+        ) -> Option<rustls::client::Tls13ClientSessionValue> {
+            None
+        }
+    }
+
+    /// The server keeps no sessions and sends no tickets (docs/decisions.md, "A
+    /// connection's memory"): a client that completed a handshake and exchanged data
+    /// was given none, and the server's store can cache nothing.
+    #[test]
+    fn the_server_sends_no_session_tickets_and_keeps_no_sessions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::load_or_create(dir.path()).expect("create");
+        let server_cfg = ca
+            .server_config(&server_names(None, &[]))
+            .expect("server config");
+        assert!(!server_cfg.session_storage.can_cache());
+        let store = Arc::new(CountingStore::default());
+        let mut client_cfg = client_tls(ca.cert_pem()).expect("client config");
+        client_cfg.resumption = rustls::client::Resumption::store(store.clone());
+        let mut client = rustls::ClientConnection::new(
+            Arc::new(client_cfg),
+            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+        )
+        .expect("client");
+        let mut server = rustls::ServerConnection::new(Arc::new(server_cfg)).expect("server");
+        // Bytes back and forth in memory until both sides have nothing more to say,
+        // with a message each way once the handshake is done.
+        let mut said = false;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut buf).expect("client writes");
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                server.read_tls(&mut rd).expect("server reads");
+            }
+            server.process_new_packets().expect("server processes");
+            let mut buf = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut buf).expect("server writes");
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).expect("client reads");
+            }
+            client.process_new_packets().expect("client processes");
+            if !client.is_handshaking() && !server.is_handshaking() && !said {
+                std::io::Write::write_all(&mut client.writer(), b"ping").expect("ping");
+                std::io::Write::write_all(&mut server.writer(), b"pong").expect("pong");
+                said = true;
+            }
+        }
+        assert!(said, "the handshake did not complete");
+        let mut got = [0u8; 4];
+        std::io::Read::read_exact(&mut client.reader(), &mut got).expect("the server's answer");
+        assert_eq!(&got, b"pong");
+        assert_eq!(
+            store.tickets.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "the server sent session tickets"
+        );
     }
 }

@@ -42,7 +42,7 @@ pub trait Link: Send + 'static {
     /// A frame that has already arrived, if any (does not wait).
     fn try_recv(&mut self) -> Option<Frame>;
     /// Where messages to the agent go, in order; closed when the connection is.
-    fn sender(&mut self) -> mpsc::Sender<ServerMsg>;
+    fn sender(&mut self) -> mpsc::Sender<crate::state::Queued>;
     /// Turns the agent away for good (close code 4003: it stops reconnecting).
     fn refuse(self, why: String) -> impl std::future::Future<Output = ()> + Send;
 }
@@ -93,18 +93,23 @@ fn refused(s: &Shared, caller: &AgentCaller, method: &str, why: String) {
     });
 }
 
-/// Serves one agent's connection until it ends: Hello, Welcome and the full set, then
-/// reports, heartbeats and log data in, changes out.
-pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller, mut link: L) {
-    // Only the leader holds agents, and a server that stops leading lets them go. Watch
-    // the term from the start: leadership lost between the upgrade and this point (a
-    // paused or slow server) would otherwise go unnoticed, and the agent would heartbeat
-    // to a follower while the leader declares its node down (found by the simulator).
-    let mut term = s.ha.term.subscribe();
-    if term.borrow_and_update().is_none() {
-        tracing::info!("agent {node}: this server no longer leads; closing");
-        return;
-    }
+/// How an agent's hello went.
+enum Admission {
+    /// Registered: what its hello said that the session goes on with.
+    In {
+        labels: std::collections::BTreeMap<String, String>,
+        allocs: Vec<motley_core::proto::AllocReport>,
+        address: Option<std::net::IpAddr>,
+    },
+    /// Turned away for good, for this reason (audited).
+    Refused(String),
+    /// No valid hello, or the node could not be registered: the connection ends.
+    Ended,
+}
+
+/// Reads an agent's hello, checks it (its node, the protocol and version skew, the
+/// labels it may claim) and registers the node.
+async fn admit<L: Link>(s: &Shared, node: &str, caller: &AgentCaller, link: &mut L) -> Admission {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, link.recv()).await {
         Ok(Frame::Msg(m)) => Some(m),
         _ => None,
@@ -120,7 +125,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     }) = hello
     else {
         tracing::warn!("agent for {node}: no valid hello");
-        return;
+        return Admission::Ended;
     };
     let skew = motley_core::version::skew(motley_core::version::THIS, &facts.agent_version);
     if said != node || version != PROTOCOL_VERSION || !skew.allowed() {
@@ -141,30 +146,63 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
             }
         };
         tracing::warn!("refusing agent: {why}");
-        refused(&s, &caller, "GET", why.clone());
-        link.refuse(why).await;
-        return;
+        refused(s, caller, "GET", why.clone());
+        return Admission::Refused(why);
     }
     // What a node may not say of itself is dropped by the registration; say so in the
     // audit log (a misconfigured node, or one lying to attract work).
     let operator = s
         .cache()
         .nodes
-        .get(&node)
+        .get(node)
         .map(|n| n.operator_labels.clone())
         .unwrap_or_default();
     for claim in motley_core::node::label_claims(&labels, &operator) {
         let why = format!("node {node} claimed {claim}: dropped");
         tracing::warn!("{why}");
-        refused(&s, &caller, "WS", why);
+        refused(s, caller, "WS", why);
     }
-    if let Err(e) = s.register_node(&node, facts, &labels).await {
+    if let Err(e) = s.register_node(node, facts, &labels).await {
         tracing::warn!("registering node {node}: {e}");
-        return;
+        return Admission::Ended;
     }
     if let Some(r) = readings {
-        s.liveness.set_readings(&node, *r, now_ms());
+        s.liveness.set_readings(node, *r, now_ms());
     }
+    Admission::In {
+        labels,
+        allocs,
+        address,
+    }
+}
+
+/// Serves one agent's connection until it ends: Hello, Welcome and the full set, then
+/// reports, heartbeats and log data in, changes out.
+pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller, mut link: L) {
+    // Only the leader holds agents, and a server that stops leading lets them go. Watch
+    // the term from the start: leadership lost between the upgrade and this point (a
+    // paused or slow server) would otherwise go unnoticed, and the agent would heartbeat
+    // to a follower while the leader declares its node down (found by the simulator).
+    let mut term = s.ha.term.subscribe();
+    if term.borrow_and_update().is_none() {
+        tracing::info!("agent {node}: this server no longer leads; closing");
+        return;
+    }
+    // Admission happens once: boxed, its awaits do not size the session's future (its
+    // task, held for as long as the node is connected; docs/decisions.md, "A
+    // connection's memory").
+    let (labels, allocs, address) = match Box::pin(admit(&s, &node, &caller, &mut link)).await {
+        Admission::In {
+            labels,
+            allocs,
+            address,
+        } => (labels, allocs, address),
+        Admission::Refused(why) => {
+            Box::pin(link.refuse(why)).await;
+            return;
+        }
+        Admission::Ended => return,
+    };
     let tx = crate::state::Outbox::new(link.sender());
     let addr = address.or_else(|| caller.peer.parse().ok());
     let (conn_id, mut told) = s.connect_agent(&node, tx.clone(), addr);
@@ -191,7 +229,10 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                         Err(_) => break,
                     }
                 }
-                match s.apply_reports(&node, &reports).await {
+                // Boxed, as each await below that is not the idle one: a spawned task
+                // is as large as its largest state, and is held while the node is
+                // connected.
+                match Box::pin(s.apply_reports(&node, &reports)).await {
                     Ok(out) => {
                         for id in out.gone {
                             let _ = tx.send(ServerMsg::Remove { id });
@@ -228,7 +269,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
             while facts_rx.changed().await.is_ok() {
                 let latest = facts_rx.borrow_and_update().clone();
                 if let Some(facts) = latest
-                    && let Err(e) = s.register_node(&node, *facts, &labels).await
+                    && let Err(e) = Box::pin(s.register_node(&node, *facts, &labels)).await
                 {
                     tracing::warn!("new facts from {node}: {e}");
                 }
@@ -250,135 +291,146 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     }
     let mut last_ack = tokio::time::Instant::now();
     loop {
-        let frame = tokio::select! {
-            f = link.recv() => f,
-            _ = tx.closed() => Frame::End,
-            _ = tx.overflowed() => {
-                tracing::warn!("agent {node} fell {} messages behind; disconnecting it", crate::state::OUTBOX_LIMIT);
-                Frame::End
-            }
-            _ = term.changed() => Frame::End,
-            _ = &mut unstored => Frame::End,
-        };
-        let msg = match frame {
-            Frame::Msg(m) => m,
-            Frame::Skip => continue,
-            Frame::End => break,
-        };
-        match msg {
-            AgentMsg::Hello { .. } => {
-                tracing::warn!("agent {node} said hello twice");
-                break;
-            }
-            AgentMsg::Facts { facts } => {
-                let _ = facts_tx.send(Some(Box::new(facts)));
-            }
-            AgentMsg::Readings { readings, at } => {
-                s.liveness.set_readings(&node, readings, at);
-            }
-            AgentMsg::Heartbeat { seq, quiet } => {
-                s.liveness.heartbeat(&node, told);
-                s.metrics.heartbeats.inc();
-                // Renewing the lease once a second is plenty (it lasts seconds) and
-                // halves the idle traffic; a quiet heartbeat (a node without fenced
-                // work: no lease to renew) gets no answer at all. The number lets the
-                // agent count its lease from when it sent this heartbeat
-                // (`motley_core::lease`). A new pace (more or fewer agents connected)
-                // goes out at once, quiet or not, with the node's detector judging it
-                // by the new pace from now; a quiet node is paced by the budget alone
-                // (`failure::quiet_heartbeat_ms`), so a node that starts or stops
-                // asking is told its pace again.
-                let pace = s.pace(0, quiet);
-                let repaced = (pace != told).then(|| {
-                    told = pace;
-                    s.liveness.repace(&node, pace);
-                    pace
-                });
-                // Only a renewal counts against the interval: a pace told to a quiet
-                // heartbeat must not hold back the renewal its next one asks for.
-                let renews = !quiet && last_ack.elapsed() >= ACK_INTERVAL;
-                if renews {
-                    last_ack = tokio::time::Instant::now();
+        // The message is handled in this block, and only a log piece to pass on is
+        // awaited after it: a message (304 bytes) held across an await would be a slot
+        // in the session's future for as long as the node is connected.
+        let log_piece = {
+            let frame = tokio::select! {
+                f = link.recv() => f,
+                _ = tx.closed() => Frame::End,
+                _ = tx.overflowed() => {
+                    tracing::warn!("agent {node} fell {} messages behind; disconnecting it", crate::state::OUTBOX_LIMIT);
+                    Frame::End
                 }
-                if renews || repaced.is_some() {
-                    s.metrics.heartbeat_acks.inc();
-                    let _ = tx.send(ServerMsg::Ack {
-                        seq,
-                        heartbeat_ms: repaced,
-                    });
-                }
-            }
-            // Kept with the node that said it: the run heeds only the nodes it ordered.
-            AgentMsg::Fault { id, error } => s.lab.answered(&node, id, error),
-            // A node speaks only of its own allocations: others' are dropped.
-            AgentMsg::Energy { mut mj, estimated } => {
-                {
-                    let cache = s.cache();
-                    mj.retain(|id, _| cache.allocs.get(id).is_some_and(|a| a.node == node));
-                }
-                s.liveness.set_energy(&node, mj, estimated);
-            }
-            AgentMsg::Progress { id, text } => {
-                // A node speaks only for its own allocations.
-                let owner = s.cache().allocs.get(&id).map(|a| a.node.clone());
-                if owner.as_deref() != Some(node.as_str()) {
-                    let why = format!(
-                        "node {node} sent progress for allocation {id} of {}",
-                        owner.map_or("no node".to_string(), |o| format!("node {o}"))
-                    );
-                    tracing::warn!("{why}");
-                    refused(&s, &caller, "WS", why);
-                    continue;
-                }
-                let mut p = crate::util::lock(&s.progress);
-                if text.is_empty() {
-                    p.remove(&id);
-                } else {
-                    p.insert(id, text.chars().take(80).collect());
-                }
-            }
-            AgentMsg::Update(report) => {
-                crate::util::lock(&s.progress).remove(&report.id);
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    reports_tx.try_send(Box::new(report))
-                {
-                    let why = format!(
-                        "node {node} sent reports faster than they are stored ({REPORT_QUEUE_LIMIT} waiting); disconnected"
-                    );
-                    tracing::warn!("{why}");
-                    refused(&s, &caller, "WS", why);
+                _ = term.changed() => Frame::End,
+                _ = &mut unstored => Frame::End,
+            };
+            let msg = match frame {
+                Frame::Msg(m) => m,
+                Frame::Skip => continue,
+                Frame::End => break,
+            };
+            let mut passed = None;
+            match msg {
+                AgentMsg::Hello { .. } => {
+                    tracing::warn!("agent {node} said hello twice");
                     break;
                 }
-            }
-            AgentMsg::LogData {
-                req,
-                data,
-                eof,
-                error,
-            } => {
-                match s.hub.log_target(req, &node) {
-                    Ok(t) => {
-                        let piece = match error {
-                            Some(e) => Err(e),
-                            None => Ok(data),
-                        };
-                        let failed = t.send(piece).await.is_err();
-                        if eof || failed {
-                            s.hub.close_log(req, &node);
-                        }
+                AgentMsg::Facts { facts } => {
+                    let _ = facts_tx.send(Some(Box::new(facts)));
+                }
+                AgentMsg::Readings { readings, at } => {
+                    s.liveness.set_readings(&node, readings, at);
+                }
+                AgentMsg::Heartbeat { seq, quiet } => {
+                    s.liveness.heartbeat(&node, told);
+                    s.metrics.heartbeats.inc();
+                    // Renewing the lease once a second is plenty (it lasts seconds) and
+                    // halves the idle traffic; a quiet heartbeat (a node without fenced
+                    // work: no lease to renew) gets no answer at all. The number lets the
+                    // agent count its lease from when it sent this heartbeat
+                    // (`motley_core::lease`). A new pace (more or fewer agents connected)
+                    // goes out at once, quiet or not, with the node's detector judging it
+                    // by the new pace from now; a quiet node is paced by the budget alone
+                    // (`failure::quiet_heartbeat_ms`), so a node that starts or stops
+                    // asking is told its pace again.
+                    let pace = s.pace(0, quiet);
+                    let repaced = (pace != told).then(|| {
+                        told = pace;
+                        s.liveness.repace(&node, pace);
+                        pace
+                    });
+                    // Only a renewal counts against the interval: a pace told to a quiet
+                    // heartbeat must not hold back the renewal its next one asks for.
+                    let renews = !quiet && last_ack.elapsed() >= ACK_INTERVAL;
+                    if renews {
+                        last_ack = tokio::time::Instant::now();
                     }
-                    // Another node's stream: refused and audited; the session goes on
-                    // (what it sent went nowhere).
-                    Err(true) => {
-                        let why =
-                            format!("node {node} sent log data for a stream asked of another node");
-                        tracing::warn!("{why}");
-                        refused(&s, &caller, "WS", why);
-                    }
-                    Err(false) => {
-                        let _ = tx.send(ServerMsg::LogsCancel { req });
+                    if renews || repaced.is_some() {
+                        s.metrics.heartbeat_acks.inc();
+                        let _ = tx.send(ServerMsg::Ack {
+                            seq,
+                            heartbeat_ms: repaced,
+                        });
                     }
                 }
+                // Kept with the node that said it: the run heeds only the nodes it ordered.
+                AgentMsg::Fault { id, error } => s.lab.answered(&node, id, error),
+                // A node speaks only of its own allocations: others' are dropped.
+                AgentMsg::Energy { mut mj, estimated } => {
+                    {
+                        let cache = s.cache();
+                        mj.retain(|id, _| cache.allocs.get(id).is_some_and(|a| a.node == node));
+                    }
+                    s.liveness.set_energy(&node, mj, estimated);
+                }
+                AgentMsg::Progress { id, text } => {
+                    // A node speaks only for its own allocations.
+                    let owner = s.cache().allocs.get(&id).map(|a| a.node.clone());
+                    if owner.as_deref() != Some(node.as_str()) {
+                        let why = format!(
+                            "node {node} sent progress for allocation {id} of {}",
+                            owner.map_or("no node".to_string(), |o| format!("node {o}"))
+                        );
+                        tracing::warn!("{why}");
+                        refused(&s, &caller, "WS", why);
+                        continue;
+                    }
+                    let mut p = crate::util::lock(&s.progress);
+                    if text.is_empty() {
+                        p.remove(&id);
+                    } else {
+                        p.insert(id, text.chars().take(80).collect());
+                    }
+                }
+                AgentMsg::Update(report) => {
+                    crate::util::lock(&s.progress).remove(&report.id);
+                    if let Err(mpsc::error::TrySendError::Full(_)) =
+                        reports_tx.try_send(Box::new(report))
+                    {
+                        let why = format!(
+                            "node {node} sent reports faster than they are stored ({REPORT_QUEUE_LIMIT} waiting); disconnected"
+                        );
+                        tracing::warn!("{why}");
+                        refused(&s, &caller, "WS", why);
+                        break;
+                    }
+                }
+                AgentMsg::LogData {
+                    req,
+                    data,
+                    eof,
+                    error,
+                } => {
+                    match s.hub.log_target(req, &node) {
+                        Ok(t) => {
+                            let piece = match error {
+                                Some(e) => Err(e),
+                                None => Ok(data),
+                            };
+                            passed = Some((t, piece, req, eof));
+                        }
+                        // Another node's stream: refused and audited; the session goes on
+                        // (what it sent went nowhere).
+                        Err(true) => {
+                            let why = format!(
+                                "node {node} sent log data for a stream asked of another node"
+                            );
+                            tracing::warn!("{why}");
+                            refused(&s, &caller, "WS", why);
+                        }
+                        Err(false) => {
+                            let _ = tx.send(ServerMsg::LogsCancel { req });
+                        }
+                    }
+                }
+            }
+            passed
+        };
+        if let Some((t, piece, req, eof)) = log_piece {
+            let failed = t.send(piece).await.is_err();
+            if eof || failed {
+                s.hub.close_log(req, &node);
             }
         }
     }
@@ -414,7 +466,7 @@ pub struct ChanLink {
     /// Frames from the "agent"; a closed channel ends the connection.
     pub rx: mpsc::UnboundedReceiver<Frame>,
     /// Where the server's messages go.
-    pub out: mpsc::Sender<ServerMsg>,
+    pub out: mpsc::Sender<crate::state::Queued>,
 }
 
 impl Link for ChanLink {
@@ -424,7 +476,7 @@ impl Link for ChanLink {
     fn try_recv(&mut self) -> Option<Frame> {
         self.rx.try_recv().ok()
     }
-    fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
+    fn sender(&mut self) -> mpsc::Sender<crate::state::Queued> {
         self.out.clone()
     }
     async fn refuse(self, _why: String) {}

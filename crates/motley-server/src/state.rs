@@ -42,7 +42,7 @@ pub mod sources;
 pub mod uptime;
 
 pub use crate::util::{lock, now_ms, read, write};
-pub use hub::{AgentConn, Hub, LogPiece, OUTBOX_LIMIT, Outbox};
+pub use hub::{AgentConn, Hub, LogPiece, OUTBOX_LIMIT, Outbox, Queued};
 pub use liveness::{Liveness, NodeHealth};
 
 /// The store's contents as last seen by the watch, decoded.

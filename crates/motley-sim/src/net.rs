@@ -317,11 +317,12 @@ struct SimLink {
 
 /// Moves what the session queues (bounded, as on a real server) into the simulated
 /// connection.
-fn bounded(tx: mpsc::UnboundedSender<ServerMsg>) -> mpsc::Sender<ServerMsg> {
-    let (btx, mut brx) = mpsc::channel(motley_server::state::OUTBOX_LIMIT);
+fn bounded(tx: mpsc::UnboundedSender<ServerMsg>) -> mpsc::Sender<motley_server::state::Queued> {
+    let (btx, mut brx) =
+        mpsc::channel::<motley_server::state::Queued>(motley_server::state::OUTBOX_LIMIT);
     motley_rt::spawn(async move {
         while let Some(m) = brx.recv().await {
-            if tx.send(m).is_err() {
+            if tx.send(*m).is_err() {
                 break;
             }
         }
@@ -336,7 +337,7 @@ impl Link for SimLink {
     fn try_recv(&mut self) -> Option<Frame> {
         agents::try_recv_in_memory(&mut self.rx)
     }
-    fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
+    fn sender(&mut self) -> mpsc::Sender<motley_server::state::Queued> {
         bounded(self.tx.clone())
     }
     async fn refuse(self, _why: String) {}

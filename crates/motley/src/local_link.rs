@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use motley_agent::conn::{BoxFuture, Channel, Dialer, Received, WsDialer};
-use motley_core::proto::{AgentMsg, ServerMsg};
+use motley_core::proto::AgentMsg;
 use motley_server::agents::{self, AgentCaller, Frame, Link};
 use motley_server::auth::Role;
-use motley_server::state::{OUTBOX_LIMIT, Shared};
+use motley_server::state::{OUTBOX_LIMIT, Queued, Shared};
 use tokio::sync::mpsc;
 
 /// Dials this process's server in memory; anything else over the network.
@@ -71,7 +71,7 @@ impl Dialer for LocalDialer {
                 peer: host_of(url).unwrap_or_else(|| "127.0.0.1".into()),
             };
             let (up_tx, up_rx) = mpsc::unbounded_channel::<AgentMsg>();
-            let (down_tx, down_rx) = mpsc::channel::<ServerMsg>(OUTBOX_LIMIT);
+            let (down_tx, down_rx) = mpsc::channel::<Queued>(OUTBOX_LIMIT);
             let refused = Arc::new(std::sync::Mutex::new(None));
             let link = LocalLink {
                 rx: up_rx,
@@ -107,7 +107,7 @@ type Refused = Arc<std::sync::Mutex<Option<String>>>;
 /// The agent's end.
 struct LocalChannel {
     tx: mpsc::UnboundedSender<AgentMsg>,
-    rx: mpsc::Receiver<ServerMsg>,
+    rx: mpsc::Receiver<Queued>,
     refused: Refused,
 }
 
@@ -124,7 +124,7 @@ impl Channel for LocalChannel {
                     Some(why) => Received::Closed(Some(4003), why),
                     None => Received::Failed("the server ended the session".into()),
                 },
-                Received::Msg,
+                |m| Received::Msg(*m),
             )
         })
     }
@@ -133,7 +133,7 @@ impl Channel for LocalChannel {
 /// The server's end.
 struct LocalLink {
     rx: mpsc::UnboundedReceiver<AgentMsg>,
-    tx: mpsc::Sender<ServerMsg>,
+    tx: mpsc::Sender<Queued>,
     refused: Refused,
 }
 
@@ -144,7 +144,7 @@ impl Link for LocalLink {
     fn try_recv(&mut self) -> Option<Frame> {
         agents::try_recv_in_memory(&mut self.rx)
     }
-    fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
+    fn sender(&mut self) -> mpsc::Sender<Queued> {
         self.tx.clone()
     }
     async fn refuse(self, why: String) {

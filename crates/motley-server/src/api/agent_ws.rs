@@ -66,13 +66,16 @@ pub async fn connect(
         return ws
             .max_message_size(MAX_FRAME)
             .read_buffer_size(READ_BUFFER)
-            .on_upgrade(move |socket| async move { relay(s, node, token, caller, socket).await });
+            .on_upgrade(move |socket| relay(s, node, token, caller, socket));
     }
     ws.max_message_size(MAX_FRAME)
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| async move {
+        // The session's future itself, not an `async` block around it: the block kept
+        // slots of its own for the socket and the link beside the session's, in a task
+        // held for as long as the node is connected.
+        .on_upgrade(move |socket| {
             let link = WsLink::new(socket, &node);
-            session(s, node, caller, link).await
+            session(s, node, caller, link)
         })
 }
 
@@ -83,7 +86,7 @@ pub async fn connect(
 /// acknowledgement: most of the server's CPU with 1,000 idle agents, issue 25).
 pub struct WsLink {
     socket: WebSocket,
-    outbox: Option<mpsc::Receiver<ServerMsg>>,
+    outbox: Option<mpsc::Receiver<crate::state::Queued>>,
     ping: tokio::time::Interval,
     node: String,
 }
@@ -169,8 +172,8 @@ impl Link for WsLink {
             .map(|f| decode(&self.node, f))
     }
 
-    fn sender(&mut self) -> mpsc::Sender<ServerMsg> {
-        let (tx, rx) = mpsc::channel::<ServerMsg>(crate::state::OUTBOX_LIMIT);
+    fn sender(&mut self) -> mpsc::Sender<crate::state::Queued> {
+        let (tx, rx) = mpsc::channel::<crate::state::Queued>(crate::state::OUTBOX_LIMIT);
         self.outbox = Some(rx);
         tx
     }

@@ -16,16 +16,21 @@ use crate::util::lock;
 /// instead of growing the server's memory without bound.
 pub const OUTBOX_LIMIT: usize = 16_384;
 
+/// A message queued for an agent, boxed: a queue allocates its first block of 32 slots
+/// when made, for every connected node, and a node's queue is mostly empty (32 × 64
+/// bytes of `ServerMsg`, 256 boxed; docs/decisions.md, "A connection's memory").
+pub type Queued = Box<ServerMsg>;
+
 /// Where messages to one agent go: a bounded queue, and the signal that it overflowed.
 #[derive(Clone, Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<ServerMsg>,
+    tx: mpsc::Sender<Queued>,
     overflow: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Outbox {
     /// An outbox over a queue of [`OUTBOX_LIMIT`] messages (the link's writer reads it).
-    pub fn new(tx: mpsc::Sender<ServerMsg>) -> Outbox {
+    pub fn new(tx: mpsc::Sender<Queued>) -> Outbox {
         Outbox {
             tx,
             overflow: Default::default(),
@@ -35,7 +40,7 @@ impl Outbox {
     /// Queues `msg`; false when the connection is gone or [`OUTBOX_LIMIT`] messages
     /// behind (then [`Outbox::overflowed`] fires and the session ends).
     pub fn send(&self, msg: ServerMsg) -> bool {
-        match self.tx.try_send(msg) {
+        match self.tx.try_send(Box::new(msg)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.overflow.notify_one();
