@@ -422,22 +422,6 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
                 slow_started.elapsed()
             })
         };
-        let half_body = {
-            let c = tls_client(tls.clone());
-            let admin = admin.clone();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut s = c.await;
-                let head = format!(
-                    "POST /v1/apply HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {admin}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"files\": ["
-                );
-                s.write_all(head.as_bytes()).await.expect("write");
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                (slow_started.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned())
-            })
-        };
-
         // Guessing tokens: after 10 failures from one address within 10 s, everything
         // from it is refused (even a valid token) until the window ends. Two failures
         // (expired, revoked) happened above.
@@ -459,6 +443,26 @@ fn every_route_and_role_is_authorized_as_the_table_says() {
             api.call("GET", "/v1/version", Some(&admin), "").await.0,
             200
         );
+        // Half a body, sent once the lockout is over: a request that arrived while its
+        // address was locked out would be refused (429) before its body was awaited.
+        // (Sent before the guesses, it raced them: its TLS handshake, a full one since
+        // the server resumes no sessions, could end after the eighth guess.)
+        let half_started = tokio::time::Instant::now();
+        let half_body = {
+            let c = tls_client(tls.clone());
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut s = c.await;
+                let head = format!(
+                    "POST /v1/apply HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {admin}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"files\": ["
+                );
+                s.write_all(head.as_bytes()).await.expect("write");
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                (half_started.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned())
+            })
+        };
         let (_, body) = api.call("GET", "/v1/audit", Some(&admin), "").await;
         let audit: Vec<AuditEntry> = serde_json::from_str(&body).expect("audit");
         assert!(audit.iter().any(|e| e.status == 429));
