@@ -559,6 +559,19 @@ mod tests {
         }
     }
 
+    /// Moves what `from` has to send into `to`, and lets `to` process it.
+    fn carry<A, B>(from: &mut rustls::ConnectionCommon<A>, to: &mut rustls::ConnectionCommon<B>) {
+        let mut buf = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut buf).expect("writes");
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            to.read_tls(&mut rd).expect("reads");
+        }
+        to.process_new_packets().expect("processes");
+    }
+
     /// The server keeps no sessions and sends no tickets (docs/decisions.md, "A
     /// connection's memory"): a client that completed a handshake and exchanged data
     /// was given none, and the server's store can cache nothing.
@@ -583,24 +596,8 @@ mod tests {
         // with a message each way once the handshake is done.
         let mut said = false;
         for _ in 0..20 {
-            let mut buf = Vec::new();
-            while client.wants_write() {
-                client.write_tls(&mut buf).expect("client writes");
-            }
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                server.read_tls(&mut rd).expect("server reads");
-            }
-            server.process_new_packets().expect("server processes");
-            let mut buf = Vec::new();
-            while server.wants_write() {
-                server.write_tls(&mut buf).expect("server writes");
-            }
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                client.read_tls(&mut rd).expect("client reads");
-            }
-            client.process_new_packets().expect("client processes");
+            carry(&mut client, &mut server);
+            carry(&mut server, &mut client);
             if !client.is_handshaking() && !server.is_handshaking() && !said {
                 std::io::Write::write_all(&mut client.writer(), b"ping").expect("ping");
                 std::io::Write::write_all(&mut server.writer(), b"pong").expect("pong");
