@@ -1474,7 +1474,24 @@ fn scheduler_places_by_hardware() {
     let vol = if vol.is_array() { vol[0].clone() } else { vol };
     assert_eq!(vol["workload"]["binding"]["node"], "x86");
     assert_eq!(vol["workload"]["binding"]["media"], "nvme");
-    let pid = db_allocs[0]["pid"].as_u64().expect("db pid") as u32;
+    // Placed once and never replaced (a fenced service on a healthy cluster), and
+    // running with its process.
+    assert_eq!(
+        db_allocs.as_array().map(Vec::len),
+        Some(1),
+        "db was placed more than once: {db_allocs:#}"
+    );
+    let Some(pid) = db_allocs
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|a| a["state"] == "running" && a["desired"] == "run")
+        })
+        .and_then(|a| a["pid"].as_u64())
+    else {
+        panic!("db runs without a pid: {db_allocs:#}");
+    };
+    let pid = pid as u32;
     let env = environ(pid);
     let dir = m.dir.path().join("x86/volumes/data");
     assert!(
