@@ -25,6 +25,16 @@ fn held_fenced(l: &crate::local::LocalAlloc) -> bool {
     l.alloc.on_node_loss == NodeLoss::Fence && !l.report.state.is_terminal()
 }
 
+/// A fenced allocation whose task has started (running, or waiting to restart in
+/// place): what an expired lease stops. A pending one waits for a lease anyway (its
+/// supervisor starts nothing without one), and a quiet node holds none when fenced work
+/// arrives: stopping pending ones stopped new work whenever the first renewal took
+/// longer than the watchdog's 100 ms (a loaded machine:
+/// `multinode::scheduler_places_by_hardware`, 3 of 6).
+pub(crate) fn started_fenced(l: &crate::local::LocalAlloc) -> bool {
+    held_fenced(l) && l.report.state != motley_core::model::AllocState::Pending
+}
+
 impl Agent {
     /// True while the node holds fenced work (running, or assigned and not ended): its
     /// heartbeats then ask for acknowledgements, which renew the lease
