@@ -335,18 +335,15 @@ impl Agent {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let restart = probing
+                    // Liveness: a replica that was healthy and now fails its check is
+                    // restarted (one that never passed stays out of rotation instead);
+                    // the supervisor stops it and names the check in the restart.
+                    if let Some(why) = probing
                         .as_mut()
                         .zip(outcome)
-                        .is_some_and(|(p, o)| self.observe(&id, p, o));
-                    // Liveness: a replica that was healthy and now fails its check is
-                    // restarted (one that never passed stays out of rotation instead).
-                    if restart && let Some(mut r) = running.take() {
-                        self.unprobe(&id, &mut probing);
-                        let exit = r.stop(Duration::from_millis(alloc.task.stop_grace.as_millis())).await;
-                        cgroup::remove(&cgroups);
-                        cgroups.clear();
-                        pending.push(Event::Exited(exit));
+                        .and_then(|(p, o)| self.observe(&id, p, o))
+                    {
+                        pending.push(Event::Unhealthy(why));
                     }
                 }
                 _ = async {
@@ -454,13 +451,11 @@ impl Agent {
         }
     }
 
-    /// One probe's outcome: reports a change of health; true when a healthy replica
-    /// has just turned unhealthy (it is to be restarted).
-    fn observe(&self, id: &str, p: &mut Probing, outcome: checks::Outcome) -> bool {
+    /// One probe's outcome: reports a change of health; when a healthy replica has
+    /// just turned unhealthy (it is to be restarted), why.
+    fn observe(&self, id: &str, p: &mut Probing, outcome: checks::Outcome) -> Option<String> {
         let before = p.tracker.health();
-        let Some(now) = p.tracker.observe(outcome.is_ok()) else {
-            return false;
-        };
+        let now = p.tracker.observe(outcome.is_ok())?;
         let why = match (&outcome, now) {
             (Err(e), Health::Unhealthy) if before == Health::Healthy => format!(
                 "unhealthy: {e} ({} checks in a row); restarting it",
@@ -474,7 +469,13 @@ impl Agent {
             l.report.health = Some(now);
             l.report.reason = Some(why);
         });
-        before == Health::Healthy && now == Health::Unhealthy
+        match outcome {
+            Err(e) if before == Health::Healthy && now == Health::Unhealthy => Some(format!(
+                "unhealthy: {e} ({} checks in a row)",
+                p.unhealthy_after
+            )),
+            _ => None,
+        }
     }
 }
 

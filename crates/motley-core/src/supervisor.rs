@@ -20,6 +20,11 @@
 //!   the allocation is in [`AllocState::Backoff`] with the last exit and the delay, never
 //!   `running`. A start that fails (no such program, a directory that cannot be made)
 //!   counts as exit code 127.
+//! - **Liveness.** A replica that was healthy and fails its check (the driver says so
+//!   with [`Event::Unhealthy`]) is stopped and restarted like an exit, and the restart's
+//!   report names the check, not the signal that stopped it: reports of an allocation
+//!   are folded into one before they are sent, so the check's own report can be gone
+//!   before the server sees it.
 //! - **Stop** on request ends in `stopped` with the reason given. A running replica
 //!   that serves a service's name (a chosen port) is first left running for
 //!   [`crate::catalog::DRAIN_MS`], the time every node's proxy needs to hear it left
@@ -106,6 +111,9 @@ pub enum Event {
     Exited(Exit),
     /// A requested stop finished, with how the process ended (`None`: nothing ran).
     Stopped(Option<Exit>),
+    /// The running replica was healthy and now fails its check, for this reason
+    /// ("unhealthy: GET /ok answered 404 (2 checks in a row)"): restart it.
+    Unhealthy(String),
     /// Time passed (the deadline was reached, or the driver just looks again).
     Tick,
 }
@@ -158,6 +166,9 @@ enum Phase {
     Backoff { until: u64 },
     /// A stop is under way; the allocation then ends in this state with this reason.
     Stopping { end: AllocState, reason: String },
+    /// A stop is under way for a failed check (running since `since`); what follows is
+    /// decided as for an exit, for this reason.
+    Restarting { since: u64, why: String },
     /// Finished.
     Done,
 }
@@ -227,6 +238,7 @@ impl Supervisor {
                 | Phase::Running { .. }
                 | Phase::Draining { .. }
                 | Phase::Stopping { .. }
+                | Phase::Restarting { .. }
         )
     }
 
@@ -307,11 +319,20 @@ impl Supervisor {
                     self.stopped(Some(exit), &mut out);
                 }
                 Phase::Stopping { .. } => self.stopped(Some(exit), &mut out),
+                Phase::Restarting { .. } => self.restart_unhealthy(Some(exit), now, &mut out),
                 _ => {}
             },
-            Event::Stopped(exit) => {
-                if matches!(self.phase, Phase::Stopping { .. }) {
-                    self.stopped(exit, &mut out);
+            Event::Stopped(exit) => match self.phase {
+                Phase::Stopping { .. } => self.stopped(exit, &mut out),
+                Phase::Restarting { .. } => self.restart_unhealthy(exit, now, &mut out),
+                _ => {}
+            },
+            Event::Unhealthy(why) => {
+                if let Phase::Running { since } = self.phase {
+                    self.phase = Phase::Restarting { since, why };
+                    out.push(Action::Stop {
+                        grace_ms: self.cfg.stop_grace_ms,
+                    });
                 }
             }
             Event::Tick => {}
@@ -368,6 +389,18 @@ impl Supervisor {
                 out,
             ),
         }
+    }
+
+    /// The stop for a failed check finished: restart (or finish) as after an exit,
+    /// for the check's reason.
+    fn restart_unhealthy(&mut self, exit: Option<Exit>, now: u64, out: &mut Vec<Action>) {
+        let Phase::Restarting { since, why } =
+            std::mem::replace(&mut self.phase, Phase::Running { since: 0 })
+        else {
+            return;
+        };
+        self.phase = Phase::Running { since };
+        self.exited(exit.unwrap_or(Exit::Unknown), Some(why), now, out);
     }
 
     /// A requested stop finished.
@@ -445,7 +478,7 @@ impl Supervisor {
                     self.stop(AllocState::Stopped, why, out);
                 }
             }
-            Phase::Done | Phase::Stopping { .. } | Phase::Starting => {}
+            Phase::Done | Phase::Stopping { .. } | Phase::Restarting { .. } | Phase::Starting => {}
             Phase::Running { since } => {
                 let lease_lost = self.cfg.fenced && !self.lease;
                 if self.desired == Desired::Stop && self.cfg.drain_ms > 0 && !lease_lost {

@@ -456,3 +456,56 @@ fn a_fresh_fenced_supervisor_starts_only_once_told_it_holds_a_lease() {
         vec![Action::Stop { grace_ms: 5_000 }]
     );
 }
+
+/// A failed check restarts the replica through a stop, and the restart's one report
+/// names the check, not the SIGTERM that ended it (the check's own report is folded
+/// away when both go in one batch: CI saw only "killed by signal 15; restarting").
+#[test]
+fn a_failed_check_restarts_with_the_check_as_its_reason() {
+    let mut s = Supervisor::new(cfg(), 0);
+    s.step(Event::Tick, 0);
+    s.step(Event::Started { pid: 42 }, 10);
+    let why = "unhealthy: exited with 1 (2 checks in a row)".to_string();
+    assert_eq!(
+        s.step(Event::Unhealthy(why.clone()), 1_000),
+        vec![Action::Stop { grace_ms: 5_000 }]
+    );
+    assert!(s.has_process(), "still stopping");
+    // A second verdict while it stops asks for nothing more.
+    assert!(s.step(Event::Unhealthy(why.clone()), 1_100).is_empty());
+    let a = s.step(Event::Stopped(Some(Exit::Signal(15))), 1_200);
+    assert_eq!(state_of(&a), Some(AllocState::Backoff));
+    assert_eq!(
+        reason_of(&a).as_deref(),
+        Some("unhealthy: exited with 1 (2 checks in a row); restarting in 1000ms")
+    );
+    assert!(
+        matches!(&a[0], Action::Report(r) if r.exit_code == Some(Some(-15)) && r.restarts == Some(1))
+    );
+    assert_eq!(s.step(Event::Tick, 2_200), vec![Action::Start]);
+    // Only a running replica is restarted for its check: not one waiting to start.
+    let mut waiting = Supervisor::new(cfg(), 0);
+    assert!(waiting.step(Event::Unhealthy(why.clone()), 0) == vec![Action::Start]);
+    assert!(waiting.step(Event::Unhealthy(why), 1).is_empty());
+}
+
+/// Asked to stop while a failed check's stop is under way: it ends stopped, and does
+/// not start again.
+#[test]
+fn a_stop_during_a_checks_restart_ends_it() {
+    let mut s = Supervisor::new(cfg(), 0);
+    s.step(Event::Tick, 0);
+    s.step(Event::Started { pid: 42 }, 10);
+    s.step(
+        Event::Unhealthy("unhealthy: x (2 checks in a row)".into()),
+        1_000,
+    );
+    assert!(
+        s.step(Event::Desired(Desired::Stop, "deleted".into()), 1_050)
+            .is_empty()
+    );
+    let a = s.step(Event::Stopped(Some(Exit::Signal(15))), 1_100);
+    assert_eq!(state_of(&a), Some(AllocState::Stopped));
+    assert_eq!(reason_of(&a).as_deref(), Some("deleted"));
+    assert_eq!(a.last(), Some(&Action::Finish));
+}
