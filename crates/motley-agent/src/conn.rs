@@ -160,7 +160,10 @@ impl Channel for WsChannel {
             for msg in msgs {
                 let text = serde_json::to_string(&msg)?;
                 record(&mut self.1, "agent", &text);
-                self.0.feed(Message::Text(text.into())).await?;
+                // In fragments: the server's read buffer keeps the largest frame's size.
+                for frame in motley_net::ws::text_frames(text) {
+                    self.0.feed(frame).await?;
+                }
             }
             self.0.flush().await?;
             Ok(())
