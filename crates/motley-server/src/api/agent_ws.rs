@@ -265,7 +265,13 @@ async fn relay(
         tokio::select! {
             m = down_stream.next() => match m {
                 Some(Ok(Message::Text(t))) => {
-                    if up_sink.send(Up::Text(t.as_str().into())).await.is_err() { break }
+                    // In fragments, as the agent sent it: the leader's read buffer for
+                    // this socket keeps the largest frame's size (`ws::FRAGMENT`).
+                    let mut sent = true;
+                    for frame in motley_net::ws::text_frames(t.as_str().to_string()) {
+                        sent = sent && up_sink.feed(frame).await.is_ok();
+                    }
+                    if !sent || up_sink.flush().await.is_err() { break }
                 }
                 Some(Ok(Message::Binary(b))) => {
                     if up_sink.send(Up::Binary(b)).await.is_err() { break }
