@@ -456,26 +456,23 @@ impl Agent {
     fn observe(&self, id: &str, p: &mut Probing, outcome: checks::Outcome) -> Option<String> {
         let before = p.tracker.health();
         let now = p.tracker.observe(outcome.is_ok())?;
-        let why = match (&outcome, now) {
-            (Err(e), Health::Unhealthy) if before == Health::Healthy => format!(
-                "unhealthy: {e} ({} checks in a row); restarting it",
-                p.unhealthy_after
-            ),
-            (Err(e), _) => format!("unhealthy: {e} ({} checks in a row)", p.unhealthy_after),
-            _ => "healthy: its check passes".to_string(),
+        // A replica that was healthy and fails is restarted, for the check's reason.
+        let restart = before == Health::Healthy && now == Health::Unhealthy;
+        let why = match &outcome {
+            Err(e) => format!("unhealthy: {e} ({} checks in a row)", p.unhealthy_after),
+            Ok(()) => "healthy: its check passes".to_string(),
         };
-        tracing::info!("{id}: {why}");
+        let said = if restart {
+            format!("{why}; restarting it")
+        } else {
+            why.clone()
+        };
+        tracing::info!("{id}: {said}");
         self.report(id, |l| {
             l.report.health = Some(now);
-            l.report.reason = Some(why);
+            l.report.reason = Some(said);
         });
-        match outcome {
-            Err(e) if before == Health::Healthy && now == Health::Unhealthy => Some(format!(
-                "unhealthy: {e} ({} checks in a row)",
-                p.unhealthy_after
-            )),
-            _ => None,
-        }
+        restart.then_some(why)
     }
 }
 

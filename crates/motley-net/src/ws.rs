@@ -31,35 +31,64 @@ pub const FRAGMENT: usize = 1 << 10;
 
 /// A text message as the frames to send: the message itself when it fits in
 /// [`FRAGMENT`] bytes, otherwise fragments of at most that many bytes, split between
-/// characters, the first a text frame, the others continuations, the last final.
-pub fn text_frames(text: String) -> Vec<Message> {
+/// characters, the first a text frame, the others continuations, the last final. An
+/// iterator, not a list: every message an agent sends goes through it.
+pub fn text_frames(text: String) -> TextFrames {
     if text.len() <= FRAGMENT {
-        return vec![Message::Text(text.into())];
-    }
-    let mut cuts = Vec::new();
-    let mut start = 0;
-    while start < text.len() {
-        let mut end = (start + FRAGMENT).min(text.len());
-        // A character is at most 4 bytes: a boundary is at most 3 bytes back.
-        while !text.is_char_boundary(end) {
-            end -= 1;
+        TextFrames::Whole(Some(text))
+    } else {
+        TextFrames::Cut {
+            text: Bytes::from(text),
+            at: 0,
         }
-        cuts.push((start, end));
-        start = end;
     }
-    let whole = Bytes::from(text);
-    let last = cuts.len() - 1;
-    cuts.into_iter()
-        .enumerate()
-        .map(|(i, (from, to))| {
-            let kind = if i == 0 { Data::Text } else { Data::Continue };
-            Message::Frame(Frame::message(
-                whole.slice(from..to),
-                OpCode::Data(kind),
-                i == last,
-            ))
-        })
-        .collect()
+}
+
+/// The frames of one text message ([`text_frames`]).
+#[derive(Debug)]
+pub enum TextFrames {
+    /// A message that fits in one frame, until it is taken.
+    Whole(Option<String>),
+    /// A long message, sent up to byte `at`.
+    Cut {
+        /// The message.
+        text: Bytes,
+        /// Where the next fragment starts.
+        at: usize,
+    },
+}
+
+impl Iterator for TextFrames {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        match self {
+            TextFrames::Whole(text) => text.take().map(|t| Message::Text(t.into())),
+            TextFrames::Cut { text, at } => {
+                let from = *at;
+                if from >= text.len() {
+                    return None;
+                }
+                let mut to = (from + FRAGMENT).min(text.len());
+                // Back to a character's first byte (a UTF-8 continuation byte is
+                // 0b10xx_xxxx; a character is at most 4 bytes, so at most 3 steps).
+                while text.get(to).is_some_and(|b| b & 0xC0 == 0x80) {
+                    to -= 1;
+                }
+                *at = to;
+                let kind = if from == 0 {
+                    Data::Text
+                } else {
+                    Data::Continue
+                };
+                Some(Message::Frame(Frame::message(
+                    text.slice(from..to),
+                    OpCode::Data(kind),
+                    to == text.len(),
+                )))
+            }
+        }
+    }
 }
 
 /// Why a connection could not be made.
@@ -177,7 +206,7 @@ mod tests {
     #[test]
     fn a_short_message_is_one_text_frame() {
         let text = "x".repeat(FRAGMENT);
-        let frames = text_frames(text.clone());
+        let frames: Vec<Message> = text_frames(text.clone()).collect();
         assert_eq!(frames, vec![Message::Text(text.into())]);
     }
 
@@ -188,7 +217,7 @@ mod tests {
     fn a_long_message_goes_in_fragments_between_characters() {
         // ASCII with two-, three- and four-byte characters across every boundary.
         let text: String = (0..3000).map(|i| ['a', 'é', '€', '🦀'][i % 4]).collect();
-        let frames = parts(&text_frames(text.clone()));
+        let frames = parts(&text_frames(text.clone()).collect::<Vec<_>>());
         assert!(frames.len() >= 7, "{} frames", frames.len());
         let mut joined = Vec::new();
         for (i, (payload, opcode, last)) in frames.iter().enumerate() {

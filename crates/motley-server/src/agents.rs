@@ -205,7 +205,7 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     };
     let tx = crate::state::Outbox::new(link.sender());
     let addr = address.or_else(|| caller.peer.parse().ok());
-    let (conn_id, mut told) = s.connect_agent(&node, tx.clone(), addr);
+    let (conn_id, told) = s.connect_agent(&node, tx.clone(), addr);
     tracing::info!("agent {node} connected");
     // Reports are stored by a writer of their own, so that a slow store (etcd on an SD
     // card) never holds up the heartbeats read here: the detector would see a connected,
@@ -289,12 +289,20 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     for report in allocs {
         let _ = reports_tx.try_send(Box::new(report));
     }
-    let mut last_ack = tokio::time::Instant::now();
+    let passes = Passes {
+        reports: reports_tx,
+        facts: facts_tx,
+    };
+    let mut beat = Beat {
+        told,
+        last_ack: tokio::time::Instant::now(),
+    };
     loop {
-        // The message is handled in this block, and only a log piece to pass on is
-        // awaited after it: a message (304 bytes) held across an await would be a slot
-        // in the session's future for as long as the node is connected.
-        let log_piece = {
+        // The frame and its message live only in this block: a message (304 bytes)
+        // in scope across the await below would be a slot of the session's future for
+        // as long as the node is connected. `heard` awaits nothing; only a log piece to
+        // pass on is awaited.
+        let step = {
             let frame = tokio::select! {
                 f = link.recv() => f,
                 _ = tx.closed() => Frame::End,
@@ -305,132 +313,25 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
                 _ = term.changed() => Frame::End,
                 _ = &mut unstored => Frame::End,
             };
-            let msg = match frame {
-                Frame::Msg(m) => m,
+            match frame {
+                Frame::Msg(msg) => heard(&s, &node, &caller, &tx, &passes, &mut beat, msg),
                 Frame::Skip => continue,
                 Frame::End => break,
-            };
-            let mut passed = None;
-            match msg {
-                AgentMsg::Hello { .. } => {
-                    tracing::warn!("agent {node} said hello twice");
-                    break;
-                }
-                AgentMsg::Facts { facts } => {
-                    let _ = facts_tx.send(Some(Box::new(facts)));
-                }
-                AgentMsg::Readings { readings, at } => {
-                    s.liveness.set_readings(&node, readings, at);
-                }
-                AgentMsg::Heartbeat { seq, quiet } => {
-                    s.liveness.heartbeat(&node, told);
-                    s.metrics.heartbeats.inc();
-                    // Renewing the lease once a second is plenty (it lasts seconds) and
-                    // halves the idle traffic; a quiet heartbeat (a node without fenced
-                    // work: no lease to renew) gets no answer at all. The number lets the
-                    // agent count its lease from when it sent this heartbeat
-                    // (`motley_core::lease`). A new pace (more or fewer agents connected)
-                    // goes out at once, quiet or not, with the node's detector judging it
-                    // by the new pace from now; a quiet node is paced by the budget alone
-                    // (`failure::quiet_heartbeat_ms`), so a node that starts or stops
-                    // asking is told its pace again.
-                    let pace = s.pace(0, quiet);
-                    let repaced = (pace != told).then(|| {
-                        told = pace;
-                        s.liveness.repace(&node, pace);
-                        pace
-                    });
-                    // Only a renewal counts against the interval: a pace told to a quiet
-                    // heartbeat must not hold back the renewal its next one asks for.
-                    let renews = !quiet && last_ack.elapsed() >= ACK_INTERVAL;
-                    if renews {
-                        last_ack = tokio::time::Instant::now();
-                    }
-                    if renews || repaced.is_some() {
-                        s.metrics.heartbeat_acks.inc();
-                        let _ = tx.send(ServerMsg::Ack {
-                            seq,
-                            heartbeat_ms: repaced,
-                        });
-                    }
-                }
-                // Kept with the node that said it: the run heeds only the nodes it ordered.
-                AgentMsg::Fault { id, error } => s.lab.answered(&node, id, error),
-                // A node speaks only of its own allocations: others' are dropped.
-                AgentMsg::Energy { mut mj, estimated } => {
-                    {
-                        let cache = s.cache();
-                        mj.retain(|id, _| cache.allocs.get(id).is_some_and(|a| a.node == node));
-                    }
-                    s.liveness.set_energy(&node, mj, estimated);
-                }
-                AgentMsg::Progress { id, text } => {
-                    // A node speaks only for its own allocations.
-                    let owner = s.cache().allocs.get(&id).map(|a| a.node.clone());
-                    if owner.as_deref() != Some(node.as_str()) {
-                        let why = format!(
-                            "node {node} sent progress for allocation {id} of {}",
-                            owner.map_or("no node".to_string(), |o| format!("node {o}"))
-                        );
-                        tracing::warn!("{why}");
-                        refused(&s, &caller, "WS", why);
-                        continue;
-                    }
-                    let mut p = crate::util::lock(&s.progress);
-                    if text.is_empty() {
-                        p.remove(&id);
-                    } else {
-                        p.insert(id, text.chars().take(80).collect());
-                    }
-                }
-                AgentMsg::Update(report) => {
-                    crate::util::lock(&s.progress).remove(&report.id);
-                    if let Err(mpsc::error::TrySendError::Full(_)) =
-                        reports_tx.try_send(Box::new(report))
-                    {
-                        let why = format!(
-                            "node {node} sent reports faster than they are stored ({REPORT_QUEUE_LIMIT} waiting); disconnected"
-                        );
-                        tracing::warn!("{why}");
-                        refused(&s, &caller, "WS", why);
-                        break;
-                    }
-                }
-                AgentMsg::LogData {
-                    req,
-                    data,
-                    eof,
-                    error,
-                } => {
-                    match s.hub.log_target(req, &node) {
-                        Ok(t) => {
-                            let piece = match error {
-                                Some(e) => Err(e),
-                                None => Ok(data),
-                            };
-                            passed = Some((t, piece, req, eof));
-                        }
-                        // Another node's stream: refused and audited; the session goes on
-                        // (what it sent went nowhere).
-                        Err(true) => {
-                            let why = format!(
-                                "node {node} sent log data for a stream asked of another node"
-                            );
-                            tracing::warn!("{why}");
-                            refused(&s, &caller, "WS", why);
-                        }
-                        Err(false) => {
-                            let _ = tx.send(ServerMsg::LogsCancel { req });
-                        }
-                    }
-                }
             }
-            passed
         };
-        if let Some((t, piece, req, eof)) = log_piece {
-            let failed = t.send(piece).await.is_err();
-            if eof || failed {
-                s.hub.close_log(req, &node);
+        match step {
+            Heard::Done => {}
+            Heard::End => break,
+            Heard::Log {
+                to,
+                piece,
+                req,
+                eof,
+            } => {
+                let failed = to.send(piece).await.is_err();
+                if eof || failed {
+                    s.hub.close_log(req, &node);
+                }
             }
         }
     }
@@ -452,12 +353,170 @@ pub async fn session<L: Link>(s: Arc<Shared>, node: String, caller: AgentCaller,
     }
     // Reports already received are still stored (the writer ends when they are), and
     // the latest facts registered.
-    drop(reports_tx);
+    drop(passes);
     drop(writer);
-    drop(facts_tx);
     drop(registrar);
     drop(link);
     tracing::info!("agent {node} disconnected");
+}
+
+/// What the session does after a message.
+enum Heard {
+    /// Nothing more: read the next.
+    Done,
+    /// The session ends.
+    End,
+    /// Pass a piece of a log stream on (awaited: the stream's reader sets the pace).
+    Log {
+        to: mpsc::Sender<crate::state::LogPiece>,
+        piece: crate::state::LogPiece,
+        req: u64,
+        eof: bool,
+    },
+}
+
+/// Where a session passes what its agent says, beside its outbox: the report writer's
+/// queue and the registrar's latest facts.
+struct Passes {
+    reports: mpsc::Sender<Box<motley_core::proto::AllocReport>>,
+    facts: tokio::sync::watch::Sender<Option<Box<motley_core::model::NodeFacts>>>,
+}
+
+/// A session's heartbeat bookkeeping: the pace the node was told, the last renewal.
+struct Beat {
+    told: u64,
+    last_ack: tokio::time::Instant,
+}
+
+/// Handles one message of a registered agent, without waiting for anything.
+fn heard(
+    s: &Shared,
+    node: &str,
+    caller: &AgentCaller,
+    tx: &crate::state::Outbox,
+    passes: &Passes,
+    beat: &mut Beat,
+    msg: AgentMsg,
+) -> Heard {
+    match msg {
+        AgentMsg::Hello { .. } => {
+            tracing::warn!("agent {node} said hello twice");
+            return Heard::End;
+        }
+        AgentMsg::Facts { facts } => {
+            let _ = passes.facts.send(Some(Box::new(facts)));
+        }
+        AgentMsg::Readings { readings, at } => {
+            s.liveness.set_readings(node, readings, at);
+        }
+        AgentMsg::Heartbeat { seq, quiet } => {
+            s.liveness.heartbeat(node, beat.told);
+            s.metrics.heartbeats.inc();
+            // Renewing the lease once a second is plenty (it lasts seconds) and
+            // halves the idle traffic; a quiet heartbeat (a node without fenced
+            // work: no lease to renew) gets no answer at all. The number lets the
+            // agent count its lease from when it sent this heartbeat
+            // (`motley_core::lease`). A new pace (more or fewer agents connected)
+            // goes out at once, quiet or not, with the node's detector judging it
+            // by the new pace from now; a quiet node is paced by the budget alone
+            // (`failure::quiet_heartbeat_ms`), so a node that starts or stops
+            // asking is told its pace again.
+            let pace = s.pace(0, quiet);
+            let repaced = (pace != beat.told).then(|| {
+                beat.told = pace;
+                s.liveness.repace(node, pace);
+                pace
+            });
+            // Only a renewal counts against the interval: a pace told to a quiet
+            // heartbeat must not hold back the renewal its next one asks for.
+            let renews = !quiet && beat.last_ack.elapsed() >= ACK_INTERVAL;
+            if renews {
+                beat.last_ack = tokio::time::Instant::now();
+            }
+            if renews || repaced.is_some() {
+                s.metrics.heartbeat_acks.inc();
+                let _ = tx.send(ServerMsg::Ack {
+                    seq,
+                    heartbeat_ms: repaced,
+                });
+            }
+        }
+        // Kept with the node that said it: the run heeds only the nodes it ordered.
+        AgentMsg::Fault { id, error } => s.lab.answered(node, id, error),
+        // A node speaks only of its own allocations: others' are dropped.
+        AgentMsg::Energy { mut mj, estimated } => {
+            {
+                let cache = s.cache();
+                mj.retain(|id, _| cache.allocs.get(id).is_some_and(|a| a.node == node));
+            }
+            s.liveness.set_energy(node, mj, estimated);
+        }
+        AgentMsg::Progress { id, text } => {
+            // A node speaks only for its own allocations.
+            let owner = s.cache().allocs.get(&id).map(|a| a.node.clone());
+            if owner.as_deref() != Some(node) {
+                let why = format!(
+                    "node {node} sent progress for allocation {id} of {}",
+                    owner.map_or("no node".to_string(), |o| format!("node {o}"))
+                );
+                tracing::warn!("{why}");
+                refused(s, caller, "WS", why);
+                return Heard::Done;
+            }
+            let mut p = crate::util::lock(&s.progress);
+            if text.is_empty() {
+                p.remove(&id);
+            } else {
+                p.insert(id, text.chars().take(80).collect());
+            }
+        }
+        AgentMsg::Update(report) => {
+            crate::util::lock(&s.progress).remove(&report.id);
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                passes.reports.try_send(Box::new(report))
+            {
+                let why = format!(
+                    "node {node} sent reports faster than they are stored ({REPORT_QUEUE_LIMIT} waiting); disconnected"
+                );
+                tracing::warn!("{why}");
+                refused(s, caller, "WS", why);
+                return Heard::End;
+            }
+        }
+        AgentMsg::LogData {
+            req,
+            data,
+            eof,
+            error,
+        } => {
+            match s.hub.log_target(req, node) {
+                Ok(to) => {
+                    let piece = match error {
+                        Some(e) => Err(e),
+                        None => Ok(data),
+                    };
+                    return Heard::Log {
+                        to,
+                        piece,
+                        req,
+                        eof,
+                    };
+                }
+                // Another node's stream: refused and audited; the session goes on
+                // (what it sent went nowhere).
+                Err(true) => {
+                    let why =
+                        format!("node {node} sent log data for a stream asked of another node");
+                    tracing::warn!("{why}");
+                    refused(s, caller, "WS", why);
+                }
+                Err(false) => {
+                    let _ = tx.send(ServerMsg::LogsCancel { req });
+                }
+            }
+        }
+    }
+    Heard::Done
 }
 
 /// An agent's connection in memory: frames in, messages out (tests and the
