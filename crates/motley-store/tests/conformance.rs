@@ -70,6 +70,75 @@ async fn history_is_bounded_by_bytes_too() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn history_older_than_its_age_is_forgotten_at_rest() {
+    use motley_store::embedded::HISTORY_AGE;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Embedded::open(&dir.path().join("s.redb")).expect("open");
+    // Lazy: committed on this task, so the paused clock moves only when told.
+    let put = |i: u32| {
+        Txn::new()
+            .put(format!("/age/{i}"), vec![b'x'; 100])
+            .lazy(true)
+    };
+    let first = s.txn(put(1)).await.expect("txn").revision;
+    s.txn(put(2)).await.expect("txn");
+    // Within its age, the history answers a watch from its first revision.
+    tokio::time::advance(HISTORY_AGE / 2).await;
+    let mut w = s
+        .watch("/age/", first)
+        .await
+        .expect("history within its age");
+    let g = w.recv().await.expect("event").expect("ok");
+    assert_eq!(g[0].revision(), first);
+    drop(w);
+    // Past twice its age with nothing written, it is all forgotten: a watch from it is
+    // compacted, as from a compacted etcd revision (the server's cache then reloads).
+    tokio::time::sleep(HISTORY_AGE * 2).await;
+    match s.watch("/age/", first).await {
+        Err(motley_store::StoreError::Compacted { requested, oldest }) => {
+            assert_eq!((requested, oldest), (first, first + 2));
+        }
+        other => panic!("revision {first} must be forgotten: {other:?}"),
+    }
+    // What is written next is in the history again, and its watch sees it.
+    let third = s.txn(put(3)).await.expect("txn").revision;
+    assert_eq!(third, first + 2);
+    let mut w = s.watch("/age/", third).await.expect("the new revision");
+    let g = w.recv().await.expect("event").expect("ok");
+    assert_eq!(g[0].revision(), third);
+}
+
+#[tokio::test]
+async fn a_watcher_far_behind_the_live_feed_sees_every_revision_in_order() {
+    // More revisions than the live feed holds (and than the watch's own queue), written
+    // while the watcher reads nothing: it falls behind, then catches up from the history.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Embedded::open(&dir.path().join("s.redb")).expect("open");
+    let start = s
+        .txn(Txn::new().put("/lag/0", b"0".to_vec()))
+        .await
+        .expect("txn")
+        .revision;
+    let mut w = s.watch("/lag/", start + 1).await.expect("watch");
+    let n = 3_000u64;
+    for i in 1..=n {
+        s.txn(Txn::new().put(format!("/lag/{i}"), i.to_string().into_bytes()))
+            .await
+            .expect("txn");
+    }
+    for i in 1..=n {
+        let g = tokio::time::timeout(std::time::Duration::from_secs(30), w.recv())
+            .await
+            .expect("the next revision within 30 s")
+            .expect("the watch is open")
+            .expect("no error");
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].revision(), start + i);
+        assert_eq!(g[0].kv.value, i.to_string().into_bytes());
+    }
+}
+
 #[tokio::test]
 async fn a_file_with_the_old_history_table_loses_it_and_keeps_its_data() {
     use redb::{ReadableDatabase, TableDefinition};

@@ -3,22 +3,13 @@
 
 mod doctor;
 mod local_link;
+mod logging;
 mod malloc;
 mod roles;
 mod up;
 
 use clap::Parser;
 use motley_cli::args::{Cli, Command};
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MOTLEY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-}
 
 /// Runs a long-running role as a task of the runtime rather than on the main thread,
 /// and makes its future there, boxed. `block_on` polls a future on the main thread's
@@ -57,6 +48,9 @@ fn parse_aside() -> Cli {
         Err(_) => Cli::parse(),
     }
 }
+
+/// Readiness events the runtime takes from the kernel at a time (see `main`).
+const IO_EVENTS_PER_TICK: usize = 256;
 
 fn main() {
     // The fence guard an agent starts (`motley_agent::guard`): before anything else, so
@@ -104,12 +98,17 @@ fn main() {
         cli.command,
         Command::Up(_) | Command::Server(_) | Command::Agent(_)
     );
-    init_logging(if is_up { "info" } else { "warn" });
+    logging::init(if is_up { "info" } else { "warn" });
     motley_net::install_crypto_provider();
     let rt = if is_up || matches!(cli.command, Command::Snapshot { .. }) {
         let mut rt = tokio::runtime::Builder::new_multi_thread();
         // A small footprint: two workers are plenty for a node agent and a home-lab server.
-        rt.worker_threads(2).max_blocking_threads(8).enable_all();
+        // The IO driver's event buffer is allocated whole (12 bytes an event): 1,024 by
+        // default, 12 KiB; 256 is 3 KiB, and events beyond them wait for the next turn.
+        rt.worker_threads(2)
+            .max_blocking_threads(8)
+            .max_io_events_per_tick(IO_EVENTS_PER_TICK)
+            .enable_all();
         rt.build()
     } else {
         // A client command makes a request or two: no worker threads to start (a shell
