@@ -87,7 +87,8 @@ struct Lazy {
 }
 
 /// The changes of the recent revisions, for watches from a past revision: in memory,
-/// bounded by [`DEFAULT_HISTORY`] revisions (or the caller's) and [`HISTORY_BYTES`].
+/// bounded by [`DEFAULT_HISTORY`] revisions (or the caller's) and [`HISTORY_BYTES`], and
+/// in time by [`HISTORY_AGE`].
 struct Recent {
     /// Revisions `compacted + 1 ..= revision`, oldest first, each with its [`weight`]
     /// and when it was added.
@@ -599,7 +600,6 @@ impl Embedded {
             .map_err(backend)?
     }
 
-    /// After a lazy commit: a durable one within the interval, unless one is due.
     /// Forgets, every [`HISTORY_AGE`], the revisions older than that, until none is
     /// left: the history serves watches that fall behind or start from a range just read
     /// (all in this process, see decisions.md), which need seconds of it, and a server at
@@ -624,6 +624,7 @@ impl Embedded {
         });
     }
 
+    /// After a lazy commit: a durable one within the interval, unless one is due.
     fn schedule_sync(&self) {
         {
             let mut lazy = self.inner.lazy();
