@@ -43,20 +43,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Revisions kept in memory for watches before old ones are forgotten.
 pub const DEFAULT_HISTORY: u64 = 10_000;
 
-/// Revisions the live feed holds for a watcher that has not read them yet (each an
-/// `Arc` shared with the history, 32 bytes a slot, allocated at open): a watcher further
-/// behind catches up from the history (see `Embedded::watch`), so this only decides how
-/// often that happens, not whether a change is seen. 256 rather than 1,024: 24 KiB less
-/// in every server.
-const LIVE_REVISIONS: usize = 256;
-
 /// Most bytes of keys and values the history keeps (the newest revision is kept whatever
 /// its size).
 pub const HISTORY_BYTES: usize = 1 << 20;
-
-/// How long the history keeps a revision at least: between this and twice this, then it
-/// is forgotten, so that a server at rest holds no history (see `Embedded::forget_old`).
-pub const HISTORY_AGE: Duration = Duration::from_secs(30);
 
 /// Longest a lazy transaction waits for a durable commit (what a power cut may take).
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -87,20 +76,16 @@ struct Lazy {
 }
 
 /// The changes of the recent revisions, for watches from a past revision: in memory,
-/// bounded by [`DEFAULT_HISTORY`] revisions (or the caller's) and [`HISTORY_BYTES`], and
-/// in time by [`HISTORY_AGE`].
+/// bounded by [`DEFAULT_HISTORY`] revisions (or the caller's) and [`HISTORY_BYTES`].
 struct Recent {
-    /// Revisions `compacted + 1 ..= revision`, oldest first, each with its [`weight`]
-    /// and when it was added.
-    groups: std::collections::VecDeque<(Arc<Vec<Event>>, usize, tokio::time::Instant)>,
+    /// Revisions `compacted + 1 ..= revision`, oldest first, each with its [`weight`].
+    groups: std::collections::VecDeque<(Arc<Vec<Event>>, usize)>,
     /// Every revision up to this one is forgotten.
     compacted: u64,
     /// The newest revision.
     revision: u64,
     bytes: usize,
     max_revisions: u64,
-    /// A task forgets old revisions (`Embedded::forget_old`).
-    sweeping: bool,
 }
 
 fn weight(events: &[Event]) -> usize {
@@ -119,7 +104,6 @@ impl Recent {
             revision,
             bytes: 0,
             max_revisions: max_revisions.max(1),
-            sweeping: false,
         }
     }
 
@@ -130,14 +114,11 @@ impl Recent {
         };
         if rev != self.revision + 1 {
             // Never happens under the write lock; forget rather than keep a gap.
-            let sweeping = self.sweeping;
             *self = Recent::starting_at(rev.saturating_sub(1), self.max_revisions);
-            self.sweeping = sweeping;
         }
         let w = weight(&events);
         self.bytes += w;
-        self.groups
-            .push_back((events, w, tokio::time::Instant::now()));
+        self.groups.push_back((events, w));
         self.revision = rev;
         while self.groups.len() as u64 > self.max_revisions
             || (self.bytes > HISTORY_BYTES && self.groups.len() > 1)
@@ -147,23 +128,9 @@ impl Recent {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some((_, w, _)) = self.groups.pop_front() {
+        if let Some((_, w)) = self.groups.pop_front() {
             self.bytes -= w;
             self.compacted += 1;
-        }
-    }
-
-    /// Forgets the revisions added before `before`; once none is left, gives the queue's
-    /// memory back. True when none is left.
-    fn forget_before(&mut self, before: tokio::time::Instant) -> bool {
-        while self.groups.front().is_some_and(|(_, _, at)| *at < before) {
-            self.forget_oldest();
-        }
-        if self.groups.is_empty() {
-            self.groups = Default::default();
-            true
-        } else {
-            false
         }
     }
 
@@ -187,7 +154,7 @@ impl Recent {
             .groups
             .iter()
             .skip(skip)
-            .flat_map(|(g, _, _)| g.iter())
+            .flat_map(|(g, _)| g.iter())
             .filter(|e| e.kv.key.starts_with(prefix))
             .cloned()
             .collect())
@@ -462,7 +429,7 @@ impl Embedded {
     }
 
     fn on(db: Database, history: u64) -> Embedded {
-        let (events, _) = broadcast::channel(LIVE_REVISIONS);
+        let (events, _) = broadcast::channel(1024);
         Embedded {
             inner: Arc::new(Inner {
                 db,
@@ -600,30 +567,6 @@ impl Embedded {
             .map_err(backend)?
     }
 
-    /// Forgets, every [`HISTORY_AGE`], the revisions older than that, until none is
-    /// left: the history serves watches that fall behind or start from a range just read
-    /// (all in this process, see decisions.md), which need seconds of it, and a server at
-    /// rest then holds none (it was up to [`HISTORY_BYTES`] of old changes, kept until
-    /// newer ones pushed them out). One task while there is history; none at rest.
-    fn forget_old(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(HISTORY_AGE).await;
-                let Some(inner) = weak.upgrade() else { return };
-                // (`None` only within HISTORY_AGE of the clock's origin: nothing is older.)
-                let Some(before) = tokio::time::Instant::now().checked_sub(HISTORY_AGE) else {
-                    continue;
-                };
-                let mut recent = inner.recent();
-                if recent.forget_before(before) {
-                    recent.sweeping = false;
-                    return;
-                }
-            }
-        });
-    }
-
     /// After a lazy commit: a durable one within the interval, unless one is due.
     fn schedule_sync(&self) {
         {
@@ -710,15 +653,8 @@ impl Store for Embedded {
             let events = Arc::new(events);
             // Into the history before the broadcast, so a watch that reads the history
             // after subscribing misses nothing (and drops what it sees twice).
-            let sweep = {
-                let mut recent = self.inner.recent();
-                recent.push(events.clone());
-                !std::mem::replace(&mut recent.sweeping, true)
-            };
+            self.inner.recent().push(events.clone());
             let _ = self.inner.events.send(events);
-            if sweep {
-                self.forget_old();
-            }
         }
         Ok(result)
     }

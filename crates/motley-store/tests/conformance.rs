@@ -70,45 +70,6 @@ async fn history_is_bounded_by_bytes_too() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn history_older_than_its_age_is_forgotten_at_rest() {
-    use motley_store::embedded::HISTORY_AGE;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = Embedded::open(&dir.path().join("s.redb")).expect("open");
-    // Lazy: committed on this task, so the paused clock moves only when told.
-    let put = |i: u32| {
-        Txn::new()
-            .put(format!("/age/{i}"), vec![b'x'; 100])
-            .lazy(true)
-    };
-    let first = s.txn(put(1)).await.expect("txn").revision;
-    s.txn(put(2)).await.expect("txn");
-    // Within its age, the history answers a watch from its first revision.
-    tokio::time::advance(HISTORY_AGE / 2).await;
-    let mut w = s
-        .watch("/age/", first)
-        .await
-        .expect("history within its age");
-    let g = w.recv().await.expect("event").expect("ok");
-    assert_eq!(g[0].revision(), first);
-    drop(w);
-    // Past twice its age with nothing written, it is all forgotten: a watch from it is
-    // compacted, as from a compacted etcd revision (the server's cache then reloads).
-    tokio::time::sleep(HISTORY_AGE * 2).await;
-    match s.watch("/age/", first).await {
-        Err(motley_store::StoreError::Compacted { requested, oldest }) => {
-            assert_eq!((requested, oldest), (first, first + 2));
-        }
-        other => panic!("revision {first} must be forgotten: {other:?}"),
-    }
-    // What is written next is in the history again, and its watch sees it.
-    let third = s.txn(put(3)).await.expect("txn").revision;
-    assert_eq!(third, first + 2);
-    let mut w = s.watch("/age/", third).await.expect("the new revision");
-    let g = w.recv().await.expect("event").expect("ok");
-    assert_eq!(g[0].revision(), third);
-}
-
 #[tokio::test]
 async fn a_watcher_far_behind_the_live_feed_sees_every_revision_in_order() {
     // More revisions than the live feed holds (and than the watch's own queue), written
