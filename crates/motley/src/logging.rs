@@ -22,22 +22,33 @@ use tracing_subscriber::layer::SubscriberExt;
 /// Installs the logger: `MOTLEY_LOG` if set and valid, else `default` (a level).
 pub fn init(default: &str) {
     let filter = EnvFilter::try_from_env("MOTLEY_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let lines = Lines {
-        ansi: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-        next_span: AtomicU64::new(1),
-    };
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let lines = Lines::new(move |event: &Event<'_>| {
+        let line = format_line(event, jiff::Timestamp::now(), ansi);
+        // One write per line, so that lines of different threads do not interleave; a
+        // log that cannot be written is dropped (there is nowhere to say so).
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    });
     let _ = tracing::subscriber::set_global_default(lines.with(filter));
 }
 
-/// The subscriber: one line per event on stderr.
-struct Lines {
-    /// Colours for the level, on a terminal only.
-    ansi: bool,
+/// The subscriber: each event handed to `out` (on stderr, one line: [`init`]).
+struct Lines<O> {
     /// Span ids handed out (spans are otherwise ignored).
     next_span: AtomicU64,
+    out: O,
 }
 
-impl Subscriber for Lines {
+impl<O> Lines<O> {
+    fn new(out: O) -> Lines<O> {
+        Lines {
+            next_span: AtomicU64::new(1),
+            out,
+        }
+    }
+}
+
+impl<O: Fn(&Event<'_>) + Send + Sync + 'static> Subscriber for Lines<O> {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         // The filter layered above decides.
         true
@@ -52,10 +63,7 @@ impl Subscriber for Lines {
     fn record_follows_from(&self, _: &Id, _: &Id) {}
 
     fn event(&self, event: &Event<'_>) {
-        let line = format_line(event, jiff::Timestamp::now(), self.ansi);
-        // One write per line, so that lines of different threads do not interleave; a
-        // log that cannot be written is dropped (there is nowhere to say so).
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        (self.out)(event);
     }
 
     fn enter(&self, _: &Id) {}
@@ -131,34 +139,22 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// Captures the lines `format_line` makes, at a fixed time.
-    struct Capture(Arc<Mutex<Vec<String>>>);
-
-    impl Subscriber for Capture {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let at = "2026-12-07T00:56:23.1234567Z"
-                .parse::<jiff::Timestamp>()
-                .expect("a valid time");
-            if let Ok(mut l) = self.0.lock() {
+    /// The subscriber `init` installs, with its lines kept in `lines` and a fixed time.
+    fn capture(lines: Arc<Mutex<Vec<String>>>) -> Lines<impl Fn(&Event<'_>) + Send + Sync> {
+        let at = "2026-12-07T00:56:23.1234567Z"
+            .parse::<jiff::Timestamp>()
+            .expect("a valid time");
+        Lines::new(move |event: &Event<'_>| {
+            if let Ok(mut l) = lines.lock() {
                 l.push(format_line(event, at, false));
             }
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
+        })
     }
 
     #[test]
     fn a_line_has_the_time_the_level_the_message_and_the_fields() {
         let lines = Arc::new(Mutex::new(Vec::new()));
-        tracing::subscriber::with_default(Capture(lines.clone()), || {
+        tracing::subscriber::with_default(capture(lines.clone()), || {
             let path = "/var/lib/motley";
             tracing::info!("listening on {}", "127.0.0.1:6443");
             tracing::warn!(node = "pi4", tries = 3, "agent {} lost", "pi4");
@@ -178,7 +174,7 @@ mod tests {
     #[test]
     fn the_filter_decides_what_is_written() {
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let filtered = Capture(lines.clone()).with(EnvFilter::new("warn"));
+        let filtered = capture(lines.clone()).with(EnvFilter::new("warn"));
         tracing::subscriber::with_default(filtered, || {
             tracing::info!("not this");
             let span = tracing::debug_span!("request", id = 7);
